@@ -1,0 +1,182 @@
+//! `POST/GET /api/api-keys`, `DELETE /api/api-keys/{id}`: keys for machine
+//! clients, shown once, scoped to the organization and a role.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use crate::api::error::{ApiError, ErrorBody, FieldErrors};
+use crate::api::extract::{ApiJson, ClientInfo};
+use crate::api::handlers::check_text;
+use crate::audit;
+use crate::auth::{Principal, Role, api_keys};
+use crate::state::AppState;
+use crate::store::{self, api_keys::ApiKeyRow, new_id, now_ms, to_rfc3339};
+
+/// A new key.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    /// Label (1–100 chars).
+    pub name: String,
+    /// Role the key carries; at most the caller's (default: the caller's organization role).
+    #[serde(default)]
+    pub role: Option<Role>,
+}
+
+/// A key as listed (never the key itself).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyView {
+    /// Id.
+    pub id: String,
+    /// Label.
+    pub name: String,
+    /// Role.
+    pub role: String,
+    /// First characters, for recognition.
+    pub prefix: String,
+    /// Creator.
+    pub user_id: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub last_used_at: Option<String>,
+    /// RFC 3339, when revoked.
+    pub revoked_at: Option<String>,
+}
+
+impl From<&ApiKeyRow> for ApiKeyView {
+    fn from(r: &ApiKeyRow) -> Self {
+        ApiKeyView {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            role: r.role.clone(),
+            prefix: r.prefix.clone(),
+            user_id: r.user_id.clone(),
+            created_at: to_rfc3339(r.created_at),
+            last_used_at: r.last_used_at.map(to_rfc3339),
+            revoked_at: r.revoked_at.map(to_rfc3339),
+        }
+    }
+}
+
+/// A freshly created key: the only time `key` is shown.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedApiKey {
+    /// The key metadata.
+    #[serde(flatten)]
+    pub meta: ApiKeyView,
+    /// The key, for `Authorization: Bearer vel_…`. Store it now; it cannot be shown again.
+    pub key: String,
+}
+
+/// The organization's keys.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyList {
+    /// Newest first.
+    pub items: Vec<ApiKeyView>,
+}
+
+/// Create a key (org_admin).
+#[utoipa::path(post, path = "/api/api-keys", tag = "api-keys", request_body = CreateApiKey,
+    responses((status = 201, body = CreatedApiKey), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    p: Principal,
+    client: ClientInfo,
+    ApiJson(req): ApiJson<CreateApiKey>,
+) -> Result<(StatusCode, Json<CreatedApiKey>), ApiError> {
+    p.require(Role::OrgAdmin)?;
+    let mut errors = FieldErrors::new();
+    check_text(&mut errors, "name", &req.name, 100);
+    let own_org_role = p
+        .roles
+        .iter()
+        .copied()
+        .find(|r| r.is_org_role())
+        .unwrap_or(Role::OrgAdmin);
+    let role = req.role.unwrap_or(own_org_role);
+    errors.check(
+        p.has_at_least(role),
+        "role",
+        "cannot exceed the caller's own role",
+    );
+    errors.finish()?;
+    let (key, digest) = api_keys::generate();
+    let row = ApiKeyRow {
+        id: new_id(),
+        org_id: p.org_id.clone(),
+        user_id: p.user_id.clone(),
+        name: req.name.trim().to_string(),
+        role: role.as_str().to_string(),
+        prefix: api_keys::display_prefix(&key),
+        created_at: now_ms(),
+        last_used_at: None,
+        revoked_at: None,
+    };
+    let mut tx = state.db.tenant(&p.org_id).await?;
+    store::api_keys::insert(&mut tx, &row, &digest).await?;
+    audit::record(
+        &mut tx,
+        &p,
+        &client,
+        "api_key_created",
+        json!({ "api_key_id": row.id, "name": row.name, "role": row.role, "prefix": row.prefix }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedApiKey {
+            meta: (&row).into(),
+            key,
+        }),
+    ))
+}
+
+/// List the organization's keys (org_admin).
+#[utoipa::path(get, path = "/api/api-keys", tag = "api-keys",
+    responses((status = 200, body = ApiKeyList), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    p: Principal,
+) -> Result<Json<ApiKeyList>, ApiError> {
+    p.require(Role::OrgAdmin)?;
+    let mut tx = state.db.tenant(&p.org_id).await?;
+    let rows = store::api_keys::list(&mut tx, &p.org_id).await?;
+    tx.commit().await?;
+    Ok(Json(ApiKeyList {
+        items: rows.iter().map(Into::into).collect(),
+    }))
+}
+
+/// Revoke a key (org_admin); it stops working at once on every instance.
+#[utoipa::path(delete, path = "/api/api-keys/{id}", tag = "api-keys",
+    params(("id" = String, Path, description = "API key id")),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    p: Principal,
+    client: ClientInfo,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    p.require(Role::OrgAdmin)?;
+    let mut tx = state.db.tenant(&p.org_id).await?;
+    if !store::api_keys::revoke(&mut tx, &p.org_id, &id).await? {
+        return Err(ApiError::not_found("API key"));
+    }
+    audit::record(
+        &mut tx,
+        &p,
+        &client,
+        "api_key_revoked",
+        json!({ "api_key_id": id }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,34 @@
+//! One module per resource; each exposes its routes for the router.
+
+pub mod agents;
+pub mod api_keys;
+pub mod audit_logs;
+pub mod auth;
+pub mod connectivity;
+pub mod integrations;
+pub mod organizations;
+pub mod users;
+
+/// Trim, and reject empty or over-long text.
+pub(crate) fn check_text(
+    errors: &mut super::error::FieldErrors,
+    field: &str,
+    value: &str,
+    max_chars: usize,
+) {
+    let n = value.trim().chars().count();
+    if n == 0 {
+        errors.add(field, "must not be empty");
+    } else if value.chars().count() > max_chars {
+        errors.add(field, &format!("must be at most {max_chars} characters"));
+    }
+}
+
+/// Lower-case slug rule for plugin, provider and policy names.
+pub(crate) fn is_slug(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+}

@@ -1,0 +1,364 @@
+//! Organizations (create: platform admin) and their members and roles
+//! (org_admin of that organization, or platform admin).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use crate::api::error::{ApiError, ErrorBody, FieldErrors};
+use crate::api::extract::{ApiJson, ClientInfo};
+use crate::api::handlers::check_text;
+use crate::audit;
+use crate::auth::{Principal, Role};
+use crate::state::AppState;
+use crate::store::{self, Tx, to_rfc3339};
+
+/// An organization.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrganizationView {
+    /// Id.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+impl From<store::organizations::Organization> for OrganizationView {
+    fn from(o: store::organizations::Organization) -> Self {
+        OrganizationView {
+            id: o.id,
+            name: o.name,
+            created_at: to_rfc3339(o.created_at),
+        }
+    }
+}
+
+/// A new organization.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrganization {
+    /// Unique name (≤ 100 chars).
+    pub name: String,
+}
+
+/// Organizations visible to the caller.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrganizationList {
+    /// The organizations.
+    pub items: Vec<OrganizationView>,
+}
+
+/// A member and their role.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberView {
+    /// User id.
+    pub user_id: String,
+    /// Email.
+    pub email: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Role in the organization.
+    pub role: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+impl From<store::organizations::Member> for MemberView {
+    fn from(m: store::organizations::Member) -> Self {
+        MemberView {
+            user_id: m.user_id,
+            email: m.email,
+            name: m.name,
+            role: m.role,
+            created_at: to_rfc3339(m.created_at),
+        }
+    }
+}
+
+/// The members of an organization.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberList {
+    /// Members by email.
+    pub items: Vec<MemberView>,
+}
+
+/// Add an existing user (by id or email) with a role.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    /// The user's id.
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// Or the user's email.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Organization role.
+    pub role: Role,
+}
+
+/// A new role for a member.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetRole {
+    /// Organization role.
+    pub role: Role,
+}
+
+/// Open a transaction for managing `org_id`: the caller's own organization
+/// needs org_admin; another one needs platform admin (a deliberate
+/// cross-tenant operation); anyone else gets 404.
+async fn manage(state: &AppState, p: &Principal, org_id: &str) -> Result<Tx, ApiError> {
+    let mut tx = if org_id == p.org_id {
+        p.require(Role::OrgAdmin)?;
+        state.db.tenant(org_id).await?
+    } else if p.is_platform_admin() {
+        state.db.platform().await?
+    } else {
+        return Err(ApiError::not_found("organization"));
+    };
+    if store::organizations::get(&mut tx, org_id).await?.is_none() {
+        return Err(ApiError::not_found("organization"));
+    }
+    Ok(tx)
+}
+
+/// Create an organization; the creating admin becomes its org_admin.
+#[utoipa::path(post, path = "/api/organizations", tag = "organizations", request_body = CreateOrganization,
+    responses((status = 201, body = OrganizationView), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    p: Principal,
+    client: ClientInfo,
+    ApiJson(req): ApiJson<CreateOrganization>,
+) -> Result<(StatusCode, Json<OrganizationView>), ApiError> {
+    p.require_platform_admin()?;
+    let mut errors = FieldErrors::new();
+    check_text(&mut errors, "name", &req.name, 100);
+    errors.finish()?;
+    let name = req.name.trim();
+    let mut tx = state.db.platform().await?;
+    if store::organizations::find_by_name(&mut tx, name)
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::conflict("an organization with this name exists"));
+    }
+    let org = store::organizations::insert(&mut tx, name).await?;
+    store::organizations::add_member(&mut tx, &org.id, &p.user_id, Role::OrgAdmin.as_str()).await?;
+    audit::record_for(
+        &mut tx,
+        Some(&org.id),
+        Some(&p.user_id),
+        &client,
+        "organization_created",
+        json!({ "org_id": org.id, "name": org.name }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(org.into())))
+}
+
+/// Organizations the caller belongs to (all of them for platform admins).
+#[utoipa::path(get, path = "/api/organizations", tag = "organizations",
+    responses((status = 200, body = OrganizationList)), security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    p: Principal,
+) -> Result<Json<OrganizationList>, ApiError> {
+    let mut tx = state.db.platform().await?;
+    let member = if p.is_platform_admin() {
+        None
+    } else {
+        Some(p.user_id.as_str())
+    };
+    let orgs = store::organizations::list(&mut tx, member).await?;
+    tx.commit().await?;
+    Ok(Json(OrganizationList {
+        items: orgs.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// One organization: the caller's own, or any for platform admins.
+#[utoipa::path(get, path = "/api/organizations/{id}", tag = "organizations",
+    params(("id" = String, Path, description = "Organization id")),
+    responses((status = 200, body = OrganizationView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<OrganizationView>, ApiError> {
+    let mut tx = if id == p.org_id {
+        state.db.tenant(&id).await?
+    } else if p.is_platform_admin() {
+        state.db.platform().await?
+    } else {
+        return Err(ApiError::not_found("organization"));
+    };
+    let org = store::organizations::get(&mut tx, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("organization"))?;
+    tx.commit().await?;
+    Ok(Json(org.into()))
+}
+
+/// Members of an organization and their roles.
+#[utoipa::path(get, path = "/api/organizations/{id}/members", tag = "organizations",
+    params(("id" = String, Path, description = "Organization id")),
+    responses((status = 200, body = MemberList), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_members(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<MemberList>, ApiError> {
+    let mut tx = manage(&state, &p, &id).await?;
+    let members = store::organizations::list_members(&mut tx, &id).await?;
+    tx.commit().await?;
+    Ok(Json(MemberList {
+        items: members.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// Add an existing user to the organization.
+#[utoipa::path(post, path = "/api/organizations/{id}/members", tag = "organizations", request_body = AddMember,
+    params(("id" = String, Path, description = "Organization id")),
+    responses((status = 201, body = MemberView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn add_member(
+    State(state): State<AppState>,
+    p: Principal,
+    client: ClientInfo,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<AddMember>,
+) -> Result<(StatusCode, Json<MemberView>), ApiError> {
+    let mut errors = FieldErrors::new();
+    errors.check(
+        req.role.is_org_role(),
+        "role",
+        "must be an organization role",
+    );
+    errors.check(
+        req.user_id.is_some() != req.email.is_some(),
+        "user_id",
+        "give exactly one of user_id and email",
+    );
+    errors.finish()?;
+    let mut tx = manage(&state, &p, &id).await?;
+    let user = match (&req.user_id, &req.email) {
+        (Some(uid), _) => store::users::find_by_id(&mut tx, uid).await?,
+        (_, Some(email)) => {
+            store::users::find_by_email(&mut tx, &super::users::normalize_email(email)).await?
+        }
+        _ => None,
+    }
+    .ok_or_else(|| ApiError::not_found("user"))?;
+    if store::organizations::get_member(&mut tx, &id, &user.id)
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::conflict("the user is already a member"));
+    }
+    store::organizations::add_member(&mut tx, &id, &user.id, req.role.as_str()).await?;
+    audit::record_for(
+        &mut tx,
+        Some(&id),
+        Some(&p.user_id),
+        &client,
+        "member_added",
+        json!({ "user_id": user.id, "role": req.role }),
+    )
+    .await?;
+    let member = store::organizations::get_member(&mut tx, &id, &user.id)
+        .await?
+        .ok_or_else(|| ApiError::internal("membership vanished inside its transaction"))?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(member.into())))
+}
+
+/// Change a member's role (the last org_admin cannot be demoted).
+#[utoipa::path(put, path = "/api/organizations/{id}/members/{user_id}", tag = "organizations", request_body = SetRole,
+    params(("id" = String, Path, description = "Organization id"), ("user_id" = String, Path, description = "User id")),
+    responses((status = 200, body = MemberView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn set_role(
+    State(state): State<AppState>,
+    p: Principal,
+    client: ClientInfo,
+    Path((id, user_id)): Path<(String, String)>,
+    ApiJson(req): ApiJson<SetRole>,
+) -> Result<Json<MemberView>, ApiError> {
+    if !req.role.is_org_role() {
+        return Err(ApiError::invalid_field(
+            "role",
+            "must be an organization role",
+        ));
+    }
+    let mut tx = manage(&state, &p, &id).await?;
+    let current = store::organizations::get_member(&mut tx, &id, &user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("member"))?;
+    if current.role == Role::OrgAdmin.as_str()
+        && req.role != Role::OrgAdmin
+        && store::organizations::count_admins(&mut tx, &id).await? <= 1
+    {
+        return Err(ApiError::conflict(
+            "the organization's last org_admin cannot be demoted",
+        ));
+    }
+    store::organizations::set_role(&mut tx, &id, &user_id, req.role.as_str()).await?;
+    audit::record_for(
+        &mut tx,
+        Some(&id),
+        Some(&p.user_id),
+        &client,
+        "member_role_changed",
+        json!({ "user_id": user_id, "from": current.role, "to": req.role }),
+    )
+    .await?;
+    let member = store::organizations::get_member(&mut tx, &id, &user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("member"))?;
+    tx.commit().await?;
+    Ok(Json(member.into()))
+}
+
+/// Remove a member (not the last org_admin).
+#[utoipa::path(delete, path = "/api/organizations/{id}/members/{user_id}", tag = "organizations",
+    params(("id" = String, Path, description = "Organization id"), ("user_id" = String, Path, description = "User id")),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn remove_member(
+    State(state): State<AppState>,
+    p: Principal,
+    client: ClientInfo,
+    Path((id, user_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let mut tx = manage(&state, &p, &id).await?;
+    let current = store::organizations::get_member(&mut tx, &id, &user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("member"))?;
+    if current.role == Role::OrgAdmin.as_str()
+        && store::organizations::count_admins(&mut tx, &id).await? <= 1
+    {
+        return Err(ApiError::conflict(
+            "the organization's last org_admin cannot be removed",
+        ));
+    }
+    store::organizations::remove_member(&mut tx, &id, &user_id).await?;
+    audit::record_for(
+        &mut tx,
+        Some(&id),
+        Some(&p.user_id),
+        &client,
+        "member_removed",
+        json!({ "user_id": user_id }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

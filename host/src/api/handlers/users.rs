@@ -1,0 +1,347 @@
+//! `GET/PUT /api/users/me`, `POST /api/users`, `GET /api/users`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::error::{ApiError, ErrorBody, FieldErrors};
+use crate::api::extract::{ApiJson, ApiQuery, ClientInfo};
+use crate::api::pagination;
+use crate::audit;
+use crate::auth::password::{check_strength, is_valid_email};
+use crate::auth::{Principal, Role};
+use crate::state::AppState;
+use crate::store::{self, new_id, now_ms, to_rfc3339, users::User};
+
+/// A user as the API shows it (never the password hash).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UserView {
+    /// User id.
+    pub id: String,
+    /// Email.
+    pub email: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// `admin` for platform admins.
+    pub platform_role: Option<String>,
+    /// Organization of the current context, when known.
+    pub org_id: Option<String>,
+    /// Roles in that context.
+    pub roles: Vec<Role>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+impl UserView {
+    /// View of `user` acting in `org_id` with `roles`.
+    pub fn new(user: &User, org_id: &str, roles: &[Role]) -> UserView {
+        UserView {
+            id: user.id.clone(),
+            email: user.email.clone(),
+            name: user.name.clone(),
+            platform_role: user.platform_role.clone(),
+            org_id: Some(org_id.to_string()),
+            roles: roles.to_vec(),
+            created_at: to_rfc3339(user.created_at),
+            updated_at: to_rfc3339(user.updated_at),
+        }
+    }
+
+    fn bare(user: &User) -> UserView {
+        UserView {
+            id: user.id.clone(),
+            email: user.email.clone(),
+            name: user.name.clone(),
+            platform_role: user.platform_role.clone(),
+            org_id: None,
+            roles: Vec::new(),
+            created_at: to_rfc3339(user.created_at),
+            updated_at: to_rfc3339(user.updated_at),
+        }
+    }
+}
+
+/// Changes to one's own profile. Changing email or password needs `current_password`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMe {
+    /// New email.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// New display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// New password (12–72 chars, lower, upper, digit).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Current password, required to change email or password.
+    #[serde(default)]
+    pub current_password: Option<String>,
+}
+
+/// A new user, created as a member of an organization.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    /// Email (≤ 160 chars, unique).
+    pub email: String,
+    /// Password (12–72 chars, lower, upper, digit).
+    pub password: String,
+    /// Display name (≤ 100 chars).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Role in the organization (default `viewer`).
+    #[serde(default)]
+    pub role: Option<Role>,
+    /// Organization (default: the caller's; another one needs platform admin).
+    #[serde(default)]
+    pub org_id: Option<String>,
+}
+
+/// Query of `GET /api/users`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UserQuery {
+    /// Page size, 1–100 (default 20).
+    pub limit: Option<i64>,
+    /// Rows to skip.
+    pub offset: Option<i64>,
+}
+
+/// A page of users.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserList {
+    /// Users on this page.
+    pub items: Vec<UserView>,
+    /// All matching users.
+    pub total: i64,
+    /// Page size used.
+    pub limit: i64,
+    /// Offset used.
+    pub offset: i64,
+}
+
+pub(crate) fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
+    let hasher = state.passwords.clone();
+    tokio::task::spawn_blocking(move || hasher.hash(&password))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)
+}
+
+/// The caller's profile.
+#[utoipa::path(get, path = "/api/users/me", tag = "users",
+    responses((status = 200, body = UserView), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn me(State(state): State<AppState>, p: Principal) -> Result<Json<UserView>, ApiError> {
+    let mut conn = state.db.pool().acquire().await?;
+    let user = store::users::find_by_id(&mut conn, &p.user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    Ok(Json(UserView::new(&user, &p.org_id, &p.roles)))
+}
+
+/// Update the caller's email, name or password.
+#[utoipa::path(put, path = "/api/users/me", tag = "users", request_body = UpdateMe,
+    responses((status = 200, body = UserView), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn update_me(
+    State(state): State<AppState>,
+    p: Principal,
+    client: ClientInfo,
+    ApiJson(req): ApiJson<UpdateMe>,
+) -> Result<Json<UserView>, ApiError> {
+    let mut errors = FieldErrors::new();
+    if let Some(email) = &req.email {
+        errors.check(
+            is_valid_email(email.trim()),
+            "email",
+            "must be a valid email of at most 160 characters",
+        );
+    }
+    if let Some(name) = &req.name {
+        errors.check(
+            name.chars().count() <= 100,
+            "name",
+            "must be at most 100 characters",
+        );
+    }
+    if let Some(pw) = &req.password
+        && let Err(msg) = check_strength(pw)
+    {
+        errors.add("password", &msg);
+    }
+    let sensitive = req.email.is_some() || req.password.is_some();
+    errors.check(
+        !sensitive || req.current_password.is_some(),
+        "current_password",
+        "is required to change email or password",
+    );
+    errors.finish()?;
+
+    let mut conn = state.db.pool().acquire().await?;
+    let mut user = store::users::find_by_id(&mut conn, &p.user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    drop(conn);
+    if let Some(current) = req.current_password {
+        let hasher = state.passwords.clone();
+        let phc = user.password_hash.clone();
+        let ok = tokio::task::spawn_blocking(move || hasher.verify(&current, &phc))
+            .await
+            .map_err(ApiError::internal)?;
+        if !ok {
+            return Err(ApiError::invalid_field("current_password", "is incorrect"));
+        }
+    }
+    let mut changed = Vec::new();
+    if let Some(email) = req.email {
+        user.email = normalize_email(&email);
+        changed.push("email");
+    }
+    if let Some(name) = req.name {
+        user.name = Some(name.trim().to_string()).filter(|n| !n.is_empty());
+        changed.push("name");
+    }
+    if let Some(pw) = req.password {
+        user.password_hash = hash_password(&state, pw).await?;
+        changed.push("password");
+    }
+    let mut tx = state.db.tenant(&p.org_id).await?;
+    store::users::update(&mut tx, &user).await.map_err(|e| {
+        if store::is_unique_violation(&e) {
+            ApiError::conflict("email is already taken")
+        } else {
+            e.into()
+        }
+    })?;
+    audit::record(
+        &mut tx,
+        &p,
+        &client,
+        "user_updated",
+        json!({ "fields": changed }),
+    )
+    .await?;
+    tx.commit().await?;
+    user.updated_at = now_ms();
+    Ok(Json(UserView::new(&user, &p.org_id, &p.roles)))
+}
+
+/// Create a user as a member of an organization (org_admin; another organization needs admin).
+#[utoipa::path(post, path = "/api/users", tag = "users", request_body = CreateUser,
+    responses((status = 201, body = UserView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    p: Principal,
+    client: ClientInfo,
+    ApiJson(req): ApiJson<CreateUser>,
+) -> Result<(StatusCode, Json<UserView>), ApiError> {
+    p.require(Role::OrgAdmin)?;
+    let org_id = req.org_id.clone().unwrap_or_else(|| p.org_id.clone());
+    let cross_tenant = org_id != p.org_id;
+    if cross_tenant && !p.is_platform_admin() {
+        return Err(ApiError::not_found("organization"));
+    }
+    let mut errors = FieldErrors::new();
+    errors.check(
+        is_valid_email(req.email.trim()),
+        "email",
+        "must be a valid email of at most 160 characters",
+    );
+    if let Err(msg) = check_strength(&req.password) {
+        errors.add("password", &msg);
+    }
+    if let Some(name) = &req.name {
+        errors.check(
+            name.chars().count() <= 100,
+            "name",
+            "must be at most 100 characters",
+        );
+    }
+    let role = req.role.unwrap_or(Role::Viewer);
+    errors.check(role.is_org_role(), "role", "must be an organization role");
+    errors.finish()?;
+
+    let now = now_ms();
+    let user = User {
+        id: new_id(),
+        email: normalize_email(&req.email),
+        name: req
+            .name
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty()),
+        password_hash: hash_password(&state, req.password).await?,
+        platform_role: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let mut tx = if cross_tenant {
+        state.db.platform().await?
+    } else {
+        state.db.tenant(&org_id).await?
+    };
+    if store::organizations::get(&mut tx, &org_id).await?.is_none() {
+        return Err(ApiError::not_found("organization"));
+    }
+    if store::users::find_by_email(&mut tx, &user.email)
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::conflict("email is already taken"));
+    }
+    store::users::insert(&mut tx, &user).await?;
+    store::organizations::add_member(&mut tx, &org_id, &user.id, role.as_str()).await?;
+    audit::record_for(
+        &mut tx,
+        Some(&org_id),
+        Some(&p.user_id),
+        &client,
+        "user_created",
+        json!({ "user_id": user.id, "email": user.email, "role": role }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(UserView::new(&user, &org_id, &[role])),
+    ))
+}
+
+/// List users: members of the caller's organization (org_admin), or every user (admin).
+#[utoipa::path(get, path = "/api/users", tag = "users", params(UserQuery),
+    responses((status = 200, body = UserList), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    p: Principal,
+    ApiQuery(q): ApiQuery<UserQuery>,
+) -> Result<Json<UserList>, ApiError> {
+    p.require(Role::OrgAdmin)?;
+    let (limit, offset) = pagination::bounds(q.limit, q.offset)?;
+    let (rows, total) = if p.is_platform_admin() {
+        let mut tx = state.db.platform().await?;
+        let page = store::users::page(&mut tx, None, limit, offset).await?;
+        tx.commit().await?;
+        page
+    } else {
+        let mut tx = state.db.tenant(&p.org_id).await?;
+        let page = store::users::page(&mut tx, Some(&p.org_id), limit, offset).await?;
+        tx.commit().await?;
+        page
+    };
+    Ok(Json(UserList {
+        items: rows.iter().map(UserView::bare).collect(),
+        total,
+        limit,
+        offset,
+    }))
+}

@@ -1,0 +1,93 @@
+//! The HTTP API: routes, the one error shape, extractors, and the OpenAPI
+//! document generated from the handlers' annotations.
+
+pub mod error;
+pub mod extract;
+pub mod handlers;
+pub mod openapi;
+pub mod pagination;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Extension};
+use axum::response::{IntoResponse, Response};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use self::error::ApiError;
+use self::handlers::{
+    agents, api_keys, audit_logs, auth, connectivity, integrations, organizations, users,
+};
+use crate::state::AppState;
+
+/// Every documented route, with the OpenAPI document they produce.
+fn documented() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(users::me, users::update_me))
+        .routes(routes!(users::create, users::list))
+        .routes(routes!(organizations::create, organizations::list))
+        .routes(routes!(organizations::get))
+        .routes(routes!(
+            organizations::list_members,
+            organizations::add_member
+        ))
+        .routes(routes!(
+            organizations::set_role,
+            organizations::remove_member
+        ))
+        .routes(routes!(agents::create, agents::list))
+        .routes(routes!(agents::get, agents::update, agents::delete))
+        .routes(routes!(agents::history))
+        .routes(routes!(integrations::create, integrations::list))
+        .routes(routes!(
+            integrations::get,
+            integrations::update,
+            integrations::delete
+        ))
+        .routes(routes!(connectivity::test))
+        .routes(routes!(api_keys::create, api_keys::list))
+        .routes(routes!(api_keys::revoke))
+        .routes(routes!(audit_logs::list))
+        .routes(routes!(crate::health::health))
+        .routes(routes!(openapi::document))
+}
+
+/// The OpenAPI 3.1 document of the whole API.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    documented().split_for_parts().1
+}
+
+/// Build the application: routes, limits, error fallbacks, tracing.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.max_body_bytes;
+    let (router, doc) = documented().with_state(state).split_for_parts();
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(Arc::new(doc)))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(CatchPanicLayer::custom(|_panic| -> Response {
+            ApiError::internal("handler panicked").into_response()
+        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
+        )
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}

@@ -1,0 +1,50 @@
+//! API keys for machine clients: `vel_` followed by 32 random bytes
+//! (base64url). Shown once; only the sha256 digest is stored, which is
+//! enough for keys of this entropy.
+
+use base64::Engine;
+
+use super::{Credential, Principal, Role};
+use crate::api::error::ApiError;
+use crate::secrets::sha256_hex;
+use crate::state::AppState;
+use crate::store;
+
+/// Every API key starts with this, which is how the extractor tells keys from JWTs.
+pub const PREFIX: &str = "vel_";
+
+/// A fresh key and its digest.
+pub fn generate() -> (String, String) {
+    let raw: [u8; 32] = rand::random();
+    let key = format!(
+        "{PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    );
+    let digest = sha256_hex(&key);
+    (key, digest)
+}
+
+/// The first characters of a key, stored for recognition in listings.
+pub fn display_prefix(key: &str) -> String {
+    key.chars().take(PREFIX.len() + 8).collect()
+}
+
+/// Resolve a presented key into a principal, or 401.
+pub async fn authenticate(state: &AppState, key: &str) -> Result<Principal, ApiError> {
+    let digest = sha256_hex(key);
+    // The tenant is not known until the key is found: a platform lookup.
+    let mut tx = state.db.platform().await?;
+    let row = store::api_keys::find_live_by_hash(&mut tx, &digest)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("invalid or revoked API key"))?;
+    store::api_keys::touch(&mut tx, &row.id).await?;
+    tx.commit().await?;
+    let role =
+        Role::parse(&row.role).ok_or_else(|| ApiError::unauthorized("invalid API key role"))?;
+    Ok(Principal {
+        user_id: row.user_id,
+        org_id: row.org_id,
+        roles: vec![role],
+        credential: Credential::ApiKey { id: row.id },
+    })
+}

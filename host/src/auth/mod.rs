@@ -1,0 +1,192 @@
+//! Authentication and authorization: who is calling (a JWT or an API key
+//! turned into a [`Principal`]) and what their roles allow.
+
+pub mod api_keys;
+pub mod jwt;
+pub mod password;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::api::error::ApiError;
+use crate::state::AppState;
+use crate::store;
+
+/// Roles: `admin` is platform-wide; the others are per organization, in
+/// decreasing power.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Platform administrator: creates organizations, sees every tenant's audit log.
+    Admin,
+    /// Manages the organization: members, integrations, API keys, audit log.
+    OrgAdmin,
+    /// Creates and configures agents.
+    AgentManager,
+    /// Runs tasks.
+    TaskExecutor,
+    /// Reads.
+    Viewer,
+}
+
+impl Role {
+    /// The stored and serialized name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::OrgAdmin => "org_admin",
+            Role::AgentManager => "agent_manager",
+            Role::TaskExecutor => "task_executor",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    /// Parse a stored name.
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "admin" => Role::Admin,
+            "org_admin" => Role::OrgAdmin,
+            "agent_manager" => Role::AgentManager,
+            "task_executor" => Role::TaskExecutor,
+            "viewer" => Role::Viewer,
+            _ => return None,
+        })
+    }
+
+    /// Power within an organization (higher is more); `admin` tops everything.
+    fn rank(self) -> u8 {
+        match self {
+            Role::Admin => 5,
+            Role::OrgAdmin => 4,
+            Role::AgentManager => 3,
+            Role::TaskExecutor => 2,
+            Role::Viewer => 1,
+        }
+    }
+
+    /// True for roles held within an organization (everything but `admin`).
+    pub fn is_org_role(self) -> bool {
+        self != Role::Admin
+    }
+}
+
+/// How the caller authenticated.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A JWT with this id and expiry (unix seconds).
+    Token {
+        /// Token id.
+        jti: String,
+        /// Expiry, unix seconds.
+        exp: i64,
+    },
+    /// An API key with this id.
+    ApiKey {
+        /// The key's row id.
+        id: String,
+    },
+}
+
+/// The authenticated caller of a request: the user, the organization the
+/// request acts in, and the roles held there.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// User id.
+    pub user_id: String,
+    /// Organization every tenant-owned query is scoped to.
+    pub org_id: String,
+    /// Roles (`admin` plus at most one organization role).
+    pub roles: Vec<Role>,
+    /// Token or API key.
+    pub credential: Credential,
+}
+
+impl Principal {
+    /// Whether the caller is a platform admin.
+    pub fn is_platform_admin(&self) -> bool {
+        self.roles.contains(&Role::Admin)
+    }
+
+    /// Whether the caller holds `min` or a stronger role in the organization
+    /// (platform admins pass every organization check).
+    pub fn has_at_least(&self, min: Role) -> bool {
+        self.roles.iter().any(|r| r.rank() >= min.rank())
+    }
+
+    /// 403 unless [`Principal::has_at_least`].
+    pub fn require(&self, min: Role) -> Result<(), ApiError> {
+        if self.has_at_least(min) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "requires the {} role",
+                min.as_str()
+            )))
+        }
+    }
+
+    /// 403 unless a platform admin.
+    pub fn require_platform_admin(&self) -> Result<(), ApiError> {
+        if self.is_platform_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("requires the admin role"))
+        }
+    }
+
+    /// Role names for a token's claims.
+    pub fn role_names(&self) -> Vec<String> {
+        self.roles.iter().map(|r| r.as_str().to_string()).collect()
+    }
+}
+
+/// Parse stored role names, dropping any that are unknown.
+pub fn parse_roles(names: &[String]) -> Vec<Role> {
+    names.iter().filter_map(|n| Role::parse(n)).collect()
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Principal, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer header"))?;
+        let value = header
+            .to_str()
+            .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::unauthorized("expected Authorization: Bearer <token>"))?;
+        if token.starts_with(api_keys::PREFIX) {
+            return api_keys::authenticate(state, token).await;
+        }
+        let claims = state
+            .jwt
+            .verify(token)
+            .map_err(|_| ApiError::unauthorized("invalid or expired token"))?;
+        if store::tokens::is_revoked(state.db.pool(), &claims.jti).await? {
+            return Err(ApiError::unauthorized("token has been revoked"));
+        }
+        Ok(Principal {
+            user_id: claims.sub,
+            org_id: claims.org,
+            roles: parse_roles(&claims.roles),
+            credential: Credential::Token {
+                jti: claims.jti,
+                exp: claims.exp,
+            },
+        })
+    }
+}

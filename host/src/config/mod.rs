@@ -1,0 +1,379 @@
+//! Server configuration: environment variables over an optional `vel.toml`
+//! over built-in defaults. A missing or invalid setting stops start-up with a
+//! message naming it, so a typo never turns into a silently different server.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+/// Why configuration could not be loaded; every variant names the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A setting has a value that does not parse or is out of range.
+    #[error("invalid setting {name}={value:?}: {reason}")]
+    Invalid {
+        /// The environment variable (or `vel.toml` key) at fault.
+        name: String,
+        /// The offending value.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The configuration file could not be read or parsed.
+    #[error("configuration file {path}: {reason}")]
+    File {
+        /// The file's path.
+        path: PathBuf,
+        /// The reader's or parser's message (it names the key).
+        reason: String,
+    },
+}
+
+/// Everything `vel serve` and `vel migrate` need to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the HTTP server binds (`VEL_LISTEN`).
+    pub listen: SocketAddr,
+    /// Directory for the SQLite file, the generated secret key and caches (`VEL_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// Database URL (`DATABASE_URL`): `sqlite://…` or `postgres://…`.
+    pub database_url: String,
+    /// Base64 or hex encoding of the 32-byte master key (`VEL_SECRET_KEY`); generated when absent.
+    pub secret_key: Option<String>,
+    /// Email of the platform admin created on first start (`VEL_ADMIN_EMAIL`).
+    pub admin_email: String,
+    /// Password of that admin (`VEL_ADMIN_PASSWORD`); generated and printed once when absent.
+    pub admin_password: Option<String>,
+    /// Maximum pooled database connections (`VEL_DB_MAX_CONNECTIONS`).
+    pub db_max_connections: u32,
+    /// Largest accepted request body in bytes (`VEL_MAX_BODY_BYTES`).
+    pub max_body_bytes: usize,
+    /// Lifetime of issued access tokens in seconds (`VEL_TOKEN_TTL_SECS`).
+    pub token_ttl_secs: u64,
+    /// Login attempts allowed per minute per IP and per email (`VEL_LOGIN_ATTEMPTS_PER_MINUTE`).
+    pub login_attempts_per_minute: u32,
+    /// Argon2id memory cost in KiB (`VEL_ARGON2_MEMORY_KIB`).
+    pub argon2_memory_kib: u32,
+    /// Argon2id iterations (`VEL_ARGON2_ITERATIONS`).
+    pub argon2_iterations: u32,
+    /// Argon2id lanes (`VEL_ARGON2_PARALLELISM`).
+    pub argon2_parallelism: u32,
+    /// Take the client IP from `X-Forwarded-For` / `Fly-Client-IP` (`VEL_TRUST_PROXY_HEADERS`).
+    pub trust_proxy_headers: bool,
+    /// Timeout of each health check in milliseconds (`VEL_HEALTH_TIMEOUT_MS`).
+    pub health_timeout_ms: u64,
+    /// Directory of the plugin runtime's compiled-component cache
+    /// (`VEL_PLUGIN_CACHE_DIR`, default `$VEL_DATA_DIR/plugin-cache`): with a
+    /// warm cache the built-in plugins load without recompiling.
+    pub plugin_cache_dir: PathBuf,
+    /// `tracing` filter directive (`VEL_LOG`, else `RUST_LOG`).
+    pub log: String,
+}
+
+/// The optional `vel.toml`: the same settings in lower case without the
+/// `VEL_` prefix. Unknown keys are refused so typos surface.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<String>,
+    database_url: Option<String>,
+    secret_key: Option<String>,
+    admin_email: Option<String>,
+    admin_password: Option<String>,
+    db_max_connections: Option<u32>,
+    max_body_bytes: Option<usize>,
+    token_ttl_secs: Option<u64>,
+    login_attempts_per_minute: Option<u32>,
+    argon2_memory_kib: Option<u32>,
+    argon2_iterations: Option<u32>,
+    argon2_parallelism: Option<u32>,
+    trust_proxy_headers: Option<bool>,
+    health_timeout_ms: Option<u64>,
+    plugin_cache_dir: Option<String>,
+    log: Option<String>,
+}
+
+/// Where settings come from: a lookup function for environment variables
+/// (so tests need not touch the process environment) and the parsed file.
+struct Sources<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Sources<'_> {
+    /// Environment value first, then the file's, then the default; parse
+    /// failures and range violations name the environment variable.
+    fn get<T>(&self, env_name: &str, file: Option<T>, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: std::fmt::Display,
+    {
+        match (self.env)(env_name) {
+            Some(raw) => raw.trim().parse::<T>().map_err(|err| ConfigError::Invalid {
+                name: env_name.to_string(),
+                value: raw.clone(),
+                reason: err.to_string(),
+            }),
+            None => Ok(file.unwrap_or(default)),
+        }
+    }
+
+    fn get_opt(&self, env_name: &str, file: Option<String>) -> Option<String> {
+        (self.env)(env_name)
+            .filter(|v| !v.trim().is_empty())
+            .or(file)
+    }
+}
+
+impl Config {
+    /// Load from the process environment and `VEL_CONFIG` (default `./vel.toml` when it exists).
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let env = |name: &str| std::env::var(name).ok();
+        Config::load(&env)
+    }
+
+    /// Load with an explicit environment lookup (used by tests and `from_env`).
+    pub fn load(env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let file = match env("VEL_CONFIG") {
+            Some(path) => read_file(Path::new(&path))?,
+            None if Path::new("vel.toml").exists() => read_file(Path::new("vel.toml"))?,
+            None => FileConfig::default(),
+        };
+        let src = Sources { env };
+        let listen = src.get(
+            "VEL_LISTEN",
+            file.listen
+                .map(|s| parse_file::<SocketAddr>("listen", &s))
+                .transpose()?,
+            SocketAddr::from(([127, 0, 0, 1], 8080)),
+        )?;
+        let data_dir: PathBuf = src.get(
+            "VEL_DATA_DIR",
+            file.data_dir.map(PathBuf::from),
+            PathBuf::from("./vel-data"),
+        )?;
+        let database_url = src
+            .get_opt("DATABASE_URL", file.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", data_dir.join("vel.db").display()));
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid {
+                name: "DATABASE_URL".into(),
+                value: redact_url(&database_url),
+                reason: "expected a sqlite:// or postgres:// URL".into(),
+            });
+        }
+        let admin_email = src.get(
+            "VEL_ADMIN_EMAIL",
+            file.admin_email,
+            "admin@vel.local".to_string(),
+        )?;
+        let config = Config {
+            listen,
+            data_dir: data_dir.clone(),
+            database_url,
+            secret_key: src.get_opt("VEL_SECRET_KEY", file.secret_key),
+            admin_email,
+            admin_password: src.get_opt("VEL_ADMIN_PASSWORD", file.admin_password),
+            db_max_connections: src.get("VEL_DB_MAX_CONNECTIONS", file.db_max_connections, 10)?,
+            max_body_bytes: src.get("VEL_MAX_BODY_BYTES", file.max_body_bytes, 1024 * 1024)?,
+            token_ttl_secs: src.get("VEL_TOKEN_TTL_SECS", file.token_ttl_secs, 24 * 3600)?,
+            login_attempts_per_minute: src.get(
+                "VEL_LOGIN_ATTEMPTS_PER_MINUTE",
+                file.login_attempts_per_minute,
+                5,
+            )?,
+            argon2_memory_kib: src.get(
+                "VEL_ARGON2_MEMORY_KIB",
+                file.argon2_memory_kib,
+                19 * 1024,
+            )?,
+            argon2_iterations: src.get("VEL_ARGON2_ITERATIONS", file.argon2_iterations, 2)?,
+            argon2_parallelism: src.get("VEL_ARGON2_PARALLELISM", file.argon2_parallelism, 1)?,
+            trust_proxy_headers: src.get(
+                "VEL_TRUST_PROXY_HEADERS",
+                file.trust_proxy_headers,
+                false,
+            )?,
+            health_timeout_ms: src.get("VEL_HEALTH_TIMEOUT_MS", file.health_timeout_ms, 500)?,
+            plugin_cache_dir: src
+                .get_opt("VEL_PLUGIN_CACHE_DIR", file.plugin_cache_dir)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| data_dir.join("plugin-cache")),
+            log: src
+                .get_opt("VEL_LOG", file.log)
+                .or_else(|| env("RUST_LOG"))
+                .unwrap_or_else(|| "info".to_string()),
+        };
+        config.check_ranges()?;
+        Ok(config)
+    }
+
+    /// Range checks that parsing alone cannot express.
+    fn check_ranges(&self) -> Result<(), ConfigError> {
+        let bad = |name: &str, value: String, reason: &str| ConfigError::Invalid {
+            name: name.into(),
+            value,
+            reason: reason.into(),
+        };
+        if self.db_max_connections == 0 {
+            return Err(bad(
+                "VEL_DB_MAX_CONNECTIONS",
+                "0".into(),
+                "must be at least 1",
+            ));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(bad(
+                "VEL_MAX_BODY_BYTES",
+                self.max_body_bytes.to_string(),
+                "must be at least 1024",
+            ));
+        }
+        if self.token_ttl_secs < 60 {
+            return Err(bad(
+                "VEL_TOKEN_TTL_SECS",
+                self.token_ttl_secs.to_string(),
+                "must be at least 60",
+            ));
+        }
+        if self.login_attempts_per_minute == 0 {
+            return Err(bad(
+                "VEL_LOGIN_ATTEMPTS_PER_MINUTE",
+                "0".into(),
+                "must be at least 1",
+            ));
+        }
+        if argon2::Params::new(
+            self.argon2_memory_kib,
+            self.argon2_iterations,
+            self.argon2_parallelism,
+            None,
+        )
+        .is_err()
+        {
+            return Err(bad(
+                "VEL_ARGON2_MEMORY_KIB",
+                format!(
+                    "{} (iterations {}, parallelism {})",
+                    self.argon2_memory_kib, self.argon2_iterations, self.argon2_parallelism
+                ),
+                "not valid Argon2 parameters (memory >= 8 x parallelism KiB, iterations >= 1)",
+            ));
+        }
+        if !crate::auth::password::is_valid_email(&self.admin_email) {
+            return Err(bad(
+                "VEL_ADMIN_EMAIL",
+                self.admin_email.clone(),
+                "not a valid email address",
+            ));
+        }
+        if let Some(pw) = &self.admin_password
+            && let Err(reason) = crate::auth::password::check_strength(pw)
+        {
+            return Err(bad("VEL_ADMIN_PASSWORD", "(hidden)".into(), &reason));
+        }
+        Ok(())
+    }
+
+    /// True when the database is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.database_url.starts_with("postgres")
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|err| ConfigError::File {
+        path: path.to_path_buf(),
+        reason: err.to_string(),
+    })?;
+    toml::from_str(&text).map_err(|err| ConfigError::File {
+        path: path.to_path_buf(),
+        reason: err.to_string(),
+    })
+}
+
+fn parse_file<T>(key: &str, value: &str) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    value.parse().map_err(|err: T::Err| ConfigError::Invalid {
+        name: format!("vel.toml key `{key}`"),
+        value: value.to_string(),
+        reason: err.to_string(),
+    })
+}
+
+/// Hide a password in a database URL before it is shown in an error.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load(&move |name: &str| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert!(c.database_url.starts_with("sqlite://"));
+        assert_eq!(c.login_attempts_per_minute, 5);
+        assert_eq!(c.plugin_cache_dir, c.data_dir.join("plugin-cache"));
+        let c = load(&[("VEL_PLUGIN_CACHE_DIR", "/tmp/cache")]).unwrap();
+        assert_eq!(c.plugin_cache_dir, PathBuf::from("/tmp/cache"));
+    }
+
+    #[test]
+    fn invalid_setting_is_named() {
+        let err = load(&[("VEL_LISTEN", "nope")]).unwrap_err().to_string();
+        assert!(err.contains("VEL_LISTEN"), "{err}");
+        let err = load(&[("DATABASE_URL", "mysql://x")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("DATABASE_URL"), "{err}");
+        let err = load(&[("VEL_ADMIN_PASSWORD", "short")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("VEL_ADMIN_PASSWORD") && !err.contains("short\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn url_password_is_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+    }
+}

@@ -1,0 +1,20 @@
+//! vel: a multi-provider AI task orchestration server whose providers,
+//! routing policies and workflow conditions are sandboxed WebAssembly
+//! components.
+//!
+//! One module per concern; start at [`cli`] to follow a command, or at
+//! [`api`] to follow a request: [`auth`] says who is calling, [`store`]
+//! reads and writes the database, [`audit`] records what happened.
+
+pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod health;
+pub mod orchestrator;
+pub mod plugins;
+pub mod secrets;
+pub mod server;
+pub mod state;
+pub mod store;

@@ -1,0 +1,258 @@
+//! Circuit breakers, one per provider and integration: after `threshold`
+//! failures within `window` the circuit opens and calls are refused; after
+//! `cool_down` one probe call is let through (half-open); its success closes
+//! the circuit, its failure opens it again.
+//!
+//! Time is passed in, never read here, so behaviour is deterministic and the
+//! tests need no sleeps.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The breaker settings (5 failures in 60 s, 30 s cool-down by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// Failures within `window` that open the circuit.
+    pub threshold: usize,
+    /// How far back failures count.
+    pub window: Duration,
+    /// How long an open circuit refuses calls before a probe.
+    pub cool_down: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            threshold: 5,
+            window: Duration::from_secs(60),
+            cool_down: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a breaker currently allows; routers see it on each candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Circuit {
+    /// Calls flow.
+    Closed,
+    /// Cool-down over: one probe may go.
+    HalfOpen,
+    /// Calls are refused.
+    Open,
+}
+
+#[derive(Debug, Clone)]
+enum State {
+    Closed { failures: VecDeque<Instant> },
+    Open { since: Instant },
+    HalfOpen { probing: bool },
+}
+
+/// One circuit breaker.
+#[derive(Debug, Clone)]
+pub struct Breaker {
+    config: BreakerConfig,
+    state: State,
+}
+
+impl Breaker {
+    /// A closed breaker.
+    pub fn new(config: BreakerConfig) -> Self {
+        Breaker {
+            config,
+            state: State::Closed {
+                failures: VecDeque::new(),
+            },
+        }
+    }
+
+    /// The circuit as of `now` (an open circuit past its cool-down reads half-open).
+    pub fn circuit(&self, now: Instant) -> Circuit {
+        match &self.state {
+            State::Closed { .. } => Circuit::Closed,
+            State::Open { since } if now.duration_since(*since) >= self.config.cool_down => {
+                Circuit::HalfOpen
+            }
+            State::Open { .. } => Circuit::Open,
+            State::HalfOpen { .. } => Circuit::HalfOpen,
+        }
+    }
+
+    /// Ask to make a call at `now`. `true` means go ahead (and, when
+    /// half-open, this call is the probe); `false` means the circuit is open.
+    pub fn try_acquire(&mut self, now: Instant) -> bool {
+        match &mut self.state {
+            State::Closed { .. } => true,
+            State::Open { since } => {
+                if now.duration_since(*since) >= self.config.cool_down {
+                    self.state = State::HalfOpen { probing: true };
+                    true
+                } else {
+                    false
+                }
+            }
+            State::HalfOpen { probing } => {
+                if *probing {
+                    false
+                } else {
+                    *probing = true;
+                    true
+                }
+            }
+        }
+    }
+
+    /// Record a successful call: the circuit closes and old failures are forgotten.
+    pub fn record_success(&mut self) {
+        self.state = State::Closed {
+            failures: VecDeque::new(),
+        };
+    }
+
+    /// Record a failed call at `now`. Returns `true` when this failure opened the circuit.
+    pub fn record_failure(&mut self, now: Instant) -> bool {
+        match &mut self.state {
+            State::Closed { failures } => {
+                failures.push_back(now);
+                while let Some(first) = failures.front() {
+                    if now.duration_since(*first) > self.config.window {
+                        failures.pop_front();
+                    } else {
+                        break;
+                    }
+                }
+                if failures.len() >= self.config.threshold {
+                    self.state = State::Open { since: now };
+                    true
+                } else {
+                    false
+                }
+            }
+            State::HalfOpen { .. } => {
+                self.state = State::Open { since: now };
+                true
+            }
+            State::Open { .. } => false,
+        }
+    }
+
+    /// Give back a probe that ended without a verdict (e.g. the task was cancelled).
+    pub fn release_probe(&mut self) {
+        if let State::HalfOpen { probing } = &mut self.state {
+            *probing = false;
+        }
+    }
+}
+
+/// The breakers of one process, keyed by (provider, integration) or any key the caller picks.
+#[derive(Debug, Default)]
+pub struct Breakers<K> {
+    config: BreakerConfig,
+    map: Mutex<HashMap<K, Breaker>>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Breakers<K> {
+    /// An empty set with these settings.
+    pub fn new(config: BreakerConfig) -> Self {
+        Breakers {
+            config,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Run `f` on the breaker for `key`, creating it closed if needed.
+    pub fn with<R>(&self, key: &K, f: impl FnOnce(&mut Breaker) -> R) -> R {
+        // A poisoned lock only means another thread panicked mid-update of
+        // plain data; the state is still usable.
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let breaker = map
+            .entry(key.clone())
+            .or_insert_with(|| Breaker::new(self.config));
+        f(breaker)
+    }
+
+    /// The circuit for `key` as of `now`.
+    pub fn circuit(&self, key: &K, now: Instant) -> Circuit {
+        self.with(key, |b| b.circuit(now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn opens_after_five_failures_within_a_minute() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(BreakerConfig::default());
+        for i in 0..4 {
+            assert!(!b.record_failure(t0 + secs(i * 10)));
+            assert_eq!(b.circuit(t0 + secs(i * 10)), Circuit::Closed);
+        }
+        assert!(b.record_failure(t0 + secs(40)));
+        assert_eq!(b.circuit(t0 + secs(41)), Circuit::Open);
+        assert!(!b.try_acquire(t0 + secs(41)));
+    }
+
+    #[test]
+    fn failures_older_than_the_window_do_not_count() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(BreakerConfig::default());
+        for i in 0..4 {
+            b.record_failure(t0 + secs(i));
+        }
+        // 61 s after the first: only the three recent ones plus this one count.
+        assert!(!b.record_failure(t0 + secs(62)));
+        assert_eq!(b.circuit(t0 + secs(62)), Circuit::Closed);
+    }
+
+    #[test]
+    fn half_open_after_cool_down_lets_one_probe_through() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(BreakerConfig::default());
+        for _ in 0..5 {
+            b.record_failure(t0);
+        }
+        assert!(!b.try_acquire(t0 + secs(29)));
+        assert_eq!(b.circuit(t0 + secs(30)), Circuit::HalfOpen);
+        assert!(b.try_acquire(t0 + secs(30)));
+        assert!(!b.try_acquire(t0 + secs(30)), "only one probe at a time");
+        // The probe fails: open again, for a new cool-down.
+        assert!(b.record_failure(t0 + secs(31)));
+        assert!(!b.try_acquire(t0 + secs(60)));
+        assert!(b.try_acquire(t0 + secs(61)));
+        // This probe succeeds: closed.
+        b.record_success();
+        assert_eq!(b.circuit(t0 + secs(61)), Circuit::Closed);
+        assert!(b.try_acquire(t0 + secs(61)));
+    }
+
+    #[test]
+    fn released_probe_can_be_taken_again() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(BreakerConfig::default());
+        for _ in 0..5 {
+            b.record_failure(t0);
+        }
+        assert!(b.try_acquire(t0 + secs(30)));
+        b.release_probe();
+        assert!(b.try_acquire(t0 + secs(30)));
+    }
+
+    #[test]
+    fn breakers_are_independent_per_key() {
+        let t0 = Instant::now();
+        let breakers = Breakers::new(BreakerConfig::default());
+        for _ in 0..5 {
+            breakers.with(&("openai", "org-1"), |b| b.record_failure(t0));
+        }
+        assert_eq!(breakers.circuit(&("openai", "org-1"), t0), Circuit::Open);
+        assert_eq!(breakers.circuit(&("openai", "org-2"), t0), Circuit::Closed);
+        assert_eq!(breakers.circuit(&("groq", "org-1"), t0), Circuit::Closed);
+    }
+}

@@ -1,0 +1,103 @@
+//! Where the server meets the plugin runtime (`vel-runtime`): the one
+//! [`Runtime`] of the process, the set of plugins it has loaded, and the
+//! calls the API makes through them (the health check's routing probe, an
+//! integration's connectivity test).
+
+pub mod builtin;
+pub mod probe;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use vel_runtime::{Plugin, PluginKind, Profile, Runtime, RuntimeConfig};
+
+use self::builtin::{BuiltinError, BuiltinPlugins};
+use crate::config::Config;
+
+/// Why the plugin side of the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginsError {
+    /// The runtime (engine, cache directory, HTTP client) could not start.
+    #[error("plugin runtime: {0}")]
+    Runtime(#[from] vel_runtime::RuntimeError),
+    /// A built-in plugin could not be loaded.
+    #[error(transparent)]
+    Builtin(#[from] BuiltinError),
+}
+
+/// The runtime and the plugins it serves; cheap to clone.
+#[derive(Clone)]
+pub struct Plugins {
+    runtime: Runtime,
+    builtins: Arc<BuiltinPlugins>,
+}
+
+impl std::fmt::Debug for Plugins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugins")
+            .field("builtins", &self.builtins)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugins {
+    /// Starts the runtime with the compile cache in `config.plugin_cache_dir`
+    /// and loads every built-in plugin.
+    pub async fn start(config: &Config) -> Result<Plugins, PluginsError> {
+        let runtime = Runtime::new(RuntimeConfig {
+            cache_dir: Some(config.plugin_cache_dir.clone()),
+            ..RuntimeConfig::default()
+        })?;
+        let builtins = BuiltinPlugins::load(&runtime).await?;
+        Ok(Plugins {
+            runtime,
+            builtins: Arc::new(builtins),
+        })
+    }
+
+    /// The process's plugin runtime.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The built-in plugins.
+    pub fn builtins(&self) -> &BuiltinPlugins {
+        &self.builtins
+    }
+
+    /// The plugin called `name`, as a tenant's integration or agent names
+    /// it. Today only built-ins exist; issue 5's registry will look up the
+    /// organization's and the platform's uploads here first.
+    pub fn lookup(&self, name: &str) -> Option<Plugin> {
+        self.builtins.get(name).cloned()
+    }
+
+    /// The limits a call of `plugin` runs under (built-ins are platform plugins).
+    pub fn limits(&self, kind: PluginKind) -> &vel_runtime::Limits {
+        self.runtime.limits(kind, Profile::Platform)
+    }
+}
+
+/// The router the health check asks to plan; a built-in.
+pub const HEALTH_ROUTER: &str = "default-router";
+
+/// Health of the plugin runtime: the built-in set is loaded and a cheap
+/// call — [`HEALTH_ROUTER`] planning a one-candidate task — answers with a
+/// plan within `timeout`. Returns a detail line, or why it failed.
+pub async fn health_check(plugins: &Plugins, timeout: Duration) -> Result<Option<String>, String> {
+    if plugins.builtins.is_empty() {
+        return Err("no built-in plugin is loaded".into());
+    }
+    let router = plugins
+        .lookup(HEALTH_ROUTER)
+        .ok_or_else(|| format!("built-in router `{HEALTH_ROUTER}` is not loaded"))?;
+    let mut limits = plugins.limits(PluginKind::Router).clone();
+    limits.wall_time = limits.wall_time.min(timeout);
+    let plan = probe::route_one_candidate(&plugins.runtime, &router, &limits).await?;
+    Ok(Some(format!(
+        "{} built-in plugins loaded ({} from the compile cache); {HEALTH_ROUTER} planned {}",
+        plugins.builtins.len(),
+        plugins.builtins.from_cache(),
+        plan
+    )))
+}

@@ -1,0 +1,132 @@
+//! `vel serve`: load keys, open and migrate the database, make sure a
+//! platform admin exists, start the plugin runtime with the built-in
+//! plugins, bind, announce the address, serve until SIGTERM or
+//! Ctrl-C, then drain in-flight requests and close the pool.
+
+mod bootstrap;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::auth::jwt::JwtKeys;
+use crate::auth::password::PasswordHasher;
+use crate::config::Config;
+use crate::plugins::Plugins;
+use crate::secrets::MasterKey;
+use crate::state::AppState;
+use crate::store::Db;
+
+/// Build the shared state from configuration (database opened and migrated).
+pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let keys = MasterKey::load_or_generate(config.secret_key.as_deref(), &config.data_dir)?;
+    let passwords = PasswordHasher::new(
+        config.argon2_memory_kib,
+        config.argon2_iterations,
+        config.argon2_parallelism,
+    )?;
+    // The database and the plugins start side by side: neither needs the other.
+    let database = async {
+        let db = Db::open(&config.database_url, config.db_max_connections)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open database {}",
+                    crate::config::redact_url(&config.database_url)
+                )
+            })?;
+        bootstrap::ensure_platform_admin(&db, &config, &passwords).await?;
+        anyhow::Ok(db)
+    };
+    let plugins = async {
+        Plugins::start(&config).await.with_context(|| {
+            format!(
+                "cannot start the plugin runtime (compile cache {}, VEL_PLUGIN_CACHE_DIR)",
+                config.plugin_cache_dir.display()
+            )
+        })
+    };
+    let (db, plugins) = tokio::try_join!(database, plugins)?;
+    let jwt = JwtKeys::new(keys.jwt_key(), config.token_ttl_secs);
+    Ok(AppState {
+        db,
+        config: Arc::new(config),
+        keys: Arc::new(keys),
+        jwt: Arc::new(jwt),
+        passwords: Arc::new(passwords),
+        plugins,
+        started: Instant::now(),
+    })
+}
+
+/// Run the server until a shutdown signal.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let state = build_state(config).await?;
+    let db = state.db.clone();
+    let app = crate::api::router(state);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (VEL_LISTEN)"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, backend = db.backend().name(), "vel serving");
+    // The one line on stdout: scripts and tests wait for it.
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on http://{addr}")?;
+    out.flush()?;
+    drop(out);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    tracing::info!("shutting down: in-flight requests drained");
+    db.close().await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}
+
+/// Initialise `tracing` to stderr with the configured filter.
+pub fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}

@@ -1,0 +1,229 @@
+//! Storage: one connection pool over SQLite or PostgreSQL, the embedded
+//! migrations, and one module per table group.
+//!
+//! Both backends are served through `sqlx::Any` with portable SQL (`$n`
+//! placeholders, text UUID ids, integer unix-millisecond timestamps, JSON as
+//! text); see `docs/architecture.md`. Tenant-owned data is only reached
+//! through [`Db::tenant`] (or the explicit [`Db::platform`] bypass), which on
+//! PostgreSQL also sets the row-level-security context for the transaction.
+
+pub mod agents;
+pub mod api_keys;
+pub mod audit_logs;
+pub mod integrations;
+pub mod organizations;
+pub mod rate_limits;
+pub mod tokens;
+pub mod users;
+
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions, Connection, Executor};
+
+/// A transaction on either backend.
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// Which database the server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default: one file in the data directory.
+    Sqlite,
+    /// A shared server, required to run several instances.
+    Postgres,
+}
+
+impl Backend {
+    /// Tell the backend from a database URL.
+    pub fn from_url(url: &str) -> Backend {
+        if url.starts_with("postgres") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+
+    /// Lower-case name for health output and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// The PostgreSQL role every pooled connection switches to so that row-level
+/// security applies (the connecting user may be a superuser or the tables'
+/// owner, both of which bypass RLS). Created by the first migration.
+pub const APP_ROLE: &str = "vel_app";
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// Errors opening or migrating the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or a statement failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The SQLite data directory could not be created.
+    #[error("data directory: {0}")]
+    DataDir(std::io::Error),
+}
+
+/// The shared handle to the database: cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Db {
+    /// Apply pending migrations over a dedicated connection as the
+    /// connecting user (who owns the schema), not as the RLS role.
+    pub async fn migrate(url: &str) -> Result<(), StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url);
+        ensure_sqlite_dir(url)?;
+        let options: AnyConnectOptions = url.parse()?;
+        let mut conn = options.disable_statement_logging().connect().await?;
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATOR,
+            Backend::Postgres => &POSTGRES_MIGRATOR,
+        };
+        migrator.run(&mut conn).await?;
+        conn.close().await?;
+        Ok(())
+    }
+
+    /// Migrate, then open the pool that serves requests.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Db, StoreError> {
+        Db::migrate(url).await?;
+        let backend = Backend::from_url(url);
+        let options: AnyConnectOptions = url.parse()?;
+        let options = options.disable_statement_logging();
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    match backend {
+                        Backend::Postgres => {
+                            // Keep in step with APP_ROLE and the first migration.
+                            conn.execute("SET ROLE vel_app").await?;
+                        }
+                        Backend::Sqlite => {
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            conn.execute("PRAGMA foreign_keys = ON").await?;
+                            conn.execute("PRAGMA busy_timeout = 5000").await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Db { pool, backend })
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The pool, for tables that belong to no tenant (users, tokens, counters).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Begin a transaction confined to one organization: on PostgreSQL the
+    /// row-level-security policies see `app.org_id` for its duration.
+    pub async fn tenant(&self, org_id: &str) -> Result<Tx, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT set_config('app.org_id', $1, true)")
+                .bind(org_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+
+    /// Begin a transaction that may cross organizations. Only for operations
+    /// that must: authentication before the tenant is known, and
+    /// platform-admin endpoints. The bypass is a transaction-local setting
+    /// the policies honour explicitly.
+    pub async fn platform(&self) -> Result<Tx, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT set_config('app.rls_bypass', 'on', true)")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+
+    /// A trivial round trip, for the health check.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        conn.ping().await
+    }
+
+    /// Close the pool (graceful shutdown).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn ensure_sqlite_dir(url: &str) -> Result<(), StoreError> {
+    if let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        let path = rest.split('?').next().unwrap_or(rest);
+        if path.is_empty() || path == ":memory:" {
+            return Ok(());
+        }
+        if let Some(parent) = std::path::Path::new(path).parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(StoreError::DataDir)?;
+        }
+    }
+    Ok(())
+}
+
+/// Current time as unix milliseconds, the storage format of every timestamp.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A fresh random id (UUID v4, text).
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// True when `e` is a unique-constraint violation (duplicate name or email).
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            matches!(db.kind(), sqlx::error::ErrorKind::UniqueViolation)
+                || db
+                    .code()
+                    .is_some_and(|c| c == "23505" || c == "2067" || c == "1555")
+                || db.message().contains("UNIQUE constraint failed")
+        }
+        _ => false,
+    }
+}
+
+/// Unix milliseconds to RFC 3339 for API responses.
+pub fn to_rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

@@ -1,0 +1,60 @@
+//! Shared code for vel's HTTP provider plugins.
+//!
+//! Every provider that talks to an upstream API over HTTP needs the same
+//! parts: the `provider` world's bindings, a blocking client over
+//! `wasi:http/outgoing-handler`, a Server-Sent Events parser, the mapping of
+//! HTTP failures to `provider-error`, and its settings. They live here once.
+//! The OpenAI chat-completions wire format, spoken by OpenAI, Groq and
+//! Perplexity, lives here too ([`chat_completions`]).
+//!
+//! A provider crate implements [`completion::Guest`] and exports it with
+//! `vel_guest_http::export_provider!(MyProvider);`.
+
+pub mod chat_completions;
+pub mod errors;
+pub mod http;
+pub mod settings;
+pub mod sse;
+
+/// Bindings for the `provider` world, shared by every HTTP provider crate.
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "provider",
+        pub_export_macro: true,
+        export_macro_name: "export_provider",
+        default_bindings_module: "vel_guest_http::bindings",
+    });
+}
+
+pub use bindings::export_provider;
+pub use bindings::exports::vel::plugins::completion;
+pub use bindings::vel::plugins::{config, log, stream, types};
+
+use completion::CompletionRequest;
+use types::{Role, Usage};
+
+/// The upstream name of a message role (OpenAI and Anthropic agree).
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::Tool => "tool",
+    }
+}
+
+/// A rough token count (4 characters a token), used only when the upstream
+/// does not report usage, e.g. when a stream was cancelled before its end.
+pub fn estimate_usage(request: &CompletionRequest, output: &str) -> Usage {
+    let tokens = |chars: usize| u32::try_from(chars.div_ceil(4)).unwrap_or(u32::MAX);
+    let input: usize = request
+        .messages
+        .iter()
+        .map(|m| m.content.chars().count())
+        .sum();
+    Usage {
+        input_tokens: tokens(input),
+        output_tokens: tokens(output.chars().count()),
+    }
+}

@@ -1,0 +1,74 @@
+//! `mock`: an offline, deterministic provider for the quick start and tests.
+//!
+//! Models (all answer `echo: <last user message>` when they succeed):
+//! - `echo`: answers at once.
+//! - `slow`: sleeps `delay-ms` (request metadata, default 2000) first; its
+//!   stream then sends one word every `word-delay-ms` (default 20).
+//! - `flaky`: fails with `unavailable` on odd attempts and succeeds on even
+//!   ones. Instances keep no state between calls, so "every other call" is
+//!   keyed on the `attempt` number the host passes in the request metadata
+//!   (default 1, so a call without it fails).
+//! - `error`: always fails with `other`.
+//! - `rate-limited`: always fails with `rate-limited(1000)`.
+//!
+//! Token usage counts whitespace-separated words; prices are tiny but not
+//! zero so that cost arithmetic shows up in tests.
+
+// Native builds (for unit tests) leave the component export out, so the
+// exported type looks unused there; wasm builds check dead code for real.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
+mod models;
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "provider",
+});
+
+use exports::vel::plugins::completion::{
+    CompletionRequest, CompletionResponse, FinishReason, Guest, ProviderError, ProviderInfo,
+};
+
+/// The component's export.
+struct Mock;
+
+impl Guest for Mock {
+    fn info() -> ProviderInfo {
+        models::info()
+    }
+
+    fn complete(request: CompletionRequest) -> Result<CompletionResponse, ProviderError> {
+        let answer = models::answer(&request)?;
+        std::thread::sleep(answer.delay);
+        Ok(answer.into_response(FinishReason::Stop))
+    }
+
+    fn complete_stream(request: CompletionRequest) -> Result<CompletionResponse, ProviderError> {
+        let mut answer = models::answer(&request)?;
+        std::thread::sleep(answer.delay);
+        let full = std::mem::take(&mut answer.text);
+        let mut sent = String::new();
+        for (i, word) in full.split(' ').enumerate() {
+            let delta = if i == 0 {
+                word.to_string()
+            } else {
+                format!(" {word}")
+            };
+            if i > 0 {
+                std::thread::sleep(answer.word_delay);
+            }
+            sent.push_str(&delta);
+            if !vel::plugins::stream::emit(&delta) {
+                answer.text = sent;
+                return Ok(answer.into_response(FinishReason::Cancelled));
+            }
+        }
+        answer.text = sent;
+        Ok(answer.into_response(FinishReason::Stop))
+    }
+}
+
+// Only wasm builds export the component ABI (native builds run the unit tests;
+// the export names are not valid native symbol names).
+#[cfg(target_arch = "wasm32")]
+export!(Mock);

@@ -1,0 +1,108 @@
+//! `openai-compatible`: a provider for the OpenAI chat-completions API.
+//!
+//! Serves OpenAI (`https://api.openai.com/v1`, the default), Groq
+//! (`https://api.groq.com/openai/v1`) and any other server speaking the same
+//! wire format; the integration's `base-url` setting picks one. The wire
+//! format itself is shared with the Perplexity provider, in
+//! [`vel_guest_http::chat_completions`].
+//!
+//! Settings: `base-url`, `default-model` (used when a request names no
+//! model; default `gpt-4o`), `timeout-ms`, `max-tokens`.
+
+// Native builds (for unit tests) leave the component export out, so the
+// exported type looks unused there; wasm builds check dead code for real.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
+use vel_guest_http::chat_completions;
+use vel_guest_http::completion::{
+    CompletionRequest, CompletionResponse, CredentialHeader, Features, Guest, ModelInfo,
+    ProviderError, ProviderInfo,
+};
+use vel_guest_http::settings::Settings;
+use vel_guest_http::types::TaskType;
+
+/// OpenAI's API, used when `base-url` is not set.
+const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+/// Model used when neither the request nor `default-model` names one.
+const DEFAULT_MODEL: &str = "gpt-4o";
+
+/// The component's export.
+struct OpenAiCompatible;
+
+/// One row of the model table: id, $/1K in, $/1K out, context, good for.
+type ModelRow = (&'static str, f64, f64, u32, &'static [TaskType]);
+
+/// Models and prices (US dollars per 1K tokens, from the specification).
+const MODELS: [ModelRow; 4] = [
+    (
+        "gpt-4o",
+        0.0025,
+        0.0100,
+        128_000,
+        &[TaskType::Reasoning, TaskType::General],
+    ),
+    (
+        "gpt-4o-mini",
+        0.0002,
+        0.0006,
+        128_000,
+        &[TaskType::Light, TaskType::Research, TaskType::General],
+    ),
+    (
+        "llama-3.1-70b",
+        0.00079,
+        0.00079,
+        128_000,
+        &[TaskType::CodeGeneration, TaskType::General],
+    ),
+    (
+        "mixtral-8x7b",
+        0.00027,
+        0.00027,
+        32_768,
+        &[TaskType::CodeGeneration, TaskType::Light],
+    ),
+];
+
+impl Guest for OpenAiCompatible {
+    fn info() -> ProviderInfo {
+        let features = Features::STREAMING | Features::JSON_MODE | Features::TOOLS;
+        ProviderInfo {
+            name: "openai-compatible".to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            description: "OpenAI chat completions: OpenAI, Groq and compatible APIs".to_string(),
+            models: MODELS
+                .iter()
+                .map(|(id, input, output, context, good_for)| ModelInfo {
+                    id: id.to_string(),
+                    input_price_per_1k: *input,
+                    output_price_per_1k: *output,
+                    context_window: *context,
+                    good_for: good_for.to_vec(),
+                    features,
+                })
+                .collect(),
+            features,
+            credential: Some(CredentialHeader {
+                name: "authorization".to_string(),
+                prefix: "Bearer ".to_string(),
+            }),
+            base_url_setting: Some("base-url".to_string()),
+        }
+    }
+
+    fn complete(request: CompletionRequest) -> Result<CompletionResponse, ProviderError> {
+        let settings = Settings::from_config(DEFAULT_BASE_URL, DEFAULT_MODEL)?;
+        chat_completions::complete(&settings, &request)
+    }
+
+    fn complete_stream(request: CompletionRequest) -> Result<CompletionResponse, ProviderError> {
+        let settings = Settings::from_config(DEFAULT_BASE_URL, DEFAULT_MODEL)?;
+        chat_completions::complete_stream(&settings, &request)
+    }
+}
+
+// Only wasm builds export the component ABI (native builds run the unit tests;
+// the export names are not valid native symbol names).
+#[cfg(target_arch = "wasm32")]
+vel_guest_http::export_provider!(OpenAiCompatible);

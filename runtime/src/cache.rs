@@ -1,0 +1,93 @@
+//! On-disk cache of compiled components, keyed by the component's sha256
+//! and the engine's compatibility hash, so a restart does not recompile.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use crate::error::LoadError;
+
+/// Where compiled components are kept; `None` means compile every time.
+pub(crate) struct CompileCache {
+    dir: Option<PathBuf>,
+    /// Hex digest of the engine's compatibility hash (wasmtime version,
+    /// target, settings): part of every file name.
+    engine_key: String,
+}
+
+impl CompileCache {
+    /// A cache in `dir` (which must exist) for `engine`.
+    pub(crate) fn new(engine: &Engine, dir: Option<PathBuf>) -> Self {
+        let mut hasher = Sha256Hasher(Sha256::new());
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_key = hex::encode(&hasher.0.finalize()[..8]);
+        CompileCache { dir, engine_key }
+    }
+
+    /// The compiled component for `wasm` (whose sha256 is `sha256`) and
+    /// whether it came from the cache.
+    pub(crate) fn load(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+        sha256: &str,
+    ) -> Result<(Component, bool), LoadError> {
+        let Some(dir) = &self.dir else {
+            let component =
+                Component::new(engine, wasm).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+            return Ok((component, false));
+        };
+        let path = dir.join(format!("{sha256}-{}.cwasm", self.engine_key));
+        if path.is_file() {
+            // SAFETY: files in the cache directory were written by
+            // `store` below from this engine's own compilation output; the
+            // directory belongs to the operator, like the binary itself.
+            // A file that fails to deserialise is recompiled and replaced.
+            match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(component) => return Ok((component, true)),
+                Err(err) => tracing::warn!(
+                    path = %path.display(),
+                    error = %err,
+                    "ignoring unreadable compile-cache entry"
+                ),
+            }
+        }
+        let compiled = engine
+            .precompile_component(wasm)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        store(&path, &compiled)?;
+        // SAFETY: `compiled` was produced just above by this engine.
+        let component = unsafe { Component::deserialize(engine, &compiled) }
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        Ok((component, false))
+    }
+}
+
+/// Writes a cache entry atomically (temporary file, then rename), so a
+/// concurrent reader never sees half a file.
+fn store(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            LoadError::Cache(format!("writing {}: {e}", path.display()))
+        })
+}
+
+/// Feeds `Hash` output into a sha256 so the key is stable across runs.
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn finish(&self) -> u64 {
+        // Only `finalize` on the inner digest is used.
+        0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}

@@ -1,0 +1,498 @@
+//! What every call shares: a fresh store set up with the call's limits,
+//! turning a finished (or failed) call into a [`CallResult`] with
+//! [`CallStats`], and the size accounting behind input/output limits.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use crate::error::{Limit, PluginError};
+use crate::outbound::OutboundHooks;
+use crate::plugin::Plugin;
+use crate::runtime::RuntimeInner;
+use crate::sandbox::{CallState, DeltaSink, LogSink, MemoryLimiter};
+use crate::{Limits, PluginKind};
+
+/// What one call consumed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CallStats {
+    /// Wall-clock time, instantiation included.
+    pub duration: Duration,
+    /// Fuel used, when the call was metered.
+    pub fuel_consumed: Option<u64>,
+    /// Largest total linear memory the instance reached, in bytes.
+    pub peak_memory_bytes: u64,
+    /// Bytes logged (log import, stdout, stderr).
+    pub log_bytes: u64,
+}
+
+/// The outcome of a call and what it consumed. `result` is `Err` when the
+/// sandbox stopped the call; the guest's own error comes back in `Ok`.
+#[derive(Debug)]
+pub struct CallResult<T> {
+    /// The guest's answer, or why there is none.
+    pub result: Result<T, PluginError>,
+    /// What the call consumed.
+    pub stats: CallStats,
+}
+
+impl<T> CallResult<T> {
+    /// A call refused before it started.
+    pub(crate) fn refused(error: PluginError) -> Self {
+        CallResult {
+            result: Err(error),
+            stats: CallStats::default(),
+        }
+    }
+}
+
+/// Why a call future failed.
+pub(crate) enum Failure {
+    Instantiate(wasmtime::Error),
+    Call(wasmtime::Error),
+}
+
+/// The per-call extras a provider needs; routers and conditions use
+/// [`CallExtras::pure`].
+pub(crate) struct CallExtras {
+    pub(crate) hooks: OutboundHooks,
+    pub(crate) settings: Arc<Vec<(String, String)>>,
+    pub(crate) deltas: Option<DeltaSink>,
+}
+
+impl CallExtras {
+    pub(crate) fn pure() -> Self {
+        CallExtras {
+            hooks: OutboundHooks::deny_all(),
+            settings: Arc::default(),
+            deltas: None,
+        }
+    }
+}
+
+/// Refuses `plugin` when it is not of kind `expected`.
+pub(crate) fn expect_kind(plugin: &Plugin, expected: PluginKind) -> Result<(), PluginError> {
+    if plugin.kind() == expected {
+        Ok(())
+    } else {
+        Err(PluginError::WrongKind {
+            expected,
+            actual: plugin.kind(),
+        })
+    }
+}
+
+/// Refuses an input over `limits.max_input_bytes`.
+pub(crate) fn check_input(limits: &Limits, input_bytes: usize) -> Result<(), PluginError> {
+    if as_u64(input_bytes) > limits.max_input_bytes {
+        return Err(PluginError::LimitExceeded {
+            limit: Limit::InputSize,
+            max: limits.max_input_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// A started call: its store and what `finish` needs to judge it.
+pub(crate) struct Prepared {
+    pub(crate) store: Store<CallState>,
+    started: Instant,
+    initial_fuel: u64,
+}
+
+impl RuntimeInner {
+    /// A fresh store for one call of `plugin` under `limits`.
+    pub(crate) fn prepare(&self, plugin: &Plugin, limits: &Limits, extras: CallExtras) -> Prepared {
+        let logs = Arc::new(LogSink::new(
+            plugin.inner.name.clone(),
+            plugin.inner.version.clone(),
+            limits.max_log_bytes,
+        ));
+        let memory = limits.memory_bytes.min(self.config.max_memory_bytes);
+        let state = CallState::new(
+            MemoryLimiter::new(memory),
+            logs,
+            extras.hooks,
+            extras.settings,
+            extras.deltas,
+            limits.max_output_bytes,
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        // Fuel is enabled engine-wide; unmetered calls get all of it.
+        let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
+        let initial_fuel = store.get_fuel().unwrap_or(0);
+
+        // CPU time: every epoch tick that finds the guest running counts
+        // one tick; the guest also yields to the executor at each tick, so
+        // a busy loop never starves other tasks and the wall-clock timeout
+        // can fire.
+        let tick = self.config.epoch_tick.max(Duration::from_micros(100));
+        let budget = limits.cpu_time.as_nanos().div_ceil(tick.as_nanos()).max(1);
+        let budget = u64::try_from(budget).unwrap_or(u64::MAX);
+        let cpu_max = millis(limits.cpu_time);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |mut ctx| {
+            let state = ctx.data_mut();
+            state.cpu_ticks += 1;
+            if state.cpu_ticks > budget {
+                state.exceed(Limit::CpuTime, cpu_max);
+                wasmtime::bail!("cpu time limit of {cpu_max} ms exceeded");
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        Prepared {
+            store,
+            started: Instant::now(),
+            initial_fuel,
+        }
+    }
+
+    /// Judges a finished call: limits hit, traps, panics, denied requests,
+    /// output size; and what it consumed.
+    pub(crate) fn finish<T: WireSize>(
+        &self,
+        prepared: Prepared,
+        limits: &Limits,
+        outcome: Result<Result<T, Failure>, tokio::time::error::Elapsed>,
+    ) -> CallResult<T> {
+        let Prepared {
+            store,
+            started,
+            initial_fuel,
+        } = prepared;
+        let fuel_consumed = limits
+            .fuel
+            .map(|_| initial_fuel.saturating_sub(store.get_fuel().unwrap_or(0)));
+        let state = store.data();
+        let stats = CallStats {
+            duration: started.elapsed(),
+            fuel_consumed,
+            peak_memory_bytes: as_u64(state.limiter.peak),
+            log_bytes: state.logs.used(),
+        };
+        let result = match outcome {
+            Err(_elapsed) => Err(PluginError::LimitExceeded {
+                limit: Limit::WallTime,
+                max: millis(limits.wall_time),
+            }),
+            Ok(Err(failure)) => Err(self.classify(state, limits, failure)),
+            Ok(Ok(value)) => {
+                let output = as_u64(value.wire_size()).saturating_add(state.streamed_bytes);
+                if let Some(host) = &state.hooks.denied {
+                    Err(PluginError::HttpRequestDenied { host: host.clone() })
+                } else if output > limits.max_output_bytes {
+                    Err(PluginError::LimitExceeded {
+                        limit: Limit::OutputSize,
+                        max: limits.max_output_bytes,
+                    })
+                } else {
+                    Ok(value)
+                }
+            }
+        };
+        if let Err(error) = &result {
+            tracing::warn!(%error, duration_ms = stats.duration.as_secs_f64() * 1e3, "plugin call failed");
+        }
+        CallResult { result, stats }
+    }
+
+    /// Names what stopped a call that failed inside wasmtime.
+    fn classify(&self, state: &CallState, limits: &Limits, failure: Failure) -> PluginError {
+        if let Some((limit, max)) = state.exceeded {
+            return PluginError::LimitExceeded { limit, max };
+        }
+        if state.limiter.hit {
+            return PluginError::LimitExceeded {
+                limit: Limit::Memory,
+                max: limits.memory_bytes.min(self.config.max_memory_bytes),
+            };
+        }
+        if state.logs.exceeded() {
+            return PluginError::LimitExceeded {
+                limit: Limit::LogVolume,
+                max: state.logs.max(),
+            };
+        }
+        let err = match failure {
+            Failure::Instantiate(err) => return PluginError::Instantiate(format!("{err:#}")),
+            Failure::Call(err) => err,
+        };
+        if let Some(trap) = err.downcast_ref::<Trap>() {
+            return match trap {
+                Trap::OutOfFuel => PluginError::LimitExceeded {
+                    limit: Limit::Fuel,
+                    max: limits.fuel.unwrap_or(u64::MAX),
+                },
+                Trap::StackOverflow => PluginError::LimitExceeded {
+                    limit: Limit::Stack,
+                    max: as_u64(self.config.max_wasm_stack),
+                },
+                Trap::Interrupt => PluginError::LimitExceeded {
+                    limit: Limit::CpuTime,
+                    max: millis(limits.cpu_time),
+                },
+                other => match panic_message(&state.logs.stderr_text()) {
+                    Some(message) => PluginError::Panic { message },
+                    None => PluginError::Trap {
+                        message: other.to_string(),
+                    },
+                },
+            };
+        }
+        if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            return PluginError::Trap {
+                message: format!("the plugin called exit({})", exit.0),
+            };
+        }
+        PluginError::Trap {
+            message: format!("{err:#}"),
+        }
+    }
+}
+
+/// The message of a Rust panic, from what the guest wrote to stderr:
+/// `thread '…' panicked at src/lib.rs:3:5:\nmessage\nnote: …`.
+fn panic_message(stderr: &str) -> Option<String> {
+    let (_, rest) = stderr.split_once("panicked at ")?;
+    let (location, rest) = rest.split_once('\n').unwrap_or((rest, ""));
+    let message: Vec<&str> = rest
+        .lines()
+        .take_while(|line| !line.starts_with("note: "))
+        .collect();
+    let location = location.trim_end_matches(':');
+    Some(format!("{} (at {location})", message.join("\n").trim()))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn as_u64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// Approximate size of a value as passed across the component boundary:
+/// string and list contents plus a few bytes per scalar. Used for the input
+/// and output limits.
+pub trait WireSize {
+    /// Size in bytes.
+    fn wire_size(&self) -> usize;
+}
+
+impl WireSize for String {
+    fn wire_size(&self) -> usize {
+        self.len() + 8
+    }
+}
+
+impl<T: WireSize> WireSize for Option<T> {
+    fn wire_size(&self) -> usize {
+        1 + self.as_ref().map_or(0, WireSize::wire_size)
+    }
+}
+
+impl<T: WireSize> WireSize for [T] {
+    fn wire_size(&self) -> usize {
+        8 + self.iter().map(WireSize::wire_size).sum::<usize>()
+    }
+}
+
+impl<T: WireSize> WireSize for Vec<T> {
+    fn wire_size(&self) -> usize {
+        self.as_slice().wire_size()
+    }
+}
+
+impl<A: WireSize, B: WireSize> WireSize for (A, B) {
+    fn wire_size(&self) -> usize {
+        self.0.wire_size() + self.1.wire_size()
+    }
+}
+
+impl<T: WireSize, E: WireSize> WireSize for Result<T, E> {
+    fn wire_size(&self) -> usize {
+        1 + match self {
+            Ok(v) => v.wire_size(),
+            Err(e) => e.wire_size(),
+        }
+    }
+}
+
+/// Scalars and enums: a fixed 8 bytes.
+macro_rules! fixed_size {
+    ($($t:ty),* $(,)?) => {
+        $(impl WireSize for $t {
+            fn wire_size(&self) -> usize {
+                8
+            }
+        })*
+    };
+}
+
+mod sizes {
+    use super::WireSize;
+    use crate::types::*;
+
+    fixed_size!(
+        u32,
+        f32,
+        f64,
+        bool,
+        TaskType,
+        Priority,
+        CircuitState,
+        Role,
+        Preference,
+        FinishReason,
+        Usage,
+        Features,
+    );
+
+    impl WireSize for TaskInfo {
+        fn wire_size(&self) -> usize {
+            self.id.wire_size()
+                + self.organization_id.wire_size()
+                + self.requested_model.wire_size()
+                + self.metadata.wire_size()
+                + 40
+        }
+    }
+
+    impl WireSize for Candidate {
+        fn wire_size(&self) -> usize {
+            self.provider.wire_size() + self.model.wire_size() + self.good_for.wire_size() + 56
+        }
+    }
+
+    impl WireSize for Attempt {
+        fn wire_size(&self) -> usize {
+            self.provider.wire_size() + self.model.wire_size()
+        }
+    }
+
+    impl WireSize for Plan {
+        fn wire_size(&self) -> usize {
+            self.attempts.wire_size() + self.reason.wire_size()
+        }
+    }
+
+    impl WireSize for RouteError {
+        fn wire_size(&self) -> usize {
+            match self {
+                RouteError::NoCandidate(m) | RouteError::InvalidInput(m) => m.wire_size(),
+            }
+        }
+    }
+
+    impl WireSize for ConditionInput {
+        fn wire_size(&self) -> usize {
+            self.output.wire_size() + self.state.wire_size() + self.args.wire_size()
+        }
+    }
+
+    impl WireSize for Outcome {
+        fn wire_size(&self) -> usize {
+            self.branch.wire_size() + self.explanation.wire_size() + 18
+        }
+    }
+
+    impl WireSize for ConditionError {
+        fn wire_size(&self) -> usize {
+            match self {
+                ConditionError::InvalidArgs(m) | ConditionError::Other(m) => m.wire_size(),
+            }
+        }
+    }
+
+    impl WireSize for Message {
+        fn wire_size(&self) -> usize {
+            self.content.wire_size() + 8
+        }
+    }
+
+    impl WireSize for CompletionRequest {
+        fn wire_size(&self) -> usize {
+            self.model.wire_size()
+                + self.messages.wire_size()
+                + self.stop.wire_size()
+                + self.metadata.wire_size()
+                + 32
+        }
+    }
+
+    impl WireSize for CompletionResponse {
+        fn wire_size(&self) -> usize {
+            self.text.wire_size() + self.model.wire_size() + 24
+        }
+    }
+
+    impl WireSize for ProviderError {
+        fn wire_size(&self) -> usize {
+            match self {
+                ProviderError::RateLimited(_) | ProviderError::Timeout => 8,
+                ProviderError::Unavailable(m)
+                | ProviderError::InvalidRequest(m)
+                | ProviderError::Auth(m)
+                | ProviderError::ContentFiltered(m)
+                | ProviderError::Other(m) => m.wire_size(),
+            }
+        }
+    }
+
+    impl WireSize for ModelInfo {
+        fn wire_size(&self) -> usize {
+            self.id.wire_size() + self.good_for.wire_size() + 32
+        }
+    }
+
+    impl WireSize for CredentialHeader {
+        fn wire_size(&self) -> usize {
+            self.name.wire_size() + self.prefix.wire_size()
+        }
+    }
+
+    impl WireSize for ProviderInfo {
+        fn wire_size(&self) -> usize {
+            self.name.wire_size()
+                + self.version.wire_size()
+                + self.description.wire_size()
+                + self.models.wire_size()
+                + self.credential.wire_size()
+                + self.base_url_setting.wire_size()
+                + 8
+        }
+    }
+
+    impl WireSize for RouterInfo {
+        fn wire_size(&self) -> usize {
+            self.name.wire_size() + self.version.wire_size() + self.description.wire_size()
+        }
+    }
+
+    impl WireSize for ConditionInfo {
+        fn wire_size(&self) -> usize {
+            self.name.wire_size()
+                + self.version.wire_size()
+                + self.description.wire_size()
+                + self.args_schema.wire_size()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::panic_message;
+
+    #[test]
+    fn panic_message_is_read_from_rust_panic_output() {
+        let stderr = "\nthread '<unnamed>' panicked at src/lib.rs:20:9:\nboom on t1\nnote: run with `RUST_BACKTRACE=1`\n";
+        assert_eq!(
+            panic_message(stderr).as_deref(),
+            Some("boom on t1 (at src/lib.rs:20:9)")
+        );
+        assert_eq!(panic_message("just a log line"), None);
+    }
+}

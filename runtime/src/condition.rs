@@ -1,0 +1,45 @@
+//! Calling a condition: `evaluate(input) -> outcome`.
+
+use tracing::Instrument;
+
+use crate::call::{CallExtras, CallResult, Failure, WireSize, check_input, expect_kind};
+use crate::plugin::KindPre;
+use crate::runtime::call_span;
+use crate::types::{ConditionError, ConditionInput, Outcome};
+use crate::{Limits, Plugin, PluginKind, Runtime};
+
+impl Runtime {
+    /// Asks a condition plugin to judge `input`, in a fresh instance under
+    /// `limits`.
+    pub async fn evaluate(
+        &self,
+        plugin: &Plugin,
+        limits: &Limits,
+        input: &ConditionInput,
+    ) -> CallResult<Result<Outcome, ConditionError>> {
+        let KindPre::Condition(pre) = &plugin.inner.pre else {
+            return CallResult::refused(expect_kind(plugin, PluginKind::Condition).unwrap_err());
+        };
+        if let Err(refused) = check_input(limits, input.wire_size()) {
+            return CallResult::refused(refused);
+        }
+        let inner = &self.inner;
+        let mut prepared = inner.prepare(plugin, limits, CallExtras::pure());
+        let store = &mut prepared.store;
+        let work = async {
+            let condition = pre
+                .instantiate_async(&mut *store)
+                .await
+                .map_err(Failure::Instantiate)?;
+            condition
+                .vel_plugins_evaluation()
+                .call_evaluate(&mut *store, input)
+                .await
+                .map_err(Failure::Call)
+        };
+        let outcome = tokio::time::timeout(limits.wall_time, work)
+            .instrument(call_span(plugin))
+            .await;
+        inner.finish(prepared, limits, outcome)
+    }
+}

@@ -1,0 +1,191 @@
+//! Errors: loading a component ([`LoadError`]) and calling one
+//! ([`PluginError`]), with [`Limit`] naming which limit a call exceeded.
+
+use std::fmt;
+
+/// One of the limits a call runs under (see [`crate::Limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Limit {
+    /// Linear memory, in bytes.
+    Memory,
+    /// Fuel: a deterministic instruction budget.
+    Fuel,
+    /// CPU time spent running guest code, in milliseconds.
+    CpuTime,
+    /// Wall-clock time of the whole call, in milliseconds.
+    WallTime,
+    /// Size of the call's input, in bytes.
+    InputSize,
+    /// Size of the call's output (result and streamed deltas), in bytes.
+    OutputSize,
+    /// Bytes written to the log, stdout and stderr.
+    LogVolume,
+    /// The WebAssembly call stack, in bytes (deep recursion).
+    Stack,
+}
+
+impl Limit {
+    /// The unit the limit's `max` is expressed in.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Limit::Memory
+            | Limit::InputSize
+            | Limit::OutputSize
+            | Limit::LogVolume
+            | Limit::Stack => "bytes",
+            Limit::Fuel => "fuel units",
+            Limit::CpuTime | Limit::WallTime => "ms",
+        }
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Limit::Memory => "memory",
+            Limit::Fuel => "fuel",
+            Limit::CpuTime => "cpu time",
+            Limit::WallTime => "wall-clock time",
+            Limit::InputSize => "input size",
+            Limit::OutputSize => "output size",
+            Limit::LogVolume => "log volume",
+            Limit::Stack => "stack",
+        })
+    }
+}
+
+/// Why a component could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The bytes are not WebAssembly at all.
+    #[error("not a WebAssembly component: the file does not start with the `\\0asm` header")]
+    NotWasm,
+    /// A core module was given where a component is needed.
+    #[error(
+        "not a component: this is a core WebAssembly module; build with `--target wasm32-wasip2` \
+         (or run `wasm-tools component new`) to make a component"
+    )]
+    CoreModule,
+    /// The component exports none of the vel worlds.
+    #[error(
+        "unknown world: the component exports none of vel:plugins/completion, routing or \
+         evaluation @0.1.0 (it exports: {exports})"
+    )]
+    UnknownWorld {
+        /// What it does export, comma separated.
+        exports: String,
+    },
+    /// The component exports more than one vel world.
+    #[error("ambiguous world: the component exports {exports}; a plugin implements exactly one")]
+    AmbiguousWorld {
+        /// The vel interfaces it exports.
+        exports: String,
+    },
+    /// The component imports something its kind may not use.
+    #[error("forbidden import `{import}`: a {kind} plugin may not import it")]
+    ForbiddenImport {
+        /// The import's full name, e.g. `wasi:sockets/tcp@0.2.0`.
+        import: String,
+        /// The plugin's kind.
+        kind: crate::PluginKind,
+    },
+    /// Compilation failed (invalid or unsupported WebAssembly).
+    #[error("failed to compile the component: {0}")]
+    Compile(String),
+    /// The component's imports or exports do not match the world's types.
+    #[error("the component does not match the {kind} world: {message}")]
+    Link {
+        /// The plugin's kind.
+        kind: crate::PluginKind,
+        /// What wasmtime reported.
+        message: String,
+    },
+    /// `info()` failed when called at load time.
+    #[error("calling info() failed: {0}")]
+    Info(#[source] PluginError),
+    /// The compile cache could not be written (reading failures fall back to
+    /// compiling).
+    #[error("compile cache: {0}")]
+    Cache(String),
+}
+
+/// Why a plugin call failed. A guest's own error (`route-error`,
+/// `provider-error`, `condition-error`) is not a `PluginError`: it is the
+/// guest's answer and comes back inside the call's result.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PluginError {
+    /// The call exceeded one of its limits.
+    #[error("{limit} limit exceeded (max {max} {})", limit.unit())]
+    LimitExceeded {
+        /// Which limit.
+        limit: Limit,
+        /// Its configured value, in [`Limit::unit`].
+        max: u64,
+    },
+    /// The guest trapped (e.g. `unreachable`, out-of-bounds access).
+    #[error("plugin trapped: {message}")]
+    Trap {
+        /// The trap, as wasmtime describes it.
+        message: String,
+    },
+    /// The guest panicked; `message` is its panic message.
+    #[error("plugin panicked: {message}")]
+    Panic {
+        /// The panic message the guest printed.
+        message: String,
+    },
+    /// A provider tried to reach a host that is not allowed.
+    #[error("outbound request to `{host}` denied: not an allowed host")]
+    HttpRequestDenied {
+        /// The host it tried to reach.
+        host: String,
+    },
+    /// The plugin is not of the kind this call needs.
+    #[error("wrong plugin kind: expected a {expected}, got a {actual}")]
+    WrongKind {
+        /// The kind the call needs.
+        expected: crate::PluginKind,
+        /// The plugin's kind.
+        actual: crate::PluginKind,
+    },
+    /// No instance slot was free (too many concurrent calls) or
+    /// instantiation failed for another host-side reason.
+    #[error("could not instantiate the plugin: {0}")]
+    Instantiate(String),
+    /// The host's side of the call failed unexpectedly.
+    #[error("host error: {0}")]
+    Host(String),
+}
+
+impl PluginError {
+    /// The limit this error reports, if it is a limit error.
+    pub fn limit(&self) -> Option<Limit> {
+        match self {
+            PluginError::LimitExceeded { limit, .. } => Some(*limit),
+            _ => None,
+        }
+    }
+}
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The wasmtime engine could not be created with this configuration.
+    #[error("could not create the wasmtime engine: {0}")]
+    Engine(String),
+    /// The host functions could not be linked.
+    #[error("could not set up host functions: {0}")]
+    Linker(String),
+    /// The outbound HTTP client could not be built.
+    #[error("could not set up outbound HTTP: {0}")]
+    Http(String),
+    /// The compile cache directory could not be created.
+    #[error("compile cache directory {path}: {message}")]
+    CacheDir {
+        /// The directory.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}

@@ -1,0 +1,296 @@
+//! Outbound HTTP for provider plugins: the `wasi:http` send hook that only
+//! lets requests through to allowed hosts, adds the integration's credential
+//! on the host side, and sends them through one pooled client with timeouts
+//! and a response-size cap.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::time::Sleep;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::error::RuntimeError;
+
+/// Timeouts and caps for every outbound request.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OutboundConfig {
+    /// Establishing the TCP (and TLS) connection.
+    pub connect_timeout: Duration,
+    /// From sending the request to the response head.
+    pub first_byte_timeout: Duration,
+    /// Between two chunks of the response body (streams may idle this long).
+    pub between_bytes_timeout: Duration,
+    /// Largest response body accepted, in bytes.
+    pub max_response_bytes: u64,
+    /// How long an idle pooled connection is kept.
+    pub pool_idle_timeout: Duration,
+    /// Idle connections kept per host.
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            connect_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(60),
+            between_bytes_timeout: Duration::from_secs(30),
+            max_response_bytes: 16 * 1024 * 1024,
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 32,
+        }
+    }
+}
+
+/// The host's single pooled HTTP/HTTPS client (rustls with the Mozilla
+/// roots), shared by every provider call of a runtime.
+#[derive(Clone)]
+pub(crate) struct OutboundClient {
+    client: Client<HttpsConnector<HttpConnector>, WasiBody>,
+    config: Arc<OutboundConfig>,
+}
+
+impl OutboundClient {
+    pub(crate) fn new(config: OutboundConfig) -> Result<Self, RuntimeError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .map_err(|e| RuntimeError::Http(e.to_string()))?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            .build(https);
+        Ok(OutboundClient {
+            client,
+            config: Arc::new(config),
+        })
+    }
+
+    /// Sends one request; the response body enforces the between-bytes
+    /// timeout and the size cap. Dropping the future (or the body) drops the
+    /// upstream request.
+    async fn send(
+        &self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+    ) -> Result<http::Response<WasiBody>, HttpError> {
+        let cfg = &self.config;
+        // A guest may ask for shorter timeouts, never longer ones.
+        let shorter = |asked: Option<Duration>, ours: Duration| asked.map_or(ours, |a| a.min(ours));
+        let first_byte = shorter(
+            options.and_then(|o| o.first_byte_timeout),
+            cfg.first_byte_timeout,
+        );
+        let between = shorter(
+            options.and_then(|o| o.between_bytes_timeout),
+            cfg.between_bytes_timeout,
+        );
+        let response =
+            match tokio::time::timeout(cfg.connect_timeout + first_byte, self.client.request(request))
+                .await
+            {
+                Err(_elapsed) => return Err(HttpError::ConnectionReadTimeout),
+                Ok(Err(err)) => return Err(client_error(&err)),
+                Ok(Ok(response)) => response,
+            };
+        let max = cfg.max_response_bytes;
+        if let Some(len) = response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            && len > max
+        {
+            return Err(HttpError::HttpResponseBodySize(Some(len)));
+        }
+        Ok(response.map(|body| CappedBody::new(body, between, max).boxed_unsync()))
+    }
+}
+
+/// Turns a client failure into the `wasi:http` error the guest sees.
+fn client_error(err: &hyper_util::client::legacy::Error) -> HttpError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::TimedOut => HttpError::ConnectionTimeout,
+                std::io::ErrorKind::ConnectionRefused => HttpError::ConnectionRefused,
+                _ if err.is_connect() => HttpError::DestinationUnavailable,
+                _ => HttpError::ConnectionTerminated,
+            };
+        }
+        source = e.source();
+    }
+    if err.is_connect() {
+        HttpError::DestinationUnavailable
+    } else {
+        HttpError::InternalError(Some(err.to_string()))
+    }
+}
+
+/// Which hosts one call may reach, and the credential it adds.
+pub(crate) struct OutboundPolicy {
+    /// Lower-case `host` or `host:port` entries.
+    allowed: Vec<String>,
+    credential: Option<(HeaderName, HeaderValue)>,
+}
+
+impl OutboundPolicy {
+    pub(crate) fn new(allowed: Vec<String>, credential: Option<(HeaderName, HeaderValue)>) -> Self {
+        OutboundPolicy {
+            allowed: allowed.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
+            credential,
+        }
+    }
+
+    fn allows(&self, host: &str, port: u16) -> bool {
+        let with_port = format!("{host}:{port}");
+        self.allowed.iter().any(|a| *a == host || *a == with_port)
+    }
+}
+
+/// The call's `wasi:http` hooks. Routers and conditions get
+/// [`OutboundHooks::deny_all`] (and may not even import `wasi:http`).
+pub(crate) struct OutboundHooks {
+    route: Option<(OutboundClient, Arc<OutboundPolicy>)>,
+    /// The first host a request was refused for.
+    pub(crate) denied: Option<String>,
+}
+
+impl OutboundHooks {
+    pub(crate) fn deny_all() -> Self {
+        OutboundHooks {
+            route: None,
+            denied: None,
+        }
+    }
+
+    pub(crate) fn new(client: OutboundClient, policy: Arc<OutboundPolicy>) -> Self {
+        OutboundHooks {
+            route: Some((client, policy)),
+            denied: None,
+        }
+    }
+}
+
+type SendFuture = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<WasiBody>,
+                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl WasiHttpHooks for OutboundHooks {
+    fn send_request(
+        &mut self,
+        mut request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _response_error: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> SendFuture {
+        let uri = request.uri();
+        let host = uri.host().unwrap_or_default().to_ascii_lowercase();
+        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let allowed = self
+            .route
+            .as_ref()
+            .filter(|(_, policy)| policy.allows(&host, port));
+        let Some((client, policy)) = allowed else {
+            let target = format!("{host}:{port}");
+            tracing::warn!(host = %target, "plugin request to a host that is not allowed");
+            self.denied.get_or_insert(target);
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        };
+        if let Some((name, value)) = &policy.credential {
+            // Replaces whatever the guest put there.
+            request.headers_mut().insert(name.clone(), value.clone());
+        }
+        let client = client.clone();
+        Box::new(async move {
+            let response = client.send(request, options).await?;
+            let io_done: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> =
+                Box::new(async { Ok(()) });
+            Ok((response, io_done))
+        })
+    }
+}
+
+/// A response body with a between-bytes timeout and a size cap.
+struct CappedBody {
+    inner: hyper::body::Incoming,
+    between: Duration,
+    idle: Pin<Box<Sleep>>,
+    remaining: u64,
+    max: u64,
+}
+
+impl CappedBody {
+    fn new(inner: hyper::body::Incoming, between: Duration, max: u64) -> Self {
+        CappedBody {
+            inner,
+            between,
+            idle: Box::pin(tokio::time::sleep(between)),
+            remaining: max,
+            max,
+        }
+    }
+}
+
+impl Body for CappedBody {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
+                    if len > this.remaining {
+                        return Poll::Ready(Some(Err(HttpError::HttpResponseBodySize(Some(
+                            this.max,
+                        )))));
+                    }
+                    this.remaining -= len;
+                }
+                let deadline = tokio::time::Instant::now() + this.between;
+                this.idle.as_mut().reset(deadline);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(HttpError::Hyper(err)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match this.idle.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(HttpError::ConnectionReadTimeout))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

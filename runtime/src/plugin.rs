@@ -1,0 +1,293 @@
+//! A loaded plugin: its kind (which world it implements), its `info()`,
+//! its sha256, and the pre-instantiated component every call starts from.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use crate::bindings::condition::ConditionPre;
+use crate::bindings::provider::ProviderPre;
+use crate::bindings::router::RouterPre;
+use crate::error::LoadError;
+use crate::sandbox::CallState;
+use crate::types::{ConditionInfo, ProviderInfo, RouterInfo};
+
+/// Which of the three worlds a plugin implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginKind {
+    /// `world provider`: exports `vel:plugins/completion`.
+    Provider,
+    /// `world router`: exports `vel:plugins/routing`.
+    Router,
+    /// `world condition`: exports `vel:plugins/evaluation`.
+    Condition,
+}
+
+impl PluginKind {
+    /// The kind's name, as in manifests: `provider`, `router`, `condition`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginKind::Provider => "provider",
+            PluginKind::Router => "router",
+            PluginKind::Condition => "condition",
+        }
+    }
+
+    /// The interface a component of this kind exports.
+    pub fn export(self) -> &'static str {
+        match self {
+            PluginKind::Provider => "vel:plugins/completion@0.1.0",
+            PluginKind::Router => "vel:plugins/routing@0.1.0",
+            PluginKind::Condition => "vel:plugins/evaluation@0.1.0",
+        }
+    }
+
+    /// Interfaces (without version) a plugin of this kind may import.
+    fn allows_import(self, interface: &str) -> bool {
+        ALWAYS_ALLOWED.contains(&interface)
+            || (self == PluginKind::Provider && PROVIDER_ONLY.contains(&interface))
+    }
+}
+
+impl fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PluginKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "provider" => Ok(PluginKind::Provider),
+            "router" => Ok(PluginKind::Router),
+            "condition" => Ok(PluginKind::Condition),
+            other => Err(format!(
+                "unknown plugin kind `{other}` (expected provider, router or condition)"
+            )),
+        }
+    }
+}
+
+/// Imports every kind may use: logging, plus the WASI basics Rust's standard
+/// library links (all served with nothing granted: no files, no env).
+const ALWAYS_ALLOWED: &[&str] = &[
+    "vel:plugins/types",
+    "vel:plugins/log",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:clocks/wall-clock",
+    "wasi:clocks/monotonic-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+];
+
+/// Imports only providers may use: settings, the delta sink, outbound HTTP.
+const PROVIDER_ONLY: &[&str] = &[
+    "vel:plugins/config",
+    "vel:plugins/stream",
+    "wasi:http/types",
+    "wasi:http/outgoing-handler",
+];
+
+/// What a plugin says about itself (its `info()` export).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginInfo {
+    /// A provider's info.
+    Provider(ProviderInfo),
+    /// A router's info.
+    Router(RouterInfo),
+    /// A condition's info.
+    Condition(ConditionInfo),
+}
+
+impl PluginInfo {
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        match self {
+            PluginInfo::Provider(i) => &i.name,
+            PluginInfo::Router(i) => &i.name,
+            PluginInfo::Condition(i) => &i.name,
+        }
+    }
+
+    /// The plugin's version.
+    pub fn version(&self) -> &str {
+        match self {
+            PluginInfo::Provider(i) => &i.version,
+            PluginInfo::Router(i) => &i.version,
+            PluginInfo::Condition(i) => &i.version,
+        }
+    }
+
+    /// The plugin's one-line description.
+    pub fn description(&self) -> &str {
+        match self {
+            PluginInfo::Provider(i) => &i.description,
+            PluginInfo::Router(i) => &i.description,
+            PluginInfo::Condition(i) => &i.description,
+        }
+    }
+}
+
+/// The typed pre-instantiated component of one kind.
+pub(crate) enum KindPre {
+    Provider(ProviderPre<CallState>),
+    Router(RouterPre<CallState>),
+    Condition(ConditionPre<CallState>),
+}
+
+/// A loaded plugin version. Cheap to clone (an `Arc`); a call holds a clone
+/// for its whole duration, so a call that started on an old version
+/// finishes on it even after the registry swapped in a new one.
+#[derive(Clone)]
+pub struct Plugin {
+    pub(crate) inner: Arc<PluginInner>,
+}
+
+pub(crate) struct PluginInner {
+    pub(crate) kind: PluginKind,
+    pub(crate) info: PluginInfo,
+    pub(crate) name: Arc<str>,
+    pub(crate) version: Arc<str>,
+    pub(crate) sha256: String,
+    pub(crate) pre: KindPre,
+    pub(crate) loaded_from_cache: bool,
+    pub(crate) size: usize,
+}
+
+impl Plugin {
+    /// Which world it implements.
+    pub fn kind(&self) -> PluginKind {
+        self.inner.kind
+    }
+
+    /// What its `info()` returned at load time.
+    pub fn info(&self) -> &PluginInfo {
+        &self.inner.info
+    }
+
+    /// Its name, from `info()`.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Its version, from `info()`.
+    pub fn version(&self) -> &str {
+        &self.inner.version
+    }
+
+    /// Hex sha256 of the component's bytes.
+    pub fn sha256(&self) -> &str {
+        &self.inner.sha256
+    }
+
+    /// Whether the compiled code came from the on-disk cache.
+    pub fn loaded_from_cache(&self) -> bool {
+        self.inner.loaded_from_cache
+    }
+
+    /// Size of the component in bytes.
+    pub fn size(&self) -> usize {
+        self.inner.size
+    }
+
+    pub(crate) fn sha256_prefix(&self) -> &str {
+        self.inner.sha256.get(..12).unwrap_or(&self.inner.sha256)
+    }
+}
+
+impl fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plugin")
+            .field("kind", &self.inner.kind)
+            .field("name", &self.inner.name)
+            .field("version", &self.inner.version)
+            .field("sha256", &self.inner.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Refuses bytes that are not a component before compiling anything.
+pub(crate) fn check_header(wasm: &[u8]) -> Result<(), LoadError> {
+    if wasm.get(..4) != Some(b"\0asm") {
+        return Err(LoadError::NotWasm);
+    }
+    // Bytes 4..8: version and layer; layer 1 is the component model.
+    match wasm.get(6..8) {
+        Some([1, 0]) => Ok(()),
+        Some([0, 0]) => Err(LoadError::CoreModule),
+        _ => Err(LoadError::NotWasm),
+    }
+}
+
+/// Which world the component implements, from its exports.
+pub(crate) fn detect_kind(engine: &Engine, component: &Component) -> Result<PluginKind, LoadError> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
+    let kinds: Vec<PluginKind> = [PluginKind::Provider, PluginKind::Router, PluginKind::Condition]
+        .into_iter()
+        .filter(|k| exports.iter().any(|e| e == k.export()))
+        .collect();
+    match kinds.as_slice() {
+        [kind] => Ok(*kind),
+        [] => Err(LoadError::UnknownWorld {
+            exports: if exports.is_empty() {
+                "nothing".to_string()
+            } else {
+                exports.join(", ")
+            },
+        }),
+        many => Err(LoadError::AmbiguousWorld {
+            exports: many
+                .iter()
+                .map(|k| k.export())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+/// Refuses imports the kind may not use (or versions the host does not serve).
+pub(crate) fn check_imports(
+    engine: &Engine,
+    component: &Component,
+    kind: PluginKind,
+) -> Result<(), LoadError> {
+    for (name, _) in component.component_type().imports(engine) {
+        let (interface, version) = name.split_once('@').unwrap_or((name, ""));
+        let version_ok = if interface.starts_with("vel:") {
+            version == "0.1.0"
+        } else {
+            version.starts_with("0.2.")
+        };
+        if !version_ok || !kind.allows_import(interface) {
+            return Err(LoadError::ForbiddenImport {
+                import: name.to_string(),
+                kind,
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! Calling a provider: `complete` or, with a delta sink, `complete-stream`;
+//! with settings, an outbound allowlist and a host-held secret.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue};
+use tracing::Instrument;
+
+use crate::call::{CallExtras, CallResult, Failure, WireSize, check_input, expect_kind};
+use crate::error::PluginError;
+use crate::outbound::{OutboundHooks, OutboundPolicy};
+use crate::plugin::{KindPre, PluginInfo};
+use crate::runtime::call_span;
+use crate::sandbox::DeltaSink;
+use crate::types::{CompletionRequest, CompletionResponse, ProviderError};
+use crate::{Limits, Plugin, PluginKind, Runtime};
+
+/// A provider credential. Only the host reads it (to add it to outbound
+/// requests); it never enters the guest, and `Debug` does not show it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Everything besides the request that one provider call needs.
+#[derive(Debug, Default)]
+pub struct ProviderCall {
+    /// The integration's settings, served by the `config` import.
+    pub settings: Vec<(String, String)>,
+    /// The integration's secret, added by the host as the header the
+    /// provider's `info().credential` names.
+    pub secret: Option<Secret>,
+    /// Hosts (`host` or `host:port`) the plugin may call.
+    pub allowed_hosts: Vec<String>,
+    /// Also allow the host of the setting named by `info().base-url-setting`.
+    pub allow_base_url_host: bool,
+    /// Where streamed deltas go; when set, `complete-stream` is called.
+    /// Dropping the receiver tells the plugin to stop (`emit` returns false).
+    pub deltas: Option<DeltaSink>,
+}
+
+impl Runtime {
+    /// Runs one completion on a provider plugin, in a fresh instance under
+    /// `limits`. Dropping the returned future drops the instance and any
+    /// upstream connection it had open.
+    pub async fn complete(
+        &self,
+        plugin: &Plugin,
+        limits: &Limits,
+        call: ProviderCall,
+        request: &CompletionRequest,
+    ) -> CallResult<Result<CompletionResponse, ProviderError>> {
+        let KindPre::Provider(pre) = &plugin.inner.pre else {
+            return CallResult::refused(expect_kind(plugin, PluginKind::Provider).unwrap_err());
+        };
+        if let Err(refused) = check_input(limits, request.wire_size() + call.settings.wire_size())
+        {
+            return CallResult::refused(refused);
+        }
+        let policy = match outbound_policy(plugin, &call) {
+            Ok(policy) => policy,
+            Err(refused) => return CallResult::refused(refused),
+        };
+        let streaming = call.deltas.is_some();
+        let extras = CallExtras {
+            hooks: OutboundHooks::new(self.inner.http.clone(), Arc::new(policy)),
+            settings: Arc::new(call.settings),
+            deltas: call.deltas,
+        };
+        let inner = &self.inner;
+        let mut prepared = inner.prepare(plugin, limits, extras);
+        let store = &mut prepared.store;
+        let work = async {
+            let provider = pre
+                .instantiate_async(&mut *store)
+                .await
+                .map_err(Failure::Instantiate)?;
+            let completion = provider.vel_plugins_completion();
+            let answer = if streaming {
+                completion.call_complete_stream(&mut *store, request).await
+            } else {
+                completion.call_complete(&mut *store, request).await
+            };
+            answer.map_err(Failure::Call)
+        };
+        let outcome = tokio::time::timeout(limits.wall_time, work)
+            .instrument(call_span(plugin))
+            .await;
+        inner.finish(prepared, limits, outcome)
+    }
+}
+
+/// The hosts this call may reach and the credential header it carries.
+fn outbound_policy(plugin: &Plugin, call: &ProviderCall) -> Result<OutboundPolicy, PluginError> {
+    let PluginInfo::Provider(info) = plugin.info() else {
+        return Err(PluginError::Host("provider without provider info".into()));
+    };
+    let mut allowed = call.allowed_hosts.clone();
+    if call.allow_base_url_host
+        && let Some(setting) = &info.base_url_setting
+        && let Some((_, url)) = call.settings.iter().find(|(k, _)| k == setting)
+    {
+        let uri: http::Uri = url.parse().map_err(|e| {
+            PluginError::Host(format!("setting `{setting}` is not a valid URL: {e}"))
+        })?;
+        if let Some(host) = uri.host() {
+            allowed.push(match uri.port_u16() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_string(),
+            });
+        }
+    }
+    let credential = match (&info.credential, &call.secret) {
+        (Some(header), Some(secret)) => {
+            let name = HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| {
+                PluginError::Host(format!(
+                    "the plugin's credential header name `{}` is not a valid header name",
+                    header.name
+                ))
+            })?;
+            let mut value = HeaderValue::from_str(&format!("{}{}", header.prefix, secret.0))
+                .map_err(|_| {
+                    PluginError::Host(
+                        "the secret cannot be sent as an HTTP header value".to_string(),
+                    )
+                })?;
+            value.set_sensitive(true);
+            Some((name, value))
+        }
+        _ => None,
+    };
+    Ok(OutboundPolicy::new(allowed, credential))
+}

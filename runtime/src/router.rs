@@ -1,0 +1,46 @@
+//! Calling a router: `route(task, candidates) -> plan`.
+
+use tracing::Instrument;
+
+use crate::call::{CallExtras, CallResult, Failure, WireSize, check_input, expect_kind};
+use crate::plugin::KindPre;
+use crate::runtime::call_span;
+use crate::types::{Candidate, Plan, RouteError, TaskInfo};
+use crate::{Limits, Plugin, PluginKind, Runtime};
+
+impl Runtime {
+    /// Asks a router plugin to order `candidates` into a plan for `task`,
+    /// in a fresh instance under `limits`.
+    pub async fn route(
+        &self,
+        plugin: &Plugin,
+        limits: &Limits,
+        task: &TaskInfo,
+        candidates: &[Candidate],
+    ) -> CallResult<Result<Plan, RouteError>> {
+        let KindPre::Router(pre) = &plugin.inner.pre else {
+            return CallResult::refused(expect_kind(plugin, PluginKind::Router).unwrap_err());
+        };
+        if let Err(refused) = check_input(limits, task.wire_size() + candidates.wire_size()) {
+            return CallResult::refused(refused);
+        }
+        let inner = &self.inner;
+        let mut prepared = inner.prepare(plugin, limits, CallExtras::pure());
+        let store = &mut prepared.store;
+        let work = async {
+            let router = pre
+                .instantiate_async(&mut *store)
+                .await
+                .map_err(Failure::Instantiate)?;
+            router
+                .vel_plugins_routing()
+                .call_route(&mut *store, task, candidates)
+                .await
+                .map_err(Failure::Call)
+        };
+        let outcome = tokio::time::timeout(limits.wall_time, work)
+            .instrument(call_span(plugin))
+            .await;
+        inner.finish(prepared, limits, outcome)
+    }
+}

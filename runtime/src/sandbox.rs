@@ -1,0 +1,351 @@
+//! What a call's `Store` holds: the memory limiter, the log budget and
+//! captured stdio, a WASI context that grants nothing, the provider's
+//! settings, stream sink and outbound-HTTP hooks — and the host functions
+//! behind the vel imports.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::bindings::provider::vel::plugins::{config, log, stream};
+use crate::error::Limit;
+use crate::outbound::OutboundHooks;
+
+/// How much of the guest's stderr is kept to explain a panic.
+const STDERR_TAIL_BYTES: usize = 4096;
+
+/// Per-call store data. Built fresh for every call and dropped with it.
+pub(crate) struct CallState {
+    pub(crate) table: ResourceTable,
+    /// Built on first use: most router and condition calls never touch WASI.
+    wasi: Option<WasiCtx>,
+    http: WasiHttpCtx,
+    pub(crate) hooks: OutboundHooks,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) logs: Arc<LogSink>,
+    pub(crate) settings: Arc<Vec<(String, String)>>,
+    pub(crate) deltas: Option<DeltaSink>,
+    /// Bytes streamed through `stream.emit` so far (count as output).
+    pub(crate) streamed_bytes: u64,
+    pub(crate) max_output_bytes: u64,
+    /// Epoch ticks during which guest code was seen running.
+    pub(crate) cpu_ticks: u64,
+    /// The limit that stopped the call, when a host hook stopped it.
+    pub(crate) exceeded: Option<(Limit, u64)>,
+}
+
+/// Where `stream.emit` sends deltas. Dropping the receiver cancels.
+pub type DeltaSink = tokio::sync::mpsc::UnboundedSender<String>;
+
+impl CallState {
+    pub(crate) fn new(
+        limiter: MemoryLimiter,
+        logs: Arc<LogSink>,
+        hooks: OutboundHooks,
+        settings: Arc<Vec<(String, String)>>,
+        deltas: Option<DeltaSink>,
+        max_output_bytes: u64,
+    ) -> Self {
+        CallState {
+            table: ResourceTable::new(),
+            wasi: None,
+            http: WasiHttpCtx::new(),
+            hooks,
+            limiter,
+            logs,
+            settings,
+            deltas,
+            streamed_bytes: 0,
+            max_output_bytes,
+            cpu_ticks: 0,
+            exceeded: None,
+        }
+    }
+
+    /// Records the first limit a host hook stopped the call for.
+    pub(crate) fn exceed(&mut self, limit: Limit, max: u64) {
+        self.exceeded.get_or_insert((limit, max));
+    }
+}
+
+/// A WASI context that grants nothing: no preopened directories, no
+/// environment, no arguments, no network; stdin closed; stdout and stderr
+/// go to the call's log budget.
+fn empty_wasi(logs: &Arc<LogSink>) -> WasiCtx {
+    WasiCtxBuilder::new()
+        .stdout(GuestStdio {
+            logs: logs.clone(),
+            stream: StdioStream::Stdout,
+        })
+        .stderr(GuestStdio {
+            logs: logs.clone(),
+            stream: StdioStream::Stderr,
+        })
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build()
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        let logs = &self.logs;
+        WasiCtxView {
+            ctx: self.wasi.get_or_insert_with(|| empty_wasi(logs)),
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Caps linear memory and records the peak.
+pub(crate) struct MemoryLimiter {
+    max: usize,
+    /// Sum of all memories' current sizes.
+    total: usize,
+    pub(crate) peak: usize,
+    pub(crate) hit: bool,
+}
+
+impl MemoryLimiter {
+    pub(crate) fn new(max: u64) -> Self {
+        MemoryLimiter {
+            max: usize::try_from(max).unwrap_or(usize::MAX),
+            total: 0,
+            peak: 0,
+            hit: false,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let total = self.total - current.min(self.total) + desired;
+        if total > self.max {
+            self.hit = true;
+            wasmtime::bail!("memory limit of {} bytes exceeded", self.max);
+        }
+        self.total = total;
+        self.peak = self.peak.max(total);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables hold function references; a million is far beyond any
+        // plugin's needs and bounds host memory at a few MiB.
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// The call's log budget, shared by the `log` import, stdout and stderr.
+pub(crate) struct LogSink {
+    plugin: Arc<str>,
+    version: Arc<str>,
+    max: u64,
+    used: AtomicU64,
+    exceeded: AtomicBool,
+    stderr_tail: Mutex<Vec<u8>>,
+}
+
+impl LogSink {
+    pub(crate) fn new(plugin: Arc<str>, version: Arc<str>, max: u64) -> Self {
+        LogSink {
+            plugin,
+            version,
+            max,
+            used: AtomicU64::new(0),
+            exceeded: AtomicBool::new(false),
+            stderr_tail: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Takes `bytes` from the budget; false (and remembered) when over it.
+    fn charge(&self, bytes: usize) -> bool {
+        let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+        let used = self.used.fetch_add(bytes, Ordering::Relaxed).saturating_add(bytes);
+        if used > self.max {
+            self.exceeded.store(true, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    pub(crate) fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed).min(self.max)
+    }
+
+    pub(crate) fn max(&self) -> u64 {
+        self.max
+    }
+
+    pub(crate) fn exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::Relaxed)
+    }
+
+    /// What the guest wrote to stderr (its start), e.g. a panic message.
+    pub(crate) fn stderr_text(&self) -> String {
+        let tail = self.stderr_tail.lock().map(|t| t.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&tail).into_owned()
+    }
+
+    fn write_stdio(&self, stream: StdioStream, bytes: &[u8]) {
+        if stream == StdioStream::Stderr
+            && let Ok(mut tail) = self.stderr_tail.lock()
+        {
+            let room = STDERR_TAIL_BYTES.saturating_sub(tail.len());
+            tail.extend_from_slice(&bytes[..room.min(bytes.len())]);
+        }
+        let text = String::from_utf8_lossy(bytes);
+        let text = text.trim_end();
+        if text.is_empty() {
+            return;
+        }
+        match stream {
+            StdioStream::Stdout => tracing::info!(
+                target: "vel_plugin::stdout",
+                plugin = %self.plugin, version = %self.version, "{text}"
+            ),
+            StdioStream::Stderr => tracing::warn!(
+                target: "vel_plugin::stderr",
+                plugin = %self.plugin, version = %self.version, "{text}"
+            ),
+        }
+    }
+}
+
+/// Which standard stream a [`GuestStdio`] captures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StdioStream {
+    Stdout,
+    Stderr,
+}
+
+/// Guest stdout/stderr: forwarded to `tracing`, charged to the log budget.
+#[derive(Clone)]
+struct GuestStdio {
+    logs: Arc<LogSink>,
+    stream: StdioStream,
+}
+
+impl IsTerminal for GuestStdio {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestStdio {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        // Only WASIp2 streams are linked; p3 is not enabled.
+        Box::new(tokio::io::sink())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for GuestStdio {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for GuestStdio {
+    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
+        if !self.logs.charge(bytes.len()) {
+            return Err(StreamError::trap("log limit exceeded"));
+        }
+        self.logs.write_stdio(self.stream, &bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        Ok(64 * 1024)
+    }
+}
+
+impl log::Host for CallState {
+    fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        if !self.logs.charge(message.len()) {
+            let max = self.logs.max();
+            self.exceed(Limit::LogVolume, max);
+            wasmtime::bail!("log limit of {max} bytes exceeded");
+        }
+        let (plugin, version) = (&*self.logs.plugin, &*self.logs.version);
+        match level {
+            log::Level::Trace => {
+                tracing::trace!(target: "vel_plugin", plugin, version, "{message}")
+            }
+            log::Level::Debug => {
+                tracing::debug!(target: "vel_plugin", plugin, version, "{message}")
+            }
+            log::Level::Info => tracing::info!(target: "vel_plugin", plugin, version, "{message}"),
+            log::Level::Warn => tracing::warn!(target: "vel_plugin", plugin, version, "{message}"),
+            log::Level::Error => {
+                tracing::error!(target: "vel_plugin", plugin, version, "{message}")
+            }
+        }
+        Ok(())
+    }
+}
+
+impl config::Host for CallState {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.settings
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn all(&mut self) -> Vec<(String, String)> {
+        self.settings.as_ref().clone()
+    }
+}
+
+impl stream::Host for CallState {
+    fn emit(&mut self, delta: String) -> wasmtime::Result<bool> {
+        let len = u64::try_from(delta.len()).unwrap_or(u64::MAX);
+        self.streamed_bytes = self.streamed_bytes.saturating_add(len);
+        if self.streamed_bytes > self.max_output_bytes {
+            let max = self.max_output_bytes;
+            self.exceed(Limit::OutputSize, max);
+            wasmtime::bail!("output limit of {max} bytes exceeded while streaming");
+        }
+        Ok(match &self.deltas {
+            Some(sink) => sink.send(delta).is_ok(),
+            // A plain `complete` call has nobody listening.
+            None => true,
+        })
+    }
+}
+
+// `types` has no functions, but bindgen still generates a `Host` trait.
+impl crate::bindings::provider::vel::plugins::types::Host for CallState {}

@@ -1,0 +1,31 @@
+//! The on-disk compile cache: a second runtime on the same directory loads
+//! the compiled code instead of compiling again.
+
+use vel_runtime::{Runtime, RuntimeConfig};
+
+#[tokio::test]
+async fn a_second_start_reads_compiled_code_from_the_cache() {
+    let dir = std::env::temp_dir().join(format!("vel-runtime-cache-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = RuntimeConfig {
+        cache_dir: Some(dir.clone()),
+        max_instances: 16,
+        ..RuntimeConfig::default()
+    };
+    let bytes = vel_plugin_artifacts::builtin("text-match").unwrap().bytes;
+
+    let first = Runtime::new(config.clone()).unwrap();
+    let plugin = first.load(bytes).await.unwrap();
+    assert!(!plugin.loaded_from_cache());
+    assert_eq!(first.cache_hits(), 0);
+    drop(first);
+
+    let second = Runtime::new(config).unwrap();
+    let plugin = second.load(bytes).await.unwrap();
+    assert!(plugin.loaded_from_cache());
+    assert_eq!(second.cache_hits(), 1);
+    assert_eq!(plugin.name(), "text-match");
+    let entries = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(entries, 1, "one compiled file per component and engine");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,125 @@
+//! Shared by the runtime's test binaries: one `Runtime` per binary, plugins
+//! loaded (and compiled) once, and sample inputs.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use vel_runtime::types::{
+    Candidate, CircuitState, ConditionInput, Preference, Priority, TaskInfo, TaskType,
+};
+use vel_runtime::{Plugin, Runtime, RuntimeConfig};
+
+/// The binary's runtime.
+pub fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| Runtime::new(RuntimeConfig::default()).expect("runtime starts"))
+}
+
+static LOADED: OnceLock<Mutex<HashMap<String, Plugin>>> = OnceLock::new();
+
+async fn load_once(key: String, bytes: impl FnOnce() -> Vec<u8>) -> Plugin {
+    let loaded = LOADED.get_or_init(Default::default);
+    if let Some(plugin) = loaded.lock().unwrap().get(&key) {
+        return plugin.clone();
+    }
+    let plugin = runtime()
+        .load(&bytes())
+        .await
+        .unwrap_or_else(|e| panic!("loading {key}: {e}"));
+    loaded.lock().unwrap().insert(key, plugin.clone());
+    plugin
+}
+
+/// A built-in plugin by manifest name.
+pub async fn builtin(name: &str) -> Plugin {
+    load_once(format!("builtin:{name}"), || {
+        vel_plugin_artifacts::builtin(name)
+            .unwrap_or_else(|| panic!("no built-in plugin {name}"))
+            .bytes
+            .to_vec()
+    })
+    .await
+}
+
+/// The bytes of a hostile component by directory name.
+pub fn hostile_bytes(name: &str) -> Vec<u8> {
+    let path = vel_plugin_artifacts::hostile_path(name)
+        .unwrap_or_else(|| panic!("no hostile crate {name}"));
+    std::fs::read(path).unwrap()
+}
+
+/// A hostile plugin by directory name.
+pub async fn hostile(name: &str) -> Plugin {
+    load_once(format!("hostile:{name}"), || hostile_bytes(name)).await
+}
+
+/// A task of the given type with the given preference.
+pub fn task(task_type: TaskType, prefer: Preference) -> TaskInfo {
+    TaskInfo {
+        id: "task-1".to_string(),
+        organization_id: "org-1".to_string(),
+        task_type,
+        priority: Priority::Medium,
+        requested_model: None,
+        estimated_input_tokens: 500,
+        max_tokens: Some(500),
+        prefer,
+        metadata: "{}".to_string(),
+    }
+}
+
+/// One candidate.
+pub fn candidate(
+    provider: &str,
+    model: &str,
+    input_price: f64,
+    output_price: f64,
+    p50: u32,
+    good_for: Vec<TaskType>,
+) -> Candidate {
+    Candidate {
+        provider: provider.to_string(),
+        model: model.to_string(),
+        input_price_per_1k: input_price,
+        output_price_per_1k: output_price,
+        good_for,
+        circuit: CircuitState::Closed,
+        p50_latency_ms: p50,
+        p95_latency_ms: p50 * 3,
+        error_rate: 0.01,
+        remaining_budget: None,
+    }
+}
+
+/// The seeds' four providers with realistic prices and latencies.
+pub fn candidates() -> Vec<Candidate> {
+    vec![
+        candidate("openai", "gpt-4o", 0.0025, 0.01, 900, vec![TaskType::Reasoning]),
+        candidate("openai", "gpt-4o-mini", 0.00015, 0.0006, 400, vec![TaskType::Light]),
+        candidate(
+            "groq",
+            "llama-3.1-70b-versatile",
+            0.00059,
+            0.00079,
+            250,
+            vec![TaskType::CodeGeneration],
+        ),
+        candidate("perplexity", "sonar", 0.001, 0.001, 1200, vec![TaskType::Research]),
+    ]
+}
+
+/// A condition input.
+pub fn condition_input(output: &str, state: &str, args: &str) -> ConditionInput {
+    ConditionInput {
+        output: output.to_string(),
+        state: state.to_string(),
+        args: args.to_string(),
+    }
+}
+
+/// The first attempt's `provider/model`.
+pub fn first(plan: &vel_runtime::types::Plan) -> String {
+    let a = &plan.attempts[0];
+    format!("{}/{}", a.provider, a.model)
+}

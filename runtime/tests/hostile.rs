@@ -1,0 +1,282 @@
+//! The hostile corpus: each plugin is stopped with its own typed error
+//! while well-behaved plugins called at the same time keep succeeding.
+
+mod common;
+
+use std::future::Future;
+use std::time::Duration;
+
+use common::*;
+use vel_runtime::types::{CompletionRequest, Preference, TaskType};
+use vel_runtime::{
+    CallResult, Limit, LoadError, PluginError, PluginKind, Profile, ProviderCall,
+};
+
+/// Runs `hostile` while two well-behaved plugins are called repeatedly on
+/// the same runtime, and checks every one of those calls succeeded.
+async fn alongside_neighbours<T>(hostile: impl Future<Output = T>) -> T {
+    let rt = runtime();
+    let router = builtin("default-router").await;
+    let cond = builtin("text-match").await;
+    let (task, candidates) = (task(TaskType::Light, Preference::Balanced), candidates());
+    let input = condition_input("all good", "{}", r#"{"mode":"contains","pattern":"good"}"#);
+    let neighbours = async {
+        let mut ok = 0;
+        for _ in 0..25 {
+            let (plan, outcome) = tokio::join!(
+                rt.route(
+                    &router,
+                    rt.limits(PluginKind::Router, Profile::Platform),
+                    &task,
+                    &candidates,
+                ),
+                rt.evaluate(
+                    &cond,
+                    rt.limits(PluginKind::Condition, Profile::Platform),
+                    &input,
+                ),
+            );
+            assert_eq!(first(&plan.result.unwrap().unwrap()), "openai/gpt-4o-mini");
+            assert!(outcome.result.unwrap().unwrap().matched);
+            ok += 1;
+            tokio::task::yield_now().await;
+        }
+        ok
+    };
+    let (result, ok) = tokio::join!(hostile, neighbours);
+    assert_eq!(ok, 25);
+    result
+}
+
+fn error_of<T: std::fmt::Debug>(call: CallResult<T>) -> PluginError {
+    match call.result {
+        Ok(value) => panic!("expected the sandbox to stop the call, got {value:?}"),
+        Err(error) => error,
+    }
+}
+
+async fn evaluate_hostile(name: &str, args: &str, limits: vel_runtime::Limits) -> PluginError {
+    let plugin = hostile(name).await;
+    let rt = runtime();
+    let input = condition_input("hostile", "{}", args);
+    error_of(alongside_neighbours(rt.evaluate(&plugin, &limits, &input)).await)
+}
+
+fn condition_limits() -> vel_runtime::Limits {
+    runtime()
+        .limits(PluginKind::Condition, Profile::Platform)
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infinite_loop_runs_out_of_fuel_or_cpu_time() {
+    let rt = runtime();
+    let plugin = hostile("infinite-loop").await;
+    let mut limits = rt.limits(PluginKind::Router, Profile::Tenant).clone();
+    let call = alongside_neighbours(rt.route(
+        &plugin,
+        &limits,
+        &task(TaskType::Light, Preference::Cost),
+        &candidates(),
+    ))
+    .await;
+    let fuel = limits.fuel.unwrap();
+    assert_eq!(call.stats.fuel_consumed, Some(fuel));
+    assert_eq!(
+        error_of(call),
+        PluginError::LimitExceeded {
+            limit: Limit::Fuel,
+            max: fuel
+        }
+    );
+
+    // Without fuel metering, the CPU-time deadline stops it.
+    limits.fuel = None;
+    limits.cpu_time = Duration::from_millis(30);
+    let call = alongside_neighbours(rt.route(
+        &plugin,
+        &limits,
+        &task(TaskType::Light, Preference::Cost),
+        &candidates(),
+    ))
+    .await;
+    assert_eq!(
+        error_of(call),
+        PluginError::LimitExceeded {
+            limit: Limit::CpuTime,
+            max: 30
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_growth_stops_at_the_memory_limit() {
+    let limits = condition_limits();
+    let error = evaluate_hostile("memory-hog", "{}", limits.clone()).await;
+    assert_eq!(
+        error,
+        PluginError::LimitExceeded {
+            limit: Limit::Memory,
+            max: limits.memory_bytes
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_recursion_overflows_the_stack() {
+    let error = evaluate_hostile("deep-recursion", "{}", condition_limits()).await;
+    assert_eq!(
+        error,
+        PluginError::LimitExceeded {
+            limit: Limit::Stack,
+            max: runtime().config().max_wasm_stack as u64
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_is_reported_with_its_message() {
+    let rt = runtime();
+    let plugin = hostile("panic").await;
+    let call = alongside_neighbours(rt.route(
+        &plugin,
+        rt.limits(PluginKind::Router, Profile::Platform),
+        &task(TaskType::Light, Preference::Cost),
+        &candidates(),
+    ))
+    .await;
+    match error_of(call) {
+        PluginError::Panic { message } => {
+            assert!(message.contains("hostile router gave up on task task-1"), "{message}")
+        }
+        other => panic!("expected a panic, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_is_reported_as_a_trap() {
+    match evaluate_hostile("trap", "{}", condition_limits()).await {
+        PluginError::Trap { message } => assert!(message.contains("unreachable"), "{message}"),
+        other => panic!("expected a trap, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_output_is_refused() {
+    let limits = condition_limits();
+    let error = evaluate_hostile("oversized-output", "{}", limits.clone()).await;
+    assert_eq!(
+        error,
+        PluginError::LimitExceeded {
+            limit: Limit::OutputSize,
+            max: limits.max_output_bytes
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_logging_hits_the_log_limit_through_log_and_stdout() {
+    let limits = condition_limits();
+    for args in [r#"{"via":"log"}"#, r#"{"via":"stdout"}"#] {
+        let error = evaluate_hostile("log-flood", args, limits.clone()).await;
+        assert_eq!(
+            error,
+            PluginError::LimitExceeded {
+                limit: Limit::LogVolume,
+                max: limits.max_log_bytes
+            },
+            "{args}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleeping_plugin_is_stopped_at_the_wall_clock_limit() {
+    let mut limits = condition_limits();
+    limits.wall_time = Duration::from_millis(100);
+    let error = evaluate_hostile("slow", "{}", limits).await;
+    assert_eq!(
+        error,
+        PluginError::LimitExceeded {
+            limit: Limit::WallTime,
+            max: 100
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_environment_and_arguments_are_not_there() {
+    // Set something the guest must not see.
+    let rt = runtime();
+    let plugin = hostile("snoop").await;
+    let input = condition_input("", "{}", "{}");
+    let call = alongside_neighbours(rt.evaluate(&plugin, &condition_limits(), &input)).await;
+    let outcome = call.result.unwrap().unwrap();
+    assert!(!outcome.matched, "the guest got at something: {}", outcome.explanation);
+    for seen in [
+        "read /etc/passwd: denied",
+        "write: denied",
+        "environment: empty",
+        "arguments: empty",
+    ] {
+        assert!(outcome.explanation.contains(seen), "{}", outcome.explanation);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_calling_a_host_not_allowed_is_denied() {
+    let rt = runtime();
+    let plugin = hostile("outbound").await;
+    let call = ProviderCall {
+        settings: vec![("base-url".into(), "http://127.0.0.1:9".into())],
+        allowed_hosts: vec!["api.openai.com".into()],
+        allow_base_url_host: true,
+        ..ProviderCall::default()
+    };
+    let request = CompletionRequest {
+        model: "exfiltrate".into(),
+        messages: vec![],
+        temperature: None,
+        max_tokens: None,
+        stop: vec![],
+        task_type: TaskType::General,
+        metadata: "{}".into(),
+    };
+    let result = alongside_neighbours(rt.complete(
+        &plugin,
+        rt.limits(PluginKind::Provider, Profile::Tenant),
+        call,
+        &request,
+    ))
+    .await;
+    assert_eq!(
+        error_of(result),
+        PluginError::HttpRequestDenied {
+            host: "evil.example:80".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_router_importing_http_is_refused_at_load() {
+    let err = runtime()
+        .load(&hostile_bytes("router-http"))
+        .await
+        .expect_err("routers may not import wasi:http");
+    match &err {
+        LoadError::ForbiddenImport { import, kind } => {
+            assert!(import.starts_with("wasi:http/"), "{err}");
+            assert_eq!(*kind, PluginKind::Router);
+        }
+        other => panic!("expected a forbidden import, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn bytes_that_are_not_a_component_are_refused() {
+    let rt = runtime();
+    assert!(matches!(rt.load(b"hello").await, Err(LoadError::NotWasm)));
+    let mut truncated = hostile_bytes("trap");
+    truncated.truncate(truncated.len() / 2);
+    assert!(matches!(rt.load(&truncated).await, Err(LoadError::Compile(_))));
+}

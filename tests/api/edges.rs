@@ -1,0 +1,171 @@
+//! Edges: the one error shape, size limits, unknown routes, OpenAPI, shutdown.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::support::{Backend, Server};
+
+async fn malformed_requests_get_json_errors(b: Backend) {
+    let s = Server::start_with(b, &[("VEL_MAX_BODY_BYTES", "4096")]).await;
+    let admin = s.admin_token().await;
+    let big = json!({ "name": "x".repeat(8192), "type": "researcher", "config": { "provider": "openai", "model": "m" } });
+    s.raw(
+        Method::POST,
+        "/api/agents",
+        Some(&admin),
+        "application/json",
+        big.to_string().into_bytes(),
+    )
+    .await
+    .expect_error(413, "payload_too_large");
+    s.raw(
+        Method::POST,
+        "/api/agents",
+        Some(&admin),
+        "application/json",
+        b"not json".to_vec(),
+    )
+    .await
+    .expect_error(400, "invalid_json");
+    let trailing =
+        r#"{"name":"a","type":"researcher","config":{"provider":"openai","model":"m"}} trailing"#;
+    s.raw(
+        Method::POST,
+        "/api/agents",
+        Some(&admin),
+        "application/json",
+        trailing.as_bytes().to_vec(),
+    )
+    .await
+    .expect_error(400, "invalid_json");
+    let r = s
+        .raw(
+            Method::POST,
+            "/api/agents",
+            Some(&admin),
+            "application/json",
+            b"[1,2]".to_vec(),
+        )
+        .await
+        .expect_error(422, "validation_failed");
+    assert!(r.body["error"]["details"]["body"].is_array(), "{}", r.body);
+    s.raw(
+        Method::POST,
+        "/api/auth/login",
+        None,
+        "application/x-www-form-urlencoded",
+        b"email=a".to_vec(),
+    )
+    .await
+    .expect_error(415, "unsupported_media_type");
+    s.raw(
+        Method::POST,
+        "/api/agents",
+        Some(&admin),
+        "application/json",
+        vec![0xff, 0xfe, 0x00],
+    )
+    .await
+    .expect_error(400, "invalid_json");
+    s.get("/api/nope", &admin)
+        .await
+        .expect_error(404, "not_found");
+    s.call(Method::PATCH, "/api/agents", Some(&admin), None)
+        .await
+        .expect_error(405, "method_not_allowed");
+    s.get("/api/agents/does-not-exist", &admin)
+        .await
+        .expect_error(404, "not_found");
+    s.get("/api/users?offset=-1", &admin)
+        .await
+        .expect_error(422, "validation_failed");
+    s.get("/api/users?bogus=1", &admin)
+        .await
+        .expect_error(400, "invalid_query");
+    // A bearer header that is not UTF-8-clean text or lacks the scheme.
+    s.call(Method::GET, "/api/users/me", Some(""), None)
+        .await
+        .expect_error(401, "unauthorized");
+    assert_eq!(s.get("/api/agents", &admin).await.body["total"], 0);
+}
+
+async fn openapi_covers_every_endpoint(b: Backend) {
+    let s = Server::start(b).await;
+    let doc = s
+        .call(Method::GET, "/api/openapi.json", None, None)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(doc["openapi"], "3.1.0");
+    let expected = [
+        ("/api/auth/login", "post"),
+        ("/api/auth/refresh", "post"),
+        ("/api/auth/logout", "post"),
+        ("/api/users/me", "get"),
+        ("/api/users/me", "put"),
+        ("/api/users", "post"),
+        ("/api/users", "get"),
+        ("/api/organizations", "post"),
+        ("/api/organizations", "get"),
+        ("/api/organizations/{id}", "get"),
+        ("/api/organizations/{id}/members", "get"),
+        ("/api/organizations/{id}/members", "post"),
+        ("/api/organizations/{id}/members/{user_id}", "put"),
+        ("/api/organizations/{id}/members/{user_id}", "delete"),
+        ("/api/agents", "post"),
+        ("/api/agents", "get"),
+        ("/api/agents/{id}", "get"),
+        ("/api/agents/{id}", "put"),
+        ("/api/agents/{id}", "delete"),
+        ("/api/agents/{id}/history", "get"),
+        ("/api/integrations", "post"),
+        ("/api/integrations", "get"),
+        ("/api/integrations/{id}", "get"),
+        ("/api/integrations/{id}", "put"),
+        ("/api/integrations/{id}", "delete"),
+        ("/api/integrations/{id}/test", "post"),
+        ("/api/api-keys", "post"),
+        ("/api/api-keys", "get"),
+        ("/api/api-keys/{id}", "delete"),
+        ("/api/audit-logs", "get"),
+        ("/api/health", "get"),
+        ("/api/openapi.json", "get"),
+    ];
+    for (path, method) in expected {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} missing from OpenAPI"
+        );
+    }
+    let documented: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p.as_object().unwrap().len())
+        .sum();
+    assert_eq!(
+        documented,
+        expected.len(),
+        "OpenAPI lists endpoints this test does not know"
+    );
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+}
+
+async fn graceful_shutdown_on_sigterm(b: Backend) {
+    let mut s = Server::start(b).await;
+    s.call(Method::GET, "/api/health", None, None)
+        .await
+        .expect(200);
+    assert!(
+        s.terminate(),
+        "vel did not exit cleanly on SIGTERM; stderr:\n{}",
+        s.stderr()
+    );
+}
+
+dual_backend_tests!(
+    malformed_requests_get_json_errors,
+    openapi_covers_every_endpoint,
+    graceful_shutdown_on_sigterm
+);

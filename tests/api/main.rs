@@ -1,0 +1,18 @@
+//! Black-box tests of the HTTP API: the real `vel` binary over real HTTP,
+//! every test on SQLite and on PostgreSQL (`NAME::sqlite`, `NAME::postgres`).
+
+#[macro_use]
+#[path = "../support/mod.rs"]
+mod support;
+
+mod agents;
+mod api_keys;
+mod audit;
+mod auth;
+mod connectivity;
+mod edges;
+mod health;
+mod integrations;
+mod organizations;
+mod storage;
+mod users;

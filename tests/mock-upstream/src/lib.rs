@@ -1,0 +1,47 @@
+//! A fault-injecting mock of the upstream AI provider HTTP APIs, for vel's
+//! tests (in process, as a library) and benchmarks (as the
+//! `vel-mock-upstream` binary).
+//!
+//! It speaks, plain and streamed (SSE):
+//! - OpenAI chat completions: `POST /v1/chat/completions`;
+//! - Groq: `POST /openai/v1/chat/completions` (same format);
+//! - Perplexity: `POST /chat/completions` (same format plus `citations`);
+//! - Anthropic Messages: `POST /v1/messages` (requires `anthropic-version`);
+//! - `GET /v1/models` (also `/openai/v1/models`, `/models`);
+//! - `GET /__mock/stats`: the [`Stats`] as JSON (not counted, not recorded).
+//!
+//! Answers are deterministic: the text is [`expected_answer`] of the last user
+//! message (`echo: <message>`), streamed one word per delta; input tokens are
+//! the [`count_tokens`] of every message (and Anthropic's `system`), output
+//! tokens those of the answer. `max_tokens` cuts the answer to that many words
+//! (finish reason `length` / `max_tokens`); stop sequences cut it before the
+//! earliest match. Any model name is accepted.
+//!
+//! Completion requests get a [`Fault`] each (see [`MockUpstream`]'s script
+//! methods); models-list requests always succeed.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use vel_mock_upstream::{Fault, MockUpstream};
+//! let mock = MockUpstream::start().await;
+//! mock.push(Fault::RateLimited { retry_after_secs: 1 });
+//! // … point a client at mock.base_url() …
+//! mock.wait_for_requests(1).await;
+//! assert_eq!(mock.requests()[0].bearer_token(), Some("sk-test"));
+//! # }
+//! ```
+
+mod answer;
+mod fault;
+mod record;
+mod server;
+mod stats;
+mod wire;
+
+pub use answer::{count_tokens, expected_answer};
+pub use fault::Fault;
+pub use record::RecordedRequest;
+pub use server::MockUpstream;
+pub use stats::Stats;
+pub use wire::models::MODELS;
+pub use wire::openai::PERPLEXITY_CITATIONS;

@@ -1,0 +1,242 @@
+//! OpenAI-style chat completions, as spoken by OpenAI, Groq and Perplexity.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::request::{Completion, Message, Provider, Stop, conversation};
+use crate::answer::{Answer, Finish};
+
+/// Fixed citations Perplexity answers carry.
+pub const PERPLEXITY_CITATIONS: [&str; 2] = [
+    "https://example.com/vel-mock/source-1",
+    "https://example.com/vel-mock/source-2",
+];
+
+#[derive(Deserialize)]
+struct ChatRequest {
+    model: String,
+    messages: Vec<Message>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    stop: Option<Stop>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    temperature: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+/// Parses and validates a request body; the error is the message for a 400.
+pub(crate) fn parse(
+    provider: Provider,
+    body: &[u8],
+    seq: u64,
+    created: u64,
+) -> Result<Completion, String> {
+    let request: ChatRequest =
+        serde_json::from_slice(body).map_err(|e| format!("invalid request body: {e}"))?;
+    if request.messages.is_empty() {
+        return Err("'messages' must contain at least one message".into());
+    }
+    if let Some(t) = request.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(format!("'temperature' must be between 0 and 2, got {t}"));
+    }
+    let max_tokens = request.max_completion_tokens.or(request.max_tokens);
+    if max_tokens == Some(0) {
+        return Err("'max_tokens' must be at least 1".into());
+    }
+    let stops = request.stop.map(Stop::into_vec).unwrap_or_default();
+    let (input_tokens, last_user) = conversation(&request.messages, None);
+    let stream = request.stream.unwrap_or(false);
+    Ok(Completion {
+        provider,
+        id: format!("chatcmpl-mock-{seq}"),
+        model: request.model,
+        stream,
+        include_usage: request.stream_options.is_some_and(|o| o.include_usage),
+        answer: Answer::compose(&last_user, input_tokens, &stops, max_tokens),
+        created,
+    })
+}
+
+#[derive(Serialize)]
+struct Usage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+}
+
+fn usage(answer: &Answer) -> Usage {
+    Usage {
+        prompt_tokens: answer.input_tokens,
+        completion_tokens: answer.output_tokens,
+        total_tokens: answer.input_tokens + answer.output_tokens,
+    }
+}
+
+fn finish_reason(finish: &Finish) -> &'static str {
+    match finish {
+        Finish::Complete | Finish::StopSequence(_) => "stop",
+        Finish::Length => "length",
+    }
+}
+
+#[derive(Serialize)]
+struct ChatResponse<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [Choice<'a>; 1],
+    usage: Usage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    citations: Option<&'static [&'static str]>,
+}
+
+#[derive(Serialize)]
+struct Choice<'a> {
+    index: u32,
+    message: AssistantMessage<'a>,
+    finish_reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct AssistantMessage<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+fn citations(c: &Completion) -> Option<&'static [&'static str]> {
+    (c.provider == Provider::Perplexity).then_some(&PERPLEXITY_CITATIONS[..])
+}
+
+/// The `chat.completion` JSON body.
+pub(crate) fn render_plain(c: &Completion) -> Bytes {
+    let response = ChatResponse {
+        id: &c.id,
+        object: "chat.completion",
+        created: c.created,
+        model: &c.model,
+        choices: [Choice {
+            index: 0,
+            message: AssistantMessage {
+                role: "assistant",
+                content: &c.answer.text,
+            },
+            finish_reason: finish_reason(&c.answer.finish),
+        }],
+        usage: usage(&c.answer),
+        citations: citations(c),
+    };
+    Bytes::from(serde_json::to_vec(&response).unwrap_or_default())
+}
+
+#[derive(Serialize)]
+struct Chunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: &'a [ChunkChoice<'a>],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Usage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    citations: Option<&'static [&'static str]>,
+}
+
+#[derive(Serialize)]
+struct ChunkChoice<'a> {
+    index: u32,
+    delta: Delta<'a>,
+    finish_reason: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+}
+
+/// One `data: {chunk}` SSE frame.
+fn data_frame(c: &Completion, choices: &[ChunkChoice<'_>], usage: Option<Usage>) -> Bytes {
+    let chunk = Chunk {
+        id: &c.id,
+        object: "chat.completion.chunk",
+        created: c.created,
+        model: &c.model,
+        choices,
+        usage,
+        citations: citations(c),
+    };
+    let mut frame = b"data: ".to_vec();
+    // Serialising plain structs of strings and numbers cannot fail.
+    let _ = serde_json::to_writer(&mut frame, &chunk);
+    frame.extend_from_slice(b"\n\n");
+    Bytes::from(frame)
+}
+
+/// The SSE frames of a streamed answer, and how many of them come before the
+/// first content delta. Frames: a role chunk, one chunk per word, a chunk with
+/// `finish_reason` (Perplexity: with `usage`), for OpenAI/Groq with
+/// `include_usage` a chunk with empty `choices` and `usage`, then `data: [DONE]`.
+pub(crate) fn render_stream(c: &Completion) -> (Vec<Bytes>, usize) {
+    let mut frames = Vec::with_capacity(c.answer.chunk_count() + 4);
+    frames.push(data_frame(
+        c,
+        &[ChunkChoice {
+            index: 0,
+            delta: Delta {
+                role: Some("assistant"),
+                content: Some(""),
+            },
+            finish_reason: None,
+        }],
+        None,
+    ));
+    for text in c.answer.chunks() {
+        frames.push(data_frame(
+            c,
+            &[ChunkChoice {
+                index: 0,
+                delta: Delta {
+                    role: None,
+                    content: Some(text),
+                },
+                finish_reason: None,
+            }],
+            None,
+        ));
+    }
+    let perplexity = c.provider == Provider::Perplexity;
+    frames.push(data_frame(
+        c,
+        &[ChunkChoice {
+            index: 0,
+            delta: Delta {
+                role: None,
+                content: None,
+            },
+            finish_reason: Some(finish_reason(&c.answer.finish)),
+        }],
+        perplexity.then(|| usage(&c.answer)),
+    ));
+    if c.include_usage && !perplexity {
+        frames.push(data_frame(c, &[], Some(usage(&c.answer))));
+    }
+    frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    (frames, 1)
+}

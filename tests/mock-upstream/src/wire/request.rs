@@ -1,0 +1,114 @@
+//! Request pieces shared by the wire formats, and the parsed, provider-neutral
+//! [`Completion`] every format renders its answer from.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+use super::error::ErrorShape;
+use crate::answer::Answer;
+
+/// Which API a completion request came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Provider {
+    /// `POST /v1/chat/completions`.
+    OpenAi,
+    /// `POST /openai/v1/chat/completions`.
+    Groq,
+    /// `POST /chat/completions`; adds `citations`.
+    Perplexity,
+    /// `POST /v1/messages`.
+    Anthropic,
+}
+
+impl Provider {
+    pub(crate) fn error_shape(self) -> ErrorShape {
+        match self {
+            Provider::Anthropic => ErrorShape::Anthropic,
+            Provider::OpenAi | Provider::Groq | Provider::Perplexity => ErrorShape::OpenAi,
+        }
+    }
+}
+
+/// A chat message; `content` is text or an array of parts.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Message {
+    pub(crate) role: String,
+    #[serde(default)]
+    pub(crate) content: Option<Content>,
+}
+
+/// Message (or Anthropic `system`) content: a string or `[{type, text}]` parts.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+/// One content part; non-text parts have no `text`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Part {
+    #[serde(default)]
+    text: Option<String>,
+}
+
+impl Content {
+    /// The text content; text parts joined by newlines.
+    pub(crate) fn text(&self) -> Cow<'_, str> {
+        match self {
+            Content::Text(text) => Cow::Borrowed(text),
+            Content::Parts(parts) => {
+                let texts: Vec<&str> = parts.iter().filter_map(|p| p.text.as_deref()).collect();
+                Cow::Owned(texts.join("\n"))
+            }
+        }
+    }
+}
+
+/// OpenAI's `stop`: one string or a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Stop {
+    pub(crate) fn into_vec(self) -> Vec<String> {
+        match self {
+            Stop::One(one) => vec![one],
+            Stop::Many(many) => many,
+        }
+    }
+}
+
+/// Total words of the conversation, and the text of its last user message.
+pub(crate) fn conversation(messages: &[Message], system: Option<&Content>) -> (u64, String) {
+    let mut input_tokens = system.map_or(0, |s| crate::count_tokens(&s.text()));
+    let mut last_user = None;
+    for message in messages {
+        if let Some(content) = &message.content {
+            input_tokens += crate::count_tokens(&content.text());
+            if message.role == "user" {
+                last_user = Some(content);
+            }
+        }
+    }
+    let last_user = last_user.map(|c| c.text().into_owned()).unwrap_or_default();
+    (input_tokens, last_user)
+}
+
+/// A valid completion request, with its answer already computed.
+#[derive(Debug)]
+pub(crate) struct Completion {
+    pub(crate) provider: Provider,
+    /// Response id, unique per mock (`chatcmpl-mock-N` / `msg_mock_N`).
+    pub(crate) id: String,
+    pub(crate) model: String,
+    pub(crate) stream: bool,
+    /// OpenAI/Groq `stream_options.include_usage`.
+    pub(crate) include_usage: bool,
+    pub(crate) answer: Answer,
+    pub(crate) created: u64,
+}

@@ -1,0 +1,414 @@
+//! Shared harness for the black-box suites: start the real `vel` binary on a
+//! free loopback port with a temporary data directory and a fresh database
+//! (a SQLite file, or a new PostgreSQL database on 127.0.0.1:5432 dropped
+//! afterwards), talk to it over real HTTP, and kill it on drop.
+//!
+//! Suites include it with `#[path = "../support/mod.rs"] mod support;`.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::{Connection, Executor, PgConnection};
+
+/// The maintenance database URL used to create and drop per-test databases.
+pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Email of the platform admin every test server starts with.
+pub const ADMIN_EMAIL: &str = "admin@test.local";
+/// Its password.
+pub const ADMIN_PASSWORD: &str = "AdminPassw0rd1";
+/// A password that satisfies the policy, for test users.
+pub const USER_PASSWORD: &str = "UserPassw0rd12";
+
+/// The plugin compile cache every test server shares (under `target/`), so
+/// the built-in components compile once for the whole suite, not per server.
+pub fn plugin_cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("vel-plugin-cache")
+}
+
+/// Which database a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in the data directory.
+    Sqlite,
+    /// A fresh database on the local PostgreSQL.
+    Postgres,
+}
+
+/// Generate `mod NAME { sqlite(), postgres() }` test pairs for async fns
+/// `NAME(Backend)`, so every test runs on both backends.
+#[macro_export]
+macro_rules! dual_backend_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::support::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::support::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+/// A running `vel serve`.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// Temporary data directory (removed on drop).
+    pub data_dir: PathBuf,
+    /// Backend in use.
+    pub backend: Backend,
+    /// Database URL the server uses.
+    pub database_url: String,
+    /// Name of the PostgreSQL database to drop on drop.
+    pg_database: Option<String>,
+    /// HTTP client.
+    pub http: reqwest::Client,
+}
+
+/// A response: status, headers and JSON body (`Null` when empty or not JSON).
+#[derive(Debug)]
+pub struct Resp {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// Parsed body.
+    pub body: Value,
+}
+
+impl Resp {
+    /// Assert the status, printing the body when it differs.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Resp {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        self
+    }
+
+    /// Assert an error response with `status` and `code` in the one error shape.
+    #[track_caller]
+    pub fn expect_error(self, status: u16, code: &str) -> Resp {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        assert_eq!(self.body["error"]["code"], code, "body: {}", self.body);
+        assert!(
+            self.body["error"]["message"].is_string(),
+            "body: {}",
+            self.body
+        );
+        assert!(
+            self.body["error"]["details"].is_object(),
+            "body: {}",
+            self.body
+        );
+        self
+    }
+}
+
+impl Server {
+    /// Start a server with the test defaults.
+    pub async fn start(backend: Backend) -> Server {
+        Server::start_with(backend, &[]).await
+    }
+
+    /// Start a server with extra environment variables (which override the defaults).
+    pub async fn start_with(backend: Backend, extra_env: &[(&str, &str)]) -> Server {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let data_dir = std::env::temp_dir().join(format!("vel-test-{id}"));
+        std::fs::create_dir_all(&data_dir).expect("create data dir");
+        let (database_url, pg_database) = match backend {
+            Backend::Sqlite => (
+                format!("sqlite://{}?mode=rwc", data_dir.join("vel.db").display()),
+                None,
+            ),
+            Backend::Postgres => {
+                let name = format!("vel_test_{id}");
+                let mut admin = PgConnection::connect(PG_ADMIN_URL)
+                    .await
+                    .expect("PostgreSQL must run on 127.0.0.1:5432 (trust auth, user postgres)");
+                admin
+                    .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .await
+                    .expect("create test database");
+                admin.close().await.ok();
+                (
+                    format!("postgres://postgres@127.0.0.1:5432/{name}"),
+                    Some(name),
+                )
+            }
+        };
+        let mut env: Vec<(String, String)> = vec![
+            ("VEL_LISTEN".into(), "127.0.0.1:0".into()),
+            ("VEL_DATA_DIR".into(), data_dir.display().to_string()),
+            ("DATABASE_URL".into(), database_url.clone()),
+            ("VEL_ADMIN_EMAIL".into(), ADMIN_EMAIL.into()),
+            ("VEL_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()),
+            // Cheap hashing keeps tests fast; production defaults are much stronger.
+            ("VEL_ARGON2_MEMORY_KIB".into(), "64".into()),
+            ("VEL_ARGON2_ITERATIONS".into(), "1".into()),
+            ("VEL_LOGIN_ATTEMPTS_PER_MINUTE".into(), "1000".into()),
+            ("VEL_LOG".into(), "warn".into()),
+            (
+                "VEL_PLUGIN_CACHE_DIR".into(),
+                plugin_cache_dir().display().to_string(),
+            ),
+        ];
+        for (k, v) in extra_env {
+            env.retain(|(name, _)| name != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        let stderr_path = data_dir.join("stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vel"))
+            .arg("serve")
+            .env_clear()
+            .envs(env)
+            .current_dir(&data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("spawn vel");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let first = lines.next();
+            let _ = tx.send(first);
+            // Keep draining so the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Some(Ok(line))) => line,
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                panic!("vel did not announce its address ({other:?}); stderr:\n{log}");
+            }
+        };
+        let base = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first stdout line: {line:?}"))
+            .to_string();
+        Server {
+            child,
+            base,
+            data_dir,
+            backend,
+            database_url,
+            pg_database,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    /// Absolute URL of a path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Send a request with an optional bearer token and JSON body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        Self::finish(req).await
+    }
+
+    /// Send a raw body with an explicit content type.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Resp {
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        Self::finish(req).await
+    }
+
+    async fn finish(req: reqwest::RequestBuilder) -> Resp {
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.expect("body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// GET.
+    pub async fn get(&self, path: &str, token: &str) -> Resp {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    /// POST JSON.
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    /// PUT JSON.
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.call(Method::PUT, path, Some(token), Some(body)).await
+    }
+
+    /// DELETE.
+    pub async fn delete(&self, path: &str, token: &str) -> Resp {
+        self.call(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// Log in; returns the whole token response.
+    pub async fn login_resp(&self, email: &str, password: &str) -> Resp {
+        self.call(
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some(json!({ "email": email, "password": password })),
+        )
+        .await
+    }
+
+    /// Log in and return the token.
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let r = self.login_resp(email, password).await.expect(200);
+        r.body["token"].as_str().expect("token").to_string()
+    }
+
+    /// The platform admin's token (acting in the `default` organization).
+    pub async fn admin_token(&self) -> String {
+        self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await
+    }
+
+    /// Create a user with `role` in the caller's organization and return a token for them.
+    pub async fn user_with_role(&self, admin_token: &str, email: &str, role: &str) -> String {
+        self.post(
+            "/api/users",
+            admin_token,
+            json!({ "email": email, "password": USER_PASSWORD, "role": role }),
+        )
+        .await
+        .expect(201);
+        self.login(email, USER_PASSWORD).await
+    }
+
+    /// Create a second tenant with its own org_admin; returns (org id, that admin's token).
+    pub async fn tenant(&self, admin_token: &str, name: &str) -> (String, String) {
+        let org = self
+            .post("/api/organizations", admin_token, json!({ "name": name }))
+            .await
+            .expect(201);
+        let org_id = org.body["id"].as_str().expect("org id").to_string();
+        let email = format!("owner@{name}.test");
+        self.post(
+            "/api/users",
+            admin_token,
+            json!({ "email": email, "password": USER_PASSWORD, "role": "org_admin", "org_id": org_id }),
+        )
+        .await
+        .expect(201);
+        (org_id, self.login(&email, USER_PASSWORD).await)
+    }
+
+    /// The server's stderr so far (for diagnostics).
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Files of the SQLite database (main file, WAL, shared memory) that exist.
+    pub fn sqlite_files(&self) -> Vec<PathBuf> {
+        ["vel.db", "vel.db-wal", "vel.db-shm"]
+            .iter()
+            .map(|f| self.data_dir.join(f))
+            .filter(|p| Path::new(p).exists())
+            .collect()
+    }
+
+    /// Stop the server with SIGTERM and wait; returns its exit status success.
+    pub fn terminate(&mut self) -> bool {
+        #[cfg(unix)]
+        {
+            let pid = self.child.id().to_string();
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = self.child.kill();
+        }
+        self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(name) = self.pg_database.take() {
+            // Drop runs outside async context guarantees: use a private runtime on a thread.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let Ok(rt) = rt {
+                    rt.block_on(async move {
+                        if let Ok(mut admin) = PgConnection::connect(PG_ADMIN_URL).await {
+                            let _ = admin
+                                .execute(sqlx::AssertSqlSafe(format!(
+                                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                                )))
+                                .await;
+                            let _ = admin.close().await;
+                        }
+                    });
+                }
+            })
+            .join();
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
