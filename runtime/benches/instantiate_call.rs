@@ -46,7 +46,13 @@ fn candidates() -> Vec<Candidate> {
     vec![
         c("openai", "gpt-4o", 0.0025, 900, TaskType::Reasoning),
         c("openai", "gpt-4o-mini", 0.00015, 400, TaskType::Light),
-        c("groq", "llama-3.1-70b-versatile", 0.00059, 250, TaskType::CodeGeneration),
+        c(
+            "groq",
+            "llama-3.1-70b-versatile",
+            0.00059,
+            250,
+            TaskType::CodeGeneration,
+        ),
         c("perplexity", "sonar", 0.001, 1200, TaskType::Research),
     ]
 }
@@ -91,14 +97,23 @@ fn setup() -> Setup {
 impl Setup {
     async fn route_once(&self, task: &TaskInfo, candidates: &[Candidate]) {
         let limits = self.runtime.limits(PluginKind::Router, Profile::Platform);
-        let call = self.runtime.route(&self.router, limits, task, candidates).await;
+        let call = self
+            .runtime
+            .route(&self.router, limits, task, candidates)
+            .await;
         assert!(matches!(call.result, Ok(Ok(_))), "{:?}", call.result);
     }
 
     async fn evaluate_once(&self, input: &ConditionInput) {
-        let limits = self.runtime.limits(PluginKind::Condition, Profile::Platform);
+        let limits = self
+            .runtime
+            .limits(PluginKind::Condition, Profile::Platform);
         let call = self.runtime.evaluate(&self.condition, limits, input).await;
-        assert!(matches!(call.result, Ok(Ok(ref o)) if o.matched), "{:?}", call.result);
+        assert!(
+            matches!(call.result, Ok(Ok(ref o)) if o.matched),
+            "{:?}",
+            call.result
+        );
     }
 }
 

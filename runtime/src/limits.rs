@@ -155,7 +155,11 @@ mod tests {
     #[test]
     fn tenant_limits_are_never_looser_than_platform_ones() {
         let (p, t) = (KindLimits::platform(), KindLimits::tenant());
-        for kind in [PluginKind::Provider, PluginKind::Router, PluginKind::Condition] {
+        for kind in [
+            PluginKind::Provider,
+            PluginKind::Router,
+            PluginKind::Condition,
+        ] {
             let (p, t) = (p.for_kind(kind), t.for_kind(kind));
             assert!(t.memory_bytes <= p.memory_bytes, "{kind}");
             assert!(t.cpu_time <= p.cpu_time, "{kind}");
@@ -163,7 +167,10 @@ mod tests {
             assert!(t.max_input_bytes <= p.max_input_bytes, "{kind}");
             assert!(t.max_output_bytes <= p.max_output_bytes, "{kind}");
             assert!(t.max_log_bytes <= p.max_log_bytes, "{kind}");
-            assert!(t.fuel.unwrap_or(u64::MAX) <= p.fuel.unwrap_or(u64::MAX), "{kind}");
+            assert!(
+                t.fuel.unwrap_or(u64::MAX) <= p.fuel.unwrap_or(u64::MAX),
+                "{kind}"
+            );
         }
         assert!(t.router.fuel.is_some() && p.router.fuel.is_some());
     }

@@ -26,7 +26,8 @@ use crate::error::RuntimeError;
 pub struct OutboundConfig {
     /// Establishing the TCP (and TLS) connection.
     pub connect_timeout: Duration,
-    /// From sending the request to the response head.
+    /// From sending the request to the response head (a new connection's
+    /// set-up counts too, and is also bounded by `connect_timeout`).
     pub first_byte_timeout: Duration,
     /// Between two chunks of the response body (streams may idle this long).
     pub between_bytes_timeout: Duration,
@@ -100,14 +101,11 @@ impl OutboundClient {
             options.and_then(|o| o.between_bytes_timeout),
             cfg.between_bytes_timeout,
         );
-        let response =
-            match tokio::time::timeout(cfg.connect_timeout + first_byte, self.client.request(request))
-                .await
-            {
-                Err(_elapsed) => return Err(HttpError::ConnectionReadTimeout),
-                Ok(Err(err)) => return Err(client_error(&err)),
-                Ok(Ok(response)) => response,
-            };
+        let response = match tokio::time::timeout(first_byte, self.client.request(request)).await {
+            Err(_elapsed) => return Err(HttpError::ConnectionReadTimeout),
+            Ok(Err(err)) => return Err(client_error(&err)),
+            Ok(Ok(response)) => response,
+        };
         let max = cfg.max_response_bytes;
         if let Some(len) = response
             .headers()
@@ -153,7 +151,10 @@ pub(crate) struct OutboundPolicy {
 impl OutboundPolicy {
     pub(crate) fn new(allowed: Vec<String>, credential: Option<(HeaderName, HeaderValue)>) -> Self {
         OutboundPolicy {
-            allowed: allowed.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
+            allowed: allowed
+                .into_iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
             credential,
         }
     }

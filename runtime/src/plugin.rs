@@ -245,11 +245,18 @@ pub(crate) fn check_header(wasm: &[u8]) -> Result<(), LoadError> {
 /// Which world the component implements, from its exports.
 pub(crate) fn detect_kind(engine: &Engine, component: &Component) -> Result<PluginKind, LoadError> {
     let ty = component.component_type();
-    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
-    let kinds: Vec<PluginKind> = [PluginKind::Provider, PluginKind::Router, PluginKind::Condition]
-        .into_iter()
-        .filter(|k| exports.iter().any(|e| e == k.export()))
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
         .collect();
+    let kinds: Vec<PluginKind> = [
+        PluginKind::Provider,
+        PluginKind::Router,
+        PluginKind::Condition,
+    ]
+    .into_iter()
+    .filter(|k| exports.iter().any(|e| e == k.export()))
+    .collect();
     match kinds.as_slice() {
         [kind] => Ok(*kind),
         [] => Err(LoadError::UnknownWorld {

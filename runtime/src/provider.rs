@@ -65,8 +65,7 @@ impl Runtime {
         let KindPre::Provider(pre) = &plugin.inner.pre else {
             return CallResult::refused(expect_kind(plugin, PluginKind::Provider).unwrap_err());
         };
-        if let Err(refused) = check_input(limits, request.wire_size() + call.settings.wire_size())
-        {
+        if let Err(refused) = check_input(limits, request.wire_size() + call.settings.wire_size()) {
             return CallResult::refused(refused);
         }
         let policy = match outbound_policy(plugin, &call) {

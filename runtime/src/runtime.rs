@@ -216,17 +216,26 @@ impl Runtime {
         let work = async {
             match &plugin.inner.pre {
                 KindPre::Provider(pre) => {
-                    let i = pre.instantiate_async(&mut *store).await.map_err(Failure::Instantiate)?;
+                    let i = pre
+                        .instantiate_async(&mut *store)
+                        .await
+                        .map_err(Failure::Instantiate)?;
                     let info = i.vel_plugins_completion().call_info(&mut *store).await;
                     info.map(PluginInfo::Provider).map_err(Failure::Call)
                 }
                 KindPre::Router(pre) => {
-                    let i = pre.instantiate_async(&mut *store).await.map_err(Failure::Instantiate)?;
+                    let i = pre
+                        .instantiate_async(&mut *store)
+                        .await
+                        .map_err(Failure::Instantiate)?;
                     let info = i.vel_plugins_routing().call_info(&mut *store).await;
                     info.map(PluginInfo::Router).map_err(Failure::Call)
                 }
                 KindPre::Condition(pre) => {
-                    let i = pre.instantiate_async(&mut *store).await.map_err(Failure::Instantiate)?;
+                    let i = pre
+                        .instantiate_async(&mut *store)
+                        .await
+                        .map_err(Failure::Instantiate)?;
                     let info = i.vel_plugins_evaluation().call_info(&mut *store).await;
                     info.map(PluginInfo::Condition).map_err(Failure::Call)
                 }

@@ -187,7 +187,10 @@ impl LogSink {
     /// Takes `bytes` from the budget; false (and remembered) when over it.
     fn charge(&self, bytes: usize) -> bool {
         let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
-        let used = self.used.fetch_add(bytes, Ordering::Relaxed).saturating_add(bytes);
+        let used = self
+            .used
+            .fetch_add(bytes, Ordering::Relaxed)
+            .saturating_add(bytes);
         if used > self.max {
             self.exceeded.store(true, Ordering::Relaxed);
             return false;
@@ -209,7 +212,11 @@ impl LogSink {
 
     /// What the guest wrote to stderr (its start), e.g. a panic message.
     pub(crate) fn stderr_text(&self) -> String {
-        let tail = self.stderr_tail.lock().map(|t| t.clone()).unwrap_or_default();
+        let tail = self
+            .stderr_tail
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default();
         String::from_utf8_lossy(&tail).into_owned()
     }
 

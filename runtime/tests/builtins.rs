@@ -24,7 +24,12 @@ async fn default_router_sends_each_task_type_to_its_model() {
         (TaskType::Light, "openai/gpt-4o-mini"),
     ] {
         let call = rt
-            .route(&router, limits, &task(task_type, Preference::Balanced), &candidates())
+            .route(
+                &router,
+                limits,
+                &task(task_type, Preference::Balanced),
+                &candidates(),
+            )
             .await;
         let plan = call.result.unwrap().unwrap();
         assert_eq!(first(&plan), expected, "{task_type:?}: {}", plan.reason);
@@ -44,18 +49,34 @@ async fn default_router_skips_open_circuits_and_reports_no_candidate() {
     let mut cands = candidates();
     cands[0].circuit = CircuitState::Open; // gpt-4o
     let plan = rt
-        .route(&router, limits, &task(TaskType::Reasoning, Preference::Balanced), &cands)
+        .route(
+            &router,
+            limits,
+            &task(TaskType::Reasoning, Preference::Balanced),
+            &cands,
+        )
         .await
         .result
         .unwrap()
         .unwrap();
-    assert!(plan.attempts.iter().all(|a| a.model != "gpt-4o"), "{plan:?}");
+    assert!(
+        plan.attempts.iter().all(|a| a.model != "gpt-4o"),
+        "{plan:?}"
+    );
     assert_eq!(plan.attempts.len(), 3);
 
     let none = rt
-        .route(&router, limits, &task(TaskType::Light, Preference::Cost), &[])
+        .route(
+            &router,
+            limits,
+            &task(TaskType::Light, Preference::Cost),
+            &[],
+        )
         .await;
-    assert!(matches!(none.result, Ok(Err(RouteError::NoCandidate(_)))), "{none:?}");
+    assert!(
+        matches!(none.result, Ok(Err(RouteError::NoCandidate(_)))),
+        "{none:?}"
+    );
 }
 
 #[tokio::test]
@@ -64,7 +85,12 @@ async fn cost_router_puts_the_cheapest_first() {
     let router = builtin("cost-router").await;
     let limits = rt.limits(PluginKind::Router, Profile::Tenant);
     let plan = rt
-        .route(&router, limits, &task(TaskType::Reasoning, Preference::Cost), &candidates())
+        .route(
+            &router,
+            limits,
+            &task(TaskType::Reasoning, Preference::Cost),
+            &candidates(),
+        )
         .await
         .result
         .unwrap()
@@ -87,20 +113,32 @@ async fn text_match_matches_contains_and_regex_and_rejects_bad_args() {
                 .unwrap()
         }
     };
-    let hit = eval("The answer is APPROVED.", r#"{"mode":"contains","pattern":"approved"}"#)
-        .await
-        .unwrap();
+    let hit = eval(
+        "The answer is APPROVED.",
+        r#"{"mode":"contains","pattern":"approved"}"#,
+    )
+    .await
+    .unwrap();
     assert!(hit.matched, "{hit:?}");
-    let miss = eval("The answer is rejected.", r#"{"mode":"contains","pattern":"approved"}"#)
-        .await
-        .unwrap();
+    let miss = eval(
+        "The answer is rejected.",
+        r#"{"mode":"contains","pattern":"approved"}"#,
+    )
+    .await
+    .unwrap();
     assert!(!miss.matched);
-    let regex = eval("order #12345 shipped", r##"{"mode":"regex","pattern":"#\\d{5}\\b"}"##)
-        .await
-        .unwrap();
+    let regex = eval(
+        "order #12345 shipped",
+        r##"{"mode":"regex","pattern":"#\\d{5}\\b"}"##,
+    )
+    .await
+    .unwrap();
     assert!(regex.matched);
     let bad = eval("x", r#"{"mode":"telepathy","pattern":"x"}"#).await;
-    assert!(matches!(bad, Err(ConditionError::InvalidArgs(_))), "{bad:?}");
+    assert!(
+        matches!(bad, Err(ConditionError::InvalidArgs(_))),
+        "{bad:?}"
+    );
 }
 
 #[tokio::test]
@@ -110,7 +148,11 @@ async fn threshold_compares_a_number_in_the_state() {
     let limits = rt.limits(PluginKind::Condition, Profile::Platform);
     let args = r#"{"source":"state","pointer":"/review/score","op":"gte","value":0.8}"#;
     let high = rt
-        .evaluate(&cond, limits, &condition_input("", r#"{"review":{"score":0.93}}"#, args))
+        .evaluate(
+            &cond,
+            limits,
+            &condition_input("", r#"{"review":{"score":0.93}}"#, args),
+        )
         .await
         .result
         .unwrap()
@@ -118,7 +160,11 @@ async fn threshold_compares_a_number_in_the_state() {
     assert!(high.matched);
     assert_eq!(high.score, Some(0.93));
     let low = rt
-        .evaluate(&cond, limits, &condition_input("", r#"{"review":{"score":0.5}}"#, args))
+        .evaluate(
+            &cond,
+            limits,
+            &condition_input("", r#"{"review":{"score":0.5}}"#, args),
+        )
         .await
         .result
         .unwrap()
@@ -132,7 +178,11 @@ async fn sentiment_scores_and_labels_text() {
     let cond = builtin("sentiment").await;
     let limits = rt.limits(PluginKind::Condition, Profile::Tenant);
     let happy = rt
-        .evaluate(&cond, limits, &condition_input("This is great, I really love it!", "{}", "{}"))
+        .evaluate(
+            &cond,
+            limits,
+            &condition_input("This is great, I really love it!", "{}", "{}"),
+        )
         .await
         .result
         .unwrap()
@@ -140,7 +190,11 @@ async fn sentiment_scores_and_labels_text() {
     assert_eq!(happy.branch.as_deref(), Some("positive"), "{happy:?}");
     assert!(happy.score.unwrap() > 0.0);
     let sad = rt
-        .evaluate(&cond, limits, &condition_input("This is not good, it is terrible.", "{}", "{}"))
+        .evaluate(
+            &cond,
+            limits,
+            &condition_input("This is not good, it is terrible.", "{}", "{}"),
+        )
         .await
         .result
         .unwrap()
@@ -175,7 +229,12 @@ async fn mock_provider_completes_streams_and_fails_on_request() {
     let limits = rt.limits(PluginKind::Provider, Profile::Platform);
 
     let plain = rt
-        .complete(&mock, limits, ProviderCall::default(), &request("echo", "hello there"))
+        .complete(
+            &mock,
+            limits,
+            ProviderCall::default(),
+            &request("echo", "hello there"),
+        )
         .await
         .result
         .unwrap()
@@ -202,9 +261,17 @@ async fn mock_provider_completes_streams_and_fails_on_request() {
     assert_eq!(streamed.text, "echo: one two three");
 
     let limited = rt
-        .complete(&mock, limits, ProviderCall::default(), &request("rate-limited", "hi"))
+        .complete(
+            &mock,
+            limits,
+            ProviderCall::default(),
+            &request("rate-limited", "hi"),
+        )
         .await;
-    assert_eq!(limited.result, Ok(Err(ProviderError::RateLimited(Some(1000)))));
+    assert_eq!(
+        limited.result,
+        Ok(Err(ProviderError::RateLimited(Some(1000))))
+    );
 }
 
 #[tokio::test]
@@ -214,7 +281,12 @@ async fn calls_are_refused_for_the_wrong_kind_and_for_oversized_input() {
     let router = builtin("default-router").await;
     let limits = rt.limits(PluginKind::Router, Profile::Platform);
     let wrong = rt
-        .route(&cond, limits, &task(TaskType::Light, Preference::Cost), &candidates())
+        .route(
+            &cond,
+            limits,
+            &task(TaskType::Light, Preference::Cost),
+            &candidates(),
+        )
         .await;
     assert_eq!(
         wrong.result.unwrap_err(),
@@ -226,7 +298,12 @@ async fn calls_are_refused_for_the_wrong_kind_and_for_oversized_input() {
     let mut tiny = limits.clone();
     tiny.max_input_bytes = 64;
     let refused = rt
-        .route(&router, &tiny, &task(TaskType::Light, Preference::Cost), &candidates())
+        .route(
+            &router,
+            &tiny,
+            &task(TaskType::Light, Preference::Cost),
+            &candidates(),
+        )
         .await;
     assert_eq!(
         refused.result.unwrap_err(),

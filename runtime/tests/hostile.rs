@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use vel_runtime::types::{CompletionRequest, Preference, TaskType};
-use vel_runtime::{
-    CallResult, Limit, LoadError, PluginError, PluginKind, Profile, ProviderCall,
-};
+use vel_runtime::{CallResult, Limit, LoadError, PluginError, PluginKind, Profile, ProviderCall};
 
 /// Runs `hostile` while two well-behaved plugins are called repeatedly on
 /// the same runtime, and checks every one of those calls succeeded.
@@ -147,7 +145,10 @@ async fn a_panic_is_reported_with_its_message() {
     .await;
     match error_of(call) {
         PluginError::Panic { message } => {
-            assert!(message.contains("hostile router gave up on task task-1"), "{message}")
+            assert!(
+                message.contains("hostile router gave up on task task-1"),
+                "{message}"
+            )
         }
         other => panic!("expected a panic, got {other:?}"),
     }
@@ -212,14 +213,22 @@ async fn files_environment_and_arguments_are_not_there() {
     let input = condition_input("", "{}", "{}");
     let call = alongside_neighbours(rt.evaluate(&plugin, &condition_limits(), &input)).await;
     let outcome = call.result.unwrap().unwrap();
-    assert!(!outcome.matched, "the guest got at something: {}", outcome.explanation);
+    assert!(
+        !outcome.matched,
+        "the guest got at something: {}",
+        outcome.explanation
+    );
     for seen in [
         "read /etc/passwd: denied",
         "write: denied",
         "environment: empty",
         "arguments: empty",
     ] {
-        assert!(outcome.explanation.contains(seen), "{}", outcome.explanation);
+        assert!(
+            outcome.explanation.contains(seen),
+            "{}",
+            outcome.explanation
+        );
     }
 }
 
@@ -278,5 +287,8 @@ async fn bytes_that_are_not_a_component_are_refused() {
     assert!(matches!(rt.load(b"hello").await, Err(LoadError::NotWasm)));
     let mut truncated = hostile_bytes("trap");
     truncated.truncate(truncated.len() / 2);
-    assert!(matches!(rt.load(&truncated).await, Err(LoadError::Compile(_))));
+    assert!(matches!(
+        rt.load(&truncated).await,
+        Err(LoadError::Compile(_))
+    ));
 }

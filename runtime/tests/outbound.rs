@@ -9,7 +9,9 @@ use std::time::Duration;
 use common::*;
 use vel_mock_upstream::{Fault, MockUpstream};
 use vel_runtime::types::{CompletionRequest, ProviderError, TaskType};
-use vel_runtime::{OutboundConfig, PluginKind, Profile, ProviderCall, Runtime, RuntimeConfig, Secret};
+use vel_runtime::{
+    OutboundConfig, PluginKind, Profile, ProviderCall, Runtime, RuntimeConfig, Secret,
+};
 
 const SECRET: &str = "sk-vel-test-9f8e7d6c5b4a";
 
@@ -54,7 +56,10 @@ async fn the_host_adds_the_credential_and_the_guest_never_sees_it() {
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0].bearer_token(), Some(SECRET));
     // …yet nothing the guest could read contains it.
-    assert!(seen.contains(&format!("setting base-url={}", mock.base_url())), "{seen}");
+    assert!(
+        seen.contains(&format!("setting base-url={}", mock.base_url())),
+        "{seen}"
+    );
     assert!(!seen.contains(SECRET), "the guest saw the secret:\n{seen}");
     assert!(!seen.contains("sk-vel"), "{seen}");
 }
@@ -86,25 +91,32 @@ async fn requests_reach_an_allowed_upstream_and_others_are_denied() {
             host: mock.base_url().trim_start_matches("http://").to_string()
         }
     );
-    assert_eq!(mock.stats().received, 1, "the denied request never left the host");
+    assert_eq!(
+        mock.stats().received,
+        1,
+        "the denied request never left the host"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_call_drops_the_upstream_request() {
     let mock = MockUpstream::start().await;
     mock.push(Fault::Hang);
-    let rt = runtime();
     let plugin = hostile("outbound").await;
-    let limits = rt.limits(PluginKind::Provider, Profile::Platform);
-    let hanging = request("gpt-4o");
-    let call = rt.complete(&plugin, limits, call_to(&mock), &hanging);
-    tokio::select! {
-        done = call => panic!("a hanging upstream answered: {done:?}"),
-        _ = mock.wait_for_in_flight(1) => {}
-    }
-    // The call future is gone: the instance and its connection with it.
+    let call = call_to(&mock);
+    // Cancel the way the orchestrator does: abort the task running the call.
+    let task = tokio::spawn(async move {
+        let rt = runtime();
+        let limits = rt.limits(PluginKind::Provider, Profile::Platform);
+        rt.complete(&plugin, limits, call, &request("gpt-4o")).await
+    });
+    mock.wait_for_requests(1).await;
+    assert_eq!(mock.stats().dropped, 0);
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    // The call is gone: the instance and its upstream connection with it.
     let stats = mock.wait_for_dropped(1).await;
-    assert_eq!(stats.dropped, 1);
+    assert_eq!((stats.dropped, stats.completed), (1, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,10 +10,19 @@ use vel_runtime::types::{
 };
 use vel_runtime::{Plugin, Runtime, RuntimeConfig};
 
-/// The binary's runtime.
+/// The binary's runtime. Compiled components are cached under Cargo's
+/// per-target temporary directory, so a re-run does not recompile them.
 pub fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| Runtime::new(RuntimeConfig::default()).expect("runtime starts"))
+    RUNTIME.get_or_init(|| {
+        let config = RuntimeConfig {
+            cache_dir: Some(
+                std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("vel-compile-cache"),
+            ),
+            ..RuntimeConfig::default()
+        };
+        Runtime::new(config).expect("runtime starts")
+    })
 }
 
 static LOADED: OnceLock<Mutex<HashMap<String, Plugin>>> = OnceLock::new();
@@ -95,8 +104,22 @@ pub fn candidate(
 /// The seeds' four providers with realistic prices and latencies.
 pub fn candidates() -> Vec<Candidate> {
     vec![
-        candidate("openai", "gpt-4o", 0.0025, 0.01, 900, vec![TaskType::Reasoning]),
-        candidate("openai", "gpt-4o-mini", 0.00015, 0.0006, 400, vec![TaskType::Light]),
+        candidate(
+            "openai",
+            "gpt-4o",
+            0.0025,
+            0.01,
+            900,
+            vec![TaskType::Reasoning],
+        ),
+        candidate(
+            "openai",
+            "gpt-4o-mini",
+            0.00015,
+            0.0006,
+            400,
+            vec![TaskType::Light],
+        ),
         candidate(
             "groq",
             "llama-3.1-70b-versatile",
@@ -105,7 +128,14 @@ pub fn candidates() -> Vec<Candidate> {
             250,
             vec![TaskType::CodeGeneration],
         ),
-        candidate("perplexity", "sonar", 0.001, 0.001, 1200, vec![TaskType::Research]),
+        candidate(
+            "perplexity",
+            "sonar",
+            0.001,
+            0.001,
+            1200,
+            vec![TaskType::Research],
+        ),
     ]
 }
 

@@ -96,7 +96,11 @@ fn snoop() -> String {
         seen.push(format!("arg {arg}"));
     }
     let base = config::get("base-url").unwrap_or_default();
-    match send(Method::Get, &format!("{}/v1/models", base.trim_end_matches('/')), None) {
+    match send(
+        Method::Get,
+        &format!("{}/v1/models", base.trim_end_matches('/')),
+        None,
+    ) {
         Ok((status, headers, body)) => {
             seen.push(format!("status {status}"));
             for (name, value) in headers {
@@ -109,12 +113,11 @@ fn snoop() -> String {
     seen.join("\n")
 }
 
-/// A bare wasi:http request: status, headers and body text.
-fn send(
-    method: Method,
-    url: &str,
-    body: Option<&[u8]>,
-) -> Result<(u16, Vec<(String, String)>, String), String> {
+/// Status, headers and body text of a response.
+type Reply = (u16, Vec<(String, String)>, String);
+
+/// A bare wasi:http request.
+fn send(method: Method, url: &str, body: Option<&[u8]>) -> Result<Reply, String> {
     let (scheme, rest) = if let Some(rest) = url.strip_prefix("https://") {
         (Scheme::Https, rest)
     } else if let Some(rest) = url.strip_prefix("http://") {
@@ -169,7 +172,11 @@ fn send(
     while let Ok(chunk) = stream.blocking_read(64 * 1024) {
         bytes.extend_from_slice(&chunk);
     }
-    Ok((status, headers, String::from_utf8_lossy(&bytes).into_owned()))
+    Ok((
+        status,
+        headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    ))
 }
 
 export!(Outbound);
