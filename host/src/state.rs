@@ -7,6 +7,10 @@ use std::time::Instant;
 use crate::auth::jwt::JwtKeys;
 use crate::auth::password::PasswordHasher;
 use crate::config::Config;
+use crate::orchestrator::dispatch::Dispatcher;
+use crate::orchestrator::executor::Executor;
+use crate::orchestrator::signals::Signals;
+use crate::orchestrator::usage::UsageRecorder;
 use crate::plugins::Plugins;
 use crate::secrets::MasterKey;
 use crate::store::Db;
@@ -26,6 +30,16 @@ pub struct AppState {
     pub passwords: Arc<PasswordHasher>,
     /// The plugin runtime and the loaded plugins.
     pub plugins: Plugins,
+    /// Plans and runs completion requests (tasks and the gateway).
+    pub dispatcher: Dispatcher,
+    /// Wake-ups between task workers and watchers, across instances.
+    pub signals: Signals,
+    /// This instance's task workers.
+    pub executor: Executor,
+    /// Writes gateway requests as tasks, off the request path.
+    pub usage: UsageRecorder,
+    /// Recently verified API keys.
+    pub api_keys: Arc<crate::auth::api_keys::KeyCache>,
     /// When the server started (for uptime).
     pub started: Instant,
 }

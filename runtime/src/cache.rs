@@ -3,6 +3,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -58,7 +59,7 @@ impl CompileCache {
         let compiled = engine
             .precompile_component(wasm)
             .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-        store(&path, &compiled)?;
+        store(&path, &compiled);
         // SAFETY: `compiled` was produced just above by this engine.
         let component = unsafe { Component::deserialize(engine, &compiled) }
             .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
@@ -66,16 +67,18 @@ impl CompileCache {
     }
 }
 
-/// Writes a cache entry atomically (temporary file, then rename), so a
-/// concurrent reader never sees half a file.
-fn store(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            LoadError::Cache(format!("writing {}: {e}", path.display()))
-        })
+/// Writes a cache entry atomically (a temporary file unique to this write,
+/// then rename), so a concurrent reader never sees half a file and two
+/// concurrent compilations of one component never share a temporary file.
+/// The cache only saves time: a failed write is logged and the load goes on.
+fn store(path: &Path, bytes: &[u8]) {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
+    if let Err(err) = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::warn!(path = %path.display(), error = %err, "cannot write compile-cache entry");
+    }
 }
 
 /// Feeds `Hash` output into a sha256 so the key is stable across runs.

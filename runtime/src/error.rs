@@ -104,10 +104,6 @@ pub enum LoadError {
     /// `info()` failed when called at load time.
     #[error("calling info() failed: {0}")]
     Info(#[source] PluginError),
-    /// The compile cache could not be written (reading failures fall back to
-    /// compiling).
-    #[error("compile cache: {0}")]
-    Cache(String),
 }
 
 /// Why a plugin call failed. A guest's own error (`route-error`,

@@ -29,3 +29,31 @@ async fn a_second_start_reads_compiled_code_from_the_cache() {
     assert_eq!(entries, 1, "one compiled file per component and engine");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn concurrent_first_loads_of_one_component_all_succeed() {
+    let dir = std::env::temp_dir().join(format!("vel-runtime-cache-race-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = RuntimeConfig {
+        cache_dir: Some(dir.clone()),
+        max_instances: 16,
+        ..RuntimeConfig::default()
+    };
+    let bytes = vel_plugin_artifacts::builtin("text-match").unwrap().bytes;
+    let runtime = Runtime::new(config).unwrap();
+    let loads = (0..4).map(|_| runtime.load(bytes));
+    for result in futures::future::join_all(loads).await {
+        let plugin = result.expect("every concurrent load succeeds");
+        assert_eq!(plugin.name(), "text-match");
+    }
+    let entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        entries.len(),
+        1,
+        "no temporary file left behind: {entries:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

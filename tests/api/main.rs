@@ -5,14 +5,17 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod agent_test;
 mod agents;
 mod api_keys;
 mod audit;
 mod auth;
 mod connectivity;
 mod edges;
+mod gateway;
 mod health;
 mod integrations;
 mod organizations;
 mod storage;
+mod tasks;
 mod users;

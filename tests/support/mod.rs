@@ -75,6 +75,8 @@ pub struct Server {
     pub database_url: String,
     /// Name of the PostgreSQL database to drop on drop.
     pg_database: Option<String>,
+    /// The environment it was started with.
+    env: Vec<(String, String)>,
     /// HTTP client.
     pub http: reqwest::Client,
 }
@@ -170,6 +172,8 @@ impl Server {
             ("VEL_ARGON2_ITERATIONS".into(), "1".into()),
             ("VEL_LOGIN_ATTEMPTS_PER_MINUTE".into(), "1000".into()),
             ("VEL_LOG".into(), "warn".into()),
+            // Tests create the integrations they need.
+            ("VEL_DEMO_MOCK".into(), "false".into()),
             (
                 "VEL_PLUGIN_CACHE_DIR".into(),
                 plugin_cache_dir().display().to_string(),
@@ -179,40 +183,7 @@ impl Server {
             env.retain(|(name, _)| name != k);
             env.push((k.to_string(), v.to_string()));
         }
-        let stderr_path = data_dir.join("stderr.log");
-        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vel"))
-            .arg("serve")
-            .env_clear()
-            .envs(env)
-            .current_dir(&data_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .expect("spawn vel");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let first = lines.next();
-            let _ = tx.send(first);
-            // Keep draining so the server never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(Some(Ok(line))) => line,
-            other => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-                panic!("vel did not announce its address ({other:?}); stderr:\n{log}");
-            }
-        };
-        let base = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first stdout line: {line:?}"))
-            .to_string();
+        let (child, base) = spawn(&env, &data_dir);
         Server {
             child,
             base,
@@ -220,10 +191,58 @@ impl Server {
             backend,
             database_url,
             pg_database,
+            env,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("client"),
+        }
+    }
+
+    /// Kill the server with SIGKILL (no graceful shutdown) and wait for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start the server again with the same environment and data (after
+    /// [`Server::kill`] or [`Server::terminate`]); it gets a new port.
+    pub fn restart(&mut self) {
+        let (child, base) = spawn(&self.env, &self.data_dir);
+        self.child = child;
+        self.base = base;
+    }
+
+    /// A second `vel serve` on the same database and secret key, with its
+    /// own data directory and `extra_env`. The first server drops the
+    /// database; drop the sibling first.
+    pub fn sibling(&self, extra_env: &[(&str, &str)]) -> Server {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let data_dir = std::env::temp_dir().join(format!("vel-test-{id}"));
+        std::fs::create_dir_all(&data_dir).expect("create data dir");
+        std::fs::copy(
+            self.data_dir.join("secret.key"),
+            data_dir.join("secret.key"),
+        )
+        .expect("copy the secret key");
+        let mut env = self.env.clone();
+        for (k, v) in [("VEL_DATA_DIR", data_dir.display().to_string())]
+            .into_iter()
+            .chain(extra_env.iter().map(|(k, v)| (*k, v.to_string())))
+        {
+            env.retain(|(name, _)| name != k);
+            env.push((k.to_string(), v));
+        }
+        let (child, base) = spawn(&env, &data_dir);
+        Server {
+            child,
+            base,
+            data_dir,
+            backend: self.backend,
+            database_url: self.database_url.clone(),
+            pg_database: None,
+            env,
+            http: self.http.clone(),
         }
     }
 
@@ -382,6 +401,49 @@ impl Server {
         }
         self.child.wait().map(|s| s.success()).unwrap_or(false)
     }
+}
+
+/// Spawn `vel serve` with exactly `env`; wait for its `listening on` line.
+fn spawn(env: &[(String, String)], data_dir: &Path) -> (Child, String) {
+    let stderr_path = data_dir.join("stderr.log");
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&stderr_path)
+        .expect("stderr file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vel"))
+        .arg("serve")
+        .env_clear()
+        .envs(env.iter().cloned())
+        .current_dir(data_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(stderr))
+        .spawn()
+        .expect("spawn vel");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next();
+        let _ = tx.send(first);
+        // Keep draining so the server never blocks on a full pipe.
+        for _ in lines {}
+    });
+    let line = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Some(Ok(line))) => line,
+        other => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            panic!("vel did not announce its address ({other:?}); stderr:\n{log}");
+        }
+    };
+    let base = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first stdout line: {line:?}"))
+        .to_string();
+    (child, base)
 }
 
 impl Drop for Server {

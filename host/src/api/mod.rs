@@ -21,7 +21,8 @@ use utoipa_axum::routes;
 
 use self::error::ApiError;
 use self::handlers::{
-    agents, api_keys, audit_logs, auth, connectivity, integrations, organizations, users,
+    agents, api_keys, audit_logs, auth, connectivity, gateway, integrations, organizations, tasks,
+    users,
 };
 use crate::state::AppState;
 
@@ -46,6 +47,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(agents::create, agents::list))
         .routes(routes!(agents::get, agents::update, agents::delete))
         .routes(routes!(agents::history))
+        .routes(routes!(handlers::agent_test::test))
         .routes(routes!(integrations::create, integrations::list))
         .routes(routes!(
             integrations::get,
@@ -56,6 +58,12 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(api_keys::create, api_keys::list))
         .routes(routes!(api_keys::revoke))
         .routes(routes!(audit_logs::list))
+        .routes(routes!(tasks::create, tasks::list))
+        .routes(routes!(tasks::get))
+        .routes(routes!(tasks::cancel))
+        .routes(routes!(tasks::stream))
+        .routes(routes!(gateway::chat_completions))
+        .routes(routes!(gateway::models))
         .routes(routes!(crate::health::health))
         .routes(routes!(openapi::document))
 }

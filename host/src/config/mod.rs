@@ -70,6 +70,39 @@ pub struct Config {
     pub plugin_cache_dir: PathBuf,
     /// `tracing` filter directive (`VEL_LOG`, else `RUST_LOG`).
     pub log: String,
+    /// On first start, give the `default` organization a `mock` integration
+    /// (the offline built-in provider) so tasks run out of the box
+    /// (`VEL_DEMO_MOCK`, default true).
+    pub demo_mock: bool,
+    /// Task execution settings.
+    pub tasks: TaskConfig,
+}
+
+/// How this instance runs tasks. Every field has an environment variable
+/// and a `[tasks]`-less `vel.toml` key of the same name in lower case.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskConfig {
+    /// Tasks one user may have pending or running at once (`VEL_MAX_UNFINISHED_TASKS`).
+    pub max_unfinished_per_user: u32,
+    /// Tasks this instance runs concurrently (`VEL_TASK_WORKERS`); 0 makes
+    /// an API-only instance that queues tasks for the others.
+    pub workers: u32,
+    /// How long a claim holds a task without a heartbeat (`VEL_TASK_LEASE_MS`);
+    /// a task whose worker died is rescued after this.
+    pub lease_ms: u64,
+    /// How often an idle worker looks for work it was not told about, and
+    /// how often leases are renewed at most (`VEL_TASK_POLL_MS`).
+    pub poll_ms: u64,
+    /// How long an answer stays in the response cache (`VEL_CACHE_TTL_SECS`).
+    pub cache_ttl_secs: u64,
+    /// The same for research tasks (`VEL_RESEARCH_CACHE_TTL_SECS`).
+    pub research_cache_ttl_secs: u64,
+    /// Interval of SSE keep-alive comments (`VEL_SSE_KEEPALIVE_SECS`).
+    pub sse_keepalive_secs: u64,
+    /// Time an open circuit waits before one probe (`VEL_BREAKER_COOL_DOWN_MS`).
+    pub breaker_cool_down_ms: u64,
+    /// Delay before the first retry; it doubles (`VEL_RETRY_BASE_MS`).
+    pub retry_base_ms: u64,
 }
 
 /// The optional `vel.toml`: the same settings in lower case without the
@@ -94,6 +127,16 @@ struct FileConfig {
     health_timeout_ms: Option<u64>,
     plugin_cache_dir: Option<String>,
     log: Option<String>,
+    demo_mock: Option<bool>,
+    max_unfinished_tasks: Option<u32>,
+    task_workers: Option<u32>,
+    task_lease_ms: Option<u64>,
+    task_poll_ms: Option<u64>,
+    cache_ttl_secs: Option<u64>,
+    research_cache_ttl_secs: Option<u64>,
+    sse_keepalive_secs: Option<u64>,
+    breaker_cool_down_ms: Option<u64>,
+    retry_base_ms: Option<u64>,
 }
 
 /// Where settings come from: a lookup function for environment variables
@@ -208,6 +251,34 @@ impl Config {
                 .get_opt("VEL_LOG", file.log)
                 .or_else(|| env("RUST_LOG"))
                 .unwrap_or_else(|| "info".to_string()),
+            demo_mock: src.get("VEL_DEMO_MOCK", file.demo_mock, true)?,
+            tasks: TaskConfig {
+                max_unfinished_per_user: src.get(
+                    "VEL_MAX_UNFINISHED_TASKS",
+                    file.max_unfinished_tasks,
+                    10,
+                )?,
+                workers: src.get("VEL_TASK_WORKERS", file.task_workers, 16)?,
+                lease_ms: src.get("VEL_TASK_LEASE_MS", file.task_lease_ms, 15_000)?,
+                poll_ms: src.get("VEL_TASK_POLL_MS", file.task_poll_ms, 500)?,
+                cache_ttl_secs: src.get("VEL_CACHE_TTL_SECS", file.cache_ttl_secs, 3600)?,
+                research_cache_ttl_secs: src.get(
+                    "VEL_RESEARCH_CACHE_TTL_SECS",
+                    file.research_cache_ttl_secs,
+                    24 * 3600,
+                )?,
+                sse_keepalive_secs: src.get(
+                    "VEL_SSE_KEEPALIVE_SECS",
+                    file.sse_keepalive_secs,
+                    15,
+                )?,
+                breaker_cool_down_ms: src.get(
+                    "VEL_BREAKER_COOL_DOWN_MS",
+                    file.breaker_cool_down_ms,
+                    30_000,
+                )?,
+                retry_base_ms: src.get("VEL_RETRY_BASE_MS", file.retry_base_ms, 100)?,
+            },
         };
         config.check_ranges()?;
         Ok(config)
@@ -239,6 +310,25 @@ impl Config {
                 "VEL_TOKEN_TTL_SECS",
                 self.token_ttl_secs.to_string(),
                 "must be at least 60",
+            ));
+        }
+        for (name, value) in [
+            (
+                "VEL_MAX_UNFINISHED_TASKS",
+                u64::from(self.tasks.max_unfinished_per_user),
+            ),
+            ("VEL_TASK_POLL_MS", self.tasks.poll_ms),
+            ("VEL_SSE_KEEPALIVE_SECS", self.tasks.sse_keepalive_secs),
+        ] {
+            if value == 0 {
+                return Err(bad(name, "0".into(), "must be at least 1"));
+            }
+        }
+        if self.tasks.lease_ms < 500 {
+            return Err(bad(
+                "VEL_TASK_LEASE_MS",
+                self.tasks.lease_ms.to_string(),
+                "must be at least 500",
             ));
         }
         if self.login_attempts_per_minute == 0 {

@@ -1,8 +1,16 @@
 //! Task orchestration: the task state machine, retry and back-off, circuit
-//! breakers and cost accounting. The queue and the executor that tie them to
-//! storage and plugins build on these pieces.
+//! breakers and cost accounting; the dispatcher that plans a request with a
+//! router plugin and runs it through provider plugins; and the executor
+//! whose workers take tasks from the durable queue.
 
 pub mod breaker;
+pub mod catalog;
 pub mod cost;
+pub mod dispatch;
+pub mod executor;
+pub mod observed;
+pub mod request;
 pub mod retry;
+pub mod signals;
 pub mod state;
+pub mod usage;

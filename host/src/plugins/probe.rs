@@ -1,9 +1,11 @@
 //! Small calls the API makes through plugins to see that things work: a
 //! router planning a one-candidate task (the health check) and a provider
-//! answering a tiny prompt (`POST /api/integrations/{id}/test`).
+//! answering a tiny prompt (`POST /api/integrations/{id}/test`, and the
+//! agent dry run of `POST /api/agents/{id}/test`).
 
 use std::time::Instant;
 
+use crate::orchestrator::dispatch;
 use serde::Serialize;
 use utoipa::ToSchema;
 use vel_runtime::types::{
@@ -66,6 +68,33 @@ pub const TEST_PROMPT: &str = "Reply with the single word: pong";
 /// Completion tokens a connectivity test asks for at most.
 pub const TEST_MAX_TOKENS: u32 = 8;
 
+/// The conversation a provider test sends. [`Prompt::connectivity`] is the
+/// integration test's; an agent dry run builds its own from the agent's
+/// configuration.
+#[derive(Debug, Clone)]
+pub struct Prompt {
+    /// Messages, oldest first.
+    pub messages: Vec<Message>,
+    /// Sampling temperature, when the caller sets one.
+    pub temperature: Option<f32>,
+    /// Completion tokens to ask for at most.
+    pub max_tokens: u32,
+}
+
+impl Prompt {
+    /// [`TEST_PROMPT`] as the only user message, capped at [`TEST_MAX_TOKENS`].
+    pub fn connectivity() -> Prompt {
+        Prompt {
+            messages: vec![Message {
+                role: Role::User,
+                content: TEST_PROMPT.into(),
+            }],
+            temperature: None,
+            max_tokens: TEST_MAX_TOKENS,
+        }
+    }
+}
+
 /// What a provider connectivity test needs besides the plugin.
 #[derive(Debug)]
 pub struct ProviderTest {
@@ -101,7 +130,8 @@ pub struct TestError {
     /// `invalid_request`, `auth`, `content_filtered`, `other`. For `plugin`:
     /// `limit_exceeded`, `trap`, `panic`, `http_request_denied`, `wrong_kind`,
     /// `instantiate`, `host`. For `configuration`: `plugin_not_found`,
-    /// `not_a_provider`, `invalid_base_url`, `credential_unreadable`.
+    /// `not_a_provider`, `invalid_base_url`, `credential_unreadable`, and for
+    /// an agent dry run `integration_not_found`.
     pub kind: String,
     /// What happened, for people (never contains the key).
     pub message: String,
@@ -122,23 +152,11 @@ impl TestError {
     }
 
     fn provider(e: ProviderError) -> TestError {
-        let (kind, message, retry_after_ms) = match e {
-            ProviderError::RateLimited(after) => (
-                "rate_limited",
-                "the provider is throttling requests".to_string(),
-                after,
-            ),
-            ProviderError::Unavailable(m) => ("unavailable", m, None),
-            ProviderError::Timeout => (
-                "timeout",
-                "the provider did not answer in time".to_string(),
-                None,
-            ),
-            ProviderError::InvalidRequest(m) => ("invalid_request", m, None),
-            ProviderError::Auth(m) => ("auth", m, None),
-            ProviderError::ContentFiltered(m) => ("content_filtered", m, None),
-            ProviderError::Other(m) => ("other", m, None),
+        let retry_after_ms = match &e {
+            ProviderError::RateLimited(after) => *after,
+            _ => None,
         };
+        let (kind, message, _) = dispatch::classify_provider_error(e);
         TestError {
             source: "provider".into(),
             kind: kind.into(),
@@ -148,18 +166,9 @@ impl TestError {
     }
 
     fn plugin(e: &PluginError) -> TestError {
-        let kind = match e {
-            PluginError::LimitExceeded { .. } => "limit_exceeded",
-            PluginError::Trap { .. } => "trap",
-            PluginError::Panic { .. } => "panic",
-            PluginError::HttpRequestDenied { .. } => "http_request_denied",
-            PluginError::WrongKind { .. } => "wrong_kind",
-            PluginError::Instantiate(_) => "instantiate",
-            PluginError::Host(_) => "host",
-        };
         TestError {
             source: "plugin".into(),
-            kind: kind.into(),
+            kind: dispatch::plugin_error_kind(e).into(),
             message: e.to_string(),
             retry_after_ms: None,
         }
@@ -210,6 +219,15 @@ impl TestOutcome {
     }
 }
 
+/// A provider test's outcome plus the text the provider answered (on success).
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// What happened.
+    pub outcome: TestOutcome,
+    /// The generated text, when the provider answered.
+    pub text: Option<String>,
+}
+
 /// Sends [`TEST_PROMPT`] through `provider`. Never fails: every failure is
 /// an outcome with `ok = false` and a typed [`TestError`].
 pub async fn test_provider(
@@ -217,28 +235,42 @@ pub async fn test_provider(
     provider: &Plugin,
     test: ProviderTest,
 ) -> TestOutcome {
+    sample_provider(runtime, provider, test, Prompt::connectivity())
+        .await
+        .outcome
+}
+
+/// Sends `prompt` through `provider` and keeps the answer's text. Never
+/// fails: every failure is an outcome with `ok = false` and a typed
+/// [`TestError`].
+pub async fn sample_provider(
+    runtime: &Runtime,
+    provider: &Plugin,
+    test: ProviderTest,
+    prompt: Prompt,
+) -> Sample {
     let requested = (!test.model.is_empty()).then(|| test.model.clone());
     if provider.kind() != PluginKind::Provider {
-        return TestOutcome::failed_before_call(
-            requested,
-            TestError::configuration(
-                "not_a_provider",
-                format!(
-                    "plugin `{}` is a {}, not a provider",
-                    provider.name(),
-                    provider.kind()
+        return Sample {
+            outcome: TestOutcome::failed_before_call(
+                requested,
+                TestError::configuration(
+                    "not_a_provider",
+                    format!(
+                        "plugin `{}` is a {}, not a provider",
+                        provider.name(),
+                        provider.kind()
+                    ),
                 ),
             ),
-        );
+            text: None,
+        };
     }
     let request = CompletionRequest {
         model: test.model,
-        messages: vec![Message {
-            role: Role::User,
-            content: TEST_PROMPT.into(),
-        }],
-        temperature: None,
-        max_tokens: Some(TEST_MAX_TOKENS),
+        messages: prompt.messages,
+        temperature: prompt.temperature,
+        max_tokens: Some(prompt.max_tokens),
         stop: Vec::new(),
         task_type: TaskType::Light,
         metadata: "{}".into(),
@@ -255,30 +287,31 @@ pub async fn test_provider(
         .complete(provider, &test.limits, call, &request)
         .await;
     let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let failed = |error: TestError| Sample {
+        outcome: TestOutcome {
+            ok: false,
+            latency_ms,
+            model: requested.clone(),
+            usage: None,
+            error: Some(error),
+        },
+        text: None,
+    };
     match result.result {
-        Ok(Ok(response)) => TestOutcome {
-            ok: true,
-            latency_ms,
-            model: Some(response.model),
-            usage: Some(TestUsage {
-                input_tokens: response.usage.input_tokens,
-                output_tokens: response.usage.output_tokens,
-            }),
-            error: None,
+        Ok(Ok(response)) => Sample {
+            outcome: TestOutcome {
+                ok: true,
+                latency_ms,
+                model: Some(response.model),
+                usage: Some(TestUsage {
+                    input_tokens: response.usage.input_tokens,
+                    output_tokens: response.usage.output_tokens,
+                }),
+                error: None,
+            },
+            text: Some(response.text),
         },
-        Ok(Err(e)) => TestOutcome {
-            ok: false,
-            latency_ms,
-            model: requested,
-            usage: None,
-            error: Some(TestError::provider(e)),
-        },
-        Err(e) => TestOutcome {
-            ok: false,
-            latency_ms,
-            model: requested,
-            usage: None,
-            error: Some(TestError::plugin(&e)),
-        },
+        Ok(Err(e)) => failed(TestError::provider(e)),
+        Err(e) => failed(TestError::plugin(&e)),
     }
 }

@@ -47,7 +47,13 @@ pub async fn ensure_platform_admin(
         let mut tx = db.platform().await?;
         let org = match store::organizations::find_by_name(&mut tx, DEFAULT_ORG).await? {
             Some(org) => org,
-            None => store::organizations::insert(&mut tx, DEFAULT_ORG).await?,
+            None => {
+                let org = store::organizations::insert(&mut tx, DEFAULT_ORG).await?;
+                if config.demo_mock {
+                    insert_mock_integration(&mut tx, &org.id).await?;
+                }
+                org
+            }
         };
         store::users::insert(&mut tx, &user).await?;
         store::organizations::add_member(&mut tx, &org.id, &user.id, "org_admin").await?;
@@ -73,4 +79,35 @@ pub async fn ensure_platform_admin(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The offline `mock` provider as an integration of the default
+/// organization, so a fresh server runs tasks before any key is configured.
+async fn insert_mock_integration(
+    conn: &mut sqlx::AnyConnection,
+    org_id: &str,
+) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    store::integrations::insert(
+        conn,
+        &store::integrations::Integration {
+            id: new_id(),
+            org_id: org_id.to_string(),
+            name: "mock".into(),
+            provider: "mock".into(),
+            plugin: "mock".into(),
+            base_url: None,
+            default_model: Some("echo".into()),
+            timeout_ms: 30_000,
+            key_ciphertext: None,
+            key_fingerprint: None,
+            status: "active".into(),
+            last_test_at: None,
+            last_test_result: None,
+            created_by: None,
+            created_at: now,
+            updated_at: now,
+        },
+    )
+    .await
 }

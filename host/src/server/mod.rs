@@ -8,13 +8,20 @@ mod bootstrap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::auth::api_keys::KeyCache;
 use crate::auth::jwt::JwtKeys;
 use crate::auth::password::PasswordHasher;
 use crate::config::Config;
+use crate::orchestrator::breaker::BreakerConfig;
+use crate::orchestrator::dispatch::{DispatchConfig, Dispatcher};
+use crate::orchestrator::executor::Executor;
+use crate::orchestrator::retry::RetryPolicy;
+use crate::orchestrator::signals::Signals;
+use crate::orchestrator::usage::{RecorderConfig, UsageRecorder};
 use crate::plugins::Plugins;
 use crate::secrets::MasterKey;
 use crate::state::AppState;
@@ -53,10 +60,43 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     };
     let (db, plugins) = tokio::try_join!(database, plugins)?;
     let jwt = JwtKeys::new(keys.jwt_key(), config.token_ttl_secs);
+    let keys = Arc::new(keys);
+    let dispatcher = Dispatcher::new(
+        db.clone(),
+        plugins.clone(),
+        keys.clone(),
+        DispatchConfig {
+            retry: RetryPolicy {
+                base_delay: Duration::from_millis(config.tasks.retry_base_ms),
+                ..RetryPolicy::default()
+            },
+            breaker: BreakerConfig {
+                cool_down: Duration::from_millis(config.tasks.breaker_cool_down_ms),
+                ..BreakerConfig::default()
+            },
+        },
+    );
+    let signals = Signals::new(db.backend());
+    signals.listen(&config.database_url);
+    dispatcher.follow_changes(&signals);
+    let executor = Executor::start(
+        db.clone(),
+        dispatcher.clone(),
+        signals.clone(),
+        config.tasks.clone(),
+    );
+    let usage = UsageRecorder::start(db.clone(), RecorderConfig::default());
+    let api_keys: Arc<KeyCache> = Arc::default();
+    api_keys.follow_revocations(&signals);
     Ok(AppState {
+        api_keys,
         db,
+        usage,
+        dispatcher,
+        signals,
+        executor,
         config: Arc::new(config),
-        keys: Arc::new(keys),
+        keys,
         jwt: Arc::new(jwt),
         passwords: Arc::new(passwords),
         plugins,
@@ -69,6 +109,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
     let state = build_state(config).await?;
     let db = state.db.clone();
+    let executor = state.executor.clone();
+    let usage = state.usage.clone();
     let app = crate::api::router(state);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -87,6 +129,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     .with_graceful_shutdown(shutdown_signal())
     .await?;
     tracing::info!("shutting down: in-flight requests drained");
+    executor.shutdown(Duration::from_secs(10)).await;
+    usage.close().await;
     db.close().await;
     Ok(())
 }

@@ -28,6 +28,10 @@ pub struct Agent {
     pub created_at: i64,
     /// Unix ms.
     pub updated_at: i64,
+    /// Unix ms of the last dry run (`POST /api/agents/{id}/test`).
+    pub last_test_at: Option<i64>,
+    /// JSON text of that dry run's result.
+    pub last_test_result: Option<String>,
 }
 
 /// One past (or the current) configuration of an agent.
@@ -43,7 +47,8 @@ pub struct ConfigVersion {
     pub created_at: i64,
 }
 
-const COLUMNS: &str = "id, org_id, created_by, name, agent_type, status, config, config_version, created_at, updated_at";
+const COLUMNS: &str = "id, org_id, created_by, name, agent_type, status, config, config_version, created_at, updated_at, \
+    last_test_at, last_test_result";
 
 /// Fields a caller supplies to create an agent.
 #[derive(Debug, Clone)]
@@ -76,6 +81,8 @@ pub async fn insert(conn: &mut AnyConnection, new: NewAgent<'_>) -> Result<Agent
         config_version: 1,
         created_at: now,
         updated_at: now,
+        last_test_at: None,
+        last_test_result: None,
     };
     sqlx::query(
         "INSERT INTO agents (id, org_id, created_by, name, agent_type, status, config, config_version, created_at, updated_at) \
@@ -240,4 +247,27 @@ pub async fn history(
     .bind(agent_id)
     .fetch_all(conn)
     .await
+}
+
+/// Record the result of a dry run (only the test columns, so a concurrent
+/// edit of the agent is not overwritten, and `updated_at` stays: testing
+/// does not change the agent); false when there is no live agent.
+pub async fn record_test(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    id: &str,
+    at: i64,
+    result_json: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE agents SET last_test_at = $1, last_test_result = $2 \
+         WHERE org_id = $3 AND id = $4 AND deleted_at IS NULL",
+    )
+    .bind(at)
+    .bind(result_json)
+    .bind(org_id)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
 }

@@ -66,7 +66,10 @@ pub async fn find_live_by_hash(
     .await
 }
 
-/// Record a use (best effort; coarse to avoid a write per request).
+/// How stale `last_used_at` may get before a use rewrites it.
+pub const TOUCH_EVERY_MS: i64 = 60_000;
+
+/// Record a use (coarse, to avoid a write per request).
 pub async fn touch(conn: &mut AnyConnection, id: &str) -> Result<(), sqlx::Error> {
     let now = now_ms();
     sqlx::query(
@@ -74,7 +77,7 @@ pub async fn touch(conn: &mut AnyConnection, id: &str) -> Result<(), sqlx::Error
     )
     .bind(now)
     .bind(id)
-    .bind(now - 60_000)
+    .bind(now - TOUCH_EVERY_MS)
     .execute(conn)
     .await?;
     Ok(())

@@ -13,7 +13,9 @@ pub mod audit_logs;
 pub mod integrations;
 pub mod organizations;
 pub mod rate_limits;
+pub mod tasks;
 pub mod tokens;
+pub mod usage;
 pub mod users;
 
 use std::time::Duration;
@@ -143,10 +145,44 @@ impl Db {
     /// Begin a transaction confined to one organization: on PostgreSQL the
     /// row-level-security policies see `app.org_id` for its duration.
     pub async fn tenant(&self, org_id: &str) -> Result<Tx, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT set_config('app.org_id', $1, true)")
                 .bind(org_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+
+    /// Begin a read-only transaction confined to one organization. On
+    /// SQLite it does not take the write lock, so reads never wait for
+    /// writers; on PostgreSQL it is [`Db::tenant`].
+    pub async fn tenant_read(&self, org_id: &str) -> Result<Tx, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin().await,
+            Backend::Postgres => self.tenant(org_id).await,
+        }
+    }
+
+    /// Begin a read-only transaction that may cross organizations (see
+    /// [`Db::platform`] and [`Db::tenant_read`]).
+    pub async fn platform_read(&self) -> Result<Tx, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin().await,
+            Backend::Postgres => self.platform().await,
+        }
+    }
+
+    /// Begin a transaction confined to one organization for bookkeeping
+    /// that may be lost in a database crash without harm, because the work
+    /// it records is redone (task progress written by workers): on
+    /// PostgreSQL its commit does not wait for the WAL flush
+    /// (`synchronous_commit = off`); it is still atomic and ordered.
+    pub async fn tenant_relaxed(&self, org_id: &str) -> Result<Tx, sqlx::Error> {
+        let mut tx = self.tenant(org_id).await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET LOCAL synchronous_commit TO OFF")
                 .execute(&mut *tx)
                 .await?;
         }
@@ -158,13 +194,25 @@ impl Db {
     /// platform-admin endpoints. The bypass is a transaction-local setting
     /// the policies honour explicitly.
     pub async fn platform(&self) -> Result<Tx, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT set_config('app.rls_bypass', 'on', true)")
                 .execute(&mut *tx)
                 .await?;
         }
         Ok(tx)
+    }
+
+    /// Begin a transaction. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`, waiting up to the busy timeout): a deferred
+    /// transaction that reads and then writes while another connection
+    /// writes fails at once with `SQLITE_BUSY` instead of waiting, and the
+    /// task workers write in the background all the time.
+    async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
     }
 
     /// A trivial round trip, for the health check.

@@ -211,3 +211,16 @@ pub async fn memberships_of(
     .fetch_all(conn)
     .await
 }
+
+/// The organization's routing policy (router plugin name), if it set one.
+pub async fn routing_policy(
+    conn: &mut AnyConnection,
+    org_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT routing_policy FROM organizations WHERE id = $1")
+            .bind(org_id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.and_then(|(p,)| p))
+}

@@ -182,6 +182,10 @@ pub struct AgentView {
     pub created_at: String,
     /// RFC 3339.
     pub updated_at: String,
+    /// The last dry run's result (`POST /api/agents/{id}/test`), or null
+    /// when the agent was never tested.
+    #[schema(value_type = Option<Object>)]
+    pub last_test: Option<serde_json::Value>,
 }
 
 impl From<&store::agents::Agent> for AgentView {
@@ -196,6 +200,10 @@ impl From<&store::agents::Agent> for AgentView {
             created_by: a.created_by.clone(),
             created_at: to_rfc3339(a.created_at),
             updated_at: to_rfc3339(a.updated_at),
+            last_test: a
+                .last_test_result
+                .as_deref()
+                .and_then(|r| serde_json::from_str(r).ok()),
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::api::extract::{ApiJson, ClientInfo};
 use crate::api::handlers::check_text;
 use crate::audit;
 use crate::auth::{Principal, Role, api_keys};
+use crate::orchestrator::signals::Signal;
 use crate::state::AppState;
 use crate::store::{self, api_keys::ApiKeyRow, new_id, now_ms, to_rfc3339};
 
@@ -177,6 +178,10 @@ pub async fn revoke(
         json!({ "api_key_id": id }),
     )
     .await?;
+    let signal = Signal::KeyRevoked(id.clone());
+    state.signals.notify(&mut tx, &signal).await?;
     tx.commit().await?;
+    state.api_keys.forget(&id);
+    state.signals.publish(signal);
     Ok(StatusCode::NO_CONTENT)
 }

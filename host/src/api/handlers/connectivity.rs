@@ -4,25 +4,20 @@
 //! happened. A provider or plugin failure is the test's answer (200 with
 //! `ok: false` and a typed error), not a server error.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::json;
 use tracing::Instrument;
-use vel_runtime::{PluginKind, Secret};
+use vel_runtime::{Plugin, Secret};
 
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::ClientInfo;
 use crate::audit;
 use crate::auth::{Principal, Role};
+use crate::orchestrator::catalog;
 use crate::plugins::probe::{self, ProviderTest, TestError, TestOutcome};
 use crate::state::AppState;
 use crate::store::{self, integrations::Integration, now_ms};
-
-/// Extra wall-clock time the sandbox allows beyond the integration's own
-/// timeout, so the plugin's timeout (a typed `timeout`) fires first.
-const WALL_TIME_MARGIN: Duration = Duration::from_secs(1);
 
 /// Test an integration (org_admin): send a tiny prompt through its plugin.
 #[utoipa::path(post, path = "/api/integrations/{id}/test", tag = "integrations",
@@ -81,55 +76,11 @@ pub async fn test(
 /// Calls the integration's plugin; every failure becomes an outcome.
 async fn run(state: &AppState, integration: &Integration) -> TestOutcome {
     let model = integration.default_model.clone().unwrap_or_default();
-    let requested = integration.default_model.clone();
-    let fail = |error: TestError| TestOutcome::failed_before_call(requested.clone(), error);
-    let Some(plugin) = state.plugins.lookup(&integration.plugin) else {
-        return fail(TestError::configuration(
-            "plugin_not_found",
-            format!("no plugin called `{}` is loaded", integration.plugin),
-        ));
-    };
-    let mut settings = Vec::new();
-    let mut allowed_hosts = Vec::new();
-    if let Some(url) = &integration.base_url {
-        match authority(url) {
-            Some(host) => allowed_hosts.push(host),
-            None => {
-                return fail(TestError::configuration(
-                    "invalid_base_url",
-                    format!("base URL {url:?} has no host"),
-                ));
-            }
+    let PreparedCall { plugin, test, key } = match prepare(state, integration, model) {
+        Ok(call) => call,
+        Err(error) => {
+            return TestOutcome::failed_before_call(integration.default_model.clone(), error);
         }
-        settings.push(("base-url".to_string(), url.clone()));
-    }
-    if let Some(m) = &integration.default_model {
-        settings.push(("default-model".to_string(), m.clone()));
-    }
-    settings.push(("timeout-ms".to_string(), integration.timeout_ms.to_string()));
-    let key = match &integration.key_ciphertext {
-        Some(sealed) => match state.keys.decrypt(sealed, &integration.id) {
-            Ok(key) => Some(key),
-            Err(e) => {
-                tracing::warn!(error = %e, "integration key cannot be decrypted");
-                return fail(TestError::configuration(
-                    "credential_unreadable",
-                    "the stored key cannot be decrypted (was VEL_SECRET_KEY changed?); \
-                     set the key again",
-                ));
-            }
-        },
-        None => None,
-    };
-    let mut limits = state.plugins.limits(PluginKind::Provider).clone();
-    let timeout = Duration::from_millis(u64::try_from(integration.timeout_ms).unwrap_or(0));
-    limits.wall_time = limits.wall_time.min(timeout + WALL_TIME_MARGIN);
-    let test = ProviderTest {
-        settings,
-        secret: key.clone().map(Secret::new),
-        allowed_hosts,
-        model,
-        limits,
     };
     let mut outcome = probe::test_provider(state.plugins.runtime(), &plugin, test).await;
     if let Some(key) = &key {
@@ -144,30 +95,43 @@ async fn run(state: &AppState, integration: &Integration) -> TestOutcome {
     outcome
 }
 
-/// `host` or `host:port` of an http(s) URL, as the outbound allowlist wants it.
-fn authority(url: &str) -> Option<String> {
-    let uri: http::Uri = url.parse().ok()?;
-    let host = uri.host()?;
-    Some(match uri.port_u16() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_string(),
-    })
+/// An integration made ready to be called through its plugin: what both the
+/// integration test and the agent dry run send to the provider.
+pub(crate) struct PreparedCall {
+    /// The integration's provider plugin (its kind is checked by the probe).
+    pub plugin: Plugin,
+    /// Settings, key, allowed hosts, model and limits of the call.
+    pub test: ProviderTest,
+    /// The decrypted key, to redact it from whatever the call returns.
+    pub key: Option<String>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::authority;
-
-    #[test]
-    fn authority_of_base_urls() {
-        assert_eq!(
-            authority("https://api.openai.com/v1").as_deref(),
-            Some("api.openai.com")
-        );
-        assert_eq!(
-            authority("http://127.0.0.1:4000/v1").as_deref(),
-            Some("127.0.0.1:4000")
-        );
-        assert_eq!(authority("not a url"), None);
-    }
+/// Assembles a call of `integration` asking for `model` (empty: the
+/// plugin's default): looks its plugin up, turns its base URL, default
+/// model and timeout into settings and the outbound allowlist, decrypts its
+/// key, and bounds the sandbox's wall time by its timeout. A problem is a
+/// configuration [`TestError`], reported as the test's answer.
+pub(crate) fn prepare(
+    state: &AppState,
+    integration: &Integration,
+    model: String,
+) -> Result<PreparedCall, TestError> {
+    let Some(plugin) = state.plugins.lookup(&integration.plugin) else {
+        return Err(TestError::configuration(
+            "plugin_not_found",
+            format!("no plugin called `{}` is loaded", integration.plugin),
+        ));
+    };
+    let setup = catalog::call_setup(integration, &state.keys)
+        .map_err(|e| TestError::configuration(e.kind(), e.to_string()))?;
+    let limits = catalog::provider_limits(&state.plugins, integration);
+    let key = setup.key.clone();
+    let test = ProviderTest {
+        settings: setup.settings,
+        secret: setup.key.map(Secret::new),
+        allowed_hosts: setup.allowed_hosts,
+        model,
+        limits,
+    };
+    Ok(PreparedCall { plugin, test, key })
 }

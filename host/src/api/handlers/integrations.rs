@@ -13,6 +13,7 @@ use crate::api::extract::{ApiJson, ClientInfo};
 use crate::api::handlers::{check_text, is_slug};
 use crate::audit;
 use crate::auth::{Principal, Role};
+use crate::orchestrator::signals::Signal;
 use crate::secrets::fingerprint;
 use crate::state::AppState;
 use crate::store::{self, integrations::Integration, new_id, now_ms, to_rfc3339};
@@ -316,7 +317,7 @@ pub async fn create(
                 "key_fingerprint": integration.key_fingerprint }),
     )
     .await?;
-    tx.commit().await?;
+    commit_change(&state, tx, &p.org_id).await?;
     Ok((StatusCode::CREATED, Json((&integration).into())))
 }
 
@@ -450,7 +451,7 @@ pub async fn update(
         json!({ "integration_id": row.id, "fields": changed, "key_fingerprint": row.key_fingerprint }),
     )
     .await?;
-    tx.commit().await?;
+    commit_change(&state, tx, &p.org_id).await?;
     Ok(Json((&row).into()))
 }
 
@@ -477,6 +478,18 @@ pub async fn delete(
         json!({ "integration_id": id }),
     )
     .await?;
-    tx.commit().await?;
+    commit_change(&state, tx, &p.org_id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Commit a change to the organization's integrations and make every
+/// instance's dispatcher read them again: this one at once, the others on
+/// the signal sent with the commit.
+async fn commit_change(state: &AppState, mut tx: store::Tx, org_id: &str) -> Result<(), ApiError> {
+    let signal = Signal::CatalogChanged(org_id.to_string());
+    state.signals.notify(&mut tx, &signal).await?;
+    tx.commit().await?;
+    state.dispatcher.forget_catalog(org_id);
+    state.signals.publish(signal);
+    Ok(())
 }

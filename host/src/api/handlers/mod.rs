@@ -1,12 +1,15 @@
 //! One module per resource; each exposes its routes for the router.
 
+pub mod agent_test;
 pub mod agents;
 pub mod api_keys;
 pub mod audit_logs;
 pub mod auth;
 pub mod connectivity;
+pub mod gateway;
 pub mod integrations;
 pub mod organizations;
+pub mod tasks;
 pub mod users;
 
 /// Trim, and reject empty or over-long text.

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Gateway overhead: the same OpenAI chat completion sent (a) straight to the
+# mock upstream and (b) through vel's OpenAI-compatible gateway
+# (`/v1/chat/completions`, authenticated with a vel API key, forwarded by the
+# `openai-compatible` plugin to the same mock), at concurrency 1 (latency)
+# and 32 (throughput), in one run. Prints a Markdown table with the latency
+# vel adds and vel's resident memory after the run.
+#
+# Usage: bench/gateway.sh [sqlite|postgres]   (vel's database, default sqlite;
+#        postgres needs psql and a server on 127.0.0.1:5432, trust auth, user
+#        postgres: a fresh database is created and dropped)
+# Environment: N1 (requests at concurrency 1, default 5000), N32 (requests at
+# concurrency 32, default 50000), WARMUP (per run, default 500),
+# BENCH_THREADS (load generator threads, default 1), BENCH_NO_BUILD=1 to
+# skip `cargo build --release`.
+# Requires: curl, jq.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+DB="${1:-sqlite}"
+N1="${N1:-5000}"
+N32="${N32:-50000}"
+WARMUP="${WARMUP:-500}"
+THREADS="${BENCH_THREADS:-1}"
+# The gateway does not use the response cache: every request through vel
+# reaches the upstream (the mock counts them).
+BODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}'
+
+[ "${BENCH_NO_BUILD:-}" = 1 ] || build_release
+new_tmp_dir
+work=$TMP_DIR
+
+log "starting the mock upstream"
+start_server mock "$work/mock.out" "$work/mock.err" \
+    "$BIN/vel-mock-upstream" --listen 127.0.0.1:0 --threads 1 --no-record
+MOCK_URL=$STARTED_URL
+
+log "starting vel ($DB)"
+mkdir -p "$work/vel"
+VEL_ENV=(VEL_DEMO_MOCK=false)
+case "$DB" in
+    sqlite) ;;
+    postgres) create_pg_db; VEL_ENV+=(DATABASE_URL="$PG_URL") ;;
+    *) die "usage: $0 [sqlite|postgres]" ;;
+esac
+start_vel "$work/vel" "${VEL_ENV[@]}"
+TOKEN="$(login "$VEL_URL")"
+api POST "$VEL_URL/api/integrations" "$TOKEN" "$(jq -nc --arg u "$MOCK_URL/v1" '{
+    name: "openai", provider: "openai", plugin: "openai-compatible", base_url: $u,
+    api_key: "sk-test", default_model: "gpt-4o-mini"}')" >/dev/null
+KEY="$(api POST "$VEL_URL/api/api-keys" "$TOKEN" '{"name":"bench","role":"task_executor"}' | jq -er .key)"
+
+# One request each way first, so a broken set-up fails with its error body.
+api POST "$MOCK_URL/v1/chat/completions" "" "$BODY" >/dev/null
+api POST "$VEL_URL/v1/chat/completions" "$KEY" "$BODY" >/dev/null
+RSS_BEFORE="$(proc_kib "$VEL_PID" VmRSS)"
+
+run() { # URL CONCURRENCY REQUESTS [HEADER [get]]
+    local extra=(--body "$BODY")
+    [ "${5:-}" = get ] && extra=()
+    [ -n "${4:-}" ] && extra+=(-H "$4")
+    log "$1 at concurrency $2 ($3 requests)"
+    local report
+    report="$("$BIN/vel-bench" --threads "$THREADS" http --json --url "$1" \
+        -c "$2" -n "$3" --warmup "$WARMUP" "${extra[@]}")" || die "run failed: $report"
+    echo "$report"
+}
+AUTH="authorization: Bearer $KEY"
+D1="$(run "$MOCK_URL/v1/chat/completions" 1 "$N1")"
+V1="$(run "$VEL_URL/v1/chat/completions" 1 "$N1" "$AUTH")"
+D32="$(run "$MOCK_URL/v1/chat/completions" 32 "$N32")"
+V32="$(run "$VEL_URL/v1/chat/completions" 32 "$N32" "$AUTH")"
+# For reference: authentication and the model catalogue alone, no upstream call.
+M1="$(run "$VEL_URL/v1/models" 1 "$N1" "$AUTH" get)"
+HWM="$(proc_kib "$VEL_PID" VmHWM)"
+RSS="$(proc_kib "$VEL_PID" VmRSS)"
+
+row() { # LABEL CONCURRENCY REPORT
+    printf '| %s | %s | %s | %s | %s | %s |\n' "$1" "$2" "$(field "$3" count)" \
+        "$(field "$3" p50_us)" "$(field "$3" p99_us)" "$(field "$3" requests_per_sec)"
+}
+delta() { # KEY
+    jq -rn --argjson v "$V1" --argjson d "$D1" --arg k "$1" '($v[$k] - $d[$k]) * 10 | round / 10'
+}
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+echo
+echo "Machine: $(machine); vel on $DB"
+echo
+echo "| path | concurrency | requests | p50 µs | p99 µs | req/s |"
+echo "| --- | --- | --- | --- | --- | --- |"
+row "mock upstream, direct" 1 "$D1"
+row "through vel" 1 "$V1"
+row "mock upstream, direct" 32 "$D32"
+row "through vel" 32 "$V32"
+row "vel \`GET /v1/models\` (no upstream call)" 1 "$M1"
+echo
+echo "Added by vel at concurrency 1: p50 $(delta p50_us) µs, p99 $(delta p99_us) µs"
+echo "vel resident memory: VmRSS $(mib "$RSS") MiB after the run ($(mib "$RSS_BEFORE") MiB before), VmHWM $(mib "$HWM") MiB"

@@ -1,0 +1,158 @@
+# Shared helpers of bench/*.sh (sourced, not run).
+#
+# Every process a script starts is recorded and killed by the EXIT trap, every
+# temporary directory is removed, and every PostgreSQL database it created is
+# dropped. Servers bind 127.0.0.1:0 (a free port chosen by the kernel) and
+# announce their address on their first stdout line, so no port can collide.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+PG_ADMIN_URL="${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+ADMIN_EMAIL="admin@bench.local"
+ADMIN_PASSWORD="BenchPassw0rd12"
+
+BENCH_PIDS=()
+BENCH_DIRS=()
+BENCH_PG_DBS=()
+
+bench_cleanup() {
+    local status=$?
+    local pid db
+    for pid in "${BENCH_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${BENCH_PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ "$status" -ne 0 ] && [ "${#BENCH_DIRS[@]}" -gt 0 ]; then
+        # Show what the servers said before their logs are removed.
+        local f
+        while IFS= read -r f; do
+            echo "--- last lines of $f" >&2
+            tail -n 20 "$f" >&2
+        done < <(find "${BENCH_DIRS[@]}" -name '*.err' -o -name 'stderr.log')
+    fi
+    for db in "${BENCH_PG_DBS[@]}"; do
+        psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+    done
+    if [ "${#BENCH_DIRS[@]}" -gt 0 ]; then
+        rm -rf "${BENCH_DIRS[@]}"
+    fi
+    exit "$status"
+}
+trap bench_cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "== $*" >&2; }
+die() { echo "error: $*" >&2; exit 1; }
+
+# new_tmp_dir: create a temporary directory removed at exit, in TMP_DIR.
+# (Not meant for `$(...)`: the registration must happen in this shell.)
+new_tmp_dir() {
+    TMP_DIR="$(mktemp -d "${TMPDIR:-/tmp}/vel-bench.XXXXXX")"
+    BENCH_DIRS+=("$TMP_DIR")
+}
+
+# build_release: the binaries every bench needs, optimised.
+build_release() {
+    log "building release binaries"
+    (cd "$ROOT" && cargo build --release --locked -p vel -p vel-mock-upstream -p vel-bench)
+}
+
+# start_server NAME OUT_FILE ERR_FILE CMD...: start CMD in the background,
+# wait (up to 120 s, the first start compiles the plugins) for its
+# `listening on http://ADDR` line, and set STARTED_PID and STARTED_URL.
+start_server() {
+    local name=$1 out=$2 err=$3
+    shift 3
+    "$@" >"$out" 2>"$err" &
+    STARTED_PID=$!
+    BENCH_PIDS+=("$STARTED_PID")
+    local i line
+    for i in $(seq 1 1200); do
+        line="$(head -n 1 "$out" 2>/dev/null || true)"
+        if [ -n "$line" ]; then
+            case "$line" in
+                "listening on "*) STARTED_URL="${line#listening on }"; return 0 ;;
+                *) die "$name: unexpected first line: $line" ;;
+            esac
+        fi
+        kill -0 "$STARTED_PID" 2>/dev/null || { cat "$err" >&2; die "$name exited during start-up"; }
+        sleep 0.1
+    done
+    cat "$err" >&2
+    die "$name did not announce its address"
+}
+
+# start_vel DATA_DIR [VAR=VALUE...]: `vel serve` with a temp data dir and
+# the bench admin; extra environment (e.g. DATABASE_URL) as arguments.
+# Sets VEL_PID and VEL_URL.
+start_vel() {
+    local data=$1
+    shift
+    start_server vel "$data/stdout.log" "$data/stderr.log" \
+        env VEL_LISTEN=127.0.0.1:0 VEL_DATA_DIR="$data" \
+        VEL_ADMIN_EMAIL="$ADMIN_EMAIL" VEL_ADMIN_PASSWORD="$ADMIN_PASSWORD" \
+        VEL_PLUGIN_CACHE_DIR="${VEL_PLUGIN_CACHE_DIR:-$ROOT/target/bench-plugin-cache}" \
+        VEL_LOG="${VEL_LOG:-warn}" "$@" \
+        "$BIN/vel" serve
+    VEL_PID=$STARTED_PID
+    VEL_URL=$STARTED_URL
+}
+
+# api METHOD URL TOKEN [JSON]: call the API, fail on a non-2xx status,
+# print the body.
+api() {
+    local method=$1 url=$2 token=$3 body=${4:-}
+    local args=(-sS -X "$method" -w '\n%{http_code}' -H 'content-type: application/json')
+    [ -n "$token" ] && args+=(-H "authorization: Bearer $token")
+    [ -n "$body" ] && args+=(--data "$body")
+    local out code
+    out="$(curl "${args[@]}" "$url")"
+    code="${out##*$'\n'}"
+    out="${out%$'\n'*}"
+    case "$code" in
+        2??) echo "$out" ;;
+        *) die "$method $url -> $code: $out" ;;
+    esac
+}
+
+# login BASE: the bench admin's access token.
+login() {
+    api POST "$1/api/auth/login" "" \
+        "$(jq -nc --arg e "$ADMIN_EMAIL" --arg p "$ADMIN_PASSWORD" '{email:$e,password:$p}')" |
+        jq -er .token
+}
+
+# create_pg_db: a fresh PostgreSQL database dropped at exit; its URL in PG_URL.
+create_pg_db() {
+    local name
+    name="vel_bench_$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
+    psql -q "$PG_ADMIN_URL" -c "CREATE DATABASE $name" >/dev/null ||
+        die "cannot create a database on $PG_ADMIN_URL (PostgreSQL on 127.0.0.1:5432, trust auth, user postgres)"
+    BENCH_PG_DBS+=("$name")
+    PG_URL="${PG_ADMIN_URL%/*}/$name"
+}
+
+# proc_kib PID FIELD: a /proc/PID/status field (VmRSS, VmHWM) in KiB.
+proc_kib() {
+    awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"
+}
+
+# bench_json ARGS...: run `vel-bench http --json ARGS`; prints its report.
+bench_json() {
+    "$BIN/vel-bench" http --json "$@"
+}
+
+# field JSON KEY: a number from a report, rounded to 1 decimal.
+field() {
+    jq -r --arg k "$2" '.[$k] | if type == "number" then (. * 10 | round / 10) else . end' <<<"$1"
+}
+
+# machine: one line describing the CPU, core count, kernel and the load
+# average at the end of the run (other work on the machine skews figures).
+machine() {
+    local cpu
+    cpu="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+    echo "$cpu, $(nproc) cores, Linux $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+}

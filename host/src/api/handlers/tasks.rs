@@ -1,0 +1,804 @@
+//! Tasks: submit (queued, at most N unfinished per user, idempotent with
+//! `Idempotency-Key`), read with its execution history, list, cancel, and
+//! watch as Server-Sent Events.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::error::{ApiError, ErrorBody, FieldErrors};
+use crate::api::extract::{ApiJson, ApiQuery, ClientInfo};
+use crate::api::handlers::check_text;
+use crate::api::pagination;
+use crate::audit;
+use crate::auth::{Principal, Role};
+use crate::orchestrator::catalog::parse_task_type;
+use crate::orchestrator::executor::attempt_json;
+use crate::orchestrator::request::{ChatMessage, TaskRequest, parse_role};
+use crate::orchestrator::signals::Signal;
+use crate::orchestrator::state::TaskStatus;
+use crate::state::AppState;
+use crate::store::tasks::{Inserted, NewTask, Task, TaskFilter};
+use crate::store::{self, to_rfc3339};
+
+/// Longest description, in characters.
+const MAX_DESCRIPTION: usize = 1000;
+/// Longest prompt or message, in characters.
+const MAX_MESSAGE: usize = 200_000;
+/// Most messages in one task.
+const MAX_MESSAGES: usize = 500;
+/// Longest `Idempotency-Key`.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// Urgency: higher runs first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskPriority {
+    /// Runs after the others.
+    Low,
+    /// The default.
+    #[default]
+    Medium,
+    /// Runs first.
+    High,
+}
+
+impl TaskPriority {
+    fn rank(self) -> i64 {
+        match self {
+            TaskPriority::Low => 0,
+            TaskPriority::Medium => 1,
+            TaskPriority::High => 2,
+        }
+    }
+
+    fn name(rank: i64) -> &'static str {
+        match rank {
+            i64::MIN..=0 => "low",
+            1 => "medium",
+            _ => "high",
+        }
+    }
+}
+
+/// Sampling and routing parameters.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskParameters {
+    /// `model` or `integration/model`; absent or `auto` lets the router choose.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// 0–2.
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// 1–1,000,000.
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    /// Up to 4 stop sequences.
+    #[serde(default)]
+    pub stop: Option<Vec<String>>,
+    /// `balanced` (default), `cost` or `latency`.
+    #[serde(default)]
+    pub prefer: Option<String>,
+}
+
+/// A message of the conversation.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InputMessage {
+    /// `system`, `user`, `assistant` or `tool`.
+    pub role: String,
+    /// Text.
+    pub content: String,
+}
+
+/// A new task: a `prompt` or `messages` (one of the two).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTask {
+    /// What the task is for (1–1000 characters).
+    pub description: String,
+    /// Agent whose settings apply (provider, model, system prompt, policy).
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    /// `low`, `medium` (default) or `high`.
+    #[serde(default)]
+    pub priority: TaskPriority,
+    /// `reasoning`, `code_generation`, `research`, `light` or `general` (default).
+    #[serde(default)]
+    pub task_type: Option<String>,
+    /// A single user message.
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// The conversation, oldest first.
+    #[serde(default)]
+    pub messages: Option<Vec<InputMessage>>,
+    /// Sampling and routing parameters.
+    #[serde(default)]
+    pub parameters: Option<TaskParameters>,
+    /// Publish token deltas on the event stream.
+    #[serde(default)]
+    pub stream: bool,
+    /// Allow an answer from the response cache (default true).
+    #[serde(default)]
+    pub cache: Option<bool>,
+    /// Free-form JSON object passed to the router and providers.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub metadata: Option<Value>,
+}
+
+/// The answer to a submission.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskCreated {
+    /// Task id.
+    pub id: String,
+    /// `pending` for a new task; any status for an idempotent replay.
+    pub status: String,
+    /// Where to read it.
+    pub status_url: String,
+    /// Where to watch it.
+    pub stream_url: String,
+}
+
+/// A task with its execution history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskView {
+    /// Id.
+    pub id: String,
+    /// Description.
+    pub description: String,
+    /// Status.
+    pub status: String,
+    /// Priority.
+    pub priority: String,
+    /// Task type.
+    pub task_type: String,
+    /// Agent.
+    pub agent_id: Option<String>,
+    /// Submitter.
+    pub user_id: Option<String>,
+    /// `api` or `gateway`.
+    pub source: String,
+    /// Whether deltas are streamed.
+    pub stream: bool,
+    /// The request as stored.
+    #[schema(value_type = Object)]
+    pub request: Value,
+    /// Text, finish reason, model, provider, usage, cached.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+    /// Kind and message, when failed.
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<Value>,
+    /// Text received before a cancellation or failure.
+    pub partial_output: Option<String>,
+    /// Served from the response cache.
+    pub cached: bool,
+    /// Integration that answered.
+    pub provider: Option<String>,
+    /// Model that answered.
+    pub model: Option<String>,
+    /// Prompt tokens over all attempts.
+    pub input_tokens: i64,
+    /// Completion tokens over all attempts.
+    pub output_tokens: i64,
+    /// US dollars over all attempts.
+    pub cost_usd: f64,
+    /// Times a worker took the task up (more than 1: rescued after an instance died).
+    pub runs: i64,
+    /// Provider calls, in order (only on `GET /api/tasks/{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub attempts: Option<Vec<Value>>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub started_at: Option<String>,
+    /// RFC 3339.
+    pub finished_at: Option<String>,
+}
+
+impl From<&Task> for TaskView {
+    fn from(t: &Task) -> Self {
+        let parse = |s: &Option<String>| s.as_deref().and_then(|s| serde_json::from_str(s).ok());
+        TaskView {
+            id: t.id.clone(),
+            description: t.description.clone(),
+            status: t.status.clone(),
+            priority: TaskPriority::name(t.priority).to_string(),
+            task_type: t.task_type.clone(),
+            agent_id: t.agent_id.clone(),
+            user_id: t.user_id.clone(),
+            source: t.source.clone(),
+            stream: t.stream == 1,
+            request: serde_json::from_str(&t.request).unwrap_or(Value::Null),
+            result: parse(&t.result),
+            error: parse(&t.error),
+            partial_output: t.partial_output.clone(),
+            cached: t.cached == 1,
+            provider: t.provider.clone(),
+            model: t.model.clone(),
+            input_tokens: t.input_tokens,
+            output_tokens: t.output_tokens,
+            cost_usd: t.cost_usd,
+            runs: t.claims,
+            attempts: None,
+            created_at: to_rfc3339(t.created_at),
+            started_at: t.started_at.map(to_rfc3339),
+            finished_at: t.finished_at.map(to_rfc3339),
+        }
+    }
+}
+
+/// A page of tasks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskList {
+    /// Tasks, newest first.
+    pub items: Vec<TaskView>,
+    /// All matching tasks.
+    pub total: i64,
+    /// Page size used.
+    pub limit: i64,
+    /// Offset used.
+    pub offset: i64,
+}
+
+/// Query of `GET /api/tasks`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TaskQuery {
+    /// Page size, 1–100 (default 20).
+    pub limit: Option<i64>,
+    /// Rows to skip.
+    pub offset: Option<i64>,
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only this agent's.
+    pub agent_id: Option<String>,
+    /// Created at or after (RFC 3339).
+    pub from: Option<String>,
+    /// Created before (RFC 3339).
+    pub to: Option<String>,
+}
+
+/// Validate a submission and build its canonical request.
+async fn canonical(
+    state: &AppState,
+    p: &Principal,
+    req: CreateTask,
+) -> Result<(TaskRequest, String, TaskPriority, bool, bool), ApiError> {
+    let mut errors = FieldErrors::new();
+    check_text(
+        &mut errors,
+        "description",
+        &req.description,
+        MAX_DESCRIPTION,
+    );
+    let task_type = req.task_type.clone().unwrap_or_else(|| "general".into());
+    errors.check(
+        parse_task_type(&task_type).is_some(),
+        "task_type",
+        "must be one of reasoning, code_generation, research, light, general",
+    );
+    let mut messages = Vec::new();
+    match (&req.prompt, &req.messages) {
+        (Some(_), Some(_)) => errors.add("prompt", "give either prompt or messages, not both"),
+        (None, None) => errors.add("prompt", "a prompt or messages is required"),
+        (Some(prompt), None) => {
+            check_text(&mut errors, "prompt", prompt, MAX_MESSAGE);
+            messages.push(ChatMessage {
+                role: "user".into(),
+                content: prompt.clone(),
+            });
+        }
+        (None, Some(list)) => {
+            errors.check(!list.is_empty(), "messages", "must not be empty");
+            errors.check(
+                list.len() <= MAX_MESSAGES,
+                "messages",
+                "must hold at most 500 messages",
+            );
+            for (i, m) in list.iter().enumerate() {
+                errors.check(
+                    parse_role(&m.role).is_some(),
+                    &format!("messages[{i}].role"),
+                    "must be system, user, assistant or tool",
+                );
+                errors.check(
+                    m.content.chars().count() <= MAX_MESSAGE,
+                    &format!("messages[{i}].content"),
+                    "must be at most 200000 characters",
+                );
+                messages.push(ChatMessage {
+                    role: m.role.clone(),
+                    content: m.content.clone(),
+                });
+            }
+        }
+    }
+    let params = req.parameters.clone().unwrap_or_default();
+    check_parameters(&mut errors, &params);
+    if let Some(meta) = &req.metadata {
+        errors.check(meta.is_object(), "metadata", "must be a JSON object");
+    }
+    errors.finish()?;
+
+    // The agent's settings fill what the task leaves open.
+    let agent = match &req.agent_id {
+        Some(id) => {
+            let mut tx = state.db.tenant_read(&p.org_id).await?;
+            let agent = store::agents::get(&mut tx, &p.org_id, id)
+                .await?
+                .ok_or_else(|| ApiError::invalid_field("agent_id", "no such agent"))?;
+            tx.commit().await?;
+            Some(agent)
+        }
+        None => None,
+    };
+    let agent_config: Value = agent
+        .as_ref()
+        .and_then(|a| serde_json::from_str(&a.config).ok())
+        .unwrap_or(Value::Null);
+    if let Some(a) = &agent
+        && a.status != "active"
+    {
+        return Err(ApiError::invalid_field(
+            "agent_id",
+            format!("the agent is {}, not active", a.status),
+        ));
+    }
+    if let Some(system) = agent_config["system_prompt"].as_str()
+        && !messages.iter().any(|m| m.role == "system")
+    {
+        messages.insert(
+            0,
+            ChatMessage {
+                role: "system".into(),
+                content: system.to_string(),
+            },
+        );
+    }
+    let request = TaskRequest {
+        task_type,
+        messages,
+        model: params
+            .model
+            .or_else(|| agent_config["model"].as_str().map(str::to_string)),
+        temperature: params
+            .temperature
+            .or_else(|| agent_config["temperature"].as_f64().map(|t| t as f32)),
+        max_tokens: params.max_tokens.or_else(|| {
+            agent_config["max_tokens"]
+                .as_u64()
+                .and_then(|m| u32::try_from(m).ok())
+        }),
+        stop: params.stop.unwrap_or_default(),
+        prefer: params.prefer,
+        // The organization's policy is applied when the task runs.
+        router: agent_config["routing_policy"].as_str().map(str::to_string),
+        agent_id: req.agent_id.clone(),
+        metadata: req.metadata.clone().unwrap_or_else(|| json!({})),
+    };
+    Ok((
+        request,
+        req.description.trim().to_string(),
+        req.priority,
+        req.stream,
+        req.cache.unwrap_or(true),
+    ))
+}
+
+/// Range checks of sampling and routing parameters (shared with the gateway).
+pub(crate) fn check_parameters(errors: &mut FieldErrors, params: &TaskParameters) {
+    if let Some(model) = &params.model {
+        errors.check(
+            !model.trim().is_empty() && model.len() <= 200,
+            "parameters.model",
+            "must be 1–200 characters",
+        );
+    }
+    if let Some(t) = params.temperature {
+        errors.check(
+            (0.0..=2.0).contains(&t),
+            "parameters.temperature",
+            "must be between 0 and 2",
+        );
+    }
+    if let Some(m) = params.max_tokens {
+        errors.check(
+            (1..=1_000_000).contains(&m),
+            "parameters.max_tokens",
+            "must be between 1 and 1000000",
+        );
+    }
+    if let Some(stop) = &params.stop {
+        errors.check(
+            stop.len() <= 4 && stop.iter().all(|s| !s.is_empty() && s.len() <= 200),
+            "parameters.stop",
+            "at most 4 non-empty sequences of at most 200 characters",
+        );
+    }
+    if let Some(prefer) = &params.prefer {
+        errors.check(
+            matches!(prefer.as_str(), "balanced" | "cost" | "latency"),
+            "parameters.prefer",
+            "must be balanced, cost or latency",
+        );
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1–255 visible ASCII characters",
+            )
+        })?;
+    Ok(Some(key.to_string()))
+}
+
+fn created(task: &Task) -> TaskCreated {
+    TaskCreated {
+        id: task.id.clone(),
+        status: task.status.clone(),
+        status_url: format!("/api/tasks/{}", task.id),
+        stream_url: format!("/api/tasks/{}/stream", task.id),
+    }
+}
+
+/// Submit a task (task_executor or above). 201 when queued; 200 with the
+/// earlier task when the `Idempotency-Key` was used for the same request.
+#[utoipa::path(post, path = "/api/tasks", tag = "tasks", request_body = CreateTask,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays return the first task")),
+    responses((status = 201, body = TaskCreated), (status = 200, description = "Idempotent replay", body = TaskCreated),
+              (status = 403, body = ErrorBody), (status = 409, description = "Idempotency-Key reused with another request", body = ErrorBody),
+              (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    p: Principal,
+    client: ClientInfo,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<CreateTask>,
+) -> Result<(StatusCode, Json<TaskCreated>), ApiError> {
+    p.require(Role::TaskExecutor)?;
+    let key = idempotency_key(&headers)?;
+    let (request, description, priority, stream, use_cache) = canonical(&state, &p, req).await?;
+    let request_hash = request.hash(&p.org_id);
+    let new = NewTask {
+        org_id: p.org_id.clone(),
+        user_id: p.user_id.clone(),
+        agent_id: request.agent_id.clone(),
+        source: "api",
+        description,
+        task_type: request.task_type.clone(),
+        priority: priority.rank(),
+        request: serde_json::to_string(&request).map_err(ApiError::internal)?,
+        stream,
+        use_cache,
+        idempotency_key: key,
+        request_hash,
+    };
+    let limit = state.config.tasks.max_unfinished_per_user;
+    let mut tx = state.db.tenant(&p.org_id).await?;
+    let task = match store::tasks::insert(&mut tx, state.db.backend(), &new, limit).await? {
+        Inserted::Existing(task) => {
+            tx.commit().await?;
+            if task.request_hash != new.request_hash {
+                return Err(ApiError::conflict(
+                    "this Idempotency-Key was already used with a different request",
+                ));
+            }
+            return Ok((StatusCode::OK, Json(created(&task))));
+        }
+        Inserted::TooManyUnfinished => {
+            return Err(ApiError::too_many_requests(
+                format!("at most {limit} unfinished tasks per user; wait for some to finish"),
+                1,
+            ));
+        }
+        Inserted::Created(task) => task,
+    };
+    store::tasks::append_event(
+        &mut tx,
+        &p.org_id,
+        &task.id,
+        "status",
+        &json!({ "status": "pending" }).to_string(),
+    )
+    .await?;
+    audit::record(
+        &mut tx,
+        &p,
+        &client,
+        "task_created",
+        json!({ "task_id": task.id, "task_type": task.task_type, "agent_id": task.agent_id, "priority": TaskPriority::name(task.priority) }),
+    )
+    .await?;
+    state.signals.notify_queue(&mut tx).await?;
+    tx.commit().await?;
+    state.signals.publish_queue();
+    Ok((StatusCode::CREATED, Json(created(&task))))
+}
+
+/// One task with its attempts.
+#[utoipa::path(get, path = "/api/tasks/{id}", tag = "tasks", params(("id" = String, Path, description = "Task id")),
+    responses((status = 200, body = TaskView), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<TaskView>, ApiError> {
+    p.require(Role::Viewer)?;
+    let mut tx = state.db.tenant_read(&p.org_id).await?;
+    let task = store::tasks::get(&mut tx, &p.org_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("task"))?;
+    let attempts = store::tasks::attempts(&mut tx, &p.org_id, &id).await?;
+    tx.commit().await?;
+    let mut view = TaskView::from(&task);
+    view.attempts = Some(attempts.iter().map(attempt_json).collect());
+    Ok(Json(view))
+}
+
+fn parse_time(field: &str, value: &Option<String>) -> Result<Option<i64>, ApiError> {
+    value
+        .as_deref()
+        .map(|v| {
+            chrono::DateTime::parse_from_rfc3339(v)
+                .map(|t| t.timestamp_millis())
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        format!("`{field}` must be an RFC 3339 time"),
+                    )
+                })
+        })
+        .transpose()
+}
+
+/// The organization's tasks, newest first, 20 per page by default.
+#[utoipa::path(get, path = "/api/tasks", tag = "tasks", params(TaskQuery),
+    responses((status = 200, body = TaskList), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    p: Principal,
+    ApiQuery(q): ApiQuery<TaskQuery>,
+) -> Result<Json<TaskList>, ApiError> {
+    p.require(Role::Viewer)?;
+    let (limit, offset) = pagination::bounds(q.limit, q.offset)?;
+    if let Some(status) = &q.status
+        && status.parse::<TaskStatus>().is_err()
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "`status` must be pending, in_progress, completed, failed or cancelled",
+        ));
+    }
+    let filter = TaskFilter {
+        status: q.status.clone(),
+        agent_id: q.agent_id.clone(),
+        from: parse_time("from", &q.from)?,
+        to: parse_time("to", &q.to)?,
+    };
+    let mut tx = state.db.tenant_read(&p.org_id).await?;
+    let (rows, total) = store::tasks::page(&mut tx, &p.org_id, &filter, limit, offset).await?;
+    tx.commit().await?;
+    Ok(Json(TaskList {
+        items: rows.iter().map(Into::into).collect(),
+        total,
+        limit,
+        offset,
+    }))
+}
+
+/// Cancel a pending or running task (task_executor or above): a running
+/// provider call is stopped and its upstream connection dropped; partial
+/// output is kept. 409 when the task already finished.
+#[utoipa::path(post, path = "/api/tasks/{id}/cancel", tag = "tasks", params(("id" = String, Path, description = "Task id")),
+    responses((status = 200, body = TaskView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    p: Principal,
+    client: ClientInfo,
+    Path(id): Path<String>,
+) -> Result<Json<TaskView>, ApiError> {
+    p.require(Role::TaskExecutor)?;
+    let mut tx = state.db.tenant(&p.org_id).await?;
+    let Some(was) = store::tasks::cancel(&mut tx, &p.org_id, &id).await? else {
+        let task = store::tasks::get(&mut tx, &p.org_id, &id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("task"))?;
+        return Err(ApiError::conflict(format!(
+            "the task is already {}; only pending or running tasks can be cancelled",
+            task.status
+        )));
+    };
+    store::tasks::append_event(
+        &mut tx,
+        &p.org_id,
+        &id,
+        "status",
+        &json!({ "status": "cancelled", "previous": was }).to_string(),
+    )
+    .await?;
+    audit::record(
+        &mut tx,
+        &p,
+        &client,
+        "task_cancelled",
+        json!({ "task_id": id, "previous_status": was }),
+    )
+    .await?;
+    state
+        .signals
+        .notify(&mut tx, &Signal::Cancelled(id.clone()))
+        .await?;
+    state
+        .signals
+        .notify(&mut tx, &Signal::Events(id.clone()))
+        .await?;
+    tx.commit().await?;
+    state.signals.publish(Signal::Events(id.clone()));
+    // When the run is here, answer once it has stopped, so the answer
+    // carries its partial output; another instance stops it on the signal.
+    state.executor.cancel_local(&id, CANCEL_WAIT).await;
+    let mut tx = state.db.tenant(&p.org_id).await?;
+    let task = store::tasks::get(&mut tx, &p.org_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("task"))?;
+    tx.commit().await?;
+    Ok(Json(TaskView::from(&task)))
+}
+
+/// How long a cancel waits for a local run to stop and record its end.
+const CANCEL_WAIT: Duration = Duration::from_secs(5);
+
+/// How often a watcher re-reads the events even without a signal.
+const STREAM_POLL: Duration = Duration::from_secs(2);
+
+/// Watch a task as Server-Sent Events: `status`, `plan`, `attempt` and
+/// `delta` events, each with its number as the SSE id; `Last-Event-ID`
+/// resumes after that number. Keep-alive comments are sent while nothing
+/// happens; the stream ends after the terminal status.
+#[utoipa::path(get, path = "/api/tasks/{id}/stream", tag = "tasks",
+    params(("id" = String, Path, description = "Task id"),
+           ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event number")),
+    responses((status = 200, description = "text/event-stream of the task's events", content_type = "text/event-stream", body = String),
+              (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn stream(
+    State(state): State<AppState>,
+    p: Principal,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Sse<impl futures::Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    p.require(Role::Viewer)?;
+    let after = match headers.get("last-event-id") {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_last_event_id",
+                    "Last-Event-ID must be an event number",
+                )
+            })?,
+        None => 0,
+    };
+    // Subscribe before the first read, so nothing falls between them.
+    let signals = state.signals.subscribe();
+    {
+        let mut tx = state.db.tenant_read(&p.org_id).await?;
+        store::tasks::get(&mut tx, &p.org_id, &id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("task"))?;
+        tx.commit().await?;
+    }
+    let (tx, mut rx) = mpsc::channel::<Event>(64);
+    tokio::spawn(pump(
+        state.clone(),
+        p.org_id.clone(),
+        id,
+        after,
+        signals,
+        tx,
+    ));
+    let events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok)));
+    let keep_alive = Duration::from_secs(state.config.tasks.sse_keepalive_secs);
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(keep_alive)))
+}
+
+/// Reads new events from the database whenever the task is signalled (or
+/// every [`STREAM_POLL`]) and sends them, until the terminal status is
+/// sent or the client goes away.
+async fn pump(
+    state: AppState,
+    org_id: String,
+    task_id: String,
+    mut after: i64,
+    mut signals: broadcast::Receiver<Signal>,
+    out: mpsc::Sender<Event>,
+) {
+    loop {
+        let events = async {
+            let mut tx = state.db.tenant_read(&org_id).await?;
+            let rows = store::tasks::events_after(&mut tx, &org_id, &task_id, after).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(rows)
+        }
+        .await;
+        let rows = match events {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, task_id = %task_id, "reading task events failed");
+                Vec::new()
+            }
+        };
+        let full_page = rows.len() >= 500;
+        for row in rows {
+            after = row.seq;
+            let terminal = row.kind == "status"
+                && serde_json::from_str::<Value>(&row.data)
+                    .ok()
+                    .and_then(|d| {
+                        d["status"]
+                            .as_str()
+                            .and_then(|s| s.parse::<TaskStatus>().ok())
+                    })
+                    .is_some_and(TaskStatus::is_terminal);
+            let event = Event::default()
+                .id(row.seq.to_string())
+                .event(row.kind)
+                .data(row.data);
+            if out.send(event).await.is_err() {
+                return;
+            }
+            if terminal {
+                return;
+            }
+        }
+        if full_page {
+            continue;
+        }
+        // Wait for a signal about this task, the poll interval, or the
+        // client leaving.
+        let wait = async {
+            loop {
+                match signals.recv().await {
+                    Ok(Signal::Events(id)) if id == task_id => return,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            _ = wait => {}
+            _ = tokio::time::sleep(STREAM_POLL) => {}
+            _ = out.closed() => return,
+        }
+    }
+}

@@ -1,0 +1,739 @@
+//! One request, from plan to answer: the router plugin orders the
+//! organization's candidates, then provider plugins are called in plan
+//! order — retried with back-off (honouring `Retry-After`), skipped while
+//! their circuit is open, fallen back from on retryable errors, abandoned
+//! on terminal ones. Every attempt is measured and priced.
+//!
+//! This is shared by queued tasks and by the OpenAI-compatible gateway;
+//! it touches no table itself; callers record what it reports.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+use vel_runtime::types::{
+    CompletionRequest, CompletionResponse, Message, Plan, Preference, Priority, ProviderError,
+    RouteError, TaskInfo, TaskType,
+};
+use vel_runtime::{PluginError, PluginKind, Profile};
+
+use super::breaker::BreakerConfig;
+use super::catalog::{self, Catalog, Target};
+use super::observed::Observed;
+use super::retry::{Decision, FailureClass, RetryPolicy};
+use super::signals::{Signal, Signals};
+use crate::plugins::Plugins;
+use crate::secrets::MasterKey;
+use crate::store::{Db, now_ms, tasks::Attempt};
+
+/// The router used when neither the agent nor the organization names one.
+pub const DEFAULT_ROUTER: &str = "default-router";
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Task id (or a request id for the gateway).
+    pub id: String,
+    /// Organization.
+    pub org_id: String,
+    /// Kind of work.
+    pub task_type: TaskType,
+    /// Urgency.
+    pub priority: Priority,
+    /// `model` or `integration/model` the caller asked for.
+    pub requested_model: Option<String>,
+    /// The conversation.
+    pub messages: Vec<Message>,
+    /// Sampling temperature.
+    pub temperature: Option<f32>,
+    /// Completion token cap.
+    pub max_tokens: Option<u32>,
+    /// Stop sequences.
+    pub stop: Vec<String>,
+    /// Router plugin to ask first (the agent's policy); when absent, the
+    /// organization's policy, then [`DEFAULT_ROUTER`].
+    pub router: Option<String>,
+    /// Cost / latency / balanced.
+    pub prefer: Preference,
+    /// JSON object passed to the router and providers.
+    pub metadata: serde_json::Value,
+    /// Attempt numbers start after this (a rescued task keeps its history).
+    pub first_attempt_seq: i64,
+}
+
+/// What a running job reports as it goes.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// The plan the router made.
+    Planned {
+        /// Router that planned.
+        router: String,
+        /// `integration/model`, in order.
+        attempts: Vec<String>,
+        /// The router's explanation.
+        reason: String,
+    },
+    /// A provider call is starting.
+    AttemptStarted {
+        /// Attempt number.
+        seq: i64,
+        /// Integration name.
+        provider: String,
+        /// Model.
+        model: String,
+    },
+    /// A provider call ended (or was skipped).
+    AttemptFinished(Attempt),
+    /// Streamed text of attempt `seq`.
+    Delta {
+        /// Attempt number.
+        seq: i64,
+        /// The text.
+        text: String,
+    },
+}
+
+/// A successful run.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The provider's answer.
+    pub response: CompletionResponse,
+    /// Integration name that answered.
+    pub provider: String,
+    /// Every attempt, the successful one last.
+    pub attempts: Vec<Attempt>,
+}
+
+/// Why a run produced no answer.
+#[derive(Debug, Clone, Serialize, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct DispatchError {
+    /// `no_candidate`, `router_failed`, `all_attempts_failed`, or the
+    /// terminal provider error's kind (`invalid_request`, `content_filtered`).
+    pub kind: String,
+    /// For people.
+    pub message: String,
+    /// What was tried.
+    #[serde(skip)]
+    pub attempts: Vec<Attempt>,
+}
+
+/// Totals of a list of attempts: (input tokens, output tokens, cost).
+pub fn totals(attempts: &[Attempt]) -> (i64, i64, f64) {
+    attempts.iter().fold((0, 0, 0.0), |(i, o, c), a| {
+        (i + a.input_tokens, o + a.output_tokens, c + a.cost_usd)
+    })
+}
+
+/// Settings of the dispatcher.
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    /// Retries and back-off.
+    pub retry: RetryPolicy,
+    /// Breakers.
+    pub breaker: BreakerConfig,
+}
+
+/// Plans and runs jobs; one per process, shared.
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Db,
+    plugins: Plugins,
+    keys: Arc<MasterKey>,
+    observed: Observed,
+    retry: RetryPolicy,
+    /// Catalogues by organization.
+    catalogs: std::sync::Mutex<HashMap<String, CachedCatalog>>,
+}
+
+/// One organization's cached catalogue.
+#[derive(Debug, Default)]
+struct CachedCatalog {
+    /// Bumped by every forget: a read that started before a change is
+    /// never cached after it.
+    generation: u64,
+    /// When it was read, and what.
+    entry: Option<(Instant, Arc<Catalog>)>,
+}
+
+/// How long a catalogue is reused without a change signal: changes made
+/// through the API are seen at once (the handler forgets the catalogue here
+/// and signals the other instances); this bound heals a missed signal.
+pub const CATALOG_TTL: Duration = Duration::from_secs(10);
+
+impl Dispatcher {
+    /// A dispatcher over these plugins, keys and database.
+    pub fn new(db: Db, plugins: Plugins, keys: Arc<MasterKey>, config: DispatchConfig) -> Self {
+        Dispatcher {
+            inner: Arc::new(Inner {
+                db,
+                plugins,
+                keys,
+                observed: Observed::new(config.breaker),
+                retry: config.retry,
+                catalogs: std::sync::Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The breakers and figures this process has gathered.
+    pub fn observed(&self) -> &Observed {
+        &self.inner.observed
+    }
+
+    /// The plugins.
+    pub fn plugins(&self) -> &Plugins {
+        &self.inner.plugins
+    }
+
+    /// The organization's catalogue: read from the database at most every
+    /// [`CATALOG_TTL`], and again after [`Dispatcher::forget_catalog`].
+    pub async fn catalog(&self, org_id: &str) -> Result<Arc<Catalog>, DispatchError> {
+        let generation = {
+            let mut cached = self
+                .inner
+                .catalogs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let slot = cached.entry(org_id.to_string()).or_default();
+            if let Some((at, catalog)) = &slot.entry
+                && at.elapsed() < CATALOG_TTL
+            {
+                return Ok(catalog.clone());
+            }
+            slot.generation
+        };
+        let read_at = Instant::now();
+        let catalog = Catalog::load(&self.inner.db, &self.inner.plugins, org_id)
+            .await
+            .map(Arc::new)
+            .map_err(|e| DispatchError {
+                kind: "storage".into(),
+                message: format!("could not read the integrations: {e}"),
+                attempts: Vec::new(),
+            })?;
+        let mut cached = self
+            .inner
+            .catalogs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let slot = cached.entry(org_id.to_string()).or_default();
+        if slot.generation == generation {
+            slot.entry = Some((read_at, catalog.clone()));
+        }
+        Ok(catalog)
+    }
+
+    /// Forget the catalogues that changes announce, from this instance's
+    /// handlers or, on PostgreSQL, from other instances.
+    pub fn follow_changes(&self, signals: &Signals) {
+        let mut rx = signals.subscribe();
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(Signal::CatalogChanged(org_id)) => this.forget_catalog(&org_id),
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        this.forget_all_catalogs();
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
+    fn forget_all_catalogs(&self) {
+        let mut cached = self
+            .inner
+            .catalogs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for slot in cached.values_mut() {
+            slot.generation += 1;
+            slot.entry = None;
+        }
+    }
+
+    /// Drop the organization's cached catalogue: its integrations changed.
+    pub fn forget_catalog(&self, org_id: &str) {
+        let mut cached = self
+            .inner
+            .catalogs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let slot = cached.entry(org_id.to_string()).or_default();
+        slot.generation += 1;
+        slot.entry = None;
+    }
+
+    /// Plan `job` and call providers until one answers. With `stream`,
+    /// providers stream and deltas are reported as [`Progress::Delta`].
+    /// Dropping the future stops the call in flight and drops its upstream
+    /// connection.
+    pub async fn run(
+        &self,
+        job: &Job,
+        stream: bool,
+        progress: Option<&mpsc::UnboundedSender<Progress>>,
+    ) -> Result<Answer, DispatchError> {
+        let report = |p: Progress| {
+            if let Some(tx) = progress {
+                let _ = tx.send(p);
+            }
+        };
+        let catalog = self.catalog(&job.org_id).await?;
+        let (only, requested_model) = split_requested(&catalog, job.requested_model.as_deref());
+        let mut candidates = self.inner.observed_candidates(&catalog, only);
+        if only.is_some()
+            && let Some(model) = &requested_model
+            && candidates.iter().any(|c| &c.model == model)
+        {
+            // `integration/model` pins exactly that pair.
+            candidates.retain(|c| &c.model == model);
+        }
+        if candidates.is_empty() {
+            return Err(DispatchError {
+                kind: "no_candidate".into(),
+                message: match only {
+                    Some(name) => format!("integration `{name}` is not active or has no models"),
+                    None => "the organization has no active integration with a loaded provider \
+                             plugin"
+                        .into(),
+                },
+                attempts: Vec::new(),
+            });
+        }
+        let (router, plan) = self
+            .plan(
+                job,
+                catalog.routing_policy.as_deref(),
+                requested_model.as_deref(),
+                &candidates,
+            )
+            .await?;
+        report(Progress::Planned {
+            router: router.clone(),
+            attempts: plan
+                .attempts
+                .iter()
+                .map(|a| format!("{}/{}", a.provider, a.model))
+                .collect(),
+            reason: plan.reason.clone(),
+        });
+
+        let mut attempts: Vec<Attempt> = Vec::new();
+        let mut seq = job.first_attempt_seq;
+        let mut last_error: Option<(String, String)> = None;
+        for step in &plan.attempts {
+            let Some(target) = catalog.target(&step.provider) else {
+                continue;
+            };
+            let mut failures = 0u32;
+            loop {
+                seq += 1;
+                let key = target.integration.id.clone();
+                let admitted = self
+                    .inner
+                    .observed
+                    .breakers()
+                    .with(&key, |b| b.try_acquire(Instant::now()));
+                if !admitted {
+                    let skipped = skipped_attempt(seq, target, &step.model);
+                    report(Progress::AttemptFinished(skipped.clone()));
+                    attempts.push(skipped);
+                    last_error = Some(("circuit_open".into(), "circuit open".into()));
+                    break;
+                }
+                report(Progress::AttemptStarted {
+                    seq,
+                    provider: target.integration.name.clone(),
+                    model: step.model.clone(),
+                });
+                let outcome = self
+                    .inner
+                    .call(job, target, &step.model, seq, stream, progress)
+                    .await;
+                let attempt = outcome.attempt.clone();
+                report(Progress::AttemptFinished(attempt.clone()));
+                attempts.push(attempt);
+                let class = match outcome.result {
+                    Ok(response) => {
+                        return Ok(Answer {
+                            response,
+                            provider: target.integration.name.clone(),
+                            attempts,
+                        });
+                    }
+                    Err(class) => class,
+                };
+                last_error = Some((
+                    outcome.attempt.error_kind.clone().unwrap_or_default(),
+                    outcome.attempt.error_message.clone().unwrap_or_default(),
+                ));
+                failures += 1;
+                match self.inner.retry.decide(class, failures) {
+                    Decision::Retry(delay) => {
+                        tracing::debug!(
+                            attempt = seq,
+                            delay_ms = delay.as_millis() as u64,
+                            "retrying"
+                        );
+                        tokio::time::sleep(delay).await;
+                    }
+                    Decision::FallBack => break,
+                    Decision::Fail => {
+                        let (kind, message) = last_error.unwrap_or_default();
+                        return Err(DispatchError {
+                            kind,
+                            message,
+                            attempts,
+                        });
+                    }
+                }
+            }
+        }
+        let message = match &last_error {
+            Some((kind, message)) => {
+                format!("every planned provider failed; the last error was {kind}: {message}")
+            }
+            None => "the plan named no callable integration".into(),
+        };
+        Err(DispatchError {
+            kind: "all_attempts_failed".into(),
+            message,
+            attempts,
+        })
+    }
+
+    /// Ask the job's router, else the organization's, (falling back to
+    /// [`DEFAULT_ROUTER`] when it is missing or fails) for a plan, keeping
+    /// only attempts among the candidates.
+    async fn plan(
+        &self,
+        job: &Job,
+        org_policy: Option<&str>,
+        requested_model: Option<&str>,
+        candidates: &[vel_runtime::types::Candidate],
+    ) -> Result<(String, Plan), DispatchError> {
+        let task = TaskInfo {
+            id: job.id.clone(),
+            organization_id: job.org_id.clone(),
+            task_type: job.task_type,
+            priority: job.priority,
+            requested_model: requested_model.map(str::to_string),
+            estimated_input_tokens: estimate_tokens(&job.messages),
+            max_tokens: job.max_tokens,
+            prefer: job.prefer,
+            metadata: job.metadata.to_string(),
+        };
+        let mut notes = Vec::new();
+        let mut routers = Vec::new();
+        if let Some(name) = job.router.as_deref().or(org_policy)
+            && name != DEFAULT_ROUTER
+        {
+            routers.push(name.to_string());
+        }
+        routers.push(DEFAULT_ROUTER.to_string());
+        for name in routers {
+            let Some(router) = self.inner.plugins.lookup(&name) else {
+                notes.push(format!("router `{name}` is not loaded"));
+                continue;
+            };
+            let limits = self
+                .inner
+                .plugins
+                .runtime()
+                .limits(PluginKind::Router, Profile::Platform);
+            let call = self
+                .inner
+                .plugins
+                .runtime()
+                .route(&router, limits, &task, candidates)
+                .await;
+            match call.result {
+                Ok(Ok(mut plan)) => {
+                    plan.attempts.retain(|a| {
+                        candidates
+                            .iter()
+                            .any(|c| c.provider == a.provider && c.model == a.model)
+                    });
+                    if plan.attempts.is_empty() {
+                        notes.push(format!("router `{name}` planned no offered candidate"));
+                        continue;
+                    }
+                    if !notes.is_empty() {
+                        plan.reason = format!("{} ({})", plan.reason, notes.join("; "));
+                    }
+                    return Ok((name, plan));
+                }
+                Ok(Err(RouteError::NoCandidate(why))) => {
+                    return Err(DispatchError {
+                        kind: "no_candidate".into(),
+                        message: format!("router `{name}`: {why}"),
+                        attempts: Vec::new(),
+                    });
+                }
+                Ok(Err(RouteError::InvalidInput(why))) => {
+                    notes.push(format!("router `{name}` refused the input: {why}"));
+                }
+                Err(e) => {
+                    tracing::warn!(router = %name, error = %e, "router plugin failed");
+                    notes.push(format!("router `{name}` failed: {e}"));
+                }
+            }
+        }
+        Err(DispatchError {
+            kind: "router_failed".into(),
+            message: notes.join("; "),
+            attempts: Vec::new(),
+        })
+    }
+}
+
+/// The result of one provider call.
+struct CallOutcome {
+    attempt: Attempt,
+    result: Result<CompletionResponse, FailureClass>,
+}
+
+impl Inner {
+    fn observed_candidates(
+        &self,
+        catalog: &Catalog,
+        only: Option<&str>,
+    ) -> Vec<vel_runtime::types::Candidate> {
+        catalog.candidates(&self.observed, only, None)
+    }
+
+    /// One call of `target` for `model`, measured, priced and fed to its
+    /// breaker and figures.
+    async fn call(
+        &self,
+        job: &Job,
+        target: &Target,
+        model: &str,
+        seq: i64,
+        stream: bool,
+        progress: Option<&mpsc::UnboundedSender<Progress>>,
+    ) -> CallOutcome {
+        let started_at = now_ms();
+        let started = Instant::now();
+        let integration = &target.integration;
+        let mut attempt = Attempt {
+            seq,
+            provider: integration.name.clone(),
+            integration_id: Some(integration.id.clone()),
+            plugin: target.plugin.name().to_string(),
+            model: model.to_string(),
+            outcome: "error".into(),
+            error_kind: None,
+            error_message: None,
+            latency_ms: 0,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_usd: 0.0,
+            started_at,
+        };
+        let setup = match catalog::call_setup(integration, &self.keys) {
+            Ok(setup) => setup,
+            Err(e) => {
+                attempt.error_kind = Some(e.kind().into());
+                attempt.error_message = Some(e.to_string());
+                self.observed
+                    .breakers()
+                    .with(&integration.id, |b| b.release_probe());
+                return CallOutcome {
+                    attempt,
+                    result: Err(FailureClass::Plugin),
+                };
+            }
+        };
+        let mut metadata = job.metadata.clone();
+        if let Some(obj) = metadata.as_object_mut() {
+            obj.insert("attempt".into(), serde_json::json!(seq));
+            obj.insert("task_id".into(), serde_json::json!(job.id));
+        }
+        let request = CompletionRequest {
+            model: model.to_string(),
+            messages: job.messages.clone(),
+            temperature: job.temperature,
+            max_tokens: job.max_tokens,
+            stop: job.stop.clone(),
+            task_type: job.task_type,
+            metadata: metadata.to_string(),
+        };
+        let limits = catalog::provider_limits(&self.plugins, integration);
+        let key = setup.key.clone();
+        let mut call = setup.into_call();
+        let forward = if stream {
+            let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+            call.deltas = Some(tx);
+            let progress = progress.cloned();
+            Some(tokio::spawn(async move {
+                while let Some(text) = rx.recv().await {
+                    if let Some(p) = &progress {
+                        let _ = p.send(Progress::Delta { seq, text });
+                    }
+                }
+            }))
+        } else {
+            None
+        };
+        let span = tracing::info_span!("provider_call", attempt = seq, provider = %integration.name, plugin = %target.plugin.name(), model = %model);
+        let result = self
+            .plugins
+            .runtime()
+            .complete(&target.plugin, &limits, call, &request)
+            .instrument(span)
+            .await;
+        if let Some(forward) = forward {
+            // The sender lives in the finished call's store, now dropped:
+            // the forwarder drains what is left and ends.
+            let _ = forward.await;
+        }
+        let latency = started.elapsed();
+        attempt.latency_ms = i64::try_from(latency.as_millis()).unwrap_or(i64::MAX);
+        let class = match result.result {
+            Ok(Ok(response)) => {
+                let (input, output) = (
+                    u64::from(response.usage.input_tokens),
+                    u64::from(response.usage.output_tokens),
+                );
+                attempt.outcome = "ok".into();
+                attempt.input_tokens = i64::from(response.usage.input_tokens);
+                attempt.output_tokens = i64::from(response.usage.output_tokens);
+                attempt.cost_usd = target.prices(model).cost(input, output);
+                self.observed
+                    .breakers()
+                    .with(&integration.id, |b| b.record_success());
+                self.observed.record(&integration.id, model, latency, true);
+                return CallOutcome {
+                    attempt,
+                    result: Ok(response),
+                };
+            }
+            Ok(Err(e)) => {
+                let (kind, message, class) = classify_provider_error(e);
+                attempt.error_kind = Some(kind.into());
+                attempt.error_message = Some(catalog::scrub_secret(key.as_deref(), &message));
+                class
+            }
+            Err(e) => {
+                attempt.error_kind = Some(plugin_error_kind(&e).into());
+                attempt.error_message = Some(catalog::scrub_secret(key.as_deref(), &e.to_string()));
+                FailureClass::Plugin
+            }
+        };
+        if class == FailureClass::Terminal {
+            // The request was at fault, not the provider.
+            self.observed
+                .breakers()
+                .with(&integration.id, |b| b.release_probe());
+        } else {
+            let opened = self
+                .observed
+                .breakers()
+                .with(&integration.id, |b| b.record_failure(Instant::now()));
+            if opened {
+                tracing::warn!(integration = %integration.name, "circuit opened");
+            }
+            self.observed.record(&integration.id, model, latency, false);
+        }
+        CallOutcome {
+            attempt,
+            result: Err(class),
+        }
+    }
+}
+
+/// A provider's typed error as (kind, message, retry class).
+pub fn classify_provider_error(e: ProviderError) -> (&'static str, String, FailureClass) {
+    match e {
+        ProviderError::RateLimited(after) => (
+            "rate_limited",
+            match after {
+                Some(ms) => format!("the provider is throttling requests (retry after {ms} ms)"),
+                None => "the provider is throttling requests".into(),
+            },
+            FailureClass::RateLimited {
+                retry_after: after.map(|ms| Duration::from_millis(u64::from(ms))),
+            },
+        ),
+        ProviderError::Unavailable(m) => ("unavailable", m, FailureClass::Unavailable),
+        ProviderError::Timeout => (
+            "timeout",
+            "the provider did not answer in time".into(),
+            FailureClass::Timeout,
+        ),
+        ProviderError::InvalidRequest(m) => ("invalid_request", m, FailureClass::Terminal),
+        ProviderError::Auth(m) => ("auth", m, FailureClass::Auth),
+        ProviderError::ContentFiltered(m) => ("content_filtered", m, FailureClass::Terminal),
+        ProviderError::Other(m) => ("other", m, FailureClass::Other),
+    }
+}
+
+/// A sandbox error's kind name.
+pub fn plugin_error_kind(e: &PluginError) -> &'static str {
+    match e {
+        PluginError::LimitExceeded { .. } => "limit_exceeded",
+        PluginError::Trap { .. } => "trap",
+        PluginError::Panic { .. } => "panic",
+        PluginError::HttpRequestDenied { .. } => "http_request_denied",
+        PluginError::WrongKind { .. } => "wrong_kind",
+        PluginError::Instantiate(_) => "instantiate",
+        PluginError::Host(_) => "host",
+    }
+}
+
+fn skipped_attempt(seq: i64, target: &Target, model: &str) -> Attempt {
+    Attempt {
+        seq,
+        provider: target.integration.name.clone(),
+        integration_id: Some(target.integration.id.clone()),
+        plugin: target.plugin.name().to_string(),
+        model: model.to_string(),
+        outcome: "skipped".into(),
+        error_kind: Some("circuit_open".into()),
+        error_message: Some(format!(
+            "the circuit of `{}` is open after repeated failures",
+            target.integration.name
+        )),
+        latency_ms: 0,
+        input_tokens: 0,
+        output_tokens: 0,
+        cost_usd: 0.0,
+        started_at: now_ms(),
+    }
+}
+
+/// `integration/model` restricts candidates to that integration; a bare
+/// model is passed to the router as the requested model.
+fn split_requested<'a>(
+    catalog: &Catalog,
+    requested: Option<&'a str>,
+) -> (Option<&'a str>, Option<String>) {
+    let Some(requested) = requested.filter(|r| !r.is_empty() && *r != "auto") else {
+        return (None, None);
+    };
+    if let Some((integration, model)) = requested.split_once('/')
+        && catalog.target(integration).is_some()
+    {
+        return (Some(integration), Some(model.to_string()));
+    }
+    (None, Some(requested.to_string()))
+}
+
+/// About four characters per token, for the router's cost estimates.
+fn estimate_tokens(messages: &[Message]) -> u32 {
+    let chars: usize = messages.iter().map(|m| m.content.len()).sum();
+    u32::try_from(chars / 4 + 1).unwrap_or(u32::MAX)
+}

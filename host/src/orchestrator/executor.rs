@@ -1,0 +1,702 @@
+//! The workers of one instance: they claim tasks from the durable queue,
+//! run them through the [`Dispatcher`], record attempts and events, and
+//! finish them. A heartbeat extends the leases of the tasks this instance
+//! holds; when an instance dies its leases run out and any instance
+//! rescues the tasks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::dispatch::{Answer, DispatchError, Dispatcher, Progress, totals};
+use super::request::{TaskRequest, finish_reason_name};
+use super::signals::{Signal, Signals};
+use crate::config::TaskConfig;
+use crate::store::tasks::{self, Attempt, Finish, Task};
+use crate::store::{Db, new_id, now_ms};
+
+/// Claims after which a task that keeps losing its worker is failed.
+pub const MAX_CLAIMS: i64 = 3;
+
+/// This instance's workers; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Db,
+    dispatcher: Dispatcher,
+    signals: Signals,
+    config: TaskConfig,
+    /// Lease owner name of this instance.
+    owner: String,
+    /// Tasks running here: (stop it, it has stopped and recorded).
+    running: Mutex<HashMap<String, Run>>,
+    /// Stops claiming.
+    stop: CancellationToken,
+    workers: TaskTracker,
+}
+
+impl Executor {
+    /// Start `config.workers` workers, the heartbeat and the cancel watcher.
+    pub fn start(db: Db, dispatcher: Dispatcher, signals: Signals, config: TaskConfig) -> Executor {
+        let owner = format!("{}:{}", hostname(), new_id());
+        let inner = Arc::new(Inner {
+            db,
+            dispatcher,
+            signals,
+            config,
+            owner,
+            running: Mutex::new(HashMap::new()),
+            stop: CancellationToken::new(),
+            workers: TaskTracker::new(),
+        });
+        for n in 0..inner.config.workers {
+            let inner = inner.clone();
+            inner.workers.clone().spawn(async move {
+                inner
+                    .work(n)
+                    .instrument(tracing::info_span!("worker", n))
+                    .await
+            });
+        }
+        inner.workers.close();
+        tokio::spawn(inner.clone().heartbeat());
+        tokio::spawn(inner.clone().watch_cancellations());
+        tracing::info!(owner = %inner.owner, workers = inner.config.workers, "task workers started");
+        Executor { inner }
+    }
+
+    /// Lease owner name of this instance.
+    pub fn owner(&self) -> &str {
+        &self.inner.owner
+    }
+
+    /// Stop the in-flight run of `task_id` if it runs here, and wait up to
+    /// `wait` for it to record what it had (partial output, the attempt in
+    /// flight). Returns false when it does not run here or did not stop in time.
+    pub async fn cancel_local(&self, task_id: &str, wait: Duration) -> bool {
+        let Some(stopped) = self.inner.cancel_local(task_id) else {
+            return false;
+        };
+        tokio::time::timeout(wait, stopped.cancelled())
+            .await
+            .is_ok()
+    }
+
+    /// Stop claiming, let running tasks finish for up to `grace`, then stop
+    /// them and hand their leases back so another instance (or the next
+    /// start) picks them up at once.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.stop.cancel();
+        if tokio::time::timeout(grace, self.inner.workers.wait())
+            .await
+            .is_err()
+        {
+            let tokens: Vec<CancellationToken> = self
+                .inner
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .map(|run| run.stop.clone())
+                .collect();
+            for t in tokens {
+                t.cancel();
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.workers.wait()).await;
+        }
+        if let Err(e) = self.inner.release_leases().await {
+            tracing::warn!(error = %e, "could not hand back task leases");
+        }
+    }
+}
+
+/// A run in progress on this instance.
+#[derive(Debug, Clone)]
+struct Run {
+    /// Cancelled to stop the run.
+    stop: CancellationToken,
+    /// Cancelled by the run once it has stopped and recorded its end.
+    stopped: CancellationToken,
+}
+
+/// What a task run ended with.
+enum Ended {
+    Answered(Box<Answer>),
+    Failed(DispatchError),
+    Cancelled,
+}
+
+/// What the recorder has seen of a run.
+#[derive(Default)]
+struct Seen {
+    attempts: Vec<Attempt>,
+    /// The attempt in flight: (seq, provider, model, started_at).
+    current: Option<(i64, String, String, i64)>,
+    /// Text streamed by the current attempt.
+    partial: String,
+}
+
+impl Seen {
+    /// Take note of a report; true when watchers should see it at once.
+    fn observe(&mut self, p: &Progress, stream: bool) -> bool {
+        match p {
+            Progress::Planned { .. } => false,
+            Progress::AttemptStarted {
+                seq,
+                provider,
+                model,
+            } => {
+                self.current = Some((*seq, provider.clone(), model.clone(), now_ms()));
+                self.partial.clear();
+                false
+            }
+            Progress::AttemptFinished(a) => {
+                self.current = None;
+                self.attempts.push(a.clone());
+                a.outcome != "ok"
+            }
+            Progress::Delta { text, .. } => {
+                if stream {
+                    self.partial.push_str(text);
+                }
+                stream
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.config.lease_ms).unwrap_or(i64::MAX)
+    }
+
+    fn cancel_local(&self, task_id: &str) -> Option<CancellationToken> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let run = running.get(task_id)?;
+        run.stop.cancel();
+        Some(run.stopped.clone())
+    }
+
+    async fn work(self: Arc<Self>, n: u32) {
+        // One worker polls (to find rescued tasks and missed wake-ups); the
+        // others rest until woken, so an idle instance costs one query per
+        // poll interval, not one per worker.
+        let poll = Duration::from_millis(if n == 0 {
+            self.config.poll_ms
+        } else {
+            self.config.poll_ms.saturating_mul(20)
+        });
+        loop {
+            if self.stop.is_cancelled() {
+                return;
+            }
+            match self.claim().await {
+                Ok(Some(task)) => {
+                    // There may be more: wake another idle worker.
+                    self.signals.publish_queue();
+                    let span = tracing::info_span!("task", task_id = %task.id, org_id = %task.org_id, claims = task.claims);
+                    self.run(task).instrument(span).await;
+                }
+                Ok(None) => {
+                    tokio::select! {
+                        _ = self.signals.queue_changed() => {}
+                        _ = tokio::time::sleep(poll) => {}
+                        _ = self.stop.cancelled() => return,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming a task failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(poll) => {}
+                        _ = self.stop.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn claim(&self) -> Result<Option<Task>, sqlx::Error> {
+        let mut tx = self.db.platform().await?;
+        let task = tasks::claim(
+            &mut tx,
+            self.db.backend(),
+            &self.owner,
+            self.lease_ms(),
+            MAX_CLAIMS,
+        )
+        .await?;
+        if let Some(task) = &task {
+            let data = json!({ "status": "in_progress", "claims": task.claims });
+            tasks::append_event(&mut tx, &task.org_id, &task.id, "status", &data.to_string())
+                .await?;
+            self.signals
+                .notify(&mut tx, &Signal::Events(task.id.clone()))
+                .await?;
+        }
+        tx.commit().await?;
+        if let Some(task) = &task {
+            self.signals.publish(Signal::Events(task.id.clone()));
+        }
+        Ok(task)
+    }
+
+    /// Run one claimed task to its end.
+    async fn run(&self, task: Task) {
+        let run = Run {
+            stop: CancellationToken::new(),
+            stopped: CancellationToken::new(),
+        };
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(task.id.clone(), run.clone());
+        if let Err(e) = self.run_inner(&task, &run.stop).await {
+            // The database failed under us: the lease runs out and the task
+            // is rescued, by this instance or another.
+            tracing::error!(error = %e, "recording the task failed; it will be retried");
+        }
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&task.id);
+        run.stopped.cancel();
+    }
+
+    async fn run_inner(&self, task: &Task, token: &CancellationToken) -> Result<(), sqlx::Error> {
+        let request: TaskRequest = match serde_json::from_str(&task.request) {
+            Ok(r) => r,
+            Err(e) => {
+                let error = json!({ "kind": "invalid_request", "message": format!("stored request unreadable: {e}") });
+                return self.fail(task, error, &[], None, Vec::new()).await;
+            }
+        };
+        let (hit, previous) = {
+            let mut tx = self.db.tenant_read(&task.org_id).await?;
+            let hit = match task.use_cache {
+                1 => tasks::cached_response(&mut tx, &task.org_id, &task.request_hash).await?,
+                _ => None,
+            };
+            let previous = tasks::attempts(&mut tx, &task.org_id, &task.id).await?;
+            tx.commit().await?;
+            (hit, previous)
+        };
+        if let Some(result) = hit.and_then(|text| serde_json::from_str(&text).ok()) {
+            return self.complete_cached(task, result).await;
+        }
+        let first_seq = previous.iter().map(|a| a.seq).max().unwrap_or(0);
+        let job = request.to_job(&task.id, &task.org_id, task.priority, first_seq);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut dispatch = Box::pin(self.dispatcher.run(&job, task.stream == 1, Some(&tx)));
+        let mut seen = Seen {
+            attempts: previous,
+            ..Seen::default()
+        };
+        // Reports are held and written with the end of the run, in one
+        // transaction, unless a watcher should see them now: streamed text,
+        // or a failed attempt (a retry or fallback follows).
+        let mut held: Vec<Progress> = Vec::new();
+        let ended = loop {
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => break Ended::Cancelled,
+                Some(p) = rx.recv() => {
+                    let mut urgent = false;
+                    let mut next = Some(p);
+                    while let Some(p) = next {
+                        urgent |= seen.observe(&p, task.stream == 1);
+                        held.push(p);
+                        next = rx.try_recv().ok();
+                    }
+                    if urgent {
+                        self.record(task, std::mem::take(&mut held)).await?;
+                    }
+                }
+                result = &mut dispatch => {
+                    break match result {
+                        Ok(answer) => Ended::Answered(Box::new(answer)),
+                        Err(e) => Ended::Failed(e),
+                    };
+                }
+            }
+        };
+        // The dispatch future is dropped here when cancelled: the provider
+        // call in flight stops and its upstream connection is dropped.
+        drop(dispatch);
+        while let Ok(p) = rx.try_recv() {
+            seen.observe(&p, task.stream == 1);
+            held.push(p);
+        }
+        match ended {
+            Ended::Answered(answer) => self.complete(task, &request, &seen, held, *answer).await,
+            Ended::Failed(e) => {
+                let error = json!({ "kind": e.kind, "message": e.message });
+                let partial = (!seen.partial.is_empty()).then(|| seen.partial.clone());
+                self.fail(task, error, &seen.attempts, partial, held).await
+            }
+            Ended::Cancelled => {
+                self.record(task, held).await?;
+                self.record_cancelled(task, &mut seen).await
+            }
+        }
+    }
+
+    /// Write progress reports in one transaction and wake the watchers.
+    async fn record(&self, task: &Task, batch: Vec<Progress>) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.tenant_relaxed(&task.org_id).await?;
+        let wrote = write_progress(&mut tx, task, batch).await?;
+        if wrote {
+            self.signals
+                .notify(&mut tx, &Signal::Events(task.id.clone()))
+                .await?;
+        }
+        tx.commit().await?;
+        if wrote {
+            self.signals.publish(Signal::Events(task.id.clone()));
+        }
+        Ok(())
+    }
+
+    async fn complete_cached(&self, task: &Task, mut result: Value) -> Result<(), sqlx::Error> {
+        if let Some(obj) = result.as_object_mut() {
+            obj.insert("cached".into(), json!(true));
+        }
+        let finish = Finish {
+            status: "completed",
+            result: Some(result.to_string()),
+            cached: true,
+            provider: result["provider"].as_str().map(str::to_string),
+            model: result["model"].as_str().map(str::to_string),
+            ..Finish::default()
+        };
+        let event = json!({ "status": "completed", "result": result });
+        self.finish(task, &finish, event, Vec::new(), None).await
+    }
+
+    async fn complete(
+        &self,
+        task: &Task,
+        request: &TaskRequest,
+        seen: &Seen,
+        held: Vec<Progress>,
+        answer: Answer,
+    ) -> Result<(), sqlx::Error> {
+        let (input_tokens, output_tokens, cost_usd) = totals(&seen.attempts);
+        let response = &answer.response;
+        let result = json!({
+            "text": response.text,
+            "finish_reason": finish_reason_name(response.finish_reason),
+            "model": response.model,
+            "provider": answer.provider,
+            "usage": {
+                "input_tokens": response.usage.input_tokens,
+                "output_tokens": response.usage.output_tokens,
+            },
+            "cached": false,
+        });
+        let finish = Finish {
+            status: "completed",
+            result: Some(result.to_string()),
+            cached: false,
+            provider: Some(answer.provider.clone()),
+            model: Some(response.model.clone()),
+            input_tokens,
+            output_tokens,
+            cost_usd,
+            ..Finish::default()
+        };
+        let event = json!({ "status": "completed", "result": result, "cost_usd": cost_usd });
+        let cache = (task.use_cache == 1).then(|| {
+            let ttl = request.cache_ttl_secs(
+                self.config.cache_ttl_secs,
+                self.config.research_cache_ttl_secs,
+            );
+            (
+                result.to_string(),
+                i64::try_from(ttl.saturating_mul(1000)).unwrap_or(i64::MAX),
+            )
+        });
+        self.finish(task, &finish, event, held, cache).await
+    }
+
+    async fn fail(
+        &self,
+        task: &Task,
+        error: Value,
+        attempts: &[Attempt],
+        partial_output: Option<String>,
+        held: Vec<Progress>,
+    ) -> Result<(), sqlx::Error> {
+        let (input_tokens, output_tokens, cost_usd) = totals(attempts);
+        let finish = Finish {
+            status: "failed",
+            error: Some(error.to_string()),
+            partial_output,
+            input_tokens,
+            output_tokens,
+            cost_usd,
+            ..Finish::default()
+        };
+        let event = json!({ "status": "failed", "error": error });
+        self.finish(task, &finish, event, held, None).await
+    }
+
+    /// Write the held reports, the terminal state, its event and the
+    /// cached answer (`(response, ttl_ms)`) in one transaction; if the task
+    /// is no longer ours (cancelled meanwhile), keep what the run produced
+    /// on the cancelled task instead.
+    async fn finish(
+        &self,
+        task: &Task,
+        finish: &Finish,
+        event: Value,
+        held: Vec<Progress>,
+        cache: Option<(String, i64)>,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.tenant(&task.org_id).await?;
+        write_progress(&mut tx, task, held).await?;
+        if let Some((response, ttl_ms)) = &cache {
+            tasks::cache_response(&mut tx, &task.org_id, &task.request_hash, response, *ttl_ms)
+                .await?;
+        }
+        if !tasks::finish(&mut tx, &task.id, &self.owner, finish).await? {
+            tasks::record_cancelled_run(&mut tx, &task.id, finish).await?;
+            tx.commit().await?;
+            tracing::info!("task was cancelled or taken over before it finished");
+            return Ok(());
+        }
+        tasks::append_event(
+            &mut tx,
+            &task.org_id,
+            &task.id,
+            "status",
+            &event.to_string(),
+        )
+        .await?;
+        self.signals
+            .notify(&mut tx, &Signal::Events(task.id.clone()))
+            .await?;
+        tx.commit().await?;
+        self.signals.publish(Signal::Events(task.id.clone()));
+        tracing::info!(
+            status = finish.status,
+            cached = finish.cached,
+            "task finished"
+        );
+        Ok(())
+    }
+
+    /// The run was stopped by a cancellation: record the attempt in flight
+    /// as cancelled and keep the partial output.
+    async fn record_cancelled(&self, task: &Task, seen: &mut Seen) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.tenant(&task.org_id).await?;
+        if let Some((seq, provider, model, started_at)) = seen.current.take() {
+            let a = Attempt {
+                seq,
+                provider,
+                integration_id: None,
+                plugin: String::new(),
+                model,
+                outcome: "cancelled".into(),
+                error_kind: Some("cancelled".into()),
+                error_message: Some("the task was cancelled during the call".into()),
+                latency_ms: now_ms() - started_at,
+                input_tokens: 0,
+                output_tokens: 0,
+                cost_usd: 0.0,
+                started_at,
+            };
+            tasks::insert_attempt(&mut tx, &task.org_id, &task.id, &a).await?;
+            seen.attempts.push(a);
+        }
+        let (input_tokens, output_tokens, cost_usd) = totals(&seen.attempts);
+        let finish = Finish {
+            status: "cancelled",
+            partial_output: (!seen.partial.is_empty()).then(|| seen.partial.clone()),
+            input_tokens,
+            output_tokens,
+            cost_usd,
+            ..Finish::default()
+        };
+        tasks::record_cancelled_run(&mut tx, &task.id, &finish).await?;
+        tx.commit().await?;
+        tracing::info!(
+            partial_chars = seen.partial.len(),
+            "task run stopped by cancellation"
+        );
+        Ok(())
+    }
+
+    /// Extend this instance's leases; stop runs whose task was cancelled
+    /// (a missed cancel signal heals here); fail tasks that keep losing
+    /// their workers.
+    async fn heartbeat(self: Arc<Self>) {
+        let every = Duration::from_millis((self.config.lease_ms / 3).max(100));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.stop.cancelled() => {
+                    if self.running.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+                        return;
+                    }
+                    tokio::time::sleep(every).await;
+                }
+            }
+            if let Err(e) = self.beat().await {
+                tracing::warn!(error = %e, "task heartbeat failed");
+            }
+        }
+    }
+
+    async fn beat(&self) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.platform().await?;
+        tasks::heartbeat(&mut tx, &self.owner, self.lease_ms()).await?;
+        let cancelled: Vec<(String,)> =
+            sqlx::query_as("SELECT id FROM tasks WHERE lease_owner = $1 AND status = 'cancelled'")
+                .bind(&self.owner)
+                .fetch_all(&mut *tx)
+                .await?;
+        let exhausted = tasks::fail_exhausted(&mut tx, MAX_CLAIMS).await?;
+        for (id, org_id) in &exhausted {
+            let data = json!({ "status": "failed", "error": { "kind": "worker_lost" } });
+            tasks::append_event(&mut tx, org_id, id, "status", &data.to_string()).await?;
+            self.signals
+                .notify(&mut tx, &Signal::Events(id.clone()))
+                .await?;
+        }
+        tx.commit().await?;
+        for (id,) in cancelled {
+            self.cancel_local(&id);
+        }
+        for (id, _) in exhausted {
+            tracing::warn!(task_id = %id, "task failed: its workers kept stopping");
+            self.signals.publish(Signal::Events(id));
+        }
+        Ok(())
+    }
+
+    async fn watch_cancellations(self: Arc<Self>) {
+        let mut rx = self.signals.subscribe();
+        loop {
+            match rx.recv().await {
+                Ok(Signal::Cancelled(id)) => {
+                    self.cancel_local(&id);
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Make this instance's leases expire now (graceful shutdown).
+    async fn release_leases(&self) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.platform().await?;
+        sqlx::query(
+            "UPDATE tasks SET lease_expires_at = 0 WHERE lease_owner = $1 AND status = 'in_progress'",
+        )
+        .bind(&self.owner)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+}
+
+/// Write progress reports in order: plan and attempt events, attempt
+/// rows, and streamed text coalesced into one `delta` event per run of
+/// consecutive deltas. Returns whether anything was written.
+async fn write_progress(
+    tx: &mut sqlx::AnyConnection,
+    task: &Task,
+    batch: Vec<Progress>,
+) -> Result<bool, sqlx::Error> {
+    let mut wrote = false;
+    let mut pending_delta: Option<(i64, String)> = None;
+    for p in batch {
+        if let Progress::Delta { seq, text } = &p {
+            if task.stream != 1 {
+                continue;
+            }
+            match &mut pending_delta {
+                Some((s, buf)) if s == seq => buf.push_str(text),
+                _ => {
+                    if let Some((s, buf)) = pending_delta.take() {
+                        write_delta(tx, task, s, &buf).await?;
+                    }
+                    pending_delta = Some((*seq, text.clone()));
+                }
+            }
+            wrote = true;
+            continue;
+        }
+        if let Some((s, buf)) = pending_delta.take() {
+            write_delta(tx, task, s, &buf).await?;
+        }
+        match p {
+            Progress::Planned {
+                router,
+                attempts,
+                reason,
+            } => {
+                let data = json!({ "router": router, "attempts": attempts, "reason": reason });
+                tasks::append_event(tx, &task.org_id, &task.id, "plan", &data.to_string()).await?;
+                wrote = true;
+            }
+            Progress::AttemptFinished(a) => {
+                tasks::insert_attempt(tx, &task.org_id, &task.id, &a).await?;
+                let data = attempt_json(&a);
+                tasks::append_event(tx, &task.org_id, &task.id, "attempt", &data.to_string())
+                    .await?;
+                wrote = true;
+            }
+            Progress::AttemptStarted { .. } | Progress::Delta { .. } => {}
+        }
+    }
+    if let Some((s, buf)) = pending_delta.take() {
+        write_delta(tx, task, s, &buf).await?;
+    }
+    Ok(wrote)
+}
+
+async fn write_delta(
+    conn: &mut sqlx::AnyConnection,
+    task: &Task,
+    seq: i64,
+    text: &str,
+) -> Result<(), sqlx::Error> {
+    let data = json!({ "attempt": seq, "text": text });
+    tasks::append_event(conn, &task.org_id, &task.id, "delta", &data.to_string()).await?;
+    Ok(())
+}
+
+/// An attempt as the API and the event stream show it.
+pub fn attempt_json(a: &Attempt) -> Value {
+    json!({
+        "seq": a.seq,
+        "provider": a.provider,
+        "plugin": a.plugin,
+        "model": a.model,
+        "outcome": a.outcome,
+        "error": a.error_kind.as_ref().map(|kind| json!({ "kind": kind, "message": a.error_message })),
+        "latency_ms": a.latency_ms,
+        "input_tokens": a.input_tokens,
+        "output_tokens": a.output_tokens,
+        "cost_usd": a.cost_usd,
+        "started_at": crate::store::to_rfc3339(a.started_at),
+    })
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .or_else(|_| std::env::var("FLY_MACHINE_ID"))
+        .unwrap_or_else(|_| "vel".into())
+}

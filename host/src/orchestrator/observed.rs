@@ -1,0 +1,138 @@
+//! What this instance has seen of each provider: circuit breakers per
+//! integration and a rolling window of latencies and failures per
+//! (integration, model). Routers receive these figures with every
+//! candidate, so a slow or failing provider is ranked down before its
+//! breaker opens.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use vel_runtime::types::CircuitState;
+
+use super::breaker::{BreakerConfig, Breakers, Circuit};
+
+/// Calls remembered per (integration, model).
+const WINDOW: usize = 100;
+
+/// Latency percentiles and error rate of recent calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Figures {
+    /// Median latency of successful calls, ms (0: unknown).
+    pub p50_ms: u32,
+    /// 95th percentile latency of successful calls, ms (0: unknown).
+    pub p95_ms: u32,
+    /// Share of failed calls, 0–1.
+    pub error_rate: f32,
+}
+
+#[derive(Debug, Default)]
+struct Window {
+    /// (latency, succeeded), oldest first.
+    calls: VecDeque<(Duration, bool)>,
+}
+
+impl Window {
+    fn push(&mut self, latency: Duration, ok: bool) {
+        if self.calls.len() == WINDOW {
+            self.calls.pop_front();
+        }
+        self.calls.push_back((latency, ok));
+    }
+
+    fn figures(&self) -> Figures {
+        if self.calls.is_empty() {
+            return Figures::default();
+        }
+        let mut ok: Vec<Duration> = self
+            .calls
+            .iter()
+            .filter(|(_, ok)| *ok)
+            .map(|(d, _)| *d)
+            .collect();
+        ok.sort_unstable();
+        let pct = |p: usize| {
+            ok.get((ok.len().saturating_sub(1)) * p / 100)
+                .map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX))
+                .unwrap_or(0)
+        };
+        let failed = self.calls.len() - ok.len();
+        Figures {
+            p50_ms: pct(50),
+            p95_ms: pct(95),
+            error_rate: failed as f32 / self.calls.len() as f32,
+        }
+    }
+}
+
+/// Breakers and figures of one instance, shared by every task it runs.
+#[derive(Debug)]
+pub struct Observed {
+    breakers: Breakers<String>,
+    windows: Mutex<HashMap<(String, String), Window>>,
+}
+
+impl Observed {
+    /// Nothing observed yet; breakers with `config`.
+    pub fn new(config: BreakerConfig) -> Observed {
+        Observed {
+            breakers: Breakers::new(config),
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The breakers, keyed by integration id.
+    pub fn breakers(&self) -> &Breakers<String> {
+        &self.breakers
+    }
+
+    /// The circuit of an integration, as routers see it.
+    pub fn circuit(&self, integration_id: &str, now: Instant) -> CircuitState {
+        match self.breakers.circuit(&integration_id.to_string(), now) {
+            Circuit::Closed => CircuitState::Closed,
+            Circuit::HalfOpen => CircuitState::HalfOpen,
+            Circuit::Open => CircuitState::Open,
+        }
+    }
+
+    /// Remember one call's latency and outcome.
+    pub fn record(&self, integration_id: &str, model: &str, latency: Duration, ok: bool) {
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        windows
+            .entry((integration_id.to_string(), model.to_string()))
+            .or_default()
+            .push(latency, ok);
+    }
+
+    /// Recent figures of (integration, model).
+    pub fn figures(&self, integration_id: &str, model: &str) -> Figures {
+        let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        windows
+            .get(&(integration_id.to_string(), model.to_string()))
+            .map(Window::figures)
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_follow_the_window() {
+        let observed = Observed::new(BreakerConfig::default());
+        assert_eq!(observed.figures("i", "m"), Figures::default());
+        for ms in 1..=100 {
+            observed.record("i", "m", Duration::from_millis(ms), true);
+        }
+        let f = observed.figures("i", "m");
+        assert_eq!((f.p50_ms, f.p95_ms, f.error_rate), (50, 95, 0.0));
+        for _ in 0..50 {
+            observed.record("i", "m", Duration::from_millis(5), false);
+        }
+        let f = observed.figures("i", "m");
+        assert!((f.error_rate - 0.5).abs() < f32::EPSILON, "{f:?}");
+        // The window slid: the 50 oldest (fastest) successes are gone.
+        assert_eq!(f.p50_ms, 75);
+    }
+}

@@ -1,0 +1,173 @@
+//! The canonical form of a completion request, as stored with a task and
+//! as built by the gateway: plain names, resolved agent settings, and a
+//! stable hash that keys idempotency checks and the response cache.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use vel_runtime::types::{FinishReason, Message, Preference, Priority, Role, TaskType};
+
+use super::catalog::{parse_task_type, task_type_name};
+use super::dispatch::Job;
+
+/// One message, with its role by name (`system`, `user`, `assistant`, `tool`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Role name.
+    pub role: String,
+    /// Text.
+    pub content: String,
+}
+
+/// Everything that decides the answer to a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRequest {
+    /// Kind of work (`reasoning`, `code_generation`, `research`, `light`, `general`).
+    pub task_type: String,
+    /// The conversation, oldest first.
+    pub messages: Vec<ChatMessage>,
+    /// `model` or `integration/model`; none lets the router choose.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Sampling temperature.
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// Completion token cap.
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    /// Stop sequences.
+    #[serde(default)]
+    pub stop: Vec<String>,
+    /// `balanced`, `cost` or `latency`.
+    #[serde(default)]
+    pub prefer: Option<String>,
+    /// Router plugin (the agent's or the organization's policy).
+    #[serde(default)]
+    pub router: Option<String>,
+    /// The agent the task runs for.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    /// Free-form JSON object for the router and providers.
+    #[serde(default)]
+    pub metadata: serde_json::Value,
+}
+
+impl TaskRequest {
+    /// sha256 (hex) of the organization and the canonical JSON: equal
+    /// requests of one organization hash equally, and nothing else does.
+    pub fn hash(&self, org_id: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(org_id.as_bytes());
+        h.update([0]);
+        // Serialising a struct of plain fields cannot fail.
+        h.update(serde_json::to_vec(self).unwrap_or_default());
+        hex::encode(h.finalize())
+    }
+
+    /// The job the dispatcher runs for task `id`.
+    pub fn to_job(&self, id: &str, org_id: &str, priority: i64, first_attempt_seq: i64) -> Job {
+        Job {
+            id: id.to_string(),
+            org_id: org_id.to_string(),
+            task_type: parse_task_type(&self.task_type).unwrap_or(TaskType::General),
+            priority: match priority {
+                i64::MIN..=0 => Priority::Low,
+                1 => Priority::Medium,
+                _ => Priority::High,
+            },
+            requested_model: self.model.clone(),
+            messages: self
+                .messages
+                .iter()
+                .map(|m| Message {
+                    role: parse_role(&m.role).unwrap_or(Role::User),
+                    content: m.content.clone(),
+                })
+                .collect(),
+            temperature: self.temperature,
+            max_tokens: self.max_tokens,
+            stop: self.stop.clone(),
+            router: self.router.clone(),
+            prefer: match self.prefer.as_deref() {
+                Some("cost") => Preference::Cost,
+                Some("latency") => Preference::Latency,
+                _ => Preference::Balanced,
+            },
+            metadata: if self.metadata.is_object() {
+                self.metadata.clone()
+            } else {
+                serde_json::json!({})
+            },
+            first_attempt_seq,
+        }
+    }
+
+    /// How long an answer to this request may be reused, in seconds.
+    pub fn cache_ttl_secs(&self, default: u64, research: u64) -> u64 {
+        if self.task_type == task_type_name(TaskType::Research) {
+            research
+        } else {
+            default
+        }
+    }
+}
+
+/// A role by name.
+pub fn parse_role(name: &str) -> Option<Role> {
+    match name {
+        "system" => Some(Role::System),
+        "user" => Some(Role::User),
+        "assistant" => Some(Role::Assistant),
+        "tool" => Some(Role::Tool),
+        _ => None,
+    }
+}
+
+/// A finish reason's name, as OpenAI spells it.
+pub fn finish_reason_name(r: FinishReason) -> &'static str {
+    match r {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+        FinishReason::ContentFilter => "content_filter",
+        FinishReason::ToolCalls => "tool_calls",
+        FinishReason::Cancelled => "cancelled",
+        FinishReason::Other => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(prompt: &str) -> TaskRequest {
+        TaskRequest {
+            task_type: "light".into(),
+            messages: vec![ChatMessage {
+                role: "user".into(),
+                content: prompt.into(),
+            }],
+            model: None,
+            temperature: None,
+            max_tokens: None,
+            stop: Vec::new(),
+            prefer: None,
+            router: None,
+            agent_id: None,
+            metadata: serde_json::json!({}),
+        }
+    }
+
+    #[test]
+    fn equal_requests_hash_equally_per_organization() {
+        assert_eq!(request("a").hash("org"), request("a").hash("org"));
+        assert_ne!(request("a").hash("org"), request("b").hash("org"));
+        assert_ne!(request("a").hash("org"), request("a").hash("other"));
+    }
+
+    #[test]
+    fn research_answers_live_longer() {
+        let mut r = request("a");
+        assert_eq!(r.cache_ttl_secs(60, 600), 60);
+        r.task_type = "research".into();
+        assert_eq!(r.cache_ttl_secs(60, 600), 600);
+    }
+}

@@ -1,0 +1,161 @@
+//! Wake-ups between the parts that run tasks and the parts that watch
+//! them, within one process and, on PostgreSQL, across instances.
+//!
+//! A signal carries no data, only "look again": the database stays the one
+//! source of truth, so a missed signal costs latency (the periodic poll
+//! heals it), never correctness. On PostgreSQL, signals written with
+//! [`Signals::notify`] inside a transaction are delivered to every instance
+//! when it commits (`pg_notify`); one `LISTEN` connection per instance feeds
+//! them into the local channel.
+
+use std::time::Duration;
+
+use sqlx::AnyConnection;
+use sqlx::postgres::PgListener;
+use tokio::sync::{Notify, broadcast};
+
+use crate::store::Backend;
+
+/// PostgreSQL channel for "task `payload` has new events".
+const EVENTS_CHANNEL: &str = "vel_task_events";
+/// PostgreSQL channel for "new pending tasks".
+const QUEUE_CHANNEL: &str = "vel_task_queue";
+/// PostgreSQL channel for "task `payload` was cancelled".
+const CANCEL_CHANNEL: &str = "vel_task_cancel";
+/// PostgreSQL channel for "organization `payload` changed its integrations".
+const CATALOG_CHANNEL: &str = "vel_catalog";
+/// PostgreSQL channel for "API key `payload` was revoked".
+const KEY_CHANNEL: &str = "vel_key_revoked";
+
+/// Something happened to a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// New events were appended to the task.
+    Events(String),
+    /// The task was cancelled.
+    Cancelled(String),
+    /// The organization's integrations changed.
+    CatalogChanged(String),
+    /// The API key with this id was revoked.
+    KeyRevoked(String),
+}
+
+/// The process's signal hub; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Signals {
+    backend: Backend,
+    tasks: broadcast::Sender<Signal>,
+    queue: std::sync::Arc<Notify>,
+}
+
+impl Signals {
+    /// A hub for `backend`.
+    pub fn new(backend: Backend) -> Signals {
+        let (tasks, _) = broadcast::channel(4096);
+        Signals {
+            backend,
+            tasks,
+            queue: std::sync::Arc::new(Notify::new()),
+        }
+    }
+
+    /// Receive task signals from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Signal> {
+        self.tasks.subscribe()
+    }
+
+    /// Wait until new work may be queued.
+    pub async fn queue_changed(&self) {
+        self.queue.notified().await;
+    }
+
+    /// Announce, inside `conn`'s transaction, that `signal` happened; other
+    /// instances hear it on commit. Call [`Signals::publish`] after the
+    /// commit for this instance.
+    pub async fn notify(
+        &self,
+        conn: &mut AnyConnection,
+        signal: &Signal,
+    ) -> Result<(), sqlx::Error> {
+        if self.backend == Backend::Postgres {
+            let (channel, payload) = match signal {
+                Signal::Events(id) => (EVENTS_CHANNEL, id),
+                Signal::Cancelled(id) => (CANCEL_CHANNEL, id),
+                Signal::CatalogChanged(org_id) => (CATALOG_CHANNEL, org_id),
+                Signal::KeyRevoked(id) => (KEY_CHANNEL, id),
+            };
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(channel)
+                .bind(payload)
+                .execute(conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Announce new pending work, inside `conn`'s transaction.
+    pub async fn notify_queue(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(QUEUE_CHANNEL)
+                .execute(conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Tell this process's watchers (after the commit).
+    pub fn publish(&self, signal: Signal) {
+        let _ = self.tasks.send(signal);
+    }
+
+    /// Tell one of this process's idle workers that work was queued (a
+    /// worker that claims something passes the word on, so a burst wakes
+    /// as many workers as it needs, one at a time).
+    pub fn publish_queue(&self) {
+        self.queue.notify_one();
+    }
+
+    /// On PostgreSQL, listen for other instances' signals until the
+    /// process ends, reconnecting after failures.
+    pub fn listen(&self, database_url: &str) {
+        if self.backend != Backend::Postgres {
+            return;
+        }
+        let url = database_url.to_string();
+        let signals = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = signals.listen_once(&url).await {
+                    tracing::warn!(error = %e, "task signal listener failed; reconnecting");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    async fn listen_once(&self, url: &str) -> Result<(), sqlx::Error> {
+        let mut listener = PgListener::connect(url).await?;
+        listener
+            .listen_all([
+                EVENTS_CHANNEL,
+                QUEUE_CHANNEL,
+                CANCEL_CHANNEL,
+                CATALOG_CHANNEL,
+            ])
+            .await?;
+        // Anything may have happened while we were not listening.
+        self.publish_queue();
+        loop {
+            let n = listener.recv().await?;
+            let payload = n.payload().to_string();
+            match n.channel() {
+                EVENTS_CHANNEL => self.publish(Signal::Events(payload)),
+                CANCEL_CHANNEL => self.publish(Signal::Cancelled(payload)),
+                CATALOG_CHANNEL => self.publish(Signal::CatalogChanged(payload)),
+                KEY_CHANNEL => self.publish(Signal::KeyRevoked(payload)),
+                _ => self.publish_queue(),
+            }
+        }
+    }
+}

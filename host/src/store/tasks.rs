@@ -1,0 +1,643 @@
+//! Tasks, their attempts and their events; the durable queue is the
+//! `tasks` table itself.
+//!
+//! Claiming is one statement on both backends: on PostgreSQL the inner
+//! `SELECT … FOR UPDATE SKIP LOCKED` lets many workers on many instances
+//! claim concurrently without blocking each other; on SQLite, where there is
+//! one writer at a time, the same `UPDATE … WHERE id = (SELECT …)` is atomic.
+//! A claim is a lease: `in_progress` rows whose lease ran out (their worker
+//! died) are claimed again, so a crash loses no task.
+
+use sqlx::{AnyConnection, FromRow};
+
+use super::{Backend, new_id, now_ms};
+
+/// A stored task.
+#[derive(Debug, Clone, FromRow)]
+pub struct Task {
+    /// Text UUID.
+    pub id: String,
+    /// Owning organization.
+    pub org_id: String,
+    /// Submitter (gone when the user was deleted).
+    pub user_id: Option<String>,
+    /// The agent it runs for, if any.
+    pub agent_id: Option<String>,
+    /// `api` or `gateway`.
+    pub source: String,
+    /// What the task is for.
+    pub description: String,
+    /// `reasoning`, `code_generation`, `research`, `light` or `general`.
+    pub task_type: String,
+    /// 0 low, 1 medium, 2 high.
+    pub priority: i64,
+    /// See `orchestrator::state::TaskStatus`.
+    pub status: String,
+    /// JSON: the canonical request (messages, parameters).
+    pub request: String,
+    /// 1 when deltas are published as events.
+    pub stream: i64,
+    /// 0 when the response cache must not be used.
+    pub use_cache: i64,
+    /// The client's `Idempotency-Key`.
+    pub idempotency_key: Option<String>,
+    /// sha256 of the canonical request.
+    pub request_hash: String,
+    /// JSON result once completed.
+    pub result: Option<String>,
+    /// Text received before a cancellation or failure.
+    pub partial_output: Option<String>,
+    /// JSON error once failed.
+    pub error: Option<String>,
+    /// 1 when the result came from the response cache.
+    pub cached: i64,
+    /// Integration that answered.
+    pub provider: Option<String>,
+    /// Model that answered.
+    pub model: Option<String>,
+    /// Prompt tokens over all attempts.
+    pub input_tokens: i64,
+    /// Completion tokens over all attempts.
+    pub output_tokens: i64,
+    /// US dollars over all attempts.
+    pub cost_usd: f64,
+    /// Instance and worker holding the lease.
+    pub lease_owner: Option<String>,
+    /// Unix ms.
+    pub lease_expires_at: Option<i64>,
+    /// Times claimed (more than 1: rescued after a worker died).
+    pub claims: i64,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+    /// Unix ms of the first claim.
+    pub started_at: Option<i64>,
+    /// Unix ms of the terminal state.
+    pub finished_at: Option<i64>,
+}
+
+const COLUMNS: &str = "id, org_id, user_id, agent_id, source, description, task_type, priority, \
+     status, request, stream, use_cache, idempotency_key, request_hash, result, partial_output, \
+     error, cached, provider, model, input_tokens, output_tokens, cost_usd, lease_owner, \
+     lease_expires_at, claims, created_at, updated_at, started_at, finished_at";
+
+/// Fields a caller supplies to create a task.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    /// Owning organization.
+    pub org_id: String,
+    /// Submitter.
+    pub user_id: String,
+    /// Agent, if any.
+    pub agent_id: Option<String>,
+    /// `api` or `gateway`.
+    pub source: &'static str,
+    /// Description.
+    pub description: String,
+    /// Task type name.
+    pub task_type: String,
+    /// 0–2.
+    pub priority: i64,
+    /// Canonical request JSON.
+    pub request: String,
+    /// Publish deltas.
+    pub stream: bool,
+    /// May be served from the cache.
+    pub use_cache: bool,
+    /// Idempotency key.
+    pub idempotency_key: Option<String>,
+    /// sha256 of the canonical request.
+    pub request_hash: String,
+}
+
+/// What [`insert`] did.
+#[derive(Debug)]
+pub enum Inserted {
+    /// A new pending task.
+    Created(Box<Task>),
+    /// The idempotency key was used before; this is that task.
+    Existing(Box<Task>),
+    /// The user already has `limit` unfinished tasks.
+    TooManyUnfinished,
+}
+
+/// Insert a pending task unless the user already has `max_unfinished`
+/// unfinished ones; with an idempotency key already used by the user,
+/// return that task instead. The count and the insert are one statement
+/// (serialised per user on PostgreSQL by an advisory lock), so concurrent
+/// submissions cannot overshoot the limit.
+pub async fn insert(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    new: &NewTask,
+    max_unfinished: u32,
+) -> Result<Inserted, sqlx::Error> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(&new.user_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if let Some(key) = &new.idempotency_key
+        && let Some(task) = by_idempotency_key(conn, &new.org_id, &new.user_id, key).await?
+    {
+        return Ok(Inserted::Existing(Box::new(task)));
+    }
+    let now = now_ms();
+    let id = new_id();
+    let inserted = sqlx::query(
+        "INSERT INTO tasks (id, org_id, user_id, agent_id, source, description, task_type, priority, \
+             status, request, stream, use_cache, idempotency_key, request_hash, created_at, updated_at) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $11, $12, $13, $14, $14 \
+         WHERE (SELECT COUNT(*) FROM tasks WHERE user_id = $3 AND org_id = $2 \
+                AND status IN ('pending', 'in_progress')) < $15",
+    )
+    .bind(&id)
+    .bind(&new.org_id)
+    .bind(&new.user_id)
+    .bind(&new.agent_id)
+    .bind(new.source)
+    .bind(&new.description)
+    .bind(&new.task_type)
+    .bind(new.priority)
+    .bind(&new.request)
+    .bind(i64::from(new.stream))
+    .bind(i64::from(new.use_cache))
+    .bind(&new.idempotency_key)
+    .bind(&new.request_hash)
+    .bind(now)
+    .bind(i64::from(max_unfinished))
+    .execute(&mut *conn)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Ok(Inserted::TooManyUnfinished);
+    }
+    let task = get(conn, &new.org_id, &id)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
+    Ok(Inserted::Created(Box::new(task)))
+}
+
+async fn by_idempotency_key(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    user_id: &str,
+    key: &str,
+) -> Result<Option<Task>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM tasks WHERE org_id = $1 AND user_id = $2 AND idempotency_key = $3"
+    )))
+    .bind(org_id)
+    .bind(user_id)
+    .bind(key)
+    .fetch_optional(conn)
+    .await
+}
+
+/// One task of the organization.
+pub async fn get(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    id: &str,
+) -> Result<Option<Task>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM tasks WHERE org_id = $1 AND id = $2"
+    )))
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Filters of the task list.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only this agent's.
+    pub agent_id: Option<String>,
+    /// Created at or after (unix ms).
+    pub from: Option<i64>,
+    /// Created before (unix ms).
+    pub to: Option<i64>,
+}
+
+/// A page of the organization's tasks, newest first, and the total.
+pub async fn page(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    filter: &TaskFilter,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<Task>, i64), sqlx::Error> {
+    // Absent filters bind NULL and match everything, so one statement serves.
+    let condition = "org_id = $1 AND (CAST($2 AS TEXT) IS NULL OR status = $2) \
+         AND (CAST($3 AS TEXT) IS NULL OR agent_id = $3) \
+         AND (CAST($4 AS BIGINT) IS NULL OR created_at >= $4) \
+         AND (CAST($5 AS BIGINT) IS NULL OR created_at < $5)";
+    let (total,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT COUNT(*) FROM tasks WHERE {condition}"
+    )))
+    .bind(org_id)
+    .bind(&filter.status)
+    .bind(&filter.agent_id)
+    .bind(filter.from)
+    .bind(filter.to)
+    .fetch_one(&mut *conn)
+    .await?;
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM tasks WHERE {condition} ORDER BY created_at DESC, id LIMIT $6 OFFSET $7"
+    )))
+    .bind(org_id)
+    .bind(&filter.status)
+    .bind(&filter.agent_id)
+    .bind(filter.from)
+    .bind(filter.to)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok((rows, total))
+}
+
+/// Claim the next task: the highest-priority, oldest pending one, or an
+/// `in_progress` one whose lease has expired (its worker died) and that
+/// has been claimed fewer than `max_claims` times. Runs
+/// across organizations (the worker serves all of them).
+pub async fn claim(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    owner: &str,
+    lease_ms: i64,
+    max_claims: i64,
+) -> Result<Option<Task>, sqlx::Error> {
+    let now = now_ms();
+    let lock = match backend {
+        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE tasks SET status = 'in_progress', lease_owner = $1, lease_expires_at = $2, \
+             claims = claims + 1, started_at = COALESCE(started_at, $3), updated_at = $3 \
+         WHERE id = (SELECT id FROM tasks \
+                     WHERE status = 'pending' \
+                        OR (status = 'in_progress' AND lease_expires_at < $3 AND claims < $4) \
+                     ORDER BY priority DESC, created_at, id LIMIT 1 {lock}) \
+         RETURNING {COLUMNS}"
+    )))
+    .bind(owner)
+    .bind(now + lease_ms)
+    .bind(now)
+    .bind(max_claims)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Extend the lease of the tasks `owner` holds. Returns how many it still holds.
+pub async fn heartbeat(
+    conn: &mut AnyConnection,
+    owner: &str,
+    lease_ms: i64,
+) -> Result<u64, sqlx::Error> {
+    let now = now_ms();
+    let done = sqlx::query(
+        "UPDATE tasks SET lease_expires_at = $1 WHERE lease_owner = $2 AND status = 'in_progress'",
+    )
+    .bind(now + lease_ms)
+    .bind(owner)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Whether `owner` still holds the lease of task `id`.
+pub async fn holds_lease(
+    conn: &mut AnyConnection,
+    id: &str,
+    owner: &str,
+) -> Result<bool, sqlx::Error> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT id FROM tasks WHERE id = $1 AND lease_owner = $2 AND status = 'in_progress'",
+    )
+    .bind(id)
+    .bind(owner)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.is_some())
+}
+
+/// How a run ended, to be written with [`finish`].
+#[derive(Debug, Clone, Default)]
+pub struct Finish {
+    /// `completed` or `failed`.
+    pub status: &'static str,
+    /// JSON result.
+    pub result: Option<String>,
+    /// JSON error.
+    pub error: Option<String>,
+    /// Text received before a failure.
+    pub partial_output: Option<String>,
+    /// Served from the cache.
+    pub cached: bool,
+    /// Integration that answered.
+    pub provider: Option<String>,
+    /// Model that answered.
+    pub model: Option<String>,
+    /// Totals over the attempts.
+    pub input_tokens: i64,
+    /// Totals over the attempts.
+    pub output_tokens: i64,
+    /// Totals over the attempts.
+    pub cost_usd: f64,
+}
+
+/// Move a task `owner` holds to its terminal state. Returns false when the
+/// task is no longer this worker's (cancelled meanwhile, or rescued by
+/// another worker after a lost lease): then nothing is written.
+pub async fn finish(
+    conn: &mut AnyConnection,
+    id: &str,
+    owner: &str,
+    f: &Finish,
+) -> Result<bool, sqlx::Error> {
+    let now = now_ms();
+    let done = sqlx::query(
+        "UPDATE tasks SET status = $1, result = $2, error = $3, partial_output = $4, cached = $5, \
+             provider = $6, model = $7, input_tokens = $8, output_tokens = $9, cost_usd = $10, \
+             lease_owner = NULL, lease_expires_at = NULL, finished_at = $11, updated_at = $11 \
+         WHERE id = $12 AND lease_owner = $13 AND status = 'in_progress'",
+    )
+    .bind(f.status)
+    .bind(&f.result)
+    .bind(&f.error)
+    .bind(&f.partial_output)
+    .bind(i64::from(f.cached))
+    .bind(&f.provider)
+    .bind(&f.model)
+    .bind(f.input_tokens)
+    .bind(f.output_tokens)
+    .bind(f.cost_usd)
+    .bind(now)
+    .bind(id)
+    .bind(owner)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Cancel a task that has not finished. Returns the status it had, or
+/// `None` when it was already terminal (or does not exist).
+pub async fn cancel(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let Some(task) = get(conn, org_id, id).await? else {
+        return Ok(None);
+    };
+    let now = now_ms();
+    let done = sqlx::query(
+        "UPDATE tasks SET status = 'cancelled', lease_expires_at = NULL, finished_at = $1, \
+             updated_at = $1 \
+         WHERE org_id = $2 AND id = $3 AND status IN ('pending', 'in_progress')",
+    )
+    .bind(now)
+    .bind(org_id)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok((done.rows_affected() == 1).then_some(task.status))
+}
+
+/// Record what a cancelled run had received and spent before it stopped.
+pub async fn record_cancelled_run(
+    conn: &mut AnyConnection,
+    id: &str,
+    f: &Finish,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE tasks SET partial_output = $1, provider = $2, model = $3, input_tokens = $4, \
+             output_tokens = $5, cost_usd = $6, lease_owner = NULL \
+         WHERE id = $7 AND status = 'cancelled'",
+    )
+    .bind(&f.partial_output)
+    .bind(&f.provider)
+    .bind(&f.model)
+    .bind(f.input_tokens)
+    .bind(f.output_tokens)
+    .bind(f.cost_usd)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Fail tasks claimed too many times (each claim after the first is a
+/// rescue from a dead worker): a task that kills its worker must not kill
+/// every worker in turn. Returns their ids and organizations.
+pub async fn fail_exhausted(
+    conn: &mut AnyConnection,
+    max_claims: i64,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let now = now_ms();
+    sqlx::query_as(
+        "UPDATE tasks SET status = 'failed', \
+             error = '{\"kind\":\"worker_lost\",\"message\":\"the workers running this task stopped repeatedly\"}', \
+             lease_owner = NULL, lease_expires_at = NULL, finished_at = $1, updated_at = $1 \
+         WHERE status = 'in_progress' AND lease_expires_at < $1 AND claims >= $2 \
+         RETURNING id, org_id",
+    )
+    .bind(now)
+    .bind(max_claims)
+    .fetch_all(conn)
+    .await
+}
+
+/// One provider call of a task.
+#[derive(Debug, Clone, FromRow)]
+pub struct Attempt {
+    /// 1-based order within the task.
+    pub seq: i64,
+    /// Integration name.
+    pub provider: String,
+    /// Integration id.
+    pub integration_id: Option<String>,
+    /// Provider plugin.
+    pub plugin: String,
+    /// Model.
+    pub model: String,
+    /// `ok`, `error`, `cancelled` or `skipped`.
+    pub outcome: String,
+    /// Typed error kind.
+    pub error_kind: Option<String>,
+    /// Error message (secrets removed).
+    pub error_message: Option<String>,
+    /// Milliseconds.
+    pub latency_ms: i64,
+    /// Prompt tokens.
+    pub input_tokens: i64,
+    /// Completion tokens.
+    pub output_tokens: i64,
+    /// US dollars.
+    pub cost_usd: f64,
+    /// Unix ms.
+    pub started_at: i64,
+}
+
+/// Record one attempt of task `task_id`.
+pub async fn insert_attempt(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    task_id: &str,
+    a: &Attempt,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO task_attempts (id, org_id, task_id, seq, provider, integration_id, plugin, \
+             model, outcome, error_kind, error_message, latency_ms, input_tokens, output_tokens, \
+             cost_usd, started_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+    )
+    .bind(new_id())
+    .bind(org_id)
+    .bind(task_id)
+    .bind(a.seq)
+    .bind(&a.provider)
+    .bind(&a.integration_id)
+    .bind(&a.plugin)
+    .bind(&a.model)
+    .bind(&a.outcome)
+    .bind(&a.error_kind)
+    .bind(&a.error_message)
+    .bind(a.latency_ms)
+    .bind(a.input_tokens)
+    .bind(a.output_tokens)
+    .bind(a.cost_usd)
+    .bind(a.started_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The attempts of a task, in order.
+pub async fn attempts(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    task_id: &str,
+) -> Result<Vec<Attempt>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT seq, provider, integration_id, plugin, model, outcome, error_kind, error_message, \
+             latency_ms, input_tokens, output_tokens, cost_usd, started_at \
+         FROM task_attempts WHERE org_id = $1 AND task_id = $2 ORDER BY seq",
+    )
+    .bind(org_id)
+    .bind(task_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// One event of a task, as its watchers see it.
+#[derive(Debug, Clone, FromRow)]
+pub struct Event {
+    /// 1-based, gapless within the task; the SSE event id.
+    pub seq: i64,
+    /// `status`, `attempt`, `delta`, …
+    pub kind: String,
+    /// JSON.
+    pub data: String,
+}
+
+/// Append an event to task `task_id`. Numbering goes through the task row
+/// (`event_seq`), whose row lock orders concurrent writers, so numbers are
+/// gapless and commit in order. Call inside a transaction.
+pub async fn append_event(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    task_id: &str,
+    kind: &str,
+    data: &str,
+) -> Result<i64, sqlx::Error> {
+    let (seq,): (i64,) = sqlx::query_as(
+        "UPDATE tasks SET event_seq = event_seq + 1 WHERE id = $1 AND org_id = $2 RETURNING event_seq",
+    )
+    .bind(task_id)
+    .bind(org_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO task_events (task_id, seq, org_id, kind, data, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(task_id)
+    .bind(seq)
+    .bind(org_id)
+    .bind(kind)
+    .bind(data)
+    .bind(now_ms())
+    .execute(conn)
+    .await?;
+    Ok(seq)
+}
+
+/// Events of a task after number `after`, in order.
+pub async fn events_after(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    task_id: &str,
+    after: i64,
+) -> Result<Vec<Event>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT seq, kind, data FROM task_events \
+         WHERE org_id = $1 AND task_id = $2 AND seq > $3 ORDER BY seq LIMIT 500",
+    )
+    .bind(org_id)
+    .bind(task_id)
+    .bind(after)
+    .fetch_all(conn)
+    .await
+}
+
+/// A cached answer for `key` that has not expired.
+pub async fn cached_response(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    key: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT response FROM response_cache WHERE org_id = $1 AND key = $2 AND expires_at > $3",
+    )
+    .bind(org_id)
+    .bind(key)
+    .bind(now_ms())
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|(r,)| r))
+}
+
+/// Store an answer for `key` until `ttl_ms` from now (replacing an older one).
+pub async fn cache_response(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    key: &str,
+    response: &str,
+    ttl_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    sqlx::query("DELETE FROM response_cache WHERE org_id = $1 AND key = $2")
+        .bind(org_id)
+        .bind(key)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO response_cache (org_id, key, response, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(org_id)
+    .bind(key)
+    .bind(response)
+    .bind(now)
+    .bind(now + ttl_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,640 @@
+//! The OpenAI-compatible gateway: `POST /v1/chat/completions` (plain and
+//! streamed) and `GET /v1/models` through the real `openai-compatible`
+//! plugin to the mock upstream; fallback between integrations; errors; the
+//! request recorded as a `gateway` task with its cost and an audit entry;
+//! and the official OpenAI Python SDK pointed at vel.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use vel_mock_upstream::{Fault, MockUpstream, count_tokens, expected_answer};
+
+use crate::support::{Backend, Resp, Server};
+
+/// Declared prices of `gpt-4o-mini` in the `openai-compatible` plugin, $/1K tokens.
+const MINI_INPUT_PER_1K: f64 = 0.0002;
+const MINI_OUTPUT_PER_1K: f64 = 0.0006;
+
+/// Create an `openai_compatible` integration called `name` pointing at `mock`.
+async fn integration(s: &Server, token: &str, name: &str, mock: &MockUpstream) {
+    s.post(
+        "/api/integrations",
+        token,
+        json!({ "name": name, "provider": "openai_compatible",
+                "base_url": format!("{}/v1", mock.base_url()),
+                "default_model": "gpt-4o-mini", "api_key": "sk-gateway-test-0123456789",
+                "timeout_ms": 10000 }),
+    )
+    .await
+    .expect(201);
+}
+
+/// An API key with `role`, made by `token`'s holder.
+async fn api_key(s: &Server, token: &str, role: &str) -> String {
+    let r = s
+        .post(
+            "/api/api-keys",
+            token,
+            json!({ "name": format!("gateway-{role}"), "role": role }),
+        )
+        .await
+        .expect(201);
+    r.body["key"].as_str().expect("key").to_string()
+}
+
+async fn chat(s: &Server, token: &str, body: Value) -> Resp {
+    s.post("/v1/chat/completions", token, body).await
+}
+
+/// The raw text of a streamed completion, after checking status and type.
+async fn chat_stream(s: &Server, token: &str, body: Value) -> String {
+    let resp = s
+        .http
+        .post(s.url("/v1/chat/completions"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let text = resp.text().await.expect("body");
+    assert_eq!(status.as_u16(), 200, "body: {text}");
+    assert_eq!(content_type, "text/event-stream", "body: {text}");
+    text
+}
+
+/// The `data:` payloads of an SSE body, in order.
+fn events(text: &str) -> Vec<String> {
+    text.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            e.strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("not a data event: {e:?}"))
+                .to_string()
+        })
+        .collect()
+}
+
+/// The task recorded for response id `id` (`chatcmpl-<task id>`), once the
+/// recorder has written it (it writes within ~50 ms of the request ending).
+async fn recorded_task(s: &Server, token: &str, id: &str) -> Value {
+    let task_id = id.strip_prefix("chatcmpl-").expect("chatcmpl- id");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = s.get(&format!("/api/tasks/{task_id}"), token).await;
+        if r.status.as_u16() == 200 {
+            return r.body;
+        }
+        assert_eq!(r.status.as_u16(), 404, "body: {}", r.body);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gateway request {task_id} was not recorded; stderr:\n{}",
+            s.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn mini_cost(input: u64, output: u64) -> f64 {
+    input as f64 / 1000.0 * MINI_INPUT_PER_1K + output as f64 / 1000.0 * MINI_OUTPUT_PER_1K
+}
+
+fn assert_close(a: f64, b: f64) {
+    assert!((a - b).abs() < 1e-12, "{a} != {b}");
+}
+
+async fn plain_completion_is_answered_and_recorded(b: Backend) {
+    let mock = MockUpstream::start().await;
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    integration(&s, &admin, "upstream", &mock).await;
+    let key = api_key(&s, &admin, "task_executor").await;
+
+    let r = chat(
+        &s,
+        &key,
+        json!({ "model": "gpt-4o-mini", "temperature": 0.2, "top_p": 1, "frequency_penalty": 0,
+                "messages": [{"role": "system", "content": "be brief"},
+                             {"role": "user", "content": [{"type": "text", "text": "hello there"},
+                                                          {"type": "text", "text": " world"}]}] }),
+    )
+    .await
+    .expect(200);
+    let body = &r.body;
+    let id = body["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("chatcmpl-"), "{body}");
+    assert_eq!(body["object"], "chat.completion");
+    assert!(body["created"].as_i64().unwrap() > 1_600_000_000);
+    assert_eq!(body["model"], "gpt-4o-mini");
+    assert_eq!(body["choices"].as_array().unwrap().len(), 1);
+    let choice = &body["choices"][0];
+    assert_eq!(choice["index"], 0);
+    assert_eq!(choice["message"]["role"], "assistant");
+    let answer = expected_answer("hello there world");
+    assert_eq!(choice["message"]["content"], answer.as_str());
+    assert_eq!(choice["finish_reason"], "stop");
+    let input = count_tokens("be brief") + count_tokens("hello there world");
+    let output = count_tokens(&answer);
+    assert_eq!(body["usage"]["prompt_tokens"], input);
+    assert_eq!(body["usage"]["completion_tokens"], output);
+    assert_eq!(body["usage"]["total_tokens"], input + output);
+    assert_eq!(r.headers["x-vel-provider"], "upstream");
+    let cost: f64 = r.headers["x-vel-cost-usd"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_close(cost, mini_cost(input, output));
+    assert!(cost > 0.0);
+
+    // What reached the upstream: the model, the joined text parts, the sampling.
+    let sent = mock.requests();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let sent = sent[0].body.clone().unwrap();
+    assert_eq!(sent["model"], "gpt-4o-mini");
+    assert_eq!(sent["messages"][1]["content"], "hello there world");
+
+    // Recorded as a gateway task with tokens and cost from the declared prices.
+    let task = recorded_task(&s, &admin, &id).await;
+    assert_eq!(task["source"], "gateway");
+    assert_eq!(task["status"], "completed");
+    assert_eq!(task["stream"], false);
+    assert_eq!(task["provider"], "upstream");
+    assert_eq!(task["model"], "gpt-4o-mini");
+    assert_eq!(task["input_tokens"], input);
+    assert_eq!(task["output_tokens"], output);
+    assert_close(task["cost_usd"].as_f64().unwrap(), mini_cost(input, output));
+    assert_eq!(task["result"]["text"], answer.as_str());
+    let attempts = task["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{task}");
+    assert_eq!(attempts[0]["outcome"], "ok");
+    let list = s.get("/api/tasks", &admin).await.expect(200);
+    assert_eq!(list.body["total"], 1);
+    assert_eq!(list.body["items"][0]["source"], "gateway");
+
+    // One audit entry, without the prompt.
+    let audit = s
+        .get("/api/audit-logs?action=gateway_request", &admin)
+        .await
+        .expect(200);
+    assert_eq!(audit.body["total"], 1, "{}", audit.body);
+    let entry = &audit.body["items"][0]["payload"];
+    assert_eq!(entry["status"], "completed");
+    assert_eq!(entry["provider"], "upstream");
+    assert_eq!(entry["usage"], json!({ "input": input, "output": output }));
+    assert_close(
+        entry["cost_usd"].as_f64().unwrap(),
+        mini_cost(input, output),
+    );
+    assert!(
+        !audit.body.to_string().contains("hello there"),
+        "{}",
+        audit.body
+    );
+
+    // An access token works as well as an API key.
+    let r = chat(
+        &s,
+        &admin,
+        json!({ "model": "auto", "messages": [{"role": "user", "content": "hi"}] }),
+    )
+    .await
+    .expect(200);
+    assert_eq!(r.body["choices"][0]["message"]["content"], "echo: hi");
+
+    // The model list: `auto`, `integration/model` and bare ids.
+    let models = s.get("/v1/models", &key).await.expect(200);
+    assert_eq!(models.body["object"], "list");
+    let data = models.body["data"].as_array().unwrap();
+    let find = |id: &str| data.iter().find(|m| m["id"] == id).cloned();
+    assert_eq!(find("auto").expect("auto")["object"], "model");
+    assert_eq!(
+        find("upstream/gpt-4o-mini").expect("pinned")["owned_by"],
+        "upstream"
+    );
+    assert_eq!(find("gpt-4o-mini").expect("bare")["owned_by"], "upstream");
+    assert!(find("upstream/gpt-4o").is_some());
+
+    // A viewer may list models but not run completions.
+    let viewer = api_key(&s, &admin, "viewer").await;
+    s.get("/v1/models", &viewer).await.expect(200);
+    chat(
+        &s,
+        &viewer,
+        json!({ "model": "auto", "messages": [{"role": "user", "content": "hi"}] }),
+    )
+    .await
+    .expect_error(403, "forbidden");
+}
+
+async fn streamed_completion_sends_chunks_usage_and_done(b: Backend) {
+    let mock = MockUpstream::start().await;
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    integration(&s, &admin, "upstream", &mock).await;
+    let key = api_key(&s, &admin, "task_executor").await;
+
+    let prompt = "one two three four";
+    let text = chat_stream(
+        &s,
+        &key,
+        json!({ "model": "upstream/gpt-4o-mini", "stream": true,
+                "stream_options": {"include_usage": true},
+                "messages": [{"role": "user", "content": prompt}] }),
+    )
+    .await;
+    let sent = events(&text);
+    assert_eq!(sent.last().map(String::as_str), Some("[DONE]"), "{text}");
+    let chunks: Vec<Value> = sent[..sent.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap_or_else(|_| panic!("not JSON: {e}")))
+        .collect();
+    let id = chunks[0]["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("chatcmpl-"));
+    for c in &chunks {
+        assert_eq!(c["id"], id.as_str(), "{text}");
+        assert_eq!(c["object"], "chat.completion.chunk", "{text}");
+        assert_eq!(c["model"], "gpt-4o-mini", "{text}");
+    }
+    // Role first, then content deltas, then the finish reason, then usage.
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let usage_chunk = chunks.last().unwrap();
+    assert_eq!(usage_chunk["choices"], json!([]), "{text}");
+    let finish = &chunks[chunks.len() - 2];
+    assert_eq!(finish["choices"][0]["finish_reason"], "stop", "{text}");
+    assert_eq!(finish["choices"][0]["delta"], json!({}));
+    let deltas: Vec<&str> = chunks[1..chunks.len() - 2]
+        .iter()
+        .map(|c| {
+            assert!(c["choices"][0]["finish_reason"].is_null(), "{text}");
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .expect("content delta")
+        })
+        .collect();
+    let answer = expected_answer(prompt);
+    assert_eq!(deltas.concat(), answer);
+    assert!(
+        deltas.len() >= count_tokens(&answer) as usize,
+        "expected one delta per word: {deltas:?}"
+    );
+    let input = count_tokens(prompt);
+    let output = count_tokens(&answer);
+    assert_eq!(usage_chunk["usage"]["prompt_tokens"], input);
+    assert_eq!(usage_chunk["usage"]["completion_tokens"], output);
+    assert_eq!(usage_chunk["usage"]["total_tokens"], input + output);
+    assert!(mock.requests()[0].is_stream());
+
+    let task = recorded_task(&s, &admin, &id).await;
+    assert_eq!(task["source"], "gateway");
+    assert_eq!(task["status"], "completed");
+    assert_eq!(task["stream"], true);
+    assert_eq!(task["result"]["text"], answer.as_str());
+    assert_close(task["cost_usd"].as_f64().unwrap(), mini_cost(input, output));
+
+    // Without include_usage there is no usage chunk.
+    let text = chat_stream(
+        &s,
+        &key,
+        json!({ "model": "auto", "stream": true, "messages": [{"role": "user", "content": "x"}] }),
+    )
+    .await;
+    let sent = events(&text);
+    assert_eq!(sent.last().map(String::as_str), Some("[DONE]"));
+    let last: Value = serde_json::from_str(&sent[sent.len() - 2]).unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "stop", "{text}");
+    assert!(!text.contains("\"usage\""), "{text}");
+}
+
+async fn failing_integration_falls_back_to_another(b: Backend) {
+    let failing = MockUpstream::start().await;
+    failing.set_default(Fault::Status(500));
+    let healthy = MockUpstream::start().await;
+    let s = Server::start_with(b, &[("VEL_RETRY_BASE_MS", "1")]).await;
+    let admin = s.admin_token().await;
+    // Created first, so the router tries it first among equals.
+    integration(&s, &admin, "primary", &failing).await;
+    integration(&s, &admin, "secondary", &healthy).await;
+    let key = api_key(&s, &admin, "task_executor").await;
+
+    let r = chat(
+        &s,
+        &key,
+        json!({ "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "fall back"}] }),
+    )
+    .await
+    .expect(200);
+    assert_eq!(r.headers["x-vel-provider"], "secondary");
+    assert_eq!(
+        r.body["choices"][0]["message"]["content"],
+        "echo: fall back"
+    );
+    assert!(
+        !failing.requests().is_empty(),
+        "the primary was never tried"
+    );
+    let task = recorded_task(&s, &admin, r.body["id"].as_str().unwrap()).await;
+    let attempts = task["attempts"].as_array().unwrap();
+    assert!(attempts.len() >= 2, "{task}");
+    assert_eq!(attempts[0]["provider"], "primary");
+    assert_ne!(attempts[0]["outcome"], "ok");
+    let last = attempts.last().unwrap();
+    assert_eq!(last["provider"], "secondary");
+    assert_eq!(last["outcome"], "ok");
+    assert_eq!(task["provider"], "secondary");
+
+    // Streaming falls back too.
+    let text = chat_stream(
+        &s,
+        &key,
+        json!({ "model": "gpt-4o-mini", "stream": true,
+                "messages": [{"role": "user", "content": "still here"}] }),
+    )
+    .await;
+    let content: String = events(&text)
+        .iter()
+        .filter(|e| *e != "[DONE]")
+        .filter_map(|e| {
+            serde_json::from_str::<Value>(e).unwrap()["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(content, "echo: still here", "{text}");
+
+    // When every provider fails: 502 with the dispatch error's kind.
+    healthy.set_default(Fault::Status(500));
+    let r = chat(
+        &s,
+        &key,
+        json!({ "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "nobody"}] }),
+    )
+    .await
+    .expect_error(502, "all_attempts_failed");
+    let task_id = r.headers["x-vel-task-id"].to_str().unwrap().to_string();
+    let task = recorded_task(&s, &admin, &format!("chatcmpl-{task_id}")).await;
+    assert_eq!(task["status"], "failed");
+    assert_eq!(task["error"]["kind"], "all_attempts_failed");
+}
+
+async fn bad_requests_get_proper_errors(b: Backend) {
+    let mock = MockUpstream::start().await;
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let key = api_key(&s, &admin, "task_executor").await;
+    let hello = json!([{"role": "user", "content": "hello"}]);
+
+    // No integration yet: nothing can answer.
+    chat(&s, &key, json!({ "model": "auto", "messages": hello }))
+        .await
+        .expect_error(503, "no_candidate");
+
+    integration(&s, &admin, "upstream", &mock).await;
+    for model in [
+        "no-such-model",
+        "upstream/no-such-model",
+        "elsewhere/gpt-4o-mini",
+    ] {
+        let r = chat(&s, &key, json!({ "model": model, "messages": hello }))
+            .await
+            .expect_error(404, "not_found");
+        assert!(r.body["error"]["details"]["model"].is_array(), "{}", r.body);
+    }
+
+    // No credentials, bad credentials.
+    s.call(
+        Method::POST,
+        "/v1/chat/completions",
+        None,
+        Some(json!({ "model": "auto", "messages": hello })),
+    )
+    .await
+    .expect_error(401, "unauthorized");
+    s.call(Method::GET, "/v1/models", Some("vel_not-a-key"), None)
+        .await
+        .expect_error(401, "unauthorized");
+
+    // Bodies that name the bad field.
+    let cases = [
+        (json!({ "messages": hello }), "model"),
+        (json!({ "model": "auto" }), "messages"),
+        (json!({ "model": "auto", "messages": [] }), "messages"),
+        (
+            json!({ "model": "auto", "messages": hello, "temperature": 3 }),
+            "temperature",
+        ),
+        (
+            json!({ "model": "auto", "messages": hello, "max_tokens": 0 }),
+            "max_tokens",
+        ),
+        (json!({ "model": "auto", "messages": hello, "n": 2 }), "n"),
+        (
+            json!({ "model": "auto", "messages": hello, "stop": ["a", "b", "c", "d", "e"] }),
+            "stop",
+        ),
+        (
+            json!({ "model": "auto", "messages": [{"role": "robot", "content": "x"}] }),
+            "messages[0].role",
+        ),
+        (
+            json!({ "model": "auto", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}] }),
+            "messages[0].content[0].type",
+        ),
+        (json!({ "model": 7, "messages": hello }), "model"),
+    ];
+    for (body, field) in cases {
+        let r = chat(&s, &key, body.clone())
+            .await
+            .expect_error(422, "validation_failed");
+        assert!(
+            r.body["error"]["details"][field].is_array(),
+            "{body} should name {field}: {}",
+            r.body
+        );
+    }
+    s.raw(
+        Method::POST,
+        "/v1/chat/completions",
+        Some(&key),
+        "application/json",
+        b"{\"model\": ".to_vec(),
+    )
+    .await
+    .expect_error(400, "invalid_json");
+    s.raw(
+        Method::POST,
+        "/v1/chat/completions",
+        Some(&key),
+        "text/plain",
+        b"hi".to_vec(),
+    )
+    .await
+    .expect_error(415, "unsupported_media_type");
+    let r = s
+        .http
+        .post(s.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("x-vel-task-type", "poetry")
+        .json(&json!({ "model": "auto", "messages": hello }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+
+    // The task type header is taken; fields vel does not use are tolerated.
+    let r = s
+        .http
+        .post(s.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("x-vel-task-type", "light")
+        .json(
+            &json!({ "model": "auto", "messages": hello, "logprobs": false,
+                       "presence_penalty": 0.5, "seed": 3, "user": "end-user-1" }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body: Value = r.json().await.unwrap();
+    let task = recorded_task(&s, &admin, body["id"].as_str().unwrap()).await;
+    assert_eq!(task["task_type"], "light");
+}
+
+/// The interpreter of the venv `.ci/run` prepares (`target/py`), or `VEL_TEST_PYTHON`.
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("VEL_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    let python = root.join("target/py/bin/python");
+    assert!(
+        python.exists(),
+        "the OpenAI Python SDK is needed for this test: run \
+         `python3 -m venv target/py && target/py/bin/pip install openai` \
+         (as .ci/run does), or set VEL_TEST_PYTHON to an interpreter that has it; \
+         {} does not exist",
+        python.display()
+    );
+    python
+}
+
+const SDK_SCRIPT: &str = r#"
+import json, sys
+import openai
+from openai import OpenAI
+
+client = OpenAI(base_url=sys.argv[1], api_key=sys.argv[2], max_retries=0)
+out = {}
+r = client.chat.completions.create(
+    model="gpt-4o-mini",
+    messages=[{"role": "system", "content": "be brief"},
+              {"role": "user", "content": "hello from python"}],
+    max_tokens=50, temperature=0.5)
+out["plain"] = {"id": r.id, "object": r.object, "model": r.model,
+                "content": r.choices[0].message.content, "role": r.choices[0].message.role,
+                "finish_reason": r.choices[0].finish_reason,
+                "usage": [r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens]}
+parts, usage, finish, chunks = [], None, None, 0
+stream = client.chat.completions.create(
+    model="auto", messages=[{"role": "user", "content": "stream to python"}],
+    stream=True, stream_options={"include_usage": True})
+for chunk in stream:
+    chunks += 1
+    if chunk.usage is not None:
+        usage = [chunk.usage.prompt_tokens, chunk.usage.completion_tokens, chunk.usage.total_tokens]
+    for c in chunk.choices:
+        if c.delta.content:
+            parts.append(c.delta.content)
+        if c.finish_reason:
+            finish = c.finish_reason
+out["stream"] = {"content": "".join(parts), "finish_reason": finish, "usage": usage, "chunks": chunks}
+out["models"] = [m.id for m in client.models.list()]
+try:
+    client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+    out["not_found"] = None
+except openai.NotFoundError as e:
+    out["not_found"] = e.status_code
+print(json.dumps(out))
+"#;
+
+async fn openai_python_sdk_works_unchanged(b: Backend) {
+    let python = python();
+    let mock = MockUpstream::start().await;
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    integration(&s, &admin, "upstream", &mock).await;
+    let key = api_key(&s, &admin, "task_executor").await;
+
+    let output = tokio::process::Command::new(&python)
+        .arg("-c")
+        .arg(SDK_SCRIPT)
+        .arg(format!("{}/v1", s.base))
+        .arg(&key)
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .await
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the SDK script failed:\n{stderr}\nstdout: {stdout}\nserver stderr:\n{}",
+        s.stderr()
+    );
+    let out: Value = serde_json::from_str(stdout.trim()).expect("JSON from the script");
+
+    let plain = &out["plain"];
+    assert!(plain["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert_eq!(plain["object"], "chat.completion");
+    assert_eq!(plain["model"], "gpt-4o-mini");
+    assert_eq!(plain["role"], "assistant");
+    assert_eq!(plain["content"], "echo: hello from python");
+    assert_eq!(plain["finish_reason"], "stop");
+    let input = count_tokens("be brief") + count_tokens("hello from python");
+    let output_tokens = count_tokens("echo: hello from python");
+    assert_eq!(
+        plain["usage"],
+        json!([input, output_tokens, input + output_tokens])
+    );
+
+    let stream = &out["stream"];
+    assert_eq!(stream["content"], "echo: stream to python");
+    assert_eq!(stream["finish_reason"], "stop");
+    assert!(stream["chunks"].as_u64().unwrap() >= 5, "{stream}");
+    let (i, o) = (
+        count_tokens("stream to python"),
+        count_tokens("echo: stream to python"),
+    );
+    assert_eq!(stream["usage"], json!([i, o, i + o]));
+
+    let models = out["models"].as_array().unwrap();
+    assert!(models.contains(&json!("auto")), "{models:?}");
+    assert!(
+        models.contains(&json!("upstream/gpt-4o-mini")),
+        "{models:?}"
+    );
+    assert_eq!(out["not_found"], 404);
+
+    // Both SDK completions were recorded as gateway tasks.
+    recorded_task(&s, &admin, plain["id"].as_str().unwrap()).await;
+}
+
+dual_backend_tests!(
+    plain_completion_is_answered_and_recorded,
+    streamed_completion_sends_chunks_usage_and_done,
+    failing_integration_falls_back_to_another,
+    bad_requests_get_proper_errors,
+    openai_python_sdk_works_unchanged,
+);

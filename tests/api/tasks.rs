@@ -1,0 +1,833 @@
+//! Tasks end to end: the real binary, the real router and provider plugins,
+//! a fault-injecting upstream on loopback. Waiting is done on the task's
+//! own event stream (SSE) or on the upstream's counters, never by sleeping.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::Method;
+use serde_json::{Value, json};
+use vel_mock_upstream::{Fault, MockUpstream, count_tokens};
+
+use crate::support::{Backend, Server};
+
+const KEY: &str = "sk-tasks-test-key-0123456789";
+
+/// An `openai_compatible` integration called `name` pointing at `mock`.
+async fn upstream(s: &Server, token: &str, name: &str, mock: &MockUpstream) -> String {
+    let created = s
+        .post(
+            "/api/integrations",
+            token,
+            json!({ "name": name, "provider": "openai_compatible",
+                    "base_url": format!("{}/v1", mock.base_url()),
+                    "default_model": "gpt-4o-mini", "api_key": KEY, "timeout_ms": 5000 }),
+        )
+        .await
+        .expect(201);
+    created.body["id"].as_str().unwrap().to_string()
+}
+
+/// The offline `mock` provider as an integration.
+async fn mock_integration(s: &Server, token: &str) {
+    s.post(
+        "/api/integrations",
+        token,
+        json!({ "name": "mock", "provider": "mock" }),
+    )
+    .await
+    .expect(201);
+}
+
+async fn submit(s: &Server, token: &str, body: Value) -> String {
+    let r = s.post("/api/tasks", token, body).await.expect(201);
+    assert_eq!(r.body["status"], "pending");
+    r.body["id"].as_str().unwrap().to_string()
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone)]
+struct Sse {
+    id: i64,
+    event: String,
+    data: Value,
+}
+
+/// Read the task's event stream until it closes (after the terminal
+/// status); `after` is sent as `Last-Event-ID`.
+async fn events(s: &Server, token: &str, id: &str, after: Option<i64>) -> Vec<Sse> {
+    let mut req = s
+        .http
+        .get(s.url(&format!("/api/tasks/{id}/stream")))
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(60));
+    if let Some(after) = after {
+        req = req.header("Last-Event-ID", after.to_string());
+    }
+    let resp = req.send().await.expect("stream request");
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut body = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        buf.push_str(&String::from_utf8_lossy(&chunk.expect("stream chunk")));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let (mut ev, mut data, mut eid) = (String::new(), String::new(), None);
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    ev = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    eid = v.trim().parse().ok();
+                }
+            }
+            if let Some(id) = eid {
+                out.push(Sse {
+                    id,
+                    event: ev,
+                    data: serde_json::from_str(&data).unwrap_or(Value::Null),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Read the task's event stream until an event of kind `kind` arrives.
+async fn first_event(s: &Server, token: &str, id: &str, kind: &str) -> Value {
+    let resp = s
+        .http
+        .get(s.url(&format!("/api/tasks/{id}/stream")))
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("stream request");
+    let mut body = resp.bytes_stream();
+    let mut buf = String::new();
+    while let Some(chunk) = body.next().await {
+        buf.push_str(&String::from_utf8_lossy(&chunk.expect("stream chunk")));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            if block.lines().any(|l| l == format!("event: {kind}")) {
+                let data = block
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .unwrap_or("null");
+                return serde_json::from_str(data).unwrap_or(Value::Null);
+            }
+        }
+    }
+    panic!("the stream ended without a {kind} event");
+}
+
+/// Wait (on the event stream) until the task is terminal; return it.
+async fn finished(s: &Server, token: &str, id: &str) -> Value {
+    let evs = events(s, token, id, None).await;
+    let last = evs.last().expect("at least one event");
+    assert_eq!(last.event, "status");
+    s.get(&format!("/api/tasks/{id}"), token)
+        .await
+        .expect(200)
+        .body
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-12
+}
+
+async fn test_mock_task_completes_with_history(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    mock_integration(&s, &admin).await;
+    let id = submit(
+        &s,
+        &admin,
+        json!({ "description": "say hello", "prompt": "hello there", "task_type": "light" }),
+    )
+    .await;
+    let evs = events(&s, &admin, &id, None).await;
+    let kinds: Vec<&str> = evs.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"status"));
+    assert!(
+        kinds.contains(&"plan") && kinds.contains(&"attempt"),
+        "{kinds:?}"
+    );
+    let ids: Vec<i64> = evs.iter().map(|e| e.id).collect();
+    assert_eq!(
+        ids,
+        (1..=ids.len() as i64).collect::<Vec<_>>(),
+        "gapless numbering"
+    );
+    assert_eq!(evs.last().unwrap().data["status"], "completed");
+
+    let task = s
+        .get(&format!("/api/tasks/{id}"), &admin)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(task["status"], "completed");
+    assert_eq!(task["result"]["text"], "echo: hello there");
+    assert_eq!(task["result"]["cached"], false);
+    assert_eq!(task["provider"], "mock");
+    let attempts = task["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0]["outcome"], "ok");
+    assert_eq!(attempts[0]["input_tokens"], task["input_tokens"]);
+    assert!(task["finished_at"].is_string());
+
+    // Listed, filterable by status.
+    let list = s
+        .get("/api/tasks?status=completed", &admin)
+        .await
+        .expect(200);
+    assert_eq!(list.body["total"], 1);
+    assert_eq!(list.body["limit"], 20);
+    let none = s.get("/api/tasks?status=failed", &admin).await.expect(200);
+    assert_eq!(none.body["total"], 0);
+    s.get("/api/tasks?status=done", &admin)
+        .await
+        .expect_error(400, "invalid_query");
+}
+
+async fn test_bad_submissions_are_refused_and_store_nothing(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let long = "x".repeat(1001);
+    for (body, field) in [
+        (json!({ "description": long, "prompt": "p" }), "description"),
+        (json!({ "description": "d" }), "prompt"),
+        (
+            json!({ "description": "d", "prompt": "p", "messages": [] }),
+            "prompt",
+        ),
+        (
+            json!({ "description": "d", "prompt": "p", "task_type": "poetry" }),
+            "task_type",
+        ),
+        (
+            json!({ "description": "d", "messages": [{ "role": "robot", "content": "x" }] }),
+            "messages[0].role",
+        ),
+        (
+            json!({ "description": "d", "prompt": "p", "parameters": { "temperature": 3.0 } }),
+            "parameters.temperature",
+        ),
+        (
+            json!({ "description": "d", "prompt": "p", "agent_id": "nope" }),
+            "agent_id",
+        ),
+    ] {
+        let r = s.post("/api/tasks", &admin, body.clone()).await;
+        assert_eq!(r.status.as_u16(), 422, "{body}: {}", r.body);
+        assert!(
+            r.body["error"]["details"].get(field).is_some(),
+            "{body}: expected an error on {field}: {}",
+            r.body
+        );
+    }
+    let r = s
+        .post(
+            "/api/tasks",
+            &admin,
+            json!({ "description": "d", "prompt": "p", "colour": 1 }),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 422, "{}", r.body);
+    let viewer = s.user_with_role(&admin, "viewer@t.test", "viewer").await;
+    s.post(
+        "/api/tasks",
+        &viewer,
+        json!({ "description": "d", "prompt": "p" }),
+    )
+    .await
+    .expect(403);
+    let list = s.get("/api/tasks", &admin).await.expect(200);
+    assert_eq!(list.body["total"], 0);
+    s.get("/api/tasks/nope", &admin).await.expect(404);
+}
+
+async fn test_unfinished_limit_idempotency_and_cancel(b: Backend) {
+    let s = Server::start_with(b, &[("VEL_MAX_UNFINISHED_TASKS", "2")]).await;
+    let admin = s.admin_token().await;
+    let mock = MockUpstream::start().await;
+    mock.set_default(Fault::Hang);
+    upstream(&s, &admin, "openai", &mock).await;
+
+    let body = json!({ "description": "hang", "prompt": "one" });
+    let first = s
+        .call(Method::POST, "/api/tasks", Some(&admin), Some(body.clone()))
+        .await;
+    // Idempotency: same key and body → the same task, 200.
+    let keyed = |key: &str, body: Value| {
+        s.http
+            .post(s.url("/api/tasks"))
+            .bearer_auth(&admin)
+            .header("Idempotency-Key", key.to_string())
+            .json(&body)
+            .send()
+    };
+    let a = keyed("k-1", json!({ "description": "hang", "prompt": "two" }))
+        .await
+        .unwrap();
+    assert_eq!(a.status(), 201);
+    let a: Value = a.json().await.unwrap();
+    let again = keyed("k-1", json!({ "description": "hang", "prompt": "two" }))
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], a["id"]);
+    let other = keyed("k-1", json!({ "description": "hang", "prompt": "three" }))
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 409);
+
+    // Two unfinished: the third is refused.
+    s.post(
+        "/api/tasks",
+        &admin,
+        json!({ "description": "hang", "prompt": "four" }),
+    )
+    .await
+    .expect_error(429, "rate_limited");
+
+    // Both reach the upstream, which hangs; cancelling drops the connection.
+    mock.wait_for_in_flight(2).await;
+    let id = first.body["id"].as_str().unwrap();
+    let cancelled = s
+        .post(&format!("/api/tasks/{id}/cancel"), &admin, json!({}))
+        .await
+        .expect(200);
+    assert_eq!(cancelled.body["status"], "cancelled");
+    let stats = mock.wait_for_dropped(1).await;
+    assert_eq!(stats.in_flight, 1, "the other task still waits: {stats:?}");
+    s.post(&format!("/api/tasks/{id}/cancel"), &admin, json!({}))
+        .await
+        .expect(409);
+    let evs = events(&s, &admin, id, None).await;
+    assert_eq!(evs.last().unwrap().data["status"], "cancelled");
+    // A slot is free again.
+    submit(
+        &s,
+        &admin,
+        json!({ "description": "hang", "prompt": "five" }),
+    )
+    .await;
+    let audit = s
+        .get("/api/audit-logs?action=task_cancelled", &admin)
+        .await
+        .expect(200);
+    assert_eq!(
+        audit.body["items"].as_array().unwrap().len(),
+        1,
+        "{}",
+        audit.body
+    );
+}
+
+async fn test_fallback_costs_and_breaker(b: Backend) {
+    let s = Server::start_with(
+        b,
+        &[
+            ("VEL_RETRY_BASE_MS", "5"),
+            ("VEL_BREAKER_COOL_DOWN_MS", "400"),
+        ],
+    )
+    .await;
+    let admin = s.admin_token().await;
+    let broken = MockUpstream::start().await;
+    broken.set_default(Fault::Status(503));
+    let healthy = MockUpstream::start().await;
+    upstream(&s, &admin, "primary", &broken).await;
+    upstream(&s, &admin, "secondary", &healthy).await;
+
+    // gpt-4o is offered by both, with no figures yet: the router keeps
+    // the organization's order. The primary is tried (1 + 3 retries, all
+    // 503), then the chain falls back to the secondary, which answers.
+    let prompt = "explain the plan";
+    let id = submit(
+        &s,
+        &admin,
+        json!({ "description": "fallback", "prompt": prompt, "task_type": "reasoning", "cache": false }),
+    )
+    .await;
+    let task = finished(&s, &admin, &id).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["provider"], "secondary");
+    let attempts = task["attempts"].as_array().unwrap();
+    let outcomes: Vec<(&str, &str)> = attempts
+        .iter()
+        .map(|a| {
+            (
+                a["provider"].as_str().unwrap(),
+                a["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("primary", "error"),
+            ("primary", "error"),
+            ("primary", "error"),
+            ("primary", "error"),
+            ("secondary", "ok")
+        ],
+        "{task}"
+    );
+    assert_eq!(attempts[0]["error"]["kind"], "unavailable");
+    assert_eq!(broken.stats().received, 4);
+    // Costs: tokens × the plugin's declared gpt-4o prices ($0.0025 / $0.0100 per 1K).
+    let last = attempts.last().unwrap();
+    assert_eq!(last["model"], "gpt-4o");
+    let input = count_tokens(prompt) as f64;
+    let output = count_tokens(&format!("echo: {prompt}")) as f64;
+    let expected = input / 1000.0 * 0.0025 + output / 1000.0 * 0.0100;
+    assert!(
+        close(last["cost_usd"].as_f64().unwrap(), expected),
+        "{last} vs {expected}"
+    );
+    assert!(
+        close(task["cost_usd"].as_f64().unwrap(), expected),
+        "{task}"
+    );
+    assert_eq!(task["output_tokens"].as_f64().unwrap(), output);
+
+    // Pinned to the primary: its 5th failure in a row opens the circuit,
+    // and the retry is skipped instead of calling it.
+    let id = submit(
+        &s,
+        &admin,
+        json!({ "description": "pinned", "prompt": "pinned", "parameters": { "model": "primary/gpt-4o" }, "cache": false }),
+    )
+    .await;
+    let task = finished(&s, &admin, &id).await;
+    assert_eq!(task["status"], "failed", "{task}");
+    assert_eq!(task["error"]["kind"], "all_attempts_failed");
+    let attempts = task["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{task}");
+    assert_eq!(attempts[1]["outcome"], "skipped");
+    assert_eq!(attempts[1]["error"]["kind"], "circuit_open");
+    assert_eq!(broken.stats().received, 5);
+
+    // While it is open, the router leaves the primary out altogether.
+    let id = submit(
+        &s,
+        &admin,
+        json!({ "description": "skip", "prompt": "again", "task_type": "reasoning", "cache": false }),
+    )
+    .await;
+    let task = finished(&s, &admin, &id).await;
+    assert_eq!(task["status"], "completed");
+    assert_eq!(task["attempts"].as_array().unwrap().len(), 1, "{task}");
+    assert_eq!(task["provider"], "secondary");
+    assert_eq!(broken.stats().received, 5, "open circuit: no call");
+
+    // The primary recovers; after the cool-down one probe goes through and
+    // closes the circuit again.
+    broken.set_default(Fault::Ok);
+    let mut probed = false;
+    for n in 0..200 {
+        let id = submit(
+            &s,
+            &admin,
+            json!({ "description": "probe", "prompt": format!("probe {n}"),
+                    "parameters": { "model": "primary/gpt-4o" }, "cache": false }),
+        )
+        .await;
+        let task = finished(&s, &admin, &id).await;
+        if task["status"] == "completed" {
+            assert_eq!(task["provider"], "primary");
+            probed = true;
+            break;
+        }
+        assert_eq!(task["error"]["kind"], "no_candidate", "{task}");
+    }
+    assert!(probed, "the breaker never let a probe through");
+}
+
+async fn test_retry_after_is_honoured(b: Backend) {
+    let s = Server::start_with(b, &[("VEL_RETRY_BASE_MS", "5")]).await;
+    let admin = s.admin_token().await;
+    let mock = MockUpstream::start().await;
+    mock.push(Fault::RateLimited {
+        retry_after_secs: 1,
+    });
+    upstream(&s, &admin, "openai", &mock).await;
+    let id = submit(
+        &s,
+        &admin,
+        json!({ "description": "429", "prompt": "wait for it" }),
+    )
+    .await;
+    let task = finished(&s, &admin, &id).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    let attempts = task["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{task}");
+    assert_eq!(attempts[0]["error"]["kind"], "rate_limited");
+    let t0 =
+        chrono::DateTime::parse_from_rfc3339(attempts[0]["started_at"].as_str().unwrap()).unwrap();
+    let t1 =
+        chrono::DateTime::parse_from_rfc3339(attempts[1]["started_at"].as_str().unwrap()).unwrap();
+    assert!(
+        (t1 - t0).num_milliseconds() >= 1000,
+        "the retry came {} ms after the 429, before Retry-After",
+        (t1 - t0).num_milliseconds()
+    );
+}
+
+async fn test_stream_deltas_in_order_and_resume(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let mock = MockUpstream::start().await;
+    upstream(&s, &admin, "openai", &mock).await;
+    let prompt = "one two three four five six seven eight";
+    let id = submit(
+        &s,
+        &admin,
+        json!({ "description": "stream", "prompt": prompt, "stream": true }),
+    )
+    .await;
+    let evs = events(&s, &admin, &id, None).await;
+    let text: String = evs
+        .iter()
+        .filter(|e| e.event == "delta")
+        .map(|e| e.data["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(text, format!("echo: {prompt}"));
+    let task = s
+        .get(&format!("/api/tasks/{id}"), &admin)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(task["result"]["text"], text.as_str());
+    assert!(
+        mock.requests()
+            .iter()
+            .any(|r| r.body.as_ref().is_some_and(|b| b["stream"] == true)),
+        "the upstream was asked to stream"
+    );
+
+    // Resume after the second event: exactly the rest, same ids.
+    let rest = events(&s, &admin, &id, Some(2)).await;
+    let want: Vec<i64> = evs.iter().map(|e| e.id).filter(|i| *i > 2).collect();
+    assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), want);
+    let r = s
+        .http
+        .get(s.url(&format!("/api/tasks/{id}/stream")))
+        .bearer_auth(&admin)
+        .header("Last-Event-ID", "soon")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+async fn test_cancel_keeps_partial_output(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let mock = MockUpstream::start().await;
+    mock.push(Fault::StallStream { after_chunks: 2 });
+    upstream(&s, &admin, "openai", &mock).await;
+    let id = submit(
+        &s,
+        &admin,
+        json!({ "description": "stall", "prompt": "alpha beta gamma delta", "stream": true }),
+    )
+    .await;
+    let delta = first_event(&s, &admin, &id, "delta").await;
+    assert!(
+        delta["text"].as_str().is_some_and(|t| !t.is_empty()),
+        "{delta}"
+    );
+    let cancelled = s
+        .post(&format!("/api/tasks/{id}/cancel"), &admin, json!({}))
+        .await
+        .expect(200);
+    mock.wait_for_dropped(1).await;
+    assert_eq!(cancelled.body["status"], "cancelled");
+    let partial = cancelled.body["partial_output"]
+        .as_str()
+        .expect("the cancel answer carries the partial output");
+    assert!(
+        "echo: alpha beta gamma delta".starts_with(partial) && !partial.is_empty(),
+        "{partial:?}"
+    );
+}
+
+async fn test_quiet_streams_get_keep_alives(b: Backend) {
+    let s = Server::start_with(b, &[("VEL_SSE_KEEPALIVE_SECS", "1")]).await;
+    let admin = s.admin_token().await;
+    let mock = MockUpstream::start().await;
+    mock.set_default(Fault::Hang);
+    upstream(&s, &admin, "openai", &mock).await;
+    let id = submit(
+        &s,
+        &admin,
+        json!({ "description": "quiet", "prompt": "hush" }),
+    )
+    .await;
+    mock.wait_for_in_flight(1).await;
+    let resp = s
+        .http
+        .get(s.url(&format!("/api/tasks/{id}/stream")))
+        .bearer_auth(&admin)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap();
+    let mut body = resp.bytes_stream();
+    let mut seen = String::new();
+    while let Some(chunk) = body.next().await {
+        seen.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        // A comment line is a keep-alive; events never start with ':'.
+        if seen.split("\n\n").any(|block| block.starts_with(':')) {
+            return;
+        }
+    }
+    panic!("the stream ended without a keep-alive: {seen}");
+}
+
+async fn test_integration_changes_apply_to_the_next_task(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let first = MockUpstream::start().await;
+    let second = MockUpstream::start().await;
+    let a = upstream(&s, &admin, "alpha", &first).await;
+    let body =
+        |n: u32| json!({ "description": "swap", "prompt": format!("swap {n}"), "cache": false });
+    let id = submit(&s, &admin, body(1)).await;
+    assert_eq!(finished(&s, &admin, &id).await["provider"], "alpha");
+    // The dispatcher caches the organization's integrations; a change made
+    // through the API is seen by the very next task.
+    s.put(
+        &format!("/api/integrations/{a}"),
+        &admin,
+        json!({ "status": "disabled" }),
+    )
+    .await
+    .expect(200);
+    upstream(&s, &admin, "beta", &second).await;
+    let id = submit(&s, &admin, body(2)).await;
+    let task = finished(&s, &admin, &id).await;
+    assert_eq!(task["provider"], "beta", "{task}");
+    assert_eq!(first.stats().received, 1);
+    s.delete(&format!("/api/integrations/{a}"), &admin)
+        .await
+        .expect(204);
+    let id = submit(&s, &admin, body(3)).await;
+    assert_eq!(finished(&s, &admin, &id).await["provider"], "beta");
+}
+
+async fn test_agent_routing_policy_plans_the_task(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    mock_integration(&s, &admin).await;
+    let agent = |policy: &str| {
+        json!({ "name": format!("agent {policy}"), "type": "researcher",
+                "config": { "provider": "mock", "model": "echo", "routing_policy": policy,
+                            "system_prompt": "be brief" } })
+    };
+    let cost = s
+        .post("/api/agents", &admin, agent("cost-router"))
+        .await
+        .expect(201);
+    let missing = s
+        .post("/api/agents", &admin, agent("no-such-router"))
+        .await
+        .expect(201);
+    for (agent, router, note) in [
+        (&cost, "cost-router", None),
+        (&missing, "default-router", Some("no-such-router")),
+    ] {
+        let agent_id = agent.body["id"].as_str().unwrap();
+        let id = submit(
+            &s,
+            &admin,
+            json!({ "description": "routed", "prompt": "route me", "agent_id": agent_id, "cache": false }),
+        )
+        .await;
+        let evs = events(&s, &admin, &id, None).await;
+        let plan = evs
+            .iter()
+            .find(|e| e.event == "plan")
+            .expect("a plan event");
+        assert_eq!(plan.data["router"], router, "{:?}", plan.data);
+        if let Some(note) = note {
+            assert!(
+                plan.data["reason"].as_str().unwrap().contains(note),
+                "{:?}",
+                plan.data
+            );
+        }
+        let task = s
+            .get(&format!("/api/tasks/{id}"), &admin)
+            .await
+            .expect(200)
+            .body;
+        assert_eq!(task["status"], "completed", "{task}");
+        assert_eq!(task["agent_id"], agent_id);
+        // The agent's model and system prompt were applied.
+        assert_eq!(task["request"]["model"], "echo");
+        assert_eq!(task["request"]["messages"][0]["role"], "system");
+    }
+}
+
+async fn test_identical_requests_come_from_the_cache(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let mock = MockUpstream::start().await;
+    upstream(&s, &admin, "openai", &mock).await;
+    let body =
+        json!({ "description": "cache", "prompt": "what is cached", "task_type": "research" });
+    let first = submit(&s, &admin, body.clone()).await;
+    assert_eq!(
+        finished(&s, &admin, &first).await["result"]["cached"],
+        false
+    );
+    assert_eq!(mock.stats().received, 1);
+    let second = submit(&s, &admin, body.clone()).await;
+    let task = finished(&s, &admin, &second).await;
+    assert_eq!(task["status"], "completed");
+    assert_eq!(task["cached"], true);
+    assert_eq!(task["result"]["cached"], true);
+    assert_eq!(task["result"]["text"], "echo: what is cached");
+    assert_eq!(
+        mock.stats().received,
+        1,
+        "served without calling the provider"
+    );
+    let mut uncached = body.clone();
+    uncached["cache"] = json!(false);
+    let third = submit(&s, &admin, uncached).await;
+    assert_eq!(finished(&s, &admin, &third).await["cached"], false);
+    assert_eq!(mock.stats().received, 2);
+}
+
+async fn test_sigkill_loses_no_task(b: Backend) {
+    let mut s = Server::start_with(
+        b,
+        &[
+            ("VEL_TASK_LEASE_MS", "1000"),
+            ("VEL_MAX_UNFINISHED_TASKS", "100"),
+        ],
+    )
+    .await;
+    let admin = s.admin_token().await;
+    let mock = MockUpstream::start().await;
+    mock.set_latency(Duration::from_millis(300));
+    upstream(&s, &admin, "openai", &mock).await;
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        ids.push(
+            submit(
+                &s,
+                &admin,
+                json!({ "description": "crash", "prompt": format!("task {n}"), "cache": false }),
+            )
+            .await,
+        );
+    }
+    // Some are in flight at the upstream when the server dies.
+    mock.wait_for_in_flight(1).await;
+    s.kill();
+    s.restart();
+    let admin = s.admin_token().await;
+    let mut rescued = 0;
+    for id in &ids {
+        let task = finished(&s, &admin, id).await;
+        assert_eq!(task["status"], "completed", "{task}");
+        if task["runs"] == 2 {
+            rescued += 1;
+        }
+    }
+    assert!(rescued >= 1, "no task was in flight when the server died");
+    let open = s
+        .get("/api/tasks?status=in_progress", &admin)
+        .await
+        .expect(200);
+    assert_eq!(open.body["total"], 0);
+    let pending = s.get("/api/tasks?status=pending", &admin).await.expect(200);
+    assert_eq!(pending.body["total"], 0);
+    let done = s
+        .get("/api/tasks?status=completed&limit=100", &admin)
+        .await
+        .expect(200);
+    assert_eq!(done.body["total"], ids.len());
+}
+
+dual_backend_tests!(
+    test_mock_task_completes_with_history,
+    test_bad_submissions_are_refused_and_store_nothing,
+    test_unfinished_limit_idempotency_and_cancel,
+    test_fallback_costs_and_breaker,
+    test_retry_after_is_honoured,
+    test_stream_deltas_in_order_and_resume,
+    test_cancel_keeps_partial_output,
+    test_quiet_streams_get_keep_alives,
+    test_integration_changes_apply_to_the_next_task,
+    test_agent_routing_policy_plans_the_task,
+    test_identical_requests_come_from_the_cache,
+    test_sigkill_loses_no_task,
+);
+
+/// Two instances on one PostgreSQL: tasks submitted to an API-only
+/// instance run once each on the other, and a watcher on the API-only
+/// instance sees the events the other one writes.
+#[tokio::test]
+async fn two_instances_share_the_queue_and_the_events() {
+    let api = Server::start_with(
+        Backend::Postgres,
+        &[
+            ("VEL_TASK_WORKERS", "0"),
+            ("VEL_MAX_UNFINISHED_TASKS", "100"),
+        ],
+    )
+    .await;
+    let admin = api.admin_token().await;
+    let mock = MockUpstream::start().await;
+    mock.set_latency(Duration::from_millis(20));
+    upstream(&api, &admin, "openai", &mock).await;
+    let worker = api.sibling(&[("VEL_TASK_WORKERS", "4")]);
+    let worker_b = api.sibling(&[("VEL_TASK_WORKERS", "4")]);
+    let mut ids = Vec::new();
+    for n in 0..16 {
+        ids.push(
+            submit(
+                &api,
+                &admin,
+                json!({ "description": "shared", "prompt": format!("shared {n}"), "stream": n == 0, "cache": false }),
+            )
+            .await,
+        );
+    }
+    // Watched on the API-only instance, run by the workers.
+    let evs = events(&api, &admin, &ids[0], None).await;
+    assert!(evs.iter().any(|e| e.event == "delta"), "{evs:?}");
+    assert_eq!(evs.last().unwrap().data["status"], "completed");
+    for id in &ids {
+        let task = finished(&api, &admin, id).await;
+        assert_eq!(task["status"], "completed", "{task}");
+        assert_eq!(
+            task["attempts"].as_array().unwrap().len(),
+            1,
+            "ran once: {task}"
+        );
+    }
+    assert_eq!(
+        mock.stats().received,
+        16,
+        "each task called the provider once"
+    );
+    drop(worker);
+    drop(worker_b);
+}
