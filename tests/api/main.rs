@@ -16,6 +16,8 @@ mod gateway;
 mod health;
 mod integrations;
 mod organizations;
+mod plugin_cli;
+mod plugins;
 mod storage;
 mod tasks;
 mod users;

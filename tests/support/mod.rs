@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod guests;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,6 +33,14 @@ pub const USER_PASSWORD: &str = "UserPassw0rd12";
 /// the built-in components compile once for the whole suite, not per server.
 pub fn plugin_cache_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("vel-plugin-cache")
+}
+
+/// A reqwest client builder. vel's reqwest brings TLS without a crypto
+/// provider (`rustls-no-provider`, the ring provider rustls already has);
+/// a process installs it once before building clients.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
 }
 
 /// Which database a test server runs on.
@@ -192,7 +202,7 @@ impl Server {
             database_url,
             pg_database,
             env,
-            http: reqwest::Client::builder()
+            http: http_client_builder()
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("client"),
@@ -266,6 +276,28 @@ impl Server {
         if let Some(b) = body {
             req = req.json(&b);
         }
+        Self::finish(req).await
+    }
+
+    /// Upload a plugin version (`POST /api/plugins{query}`, multipart).
+    pub async fn upload_plugin(
+        &self,
+        token: &str,
+        query: &str,
+        component: Vec<u8>,
+        manifest: &str,
+    ) -> Resp {
+        let form = reqwest::multipart::Form::new()
+            .part(
+                "component",
+                reqwest::multipart::Part::bytes(component).file_name("plugin.wasm"),
+            )
+            .text("manifest", manifest.to_string());
+        let req = self
+            .http
+            .post(self.url(&format!("/api/plugins{query}")))
+            .bearer_auth(token)
+            .multipart(form);
         Self::finish(req).await
     }
 

@@ -86,6 +86,16 @@ impl ApiError {
         ApiError::new(StatusCode::CONFLICT, "conflict", message)
     }
 
+    /// 409 with a specific code (`version_exists`, `hosts_not_approved`, …).
+    pub fn conflict_code(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, code, message)
+    }
+
+    /// 413 with a message naming what was too large.
+    pub fn too_large(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+    }
+
     /// 413: body larger than the configured limit.
     pub fn payload_too_large(limit: usize) -> ApiError {
         ApiError::new(

@@ -16,13 +16,13 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa::OpenApi as _;
-use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
 use self::error::ApiError;
 use self::handlers::{
-    agents, api_keys, audit_logs, auth, connectivity, gateway, integrations, organizations, tasks,
-    users,
+    agents, api_keys, audit_logs, auth, connectivity, gateway, integrations, metrics,
+    organizations, plugins, tasks, users,
 };
 use crate::state::AppState;
 
@@ -44,6 +44,7 @@ fn documented() -> OpenApiRouter<AppState> {
             organizations::set_role,
             organizations::remove_member
         ))
+        .routes(routes!(organizations::set_routing_policy))
         .routes(routes!(agents::create, agents::list))
         .routes(routes!(agents::get, agents::update, agents::delete))
         .routes(routes!(agents::history))
@@ -64,6 +65,19 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::stream))
         .routes(routes!(gateway::chat_completions))
         .routes(routes!(gateway::models))
+        // Uploads stream their parts under per-part caps instead of the
+        // global body limit (components are up to VEL_PLUGIN_MAX_UPLOAD_BYTES).
+        .routes(routes!(plugins::upload, plugins::list).layer(DefaultBodyLimit::disable()))
+        .routes(routes!(plugins::get))
+        .routes(routes!(plugins::activate))
+        .routes(routes!(plugins::rollback))
+        .routes(routes!(plugins::disable))
+        .routes(routes!(plugins::enable))
+        .routes(routes!(plugins::delete_version))
+        .routes(routes!(plugins::stats))
+        .routes(routes!(plugins::approvals))
+        .routes(routes!(plugins::approve))
+        .routes(routes!(metrics::metrics))
         .routes(routes!(crate::health::health))
         .routes(routes!(openapi::document))
 }

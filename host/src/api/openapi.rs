@@ -26,6 +26,7 @@ use utoipa::{Modify, OpenApi};
         (name = "integrations", description = "Provider credentials and settings"),
         (name = "api-keys", description = "Keys for machine clients"),
         (name = "audit", description = "Audit trail"),
+        (name = "plugins", description = "The plugin registry: upload, activate, roll back, statistics"),
         (name = "system", description = "Health and this document"),
     )
 )]

@@ -1,6 +1,7 @@
 //! Command-line entry points: `vel serve`, `vel migrate`, `vel plugin …`.
 
 pub mod plugin;
+pub mod remote;
 
 use std::process::ExitCode;
 

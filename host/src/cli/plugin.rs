@@ -1,5 +1,7 @@
 //! `vel plugin check` and `vel plugin run`: try a component locally under
-//! the same sandbox the server uses.
+//! the same sandbox the server uses. The registry subcommands (`publish`,
+//! `list`, `show`, `activate`, `rollback`) talk to a running server; see
+//! [`super::remote`].
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +14,8 @@ use vel_runtime::{
     CallResult, CallStats, Limits, Plugin, PluginKind, Profile, ProviderCall, Runtime,
     RuntimeConfig, Secret,
 };
+
+use super::remote;
 
 /// Plugin-author subcommands.
 #[derive(Debug, Subcommand)]
@@ -32,6 +36,16 @@ pub enum PluginCommand {
     /// Field names are snake_case, enum values CamelCase; JSON-typed fields
     /// (`state`, `args`, `metadata`) may be given as JSON values.
     Run(RunArgs),
+    /// Upload a component with its manifest to a running server's registry.
+    Publish(remote::PublishArgs),
+    /// List the plugins the server's registry shows this caller.
+    List(remote::RemoteArgs),
+    /// Show one plugin of the server's registry with its versions.
+    Show(remote::NameArgs),
+    /// Make an uploaded version the one the server's calls use.
+    Activate(remote::ActivateArgs),
+    /// Go back to the previously active version.
+    Rollback(remote::NameArgs),
 }
 
 /// Arguments of `vel plugin run`.
@@ -74,6 +88,11 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<()> {
         match cmd {
             PluginCommand::Check { file } => check(&file).await,
             PluginCommand::Run(args) => run_once(args).await,
+            PluginCommand::Publish(args) => remote::publish(args).await,
+            PluginCommand::List(args) => remote::list(args).await,
+            PluginCommand::Show(args) => remote::show(args).await,
+            PluginCommand::Activate(args) => remote::activate(args).await,
+            PluginCommand::Rollback(args) => remote::rollback(args).await,
         }
     })
 }

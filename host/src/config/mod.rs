@@ -76,6 +76,23 @@ pub struct Config {
     pub demo_mock: bool,
     /// Task execution settings.
     pub tasks: TaskConfig,
+    /// Plugin registry settings.
+    pub registry: RegistryConfig,
+}
+
+/// How the plugin registry accepts and publishes components.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistryConfig {
+    /// Largest component accepted by `POST /api/plugins`
+    /// (`VEL_PLUGIN_MAX_UPLOAD_BYTES`, default 10 MiB).
+    pub max_upload_bytes: usize,
+    /// ed25519 public keys (base64 or hex, comma-separated in
+    /// `VEL_PLUGIN_TRUSTED_KEYS`). When any is set, only components whose
+    /// detached signature verifies against one of them can be activated.
+    pub trusted_keys: Vec<[u8; 32]>,
+    /// How often each instance re-reads the active set even without a
+    /// change signal (`VEL_PLUGIN_RECONCILE_MS`, default 5,000).
+    pub reconcile_ms: u64,
 }
 
 /// How this instance runs tasks. Every field has an environment variable
@@ -137,6 +154,9 @@ struct FileConfig {
     sse_keepalive_secs: Option<u64>,
     breaker_cool_down_ms: Option<u64>,
     retry_base_ms: Option<u64>,
+    plugin_max_upload_bytes: Option<usize>,
+    plugin_trusted_keys: Option<String>,
+    plugin_reconcile_ms: Option<u64>,
 }
 
 /// Where settings come from: a lookup function for environment variables
@@ -279,6 +299,22 @@ impl Config {
                 )?,
                 retry_base_ms: src.get("VEL_RETRY_BASE_MS", file.retry_base_ms, 100)?,
             },
+            registry: RegistryConfig {
+                max_upload_bytes: src.get(
+                    "VEL_PLUGIN_MAX_UPLOAD_BYTES",
+                    file.plugin_max_upload_bytes,
+                    10 * 1024 * 1024,
+                )?,
+                trusted_keys: parse_trusted_keys(
+                    &src.get_opt("VEL_PLUGIN_TRUSTED_KEYS", file.plugin_trusted_keys)
+                        .unwrap_or_default(),
+                )?,
+                reconcile_ms: src.get(
+                    "VEL_PLUGIN_RECONCILE_MS",
+                    file.plugin_reconcile_ms,
+                    5_000,
+                )?,
+            },
         };
         config.check_ranges()?;
         Ok(config)
@@ -319,6 +355,7 @@ impl Config {
             ),
             ("VEL_TASK_POLL_MS", self.tasks.poll_ms),
             ("VEL_SSE_KEEPALIVE_SECS", self.tasks.sse_keepalive_secs),
+            ("VEL_PLUGIN_RECONCILE_MS", self.registry.reconcile_ms),
         ] {
             if value == 0 {
                 return Err(bad(name, "0".into(), "must be at least 1"));
@@ -385,6 +422,26 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
         path: path.to_path_buf(),
         reason: err.to_string(),
     })
+}
+
+/// ed25519 public keys: comma-separated, each 32 bytes in base64 or hex.
+fn parse_trusted_keys(list: &str) -> Result<Vec<[u8; 32]>, ConfigError> {
+    use base64::Engine as _;
+    list.split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(|k| {
+            let bytes = hex::decode(k)
+                .ok()
+                .or_else(|| base64::engine::general_purpose::STANDARD.decode(k).ok())
+                .unwrap_or_default();
+            <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| ConfigError::Invalid {
+                name: "VEL_PLUGIN_TRUSTED_KEYS".into(),
+                value: k.to_string(),
+                reason: "each key must be 32 bytes in base64 or hex".into(),
+            })
+        })
+        .collect()
 }
 
 fn parse_file<T>(key: &str, value: &str) -> Result<T, ConfigError>

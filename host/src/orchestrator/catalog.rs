@@ -3,14 +3,16 @@
 //! (with their prices). The catalog turns into the router's candidates and
 //! resolves the router's plan back into integrations to call.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vel_runtime::types::{Candidate, ModelInfo, TaskType};
-use vel_runtime::{Limits, Plugin, PluginInfo, PluginKind, ProviderCall, Secret};
+use vel_runtime::{Limits, PluginInfo, ProviderCall, Secret};
 
 use super::cost::Prices;
 use super::observed::Observed;
 use crate::plugins::Plugins;
+use crate::plugins::registry::{Deployed, Owner};
 use crate::secrets::MasterKey;
 use crate::store::{self, Db, integrations::Integration};
 
@@ -19,8 +21,8 @@ use crate::store::{self, Db, integrations::Integration};
 pub struct Target {
     /// The stored integration (its key still sealed).
     pub integration: Integration,
-    /// The provider plugin serving it.
-    pub plugin: Plugin,
+    /// The provider plugin version serving it.
+    pub deployed: Arc<Deployed>,
     /// Models offered: the plugin's, plus the integration's default model
     /// when the plugin does not list it (priced at zero: unknown).
     pub models: Vec<ModelInfo>,
@@ -51,8 +53,9 @@ pub struct Catalog {
 
 impl Catalog {
     /// Reads the organization's active integrations and pairs each with its
-    /// loaded provider plugin; integrations whose plugin is missing or is
-    /// not a provider are left out (their tests say why).
+    /// live provider plugin (the organization's own, else the platform's);
+    /// integrations whose plugin is missing, disabled or not a provider are
+    /// left out (their tests say why).
     pub async fn load(db: &Db, plugins: &Plugins, org_id: &str) -> Result<Catalog, sqlx::Error> {
         let mut tx = db.tenant_read(org_id).await?;
         let rows = store::integrations::list(&mut tx, org_id).await?;
@@ -62,8 +65,8 @@ impl Catalog {
             .into_iter()
             .filter(|i| i.status == "active")
             .filter_map(|integration| {
-                let plugin = plugins.lookup(&integration.plugin)?;
-                let PluginInfo::Provider(info) = plugin.info() else {
+                let deployed = plugins.lookup(org_id, &integration.plugin)?;
+                let PluginInfo::Provider(info) = deployed.plugin.info() else {
                     return None;
                 };
                 let mut models = info.models.clone();
@@ -81,7 +84,7 @@ impl Catalog {
                 }
                 Some(Target {
                     integration,
-                    plugin,
+                    deployed,
                     models,
                 })
             })
@@ -147,6 +150,10 @@ pub enum CallSetupError {
     /// The sealed key does not open with this server's master key.
     #[error("the stored key cannot be decrypted (was VEL_SECRET_KEY changed?); set the key again")]
     CredentialUnreadable,
+    /// An organization's own provider may reach only the hosts a platform
+    /// admin approved, and the base URL's host is not one of them.
+    #[error("the plugin may not connect to {0}: not among its approved outbound hosts")]
+    HostNotApproved(String),
 }
 
 impl CallSetupError {
@@ -155,6 +162,7 @@ impl CallSetupError {
         match self {
             CallSetupError::InvalidBaseUrl(_) => "invalid_base_url",
             CallSetupError::CredentialUnreadable => "credential_unreadable",
+            CallSetupError::HostNotApproved(_) => "host_not_approved",
         }
     }
 }
@@ -202,17 +210,25 @@ pub fn scrub_secret(secret: Option<&str>, text: &str) -> String {
     }
 }
 
-/// The settings, allowed hosts and credential of a call to `integration`:
-/// its base URL's host is allowed, its key is decrypted here.
+/// The settings, allowed hosts and credential of a call to `integration`
+/// through `deployed`: a platform plugin may reach its declared hosts and
+/// the base URL's host (the tenant configured it); an organization's own
+/// plugin only its approved hosts. The key is decrypted here.
 pub fn call_setup(
     integration: &Integration,
+    deployed: &Deployed,
     keys: &MasterKey,
 ) -> Result<CallSetup, CallSetupError> {
     let mut settings = Vec::new();
-    let mut allowed_hosts = Vec::new();
+    let mut allowed_hosts = deployed.outbound_hosts.clone();
     if let Some(url) = &integration.base_url {
         let host = authority(url).ok_or_else(|| CallSetupError::InvalidBaseUrl(url.clone()))?;
-        allowed_hosts.push(host);
+        if !allowed_hosts.contains(&host) {
+            if deployed.owner != Owner::Platform {
+                return Err(CallSetupError::HostNotApproved(host));
+            }
+            allowed_hosts.push(host);
+        }
         settings.push(("base-url".to_string(), url.clone()));
     }
     if let Some(m) = &integration.default_model {
@@ -236,11 +252,12 @@ pub fn call_setup(
     })
 }
 
-/// The provider limits of a call to `integration`: the sandbox's wall time
-/// is bounded by the integration's own timeout plus [`WALL_TIME_MARGIN`],
-/// so the plugin's own timeout (a typed `timeout`) fires first.
-pub fn provider_limits(plugins: &Plugins, integration: &Integration) -> Limits {
-    let mut limits = plugins.limits(PluginKind::Provider).clone();
+/// The limits of a call to `integration` through `deployed`: the
+/// version's own, with the sandbox's wall time bounded by the integration's
+/// timeout plus [`WALL_TIME_MARGIN`], so the plugin's own timeout (a typed
+/// `timeout`) fires first.
+pub fn provider_limits(deployed: &Deployed, integration: &Integration) -> Limits {
+    let mut limits = deployed.limits.clone();
     limits.wall_time = limits
         .wall_time
         .min(timeout(integration) + WALL_TIME_MARGIN);

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::Instrument;
+use vel_runtime::PluginKind;
 use vel_runtime::types::{
     CompletionRequest, CompletionResponse, Message, Plan, Preference, Priority, ProviderError,
     RouteError, TaskInfo, TaskType,
 };
-use vel_runtime::{PluginError, PluginKind, Profile};
 
 use super::breaker::BreakerConfig;
 use super::catalog::{self, Catalog, Target};
@@ -26,6 +26,7 @@ use super::observed::Observed;
 use super::retry::{Decision, FailureClass, RetryPolicy};
 use super::signals::{Signal, Signals};
 use crate::plugins::Plugins;
+use crate::plugins::registry::Deployed;
 use crate::secrets::MasterKey;
 use crate::store::{Db, now_ms, tasks::Attempt};
 
@@ -71,6 +72,8 @@ pub enum Progress {
     Planned {
         /// Router that planned.
         router: String,
+        /// Its version.
+        router_version: String,
         /// `integration/model`, in order.
         attempts: Vec<String>,
         /// The router's explanation.
@@ -251,7 +254,8 @@ impl Dispatcher {
         });
     }
 
-    fn forget_all_catalogs(&self) {
+    /// Drop every cached catalogue: the live plugins changed.
+    pub fn forget_all_catalogs(&self) {
         let mut cached = self
             .inner
             .catalogs
@@ -321,7 +325,8 @@ impl Dispatcher {
             )
             .await?;
         report(Progress::Planned {
-            router: router.clone(),
+            router: router.name().to_string(),
+            router_version: router.version().to_string(),
             attempts: plan
                 .attempts
                 .iter()
@@ -423,7 +428,7 @@ impl Dispatcher {
         org_policy: Option<&str>,
         requested_model: Option<&str>,
         candidates: &[vel_runtime::types::Candidate],
-    ) -> Result<(String, Plan), DispatchError> {
+    ) -> Result<(Arc<Deployed>, Plan), DispatchError> {
         let task = TaskInfo {
             id: job.id.clone(),
             organization_id: job.org_id.clone(),
@@ -444,21 +449,32 @@ impl Dispatcher {
         }
         routers.push(DEFAULT_ROUTER.to_string());
         for name in routers {
-            let Some(router) = self.inner.plugins.lookup(&name) else {
-                notes.push(format!("router `{name}` is not loaded"));
+            // The fallback is always the platform's; a tenant cannot shadow it.
+            let found = if name == DEFAULT_ROUTER {
+                self.inner.plugins.lookup_platform(&name)
+            } else {
+                self.inner.plugins.lookup(&job.org_id, &name)
+            };
+            let Some(router) = found else {
+                notes.push(format!("router `{name}` is not live"));
                 continue;
             };
-            let limits = self
-                .inner
-                .plugins
-                .runtime()
-                .limits(PluginKind::Router, Profile::Platform);
+            if router.plugin.kind() != PluginKind::Router {
+                notes.push(format!("`{name}` is not a router"));
+                continue;
+            }
+            let span = tracing::info_span!("router_call", router = %router.label());
             let call = self
                 .inner
                 .plugins
                 .runtime()
-                .route(&router, limits, &task, candidates)
+                .route(&router.plugin, &router.limits, &task, candidates)
+                .instrument(span)
                 .await;
+            self.inner
+                .plugins
+                .stats()
+                .record(&router.stats_key, &call, guest_route_error(&call));
             match call.result {
                 Ok(Ok(mut plan)) => {
                     plan.attempts.retain(|a| {
@@ -473,7 +489,7 @@ impl Dispatcher {
                     if !notes.is_empty() {
                         plan.reason = format!("{} ({})", plan.reason, notes.join("; "));
                     }
-                    return Ok((name, plan));
+                    return Ok((router, plan));
                 }
                 Ok(Err(RouteError::NoCandidate(why))) => {
                     return Err(DispatchError {
@@ -532,7 +548,7 @@ impl Inner {
             seq,
             provider: integration.name.clone(),
             integration_id: Some(integration.id.clone()),
-            plugin: target.plugin.name().to_string(),
+            plugin: target.deployed.label(),
             model: model.to_string(),
             outcome: "error".into(),
             error_kind: None,
@@ -543,7 +559,7 @@ impl Inner {
             cost_usd: 0.0,
             started_at,
         };
-        let setup = match catalog::call_setup(integration, &self.keys) {
+        let setup = match catalog::call_setup(integration, &target.deployed, &self.keys) {
             Ok(setup) => setup,
             Err(e) => {
                 attempt.error_kind = Some(e.kind().into());
@@ -571,7 +587,7 @@ impl Inner {
             task_type: job.task_type,
             metadata: metadata.to_string(),
         };
-        let limits = catalog::provider_limits(&self.plugins, integration);
+        let limits = catalog::provider_limits(&target.deployed, integration);
         let key = setup.key.clone();
         let mut call = setup.into_call();
         let forward = if stream {
@@ -588,13 +604,18 @@ impl Inner {
         } else {
             None
         };
-        let span = tracing::info_span!("provider_call", attempt = seq, provider = %integration.name, plugin = %target.plugin.name(), model = %model);
+        let span = tracing::info_span!("provider_call", attempt = seq, provider = %integration.name, plugin = %target.deployed.label(), model = %model);
         let result = self
             .plugins
             .runtime()
-            .complete(&target.plugin, &limits, call, &request)
+            .complete(&target.deployed.plugin, &limits, call, &request)
             .instrument(span)
             .await;
+        self.plugins.stats().record(
+            &target.deployed.stats_key,
+            &result,
+            guest_provider_error(&result),
+        );
         if let Some(forward) = forward {
             // The sender lives in the finished call's store, now dropped:
             // the forwarder drains what is left and ends.
@@ -681,25 +702,44 @@ pub fn classify_provider_error(e: ProviderError) -> (&'static str, String, Failu
     }
 }
 
-/// A sandbox error's kind name.
-pub fn plugin_error_kind(e: &PluginError) -> &'static str {
-    match e {
-        PluginError::LimitExceeded { .. } => "limit_exceeded",
-        PluginError::Trap { .. } => "trap",
-        PluginError::Panic { .. } => "panic",
-        PluginError::HttpRequestDenied { .. } => "http_request_denied",
-        PluginError::WrongKind { .. } => "wrong_kind",
-        PluginError::Instantiate(_) => "instantiate",
-        PluginError::Host(_) => "host",
+/// The kind of a provider's own error, for its statistics.
+fn guest_provider_error(
+    call: &vel_runtime::CallResult<Result<CompletionResponse, ProviderError>>,
+) -> Option<&'static str> {
+    match &call.result {
+        Ok(Err(e)) => Some(match e {
+            ProviderError::RateLimited(_) => "rate_limited",
+            ProviderError::Unavailable(_) => "unavailable",
+            ProviderError::Timeout => "timeout",
+            ProviderError::InvalidRequest(_) => "invalid_request",
+            ProviderError::Auth(_) => "auth",
+            ProviderError::ContentFiltered(_) => "content_filtered",
+            ProviderError::Other(_) => "other",
+        }),
+        _ => None,
     }
 }
+
+/// The kind of a router's own refusal, for its statistics.
+fn guest_route_error(
+    call: &vel_runtime::CallResult<Result<Plan, RouteError>>,
+) -> Option<&'static str> {
+    match &call.result {
+        Ok(Err(RouteError::NoCandidate(_))) => Some("no_candidate"),
+        Ok(Err(RouteError::InvalidInput(_))) => Some("invalid_input"),
+        _ => None,
+    }
+}
+
+/// A sandbox error's kind name.
+pub use crate::plugins::stats::error_kind as plugin_error_kind;
 
 fn skipped_attempt(seq: i64, target: &Target, model: &str) -> Attempt {
     Attempt {
         seq,
         provider: target.integration.name.clone(),
         integration_id: Some(target.integration.id.clone()),
-        plugin: target.plugin.name().to_string(),
+        plugin: target.deployed.label(),
         model: model.to_string(),
         outcome: "skipped".into(),
         error_kind: Some("circuit_open".into()),

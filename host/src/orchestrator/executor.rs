@@ -644,10 +644,11 @@ async fn write_progress(
         match p {
             Progress::Planned {
                 router,
+                router_version,
                 attempts,
                 reason,
             } => {
-                let data = json!({ "router": router, "attempts": attempts, "reason": reason });
+                let data = json!({ "router": router, "router_version": router_version, "attempts": attempts, "reason": reason });
                 tasks::append_event(tx, &task.org_id, &task.id, "plan", &data.to_string()).await?;
                 wrote = true;
             }

@@ -26,6 +26,8 @@ const CANCEL_CHANNEL: &str = "vel_task_cancel";
 const CATALOG_CHANNEL: &str = "vel_catalog";
 /// PostgreSQL channel for "API key `payload` was revoked".
 const KEY_CHANNEL: &str = "vel_key_revoked";
+/// PostgreSQL channel for "the plugin registry changed".
+const PLUGINS_CHANNEL: &str = "vel_plugins";
 
 /// Something happened to a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +40,8 @@ pub enum Signal {
     CatalogChanged(String),
     /// The API key with this id was revoked.
     KeyRevoked(String),
+    /// A plugin was activated, rolled back, disabled or deleted.
+    PluginsChanged,
 }
 
 /// The process's signal hub; cheap to clone.
@@ -79,10 +83,11 @@ impl Signals {
     ) -> Result<(), sqlx::Error> {
         if self.backend == Backend::Postgres {
             let (channel, payload) = match signal {
-                Signal::Events(id) => (EVENTS_CHANNEL, id),
-                Signal::Cancelled(id) => (CANCEL_CHANNEL, id),
-                Signal::CatalogChanged(org_id) => (CATALOG_CHANNEL, org_id),
-                Signal::KeyRevoked(id) => (KEY_CHANNEL, id),
+                Signal::Events(id) => (EVENTS_CHANNEL, id.as_str()),
+                Signal::Cancelled(id) => (CANCEL_CHANNEL, id.as_str()),
+                Signal::CatalogChanged(org_id) => (CATALOG_CHANNEL, org_id.as_str()),
+                Signal::KeyRevoked(id) => (KEY_CHANNEL, id.as_str()),
+                Signal::PluginsChanged => (PLUGINS_CHANNEL, ""),
             };
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(channel)
@@ -142,10 +147,13 @@ impl Signals {
                 QUEUE_CHANNEL,
                 CANCEL_CHANNEL,
                 CATALOG_CHANNEL,
+                KEY_CHANNEL,
+                PLUGINS_CHANNEL,
             ])
             .await?;
         // Anything may have happened while we were not listening.
         self.publish_queue();
+        self.publish(Signal::PluginsChanged);
         loop {
             let n = listener.recv().await?;
             let payload = n.payload().to_string();
@@ -154,6 +162,7 @@ impl Signals {
                 CANCEL_CHANNEL => self.publish(Signal::Cancelled(payload)),
                 CATALOG_CHANNEL => self.publish(Signal::CatalogChanged(payload)),
                 KEY_CHANNEL => self.publish(Signal::KeyRevoked(payload)),
+                PLUGINS_CHANNEL => self.publish(Signal::PluginsChanged),
                 _ => self.publish_queue(),
             }
         }

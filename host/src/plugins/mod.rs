@@ -4,14 +4,19 @@
 //! integration's connectivity test).
 
 pub mod builtin;
+pub mod manifest;
 pub mod probe;
+pub mod registry;
+pub mod stats;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use vel_runtime::{Plugin, PluginKind, Profile, Runtime, RuntimeConfig};
+use vel_runtime::{Runtime, RuntimeConfig};
 
 use self::builtin::{BuiltinError, BuiltinPlugins};
+use self::registry::{Deployed, Registry};
+use self::stats::PluginStats;
 use crate::config::Config;
 
 /// Why the plugin side of the server could not start.
@@ -25,11 +30,13 @@ pub enum PluginsError {
     Builtin(#[from] BuiltinError),
 }
 
-/// The runtime and the plugins it serves; cheap to clone.
+/// The runtime, the built-ins and the live registry; cheap to clone.
 #[derive(Clone)]
 pub struct Plugins {
     runtime: Runtime,
     builtins: Arc<BuiltinPlugins>,
+    registry: Arc<Registry>,
+    stats: PluginStats,
 }
 
 impl std::fmt::Debug for Plugins {
@@ -49,9 +56,12 @@ impl Plugins {
             ..RuntimeConfig::default()
         })?;
         let builtins = BuiltinPlugins::load(&runtime).await?;
+        let registry = Arc::new(Registry::new(runtime.clone(), &builtins));
         Ok(Plugins {
             runtime,
             builtins: Arc::new(builtins),
+            registry,
+            stats: PluginStats::default(),
         })
     }
 
@@ -65,16 +75,25 @@ impl Plugins {
         &self.builtins
     }
 
-    /// The plugin called `name`, as a tenant's integration or agent names
-    /// it. Today only built-ins exist; issue 5's registry will look up the
-    /// organization's and the platform's uploads here first.
-    pub fn lookup(&self, name: &str) -> Option<Plugin> {
-        self.builtins.get(name).cloned()
+    /// Call counts and timings per plugin version.
+    pub fn stats(&self) -> &PluginStats {
+        &self.stats
     }
 
-    /// The limits a call of `plugin` runs under (built-ins are platform plugins).
-    pub fn limits(&self, kind: PluginKind) -> &vel_runtime::Limits {
-        self.runtime.limits(kind, Profile::Platform)
+    /// The live registry.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The plugin called `name` as `org_id` sees it: the organization's
+    /// own, else the platform's (built-ins included), at its active version.
+    pub fn lookup(&self, org_id: &str, name: &str) -> Option<Arc<Deployed>> {
+        self.registry.lookup(org_id, name)
+    }
+
+    /// The platform's plugin called `name`.
+    pub fn lookup_platform(&self, name: &str) -> Option<Arc<Deployed>> {
+        self.registry.lookup_platform(name)
     }
 }
 
@@ -89,11 +108,11 @@ pub async fn health_check(plugins: &Plugins, timeout: Duration) -> Result<Option
         return Err("no built-in plugin is loaded".into());
     }
     let router = plugins
-        .lookup(HEALTH_ROUTER)
-        .ok_or_else(|| format!("built-in router `{HEALTH_ROUTER}` is not loaded"))?;
-    let mut limits = plugins.limits(PluginKind::Router).clone();
+        .lookup_platform(HEALTH_ROUTER)
+        .ok_or_else(|| format!("router `{HEALTH_ROUTER}` is not live"))?;
+    let mut limits = router.limits.clone();
     limits.wall_time = limits.wall_time.min(timeout);
-    let plan = probe::route_one_candidate(&plugins.runtime, &router, &limits).await?;
+    let plan = probe::route_one_candidate(&plugins.runtime, &router.plugin, &limits).await?;
     Ok(Some(format!(
         "{} built-in plugins loaded ({} from the compile cache); {HEALTH_ROUTER} planned {}",
         plugins.builtins.len(),

@@ -59,6 +59,18 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         })
     };
     let (db, plugins) = tokio::try_join!(database, plugins)?;
+    // The registry: built-ins recorded as platform plugins, then the active
+    // set (uploads included) read from the database.
+    plugins
+        .registry()
+        .sync_builtins(&db, plugins.builtins())
+        .await
+        .context("cannot record the built-in plugins in the registry")?;
+    plugins
+        .registry()
+        .refresh(&db)
+        .await
+        .context("cannot read the plugin registry")?;
     let jwt = JwtKeys::new(keys.jwt_key(), config.token_ttl_secs);
     let keys = Arc::new(keys);
     let dispatcher = Dispatcher::new(
@@ -79,6 +91,15 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let signals = Signals::new(db.backend());
     signals.listen(&config.database_url);
     dispatcher.follow_changes(&signals);
+    {
+        let dispatcher = dispatcher.clone();
+        plugins.registry().follow(
+            db.clone(),
+            &signals,
+            Duration::from_millis(config.registry.reconcile_ms),
+            move || dispatcher.forget_all_catalogs(),
+        );
+    }
     let executor = Executor::start(
         db.clone(),
         dispatcher.clone(),

@@ -12,6 +12,7 @@ pub mod api_keys;
 pub mod audit_logs;
 pub mod integrations;
 pub mod organizations;
+pub mod plugins;
 pub mod rate_limits;
 pub mod tasks;
 pub mod tokens;

@@ -224,3 +224,17 @@ pub async fn routing_policy(
             .await?;
     Ok(row.and_then(|(p,)| p))
 }
+
+/// Set (or clear) the organization's routing policy.
+pub async fn set_routing_policy(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    router: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE organizations SET routing_policy = $2 WHERE id = $1")
+        .bind(org_id)
+        .bind(router)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}

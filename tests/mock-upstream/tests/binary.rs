@@ -33,6 +33,7 @@ async fn binary_prints_its_address_and_serves() {
         .to_string();
     assert!(base.starts_with("http://127.0.0.1:"));
 
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::new();
     let body = json!({"model": "m", "messages": [{"role": "user", "content": "ping"}]});
     let mut statuses = Vec::new();

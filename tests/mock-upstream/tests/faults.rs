@@ -5,7 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    anthropic_request, bounded, chat_body, client, collect_stream, messages_body, parse_sse,
+    anthropic_request, bounded, chat_body, client, client_builder, collect_stream, messages_body,
+    parse_sse,
 };
 use serde_json::Value;
 use vel_mock_upstream::{Fault, MockUpstream};
@@ -112,7 +113,7 @@ async fn status_faults_use_the_provider_error_shape() {
 async fn hang_ends_when_the_client_times_out_and_counts_as_dropped() {
     let mock = MockUpstream::start().await;
     mock.push(Fault::Hang);
-    let impatient = reqwest::Client::builder()
+    let impatient = client_builder()
         .timeout(Duration::from_millis(200))
         .build()
         .unwrap();

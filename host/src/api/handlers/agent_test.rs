@@ -257,13 +257,13 @@ async fn run(
         None => (estimated_input, u64::from(max_tokens)),
     };
     result.sample_output = text.map(|t| t.chars().take(SAMPLE_OUTPUT_CHARS).collect());
-    let own_model = declared(state, &integration.plugin, &config.model).or_else(|| {
+    let own_model = declared(state, integration, &config.model).or_else(|| {
         // The plugin may answer with a dated variant; price that when the
         // requested name is unknown.
         outcome
             .model
             .as_deref()
-            .and_then(|m| declared(state, &integration.plugin, m))
+            .and_then(|m| declared(state, integration, m))
     });
     let own_cost = own_model.as_ref().map(|d| d.prices.cost(input, output));
     if result.ok {
@@ -367,11 +367,14 @@ struct Declared {
 
 /// Every model the plugin declares (empty when the plugin is not loaded or
 /// is not a provider).
-fn declared_models(state: &AppState, plugin: &str) -> Vec<Declared> {
-    let Some(plugin) = state.plugins.lookup(plugin) else {
+fn declared_models(state: &AppState, integration: &Integration) -> Vec<Declared> {
+    let Some(deployed) = state
+        .plugins
+        .lookup(&integration.org_id, &integration.plugin)
+    else {
         return Vec::new();
     };
-    match plugin.info() {
+    match deployed.plugin.info() {
         PluginInfo::Provider(info) => info
             .models
             .iter()
@@ -388,9 +391,9 @@ fn declared_models(state: &AppState, plugin: &str) -> Vec<Declared> {
     }
 }
 
-/// What `plugin` declares about `model`.
-fn declared(state: &AppState, plugin: &str, model: &str) -> Option<Declared> {
-    declared_models(state, plugin)
+/// What the integration's plugin declares about `model`.
+fn declared(state: &AppState, integration: &Integration, model: &str) -> Option<Declared> {
+    declared_models(state, integration)
         .into_iter()
         .find(|d| d.id == model)
 }
@@ -415,7 +418,7 @@ fn cheapest(
 ) -> Option<Alternative> {
     let mut best: Option<Alternative> = None;
     for integration in active.iter().filter(|i| suggestible(i, own)) {
-        for model in declared_models(state, &integration.plugin) {
+        for model in declared_models(state, integration) {
             if integration.id == own.id && model.id == own_model {
                 continue;
             }
@@ -474,7 +477,7 @@ fn fastest(
         }
     }
     let (latency, integration, tested_model) = best?;
-    let declared = declared_models(state, &integration.plugin);
+    let declared = declared_models(state, integration);
     // The model its test used, else its default, else the plugin's first.
     let model = tested_model
         .or_else(|| integration.default_model.clone())

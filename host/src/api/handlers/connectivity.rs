@@ -116,15 +116,19 @@ pub(crate) fn prepare(
     integration: &Integration,
     model: String,
 ) -> Result<PreparedCall, TestError> {
-    let Some(plugin) = state.plugins.lookup(&integration.plugin) else {
+    let Some(deployed) = state
+        .plugins
+        .lookup(&integration.org_id, &integration.plugin)
+    else {
         return Err(TestError::configuration(
             "plugin_not_found",
-            format!("no plugin called `{}` is loaded", integration.plugin),
+            format!("no plugin called `{}` is live", integration.plugin),
         ));
     };
-    let setup = catalog::call_setup(integration, &state.keys)
+    let setup = catalog::call_setup(integration, &deployed, &state.keys)
         .map_err(|e| TestError::configuration(e.kind(), e.to_string()))?;
-    let limits = catalog::provider_limits(&state.plugins, integration);
+    let limits = catalog::provider_limits(&deployed, integration);
+    let plugin = deployed.plugin.clone();
     let key = setup.key.clone();
     let test = ProviderTest {
         settings: setup.settings,

@@ -8,7 +8,9 @@ pub mod auth;
 pub mod connectivity;
 pub mod gateway;
 pub mod integrations;
+pub mod metrics;
 pub mod organizations;
+pub mod plugins;
 pub mod tasks;
 pub mod users;
 
@@ -27,11 +29,8 @@ pub(crate) fn check_text(
     }
 }
 
-/// Lower-case slug rule for plugin, provider and policy names.
+/// Lower-case slug rule for plugin, provider and policy names (the
+/// registry's rule for plugin names).
 pub(crate) fn is_slug(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+    crate::plugins::manifest::is_plugin_name(s)
 }

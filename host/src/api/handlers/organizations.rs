@@ -362,3 +362,72 @@ pub async fn remove_member(
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// The organization's routing policy.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingPolicy {
+    /// A live router plugin the organization may use (its own or the
+    /// platform's); `null` goes back to the platform default.
+    pub router: Option<String>,
+}
+
+/// Set the router the organization's tasks use when their agent names
+/// none (org_admin of that organization, or platform admin). Live at once
+/// on every instance.
+#[utoipa::path(put, path = "/api/organizations/{id}/routing-policy", tag = "organizations",
+    params(("id" = String, Path, description = "Organization id")), request_body = RoutingPolicy,
+    responses((status = 200, body = RoutingPolicy), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn set_routing_policy(
+    State(state): State<AppState>,
+    p: Principal,
+    client: ClientInfo,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<RoutingPolicy>,
+) -> Result<Json<RoutingPolicy>, ApiError> {
+    if id != p.org_id && !p.is_platform_admin() {
+        return Err(ApiError::not_found("organization"));
+    }
+    p.require(Role::OrgAdmin)?;
+    if let Some(router) = &req.router {
+        match state.plugins.lookup(&id, router) {
+            Some(d) if d.plugin.kind() == vel_runtime::PluginKind::Router => {}
+            Some(_) => {
+                return Err(ApiError::invalid_field(
+                    "router",
+                    format!("`{router}` is not a router plugin"),
+                ));
+            }
+            None => {
+                return Err(ApiError::invalid_field(
+                    "router",
+                    format!("no live router plugin called `{router}` for this organization"),
+                ));
+            }
+        }
+    }
+    let mut tx = if id == p.org_id {
+        state.db.tenant(&id).await?
+    } else {
+        state.db.platform().await?
+    };
+    if !store::organizations::set_routing_policy(&mut tx, &id, req.router.as_deref()).await? {
+        return Err(ApiError::not_found("organization"));
+    }
+    audit::record_for(
+        &mut tx,
+        Some(&id),
+        Some(&p.user_id),
+        &client,
+        "routing_policy_set",
+        json!({ "router": req.router }),
+    )
+    .await?;
+    let signal = crate::orchestrator::signals::Signal::CatalogChanged(id.clone());
+    state.signals.notify(&mut tx, &signal).await?;
+    tx.commit().await?;
+    state.dispatcher.forget_catalog(&id);
+    state.signals.publish(signal);
+    Ok(Json(req))
+}

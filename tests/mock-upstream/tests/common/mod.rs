@@ -6,9 +6,16 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+/// A reqwest builder, after installing the TLS crypto provider (the
+/// workspace's reqwest may have TLS without one).
+pub fn client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
 /// A reqwest client without timeouts (tests bound their waits with [`bounded`]).
 pub fn client() -> reqwest::Client {
-    reqwest::Client::new()
+    client_builder().build().expect("client")
 }
 
 /// Fails the test instead of hanging forever if `fut` never completes.

@@ -1,0 +1,76 @@
+//! `GET /metrics`: this instance's metrics in the Prometheus text format
+//! 0.0.4 — build and uptime, and per plugin version calls, errors, limit
+//! hits and call durations. Platform admins only: the labels name tenants'
+//! plugins and organization ids.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use crate::api::error::{ApiError, ErrorBody};
+use crate::auth::Principal;
+use crate::plugins::stats::{escape_label, family};
+use crate::state::AppState;
+
+/// The exposition format's content type.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+/// Prometheus metrics of this instance (platform admin).
+#[utoipa::path(get, path = "/metrics", tag = "system",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain", body = String),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn metrics(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<impl IntoResponse, ApiError> {
+    principal.require_platform_admin()?;
+    let mut out = String::with_capacity(4096);
+    render_process(&mut out, state.started.elapsed());
+    state.plugins.stats().render_prometheus(&mut out);
+    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], out))
+}
+
+/// `vel_build_info{version}` and `vel_uptime_seconds`.
+fn render_process(out: &mut String, uptime: Duration) {
+    family(
+        out,
+        "vel_build_info",
+        "gauge",
+        "The running vel build; always 1.",
+    );
+    out.push_str("vel_build_info{version=\"");
+    escape_label(env!("CARGO_PKG_VERSION"), out);
+    out.push_str("\"} 1\n");
+    family(
+        out,
+        "vel_uptime_seconds",
+        "gauge",
+        "Seconds since this instance started.",
+    );
+    let _ = writeln!(out, "vel_uptime_seconds {}", uptime.as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_lines_name_the_build_and_uptime() {
+        let mut out = String::new();
+        render_process(&mut out, Duration::from_millis(1500));
+        let expected = format!(
+            "# HELP vel_build_info The running vel build; always 1.\n\
+             # TYPE vel_build_info gauge\n\
+             vel_build_info{{version=\"{}\"}} 1\n\
+             # HELP vel_uptime_seconds Seconds since this instance started.\n\
+             # TYPE vel_uptime_seconds gauge\n\
+             vel_uptime_seconds 1.5\n",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(out, expected);
+    }
+}
