@@ -66,17 +66,9 @@ fn assert_close(got: &Value, want: f64) {
 
 /// Create an `openai_compatible` integration called `name` pointing at `mock`.
 async fn upstream_integration(s: &Server, token: &str, mock: &MockUpstream, name: &str) -> String {
-    let created = s
-        .post(
-            "/api/integrations",
-            token,
-            json!({ "name": name, "provider": "openai_compatible",
-                    "base_url": format!("{}/v1", mock.base_url()),
-                    "default_model": "gpt-4o-mini", "api_key": KEY, "timeout_ms": 10000 }),
-        )
+    let base_url = format!("{}/v1", mock.base_url());
+    s.upstream_integration(token, name, &base_url, KEY, 10_000)
         .await
-        .expect(201);
-    created.body["id"].as_str().unwrap().to_string()
 }
 
 async fn create_agent(s: &Server, token: &str, config: Value) -> String {

@@ -13,17 +13,9 @@ const KEY: &str = "sk-connectivity-test-key-0123456789";
 
 /// Create an `openai_compatible` integration pointing at `mock`; returns its id.
 async fn upstream_integration(s: &Server, token: &str, mock: &MockUpstream) -> String {
-    let created = s
-        .post(
-            "/api/integrations",
-            token,
-            json!({ "name": "upstream", "provider": "openai_compatible",
-                    "base_url": format!("{}/v1", mock.base_url()),
-                    "default_model": "gpt-4o-mini", "api_key": KEY, "timeout_ms": 10000 }),
-        )
+    let base_url = format!("{}/v1", mock.base_url());
+    s.upstream_integration(token, "upstream", &base_url, KEY, 10_000)
         .await
-        .expect(201);
-    created.body["id"].as_str().unwrap().to_string()
 }
 
 async fn test_integration(s: &Server, token: &str, id: &str) -> Value {

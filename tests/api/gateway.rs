@@ -19,29 +19,14 @@ const MINI_OUTPUT_PER_1K: f64 = 0.0006;
 
 /// Create an `openai_compatible` integration called `name` pointing at `mock`.
 async fn integration(s: &Server, token: &str, name: &str, mock: &MockUpstream) {
-    s.post(
-        "/api/integrations",
-        token,
-        json!({ "name": name, "provider": "openai_compatible",
-                "base_url": format!("{}/v1", mock.base_url()),
-                "default_model": "gpt-4o-mini", "api_key": "sk-gateway-test-0123456789",
-                "timeout_ms": 10000 }),
-    )
-    .await
-    .expect(201);
+    let base_url = format!("{}/v1", mock.base_url());
+    s.upstream_integration(token, name, &base_url, "sk-gateway-test-0123456789", 10_000)
+        .await;
 }
 
 /// An API key with `role`, made by `token`'s holder.
 async fn api_key(s: &Server, token: &str, role: &str) -> String {
-    let r = s
-        .post(
-            "/api/api-keys",
-            token,
-            json!({ "name": format!("gateway-{role}"), "role": role }),
-        )
-        .await
-        .expect(201);
-    r.body["key"].as_str().expect("key").to_string()
+    s.api_key(token, &format!("gateway-{role}"), role).await
 }
 
 async fn chat(s: &Server, token: &str, body: Value) -> Resp {

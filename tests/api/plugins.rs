@@ -45,15 +45,7 @@ async fn visible(s: &Server, token: &str) -> BTreeSet<String> {
 
 /// An API key of `token`'s organization for the gateway.
 async fn gateway_key(s: &Server, token: &str) -> String {
-    let r = s
-        .post(
-            "/api/api-keys",
-            token,
-            json!({ "name": "registry-test", "role": "task_executor" }),
-        )
-        .await
-        .expect(201);
-    r.body["key"].as_str().expect("key").to_string()
+    s.api_key(token, "registry-test", "task_executor").await
 }
 
 /// Two integrations: `alpha` on the built-in mock provider, `beta` on the
@@ -241,6 +233,9 @@ async fn test_bad_uploads_are_refused_and_store_nothing(b: Backend) {
     assert_eq!(up["hosts_approved"], true);
     assert_eq!(up["sha256"].as_str().unwrap().len(), 64);
     assert_eq!(up["size_bytes"], v1.len());
+    // A tenant's router runs under the tenant limits: fuel-metered, tighter.
+    assert_eq!(up["limits"]["fuel"], 20_000_000, "{up}");
+    assert_eq!(up["limits"]["wall_time"], 250, "{up}");
     bad(router("2.0.0"), router_manifest("1.0.0"), "")
         .await
         .expect_error(409, "version_exists");
@@ -590,7 +585,91 @@ async fn test_hot_swap_under_load_fails_nothing(b: Backend) {
     assert_eq!(served_by(&s, &key, "last").await, "shout 2.0.0");
 }
 
+async fn test_trusted_keys_admit_only_signed_components(b: Backend) {
+    use base64::Engine as _;
+    use ed25519_dalek::{Signer, SigningKey};
+    let trusted = SigningKey::from_bytes(&[7u8; 32]);
+    let stranger = SigningKey::from_bytes(&[9u8; 32]);
+    let public =
+        base64::engine::general_purpose::STANDARD.encode(trusted.verifying_key().as_bytes());
+    let s = Server::start_with(b, &[("VEL_PLUGIN_TRUSTED_KEYS", public.as_str())]).await;
+    let admin = s.admin_token().await;
+    let (_org, owner) = s.tenant(&admin, "acme").await;
+    let v1 = router("1.0.0");
+    let signed = |key: &SigningKey, bytes: &[u8]| {
+        base64::engine::general_purpose::STANDARD.encode(key.sign(bytes).to_bytes())
+    };
+    let upload = |bytes: Vec<u8>, signature: Option<String>, query: &'static str| {
+        let form = reqwest::multipart::Form::new()
+            .part("component", reqwest::multipart::Part::bytes(bytes))
+            .text("manifest", router_manifest("1.0.0"));
+        let form = match signature {
+            Some(sig) => form.text("signature", sig),
+            None => form,
+        };
+        s.http
+            .post(s.url(&format!("/api/plugins{query}")))
+            .bearer_auth(&owner)
+            .multipart(form)
+            .send()
+    };
+    let status_code = |r: reqwest::Response| async move {
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        (
+            status,
+            body["error"]["code"].as_str().unwrap_or("").to_string(),
+            body,
+        )
+    };
+    // Unsigned, asking to activate: refused, nothing stored.
+    let (status, code, _) =
+        status_code(upload(v1.clone(), None, "?activate=true").await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (400, "signature_required"));
+    // Signed by a key nobody trusts: refused.
+    let (status, code, _) = status_code(
+        upload(v1.clone(), Some(signed(&stranger, &v1)), "")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (400, "invalid_signature"));
+    // A signature of other bytes: refused.
+    let (status, code, _) = status_code(
+        upload(v1.clone(), Some(signed(&trusted, b"other bytes")), "")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (400, "invalid_signature"));
+    s.get("/api/plugins/flip-router", &owner)
+        .await
+        .expect_error(404, "not_found");
+    // Signed by the trusted key: stored as signed and activated.
+    let (status, _, body) = status_code(
+        upload(v1.clone(), Some(signed(&trusted, &v1)), "?activate=true")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["signed"], true);
+    assert_eq!(body["active"], true);
+    // An unsigned later version may be stored but not activated.
+    s.upload_plugin(&owner, "", router("2.0.0"), &router_manifest("2.0.0"))
+        .await
+        .expect(201);
+    s.post(
+        "/api/plugins/flip-router/versions/2.0.0/activate",
+        &owner,
+        json!({}),
+    )
+    .await
+    .expect_error(409, "signature_required");
+}
+
 crate::dual_backend_tests!(
+    test_trusted_keys_admit_only_signed_components,
     test_bad_uploads_are_refused_and_store_nothing,
     test_tenant_plugins_go_live_for_that_tenant_only,
     test_hot_swap_under_load_fails_nothing,

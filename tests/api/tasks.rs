@@ -15,17 +15,9 @@ const KEY: &str = "sk-tasks-test-key-0123456789";
 
 /// An `openai_compatible` integration called `name` pointing at `mock`.
 async fn upstream(s: &Server, token: &str, name: &str, mock: &MockUpstream) -> String {
-    let created = s
-        .post(
-            "/api/integrations",
-            token,
-            json!({ "name": name, "provider": "openai_compatible",
-                    "base_url": format!("{}/v1", mock.base_url()),
-                    "default_model": "gpt-4o-mini", "api_key": KEY, "timeout_ms": 5000 }),
-        )
+    let base_url = format!("{}/v1", mock.base_url());
+    s.upstream_integration(token, name, &base_url, KEY, 5_000)
         .await
-        .expect(201);
-    created.body["id"].as_str().unwrap().to_string()
 }
 
 /// The offline `mock` provider as an integration.

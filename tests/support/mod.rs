@@ -279,6 +279,45 @@ impl Server {
         Self::finish(req).await
     }
 
+    /// Create an `openai_compatible` integration called `name` pointing at
+    /// `base_url` (a mock upstream's `…/v1`) with `api_key`, a default model
+    /// of `gpt-4o-mini` and `timeout_ms`; returns its id.
+    pub async fn upstream_integration(
+        &self,
+        token: &str,
+        name: &str,
+        base_url: &str,
+        api_key: &str,
+        timeout_ms: u64,
+    ) -> String {
+        let created = self
+            .post(
+                "/api/integrations",
+                token,
+                json!({ "name": name, "provider": "openai_compatible", "base_url": base_url,
+                        "default_model": "gpt-4o-mini", "api_key": api_key, "timeout_ms": timeout_ms }),
+            )
+            .await
+            .expect(201);
+        created.body["id"]
+            .as_str()
+            .expect("integration id")
+            .to_string()
+    }
+
+    /// An API key with `role` made by `token`'s holder; returns the key.
+    pub async fn api_key(&self, token: &str, name: &str, role: &str) -> String {
+        let r = self
+            .post(
+                "/api/api-keys",
+                token,
+                json!({ "name": name, "role": role }),
+            )
+            .await
+            .expect(201);
+        r.body["key"].as_str().expect("key").to_string()
+    }
+
     /// Upload a plugin version (`POST /api/plugins{query}`, multipart).
     pub async fn upload_plugin(
         &self,

@@ -91,6 +91,16 @@ impl ApiError {
         ApiError::new(StatusCode::CONFLICT, code, message)
     }
 
+    /// `conflict` when `e` is a unique-constraint violation (a name or
+    /// version already taken), else the usual mapping of a database error.
+    pub fn unique_or(e: sqlx::Error, conflict: ApiError) -> ApiError {
+        if crate::store::is_unique_violation(&e) {
+            conflict
+        } else {
+            e.into()
+        }
+    }
+
     /// 413 with a message naming what was too large.
     pub fn too_large(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)

@@ -302,11 +302,10 @@ pub async fn create(
     store::integrations::insert(&mut tx, &integration)
         .await
         .map_err(|e| {
-            if store::is_unique_violation(&e) {
-                ApiError::conflict("an integration with this name exists")
-            } else {
-                e.into()
-            }
+            ApiError::unique_or(
+                e,
+                ApiError::conflict("an integration with this name exists"),
+            )
         })?;
     audit::record(
         &mut tx,
@@ -437,11 +436,10 @@ pub async fn update(
     store::integrations::update(&mut tx, &mut row)
         .await
         .map_err(|e| {
-            if store::is_unique_violation(&e) {
-                ApiError::conflict("an integration with this name exists")
-            } else {
-                e.into()
-            }
+            ApiError::unique_or(
+                e,
+                ApiError::conflict("an integration with this name exists"),
+            )
         })?;
     audit::record(
         &mut tx,
@@ -482,10 +480,14 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Commit a change to the organization's integrations and make every
-/// instance's dispatcher read them again: this one at once, the others on
-/// the signal sent with the commit.
-async fn commit_change(state: &AppState, mut tx: store::Tx, org_id: &str) -> Result<(), ApiError> {
+/// Commit a change to the organization's catalogue (its integrations or
+/// its routing policy) and make every instance's dispatcher read it again:
+/// this one at once, the others on the signal sent with the commit.
+pub(crate) async fn commit_change(
+    state: &AppState,
+    mut tx: store::Tx,
+    org_id: &str,
+) -> Result<(), ApiError> {
     let signal = Signal::CatalogChanged(org_id.to_string());
     state.signals.notify(&mut tx, &signal).await?;
     tx.commit().await?;

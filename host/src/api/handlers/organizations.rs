@@ -424,10 +424,6 @@ pub async fn set_routing_policy(
         json!({ "router": req.router }),
     )
     .await?;
-    let signal = crate::orchestrator::signals::Signal::CatalogChanged(id.clone());
-    state.signals.notify(&mut tx, &signal).await?;
-    tx.commit().await?;
-    state.dispatcher.forget_catalog(&id);
-    state.signals.publish(signal);
+    super::integrations::commit_change(&state, tx, &id).await?;
     Ok(Json(req))
 }

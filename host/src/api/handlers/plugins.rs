@@ -402,17 +402,11 @@ pub async fn upload(
     store::plugins::insert_version(&mut tx, &version)
         .await
         .map_err(|e| {
-            if store::is_unique_violation(&e) {
-                ApiError::conflict_code(
-                    "version_exists",
-                    format!(
-                        "{} {} was uploaded concurrently",
-                        manifest.name, manifest.version
-                    ),
-                )
-            } else {
-                e.into()
-            }
+            let taken = format!(
+                "{} {} was uploaded concurrently",
+                manifest.name, manifest.version
+            );
+            ApiError::unique_or(e, ApiError::conflict_code("version_exists", taken))
         })?;
     audit::record(
         &mut tx,
@@ -969,7 +963,7 @@ async fn commit_live(state: &AppState, mut tx: Tx) -> Result<(), ApiError> {
 }
 
 /// Reload the active set on this instance now.
-pub(crate) async fn make_live(state: &AppState) -> Result<(), ApiError> {
+async fn make_live(state: &AppState) -> Result<(), ApiError> {
     match state.plugins.registry().refresh(&state.db).await {
         Ok(changed) => {
             if changed {

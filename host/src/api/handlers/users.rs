@@ -216,13 +216,9 @@ pub async fn update_me(
         changed.push("password");
     }
     let mut tx = state.db.tenant(&p.org_id).await?;
-    store::users::update(&mut tx, &user).await.map_err(|e| {
-        if store::is_unique_violation(&e) {
-            ApiError::conflict("email is already taken")
-        } else {
-            e.into()
-        }
-    })?;
+    store::users::update(&mut tx, &user)
+        .await
+        .map_err(|e| ApiError::unique_or(e, ApiError::conflict("email is already taken")))?;
     audit::record(
         &mut tx,
         &p,
