@@ -131,6 +131,13 @@ async fn test_bad_uploads_are_refused_and_store_nothing(b: Backend) {
     assert_eq!(default_router["active_version"], "0.1.0");
     assert_eq!(default_router["live_version"], "0.1.0");
     let before = visible(&s, &owner).await;
+    // Platform plugins are the platform admins'; the fallback router stays on.
+    s.post("/api/plugins/default-router/disable", &owner, json!({}))
+        .await
+        .expect_error(403, "forbidden");
+    s.post("/api/plugins/default-router/disable", &admin, json!({}))
+        .await
+        .expect_error(409, "default_router");
 
     let v1 = router("1.0.0");
     let bad = |bytes: Vec<u8>, manifest: String, query: &'static str| {

@@ -251,6 +251,16 @@ impl Registry {
         Ok(plugin)
     }
 
+    /// Keep a component compiled elsewhere (an accepted upload), so
+    /// activating it on this instance does not load it again. Refused
+    /// uploads are never kept: their compiled code is dropped with them.
+    pub fn keep(&self, plugin: Plugin) {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(plugin.sha256().to_string(), plugin);
+    }
+
     fn loaded_plugin(&self, sha256: &str) -> Option<Plugin> {
         self.loaded
             .lock()

@@ -18,6 +18,7 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{ApiQuery, ClientInfo};
 use crate::audit;
 use crate::auth::{Principal, Role};
+use crate::orchestrator::dispatch::DEFAULT_ROUTER;
 use crate::orchestrator::signals::Signal;
 use crate::plugins::manifest::Manifest;
 use crate::plugins::registry::{Owner, sha256_hex};
@@ -321,10 +322,12 @@ pub async fn upload(
     }
     tx.rollback().await?;
 
+    // Compiled but not kept until the version is stored: a refused upload
+    // leaves nothing behind, not even in memory.
     let plugin = state
         .plugins
-        .registry()
-        .load_bytes(&form.component)
+        .runtime()
+        .load(&form.component)
         .await
         .map_err(load_error)?;
     if plugin.kind() != kind {
@@ -418,6 +421,7 @@ pub async fn upload(
                 "outbound_hosts": manifest.outbound.hosts, "awaiting_approval": needs_approval }),
     )
     .await?;
+    state.plugins.registry().keep(plugin);
     if options.activate {
         switch_to(&mut row, &version.version, now);
         store::plugins::update_plugin(&mut tx, &row).await?;
@@ -595,6 +599,12 @@ async fn set_status(
     let mut tx = begin(&state, &p).await?;
     let mut row = resolve(&mut tx, &p, &name, scope).await?;
     may_manage(&p, &row)?;
+    if status == "disabled" && row.org_id.is_none() && row.name == DEFAULT_ROUTER {
+        return Err(ApiError::conflict_code(
+            "default_router",
+            "the platform's default router is every routing fallback and cannot be disabled",
+        ));
+    }
     if row.status == status {
         tx.commit().await?;
         return Ok(Json(PluginView::new(&state, &row)));
