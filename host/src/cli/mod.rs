@@ -25,7 +25,7 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Plugin-author tools: check and run a component locally.
+    /// Plugin-author tools: check and run a component locally; publish, list, activate and roll back on a running server.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
 }
