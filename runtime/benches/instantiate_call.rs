@@ -6,9 +6,10 @@
 //! Besides criterion's report, prints p50/p90/p99/p99.9 over 20,000 calls
 //! of each (targets: p50 <= 10 µs, p99 <= 50 µs).
 
-use std::time::{Duration, Instant};
+mod support;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use support::percentiles;
 use vel_runtime::types::{
     Candidate, CircuitState, ConditionInput, Preference, Priority, TaskInfo, TaskType,
 };
@@ -117,41 +118,22 @@ impl Setup {
     }
 }
 
-/// p50/p90/p99/p99.9 of `SAMPLES` timed calls, after a warm-up.
-fn percentiles(name: &str, mut call: impl FnMut()) {
-    for _ in 0..2_000 {
-        call();
-    }
-    let mut times: Vec<Duration> = (0..SAMPLES)
-        .map(|_| {
-            let start = Instant::now();
-            call();
-            start.elapsed()
-        })
-        .collect();
-    times.sort_unstable();
-    let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
-    println!(
-        "{name}: {SAMPLES} calls  p50 {:.2} µs  p90 {:.2} µs  p99 {:.2} µs  p99.9 {:.2} µs  max {:.2} µs",
-        us(at(0.50)),
-        us(at(0.90)),
-        us(at(0.99)),
-        us(at(0.999)),
-        us(times[times.len() - 1]),
-    );
-}
-
 fn bench(c: &mut Criterion) {
     let s = setup();
     let (task, candidates, input) = (task(), candidates(), condition_input());
 
-    percentiles("default-router route (instantiate + call)", || {
-        s.tokio.block_on(s.route_once(&task, &candidates))
-    });
-    percentiles("text-match evaluate (instantiate + call)", || {
-        s.tokio.block_on(s.evaluate_once(&input))
-    });
+    percentiles(
+        "default-router route (instantiate + call)",
+        2_000,
+        SAMPLES,
+        || s.tokio.block_on(s.route_once(&task, &candidates)),
+    );
+    percentiles(
+        "text-match evaluate (instantiate + call)",
+        2_000,
+        SAMPLES,
+        || s.tokio.block_on(s.evaluate_once(&input)),
+    );
 
     let mut group = c.benchmark_group("instantiate_call");
     group.bench_function("default-router", |b| {

@@ -6,8 +6,11 @@
 //! heals it), never correctness. On PostgreSQL, signals written with
 //! [`Signals::notify`] inside a transaction are delivered to every instance
 //! when it commits (`pg_notify`); one `LISTEN` connection per instance feeds
-//! them into the local channel.
+//! them into the local channel. Each payload starts with the sending
+//! instance's id, so an instance ignores the echo of its own signals (it
+//! published them locally already).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::AnyConnection;
@@ -48,8 +51,10 @@ pub enum Signal {
 #[derive(Debug, Clone)]
 pub struct Signals {
     backend: Backend,
+    /// This instance's id, the first word of every payload it sends.
+    origin: Arc<str>,
     tasks: broadcast::Sender<Signal>,
-    queue: std::sync::Arc<Notify>,
+    queue: Arc<Notify>,
 }
 
 impl Signals {
@@ -58,8 +63,9 @@ impl Signals {
         let (tasks, _) = broadcast::channel(4096);
         Signals {
             backend,
+            origin: crate::store::new_id().into(),
             tasks,
-            queue: std::sync::Arc::new(Notify::new()),
+            queue: Arc::new(Notify::new()),
         }
     }
 
@@ -91,7 +97,7 @@ impl Signals {
             };
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(channel)
-                .bind(payload)
+                .bind(format!("{} {payload}", self.origin))
                 .execute(conn)
                 .await?;
         }
@@ -101,8 +107,9 @@ impl Signals {
     /// Announce new pending work, inside `conn`'s transaction.
     pub async fn notify_queue(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
         if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_notify($1, '')")
+            sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(QUEUE_CHANNEL)
+                .bind(format!("{} ", self.origin))
                 .execute(conn)
                 .await?;
         }
@@ -156,7 +163,11 @@ impl Signals {
         self.publish(Signal::PluginsChanged);
         loop {
             let n = listener.recv().await?;
-            let payload = n.payload().to_string();
+            let (origin, payload) = n.payload().split_once(' ').unwrap_or(("", n.payload()));
+            if origin == &*self.origin {
+                continue;
+            }
+            let payload = payload.to_string();
             match n.channel() {
                 EVENTS_CHANNEL => self.publish(Signal::Events(payload)),
                 CANCEL_CHANNEL => self.publish(Signal::Cancelled(payload)),

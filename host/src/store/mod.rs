@@ -19,13 +19,60 @@ pub mod tokens;
 pub mod usage;
 pub mod users;
 
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, ConnectOptions, Connection, Executor};
+use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Executor};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
-/// A transaction on either backend.
-pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+/// How long a statement waits for SQLite's write lock, and a writer for
+/// the in-process write gate, before giving up.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A transaction on either backend. It dereferences to the connection, so
+/// `&mut *tx` is what the store functions take.
+pub struct Tx {
+    inner: sqlx::Transaction<'static, sqlx::Any>,
+    /// On SQLite, a writing transaction holds the write gate until it ends
+    /// (declared after `inner`, so it is released after the transaction).
+    _write_gate: Option<OwnedMutexGuard<()>>,
+}
+
+impl Tx {
+    /// Commit the transaction (and release the SQLite write gate).
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.inner.commit().await
+    }
+
+    /// Roll the transaction back (dropping it does too).
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.inner.rollback().await
+    }
+}
+
+impl Deref for Tx {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        &self.inner
+    }
+}
+
+impl DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.inner
+    }
+}
+
+impl std::fmt::Debug for Tx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx")
+            .field("writes", &self._write_gate.is_some())
+            .finish()
+    }
+}
 
 /// Which database the server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +129,11 @@ pub enum StoreError {
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite allows one writer at a time. Writers queue here, in order and
+    /// woken the moment the previous one ends, instead of in SQLite's busy
+    /// handler, which polls by sleeping 1, 2, 5, 10… ms and so added
+    /// milliseconds to a request whenever a task worker was writing.
+    write_gate: Arc<Mutex<()>>,
 }
 
 impl Db {
@@ -122,6 +174,8 @@ impl Db {
                             conn.execute("PRAGMA journal_mode = WAL").await?;
                             conn.execute("PRAGMA synchronous = NORMAL").await?;
                             conn.execute("PRAGMA foreign_keys = ON").await?;
+                            // SQLITE_BUSY_TIMEOUT: only writes outside a
+                            // transaction (login counters) still wait here.
                             conn.execute("PRAGMA busy_timeout = 5000").await?;
                             // 512 KiB of page cache per connection instead of
                             // 2 MiB: the file stays in the OS page cache, and
@@ -135,7 +189,11 @@ impl Db {
             })
             .connect_with(options)
             .await?;
-        Ok(Db { pool, backend })
+        Ok(Db {
+            pool,
+            backend,
+            write_gate: Arc::default(),
+        })
     }
 
     /// Which backend this is.
@@ -151,13 +209,28 @@ impl Db {
     /// Begin a transaction confined to one organization: on PostgreSQL the
     /// row-level-security policies see `app.org_id` for its duration.
     pub async fn tenant(&self, org_id: &str) -> Result<Tx, sqlx::Error> {
-        let mut tx = self.begin().await?;
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT set_config('app.org_id', $1, true)")
-                .bind(org_id)
-                .execute(&mut *tx)
-                .await?;
+        self.begin_tenant(org_id, "").await
+    }
+
+    /// [`Db::tenant`], and on PostgreSQL `extra` (statements ending in `;`)
+    /// runs right after the transaction starts.
+    async fn begin_tenant(&self, org_id: &str, extra: &str) -> Result<Tx, sqlx::Error> {
+        if self.backend == Backend::Sqlite {
+            return self.begin().await;
         }
+        if is_plain_id(org_id) {
+            // One round trip: the id is checked to be quoting-safe.
+            return self
+                .begin_postgres(format!(
+                    "BEGIN; SELECT set_config('app.org_id', '{org_id}', true); {extra}"
+                ))
+                .await;
+        }
+        let mut tx = self.begin_postgres(format!("BEGIN; {extra}")).await?;
+        sqlx::query("SELECT set_config('app.org_id', $1, true)")
+            .bind(org_id)
+            .execute(&mut *tx)
+            .await?;
         Ok(tx)
     }
 
@@ -166,7 +239,7 @@ impl Db {
     /// writers; on PostgreSQL it is [`Db::tenant`].
     pub async fn tenant_read(&self, org_id: &str) -> Result<Tx, sqlx::Error> {
         match self.backend {
-            Backend::Sqlite => self.pool.begin().await,
+            Backend::Sqlite => self.begin_read().await,
             Backend::Postgres => self.tenant(org_id).await,
         }
     }
@@ -175,7 +248,7 @@ impl Db {
     /// [`Db::platform`] and [`Db::tenant_read`]).
     pub async fn platform_read(&self) -> Result<Tx, sqlx::Error> {
         match self.backend {
-            Backend::Sqlite => self.pool.begin().await,
+            Backend::Sqlite => self.begin_read().await,
             Backend::Postgres => self.platform().await,
         }
     }
@@ -186,13 +259,8 @@ impl Db {
     /// PostgreSQL its commit does not wait for the WAL flush
     /// (`synchronous_commit = off`); it is still atomic and ordered.
     pub async fn tenant_relaxed(&self, org_id: &str) -> Result<Tx, sqlx::Error> {
-        let mut tx = self.tenant(org_id).await?;
-        if self.backend == Backend::Postgres {
-            sqlx::query("SET LOCAL synchronous_commit TO OFF")
-                .execute(&mut *tx)
-                .await?;
-        }
-        Ok(tx)
+        self.begin_tenant(org_id, "SET LOCAL synchronous_commit TO OFF;")
+            .await
     }
 
     /// Begin a transaction that may cross organizations. Only for operations
@@ -200,25 +268,57 @@ impl Db {
     /// platform-admin endpoints. The bypass is a transaction-local setting
     /// the policies honour explicitly.
     pub async fn platform(&self) -> Result<Tx, sqlx::Error> {
-        let mut tx = self.begin().await?;
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT set_config('app.rls_bypass', 'on', true)")
-                .execute(&mut *tx)
-                .await?;
+        match self.backend {
+            Backend::Sqlite => self.begin().await,
+            Backend::Postgres => {
+                self.begin_postgres(
+                    "BEGIN; SELECT set_config('app.rls_bypass', 'on', true);".into(),
+                )
+                .await
+            }
         }
-        Ok(tx)
     }
 
-    /// Begin a transaction. On SQLite it takes the write lock up front
-    /// (`BEGIN IMMEDIATE`, waiting up to the busy timeout): a deferred
-    /// transaction that reads and then writes while another connection
-    /// writes fails at once with `SQLITE_BUSY` instead of waiting, and the
-    /// task workers write in the background all the time.
+    /// Begin a transaction. On SQLite it first waits its turn at the write
+    /// gate, then takes the write lock up front (`BEGIN IMMEDIATE`): a
+    /// deferred transaction that reads and then writes while another
+    /// connection writes fails at once with `SQLITE_BUSY` instead of
+    /// waiting, and the task workers write in the background all the time.
     async fn begin(&self) -> Result<Tx, sqlx::Error> {
         match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
+            Backend::Sqlite => {
+                let gate =
+                    tokio::time::timeout(SQLITE_BUSY_TIMEOUT, self.write_gate.clone().lock_owned())
+                        .await
+                        .map_err(|_| sqlx::Error::PoolTimedOut)?;
+                Ok(Tx {
+                    inner: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+                    _write_gate: Some(gate),
+                })
+            }
+            Backend::Postgres => self.begin_postgres("BEGIN".into()).await,
         }
+    }
+
+    /// Begin a PostgreSQL transaction with `statements` (starting with
+    /// `BEGIN`), sent in one round trip.
+    async fn begin_postgres(&self, statements: String) -> Result<Tx, sqlx::Error> {
+        Ok(Tx {
+            inner: self
+                .pool
+                .begin_with(sqlx::AssertSqlSafe(statements))
+                .await?,
+            _write_gate: None,
+        })
+    }
+
+    /// Begin a deferred (reading) transaction: on SQLite it never waits
+    /// for writers.
+    async fn begin_read(&self) -> Result<Tx, sqlx::Error> {
+        Ok(Tx {
+            inner: self.pool.begin().await?,
+            _write_gate: None,
+        })
     }
 
     /// A trivial round trip, for the health check.
@@ -249,6 +349,12 @@ fn ensure_sqlite_dir(url: &str) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// True when `id` can be written into SQL as a literal without escaping:
+/// our ids are UUIDs (hex digits and dashes).
+fn is_plain_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
 }
 
 /// Current time as unix milliseconds, the storage format of every timestamp.

@@ -146,13 +146,14 @@ pub async fn insert(
     }
     let now = now_ms();
     let id = new_id();
-    let inserted = sqlx::query(
+    let inserted: Option<Task> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO tasks (id, org_id, user_id, agent_id, source, description, task_type, priority, \
              status, request, stream, use_cache, idempotency_key, request_hash, created_at, updated_at) \
          SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $11, $12, $13, $14, $14 \
          WHERE (SELECT COUNT(*) FROM tasks WHERE user_id = $3 AND org_id = $2 \
-                AND status IN ('pending', 'in_progress')) < $15",
-    )
+                AND status IN ('pending', 'in_progress')) < $15 \
+         RETURNING {COLUMNS}"
+    )))
     .bind(&id)
     .bind(&new.org_id)
     .bind(&new.user_id)
@@ -168,15 +169,12 @@ pub async fn insert(
     .bind(&new.request_hash)
     .bind(now)
     .bind(i64::from(max_unfinished))
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
-    if inserted.rows_affected() == 0 {
-        return Ok(Inserted::TooManyUnfinished);
-    }
-    let task = get(conn, &new.org_id, &id)
-        .await?
-        .ok_or(sqlx::Error::RowNotFound)?;
-    Ok(Inserted::Created(Box::new(task)))
+    Ok(match inserted {
+        Some(task) => Inserted::Created(Box::new(task)),
+        None => Inserted::TooManyUnfinished,
+    })
 }
 
 async fn by_idempotency_key(
@@ -261,10 +259,12 @@ pub async fn page(
     Ok((rows, total))
 }
 
-/// Claim the next task: the highest-priority, oldest pending one, or an
-/// `in_progress` one whose lease has expired (its worker died) and that
-/// has been claimed fewer than `max_claims` times. Runs
-/// across organizations (the worker serves all of them).
+/// Claim the next task: an `in_progress` one whose lease has expired (its
+/// worker died) and that has been claimed fewer than `max_claims` times,
+/// else the highest-priority, oldest pending one. Runs across
+/// organizations (the worker serves all of them). Each case is its own
+/// subquery so that both walk `tasks_queue_idx` instead of scanning every
+/// finished task.
 pub async fn claim(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -280,10 +280,12 @@ pub async fn claim(
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE tasks SET status = 'in_progress', lease_owner = $1, lease_expires_at = $2, \
              claims = claims + 1, started_at = COALESCE(started_at, $3), updated_at = $3 \
-         WHERE id = (SELECT id FROM tasks \
-                     WHERE status = 'pending' \
-                        OR (status = 'in_progress' AND lease_expires_at < $3 AND claims < $4) \
-                     ORDER BY priority DESC, created_at, id LIMIT 1 {lock}) \
+         WHERE id = COALESCE( \
+             (SELECT id FROM tasks \
+              WHERE status = 'in_progress' AND lease_expires_at < $3 AND claims < $4 \
+              ORDER BY priority DESC, created_at, id LIMIT 1 {lock}), \
+             (SELECT id FROM tasks WHERE status = 'pending' \
+              ORDER BY priority DESC, created_at, id LIMIT 1 {lock})) \
          RETURNING {COLUMNS}"
     )))
     .bind(owner)

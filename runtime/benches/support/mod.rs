@@ -1,0 +1,30 @@
+//! What the runtime's benchmarks share: timing a call many times and
+//! printing its percentiles.
+
+use std::time::{Duration, Instant};
+
+/// Runs `call` `warmup` times untimed, then `samples` times timed, and
+/// prints p50/p90/p99/p99.9 and the maximum in microseconds.
+pub fn percentiles(name: &str, warmup: usize, samples: usize, mut call: impl FnMut()) {
+    for _ in 0..warmup {
+        call();
+    }
+    let mut times: Vec<Duration> = (0..samples)
+        .map(|_| {
+            let start = Instant::now();
+            call();
+            start.elapsed()
+        })
+        .collect();
+    times.sort_unstable();
+    let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "{name}: {samples} calls  p50 {:.2} µs  p90 {:.2} µs  p99 {:.2} µs  p99.9 {:.2} µs  max {:.2} µs",
+        us(at(0.50)),
+        us(at(0.90)),
+        us(at(0.99)),
+        us(at(0.999)),
+        us(times[times.len() - 1]),
+    );
+}
