@@ -9,11 +9,11 @@
 mod support;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use support::percentiles;
+use support::{Harness, percentiles};
 use vel_runtime::types::{
     Candidate, CircuitState, ConditionInput, Preference, Priority, TaskInfo, TaskType,
 };
-use vel_runtime::{Plugin, PluginKind, Profile, Runtime, RuntimeConfig};
+use vel_runtime::{Plugin, PluginKind, Profile, Runtime};
 
 const SAMPLES: usize = 20_000;
 
@@ -74,22 +74,12 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let runtime = Runtime::new(RuntimeConfig::default()).expect("vel runtime");
-    let load = |name: &str| {
-        let bytes = vel_plugin_artifacts::builtin(name)
-            .unwrap_or_else(|| panic!("{name} is built"))
-            .bytes;
-        tokio.block_on(runtime.load(bytes)).expect("plugin loads")
-    };
-    let router = load("default-router");
-    let condition = load("text-match");
+    let harness = Harness::new();
+    let router = harness.load("default-router");
+    let condition = harness.load("text-match");
     Setup {
-        tokio,
-        runtime,
+        tokio: harness.tokio,
+        runtime: harness.runtime,
         router,
         condition,
     }

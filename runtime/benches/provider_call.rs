@@ -15,10 +15,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use support::percentiles;
+use support::{Harness, percentiles};
 use vel_mock_upstream::MockUpstream;
 use vel_runtime::types::{CompletionRequest, Message, Role, TaskType};
-use vel_runtime::{Plugin, PluginKind, Profile, ProviderCall, Runtime, RuntimeConfig};
+use vel_runtime::{PluginKind, Profile, ProviderCall};
 
 /// Timed calls of each kind; `VEL_BENCH_SAMPLES` overrides.
 fn samples() -> usize {
@@ -74,19 +74,10 @@ fn start_mock() -> String {
 fn main() {
     let samples = samples();
     let base = start_mock();
-    let tokio = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let runtime = Runtime::new(RuntimeConfig::default()).expect("vel runtime");
-    let load = |name: &str| -> Plugin {
-        let bytes = vel_plugin_artifacts::builtin(name)
-            .unwrap_or_else(|| panic!("{name} is built"))
-            .bytes;
-        tokio.block_on(runtime.load(bytes)).expect("plugin loads")
-    };
-    let openai = load("openai-compatible");
-    let mock = load("mock");
+    let harness = Harness::new();
+    let openai = harness.load("openai-compatible");
+    let mock = harness.load("mock");
+    let Harness { tokio, runtime } = harness;
     let limits = runtime.limits(PluginKind::Provider, Profile::Platform);
 
     let client: Client<HttpConnector, Full<Bytes>> =

@@ -174,9 +174,14 @@ impl Db {
                             conn.execute("PRAGMA journal_mode = WAL").await?;
                             conn.execute("PRAGMA synchronous = NORMAL").await?;
                             conn.execute("PRAGMA foreign_keys = ON").await?;
-                            // SQLITE_BUSY_TIMEOUT: only writes outside a
-                            // transaction (login counters) still wait here.
-                            conn.execute("PRAGMA busy_timeout = 5000").await?;
+                            // Only writes outside a transaction (login
+                            // counters) still wait here; the others queue
+                            // at the write gate first.
+                            conn.execute(sqlx::AssertSqlSafe(format!(
+                                "PRAGMA busy_timeout = {}",
+                                SQLITE_BUSY_TIMEOUT.as_millis()
+                            )))
+                            .await?;
                             // 512 KiB of page cache per connection instead of
                             // 2 MiB: the file stays in the OS page cache, and
                             // ten connections' caches were a third of the

@@ -1,7 +1,40 @@
-//! What the runtime's benchmarks share: timing a call many times and
-//! printing its percentiles.
+//! What the runtime's benchmarks share: a runtime with built-in plugins
+//! loaded on a single-threaded executor, and timing a call many times to
+//! print its percentiles.
 
 use std::time::{Duration, Instant};
+
+use vel_runtime::{Plugin, Runtime, RuntimeConfig};
+
+/// A default runtime and the current-thread executor its calls run on.
+pub struct Harness {
+    /// Drives every call (`block_on`).
+    pub tokio: tokio::runtime::Runtime,
+    /// The runtime under measurement.
+    pub runtime: Runtime,
+}
+
+impl Harness {
+    /// A runtime with the default configuration.
+    pub fn new() -> Self {
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let runtime = Runtime::new(RuntimeConfig::default()).expect("vel runtime");
+        Harness { tokio, runtime }
+    }
+
+    /// Loads (compiles) the built-in plugin `name`.
+    pub fn load(&self, name: &str) -> Plugin {
+        let bytes = vel_plugin_artifacts::builtin(name)
+            .unwrap_or_else(|| panic!("{name} is built"))
+            .bytes;
+        self.tokio
+            .block_on(self.runtime.load(bytes))
+            .expect("plugin loads")
+    }
+}
 
 /// Runs `call` `warmup` times untimed, then `samples` times timed, and
 /// prints p50/p90/p99/p99.9 and the maximum in microseconds.
