@@ -508,6 +508,18 @@ async fn wait_task(s: &Server, token: &str, id: &str) -> Value {
     }
 }
 
+/// Let ten more requests through (between two swaps), or stop waiting as
+/// soon as a client stopped: it failed a request, and its panic is
+/// reported when it is joined.
+async fn let_through<T>(served: &AtomicUsize, clients: &[tokio::task::JoinHandle<T>]) {
+    let target = served.load(Ordering::Acquire) + 10;
+    while served.load(Ordering::Acquire) < target
+        && !clients.iter().any(tokio::task::JoinHandle::is_finished)
+    {
+        tokio::task::yield_now().await;
+    }
+}
+
 async fn test_hot_swap_under_load_fails_nothing(b: Backend) {
     let s = Arc::new(Server::start(b).await);
     let admin = s.admin_token().await;
@@ -552,26 +564,14 @@ async fn test_hot_swap_under_load_fails_nothing(b: Backend) {
         "/api/plugins/shout/rollback",
         "/api/plugins/flip-router/versions/2.0.0/activate",
     ];
-    // Let some requests through between swaps (a client that stopped
-    // early failed a request: its panic is reported below).
-    let let_through = |clients: &Vec<tokio::task::JoinHandle<_>>| {
-        let target = served.load(Ordering::Acquire) + 10;
-        let served = served.clone();
-        let stopped = clients.iter().any(tokio::task::JoinHandle::is_finished);
-        async move {
-            while !stopped && served.load(Ordering::Acquire) < target {
-                tokio::task::yield_now().await;
-            }
-        }
-    };
     for path in swaps {
-        let_through(&clients).await;
+        let_through(&served, &clients).await;
         if clients.iter().any(tokio::task::JoinHandle::is_finished) {
             break;
         }
         s.post(path, &owner, json!({})).await.expect(200);
     }
-    let_through(&clients).await;
+    let_through(&served, &clients).await;
     done.store(true, Ordering::Release);
     let mut total = 0;
     let mut seen = BTreeSet::new();

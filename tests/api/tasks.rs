@@ -757,8 +757,60 @@ async fn test_sigkill_loses_no_task(b: Backend) {
     assert_eq!(done.body["total"], ids.len());
 }
 
+/// The queue itself, with no worker running: a claim takes the highest
+/// priority first, says whether more tasks are pending (a worker wakes
+/// another only then), and a task's first event is its `pending` status.
+async fn test_claims_say_whether_more_is_pending(b: Backend) {
+    let s = Server::start_with(b, &[("VEL_TASK_WORKERS", "0")]).await;
+    let admin = s.admin_token().await;
+    let low = submit(
+        &s,
+        &admin,
+        json!({ "description": "low", "prompt": "low", "priority": "low" }),
+    )
+    .await;
+    let high = submit(
+        &s,
+        &admin,
+        json!({ "description": "high", "prompt": "high", "priority": "high" }),
+    )
+    .await;
+    let db = vel::store::Db::open(&s.database_url, 1)
+        .await
+        .expect("open the database");
+    let db = &db;
+    let claim = || async move {
+        let mut tx = db.platform().await.expect("begin");
+        let claimed = vel::store::tasks::claim(&mut tx, db.backend(), "test-worker", 60_000, 3)
+            .await
+            .expect("claim");
+        tx.commit().await.expect("commit");
+        claimed.map(|c| (c.task.id.clone(), c.more_pending()))
+    };
+    assert_eq!(claim().await, Some((high.clone(), true)));
+    assert_eq!(claim().await, Some((low.clone(), false)));
+    assert_eq!(claim().await, None);
+    let mut tx = db.platform().await.expect("begin");
+    let org_id: String = sqlx::query_scalar("SELECT org_id FROM tasks WHERE id = $1")
+        .bind(&low)
+        .fetch_one(&mut *tx)
+        .await
+        .expect("the task's organization");
+    let events = vel::store::tasks::events_after(&mut tx, &org_id, &low, 0)
+        .await
+        .expect("events");
+    tx.commit().await.expect("commit");
+    db.close().await;
+    let first: Vec<(i64, &str, &str)> = events
+        .iter()
+        .map(|e| (e.seq, e.kind.as_str(), e.data.as_str()))
+        .collect();
+    assert_eq!(first, [(1, "status", r#"{"status":"pending"}"#)]);
+}
+
 dual_backend_tests!(
     test_mock_task_completes_with_history,
+    test_claims_say_whether_more_is_pending,
     test_bad_submissions_are_refused_and_store_nothing,
     test_unfinished_limit_idempotency_and_cancel,
     test_fallback_costs_and_breaker,

@@ -201,9 +201,11 @@ impl Inner {
                 return;
             }
             match self.claim().await {
-                Ok(Some(task)) => {
-                    // There may be more: wake another idle worker.
-                    self.signals.publish_queue();
+                Ok(Some((task, more_pending))) => {
+                    if more_pending {
+                        // Wake another idle worker for the next one.
+                        self.signals.publish_queue();
+                    }
                     let span = tracing::info_span!("task", task_id = %task.id, org_id = %task.org_id, claims = task.claims);
                     self.run(task).instrument(span).await;
                 }
@@ -225,9 +227,10 @@ impl Inner {
         }
     }
 
-    async fn claim(&self) -> Result<Option<Task>, sqlx::Error> {
+    /// Claim a task; with it, whether more were pending.
+    async fn claim(&self) -> Result<Option<(Task, bool)>, sqlx::Error> {
         let mut tx = self.db.platform().await?;
-        let task = tasks::claim(
+        let claimed = tasks::claim(
             &mut tx,
             self.db.backend(),
             &self.owner,
@@ -235,19 +238,20 @@ impl Inner {
             MAX_CLAIMS,
         )
         .await?;
-        if let Some(task) = &task {
-            let data = json!({ "status": "in_progress", "claims": task.claims });
-            tasks::append_event(&mut tx, &task.org_id, &task.id, "status", &data.to_string())
-                .await?;
-            self.signals
-                .notify(&mut tx, &Signal::Events(task.id.clone()))
-                .await?;
-        }
+        let Some(claimed) = claimed else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let more_pending = claimed.more_pending();
+        let task = claimed.task;
+        let data = json!({ "status": "in_progress", "claims": task.claims });
+        tasks::append_event(&mut tx, &task.org_id, &task.id, "status", &data.to_string()).await?;
+        self.signals
+            .notify(&mut tx, &Signal::Events(task.id.clone()))
+            .await?;
         tx.commit().await?;
-        if let Some(task) = &task {
-            self.signals.publish(Signal::Events(task.id.clone()));
-        }
-        Ok(task)
+        self.signals.publish(Signal::Events(task.id.clone()));
+        Ok(Some((task, more_pending)))
     }
 
     /// Run one claimed task to its end.
@@ -280,15 +284,22 @@ impl Inner {
                 return self.fail(task, error, &[], None, Vec::new()).await;
             }
         };
-        let (hit, previous) = {
+        // A first run has no earlier attempts to continue from; a task that
+        // may not use the cache and runs for the first time reads nothing.
+        let (hit, previous) = if task.use_cache == 1 || task.claims > 1 {
             let mut tx = self.db.tenant_read(&task.org_id).await?;
             let hit = match task.use_cache {
                 1 => tasks::cached_response(&mut tx, &task.org_id, &task.request_hash).await?,
                 _ => None,
             };
-            let previous = tasks::attempts(&mut tx, &task.org_id, &task.id).await?;
+            let previous = match task.claims {
+                1 => Vec::new(),
+                _ => tasks::attempts(&mut tx, &task.org_id, &task.id).await?,
+            };
             tx.commit().await?;
             (hit, previous)
+        } else {
+            (None, Vec::new())
         };
         if let Some(result) = hit.and_then(|text| serde_json::from_str(&text).ok()) {
             return self.complete_cached(task, result).await;

@@ -122,8 +122,8 @@ impl Signals {
     }
 
     /// Tell one of this process's idle workers that work was queued (a
-    /// worker that claims something passes the word on, so a burst wakes
-    /// as many workers as it needs, one at a time).
+    /// worker that claims something while more is pending passes the word
+    /// on, so a burst wakes as many workers as it needs, one at a time).
     pub fn publish_queue(&self) {
         self.queue.notify_one();
     }

@@ -93,6 +93,15 @@ impl Backend {
         }
     }
 
+    /// The backend a connection talks to, for the few statements whose
+    /// best form differs between the two.
+    pub fn of(conn: &AnyConnection) -> Backend {
+        match conn.backend_name() {
+            "PostgreSQL" => Backend::Postgres,
+            _ => Backend::Sqlite,
+        }
+    }
+
     /// Lower-case name for health output and logs.
     pub fn name(self) -> &'static str {
         match self {
@@ -215,6 +224,30 @@ impl Db {
     /// row-level-security policies see `app.org_id` for its duration.
     pub async fn tenant(&self, org_id: &str) -> Result<Tx, sqlx::Error> {
         self.begin_tenant(org_id, "").await
+    }
+
+    /// [`Db::tenant`], serialised on PostgreSQL with every other
+    /// transaction begun with the same `key` (a transaction-scoped advisory
+    /// lock, taken in the round trip that begins the transaction). On
+    /// SQLite the write gate already serialises all writers.
+    pub async fn tenant_serialised(&self, org_id: &str, key: &str) -> Result<Tx, sqlx::Error> {
+        if self.backend == Backend::Sqlite {
+            return self.begin().await;
+        }
+        if is_plain_id(key) {
+            return self
+                .begin_tenant(
+                    org_id,
+                    &format!("SELECT pg_advisory_xact_lock(hashtext('{key}'));"),
+                )
+                .await;
+        }
+        let mut tx = self.tenant(org_id).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
     }
 
     /// [`Db::tenant`], and on PostgreSQL `extra` (statements ending in `;`)

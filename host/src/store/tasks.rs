@@ -124,21 +124,18 @@ pub enum Inserted {
 
 /// Insert a pending task unless the user already has `max_unfinished`
 /// unfinished ones; with an idempotency key already used by the user,
-/// return that task instead. The count and the insert are one statement
-/// (serialised per user on PostgreSQL by an advisory lock), so concurrent
-/// submissions cannot overshoot the limit.
+/// return that task instead. The count and the insert are one statement;
+/// run it in a transaction from
+/// [`Db::tenant_serialised`](super::Db::tenant_serialised) keyed by the user
+/// id, so that concurrent submissions of one user cannot overshoot the
+/// limit. A new task starts with its
+/// first event, `status: pending` (number 1), written here without the
+/// numbering update [`append_event`] needs.
 pub async fn insert(
     conn: &mut AnyConnection,
-    backend: Backend,
     new: &NewTask,
     max_unfinished: u32,
 ) -> Result<Inserted, sqlx::Error> {
-    if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-            .bind(&new.user_id)
-            .execute(&mut *conn)
-            .await?;
-    }
     if let Some(key) = &new.idempotency_key
         && let Some(task) = by_idempotency_key(conn, &new.org_id, &new.user_id, key).await?
     {
@@ -148,8 +145,9 @@ pub async fn insert(
     let id = new_id();
     let inserted: Option<Task> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO tasks (id, org_id, user_id, agent_id, source, description, task_type, priority, \
-             status, request, stream, use_cache, idempotency_key, request_hash, created_at, updated_at) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $11, $12, $13, $14, $14 \
+             status, request, stream, use_cache, idempotency_key, request_hash, event_seq, \
+             created_at, updated_at) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $11, $12, $13, 1, $14, $14 \
          WHERE (SELECT COUNT(*) FROM tasks WHERE user_id = $3 AND org_id = $2 \
                 AND status IN ('pending', 'in_progress')) < $15 \
          RETURNING {COLUMNS}"
@@ -171,11 +169,15 @@ pub async fn insert(
     .bind(i64::from(max_unfinished))
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(match inserted {
-        Some(task) => Inserted::Created(Box::new(task)),
-        None => Inserted::TooManyUnfinished,
-    })
+    let Some(task) = inserted else {
+        return Ok(Inserted::TooManyUnfinished);
+    };
+    insert_event(conn, &task.org_id, &task.id, 1, "status", PENDING_EVENT).await?;
+    Ok(Inserted::Created(Box::new(task)))
 }
+
+/// The data of a new task's first event.
+const PENDING_EVENT: &str = r#"{"status":"pending"}"#;
 
 async fn by_idempotency_key(
     conn: &mut AnyConnection,
@@ -259,6 +261,25 @@ pub async fn page(
     Ok((rows, total))
 }
 
+/// A task just claimed, and whether other pending tasks were waiting when
+/// it was taken (so the worker wakes another only when there is work).
+#[derive(Debug, FromRow)]
+pub struct Claimed {
+    /// The task, now `in_progress` under the claimer's lease.
+    #[sqlx(flatten)]
+    pub task: Task,
+    /// 1 when another pending task was there too.
+    more_pending: i64,
+}
+
+impl Claimed {
+    /// Whether another pending task was waiting; a hint (another worker
+    /// may take it first), never a promise.
+    pub fn more_pending(&self) -> bool {
+        self.more_pending != 0
+    }
+}
+
 /// Claim the next task: an `in_progress` one whose lease has expired (its
 /// worker died) and that has been claimed fewer than `max_claims` times,
 /// else the highest-priority, oldest pending one. Runs across
@@ -271,7 +292,7 @@ pub async fn claim(
     owner: &str,
     lease_ms: i64,
     max_claims: i64,
-) -> Result<Option<Task>, sqlx::Error> {
+) -> Result<Option<Claimed>, sqlx::Error> {
     let now = now_ms();
     let lock = match backend {
         Backend::Postgres => "FOR UPDATE SKIP LOCKED",
@@ -286,7 +307,10 @@ pub async fn claim(
               ORDER BY priority DESC, created_at, id LIMIT 1 {lock}), \
              (SELECT id FROM tasks WHERE status = 'pending' \
               ORDER BY priority DESC, created_at, id LIMIT 1 {lock})) \
-         RETURNING {COLUMNS}"
+         RETURNING {COLUMNS}, \
+             CASE WHEN EXISTS (SELECT 1 FROM tasks AS other \
+                               WHERE other.status = 'pending' AND other.id <> tasks.id) \
+                  THEN 1 ELSE 0 END AS more_pending"
     )))
     .bind(owner)
     .bind(now + lease_ms)
@@ -551,7 +575,8 @@ pub struct Event {
 
 /// Append an event to task `task_id`. Numbering goes through the task row
 /// (`event_seq`), whose row lock orders concurrent writers, so numbers are
-/// gapless and commit in order. Call inside a transaction.
+/// gapless and commit in order. Call inside a transaction. On PostgreSQL
+/// the numbering and the insert are one statement (one round trip).
 pub async fn append_event(
     conn: &mut AnyConnection,
     org_id: &str,
@@ -559,6 +584,22 @@ pub async fn append_event(
     kind: &str,
     data: &str,
 ) -> Result<i64, sqlx::Error> {
+    if Backend::of(conn) == Backend::Postgres {
+        let (seq,): (i64,) = sqlx::query_as(
+            "WITH n AS (UPDATE tasks SET event_seq = event_seq + 1 \
+                        WHERE id = $1 AND org_id = $2 RETURNING event_seq) \
+             INSERT INTO task_events (task_id, seq, org_id, kind, data, created_at) \
+             SELECT $1, event_seq, $2, $3, $4, $5 FROM n RETURNING seq",
+        )
+        .bind(task_id)
+        .bind(org_id)
+        .bind(kind)
+        .bind(data)
+        .bind(now_ms())
+        .fetch_one(conn)
+        .await?;
+        return Ok(seq);
+    }
     let (seq,): (i64,) = sqlx::query_as(
         "UPDATE tasks SET event_seq = event_seq + 1 WHERE id = $1 AND org_id = $2 RETURNING event_seq",
     )
@@ -566,6 +607,18 @@ pub async fn append_event(
     .bind(org_id)
     .fetch_one(&mut *conn)
     .await?;
+    insert_event(conn, org_id, task_id, seq, kind, data).await?;
+    Ok(seq)
+}
+
+async fn insert_event(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    task_id: &str,
+    seq: i64,
+    kind: &str,
+    data: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO task_events (task_id, seq, org_id, kind, data, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -578,7 +631,7 @@ pub async fn append_event(
     .bind(now_ms())
     .execute(conn)
     .await?;
-    Ok(seq)
+    Ok(())
 }
 
 /// Events of a task after number `after`, in order.

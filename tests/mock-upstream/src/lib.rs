@@ -41,7 +41,7 @@ mod wire;
 pub use answer::{count_tokens, expected_answer};
 pub use fault::Fault;
 pub use record::RecordedRequest;
-pub use server::MockUpstream;
+pub use server::{MockUpstream, WAIT_LIMIT};
 pub use stats::Stats;
 pub use wire::models::MODELS;
 pub use wire::openai::PERPLEXITY_CITATIONS;

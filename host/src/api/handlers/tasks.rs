@@ -497,8 +497,8 @@ pub async fn create(
         request_hash,
     };
     let limit = state.config.tasks.max_unfinished_per_user;
-    let mut tx = state.db.tenant(&p.org_id).await?;
-    let task = match store::tasks::insert(&mut tx, state.db.backend(), &new, limit).await? {
+    let mut tx = state.db.tenant_serialised(&p.org_id, &p.user_id).await?;
+    let task = match store::tasks::insert(&mut tx, &new, limit).await? {
         Inserted::Existing(task) => {
             tx.commit().await?;
             if task.request_hash != new.request_hash {
@@ -516,14 +516,6 @@ pub async fn create(
         }
         Inserted::Created(task) => task,
     };
-    store::tasks::append_event(
-        &mut tx,
-        &p.org_id,
-        &task.id,
-        "status",
-        &json!({ "status": "pending" }).to_string(),
-    )
-    .await?;
     audit::record(
         &mut tx,
         &p,

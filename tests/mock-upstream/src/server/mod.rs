@@ -17,6 +17,9 @@ use crate::stats::ConnectionGuard;
 use crate::{Fault, RecordedRequest, Stats};
 use state::State;
 
+/// How long [`MockUpstream::wait_until`] waits before it fails the test.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(60);
+
 /// A running mock upstream on loopback (HTTP/1.1, keep-alive).
 ///
 /// Dropping it (or [`MockUpstream::shutdown`]) stops the server and closes
@@ -147,9 +150,21 @@ impl MockUpstream {
     }
 
     /// Waits (without polling or sleeping) until `pred` holds, and returns the
-    /// stats that satisfied it. Wrap in `tokio::time::timeout` to bound it.
+    /// stats that satisfied it.
+    ///
+    /// # Panics
+    ///
+    /// After [`WAIT_LIMIT`] without `pred` holding, with the last counters:
+    /// a test waiting for something that never happens fails instead of
+    /// hanging its whole run.
     pub async fn wait_until(&self, pred: impl FnMut(&Stats) -> bool) -> Stats {
-        self.state.counters.wait_until(pred).await
+        match tokio::time::timeout(WAIT_LIMIT, self.state.counters.wait_until(pred)).await {
+            Ok(stats) => stats,
+            Err(_) => panic!(
+                "mock upstream: the awaited condition did not hold within {WAIT_LIMIT:?}; counters: {:?}",
+                self.stats()
+            ),
+        }
     }
 
     /// Waits until at least `n` requests were received.
@@ -167,9 +182,13 @@ impl MockUpstream {
         self.wait_until(|s| s.dropped >= n).await
     }
 
-    /// Waits until exactly `n` requests are in flight.
+    /// Waits until at least `n` requests are in flight at once.
+    ///
+    /// "At least", not "exactly": requests arriving together can move the
+    /// count past `n` between two wake-ups, and an exact wait would then
+    /// miss it and wait for ever.
     pub async fn wait_for_in_flight(&self, n: u64) -> Stats {
-        self.wait_until(|s| s.in_flight == n).await
+        self.wait_until(|s| s.in_flight >= n).await
     }
 
     /// Stops the server, closes all connections, and waits for that.
