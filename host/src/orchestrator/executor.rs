@@ -230,14 +230,7 @@ impl Inner {
     /// Claim a task; with it, whether more were pending.
     async fn claim(&self) -> Result<Option<(Task, bool)>, sqlx::Error> {
         let mut tx = self.db.platform().await?;
-        let claimed = tasks::claim(
-            &mut tx,
-            self.db.backend(),
-            &self.owner,
-            self.lease_ms(),
-            MAX_CLAIMS,
-        )
-        .await?;
+        let claimed = tasks::claim(&mut tx, &self.owner, self.lease_ms(), MAX_CLAIMS).await?;
         let Some(claimed) = claimed else {
             tx.commit().await?;
             return Ok(None);

@@ -96,9 +96,10 @@ impl Backend {
     /// The backend a connection talks to, for the few statements whose
     /// best form differs between the two.
     pub fn of(conn: &AnyConnection) -> Backend {
-        match conn.backend_name() {
-            "PostgreSQL" => Backend::Postgres,
-            _ => Backend::Sqlite,
+        if conn.backend_name() == <sqlx::Postgres as sqlx::Database>::NAME {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
         }
     }
 

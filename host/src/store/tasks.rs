@@ -288,13 +288,12 @@ impl Claimed {
 /// finished task.
 pub async fn claim(
     conn: &mut AnyConnection,
-    backend: Backend,
     owner: &str,
     lease_ms: i64,
     max_claims: i64,
 ) -> Result<Option<Claimed>, sqlx::Error> {
     let now = now_ms();
-    let lock = match backend {
+    let lock = match Backend::of(conn) {
         Backend::Postgres => "FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
     };
@@ -611,6 +610,7 @@ pub async fn append_event(
     Ok(seq)
 }
 
+/// Insert event number `seq` of a task, numbered by the caller.
 async fn insert_event(
     conn: &mut AnyConnection,
     org_id: &str,
