@@ -878,3 +878,57 @@ async fn two_instances_share_the_queue_and_the_events() {
     drop(worker);
     drop(worker_b);
 }
+
+/// On PostgreSQL the database announces a new pending task and every event
+/// itself (triggers), in the statements that write them, and names the
+/// instance that wrote, as the instance's own signals do: so other
+/// instances hear them, and the writer can ignore its own echo.
+#[tokio::test]
+async fn postgres_announces_queued_tasks_and_events_itself() {
+    let s = Server::start_with(Backend::Postgres, &[("VEL_TASK_WORKERS", "0")]).await;
+    let admin = s.admin_token().await;
+    let mut listener = sqlx::postgres::PgListener::connect(&s.database_url)
+        .await
+        .expect("connect the listener");
+    listener
+        .listen_all(["vel_task_queue", "vel_task_events", "vel_task_cancel"])
+        .await
+        .expect("listen");
+    let mut heard = async |n: usize| {
+        let mut got = Vec::new();
+        for _ in 0..n {
+            let note = tokio::time::timeout(Duration::from_secs(30), listener.recv())
+                .await
+                .expect("a notification within 30 s")
+                .expect("receive a notification");
+            got.push((note.channel().to_string(), note.payload().to_string()));
+        }
+        got.sort();
+        got
+    };
+
+    let id = submit(&s, &admin, json!({ "description": "heard", "prompt": "heard" })).await;
+    let queued = heard(2).await;
+    let origin = queued[1].1.trim_end().to_string();
+    assert!(!origin.is_empty(), "the payload names the instance: {queued:?}");
+    assert_eq!(
+        queued,
+        [
+            ("vel_task_events".to_string(), format!("{origin} {id}")),
+            ("vel_task_queue".to_string(), format!("{origin} ")),
+        ]
+    );
+
+    // The cancel signal is sent by the instance, the event by the trigger:
+    // both must carry the same instance id.
+    s.post(&format!("/api/tasks/{id}/cancel"), &admin, json!({}))
+        .await
+        .expect(200);
+    assert_eq!(
+        heard(2).await,
+        [
+            ("vel_task_cancel".to_string(), format!("{origin} {id}")),
+            ("vel_task_events".to_string(), format!("{origin} {id}")),
+        ]
+    );
+}

@@ -239,9 +239,6 @@ impl Inner {
         let task = claimed.task;
         let data = json!({ "status": "in_progress", "claims": task.claims });
         tasks::append_event(&mut tx, &task.org_id, &task.id, "status", &data.to_string()).await?;
-        self.signals
-            .notify(&mut tx, &Signal::Events(task.id.clone()))
-            .await?;
         tx.commit().await?;
         self.signals.publish(Signal::Events(task.id.clone()));
         Ok(Some((task, more_pending)))
@@ -358,11 +355,6 @@ impl Inner {
     async fn record(&self, task: &Task, batch: Vec<Progress>) -> Result<(), sqlx::Error> {
         let mut tx = self.db.tenant_relaxed(&task.org_id).await?;
         let wrote = write_progress(&mut tx, task, batch).await?;
-        if wrote {
-            self.signals
-                .notify(&mut tx, &Signal::Events(task.id.clone()))
-                .await?;
-        }
         tx.commit().await?;
         if wrote {
             self.signals.publish(Signal::Events(task.id.clone()));
@@ -486,9 +478,6 @@ impl Inner {
             &event.to_string(),
         )
         .await?;
-        self.signals
-            .notify(&mut tx, &Signal::Events(task.id.clone()))
-            .await?;
         tx.commit().await?;
         self.signals.publish(Signal::Events(task.id.clone()));
         tracing::info!(
@@ -573,9 +562,6 @@ impl Inner {
         for (id, org_id) in &exhausted {
             let data = json!({ "status": "failed", "error": { "kind": "worker_lost" } });
             tasks::append_event(&mut tx, org_id, id, "status", &data.to_string()).await?;
-            self.signals
-                .notify(&mut tx, &Signal::Events(id.clone()))
-                .await?;
         }
         tx.commit().await?;
         for (id,) in cancelled {

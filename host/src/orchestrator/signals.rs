@@ -6,9 +6,13 @@
 //! heals it), never correctness. On PostgreSQL, signals written with
 //! [`Signals::notify`] inside a transaction are delivered to every instance
 //! when it commits (`pg_notify`); one `LISTEN` connection per instance feeds
-//! them into the local channel. Each payload starts with the sending
-//! instance's id, so an instance ignores the echo of its own signals (it
-//! published them locally already).
+//! them into the local channel. The most frequent two, "a task has new
+//! events" and "a task was queued", the database announces itself: its
+//! triggers (migration `0004_task_signals.sql`) notify in the statement that
+//! appends the event or inserts the task, which saves a round trip per
+//! transaction. Each payload starts with the sending instance's id
+//! ([`crate::store::Db::origin`]), so an instance ignores the echo of its
+//! own signals (it published them locally already).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,9 +23,11 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::store::Backend;
 
-/// PostgreSQL channel for "task `payload` has new events".
+/// PostgreSQL channel for "task `payload` has new events" (the trigger on
+/// `task_events` names it too).
 const EVENTS_CHANNEL: &str = "vel_task_events";
-/// PostgreSQL channel for "new pending tasks".
+/// PostgreSQL channel for "new pending tasks" (the trigger on `tasks`
+/// names it too).
 const QUEUE_CHANNEL: &str = "vel_task_queue";
 /// PostgreSQL channel for "task `payload` was cancelled".
 const CANCEL_CHANNEL: &str = "vel_task_cancel";
@@ -58,12 +64,12 @@ pub struct Signals {
 }
 
 impl Signals {
-    /// A hub for `backend`.
-    pub fn new(backend: Backend) -> Signals {
+    /// A hub for `backend`, announcing as instance `origin`.
+    pub fn new(backend: Backend, origin: Arc<str>) -> Signals {
         let (tasks, _) = broadcast::channel(4096);
         Signals {
             backend,
-            origin: crate::store::new_id().into(),
+            origin,
             tasks,
             queue: Arc::new(Notify::new()),
         }
@@ -81,7 +87,8 @@ impl Signals {
 
     /// Announce, inside `conn`'s transaction, that `signal` happened; other
     /// instances hear it on commit. Call [`Signals::publish`] after the
-    /// commit for this instance.
+    /// commit for this instance. [`Signal::Events`] needs no call: appending
+    /// the event announced it.
     pub async fn notify(
         &self,
         conn: &mut AnyConnection,
@@ -89,7 +96,7 @@ impl Signals {
     ) -> Result<(), sqlx::Error> {
         if self.backend == Backend::Postgres {
             let (channel, payload) = match signal {
-                Signal::Events(id) => (EVENTS_CHANNEL, id.as_str()),
+                Signal::Events(_) => return Ok(()),
                 Signal::Cancelled(id) => (CANCEL_CHANNEL, id.as_str()),
                 Signal::CatalogChanged(org_id) => (CATALOG_CHANNEL, org_id.as_str()),
                 Signal::KeyRevoked(id) => (KEY_CHANNEL, id.as_str()),
@@ -98,18 +105,6 @@ impl Signals {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(channel)
                 .bind(format!("{} {payload}", self.origin))
-                .execute(conn)
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Announce new pending work, inside `conn`'s transaction.
-    pub async fn notify_queue(&self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(QUEUE_CHANNEL)
-                .bind(format!("{} ", self.origin))
                 .execute(conn)
                 .await?;
         }

@@ -276,8 +276,8 @@ async fn write_rows(db: &Db, rows: &[(FinishedTask, NewAudit)]) -> Result<(), sq
     // The batch spans organizations: a platform transaction (explicit RLS
     // bypass); every row carries its own org_id.
     let mut tx = db.platform().await?;
-    usage::insert_finished_tasks(&mut tx, db.backend(), &tasks).await?;
-    usage::insert_audits(&mut tx, db.backend(), &audits).await?;
+    usage::insert_finished_tasks(&mut tx, &tasks).await?;
+    usage::insert_audits(&mut tx, &audits).await?;
     tx.commit().await
 }
 

@@ -88,7 +88,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
             },
         },
     );
-    let signals = Signals::new(db.backend());
+    let signals = Signals::new(db.backend(), db.origin());
     signals.listen(&config.database_url);
     dispatcher.follow_changes(&signals);
     {

@@ -144,6 +144,11 @@ pub struct Db {
     /// handler, which polls by sleeping 1, 2, 5, 10… ms and so added
     /// milliseconds to a request whenever a task worker was writing.
     write_gate: Arc<Mutex<()>>,
+    /// This instance's id. On PostgreSQL every connection of the pool
+    /// carries it (`app.origin`), so the signals the database announces
+    /// itself (migration 0004) name the instance that wrote, as
+    /// [`crate::orchestrator::signals::Signals`] does for its own.
+    origin: Arc<str>,
 }
 
 impl Db {
@@ -168,17 +173,20 @@ impl Db {
     pub async fn open(url: &str, max_connections: u32) -> Result<Db, StoreError> {
         Db::migrate(url).await?;
         let backend = Backend::from_url(url);
+        let origin: Arc<str> = new_id().into();
+        // The origin is a uuid: safe to quote into the statement.
+        let set_role = format!("SET ROLE {APP_ROLE}; SET app.origin = '{origin}'");
         let options: AnyConnectOptions = url.parse()?;
         let options = options.disable_statement_logging();
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _meta| {
+                let set_role = set_role.clone();
                 Box::pin(async move {
                     match backend {
                         Backend::Postgres => {
-                            // Keep in step with APP_ROLE and the first migration.
-                            conn.execute("SET ROLE vel_app").await?;
+                            conn.execute(sqlx::AssertSqlSafe(set_role)).await?;
                         }
                         Backend::Sqlite => {
                             conn.execute("PRAGMA journal_mode = WAL").await?;
@@ -208,12 +216,18 @@ impl Db {
             pool,
             backend,
             write_gate: Arc::default(),
+            origin,
         })
     }
 
     /// Which backend this is.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// This instance's id, the first word of every signal it sends.
+    pub fn origin(&self) -> Arc<str> {
+        self.origin.clone()
     }
 
     /// The pool, for tables that belong to no tenant (users, tokens, counters).

@@ -82,6 +82,10 @@ const COLUMNS: &str = "id, org_id, user_id, agent_id, source, description, task_
      error, cached, provider, model, input_tokens, output_tokens, cost_usd, lease_owner, \
      lease_expires_at, claims, created_at, updated_at, started_at, finished_at";
 
+/// The columns of [`Attempt`], in its order.
+const ATTEMPT_COLUMNS: &str = "seq, provider, integration_id, plugin, model, outcome, error_kind, \
+     error_message, latency_ms, input_tokens, output_tokens, cost_usd, started_at";
+
 /// Fields a caller supplies to create a task.
 #[derive(Debug, Clone)]
 pub struct NewTask {
@@ -143,40 +147,53 @@ pub async fn insert(
     }
     let now = now_ms();
     let id = new_id();
-    let inserted: Option<Task> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO tasks (id, org_id, user_id, agent_id, source, description, task_type, priority, \
-             status, request, stream, use_cache, idempotency_key, request_hash, event_seq, \
-             created_at, updated_at) \
+    let insert = "INSERT INTO tasks (id, org_id, user_id, agent_id, source, description, task_type, \
+             priority, status, request, stream, use_cache, idempotency_key, request_hash, \
+             event_seq, created_at, updated_at) \
          SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $11, $12, $13, 1, $14, $14 \
          WHERE (SELECT COUNT(*) FROM tasks WHERE user_id = $3 AND org_id = $2 \
-                AND status IN ('pending', 'in_progress')) < $15 \
-         RETURNING {COLUMNS}"
-    )))
-    .bind(&id)
-    .bind(&new.org_id)
-    .bind(&new.user_id)
-    .bind(&new.agent_id)
-    .bind(new.source)
-    .bind(&new.description)
-    .bind(&new.task_type)
-    .bind(new.priority)
-    .bind(&new.request)
-    .bind(i64::from(new.stream))
-    .bind(i64::from(new.use_cache))
-    .bind(&new.idempotency_key)
-    .bind(&new.request_hash)
-    .bind(now)
-    .bind(i64::from(max_unfinished))
-    .fetch_optional(&mut *conn)
-    .await?;
+                AND status IN ('pending', 'in_progress')) < $15";
+    let postgres = Backend::of(conn) == Backend::Postgres;
+    // On PostgreSQL the first event is written by the same statement (a
+    // data-modifying CTE): one round trip less per submission.
+    let sql = if postgres {
+        format!(
+            "WITH t AS ({insert} RETURNING {COLUMNS}), \
+                  e AS (INSERT INTO task_events (task_id, seq, org_id, kind, data, created_at) \
+                        SELECT id, 1, org_id, 'status', '{PENDING_EVENT}', created_at FROM t) \
+             SELECT {COLUMNS} FROM t"
+        )
+    } else {
+        format!("{insert} RETURNING {COLUMNS}")
+    };
+    let inserted: Option<Task> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(&id)
+        .bind(&new.org_id)
+        .bind(&new.user_id)
+        .bind(&new.agent_id)
+        .bind(new.source)
+        .bind(&new.description)
+        .bind(&new.task_type)
+        .bind(new.priority)
+        .bind(&new.request)
+        .bind(i64::from(new.stream))
+        .bind(i64::from(new.use_cache))
+        .bind(&new.idempotency_key)
+        .bind(&new.request_hash)
+        .bind(now)
+        .bind(i64::from(max_unfinished))
+        .fetch_optional(&mut *conn)
+        .await?;
     let Some(task) = inserted else {
         return Ok(Inserted::TooManyUnfinished);
     };
-    insert_event(conn, &task.org_id, &task.id, 1, "status", PENDING_EVENT).await?;
+    if !postgres {
+        insert_event(conn, &task.org_id, &task.id, 1, "status", PENDING_EVENT).await?;
+    }
     Ok(Inserted::Created(Box::new(task)))
 }
 
-/// The data of a new task's first event.
+/// The data of a new task's first event (quoted into SQL: no `'` in it).
 const PENDING_EVENT: &str = r#"{"status":"pending"}"#;
 
 async fn by_idempotency_key(
@@ -208,6 +225,57 @@ pub async fn get(
     .bind(id)
     .fetch_optional(conn)
     .await
+}
+
+/// One task of the organization with its attempts in order, read in one
+/// statement (the attempts aggregated into a JSON array): a round trip
+/// less than [`get`] and [`attempts`] on PostgreSQL.
+pub async fn get_with_attempts(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    id: &str,
+) -> Result<Option<(Task, Vec<Attempt>)>, sqlx::Error> {
+    let aggregate = match Backend::of(conn) {
+        Backend::Postgres => format!(
+            "SELECT coalesce(json_agg(a ORDER BY a.seq), '[]')::text \
+             FROM (SELECT {ATTEMPT_COLUMNS} FROM task_attempts \
+                   WHERE org_id = tasks.org_id AND task_id = tasks.id) a"
+        ),
+        Backend::Sqlite => {
+            let fields = ATTEMPT_COLUMNS
+                .split(", ")
+                .map(|c| format!("'{c}', {c}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "SELECT json_group_array(json_object({fields}) ORDER BY seq) FROM task_attempts \
+                 WHERE org_id = tasks.org_id AND task_id = tasks.id"
+            )
+        }
+    };
+    let row: Option<WithAttempts> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS}, ({aggregate}) AS attempts FROM tasks WHERE org_id = $1 AND id = $2"
+    )))
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|row| {
+        let attempts = serde_json::from_str(&row.attempts).map_err(|e| sqlx::Error::ColumnDecode {
+            index: "attempts".into(),
+            source: Box::new(e),
+        })?;
+        Ok((row.task, attempts))
+    })
+    .transpose()
+}
+
+/// A task row with its attempts as a JSON array.
+#[derive(FromRow)]
+struct WithAttempts {
+    #[sqlx(flatten)]
+    task: Task,
+    attempts: String,
 }
 
 /// Filters of the task list.
@@ -480,7 +548,7 @@ pub async fn fail_exhausted(
 }
 
 /// One provider call of a task.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone, FromRow, serde::Deserialize)]
 pub struct Attempt {
     /// 1-based order within the task.
     pub seq: i64,
@@ -550,11 +618,9 @@ pub async fn attempts(
     org_id: &str,
     task_id: &str,
 ) -> Result<Vec<Attempt>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT seq, provider, integration_id, plugin, model, outcome, error_kind, error_message, \
-             latency_ms, input_tokens, output_tokens, cost_usd, started_at \
-         FROM task_attempts WHERE org_id = $1 AND task_id = $2 ORDER BY seq",
-    )
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ATTEMPT_COLUMNS} FROM task_attempts WHERE org_id = $1 AND task_id = $2 ORDER BY seq"
+    )))
     .bind(org_id)
     .bind(task_id)
     .fetch_all(conn)

@@ -100,9 +100,9 @@ fn values(rows: usize, template: &str) -> String {
 /// Insert finished tasks and all their attempts. Call inside a transaction.
 pub async fn insert_finished_tasks(
     conn: &mut AnyConnection,
-    backend: Backend,
     tasks: &[FinishedTask],
 ) -> Result<(), sqlx::Error> {
+    let backend = Backend::of(conn);
     // The user goes through a lookup so that a user deleted since the
     // request was served is stored as NULL rather than failing the batch.
     // No agent, no idempotency key, not cached, never claimed.
@@ -187,9 +187,9 @@ pub async fn insert_finished_tasks(
 /// Call inside a transaction.
 pub async fn insert_audits(
     conn: &mut AnyConnection,
-    backend: Backend,
     entries: &[(NewAudit, i64)],
 ) -> Result<(), sqlx::Error> {
+    let backend = Backend::of(conn);
     const AUDIT_ROW: &str = "?, ?, ?, ?, ?, ?, ?, ?";
     for chunk in entries.chunks(rows_per_statement(backend)) {
         let sql = format!(

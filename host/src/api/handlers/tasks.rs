@@ -524,7 +524,6 @@ pub async fn create(
         json!({ "task_id": task.id, "task_type": task.task_type, "agent_id": task.agent_id, "priority": TaskPriority::name(task.priority) }),
     )
     .await?;
-    state.signals.notify_queue(&mut tx).await?;
     tx.commit().await?;
     state.signals.publish_queue();
     Ok((StatusCode::CREATED, Json(created(&task))))
@@ -540,10 +539,9 @@ pub async fn get(
 ) -> Result<Json<TaskView>, ApiError> {
     p.require(Role::Viewer)?;
     let mut tx = state.db.tenant_read(&p.org_id).await?;
-    let task = store::tasks::get(&mut tx, &p.org_id, &id)
+    let (task, attempts) = store::tasks::get_with_attempts(&mut tx, &p.org_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("task"))?;
-    let attempts = store::tasks::attempts(&mut tx, &p.org_id, &id).await?;
     tx.commit().await?;
     let mut view = TaskView::from(&task);
     view.attempts = Some(attempts.iter().map(attempt_json).collect());
@@ -643,10 +641,6 @@ pub async fn cancel(
     state
         .signals
         .notify(&mut tx, &Signal::Cancelled(id.clone()))
-        .await?;
-    state
-        .signals
-        .notify(&mut tx, &Signal::Events(id.clone()))
         .await?;
     tx.commit().await?;
     state.signals.publish(Signal::Events(id.clone()));
