@@ -907,10 +907,18 @@ async fn postgres_announces_queued_tasks_and_events_itself() {
         got
     };
 
-    let id = submit(&s, &admin, json!({ "description": "heard", "prompt": "heard" })).await;
+    let id = submit(
+        &s,
+        &admin,
+        json!({ "description": "heard", "prompt": "heard" }),
+    )
+    .await;
     let queued = heard(2).await;
     let origin = queued[1].1.trim_end().to_string();
-    assert!(!origin.is_empty(), "the payload names the instance: {queued:?}");
+    assert!(
+        !origin.is_empty(),
+        "the payload names the instance: {queued:?}"
+    );
     assert_eq!(
         queued,
         [

@@ -227,44 +227,39 @@ pub async fn get(
     .await
 }
 
-/// One task of the organization with its attempts in order, read in one
-/// statement (the attempts aggregated into a JSON array): a round trip
-/// less than [`get`] and [`attempts`] on PostgreSQL.
+/// One task of the organization with its attempts in order. On PostgreSQL
+/// one statement (the attempts aggregated into a JSON array), a round trip
+/// less than [`get`] then [`attempts`]; on SQLite, whose statements are
+/// calls rather than round trips, those two.
 pub async fn get_with_attempts(
     conn: &mut AnyConnection,
     org_id: &str,
     id: &str,
 ) -> Result<Option<(Task, Vec<Attempt>)>, sqlx::Error> {
-    let aggregate = match Backend::of(conn) {
-        Backend::Postgres => format!(
-            "SELECT coalesce(json_agg(a ORDER BY a.seq), '[]')::text \
-             FROM (SELECT {ATTEMPT_COLUMNS} FROM task_attempts \
-                   WHERE org_id = tasks.org_id AND task_id = tasks.id) a"
-        ),
-        Backend::Sqlite => {
-            let fields = ATTEMPT_COLUMNS
-                .split(", ")
-                .map(|c| format!("'{c}', {c}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!(
-                "SELECT json_group_array(json_object({fields}) ORDER BY seq) FROM task_attempts \
-                 WHERE org_id = tasks.org_id AND task_id = tasks.id"
-            )
-        }
-    };
+    if Backend::of(conn) == Backend::Sqlite {
+        let Some(task) = get(conn, org_id, id).await? else {
+            return Ok(None);
+        };
+        let attempts = attempts(conn, org_id, id).await?;
+        return Ok(Some((task, attempts)));
+    }
     let row: Option<WithAttempts> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS}, ({aggregate}) AS attempts FROM tasks WHERE org_id = $1 AND id = $2"
+        "SELECT {COLUMNS}, \
+             (SELECT coalesce(json_agg(a ORDER BY a.seq), '[]')::text \
+              FROM (SELECT {ATTEMPT_COLUMNS} FROM task_attempts \
+                    WHERE org_id = tasks.org_id AND task_id = tasks.id) a) AS attempts \
+         FROM tasks WHERE org_id = $1 AND id = $2"
     )))
     .bind(org_id)
     .bind(id)
     .fetch_optional(conn)
     .await?;
     row.map(|row| {
-        let attempts = serde_json::from_str(&row.attempts).map_err(|e| sqlx::Error::ColumnDecode {
-            index: "attempts".into(),
-            source: Box::new(e),
-        })?;
+        let attempts =
+            serde_json::from_str(&row.attempts).map_err(|e| sqlx::Error::ColumnDecode {
+                index: "attempts".into(),
+                source: Box::new(e),
+            })?;
         Ok((row.task, attempts))
     })
     .transpose()
