@@ -161,15 +161,20 @@ impl WireAnswer {
 
     /// The "Sources" block for Perplexity's citations, or nothing.
     fn sources(&self) -> Option<String> {
-        let urls = self.citations.iter().flatten().filter_map(|u| u.as_str());
+        let mut urls = self
+            .citations
+            .iter()
+            .flatten()
+            .filter_map(|u| u.as_str())
+            .peekable();
+        // Most answers have no citations: allocate nothing for them.
+        urls.peek()?;
         let mut block = String::from("\n\nSources:");
-        let mut any = false;
         for (i, url) in urls.enumerate() {
             // Writing to a `String` cannot fail.
             let _ = write!(block, "\n[{}] {url}", i + 1);
-            any = true;
         }
-        any.then_some(block)
+        Some(block)
     }
 }
 
