@@ -59,7 +59,22 @@ impl CompileCache {
         let compiled = engine
             .precompile_component(wasm)
             .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-        store(&path, &compiled);
+        // Once written, the code is mapped from the file, as on a restart:
+        // its pages are shared with the page cache and only the ones a call
+        // touches become resident, where a copy in memory would keep all of
+        // it resident.
+        if store(&path, &compiled) {
+            // SAFETY: the file was written just above from this engine's
+            // own compilation output.
+            match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(component) => return Ok((component, false)),
+                Err(err) => tracing::warn!(
+                    path = %path.display(),
+                    error = %err,
+                    "cannot map the compile-cache entry just written"
+                ),
+            }
+        }
         // SAFETY: `compiled` was produced just above by this engine.
         let component = unsafe { Component::deserialize(engine, &compiled) }
             .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
@@ -70,15 +85,18 @@ impl CompileCache {
 /// Writes a cache entry atomically (a temporary file unique to this write,
 /// then rename), so a concurrent reader never sees half a file and two
 /// concurrent compilations of one component never share a temporary file.
-/// The cache only saves time: a failed write is logged and the load goes on.
-fn store(path: &Path, bytes: &[u8]) {
+/// The cache only saves time: a failed write is logged, returns false, and
+/// the load goes on.
+fn store(path: &Path, bytes: &[u8]) -> bool {
     static WRITES: AtomicU64 = AtomicU64::new(0);
     let n = WRITES.fetch_add(1, Ordering::Relaxed);
     let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     if let Err(err) = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path)) {
         let _ = std::fs::remove_file(&tmp);
         tracing::warn!(path = %path.display(), error = %err, "cannot write compile-cache entry");
+        return false;
     }
+    true
 }
 
 /// Feeds `Hash` output into a sha256 so the key is stable across runs.

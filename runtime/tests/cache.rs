@@ -18,6 +18,16 @@ async fn a_second_start_reads_compiled_code_from_the_cache() {
     let plugin = first.load(bytes).await.unwrap();
     assert!(!plugin.loaded_from_cache());
     assert_eq!(first.cache_hits(), 0);
+    // Even the first load runs the code mapped from the file it just wrote
+    // (not a private copy that would stay resident).
+    if cfg!(target_os = "linux") {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        assert!(
+            maps.lines().any(|l| l.contains(dir.to_str().unwrap())),
+            "the freshly compiled code is mapped from the cache file"
+        );
+    }
+    drop(plugin);
     drop(first);
 
     let second = Runtime::new(config).unwrap();
