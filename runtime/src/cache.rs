@@ -43,17 +43,11 @@ impl CompileCache {
         };
         let path = dir.join(format!("{sha256}-{}.cwasm", self.engine_key));
         if path.is_file() {
-            // SAFETY: files in the cache directory were written by
-            // `store` below from this engine's own compilation output; the
-            // directory belongs to the operator, like the binary itself.
             // A file that fails to deserialise is recompiled and replaced.
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(component) => return Ok((component, true)),
-                Err(err) => tracing::warn!(
-                    path = %path.display(),
-                    error = %err,
-                    "ignoring unreadable compile-cache entry"
-                ),
+            if let Some(component) =
+                map_entry(engine, &path, "ignoring unreadable compile-cache entry")
+            {
+                return Ok((component, true));
             }
         }
         let compiled = engine
@@ -63,22 +57,35 @@ impl CompileCache {
         // its pages are shared with the page cache and only the ones a call
         // touches become resident, where a copy in memory would keep all of
         // it resident.
-        if store(&path, &compiled) {
-            // SAFETY: the file was written just above from this engine's
-            // own compilation output.
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(component) => return Ok((component, false)),
-                Err(err) => tracing::warn!(
-                    path = %path.display(),
-                    error = %err,
-                    "cannot map the compile-cache entry just written"
-                ),
-            }
+        if store(&path, &compiled)
+            && let Some(component) = map_entry(
+                engine,
+                &path,
+                "cannot map the compile-cache entry just written",
+            )
+        {
+            return Ok((component, false));
         }
         // SAFETY: `compiled` was produced just above by this engine.
         let component = unsafe { Component::deserialize(engine, &compiled) }
             .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         Ok((component, false))
+    }
+}
+
+/// Maps a cache entry's compiled code from its file; `None` (logged with
+/// `failure`) when it cannot be deserialised.
+fn map_entry(engine: &Engine, path: &Path, failure: &str) -> Option<Component> {
+    // SAFETY: files in the cache directory are written only by `store` from
+    // this engine's own compilation output (the key includes the engine's
+    // compatibility hash); the directory belongs to the operator, like the
+    // binary itself.
+    match unsafe { Component::deserialize_file(engine, path) } {
+        Ok(component) => Some(component),
+        Err(err) => {
+            tracing::warn!(path = %path.display(), error = %err, "{failure}");
+            None
+        }
     }
 }
 
