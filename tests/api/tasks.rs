@@ -759,7 +759,9 @@ async fn test_sigkill_loses_no_task(b: Backend) {
 
 /// The queue itself, with no worker running: a claim takes the highest
 /// priority first, says whether more tasks are pending (a worker wakes
-/// another only then), and a task's first event is its `pending` status.
+/// another only then), brings the cached answer to the task's request
+/// (the latest one written), and a task's first event is its `pending`
+/// status.
 async fn test_claims_say_whether_more_is_pending(b: Backend) {
     let s = Server::start_with(b, &[("VEL_TASK_WORKERS", "0")]).await;
     let admin = s.admin_token().await;
@@ -779,6 +781,21 @@ async fn test_claims_say_whether_more_is_pending(b: Backend) {
         .await
         .expect("open the database");
     let db = &db;
+    // An answer cached for the low-priority task's request, written twice:
+    // the second replaces the first.
+    let mut tx = db.platform().await.expect("begin");
+    let (org_id, hash): (String, String) =
+        sqlx::query_as("SELECT org_id, request_hash FROM tasks WHERE id = $1")
+            .bind(&low)
+            .fetch_one(&mut *tx)
+            .await
+            .expect("the task's request");
+    for answer in [r#"{"text":"old"}"#, r#"{"text":"cached"}"#] {
+        vel::store::tasks::cache_response(&mut tx, &org_id, &hash, answer, 60_000)
+            .await
+            .expect("cache an answer");
+    }
+    tx.commit().await.expect("commit");
     let claim = || async move {
         let mut tx = db.platform().await.expect("begin");
         // Statements that differ between the backends tell them apart by
@@ -788,10 +805,13 @@ async fn test_claims_say_whether_more_is_pending(b: Backend) {
             .await
             .expect("claim");
         tx.commit().await.expect("commit");
-        claimed.map(|c| (c.task.id.clone(), c.more_pending()))
+        claimed.map(|c| (c.task.id.clone(), c.more_pending(), c.cached_response))
     };
-    assert_eq!(claim().await, Some((high.clone(), true)));
-    assert_eq!(claim().await, Some((low.clone(), false)));
+    assert_eq!(claim().await, Some((high.clone(), true, None)));
+    assert_eq!(
+        claim().await,
+        Some((low.clone(), false, Some(r#"{"text":"cached"}"#.to_string())))
+    );
     assert_eq!(claim().await, None);
     let mut tx = db.platform().await.expect("begin");
     let org_id: String = sqlx::query_scalar("SELECT org_id FROM tasks WHERE id = $1")

@@ -18,7 +18,7 @@ use super::dispatch::{Answer, DispatchError, Dispatcher, Progress, totals};
 use super::request::{TaskRequest, finish_reason_name};
 use super::signals::{Signal, Signals};
 use crate::config::TaskConfig;
-use crate::store::tasks::{self, Attempt, Finish, Task};
+use crate::store::tasks::{self, Attempt, Claimed, Finish, Task};
 use crate::store::{Db, new_id, now_ms};
 
 /// Claims after which a task that keeps losing its worker is failed.
@@ -201,13 +201,14 @@ impl Inner {
                 return;
             }
             match self.claim().await {
-                Ok(Some((task, more_pending))) => {
-                    if more_pending {
+                Ok(Some(claimed)) => {
+                    if claimed.more_pending() {
                         // Wake another idle worker for the next one.
                         self.signals.publish_queue();
                     }
+                    let task = &claimed.task;
                     let span = tracing::info_span!("task", task_id = %task.id, org_id = %task.org_id, claims = task.claims);
-                    self.run(task).instrument(span).await;
+                    self.run(claimed).instrument(span).await;
                 }
                 Ok(None) => {
                     tokio::select! {
@@ -227,25 +228,30 @@ impl Inner {
         }
     }
 
-    /// Claim a task; with it, whether more were pending.
-    async fn claim(&self) -> Result<Option<(Task, bool)>, sqlx::Error> {
+    /// Claim a task; with it, whether more were pending and its cached
+    /// answer.
+    async fn claim(&self) -> Result<Option<Claimed>, sqlx::Error> {
         let mut tx = self.db.platform().await?;
         let claimed = tasks::claim(&mut tx, &self.owner, self.lease_ms(), MAX_CLAIMS).await?;
         let Some(claimed) = claimed else {
             tx.commit().await?;
             return Ok(None);
         };
-        let more_pending = claimed.more_pending();
-        let task = claimed.task;
+        let task = &claimed.task;
         let data = json!({ "status": "in_progress", "claims": task.claims });
         tasks::append_event(&mut tx, &task.org_id, &task.id, "status", &data.to_string()).await?;
         tx.commit().await?;
         self.signals.publish(Signal::Events(task.id.clone()));
-        Ok(Some((task, more_pending)))
+        Ok(Some(claimed))
     }
 
     /// Run one claimed task to its end.
-    async fn run(&self, task: Task) {
+    async fn run(&self, claimed: Claimed) {
+        let Claimed {
+            task,
+            cached_response,
+            ..
+        } = claimed;
         let run = Run {
             stop: CancellationToken::new(),
             stopped: CancellationToken::new(),
@@ -254,7 +260,7 @@ impl Inner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(task.id.clone(), run.clone());
-        if let Err(e) = self.run_inner(&task, &run.stop).await {
+        if let Err(e) = self.run_inner(&task, cached_response, &run.stop).await {
             // The database failed under us: the lease runs out and the task
             // is rescued, by this instance or another.
             tracing::error!(error = %e, "recording the task failed; it will be retried");
@@ -266,7 +272,12 @@ impl Inner {
         run.stopped.cancel();
     }
 
-    async fn run_inner(&self, task: &Task, token: &CancellationToken) -> Result<(), sqlx::Error> {
+    async fn run_inner(
+        &self,
+        task: &Task,
+        cached: Option<String>,
+        token: &CancellationToken,
+    ) -> Result<(), sqlx::Error> {
         let request: TaskRequest = match serde_json::from_str(&task.request) {
             Ok(r) => r,
             Err(e) => {
@@ -274,26 +285,19 @@ impl Inner {
                 return self.fail(task, error, &[], None, Vec::new()).await;
             }
         };
-        // A first run has no earlier attempts to continue from; a task that
-        // may not use the cache and runs for the first time reads nothing.
-        let (hit, previous) = if task.use_cache == 1 || task.claims > 1 {
-            let mut tx = self.db.tenant_read(&task.org_id).await?;
-            let hit = match task.use_cache {
-                1 => tasks::cached_response(&mut tx, &task.org_id, &task.request_hash).await?,
-                _ => None,
-            };
-            let previous = match task.claims {
-                1 => Vec::new(),
-                _ => tasks::attempts(&mut tx, &task.org_id, &task.id).await?,
-            };
-            tx.commit().await?;
-            (hit, previous)
-        } else {
-            (None, Vec::new())
-        };
-        if let Some(result) = hit.and_then(|text| serde_json::from_str(&text).ok()) {
+        // The claim read the cached answer; only a rescued task (claimed
+        // before) has earlier attempts to continue from.
+        if let Some(result) = cached.and_then(|text| serde_json::from_str(&text).ok()) {
             return self.complete_cached(task, result).await;
         }
+        let previous = if task.claims > 1 {
+            let mut tx = self.db.tenant_read(&task.org_id).await?;
+            let previous = tasks::attempts(&mut tx, &task.org_id, &task.id).await?;
+            tx.commit().await?;
+            previous
+        } else {
+            Vec::new()
+        };
         let first_seq = previous.iter().map(|a| a.seq).max().unwrap_or(0);
         let job = request.to_job(&task.id, &task.org_id, task.priority, first_seq);
         let (tx, mut rx) = mpsc::unbounded_channel();

@@ -324,8 +324,9 @@ pub async fn page(
     Ok((rows, total))
 }
 
-/// A task just claimed, and whether other pending tasks were waiting when
-/// it was taken (so the worker wakes another only when there is work).
+/// A task just claimed, whether other pending tasks were waiting when it
+/// was taken (so the worker wakes another only when there is work), and
+/// the cached answer to its request, read by the same statement.
 #[derive(Debug, FromRow)]
 pub struct Claimed {
     /// The task, now `in_progress` under the claimer's lease.
@@ -333,6 +334,9 @@ pub struct Claimed {
     pub task: Task,
     /// 1 when another pending task was there too.
     more_pending: i64,
+    /// The unexpired cached answer (JSON) to the same request in the same
+    /// organization, when the task may use the cache.
+    pub cached_response: Option<String>,
 }
 
 impl Claimed {
@@ -348,7 +352,8 @@ impl Claimed {
 /// else the highest-priority, oldest pending one. Runs across
 /// organizations (the worker serves all of them). Each case is its own
 /// subquery so that both walk `tasks_queue_idx` instead of scanning every
-/// finished task.
+/// finished task. The response-cache lookup rides along, so a run needs no
+/// read transaction of its own.
 pub async fn claim(
     conn: &mut AnyConnection,
     owner: &str,
@@ -372,7 +377,10 @@ pub async fn claim(
          RETURNING {COLUMNS}, \
              CASE WHEN EXISTS (SELECT 1 FROM tasks AS other \
                                WHERE other.status = 'pending' AND other.id <> tasks.id) \
-                  THEN 1 ELSE 0 END AS more_pending"
+                  THEN 1 ELSE 0 END AS more_pending, \
+             (SELECT c.response FROM response_cache AS c \
+              WHERE tasks.use_cache = 1 AND c.org_id = tasks.org_id \
+                AND c.key = tasks.request_hash AND c.expires_at > $3) AS cached_response"
     )))
     .bind(owner)
     .bind(now + lease_ms)
@@ -713,23 +721,6 @@ pub async fn events_after(
     .await
 }
 
-/// A cached answer for `key` that has not expired.
-pub async fn cached_response(
-    conn: &mut AnyConnection,
-    org_id: &str,
-    key: &str,
-) -> Result<Option<String>, sqlx::Error> {
-    let row: Option<(String,)> = sqlx::query_as(
-        "SELECT response FROM response_cache WHERE org_id = $1 AND key = $2 AND expires_at > $3",
-    )
-    .bind(org_id)
-    .bind(key)
-    .bind(now_ms())
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|(r,)| r))
-}
-
 /// Store an answer for `key` until `ttl_ms` from now (replacing an older one).
 pub async fn cache_response(
     conn: &mut AnyConnection,
@@ -739,14 +730,11 @@ pub async fn cache_response(
     ttl_ms: i64,
 ) -> Result<(), sqlx::Error> {
     let now = now_ms();
-    sqlx::query("DELETE FROM response_cache WHERE org_id = $1 AND key = $2")
-        .bind(org_id)
-        .bind(key)
-        .execute(&mut *conn)
-        .await?;
     sqlx::query(
         "INSERT INTO response_cache (org_id, key, response, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5)",
+         VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (org_id, key) DO UPDATE SET response = excluded.response, \
+             created_at = excluded.created_at, expires_at = excluded.expires_at",
     )
     .bind(org_id)
     .bind(key)
