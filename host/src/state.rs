@@ -38,8 +38,8 @@ pub struct AppState {
     pub executor: Executor,
     /// Writes gateway requests as tasks, off the request path.
     pub usage: UsageRecorder,
-    /// Recently verified API keys.
-    pub api_keys: Arc<crate::auth::api_keys::KeyCache>,
+    /// Recently verified API keys and access tokens.
+    pub verified: Arc<crate::auth::verified::Verified>,
     /// When the server started (for uptime).
     pub started: Instant,
 }

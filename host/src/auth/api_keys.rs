@@ -2,76 +2,14 @@
 //! (base64url). Shown once; only the sha256 digest is stored, which is
 //! enough for keys of this entropy.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
 use base64::Engine;
 
 use super::{Credential, Principal, Role};
 use crate::api::error::ApiError;
-use crate::orchestrator::signals::{Signal, Signals};
 use crate::secrets::sha256_hex;
 use crate::state::AppState;
 use crate::store;
 use crate::store::api_keys::ApiKeyRow;
-
-/// How long a verified key is trusted without asking the database again.
-/// A revocation stops the key at once on this instance and, on the signal
-/// sent with it, on the others; this bound heals a missed signal.
-pub const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
-
-/// Recently verified keys by digest, so that a busy client's requests
-/// authenticate without a query each.
-#[derive(Debug, Default)]
-pub struct KeyCache {
-    entries: Mutex<HashMap<String, (Instant, ApiKeyRow)>>,
-}
-
-impl KeyCache {
-    fn get(&self, digest: &str) -> Option<ApiKeyRow> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
-            .get(digest)
-            .filter(|(at, _)| at.elapsed() < KEY_CACHE_TTL)
-            .map(|(_, row)| row.clone())
-    }
-
-    fn put(&self, digest: String, row: ApiKeyRow) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() > 10_000 {
-            entries.retain(|_, (at, _)| at.elapsed() < KEY_CACHE_TTL);
-        }
-        entries.insert(digest, (Instant::now(), row));
-    }
-
-    /// Forget keys revoked on other instances, as their signals arrive.
-    pub fn follow_revocations(self: &std::sync::Arc<Self>, signals: &Signals) {
-        let mut rx = signals.subscribe();
-        let this = self.clone();
-        tokio::spawn(async move {
-            loop {
-                match rx.recv().await {
-                    Ok(Signal::KeyRevoked(id)) => this.forget(&id),
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        this.entries
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .clear();
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
-    }
-
-    /// Stop trusting the key with this id (it was revoked).
-    pub fn forget(&self, id: &str) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.retain(|_, (_, row)| row.id != id);
-    }
-}
 
 /// Every API key starts with this, which is how the extractor tells keys from JWTs.
 pub const PREFIX: &str = "vel_";
@@ -95,7 +33,7 @@ pub fn display_prefix(key: &str) -> String {
 /// Resolve a presented key into a principal, or 401.
 pub async fn authenticate(state: &AppState, key: &str) -> Result<Principal, ApiError> {
     let digest = sha256_hex(key);
-    if let Some(row) = state.api_keys.get(&digest) {
+    if let Some(row) = state.verified.api_keys.get(&digest) {
         return principal(row);
     }
     // The tenant is not known until the key is found: a platform lookup.
@@ -113,7 +51,7 @@ pub async fn authenticate(state: &AppState, key: &str) -> Result<Principal, ApiE
         store::api_keys::touch(&mut tx, &row.id).await?;
         tx.commit().await?;
     }
-    state.api_keys.put(digest, row.clone());
+    state.verified.api_keys.put(digest, row.clone());
     principal(row)
 }
 

@@ -4,6 +4,7 @@
 pub mod api_keys;
 pub mod jwt;
 pub mod password;
+pub mod verified;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -176,8 +177,11 @@ impl FromRequestParts<AppState> for Principal {
             .jwt
             .verify(token)
             .map_err(|_| ApiError::unauthorized("invalid or expired token"))?;
-        if store::tokens::is_revoked(state.db.pool(), &claims.jti).await? {
-            return Err(ApiError::unauthorized("token has been revoked"));
+        if state.verified.tokens.get(&claims.jti).is_none() {
+            if store::tokens::is_revoked(state.db.pool(), &claims.jti).await? {
+                return Err(ApiError::unauthorized("token has been revoked"));
+            }
+            state.verified.tokens.put(claims.jti.clone(), ());
         }
         Ok(Principal {
             user_id: claims.sub,

@@ -35,6 +35,7 @@ const CANCEL_CHANNEL: &str = "vel_task_cancel";
 const CATALOG_CHANNEL: &str = "vel_catalog";
 /// PostgreSQL channel for "API key `payload` was revoked".
 const KEY_CHANNEL: &str = "vel_key_revoked";
+const TOKEN_CHANNEL: &str = "vel_token_revoked";
 /// PostgreSQL channel for "the plugin registry changed".
 const PLUGINS_CHANNEL: &str = "vel_plugins";
 
@@ -49,6 +50,8 @@ pub enum Signal {
     CatalogChanged(String),
     /// The API key with this id was revoked.
     KeyRevoked(String),
+    /// An access token was revoked (logout, refresh); the token id.
+    TokenRevoked(String),
     /// A plugin was activated, rolled back, disabled or deleted.
     PluginsChanged,
 }
@@ -100,6 +103,7 @@ impl Signals {
                 Signal::Cancelled(id) => (CANCEL_CHANNEL, id.as_str()),
                 Signal::CatalogChanged(org_id) => (CATALOG_CHANNEL, org_id.as_str()),
                 Signal::KeyRevoked(id) => (KEY_CHANNEL, id.as_str()),
+                Signal::TokenRevoked(jti) => (TOKEN_CHANNEL, jti.as_str()),
                 Signal::PluginsChanged => (PLUGINS_CHANNEL, ""),
             };
             sqlx::query("SELECT pg_notify($1, $2)")
@@ -150,6 +154,7 @@ impl Signals {
                 CANCEL_CHANNEL,
                 CATALOG_CHANNEL,
                 KEY_CHANNEL,
+                TOKEN_CHANNEL,
                 PLUGINS_CHANNEL,
             ])
             .await?;
@@ -168,6 +173,7 @@ impl Signals {
                 CANCEL_CHANNEL => self.publish(Signal::Cancelled(payload)),
                 CATALOG_CHANNEL => self.publish(Signal::CatalogChanged(payload)),
                 KEY_CHANNEL => self.publish(Signal::KeyRevoked(payload)),
+                TOKEN_CHANNEL => self.publish(Signal::TokenRevoked(payload)),
                 PLUGINS_CHANNEL => self.publish(Signal::PluginsChanged),
                 _ => self.publish_queue(),
             }

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::auth::api_keys::KeyCache;
 use crate::auth::jwt::JwtKeys;
 use crate::auth::password::PasswordHasher;
+use crate::auth::verified::Verified;
 use crate::config::Config;
 use crate::orchestrator::breaker::BreakerConfig;
 use crate::orchestrator::dispatch::{DispatchConfig, Dispatcher};
@@ -107,10 +107,10 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         config.tasks.clone(),
     );
     let usage = UsageRecorder::start(db.clone(), RecorderConfig::default());
-    let api_keys: Arc<KeyCache> = Arc::default();
-    api_keys.follow_revocations(&signals);
+    let verified: Arc<Verified> = Arc::default();
+    verified.follow_revocations(&signals);
     Ok(AppState {
-        api_keys,
+        verified,
         db,
         usage,
         dispatcher,

@@ -1,18 +1,22 @@
 //! Revoked access tokens (logout, refresh), kept in the database so every
 //! instance refuses them, until they would have expired anyway.
 
-use sqlx::AnyPool;
+use sqlx::{AnyConnection, AnyPool};
 
 use super::now_ms;
 
 /// Revoke a token id until `expires_at` (unix ms). Revoking twice is fine.
-pub async fn revoke(pool: &AnyPool, jti: &str, expires_at: i64) -> Result<(), sqlx::Error> {
+pub async fn revoke(
+    conn: &mut AnyConnection,
+    jti: &str,
+    expires_at: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING",
     )
     .bind(jti)
     .bind(expires_at)
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(())
 }

@@ -181,7 +181,7 @@ pub async fn revoke(
     let signal = Signal::KeyRevoked(id.clone());
     state.signals.notify(&mut tx, &signal).await?;
     tx.commit().await?;
-    state.api_keys.forget(&id);
+    state.verified.forget_key(&id);
     state.signals.publish(signal);
     Ok(StatusCode::NO_CONTENT)
 }

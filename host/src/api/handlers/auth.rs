@@ -12,6 +12,7 @@ use crate::api::extract::{ApiJson, ClientInfo};
 use crate::api::handlers::users::UserView;
 use crate::audit;
 use crate::auth::{Credential, Principal, Role};
+use crate::orchestrator::signals::Signal;
 use crate::state::AppState;
 use crate::store::{self, now_ms, to_rfc3339};
 
@@ -232,8 +233,21 @@ pub async fn refresh(
     .await?;
     tx.commit().await?;
     let response = token_response(&state, &user, org_id, roles)?;
-    store::tokens::revoke(state.db.pool(), jti, exp * 1000).await?;
+    revoke_token(&state, jti, *exp).await?;
     Ok(Json(response))
+}
+
+/// Revoke an access token (until it would expire anyway) and tell every
+/// instance to stop trusting it.
+async fn revoke_token(state: &AppState, jti: &str, exp: i64) -> Result<(), ApiError> {
+    let mut tx = state.db.platform().await?;
+    store::tokens::revoke(&mut tx, jti, exp * 1000).await?;
+    let signal = Signal::TokenRevoked(jti.to_string());
+    state.signals.notify(&mut tx, &signal).await?;
+    tx.commit().await?;
+    state.verified.forget_token(jti);
+    state.signals.publish(signal);
+    Ok(())
 }
 
 /// Revoke the presented token on every instance.
@@ -251,7 +265,7 @@ pub async fn logout(
             "API keys are revoked with DELETE /api/api-keys/{id}",
         ));
     };
-    store::tokens::revoke(state.db.pool(), jti, exp * 1000).await?;
+    revoke_token(&state, jti, *exp).await?;
     let mut tx = state.db.tenant(&principal.org_id).await?;
     audit::record(&mut tx, &principal, &client, "user_logout", json!({})).await?;
     tx.commit().await?;
