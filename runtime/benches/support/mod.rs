@@ -25,13 +25,23 @@ impl Harness {
         Harness { tokio, runtime }
     }
 
-    /// Loads (compiles) the built-in plugin `name`.
+    /// Loads (compiles) the built-in plugin `name`, or, when
+    /// `VEL_BENCH_PLUGIN_DIR` is set, the component `<dir>/<name>.wasm`
+    /// instead: two builds of a guest can then be compared with the same
+    /// bench executable, one run after the other.
     pub fn load(&self, name: &str) -> Plugin {
-        let bytes = vel_plugin_artifacts::builtin(name)
-            .unwrap_or_else(|| panic!("{name} is built"))
-            .bytes;
+        let bytes = match std::env::var_os("VEL_BENCH_PLUGIN_DIR") {
+            Some(dir) => {
+                let path = std::path::Path::new(&dir).join(format!("{name}.wasm"));
+                std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path:?}: {e}"))
+            }
+            None => vel_plugin_artifacts::builtin(name)
+                .unwrap_or_else(|| panic!("{name} is built"))
+                .bytes
+                .to_vec(),
+        };
         self.tokio
-            .block_on(self.runtime.load(bytes))
+            .block_on(self.runtime.load(&bytes))
             .expect("plugin loads")
     }
 }
