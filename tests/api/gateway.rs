@@ -616,7 +616,147 @@ async fn openai_python_sdk_works_unchanged(b: Backend) {
     recorded_task(&s, &admin, plain["id"].as_str().unwrap()).await;
 }
 
+/// The recorder's multi-row statements put every value of every row in its
+/// own column: 75 finished requests (statements of 64, 8, 2 and 1 rows)
+/// with two attempts each (150: 64, 64, 16, 4, 2) and an audit entry each,
+/// written as one batch and read back.
+async fn recorder_batches_keep_every_row(b: Backend) {
+    use vel::store::audit_logs::NewAudit;
+    use vel::store::tasks::Attempt;
+    use vel::store::usage::{FinishedTask, insert_audits, insert_finished_tasks};
+
+    let s = Server::start(b).await;
+    let db = vel::store::Db::open(&s.database_url, 1).await.unwrap();
+    let mut tx = db.platform().await.unwrap();
+    let (org_id, user_id): (String, String) =
+        sqlx::query_as("SELECT org_id, user_id FROM memberships LIMIT 1")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    let n = 75_i64;
+    let ids: Vec<String> = (0..n).map(|_| vel::store::new_id()).collect();
+    let attempt = |i: i64, seq: i64| Attempt {
+        seq,
+        provider: format!("p{i}"),
+        integration_id: None,
+        plugin: "mock".into(),
+        model: format!("m{i}-{seq}"),
+        outcome: if seq == 1 { "error" } else { "ok" }.into(),
+        error_kind: (seq == 1).then(|| "unavailable".into()),
+        error_message: None,
+        latency_ms: i * 10 + seq,
+        input_tokens: i,
+        output_tokens: 2 * i,
+        cost_usd: i as f64 / 1000.0,
+        started_at: 1_700_000_000_000 + i,
+    };
+    let tasks: Vec<FinishedTask> = (0..n)
+        .map(|i| FinishedTask {
+            id: ids[i as usize].clone(),
+            org_id: org_id.clone(),
+            user_id: Some(user_id.clone()),
+            source: "gateway",
+            description: format!("request {i}"),
+            task_type: "general".into(),
+            priority: i % 3,
+            status: "completed",
+            request: "{}".into(),
+            stream: i % 2 == 0,
+            request_hash: format!("hash{i}"),
+            result: Some(format!(r#"{{"text":"answer {i}"}}"#)),
+            error: None,
+            partial_output: None,
+            provider: Some(format!("p{i}")),
+            model: Some(format!("m{i}-2")),
+            input_tokens: 2 * i,
+            output_tokens: 4 * i,
+            cost_usd: 2.0 * i as f64 / 1000.0,
+            created_at: 1_700_000_000_000 + i,
+            finished_at: 1_700_000_001_000 + i,
+            attempts: vec![attempt(i, 1), attempt(i, 2)],
+        })
+        .collect();
+    let audits: Vec<(NewAudit, i64)> = (0..n)
+        .map(|i| {
+            let entry = NewAudit {
+                org_id: Some(org_id.clone()),
+                user_id: Some(user_id.clone()),
+                action: "batch_test".into(),
+                payload: format!(r#"{{"n":{i}}}"#),
+                ip_address: Some(format!("10.0.0.{i}")),
+                user_agent: None,
+            };
+            (entry, 1_700_000_002_000 + i)
+        })
+        .collect();
+    insert_finished_tasks(&mut tx, &tasks).await.unwrap();
+    insert_audits(&mut tx, &audits).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = db.platform().await.unwrap();
+    type TaskRow = (String, String, i64, i64, String, String, i64, i64, f64, i64);
+    let rows: Vec<TaskRow> = sqlx::query_as(
+        "SELECT id, description, priority, stream, provider, model, input_tokens, \
+                output_tokens, cost_usd, finished_at FROM tasks WHERE source = 'gateway' ORDER BY id",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 75);
+    for (i, row) in rows.iter().enumerate() {
+        let i = i as i64;
+        let expected: TaskRow = (
+            ids[i as usize].clone(),
+            format!("request {i}"),
+            i % 3,
+            i64::from(i % 2 == 0),
+            format!("p{i}"),
+            format!("m{i}-2"),
+            2 * i,
+            4 * i,
+            2.0 * i as f64 / 1000.0,
+            1_700_000_001_000 + i,
+        );
+        assert_eq!(row, &expected);
+    }
+    let attempts: Vec<(String, i64, String, i64, i64)> = sqlx::query_as(
+        "SELECT task_id, seq, model, latency_ms, output_tokens FROM task_attempts ORDER BY task_id, seq",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(attempts.len(), 150);
+    for (k, (task_id, seq, model, latency_ms, output_tokens)) in attempts.iter().enumerate() {
+        let (i, expected_seq) = ((k / 2) as i64, (k % 2) as i64 + 1);
+        assert_eq!(task_id, &ids[i as usize]);
+        assert_eq!(*seq, expected_seq);
+        assert_eq!(model, &format!("m{i}-{expected_seq}"));
+        assert_eq!(*latency_ms, i * 10 + expected_seq);
+        assert_eq!(*output_tokens, 2 * i);
+    }
+    let entries: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT payload, ip_address, created_at FROM audit_logs WHERE action = 'batch_test' \
+         ORDER BY created_at",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    db.close().await;
+    let expected: Vec<(String, String, i64)> = (0..n)
+        .map(|i| {
+            (
+                format!(r#"{{"n":{i}}}"#),
+                format!("10.0.0.{i}"),
+                1_700_000_002_000 + i,
+            )
+        })
+        .collect();
+    assert_eq!(entries, expected);
+}
+
 dual_backend_tests!(
+    recorder_batches_keep_every_row,
     plain_completion_is_answered_and_recorded,
     streamed_completion_sends_chunks_usage_and_done,
     failing_integration_falls_back_to_another,

@@ -757,6 +757,79 @@ async fn test_sigkill_loses_no_task(b: Backend) {
     assert_eq!(done.body["total"], ids.len());
 }
 
+/// Runs SQL on the server's database as its owner (PostgreSQL's superuser;
+/// SQLite has no roles), for tests that inject faults.
+async fn owner_sql(s: &Server, statements: &[&str]) {
+    use sqlx::{Connection, Executor};
+    match s.backend {
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&s.database_url).await.unwrap();
+            for sql in statements {
+                c.execute(sqlx::AssertSqlSafe(*sql)).await.unwrap();
+            }
+        }
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&s.database_url)
+                .await
+                .unwrap();
+            for sql in statements {
+                c.execute(sqlx::AssertSqlSafe(*sql)).await.unwrap();
+            }
+        }
+    }
+}
+
+/// A run whose end cannot be written (the database refuses the finish)
+/// leaves the task `in_progress`; the server keeps running, its heartbeat
+/// stops extending that lease, and the task is rescued and completed by a
+/// second run instead of staying `in_progress` for as long as the
+/// instance lives.
+async fn test_unrecorded_run_is_rescued_while_the_server_lives(b: Backend) {
+    let s = Server::start_with(b, &[("VEL_TASK_LEASE_MS", "1000")]).await;
+    let admin = s.admin_token().await;
+    mock_integration(&s, &admin).await;
+    let when = "NEW.status = 'completed' AND NEW.claims = 1 AND NEW.description = 'doomed'";
+    match b {
+        Backend::Postgres => {
+            owner_sql(
+                &s,
+                &[
+                    "CREATE FUNCTION refuse_first_finish() RETURNS trigger LANGUAGE plpgsql \
+                     AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$",
+                    &format!(
+                        "CREATE TRIGGER refuse_first_finish BEFORE UPDATE ON tasks FOR EACH ROW \
+                         WHEN ({when}) EXECUTE FUNCTION refuse_first_finish()"
+                    ),
+                ],
+            )
+            .await
+        }
+        Backend::Sqlite => {
+            owner_sql(
+                &s,
+                &[&format!(
+                    "CREATE TRIGGER refuse_first_finish BEFORE UPDATE ON tasks FOR EACH ROW \
+                     WHEN {when} BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+                )],
+            )
+            .await
+        }
+    }
+    let id = submit(
+        &s,
+        &admin,
+        json!({ "description": "doomed", "prompt": "hello", "cache": false }),
+    )
+    .await;
+    let task = finished(&s, &admin, &id).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["runs"], 2, "{task}");
+    assert!(
+        s.stderr().contains("recording the task failed"),
+        "the first run's finish was not refused"
+    );
+}
+
 /// The queue itself, with no worker running: a claim takes the highest
 /// priority first, says whether more tasks are pending (a worker wakes
 /// another only then), brings the cached answer to the task's request
@@ -845,6 +918,7 @@ dual_backend_tests!(
     test_agent_routing_policy_plans_the_task,
     test_identical_requests_come_from_the_cache,
     test_sigkill_loses_no_task,
+    test_unrecorded_run_is_rescued_while_the_server_lives,
 );
 
 /// Two instances on one PostgreSQL: tasks submitted to an API-only

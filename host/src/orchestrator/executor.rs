@@ -229,9 +229,11 @@ impl Inner {
     }
 
     /// Claim a task; with it, whether more were pending and its cached
-    /// answer.
+    /// answer. The claim's commit does not wait for the WAL flush: lost in
+    /// a database crash, the task is simply pending again, and the run's
+    /// last write (the synchronous finish) flushes it with everything else.
     async fn claim(&self) -> Result<Option<Claimed>, sqlx::Error> {
-        let mut tx = self.db.platform().await?;
+        let mut tx = self.db.platform_relaxed().await?;
         let claimed = tasks::claim(&mut tx, &self.owner, self.lease_ms(), MAX_CLAIMS).await?;
         let Some(claimed) = claimed else {
             tx.commit().await?;
@@ -555,8 +557,15 @@ impl Inner {
     }
 
     async fn beat(&self) -> Result<(), sqlx::Error> {
+        let running: Vec<String> = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
         let mut tx = self.db.platform().await?;
-        tasks::heartbeat(&mut tx, &self.owner, self.lease_ms()).await?;
+        tasks::heartbeat(&mut tx, &self.owner, &running, self.lease_ms()).await?;
         let cancelled: Vec<(String,)> =
             sqlx::query_as("SELECT id FROM tasks WHERE lease_owner = $1 AND status = 'cancelled'")
                 .bind(&self.owner)

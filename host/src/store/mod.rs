@@ -332,6 +332,23 @@ impl Db {
         }
     }
 
+    /// [`Db::platform`] for bookkeeping that may be lost in a database
+    /// crash without harm (see [`Db::tenant_relaxed`]): a worker's claim,
+    /// which a crash at worst returns to the queue to be claimed again.
+    pub async fn platform_relaxed(&self) -> Result<Tx, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.begin().await,
+            Backend::Postgres => {
+                self.begin_postgres(
+                    "BEGIN; SELECT set_config('app.rls_bypass', 'on', true); \
+                     SET LOCAL synchronous_commit TO OFF;"
+                        .into(),
+                )
+                .await
+            }
+        }
+    }
+
     /// Begin a transaction. On SQLite it first waits its turn at the write
     /// gate, then takes the write lock up front (`BEGIN IMMEDIATE`): a
     /// deferred transaction that reads and then writes while another
@@ -423,6 +440,8 @@ pub fn now_ms() -> i64 {
 /// of one random leaf page per index, on SQLite and PostgreSQL alike. Ids
 /// are never secrets (credentials are random bytes of their own), so the
 /// millisecond they carry reveals nothing the row's `created_at` does not.
+/// Their random bits come from the thread's CSPRNG (uuid's `fast-rng`),
+/// not from a `getrandom` system call per id.
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }

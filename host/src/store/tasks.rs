@@ -390,21 +390,34 @@ pub async fn claim(
     .await
 }
 
-/// Extend the lease of the tasks `owner` holds. Returns how many it still holds.
+/// Extend the leases of the tasks in `ids` that `owner` still holds: only
+/// those it is running, so that a task whose run ended without being
+/// recorded (the database failed under the worker) keeps its old lease,
+/// sees it run out and is rescued. Returns how many it still holds.
 pub async fn heartbeat(
     conn: &mut AnyConnection,
     owner: &str,
+    ids: &[String],
     lease_ms: i64,
 ) -> Result<u64, sqlx::Error> {
-    let now = now_ms();
-    let done = sqlx::query(
-        "UPDATE tasks SET lease_expires_at = $1 WHERE lease_owner = $2 AND status = 'in_progress'",
-    )
-    .bind(now + lease_ms)
-    .bind(owner)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let list = (0..ids.len())
+        .map(|i| format!("${}", i + 3))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "UPDATE tasks SET lease_expires_at = $1 \
+         WHERE lease_owner = $2 AND status = 'in_progress' AND id IN ({list})"
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(now_ms() + lease_ms)
+        .bind(owner);
+    for id in ids {
+        query = query.bind(id);
+    }
+    Ok(query.execute(conn).await?.rows_affected())
 }
 
 /// Whether `owner` still holds the lease of task `id`.

@@ -59,23 +59,43 @@ pub struct FinishedTask {
     pub attempts: Vec<Attempt>,
 }
 
-/// Rows per statement. PostgreSQL: 100 (well under its bind limit), so a
-/// batch costs a handful of round trips. SQLite: one, because it has no
-/// round trips to save, and binding a statement of n parameters costs
-/// O(n²) there (sqlx names each parameter through
-/// `sqlite3_bind_parameter_name`, a linear scan): at 100 rows it took an
-/// eighth of the gateway's CPU. The one-row statement is prepared once and
-/// reused from the connection's statement cache.
-fn rows_per_statement(backend: Backend) -> usize {
-    match backend {
-        Backend::Sqlite => 1,
-        Backend::Postgres => 100,
-    }
+/// Most rows in one statement: 64 rows of 28 columns stay far below both
+/// databases' parameter limits.
+const MAX_ROWS_PER_STATEMENT: usize = 64;
+
+/// The statement sizes that write `len` rows: the largest power of two that
+/// fits, again and again (75 rows: 64, 8, 2, 1). A batch costs a handful of
+/// round trips, and each table has at most seven statement texts, each
+/// prepared once per connection and kept in its statement cache.
+fn statement_sizes(mut len: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if len == 0 {
+            return None;
+        }
+        let size = MAX_ROWS_PER_STATEMENT.min(1 << len.ilog2());
+        len -= size;
+        Some(size)
+    })
 }
 
-/// `(…), (…)` for `rows` rows of `template`, whose `?`s become numbered
-/// placeholders `$1`, `$2`, … in order.
-fn values(rows: usize, template: &str) -> String {
+/// `rows` split into statement-sized runs (see [`statement_sizes`]).
+fn statement_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = rows;
+    statement_sizes(rows.len()).map(move |size| {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        chunk
+    })
+}
+
+/// `(…), (…)` for `rows` rows of `template`. On PostgreSQL its `?`s become
+/// numbered placeholders `$1`, `$2`, … in order. SQLite keeps the
+/// anonymous `?`: sqlx looks up the name of every parameter it binds,
+/// which SQLite finds by scanning the list of named ones, so `$n` names
+/// make binding a statement of n parameters cost O(n²) (at 100 rows it
+/// took an eighth of the gateway's CPU), while anonymous ones have no
+/// name to find.
+fn values(backend: Backend, rows: usize, template: &str) -> String {
     let mut out = String::with_capacity(rows * (template.len() + 32));
     let mut n = 0;
     for r in 0..rows {
@@ -84,7 +104,7 @@ fn values(rows: usize, template: &str) -> String {
         }
         out.push('(');
         for c in template.chars() {
-            if c == '?' {
+            if c == '?' && backend == Backend::Postgres {
                 n += 1;
                 out.push('$');
                 out.push_str(&n.to_string());
@@ -108,14 +128,14 @@ pub async fn insert_finished_tasks(
     // No agent, no idempotency key, not cached, never claimed.
     const TASK_ROW: &str = "?, ?, (SELECT id FROM users WHERE id = ?), NULL, ?, ?, ?, ?, ?, ?, ?, \
                             0, NULL, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?";
-    for chunk in tasks.chunks(rows_per_statement(backend)) {
+    for chunk in statement_chunks(tasks) {
         let sql = format!(
             "INSERT INTO tasks (id, org_id, user_id, agent_id, source, description, task_type, \
                  priority, status, request, stream, use_cache, idempotency_key, request_hash, \
                  result, partial_output, error, cached, provider, model, input_tokens, \
                  output_tokens, cost_usd, claims, created_at, updated_at, started_at, finished_at) \
              VALUES {}",
-            values(chunk.len(), TASK_ROW)
+            values(backend, chunk.len(), TASK_ROW)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for t in chunk {
@@ -151,12 +171,12 @@ pub async fn insert_finished_tasks(
         .flat_map(|t| t.attempts.iter().map(move |a| (t, a)))
         .collect();
     const ATTEMPT_ROW: &str = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?";
-    for chunk in attempts.chunks(rows_per_statement(backend)) {
+    for chunk in statement_chunks(&attempts) {
         let sql = format!(
             "INSERT INTO task_attempts (id, org_id, task_id, seq, provider, integration_id, plugin, \
                  model, outcome, error_kind, error_message, latency_ms, input_tokens, output_tokens, \
                  cost_usd, started_at) VALUES {}",
-            values(chunk.len(), ATTEMPT_ROW)
+            values(backend, chunk.len(), ATTEMPT_ROW)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (t, a) in chunk {
@@ -191,11 +211,11 @@ pub async fn insert_audits(
 ) -> Result<(), sqlx::Error> {
     let backend = Backend::of(conn);
     const AUDIT_ROW: &str = "?, ?, ?, ?, ?, ?, ?, ?";
-    for chunk in entries.chunks(rows_per_statement(backend)) {
+    for chunk in statement_chunks(entries) {
         let sql = format!(
             "INSERT INTO audit_logs (id, org_id, user_id, action, payload, ip_address, user_agent, \
                  created_at) VALUES {}",
-            values(chunk.len(), AUDIT_ROW)
+            values(backend, chunk.len(), AUDIT_ROW)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (e, at) in chunk {
@@ -212,4 +232,36 @@ pub async fn insert_audits(
         q.execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_are_powers_of_two_up_to_the_maximum() {
+        let sizes = |n| statement_sizes(n).collect::<Vec<_>>();
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(1), [1]);
+        assert_eq!(sizes(75), [64, 8, 2, 1]);
+        assert_eq!(sizes(200), [64, 64, 64, 8]);
+        for n in 0..600 {
+            assert_eq!(sizes(n).iter().sum::<usize>(), n);
+        }
+        let rows: Vec<usize> = (0..75).collect();
+        let chunks: Vec<&[usize]> = statement_chunks(&rows).collect();
+        assert_eq!(chunks.concat(), rows);
+    }
+
+    #[test]
+    fn placeholders_are_numbered_only_for_postgres() {
+        assert_eq!(
+            values(Backend::Postgres, 2, "?, 0, ?"),
+            "($1, 0, $2), ($3, 0, $4)"
+        );
+        assert_eq!(
+            values(Backend::Sqlite, 2, "?, 0, ?"),
+            "(?, 0, ?), (?, 0, ?)"
+        );
+    }
 }
