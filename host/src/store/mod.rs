@@ -321,29 +321,26 @@ impl Db {
     /// platform-admin endpoints. The bypass is a transaction-local setting
     /// the policies honour explicitly.
     pub async fn platform(&self) -> Result<Tx, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => self.begin().await,
-            Backend::Postgres => {
-                self.begin_postgres(
-                    "BEGIN; SELECT set_config('app.rls_bypass', 'on', true);".into(),
-                )
-                .await
-            }
-        }
+        self.begin_platform("").await
     }
 
     /// [`Db::platform`] for bookkeeping that may be lost in a database
     /// crash without harm (see [`Db::tenant_relaxed`]): a worker's claim,
     /// which a crash at worst returns to the queue to be claimed again.
     pub async fn platform_relaxed(&self) -> Result<Tx, sqlx::Error> {
+        self.begin_platform("SET LOCAL synchronous_commit TO OFF;")
+            .await
+    }
+
+    /// [`Db::platform`], and on PostgreSQL `extra` (statements ending in
+    /// `;`) runs right after the transaction starts.
+    async fn begin_platform(&self, extra: &str) -> Result<Tx, sqlx::Error> {
         match self.backend {
             Backend::Sqlite => self.begin().await,
             Backend::Postgres => {
-                self.begin_postgres(
-                    "BEGIN; SELECT set_config('app.rls_bypass', 'on', true); \
-                     SET LOCAL synchronous_commit TO OFF;"
-                        .into(),
-                )
+                self.begin_postgres(format!(
+                    "BEGIN; SELECT set_config('app.rls_bypass', 'on', true); {extra}"
+                ))
                 .await
             }
         }
