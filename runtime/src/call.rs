@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
+use crate::engine::ActiveCall;
 use crate::error::{Limit, PluginError};
 use crate::outbound::OutboundHooks;
 use crate::plugin::Plugin;
@@ -96,15 +97,22 @@ pub(crate) fn check_input(limits: &Limits, input_bytes: usize) -> Result<(), Plu
 }
 
 /// A started call: its store and what `finish` needs to judge it.
-pub(crate) struct Prepared {
+pub(crate) struct Prepared<'a> {
     pub(crate) store: Store<CallState>,
     started: Instant,
     initial_fuel: u64,
+    /// Keeps the epoch ticker awake until the call ends.
+    _active: ActiveCall<'a>,
 }
 
 impl RuntimeInner {
     /// A fresh store for one call of `plugin` under `limits`.
-    pub(crate) fn prepare(&self, plugin: &Plugin, limits: &Limits, extras: CallExtras) -> Prepared {
+    pub(crate) fn prepare(
+        &self,
+        plugin: &Plugin,
+        limits: &Limits,
+        extras: CallExtras,
+    ) -> Prepared<'_> {
         let logs = Arc::new(LogSink::new(
             plugin.inner.name.clone(),
             plugin.inner.version.clone(),
@@ -147,6 +155,7 @@ impl RuntimeInner {
             store,
             started: Instant::now(),
             initial_fuel,
+            _active: self.ticker.enter(),
         }
     }
 
@@ -154,7 +163,7 @@ impl RuntimeInner {
     /// output size; and what it consumed.
     pub(crate) fn finish<T: WireSize>(
         &self,
-        prepared: Prepared,
+        prepared: Prepared<'_>,
         limits: &Limits,
         outcome: Result<Result<T, Failure>, tokio::time::error::Elapsed>,
     ) -> CallResult<T> {
@@ -162,6 +171,7 @@ impl RuntimeInner {
             store,
             started,
             initial_fuel,
+            ..
         } = prepared;
         let fuel_consumed = limits
             .fuel

@@ -1,7 +1,8 @@
 //! The one wasmtime [`Engine`] every plugin runs on, and the background
 //! thread that advances its epoch (the clock behind CPU-time limits).
 
-use std::sync::mpsc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -50,39 +51,168 @@ pub(crate) fn build_engine(config: &RuntimeConfig) -> Result<Engine, RuntimeErro
     Engine::new(&wasm).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
 }
 
-/// Advances the engine's epoch every `tick` on a background thread until
-/// dropped.
+/// Ticks without a call in progress before the ticker thread sleeps.
+const IDLE_TICKS_BEFORE_SLEEP: u32 = 100;
+
+/// Advances the engine's epoch every `tick` on a background thread while
+/// plugin calls run, and sleeps once none has run for
+/// [`IDLE_TICKS_BEFORE_SLEEP`] ticks, so an idle server does not wake a
+/// thousand times a second. Stopped when dropped.
 pub(crate) struct EpochTicker {
-    stop: Option<mpsc::Sender<()>>,
+    shared: Arc<TickerShared>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// What the ticker thread and the calls share.
+struct TickerShared {
+    /// Calls in progress (each holds an [`ActiveCall`]).
+    running: AtomicUsize,
+    /// The thread sleeps (or is about to) until a call starts.
+    asleep: AtomicBool,
+    /// Set when the ticker is dropped.
+    stop: AtomicBool,
+}
+
+/// Marks one call in progress for the ticker; wakes the ticker if it sleeps.
+pub(crate) struct ActiveCall<'a> {
+    running: &'a AtomicUsize,
+}
+
+impl Drop for ActiveCall<'_> {
+    fn drop(&mut self) {
+        self.running.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl EpochTicker {
     /// Starts the ticker thread.
     pub(crate) fn start(engine: Engine, tick: Duration) -> Result<Self, RuntimeError> {
-        let (stop, stopped) = mpsc::channel::<()>();
+        let shared = Arc::new(TickerShared {
+            running: AtomicUsize::new(0),
+            asleep: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        });
+        let state = shared.clone();
         let thread = std::thread::Builder::new()
             .name("vel-epoch-ticker".to_string())
-            .spawn(move || {
-                // Ends when the sender is dropped (or sends).
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
-                    engine.increment_epoch();
-                }
-            })
+            .spawn(move || tick_while_calls_run(&engine, &state, tick))
             .map_err(|e| RuntimeError::Engine(format!("could not start the epoch ticker: {e}")))?;
         Ok(EpochTicker {
-            stop: Some(stop),
+            shared,
             thread: Some(thread),
         })
+    }
+
+    /// Registers a call about to run guest code; the returned guard ends it.
+    pub(crate) fn enter(&self) -> ActiveCall<'_> {
+        self.shared.running.fetch_add(1, Ordering::SeqCst);
+        if self.shared.asleep.load(Ordering::SeqCst)
+            && self.shared.asleep.swap(false, Ordering::SeqCst)
+            && let Some(thread) = &self.thread
+        {
+            thread.thread().unpark();
+        }
+        ActiveCall {
+            running: &self.shared.running,
+        }
+    }
+}
+
+/// The ticker thread's loop. Sleeping is race-free: the thread announces
+/// `asleep` before its last look at `running`, and a call counts itself in
+/// `running` before looking at `asleep`, so either the thread sees the call
+/// or the call sees the thread asleep and unparks it (an unpark that comes
+/// before the park makes the park return at once).
+fn tick_while_calls_run(engine: &Engine, shared: &TickerShared, tick: Duration) {
+    let mut idle_ticks = 0u32;
+    while !shared.stop.load(Ordering::SeqCst) {
+        if shared.running.load(Ordering::SeqCst) > 0 {
+            idle_ticks = 0;
+        } else if idle_ticks >= IDLE_TICKS_BEFORE_SLEEP {
+            shared.asleep.store(true, Ordering::SeqCst);
+            if shared.running.load(Ordering::SeqCst) == 0 && !shared.stop.load(Ordering::SeqCst) {
+                std::thread::park();
+            }
+            shared.asleep.store(false, Ordering::SeqCst);
+            idle_ticks = 0;
+            continue;
+        } else {
+            idle_ticks += 1;
+        }
+        std::thread::park_timeout(tick);
+        engine.increment_epoch();
     }
 }
 
 impl Drop for EpochTicker {
     fn drop(&mut self) {
-        drop(self.stop.take());
+        self.shared.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
             // The thread only sleeps and ticks; it cannot panic.
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+
+    use wasmtime::{Instance, Module, Store, Trap};
+
+    use super::{EpochTicker, build_engine};
+    use crate::RuntimeConfig;
+
+    /// `(module (func (export "spin") (loop (br 0))))`: runs until interrupted.
+    const SPIN: &[u8] = &[
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+        0x01, 0x04, 0x01, 0x60, 0x00, 0x00, // type: () -> ()
+        0x03, 0x02, 0x01, 0x00, // func 0 has type 0
+        0x07, 0x08, 0x01, 0x04, b's', b'p', b'i', b'n', 0x00, 0x00, // export "spin"
+        0x0a, 0x09, 0x01, 0x07, 0x00, 0x03, 0x40, 0x0c, 0x00, 0x0b, 0x0b, // loop br 0
+    ];
+
+    #[test]
+    fn an_idle_ticker_sleeps_and_wakes_for_the_next_call() {
+        let config = RuntimeConfig {
+            max_instances: 4,
+            ..RuntimeConfig::default()
+        };
+        let engine = build_engine(&config).expect("engine");
+        let ticker = EpochTicker::start(engine.clone(), Duration::from_millis(1)).expect("ticker");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ticker.shared.asleep.load(Ordering::SeqCst) {
+            assert!(
+                Instant::now() < deadline,
+                "the idle ticker never went to sleep"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+
+        // A call that starts now must still be interrupted: only the
+        // ticker's waking up can advance the epoch past its deadline.
+        let _active = ticker.enter();
+        let module = Module::new(&engine, SPIN).expect("module");
+        let (done, trapped) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut store = Store::new(&engine, ());
+            store.set_fuel(u64::MAX).expect("fuel");
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_trap();
+            let instance = Instance::new(&mut store, &module, &[]).expect("instance");
+            let spin = instance
+                .get_typed_func::<(), ()>(&mut store, "spin")
+                .expect("spin");
+            let error = spin
+                .call(&mut store, ())
+                .expect_err("an endless loop cannot return");
+            let _ = done.send(error.downcast_ref::<Trap>().copied());
+        });
+        let trap = trapped
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the endless loop was never interrupted: the ticker did not wake up");
+        assert_eq!(trap, Some(Trap::Interrupt));
     }
 }

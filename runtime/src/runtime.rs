@@ -74,7 +74,7 @@ pub(crate) struct RuntimeInner {
     pub(crate) http: OutboundClient,
     pub(crate) config: RuntimeConfig,
     cache_hits: AtomicU64,
-    _ticker: EpochTicker,
+    pub(crate) ticker: EpochTicker,
 }
 
 impl Runtime {
@@ -105,7 +105,7 @@ impl Runtime {
                 http,
                 config,
                 cache_hits: AtomicU64::new(0),
-                _ticker: ticker,
+                ticker,
             }),
         })
     }
