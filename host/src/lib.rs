@@ -16,5 +16,6 @@ pub mod orchestrator;
 pub mod plugins;
 pub mod secrets;
 pub mod server;
+pub mod single_flight;
 pub mod state;
 pub mod store;

@@ -73,7 +73,8 @@ struct TickerShared {
     stop: AtomicBool,
 }
 
-/// Marks one call in progress for the ticker; wakes the ticker if it sleeps.
+/// Marks one call in progress for the ticker, from [`EpochTicker::enter`]
+/// (which wakes a sleeping ticker) until it is dropped.
 pub(crate) struct ActiveCall<'a> {
     running: &'a AtomicUsize,
 }

@@ -423,6 +423,7 @@ async fn test_tenant_plugins_go_live_for_that_tenant_only(b: Backend) {
     );
     assert!(text.contains(&calls), "{calls} not in:\n{text}");
     assert!(text.contains("vel_plugin_call_duration_seconds"), "{text}");
+    assert!(text.contains("\nvel_db_connections "), "{text}");
 
     // A version in use cannot be deleted; another can (and its statistics go).
     s.delete("/api/plugins/flip-router/versions/1.0.0", &owner)

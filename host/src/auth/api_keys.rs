@@ -33,12 +33,19 @@ pub fn display_prefix(key: &str) -> String {
 /// Resolve a presented key into a principal, or 401.
 pub async fn authenticate(state: &AppState, key: &str) -> Result<Principal, ApiError> {
     let digest = sha256_hex(key);
-    if let Some(row) = state.verified.api_keys.get(&digest) {
-        return principal(row);
-    }
+    let row = state
+        .verified
+        .api_keys
+        .get_or_verify(&digest, async || verify(state, &digest).await)
+        .await?;
+    principal(row)
+}
+
+/// Looks up the live key with this digest, noting its use.
+async fn verify(state: &AppState, digest: &str) -> Result<ApiKeyRow, ApiError> {
     // The tenant is not known until the key is found: a platform lookup.
     let mut tx = state.db.platform_read().await?;
-    let row = store::api_keys::find_live_by_hash(&mut tx, &digest)
+    let row = store::api_keys::find_live_by_hash(&mut tx, digest)
         .await?
         .ok_or_else(|| ApiError::unauthorized("invalid or revoked API key"))?;
     tx.commit().await?;
@@ -51,8 +58,7 @@ pub async fn authenticate(state: &AppState, key: &str) -> Result<Principal, ApiE
         store::api_keys::touch(&mut tx, &row.id).await?;
         tx.commit().await?;
     }
-    state.verified.api_keys.put(digest, row.clone());
-    principal(row)
+    Ok(row)
 }
 
 fn principal(row: ApiKeyRow) -> Result<Principal, ApiError> {

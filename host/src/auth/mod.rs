@@ -177,12 +177,16 @@ impl FromRequestParts<AppState> for Principal {
             .jwt
             .verify(token)
             .map_err(|_| ApiError::unauthorized("invalid or expired token"))?;
-        if state.verified.tokens.get(&claims.jti).is_none() {
-            if store::tokens::is_revoked(state.db.pool(), &claims.jti).await? {
-                return Err(ApiError::unauthorized("token has been revoked"));
-            }
-            state.verified.tokens.put(claims.jti.clone(), ());
-        }
+        state
+            .verified
+            .tokens
+            .get_or_verify(&claims.jti, async || {
+                if store::tokens::is_revoked(state.db.pool(), &claims.jti).await? {
+                    return Err(ApiError::unauthorized("token has been revoked"));
+                }
+                Ok(())
+            })
+            .await?;
         Ok(Principal {
             user_id: claims.sub,
             org_id: claims.org,

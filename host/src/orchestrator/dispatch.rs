@@ -28,6 +28,7 @@ use super::signals::{Signal, Signals};
 use crate::plugins::Plugins;
 use crate::plugins::registry::Deployed;
 use crate::secrets::MasterKey;
+use crate::single_flight::SingleFlight;
 use crate::store::{Db, now_ms, tasks::Attempt};
 
 /// The router used when neither the agent nor the organization names one.
@@ -155,6 +156,8 @@ struct Inner {
     retry: RetryPolicy,
     /// Catalogues by organization.
     catalogs: std::sync::Mutex<HashMap<String, CachedCatalog>>,
+    /// Concurrent misses of one organization's catalogue share one read.
+    catalog_reads: SingleFlight<String>,
 }
 
 /// One organization's cached catalogue.
@@ -183,6 +186,7 @@ impl Dispatcher {
                 observed: Observed::new(config.breaker),
                 retry: config.retry,
                 catalogs: std::sync::Mutex::new(HashMap::new()),
+                catalog_reads: SingleFlight::default(),
             }),
         }
     }
@@ -199,20 +203,16 @@ impl Dispatcher {
 
     /// The organization's catalogue: read from the database at most every
     /// [`CATALOG_TTL`], and again after [`Dispatcher::forget_catalog`].
+    /// Concurrent misses wait for one read.
     pub async fn catalog(&self, org_id: &str) -> Result<Arc<Catalog>, DispatchError> {
-        let generation = {
-            let mut cached = self
-                .inner
-                .catalogs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            let slot = cached.entry(org_id.to_string()).or_default();
-            if let Some((at, catalog)) = &slot.entry
-                && at.elapsed() < CATALOG_TTL
-            {
-                return Ok(catalog.clone());
-            }
-            slot.generation
+        if let Ok(catalog) = self.cached_catalog(org_id) {
+            return Ok(catalog);
+        }
+        let org = org_id.to_string();
+        let _turn = self.inner.catalog_reads.turn(&org).await;
+        let generation = match self.cached_catalog(org_id) {
+            Ok(catalog) => return Ok(catalog),
+            Err(generation) => generation,
         };
         let read_at = Instant::now();
         let catalog = Catalog::load(&self.inner.db, &self.inner.plugins, org_id)
@@ -233,6 +233,23 @@ impl Dispatcher {
             slot.entry = Some((read_at, catalog.clone()));
         }
         Ok(catalog)
+    }
+
+    /// The organization's catalogue if it is fresh, else the generation a
+    /// read starting now would be cached under.
+    fn cached_catalog(&self, org_id: &str) -> Result<Arc<Catalog>, u64> {
+        let cached = self
+            .inner
+            .catalogs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // An organization without a slot yet is at generation 0, as the
+        // slot `or_default` makes for it.
+        let slot = cached.get(org_id).ok_or(0u64)?;
+        match &slot.entry {
+            Some((at, catalog)) if at.elapsed() < CATALOG_TTL => Ok(catalog.clone()),
+            _ => Err(slot.generation),
+        }
     }
 
     /// Forget the catalogues that changes announce, from this instance's

@@ -1,7 +1,7 @@
 //! `GET /metrics`: this instance's metrics in the Prometheus text format
-//! 0.0.4 — build and uptime, and per plugin version calls, errors, limit
-//! hits and call durations. Platform admins only: the labels name tenants'
-//! plugins and organization ids.
+//! 0.0.4 — build and uptime, database connections, and per plugin version
+//! calls, errors, limit hits and call durations. Platform admins only: the
+//! labels name tenants' plugins and organization ids.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -30,6 +30,8 @@ pub async fn metrics(
     principal.require_platform_admin()?;
     let mut out = String::with_capacity(4096);
     render_process(&mut out, state.started.elapsed());
+    let pool = state.db.pool();
+    render_database(&mut out, pool.size(), pool.num_idle());
     state.plugins.stats().render_prometheus(&mut out);
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], out))
 }
@@ -54,6 +56,26 @@ fn render_process(out: &mut String, uptime: Duration) {
     let _ = writeln!(out, "vel_uptime_seconds {}", uptime.as_secs_f64());
 }
 
+/// `vel_db_connections` and `vel_db_idle_connections`: the pool's size
+/// shows how many connections load made this instance open (each one a
+/// server backend on PostgreSQL, a thread and a page cache on SQLite).
+fn render_database(out: &mut String, open: u32, idle: usize) {
+    family(
+        out,
+        "vel_db_connections",
+        "gauge",
+        "Database connections this instance holds open, busy or idle.",
+    );
+    let _ = writeln!(out, "vel_db_connections {open}");
+    family(
+        out,
+        "vel_db_idle_connections",
+        "gauge",
+        "Open database connections not in use.",
+    );
+    let _ = writeln!(out, "vel_db_idle_connections {idle}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +94,14 @@ mod tests {
             env!("CARGO_PKG_VERSION")
         );
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn database_lines_count_the_pool() {
+        let mut out = String::new();
+        render_database(&mut out, 3, 2);
+        assert!(out.contains("\nvel_db_connections 3\n"), "{out}");
+        assert!(out.contains("\nvel_db_idle_connections 2\n"), "{out}");
+        assert!(out.contains("# TYPE vel_db_connections gauge\n"), "{out}");
     }
 }
