@@ -17,13 +17,23 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Give freed memory back to the system at once, and commit arena memory
 /// only when used: a server that is idle between bursts should not keep
-/// the burst's peak resident. (`MIMALLOC_*` environment variables, read
-/// when the process starts, still win for what this does not set.)
+/// the burst's peak resident. An operator's `MIMALLOC_PURGE_DELAY` or
+/// `MIMALLOC_ARENA_EAGER_COMMIT` wins over these defaults, as the other
+/// `MIMALLOC_*` variables do for what this does not set.
 fn tune_allocator() {
-    // SAFETY: plain setters of mimalloc's option table; any value is valid.
-    unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
-        libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
+    for (option, variable, value) in [
+        (MI_OPTION_PURGE_DELAY, "MIMALLOC_PURGE_DELAY", 0),
+        (
+            MI_OPTION_ARENA_EAGER_COMMIT,
+            "MIMALLOC_ARENA_EAGER_COMMIT",
+            0,
+        ),
+    ] {
+        if std::env::var_os(variable).is_none() {
+            // SAFETY: a plain setter of mimalloc's option table; any value
+            // is valid.
+            unsafe { libmimalloc_sys::mi_option_set(option, value) };
+        }
     }
 }
 
