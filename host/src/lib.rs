@@ -11,6 +11,7 @@ pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod expiring_cache;
 pub mod health;
 pub mod orchestrator;
 pub mod plugins;

@@ -1,5 +1,6 @@
 //! One lookup per key at a time, for the in-memory caches in front of the
-//! database (verified credentials, organizations' catalogues).
+//! database ([`crate::expiring_cache::ExpiringCache`]: verified
+//! credentials, organizations' catalogues).
 //!
 //! When a cached entry expires under load, every request in flight misses
 //! it at once. Without coordination each of them queries the database: at

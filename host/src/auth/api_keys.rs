@@ -36,7 +36,7 @@ pub async fn authenticate(state: &AppState, key: &str) -> Result<Principal, ApiE
     let row = state
         .verified
         .api_keys
-        .get_or_verify(&digest, async || verify(state, &digest).await)
+        .get_or_load(&digest, async || verify(state, &digest).await)
         .await?;
     principal(row)
 }

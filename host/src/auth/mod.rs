@@ -180,7 +180,7 @@ impl FromRequestParts<AppState> for Principal {
         state
             .verified
             .tokens
-            .get_or_verify(&claims.jti, async || {
+            .get_or_load(&claims.jti, async || {
                 if store::tokens::is_revoked(state.db.pool(), &claims.jti).await? {
                     return Err(ApiError::unauthorized("token has been revoked"));
                 }

@@ -7,7 +7,6 @@
 //! This is shared by queued tasks and by the OpenAI-compatible gateway;
 //! it touches no table itself; callers record what it reports.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,10 +24,10 @@ use super::catalog::{self, Catalog, Target};
 use super::observed::Observed;
 use super::retry::{Decision, FailureClass, RetryPolicy};
 use super::signals::{Signal, Signals};
+use crate::expiring_cache::ExpiringCache;
 use crate::plugins::Plugins;
 use crate::plugins::registry::Deployed;
 use crate::secrets::MasterKey;
-use crate::single_flight::SingleFlight;
 use crate::store::{Db, now_ms, tasks::Attempt};
 
 /// The router used when neither the agent nor the organization names one.
@@ -155,19 +154,7 @@ struct Inner {
     observed: Observed,
     retry: RetryPolicy,
     /// Catalogues by organization.
-    catalogs: std::sync::Mutex<HashMap<String, CachedCatalog>>,
-    /// Concurrent misses of one organization's catalogue share one read.
-    catalog_reads: SingleFlight<String>,
-}
-
-/// One organization's cached catalogue.
-#[derive(Debug, Default)]
-struct CachedCatalog {
-    /// Bumped by every forget: a read that started before a change is
-    /// never cached after it.
-    generation: u64,
-    /// When it was read, and what.
-    entry: Option<(Instant, Arc<Catalog>)>,
+    catalogs: ExpiringCache<Arc<Catalog>>,
 }
 
 /// How long a catalogue is reused without a change signal: changes made
@@ -185,8 +172,7 @@ impl Dispatcher {
                 keys,
                 observed: Observed::new(config.breaker),
                 retry: config.retry,
-                catalogs: std::sync::Mutex::new(HashMap::new()),
-                catalog_reads: SingleFlight::default(),
+                catalogs: ExpiringCache::new(CATALOG_TTL),
             }),
         }
     }
@@ -205,51 +191,19 @@ impl Dispatcher {
     /// [`CATALOG_TTL`], and again after [`Dispatcher::forget_catalog`].
     /// Concurrent misses wait for one read.
     pub async fn catalog(&self, org_id: &str) -> Result<Arc<Catalog>, DispatchError> {
-        if let Ok(catalog) = self.cached_catalog(org_id) {
-            return Ok(catalog);
-        }
-        let org = org_id.to_string();
-        let _turn = self.inner.catalog_reads.turn(&org).await;
-        let generation = match self.cached_catalog(org_id) {
-            Ok(catalog) => return Ok(catalog),
-            Err(generation) => generation,
-        };
-        let read_at = Instant::now();
-        let catalog = Catalog::load(&self.inner.db, &self.inner.plugins, org_id)
+        self.inner
+            .catalogs
+            .get_or_load(org_id, async || {
+                Catalog::load(&self.inner.db, &self.inner.plugins, org_id)
+                    .await
+                    .map(Arc::new)
+                    .map_err(|e| DispatchError {
+                        kind: "storage".into(),
+                        message: format!("could not read the integrations: {e}"),
+                        attempts: Vec::new(),
+                    })
+            })
             .await
-            .map(Arc::new)
-            .map_err(|e| DispatchError {
-                kind: "storage".into(),
-                message: format!("could not read the integrations: {e}"),
-                attempts: Vec::new(),
-            })?;
-        let mut cached = self
-            .inner
-            .catalogs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let slot = cached.entry(org_id.to_string()).or_default();
-        if slot.generation == generation {
-            slot.entry = Some((read_at, catalog.clone()));
-        }
-        Ok(catalog)
-    }
-
-    /// The organization's catalogue if it is fresh, else the generation a
-    /// read starting now would be cached under.
-    fn cached_catalog(&self, org_id: &str) -> Result<Arc<Catalog>, u64> {
-        let cached = self
-            .inner
-            .catalogs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        // An organization without a slot yet is at generation 0, as the
-        // slot `or_default` makes for it.
-        let slot = cached.get(org_id).ok_or(0u64)?;
-        match &slot.entry {
-            Some((at, catalog)) if at.elapsed() < CATALOG_TTL => Ok(catalog.clone()),
-            _ => Err(slot.generation),
-        }
     }
 
     /// Forget the catalogues that changes announce, from this instance's
@@ -273,27 +227,12 @@ impl Dispatcher {
 
     /// Drop every cached catalogue: the live plugins changed.
     pub fn forget_all_catalogs(&self) {
-        let mut cached = self
-            .inner
-            .catalogs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for slot in cached.values_mut() {
-            slot.generation += 1;
-            slot.entry = None;
-        }
+        self.inner.catalogs.clear();
     }
 
     /// Drop the organization's cached catalogue: its integrations changed.
     pub fn forget_catalog(&self, org_id: &str) {
-        let mut cached = self
-            .inner
-            .catalogs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let slot = cached.entry(org_id.to_string()).or_default();
-        slot.generation += 1;
-        slot.entry = None;
+        self.inner.catalogs.forget(|org, _| org == org_id);
     }
 
     /// Plan `job` and call providers until one answers. With `stream`,
