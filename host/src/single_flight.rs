@@ -1,15 +1,12 @@
-//! One lookup per key at a time, for the in-memory caches in front of the
-//! database ([`crate::expiring_cache::ExpiringCache`]: verified
-//! credentials, organizations' catalogues).
+//! One holder per key at a time: the turn-taking behind
+//! [`crate::expiring_cache::ExpiringCache`]'s one load per key.
 //!
-//! When a cached entry expires under load, every request in flight misses
-//! it at once. Without coordination each of them queries the database: at
-//! concurrency 32 that was 32 identical lookups every time an API key's
-//! trust ran out, and enough of them at once to open every pooled
-//! connection. With a [`SingleFlight`], the first miss takes the key's
-//! turn and looks it up; the others wait for the turn, find the entry the
-//! first one cached, and query nothing. A lookup that fails caches
-//! nothing, so the next waiter tries for itself.
+//! A caller takes the key's [`Turn`] before doing the work for that key;
+//! callers of the same key wait in order until the holder drops its turn,
+//! and callers of other keys do not wait at all. What the holder leaves for
+//! the waiters (a cached entry, say) is the user's business: a waiter
+//! checks for it once its turn comes. A turn is dropped with its future, so
+//! a cancelled holder or waiter blocks nobody.
 
 use std::collections::HashMap;
 use std::hash::Hash;

@@ -6,7 +6,9 @@
 //! Time is passed in, never read here, so behaviour is deterministic and the
 //! tests need no sleeps.
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -152,7 +154,7 @@ pub struct Breakers<K> {
     map: Mutex<HashMap<K, Breaker>>,
 }
 
-impl<K: std::hash::Hash + Eq + Clone> Breakers<K> {
+impl<K: Hash + Eq> Breakers<K> {
     /// An empty set with these settings.
     pub fn new(config: BreakerConfig) -> Self {
         Breakers {
@@ -162,18 +164,31 @@ impl<K: std::hash::Hash + Eq + Clone> Breakers<K> {
     }
 
     /// Run `f` on the breaker for `key`, creating it closed if needed.
-    pub fn with<R>(&self, key: &K, f: impl FnOnce(&mut Breaker) -> R) -> R {
+    pub fn with<Q, R>(&self, key: &Q, f: impl FnOnce(&mut Breaker) -> R) -> R
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         // A poisoned lock only means another thread panicked mid-update of
         // plain data; the state is still usable.
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let breaker = map
-            .entry(key.clone())
-            .or_insert_with(|| Breaker::new(self.config));
-        f(breaker)
+        // Looked up by reference: the key is copied only for a new breaker.
+        if !map.contains_key(key) {
+            map.insert(key.to_owned(), Breaker::new(self.config));
+        }
+        match map.get_mut(key) {
+            Some(breaker) => f(breaker),
+            // Inserted just above, under the same lock.
+            None => f(&mut Breaker::new(self.config)),
+        }
     }
 
     /// The circuit for `key` as of `now`.
-    pub fn circuit(&self, key: &K, now: Instant) -> Circuit {
+    pub fn circuit<Q>(&self, key: &Q, now: Instant) -> Circuit
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         self.with(key, |b| b.circuit(now))
     }
 }

@@ -301,12 +301,13 @@ impl Dispatcher {
             let mut failures = 0u32;
             loop {
                 seq += 1;
-                let key = target.integration.id.clone();
                 let admitted = self
                     .inner
                     .observed
                     .breakers()
-                    .with(&key, |b| b.try_acquire(Instant::now()));
+                    .with(target.integration.id.as_str(), |b| {
+                        b.try_acquire(Instant::now())
+                    });
                 if !admitted {
                     let skipped = skipped_attempt(seq, target, &step.model);
                     report(Progress::AttemptFinished(skipped.clone()));
@@ -522,7 +523,7 @@ impl Inner {
                 attempt.error_message = Some(e.to_string());
                 self.observed
                     .breakers()
-                    .with(&integration.id, |b| b.release_probe());
+                    .with(integration.id.as_str(), |b| b.release_probe());
                 return CallOutcome {
                     attempt,
                     result: Err(FailureClass::Plugin),
@@ -591,7 +592,7 @@ impl Inner {
                 attempt.cost_usd = target.prices(model).cost(input, output);
                 self.observed
                     .breakers()
-                    .with(&integration.id, |b| b.record_success());
+                    .with(integration.id.as_str(), |b| b.record_success());
                 self.observed.record(&integration.id, model, latency, true);
                 return CallOutcome {
                     attempt,
@@ -614,12 +615,11 @@ impl Inner {
             // The request was at fault, not the provider.
             self.observed
                 .breakers()
-                .with(&integration.id, |b| b.release_probe());
+                .with(integration.id.as_str(), |b| b.release_probe());
         } else {
-            let opened = self
-                .observed
-                .breakers()
-                .with(&integration.id, |b| b.record_failure(Instant::now()));
+            let opened = self.observed.breakers().with(integration.id.as_str(), |b| {
+                b.record_failure(Instant::now())
+            });
             if opened {
                 tracing::warn!(integration = %integration.name, "circuit opened");
             }

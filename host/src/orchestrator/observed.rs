@@ -30,6 +30,9 @@ pub struct Figures {
 struct Window {
     /// (latency, succeeded), oldest first.
     calls: VecDeque<(Duration, bool)>,
+    /// The figures of `calls`, kept current by [`Window::push`]: every
+    /// request reads them for each candidate, a call changes them once.
+    figures: Figures,
 }
 
 impl Window {
@@ -38,9 +41,10 @@ impl Window {
             self.calls.pop_front();
         }
         self.calls.push_back((latency, ok));
+        self.figures = self.compute();
     }
 
-    fn figures(&self) -> Figures {
+    fn compute(&self) -> Figures {
         if self.calls.is_empty() {
             return Figures::default();
         }
@@ -69,7 +73,8 @@ impl Window {
 #[derive(Debug)]
 pub struct Observed {
     breakers: Breakers<String>,
-    windows: Mutex<HashMap<(String, String), Window>>,
+    /// Windows by integration id, then model.
+    windows: Mutex<HashMap<String, HashMap<String, Window>>>,
 }
 
 impl Observed {
@@ -88,7 +93,7 @@ impl Observed {
 
     /// The circuit of an integration, as routers see it.
     pub fn circuit(&self, integration_id: &str, now: Instant) -> CircuitState {
-        match self.breakers.circuit(&integration_id.to_string(), now) {
+        match self.breakers.circuit(integration_id, now) {
             Circuit::Closed => CircuitState::Closed,
             Circuit::HalfOpen => CircuitState::HalfOpen,
             Circuit::Open => CircuitState::Open,
@@ -99,7 +104,9 @@ impl Observed {
     pub fn record(&self, integration_id: &str, model: &str, latency: Duration, ok: bool) {
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         windows
-            .entry((integration_id.to_string(), model.to_string()))
+            .entry(integration_id.to_string())
+            .or_default()
+            .entry(model.to_string())
             .or_default()
             .push(latency, ok);
     }
@@ -108,8 +115,9 @@ impl Observed {
     pub fn figures(&self, integration_id: &str, model: &str) -> Figures {
         let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         windows
-            .get(&(integration_id.to_string(), model.to_string()))
-            .map(Window::figures)
+            .get(integration_id)
+            .and_then(|models| models.get(model))
+            .map(|w| w.figures)
             .unwrap_or_default()
     }
 }

@@ -2,9 +2,10 @@
 //! gateway) are recorded as terminal `tasks` rows with their attempts and one
 //! audit entry each — the same costs and audit trail as queued tasks — without
 //! a database write on the request path. Handlers hand a [`Finished`] record
-//! to a channel; one background task writes what has queued up in a single
-//! transaction every [`RecorderConfig::linger`] or [`RecorderConfig::batch`]
-//! records, whichever comes first.
+//! to a channel; one background task writes them in batches, one
+//! transaction each: a record waits [`RecorderConfig::linger`] for others to
+//! join it, at most [`RecorderConfig::batch`] go in one transaction, and a
+//! backlog is written batch after batch without waiting.
 //!
 //! A record is lost only if the process dies within one linger period of the
 //! request ending (a crash, not a shutdown: [`UsageRecorder::close`] writes
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -114,26 +115,12 @@ pub struct Finished {
     pub audit_action: &'static str,
 }
 
-enum Message {
-    Record(Box<Finished>),
-    Flush(oneshot::Sender<()>),
-}
-
 /// Handle to the background writer; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct UsageRecorder {
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::Sender<Box<Finished>>,
     stop: CancellationToken,
     worker: Arc<Mutex<Option<JoinHandle<()>>>>,
-}
-
-impl std::fmt::Debug for Message {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Message::Record(r) => write!(f, "Record({})", r.id),
-            Message::Flush(_) => f.write_str("Flush"),
-        }
-    }
 }
 
 impl UsageRecorder {
@@ -154,22 +141,8 @@ impl UsageRecorder {
     /// Queue a finished request. Waits only while the queue is full.
     pub async fn record(&self, finished: Finished) {
         let id = finished.id.clone();
-        if self
-            .tx
-            .send(Message::Record(Box::new(finished)))
-            .await
-            .is_err()
-        {
+        if self.tx.send(Box::new(finished)).await.is_err() {
             tracing::warn!(task_id = %id, "usage recorder is closed; request not recorded");
-        }
-    }
-
-    /// Write everything queued so far; returns once it is committed (or
-    /// has failed and been logged).
-    pub async fn flush(&self) {
-        let (ack, done) = oneshot::channel();
-        if self.tx.send(Message::Flush(ack)).await.is_ok() {
-            let _ = done.await;
         }
     }
 
@@ -190,54 +163,59 @@ impl UsageRecorder {
 async fn run(
     db: Db,
     config: RecorderConfig,
-    mut rx: mpsc::Receiver<Message>,
+    mut rx: mpsc::Receiver<Box<Finished>>,
     stop: CancellationToken,
 ) {
-    let mut batch: Vec<Finished> = Vec::with_capacity(config.batch);
-    let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
-    loop {
-        let first = tokio::select! {
-            m = rx.recv() => m,
-            () = stop.cancelled() => None,
-        };
-        let Some(first) = first else {
-            // Closing: refuse new records, write what is queued, stop.
-            rx.close();
-            while let Some(m) = rx.recv().await {
-                take(m, &mut batch, &mut acks);
-            }
-            for chunk in std::mem::take(&mut batch).chunks(config.batch.max(1)) {
-                write(&db, chunk.to_vec()).await;
-            }
-            for ack in acks.drain(..) {
-                let _ = ack.send(());
-            }
-            tracing::info!("usage recorder closed");
-            return;
-        };
-        take(first, &mut batch, &mut acks);
-        if acks.is_empty() {
-            let deadline = tokio::time::Instant::now() + config.linger;
-            while batch.len() < config.batch && acks.is_empty() {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(m)) => take(m, &mut batch, &mut acks),
-                    Ok(None) | Err(_) => break,
-                }
-            }
-        }
-        if !batch.is_empty() {
-            write(&db, std::mem::take(&mut batch)).await;
-        }
-        for ack in acks.drain(..) {
-            let _ = ack.send(());
-        }
+    let max = config.batch.max(1);
+    while let Some(batch) = next_batch(&mut rx, max, config.linger, &stop).await {
+        write(&db, batch).await;
     }
+    // Closing: refuse new records, write what is queued, stop.
+    rx.close();
+    let mut queued = Vec::new();
+    while let Some(r) = rx.recv().await {
+        queued.push(*r);
+    }
+    while !queued.is_empty() {
+        let rest = queued.split_off(max.min(queued.len()));
+        write(&db, std::mem::replace(&mut queued, rest)).await;
+    }
+    tracing::info!("usage recorder closed");
 }
 
-fn take(m: Message, batch: &mut Vec<Finished>, acks: &mut Vec<oneshot::Sender<()>>) {
-    match m {
-        Message::Record(r) => batch.push(*r),
-        Message::Flush(ack) => acks.push(ack),
+/// The next batch to write: waits for a record, then lets others join it
+/// for `linger` with one sleep (one wake-up per batch rather than one per
+/// record), unless `max` are queued already or shutdown is requested.
+/// `None` once shutdown is requested or every sender is gone.
+async fn next_batch<T>(
+    rx: &mut mpsc::Receiver<Box<T>>,
+    max: usize,
+    linger: Duration,
+    stop: &CancellationToken,
+) -> Option<Vec<T>> {
+    let first = tokio::select! {
+        r = rx.recv() => r?,
+        () = stop.cancelled() => return None,
+    };
+    let mut batch = Vec::with_capacity(max);
+    batch.push(*first);
+    take_queued(rx, &mut batch, max);
+    if batch.len() < max {
+        tokio::select! {
+            () = tokio::time::sleep(linger) => {}
+            () = stop.cancelled() => {}
+        }
+        take_queued(rx, &mut batch, max);
+    }
+    Some(batch)
+}
+
+/// Moves what is queued into `batch`, up to `max` records.
+fn take_queued<T>(rx: &mut mpsc::Receiver<Box<T>>, batch: &mut Vec<T>, max: usize) {
+    while batch.len() < max
+        && let Ok(r) = rx.try_recv()
+    {
+        batch.push(*r);
     }
 }
 
@@ -245,39 +223,46 @@ fn take(m: Message, batch: &mut Vec<Finished>, acks: &mut Vec<oneshot::Sender<()
 /// one so that one bad record (say, of an organization deleted meanwhile)
 /// does not lose the others.
 async fn write(db: &Db, batch: Vec<Finished>) {
-    let rows: Vec<(FinishedTask, NewAudit)> = batch.into_iter().map(rows).collect();
+    let now = now_ms();
+    let (tasks, audits): (Vec<FinishedTask>, Vec<(NewAudit, i64)>) = batch
+        .into_iter()
+        .map(|f| {
+            let (task, audit) = rows(f);
+            let at = task.finished_at.min(now);
+            (task, (audit, at))
+        })
+        .unzip();
     let started = std::time::Instant::now();
-    match write_rows(db, &rows).await {
+    match write_rows(db, &tasks, &audits).await {
         Ok(()) => {
             tracing::debug!(
-                records = rows.len(),
+                records = tasks.len(),
                 ms = started.elapsed().as_millis() as u64,
                 "usage recorded"
             );
         }
         Err(e) => {
-            tracing::warn!(error = %e, records = rows.len(), "usage batch failed; writing records one by one");
-            for row in rows {
-                if let Err(e) = write_rows(db, std::slice::from_ref(&row)).await {
-                    tracing::error!(error = %e, task_id = %row.0.id, "usage record lost");
+            tracing::warn!(error = %e, records = tasks.len(), "usage batch failed; writing records one by one");
+            for (task, audit) in tasks.iter().zip(&audits) {
+                let one = write_rows(db, std::slice::from_ref(task), std::slice::from_ref(audit));
+                if let Err(e) = one.await {
+                    tracing::error!(error = %e, task_id = %task.id, "usage record lost");
                 }
             }
         }
     }
 }
 
-async fn write_rows(db: &Db, rows: &[(FinishedTask, NewAudit)]) -> Result<(), sqlx::Error> {
-    let now = now_ms();
-    let tasks: Vec<FinishedTask> = rows.iter().map(|(t, _)| t.clone()).collect();
-    let audits: Vec<(NewAudit, i64)> = rows
-        .iter()
-        .map(|(t, a)| (a.clone(), t.finished_at.min(now)))
-        .collect();
+async fn write_rows(
+    db: &Db,
+    tasks: &[FinishedTask],
+    audits: &[(NewAudit, i64)],
+) -> Result<(), sqlx::Error> {
     // The batch spans organizations: a platform transaction (explicit RLS
     // bypass); every row carries its own org_id.
     let mut tx = db.platform().await?;
-    usage::insert_finished_tasks(&mut tx, &tasks).await?;
-    usage::insert_audits(&mut tx, &audits).await?;
+    usage::insert_finished_tasks(&mut tx, tasks).await?;
+    usage::insert_audits(&mut tx, audits).await?;
     tx.commit().await
 }
 
@@ -386,5 +371,83 @@ fn description(request: &TaskRequest) -> String {
     match &request.model {
         Some(m) => format!("chat completion via the gateway (model {m})"),
         None => "chat completion via the gateway".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINGER: Duration = Duration::from_millis(50);
+
+    /// A channel holding `n` numbered records.
+    async fn queued(n: u32) -> (mpsc::Sender<Box<u32>>, mpsc::Receiver<Box<u32>>) {
+        let (tx, rx) = mpsc::channel(1024);
+        for i in 0..n {
+            tx.send(Box::new(i)).await.unwrap();
+        }
+        (tx, rx)
+    }
+
+    /// One linger has passed since `started` (the paused clock moves only
+    /// to timers' deadlines, rounded to the millisecond).
+    fn lingered_once(started: tokio::time::Instant) {
+        let waited = started.elapsed();
+        assert!(
+            waited >= LINGER && waited < LINGER + Duration::from_millis(2),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn records_wait_one_linger_for_company() {
+        let (tx, mut rx) = queued(1).await;
+        let stop = CancellationToken::new();
+        let started = tokio::time::Instant::now();
+        let late = tokio::spawn(async move {
+            // Arrives while the first record lingers.
+            tokio::time::sleep(LINGER / 2).await;
+            tx.send(Box::new(1)).await.unwrap();
+            tx
+        });
+        let batch = next_batch(&mut rx, 256, LINGER, &stop).await.unwrap();
+        assert_eq!(batch, vec![0, 1]);
+        lingered_once(started);
+        drop(late.await.unwrap());
+        assert_eq!(next_batch(&mut rx, 256, LINGER, &stop).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backlog_is_written_without_waiting() {
+        let (_tx, mut rx) = queued(5).await;
+        let stop = CancellationToken::new();
+        let started = tokio::time::Instant::now();
+        assert_eq!(
+            next_batch(&mut rx, 2, LINGER, &stop).await.unwrap(),
+            vec![0, 1]
+        );
+        assert_eq!(
+            next_batch(&mut rx, 2, LINGER, &stop).await.unwrap(),
+            vec![2, 3]
+        );
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        // The last one is short of a batch: it lingers.
+        assert_eq!(
+            next_batch(&mut rx, 2, LINGER, &stop).await.unwrap(),
+            vec![4]
+        );
+        assert_eq!(started.elapsed(), LINGER);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_cuts_the_linger_short() {
+        let (_tx, mut rx) = queued(1).await;
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let started = tokio::time::Instant::now();
+        // A record already taken is still handed back for writing.
+        let batch = next_batch(&mut rx, 256, LINGER, &stop).await;
+        assert!(batch.is_none() || batch == Some(vec![0]), "{batch:?}");
+        assert_eq!(started.elapsed(), Duration::ZERO);
     }
 }
