@@ -215,9 +215,18 @@ async fn test_bad_uploads_are_refused_and_store_nothing(b: Backend) {
     .expect_error(409, "name_taken");
     // Only org admins upload.
     let key = gateway_key(&s, &owner).await;
-    s.upload_plugin(&key, "", v1.clone(), &router_manifest("1.0.0"))
-        .await
-        .expect_error(403, "forbidden");
+    let refused = s
+        .upload_plugin(&key, "", v1.clone(), &router_manifest("1.0.0"))
+        .await;
+    // Refused before its body was read: the server closes the connection,
+    // and says so, so the client does not send its next request on it.
+    assert_eq!(
+        refused.headers.get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..]),
+        "{:?}",
+        refused.headers
+    );
+    refused.expect_error(403, "forbidden");
 
     assert_eq!(
         visible(&s, &owner).await,

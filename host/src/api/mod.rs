@@ -6,6 +6,7 @@ pub mod extract;
 pub mod handlers;
 pub mod openapi;
 pub mod pagination;
+pub mod unread_body;
 
 use std::sync::Arc;
 
@@ -99,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_panic| -> Response {
             ApiError::internal("handler panicked").into_response()
         }))
+        .layer(axum::middleware::from_fn(unread_body::close_if_body_unread))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))

@@ -173,14 +173,13 @@ impl<K: Hash + Eq> Breakers<K> {
         // plain data; the state is still usable.
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         // Looked up by reference: the key is copied only for a new breaker.
-        if !map.contains_key(key) {
-            map.insert(key.to_owned(), Breaker::new(self.config));
+        if let Some(breaker) = map.get_mut(key) {
+            return f(breaker);
         }
-        match map.get_mut(key) {
-            Some(breaker) => f(breaker),
-            // Inserted just above, under the same lock.
-            None => f(&mut Breaker::new(self.config)),
-        }
+        let config = self.config;
+        f(map
+            .entry(key.to_owned())
+            .or_insert_with(|| Breaker::new(config)))
     }
 
     /// The circuit for `key` as of `now`.

@@ -103,10 +103,18 @@ impl Observed {
     /// Remember one call's latency and outcome.
     pub fn record(&self, integration_id: &str, model: &str, latency: Duration, ok: bool) {
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        // Looked up by reference: the keys are copied only for a new window.
+        if let Some(window) = windows
+            .get_mut(integration_id)
+            .and_then(|models| models.get_mut(model))
+        {
+            window.push(latency, ok);
+            return;
+        }
         windows
-            .entry(integration_id.to_string())
+            .entry(integration_id.to_owned())
             .or_default()
-            .entry(model.to_string())
+            .entry(model.to_owned())
             .or_default()
             .push(latency, ok);
     }
