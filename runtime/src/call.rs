@@ -2,10 +2,13 @@
 //! turning a finished (or failed) call into a [`CallResult`] with
 //! [`CallStats`], and the size accounting behind input/output limits.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tracing::Instrument;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::engine::ActiveCall;
@@ -99,10 +102,42 @@ pub(crate) fn check_input(limits: &Limits, input_bytes: usize) -> Result<(), Plu
 /// A started call: its store and what `finish` needs to judge it.
 pub(crate) struct Prepared<'a> {
     pub(crate) store: Store<CallState>,
+    /// How many times the call's future has been polled (see [`run`]).
+    pub(crate) polls: Arc<AtomicU64>,
     started: Instant,
     initial_fuel: u64,
     /// Keeps the epoch ticker awake until the call ends.
     _active: ActiveCall<'a>,
+}
+
+/// Runs a call's future under the wall-clock limit, in the call's span,
+/// counting its polls in `polls`. A poll after the first means the guest
+/// gave its thread up (it waited for I/O, or yielded) since the last one.
+pub(crate) async fn run<F: Future>(
+    polls: &AtomicU64,
+    plugin: &Plugin,
+    limits: &Limits,
+    work: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut work = std::pin::pin!(work);
+    let counted = std::future::poll_fn(|cx| {
+        polls.fetch_add(1, Ordering::Relaxed);
+        work.as_mut().poll(cx)
+    });
+    tokio::time::timeout(limits.wall_time, counted)
+        .instrument(call_span(plugin))
+        .await
+}
+
+/// The span every plugin call runs in.
+fn call_span(plugin: &Plugin) -> tracing::Span {
+    tracing::info_span!(
+        "plugin_call",
+        plugin = plugin.name(),
+        version = plugin.version(),
+        kind = plugin.kind().as_str(),
+        sha256 = plugin.sha256_prefix(),
+    )
 }
 
 impl RuntimeInner {
@@ -134,13 +169,19 @@ impl RuntimeInner {
         let initial_fuel = store.get_fuel().unwrap_or(0);
 
         // CPU time: every epoch tick that finds the guest running counts
-        // one tick; the guest also yields to the executor at each tick, so
-        // a busy loop never starves other tasks and the wall-clock timeout
-        // can fire.
+        // one tick. A guest that has kept its thread since the previous
+        // tick also yields to the executor, so a busy loop never starves
+        // other tasks and the wall-clock timeout can fire. One that gave
+        // its thread up meanwhile (it waited for the upstream) does not:
+        // it was just scheduled, and a yield would only hand its task to
+        // the other worker.
         let tick = self.config.epoch_tick.max(Duration::from_micros(100));
         let budget = limits.cpu_time.as_nanos().div_ceil(tick.as_nanos()).max(1);
         let budget = u64::try_from(budget).unwrap_or(u64::MAX);
         let cpu_max = millis(limits.cpu_time);
+        let polls = Arc::new(AtomicU64::new(0));
+        let polled = polls.clone();
+        let mut polls_at_last_tick = 0;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut ctx| {
             let state = ctx.data_mut();
@@ -149,10 +190,26 @@ impl RuntimeInner {
                 state.exceed(Limit::CpuTime, cpu_max);
                 wasmtime::bail!("cpu time limit of {cpu_max} ms exceeded");
             }
-            Ok(UpdateDeadline::Yield(1))
+            let polls = polled.load(Ordering::Relaxed);
+            if polls == polls_at_last_tick {
+                // The poll that resumes it after this yield is not the
+                // guest giving its thread up.
+                polls_at_last_tick = polls + 1;
+                // Tokio's yield wakes the task after the poll, not during
+                // it, so it is a yield even under a future that polls
+                // again on wakes during its poll (the server's connections).
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
+            } else {
+                polls_at_last_tick = polls;
+                Ok(UpdateDeadline::Continue(1))
+            }
         });
         Prepared {
             store,
+            polls,
             started: Instant::now(),
             initial_fuel,
             _active: self.ticker.enter(),

@@ -5,13 +5,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
-use tracing::Instrument;
 
-use crate::call::{CallExtras, CallResult, Failure, WireSize, check_input, expect_kind};
+use crate::call::{CallExtras, CallResult, Failure, WireSize, check_input, expect_kind, run};
 use crate::error::PluginError;
 use crate::outbound::{OutboundHooks, OutboundPolicy};
 use crate::plugin::{KindPre, PluginInfo};
-use crate::runtime::call_span;
 use crate::sandbox::DeltaSink;
 use crate::types::{CompletionRequest, CompletionResponse, ProviderError};
 use crate::{Limits, Plugin, PluginKind, Runtime};
@@ -94,9 +92,7 @@ impl Runtime {
             };
             answer.map_err(Failure::Call)
         };
-        let outcome = tokio::time::timeout(limits.wall_time, work)
-            .instrument(call_span(plugin))
-            .await;
+        let outcome = run(&prepared.polls, plugin, limits, work).await;
         inner.finish(prepared, limits, outcome)
     }
 }

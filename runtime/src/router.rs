@@ -1,10 +1,7 @@
 //! Calling a router: `route(task, candidates) -> plan`.
 
-use tracing::Instrument;
-
-use crate::call::{CallExtras, CallResult, Failure, WireSize, check_input, expect_kind};
+use crate::call::{CallExtras, CallResult, Failure, WireSize, check_input, expect_kind, run};
 use crate::plugin::KindPre;
-use crate::runtime::call_span;
 use crate::types::{Candidate, Plan, RouteError, TaskInfo};
 use crate::{Limits, Plugin, PluginKind, Runtime};
 
@@ -38,9 +35,7 @@ impl Runtime {
                 .await
                 .map_err(Failure::Call)
         };
-        let outcome = tokio::time::timeout(limits.wall_time, work)
-            .instrument(call_span(plugin))
-            .await;
+        let outcome = run(&prepared.polls, plugin, limits, work).await;
         inner.finish(prepared, limits, outcome)
     }
 }

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tracing::Instrument;
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
 
@@ -16,7 +15,7 @@ use crate::bindings::condition::ConditionPre;
 use crate::bindings::provider::{Provider, ProviderPre};
 use crate::bindings::router::RouterPre;
 use crate::cache::CompileCache;
-use crate::call::{CallExtras, Failure, WireSize};
+use crate::call::{CallExtras, Failure, WireSize, run};
 use crate::engine::{EpochTicker, build_engine};
 use crate::error::{LoadError, PluginError, RuntimeError};
 use crate::limits::{KindLimits, Limits, Profile};
@@ -241,9 +240,7 @@ impl Runtime {
                 }
             }
         };
-        let outcome = tokio::time::timeout(limits.wall_time, work)
-            .instrument(call_span(plugin))
-            .await;
+        let outcome = run(&prepared.polls, plugin, &limits, work).await;
         inner.finish(prepared, &limits, outcome).result
     }
 }
@@ -256,15 +253,4 @@ impl WireSize for PluginInfo {
             PluginInfo::Condition(i) => i.wire_size(),
         }
     }
-}
-
-/// The span every plugin call runs in.
-pub(crate) fn call_span(plugin: &Plugin) -> tracing::Span {
-    tracing::info_span!(
-        "plugin_call",
-        plugin = plugin.name(),
-        version = plugin.version(),
-        kind = plugin.kind().as_str(),
-        sha256 = plugin.sha256_prefix(),
-    )
 }

@@ -107,6 +107,33 @@ async fn infinite_loop_runs_out_of_fuel_or_cpu_time() {
     );
 }
 
+/// On one thread, a guest in a busy loop must give the thread up at the
+/// epoch ticks: otherwise neither the wall-clock limit nor its neighbours
+/// would run until the CPU-time limit stopped it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_busy_plugin_gives_its_thread_up() {
+    let rt = runtime();
+    let plugin = hostile("infinite-loop").await;
+    let mut limits = rt.limits(PluginKind::Router, Profile::Tenant).clone();
+    limits.fuel = None;
+    limits.cpu_time = Duration::from_secs(5);
+    limits.wall_time = Duration::from_millis(200);
+    let call = alongside_neighbours(rt.route(
+        &plugin,
+        &limits,
+        &task(TaskType::Light, Preference::Cost),
+        &candidates(),
+    ))
+    .await;
+    assert_eq!(
+        error_of(call),
+        PluginError::LimitExceeded {
+            limit: Limit::WallTime,
+            max: 200
+        }
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_growth_stops_at_the_memory_limit() {
     let limits = condition_limits();

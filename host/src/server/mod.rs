@@ -4,9 +4,10 @@
 //! Ctrl-C, then drain in-flight requests and close the pool.
 
 mod bootstrap;
+mod listen;
+mod self_wake;
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -143,12 +144,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     writeln!(out, "listening on http://{addr}")?;
     out.flush()?;
     drop(out);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    listen::serve(listener, app, shutdown_signal()).await;
     tracing::info!("shutting down: in-flight requests drained");
     executor.shutdown(Duration::from_secs(10)).await;
     usage.close().await;
