@@ -7,7 +7,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use common::*;
-use vel_runtime::types::{CompletionRequest, Preference, TaskType};
+use vel_runtime::types::{CompletionRequest, Plan, Preference, RouteError, TaskType};
 use vel_runtime::{CallResult, Limit, LoadError, PluginError, PluginKind, Profile, ProviderCall};
 
 /// Runs `hostile` while two well-behaved plugins are called repeatedly on
@@ -60,6 +60,16 @@ async fn evaluate_hostile(name: &str, args: &str, limits: vel_runtime::Limits) -
     error_of(alongside_neighbours(rt.evaluate(&plugin, &limits, &input)).await)
 }
 
+/// Routes with the `infinite-loop` router under `limits`, alongside
+/// well-behaved neighbours.
+async fn spin_alongside_neighbours(
+    limits: &vel_runtime::Limits,
+) -> CallResult<Result<Plan, RouteError>> {
+    let plugin = hostile("infinite-loop").await;
+    let task = task(TaskType::Light, Preference::Cost);
+    alongside_neighbours(runtime().route(&plugin, limits, &task, &candidates())).await
+}
+
 fn condition_limits() -> vel_runtime::Limits {
     runtime()
         .limits(PluginKind::Condition, Profile::Platform)
@@ -68,16 +78,10 @@ fn condition_limits() -> vel_runtime::Limits {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn infinite_loop_runs_out_of_fuel_or_cpu_time() {
-    let rt = runtime();
-    let plugin = hostile("infinite-loop").await;
-    let mut limits = rt.limits(PluginKind::Router, Profile::Tenant).clone();
-    let call = alongside_neighbours(rt.route(
-        &plugin,
-        &limits,
-        &task(TaskType::Light, Preference::Cost),
-        &candidates(),
-    ))
-    .await;
+    let mut limits = runtime()
+        .limits(PluginKind::Router, Profile::Tenant)
+        .clone();
+    let call = spin_alongside_neighbours(&limits).await;
     let fuel = limits.fuel.unwrap();
     assert_eq!(call.stats.fuel_consumed, Some(fuel));
     assert_eq!(
@@ -91,13 +95,7 @@ async fn infinite_loop_runs_out_of_fuel_or_cpu_time() {
     // Without fuel metering, the CPU-time deadline stops it.
     limits.fuel = None;
     limits.cpu_time = Duration::from_millis(30);
-    let call = alongside_neighbours(rt.route(
-        &plugin,
-        &limits,
-        &task(TaskType::Light, Preference::Cost),
-        &candidates(),
-    ))
-    .await;
+    let call = spin_alongside_neighbours(&limits).await;
     assert_eq!(
         error_of(call),
         PluginError::LimitExceeded {
@@ -112,19 +110,13 @@ async fn infinite_loop_runs_out_of_fuel_or_cpu_time() {
 /// would run until the CPU-time limit stopped it.
 #[tokio::test(flavor = "current_thread")]
 async fn a_busy_plugin_gives_its_thread_up() {
-    let rt = runtime();
-    let plugin = hostile("infinite-loop").await;
-    let mut limits = rt.limits(PluginKind::Router, Profile::Tenant).clone();
+    let mut limits = runtime()
+        .limits(PluginKind::Router, Profile::Tenant)
+        .clone();
     limits.fuel = None;
     limits.cpu_time = Duration::from_secs(5);
     limits.wall_time = Duration::from_millis(200);
-    let call = alongside_neighbours(rt.route(
-        &plugin,
-        &limits,
-        &task(TaskType::Light, Preference::Cost),
-        &candidates(),
-    ))
-    .await;
+    let call = spin_alongside_neighbours(&limits).await;
     assert_eq!(
         error_of(call),
         PluginError::LimitExceeded {
