@@ -616,14 +616,16 @@ async fn openai_python_sdk_works_unchanged(b: Backend) {
     recorded_task(&s, &admin, plain["id"].as_str().unwrap()).await;
 }
 
-/// The recorder's multi-row statements put every value of every row in its
-/// own column: 75 finished requests (statements of 64, 8, 2 and 1 rows)
-/// with two attempts each (150: 64, 64, 16, 4, 2) and an audit entry each,
-/// written as one batch and read back.
+/// The recorder's batch puts every value of every row in its own column:
+/// 75 finished requests (on SQLite statements of 64, 8, 2 and 1 rows; on
+/// PostgreSQL one statement of JSON rows) with two attempts each (150: 64,
+/// 64, 16, 4, 2) and an audit entry each, written as one batch and read
+/// back. Texts carry quotes, backslashes, newlines and non-ASCII letters;
+/// a request of a user deleted meanwhile is stored without its user.
 async fn recorder_batches_keep_every_row(b: Backend) {
     use vel::store::audit_logs::NewAudit;
     use vel::store::tasks::Attempt;
-    use vel::store::usage::{FinishedTask, insert_audits, insert_finished_tasks};
+    use vel::store::usage::{FinishedTask, insert_batch};
 
     let s = Server::start(b).await;
     let db = vel::store::Db::open(&s.database_url, 1).await.unwrap();
@@ -650,13 +652,19 @@ async fn recorder_batches_keep_every_row(b: Backend) {
         cost_usd: i as f64 / 1000.0,
         started_at: 1_700_000_000_000 + i,
     };
+    let description = |i: i64| format!("request {i}: \"quoted\" \\ back\nslash, ünïcødé ✓");
+    let deleted_user = 7;
     let tasks: Vec<FinishedTask> = (0..n)
         .map(|i| FinishedTask {
             id: ids[i as usize].clone(),
             org_id: org_id.clone(),
-            user_id: Some(user_id.clone()),
+            user_id: Some(if i == deleted_user {
+                "no-such-user".into()
+            } else {
+                user_id.clone()
+            }),
             source: "gateway",
-            description: format!("request {i}"),
+            description: description(i),
             task_type: "general".into(),
             priority: i % 3,
             status: "completed",
@@ -664,8 +672,8 @@ async fn recorder_batches_keep_every_row(b: Backend) {
             stream: i % 2 == 0,
             request_hash: format!("hash{i}"),
             result: Some(format!(r#"{{"text":"answer {i}"}}"#)),
-            error: None,
-            partial_output: None,
+            error: (i % 5 == 0).then(|| format!(r#"{{"kind":"k{i}"}}"#)),
+            partial_output: (i % 5 == 0).then(|| format!("partial {i}")),
             provider: Some(format!("p{i}")),
             model: Some(format!("m{i}-2")),
             input_tokens: 2 * i,
@@ -689,35 +697,51 @@ async fn recorder_batches_keep_every_row(b: Backend) {
             (entry, 1_700_000_002_000 + i)
         })
         .collect();
-    insert_finished_tasks(&mut tx, &tasks).await.unwrap();
-    insert_audits(&mut tx, &audits).await.unwrap();
+    insert_batch(&mut tx, &tasks, &audits).await.unwrap();
     tx.commit().await.unwrap();
 
     let mut tx = db.platform().await.unwrap();
-    type TaskRow = (String, String, i64, i64, String, String, i64, i64, f64, i64);
-    let rows: Vec<TaskRow> = sqlx::query_as(
-        "SELECT id, description, priority, stream, provider, model, input_tokens, \
-                output_tokens, cost_usd, finished_at FROM tasks WHERE source = 'gateway' ORDER BY id",
+    // Two reads of seven columns each (longer tuples have no `Debug`).
+    type Who = (String, String, Option<String>, i64, i64, String, String);
+    let who: Vec<Who> = sqlx::query_as(
+        "SELECT id, description, user_id, priority, stream, provider, model \
+         FROM tasks WHERE source = 'gateway' ORDER BY id",
     )
     .fetch_all(&mut *tx)
     .await
     .unwrap();
-    assert_eq!(rows.len(), 75);
-    for (i, row) in rows.iter().enumerate() {
+    type Outcome = (i64, i64, f64, i64, Option<String>, Option<String>, String);
+    let outcomes: Vec<Outcome> = sqlx::query_as(
+        "SELECT input_tokens, output_tokens, cost_usd, finished_at, error, partial_output, status \
+         FROM tasks WHERE source = 'gateway' ORDER BY id",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(who.len(), 75);
+    assert_eq!(outcomes.len(), 75);
+    for (i, (who, outcome)) in who.iter().zip(&outcomes).enumerate() {
         let i = i as i64;
-        let expected: TaskRow = (
+        let expected_who: Who = (
             ids[i as usize].clone(),
-            format!("request {i}"),
+            description(i),
+            (i != deleted_user).then(|| user_id.clone()),
             i % 3,
             i64::from(i % 2 == 0),
             format!("p{i}"),
             format!("m{i}-2"),
+        );
+        assert_eq!(who, &expected_who);
+        let expected_outcome: Outcome = (
             2 * i,
             4 * i,
             2.0 * i as f64 / 1000.0,
             1_700_000_001_000 + i,
+            (i % 5 == 0).then(|| format!(r#"{{"kind":"k{i}"}}"#)),
+            (i % 5 == 0).then(|| format!("partial {i}")),
+            "completed".to_string(),
         );
-        assert_eq!(row, &expected);
+        assert_eq!(outcome, &expected_outcome);
     }
     let attempts: Vec<(String, i64, String, i64, i64)> = sqlx::query_as(
         "SELECT task_id, seq, model, latency_ms, output_tokens FROM task_attempts ORDER BY task_id, seq",

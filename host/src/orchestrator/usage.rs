@@ -261,8 +261,7 @@ async fn write_rows(
     // The batch spans organizations: a platform transaction (explicit RLS
     // bypass); every row carries its own org_id.
     let mut tx = db.platform().await?;
-    usage::insert_finished_tasks(&mut tx, tasks).await?;
-    usage::insert_audits(&mut tx, audits).await?;
+    usage::insert_batch(&mut tx, tasks, audits).await?;
     tx.commit().await
 }
 

@@ -26,7 +26,7 @@ pub struct AuditRow {
 }
 
 /// What to record; the id and time are added on insert.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct NewAudit {
     /// Organization concerned.
     pub org_id: Option<String>,

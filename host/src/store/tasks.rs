@@ -564,7 +564,7 @@ pub async fn fail_exhausted(
 }
 
 /// One provider call of a task.
-#[derive(Debug, Clone, FromRow, serde::Deserialize)]
+#[derive(Debug, Clone, FromRow, serde::Serialize, serde::Deserialize)]
 pub struct Attempt {
     /// 1-based order within the task.
     pub seq: i64,
