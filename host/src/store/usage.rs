@@ -179,13 +179,13 @@ SELECT id, org_id, user_id, action, payload, ip_address, user_agent, created_at
 FROM json_to_recordset($3::json) AS r(id text, org_id text, user_id text, action text,
     payload text, ip_address text, user_agent text, created_at bigint)";
 
-/// Most rows in one statement: 64 rows of 28 columns stay far below both
-/// databases' parameter limits.
+/// Most rows in one SQLite statement: 64 rows of 28 columns stay far below
+/// its parameter limit.
 const MAX_ROWS_PER_STATEMENT: usize = 64;
 
 /// The statement sizes that write `len` rows: the largest power of two that
 /// fits, again and again (75 rows: 64, 8, 2, 1). A batch costs a handful of
-/// round trips, and each table has at most seven statement texts, each
+/// statements, and each table has at most seven statement texts, each
 /// prepared once per connection and kept in its statement cache.
 fn statement_sizes(mut len: usize) -> impl Iterator<Item = usize> {
     std::iter::from_fn(move || {
