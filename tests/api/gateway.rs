@@ -69,7 +69,8 @@ fn events(text: &str) -> Vec<String> {
 }
 
 /// The task recorded for response id `id` (`chatcmpl-<task id>`), once the
-/// recorder has written it (it writes within ~50 ms of the request ending).
+/// recorder has written it (the tests' servers write within ~20 ms of the
+/// request ending).
 async fn recorded_task(s: &Server, token: &str, id: &str) -> Value {
     let task_id = id.strip_prefix("chatcmpl-").expect("chatcmpl- id");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -625,7 +626,7 @@ async fn openai_python_sdk_works_unchanged(b: Backend) {
 async fn recorder_batches_keep_every_row(b: Backend) {
     use vel::store::audit_logs::NewAudit;
     use vel::store::tasks::Attempt;
-    use vel::store::usage::{FinishedTask, insert_batch};
+    use vel::store::usage::{Batch, FinishedTask, insert_batch};
 
     let s = Server::start(b).await;
     let db = vel::store::Db::open(&s.database_url, 1).await.unwrap();
@@ -697,7 +698,8 @@ async fn recorder_batches_keep_every_row(b: Backend) {
             (entry, 1_700_000_002_000 + i)
         })
         .collect();
-    insert_batch(&mut tx, &tasks, &audits).await.unwrap();
+    let batch = Batch::new(db.backend(), tasks, audits).unwrap();
+    insert_batch(&mut tx, &batch).await.unwrap();
     tx.commit().await.unwrap();
 
     let mut tx = db.platform().await.unwrap();

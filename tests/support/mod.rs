@@ -184,6 +184,9 @@ impl Server {
             ("VEL_LOG".into(), "warn".into()),
             // Tests create the integrations they need.
             ("VEL_DEMO_MOCK".into(), "false".into()),
+            // Gateway requests are read back soon after they end, not after
+            // the production linger of a second.
+            ("VEL_USAGE_LINGER_MS".into(), "20".into()),
             (
                 "VEL_PLUGIN_CACHE_DIR".into(),
                 plugin_cache_dir().display().to_string(),

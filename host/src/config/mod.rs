@@ -120,6 +120,13 @@ pub struct TaskConfig {
     pub breaker_cool_down_ms: u64,
     /// Delay before the first retry; it doubles (`VEL_RETRY_BASE_MS`).
     pub retry_base_ms: u64,
+    /// Longest a finished gateway request waits for others before the usage
+    /// recorder writes them together (`VEL_USAGE_LINGER_MS`); also the most
+    /// a crash can lose.
+    pub usage_linger_ms: u64,
+    /// Most finished requests the usage recorder writes in one transaction
+    /// (`VEL_USAGE_BATCH`).
+    pub usage_batch: u32,
 }
 
 /// The optional `vel.toml`: the same settings in lower case without the
@@ -154,6 +161,8 @@ struct FileConfig {
     sse_keepalive_secs: Option<u64>,
     breaker_cool_down_ms: Option<u64>,
     retry_base_ms: Option<u64>,
+    usage_linger_ms: Option<u64>,
+    usage_batch: Option<u32>,
     plugin_max_upload_bytes: Option<usize>,
     plugin_trusted_keys: Option<String>,
     plugin_reconcile_ms: Option<u64>,
@@ -298,6 +307,8 @@ impl Config {
                     30_000,
                 )?,
                 retry_base_ms: src.get("VEL_RETRY_BASE_MS", file.retry_base_ms, 100)?,
+                usage_linger_ms: src.get("VEL_USAGE_LINGER_MS", file.usage_linger_ms, 1000)?,
+                usage_batch: src.get("VEL_USAGE_BATCH", file.usage_batch, 2048)?,
             },
             registry: RegistryConfig {
                 max_upload_bytes: src.get(
@@ -356,10 +367,18 @@ impl Config {
             ("VEL_TASK_POLL_MS", self.tasks.poll_ms),
             ("VEL_SSE_KEEPALIVE_SECS", self.tasks.sse_keepalive_secs),
             ("VEL_PLUGIN_RECONCILE_MS", self.registry.reconcile_ms),
+            ("VEL_USAGE_BATCH", u64::from(self.tasks.usage_batch)),
         ] {
             if value == 0 {
                 return Err(bad(name, "0".into(), "must be at least 1"));
             }
+        }
+        if self.tasks.usage_linger_ms > 60_000 {
+            return Err(bad(
+                "VEL_USAGE_LINGER_MS",
+                self.tasks.usage_linger_ms.to_string(),
+                "must be at most 60000",
+            ));
         }
         if self.tasks.lease_ms < 500 {
             return Err(bad(
@@ -507,6 +526,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("DATABASE_URL"), "{err}");
+        for (name, value) in [("VEL_USAGE_BATCH", "0"), ("VEL_USAGE_LINGER_MS", "60001")] {
+            let err = load(&[(name, value)]).unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+        }
+        let c = load(&[("VEL_USAGE_LINGER_MS", "0"), ("VEL_USAGE_BATCH", "1")]).unwrap();
+        assert_eq!((c.tasks.usage_linger_ms, c.tasks.usage_batch), (0, 1));
         let err = load(&[("VEL_ADMIN_PASSWORD", "short")])
             .unwrap_err()
             .to_string();

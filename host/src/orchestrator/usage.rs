@@ -7,6 +7,16 @@
 //! join it, at most [`RecorderConfig::batch`] go in one transaction, and a
 //! backlog is written batch after batch without waiting.
 //!
+//! Few, large batches (by default a second's worth, up to 2,048 records):
+//! each write is a burst of work for the database (a PostgreSQL backend,
+//! SQLite's thread), and on a small machine a request thread woken on the
+//! core of that burst waits behind it, for milliseconds. Each burst delays
+//! a request or two, so the share of slow requests follows the number of
+//! writes a second: twenty put a millisecond on 1–2 % of requests at
+//! concurrency 1, two do not (docs/benchmarks.md, session 18). The cap
+//! bounds the memory a batch holds. The rows are built and encoded on a
+//! blocking thread, not on an async worker.
+//!
 //! A record is lost only if the process dies within one linger period of the
 //! request ending (a crash, not a shutdown: [`UsageRecorder::close`] writes
 //! everything queued). When the database cannot keep up, the bounded channel
@@ -16,7 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::{Mutex, mpsc};
+use sqlx::Connection;
+use tokio::sync::{Mutex, Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -27,7 +38,7 @@ use crate::audit;
 use crate::store::audit_logs::NewAudit;
 use crate::store::tasks::Attempt;
 use crate::store::usage::{self, FinishedTask};
-use crate::store::{Db, now_ms};
+use crate::store::{Backend, Db, now_ms};
 
 /// Batching of the recorder.
 #[derive(Debug, Clone, Copy)]
@@ -43,8 +54,8 @@ pub struct RecorderConfig {
 impl Default for RecorderConfig {
     fn default() -> Self {
         RecorderConfig {
-            linger: Duration::from_millis(50),
-            batch: 256,
+            linger: Duration::from_millis(1000),
+            batch: 2048,
             capacity: 16_384,
         }
     }
@@ -119,6 +130,10 @@ pub struct Finished {
 #[derive(Debug, Clone)]
 pub struct UsageRecorder {
     tx: mpsc::Sender<Box<Finished>>,
+    /// Told when a batch's worth is queued, so the writer stops lingering.
+    full: Arc<Notify>,
+    /// Records per batch.
+    batch: usize,
     stop: CancellationToken,
     worker: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
@@ -126,13 +141,25 @@ pub struct UsageRecorder {
 impl UsageRecorder {
     /// Start the writer task on the current runtime.
     pub fn start(db: Db, config: RecorderConfig) -> UsageRecorder {
-        let (tx, rx) = mpsc::channel(config.capacity.max(1));
+        // A batch larger than the queue could never fill: the writer would
+        // linger while handlers wait for room.
+        let capacity = config.capacity.max(1);
+        let config = RecorderConfig {
+            batch: config.batch.clamp(1, capacity),
+            capacity,
+            ..config
+        };
+        let (tx, rx) = mpsc::channel(capacity);
+        let full = Arc::new(Notify::new());
         let stop = CancellationToken::new();
         let worker = tokio::spawn(
-            run(db, config, rx, stop.clone()).instrument(tracing::info_span!("usage_recorder")),
+            run(db, config, rx, full.clone(), stop.clone())
+                .instrument(tracing::info_span!("usage_recorder")),
         );
         UsageRecorder {
             tx,
+            full,
+            batch: config.batch,
             stop,
             worker: Arc::new(Mutex::new(Some(worker))),
         }
@@ -141,7 +168,10 @@ impl UsageRecorder {
     /// Queue a finished request. Waits only while the queue is full.
     pub async fn record(&self, finished: Finished) {
         let id = finished.id.clone();
-        if self.tx.send(Box::new(finished)).await.is_err() {
+        if enqueue(&self.tx, &self.full, self.batch, Box::new(finished))
+            .await
+            .is_err()
+        {
             tracing::warn!(task_id = %id, "usage recorder is closed; request not recorded");
         }
     }
@@ -164,10 +194,11 @@ async fn run(
     db: Db,
     config: RecorderConfig,
     mut rx: mpsc::Receiver<Box<Finished>>,
+    full: Arc<Notify>,
     stop: CancellationToken,
 ) {
     let max = config.batch.max(1);
-    while let Some(batch) = next_batch(&mut rx, max, config.linger, &stop).await {
+    while let Some(batch) = next_batch(&mut rx, max, config.linger, &full, &stop).await {
         write(&db, batch).await;
     }
     // Closing: refuse new records, write what is queued, stop.
@@ -183,14 +214,33 @@ async fn run(
     tracing::info!("usage recorder closed");
 }
 
+/// Sends `record`; once a batch's worth is queued, wakes the writer from
+/// its linger (one wake-up per batch, not one per record). Waits only
+/// while the queue is full.
+async fn enqueue<T>(
+    tx: &mpsc::Sender<Box<T>>,
+    full: &Notify,
+    batch: usize,
+    record: Box<T>,
+) -> Result<(), mpsc::error::SendError<Box<T>>> {
+    tx.send(record).await?;
+    if tx.max_capacity() - tx.capacity() >= batch {
+        full.notify_one();
+    }
+    Ok(())
+}
+
 /// The next batch to write: waits for a record, then lets others join it
-/// for `linger` with one sleep (one wake-up per batch rather than one per
-/// record), unless `max` are queued already or shutdown is requested.
-/// `None` once shutdown is requested or every sender is gone.
+/// for `linger` with one sleep, unless `max` are queued already, or come
+/// meanwhile (`full` is told), or shutdown is requested. A notification
+/// left from a batch already taken can end the next linger early: one
+/// smaller batch, never a lost record. `None` once shutdown is requested
+/// or every sender is gone.
 async fn next_batch<T>(
     rx: &mut mpsc::Receiver<Box<T>>,
     max: usize,
     linger: Duration,
+    full: &Notify,
     stop: &CancellationToken,
 ) -> Option<Vec<T>> {
     let first = tokio::select! {
@@ -203,6 +253,7 @@ async fn next_batch<T>(
     if batch.len() < max {
         tokio::select! {
             () = tokio::time::sleep(linger) => {}
+            () = full.notified() => {}
             () = stop.cancelled() => {}
         }
         take_queued(rx, &mut batch, max);
@@ -222,9 +273,55 @@ fn take_queued<T>(rx: &mut mpsc::Receiver<Box<T>>, batch: &mut Vec<T>, max: usiz
 /// Write a batch in one transaction; if it fails, write its records one by
 /// one so that one bad record (say, of an organization deleted meanwhile)
 /// does not lose the others.
-async fn write(db: &Db, batch: Vec<Finished>) {
+async fn write(db: &Db, records: Vec<Finished>) {
+    let backend = db.backend();
+    let count = records.len();
+    // Building and encoding the rows is CPU work in proportion to the batch
+    // (milliseconds); on a blocking thread it does not hold up the requests
+    // queued on an async worker (at concurrency 1 it put the one request
+    // in flight behind each batch, a millisecond at p99 on PostgreSQL).
+    let built = tokio::task::spawn_blocking(move || batch(backend, records)).await;
+    let batch = match built {
+        Ok(Ok(batch)) => batch,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, records = count, "usage batch could not be encoded; records lost");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, records = count, "usage batch encoding stopped; records lost");
+            return;
+        }
+    };
+    let started = std::time::Instant::now();
+    match write_batch(db, &batch).await {
+        Ok(()) => {
+            tracing::debug!(
+                records = count,
+                ms = started.elapsed().as_millis() as u64,
+                "usage recorded"
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, records = count, "usage batch failed; writing records one by one");
+            let (tasks, audits) = batch.into_rows();
+            for (task, audit) in tasks.into_iter().zip(audits) {
+                let id = task.id.clone();
+                let one = match usage::Batch::new(backend, vec![task], vec![audit]) {
+                    Ok(one) => write_batch(db, &one).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = one {
+                    tracing::error!(error = %e, task_id = %id, "usage record lost");
+                }
+            }
+        }
+    }
+}
+
+/// The rows of `records`, encoded for `backend`.
+fn batch(backend: Backend, records: Vec<Finished>) -> Result<usage::Batch, sqlx::Error> {
     let now = now_ms();
-    let (tasks, audits): (Vec<FinishedTask>, Vec<(NewAudit, i64)>) = batch
+    let (tasks, audits): (Vec<FinishedTask>, Vec<(NewAudit, i64)>) = records
         .into_iter()
         .map(|f| {
             let (task, audit) = rows(f);
@@ -232,36 +329,17 @@ async fn write(db: &Db, batch: Vec<Finished>) {
             (task, (audit, at))
         })
         .unzip();
-    let started = std::time::Instant::now();
-    match write_rows(db, &tasks, &audits).await {
-        Ok(()) => {
-            tracing::debug!(
-                records = tasks.len(),
-                ms = started.elapsed().as_millis() as u64,
-                "usage recorded"
-            );
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, records = tasks.len(), "usage batch failed; writing records one by one");
-            for (task, audit) in tasks.iter().zip(&audits) {
-                let one = write_rows(db, std::slice::from_ref(task), std::slice::from_ref(audit));
-                if let Err(e) = one.await {
-                    tracing::error!(error = %e, task_id = %task.id, "usage record lost");
-                }
-            }
-        }
-    }
+    usage::Batch::new(backend, tasks, audits)
 }
 
-async fn write_rows(
-    db: &Db,
-    tasks: &[FinishedTask],
-    audits: &[(NewAudit, i64)],
-) -> Result<(), sqlx::Error> {
+async fn write_batch(db: &Db, batch: &usage::Batch) -> Result<(), sqlx::Error> {
     // The batch spans organizations: a platform transaction (explicit RLS
     // bypass); every row carries its own org_id.
     let mut tx = db.platform().await?;
-    usage::insert_batch(&mut tx, tasks, audits).await?;
+    usage::insert_batch(&mut tx, batch).await?;
+    // A batch's message runs to megabytes on PostgreSQL; the pooled
+    // connection need not keep buffers that size.
+    tx.shrink_buffers();
     tx.commit().await
 }
 
@@ -401,7 +479,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn records_wait_one_linger_for_company() {
         let (tx, mut rx) = queued(1).await;
-        let stop = CancellationToken::new();
+        let (full, stop) = (Notify::new(), CancellationToken::new());
         let started = tokio::time::Instant::now();
         let late = tokio::spawn(async move {
             // Arrives while the first record lingers.
@@ -409,30 +487,32 @@ mod tests {
             tx.send(Box::new(1)).await.unwrap();
             tx
         });
-        let batch = next_batch(&mut rx, 256, LINGER, &stop).await.unwrap();
+        let batch = next_batch(&mut rx, 256, LINGER, &full, &stop)
+            .await
+            .unwrap();
         assert_eq!(batch, vec![0, 1]);
         lingered_once(started);
         drop(late.await.unwrap());
-        assert_eq!(next_batch(&mut rx, 256, LINGER, &stop).await, None);
+        assert_eq!(next_batch(&mut rx, 256, LINGER, &full, &stop).await, None);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_backlog_is_written_without_waiting() {
         let (_tx, mut rx) = queued(5).await;
-        let stop = CancellationToken::new();
+        let (full, stop) = (Notify::new(), CancellationToken::new());
         let started = tokio::time::Instant::now();
         assert_eq!(
-            next_batch(&mut rx, 2, LINGER, &stop).await.unwrap(),
+            next_batch(&mut rx, 2, LINGER, &full, &stop).await.unwrap(),
             vec![0, 1]
         );
         assert_eq!(
-            next_batch(&mut rx, 2, LINGER, &stop).await.unwrap(),
+            next_batch(&mut rx, 2, LINGER, &full, &stop).await.unwrap(),
             vec![2, 3]
         );
         assert_eq!(started.elapsed(), Duration::ZERO);
         // The last one is short of a batch: it lingers.
         assert_eq!(
-            next_batch(&mut rx, 2, LINGER, &stop).await.unwrap(),
+            next_batch(&mut rx, 2, LINGER, &full, &stop).await.unwrap(),
             vec![4]
         );
         assert_eq!(started.elapsed(), LINGER);
@@ -441,12 +521,34 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn shutdown_cuts_the_linger_short() {
         let (_tx, mut rx) = queued(1).await;
-        let stop = CancellationToken::new();
+        let (full, stop) = (Notify::new(), CancellationToken::new());
         stop.cancel();
         let started = tokio::time::Instant::now();
         // A record already taken is still handed back for writing.
-        let batch = next_batch(&mut rx, 256, LINGER, &stop).await;
+        let batch = next_batch(&mut rx, 256, LINGER, &full, &stop).await;
         assert!(batch.is_none() || batch == Some(vec![0]), "{batch:?}");
         assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_batch_cuts_the_linger_short() {
+        let (tx, mut rx) = queued(1).await;
+        let full = std::sync::Arc::new(Notify::new());
+        let stop = CancellationToken::new();
+        let started = tokio::time::Instant::now();
+        let sender = full.clone();
+        let late = tokio::spawn(async move {
+            // Four more arrive while the first lingers: a batch's worth
+            // queued wakes the writer.
+            tokio::time::sleep(LINGER / 2).await;
+            for i in 1..5 {
+                enqueue(&tx, &sender, 4, Box::new(i)).await.unwrap();
+            }
+            tx
+        });
+        let batch = next_batch(&mut rx, 4, LINGER, &full, &stop).await.unwrap();
+        assert_eq!(batch, vec![0, 1, 2, 3]);
+        assert_eq!(started.elapsed(), LINGER / 2);
+        drop(late.await.unwrap());
     }
 }

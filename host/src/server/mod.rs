@@ -107,7 +107,14 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         signals.clone(),
         config.tasks.clone(),
     );
-    let usage = UsageRecorder::start(db.clone(), RecorderConfig::default());
+    let usage = UsageRecorder::start(
+        db.clone(),
+        RecorderConfig {
+            linger: Duration::from_millis(config.tasks.usage_linger_ms),
+            batch: usize::try_from(config.tasks.usage_batch).unwrap_or(usize::MAX),
+            ..RecorderConfig::default()
+        },
+    );
     let verified: Arc<Verified> = Arc::default();
     verified.follow_revocations(&signals);
     Ok(AppState {

@@ -62,19 +62,63 @@ pub struct FinishedTask {
     pub attempts: Vec<Attempt>,
 }
 
-/// Insert finished tasks with all their attempts, and audit entries
-/// (payloads already redacted) each with its time. Call inside a
-/// transaction.
-pub async fn insert_batch(
-    conn: &mut AnyConnection,
-    tasks: &[FinishedTask],
-    audits: &[(NewAudit, i64)],
-) -> Result<(), sqlx::Error> {
+/// Finished tasks with all their attempts, and audit entries (payloads
+/// already redacted) each with its time, ready to write. On PostgreSQL the
+/// rows are encoded as the statement's JSON parameters when the batch is
+/// built: that is the CPU-heavy part of a write (milliseconds for a few
+/// hundred rows), and building the batch on a blocking thread keeps it off
+/// the async workers, where it would hold up the requests queued behind it.
+#[derive(Debug)]
+pub struct Batch {
+    tasks: Vec<FinishedTask>,
+    audits: Vec<(NewAudit, i64)>,
+    json: Option<BatchJson>,
+}
+
+/// [`BATCH_POSTGRES`]'s three parameters.
+#[derive(Debug)]
+struct BatchJson {
+    tasks: String,
+    attempts: String,
+    audits: String,
+}
+
+impl Batch {
+    /// The batch for `backend`, encoded for it.
+    pub fn new(
+        backend: Backend,
+        tasks: Vec<FinishedTask>,
+        audits: Vec<(NewAudit, i64)>,
+    ) -> Result<Batch, sqlx::Error> {
+        let json = match backend {
+            Backend::Postgres => Some(BatchJson::encode(&tasks, &audits)?),
+            Backend::Sqlite => None,
+        };
+        Ok(Batch {
+            tasks,
+            audits,
+            json,
+        })
+    }
+
+    /// The rows back, to write them another way.
+    pub fn into_rows(self) -> (Vec<FinishedTask>, Vec<(NewAudit, i64)>) {
+        (self.tasks, self.audits)
+    }
+}
+
+/// Insert a batch. Call inside a transaction.
+pub async fn insert_batch(conn: &mut AnyConnection, batch: &Batch) -> Result<(), sqlx::Error> {
     match Backend::of(conn) {
-        Backend::Postgres => insert_batch_postgres(conn, tasks, audits).await,
+        Backend::Postgres => match &batch.json {
+            Some(json) => insert_batch_postgres(conn, json).await,
+            None => {
+                insert_batch_postgres(conn, &BatchJson::encode(&batch.tasks, &batch.audits)?).await
+            }
+        },
         Backend::Sqlite => {
-            insert_finished_tasks(conn, tasks).await?;
-            insert_audits(conn, audits).await
+            insert_finished_tasks(conn, &batch.tasks).await?;
+            insert_audits(conn, &batch.audits).await
         }
     }
 }
@@ -87,35 +131,44 @@ pub async fn insert_batch(
 /// workers, and the recorder fell behind the gateway.)
 async fn insert_batch_postgres(
     conn: &mut AnyConnection,
-    tasks: &[FinishedTask],
-    audits: &[(NewAudit, i64)],
+    json: &BatchJson,
 ) -> Result<(), sqlx::Error> {
-    let attempts: Vec<AttemptRow> = tasks
-        .iter()
-        .flat_map(|t| {
-            t.attempts.iter().map(move |attempt| AttemptRow {
-                id: new_id(),
-                org_id: &t.org_id,
-                task_id: &t.id,
-                attempt,
-            })
-        })
-        .collect();
-    let audits: Vec<AuditRow> = audits
-        .iter()
-        .map(|(entry, created_at)| AuditRow {
-            id: new_id(),
-            entry,
-            created_at: *created_at,
-        })
-        .collect();
     sqlx::query(BATCH_POSTGRES)
-        .bind(json(tasks)?)
-        .bind(json(&attempts)?)
-        .bind(json(&audits)?)
+        .bind(json.tasks.as_str())
+        .bind(json.attempts.as_str())
+        .bind(json.audits.as_str())
         .execute(conn)
         .await?;
     Ok(())
+}
+
+impl BatchJson {
+    fn encode(tasks: &[FinishedTask], audits: &[(NewAudit, i64)]) -> Result<Self, sqlx::Error> {
+        let attempts: Vec<AttemptRow> = tasks
+            .iter()
+            .flat_map(|t| {
+                t.attempts.iter().map(move |attempt| AttemptRow {
+                    id: new_id(),
+                    org_id: &t.org_id,
+                    task_id: &t.id,
+                    attempt,
+                })
+            })
+            .collect();
+        let audits: Vec<AuditRow> = audits
+            .iter()
+            .map(|(entry, created_at)| AuditRow {
+                id: new_id(),
+                entry,
+                created_at: *created_at,
+            })
+            .collect();
+        Ok(BatchJson {
+            tasks: json(tasks)?,
+            attempts: json(&attempts)?,
+            audits: json(&audits)?,
+        })
+    }
 }
 
 /// Rows as a JSON array of objects named by column.
