@@ -14,8 +14,8 @@
 //! a request or two, so the share of slow requests follows the number of
 //! writes a second: twenty put a millisecond on 1–2 % of requests at
 //! concurrency 1, two do not (docs/benchmarks.md, session 18). The cap
-//! bounds the memory a batch holds. The rows are built and encoded on a
-//! blocking thread, not on an async worker.
+//! bounds the memory a batch holds. The rows are built and encoded in
+//! slices, yielding to the requests in between.
 //!
 //! A record is lost only if the process dies within one linger period of the
 //! request ending (a crash, not a shutdown: [`UsageRecorder::close`] writes
@@ -276,19 +276,10 @@ fn take_queued<T>(rx: &mut mpsc::Receiver<Box<T>>, batch: &mut Vec<T>, max: usiz
 async fn write(db: &Db, records: Vec<Finished>) {
     let backend = db.backend();
     let count = records.len();
-    // Building and encoding the rows is CPU work in proportion to the batch
-    // (milliseconds); on a blocking thread it does not hold up the requests
-    // queued on an async worker (at concurrency 1 it put the one request
-    // in flight behind each batch, a millisecond at p99 on PostgreSQL).
-    let built = tokio::task::spawn_blocking(move || batch(backend, records)).await;
-    let batch = match built {
-        Ok(Ok(batch)) => batch,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, records = count, "usage batch could not be encoded; records lost");
-            return;
-        }
+    let batch = match build(backend, records).await {
+        Ok(batch) => batch,
         Err(e) => {
-            tracing::error!(error = %e, records = count, "usage batch encoding stopped; records lost");
+            tracing::error!(error = %e, records = count, "usage batch could not be encoded; records lost");
             return;
         }
     };
@@ -318,18 +309,27 @@ async fn write(db: &Db, records: Vec<Finished>) {
     }
 }
 
-/// The rows of `records`, encoded for `backend`.
-fn batch(backend: Backend, records: Vec<Finished>) -> Result<usage::Batch, sqlx::Error> {
+/// Records built and encoded between two yields to the other tasks.
+const ROWS_PER_SLICE: usize = 64;
+
+/// The rows of `records`, encoded for `backend`. A full batch is
+/// milliseconds of CPU, so it is built in slices on this async worker,
+/// yielding between them. (Built on a blocking thread instead, its
+/// memory stayed resident after the write: the idle pool thread that
+/// allocated it does not collect what others free until it exits, 10 s
+/// later; VmRSS after a concurrency-32 run was 60 MiB against 45 MiB.)
+async fn build(backend: Backend, records: Vec<Finished>) -> Result<usage::Batch, sqlx::Error> {
     let now = now_ms();
-    let (tasks, audits): (Vec<FinishedTask>, Vec<(NewAudit, i64)>) = records
-        .into_iter()
-        .map(|f| {
-            let (task, audit) = rows(f);
-            let at = task.finished_at.min(now);
-            (task, (audit, at))
-        })
-        .unzip();
-    usage::Batch::new(backend, tasks, audits)
+    let mut builder = usage::BatchBuilder::new(backend, records.len());
+    for (i, f) in records.into_iter().enumerate() {
+        if i > 0 && i % ROWS_PER_SLICE == 0 {
+            tokio::task::yield_now().await;
+        }
+        let (task, audit) = rows(f);
+        let at = task.finished_at.min(now);
+        builder.push(task, (audit, at))?;
+    }
+    builder.finish()
 }
 
 async fn write_batch(db: &Db, batch: &usage::Batch) -> Result<(), sqlx::Error> {

@@ -64,10 +64,9 @@ pub struct FinishedTask {
 
 /// Finished tasks with all their attempts, and audit entries (payloads
 /// already redacted) each with its time, ready to write. On PostgreSQL the
-/// rows are encoded as the statement's JSON parameters when the batch is
-/// built: that is the CPU-heavy part of a write (milliseconds for a few
-/// hundred rows), and building the batch on a blocking thread keeps it off
-/// the async workers, where it would hold up the requests queued behind it.
+/// rows are also encoded as the statement's JSON parameters, which is the
+/// CPU-heavy part of a write; [`BatchBuilder`] does it a row at a time so
+/// that a caller on an async worker can yield between rows.
 #[derive(Debug)]
 pub struct Batch {
     tasks: Vec<FinishedTask>,
@@ -75,7 +74,7 @@ pub struct Batch {
     json: Option<BatchJson>,
 }
 
-/// [`BATCH_POSTGRES`]'s three parameters.
+/// [`BATCH_POSTGRES`]'s three parameters: JSON arrays of rows.
 #[derive(Debug)]
 struct BatchJson {
     tasks: String,
@@ -84,21 +83,17 @@ struct BatchJson {
 }
 
 impl Batch {
-    /// The batch for `backend`, encoded for it.
+    /// The batch for `backend`, encoded for it in one go.
     pub fn new(
         backend: Backend,
         tasks: Vec<FinishedTask>,
         audits: Vec<(NewAudit, i64)>,
     ) -> Result<Batch, sqlx::Error> {
-        let json = match backend {
-            Backend::Postgres => Some(BatchJson::encode(&tasks, &audits)?),
-            Backend::Sqlite => None,
-        };
-        Ok(Batch {
-            tasks,
-            audits,
-            json,
-        })
+        let mut builder = BatchBuilder::new(backend, tasks.len());
+        for (task, audit) in tasks.into_iter().zip(audits) {
+            builder.push(task, audit)?;
+        }
+        builder.finish()
     }
 
     /// The rows back, to write them another way.
@@ -107,14 +102,98 @@ impl Batch {
     }
 }
 
+/// Builds a [`Batch`] a finished task (and its audit entry) at a time.
+#[derive(Debug)]
+pub struct BatchBuilder {
+    tasks: Vec<FinishedTask>,
+    audits: Vec<(NewAudit, i64)>,
+    json: Option<JsonArrays>,
+}
+
+/// The JSON arrays being written, without their closing brackets.
+#[derive(Debug, Default)]
+struct JsonArrays {
+    tasks: Vec<u8>,
+    attempts: Vec<u8>,
+    audits: Vec<u8>,
+}
+
+impl BatchBuilder {
+    /// An empty batch for `backend`, with room for `capacity` tasks.
+    pub fn new(backend: Backend, capacity: usize) -> BatchBuilder {
+        BatchBuilder {
+            tasks: Vec::with_capacity(capacity),
+            audits: Vec::with_capacity(capacity),
+            json: (backend == Backend::Postgres).then(JsonArrays::default),
+        }
+    }
+
+    /// Adds a finished task and its audit entry.
+    pub fn push(&mut self, task: FinishedTask, audit: (NewAudit, i64)) -> Result<(), sqlx::Error> {
+        if let Some(json) = &mut self.json {
+            append(&mut json.tasks, &task)?;
+            for attempt in &task.attempts {
+                let row = AttemptRow {
+                    id: new_id(),
+                    org_id: &task.org_id,
+                    task_id: &task.id,
+                    attempt,
+                };
+                append(&mut json.attempts, &row)?;
+            }
+            let row = AuditRow {
+                id: new_id(),
+                entry: &audit.0,
+                created_at: audit.1,
+            };
+            append(&mut json.audits, &row)?;
+        }
+        self.tasks.push(task);
+        self.audits.push(audit);
+        Ok(())
+    }
+
+    /// The batch.
+    pub fn finish(self) -> Result<Batch, sqlx::Error> {
+        let json = match self.json {
+            Some(arrays) => Some(BatchJson {
+                tasks: close(arrays.tasks)?,
+                attempts: close(arrays.attempts)?,
+                audits: close(arrays.audits)?,
+            }),
+            None => None,
+        };
+        Ok(Batch {
+            tasks: self.tasks,
+            audits: self.audits,
+            json,
+        })
+    }
+}
+
+/// Appends `row` as the next element of the JSON array in `out`.
+fn append<T: Serialize>(out: &mut Vec<u8>, row: &T) -> Result<(), sqlx::Error> {
+    out.push(if out.is_empty() { b'[' } else { b',' });
+    serde_json::to_writer(&mut *out, row).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
+
+/// The finished JSON array (`[]` when nothing was appended).
+fn close(mut out: Vec<u8>) -> Result<String, sqlx::Error> {
+    if out.is_empty() {
+        out.push(b'[');
+    }
+    out.push(b']');
+    String::from_utf8(out).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
+
 /// Insert a batch. Call inside a transaction.
 pub async fn insert_batch(conn: &mut AnyConnection, batch: &Batch) -> Result<(), sqlx::Error> {
     match Backend::of(conn) {
         Backend::Postgres => match &batch.json {
             Some(json) => insert_batch_postgres(conn, json).await,
-            None => {
-                insert_batch_postgres(conn, &BatchJson::encode(&batch.tasks, &batch.audits)?).await
-            }
+            None => Err(sqlx::Error::Protocol(
+                "a usage batch built for SQLite was written to PostgreSQL".into(),
+            )),
         },
         Backend::Sqlite => {
             insert_finished_tasks(conn, &batch.tasks).await?;
@@ -140,40 +219,6 @@ async fn insert_batch_postgres(
         .execute(conn)
         .await?;
     Ok(())
-}
-
-impl BatchJson {
-    fn encode(tasks: &[FinishedTask], audits: &[(NewAudit, i64)]) -> Result<Self, sqlx::Error> {
-        let attempts: Vec<AttemptRow> = tasks
-            .iter()
-            .flat_map(|t| {
-                t.attempts.iter().map(move |attempt| AttemptRow {
-                    id: new_id(),
-                    org_id: &t.org_id,
-                    task_id: &t.id,
-                    attempt,
-                })
-            })
-            .collect();
-        let audits: Vec<AuditRow> = audits
-            .iter()
-            .map(|(entry, created_at)| AuditRow {
-                id: new_id(),
-                entry,
-                created_at: *created_at,
-            })
-            .collect();
-        Ok(BatchJson {
-            tasks: json(tasks)?,
-            attempts: json(&attempts)?,
-            audits: json(&audits)?,
-        })
-    }
-}
-
-/// Rows as a JSON array of objects named by column.
-fn json<T: Serialize>(rows: &[T]) -> Result<String, sqlx::Error> {
-    serde_json::to_string(rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
 /// An attempt as a `task_attempts` row.
@@ -410,6 +455,15 @@ mod tests {
         let rows: Vec<usize> = (0..75).collect();
         let chunks: Vec<&[usize]> = statement_chunks(&rows).collect();
         assert_eq!(chunks.concat(), rows);
+    }
+
+    #[test]
+    fn rows_make_json_arrays_even_when_there_are_none() {
+        assert_eq!(close(Vec::new()).unwrap(), "[]");
+        let mut out = Vec::new();
+        append(&mut out, &serde_json::json!({ "a": "x\"y" })).unwrap();
+        append(&mut out, &2).unwrap();
+        assert_eq!(close(out).unwrap(), r#"[{"a":"x\"y"},2]"#);
     }
 
     #[test]
