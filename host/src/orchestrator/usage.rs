@@ -197,7 +197,8 @@ async fn run(
     full: Arc<Notify>,
     stop: CancellationToken,
 ) {
-    let max = config.batch.max(1);
+    // `start` made the batch at least 1.
+    let max = config.batch;
     while let Some(batch) = next_batch(&mut rx, max, config.linger, &full, &stop).await {
         write(&db, batch).await;
     }
@@ -329,7 +330,7 @@ async fn build(backend: Backend, records: Vec<Finished>) -> Result<usage::Batch,
         let at = task.finished_at.min(now);
         builder.push(task, (audit, at))?;
     }
-    builder.finish()
+    Ok(builder.finish())
 }
 
 async fn write_batch(db: &Db, batch: &usage::Batch) -> Result<(), sqlx::Error> {

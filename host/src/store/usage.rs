@@ -71,15 +71,7 @@ pub struct FinishedTask {
 pub struct Batch {
     tasks: Vec<FinishedTask>,
     audits: Vec<(NewAudit, i64)>,
-    json: Option<BatchJson>,
-}
-
-/// [`BATCH_POSTGRES`]'s three parameters: JSON arrays of rows.
-#[derive(Debug)]
-struct BatchJson {
-    tasks: String,
-    attempts: String,
-    audits: String,
+    json: Option<JsonArrays>,
 }
 
 impl Batch {
@@ -93,7 +85,7 @@ impl Batch {
         for (task, audit) in tasks.into_iter().zip(audits) {
             builder.push(task, audit)?;
         }
-        builder.finish()
+        Ok(builder.finish())
     }
 
     /// The rows back, to write them another way.
@@ -110,7 +102,8 @@ pub struct BatchBuilder {
     json: Option<JsonArrays>,
 }
 
-/// The JSON arrays being written, without their closing brackets.
+/// [`BATCH_POSTGRES`]'s three parameters: JSON arrays of rows, without
+/// their closing brackets until the batch is finished.
 #[derive(Debug, Default)]
 struct JsonArrays {
     tasks: Vec<u8>,
@@ -154,20 +147,17 @@ impl BatchBuilder {
     }
 
     /// The batch.
-    pub fn finish(self) -> Result<Batch, sqlx::Error> {
-        let json = match self.json {
-            Some(arrays) => Some(BatchJson {
-                tasks: close(arrays.tasks)?,
-                attempts: close(arrays.attempts)?,
-                audits: close(arrays.audits)?,
-            }),
-            None => None,
-        };
-        Ok(Batch {
+    pub fn finish(mut self) -> Batch {
+        if let Some(json) = &mut self.json {
+            for array in [&mut json.tasks, &mut json.attempts, &mut json.audits] {
+                close(array);
+            }
+        }
+        Batch {
             tasks: self.tasks,
             audits: self.audits,
-            json,
-        })
+            json: self.json,
+        }
     }
 }
 
@@ -177,13 +167,17 @@ fn append<T: Serialize>(out: &mut Vec<u8>, row: &T) -> Result<(), sqlx::Error> {
     serde_json::to_writer(&mut *out, row).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
-/// The finished JSON array (`[]` when nothing was appended).
-fn close(mut out: Vec<u8>) -> Result<String, sqlx::Error> {
+/// Ends the JSON array in `out` (`[]` when nothing was appended).
+fn close(out: &mut Vec<u8>) {
     if out.is_empty() {
         out.push(b'[');
     }
     out.push(b']');
-    String::from_utf8(out).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
+
+/// A finished JSON array as text (serde_json writes only UTF-8).
+fn text(array: &[u8]) -> Result<&str, sqlx::Error> {
+    std::str::from_utf8(array).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
 /// Insert a batch. Call inside a transaction.
@@ -210,12 +204,12 @@ pub async fn insert_batch(conn: &mut AnyConnection, batch: &Batch) -> Result<(),
 /// workers, and the recorder fell behind the gateway.)
 async fn insert_batch_postgres(
     conn: &mut AnyConnection,
-    json: &BatchJson,
+    json: &JsonArrays,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(BATCH_POSTGRES)
-        .bind(json.tasks.as_str())
-        .bind(json.attempts.as_str())
-        .bind(json.audits.as_str())
+        .bind(text(&json.tasks)?)
+        .bind(text(&json.attempts)?)
+        .bind(text(&json.audits)?)
         .execute(conn)
         .await?;
     Ok(())
@@ -459,11 +453,14 @@ mod tests {
 
     #[test]
     fn rows_make_json_arrays_even_when_there_are_none() {
-        assert_eq!(close(Vec::new()).unwrap(), "[]");
+        let mut none = Vec::new();
+        close(&mut none);
+        assert_eq!(text(&none).unwrap(), "[]");
         let mut out = Vec::new();
         append(&mut out, &serde_json::json!({ "a": "x\"y" })).unwrap();
         append(&mut out, &2).unwrap();
-        assert_eq!(close(out).unwrap(), r#"[{"a":"x\"y"},2]"#);
+        close(&mut out);
+        assert_eq!(text(&out).unwrap(), r#"[{"a":"x\"y"},2]"#);
     }
 
     #[test]
