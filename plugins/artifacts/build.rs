@@ -376,21 +376,42 @@ fn env_var(key: &str) -> Result<OsString, String> {
     env::var_os(key).ok_or_else(|| format!("cargo did not set {key}"))
 }
 
-/// Fails early, with the fix, when the toolchain lacks the wasm target.
+/// Makes sure the toolchain has the wasm target: installs it with rustup
+/// when rustup manages the toolchain (`rust-toolchain.toml` names the target,
+/// but rustup adds targets only to toolchains it installs itself), and
+/// otherwise fails early, with the fix.
 fn check_wasm_target() -> Result<(), String> {
+    if wasm_target_installed()? {
+        return Ok(());
+    }
+    let mut rustup = Command::new("rustup");
+    rustup.args(["target", "add", WASM_TARGET]);
+    if let Some(toolchain) = env::var_os("RUSTUP_TOOLCHAIN") {
+        rustup.arg("--toolchain").arg(toolchain);
+    }
+    println!(
+        "cargo:warning=the Rust target {WASM_TARGET} is not installed; installing it with rustup \
+         for the plugin components"
+    );
+    let installed = rustup.status().is_ok_and(|status| status.success());
+    if installed && wasm_target_installed()? {
+        return Ok(());
+    }
+    Err(format!(
+        "the Rust target {WASM_TARGET} is not installed and rustup could not add it; the plugin \
+         components need it. Install it with: rustup target add {WASM_TARGET}"
+    ))
+}
+
+/// Whether rustc finds the wasm target's standard library.
+fn wasm_target_installed() -> Result<bool, String> {
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let output = Command::new(&rustc)
         .args(["--print", "target-libdir", "--target", WASM_TARGET])
         .output()
         .map_err(|e| format!("running {rustc:?}: {e}"))?;
     let libdir = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    if !output.status.success() || libdir.is_empty() || !Path::new(&libdir).is_dir() {
-        return Err(format!(
-            "the Rust target {WASM_TARGET} is not installed; the plugin components need it. \
-             Install it with: rustup target add {WASM_TARGET}"
-        ));
-    }
-    Ok(())
+    Ok(output.status.success() && !libdir.is_empty() && Path::new(&libdir).is_dir())
 }
 
 /// Runs one nested `cargo build` for every guest.

@@ -32,8 +32,9 @@ async fn test_integration(s: &Server, token: &str, id: &str) -> Value {
 }
 
 async fn health_providers(s: &Server) -> Value {
+    let admin = s.admin_token().await;
     let r = s
-        .call(Method::GET, "/api/health", None, None)
+        .call(Method::GET, "/api/health", Some(&admin), None)
         .await
         .expect(200);
     r.body["checks"]["providers"].clone()
@@ -144,7 +145,7 @@ async fn test_reports_provider_errors(b: Backend) {
     assert_eq!(got.body["last_test_result"]["error"]["kind"], "unavailable");
     // A provider outage is reported, not turned into an unhealthy server.
     let r = s
-        .call(Method::GET, "/api/health", None, None)
+        .call(Method::GET, "/api/health", Some(&admin), None)
         .await
         .expect(200);
     assert_eq!(r.body["checks"]["providers"]["status"], "degraded");

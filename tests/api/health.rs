@@ -7,8 +7,30 @@ use crate::support::{Backend, PG_ADMIN_URL, Server};
 
 async fn healthy(b: Backend) {
     let s = Server::start(b).await;
+    // Anonymous callers, and callers who are not platform admins, get the
+    // status alone: the checks summarise every tenant's integrations.
     let r = s
         .call(Method::GET, "/api/health", None, None)
+        .await
+        .expect(200);
+    assert_eq!(
+        r.body,
+        serde_json::json!({ "status": "healthy", "failing": [] })
+    );
+    let admin = s.admin_token().await;
+    let viewer = s
+        .user_with_role(&admin, "viewer@health.test", "viewer")
+        .await;
+    let r = s
+        .call(Method::GET, "/api/health", Some(&viewer), None)
+        .await
+        .expect(200);
+    assert_eq!(
+        r.body,
+        serde_json::json!({ "status": "healthy", "failing": [] })
+    );
+    let r = s
+        .call(Method::GET, "/api/health", Some(&admin), None)
         .await
         .expect(200);
     assert_eq!(r.body["status"], "healthy");
@@ -60,7 +82,9 @@ async fn unhealthy_when_database_is_down_postgres() {
         .expect(503);
     assert_eq!(r.body["status"], "unhealthy");
     assert_eq!(r.body["failing"], serde_json::json!(["database"]));
-    assert_eq!(r.body["checks"]["database"]["status"], "failing");
+    // The details are a platform admin's, who cannot be authenticated
+    // while the database is away.
+    assert!(r.body.get("checks").is_none(), "{}", r.body);
     admin
         .execute(sqlx::AssertSqlSafe(format!(
             "ALTER DATABASE {db} WITH ALLOW_CONNECTIONS true"

@@ -11,6 +11,7 @@ mod api_keys;
 mod audit;
 mod auth;
 mod connectivity;
+mod credentials;
 mod edges;
 mod gateway;
 mod health;

@@ -39,13 +39,23 @@ async fn me_read_and_update(b: Backend) {
     )
     .await
     .expect_error(422, "validation_failed");
-    s.put(
-        "/api/users/me",
-        &token,
-        json!({ "password": "NewPassw0rd123", "current_password": USER_PASSWORD }),
-    )
-    .await
-    .expect(200);
+    // A password change ends every session, this one too, and answers
+    // with a fresh one.
+    let changed = s
+        .put(
+            "/api/users/me",
+            &token,
+            json!({ "password": "NewPassw0rd123", "current_password": USER_PASSWORD }),
+        )
+        .await
+        .expect(200);
+    s.get("/api/users/me", &token)
+        .await
+        .expect_error(401, "unauthorized");
+    let token = changed.body["session"]["token"]
+        .as_str()
+        .expect("a fresh session")
+        .to_string();
     s.login("eve@test.local", "NewPassw0rd123").await;
     s.login_resp("eve@test.local", USER_PASSWORD)
         .await

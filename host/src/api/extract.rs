@@ -124,6 +124,17 @@ pub struct ClientInfo {
     pub user_agent: Option<String>,
 }
 
+/// The client's address in an `X-Forwarded-For` list: each proxy appends
+/// the address it was reached from, so the entries on the left are the
+/// client's to write and only the one `hops` from the right (the address
+/// the outermost trusted proxy saw) can be trusted. `None` when the list is
+/// shorter than that.
+fn forwarded_client(list: &str, hops: usize) -> Option<&str> {
+    let entries: Vec<&str> = list.split(',').map(str::trim).collect();
+    let index = entries.len().checked_sub(hops)?;
+    entries.get(index).copied().filter(|e| !e.is_empty())
+}
+
 impl FromRequestParts<AppState> for ClientInfo {
     type Rejection = ApiError;
 
@@ -136,13 +147,16 @@ impl FromRequestParts<AppState> for ClientInfo {
                 .map(str::trim)
                 .filter(|v| !v.is_empty())
         };
-        let proxied = if state.config.trust_proxy_headers {
-            header_str("fly-client-ip")
-                .or_else(|| header_str("x-forwarded-for").and_then(|v| v.split(',').next()))
-                .map(|v| v.trim().to_string())
-        } else {
+        let config = &state.config;
+        let proxied = if !config.trust_proxy_headers {
             None
-        };
+        } else if config.client_ip_header == "x-forwarded-for" {
+            let hops = usize::try_from(config.trusted_proxy_hops).unwrap_or(1);
+            header_str("x-forwarded-for").and_then(|v| forwarded_client(v, hops))
+        } else {
+            header_str(&config.client_ip_header)
+        }
+        .map(str::to_string);
         let ip = proxied.or_else(|| {
             parts
                 .extensions
@@ -151,5 +165,25 @@ impl FromRequestParts<AppState> for ClientInfo {
         });
         let user_agent = header_str("user-agent").map(|ua| ua.chars().take(512).collect());
         Ok(ClientInfo { ip, user_agent })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forwarded_client;
+
+    #[test]
+    fn the_client_is_counted_from_the_right() {
+        // A client may write anything on the left; one proxy appended the last entry.
+        assert_eq!(
+            forwarded_client("6.6.6.6, 203.0.113.9", 1),
+            Some("203.0.113.9")
+        );
+        assert_eq!(
+            forwarded_client("6.6.6.6, 203.0.113.9, 10.0.0.2", 2),
+            Some("203.0.113.9")
+        );
+        assert_eq!(forwarded_client("203.0.113.9", 1), Some("203.0.113.9"));
+        assert_eq!(forwarded_client("203.0.113.9", 2), None);
     }
 }

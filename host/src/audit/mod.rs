@@ -11,9 +11,13 @@ use crate::store::audit_logs::{self, NewAudit};
 /// Placeholder written instead of a secret value.
 pub const REDACTED: &str = "[REDACTED]";
 
-/// Key names whose values are never stored in an audit payload.
+/// Key names whose values are never stored in an audit payload (ids of
+/// secrets, `api_key_id`, are not secrets and are kept).
 fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
+    if k.ends_with("_id") || k.ends_with("_ids") {
+        return false;
+    }
     [
         "password",
         "secret",
@@ -113,5 +117,14 @@ mod tests {
         assert_eq!(v["list"][0]["token"], REDACTED);
         assert_eq!(v["raw"], REDACTED);
         assert_eq!(v["name"], "x");
+    }
+
+    #[test]
+    fn keeps_the_ids_of_secrets() {
+        let mut v = json!({"api_key_id": "k1", "revoked_api_key_ids": ["k1"], "token": "t"});
+        redact(&mut v);
+        assert_eq!(v["api_key_id"], "k1");
+        assert_eq!(v["revoked_api_key_ids"], json!(["k1"]));
+        assert_eq!(v["token"], REDACTED);
     }
 }

@@ -9,7 +9,7 @@ use crate::api::error::ApiError;
 use crate::secrets::sha256_hex;
 use crate::state::AppState;
 use crate::store;
-use crate::store::api_keys::ApiKeyRow;
+use crate::store::api_keys::LiveKey;
 
 /// Every API key starts with this, which is how the extractor tells keys from JWTs.
 pub const PREFIX: &str = "vel_";
@@ -30,7 +30,8 @@ pub fn display_prefix(key: &str) -> String {
     key.chars().take(PREFIX.len() + 8).collect()
 }
 
-/// Resolve a presented key into a principal, or 401.
+/// Resolve a presented key into a principal, or 401. The key acts with
+/// the weaker of its own role and its creator's current one.
 pub async fn authenticate(state: &AppState, key: &str) -> Result<Principal, ApiError> {
     let digest = sha256_hex(key);
     let row = state
@@ -42,7 +43,7 @@ pub async fn authenticate(state: &AppState, key: &str) -> Result<Principal, ApiE
 }
 
 /// Looks up the live key with this digest, noting its use.
-async fn verify(state: &AppState, digest: &str) -> Result<ApiKeyRow, ApiError> {
+async fn verify(state: &AppState, digest: &str) -> Result<LiveKey, ApiError> {
     // The tenant is not known until the key is found: a platform lookup.
     let mut tx = state.db.platform_read().await?;
     let row = store::api_keys::find_live_by_hash(&mut tx, digest)
@@ -51,23 +52,37 @@ async fn verify(state: &AppState, digest: &str) -> Result<ApiKeyRow, ApiError> {
     tx.commit().await?;
     // `last_used_at` is kept to the minute: most requests only read.
     if row
+        .key
         .last_used_at
         .is_none_or(|at| at < store::now_ms() - store::api_keys::TOUCH_EVERY_MS)
     {
         let mut tx = state.db.platform().await?;
-        store::api_keys::touch(&mut tx, &row.id).await?;
+        store::api_keys::touch(&mut tx, &row.key.id).await?;
         tx.commit().await?;
     }
     Ok(row)
 }
 
-fn principal(row: ApiKeyRow) -> Result<Principal, ApiError> {
-    let role =
-        Role::parse(&row.role).ok_or_else(|| ApiError::unauthorized("invalid API key role"))?;
+fn principal(live: LiveKey) -> Result<Principal, ApiError> {
+    if live.key.expires_at.is_some_and(|at| at <= store::now_ms()) {
+        return Err(ApiError::unauthorized("API key has expired"));
+    }
+    let role = Role::parse(&live.key.role)
+        .ok_or_else(|| ApiError::unauthorized("invalid API key role"))?;
+    let creator = super::current_roles(
+        live.creator_platform_role.as_deref(),
+        live.creator_member_role.as_deref(),
+    )
+    .into_iter()
+    .max_by_key(|r| r.rank())
+    .ok_or_else(|| {
+        ApiError::unauthorized("the API key's creator no longer belongs to the organization")
+    })?;
+    let key = live.key;
     Ok(Principal {
-        user_id: row.user_id,
-        org_id: row.org_id,
-        roles: vec![role],
-        credential: Credential::ApiKey { id: row.id },
+        user_id: key.user_id,
+        org_id: key.org_id,
+        roles: vec![role.weaker(creator)],
+        credential: Credential::ApiKey { id: key.id },
     })
 }

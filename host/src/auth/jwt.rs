@@ -15,6 +15,10 @@ pub struct Claims {
     pub roles: Vec<String>,
     /// Unique token id, for revocation.
     pub jti: String,
+    /// The user's session epoch when issued; a token of an older epoch is
+    /// refused (its user changed their password since).
+    #[serde(default)]
+    pub ep: i64,
     /// Issued at (unix seconds).
     pub iat: i64,
     /// Expiry (unix seconds).
@@ -60,12 +64,13 @@ impl JwtKeys {
         }
     }
 
-    /// Issue a token; returns it with its claims.
+    /// Issue a token under the user's session `epoch`; returns it with its claims.
     pub fn issue(
         &self,
         user_id: &str,
         org_id: &str,
         roles: Vec<String>,
+        epoch: i64,
     ) -> Result<(String, Claims), TokenError> {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
@@ -73,6 +78,7 @@ impl JwtKeys {
             org: org_id.to_string(),
             roles,
             jti: uuid::Uuid::new_v4().to_string(),
+            ep: epoch,
             iat: now,
             exp: now + self.ttl_secs,
             iss: "vel".into(),
@@ -100,10 +106,11 @@ mod tests {
     #[test]
     fn issue_and_verify() {
         let keys = JwtKeys::new(&[1; 32], 3600);
-        let (token, claims) = keys.issue("u", "o", vec!["viewer".into()]).unwrap();
+        let (token, claims) = keys.issue("u", "o", vec!["viewer".into()], 3).unwrap();
         let back = keys.verify(&token).unwrap();
         assert_eq!(back.jti, claims.jti);
         assert_eq!(back.roles, vec!["viewer".to_string()]);
+        assert_eq!(back.ep, 3);
         let other = JwtKeys::new(&[2; 32], 3600);
         assert!(other.verify(&token).is_err());
         assert!(keys.verify("not.a.token").is_err());

@@ -73,6 +73,32 @@ impl Role {
     pub fn is_org_role(self) -> bool {
         self != Role::Admin
     }
+
+    /// The less powerful of two roles: what a credential may do when it
+    /// carries one role and its holder now has the other.
+    pub fn weaker(self, other: Role) -> Role {
+        if self.rank() <= other.rank() {
+            self
+        } else {
+            other
+        }
+    }
+}
+
+/// The roles a user holds in an organization now: `admin` for a platform
+/// admin, then their membership role. Empty when they hold neither, which
+/// ends whatever credential they present there.
+pub fn current_roles(platform_role: Option<&str>, member_role: Option<&str>) -> Vec<Role> {
+    let mut roles = Vec::with_capacity(2);
+    if platform_role == Some(Role::Admin.as_str()) {
+        roles.push(Role::Admin);
+    }
+    roles.extend(
+        member_role
+            .and_then(Role::parse)
+            .filter(|r| r.is_org_role()),
+    );
+    roles
 }
 
 /// How the caller authenticated.
@@ -138,16 +164,43 @@ impl Principal {
             Err(ApiError::forbidden("requires the admin role"))
         }
     }
-
-    /// Role names for a token's claims.
-    pub fn role_names(&self) -> Vec<String> {
-        self.roles.iter().map(|r| r.as_str().to_string()).collect()
-    }
 }
 
-/// Parse stored role names, dropping any that are unknown.
-pub fn parse_roles(names: &[String]) -> Vec<Role> {
-    names.iter().filter_map(|n| Role::parse(n)).collect()
+/// Checks a well-signed token against the database: not revoked, issued
+/// under the user's current session epoch, and its user still holds a role
+/// in the token's organization. The roles are the current ones, not the
+/// token's: a demotion takes effect at once.
+async fn verify_token(
+    state: &AppState,
+    claims: &jwt::Claims,
+) -> Result<verified::TokenHolder, ApiError> {
+    // The tenant is the token's claim, not yet trusted: a platform read.
+    let mut tx = state.db.platform_read().await?;
+    let revoked = store::tokens::is_revoked(&mut tx, &claims.jti).await?;
+    let standing = store::users::standing(&mut tx, &claims.sub, &claims.org).await?;
+    tx.commit().await?;
+    if revoked {
+        return Err(ApiError::unauthorized("token has been revoked"));
+    }
+    let standing = standing.ok_or_else(|| ApiError::unauthorized("user no longer exists"))?;
+    if standing.session_epoch != claims.ep {
+        return Err(ApiError::unauthorized(
+            "the session ended (password changed); log in again",
+        ));
+    }
+    let roles = current_roles(
+        standing.platform_role.as_deref(),
+        standing.member_role.as_deref(),
+    );
+    if roles.is_empty() {
+        return Err(ApiError::unauthorized(
+            "no longer a member of the organization",
+        ));
+    }
+    Ok(verified::TokenHolder {
+        user_id: claims.sub.clone(),
+        roles,
+    })
 }
 
 impl FromRequestParts<AppState> for Principal {
@@ -177,20 +230,15 @@ impl FromRequestParts<AppState> for Principal {
             .jwt
             .verify(token)
             .map_err(|_| ApiError::unauthorized("invalid or expired token"))?;
-        state
+        let holder = state
             .verified
             .tokens
-            .get_or_load(&claims.jti, async || {
-                if store::tokens::is_revoked(state.db.pool(), &claims.jti).await? {
-                    return Err(ApiError::unauthorized("token has been revoked"));
-                }
-                Ok(())
-            })
+            .get_or_load(&claims.jti, async || verify_token(state, &claims).await)
             .await?;
         Ok(Principal {
             user_id: claims.sub,
             org_id: claims.org,
-            roles: parse_roles(&claims.roles),
+            roles: holder.roles,
             credential: Credential::Token {
                 jti: claims.jti,
                 exp: claims.exp,

@@ -64,7 +64,59 @@ pub fn check_strength(password: &str) -> Result<(), String> {
     if !(lower && upper && digit) {
         return Err("must contain a lower-case letter, an upper-case letter and a digit".into());
     }
+    if is_common(password) {
+        return Err("is too common (a well-known password with digits or symbols added)".into());
+    }
     Ok(())
+}
+
+/// The words of [`common_passwords.txt`](common_passwords.txt).
+static COMMON_WORDS: std::sync::LazyLock<std::collections::HashSet<&'static str>> =
+    std::sync::LazyLock::new(|| {
+        include_str!("common_passwords.txt")
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect()
+    });
+
+/// Whether the password is a common word dressed up: lower-cased, without
+/// the digits and symbols around it, read with the usual letter
+/// substitutions (`@` for a, `0` for o …), or with its digits and symbols
+/// dropped. `Password1234`, `P@ssw0rd2024!` and `1qaz2wsx3edc` are.
+fn is_common(password: &str) -> bool {
+    let lower = password.to_lowercase();
+    let core = lower.trim_matches(|c: char| !c.is_alphabetic());
+    let unleet: String = core
+        .chars()
+        .map(|c| match c {
+            '@' | '4' => 'a',
+            '0' => 'o',
+            '1' | '!' => 'i',
+            '3' => 'e',
+            '5' | '$' => 's',
+            '7' => 't',
+            other => other,
+        })
+        .collect();
+    let letters: String = core.chars().filter(|c| c.is_alphabetic()).collect();
+    let words = &*COMMON_WORDS;
+    [core, unleet.as_str(), letters.as_str()]
+        .iter()
+        .any(|form| words.contains(form) || is_repeated_word(form, words))
+}
+
+/// `passwordpassword`, `qwertyqwerty`: a common word said twice or more.
+fn is_repeated_word(form: &str, words: &std::collections::HashSet<&'static str>) -> bool {
+    (1..=form.len() / 2).any(|n| {
+        form.len().is_multiple_of(n)
+            && form.is_char_boundary(n)
+            && words.contains(&form[..n])
+            && form
+                .as_bytes()
+                .chunks(n)
+                .all(|c| c == &form.as_bytes()[..n])
+    })
 }
 
 /// Email shape: `local@domain`, no whitespace, at most 160 characters.
@@ -99,6 +151,31 @@ mod tests {
         assert!(check_strength("GoodPassword123").is_ok());
         assert!(check_strength(&format!("Aa1{}", "x".repeat(70))).is_err());
         assert!(check_strength(&generate()).is_ok());
+    }
+
+    #[test]
+    fn common_passwords_are_refused() {
+        for common in [
+            "Password1234",
+            "P@ssw0rd2024!",
+            "Welcome12345",
+            "Qwerty123456",
+            "1Qaz2wsx3edc",
+            "Iloveyou2024",
+            "Summer2024!!",
+            "PasswordPassword1",
+            "Trustno11234",
+        ] {
+            assert!(check_strength(common).is_err(), "{common} was accepted");
+        }
+        for fine in [
+            "UserPassw0rd12",
+            "AdminPassw0rd1",
+            "GoodPassword123",
+            "Correct7HorseBattery",
+        ] {
+            assert!(check_strength(fine).is_ok(), "{fine} was refused");
+        }
     }
 
     #[test]

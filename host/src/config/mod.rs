@@ -60,8 +60,15 @@ pub struct Config {
     pub argon2_iterations: u32,
     /// Argon2id lanes (`VEL_ARGON2_PARALLELISM`).
     pub argon2_parallelism: u32,
-    /// Take the client IP from `X-Forwarded-For` / `Fly-Client-IP` (`VEL_TRUST_PROXY_HEADERS`).
+    /// Take the client IP from a proxy's header (`VEL_TRUST_PROXY_HEADERS`).
     pub trust_proxy_headers: bool,
+    /// That header, lower case (`VEL_CLIENT_IP_HEADER`): `x-forwarded-for`
+    /// (read with [`Config::trusted_proxy_hops`]) or a header the proxy sets
+    /// to the client's address alone, such as Fly's `fly-client-ip`.
+    pub client_ip_header: String,
+    /// How many proxies in front of vel append to `X-Forwarded-For`: the
+    /// client is the entry this many from the right (`VEL_TRUSTED_PROXY_HOPS`).
+    pub trusted_proxy_hops: u32,
     /// Timeout of each health check in milliseconds (`VEL_HEALTH_TIMEOUT_MS`).
     pub health_timeout_ms: u64,
     /// Directory of the plugin runtime's compiled-component cache
@@ -148,6 +155,8 @@ struct FileConfig {
     argon2_iterations: Option<u32>,
     argon2_parallelism: Option<u32>,
     trust_proxy_headers: Option<bool>,
+    trusted_proxy_hops: Option<u32>,
+    client_ip_header: Option<String>,
     health_timeout_ms: Option<u64>,
     plugin_cache_dir: Option<String>,
     log: Option<String>,
@@ -271,6 +280,13 @@ impl Config {
                 file.trust_proxy_headers,
                 false,
             )?,
+            trusted_proxy_hops: src.get("VEL_TRUSTED_PROXY_HOPS", file.trusted_proxy_hops, 1)?,
+            client_ip_header: src
+                .get_opt("VEL_CLIENT_IP_HEADER", file.client_ip_header)
+                .map_or_else(
+                    || "x-forwarded-for".to_string(),
+                    |h| h.trim().to_ascii_lowercase(),
+                ),
             health_timeout_ms: src.get("VEL_HEALTH_TIMEOUT_MS", file.health_timeout_ms, 500)?,
             plugin_cache_dir: src
                 .get_opt("VEL_PLUGIN_CACHE_DIR", file.plugin_cache_dir)
@@ -385,6 +401,20 @@ impl Config {
                 "VEL_TASK_LEASE_MS",
                 self.tasks.lease_ms.to_string(),
                 "must be at least 500",
+            ));
+        }
+        if axum::http::HeaderName::from_bytes(self.client_ip_header.as_bytes()).is_err() {
+            return Err(bad(
+                "VEL_CLIENT_IP_HEADER",
+                self.client_ip_header.clone(),
+                "must be an HTTP header name",
+            ));
+        }
+        if !(1..=10).contains(&self.trusted_proxy_hops) {
+            return Err(bad(
+                "VEL_TRUSTED_PROXY_HOPS",
+                self.trusted_proxy_hops.to_string(),
+                "must be between 1 and 10",
             ));
         }
         if self.login_attempts_per_minute == 0 {

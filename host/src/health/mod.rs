@@ -16,6 +16,8 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::api::error::ApiError;
+use crate::auth::Principal;
 use crate::state::AppState;
 
 /// One dependency's state.
@@ -31,11 +33,23 @@ pub struct Check {
     pub detail: Option<String>,
 }
 
-/// The health report.
+/// The health report: the status and the names of failing checks for
+/// everyone, the details for platform admins only (they describe every
+/// tenant's integrations together).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
     /// `healthy` or `unhealthy`.
     pub status: String,
+    /// Names of failing checks (empty when healthy).
+    pub failing: Vec<String>,
+    /// The rest, for platform admins.
+    #[serde(flatten)]
+    pub details: Option<HealthDetails>,
+}
+
+/// What a platform admin sees beyond the status.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthDetails {
     /// Server version.
     pub version: String,
     /// Seconds since start.
@@ -44,8 +58,6 @@ pub struct Health {
     pub database_backend: String,
     /// Per-dependency results.
     pub checks: BTreeMap<String, Check>,
-    /// Names of failing checks (empty when healthy).
-    pub failing: Vec<String>,
 }
 
 async fn timed<F, E>(timeout: Duration, fut: F) -> Check
@@ -100,10 +112,14 @@ async fn providers_check(db: &crate::store::Db, timeout: Duration) -> Check {
     }
 }
 
-/// Report the server's health (no authentication).
+/// Report the server's health: no authentication needed for the status;
+/// a platform admin's credential adds the checks and their details.
 #[utoipa::path(get, path = "/api/health", tag = "system",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
-pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+pub async fn health(
+    State(state): State<AppState>,
+    caller: Result<Principal, ApiError>,
+) -> (StatusCode, Json<Health>) {
     let timeout = Duration::from_millis(state.config.health_timeout_ms);
     let db = state.db.clone();
     let database = timed(timeout, async move { db.ping().await.map(|()| None) });
@@ -121,13 +137,16 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
         .map(|(k, _)| k.clone())
         .collect();
     let healthy = failing.is_empty();
+    let admin = caller.is_ok_and(|p| p.is_platform_admin());
     let body = Health {
         status: if healthy { "healthy" } else { "unhealthy" }.into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        uptime_seconds: state.started.elapsed().as_secs(),
-        database_backend: state.db.backend().name().into(),
-        checks,
         failing,
+        details: admin.then(|| HealthDetails {
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_seconds: state.started.elapsed().as_secs(),
+            database_backend: state.db.backend().name().into(),
+            checks,
+        }),
     };
     let code = if healthy {
         StatusCode::OK

@@ -21,7 +21,7 @@ use sqlx::AnyConnection;
 use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, broadcast};
 
-use crate::store::Backend;
+use crate::store::{Backend, Tx};
 
 /// PostgreSQL channel for "task `payload` has new events" (the trigger on
 /// `task_events` names it too).
@@ -35,7 +35,10 @@ const CANCEL_CHANNEL: &str = "vel_task_cancel";
 const CATALOG_CHANNEL: &str = "vel_catalog";
 /// PostgreSQL channel for "API key `payload` was revoked".
 const KEY_CHANNEL: &str = "vel_key_revoked";
+/// PostgreSQL channel for "access token `payload` was revoked".
 const TOKEN_CHANNEL: &str = "vel_token_revoked";
+/// PostgreSQL channel for "user `payload` changed roles, memberships or password".
+const USER_CHANNEL: &str = "vel_user_changed";
 /// PostgreSQL channel for "the plugin registry changed".
 const PLUGINS_CHANNEL: &str = "vel_plugins";
 
@@ -52,6 +55,9 @@ pub enum Signal {
     KeyRevoked(String),
     /// An access token was revoked (logout, refresh); the token id.
     TokenRevoked(String),
+    /// A user's role or membership changed, or their sessions ended: every
+    /// credential they hold must be verified again. The user id.
+    UserChanged(String),
     /// A plugin was activated, rolled back, disabled or deleted.
     PluginsChanged,
 }
@@ -104,6 +110,7 @@ impl Signals {
                 Signal::CatalogChanged(org_id) => (CATALOG_CHANNEL, org_id.as_str()),
                 Signal::KeyRevoked(id) => (KEY_CHANNEL, id.as_str()),
                 Signal::TokenRevoked(jti) => (TOKEN_CHANNEL, jti.as_str()),
+                Signal::UserChanged(user_id) => (USER_CHANNEL, user_id.as_str()),
                 Signal::PluginsChanged => (PLUGINS_CHANNEL, ""),
             };
             sqlx::query("SELECT pg_notify($1, $2)")
@@ -112,6 +119,16 @@ impl Signals {
                 .execute(conn)
                 .await?;
         }
+        Ok(())
+    }
+
+    /// Commit `tx` announcing `signal`: notified inside the transaction
+    /// (other instances hear it on commit), published here once committed.
+    /// Callers drop their own instance's cached state right after.
+    pub async fn commit_with(&self, mut tx: Tx, signal: Signal) -> Result<(), sqlx::Error> {
+        self.notify(&mut tx, &signal).await?;
+        tx.commit().await?;
+        self.publish(signal);
         Ok(())
     }
 
@@ -155,6 +172,7 @@ impl Signals {
                 CATALOG_CHANNEL,
                 KEY_CHANNEL,
                 TOKEN_CHANNEL,
+                USER_CHANNEL,
                 PLUGINS_CHANNEL,
             ])
             .await?;
@@ -174,6 +192,7 @@ impl Signals {
                 CATALOG_CHANNEL => self.publish(Signal::CatalogChanged(payload)),
                 KEY_CHANNEL => self.publish(Signal::KeyRevoked(payload)),
                 TOKEN_CHANNEL => self.publish(Signal::TokenRevoked(payload)),
+                USER_CHANNEL => self.publish(Signal::UserChanged(payload)),
                 PLUGINS_CHANNEL => self.publish(Signal::PluginsChanged),
                 _ => self.publish_queue(),
             }

@@ -40,6 +40,7 @@ pub async fn ensure_platform_admin(
         name: Some("Platform admin".into()),
         password_hash: hash,
         platform_role: Some("admin".into()),
+        session_epoch: 0,
         created_at: now,
         updated_at: now,
     };

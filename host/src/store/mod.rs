@@ -464,9 +464,29 @@ pub fn to_rfc3339(ms: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// RFC 3339 from the API to unix milliseconds; `None` when malformed.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_round_trips() {
+        assert_eq!(
+            parse_rfc3339(&to_rfc3339(1_700_000_000_123)),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(
+            parse_rfc3339("2025-01-31T12:00:00+01:00"),
+            Some(1_738_321_200_000)
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
 
     #[test]
     fn ids_are_valid_and_ordered_by_creation() {

@@ -5,27 +5,29 @@ use sqlx::{AnyConnection, AnyPool};
 
 use super::now_ms;
 
-/// Revoke a token id until `expires_at` (unix ms). Revoking twice is fine.
+/// Revoke a token id until `expires_at` (unix ms). Revoking twice is
+/// fine; only the first revocation returns true, so of concurrent refreshes
+/// of one token exactly one wins.
 pub async fn revoke(
     conn: &mut AnyConnection,
     jti: &str,
     expires_at: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
         "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING",
     )
     .bind(jti)
     .bind(expires_at)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() > 0)
 }
 
 /// Whether a token id has been revoked.
-pub async fn is_revoked(pool: &AnyPool, jti: &str) -> Result<bool, sqlx::Error> {
+pub async fn is_revoked(conn: &mut AnyConnection, jti: &str) -> Result<bool, sqlx::Error> {
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM revoked_tokens WHERE jti = $1")
         .bind(jti)
-        .fetch_one(pool)
+        .fetch_one(conn)
         .await?;
     Ok(n > 0)
 }

@@ -17,13 +17,17 @@ pub struct User {
     pub password_hash: String,
     /// `Some("admin")` for platform admins.
     pub platform_role: Option<String>,
+    /// Access tokens issued under another epoch are refused: bumping it
+    /// ends every session of the user.
+    pub session_epoch: i64,
     /// Unix ms.
     pub created_at: i64,
     /// Unix ms.
     pub updated_at: i64,
 }
 
-const COLUMNS: &str = "id, email, name, password_hash, platform_role, created_at, updated_at";
+const COLUMNS: &str =
+    "id, email, name, password_hash, platform_role, session_epoch, created_at, updated_at";
 
 /// Insert a user.
 pub async fn insert(conn: &mut AnyConnection, user: &User) -> Result<(), sqlx::Error> {
@@ -104,7 +108,7 @@ pub async fn page(
                     .fetch_one(&mut *conn)
                     .await?;
             let rows = sqlx::query_as(
-                "SELECT u.id, u.email, u.name, u.password_hash, u.platform_role, u.created_at, u.updated_at \
+                "SELECT u.id, u.email, u.name, u.password_hash, u.platform_role, u.session_epoch, u.created_at, u.updated_at \
                  FROM users u JOIN memberships m ON m.user_id = u.id WHERE m.org_id = $1 \
                  ORDER BY u.email LIMIT $2 OFFSET $3",
             )
@@ -129,4 +133,46 @@ pub async fn page(
             Ok((rows, total))
         }
     }
+}
+
+/// End every session of the user (a password change): bumps the session
+/// epoch, so tokens issued before are refused on every instance. Returns
+/// the new epoch, for the token issued to the caller.
+pub async fn end_sessions(conn: &mut AnyConnection, id: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE users SET session_epoch = session_epoch + 1 WHERE id = $1 RETURNING session_epoch",
+    )
+    .bind(id)
+    .fetch_one(conn)
+    .await
+}
+
+/// What a user may do in one organization right now: read for every
+/// credential it presents (cached briefly, see `auth::verified`).
+#[derive(Debug, Clone, FromRow)]
+pub struct Standing {
+    /// `Some("admin")` for platform admins.
+    pub platform_role: Option<String>,
+    /// The user's role in the organization; `None` when not a member.
+    pub member_role: Option<String>,
+    /// The user's current session epoch.
+    pub session_epoch: i64,
+}
+
+/// The user's standing in `org_id`; `None` when the user no longer exists.
+/// Reads across tenants (a platform transaction): the credential is not
+/// trusted yet.
+pub async fn standing(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    org_id: &str,
+) -> Result<Option<Standing>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT u.platform_role, m.role AS member_role, u.session_epoch FROM users u \
+         LEFT JOIN memberships m ON m.user_id = u.id AND m.org_id = $2 WHERE u.id = $1",
+    )
+    .bind(user_id)
+    .bind(org_id)
+    .fetch_optional(conn)
+    .await
 }

@@ -15,7 +15,7 @@ use crate::audit;
 use crate::auth::{Principal, Role, api_keys};
 use crate::orchestrator::signals::Signal;
 use crate::state::AppState;
-use crate::store::{self, api_keys::ApiKeyRow, new_id, now_ms, to_rfc3339};
+use crate::store::{self, api_keys::ApiKeyRow, new_id, now_ms, parse_rfc3339, to_rfc3339};
 
 /// A new key.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -24,8 +24,12 @@ pub struct CreateApiKey {
     /// Label (1–100 chars).
     pub name: String,
     /// Role the key carries; at most the caller's (default: the caller's organization role).
+    /// The key never acts above its creator's current role.
     #[serde(default)]
     pub role: Option<Role>,
+    /// RFC 3339 time after which the key is refused (default: no expiry).
+    #[serde(default)]
+    pub expires_at: Option<String>,
 }
 
 /// A key as listed (never the key itself).
@@ -47,6 +51,10 @@ pub struct ApiKeyView {
     pub last_used_at: Option<String>,
     /// RFC 3339, when revoked.
     pub revoked_at: Option<String>,
+    /// Why it was revoked: `revoked` (by an org_admin) or `creator_removed`.
+    pub revoked_reason: Option<String>,
+    /// RFC 3339 expiry, if any.
+    pub expires_at: Option<String>,
 }
 
 impl From<&ApiKeyRow> for ApiKeyView {
@@ -60,6 +68,8 @@ impl From<&ApiKeyRow> for ApiKeyView {
             created_at: to_rfc3339(r.created_at),
             last_used_at: r.last_used_at.map(to_rfc3339),
             revoked_at: r.revoked_at.map(to_rfc3339),
+            revoked_reason: r.revoked_reason.clone(),
+            expires_at: r.expires_at.map(to_rfc3339),
         }
     }
 }
@@ -106,6 +116,15 @@ pub async fn create(
         "role",
         "cannot exceed the caller's own role",
     );
+    let now = now_ms();
+    let expires_at = match req.expires_at.as_deref().map(parse_rfc3339) {
+        None => None,
+        Some(Some(at)) if at > now => Some(at),
+        Some(_) => {
+            errors.add("expires_at", "must be an RFC 3339 time in the future");
+            None
+        }
+    };
     errors.finish()?;
     let (key, digest) = api_keys::generate();
     let row = ApiKeyRow {
@@ -115,9 +134,11 @@ pub async fn create(
         name: req.name.trim().to_string(),
         role: role.as_str().to_string(),
         prefix: api_keys::display_prefix(&key),
-        created_at: now_ms(),
+        created_at: now,
         last_used_at: None,
         revoked_at: None,
+        expires_at,
+        revoked_reason: None,
     };
     let mut tx = state.db.tenant(&p.org_id).await?;
     store::api_keys::insert(&mut tx, &row, &digest).await?;
@@ -126,7 +147,8 @@ pub async fn create(
         &p,
         &client,
         "api_key_created",
-        json!({ "api_key_id": row.id, "name": row.name, "role": row.role, "prefix": row.prefix }),
+        json!({ "api_key_id": row.id, "name": row.name, "role": row.role, "prefix": row.prefix,
+                "expires_at": row.expires_at.map(to_rfc3339) }),
     )
     .await?;
     tx.commit().await?;
@@ -175,13 +197,13 @@ pub async fn revoke(
         &p,
         &client,
         "api_key_revoked",
-        json!({ "api_key_id": id }),
+        json!({ "api_key_id": id, "reason": store::api_keys::reason::REVOKED }),
     )
     .await?;
-    let signal = Signal::KeyRevoked(id.clone());
-    state.signals.notify(&mut tx, &signal).await?;
-    tx.commit().await?;
+    state
+        .signals
+        .commit_with(tx, Signal::KeyRevoked(id.clone()))
+        .await?;
     state.verified.forget_key(&id);
-    state.signals.publish(signal);
     Ok(StatusCode::NO_CONTENT)
 }

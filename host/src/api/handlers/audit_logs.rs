@@ -72,14 +72,12 @@ fn parse_time(field: &str, value: &Option<String>) -> Result<Option<i64>, ApiErr
     value
         .as_deref()
         .map(|v| {
-            chrono::DateTime::parse_from_rfc3339(v)
-                .map(|t| t.timestamp_millis())
-                .map_err(|_| {
-                    ApiError::invalid_field(
-                        field,
-                        "must be an RFC 3339 time, e.g. 2025-01-31T12:00:00Z",
-                    )
-                })
+            store::parse_rfc3339(v).ok_or_else(|| {
+                ApiError::invalid_field(
+                    field,
+                    "must be an RFC 3339 time, e.g. 2025-01-31T12:00:00Z",
+                )
+            })
         })
         .transpose()
 }

@@ -46,27 +46,46 @@ pub struct TokenResponse {
     pub user: UserView,
 }
 
-/// The sliding window login attempts are counted over.
+/// The sliding window password attempts are counted over.
 const WINDOW_MS: i64 = 60_000;
 
-/// Count an attempt against the IP and the email; 429 when either is over the limit.
-async fn check_login_rate(state: &AppState, ip: Option<&str>, email: &str) -> Result<(), ApiError> {
+/// How many times the per-address limit one email may be tried from every
+/// address together: guessing spread over many addresses stays bounded,
+/// while a flood from one address does not lock the owner out of theirs.
+const EMAIL_LIMIT_FACTOR: i64 = 10;
+
+/// Count a password attempt (a login, or a password check before changing
+/// credentials) against the client's address, the (email, address) pair
+/// and the email; 429 with `Retry-After` when any is over its limit.
+pub(crate) async fn check_password_attempts(
+    state: &AppState,
+    ip: Option<&str>,
+    email: &str,
+) -> Result<(), ApiError> {
     let now = now_ms();
     let limit = i64::from(state.config.login_attempts_per_minute);
     let pool = state.db.pool();
-    let ip_bucket = format!("login:ip:{}", ip.unwrap_or("unknown"));
-    let by_ip = store::rate_limits::hit(pool, &ip_bucket, now, WINDOW_MS).await?;
-    let by_email =
-        store::rate_limits::hit(pool, &format!("login:email:{email}"), now, WINDOW_MS).await?;
-    let over: Vec<_> = [by_ip, by_email]
-        .into_iter()
-        .filter(|w| w.hits > limit)
-        .collect();
-    if let Some(oldest) = over.iter().map(|w| w.oldest).min() {
+    let ip = ip.unwrap_or("unknown");
+    let buckets = [
+        (format!("login:ip:{ip}"), limit),
+        (format!("login:pair:{email}|{ip}"), limit),
+        (
+            format!("login:email:{email}"),
+            limit.saturating_mul(EMAIL_LIMIT_FACTOR),
+        ),
+    ];
+    let mut oldest_over = None::<i64>;
+    for (bucket, max) in &buckets {
+        let window = store::rate_limits::hit(pool, bucket, now, WINDOW_MS).await?;
+        if window.hits > *max {
+            oldest_over = Some(oldest_over.map_or(window.oldest, |o| o.min(window.oldest)));
+        }
+    }
+    if let Some(oldest) = oldest_over {
         let retry_ms = (oldest + WINDOW_MS - now).max(1);
         let retry_secs = u64::try_from((retry_ms + 999) / 1000).unwrap_or(60);
         return Err(ApiError::too_many_requests(
-            format!("too many login attempts; at most {limit} per minute"),
+            format!("too many password attempts; at most {limit} per minute"),
             retry_secs,
         ));
     }
@@ -116,7 +135,9 @@ async fn roles_for(
     }
 }
 
-fn token_response(
+/// A fresh token for `user` acting in `org_id` with `roles`, under the
+/// user's current session epoch.
+pub(crate) fn token_response(
     state: &AppState,
     user: &store::users::User,
     org_id: String,
@@ -125,7 +146,7 @@ fn token_response(
     let names = roles.iter().map(|r| r.as_str().to_string()).collect();
     let (token, claims) = state
         .jwt
-        .issue(&user.id, &org_id, names)
+        .issue(&user.id, &org_id, names, user.session_epoch)
         .map_err(ApiError::internal)?;
     Ok(TokenResponse {
         token,
@@ -159,7 +180,7 @@ pub async fn login(
             "must be 1 to 1024 bytes",
         ));
     }
-    check_login_rate(&state, client.ip.as_deref(), &email).await?;
+    check_password_attempts(&state, client.ip.as_deref(), &email).await?;
 
     let user = {
         let mut conn = state.db.pool().acquire().await?;
@@ -198,7 +219,9 @@ pub async fn login(
     Ok(Json(token_response(&state, &user, org_id, roles)?))
 }
 
-/// Trade a valid token for a fresh one (roles re-read); the old one is revoked.
+/// Trade a valid token for a fresh one (roles re-read); the old one is
+/// revoked first, so a token is refreshed once: of concurrent refreshes one
+/// gets a token and the others 401.
 #[utoipa::path(post, path = "/api/auth/refresh", tag = "auth",
     responses((status = 200, body = TokenResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -222,6 +245,9 @@ pub async fn refresh(
     let (org_id, roles) = roles_for(&mut tx, &user, Some(&principal.org_id))
         .await
         .map_err(|_| ApiError::unauthorized("no longer a member of the organization"))?;
+    if !store::tokens::revoke(&mut tx, jti, exp * 1000).await? {
+        return Err(ApiError::unauthorized("token has been revoked"));
+    }
     audit::record_for(
         &mut tx,
         Some(&org_id),
@@ -231,9 +257,12 @@ pub async fn refresh(
         json!({}),
     )
     .await?;
-    tx.commit().await?;
     let response = token_response(&state, &user, org_id, roles)?;
-    revoke_token(&state, jti, *exp).await?;
+    state
+        .signals
+        .commit_with(tx, Signal::TokenRevoked(jti.clone()))
+        .await?;
+    state.verified.forget_token(jti);
     Ok(Json(response))
 }
 
@@ -242,11 +271,11 @@ pub async fn refresh(
 async fn revoke_token(state: &AppState, jti: &str, exp: i64) -> Result<(), ApiError> {
     let mut tx = state.db.platform().await?;
     store::tokens::revoke(&mut tx, jti, exp * 1000).await?;
-    let signal = Signal::TokenRevoked(jti.to_string());
-    state.signals.notify(&mut tx, &signal).await?;
-    tx.commit().await?;
+    state
+        .signals
+        .commit_with(tx, Signal::TokenRevoked(jti.to_string()))
+        .await?;
     state.verified.forget_token(jti);
-    state.signals.publish(signal);
     Ok(())
 }
 

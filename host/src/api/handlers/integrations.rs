@@ -485,13 +485,11 @@ pub async fn delete(
 /// this one at once, the others on the signal sent with the commit.
 pub(crate) async fn commit_change(
     state: &AppState,
-    mut tx: store::Tx,
+    tx: store::Tx,
     org_id: &str,
 ) -> Result<(), ApiError> {
     let signal = Signal::CatalogChanged(org_id.to_string());
-    state.signals.notify(&mut tx, &signal).await?;
-    tx.commit().await?;
+    state.signals.commit_with(tx, signal).await?;
     state.dispatcher.forget_catalog(org_id);
-    state.signals.publish(signal);
     Ok(())
 }

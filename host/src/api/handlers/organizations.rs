@@ -12,7 +12,7 @@ use crate::api::error::{ApiError, ErrorBody, FieldErrors};
 use crate::api::extract::{ApiJson, ClientInfo};
 use crate::api::handlers::check_text;
 use crate::audit;
-use crate::auth::{Principal, Role};
+use crate::auth::{Principal, Role, verified};
 use crate::state::AppState;
 use crate::store::{self, Tx, to_rfc3339};
 
@@ -311,19 +311,27 @@ pub async fn set_role(
         ));
     }
     store::organizations::set_role(&mut tx, &id, &user_id, req.role.as_str()).await?;
+    // The member's keys that carry a stronger role now act with the new one.
+    let limited_keys: Vec<String> = store::api_keys::live_of_creator(&mut tx, &id, &user_id)
+        .await?
+        .into_iter()
+        .filter(|k| Role::parse(&k.role).is_some_and(|r| r.weaker(req.role) != r))
+        .map(|k| k.id)
+        .collect();
     audit::record_for(
         &mut tx,
         Some(&id),
         Some(&p.user_id),
         &client,
         "member_role_changed",
-        json!({ "user_id": user_id, "from": current.role, "to": req.role }),
+        json!({ "user_id": user_id, "from": current.role, "to": req.role,
+                "limited_api_key_ids": limited_keys }),
     )
     .await?;
     let member = store::organizations::get_member(&mut tx, &id, &user_id)
         .await?
         .ok_or_else(|| ApiError::not_found("member"))?;
-    tx.commit().await?;
+    verified::commit_user_change(&state, tx, &user_id).await?;
     Ok(Json(member.into()))
 }
 
@@ -350,16 +358,29 @@ pub async fn remove_member(
         ));
     }
     store::organizations::remove_member(&mut tx, &id, &user_id).await?;
+    let reason = store::api_keys::reason::CREATOR_REMOVED;
+    let revoked = store::api_keys::revoke_of_creator(&mut tx, &id, &user_id, reason).await?;
     audit::record_for(
         &mut tx,
         Some(&id),
         Some(&p.user_id),
         &client,
         "member_removed",
-        json!({ "user_id": user_id }),
+        json!({ "user_id": user_id, "revoked_api_key_ids": revoked }),
     )
     .await?;
-    tx.commit().await?;
+    for key_id in &revoked {
+        audit::record_for(
+            &mut tx,
+            Some(&id),
+            Some(&p.user_id),
+            &client,
+            "api_key_revoked",
+            json!({ "api_key_id": key_id, "reason": reason, "user_id": user_id }),
+        )
+        .await?;
+    }
+    verified::commit_user_change(&state, tx, &user_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

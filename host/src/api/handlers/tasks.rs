@@ -552,14 +552,12 @@ fn parse_time(field: &str, value: &Option<String>) -> Result<Option<i64>, ApiErr
     value
         .as_deref()
         .map(|v| {
-            chrono::DateTime::parse_from_rfc3339(v)
-                .map(|t| t.timestamp_millis())
-                .map_err(|_| {
-                    ApiError::bad_request(
-                        "invalid_query",
-                        format!("`{field}` must be an RFC 3339 time"),
-                    )
-                })
+            store::parse_rfc3339(v).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("`{field}` must be an RFC 3339 time"),
+                )
+            })
         })
         .transpose()
 }

@@ -9,10 +9,11 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::api::error::{ApiError, ErrorBody, FieldErrors};
 use crate::api::extract::{ApiJson, ApiQuery, ClientInfo};
+use crate::api::handlers::auth::{TokenResponse, check_password_attempts, token_response};
 use crate::api::pagination;
 use crate::audit;
 use crate::auth::password::{check_strength, is_valid_email};
-use crate::auth::{Principal, Role};
+use crate::auth::{Credential, Principal, Role, verified};
 use crate::state::AppState;
 use crate::store::{self, new_id, now_ms, to_rfc3339, users::User};
 
@@ -84,6 +85,18 @@ pub struct UpdateMe {
     pub current_password: Option<String>,
 }
 
+/// The updated profile; after a password change, a fresh session for the
+/// caller (every earlier token of the user, the caller's included, has ended).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UpdatedMe {
+    /// The profile.
+    #[serde(flatten)]
+    pub user: UserView,
+    /// A new access token, present when the password changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<TokenResponse>,
+}
+
 /// A new user, created as a member of an organization.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -149,16 +162,20 @@ pub async fn me(State(state): State<AppState>, p: Principal) -> Result<Json<User
     Ok(Json(UserView::new(&user, &p.org_id, &p.roles)))
 }
 
-/// Update the caller's email, name or password.
+/// Update the caller's email, name or password. Email and password change
+/// only with an access token and the current password (attempts counted as
+/// logins); a password change ends every session of the user on every
+/// instance and answers with a fresh one.
 #[utoipa::path(put, path = "/api/users/me", tag = "users", request_body = UpdateMe,
-    responses((status = 200, body = UserView), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody),
-              (status = 422, body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, body = UpdatedMe), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn update_me(
     State(state): State<AppState>,
     p: Principal,
     client: ClientInfo,
     ApiJson(req): ApiJson<UpdateMe>,
-) -> Result<Json<UserView>, ApiError> {
+) -> Result<Json<UpdatedMe>, ApiError> {
     let mut errors = FieldErrors::new();
     if let Some(email) = &req.email {
         errors.check(
@@ -180,6 +197,11 @@ pub async fn update_me(
         errors.add("password", &msg);
     }
     let sensitive = req.email.is_some() || req.password.is_some();
+    if sensitive && matches!(p.credential, Credential::ApiKey { .. }) {
+        return Err(ApiError::forbidden(
+            "email and password change only with an access token (log in), not an API key",
+        ));
+    }
     errors.check(
         !sensitive || req.current_password.is_some(),
         "current_password",
@@ -193,6 +215,7 @@ pub async fn update_me(
         .ok_or_else(|| ApiError::not_found("user"))?;
     drop(conn);
     if let Some(current) = req.current_password {
+        check_password_attempts(&state, client.ip.as_deref(), &user.email).await?;
         let hasher = state.passwords.clone();
         let phc = user.password_hash.clone();
         let ok = tokio::task::spawn_blocking(move || hasher.verify(&current, &phc))
@@ -211,6 +234,7 @@ pub async fn update_me(
         user.name = Some(name.trim().to_string()).filter(|n| !n.is_empty());
         changed.push("name");
     }
+    let password_changed = req.password.is_some();
     if let Some(pw) = req.password {
         user.password_hash = hash_password(&state, pw).await?;
         changed.push("password");
@@ -224,12 +248,23 @@ pub async fn update_me(
         &p,
         &client,
         "user_updated",
-        json!({ "fields": changed }),
+        json!({ "fields": changed, "sessions_ended": password_changed }),
     )
     .await?;
-    tx.commit().await?;
     user.updated_at = now_ms();
-    Ok(Json(UserView::new(&user, &p.org_id, &p.roles)))
+    let session = if password_changed {
+        user.session_epoch = store::users::end_sessions(&mut tx, &user.id).await?;
+        let session = token_response(&state, &user, p.org_id.clone(), p.roles.clone())?;
+        verified::commit_user_change(&state, tx, &user.id).await?;
+        Some(session)
+    } else {
+        tx.commit().await?;
+        None
+    };
+    Ok(Json(UpdatedMe {
+        user: UserView::new(&user, &p.org_id, &p.roles),
+        session,
+    }))
 }
 
 /// Create a user as a member of an organization (org_admin; another organization needs admin).
@@ -278,6 +313,7 @@ pub async fn create(
             .filter(|n| !n.is_empty()),
         password_hash: hash_password(&state, req.password).await?,
         platform_role: None,
+        session_epoch: 0,
         created_at: now,
         updated_at: now,
     };
