@@ -389,12 +389,14 @@ fn check_wasm_target() -> Result<(), String> {
     if let Some(toolchain) = env::var_os("RUSTUP_TOOLCHAIN") {
         rustup.arg("--toolchain").arg(toolchain);
     }
-    println!(
-        "cargo:warning=the Rust target {WASM_TARGET} is not installed; installing it with rustup \
-         for the plugin components"
-    );
+    // Its progress goes to the build's stderr; stdout is cargo's.
+    rustup.stdout(std::process::Stdio::null());
     let installed = rustup.status().is_ok_and(|status| status.success());
     if installed && wasm_target_installed()? {
+        println!(
+            "cargo:warning=the Rust target {WASM_TARGET} was missing; this build installed it \
+             with rustup for the plugin components"
+        );
         return Ok(());
     }
     Err(format!(

@@ -13,6 +13,7 @@ mod auth;
 mod connectivity;
 mod credentials;
 mod edges;
+mod fairness;
 mod gateway;
 mod health;
 mod integrations;

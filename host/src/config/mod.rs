@@ -127,6 +127,9 @@ pub struct TaskConfig {
     pub breaker_cool_down_ms: u64,
     /// Delay before the first retry; it doubles (`VEL_RETRY_BASE_MS`).
     pub retry_base_ms: u64,
+    /// Longest one run of a task or gateway request may take, every attempt,
+    /// retry and fallback included (`VEL_TASK_MAX_RUN_MS`).
+    pub max_run_ms: u64,
     /// Longest a finished gateway request waits for others before the usage
     /// recorder writes them together (`VEL_USAGE_LINGER_MS`); also the most
     /// a crash can lose.
@@ -170,6 +173,7 @@ struct FileConfig {
     sse_keepalive_secs: Option<u64>,
     breaker_cool_down_ms: Option<u64>,
     retry_base_ms: Option<u64>,
+    task_max_run_ms: Option<u64>,
     usage_linger_ms: Option<u64>,
     usage_batch: Option<u32>,
     plugin_max_upload_bytes: Option<usize>,
@@ -323,6 +327,7 @@ impl Config {
                     30_000,
                 )?,
                 retry_base_ms: src.get("VEL_RETRY_BASE_MS", file.retry_base_ms, 100)?,
+                max_run_ms: src.get("VEL_TASK_MAX_RUN_MS", file.task_max_run_ms, 600_000)?,
                 usage_linger_ms: src.get("VEL_USAGE_LINGER_MS", file.usage_linger_ms, 1000)?,
                 usage_batch: src.get("VEL_USAGE_BATCH", file.usage_batch, 2048)?,
             },
@@ -388,6 +393,13 @@ impl Config {
             if value == 0 {
                 return Err(bad(name, "0".into(), "must be at least 1"));
             }
+        }
+        if !(1_000..=86_400_000).contains(&self.tasks.max_run_ms) {
+            return Err(bad(
+                "VEL_TASK_MAX_RUN_MS",
+                self.tasks.max_run_ms.to_string(),
+                "must be between 1000 (a second) and 86400000 (a day)",
+            ));
         }
         if self.tasks.usage_linger_ms > 60_000 {
             return Err(bad(

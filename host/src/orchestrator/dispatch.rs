@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 use vel_runtime::PluginKind;
 use vel_runtime::types::{
-    CompletionRequest, CompletionResponse, Message, Plan, Preference, Priority, ProviderError,
-    RouteError, TaskInfo, TaskType,
+    Attempt as PlannedStep, Candidate, CompletionRequest, CompletionResponse, Message, Plan,
+    Preference, Priority, ProviderError, RouteError, TaskInfo, TaskType,
 };
 
 use super::breaker::BreakerConfig;
@@ -138,7 +138,14 @@ pub struct DispatchConfig {
     pub retry: RetryPolicy,
     /// Breakers.
     pub breaker: BreakerConfig,
+    /// Longest one run may take, every attempt, retry and fallback included.
+    pub max_run: Duration,
 }
+
+/// Most steps of a plan that are tried; a router's plan is cut to this
+/// after its repeated steps are dropped, so a plan cannot hold a worker
+/// (or write attempt rows) without bound.
+pub const MAX_PLAN_STEPS: usize = 16;
 
 /// Plans and runs jobs; one per process, shared.
 #[derive(Debug, Clone)]
@@ -153,6 +160,7 @@ struct Inner {
     keys: Arc<MasterKey>,
     observed: Observed,
     retry: RetryPolicy,
+    max_run: Duration,
     /// Catalogues by organization.
     catalogs: ExpiringCache<Arc<Catalog>>,
 }
@@ -172,6 +180,7 @@ impl Dispatcher {
                 keys,
                 observed: Observed::new(config.breaker),
                 retry: config.retry,
+                max_run: config.max_run,
                 catalogs: ExpiringCache::new(CATALOG_TTL),
             }),
         }
@@ -294,12 +303,24 @@ impl Dispatcher {
         let mut attempts: Vec<Attempt> = Vec::new();
         let mut seq = job.first_attempt_seq;
         let mut last_error: Option<(String, String)> = None;
+        let deadline = tokio::time::Instant::now() + self.inner.max_run;
+        let out_of_time = |attempts: Vec<Attempt>| DispatchError {
+            kind: "deadline_exceeded".into(),
+            message: format!(
+                "the run took longer than its limit of {} s",
+                self.inner.max_run.as_secs_f64()
+            ),
+            attempts,
+        };
         for step in &plan.attempts {
             let Some(target) = catalog.target(&step.provider) else {
                 continue;
             };
             let mut failures = 0u32;
             loop {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(out_of_time(attempts));
+                }
                 seq += 1;
                 let admitted = self
                     .inner
@@ -320,10 +341,17 @@ impl Dispatcher {
                     provider: target.integration.name.clone(),
                     model: step.model.clone(),
                 });
-                let outcome = self
+                let call = self
                     .inner
-                    .call(job, target, &step.model, seq, stream, progress)
-                    .await;
+                    .call(job, target, &step.model, seq, stream, progress);
+                let Ok(outcome) = tokio::time::timeout_at(deadline, call).await else {
+                    // The call in flight was dropped, its upstream connection with it.
+                    self.inner
+                        .observed
+                        .breakers()
+                        .with(target.integration.id.as_str(), |b| b.release_probe());
+                    return Err(out_of_time(attempts));
+                };
                 let attempt = outcome.attempt.clone();
                 report(Progress::AttemptFinished(attempt.clone()));
                 attempts.push(attempt);
@@ -344,6 +372,9 @@ impl Dispatcher {
                 failures += 1;
                 match self.inner.retry.decide(class, failures) {
                     Decision::Retry(delay) => {
+                        if tokio::time::Instant::now() + delay >= deadline {
+                            return Err(out_of_time(attempts));
+                        }
                         tracing::debug!(
                             attempt = seq,
                             delay_ms = delay.as_millis() as u64,
@@ -384,7 +415,7 @@ impl Dispatcher {
         job: &Job,
         org_policy: Option<&str>,
         requested_model: Option<&str>,
-        candidates: &[vel_runtime::types::Candidate],
+        candidates: &[Candidate],
     ) -> Result<(Arc<Deployed>, Plan), DispatchError> {
         let task = TaskInfo {
             id: job.id.clone(),
@@ -434,14 +465,18 @@ impl Dispatcher {
                 .record(&router.stats_key, &call, guest_route_error(&call));
             match call.result {
                 Ok(Ok(mut plan)) => {
-                    plan.attempts.retain(|a| {
-                        candidates
-                            .iter()
-                            .any(|c| c.provider == a.provider && c.model == a.model)
-                    });
+                    let planned = plan.attempts.len();
+                    keep_offered_once(&mut plan.attempts, candidates);
                     if plan.attempts.is_empty() {
                         notes.push(format!("router `{name}` planned no offered candidate"));
                         continue;
+                    }
+                    if plan.attempts.len() < planned {
+                        notes.push(format!(
+                            "{} of {planned} planned steps kept: repeated, not offered, or past \
+                             the limit of {MAX_PLAN_STEPS}",
+                            plan.attempts.len()
+                        ));
                     }
                     if !notes.is_empty() {
                         plan.reason = format!("{} ({})", plan.reason, notes.join("; "));
@@ -711,6 +746,19 @@ fn skipped_attempt(seq: i64, target: &Target, model: &str) -> Attempt {
     }
 }
 
+/// Keeps the plan's steps that name an offered candidate, each once, in
+/// the router's order, at most [`MAX_PLAN_STEPS`] of them.
+fn keep_offered_once(steps: &mut Vec<PlannedStep>, candidates: &[Candidate]) {
+    let mut seen = std::collections::HashSet::new();
+    steps.retain(|a| {
+        candidates
+            .iter()
+            .any(|c| c.provider == a.provider && c.model == a.model)
+            && seen.insert((a.provider.clone(), a.model.clone()))
+    });
+    steps.truncate(MAX_PLAN_STEPS);
+}
+
 /// `integration/model` restricts candidates to that integration; a bare
 /// model is passed to the router as the requested model.
 fn split_requested<'a>(
@@ -732,4 +780,49 @@ fn split_requested<'a>(
 fn estimate_tokens(messages: &[Message]) -> u32 {
     let chars: usize = messages.iter().map(|m| m.content.len()).sum();
     u32::try_from(chars / 4 + 1).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use vel_runtime::types::CircuitState;
+
+    use super::*;
+
+    fn candidate(provider: &str, model: &str) -> Candidate {
+        Candidate {
+            provider: provider.into(),
+            model: model.into(),
+            input_price_per_1k: 0.0,
+            output_price_per_1k: 0.0,
+            good_for: Vec::new(),
+            circuit: CircuitState::Closed,
+            p50_latency_ms: 0,
+            p95_latency_ms: 0,
+            error_rate: 0.0,
+            remaining_budget: None,
+        }
+    }
+
+    fn step(provider: &str, model: &str) -> PlannedStep {
+        PlannedStep {
+            provider: provider.into(),
+            model: model.into(),
+        }
+    }
+
+    #[test]
+    fn a_plan_keeps_each_offered_step_once_and_at_most_the_limit() {
+        let offered = [candidate("mock", "slow"), candidate("mock", "echo")];
+        let mut plan = vec![step("mock", "slow"); 2_307];
+        plan.insert(5, step("elsewhere", "x"));
+        plan.push(step("mock", "echo"));
+        keep_offered_once(&mut plan, &offered);
+        assert_eq!(plan, [step("mock", "slow"), step("mock", "echo")]);
+
+        let many: Vec<Candidate> = (0..40).map(|i| candidate("p", &format!("m{i}"))).collect();
+        let mut plan: Vec<PlannedStep> = many.iter().map(|c| step("p", &c.model)).collect();
+        keep_offered_once(&mut plan, &many);
+        assert_eq!(plan.len(), MAX_PLAN_STEPS);
+        assert_eq!(plan[0], step("p", "m0"));
+    }
 }

@@ -87,6 +87,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
                 cool_down: Duration::from_millis(config.tasks.breaker_cool_down_ms),
                 ..BreakerConfig::default()
             },
+            max_run: Duration::from_millis(config.tasks.max_run_ms),
         },
     );
     let signals = Signals::new(db.backend(), db.origin());

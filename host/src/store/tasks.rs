@@ -372,6 +372,13 @@ pub async fn claim(
              (SELECT id FROM tasks \
               WHERE status = 'in_progress' AND lease_expires_at < $3 AND claims < $4 \
               ORDER BY priority DESC, created_at, id LIMIT 1 {lock}), \
+             (SELECT id FROM tasks WHERE status = 'pending' AND org_id = ( \
+                  SELECT p.org_id FROM tasks AS p WHERE p.status = 'pending' \
+                  GROUP BY p.org_id \
+                  ORDER BY (SELECT COUNT(*) FROM tasks AS r \
+                            WHERE r.org_id = p.org_id AND r.status = 'in_progress'), \
+                           MAX(p.priority) DESC, MIN(p.created_at) LIMIT 1) \
+              ORDER BY priority DESC, created_at, id LIMIT 1 {lock}), \
              (SELECT id FROM tasks WHERE status = 'pending' \
               ORDER BY priority DESC, created_at, id LIMIT 1 {lock})) \
          RETURNING {COLUMNS}, \
