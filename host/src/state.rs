@@ -40,6 +40,8 @@ pub struct AppState {
     pub usage: UsageRecorder,
     /// Recently verified API keys and access tokens.
     pub verified: Arc<crate::auth::verified::Verified>,
+    /// Gateway requests in flight per credential and per organization.
+    pub shares: Arc<crate::orchestrator::shares::Shares>,
     /// When the server started (for uptime).
     pub started: Instant,
 }

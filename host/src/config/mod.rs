@@ -127,6 +127,11 @@ pub struct TaskConfig {
     pub breaker_cool_down_ms: u64,
     /// Delay before the first retry; it doubles (`VEL_RETRY_BASE_MS`).
     pub retry_base_ms: u64,
+    /// Gateway requests one credential (an API key, or a user's tokens) may
+    /// have in flight on this instance (`VEL_GATEWAY_IN_FLIGHT_PER_KEY`).
+    pub gateway_in_flight_per_key: usize,
+    /// The same for a whole organization (`VEL_GATEWAY_IN_FLIGHT_PER_ORG`).
+    pub gateway_in_flight_per_org: usize,
     /// Longest one run of a task or gateway request may take, every attempt,
     /// retry and fallback included (`VEL_TASK_MAX_RUN_MS`).
     pub max_run_ms: u64,
@@ -174,6 +179,8 @@ struct FileConfig {
     breaker_cool_down_ms: Option<u64>,
     retry_base_ms: Option<u64>,
     task_max_run_ms: Option<u64>,
+    gateway_in_flight_per_key: Option<usize>,
+    gateway_in_flight_per_org: Option<usize>,
     usage_linger_ms: Option<u64>,
     usage_batch: Option<u32>,
     plugin_max_upload_bytes: Option<usize>,
@@ -328,6 +335,16 @@ impl Config {
                 )?,
                 retry_base_ms: src.get("VEL_RETRY_BASE_MS", file.retry_base_ms, 100)?,
                 max_run_ms: src.get("VEL_TASK_MAX_RUN_MS", file.task_max_run_ms, 600_000)?,
+                gateway_in_flight_per_key: src.get(
+                    "VEL_GATEWAY_IN_FLIGHT_PER_KEY",
+                    file.gateway_in_flight_per_key,
+                    64,
+                )?,
+                gateway_in_flight_per_org: src.get(
+                    "VEL_GATEWAY_IN_FLIGHT_PER_ORG",
+                    file.gateway_in_flight_per_org,
+                    192,
+                )?,
                 usage_linger_ms: src.get("VEL_USAGE_LINGER_MS", file.usage_linger_ms, 1000)?,
                 usage_batch: src.get("VEL_USAGE_BATCH", file.usage_batch, 2048)?,
             },
@@ -392,6 +409,20 @@ impl Config {
         ] {
             if value == 0 {
                 return Err(bad(name, "0".into(), "must be at least 1"));
+            }
+        }
+        for (name, value) in [
+            (
+                "VEL_GATEWAY_IN_FLIGHT_PER_KEY",
+                self.tasks.gateway_in_flight_per_key,
+            ),
+            (
+                "VEL_GATEWAY_IN_FLIGHT_PER_ORG",
+                self.tasks.gateway_in_flight_per_org,
+            ),
+        ] {
+            if !(1..=100_000).contains(&value) {
+                return Err(bad(name, value.to_string(), "must be between 1 and 100000"));
             }
         }
         if !(1_000..=86_400_000).contains(&self.tasks.max_run_ms) {

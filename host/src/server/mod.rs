@@ -21,6 +21,7 @@ use crate::orchestrator::breaker::BreakerConfig;
 use crate::orchestrator::dispatch::{DispatchConfig, Dispatcher};
 use crate::orchestrator::executor::Executor;
 use crate::orchestrator::retry::RetryPolicy;
+use crate::orchestrator::shares::Shares;
 use crate::orchestrator::signals::Signals;
 use crate::orchestrator::usage::{RecorderConfig, UsageRecorder};
 use crate::plugins::Plugins;
@@ -118,8 +119,13 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     );
     let verified: Arc<Verified> = Arc::default();
     verified.follow_revocations(&signals);
+    let shares = Shares::new(
+        config.tasks.gateway_in_flight_per_key,
+        config.tasks.gateway_in_flight_per_org,
+    );
     Ok(AppState {
         verified,
+        shares: Arc::new(shares),
         db,
         usage,
         dispatcher,

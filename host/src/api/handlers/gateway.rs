@@ -39,10 +39,11 @@ use utoipa::ToSchema;
 
 use crate::api::error::{ApiError, ErrorBody, ErrorDetail, FieldErrors};
 use crate::api::extract::{ApiJson, ClientInfo};
-use crate::auth::{Principal, Role};
+use crate::auth::{Credential, Principal, Role};
 use crate::orchestrator::catalog::{Catalog, parse_task_type};
 use crate::orchestrator::dispatch::{Answer, DispatchError, Job, Progress, totals};
 use crate::orchestrator::request::{ChatMessage, TaskRequest, finish_reason_name};
+use crate::orchestrator::shares::Slot;
 use crate::orchestrator::usage::{Finished, Outcome, UsageRecorder};
 use crate::state::AppState;
 use crate::store::{new_id, now_ms, tasks::Attempt};
@@ -498,6 +499,9 @@ fn offered(catalog: &Catalog, model: &str) -> bool {
 struct Recording {
     usage: UsageRecorder,
     template: Option<Finished>,
+    /// The request's place in its credential's and organization's shares,
+    /// held until the answer (or the stream) ends.
+    _slot: Slot,
 }
 
 impl Recording {
@@ -540,6 +544,7 @@ impl Drop for Recording {
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, description = "No active integration offers the model", body = ErrorBody),
         (status = 422, body = ErrorBody),
+        (status = 429, description = "The credential or the organization has its share of requests in flight", body = ErrorBody),
         (status = 502, description = "Every planned provider failed", body = ErrorBody),
         (status = 503, description = "No provider can take the request", body = ErrorBody)),
     security(("bearer" = [])))]
@@ -552,6 +557,14 @@ pub async fn chat_completions(
 ) -> Result<Response, GatewayError> {
     let created_at = now_ms();
     p.require(Role::TaskExecutor)?;
+    let credential = match &p.credential {
+        Credential::ApiKey { id } => id.as_str(),
+        Credential::Token { .. } => p.user_id.as_str(),
+    };
+    let slot = state
+        .shares
+        .take(credential, &p.org_id)
+        .map_err(|full| ApiError::too_many_requests(full.to_string(), 1))?;
     let task_type = task_type(&headers)?;
     let Validated {
         request,
@@ -588,6 +601,7 @@ pub async fn chat_completions(
     let id = new_id();
     let job = request.to_job(&id, &p.org_id, 1, 0);
     let recording = Recording {
+        _slot: slot,
         usage: state.usage.clone(),
         template: Some(Finished {
             id: id.clone(),
