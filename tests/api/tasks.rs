@@ -904,7 +904,46 @@ async fn test_claims_say_whether_more_is_pending(b: Backend) {
     assert_eq!(first, [(1, "status", r#"{"status":"pending"}"#)]);
 }
 
+/// A finished task's stream resumed at or after its last event answers 204
+/// (an `EventSource` stops reconnecting); before it, the rest comes and the
+/// stream closes; an empty `Last-Event-ID` counts as none.
+async fn test_a_finished_stream_ends(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    mock_integration(&s, &admin).await;
+    let id = submit(
+        &s,
+        &admin,
+        json!({ "description": "done", "prompt": "finish me" }),
+    )
+    .await;
+    finished(&s, &admin, &id).await;
+    let all = events(&s, &admin, &id, None).await;
+    let last = all.last().expect("events").id;
+    let resume = |after: String| {
+        s.http
+            .get(s.url(&format!("/api/tasks/{id}/stream")))
+            .bearer_auth(&admin)
+            .header("Last-Event-ID", after)
+            .timeout(Duration::from_secs(10))
+            .send()
+    };
+    for after in [last, last + 5] {
+        let r = resume(after.to_string()).await.expect("resume");
+        assert_eq!(r.status(), 204, "Last-Event-ID {after}");
+    }
+    let rest = events(&s, &admin, &id, Some(last - 1)).await;
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].id, last);
+    assert_eq!(rest[0].event, "status");
+    let r = resume(String::new()).await.expect("resume");
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.expect("the whole stream, closed");
+    assert_eq!(text.matches("id:").count(), all.len(), "{text}");
+}
+
 dual_backend_tests!(
+    test_a_finished_stream_ends,
     test_mock_task_completes_with_history,
     test_claims_say_whether_more_is_pending,
     test_bad_submissions_are_refused_and_store_nothing,

@@ -9,6 +9,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
@@ -661,26 +662,33 @@ const STREAM_POLL: Duration = Duration::from_secs(2);
 
 /// Watch a task as Server-Sent Events: `status`, `plan`, `attempt` and
 /// `delta` events, each with its number as the SSE id; `Last-Event-ID`
-/// resumes after that number. Keep-alive comments are sent while nothing
-/// happens; the stream ends after the terminal status.
+/// resumes after that number (an empty one counts as none). Keep-alive
+/// comments are sent while nothing happens; the stream ends after the
+/// terminal status. A finished task's stream sends the events after
+/// `Last-Event-ID` and closes; with none left it answers 204, which tells a
+/// browser's `EventSource` to stop reconnecting.
 #[utoipa::path(get, path = "/api/tasks/{id}/stream", tag = "tasks",
     params(("id" = String, Path, description = "Task id"),
            ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event number")),
     responses((status = 200, description = "text/event-stream of the task's events", content_type = "text/event-stream", body = String),
-              (status = 404, body = ErrorBody)),
+              (status = 204, description = "The task is finished and no event follows Last-Event-ID"),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn stream(
     State(state): State<AppState>,
     p: Principal,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Sse<impl futures::Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     p.require(Role::Viewer)?;
-    let after = match headers.get("last-event-id") {
+    let after = match headers
+        .get("last-event-id")
+        .map(|v| v.to_str().map(str::trim))
+    {
+        None | Some(Ok("")) => 0,
         Some(v) => v
-            .to_str()
             .ok()
-            .and_then(|s| s.trim().parse::<i64>().ok())
+            .and_then(|s| s.parse::<i64>().ok())
             .filter(|n| *n >= 0)
             .ok_or_else(|| {
                 ApiError::bad_request(
@@ -688,17 +696,44 @@ pub async fn stream(
                     "Last-Event-ID must be an event number",
                 )
             })?,
-        None => 0,
     };
     // Subscribe before the first read, so nothing falls between them.
     let signals = state.signals.subscribe();
+    let mut tx = state.db.tenant_read(&p.org_id).await?;
+    let task = store::tasks::get(&mut tx, &p.org_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("task"))?;
+    if task
+        .status
+        .parse::<TaskStatus>()
+        .is_ok_and(TaskStatus::is_terminal)
     {
-        let mut tx = state.db.tenant_read(&p.org_id).await?;
-        store::tasks::get(&mut tx, &p.org_id, &id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("task"))?;
+        // Every event of a finished task is written: send the rest, close.
+        let mut rows = Vec::new();
+        loop {
+            let from = rows.last().map_or(after, |r: &store::tasks::Event| r.seq);
+            let page = store::tasks::events_after(&mut tx, &p.org_id, &id, from).await?;
+            let full = page.len() >= 500;
+            rows.extend(page);
+            if !full {
+                break;
+            }
+        }
         tx.commit().await?;
+        if rows.is_empty() {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        let events = rows.into_iter().map(|row| {
+            Ok::<_, Infallible>(
+                Event::default()
+                    .id(row.seq.to_string())
+                    .event(row.kind)
+                    .data(row.data),
+            )
+        });
+        return Ok(Sse::new(futures::stream::iter(events)).into_response());
     }
+    tx.commit().await?;
     let (tx, mut rx) = mpsc::channel::<Event>(64);
     tokio::spawn(pump(
         state.clone(),
@@ -708,9 +743,12 @@ pub async fn stream(
         signals,
         tx,
     ));
-    let events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok)));
+    let events =
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok::<_, Infallible>)));
     let keep_alive = Duration::from_secs(state.config.tasks.sse_keepalive_secs);
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(keep_alive)))
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(keep_alive))
+        .into_response())
 }
 
 /// Reads new events from the database whenever the task is signalled (or
