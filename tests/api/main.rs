@@ -17,6 +17,7 @@ mod fairness;
 mod gateway;
 mod health;
 mod integrations;
+mod nul;
 mod organizations;
 mod plugin_cli;
 mod plugins;

@@ -62,6 +62,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             )),
         };
     }
+    refuse_nul(bytes)?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
@@ -78,6 +79,53 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     de.end()
         .map_err(|e| ApiError::bad_request("invalid_json", format!("malformed JSON: {e}")))?;
     Ok(value)
+}
+
+/// The one rule for the NUL character on both databases (PostgreSQL's text
+/// cannot hold it): a request whose JSON carries one, in a key or a value,
+/// is refused with 422 naming the field. The scan for its only spelling in
+/// JSON, `\u0000`, costs nothing measurable; the tree is walked only when
+/// it is found.
+fn refuse_nul(bytes: &[u8]) -> Result<(), ApiError> {
+    if !bytes.windows(6).any(|w| w == b"\\u0000") {
+        return Ok(());
+    }
+    // Malformed JSON is left to the parse that follows to report.
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return Ok(());
+    };
+    match nul_path(&value, String::new()) {
+        Some(path) => Err(ApiError::invalid_field(
+            if path.is_empty() { "body" } else { &path },
+            "must not contain the NUL character (U+0000)",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The path (`messages[0].content`) of the first text holding a NUL.
+fn nul_path(value: &serde_json::Value, here: String) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => s.contains('\0').then_some(here),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_path(v, format!("{here}[{i}]"))),
+        Value::Object(fields) => fields.iter().find_map(|(k, v)| {
+            let path = if here.is_empty() {
+                k.clone()
+            } else {
+                format!("{here}.{k}")
+            };
+            if k.contains('\0') {
+                Some(path)
+            } else {
+                nul_path(v, path)
+            }
+        }),
+        _ => None,
+    }
 }
 
 /// The field an error is about: the path, or for a missing field the path
@@ -171,6 +219,19 @@ impl FromRequestParts<AppState> for ClientInfo {
 #[cfg(test)]
 mod tests {
     use super::forwarded_client;
+
+    #[test]
+    fn nul_characters_are_refused_naming_the_field() {
+        let refused = |body: &str| super::refuse_nul(body.as_bytes()).unwrap_err();
+        let e = refused(r#"{"messages":[{"role":"user","content":"a\u0000b"}]}"#);
+        assert_eq!(e.status(), axum::http::StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(format!("{e:?}").contains("messages[0].content"), "{e:?}");
+        let e = refused(r#"{"na\u0000me":"x"}"#);
+        assert!(format!("{e:?}").contains("na\\0me"), "{e:?}");
+        // An escaped backslash before `u0000` is no NUL.
+        assert!(super::refuse_nul(br#"{"path":"C:\\u0000"}"#).is_ok());
+        assert!(super::refuse_nul(br#"{"ok":"plain"}"#).is_ok());
+    }
 
     #[test]
     fn the_client_is_counted_from_the_right() {

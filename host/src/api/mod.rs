@@ -101,11 +101,28 @@ pub fn router(state: AppState) -> Router {
             ApiError::internal("handler panicked").into_response()
         }))
         .layer(axum::middleware::from_fn(unread_body::close_if_body_unread))
+        .layer(axum::middleware::from_fn(refuse_nul_in_url))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG)),
         )
+}
+
+/// The NUL character has no place in a URL either (PostgreSQL's text
+/// cannot hold it, and no id or filter contains it): 400 before routing,
+/// on both databases alike. The body's rule is in [`extract::ApiJson`].
+async fn refuse_nul_in_url(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let uri = req.uri();
+    let has_nul = |text: &str| text.contains("%00");
+    if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
+        return ApiError::bad_request(
+            "invalid_url",
+            "the URL must not contain the NUL character (%00)",
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 async fn not_found() -> ApiError {

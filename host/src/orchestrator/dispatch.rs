@@ -589,6 +589,7 @@ impl Inner {
             Some(tokio::spawn(async move {
                 while let Some(text) = rx.recv().await {
                     if let Some(p) = &progress {
+                        let text = without_nul(text);
                         let _ = p.send(Progress::Delta { seq, text });
                     }
                 }
@@ -616,7 +617,8 @@ impl Inner {
         let latency = started.elapsed();
         attempt.latency_ms = i64::try_from(latency.as_millis()).unwrap_or(i64::MAX);
         let class = match result.result {
-            Ok(Ok(response)) => {
+            Ok(Ok(mut response)) => {
+                response.text = without_nul(response.text);
                 let (input, output) = (
                     u64::from(response.usage.input_tokens),
                     u64::from(response.usage.output_tokens),
@@ -746,6 +748,17 @@ fn skipped_attempt(seq: i64, target: &Target, model: &str) -> Attempt {
     }
 }
 
+/// A provider's text with any NUL character replaced by U+FFFD: stored
+/// text holds no NUL on either database (PostgreSQL's cannot), and an
+/// upstream's is never a reason to lose its answer.
+fn without_nul(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text
+    }
+}
+
 /// Keeps the plan's steps that name an offered candidate, each once, in
 /// the router's order, at most [`MAX_PLAN_STEPS`] of them.
 fn keep_offered_once(steps: &mut Vec<PlannedStep>, candidates: &[Candidate]) {
@@ -808,6 +821,12 @@ mod tests {
             provider: provider.into(),
             model: model.into(),
         }
+    }
+
+    #[test]
+    fn provider_text_loses_its_nul_characters() {
+        assert_eq!(without_nul("a\0b".into()), "a\u{FFFD}b");
+        assert_eq!(without_nul("plain".into()), "plain");
     }
 
     #[test]
