@@ -757,6 +757,43 @@ async fn test_sigkill_loses_no_task(b: Backend) {
     assert_eq!(done.body["total"], ids.len());
 }
 
+/// A streamed task whose server died mid-answer is rescued, and its events
+/// rebuild exactly the final text: a `reset` event tells the watcher to
+/// drop the dead run's deltas.
+async fn test_rescued_stream_rebuilds_exactly(b: Backend) {
+    let mut s = Server::start_with(b, &[("VEL_TASK_LEASE_MS", "1000")]).await;
+    let admin = s.admin_token().await;
+    let mock = MockUpstream::start().await;
+    mock.push(Fault::StallStream { after_chunks: 2 });
+    upstream(&s, &admin, "openai", &mock).await;
+    let prompt = "crash in the middle of this answer";
+    let id = submit(
+        &s,
+        &admin,
+        json!({ "description": "stream", "prompt": prompt, "stream": true, "cache": false }),
+    )
+    .await;
+    first_event(&s, &admin, &id, "delta").await;
+    s.kill();
+    s.restart();
+    let admin = s.admin_token().await;
+    let task = finished(&s, &admin, &id).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["runs"], 2, "{task}");
+    let evs = events(&s, &admin, &id, None).await;
+    assert!(evs.iter().any(|e| e.event == "reset"), "{evs:?}");
+    let mut text = String::new();
+    for e in &evs {
+        match e.event.as_str() {
+            "reset" => text.clear(),
+            "delta" => text.push_str(e.data["text"].as_str().expect("delta text")),
+            _ => {}
+        }
+    }
+    assert_eq!(text, format!("echo: {prompt}"));
+    assert_eq!(task["result"]["text"], text.as_str());
+}
+
 /// Runs SQL on the server's database as its owner (PostgreSQL's superuser;
 /// SQLite has no roles), for tests that inject faults.
 async fn owner_sql(s: &Server, statements: &[&str]) {
@@ -957,6 +994,7 @@ dual_backend_tests!(
     test_agent_routing_policy_plans_the_task,
     test_identical_requests_come_from_the_cache,
     test_sigkill_loses_no_task,
+    test_rescued_stream_rebuilds_exactly,
     test_unrecorded_run_is_rescued_while_the_server_lives,
 );
 

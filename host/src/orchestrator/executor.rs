@@ -242,6 +242,13 @@ impl Inner {
         let task = &claimed.task;
         let data = json!({ "status": "in_progress", "claims": task.claims });
         tasks::append_event(&mut tx, &task.org_id, &task.id, "status", &data.to_string()).await?;
+        if task.claims > 1 {
+            // A rescued run starts its answer over: a watcher drops the text
+            // of the deltas before this event (the dead run's).
+            let data = json!({ "reason": "rescued", "claims": task.claims });
+            tasks::append_event(&mut tx, &task.org_id, &task.id, "reset", &data.to_string())
+                .await?;
+        }
         tx.commit().await?;
         self.signals.publish(Signal::Events(task.id.clone()));
         Ok(Some(claimed))
