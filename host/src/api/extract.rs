@@ -10,12 +10,12 @@ use axum::http::request::Parts;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-use super::error::ApiError;
+use super::error::{ApiError, is_read_timeout};
 use crate::state::AppState;
 
 /// A JSON body of type `T`. Content type must be JSON (415), the body within
-/// the size limit (413), syntactically valid (400) and of the right shape
-/// (422, `details` keyed by the field's path).
+/// the size limit (413), arrived in time (408), syntactically valid (400)
+/// and of the right shape (422, `details` keyed by the field's path).
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
@@ -41,6 +41,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::payload_too_large(limit)
+            } else if is_read_timeout(&rejection) {
+                ApiError::request_timeout()
             } else {
                 ApiError::bad_request("invalid_body", rejection.body_text())
             }

@@ -6,6 +6,7 @@
 //! commit).
 
 use axum::Json;
+use axum::extract::multipart::MultipartError;
 use axum::extract::{Multipart, Path, State};
 use axum::http::StatusCode;
 use base64::Engine as _;
@@ -14,7 +15,7 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 use vel_runtime::{LoadError, PluginKind};
 
-use crate::api::error::{ApiError, ErrorBody};
+use crate::api::error::{ApiError, ErrorBody, is_read_timeout};
 use crate::api::extract::{ApiQuery, ClientInfo};
 use crate::audit;
 use crate::auth::{Principal, Role};
@@ -795,13 +796,20 @@ struct Form {
 /// they stream in (the route has no global body limit).
 async fn read_form(mut multipart: Multipart, max_component: usize) -> Result<Form, ApiError> {
     let bad = |m: String| ApiError::bad_request("invalid_form", m);
+    let failed = |e: MultipartError, m: String| {
+        if is_read_timeout(&e) {
+            ApiError::request_timeout()
+        } else {
+            bad(format!("{m}: {e}"))
+        }
+    };
     let mut component = None;
     let mut manifest = None;
     let mut signature = None;
     while let Some(mut field) = multipart
         .next_field()
         .await
-        .map_err(|e| bad(format!("cannot read the multipart form: {e}")))?
+        .map_err(|e| failed(e, "cannot read the multipart form".into()))?
     {
         let name = field.name().unwrap_or_default().to_string();
         let cap = match name.as_str() {
@@ -818,7 +826,7 @@ async fn read_form(mut multipart: Multipart, max_component: usize) -> Result<For
         while let Some(chunk) = field
             .chunk()
             .await
-            .map_err(|e| bad(format!("cannot read form part `{name}`: {e}")))?
+            .map_err(|e| failed(e, format!("cannot read form part `{name}`")))?
         {
             if bytes.len() + chunk.len() > cap {
                 return Err(ApiError::too_large(format!(
