@@ -32,6 +32,15 @@ use crate::store::{self, Tx, new_id, now_ms, to_rfc3339};
 const MAX_MANIFEST_BYTES: usize = 64 * 1024;
 /// Largest signature part accepted (base64 or hex of 64 bytes, with slack).
 const MAX_SIGNATURE_BYTES: usize = 1024;
+/// Room for an upload's multipart framing: boundaries and part headers.
+const MAX_FORM_FRAMING_BYTES: usize = 64 * 1024;
+
+/// Largest body `POST /api/plugins` accepts: each part at its cap (the
+/// component at `max_component`) and the form's framing. A declared length
+/// beyond it is refused before the body is read.
+pub fn max_upload_body(max_component: usize) -> usize {
+    max_component.saturating_add(MAX_MANIFEST_BYTES + MAX_SIGNATURE_BYTES + MAX_FORM_FRAMING_BYTES)
+}
 
 /// A plugin as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
