@@ -6,8 +6,8 @@
 //! commit).
 
 use axum::Json;
-use axum::extract::multipart::MultipartError;
-use axum::extract::{Multipart, Path, State};
+use axum::extract::multipart::{MultipartError, MultipartRejection};
+use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use vel_runtime::{LoadError, PluginKind};
 
 use crate::api::error::{ApiError, ErrorBody, is_read_timeout};
-use crate::api::extract::{ApiQuery, ClientInfo};
+use crate::api::extract::{ApiPath, ApiQuery, ClientInfo};
 use crate::audit;
 use crate::auth::{Principal, Role};
 use crate::orchestrator::dispatch::DEFAULT_ROUTER;
@@ -259,7 +259,7 @@ pub async fn upload(
     p: Principal,
     client: ClientInfo,
     ApiQuery(options): ApiQuery<UploadOptions>,
-    multipart: Multipart,
+    multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, Json<VersionView>), ApiError> {
     let platform = match options.scope {
         Some(ScopeParam::Platform) => true,
@@ -271,6 +271,7 @@ pub async fn upload(
     } else {
         p.require(Role::OrgAdmin)?;
     }
+    let multipart = multipart.map_err(|e| ApiError::bad_request("invalid_form", e.body_text()))?;
     let form = read_form(multipart, state.config.registry.max_upload_bytes).await?;
     let manifest = Manifest::parse(&form.manifest)
         .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
@@ -473,7 +474,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     p: Principal,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<ScopeQuery>,
 ) -> Result<Json<PluginView>, ApiError> {
     let mut tx = state.db.tenant_read(&p.org_id).await?;
@@ -495,7 +496,7 @@ pub async fn activate(
     State(state): State<AppState>,
     p: Principal,
     client: ClientInfo,
-    Path((name, version)): Path<(String, String)>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<ScopeQuery>,
 ) -> Result<Json<PluginView>, ApiError> {
     let mut tx = begin(&state, &p).await?;
@@ -533,7 +534,7 @@ pub async fn rollback(
     State(state): State<AppState>,
     p: Principal,
     client: ClientInfo,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<ScopeQuery>,
 ) -> Result<Json<PluginView>, ApiError> {
     let mut tx = begin(&state, &p).await?;
@@ -577,7 +578,7 @@ pub async fn disable(
     State(state): State<AppState>,
     p: Principal,
     client: ClientInfo,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<ScopeQuery>,
 ) -> Result<Json<PluginView>, ApiError> {
     set_status(state, p, client, name, q.scope, "disabled").await
@@ -592,7 +593,7 @@ pub async fn enable(
     State(state): State<AppState>,
     p: Principal,
     client: ClientInfo,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<ScopeQuery>,
 ) -> Result<Json<PluginView>, ApiError> {
     set_status(state, p, client, name, q.scope, "active").await
@@ -649,7 +650,7 @@ pub async fn delete_version(
     State(state): State<AppState>,
     p: Principal,
     client: ClientInfo,
-    Path((name, version)): Path<(String, String)>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<ScopeQuery>,
 ) -> Result<StatusCode, ApiError> {
     let mut tx = begin(&state, &p).await?;
@@ -727,7 +728,7 @@ pub async fn approve(
     State(state): State<AppState>,
     p: Principal,
     client: ClientInfo,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<VersionView>, ApiError> {
     p.require_platform_admin()?;
     let mut tx = state.db.platform().await?;
@@ -777,7 +778,7 @@ pub async fn approve(
 pub async fn stats(
     State(state): State<AppState>,
     p: Principal,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<ScopeQuery>,
 ) -> Result<Json<PluginStatsView>, ApiError> {
     let mut tx = state.db.tenant_read(&p.org_id).await?;
