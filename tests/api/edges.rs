@@ -76,6 +76,20 @@ async fn malformed_requests_get_json_errors(b: Backend) {
     s.get("/api/agents/does-not-exist", &admin)
         .await
         .expect_error(404, "not_found");
+    // A path segment that does not decode to UTF-8.
+    s.get("/api/tasks/%ff%fe", &admin)
+        .await
+        .expect_error(400, "invalid_path");
+    // An upload that is not a multipart form.
+    s.raw(
+        Method::POST,
+        "/api/plugins",
+        Some(&admin),
+        "application/json",
+        b"{}".to_vec(),
+    )
+    .await
+    .expect_error(400, "invalid_form");
     s.get("/api/users?offset=-1", &admin)
         .await
         .expect_error(422, "validation_failed");

@@ -10,6 +10,7 @@ mod agents;
 mod api_keys;
 mod audit;
 mod auth;
+mod connections;
 mod connectivity;
 mod credentials;
 mod edges;

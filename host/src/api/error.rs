@@ -101,6 +101,15 @@ impl ApiError {
         }
     }
 
+    /// 408: the request body stopped arriving (see [`is_read_timeout`]).
+    pub fn request_timeout() -> ApiError {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body did not arrive in time",
+        )
+    }
+
     /// 413 with a message naming what was too large.
     pub fn too_large(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
@@ -206,6 +215,23 @@ impl From<crate::secrets::SecretError> for ApiError {
     fn from(e: crate::secrets::SecretError) -> ApiError {
         ApiError::internal(e)
     }
+}
+
+/// Whether `error`, or an error it wraps, is a socket read that timed out:
+/// the connection gave up waiting for the rest of a request body (the
+/// server's body-read deadline), so the answer is a 408.
+pub fn is_read_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
 }
 
 /// Collects field errors, then fails with one 422 naming all of them.

@@ -4,18 +4,18 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Query, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::header;
 use axum::http::request::Parts;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-use super::error::ApiError;
+use super::error::{ApiError, is_read_timeout};
 use crate::state::AppState;
 
 /// A JSON body of type `T`. Content type must be JSON (415), the body within
-/// the size limit (413), syntactically valid (400) and of the right shape
-/// (422, `details` keyed by the field's path).
+/// the size limit (413), arrived in time (408), syntactically valid (400)
+/// and of the right shape (422, `details` keyed by the field's path).
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
@@ -41,6 +41,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::payload_too_large(limit)
+            } else if is_read_timeout(&rejection) {
+                ApiError::request_timeout()
             } else {
                 ApiError::bad_request("invalid_body", rejection.body_text())
             }
@@ -160,6 +162,25 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiQuer
         Query::<T>::try_from_uri(&parts.uri)
             .map(|Query(v)| ApiQuery(v))
             .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+    }
+}
+
+/// Path parameters of type `T`; a segment that does not decode (not
+/// UTF-8, say) is a 400 in the one error shape.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) if rejection.status().is_server_error() => {
+                Err(ApiError::internal(rejection.body_text()))
+            }
+            Err(rejection) => Err(ApiError::bad_request("invalid_path", rejection.body_text())),
+        }
     }
 }
 

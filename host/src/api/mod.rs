@@ -1,6 +1,7 @@
 //! The HTTP API: routes, the one error shape, extractors, and the OpenAPI
 //! document generated from the handlers' annotations.
 
+pub mod body_limit;
 pub mod error;
 pub mod extract;
 pub mod handlers;
@@ -90,13 +91,18 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 
 /// Build the application: routes, limits, error fallbacks, tracing.
 pub fn router(state: AppState) -> Router {
-    let max_body = state.config.max_body_bytes;
+    let limits = body_limit::BodyLimits {
+        default: state.config.max_body_bytes,
+        upload: plugins::max_upload_body(state.config.registry.max_upload_bytes),
+    };
     let (router, doc) = documented().with_state(state).split_for_parts();
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(Arc::new(doc)))
-        .layer(DefaultBodyLimit::max(max_body))
+        .layer(DefaultBodyLimit::max(limits.default))
+        // A declared body over its route's limit: 413 before it is read.
+        .layer(limits)
         .layer(CatchPanicLayer::custom(|_panic| -> Response {
             ApiError::internal("handler panicked").into_response()
         }))

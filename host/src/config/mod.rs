@@ -85,6 +85,28 @@ pub struct Config {
     pub tasks: TaskConfig,
     /// Plugin registry settings.
     pub registry: RegistryConfig,
+    /// Limits on client connections.
+    pub connections: ConnectionConfig,
+}
+
+/// How long a client connection may take over each part of a request, and
+/// how many may be open, so idle or slow clients cannot hold the server's
+/// sockets and file descriptors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionConfig {
+    /// Longest a client may take to send a request's head, counted from
+    /// the connection's accept for its first request and from the first
+    /// byte for later ones (`VEL_HEADER_READ_TIMEOUT_MS`, default 10,000).
+    pub header_read_timeout_ms: u64,
+    /// Longest a connection may wait without a request in progress before
+    /// it is closed (`VEL_KEEPALIVE_TIMEOUT_MS`, default 60,000).
+    pub keepalive_timeout_ms: u64,
+    /// Longest a request's body may take to arrive once its head has
+    /// (`VEL_BODY_READ_TIMEOUT_MS`, default 30,000); then 408.
+    pub body_read_timeout_ms: u64,
+    /// Most client connections open at once (`VEL_MAX_CONNECTIONS`); when
+    /// absent, derived from the open-file limit at start.
+    pub max_connections: Option<u32>,
 }
 
 /// How the plugin registry accepts and publishes components.
@@ -186,7 +208,18 @@ struct FileConfig {
     plugin_max_upload_bytes: Option<usize>,
     plugin_trusted_keys: Option<String>,
     plugin_reconcile_ms: Option<u64>,
+    header_read_timeout_ms: Option<u64>,
+    keepalive_timeout_ms: Option<u64>,
+    body_read_timeout_ms: Option<u64>,
+    max_connections: Option<u32>,
 }
+
+/// Shortest connection timeout accepted (header read, keep-alive, body read).
+const CONNECTION_TIMEOUT_MIN_MS: u64 = 100;
+/// Longest connection timeout accepted: an hour.
+const CONNECTION_TIMEOUT_MAX_MS: u64 = 3_600_000;
+/// Largest `VEL_MAX_CONNECTIONS` accepted.
+const MAX_CONNECTIONS_LIMIT: u32 = 1_000_000;
 
 /// Where settings come from: a lookup function for environment variables
 /// (so tests need not touch the process environment) and the parsed file.
@@ -209,6 +242,26 @@ impl Sources<'_> {
                 reason: err.to_string(),
             }),
             None => Ok(file.unwrap_or(default)),
+        }
+    }
+
+    /// Like [`Sources::get`] for a setting without a default.
+    fn get_parsed_opt<T>(&self, env_name: &str, file: Option<T>) -> Result<Option<T>, ConfigError>
+    where
+        T: FromStr,
+        T::Err: std::fmt::Display,
+    {
+        match (self.env)(env_name).filter(|v| !v.trim().is_empty()) {
+            Some(raw) => raw
+                .trim()
+                .parse::<T>()
+                .map(Some)
+                .map_err(|err| ConfigError::Invalid {
+                    name: env_name.to_string(),
+                    value: raw.clone(),
+                    reason: err.to_string(),
+                }),
+            None => Ok(file),
         }
     }
 
@@ -364,6 +417,24 @@ impl Config {
                     5_000,
                 )?,
             },
+            connections: ConnectionConfig {
+                header_read_timeout_ms: src.get(
+                    "VEL_HEADER_READ_TIMEOUT_MS",
+                    file.header_read_timeout_ms,
+                    10_000,
+                )?,
+                keepalive_timeout_ms: src.get(
+                    "VEL_KEEPALIVE_TIMEOUT_MS",
+                    file.keepalive_timeout_ms,
+                    60_000,
+                )?,
+                body_read_timeout_ms: src.get(
+                    "VEL_BODY_READ_TIMEOUT_MS",
+                    file.body_read_timeout_ms,
+                    30_000,
+                )?,
+                max_connections: src.get_parsed_opt("VEL_MAX_CONNECTIONS", file.max_connections)?,
+            },
         };
         config.check_ranges()?;
         Ok(config)
@@ -458,6 +529,39 @@ impl Config {
                 "VEL_TRUSTED_PROXY_HOPS",
                 self.trusted_proxy_hops.to_string(),
                 "must be between 1 and 10",
+            ));
+        }
+        for (name, value) in [
+            (
+                "VEL_HEADER_READ_TIMEOUT_MS",
+                self.connections.header_read_timeout_ms,
+            ),
+            (
+                "VEL_KEEPALIVE_TIMEOUT_MS",
+                self.connections.keepalive_timeout_ms,
+            ),
+            (
+                "VEL_BODY_READ_TIMEOUT_MS",
+                self.connections.body_read_timeout_ms,
+            ),
+        ] {
+            if !(CONNECTION_TIMEOUT_MIN_MS..=CONNECTION_TIMEOUT_MAX_MS).contains(&value) {
+                return Err(bad(
+                    name,
+                    value.to_string(),
+                    &format!(
+                        "must be between {CONNECTION_TIMEOUT_MIN_MS} and {CONNECTION_TIMEOUT_MAX_MS}"
+                    ),
+                ));
+            }
+        }
+        if let Some(max) = self.connections.max_connections
+            && !(1..=MAX_CONNECTIONS_LIMIT).contains(&max)
+        {
+            return Err(bad(
+                "VEL_MAX_CONNECTIONS",
+                max.to_string(),
+                &format!("must be between 1 and {MAX_CONNECTIONS_LIMIT}"),
             ));
         }
         if self.login_attempts_per_minute == 0 {
@@ -611,6 +715,75 @@ mod tests {
         assert!(
             err.contains("VEL_ADMIN_PASSWORD") && !err.contains("short\""),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_ranges() {
+        let c = load(&[]).unwrap().connections;
+        assert_eq!(
+            c,
+            ConnectionConfig {
+                header_read_timeout_ms: 10_000,
+                keepalive_timeout_ms: 60_000,
+                body_read_timeout_ms: 30_000,
+                max_connections: None,
+            }
+        );
+        let c = load(&[
+            ("VEL_HEADER_READ_TIMEOUT_MS", "100"),
+            ("VEL_KEEPALIVE_TIMEOUT_MS", "3600000"),
+            ("VEL_BODY_READ_TIMEOUT_MS", "250"),
+            ("VEL_MAX_CONNECTIONS", "1"),
+        ])
+        .unwrap()
+        .connections;
+        assert_eq!(
+            (
+                c.header_read_timeout_ms,
+                c.keepalive_timeout_ms,
+                c.body_read_timeout_ms,
+                c.max_connections
+            ),
+            (100, 3_600_000, 250, Some(1))
+        );
+        for (name, value) in [
+            ("VEL_HEADER_READ_TIMEOUT_MS", "0"),
+            ("VEL_HEADER_READ_TIMEOUT_MS", "99"),
+            ("VEL_KEEPALIVE_TIMEOUT_MS", "3600001"),
+            ("VEL_BODY_READ_TIMEOUT_MS", "-1"),
+            ("VEL_BODY_READ_TIMEOUT_MS", "soon"),
+            ("VEL_MAX_CONNECTIONS", "0"),
+            ("VEL_MAX_CONNECTIONS", "1000001"),
+            ("VEL_MAX_CONNECTIONS", "many"),
+        ] {
+            let err = load(&[(name, value)]).unwrap_err().to_string();
+            assert!(err.contains(name), "{name}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn connection_limits_come_from_the_file() {
+        let dir = std::env::temp_dir().join(format!("vel-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vel.toml");
+        std::fs::write(
+            &path,
+            "header_read_timeout_ms = 2000\nkeepalive_timeout_ms = 5000\n\
+             body_read_timeout_ms = 7000\nmax_connections = 64\n",
+        )
+        .unwrap();
+        let path_text = path.display().to_string();
+        let c = load(&[("VEL_CONFIG", &path_text)]).unwrap().connections;
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            (
+                c.header_read_timeout_ms,
+                c.keepalive_timeout_ms,
+                c.body_read_timeout_ms,
+                c.max_connections
+            ),
+            (2000, 5000, 7000, Some(64))
         );
     }
 

@@ -1,32 +1,83 @@
 //! Accepting connections and serving each in its own task, as
 //! `axum::serve` does, but with every connection wrapped in
-//! [`PollWhileSelfWoken`] (see there for why), and with a graceful
-//! shutdown that lets in-flight requests finish.
+//! [`PollWhileSelfWoken`] (see there for why), held to the deadlines of
+//! [`super::connection`], counted against the connection cap, and with a
+//! graceful shutdown that lets in-flight requests finish.
+//!
+//! At the cap the loop stops accepting until a connection closes: clients
+//! wait in the kernel's listen backlog (and, once it is full, their
+//! connection attempts are retried by their TCP stack) instead of being
+//! accepted and closed at once, which would spend a file descriptor on
+//! each and invite them to reconnect in a tight loop. The deadlines make
+//! sure a slot frees within the header-read or keep-alive timeout of an
+//! idle client.
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
 use tower::ServiceExt;
 
+use super::connection::{Activity, Clock, Ended, Timeouts, Watched};
 use super::self_wake::PollWhileSelfWoken;
+
+/// How client connections are bounded.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Per-connection deadlines.
+    pub timeouts: Timeouts,
+    /// Most connections open at once.
+    pub max_connections: usize,
+}
+
+/// At most one "connection limit reached" line per this interval.
+const FULL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Serves `app` on `listener` until `shutdown` resolves, then waits for
 /// the open connections to finish their requests.
-pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
     // Dropping `stop_tx` tells every connection to finish; each holds a
     // `done_rx`, so `done_tx.closed()` resolves when the last one ends.
     let (stop_tx, stop_rx) = watch::channel(());
     let (done_tx, done_rx) = watch::channel(());
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut full_logged: Option<Instant> = None;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if full_logged.is_none_or(|at| at.elapsed() >= FULL_LOG_INTERVAL) {
+                    full_logged = Some(Instant::now());
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "connection limit reached (VEL_MAX_CONNECTIONS): new connections wait \
+                         in the listen backlog until one closes"
+                    );
+                }
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
@@ -38,19 +89,15 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Out
                 continue;
             }
         };
-        let service = app
-            .clone()
-            .map_request(move |mut request: hyper::Request<Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(remote));
-                request.map(Body::new)
-            });
         let connection = serve_connection(
-            TokioIo::new(stream),
-            TowerToHyperService::new(service),
+            stream,
+            remote,
+            app.clone(),
+            limits.timeouts,
             stop_rx.clone(),
-            done_rx.clone(),
+            (done_rx.clone(), slot),
         );
-        tokio::spawn(PollWhileSelfWoken::new(connection));
+        tokio::spawn(connection);
     }
     drop(listener);
     drop(stop_tx);
@@ -58,41 +105,70 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Out
     done_tx.closed().await;
 }
 
-/// One connection: HTTP/1.1 with keep-alive, closed gracefully (the
-/// request in flight finishes) once `stop` is dropped.
-async fn serve_connection<S>(
-    io: TokioIo<tokio::net::TcpStream>,
-    service: S,
+/// One connection: HTTP/1.1 with keep-alive, held to `timeouts`, closed
+/// gracefully (the request in flight finishes) once `stop` is dropped.
+/// `_held` is released when it ends: the shutdown's count and the
+/// connection's slot.
+async fn serve_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    app: Router,
+    timeouts: Timeouts,
     mut stop: watch::Receiver<()>,
-    _done: watch::Receiver<()>,
-) where
-    S: hyper::service::Service<hyper::Request<Incoming>, Response = axum::response::Response>
-        + Send,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let connection = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
-    let mut connection = std::pin::pin!(connection);
+    _held: (watch::Receiver<()>, OwnedSemaphorePermit),
+) {
+    let accepted = Instant::now();
+    let activity = Arc::new(Activity::default());
+    let service = {
+        let requests = activity.clone();
+        let responses = activity.clone();
+        app.map_request(move |request: hyper::Request<Incoming>| {
+            let mut request = request.map(|body| requests.request_body(body));
+            request.extensions_mut().insert(ConnectInfo(remote));
+            request
+        })
+        .map_response(move |response: axum::response::Response| {
+            response.map(|body| responses.response_body(body))
+        })
+    };
+    // The clock looks at the connection after its self-woken polls, when
+    // the request's head and body have been taken in, so a request that
+    // arrives whole never moves the timer.
+    let mut connection =
+        PollWhileSelfWoken::new(hyper::server::conn::http1::Builder::new().serve_connection(
+            TokioIo::new(Watched::new(stream, activity.clone())),
+            TowerToHyperService::new(service),
+        ));
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(accepted + timeouts.header_read));
+    let mut clock = Clock::new(timeouts, activity, accepted);
     let mut stopping = false;
     loop {
         tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(error) = result {
-                    tracing::trace!(%error, "connection ended with an error");
+            ended = poll_fn(|cx| {
+                clock.poll(std::pin::Pin::new(&mut connection), timer.as_mut(), cx)
+            }) => {
+                match ended {
+                    Ended::Served(Err(error)) => {
+                        tracing::trace!(%error, "connection ended with an error");
+                    }
+                    Ended::Served(Ok(())) => {}
+                    Ended::TimedOut(phase) => {
+                        tracing::debug!(%remote, ?phase, "closing a connection: timed out");
+                    }
                 }
                 return;
             }
             _ = stop.changed(), if !stopping => {
                 stopping = true;
-                connection.as_mut().graceful_shutdown();
+                connection.inner_mut().graceful_shutdown();
             }
         }
     }
 }
 
 /// Errors of one connection (reset before it was accepted) are skipped;
-/// others (out of file descriptors) are logged and retried after a pause,
-/// as `axum::serve` does.
+/// others (out of file descriptors: EMFILE, ENFILE) are logged and retried
+/// after a pause, as `axum::serve` does, so they never spin.
 async fn accept_failed(error: std::io::Error) {
     use std::io::ErrorKind;
     if matches!(

@@ -4,6 +4,7 @@
 //! Ctrl-C, then drain in-flight requests and close the pool.
 
 mod bootstrap;
+mod connection;
 mod listen;
 mod self_wake;
 
@@ -143,6 +144,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
 /// Run the server until a shutdown signal.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
+    let limits = connection_limits(&config);
     let state = build_state(config).await?;
     let db = state.db.clone();
     let executor = state.executor.clone();
@@ -158,12 +160,95 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     writeln!(out, "listening on http://{addr}")?;
     out.flush()?;
     drop(out);
-    listen::serve(listener, app, shutdown_signal()).await;
+    tracing::info!(
+        max_connections = limits.max_connections,
+        header_read = ?limits.timeouts.header_read,
+        keep_alive = ?limits.timeouts.keep_alive,
+        body_read = ?limits.timeouts.body_read,
+        "connection limits"
+    );
+    listen::serve(listener, app, limits, shutdown_signal()).await;
     tracing::info!("shutting down: in-flight requests drained");
     executor.shutdown(Duration::from_secs(10)).await;
     usage.close().await;
     db.close().await;
     Ok(())
+}
+
+/// The connection deadlines and cap: `VEL_MAX_CONNECTIONS` when set (with
+/// a warning when the open-file limit leaves no room for it), else
+/// [`default_max_connections`] of the open-file limit.
+fn connection_limits(config: &Config) -> listen::Limits {
+    let settings = &config.connections;
+    let open_files = open_file_limit();
+    let derived = default_max_connections(open_files, config.db_max_connections);
+    let max_connections = match settings.max_connections {
+        Some(max) => {
+            let max = usize::try_from(max).unwrap_or(usize::MAX);
+            if let Some(open_files) = open_files
+                && max > derived
+            {
+                tracing::warn!(
+                    max_connections = max,
+                    open_files,
+                    "VEL_MAX_CONNECTIONS leaves too few file descriptors under the open-file \
+                     limit (ulimit -n) for upstream calls and the database; accepting may fail"
+                );
+            }
+            max
+        }
+        None => derived,
+    };
+    let ms = Duration::from_millis;
+    listen::Limits {
+        timeouts: connection::Timeouts {
+            header_read: ms(settings.header_read_timeout_ms),
+            keep_alive: ms(settings.keepalive_timeout_ms),
+            body_read: ms(settings.body_read_timeout_ms),
+        },
+        max_connections,
+    }
+}
+
+/// File descriptors kept out of the connection cap for the database pool's
+/// connections, the SQLite files, the plugin cache, logs and listeners.
+const RESERVED_FILES: u64 = 128;
+/// The connection cap when nothing limits it further.
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// The smallest cap derived from a small open-file limit.
+const MIN_DERIVED_CONNECTIONS: usize = 16;
+
+/// The connection cap when `VEL_MAX_CONNECTIONS` is not set: half of the
+/// file descriptors the open-file limit leaves after the reserved ones and
+/// the database pool (a gateway request in flight holds a second socket to
+/// its upstream), at most 10,000; 10,000 when the limit is unknown.
+fn default_max_connections(open_files: Option<u64>, db_pool: u32) -> usize {
+    let Some(open_files) = open_files else {
+        return DEFAULT_MAX_CONNECTIONS;
+    };
+    let spare = open_files.saturating_sub(RESERVED_FILES + u64::from(db_pool)) / 2;
+    usize::try_from(spare)
+        .unwrap_or(usize::MAX)
+        .clamp(MIN_DERIVED_CONNECTIONS, DEFAULT_MAX_CONNECTIONS)
+}
+
+/// The process's soft limit on open files (`ulimit -n`), when it has one.
+#[cfg(unix)]
+// `rlim_t` is 64 bits wide on Linux but not on every Unix.
+#[allow(clippy::useless_conversion)]
+fn open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    let status = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (status == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then(|| u64::from(limit.rlim_cur))
+}
+
+#[cfg(not(unix))]
+fn open_file_limit() -> Option<u64> {
+    None
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -204,4 +289,18 @@ pub fn init_tracing(filter: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_cap_follows_the_open_file_limit() {
+        assert_eq!(default_max_connections(None, 10), 10_000);
+        assert_eq!(default_max_connections(Some(1024), 10), 443);
+        assert_eq!(default_max_connections(Some(256), 10), 59);
+        assert_eq!(default_max_connections(Some(64), 10), 16);
+        assert_eq!(default_max_connections(Some(1 << 20), 10), 10_000);
+    }
 }

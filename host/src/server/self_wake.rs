@@ -49,6 +49,11 @@ impl<F: Future> PollWhileSelfWoken<F> {
             relay,
         }
     }
+
+    /// The wrapped future (to tell a connection to shut down, say).
+    pub fn inner_mut(&mut self) -> Pin<&mut F> {
+        self.inner.as_mut()
+    }
 }
 
 impl<F: Future> Future for PollWhileSelfWoken<F> {

@@ -10,7 +10,7 @@
 //! (200 with `ok: false` and a typed error), not a server error.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Serialize;
 use serde_json::json;
 use tracing::Instrument;
@@ -19,7 +19,7 @@ use vel_runtime::PluginInfo;
 use vel_runtime::types::{Message, Role as MessageRole, TaskType};
 
 use crate::api::error::{ApiError, ErrorBody};
-use crate::api::extract::ClientInfo;
+use crate::api::extract::{ApiPath, ClientInfo};
 use crate::api::handlers::agents::AgentConfig;
 use crate::api::handlers::connectivity::{PreparedCall, prepare};
 use crate::audit;
@@ -121,7 +121,7 @@ pub async fn test(
     State(state): State<AppState>,
     p: Principal,
     client: ClientInfo,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<AgentTestResult>, ApiError> {
     p.require(Role::AgentManager)?;
     let (agent, integrations) = {

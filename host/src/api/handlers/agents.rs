@@ -2,14 +2,14 @@
 //! history; `DELETE` is soft.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::error::{ApiError, ErrorBody, FieldErrors};
-use crate::api::extract::{ApiJson, ApiQuery, ClientInfo};
+use crate::api::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
 use crate::api::handlers::{check_text, is_slug};
 use crate::api::pagination;
 use crate::audit;
@@ -335,7 +335,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     p: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<AgentView>, ApiError> {
     p.require(Role::Viewer)?;
     let mut tx = state.db.tenant(&p.org_id).await?;
@@ -355,7 +355,7 @@ pub async fn update(
     State(state): State<AppState>,
     p: Principal,
     client: ClientInfo,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<UpdateAgent>,
 ) -> Result<Json<AgentView>, ApiError> {
     p.require(Role::AgentManager)?;
@@ -411,7 +411,7 @@ pub async fn delete(
     State(state): State<AppState>,
     p: Principal,
     client: ClientInfo,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     p.require(Role::AgentManager)?;
     let mut tx = state.db.tenant(&p.org_id).await?;
@@ -436,7 +436,7 @@ pub async fn delete(
 pub async fn history(
     State(state): State<AppState>,
     p: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ConfigHistory>, ApiError> {
     p.require(Role::Viewer)?;
     let mut tx = state.db.tenant(&p.org_id).await?;

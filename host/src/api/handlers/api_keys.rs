@@ -2,14 +2,14 @@
 //! clients, shown once, scoped to the organization and a role.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::api::error::{ApiError, ErrorBody, FieldErrors};
-use crate::api::extract::{ApiJson, ClientInfo};
+use crate::api::extract::{ApiJson, ApiPath, ClientInfo};
 use crate::api::handlers::check_text;
 use crate::audit;
 use crate::auth::{Principal, Role, api_keys};
@@ -185,7 +185,7 @@ pub async fn revoke(
     State(state): State<AppState>,
     p: Principal,
     client: ClientInfo,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     p.require(Role::OrgAdmin)?;
     let mut tx = state.db.tenant(&p.org_id).await?;

@@ -5,13 +5,13 @@
 //! `ok: false` and a typed error), not a server error.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde_json::json;
 use tracing::Instrument;
 use vel_runtime::{Plugin, Secret};
 
 use crate::api::error::{ApiError, ErrorBody};
-use crate::api::extract::ClientInfo;
+use crate::api::extract::{ApiPath, ClientInfo};
 use crate::audit;
 use crate::auth::{Principal, Role};
 use crate::orchestrator::catalog;
@@ -29,7 +29,7 @@ pub async fn test(
     State(state): State<AppState>,
     p: Principal,
     client: ClientInfo,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TestOutcome>, ApiError> {
     p.require(Role::OrgAdmin)?;
     let integration = {

@@ -2,14 +2,14 @@
 //! key is write-only: stored encrypted, shown as a fingerprint.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::api::error::{ApiError, ErrorBody, FieldErrors};
-use crate::api::extract::{ApiJson, ClientInfo};
+use crate::api::extract::{ApiJson, ApiPath, ClientInfo};
 use crate::api::handlers::{check_text, is_slug};
 use crate::audit;
 use crate::auth::{Principal, Role};
@@ -343,7 +343,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     p: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<IntegrationView>, ApiError> {
     p.require(Role::Viewer)?;
     let mut tx = state.db.tenant(&p.org_id).await?;
@@ -363,7 +363,7 @@ pub async fn update(
     State(state): State<AppState>,
     p: Principal,
     client: ClientInfo,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<UpdateIntegration>,
 ) -> Result<Json<IntegrationView>, ApiError> {
     p.require(Role::OrgAdmin)?;
@@ -461,7 +461,7 @@ pub async fn delete(
     State(state): State<AppState>,
     p: Principal,
     client: ClientInfo,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     p.require(Role::OrgAdmin)?;
     let mut tx = state.db.tenant(&p.org_id).await?;

@@ -2,14 +2,14 @@
 //! (org_admin of that organization, or platform admin).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::api::error::{ApiError, ErrorBody, FieldErrors};
-use crate::api::extract::{ApiJson, ClientInfo};
+use crate::api::extract::{ApiJson, ApiPath, ClientInfo};
 use crate::api::handlers::check_text;
 use crate::audit;
 use crate::auth::{Principal, Role, verified};
@@ -190,7 +190,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     p: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<OrganizationView>, ApiError> {
     let mut tx = if id == p.org_id {
         state.db.tenant(&id).await?
@@ -214,7 +214,7 @@ pub async fn get(
 pub async fn list_members(
     State(state): State<AppState>,
     p: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<MemberList>, ApiError> {
     let mut tx = manage(&state, &p, &id).await?;
     let members = store::organizations::list_members(&mut tx, &id).await?;
@@ -233,7 +233,7 @@ pub async fn add_member(
     State(state): State<AppState>,
     p: Principal,
     client: ClientInfo,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<AddMember>,
 ) -> Result<(StatusCode, Json<MemberView>), ApiError> {
     let mut errors = FieldErrors::new();
@@ -289,7 +289,7 @@ pub async fn set_role(
     State(state): State<AppState>,
     p: Principal,
     client: ClientInfo,
-    Path((id, user_id)): Path<(String, String)>,
+    ApiPath((id, user_id)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<SetRole>,
 ) -> Result<Json<MemberView>, ApiError> {
     if !req.role.is_org_role() {
@@ -344,7 +344,7 @@ pub async fn remove_member(
     State(state): State<AppState>,
     p: Principal,
     client: ClientInfo,
-    Path((id, user_id)): Path<(String, String)>,
+    ApiPath((id, user_id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let mut tx = manage(&state, &p, &id).await?;
     let current = store::organizations::get_member(&mut tx, &id, &user_id)
@@ -404,7 +404,7 @@ pub async fn set_routing_policy(
     State(state): State<AppState>,
     p: Principal,
     client: ClientInfo,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<RoutingPolicy>,
 ) -> Result<Json<RoutingPolicy>, ApiError> {
     if id != p.org_id && !p.is_platform_admin() {

@@ -6,7 +6,8 @@
 //! commit).
 
 use axum::Json;
-use axum::extract::{Multipart, Path, State};
+use axum::extract::multipart::{MultipartError, MultipartRejection};
+use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -14,8 +15,8 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 use vel_runtime::{LoadError, PluginKind};
 
-use crate::api::error::{ApiError, ErrorBody};
-use crate::api::extract::{ApiQuery, ClientInfo};
+use crate::api::error::{ApiError, ErrorBody, is_read_timeout};
+use crate::api::extract::{ApiPath, ApiQuery, ClientInfo};
 use crate::audit;
 use crate::auth::{Principal, Role};
 use crate::orchestrator::dispatch::DEFAULT_ROUTER;
@@ -31,6 +32,15 @@ use crate::store::{self, Tx, new_id, now_ms, to_rfc3339};
 const MAX_MANIFEST_BYTES: usize = 64 * 1024;
 /// Largest signature part accepted (base64 or hex of 64 bytes, with slack).
 const MAX_SIGNATURE_BYTES: usize = 1024;
+/// Room for an upload's multipart framing: boundaries and part headers.
+const MAX_FORM_FRAMING_BYTES: usize = 64 * 1024;
+
+/// Largest body `POST /api/plugins` accepts: each part at its cap (the
+/// component at `max_component`) and the form's framing. A declared length
+/// beyond it is refused before the body is read.
+pub fn max_upload_body(max_component: usize) -> usize {
+    max_component.saturating_add(MAX_MANIFEST_BYTES + MAX_SIGNATURE_BYTES + MAX_FORM_FRAMING_BYTES)
+}
 
 /// A plugin as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -249,7 +259,7 @@ pub async fn upload(
     p: Principal,
     client: ClientInfo,
     ApiQuery(options): ApiQuery<UploadOptions>,
-    multipart: Multipart,
+    multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, Json<VersionView>), ApiError> {
     let platform = match options.scope {
         Some(ScopeParam::Platform) => true,
@@ -261,6 +271,7 @@ pub async fn upload(
     } else {
         p.require(Role::OrgAdmin)?;
     }
+    let multipart = multipart.map_err(|e| ApiError::bad_request("invalid_form", e.body_text()))?;
     let form = read_form(multipart, state.config.registry.max_upload_bytes).await?;
     let manifest = Manifest::parse(&form.manifest)
         .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
@@ -463,7 +474,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     p: Principal,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<ScopeQuery>,
 ) -> Result<Json<PluginView>, ApiError> {
     let mut tx = state.db.tenant_read(&p.org_id).await?;
@@ -485,7 +496,7 @@ pub async fn activate(
     State(state): State<AppState>,
     p: Principal,
     client: ClientInfo,
-    Path((name, version)): Path<(String, String)>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<ScopeQuery>,
 ) -> Result<Json<PluginView>, ApiError> {
     let mut tx = begin(&state, &p).await?;
@@ -523,7 +534,7 @@ pub async fn rollback(
     State(state): State<AppState>,
     p: Principal,
     client: ClientInfo,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<ScopeQuery>,
 ) -> Result<Json<PluginView>, ApiError> {
     let mut tx = begin(&state, &p).await?;
@@ -567,7 +578,7 @@ pub async fn disable(
     State(state): State<AppState>,
     p: Principal,
     client: ClientInfo,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<ScopeQuery>,
 ) -> Result<Json<PluginView>, ApiError> {
     set_status(state, p, client, name, q.scope, "disabled").await
@@ -582,7 +593,7 @@ pub async fn enable(
     State(state): State<AppState>,
     p: Principal,
     client: ClientInfo,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<ScopeQuery>,
 ) -> Result<Json<PluginView>, ApiError> {
     set_status(state, p, client, name, q.scope, "active").await
@@ -639,7 +650,7 @@ pub async fn delete_version(
     State(state): State<AppState>,
     p: Principal,
     client: ClientInfo,
-    Path((name, version)): Path<(String, String)>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<ScopeQuery>,
 ) -> Result<StatusCode, ApiError> {
     let mut tx = begin(&state, &p).await?;
@@ -717,7 +728,7 @@ pub async fn approve(
     State(state): State<AppState>,
     p: Principal,
     client: ClientInfo,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<VersionView>, ApiError> {
     p.require_platform_admin()?;
     let mut tx = state.db.platform().await?;
@@ -767,7 +778,7 @@ pub async fn approve(
 pub async fn stats(
     State(state): State<AppState>,
     p: Principal,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<ScopeQuery>,
 ) -> Result<Json<PluginStatsView>, ApiError> {
     let mut tx = state.db.tenant_read(&p.org_id).await?;
@@ -795,13 +806,20 @@ struct Form {
 /// they stream in (the route has no global body limit).
 async fn read_form(mut multipart: Multipart, max_component: usize) -> Result<Form, ApiError> {
     let bad = |m: String| ApiError::bad_request("invalid_form", m);
+    let failed = |e: MultipartError, m: String| {
+        if is_read_timeout(&e) {
+            ApiError::request_timeout()
+        } else {
+            bad(format!("{m}: {e}"))
+        }
+    };
     let mut component = None;
     let mut manifest = None;
     let mut signature = None;
     while let Some(mut field) = multipart
         .next_field()
         .await
-        .map_err(|e| bad(format!("cannot read the multipart form: {e}")))?
+        .map_err(|e| failed(e, "cannot read the multipart form".into()))?
     {
         let name = field.name().unwrap_or_default().to_string();
         let cap = match name.as_str() {
@@ -818,7 +836,7 @@ async fn read_form(mut multipart: Multipart, max_component: usize) -> Result<For
         while let Some(chunk) = field
             .chunk()
             .await
-            .map_err(|e| bad(format!("cannot read form part `{name}`: {e}")))?
+            .map_err(|e| failed(e, format!("cannot read form part `{name}`")))?
         {
             if bytes.len() + chunk.len() > cap {
                 return Err(ApiError::too_large(format!(

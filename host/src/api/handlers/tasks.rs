@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, mpsc};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::error::{ApiError, ErrorBody, FieldErrors};
-use crate::api::extract::{ApiJson, ApiQuery, ClientInfo};
+use crate::api::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
 use crate::api::handlers::check_text;
 use crate::api::pagination;
 use crate::audit;
@@ -536,7 +536,7 @@ pub async fn create(
 pub async fn get(
     State(state): State<AppState>,
     p: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TaskView>, ApiError> {
     p.require(Role::Viewer)?;
     let mut tx = state.db.tenant_read(&p.org_id).await?;
@@ -608,7 +608,7 @@ pub async fn cancel(
     State(state): State<AppState>,
     p: Principal,
     client: ClientInfo,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TaskView>, ApiError> {
     p.require(Role::TaskExecutor)?;
     let mut tx = state.db.tenant(&p.org_id).await?;
@@ -678,7 +678,7 @@ pub async fn stream(
     State(state): State<AppState>,
     p: Principal,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     p.require(Role::Viewer)?;
     let after = match headers
