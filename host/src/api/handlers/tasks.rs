@@ -720,6 +720,12 @@ pub async fn stream(
             }
         }
         tx.commit().await?;
+        // The terminal status ends the stream, as it does a live one; when
+        // it was at or before Last-Event-ID, nothing is left to send.
+        match rows.iter().position(is_terminal_event) {
+            Some(end) => rows.truncate(end + 1),
+            None => rows.clear(),
+        }
         if rows.is_empty() {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
@@ -751,6 +757,20 @@ pub async fn stream(
         .into_response())
 }
 
+/// Whether the event is a terminal status (`completed`, `failed`,
+/// `cancelled`): the last a stream sends.
+fn is_terminal_event(row: &store::tasks::Event) -> bool {
+    row.kind == "status"
+        && serde_json::from_str::<Value>(&row.data)
+            .ok()
+            .and_then(|d| {
+                d["status"]
+                    .as_str()
+                    .and_then(|s| s.parse::<TaskStatus>().ok())
+            })
+            .is_some_and(TaskStatus::is_terminal)
+}
+
 /// Reads new events from the database whenever the task is signalled (or
 /// every [`STREAM_POLL`]) and sends them, until the terminal status is
 /// sent or the client goes away.
@@ -780,15 +800,7 @@ async fn pump(
         let full_page = rows.len() >= 500;
         for row in rows {
             after = row.seq;
-            let terminal = row.kind == "status"
-                && serde_json::from_str::<Value>(&row.data)
-                    .ok()
-                    .and_then(|d| {
-                        d["status"]
-                            .as_str()
-                            .and_then(|s| s.parse::<TaskStatus>().ok())
-                    })
-                    .is_some_and(TaskStatus::is_terminal);
+            let terminal = is_terminal_event(&row);
             let event = Event::default()
                 .id(row.seq.to_string())
                 .event(row.kind)
