@@ -112,4 +112,47 @@ async fn api_key_scoping(b: Backend) {
         .expect_error(400, "not_a_token");
 }
 
-dual_backend_tests!(api_key_lifecycle, api_key_scoping);
+/// The short lists page like the others: `limit`/`offset` are honoured and
+/// checked, `total` counts the whole list, and an unknown parameter is refused.
+async fn short_lists_page(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    for n in 0..3 {
+        s.api_key(&admin, &format!("key-{n}"), "viewer").await;
+        s.post(
+            "/api/integrations",
+            &admin,
+            json!({ "name": format!("mock-{n}"), "provider": "mock" }),
+        )
+        .await
+        .expect(201);
+        s.tenant(&admin, &format!("org-{n}")).await;
+    }
+    for (path, total) in [
+        ("/api/api-keys", 3),
+        ("/api/integrations", 3),
+        ("/api/organizations", 4),
+    ] {
+        let all = s.get(path, &admin).await.expect(200);
+        assert_eq!(all.body["total"], total, "{path}: {}", all.body);
+        assert_eq!(all.body["items"].as_array().unwrap().len(), total, "{path}");
+        let page = s
+            .get(&format!("{path}?limit=1&offset=1"), &admin)
+            .await
+            .expect(200);
+        assert_eq!(page.body["items"].as_array().unwrap().len(), 1, "{path}");
+        assert_eq!(page.body["items"][0], all.body["items"][1], "{path}");
+        assert_eq!(
+            (page.body["limit"].as_i64(), page.body["offset"].as_i64()),
+            (Some(1), Some(1))
+        );
+        s.get(&format!("{path}?limit=0"), &admin)
+            .await
+            .expect_error(422, "validation_failed");
+        s.get(&format!("{path}?page=2"), &admin)
+            .await
+            .expect_error(400, "invalid_query");
+    }
+}
+
+dual_backend_tests!(api_key_lifecycle, api_key_scoping, short_lists_page);

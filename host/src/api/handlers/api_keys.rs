@@ -9,8 +9,9 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::api::error::{ApiError, ErrorBody, FieldErrors};
-use crate::api::extract::{ApiJson, ApiPath, ClientInfo};
+use crate::api::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
 use crate::api::handlers::check_text;
+use crate::api::pagination::{self, PageQuery};
 use crate::audit;
 use crate::auth::{Principal, Role, api_keys};
 use crate::orchestrator::signals::Signal;
@@ -87,6 +88,12 @@ pub struct CreatedApiKey {
 /// The organization's keys.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ApiKeyList {
+    /// Items in the whole list.
+    pub total: i64,
+    /// Page size used.
+    pub limit: i64,
+    /// Offset used.
+    pub offset: i64,
     /// Newest first.
     pub items: Vec<ApiKeyView>,
 }
@@ -162,18 +169,24 @@ pub async fn create(
 }
 
 /// List the organization's keys (org_admin).
-#[utoipa::path(get, path = "/api/api-keys", tag = "api-keys",
-    responses((status = 200, body = ApiKeyList), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/api-keys", tag = "api-keys", params(PageQuery),
+    responses((status = 200, body = ApiKeyList), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 422, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     p: Principal,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<ApiKeyList>, ApiError> {
     p.require(Role::OrgAdmin)?;
     let mut tx = state.db.tenant(&p.org_id).await?;
     let rows = store::api_keys::list(&mut tx, &p.org_id).await?;
     tx.commit().await?;
+    let page = pagination::page(rows, &query)?;
     Ok(Json(ApiKeyList {
-        items: rows.iter().map(Into::into).collect(),
+        items: page.items.iter().map(Into::into).collect(),
+        total: page.total,
+        limit: page.limit,
+        offset: page.offset,
     }))
 }
 

@@ -9,8 +9,9 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::api::error::{ApiError, ErrorBody, FieldErrors};
-use crate::api::extract::{ApiJson, ApiPath, ClientInfo};
+use crate::api::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
 use crate::api::handlers::{check_text, is_slug};
+use crate::api::pagination::{self, PageQuery};
 use crate::audit;
 use crate::auth::{Principal, Role};
 use crate::orchestrator::signals::Signal;
@@ -194,6 +195,12 @@ impl From<&Integration> for IntegrationView {
 /// The organization's integrations.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct IntegrationList {
+    /// Items in the whole list.
+    pub total: i64,
+    /// Page size used.
+    pub limit: i64,
+    /// Offset used.
+    pub offset: i64,
     /// By name.
     pub items: Vec<IntegrationView>,
 }
@@ -321,18 +328,24 @@ pub async fn create(
 }
 
 /// List the organization's integrations.
-#[utoipa::path(get, path = "/api/integrations", tag = "integrations",
-    responses((status = 200, body = IntegrationList)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/integrations", tag = "integrations", params(PageQuery),
+    responses((status = 200, body = IntegrationList), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     p: Principal,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<IntegrationList>, ApiError> {
     p.require(Role::Viewer)?;
     let mut tx = state.db.tenant(&p.org_id).await?;
     let rows = store::integrations::list(&mut tx, &p.org_id).await?;
     tx.commit().await?;
+    let page = pagination::page(rows, &query)?;
     Ok(Json(IntegrationList {
-        items: rows.iter().map(Into::into).collect(),
+        items: page.items.iter().map(Into::into).collect(),
+        total: page.total,
+        limit: page.limit,
+        offset: page.offset,
     }))
 }
 

@@ -9,8 +9,9 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::api::error::{ApiError, ErrorBody, FieldErrors};
-use crate::api::extract::{ApiJson, ApiPath, ClientInfo};
+use crate::api::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
 use crate::api::handlers::check_text;
+use crate::api::pagination::{self, PageQuery};
 use crate::audit;
 use crate::auth::{Principal, Role, verified};
 use crate::state::AppState;
@@ -48,6 +49,12 @@ pub struct CreateOrganization {
 /// Organizations visible to the caller.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrganizationList {
+    /// Items in the whole list.
+    pub total: i64,
+    /// Page size used.
+    pub limit: i64,
+    /// Offset used.
+    pub offset: i64,
     /// The organizations.
     pub items: Vec<OrganizationView>,
 }
@@ -164,11 +171,13 @@ pub async fn create(
 }
 
 /// Organizations the caller belongs to (all of them for platform admins).
-#[utoipa::path(get, path = "/api/organizations", tag = "organizations",
-    responses((status = 200, body = OrganizationList)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/organizations", tag = "organizations", params(PageQuery),
+    responses((status = 200, body = OrganizationList), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     p: Principal,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<OrganizationList>, ApiError> {
     let mut tx = state.db.platform().await?;
     let member = if p.is_platform_admin() {
@@ -178,8 +187,12 @@ pub async fn list(
     };
     let orgs = store::organizations::list(&mut tx, member).await?;
     tx.commit().await?;
+    let page = pagination::page(orgs, &query)?;
     Ok(Json(OrganizationList {
-        items: orgs.into_iter().map(Into::into).collect(),
+        items: page.items.into_iter().map(Into::into).collect(),
+        total: page.total,
+        limit: page.limit,
+        offset: page.offset,
     }))
 }
 
