@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::Deserialize;
+use vel_runtime::AllowPrivate;
 
 /// Why configuration could not be loaded; every variant names the setting.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +79,11 @@ pub struct Config {
     pub tasks: TaskConfig,
     /// Plugin registry settings.
     pub registry: RegistryConfig,
+    /// Restricted destinations (loopback, private, link-local, …) provider
+    /// calls may still reach, and names that may resolve to them
+    /// (`VEL_OUTBOUND_ALLOW_PRIVATE`, comma-separated CIDR ranges, addresses
+    /// and host names; default none).
+    pub outbound_allow_private: AllowPrivate,
 }
 
 /// How the plugin registry accepts and publishes components.
@@ -166,6 +172,7 @@ struct FileConfig {
     plugin_max_upload_bytes: Option<usize>,
     plugin_trusted_keys: Option<String>,
     plugin_reconcile_ms: Option<u64>,
+    outbound_allow_private: Option<String>,
 }
 
 /// Where settings come from: a lookup function for environment variables
@@ -326,6 +333,13 @@ impl Config {
                     5_000,
                 )?,
             },
+            outbound_allow_private: src.get(
+                "VEL_OUTBOUND_ALLOW_PRIVATE",
+                file.outbound_allow_private
+                    .map(|s| parse_file::<AllowPrivate>("outbound_allow_private", &s))
+                    .transpose()?,
+                AllowPrivate::default(),
+            )?,
         };
         config.check_ranges()?;
         Ok(config)
@@ -530,6 +544,19 @@ mod tests {
             let err = load(&[(name, value)]).unwrap_err().to_string();
             assert!(err.contains(name), "{err}");
         }
+        let err = load(&[("VEL_OUTBOUND_ALLOW_PRIVATE", "10.0.0.0/8,not a host")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("VEL_OUTBOUND_ALLOW_PRIVATE") && err.contains("not a host"),
+            "{err}"
+        );
+        let c = load(&[("VEL_OUTBOUND_ALLOW_PRIVATE", " 10.0.0.0/8, llm.internal ")]).unwrap();
+        assert_eq!(
+            c.outbound_allow_private.to_string(),
+            "10.0.0.0/8,llm.internal"
+        );
+        assert!(load(&[]).unwrap().outbound_allow_private.is_empty());
         let c = load(&[("VEL_USAGE_LINGER_MS", "0"), ("VEL_USAGE_BATCH", "1")]).unwrap();
         assert_eq!((c.tasks.usage_linger_ms, c.tasks.usage_batch), (0, 1));
         let err = load(&[("VEL_ADMIN_PASSWORD", "short")])
