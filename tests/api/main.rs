@@ -18,6 +18,7 @@ mod integrations;
 mod organizations;
 mod plugin_cli;
 mod plugins;
+mod ssrf;
 mod storage;
 mod tasks;
 mod users;
