@@ -85,7 +85,8 @@ start_server() {
 }
 
 # start_vel DATA_DIR [VAR=VALUE...]: `vel serve` with a temp data dir and
-# the bench admin; extra environment (e.g. DATABASE_URL) as arguments.
+# the bench admin, allowed to call the mock upstream on loopback; extra
+# environment (e.g. DATABASE_URL) as arguments.
 # Sets VEL_PID and VEL_URL.
 start_vel() {
     local data=$1
@@ -94,7 +95,8 @@ start_vel() {
         env VEL_LISTEN=127.0.0.1:0 VEL_DATA_DIR="$data" \
         VEL_ADMIN_EMAIL="$ADMIN_EMAIL" VEL_ADMIN_PASSWORD="$ADMIN_PASSWORD" \
         VEL_PLUGIN_CACHE_DIR="${VEL_PLUGIN_CACHE_DIR:-$ROOT/target/bench-plugin-cache}" \
-        VEL_LOG="${VEL_LOG:-warn}" "$@" \
+        VEL_LOG="${VEL_LOG:-warn}" \
+        VEL_OUTBOUND_ALLOW_PRIVATE="${VEL_OUTBOUND_ALLOW_PRIVATE:-127.0.0.0/8,::1/128}" "$@" \
         "$BIN/vel" serve
     VEL_PID=$STARTED_PID
     VEL_URL=$STARTED_URL

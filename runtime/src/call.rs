@@ -13,7 +13,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::engine::ActiveCall;
 use crate::error::{Limit, PluginError};
-use crate::outbound::OutboundHooks;
+use crate::outbound::{Denial, OutboundHooks};
 use crate::plugin::Plugin;
 use crate::runtime::RuntimeInner;
 use crate::sandbox::{CallState, DeltaSink, LogSink, MemoryLimiter};
@@ -248,8 +248,11 @@ impl RuntimeInner {
             Ok(Err(failure)) => Err(self.classify(state, limits, failure)),
             Ok(Ok(value)) => {
                 let output = as_u64(value.wire_size()).saturating_add(state.streamed_bytes);
-                if let Some(host) = &state.hooks.denied {
-                    Err(PluginError::HttpRequestDenied { host: host.clone() })
+                if let Some(denial) = state.hooks.denied() {
+                    Err(match denial {
+                        Denial::Host(host) => PluginError::HttpRequestDenied { host },
+                        Denial::Address(host) => PluginError::DestinationDenied { host },
+                    })
                 } else if output > limits.max_output_bytes {
                     Err(PluginError::LimitExceeded {
                         limit: Limit::OutputSize,

@@ -137,6 +137,14 @@ pub enum PluginError {
         /// The host it tried to reach.
         host: String,
     },
+    /// A provider's request went to an allowed host whose address is
+    /// restricted (loopback, private, link-local, …), as found when
+    /// connecting: no connection was made.
+    #[error("outbound request to `{host}` denied: destination address not allowed")]
+    DestinationDenied {
+        /// The host (`host:port`) it tried to reach.
+        host: String,
+    },
     /// The plugin is not of the kind this call needs.
     #[error("wrong plugin kind: expected a {expected}, got a {actual}")]
     WrongKind {

@@ -13,6 +13,7 @@ pub mod bindings;
 mod cache;
 mod call;
 mod condition;
+pub mod destination;
 mod engine;
 mod error;
 mod limits;
@@ -25,6 +26,7 @@ mod sandbox;
 pub mod types;
 
 pub use call::{CallResult, CallStats, WireSize};
+pub use destination::AllowPrivate;
 pub use error::{Limit, LoadError, PluginError, RuntimeError};
 pub use limits::{KindLimits, Limits, Profile};
 pub use outbound::OutboundConfig;

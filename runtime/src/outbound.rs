@@ -1,10 +1,14 @@
 //! Outbound HTTP for provider plugins: the `wasi:http` send hook that only
 //! lets requests through to allowed hosts, adds the integration's credential
 //! on the host side, and sends them through one pooled client with timeouts
-//! and a response-size cap.
+//! and a response-size cap. Its connector refuses restricted addresses
+//! (see [`crate::destination`]): IP literals before connecting, names after
+//! resolution, every address they resolve to, and connects only to the
+//! addresses it checked.
 
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,11 +19,17 @@ use http_body_util::BodyExt;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
 use tokio::time::Sleep;
+use tower_service::Service;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
+use crate::destination::AllowPrivate;
 use crate::error::RuntimeError;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Timeouts and caps for every outbound request.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -37,6 +47,10 @@ pub struct OutboundConfig {
     pub pool_idle_timeout: Duration,
     /// Idle connections kept per host.
     pub pool_max_idle_per_host: usize,
+    /// Restricted addresses (loopback, private, link-local, …) requests may
+    /// still reach, and names that may resolve to them. Empty: none.
+    #[serde(default)]
+    pub allow_private: AllowPrivate,
 }
 
 impl Default for OutboundConfig {
@@ -48,6 +62,7 @@ impl Default for OutboundConfig {
             max_response_bytes: 16 * 1024 * 1024,
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 32,
+            allow_private: AllowPrivate::default(),
         }
     }
 }
@@ -56,16 +71,20 @@ impl Default for OutboundConfig {
 /// roots), shared by every provider call of a runtime.
 #[derive(Clone)]
 pub(crate) struct OutboundClient {
-    client: Client<HttpsConnector<HttpConnector>, WasiBody>,
+    client: Client<HttpsConnector<CheckedConnector>, WasiBody>,
     config: Arc<OutboundConfig>,
 }
 
 impl OutboundClient {
     pub(crate) fn new(config: OutboundConfig) -> Result<Self, RuntimeError> {
-        let mut http = HttpConnector::new();
+        let allow = Arc::new(config.allow_private.clone());
+        let mut http = HttpConnector::new_with_resolver(CheckedResolver {
+            allow: allow.clone(),
+        });
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(config.connect_timeout));
+        let http = CheckedConnector { inner: http, allow };
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
             .map_err(|e| RuntimeError::Http(e.to_string()))?
@@ -120,10 +139,15 @@ impl OutboundClient {
     }
 }
 
-/// Turns a client failure into the `wasi:http` error the guest sees.
+/// Turns a client failure into the `wasi:http` error the guest sees. A
+/// refused destination is `destination-ip-prohibited`, whatever the port
+/// would have answered (no connection was attempted).
 fn client_error(err: &hyper_util::client::legacy::Error) -> HttpError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
     while let Some(e) = source {
+        if e.downcast_ref::<DestinationDenied>().is_some() {
+            return HttpError::DestinationIpProhibited;
+        }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             return match io.kind() {
                 std::io::ErrorKind::TimedOut => HttpError::ConnectionTimeout,
@@ -138,6 +162,91 @@ fn client_error(err: &hyper_util::client::legacy::Error) -> HttpError {
         HttpError::DestinationUnavailable
     } else {
         HttpError::InternalError(Some(err.to_string()))
+    }
+}
+
+/// A connection refused because the destination's address is restricted.
+#[derive(Debug, thiserror::Error)]
+#[error("destination address not allowed: {host}")]
+struct DestinationDenied {
+    host: String,
+}
+
+impl DestinationDenied {
+    fn new(host: &str, address: IpAddr) -> Self {
+        tracing::warn!(
+            host,
+            %address,
+            kind = crate::destination::restricted_range(address).unwrap_or("restricted"),
+            "outbound request refused: destination address not allowed"
+        );
+        DestinationDenied {
+            host: host.to_string(),
+        }
+    }
+}
+
+/// Resolves names with `getaddrinfo` (tokio's `lookup_host`) and refuses
+/// the name unless every address it resolves to is allowed; the connector
+/// then connects to exactly these addresses.
+#[derive(Clone)]
+struct CheckedResolver {
+    allow: Arc<AllowPrivate>,
+}
+
+impl Service<Name> for CheckedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = BoxError;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<std::vec::IntoIter<SocketAddr>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let allow = self.allow.clone();
+        Box::pin(async move {
+            let host = name.as_str();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
+            if !allow.allows_name(host)
+                && let Some(refused) = addrs.iter().find(|a| !allow.allows(a.ip()))
+            {
+                return Err(DestinationDenied::new(host, refused.ip()).into());
+            }
+            Ok(addrs.into_iter())
+        })
+    }
+}
+
+/// The TCP connector: an IP-literal host (which `HttpConnector` connects to
+/// without resolving) is checked here; names go through [`CheckedResolver`].
+#[derive(Clone)]
+struct CheckedConnector {
+    inner: HttpConnector<CheckedResolver>,
+    allow: Arc<AllowPrivate>,
+}
+
+impl Service<http::Uri> for CheckedConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<TokioIo<TcpStream>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let host = uri.host().unwrap_or_default();
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(address) = bare.parse::<IpAddr>()
+            && !self.allow.allows(address)
+        {
+            let denied = DestinationDenied::new(bare, address);
+            return Box::pin(async move { Err(denied.into()) });
+        }
+        let connecting = self.inner.call(uri);
+        Box::pin(async move { connecting.await.map_err(Into::into) })
     }
 }
 
@@ -165,28 +274,53 @@ impl OutboundPolicy {
     }
 }
 
+/// Why a request of a call was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Denial {
+    /// The host (`host:port`) is not among the call's allowed hosts.
+    Host(String),
+    /// The host (`host:port`) is allowed but its address is restricted.
+    Address(String),
+}
+
 /// The call's `wasi:http` hooks. Routers and conditions get
 /// [`OutboundHooks::deny_all`] (and may not even import `wasi:http`).
 pub(crate) struct OutboundHooks {
     route: Option<(OutboundClient, Arc<OutboundPolicy>)>,
-    /// The first host a request was refused for.
-    pub(crate) denied: Option<String>,
+    /// The first request refused, set by the hook or, for a restricted
+    /// address, by the request's future once the connector refused it.
+    denied: Arc<Mutex<Option<Denial>>>,
 }
 
 impl OutboundHooks {
     pub(crate) fn deny_all() -> Self {
         OutboundHooks {
             route: None,
-            denied: None,
+            denied: Arc::default(),
         }
     }
 
     pub(crate) fn new(client: OutboundClient, policy: Arc<OutboundPolicy>) -> Self {
         OutboundHooks {
             route: Some((client, policy)),
-            denied: None,
+            denied: Arc::default(),
         }
     }
+
+    /// The first refused request of the call, if any.
+    pub(crate) fn denied(&self) -> Option<Denial> {
+        self.denied
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Records `denial` unless an earlier one is there.
+fn record(cell: &Mutex<Option<Denial>>, denial: Denial) {
+    cell.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get_or_insert(denial);
 }
 
 type SendFuture = Box<
@@ -209,14 +343,14 @@ impl WasiHttpHooks for OutboundHooks {
         let host = uri.host().unwrap_or_default().to_ascii_lowercase();
         let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let target = format!("{host}:{port}");
         let allowed = self
             .route
             .as_ref()
             .filter(|(_, policy)| policy.allows(&host, port));
         let Some((client, policy)) = allowed else {
-            let target = format!("{host}:{port}");
             tracing::warn!(host = %target, "plugin request to a host that is not allowed");
-            self.denied.get_or_insert(target);
+            record(&self.denied, Denial::Host(target));
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         };
         if let Some((name, value)) = &policy.credential {
@@ -224,8 +358,16 @@ impl WasiHttpHooks for OutboundHooks {
             request.headers_mut().insert(name.clone(), value.clone());
         }
         let client = client.clone();
+        let denied = self.denied.clone();
         Box::new(async move {
-            let response = client.send(request, options).await?;
+            let response = match client.send(request, options).await {
+                Ok(response) => response,
+                Err(HttpError::DestinationIpProhibited) => {
+                    record(&denied, Denial::Address(target));
+                    return Err(HttpError::DestinationIpProhibited);
+                }
+                Err(other) => return Err(other),
+            };
             let io_done: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> =
                 Box::new(async { Ok(()) });
             Ok((response, io_done))

@@ -1,6 +1,7 @@
 //! Outbound HTTP through the host's hook, against the mock upstream on
 //! loopback: credentials are added by the host and never seen by the guest,
-//! timeouts apply, and dropping a call drops the upstream request.
+//! timeouts apply, dropping a call drops the upstream request, and
+//! restricted addresses are refused unless the runtime allows them.
 
 mod common;
 
@@ -8,9 +9,9 @@ use std::time::Duration;
 
 use common::*;
 use vel_mock_upstream::{Fault, MockUpstream};
-use vel_runtime::types::{CompletionRequest, ProviderError, TaskType};
+use vel_runtime::types::{CompletionRequest, Message, ProviderError, Role, TaskType};
 use vel_runtime::{
-    OutboundConfig, PluginKind, Profile, ProviderCall, Runtime, RuntimeConfig, Secret,
+    OutboundConfig, PluginError, PluginKind, Profile, ProviderCall, Runtime, RuntimeConfig, Secret,
 };
 
 const SECRET: &str = "sk-vel-test-9f8e7d6c5b4a";
@@ -129,6 +130,7 @@ async fn a_silent_upstream_times_out() {
         outbound: OutboundConfig {
             connect_timeout: Duration::from_millis(200),
             first_byte_timeout: Duration::from_millis(200),
+            allow_private: loopback(),
             ..OutboundConfig::default()
         },
         ..RuntimeConfig::default()
@@ -143,4 +145,136 @@ async fn a_silent_upstream_times_out() {
         .unwrap();
     assert_eq!(result, Err(ProviderError::Timeout));
     mock.wait_for_dropped(1).await;
+}
+
+/// The built-in `openai-compatible` plugin loaded into `rt`.
+async fn openai_compatible(rt: &Runtime) -> vel_runtime::Plugin {
+    let bytes = vel_plugin_artifacts::builtin("openai-compatible")
+        .expect("built-in openai-compatible")
+        .bytes;
+    rt.load(bytes).await.expect("loads")
+}
+
+/// A real provider call through `plugin` to `base_url` (`…/v1` appended).
+async fn chat(
+    rt: &Runtime,
+    plugin: &vel_runtime::Plugin,
+    base_url: &str,
+) -> Result<Result<vel_runtime::types::CompletionResponse, ProviderError>, PluginError> {
+    let call = ProviderCall {
+        settings: vec![
+            ("base-url".into(), format!("{base_url}/v1")),
+            ("timeout-ms".into(), "5000".into()),
+        ],
+        secret: Some(Secret::new(SECRET)),
+        allow_base_url_host: true,
+        ..ProviderCall::default()
+    };
+    let request = CompletionRequest {
+        messages: vec![Message {
+            role: Role::User,
+            content: "hi".into(),
+        }],
+        ..request("gpt-4o-mini")
+    };
+    let limits = rt.limits(PluginKind::Provider, Profile::Platform);
+    rt.complete(plugin, limits, call, &request).await.result
+}
+
+/// A loopback port nothing listens on.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restricted_destinations_are_refused_after_resolution() {
+    let mock = MockUpstream::start().await;
+    let port = mock.addr().port();
+    // No exceptions: the server's default.
+    let strict = runtime_with(OutboundConfig::default());
+    let plugin = openai_compatible(&strict).await;
+    // Literals (checked before connecting) and names and spellings that
+    // getaddrinfo resolves to loopback (checked after resolution).
+    for host in [
+        "127.0.0.1",
+        "localhost",
+        "LocalHost",
+        "2130706433",
+        "127.1",
+        "0x7f.1",
+        "[::ffff:127.0.0.1]",
+    ] {
+        let result = chat(&strict, &plugin, &format!("http://{host}:{port}")).await;
+        let expected = format!("{}:{port}", host.to_ascii_lowercase());
+        assert_eq!(
+            result.unwrap_err(),
+            PluginError::DestinationDenied { host: expected },
+            "{host}"
+        );
+    }
+    assert_eq!(
+        mock.stats().connections_accepted,
+        0,
+        "no connection was made"
+    );
+
+    // An open and a closed port give the same error: no port-scan oracle.
+    let closed = closed_port();
+    let open = chat(&strict, &plugin, &format!("http://localhost:{port}")).await;
+    let shut = chat(&strict, &plugin, &format!("http://localhost:{closed}")).await;
+    let text = |r: Result<_, PluginError>, p: u16| {
+        r.unwrap_err().to_string().replace(&p.to_string(), "PORT")
+    };
+    let open = text(open, port);
+    assert_eq!(open, text(shut, closed));
+    assert_eq!(
+        open,
+        "outbound request to `localhost:PORT` denied: destination address not allowed"
+    );
+
+    // With loopback allowed, the same calls reach the upstream.
+    let allowed = runtime();
+    let plugin = openai_compatible(allowed).await;
+    for host in ["127.0.0.1", "localhost", "2130706433"] {
+        let answer = chat(allowed, &plugin, &format!("http://{host}:{port}"))
+            .await
+            .unwrap_or_else(|e| panic!("{host}: {e}"))
+            .unwrap_or_else(|e| panic!("{host}: {e:?}"));
+        assert_eq!(answer.text, "echo: hi", "{host}");
+    }
+    // Refused before connecting: the allowed runtime still refuses other ranges.
+    let metadata = chat(allowed, &plugin, "http://169.254.169.254").await;
+    assert_eq!(
+        metadata.unwrap_err(),
+        PluginError::DestinationDenied {
+            host: "169.254.169.254:80".into()
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_name_may_resolve_to_a_restricted_address() {
+    let mock = MockUpstream::start().await;
+    let port = mock.addr().port();
+    let rt = runtime_with(OutboundConfig {
+        allow_private: "localhost".parse().unwrap(),
+        ..OutboundConfig::default()
+    });
+    let plugin = openai_compatible(&rt).await;
+    let answer = chat(&rt, &plugin, &format!("http://localhost:{port}"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.text, "echo: hi");
+    // The name is allowed, not the address it resolves to.
+    assert_eq!(
+        chat(&rt, &plugin, &format!("http://127.0.0.1:{port}"))
+            .await
+            .unwrap_err(),
+        PluginError::DestinationDenied {
+            host: format!("127.0.0.1:{port}")
+        }
+    );
+    assert_eq!(mock.stats().received, 1);
 }

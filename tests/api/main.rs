@@ -22,6 +22,7 @@ mod nul;
 mod organizations;
 mod plugin_cli;
 mod plugins;
+mod ssrf;
 mod storage;
 mod tasks;
 mod users;

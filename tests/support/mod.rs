@@ -187,6 +187,11 @@ impl Server {
             // Gateway requests are read back soon after they end, not after
             // the production linger of a second.
             ("VEL_USAGE_LINGER_MS".into(), "20".into()),
+            // The mock upstreams listen on loopback, a restricted destination.
+            (
+                "VEL_OUTBOUND_ALLOW_PRIVATE".into(),
+                "127.0.0.0/8,::1/128".into(),
+            ),
             (
                 "VEL_PLUGIN_CACHE_DIR".into(),
                 plugin_cache_dir().display().to_string(),

@@ -11,8 +11,8 @@ use serde::Serialize;
 use serde_json::Value;
 use vel_runtime::types::{Candidate, CompletionRequest, ConditionInput, TaskInfo};
 use vel_runtime::{
-    CallResult, CallStats, Limits, Plugin, PluginKind, Profile, ProviderCall, Runtime,
-    RuntimeConfig, Secret,
+    AllowPrivate, CallResult, CallStats, Limits, OutboundConfig, Plugin, PluginKind, Profile,
+    ProviderCall, Runtime, RuntimeConfig, Secret,
 };
 
 use super::remote;
@@ -72,6 +72,17 @@ pub struct RunArgs {
     /// Providers: a host the plugin may call, besides its base URL's (repeatable).
     #[arg(long = "allow-host", value_name = "HOST")]
     allowed_hosts: Vec<String>,
+    /// Providers: restricted destinations (loopback, private, …) the plugin
+    /// may still reach, as the server's setting of the same name: CIDR
+    /// ranges, addresses and host names, comma-separated (e.g.
+    /// `127.0.0.0/8,::1/128` for an upstream on this machine).
+    #[arg(
+        long = "allow-private",
+        env = "VEL_OUTBOUND_ALLOW_PRIVATE",
+        value_name = "LIST",
+        default_value = ""
+    )]
+    allow_private: AllowPrivate,
     /// Providers: call `complete-stream` and print deltas to stderr as they arrive.
     #[arg(long)]
     stream: bool,
@@ -107,9 +118,15 @@ fn init_plugin_logs() {
         .try_init();
 }
 
-async fn load(file: &Path) -> anyhow::Result<(Runtime, Plugin)> {
+async fn load(file: &Path, allow_private: AllowPrivate) -> anyhow::Result<(Runtime, Plugin)> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let runtime = Runtime::new(RuntimeConfig {
+        outbound: OutboundConfig {
+            allow_private,
+            ..OutboundConfig::default()
+        },
+        ..RuntimeConfig::default()
+    })?;
     let plugin = runtime
         .load(&bytes)
         .await
@@ -118,7 +135,7 @@ async fn load(file: &Path) -> anyhow::Result<(Runtime, Plugin)> {
 }
 
 async fn check(file: &Path) -> anyhow::Result<()> {
-    let (runtime, plugin) = load(file).await?;
+    let (runtime, plugin) = load(file, AllowPrivate::default()).await?;
     let kind = plugin.kind();
     println!("{}: a valid vel {kind} plugin", file.display());
     println!("kind:    {kind}");
@@ -185,7 +202,7 @@ async fn run_once(args: RunArgs) -> anyhow::Result<()> {
         (None, None) => bail!("give the input with --input JSON or --input-file PATH"),
     };
     let input: Value = serde_json::from_str(&input).context("the input is not valid JSON")?;
-    let (runtime, plugin) = load(&args.file).await?;
+    let (runtime, plugin) = load(&args.file, args.allow_private.clone()).await?;
     let profile = if args.tenant {
         Profile::Tenant
     } else {

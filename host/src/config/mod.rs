@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::Deserialize;
+use vel_runtime::AllowPrivate;
 
 /// Why configuration could not be loaded; every variant names the setting.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +86,11 @@ pub struct Config {
     pub tasks: TaskConfig,
     /// Plugin registry settings.
     pub registry: RegistryConfig,
+    /// Restricted destinations (loopback, private, link-local, …) provider
+    /// calls may still reach, and names that may resolve to them
+    /// (`VEL_OUTBOUND_ALLOW_PRIVATE`, comma-separated CIDR ranges, addresses
+    /// and host names; default none).
+    pub outbound_allow_private: AllowPrivate,
     /// Limits on client connections.
     pub connections: ConnectionConfig,
 }
@@ -212,6 +218,7 @@ struct FileConfig {
     keepalive_timeout_ms: Option<u64>,
     body_read_timeout_ms: Option<u64>,
     max_connections: Option<u32>,
+    outbound_allow_private: Option<String>,
 }
 
 /// Shortest connection timeout accepted (header read, keep-alive, body read).
@@ -435,6 +442,13 @@ impl Config {
                 )?,
                 max_connections: src.get_parsed_opt("VEL_MAX_CONNECTIONS", file.max_connections)?,
             },
+            outbound_allow_private: src.get(
+                "VEL_OUTBOUND_ALLOW_PRIVATE",
+                file.outbound_allow_private
+                    .map(|s| parse_file::<AllowPrivate>("outbound_allow_private", &s))
+                    .transpose()?,
+                AllowPrivate::default(),
+            )?,
         };
         config.check_ranges()?;
         Ok(config)
@@ -707,6 +721,19 @@ mod tests {
             let err = load(&[(name, value)]).unwrap_err().to_string();
             assert!(err.contains(name), "{err}");
         }
+        let err = load(&[("VEL_OUTBOUND_ALLOW_PRIVATE", "10.0.0.0/8,not a host")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("VEL_OUTBOUND_ALLOW_PRIVATE") && err.contains("not a host"),
+            "{err}"
+        );
+        let c = load(&[("VEL_OUTBOUND_ALLOW_PRIVATE", " 10.0.0.0/8, llm.internal ")]).unwrap();
+        assert_eq!(
+            c.outbound_allow_private.to_string(),
+            "10.0.0.0/8,llm.internal"
+        );
+        assert!(load(&[]).unwrap().outbound_allow_private.is_empty());
         let c = load(&[("VEL_USAGE_LINGER_MS", "0"), ("VEL_USAGE_BATCH", "1")]).unwrap();
         assert_eq!((c.tasks.usage_linger_ms, c.tasks.usage_batch), (0, 1));
         let err = load(&[("VEL_ADMIN_PASSWORD", "short")])

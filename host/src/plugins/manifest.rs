@@ -244,6 +244,11 @@ pub fn is_plugin_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
+/// The host of a `host` or `host:port` entry.
+pub fn host_of(entry: &str) -> &str {
+    entry.rsplit_once(':').map_or(entry, |(host, _)| host)
+}
+
 /// `host` or `host:port`, as the outbound allowlist compares them.
 fn is_host(entry: &str) -> bool {
     let (host, port) = match entry.rsplit_once(':') {

@@ -12,7 +12,7 @@ pub mod stats;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vel_runtime::{Runtime, RuntimeConfig};
+use vel_runtime::{OutboundConfig, Runtime, RuntimeConfig};
 
 use self::builtin::{BuiltinError, BuiltinPlugins};
 use self::registry::{Deployed, Registry};
@@ -49,10 +49,14 @@ impl std::fmt::Debug for Plugins {
 
 impl Plugins {
     /// Starts the runtime with the compile cache in `config.plugin_cache_dir`
-    /// and loads every built-in plugin.
+    /// and the operator's outbound exceptions, and loads every built-in plugin.
     pub async fn start(config: &Config) -> Result<Plugins, PluginsError> {
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: Some(config.plugin_cache_dir.clone()),
+            outbound: OutboundConfig {
+                allow_private: config.outbound_allow_private.clone(),
+                ..OutboundConfig::default()
+            },
             ..RuntimeConfig::default()
         })?;
         let builtins = BuiltinPlugins::load(&runtime).await?;

@@ -128,8 +128,8 @@ pub struct TestError {
     pub source: String,
     /// For `provider`: `rate_limited`, `unavailable`, `timeout`,
     /// `invalid_request`, `auth`, `content_filtered`, `other`. For `plugin`:
-    /// `limit_exceeded`, `trap`, `panic`, `http_request_denied`, `wrong_kind`,
-    /// `instantiate`, `host`. For `configuration`: `plugin_not_found`,
+    /// `limit_exceeded`, `trap`, `panic`, `http_request_denied`,
+    /// `destination_denied`, `wrong_kind`, `instantiate`, `host`. For `configuration`: `plugin_not_found`,
     /// `not_a_provider`, `invalid_base_url`, `credential_unreadable`, and for
     /// an agent dry run `integration_not_found`.
     pub kind: String,

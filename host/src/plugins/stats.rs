@@ -235,6 +235,7 @@ pub fn error_kind(e: &PluginError) -> &'static str {
         PluginError::Trap { .. } => "trap",
         PluginError::Panic { .. } => "panic",
         PluginError::HttpRequestDenied { .. } => "http_request_denied",
+        PluginError::DestinationDenied { .. } => "destination_denied",
         PluginError::WrongKind { .. } => "wrong_kind",
         PluginError::Instantiate(_) => "instantiate",
         PluginError::Host(_) => "host",

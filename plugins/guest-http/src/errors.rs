@@ -1,13 +1,15 @@
 //! Turning upstream HTTP failures into the `provider-error` the host acts on.
 //!
-//! Messages carry the status and the upstream's own error message, never
-//! request or response headers (they may hold credentials).
+//! Messages carry the status and, when the upstream's JSON error names one,
+//! a short reason: never the raw body (an endpoint that is not the provider
+//! it claims to be must not have its pages relayed) and never request or
+//! response headers (they may hold credentials).
 
 use crate::completion::ProviderError;
 use serde_json::Value;
 
-/// Longest upstream error text kept in a message.
-const MAX_MESSAGE: usize = 500;
+/// Longest upstream reason kept in a message, in characters.
+const MAX_REASON: usize = 200;
 
 /// The error for a non-2xx response.
 ///
@@ -16,8 +18,10 @@ const MAX_MESSAGE: usize = 500;
 /// `invalid-request` (or `content-filtered` when the upstream says the
 /// content was refused), anything else → `other`.
 pub fn from_status(status: u16, retry_after_ms: Option<u32>, body: &[u8]) -> ProviderError {
-    let message = upstream_message(body);
-    let text = format!("upstream answered {status}: {message}");
+    let text = match upstream_reason(body) {
+        Some(reason) => format!("upstream answered {status}: {reason}"),
+        None => format!("upstream answered {status}"),
+    };
     match status {
         429 => ProviderError::RateLimited(retry_after_ms),
         401 | 403 => ProviderError::Auth(text),
@@ -43,25 +47,35 @@ pub fn retry_after_ms(header: impl Fn(&str) -> Option<String>) -> Option<u32> {
     parse("retry-after-ms", 1.0).or_else(|| parse("retry-after", 1000.0))
 }
 
-/// The upstream's error message: `error.message`, `message`, `error` or
-/// `detail` from a JSON body, else the body's text, shortened.
-pub fn upstream_message(body: &[u8]) -> String {
-    let from_json = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
-        [
-            v.pointer("/error/message"),
-            v.get("message"),
-            v.get("error"),
-            v.get("detail"),
-        ]
-        .into_iter()
-        .flatten()
-        .find_map(|m| m.as_str().map(str::to_string))
-    });
-    let text = from_json.unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
-    if text.is_empty() {
-        return "(no error message)".to_string();
+/// The reason an upstream's JSON error body gives (`error.message`,
+/// `message`, `error` or `detail`), with control characters removed and
+/// shortened to [`MAX_REASON`] characters; `None` for a body that is not
+/// JSON or names no reason.
+pub fn upstream_reason(body: &[u8]) -> Option<String> {
+    let v = serde_json::from_slice::<Value>(body).ok()?;
+    let raw = [
+        v.pointer("/error/message"),
+        v.get("message"),
+        v.get("error"),
+        v.get("detail"),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(Value::as_str)?;
+    let clean = raw
+        .split(char::is_control)
+        .flat_map(str::split_whitespace)
+        .collect::<Vec<_>>()
+        .join(" ");
+    if clean.is_empty() {
+        return None;
     }
-    shorten(&text)
+    Some(shorten(&clean))
+}
+
+/// [`upstream_reason`], or a placeholder when there is none.
+pub fn upstream_message(body: &[u8]) -> String {
+    upstream_reason(body).unwrap_or_else(|| "(no error message)".to_string())
 }
 
 /// Whether an error body says the content itself was refused.
@@ -79,10 +93,10 @@ fn mentions_content_filter(body: &[u8]) -> bool {
 }
 
 fn shorten(text: &str) -> String {
-    if text.chars().count() <= MAX_MESSAGE {
+    if text.chars().count() <= MAX_REASON {
         return text.to_string();
     }
-    let cut: String = text.chars().take(MAX_MESSAGE).collect();
+    let cut: String = text.chars().take(MAX_REASON).collect();
     format!("{cut}…")
 }
 
@@ -106,9 +120,12 @@ mod tests {
             from_status(504, None, b""),
             ProviderError::Timeout
         ));
-        assert!(
-            matches!(from_status(503, None, b"down"), ProviderError::Unavailable(m) if m.contains("down"))
-        );
+        match from_status(503, None, br#"{"error": "down for maintenance"}"#) {
+            ProviderError::Unavailable(m) => {
+                assert_eq!(m, "upstream answered 503: down for maintenance")
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(
             from_status(529, None, b""),
             ProviderError::Unavailable(_)
@@ -128,6 +145,26 @@ mod tests {
             from_status(302, None, b""),
             ProviderError::Other(_)
         ));
+    }
+
+    #[test]
+    fn raw_bodies_are_never_echoed() {
+        // What an endpoint that is not a provider answers: an HTML page, a
+        // banner, plain text. Only the status comes back.
+        for body in [
+            &b"<html><body>Internal admin console: db=10.0.0.5 password=hunter2</body></html>"[..],
+            b"SSH-2.0-OpenSSH_9.6\r\n",
+            b"down",
+            b"{not json",
+            br#"{"error": {"code": 17}}"#,
+            br#"{"detail": [{"loc": ["body"], "msg": "secret-ish"}]}"#,
+            br#"{"message": " \n\t "}"#,
+        ] {
+            match from_status(422, None, body) {
+                ProviderError::InvalidRequest(m) => assert_eq!(m, "upstream answered 422"),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -153,7 +190,7 @@ mod tests {
     }
 
     #[test]
-    fn messages_are_found_and_shortened() {
+    fn reasons_are_found_cleaned_and_shortened() {
         assert_eq!(
             upstream_message(
                 br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
@@ -162,11 +199,21 @@ mod tests {
         );
         assert_eq!(upstream_message(br#"{"detail": "bad"}"#), "bad");
         assert_eq!(upstream_message(b""), "(no error message)");
+        assert_eq!(upstream_message(b"plain text"), "(no error message)");
+        // Control characters (escape sequences, line breaks) are removed.
         assert_eq!(
-            upstream_message("x".repeat(2000).as_bytes())
-                .chars()
-                .count(),
-            MAX_MESSAGE + 1
+            upstream_reason(br#"{"message": "line one\nline two\u001b[31m red\u0007"}"#).unwrap(),
+            "line one line two [31m red"
         );
+        let long = format!(r#"{{"error": {{"message": "{}"}}}}"#, "x".repeat(2000));
+        let reason = upstream_reason(long.as_bytes()).unwrap();
+        assert_eq!(reason.chars().count(), MAX_REASON + 1);
+        assert!(reason.ends_with('…'));
+        match from_status(500, None, long.as_bytes()) {
+            ProviderError::Unavailable(m) => {
+                assert!(m.chars().count() <= MAX_REASON + 25, "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

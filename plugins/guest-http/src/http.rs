@@ -195,7 +195,8 @@ pub fn post(post: &Post) -> Result<Response, ProviderError> {
 }
 
 /// The `provider-error` for a transport failure: timeouts are `timeout`,
-/// unreachable or broken upstreams `unavailable`, a host refusal `other`.
+/// unreachable or broken upstreams `unavailable`, a host refusal (a host
+/// or a destination address that is not allowed) `other`.
 pub fn from_error_code(code: &ErrorCode) -> ProviderError {
     match code {
         ErrorCode::DnsTimeout
@@ -206,6 +207,9 @@ pub fn from_error_code(code: &ErrorCode) -> ProviderError {
         ErrorCode::HttpRequestDenied => ProviderError::Other(
             "the host refused the outbound request (its host is not allowed for this plugin)"
                 .into(),
+        ),
+        ErrorCode::DestinationIpProhibited => ProviderError::Other(
+            "the host refused the outbound request (destination address not allowed)".into(),
         ),
         ErrorCode::HttpRequestUriInvalid | ErrorCode::HttpRequestMethodInvalid => {
             ProviderError::InvalidRequest(format!("the host refused the request: {code:?}"))
@@ -283,6 +287,10 @@ mod tests {
         assert!(matches!(
             from_error_code(&ErrorCode::HttpRequestDenied),
             ProviderError::Other(_)
+        ));
+        assert!(matches!(
+            from_error_code(&ErrorCode::DestinationIpProhibited),
+            ProviderError::Other(m) if m.contains("destination address not allowed")
         ));
     }
 }

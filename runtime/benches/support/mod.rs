@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use vel_runtime::{Plugin, Runtime, RuntimeConfig};
+use vel_runtime::{OutboundConfig, Plugin, Runtime, RuntimeConfig};
 
 /// A default runtime and the current-thread executor its calls run on.
 pub struct Harness {
@@ -15,13 +15,21 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// A runtime with the default configuration.
+    /// A runtime with the default configuration, except that outbound
+    /// requests may reach loopback (where the benchmarks' mock upstream is).
     pub fn new() -> Self {
         let tokio = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("tokio runtime");
-        let runtime = Runtime::new(RuntimeConfig::default()).expect("vel runtime");
+        let runtime = Runtime::new(RuntimeConfig {
+            outbound: OutboundConfig {
+                allow_private: "127.0.0.0/8,::1/128".parse().expect("valid ranges"),
+                ..OutboundConfig::default()
+            },
+            ..RuntimeConfig::default()
+        })
+        .expect("vel runtime");
         Harness { tokio, runtime }
     }
 

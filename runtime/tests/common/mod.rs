@@ -8,20 +8,36 @@ use std::sync::{Mutex, OnceLock};
 use vel_runtime::types::{
     Candidate, CircuitState, ConditionInput, Preference, Priority, TaskInfo, TaskType,
 };
-use vel_runtime::{Plugin, Runtime, RuntimeConfig};
+use vel_runtime::{AllowPrivate, OutboundConfig, Plugin, Runtime, RuntimeConfig};
 
-/// The binary's runtime. Compiled components are cached under Cargo's
-/// per-target temporary directory, so a re-run does not recompile them.
+/// The loopback ranges, which the mock upstream listens on.
+pub fn loopback() -> AllowPrivate {
+    "127.0.0.0/8,::1/128".parse().expect("valid ranges")
+}
+
+/// A runtime with these outbound settings. Compiled components are cached
+/// under Cargo's per-target temporary directory, so a re-run does not
+/// recompile them.
+pub fn runtime_with(outbound: OutboundConfig) -> Runtime {
+    let config = RuntimeConfig {
+        cache_dir: Some(
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("vel-compile-cache"),
+        ),
+        outbound,
+        ..RuntimeConfig::default()
+    };
+    Runtime::new(config).expect("runtime starts")
+}
+
+/// The binary's runtime; outbound requests may reach loopback (the mock
+/// upstream).
 pub fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
-        let config = RuntimeConfig {
-            cache_dir: Some(
-                std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("vel-compile-cache"),
-            ),
-            ..RuntimeConfig::default()
-        };
-        Runtime::new(config).expect("runtime starts")
+        runtime_with(OutboundConfig {
+            allow_private: loopback(),
+            ..OutboundConfig::default()
+        })
     })
 }
 

@@ -7,10 +7,11 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
+use vel_runtime::AllowPrivate;
 
 use crate::api::error::{ApiError, ErrorBody, FieldErrors};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
-use crate::api::handlers::{check_text, is_slug};
+use crate::api::handlers::{check_destination, check_text, is_slug};
 use crate::api::pagination::{self, PageQuery};
 use crate::audit;
 use crate::auth::{Principal, Role};
@@ -205,7 +206,10 @@ pub struct IntegrationList {
     pub items: Vec<IntegrationView>,
 }
 
-fn check_url(errors: &mut FieldErrors, url: &str) {
+/// The base URL's shape, then its host against the outbound destination
+/// rules (the connector checks the resolved addresses of names again on
+/// every connection).
+fn check_url(errors: &mut FieldErrors, url: &str, allow: &AllowPrivate) {
     let ok = (url.starts_with("https://") || url.starts_with("http://"))
         && url.len() <= 2048
         && url
@@ -213,11 +217,17 @@ fn check_url(errors: &mut FieldErrors, url: &str) {
             .nth(1)
             .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
         && !url.chars().any(char::is_whitespace);
-    errors.check(
-        ok,
-        "base_url",
-        "must be an http or https URL of at most 2048 characters",
-    );
+    let host = url
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|uri| uri.host().map(str::to_string));
+    match host {
+        Some(host) if ok => check_destination(errors, "base_url", &host, allow),
+        _ => errors.add(
+            "base_url",
+            "must be an http or https URL of at most 2048 characters",
+        ),
+    }
 }
 
 fn check_key(errors: &mut FieldErrors, key: &str) {
@@ -255,7 +265,7 @@ pub async fn create(
         .clone()
         .or_else(|| req.provider.default_base_url().map(str::to_string));
     match &base_url {
-        Some(url) => check_url(&mut errors, url),
+        Some(url) => check_url(&mut errors, url, &state.config.outbound_allow_private),
         None => errors.check(
             req.provider == ProviderKind::Mock,
             "base_url",
@@ -392,7 +402,7 @@ pub async fn update(
         );
     }
     if let Some(url) = &req.base_url {
-        check_url(&mut errors, url);
+        check_url(&mut errors, url, &state.config.outbound_allow_private);
     }
     if let Some(model) = &req.default_model {
         check_text(&mut errors, "default_model", model, 128);

@@ -15,13 +15,14 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 use vel_runtime::{LoadError, PluginKind};
 
-use crate::api::error::{ApiError, ErrorBody, is_read_timeout};
+use crate::api::error::{ApiError, ErrorBody, FieldErrors, is_read_timeout};
 use crate::api::extract::{ApiPath, ApiQuery, ClientInfo};
+use crate::api::handlers::check_destination;
 use crate::audit;
 use crate::auth::{Principal, Role};
 use crate::orchestrator::dispatch::DEFAULT_ROUTER;
 use crate::orchestrator::signals::Signal;
-use crate::plugins::manifest::Manifest;
+use crate::plugins::manifest::{self, Manifest};
 use crate::plugins::registry::{Owner, sha256_hex};
 use crate::plugins::stats::VersionStats;
 use crate::state::AppState;
@@ -252,7 +253,7 @@ fn scope_label(org_id: Option<&str>) -> &'static str {
 #[utoipa::path(post, path = "/api/plugins", tag = "plugins", params(UploadOptions),
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses((status = 201, body = VersionView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)),
+              (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn upload(
     State(state): State<AppState>,
@@ -275,6 +276,16 @@ pub async fn upload(
     let form = read_form(multipart, state.config.registry.max_upload_bytes).await?;
     let manifest = Manifest::parse(&form.manifest)
         .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+    let mut errors = FieldErrors::new();
+    for entry in &manifest.outbound.hosts {
+        check_destination(
+            &mut errors,
+            "outbound.hosts",
+            manifest::host_of(entry),
+            &state.config.outbound_allow_private,
+        );
+    }
+    errors.finish()?;
     let kind = manifest
         .plugin_kind()
         .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
