@@ -17,6 +17,7 @@ mod health;
 mod integrations;
 mod organizations;
 mod plugin_cli;
+mod plugin_limits;
 mod plugins;
 mod storage;
 mod tasks;

@@ -12,7 +12,7 @@ pub mod stats;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vel_runtime::{Runtime, RuntimeConfig};
+use vel_runtime::{CodeLimits, CompileConfig, Runtime, RuntimeConfig};
 
 use self::builtin::{BuiltinError, BuiltinPlugins};
 use self::registry::{Deployed, Registry};
@@ -49,10 +49,19 @@ impl std::fmt::Debug for Plugins {
 
 impl Plugins {
     /// Starts the runtime with the compile cache in `config.plugin_cache_dir`
-    /// and loads every built-in plugin.
+    /// and the configured compile bounds, and loads every built-in plugin.
     pub async fn start(config: &Config) -> Result<Plugins, PluginsError> {
+        let registry = &config.registry;
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: Some(config.plugin_cache_dir.clone()),
+            compile: CompileConfig {
+                slots: registry.compile_slots,
+                timeout: Duration::from_millis(registry.compile_timeout_ms),
+                code: CodeLimits {
+                    max_code_bytes: registry.max_code_bytes,
+                    max_function_bytes: registry.max_function_bytes,
+                },
+            },
             ..RuntimeConfig::default()
         })?;
         let builtins = BuiltinPlugins::load(&runtime).await?;
