@@ -67,6 +67,32 @@ pub enum LoadError {
          (or run `wasm-tools component new`) to make a component"
     )]
     CoreModule,
+    /// The bytes are not a well-formed component.
+    #[error("not a valid component: {0}")]
+    Malformed(String),
+    /// The component's code is larger than the compiler may take on.
+    #[error(
+        "the component's code is too large to compile: {bytes} bytes of function bodies, \
+         at most {max} are accepted"
+    )]
+    CodeTooLarge {
+        /// Its function bodies' total size so far, in bytes.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// One of the component's functions is larger than the compiler may
+    /// take on.
+    #[error(
+        "the component has a function too large to compile: {bytes} bytes, at most {max} are \
+         accepted"
+    )]
+    FunctionTooLarge {
+        /// The function body's size, in bytes.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The component exports none of the vel worlds.
     #[error(
         "unknown world: the component exports none of vel:plugins/completion, routing or \
@@ -82,6 +108,24 @@ pub enum LoadError {
         /// The vel interfaces it exports.
         exports: String,
     },
+    /// The world's interface is exported without the world's functions.
+    #[error("the component's {interface} export does not match the {kind} world: {message}")]
+    WrongExports {
+        /// The interface, e.g. `vel:plugins/routing@0.1.0`.
+        interface: String,
+        /// The world it belongs to.
+        kind: crate::PluginKind,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The component implements another world than the caller expected.
+    #[error("the component implements the {actual} world, not the {expected} world")]
+    KindMismatch {
+        /// The world expected (e.g. a manifest's kind).
+        expected: crate::PluginKind,
+        /// The world the component exports.
+        actual: crate::PluginKind,
+    },
     /// The component imports something its kind may not use.
     #[error("forbidden import `{import}`: a {kind} plugin may not import it")]
     ForbiddenImport {
@@ -93,6 +137,18 @@ pub enum LoadError {
     /// Compilation failed (invalid or unsupported WebAssembly).
     #[error("failed to compile the component: {0}")]
     Compile(String),
+    /// No compile slot became free in time.
+    #[error("{}", match .0 {
+        crate::SlotsBusy::Tenant => "another compilation for this organization is still running; try again later",
+        crate::SlotsBusy::Global => "every compile slot is busy; try again later",
+    })]
+    Busy(crate::SlotsBusy),
+    /// Compilation took longer than allowed and was abandoned.
+    #[error("compiling the component took longer than {limit_ms} ms and was abandoned")]
+    CompileTimeout {
+        /// The limit, in milliseconds.
+        limit_ms: u64,
+    },
     /// The component's imports or exports do not match the world's types.
     #[error("the component does not match the {kind} world: {message}")]
     Link {

@@ -2,12 +2,15 @@
 //!
 //! One [`Runtime`] per process owns the wasmtime engine (component model,
 //! pooling allocator, fuel, epoch interruption), the host functions, the
-//! on-disk compile cache and a pooled outbound HTTP client. [`Runtime::load`]
-//! turns component bytes into a [`Plugin`] (kind detected from its exports,
-//! imports checked, `info()` read once). Each call — [`Runtime::route`],
-//! [`Runtime::evaluate`], [`Runtime::complete`] — runs in a fresh instance
-//! under [`Limits`] and returns a [`CallResult`]: the guest's answer or a
-//! typed [`PluginError`], plus [`CallStats`].
+//! on-disk compile cache, the compile slots and a pooled outbound HTTP
+//! client. [`Runtime::load`] turns component bytes into a [`Plugin`] (kind
+//! detected from its exports and imports checked before compiling, `info()`
+//! read once); [`Runtime::stage`] does the same for an upload under the
+//! code limits, writing nothing to the cache until [`Staged::commit`].
+//! Each call — [`Runtime::route`], [`Runtime::evaluate`],
+//! [`Runtime::complete`] — runs in a fresh instance under [`Limits`] and
+//! returns a [`CallResult`]: the guest's answer or a typed [`PluginError`],
+//! plus [`CallStats`].
 
 pub mod bindings;
 mod cache;
@@ -16,6 +19,7 @@ mod condition;
 pub mod destination;
 mod engine;
 mod error;
+mod inspect;
 mod limits;
 mod outbound;
 mod plugin;
@@ -23,14 +27,17 @@ mod provider;
 mod router;
 mod runtime;
 mod sandbox;
+mod slots;
 pub mod types;
 
 pub use call::{CallResult, CallStats, WireSize};
 pub use destination::AllowPrivate;
 pub use error::{Limit, LoadError, PluginError, RuntimeError};
+pub use inspect::{CodeLimits, Inspection};
 pub use limits::{KindLimits, Limits, Profile};
 pub use outbound::OutboundConfig;
 pub use plugin::{Plugin, PluginInfo, PluginKind};
 pub use provider::{ProviderCall, Secret};
-pub use runtime::{Runtime, RuntimeConfig};
+pub use runtime::{CompileConfig, Runtime, RuntimeConfig, StageRequest, Staged};
 pub use sandbox::DeltaSink;
+pub use slots::{CompileSlot, CompileSlots, SlotsBusy};

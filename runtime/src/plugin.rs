@@ -6,13 +6,10 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use wasmtime::Engine;
-use wasmtime::component::Component;
 
 use crate::bindings::condition::ConditionPre;
 use crate::bindings::provider::ProviderPre;
 use crate::bindings::router::RouterPre;
-use crate::error::LoadError;
 use crate::sandbox::CallState;
 use crate::types::{ConditionInfo, ProviderInfo, RouterInfo};
 
@@ -29,6 +26,13 @@ pub enum PluginKind {
 }
 
 impl PluginKind {
+    /// Every kind.
+    pub const ALL: [PluginKind; 3] = [
+        PluginKind::Provider,
+        PluginKind::Router,
+        PluginKind::Condition,
+    ];
+
     /// The kind's name, as in manifests: `provider`, `router`, `condition`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -47,8 +51,17 @@ impl PluginKind {
         }
     }
 
+    /// The functions of the exported interface, with their parameter counts.
+    pub(crate) fn functions(self) -> &'static [(&'static str, usize)] {
+        match self {
+            PluginKind::Provider => &[("info", 0), ("complete", 1), ("complete-stream", 1)],
+            PluginKind::Router => &[("info", 0), ("route", 2)],
+            PluginKind::Condition => &[("info", 0), ("evaluate", 1)],
+        }
+    }
+
     /// Interfaces (without version) a plugin of this kind may import.
-    fn allows_import(self, interface: &str) -> bool {
+    pub(crate) fn allows_import(self, interface: &str) -> bool {
         ALWAYS_ALLOWED.contains(&interface)
             || (self == PluginKind::Provider && PROVIDER_ONLY.contains(&interface))
     }
@@ -227,74 +240,4 @@ impl fmt::Debug for Plugin {
             .field("sha256", &self.inner.sha256)
             .finish_non_exhaustive()
     }
-}
-
-/// Refuses bytes that are not a component before compiling anything.
-pub(crate) fn check_header(wasm: &[u8]) -> Result<(), LoadError> {
-    if wasm.get(..4) != Some(b"\0asm") {
-        return Err(LoadError::NotWasm);
-    }
-    // Bytes 4..8: version and layer; layer 1 is the component model.
-    match wasm.get(6..8) {
-        Some([1, 0]) => Ok(()),
-        Some([0, 0]) => Err(LoadError::CoreModule),
-        _ => Err(LoadError::NotWasm),
-    }
-}
-
-/// Which world the component implements, from its exports.
-pub(crate) fn detect_kind(engine: &Engine, component: &Component) -> Result<PluginKind, LoadError> {
-    let ty = component.component_type();
-    let exports: Vec<String> = ty
-        .exports(engine)
-        .map(|(name, _)| name.to_string())
-        .collect();
-    let kinds: Vec<PluginKind> = [
-        PluginKind::Provider,
-        PluginKind::Router,
-        PluginKind::Condition,
-    ]
-    .into_iter()
-    .filter(|k| exports.iter().any(|e| e == k.export()))
-    .collect();
-    match kinds.as_slice() {
-        [kind] => Ok(*kind),
-        [] => Err(LoadError::UnknownWorld {
-            exports: if exports.is_empty() {
-                "nothing".to_string()
-            } else {
-                exports.join(", ")
-            },
-        }),
-        many => Err(LoadError::AmbiguousWorld {
-            exports: many
-                .iter()
-                .map(|k| k.export())
-                .collect::<Vec<_>>()
-                .join(", "),
-        }),
-    }
-}
-
-/// Refuses imports the kind may not use (or versions the host does not serve).
-pub(crate) fn check_imports(
-    engine: &Engine,
-    component: &Component,
-    kind: PluginKind,
-) -> Result<(), LoadError> {
-    for (name, _) in component.component_type().imports(engine) {
-        let (interface, version) = name.split_once('@').unwrap_or((name, ""));
-        let version_ok = if interface.starts_with("vel:") {
-            version == "0.1.0"
-        } else {
-            version.starts_with("0.2.")
-        };
-        if !version_ok || !kind.allows_import(interface) {
-            return Err(LoadError::ForbiddenImport {
-                import: name.to_string(),
-                kind,
-            });
-        }
-    }
-    Ok(())
 }

@@ -9,19 +9,21 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Linker};
 
 use crate::bindings::condition::ConditionPre;
 use crate::bindings::provider::{Provider, ProviderPre};
 use crate::bindings::router::RouterPre;
-use crate::cache::CompileCache;
+use crate::cache::{self, CompileCache};
 use crate::call::{CallExtras, Failure, WireSize, run};
 use crate::engine::{EpochTicker, build_engine};
 use crate::error::{LoadError, PluginError, RuntimeError};
+use crate::inspect::{self, CodeLimits, Inspection};
 use crate::limits::{KindLimits, Limits, Profile};
 use crate::outbound::{OutboundClient, OutboundConfig};
-use crate::plugin::{self, KindPre, Plugin, PluginInfo, PluginInner, PluginKind};
+use crate::plugin::{KindPre, Plugin, PluginInfo, PluginInner, PluginKind};
 use crate::sandbox::CallState;
+use crate::slots::{CompileSlot, CompileSlots};
 
 /// How the runtime is set up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +45,30 @@ pub struct RuntimeConfig {
     pub tenant: KindLimits,
     /// Outbound HTTP timeouts and caps.
     pub outbound: OutboundConfig,
+    /// How compilation is bounded.
+    pub compile: CompileConfig,
+}
+
+/// Bounds on compiling components: Cranelift uses every core and memory
+/// that grows with the code it translates.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CompileConfig {
+    /// Compilations that may run at once (at least one).
+    pub slots: usize,
+    /// Longest wait for one compilation; a longer one is abandoned.
+    pub timeout: Duration,
+    /// How much code an upload may ask the compiler to translate.
+    pub code: CodeLimits,
+}
+
+impl Default for CompileConfig {
+    fn default() -> Self {
+        CompileConfig {
+            slots: 2,
+            timeout: Duration::from_secs(60),
+            code: CodeLimits::default(),
+        }
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -56,6 +82,7 @@ impl Default for RuntimeConfig {
             platform: KindLimits::platform(),
             tenant: KindLimits::tenant(),
             outbound: OutboundConfig::default(),
+            compile: CompileConfig::default(),
         }
     }
 }
@@ -73,6 +100,7 @@ pub(crate) struct RuntimeInner {
     pub(crate) http: OutboundClient,
     pub(crate) config: RuntimeConfig,
     cache_hits: AtomicU64,
+    slots: CompileSlots,
     pub(crate) ticker: EpochTicker,
 }
 
@@ -96,6 +124,7 @@ impl Runtime {
         let cache = Arc::new(CompileCache::new(&engine, config.cache_dir.clone()));
         let http = OutboundClient::new(config.outbound.clone())?;
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick)?;
+        let slots = CompileSlots::new(config.compile.slots);
         Ok(Runtime {
             inner: Arc::new(RuntimeInner {
                 engine,
@@ -104,6 +133,7 @@ impl Runtime {
                 http,
                 config,
                 cache_hits: AtomicU64::new(0),
+                slots,
                 ticker,
             }),
         })
@@ -127,28 +157,155 @@ impl Runtime {
         self.inner.cache_hits.load(Ordering::Relaxed)
     }
 
-    /// Validates, compiles (or reads from the cache) and pre-instantiates a
-    /// component, then calls its `info()` once under the kind's platform
-    /// limits. Compilation runs on a blocking thread.
+    /// The compile slots every compilation of this runtime takes one of.
+    pub fn compile_slots(&self) -> &CompileSlots {
+        &self.inner.slots
+    }
+
+    /// Reads a component without compiling it (milliseconds): that it is a
+    /// well-formed component, that its code is within the configured
+    /// [`CodeLimits`], that it exports exactly one vel world with that
+    /// world's functions, and that it imports only what that world may.
+    pub fn inspect(&self, wasm: &[u8]) -> Result<Inspection, LoadError> {
+        inspect::inspect(wasm, Some(&self.inner.config.compile.code))
+    }
+
+    /// Loads a component the host has already accepted (a built-in, a
+    /// stored version): checks its world and imports without compiling,
+    /// then reads its compiled code from the cache, or compiles it (on a
+    /// blocking thread, in a compile slot, waiting for one as long as it
+    /// takes, within the compile timeout) and writes it to the cache; then
+    /// pre-instantiates it and calls its `info()` once under the kind's
+    /// platform limits. The code limits are not applied: they decide what
+    /// is accepted, not what was.
     pub async fn load(&self, wasm: &[u8]) -> Result<Plugin, LoadError> {
-        plugin::check_header(wasm)?;
+        let inspection = inspect::inspect(wasm, None)?;
         let sha256 = hex::encode(Sha256::digest(wasm));
-        let (engine, cache, bytes, sha) = (
+        if let Some(component) = self.cached(&sha256).await? {
+            return self
+                .instantiate(component, inspection.kind, sha256, wasm.len(), true)
+                .await;
+        }
+        let slot = self.inner.slots.acquire().await;
+        let compiled = Arc::new(self.compile(wasm, slot).await?);
+        let component = self.store_compiled(&sha256, compiled).await?;
+        self.instantiate(component, inspection.kind, sha256, wasm.len(), false)
+            .await
+    }
+
+    /// Loads a component that is not accepted yet (an upload): inspects it
+    /// ([`Runtime::inspect`], code limits included) and refuses it unless
+    /// it implements `request.kind`, then compiles it in memory in a
+    /// compile slot taken within `request.wait` (on behalf of
+    /// `request.tenant`), pre-instantiates it and calls its `info()`.
+    /// Nothing is written: [`Staged::commit`] writes the compiled code to
+    /// the cache once the caller has stored the version; dropping the
+    /// [`Staged`] leaves no trace.
+    ///
+    /// A compilation that outlasts the compile timeout is abandoned with
+    /// [`LoadError::CompileTimeout`]. Cranelift cannot be interrupted, so
+    /// it runs to its end on its blocking thread and keeps its slot (and
+    /// its tenant's) until then: the number of compilations running never
+    /// exceeds the slots.
+    pub async fn stage(&self, wasm: &[u8], request: StageRequest<'_>) -> Result<Staged, LoadError> {
+        let inspection = self.inspect(wasm)?;
+        if inspection.kind != request.kind {
+            return Err(LoadError::KindMismatch {
+                expected: request.kind,
+                actual: inspection.kind,
+            });
+        }
+        let sha256 = hex::encode(Sha256::digest(wasm));
+        if let Some(component) = self.cached(&sha256).await? {
+            let plugin = self
+                .instantiate(component, inspection.kind, sha256, wasm.len(), true)
+                .await?;
+            return Ok(Staged {
+                plugin,
+                compiled: None,
+                runtime: self.clone(),
+            });
+        }
+        let slot = self
+            .inner
+            .slots
+            .acquire_within(request.tenant, request.wait)
+            .await
+            .map_err(LoadError::Busy)?;
+        let compiled = Arc::new(self.compile(wasm, slot).await?);
+        let component = cache::from_memory(&self.inner.engine, &compiled)?;
+        let plugin = self
+            .instantiate(component, inspection.kind, sha256, wasm.len(), false)
+            .await?;
+        Ok(Staged {
+            plugin,
+            compiled: Some(compiled),
+            runtime: self.clone(),
+        })
+    }
+
+    /// The cached compiled component for `sha256`, read on a blocking thread.
+    async fn cached(&self, sha256: &str) -> Result<Option<Component>, LoadError> {
+        let (engine, cache, sha) = (
             self.inner.engine.clone(),
             self.inner.cache.clone(),
-            wasm.to_vec(),
-            sha256.clone(),
+            sha256.to_string(),
         );
-        let (component, from_cache) =
-            tokio::task::spawn_blocking(move || cache.load(&engine, &bytes, &sha))
-                .await
-                .map_err(|e| LoadError::Compile(format!("compiler thread failed: {e}")))??;
-        if from_cache {
+        let component = tokio::task::spawn_blocking(move || cache.lookup(&engine, &sha))
+            .await
+            .map_err(|e| LoadError::Compile(format!("cache reader thread failed: {e}")))?;
+        if component.is_some() {
             self.inner.cache_hits.fetch_add(1, Ordering::Relaxed);
         }
-        let engine = &self.inner.engine;
-        let kind = plugin::detect_kind(engine, &component)?;
-        plugin::check_imports(engine, &component, kind)?;
+        Ok(component)
+    }
+
+    /// Compiles `wasm` on a blocking thread that owns `slot` until the
+    /// compilation ends, waiting at most the compile timeout for it.
+    async fn compile(&self, wasm: &[u8], slot: CompileSlot) -> Result<Vec<u8>, LoadError> {
+        let (engine, bytes) = (self.inner.engine.clone(), wasm.to_vec());
+        let timeout = self.inner.config.compile.timeout;
+        let job = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            cache::compile(&engine, &bytes)
+        });
+        match tokio::time::timeout(timeout, job).await {
+            Ok(Ok(compiled)) => compiled,
+            Ok(Err(e)) => Err(LoadError::Compile(format!("compiler thread failed: {e}"))),
+            Err(_) => {
+                let limit_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+                tracing::warn!(
+                    limit_ms,
+                    size = wasm.len(),
+                    "plugin compilation abandoned after the compile timeout; it keeps its slot until it ends"
+                );
+                Err(LoadError::CompileTimeout { limit_ms })
+            }
+        }
+    }
+
+    /// Writes compiled code to the cache and maps it from there, or loads
+    /// it from memory when there is no cache (or writing failed).
+    async fn store_compiled(
+        &self,
+        sha256: &str,
+        compiled: Arc<Vec<u8>>,
+    ) -> Result<Component, LoadError> {
+        let (engine, cache, sha) = (
+            self.inner.engine.clone(),
+            self.inner.cache.clone(),
+            sha256.to_string(),
+        );
+        tokio::task::spawn_blocking(move || match cache.store(&engine, &sha, &compiled) {
+            Some(component) => Ok(component),
+            None => cache::from_memory(&engine, &compiled),
+        })
+        .await
+        .map_err(|e| LoadError::Compile(format!("cache writer thread failed: {e}")))?
+    }
+
+    /// The typed pre-instantiated component of `kind`.
+    fn pre(&self, component: &Component, kind: PluginKind) -> Result<KindPre, LoadError> {
         let link_err = |e: wasmtime::Error| LoadError::Link {
             kind,
             message: format!("{e:#}"),
@@ -156,13 +313,26 @@ impl Runtime {
         let pre = self
             .inner
             .linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .map_err(link_err)?;
-        let pre = match kind {
+        Ok(match kind {
             PluginKind::Provider => KindPre::Provider(ProviderPre::new(pre).map_err(link_err)?),
             PluginKind::Router => KindPre::Router(RouterPre::new(pre).map_err(link_err)?),
             PluginKind::Condition => KindPre::Condition(ConditionPre::new(pre).map_err(link_err)?),
-        };
+        })
+    }
+
+    /// Pre-instantiates a compiled component and calls its `info()` once
+    /// under the kind's platform limits.
+    async fn instantiate(
+        &self,
+        component: Component,
+        kind: PluginKind,
+        sha256: String,
+        size: usize,
+        from_cache: bool,
+    ) -> Result<Plugin, LoadError> {
+        let pre = self.pre(&component, kind)?;
         // A provisional plugin to run `info()` on; the real one carries it.
         let mut inner = PluginInner {
             kind,
@@ -176,7 +346,7 @@ impl Runtime {
             sha256,
             pre,
             loaded_from_cache: from_cache,
-            size: wasm.len(),
+            size,
         };
         let provisional = Plugin {
             inner: Arc::new(inner),
@@ -252,5 +422,83 @@ impl WireSize for PluginInfo {
             PluginInfo::Router(i) => i.wire_size(),
             PluginInfo::Condition(i) => i.wire_size(),
         }
+    }
+}
+
+/// What [`Runtime::stage`] needs to know about an upload.
+#[derive(Debug, Clone, Copy)]
+pub struct StageRequest<'a> {
+    /// The world the component must implement (e.g. its manifest's kind).
+    pub kind: PluginKind,
+    /// Whose compilation it is: a tenant compiles one component at a time;
+    /// `None` for the platform.
+    pub tenant: Option<&'a str>,
+    /// Longest wait for a compile slot before [`LoadError::Busy`].
+    pub wait: Duration,
+}
+
+/// A component loaded by [`Runtime::stage`] whose compiled code is not in
+/// the compile cache yet.
+pub struct Staged {
+    plugin: Plugin,
+    /// The compiled code, when it was compiled rather than read from the cache.
+    compiled: Option<Arc<Vec<u8>>>,
+    runtime: Runtime,
+}
+
+impl Staged {
+    /// The loaded plugin (kind, `info()`, ready to call).
+    pub fn plugin(&self) -> &Plugin {
+        &self.plugin
+    }
+
+    /// Writes the compiled code to the compile cache, for a component whose
+    /// version is now stored, and returns the plugin with its code mapped
+    /// from that file (or still in memory when it could not be written).
+    pub async fn commit(self) -> Plugin {
+        let Some(compiled) = self.compiled else {
+            return self.plugin;
+        };
+        let runtime = &self.runtime;
+        let (engine, cache, sha) = (
+            runtime.inner.engine.clone(),
+            runtime.inner.cache.clone(),
+            self.plugin.sha256().to_string(),
+        );
+        let written = tokio::task::spawn_blocking(move || cache.store(&engine, &sha, &compiled))
+            .await
+            .ok()
+            .flatten();
+        let Some(component) = written else {
+            return self.plugin;
+        };
+        let old = &self.plugin.inner;
+        match runtime.pre(&component, old.kind) {
+            Ok(pre) => Plugin {
+                inner: Arc::new(PluginInner {
+                    kind: old.kind,
+                    info: old.info.clone(),
+                    name: old.name.clone(),
+                    version: old.version.clone(),
+                    sha256: old.sha256.clone(),
+                    pre,
+                    loaded_from_cache: false,
+                    size: old.size,
+                }),
+            },
+            Err(e) => {
+                tracing::warn!(sha256 = old.sha256, error = %e, "cannot link the compile-cache entry just written; keeping the code in memory");
+                self.plugin
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Staged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Staged")
+            .field("plugin", &self.plugin)
+            .field("compiled", &self.compiled.is_some())
+            .finish_non_exhaustive()
     }
 }

@@ -308,6 +308,6 @@ async fn bytes_that_are_not_a_component_are_refused() {
     truncated.truncate(truncated.len() / 2);
     assert!(matches!(
         rt.load(&truncated).await,
-        Err(LoadError::Compile(_))
+        Err(LoadError::Malformed(_))
     ));
 }

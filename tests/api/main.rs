@@ -21,6 +21,7 @@ mod integrations;
 mod nul;
 mod organizations;
 mod plugin_cli;
+mod plugin_limits;
 mod plugins;
 mod ssrf;
 mod storage;

@@ -25,7 +25,7 @@ pub struct BodyLimits {
     /// Every route but the plugin upload (`VEL_MAX_BODY_BYTES`).
     pub default: usize,
     /// `POST /api/plugins`, which streams its parts under their own caps
-    /// (see `handlers::plugins::max_upload_body`).
+    /// (see `handlers::plugins::upload_body_limit`).
     pub upload: usize,
 }
 

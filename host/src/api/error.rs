@@ -115,6 +115,11 @@ impl ApiError {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
     }
 
+    /// 413 with a specific code (`plugin_quota_exceeded`, …).
+    pub fn too_large_code(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code, message)
+    }
+
     /// 413: body larger than the configured limit.
     pub fn payload_too_large(limit: usize) -> ApiError {
         ApiError::new(
@@ -131,6 +136,12 @@ impl ApiError {
             "unsupported_media_type",
             "expected Content-Type: application/json",
         )
+    }
+
+    /// 422 with a specific code: well-formed input the server will not
+    /// process (`compile_limit_exceeded`, `compile_timeout`, …).
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
 
     /// 422 naming one field.

@@ -28,8 +28,9 @@ use self::handlers::{
 };
 use crate::state::AppState;
 
-/// Every documented route, with the OpenAPI document they produce.
-fn documented() -> OpenApiRouter<AppState> {
+/// Every documented route, with the OpenAPI document they produce;
+/// `upload_limit` is the largest body a plugin upload may send.
+fn documented(upload_limit: usize) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(auth::login))
         .routes(routes!(auth::refresh))
@@ -67,9 +68,10 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::stream))
         .routes(routes!(gateway::chat_completions))
         .routes(routes!(gateway::models))
-        // Uploads stream their parts under per-part caps instead of the
-        // global body limit (components are up to VEL_PLUGIN_MAX_UPLOAD_BYTES).
-        .routes(routes!(plugins::upload, plugins::list).layer(DefaultBodyLimit::disable()))
+        // Uploads stream their parts under per-part caps, and the whole body
+        // under its own limit instead of the global one (components are up
+        // to VEL_PLUGIN_MAX_UPLOAD_BYTES).
+        .routes(routes!(plugins::upload, plugins::list).layer(DefaultBodyLimit::max(upload_limit)))
         .routes(routes!(plugins::get))
         .routes(routes!(plugins::activate))
         .routes(routes!(plugins::rollback))
@@ -86,16 +88,17 @@ fn documented() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI 3.1 document of the whole API.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    documented().split_for_parts().1
+    documented(0).split_for_parts().1
 }
 
 /// Build the application: routes, limits, error fallbacks, tracing.
 pub fn router(state: AppState) -> Router {
+    let upload_limit = plugins::upload_body_limit(&state.config.registry);
     let limits = body_limit::BodyLimits {
         default: state.config.max_body_bytes,
-        upload: plugins::max_upload_body(state.config.registry.max_upload_bytes),
+        upload: upload_limit,
     };
-    let (router, doc) = documented().with_state(state).split_for_parts();
+    let (router, doc) = documented(upload_limit).with_state(state).split_for_parts();
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

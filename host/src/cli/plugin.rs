@@ -147,6 +147,15 @@ async fn check(file: &Path) -> anyhow::Result<()> {
     println!("version: {}", plugin.version());
     println!("sha256:  {}", plugin.sha256());
     println!("size:    {} bytes", plugin.size());
+    // What a server with the default compile limits says of it on upload.
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    match runtime.inspect(&bytes) {
+        Ok(i) => println!(
+            "code:    {} bytes in {} functions, the largest {} bytes (within the default upload limits)",
+            i.code_bytes, i.functions, i.largest_function_bytes
+        ),
+        Err(e) => println!("code:    {e} (with the default upload limits)"),
+    }
     println!("info:");
     println!("{}", serde_json::to_string_pretty(plugin.info())?);
     for (label, profile) in [("platform", Profile::Platform), ("tenant", Profile::Tenant)] {

@@ -128,6 +128,83 @@ pub struct RegistryConfig {
     /// How often each instance re-reads the active set even without a
     /// change signal (`VEL_PLUGIN_RECONCILE_MS`, default 5,000).
     pub reconcile_ms: u64,
+    /// Compilations this instance runs at once (`VEL_PLUGIN_COMPILE_SLOTS`,
+    /// default 2); an organization's uploads compile one at a time besides.
+    pub compile_slots: usize,
+    /// Longest one compilation is waited for (`VEL_PLUGIN_COMPILE_TIMEOUT_MS`,
+    /// default 60,000); a longer one is abandoned.
+    pub compile_timeout_ms: u64,
+    /// Longest an upload waits for a compile slot before a 429
+    /// (`VEL_PLUGIN_COMPILE_WAIT_MS`, default 10,000).
+    pub compile_wait_ms: u64,
+    /// Largest total of an upload's function bodies
+    /// (`VEL_PLUGIN_MAX_CODE_BYTES`, default 4 MiB).
+    pub max_code_bytes: usize,
+    /// Largest single function body of an upload
+    /// (`VEL_PLUGIN_MAX_FUNCTION_BYTES`, default 64 KiB): the compiler's time
+    /// and memory grow faster than a function's size.
+    pub max_function_bytes: usize,
+    /// Component bytes one organization may store (`VEL_PLUGIN_ORG_QUOTA_BYTES`,
+    /// default 100 MiB); platform plugins do not count.
+    pub org_quota_bytes: u64,
+}
+
+impl RegistryConfig {
+    /// The plugin settings' ranges.
+    fn check_ranges(&self) -> Result<(), ConfigError> {
+        let check = |name: &str, value: u64, min: u64, max: u64| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    name: name.into(),
+                    value: value.to_string(),
+                    reason: format!("must be between {min} and {max}"),
+                })
+            }
+        };
+        let size = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        const KIB: u64 = 1024;
+        const GIB: u64 = 1024 * 1024 * 1024;
+        check(
+            "VEL_PLUGIN_MAX_UPLOAD_BYTES",
+            size(self.max_upload_bytes),
+            KIB,
+            GIB,
+        )?;
+        check("VEL_PLUGIN_COMPILE_SLOTS", size(self.compile_slots), 1, 64)?;
+        check(
+            "VEL_PLUGIN_COMPILE_TIMEOUT_MS",
+            self.compile_timeout_ms,
+            100,
+            3_600_000,
+        )?;
+        check(
+            "VEL_PLUGIN_COMPILE_WAIT_MS",
+            self.compile_wait_ms,
+            0,
+            600_000,
+        )?;
+        check(
+            "VEL_PLUGIN_MAX_CODE_BYTES",
+            size(self.max_code_bytes),
+            KIB,
+            GIB,
+        )?;
+        check(
+            "VEL_PLUGIN_MAX_FUNCTION_BYTES",
+            size(self.max_function_bytes),
+            KIB,
+            size(self.max_code_bytes),
+        )?;
+        check(
+            "VEL_PLUGIN_ORG_QUOTA_BYTES",
+            self.org_quota_bytes,
+            0,
+            1024 * GIB,
+        )?;
+        Ok(())
+    }
 }
 
 /// How this instance runs tasks. Every field has an environment variable
@@ -219,6 +296,12 @@ struct FileConfig {
     body_read_timeout_ms: Option<u64>,
     max_connections: Option<u32>,
     outbound_allow_private: Option<String>,
+    plugin_compile_slots: Option<usize>,
+    plugin_compile_timeout_ms: Option<u64>,
+    plugin_compile_wait_ms: Option<u64>,
+    plugin_max_code_bytes: Option<usize>,
+    plugin_max_function_bytes: Option<usize>,
+    plugin_org_quota_bytes: Option<u64>,
 }
 
 /// Shortest connection timeout accepted (header read, keep-alive, body read).
@@ -423,6 +506,32 @@ impl Config {
                     file.plugin_reconcile_ms,
                     5_000,
                 )?,
+                compile_slots: src.get("VEL_PLUGIN_COMPILE_SLOTS", file.plugin_compile_slots, 2)?,
+                compile_timeout_ms: src.get(
+                    "VEL_PLUGIN_COMPILE_TIMEOUT_MS",
+                    file.plugin_compile_timeout_ms,
+                    60_000,
+                )?,
+                compile_wait_ms: src.get(
+                    "VEL_PLUGIN_COMPILE_WAIT_MS",
+                    file.plugin_compile_wait_ms,
+                    10_000,
+                )?,
+                max_code_bytes: src.get(
+                    "VEL_PLUGIN_MAX_CODE_BYTES",
+                    file.plugin_max_code_bytes,
+                    4 * 1024 * 1024,
+                )?,
+                max_function_bytes: src.get(
+                    "VEL_PLUGIN_MAX_FUNCTION_BYTES",
+                    file.plugin_max_function_bytes,
+                    64 * 1024,
+                )?,
+                org_quota_bytes: src.get(
+                    "VEL_PLUGIN_ORG_QUOTA_BYTES",
+                    file.plugin_org_quota_bytes,
+                    100 * 1024 * 1024,
+                )?,
             },
             connections: ConnectionConfig {
                 header_read_timeout_ms: src.get(
@@ -578,6 +687,7 @@ impl Config {
                 &format!("must be between 1 and {MAX_CONNECTIONS_LIMIT}"),
             ));
         }
+        self.registry.check_ranges()?;
         if self.login_attempts_per_minute == 0 {
             return Err(bad(
                 "VEL_LOGIN_ATTEMPTS_PER_MINUTE",
@@ -812,6 +922,45 @@ mod tests {
             ),
             (2000, 5000, 7000, Some(64))
         );
+    }
+
+    #[test]
+    fn plugin_compile_settings_are_range_checked() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.registry.compile_slots, 2);
+        assert_eq!(c.registry.compile_timeout_ms, 60_000);
+        assert_eq!(c.registry.org_quota_bytes, 100 * 1024 * 1024);
+        assert!(c.registry.max_function_bytes <= c.registry.max_code_bytes);
+        for (name, value) in [
+            ("VEL_PLUGIN_COMPILE_SLOTS", "0"),
+            ("VEL_PLUGIN_COMPILE_SLOTS", "65"),
+            ("VEL_PLUGIN_COMPILE_TIMEOUT_MS", "10"),
+            ("VEL_PLUGIN_COMPILE_WAIT_MS", "600001"),
+            ("VEL_PLUGIN_MAX_CODE_BYTES", "100"),
+            ("VEL_PLUGIN_MAX_FUNCTION_BYTES", "100"),
+            ("VEL_PLUGIN_MAX_UPLOAD_BYTES", "0"),
+            ("VEL_PLUGIN_ORG_QUOTA_BYTES", "-1"),
+        ] {
+            let err = load(&[(name, value)]).unwrap_err().to_string();
+            assert!(err.contains(name), "{name}={value}: {err}");
+        }
+        // A function cannot be larger than all the code together.
+        let err = load(&[
+            ("VEL_PLUGIN_MAX_CODE_BYTES", "65536"),
+            ("VEL_PLUGIN_MAX_FUNCTION_BYTES", "65537"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("VEL_PLUGIN_MAX_FUNCTION_BYTES"), "{err}");
+        let c = load(&[
+            ("VEL_PLUGIN_COMPILE_SLOTS", "1"),
+            ("VEL_PLUGIN_COMPILE_WAIT_MS", "0"),
+            ("VEL_PLUGIN_ORG_QUOTA_BYTES", "0"),
+        ])
+        .unwrap();
+        assert_eq!(c.registry.compile_slots, 1);
+        assert_eq!(c.registry.compile_wait_ms, 0);
+        assert_eq!(c.registry.org_quota_bytes, 0);
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub mod stats;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vel_runtime::{OutboundConfig, Runtime, RuntimeConfig};
+use vel_runtime::{CodeLimits, CompileConfig, OutboundConfig, Runtime, RuntimeConfig};
 
 use self::builtin::{BuiltinError, BuiltinPlugins};
 use self::registry::{Deployed, Registry};
@@ -49,13 +49,23 @@ impl std::fmt::Debug for Plugins {
 
 impl Plugins {
     /// Starts the runtime with the compile cache in `config.plugin_cache_dir`
-    /// and the operator's outbound exceptions, and loads every built-in plugin.
+    /// the operator's outbound exceptions and the configured compile bounds,
+    /// and loads every built-in plugin.
     pub async fn start(config: &Config) -> Result<Plugins, PluginsError> {
+        let registry = &config.registry;
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: Some(config.plugin_cache_dir.clone()),
             outbound: OutboundConfig {
                 allow_private: config.outbound_allow_private.clone(),
                 ..OutboundConfig::default()
+            },
+            compile: CompileConfig {
+                slots: registry.compile_slots,
+                timeout: Duration::from_millis(registry.compile_timeout_ms),
+                code: CodeLimits {
+                    max_code_bytes: registry.max_code_bytes,
+                    max_function_bytes: registry.max_function_bytes,
+                },
             },
             ..RuntimeConfig::default()
         })?;

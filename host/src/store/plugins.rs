@@ -309,6 +309,21 @@ pub async fn versions(
     .await
 }
 
+/// An organization's plugin storage: the size of the components its
+/// versions use. (Identical bytes always make the same name and version,
+/// so an organization never stores the same component twice.)
+pub async fn org_component_bytes(
+    conn: &mut AnyConnection,
+    org_id: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) FROM plugin_versions WHERE org_id = $1",
+    )
+    .bind(org_id)
+    .fetch_one(conn)
+    .await
+}
+
 /// Delete a version.
 pub async fn delete_version(conn: &mut AnyConnection, id: &str) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM plugin_versions WHERE id = $1")

@@ -169,3 +169,72 @@ pub fn first(plan: &vel_runtime::types::Plan) -> String {
     let a = &plan.attempts[0];
     format!("{}/{}", a.provider, a.model)
 }
+
+/// LEB128 of `n` (unsigned), as the binary format encodes sizes and counts.
+fn leb(mut n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// A section: its id, its size, its contents.
+fn section(id: u8, contents: &[u8]) -> Vec<u8> {
+    let mut out = vec![id];
+    out.extend(leb(contents.len()));
+    out.extend_from_slice(contents);
+    out
+}
+
+/// A component that exports nothing and holds one core module with
+/// `functions` functions of type `() -> ()`, each a body of about
+/// `body_bytes` bytes that adds one to a local over and over: the kind of
+/// code that makes Cranelift's time and memory grow with the body.
+pub fn component_with_code(functions: usize, body_bytes: usize) -> Vec<u8> {
+    // local.get 0, i32.const 1, i32.add, local.set 0
+    const STEP: [u8; 7] = [0x20, 0x00, 0x41, 0x01, 0x6a, 0x21, 0x00];
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    module.extend(section(1, &[1, 0x60, 0, 0]));
+    let mut declared = leb(functions);
+    declared.extend(std::iter::repeat_n(0u8, functions));
+    module.extend(section(3, &declared));
+    let mut code = leb(functions);
+    for _ in 0..functions {
+        let mut body = vec![1, 1, 0x7f]; // one group of locals: one i32
+        while body.len() + STEP.len() < body_bytes {
+            body.extend_from_slice(&STEP);
+        }
+        body.push(0x0b);
+        code.extend(leb(body.len()));
+        code.extend(body);
+    }
+    module.extend(section(10, &code));
+    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+    component.extend(section(1, &module));
+    component
+}
+
+/// A fresh, empty directory for one test's compile cache.
+pub fn empty_cache_dir(test: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("vel-cache-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The files in a directory, by name.
+pub fn files_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}

@@ -5,6 +5,8 @@
 //! (this one before the response, the others on the signal sent with the
 //! commit).
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::{Multipart, State};
@@ -13,13 +15,14 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
-use vel_runtime::{LoadError, PluginKind};
+use vel_runtime::{LoadError, PluginKind, SlotsBusy, StageRequest};
 
 use crate::api::error::{ApiError, ErrorBody, FieldErrors, is_read_timeout};
 use crate::api::extract::{ApiPath, ApiQuery, ClientInfo};
 use crate::api::handlers::check_destination;
 use crate::audit;
 use crate::auth::{Principal, Role};
+use crate::config::RegistryConfig;
 use crate::orchestrator::dispatch::DEFAULT_ROUTER;
 use crate::orchestrator::signals::Signal;
 use crate::plugins::manifest::{self, Manifest};
@@ -33,14 +36,15 @@ use crate::store::{self, Tx, new_id, now_ms, to_rfc3339};
 const MAX_MANIFEST_BYTES: usize = 64 * 1024;
 /// Largest signature part accepted (base64 or hex of 64 bytes, with slack).
 const MAX_SIGNATURE_BYTES: usize = 1024;
-/// Room for an upload's multipart framing: boundaries and part headers.
-const MAX_FORM_FRAMING_BYTES: usize = 64 * 1024;
+/// Room in an upload's body for the multipart boundaries and part headers.
+const FORM_OVERHEAD_BYTES: usize = 16 * 1024;
 
-/// Largest body `POST /api/plugins` accepts: each part at its cap (the
-/// component at `max_component`) and the form's framing. A declared length
-/// beyond it is refused before the body is read.
-pub fn max_upload_body(max_component: usize) -> usize {
-    max_component.saturating_add(MAX_MANIFEST_BYTES + MAX_SIGNATURE_BYTES + MAX_FORM_FRAMING_BYTES)
+/// The largest body `POST /api/plugins` reads: a component of the largest
+/// accepted size, a manifest, a signature and the form's own framing.
+pub fn upload_body_limit(registry: &RegistryConfig) -> usize {
+    registry
+        .max_upload_bytes
+        .saturating_add(MAX_MANIFEST_BYTES + MAX_SIGNATURE_BYTES + FORM_OVERHEAD_BYTES)
 }
 
 /// A plugin as the API shows it.
@@ -247,13 +251,16 @@ fn scope_label(org_id: Option<&str>) -> &'static str {
     }
 }
 
-/// Upload a plugin version: validated (size, component, world, manifest,
-/// limits, signature, hosts) before anything is stored; the same bytes are
-/// stored once.
+/// Upload a plugin version: validated (size, manifest, signature, names,
+/// the organization's storage quota, limits, hosts, then the component's
+/// world, imports and code size without compiling it, then its compilation
+/// within the compile slots and timeout and its `info()`) before anything
+/// is stored; the same bytes are stored once.
 #[utoipa::path(post, path = "/api/plugins", tag = "plugins", params(UploadOptions),
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses((status = 201, body = VersionView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)),
+              (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn upload(
     State(state): State<AppState>,
@@ -273,7 +280,7 @@ pub async fn upload(
         p.require(Role::OrgAdmin)?;
     }
     let multipart = multipart.map_err(|e| ApiError::bad_request("invalid_form", e.body_text()))?;
-    let form = read_form(multipart, state.config.registry.max_upload_bytes).await?;
+    let form = read_form(multipart, &state.config.registry).await?;
     let manifest = Manifest::parse(&form.manifest)
         .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
     let mut errors = FieldErrors::new();
@@ -302,6 +309,7 @@ pub async fn upload(
         ));
     }
     let sha256 = sha256_hex(&form.component);
+    let registry = &state.config.registry;
 
     // Cheap checks against what is stored, before compiling.
     let mut tx = state.db.tenant_read(&p.org_id).await?;
@@ -342,28 +350,10 @@ pub async fn upload(
             ));
         }
     }
-    tx.rollback().await?;
-
-    // Compiled but not kept until the version is stored: a refused upload
-    // leaves nothing behind, not even in memory.
-    let plugin = state
-        .plugins
-        .runtime()
-        .load(&form.component)
-        .await
-        .map_err(load_error)?;
-    if plugin.kind() != kind {
-        return Err(ApiError::bad_request(
-            "wrong_world",
-            format!(
-                "the manifest declares a {kind} but the component implements the vel:plugins/{} world",
-                plugin.kind()
-            ),
-        ));
+    if let Some(org) = owner.org_id() {
+        check_quota(&mut tx, org, form.component.len(), registry).await?;
     }
-    manifest
-        .check_against(&plugin)
-        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+    tx.rollback().await?;
     let maxima = state
         .plugins
         .runtime()
@@ -382,8 +372,42 @@ pub async fn upload(
         ));
     }
 
+    // Inspected (world, imports, code size) before compiling; compiled in
+    // memory within the compile slots; written to the compile cache only
+    // once the version is stored, so a refused upload leaves nothing behind.
+    let wait = Duration::from_millis(registry.compile_wait_ms);
+    let staged = state
+        .plugins
+        .runtime()
+        .stage(
+            &form.component,
+            StageRequest {
+                kind,
+                tenant: owner.org_id(),
+                wait,
+            },
+        )
+        .await
+        .map_err(|e| load_error(e, wait))?;
+    let plugin = staged.plugin();
+    manifest
+        .check_against(plugin)
+        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+
     let now = now_ms();
-    let mut tx = begin(&state, &p).await?;
+    let mut tx = match owner.org_id() {
+        // An organization's uploads store one at a time (on PostgreSQL too),
+        // so two of them cannot both fit a quota that has room for one.
+        Some(org) => {
+            let mut tx = state
+                .db
+                .tenant_serialised(org, &format!("plugin-storage:{org}"))
+                .await?;
+            check_quota(&mut tx, org, form.component.len(), registry).await?;
+            tx
+        }
+        None => begin(&state, &p).await?,
+    };
     let mut row = match store::plugins::find(&mut tx, &scope, &manifest.name).await? {
         Some(row) => row,
         None => {
@@ -443,7 +467,6 @@ pub async fn upload(
                 "outbound_hosts": manifest.outbound.hosts, "awaiting_approval": needs_approval }),
     )
     .await?;
-    state.plugins.registry().keep(plugin);
     if options.activate {
         switch_to(&mut row, &version.version, now);
         store::plugins::update_plugin(&mut tx, &row).await?;
@@ -455,9 +478,17 @@ pub async fn upload(
             json!({ "plugin": row.name, "version": version.version, "previous_version": row.previous_version }),
         )
         .await?;
-        commit_live(&state, tx).await?;
-    } else {
-        tx.commit().await?;
+        state
+            .signals
+            .notify(&mut tx, &Signal::PluginsChanged)
+            .await?;
+    }
+    tx.commit().await?;
+    // Stored: its compiled code may enter the cache now, and this instance
+    // keeps it so that going live does not load it again.
+    state.plugins.registry().keep(staged.commit().await);
+    if options.activate {
+        make_live(&state).await?;
     }
     tracing::info!(plugin = %row.name, version = %version.version, scope = %scope, activated = options.activate, "plugin uploaded");
     Ok((StatusCode::CREATED, Json(VersionView::new(&row, &version))))
@@ -814,14 +845,21 @@ struct Form {
 }
 
 /// Read the multipart form, refusing unknown parts and oversized ones as
-/// they stream in (the route has no global body limit).
-async fn read_form(mut multipart: Multipart, max_component: usize) -> Result<Form, ApiError> {
+/// they stream in, and the whole body beyond [`upload_body_limit`] (the
+/// route's body limit).
+async fn read_form(mut multipart: Multipart, registry: &RegistryConfig) -> Result<Form, ApiError> {
+    let max_component = registry.max_upload_bytes;
     let bad = |m: String| ApiError::bad_request("invalid_form", m);
-    let failed = |e: MultipartError, m: String| {
+    let form_error = |what: String, e: MultipartError| {
         if is_read_timeout(&e) {
             ApiError::request_timeout()
+        } else if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(format!(
+                "the upload is larger than {} bytes",
+                upload_body_limit(registry)
+            ))
         } else {
-            bad(format!("{m}: {e}"))
+            bad(format!("{what}: {e}"))
         }
     };
     let mut component = None;
@@ -830,7 +868,7 @@ async fn read_form(mut multipart: Multipart, max_component: usize) -> Result<For
     while let Some(mut field) = multipart
         .next_field()
         .await
-        .map_err(|e| failed(e, "cannot read the multipart form".into()))?
+        .map_err(|e| form_error("cannot read the multipart form".into(), e))?
     {
         let name = field.name().unwrap_or_default().to_string();
         let cap = match name.as_str() {
@@ -847,7 +885,7 @@ async fn read_form(mut multipart: Multipart, max_component: usize) -> Result<For
         while let Some(chunk) = field
             .chunk()
             .await
-            .map_err(|e| failed(e, format!("cannot read form part `{name}`")))?
+            .map_err(|e| form_error(format!("cannot read form part `{name}`"), e))?
         {
             if bytes.len() + chunk.len() > cap {
                 return Err(ApiError::too_large(format!(
@@ -914,16 +952,63 @@ fn verify_signature(state: &AppState, form: &Form) -> Result<bool, ApiError> {
     }
 }
 
-/// A load failure as the uploader should read it.
-fn load_error(e: LoadError) -> ApiError {
-    let code = match &e {
-        LoadError::NotWasm | LoadError::CoreModule => "not_a_component",
-        LoadError::UnknownWorld { .. } | LoadError::AmbiguousWorld { .. } => "wrong_world",
-        LoadError::ForbiddenImport { .. } => "forbidden_import",
-        LoadError::Info(_) => "info_failed",
-        _ => "invalid_component",
-    };
-    ApiError::bad_request(code, e.to_string())
+/// A load failure as the uploader should read it; `wait` is how long it
+/// waited for a compile slot.
+fn load_error(e: LoadError, wait: Duration) -> ApiError {
+    let message = e.to_string();
+    match e {
+        LoadError::NotWasm | LoadError::CoreModule => {
+            ApiError::bad_request("not_a_component", message)
+        }
+        LoadError::KindMismatch { expected, actual } => ApiError::bad_request(
+            "wrong_world",
+            format!(
+                "the manifest declares a {expected} but the component implements the vel:plugins/{actual} world"
+            ),
+        ),
+        LoadError::UnknownWorld { .. }
+        | LoadError::AmbiguousWorld { .. }
+        | LoadError::WrongExports { .. } => ApiError::bad_request("wrong_world", message),
+        LoadError::ForbiddenImport { .. } => ApiError::bad_request("forbidden_import", message),
+        LoadError::Info(_) => ApiError::bad_request("info_failed", message),
+        LoadError::CodeTooLarge { .. } | LoadError::FunctionTooLarge { .. } => {
+            ApiError::unprocessable("compile_limit_exceeded", message)
+        }
+        LoadError::CompileTimeout { .. } => ApiError::unprocessable("compile_timeout", message),
+        LoadError::Busy(which) => {
+            let scope = match which {
+                SlotsBusy::Tenant => "this organization's previous upload is still compiling",
+                SlotsBusy::Global => "every compile slot is busy",
+            };
+            ApiError::too_many_requests(format!("{scope}; try again later"), wait.as_secs())
+        }
+        _ => ApiError::bad_request("invalid_component", message),
+    }
+}
+
+/// Refuse an organization's upload of `size` bytes that would take its
+/// stored components beyond its quota.
+async fn check_quota(
+    tx: &mut Tx,
+    org_id: &str,
+    size: usize,
+    registry: &RegistryConfig,
+) -> Result<(), ApiError> {
+    let used = store::plugins::org_component_bytes(tx, org_id).await?;
+    let used = u64::try_from(used).unwrap_or(0);
+    let adding = u64::try_from(size).unwrap_or(u64::MAX);
+    if used.saturating_add(adding) > registry.org_quota_bytes {
+        return Err(ApiError::too_large_code(
+            "plugin_quota_exceeded",
+            format!(
+                "the organization's plugins would take {} bytes, more than its quota of {} bytes \
+                 ({used} bytes stored, {adding} in this upload); delete versions it no longer needs",
+                used.saturating_add(adding),
+                registry.org_quota_bytes
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Refuse a version that may not go live: unapproved hosts, or unsigned
