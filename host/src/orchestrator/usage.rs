@@ -12,8 +12,7 @@
 //! SQLite's thread), and on a small machine a request thread woken on the
 //! core of that burst waits behind it, for milliseconds. Each burst delays
 //! a request or two, so the share of slow requests follows the number of
-//! writes a second: twenty put a millisecond on 1–2 % of requests at
-//! concurrency 1, two do not (docs/benchmarks.md, session 18). The cap
+//! writes a second (figures in docs/benchmarks.md). The cap
 //! bounds the memory a batch holds. The rows are built and encoded in
 //! slices, yielding to the requests in between.
 //!
