@@ -6,9 +6,12 @@ use clap::Parser;
 /// linked in (SQLite) too: under load glibc gave each busy thread its own
 /// arena and kept what they had freed (an Argon2 hash alone is 19 MiB), so
 /// the server's resident memory grew to three times what it uses. Figures
-/// in docs/benchmarks.md ("Gateway overhead").
+/// in docs/benchmarks.md ("Gateway overhead"). Wrapped in
+/// `vel_runtime::Accounted`, which charges what a plugin call makes the
+/// host allocate to that call's memory limit.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: vel_runtime::Accounted<mimalloc::MiMalloc> =
+    vel_runtime::Accounted(mimalloc::MiMalloc);
 
 /// `mi_option_arena_eager_commit` and `mi_option_purge_delay` in
 /// mimalloc.h's `mi_option_e` (the crate names only the stable options).

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tracing::Instrument;
-use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime::{CallHook, Store, Trap, UpdateDeadline};
 
 use crate::engine::ActiveCall;
 use crate::error::{Limit, PluginError};
+use crate::host_memory::HostMemory;
 use crate::outbound::{Denial, OutboundHooks};
 use crate::plugin::Plugin;
 use crate::runtime::RuntimeInner;
@@ -26,8 +27,12 @@ pub struct CallStats {
     pub duration: Duration,
     /// Fuel used, when the call was metered.
     pub fuel_consumed: Option<u64>,
-    /// Largest total linear memory the instance reached, in bytes.
+    /// Largest memory the call held, in bytes: linear memory plus what it
+    /// made the host allocate (at most the two peaks' sum).
     pub peak_memory_bytes: u64,
+    /// Largest host memory the call held (header fields, bodies, streams,
+    /// resource-table entries), in bytes; part of `peak_memory_bytes`.
+    pub peak_host_memory_bytes: u64,
     /// Bytes logged (log import, stdout, stderr).
     pub log_bytes: u64,
 }
@@ -99,11 +104,61 @@ pub(crate) fn check_input(limits: &Limits, input_bytes: usize) -> Result<(), Plu
     Ok(())
 }
 
+/// What the call's future, its store and its hooks watch together.
+#[derive(Debug)]
+pub(crate) struct CallWatch {
+    /// Names the call in its span and in every line its guest logs.
+    pub(crate) id: u64,
+    /// How many times the call's future has been polled (see [`run`]).
+    polls: AtomicU64,
+    /// What the call made the host allocate.
+    pub(crate) host: HostMemory,
+}
+
+impl CallWatch {
+    fn new() -> Self {
+        static IDS: AtomicU64 = AtomicU64::new(1);
+        CallWatch {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+            polls: AtomicU64::new(0),
+            host: HostMemory::default(),
+        }
+    }
+}
+
+/// One running call of a plugin, counted against its
+/// [`Limits::max_concurrency`] until dropped.
+pub(crate) struct Occupied {
+    plugin: Plugin,
+}
+
+impl Occupied {
+    /// A place among `plugin`'s running calls, or `Busy` at its limit.
+    fn take(plugin: &Plugin, limits: &Limits) -> Result<Occupied, PluginError> {
+        let running = &plugin.inner.running;
+        let max = limits.max_concurrency;
+        running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map_err(|_| PluginError::Busy { max })?;
+        Ok(Occupied {
+            plugin: plugin.clone(),
+        })
+    }
+}
+
+impl Drop for Occupied {
+    fn drop(&mut self) {
+        self.plugin.inner.running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// A started call: its store and what `finish` needs to judge it.
 pub(crate) struct Prepared<'a> {
     pub(crate) store: Store<CallState>,
-    /// How many times the call's future has been polled (see [`run`]).
-    pub(crate) polls: Arc<AtomicU64>,
+    pub(crate) watch: Arc<CallWatch>,
+    _occupied: Occupied,
     started: Instant,
     initial_fuel: u64,
     /// Keeps the epoch ticker awake until the call ends.
@@ -111,28 +166,30 @@ pub(crate) struct Prepared<'a> {
 }
 
 /// Runs a call's future under the wall-clock limit, in the call's span,
-/// counting its polls in `polls`. A poll after the first means the guest
-/// gave its thread up (it waited for I/O, or yielded) since the last one.
+/// counting its polls (a poll after the first means the guest gave its
+/// thread up — it waited for I/O, or yielded — since the last one) and
+/// charging what each poll allocates to the call.
 pub(crate) async fn run<F: Future>(
-    polls: &AtomicU64,
+    watch: &CallWatch,
     plugin: &Plugin,
     limits: &Limits,
     work: F,
 ) -> Result<F::Output, tokio::time::error::Elapsed> {
     let mut work = std::pin::pin!(work);
     let counted = std::future::poll_fn(|cx| {
-        polls.fetch_add(1, Ordering::Relaxed);
-        work.as_mut().poll(cx)
+        watch.polls.fetch_add(1, Ordering::Relaxed);
+        watch.host.charge_while(|| work.as_mut().poll(cx))
     });
     tokio::time::timeout(limits.wall_time, counted)
-        .instrument(call_span(plugin))
+        .instrument(call_span(plugin, watch.id))
         .await
 }
 
 /// The span every plugin call runs in.
-fn call_span(plugin: &Plugin) -> tracing::Span {
+fn call_span(plugin: &Plugin, call: u64) -> tracing::Span {
     tracing::info_span!(
         "plugin_call",
+        call,
         plugin = plugin.name(),
         version = plugin.version(),
         kind = plugin.kind().as_str(),
@@ -141,29 +198,39 @@ fn call_span(plugin: &Plugin) -> tracing::Span {
 }
 
 impl RuntimeInner {
-    /// A fresh store for one call of `plugin` under `limits`.
+    /// A fresh store for one call of `plugin` under `limits`, or `Busy`
+    /// when the plugin already runs its share of calls.
     pub(crate) fn prepare(
         &self,
         plugin: &Plugin,
         limits: &Limits,
         extras: CallExtras,
-    ) -> Prepared<'_> {
+    ) -> Result<Prepared<'_>, PluginError> {
+        let occupied = Occupied::take(plugin, limits)?;
+        let watch = Arc::new(CallWatch::new());
         let logs = Arc::new(LogSink::new(
             plugin.inner.name.clone(),
             plugin.inner.version.clone(),
+            watch.id,
             limits.max_log_bytes,
         ));
         let memory = limits.memory_bytes.min(self.config.max_memory_bytes);
         let state = CallState::new(
-            MemoryLimiter::new(memory),
+            MemoryLimiter::new(memory, watch.clone()),
             logs,
             extras.hooks,
             extras.settings,
             extras.deltas,
-            limits.max_output_bytes,
+            limits,
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
+        // Host memory: checked each time the guest comes back from the
+        // host, which is where it can have made the host allocate.
+        store.call_hook(|mut ctx, hook| match hook {
+            CallHook::ReturningFromHost => ctx.data_mut().limiter.check(),
+            _ => Ok(()),
+        });
         // Fuel is enabled engine-wide; unmetered calls get all of it.
         let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
         let initial_fuel = store.get_fuel().unwrap_or(0);
@@ -179,8 +246,7 @@ impl RuntimeInner {
         let budget = limits.cpu_time.as_nanos().div_ceil(tick.as_nanos()).max(1);
         let budget = u64::try_from(budget).unwrap_or(u64::MAX);
         let cpu_max = millis(limits.cpu_time);
-        let polls = Arc::new(AtomicU64::new(0));
-        let polled = polls.clone();
+        let polled = watch.clone();
         let mut polls_at_last_tick = 0;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut ctx| {
@@ -190,7 +256,7 @@ impl RuntimeInner {
                 state.exceed(Limit::CpuTime, cpu_max);
                 wasmtime::bail!("cpu time limit of {cpu_max} ms exceeded");
             }
-            let polls = polled.load(Ordering::Relaxed);
+            let polls = polled.polls.load(Ordering::Relaxed);
             if polls == polls_at_last_tick {
                 // The poll that resumes it after this yield is not the
                 // guest giving its thread up.
@@ -207,13 +273,14 @@ impl RuntimeInner {
                 Ok(UpdateDeadline::Continue(1))
             }
         });
-        Prepared {
+        Ok(Prepared {
             store,
-            polls,
+            watch,
+            _occupied: occupied,
             started: Instant::now(),
             initial_fuel,
             _active: self.ticker.enter(),
-        }
+        })
     }
 
     /// Judges a finished call: limits hit, traps, panics, denied requests,
@@ -226,6 +293,7 @@ impl RuntimeInner {
     ) -> CallResult<T> {
         let Prepared {
             store,
+            watch,
             started,
             initial_fuel,
             ..
@@ -237,7 +305,8 @@ impl RuntimeInner {
         let stats = CallStats {
             duration: started.elapsed(),
             fuel_consumed,
-            peak_memory_bytes: as_u64(state.limiter.peak),
+            peak_memory_bytes: as_u64(state.limiter.peak.saturating_add(watch.host.peak())),
+            peak_host_memory_bytes: as_u64(watch.host.peak()),
             log_bytes: state.logs.used(),
         };
         let result = match outcome {
@@ -314,7 +383,10 @@ impl RuntimeInner {
         }
         if let Some(exit) = err.downcast_ref::<wasmtime_wasi::I32Exit>() {
             return PluginError::Trap {
-                message: format!("the plugin called exit({})", exit.0),
+                message: format!(
+                    "the plugin exited with status {} instead of answering",
+                    exit.0
+                ),
             };
         }
         PluginError::Trap {

@@ -23,6 +23,8 @@ pub enum Limit {
     LogVolume,
     /// The WebAssembly call stack, in bytes (deep recursion).
     Stack,
+    /// Deltas streamed by one call (empty ones included).
+    Deltas,
 }
 
 impl Limit {
@@ -36,6 +38,7 @@ impl Limit {
             | Limit::Stack => "bytes",
             Limit::Fuel => "fuel units",
             Limit::CpuTime | Limit::WallTime => "ms",
+            Limit::Deltas => "deltas",
         }
     }
 }
@@ -51,6 +54,7 @@ impl fmt::Display for Limit {
             Limit::OutputSize => "output size",
             Limit::LogVolume => "log volume",
             Limit::Stack => "stack",
+            Limit::Deltas => "streamed deltas",
         })
     }
 }
@@ -208,6 +212,13 @@ pub enum PluginError {
         expected: crate::PluginKind,
         /// The plugin's kind.
         actual: crate::PluginKind,
+    },
+    /// The plugin version already runs as many calls as its share of the
+    /// instance pool allows ([`crate::Limits::max_concurrency`]).
+    #[error("the plugin already runs {max} calls at once, its share of the instance pool")]
+    Busy {
+        /// Its concurrency limit.
+        max: u64,
     },
     /// No instance slot was free (too many concurrent calls) or
     /// instantiation failed for another host-side reason.

@@ -32,7 +32,35 @@ pub struct Limits {
     pub max_output_bytes: u64,
     /// Largest volume written to the log import, stdout and stderr, in bytes.
     pub max_log_bytes: u64,
+    /// Most deltas one streaming call may emit, empty ones included (each
+    /// becomes a chunk on a client's stream).
+    #[serde(default = "default_max_deltas")]
+    pub max_deltas: u64,
+    /// Calls of this plugin version that may run at once: its share of the
+    /// instance pool. One more is refused with [`crate::PluginError::Busy`]
+    /// before it takes an instance, so a flood of one plugin's calls cannot
+    /// take the pool from the others.
+    #[serde(default = "unshared")]
+    pub max_concurrency: u64,
 }
+
+/// No share of its own: what platform plugins (which serve every tenant)
+/// and limits stored before the setting get.
+fn unshared() -> u64 {
+    u64::MAX
+}
+
+/// A tenant plugin's share of the pool (1,000 instances by default).
+const TENANT_MAX_CONCURRENCY: u64 = 64;
+
+/// Deltas allowed when stored limits predate the setting: the tenant value.
+fn default_max_deltas() -> u64 {
+    TENANT_MAX_DELTAS
+}
+
+/// A long answer streams a few tens of thousands of tokens.
+const PLATFORM_MAX_DELTAS: u64 = 100_000;
+const TENANT_MAX_DELTAS: u64 = 50_000;
 
 /// Whose plugin it is: platform plugins are trusted more than tenant uploads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -67,6 +95,8 @@ impl KindLimits {
                 max_input_bytes: 4 * MIB,
                 max_output_bytes: 8 * MIB,
                 max_log_bytes: 256 * KIB,
+                max_deltas: PLATFORM_MAX_DELTAS,
+                max_concurrency: unshared(),
             },
             router: Limits {
                 memory_bytes: 16 * MIB,
@@ -76,6 +106,8 @@ impl KindLimits {
                 max_input_bytes: MIB,
                 max_output_bytes: 256 * KIB,
                 max_log_bytes: 64 * KIB,
+                max_deltas: PLATFORM_MAX_DELTAS,
+                max_concurrency: unshared(),
             },
             condition: Limits {
                 memory_bytes: 32 * MIB,
@@ -85,6 +117,8 @@ impl KindLimits {
                 max_input_bytes: 4 * MIB,
                 max_output_bytes: 256 * KIB,
                 max_log_bytes: 64 * KIB,
+                max_deltas: PLATFORM_MAX_DELTAS,
+                max_concurrency: unshared(),
             },
         }
     }
@@ -101,6 +135,8 @@ impl KindLimits {
                 max_input_bytes: MIB,
                 max_output_bytes: 4 * MIB,
                 max_log_bytes: 64 * KIB,
+                max_deltas: TENANT_MAX_DELTAS,
+                max_concurrency: TENANT_MAX_CONCURRENCY,
             },
             router: Limits {
                 memory_bytes: 8 * MIB,
@@ -110,6 +146,8 @@ impl KindLimits {
                 max_input_bytes: 512 * KIB,
                 max_output_bytes: 64 * KIB,
                 max_log_bytes: 16 * KIB,
+                max_deltas: TENANT_MAX_DELTAS,
+                max_concurrency: TENANT_MAX_CONCURRENCY,
             },
             condition: Limits {
                 memory_bytes: 16 * MIB,
@@ -119,6 +157,8 @@ impl KindLimits {
                 max_input_bytes: MIB,
                 max_output_bytes: 64 * KIB,
                 max_log_bytes: 16 * KIB,
+                max_deltas: TENANT_MAX_DELTAS,
+                max_concurrency: TENANT_MAX_CONCURRENCY,
             },
         }
     }
@@ -134,7 +174,7 @@ impl KindLimits {
 }
 
 /// Serialise durations as whole milliseconds.
-mod millis {
+pub(crate) mod millis {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
@@ -167,6 +207,8 @@ mod tests {
             assert!(t.max_input_bytes <= p.max_input_bytes, "{kind}");
             assert!(t.max_output_bytes <= p.max_output_bytes, "{kind}");
             assert!(t.max_log_bytes <= p.max_log_bytes, "{kind}");
+            assert!(t.max_deltas <= p.max_deltas, "{kind}");
+            assert!(t.max_concurrency <= p.max_concurrency, "{kind}");
             assert!(
                 t.fuel.unwrap_or(u64::MAX) <= p.fuel.unwrap_or(u64::MAX),
                 "{kind}"

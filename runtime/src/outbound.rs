@@ -51,6 +51,12 @@ pub struct OutboundConfig {
     /// still reach, and names that may resolve to them. Empty: none.
     #[serde(default)]
     pub allow_private: AllowPrivate,
+    /// This server's name in the `Via` header every plugin request carries
+    /// (`1.1 <hop>`, added by the host, so a guest cannot leave it out): a
+    /// request that comes back to the server through a provider is
+    /// recognised and refused there. `None`: no header.
+    #[serde(default)]
+    pub hop: Option<String>,
 }
 
 impl Default for OutboundConfig {
@@ -63,6 +69,7 @@ impl Default for OutboundConfig {
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 32,
             allow_private: AllowPrivate::default(),
+            hop: None,
         }
     }
 }
@@ -73,6 +80,8 @@ impl Default for OutboundConfig {
 pub(crate) struct OutboundClient {
     client: Client<HttpsConnector<CheckedConnector>, WasiBody>,
     config: Arc<OutboundConfig>,
+    /// `1.1 <hop>`, from [`OutboundConfig::hop`].
+    via: Option<HeaderValue>,
 }
 
 impl OutboundClient {
@@ -95,9 +104,16 @@ impl OutboundClient {
             .pool_idle_timeout(config.pool_idle_timeout)
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
             .build(https);
+        let via = match &config.hop {
+            Some(hop) => Some(HeaderValue::from_str(&format!("1.1 {hop}")).map_err(|_| {
+                RuntimeError::Http(format!("`{hop}` cannot be sent in a Via header"))
+            })?),
+            None => None,
+        };
         Ok(OutboundClient {
             client,
             config: Arc::new(config),
+            via,
         })
     }
 
@@ -110,6 +126,10 @@ impl OutboundClient {
         options: Option<RequestOptions>,
     ) -> Result<http::Response<WasiBody>, HttpError> {
         let cfg = &self.config;
+        let mut request = request;
+        if let Some(via) = &self.via {
+            request.headers_mut().append(http::header::VIA, via.clone());
+        }
         // A guest may ask for shorter timeouts, never longer ones.
         let shorter = |asked: Option<Duration>, ours: Duration| asked.map_or(ours, |a| a.min(ours));
         let first_byte = shorter(
@@ -252,13 +272,46 @@ impl Service<http::Uri> for CheckedConnector {
 
 /// Which hosts one call may reach, and the credential it adds.
 pub(crate) struct OutboundPolicy {
-    /// Lower-case `host` or `host:port` entries.
+    /// Lower-case `host:port` entries, or `host` for the default port of
+    /// the request's scheme (443 for https, 80 for http).
     allowed: Vec<String>,
-    credential: Option<(HeaderName, HeaderValue)>,
+    credential: Option<Credential>,
+}
+
+/// The header the host adds, and the one origin it is added for.
+pub(crate) struct Credential {
+    pub(crate) header: (HeaderName, HeaderValue),
+    /// The base URL's scheme, host and port; `None` (a provider without a
+    /// base URL) adds it on requests to the call's allowed hosts.
+    pub(crate) origin: Option<Origin>,
+}
+
+/// Scheme, lower-case host and port of a URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Origin {
+    pub(crate) https: bool,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+}
+
+impl Origin {
+    /// The origin of `uri`, ports defaulting by scheme.
+    pub(crate) fn of(uri: &http::Uri) -> Option<Origin> {
+        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        Some(Origin {
+            https,
+            host: uri.host()?.to_ascii_lowercase(),
+            port: uri.port_u16().unwrap_or(if https { 443 } else { 80 }),
+        })
+    }
+
+    fn authority(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
 }
 
 impl OutboundPolicy {
-    pub(crate) fn new(allowed: Vec<String>, credential: Option<(HeaderName, HeaderValue)>) -> Self {
+    pub(crate) fn new(allowed: Vec<String>, credential: Option<Credential>) -> Self {
         OutboundPolicy {
             allowed: allowed
                 .into_iter()
@@ -268,9 +321,21 @@ impl OutboundPolicy {
         }
     }
 
-    fn allows(&self, host: &str, port: u16) -> bool {
-        let with_port = format!("{host}:{port}");
-        self.allowed.iter().any(|a| *a == host || *a == with_port)
+    fn allows(&self, to: &Origin) -> bool {
+        let with_port = to.authority();
+        let default_port = to.port == if to.https { 443 } else { 80 };
+        self.allowed
+            .iter()
+            .any(|a| *a == with_port || (default_port && *a == to.host))
+    }
+
+    /// The credential header for a request to `to`, if it gets one.
+    fn credential_for(&self, to: &Origin) -> Option<&(HeaderName, HeaderValue)> {
+        let credential = self.credential.as_ref()?;
+        match &credential.origin {
+            Some(origin) if origin != to => None,
+            _ => Some(&credential.header),
+        }
     }
 }
 
@@ -339,21 +404,19 @@ impl WasiHttpHooks for OutboundHooks {
         options: Option<RequestOptions>,
         _response_error: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> SendFuture {
-        let uri = request.uri();
-        let host = uri.host().unwrap_or_default().to_ascii_lowercase();
-        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let target = format!("{host}:{port}");
-        let allowed = self
-            .route
-            .as_ref()
-            .filter(|(_, policy)| policy.allows(&host, port));
+        let to = Origin::of(request.uri()).unwrap_or(Origin {
+            https: false,
+            host: String::new(),
+            port: 80,
+        });
+        let target = to.authority();
+        let allowed = self.route.as_ref().filter(|(_, policy)| policy.allows(&to));
         let Some((client, policy)) = allowed else {
             tracing::warn!(host = %target, "plugin request to a host that is not allowed");
             record(&self.denied, Denial::Host(target));
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         };
-        if let Some((name, value)) = &policy.credential {
+        if let Some((name, value)) = policy.credential_for(&to) {
             // Replaces whatever the guest put there.
             request.headers_mut().insert(name.clone(), value.clone());
         }

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use serde::{Deserialize, Serialize};
 
@@ -188,6 +189,8 @@ pub(crate) struct PluginInner {
     pub(crate) pre: KindPre,
     pub(crate) loaded_from_cache: bool,
     pub(crate) size: usize,
+    /// Calls of this plugin running now (see [`crate::Limits::max_concurrency`]).
+    pub(crate) running: AtomicU64,
 }
 
 impl Plugin {

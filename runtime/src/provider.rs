@@ -8,7 +8,7 @@ use http::{HeaderName, HeaderValue};
 
 use crate::call::{CallExtras, CallResult, Failure, WireSize, check_input, expect_kind, run};
 use crate::error::PluginError;
-use crate::outbound::{OutboundHooks, OutboundPolicy};
+use crate::outbound::{Credential, Origin, OutboundHooks, OutboundPolicy};
 use crate::plugin::{KindPre, PluginInfo};
 use crate::sandbox::DeltaSink;
 use crate::types::{CompletionRequest, CompletionResponse, ProviderError};
@@ -77,7 +77,10 @@ impl Runtime {
             deltas: call.deltas,
         };
         let inner = &self.inner;
-        let mut prepared = inner.prepare(plugin, limits, extras);
+        let mut prepared = match inner.prepare(plugin, limits, extras) {
+            Ok(prepared) => prepared,
+            Err(busy) => return CallResult::refused(busy),
+        };
         let store = &mut prepared.store;
         let work = async {
             let provider = pre
@@ -92,32 +95,35 @@ impl Runtime {
             };
             answer.map_err(Failure::Call)
         };
-        let outcome = run(&prepared.polls, plugin, limits, work).await;
+        let outcome = run(&prepared.watch, plugin, limits, work).await;
         inner.finish(prepared, limits, outcome)
     }
 }
 
-/// The hosts this call may reach and the credential header it carries.
+/// The hosts this call may reach and the credential header it carries,
+/// which goes only to the base URL's origin (scheme, host and port) when
+/// the plugin has one.
 fn outbound_policy(plugin: &Plugin, call: &ProviderCall) -> Result<OutboundPolicy, PluginError> {
     let PluginInfo::Provider(info) = plugin.info() else {
         return Err(PluginError::Host("provider without provider info".into()));
     };
     let mut allowed = call.allowed_hosts.clone();
-    if call.allow_base_url_host
-        && let Some(setting) = &info.base_url_setting
+    let mut base = None;
+    if let Some(setting) = &info.base_url_setting
         && let Some((_, url)) = call.settings.iter().find(|(k, _)| k == setting)
     {
         let uri: http::Uri = url.parse().map_err(|e| {
             PluginError::Host(format!("setting `{setting}` is not a valid URL: {e}"))
         })?;
-        if let Some(host) = uri.host() {
-            allowed.push(match uri.port_u16() {
-                Some(port) => format!("{host}:{port}"),
-                None => host.to_string(),
-            });
+        let origin = Origin::of(&uri).ok_or_else(|| {
+            PluginError::Host(format!("setting `{setting}` is not an absolute URL"))
+        })?;
+        if call.allow_base_url_host {
+            allowed.push(format!("{}:{}", origin.host, origin.port));
         }
+        base = Some(origin);
     }
-    let credential = match (&info.credential, &call.secret) {
+    let header = match (&info.credential, &call.secret) {
         (Some(header), Some(secret)) => {
             let name = HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| {
                 PluginError::Host(format!(
@@ -136,5 +142,9 @@ fn outbound_policy(plugin: &Plugin, call: &ProviderCall) -> Result<OutboundPolic
         }
         _ => None,
     };
+    let credential = header.map(|header| Credential {
+        header,
+        origin: base,
+    });
     Ok(OutboundPolicy::new(allowed, credential))
 }

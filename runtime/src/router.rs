@@ -22,7 +22,10 @@ impl Runtime {
             return CallResult::refused(refused);
         }
         let inner = &self.inner;
-        let mut prepared = inner.prepare(plugin, limits, CallExtras::pure());
+        let mut prepared = match inner.prepare(plugin, limits, CallExtras::pure()) {
+            Ok(prepared) => prepared,
+            Err(busy) => return CallResult::refused(busy),
+        };
         let store = &mut prepared.store;
         let work = async {
             let router = pre
@@ -35,7 +38,7 @@ impl Runtime {
                 .await
                 .map_err(Failure::Call)
         };
-        let outcome = run(&prepared.polls, plugin, limits, work).await;
+        let outcome = run(&prepared.watch, plugin, limits, work).await;
         inner.finish(prepared, limits, outcome)
     }
 }

@@ -47,6 +47,15 @@ pub struct RuntimeConfig {
     pub outbound: OutboundConfig,
     /// How compilation is bounded.
     pub compile: CompileConfig,
+    /// Longest a plugin's `info()` may take when it is loaded, in wall-clock
+    /// and in CPU time (the kind's platform limits apply otherwise): loading
+    /// runs on start-up and activation paths, which must not wait long.
+    #[serde(with = "crate::limits::millis", default = "default_info_time")]
+    pub info_time: Duration,
+}
+
+fn default_info_time() -> Duration {
+    Duration::from_secs(2)
 }
 
 /// Bounds on compiling components: Cranelift uses every core and memory
@@ -83,6 +92,7 @@ impl Default for RuntimeConfig {
             tenant: KindLimits::tenant(),
             outbound: OutboundConfig::default(),
             compile: CompileConfig::default(),
+            info_time: default_info_time(),
         }
     }
 }
@@ -108,6 +118,12 @@ impl Runtime {
     /// Creates the engine, links the host functions and starts the epoch
     /// ticker (stopped when the last clone is dropped).
     pub fn new(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        if !crate::host_memory::installed() {
+            tracing::warn!(
+                "host memory is not charged to plugin calls: this binary's global allocator \
+                 is not vel_runtime::Accounted, so only linear memory is limited"
+            );
+        }
         let engine = build_engine(&config)?;
         let mut linker = Linker::<CallState>::new(&engine);
         let link = |e: wasmtime::Error| RuntimeError::Linker(format!("{e:#}"));
@@ -323,7 +339,7 @@ impl Runtime {
     }
 
     /// Pre-instantiates a compiled component and calls its `info()` once
-    /// under the kind's platform limits.
+    /// (see [`Self::call_info`]'s limits).
     async fn instantiate(
         &self,
         component: Component,
@@ -347,6 +363,7 @@ impl Runtime {
             pre,
             loaded_from_cache: from_cache,
             size,
+            running: AtomicU64::new(0),
         };
         let provisional = Plugin {
             inner: Arc::new(inner),
@@ -376,11 +393,15 @@ impl Runtime {
         Ok(plugin)
     }
 
-    /// Calls `info()` in a fresh instance.
+    /// Calls `info()` in a fresh instance, under the kind's platform limits
+    /// shortened to [`RuntimeConfig::info_time`].
     async fn call_info(&self, plugin: &Plugin) -> Result<PluginInfo, PluginError> {
-        let limits = self.limits(plugin.kind(), Profile::Platform).clone();
+        let mut limits = self.limits(plugin.kind(), Profile::Platform).clone();
+        let most = self.inner.config.info_time;
+        limits.wall_time = limits.wall_time.min(most);
+        limits.cpu_time = limits.cpu_time.min(most);
         let inner = &self.inner;
-        let mut prepared = inner.prepare(plugin, &limits, CallExtras::pure());
+        let mut prepared = inner.prepare(plugin, &limits, CallExtras::pure())?;
         let store = &mut prepared.store;
         let work = async {
             match &plugin.inner.pre {
@@ -410,7 +431,7 @@ impl Runtime {
                 }
             }
         };
-        let outcome = run(&prepared.polls, plugin, &limits, work).await;
+        let outcome = run(&prepared.watch, plugin, &limits, work).await;
         inner.finish(prepared, &limits, outcome).result
     }
 }
@@ -484,6 +505,7 @@ impl Staged {
                     pre,
                     loaded_from_cache: false,
                     size: old.size,
+                    running: AtomicU64::new(0),
                 }),
             },
             Err(e) => {

@@ -13,7 +13,9 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::Limits;
 use crate::bindings::provider::vel::plugins::{config, log, stream};
+use crate::call::CallWatch;
 use crate::error::Limit;
 use crate::outbound::OutboundHooks;
 
@@ -34,6 +36,9 @@ pub(crate) struct CallState {
     /// Bytes streamed through `stream.emit` so far (count as output).
     pub(crate) streamed_bytes: u64,
     pub(crate) max_output_bytes: u64,
+    /// Deltas emitted so far, empty ones included.
+    deltas_emitted: u64,
+    max_deltas: u64,
     /// Epoch ticks during which guest code was seen running.
     pub(crate) cpu_ticks: u64,
     /// The limit that stopped the call, when a host hook stopped it.
@@ -50,7 +55,7 @@ impl CallState {
         hooks: OutboundHooks,
         settings: Arc<Vec<(String, String)>>,
         deltas: Option<DeltaSink>,
-        max_output_bytes: u64,
+        limits: &Limits,
     ) -> Self {
         CallState {
             table: ResourceTable::new(),
@@ -62,7 +67,9 @@ impl CallState {
             settings,
             deltas,
             streamed_bytes: 0,
-            max_output_bytes,
+            max_output_bytes: limits.max_output_bytes,
+            deltas_emitted: 0,
+            max_deltas: limits.max_deltas,
             cpu_ticks: 0,
             exceeded: None,
         }
@@ -113,23 +120,44 @@ impl WasiHttpView for CallState {
     }
 }
 
-/// Caps linear memory and records the peak.
+/// Caps linear memory plus the host memory the call holds, and records
+/// linear memory's peak.
 pub(crate) struct MemoryLimiter {
     max: usize,
     /// Sum of all memories' current sizes.
     total: usize,
     pub(crate) peak: usize,
     pub(crate) hit: bool,
+    /// Where the call's host-memory balance is kept.
+    watch: Arc<CallWatch>,
 }
 
 impl MemoryLimiter {
-    pub(crate) fn new(max: u64) -> Self {
+    pub(crate) fn new(max: u64, watch: Arc<CallWatch>) -> Self {
         MemoryLimiter {
             max: usize::try_from(max).unwrap_or(usize::MAX),
             total: 0,
             peak: 0,
             hit: false,
+            watch,
         }
+    }
+
+    /// Fails (and remembers) once linear plus host memory is over the limit.
+    pub(crate) fn check(&mut self) -> wasmtime::Result<()> {
+        self.admit(self.total)
+    }
+
+    fn admit(&mut self, linear: usize) -> wasmtime::Result<()> {
+        let host = self.watch.host.held();
+        if linear.saturating_add(host) > self.max {
+            self.hit = true;
+            wasmtime::bail!(
+                "memory limit of {} bytes exceeded ({linear} bytes of linear memory, {host} bytes held by the host)",
+                self.max
+            );
+        }
+        Ok(())
     }
 }
 
@@ -141,10 +169,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let total = self.total - current.min(self.total) + desired;
-        if total > self.max {
-            self.hit = true;
-            wasmtime::bail!("memory limit of {} bytes exceeded", self.max);
-        }
+        self.admit(total)?;
         self.total = total;
         self.peak = self.peak.max(total);
         Ok(true)
@@ -166,6 +191,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 pub(crate) struct LogSink {
     plugin: Arc<str>,
     version: Arc<str>,
+    call: u64,
     max: u64,
     used: AtomicU64,
     exceeded: AtomicBool,
@@ -173,10 +199,11 @@ pub(crate) struct LogSink {
 }
 
 impl LogSink {
-    pub(crate) fn new(plugin: Arc<str>, version: Arc<str>, max: u64) -> Self {
+    pub(crate) fn new(plugin: Arc<str>, version: Arc<str>, call: u64, max: u64) -> Self {
         LogSink {
             plugin,
             version,
+            call,
             max,
             used: AtomicU64::new(0),
             exceeded: AtomicBool::new(false),
@@ -232,17 +259,35 @@ impl LogSink {
         if text.is_empty() {
             return;
         }
+        let text = escape_controls(text);
+        let (plugin, version, call) = (&*self.plugin, &*self.version, self.call);
         match stream {
             StdioStream::Stdout => tracing::info!(
-                target: "vel_plugin::stdout",
-                plugin = %self.plugin, version = %self.version, "{text}"
+                target: "vel_plugin::stdout", plugin, version, call, "{text}"
             ),
             StdioStream::Stderr => tracing::warn!(
-                target: "vel_plugin::stderr",
-                plugin = %self.plugin, version = %self.version, "{text}"
+                target: "vel_plugin::stderr", plugin, version, call, "{text}"
             ),
         }
     }
+}
+
+/// A guest's text as one log line: control characters (newlines, carriage
+/// returns, escape sequences) written as Rust escapes, so nothing a guest
+/// logs can end its line and forge another record.
+pub(crate) fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
 }
 
 /// Which standard stream a [`GuestStdio`] captures.
@@ -306,18 +351,23 @@ impl log::Host for CallState {
             self.exceed(Limit::LogVolume, max);
             wasmtime::bail!("log limit of {max} bytes exceeded");
         }
-        let (plugin, version) = (&*self.logs.plugin, &*self.logs.version);
+        let (plugin, version, call) = (&*self.logs.plugin, &*self.logs.version, self.logs.call);
+        let message = escape_controls(&message);
         match level {
             log::Level::Trace => {
-                tracing::trace!(target: "vel_plugin", plugin, version, "{message}")
+                tracing::trace!(target: "vel_plugin", plugin, version, call, "{message}")
             }
             log::Level::Debug => {
-                tracing::debug!(target: "vel_plugin", plugin, version, "{message}")
+                tracing::debug!(target: "vel_plugin", plugin, version, call, "{message}")
             }
-            log::Level::Info => tracing::info!(target: "vel_plugin", plugin, version, "{message}"),
-            log::Level::Warn => tracing::warn!(target: "vel_plugin", plugin, version, "{message}"),
+            log::Level::Info => {
+                tracing::info!(target: "vel_plugin", plugin, version, call, "{message}")
+            }
+            log::Level::Warn => {
+                tracing::warn!(target: "vel_plugin", plugin, version, call, "{message}")
+            }
             log::Level::Error => {
-                tracing::error!(target: "vel_plugin", plugin, version, "{message}")
+                tracing::error!(target: "vel_plugin", plugin, version, call, "{message}")
             }
         }
         Ok(())
@@ -339,6 +389,12 @@ impl config::Host for CallState {
 
 impl stream::Host for CallState {
     fn emit(&mut self, delta: String) -> wasmtime::Result<bool> {
+        self.deltas_emitted += 1;
+        if self.deltas_emitted > self.max_deltas {
+            let max = self.max_deltas;
+            self.exceed(Limit::Deltas, max);
+            wasmtime::bail!("limit of {max} streamed deltas exceeded");
+        }
         let len = u64::try_from(delta.len()).unwrap_or(u64::MAX);
         self.streamed_bytes = self.streamed_bytes.saturating_add(len);
         if self.streamed_bytes > self.max_output_bytes {
@@ -347,6 +403,8 @@ impl stream::Host for CallState {
             wasmtime::bail!("output limit of {max} bytes exceeded while streaming");
         }
         Ok(match &self.deltas {
+            // Nothing to tell the client; only whether it still listens.
+            Some(sink) if delta.is_empty() => !sink.is_closed(),
             Some(sink) => sink.send(delta).is_ok(),
             // A plain `complete` call has nobody listening.
             None => true,

@@ -311,3 +311,170 @@ async fn bytes_that_are_not_a_component_are_refused() {
         Err(LoadError::Malformed(_))
     ));
 }
+
+fn provider_request(model: &str) -> CompletionRequest {
+    CompletionRequest {
+        model: model.into(),
+        messages: vec![],
+        temperature: None,
+        max_tokens: None,
+        stop: vec![],
+        task_type: TaskType::General,
+        metadata: "{}".into(),
+    }
+}
+
+/// `wasi:http` `fields` live in host memory, outside the sandbox: 20,000 of
+/// them holding 120 KB each would be 2.4 GB. They count against the call's
+/// memory limit, and its stats say how much the host held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_memory_a_guest_makes_the_host_allocate_counts_against_its_limit() {
+    assert!(
+        vel_runtime::host_memory_accounted(),
+        "the test binary's allocator must be vel_runtime::Accounted"
+    );
+    let rt = runtime();
+    let plugin = hostile("host-memory").await;
+    let limits = rt.limits(PluginKind::Provider, Profile::Tenant).clone();
+    let call = alongside_neighbours(rt.complete(
+        &plugin,
+        &limits,
+        ProviderCall::default(),
+        &provider_request("fill"),
+    ))
+    .await;
+    let stats = call.stats.clone();
+    assert_eq!(
+        error_of(call),
+        PluginError::LimitExceeded {
+            limit: Limit::Memory,
+            max: limits.memory_bytes
+        }
+    );
+    // Stopped within one header value of the limit.
+    assert!(
+        stats.peak_host_memory_bytes > limits.memory_bytes / 2,
+        "{stats:?}"
+    );
+    assert!(
+        stats.peak_memory_bytes < limits.memory_bytes + 2 * 1024 * 1024,
+        "{stats:?}"
+    );
+}
+
+/// Empty deltas cost no output bytes, but each would be a chunk on a
+/// client's stream: their number is bounded, and none reaches the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_empty_deltas_is_stopped_at_the_delta_limit() {
+    let rt = runtime();
+    let plugin = hostile("empty-deltas").await;
+    let mut limits = rt.limits(PluginKind::Provider, Profile::Tenant).clone();
+    limits.wall_time = Duration::from_secs(20);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let call = ProviderCall {
+        deltas: Some(tx),
+        ..ProviderCall::default()
+    };
+    let result =
+        alongside_neighbours(rt.complete(&plugin, &limits, call, &provider_request("flood"))).await;
+    assert_eq!(
+        error_of(result),
+        PluginError::LimitExceeded {
+            limit: Limit::Deltas,
+            max: limits.max_deltas
+        }
+    );
+    assert!(rx.try_recv().is_err(), "an empty delta reached the client");
+}
+
+/// What a guest logs stays on its own line, tagged with plugin and call:
+/// newlines and escape sequences cannot forge a server log record.
+#[tokio::test(flavor = "current_thread")]
+async fn guest_logs_cannot_forge_server_log_lines() {
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let forged = "done\nERROR vel::auth: admin password reset\r\x1b[2Kok";
+    let rt = runtime();
+    let plugin = hostile("log-forge").await;
+    let input = condition_input(forged, "{}", "{}");
+    let call = rt.evaluate(&plugin, &condition_limits(), &input).await;
+    assert!(call.result.unwrap().unwrap().matched);
+
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    // Every line is one record, as the subscriber wrote it: it starts with
+    // its timestamp, whatever the guest put in its text.
+    assert!(log.lines().all(|l| l.starts_with("20")), "{log}");
+    let forged: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("admin password reset"))
+        .collect();
+    assert!(!forged.is_empty(), "{log}");
+    for line in &forged {
+        assert!(
+            line.contains(": vel_plugin: ") || line.contains(": vel_plugin::stdout: "),
+            "not tagged as the guest's: {line}"
+        );
+        assert!(line.contains("plugin=\"hostile-log-forge\""), "{line}");
+        assert!(line.contains("call="), "{line}");
+        assert!(!line.contains('\x1b') && !line.contains('\r'), "{line}");
+    }
+    // Through the log import, the whole text is one line, escaped.
+    assert!(
+        log.contains(r"done\nERROR vel::auth: admin password reset\r\u{1b}[2Kok"),
+        "{log}"
+    );
+}
+
+/// An exit is reported with the status the guest gave (`exit-with-code`;
+/// Rust's `std::process::exit` on wasip2 can only say success or failure).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exit_is_reported_with_its_status() {
+    match evaluate_hostile("exit-code", "{}", condition_limits()).await {
+        PluginError::Trap { message } => {
+            assert!(message.contains("exited with status 7"), "{message}")
+        }
+        other => panic!("expected the exit as a trap, got {other:?}"),
+    }
+}
+
+/// A plugin whose `info()` never returns is refused at load within the
+/// runtime's `info_time`, not after the kind's wall-clock limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_whose_info_sleeps_is_refused_at_load_within_info_time() {
+    let rt = runtime();
+    let info_time = rt
+        .config()
+        .info_time
+        .min(rt.limits(PluginKind::Router, Profile::Platform).wall_time);
+    let err = alongside_neighbours(rt.load(&hostile_bytes("slow-info")))
+        .await
+        .expect_err("info() never returns");
+    assert!(
+        matches!(
+            err,
+            LoadError::Info(PluginError::LimitExceeded {
+                limit: Limit::WallTime,
+                max
+            }) if max == info_time.as_millis() as u64
+        ),
+        "{err}"
+    );
+}

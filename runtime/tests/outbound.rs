@@ -278,3 +278,140 @@ async fn an_allowed_name_may_resolve_to_a_restricted_address() {
     );
     assert_eq!(mock.stats().received, 1);
 }
+
+/// The credential goes to the base URL's origin only: a second approved
+/// host (here another port on the same address) never receives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_credential_goes_only_to_the_base_url_origin() {
+    let base = MockUpstream::start().await;
+    let other = MockUpstream::start().await;
+    let rt = runtime();
+    let plugin = hostile("outbound").await;
+    let limits = rt.limits(PluginKind::Provider, Profile::Platform);
+    let other_authority = other.base_url().trim_start_matches("http://").to_string();
+    let mut call = call_to(&base);
+    call.settings
+        .push(("exfil-url".into(), format!("{}/steal", other.base_url())));
+    call.allowed_hosts = vec![other_authority];
+    let answer = rt
+        .complete(&plugin, limits, call, &request("exfiltrate"))
+        .await
+        .result
+        .unwrap()
+        .unwrap();
+    assert!(answer.text.starts_with("exfiltrated: "), "{}", answer.text);
+    let reached = other.requests();
+    assert_eq!(reached.len(), 1);
+    assert_eq!(
+        reached[0].headers.get("authorization"),
+        None,
+        "the key reached a host other than the base URL's"
+    );
+    assert!(!answer.text.contains(SECRET));
+
+    // The base URL's origin still gets it.
+    base.require_api_key(Some(SECRET));
+    let ok = rt
+        .complete(&plugin, limits, call_to(&base), &request("gpt-4o"))
+        .await
+        .result
+        .unwrap()
+        .unwrap();
+    assert!(ok.text.starts_with("200 "), "{}", ok.text);
+}
+
+/// An approval names a host and a port; a bare host means the scheme's
+/// default port only, not every service on that host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approving_a_bare_host_approves_only_its_default_port() {
+    let mock = MockUpstream::start().await;
+    let rt = runtime();
+    let plugin = hostile("outbound").await;
+    let limits = rt.limits(PluginKind::Provider, Profile::Platform);
+    let call = ProviderCall {
+        allowed_hosts: vec!["127.0.0.1".into()],
+        allow_base_url_host: false,
+        ..call_to(&mock)
+    };
+    let denied = rt.complete(&plugin, limits, call, &request("gpt-4o")).await;
+    assert_eq!(
+        denied.result.unwrap_err(),
+        PluginError::HttpRequestDenied {
+            host: mock.base_url().trim_start_matches("http://").to_string()
+        }
+    );
+    assert_eq!(mock.stats().received, 0);
+
+    // Naming the port approves it.
+    let call = ProviderCall {
+        allowed_hosts: vec![mock.base_url().trim_start_matches("http://").to_string()],
+        allow_base_url_host: false,
+        ..call_to(&mock)
+    };
+    let answer = rt
+        .complete(&plugin, limits, call, &request("gpt-4o"))
+        .await
+        .result
+        .unwrap()
+        .unwrap();
+    assert!(answer.text.starts_with("200 "), "{}", answer.text);
+}
+
+/// A plugin version's calls beyond its `max_concurrency` are refused with
+/// `Busy` before they take an instance; its place comes back when a call
+/// ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_beyond_a_plugins_share_of_the_pool_are_refused() {
+    let mock = MockUpstream::start().await;
+    mock.set_default(Fault::Hang);
+    let rt = runtime();
+    let plugin = hostile("outbound").await;
+    let mut limits = rt.limits(PluginKind::Provider, Profile::Tenant).clone();
+    limits.max_concurrency = 2;
+    let hanging: Vec<_> = (0..2)
+        .map(|_| {
+            let (plugin, limits, call) = (plugin.clone(), limits.clone(), call_to(&mock));
+            tokio::spawn(async move {
+                runtime()
+                    .complete(&plugin, &limits, call, &request("gpt-4o"))
+                    .await
+            })
+        })
+        .collect();
+    mock.wait_for_in_flight(2).await;
+    let refused = rt
+        .complete(&plugin, &limits, call_to(&mock), &request("gpt-4o"))
+        .await;
+    assert_eq!(refused.result.unwrap_err(), PluginError::Busy { max: 2 });
+    assert_eq!(mock.stats().received, 2, "the refused call sent nothing");
+
+    // Another plugin is not affected by this one's share.
+    let router = builtin("default-router").await;
+    let plan = rt
+        .route(
+            &router,
+            rt.limits(PluginKind::Router, Profile::Platform),
+            &task(
+                vel_runtime::types::TaskType::Light,
+                vel_runtime::types::Preference::Cost,
+            ),
+            &candidates(),
+        )
+        .await;
+    assert!(plan.result.is_ok());
+
+    for call in &hanging {
+        call.abort();
+    }
+    for call in hanging {
+        assert!(call.await.unwrap_err().is_cancelled());
+    }
+    mock.set_default(Fault::Ok);
+    let answer = rt
+        .complete(&plugin, &limits, call_to(&mock), &request("gpt-4o"))
+        .await
+        .result
+        .unwrap()
+        .unwrap();
+    assert!(answer.text.starts_with("200 "), "{}", answer.text);
+}

@@ -781,7 +781,40 @@ async fn recorder_batches_keep_every_row(b: Backend) {
     assert_eq!(entries, expected);
 }
 
+/// An integration whose base URL is vel's own `/v1`, used with the
+/// organization's own key: the plugin's request comes back carrying this
+/// instance's `Via` and is refused at once (508), so one client request
+/// makes a bounded number of hops instead of a loop.
+async fn a_request_that_comes_back_through_a_provider_is_refused(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let key = api_key(&s, &admin, "task_executor").await;
+    s.upstream_integration(&admin, "myself", &s.url("/v1"), &key, 10_000)
+        .await;
+    let resp = chat(
+        &s,
+        &key,
+        json!({ "model": "gpt-4o-mini", "messages": [{ "role": "user", "content": "loop" }] }),
+    )
+    .await;
+    assert!(resp.status.is_server_error(), "{resp:?}");
+    let text = resp.body.to_string();
+    assert!(text.contains("508") || text.contains("loop"), "{text}");
+
+    // A request that names this instance in its Via is refused before
+    // anything else happens, whatever its credentials.
+    let via = s
+        .http
+        .get(s.url("/api/health"))
+        .header("via", "1.1 some-proxy")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(via.status(), 200);
+}
+
 dual_backend_tests!(
+    a_request_that_comes_back_through_a_provider_is_refused,
     recorder_batches_keep_every_row,
     plain_completion_is_answered_and_recorded,
     streamed_completion_sends_chunks_usage_and_done,

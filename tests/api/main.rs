@@ -12,6 +12,7 @@ mod audit;
 mod auth;
 mod connections;
 mod connectivity;
+mod containment;
 mod credentials;
 mod edges;
 mod fairness;

@@ -556,6 +556,30 @@ async fn test_cancel_keeps_partial_output(b: Backend) {
     );
 }
 
+/// A provider that timed out had the integration's whole timeout: it is
+/// not tried again (one wall-clock limit ends it), the task fails with one
+/// `timeout` attempt instead of four.
+async fn test_a_timeout_is_not_retried_on_the_same_provider(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let mock = MockUpstream::start().await;
+    mock.set_default(Fault::Hang);
+    let base_url = format!("{}/v1", mock.base_url());
+    s.upstream_integration(&admin, "slowpoke", &base_url, KEY, 1_000)
+        .await;
+    let id = submit(
+        &s,
+        &admin,
+        json!({ "description": "slow", "prompt": "wait for it", "cache": false }),
+    )
+    .await;
+    let task = finished(&s, &admin, &id).await;
+    assert_eq!(task["status"], "failed", "{task}");
+    let attempts = task["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{task}");
+    assert_eq!(attempts[0]["error_kind"], "timeout", "{task}");
+}
+
 async fn test_quiet_streams_get_keep_alives(b: Backend) {
     let s = Server::start_with(b, &[("VEL_SSE_KEEPALIVE_SECS", "1")]).await;
     let admin = s.admin_token().await;
@@ -990,6 +1014,7 @@ dual_backend_tests!(
     test_stream_deltas_in_order_and_resume,
     test_cancel_keeps_partial_output,
     test_quiet_streams_get_keep_alives,
+    test_a_timeout_is_not_retried_on_the_same_provider,
     test_integration_changes_apply_to_the_next_task,
     test_agent_routing_policy_plans_the_task,
     test_identical_requests_come_from_the_cache,

@@ -180,6 +180,17 @@ impl ApiError {
         )
     }
 
+    /// 508: the request came back to this server through one of its own
+    /// provider plugins.
+    pub fn loop_detected() -> ApiError {
+        ApiError::new(
+            StatusCode::LOOP_DETECTED,
+            "loop_detected",
+            "this request came back to vel through a provider plugin (an integration's base URL \
+             points at this server): refused to end the loop",
+        )
+    }
+
     /// 503: a dependency (database, plugin runtime) is unavailable.
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)

@@ -98,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         default: state.config.max_body_bytes,
         upload: upload_limit,
     };
+    let hop = state.plugins.hop().map(Arc::<str>::from);
     let (router, doc) = documented(upload_limit).with_state(state).split_for_parts();
     router
         .fallback(not_found)
@@ -111,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(axum::middleware::from_fn(unread_body::close_if_body_unread))
         .layer(axum::middleware::from_fn(refuse_nul_in_url))
+        .layer(axum::middleware::from_fn_with_state(hop, refuse_loops))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
@@ -130,6 +132,28 @@ async fn refuse_nul_in_url(req: axum::extract::Request, next: axum::middleware::
             "the URL must not contain the NUL character (%00)",
         )
         .into_response();
+    }
+    next.run(req).await
+}
+
+/// A request whose `Via` names this instance was sent by one of its own
+/// provider plugins (an integration whose base URL points back at vel):
+/// 508 at once, so the loop ends at its first turn.
+async fn refuse_loops(
+    axum::extract::State(hop): axum::extract::State<Option<Arc<str>>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(hop) = &hop
+        && req
+            .headers()
+            .get_all(axum::http::header::VIA)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|entry| entry.split_whitespace().nth(1) == Some(&**hop))
+    {
+        return ApiError::loop_detected().into_response();
     }
     next.run(req).await
 }

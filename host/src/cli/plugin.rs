@@ -171,13 +171,14 @@ async fn check(file: &Path) -> anyhow::Result<()> {
 fn describe(l: &Limits) -> String {
     let fuel = l.fuel.map_or("unmetered".to_string(), |f| f.to_string());
     format!(
-        "memory {} bytes, fuel {fuel}, cpu {} ms, wall {} ms, input {} bytes, output {} bytes, log {} bytes",
+        "memory {} bytes, fuel {fuel}, cpu {} ms, wall {} ms, input {} bytes, output {} bytes, log {} bytes, deltas {}",
         l.memory_bytes,
         l.cpu_time.as_millis(),
         l.wall_time.as_millis(),
         l.max_input_bytes,
         l.max_output_bytes,
-        l.max_log_bytes
+        l.max_log_bytes,
+        l.max_deltas
     )
 }
 
@@ -192,6 +193,8 @@ struct RunReport<T: Serialize> {
     duration_ms: f64,
     fuel_consumed: Option<u64>,
     peak_memory_bytes: u64,
+    /// The part of `peak_memory_bytes` the host held for the call.
+    peak_host_memory_bytes: u64,
     log_bytes: u64,
 }
 
@@ -310,6 +313,7 @@ fn report<T: Serialize>(plugin: &Plugin, call: CallResult<T>) -> anyhow::Result<
         duration,
         fuel_consumed,
         peak_memory_bytes,
+        peak_host_memory_bytes,
         log_bytes,
     } = stats;
     match result {
@@ -322,18 +326,20 @@ fn report<T: Serialize>(plugin: &Plugin, call: CallResult<T>) -> anyhow::Result<
                 duration_ms: duration.as_secs_f64() * 1e3,
                 fuel_consumed,
                 peak_memory_bytes,
+                peak_host_memory_bytes,
                 log_bytes,
             };
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
         Err(error) => bail!(
-            "{} {} stopped: {error} (after {:.3} ms, fuel {}, peak memory {} bytes)",
+            "{} {} stopped: {error} (after {:.3} ms, fuel {}, peak memory {} bytes, {} of them held by the host)",
             plugin.name(),
             plugin.version(),
             duration.as_secs_f64() * 1e3,
             fuel_consumed.map_or("unmetered".to_string(), |f| f.to_string()),
-            peak_memory_bytes
+            peak_memory_bytes,
+            peak_host_memory_bytes
         ),
     }
 }

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::Instrument;
-use vel_runtime::PluginKind;
 use vel_runtime::types::{
     Attempt as PlannedStep, Candidate, CompletionRequest, CompletionResponse, Message, Plan,
     Preference, Priority, ProviderError, RouteError, TaskInfo, TaskType,
 };
+use vel_runtime::{PluginError, PluginKind};
 
 use super::breaker::BreakerConfig;
 use super::catalog::{self, Catalog, Target};
@@ -400,8 +400,19 @@ impl Dispatcher {
             }
             None => "the plan named no callable integration".into(),
         };
+        // Every provider was at its share of the instance pool: the caller
+        // is over its capacity (429), nothing failed.
+        let all_busy = !attempts.is_empty()
+            && attempts
+                .iter()
+                .all(|a| a.error_kind.as_deref() == Some(BUSY));
         Err(DispatchError {
-            kind: "all_attempts_failed".into(),
+            kind: if all_busy {
+                "plugin_busy"
+            } else {
+                "all_attempts_failed"
+            }
+            .into(),
             message,
             attempts,
         })
@@ -642,6 +653,18 @@ impl Inner {
                 attempt.error_message = Some(catalog::scrub_secret(key.as_deref(), &message));
                 class
             }
+            Err(e @ PluginError::Busy { .. }) => {
+                // Not the provider's failure: no breaker, and retried later.
+                attempt.error_kind = Some(BUSY.into());
+                attempt.error_message = Some(e.to_string());
+                self.observed
+                    .breakers()
+                    .with(integration.id.as_str(), |b| b.release_probe());
+                return CallOutcome {
+                    attempt,
+                    result: Err(FailureClass::RateLimited { retry_after: None }),
+                };
+            }
             Err(e) => {
                 attempt.error_kind = Some(plugin_error_kind(&e).into());
                 attempt.error_message = Some(catalog::scrub_secret(key.as_deref(), &e.to_string()));
@@ -726,6 +749,9 @@ fn guest_route_error(
 
 /// A sandbox error's kind name.
 pub use crate::plugins::stats::error_kind as plugin_error_kind;
+
+/// The attempt error kind of a provider plugin at its share of the pool.
+const BUSY: &str = "busy";
 
 fn skipped_attempt(seq: i64, target: &Target, model: &str) -> Attempt {
     Attempt {

@@ -15,7 +15,9 @@ pub enum FailureClass {
     },
     /// The provider is down, answered 5xx, or the connection broke.
     Unavailable,
-    /// The provider did not answer in time.
+    /// The provider did not answer in time. Not retried on the same
+    /// provider: the attempt had the integration's whole timeout, so one
+    /// wall-clock limit ends it and the plan's next provider gets a turn.
     Timeout,
     /// The credential was refused: this provider cannot serve us now, another may.
     Auth,
@@ -71,10 +73,11 @@ impl RetryPolicy {
     /// of which was `class`.
     pub fn decide(&self, class: FailureClass, failures: u32) -> Decision {
         let retryable = match class {
-            FailureClass::RateLimited { .. }
-            | FailureClass::Unavailable
-            | FailureClass::Timeout => true,
-            FailureClass::Auth | FailureClass::Plugin | FailureClass::Other => false,
+            FailureClass::RateLimited { .. } | FailureClass::Unavailable => true,
+            FailureClass::Timeout
+            | FailureClass::Auth
+            | FailureClass::Plugin
+            | FailureClass::Other => false,
             FailureClass::Terminal => return Decision::Fail,
         };
         if !retryable || failures > self.max_retries {
@@ -144,6 +147,7 @@ mod tests {
         let policy = RetryPolicy::default();
         assert_eq!(policy.decide(FailureClass::Terminal, 1), Decision::Fail);
         for class in [
+            FailureClass::Timeout,
             FailureClass::Auth,
             FailureClass::Plugin,
             FailureClass::Other,

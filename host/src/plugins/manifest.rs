@@ -64,6 +64,10 @@ pub struct RequestedLimits {
     pub max_output_bytes: Option<u64>,
     /// Log volume, bytes.
     pub max_log_bytes: Option<u64>,
+    /// Streamed deltas per call.
+    pub max_deltas: Option<u64>,
+    /// Calls running at once.
+    pub max_concurrency: Option<u64>,
 }
 
 /// Why a manifest was refused. Each is a 400 naming the reason.
@@ -202,6 +206,8 @@ impl Manifest {
                 maxima.max_output_bytes,
             )?,
             max_log_bytes: pick("max_log_bytes", r.max_log_bytes, maxima.max_log_bytes)?,
+            max_deltas: pick("max_deltas", r.max_deltas, maxima.max_deltas)?,
+            max_concurrency: pick("max_concurrency", r.max_concurrency, maxima.max_concurrency)?,
         })
     }
 

@@ -57,6 +57,7 @@ impl Plugins {
             cache_dir: Some(config.plugin_cache_dir.clone()),
             outbound: OutboundConfig {
                 allow_private: config.outbound_allow_private.clone(),
+                hop: Some(hop_name()),
                 ..OutboundConfig::default()
             },
             compile: CompileConfig {
@@ -77,6 +78,12 @@ impl Plugins {
             registry,
             stats: PluginStats::default(),
         })
+    }
+
+    /// This instance's name in the `Via` header of every plugin request;
+    /// a request arriving with it came back through a provider.
+    pub fn hop(&self) -> Option<&str> {
+        self.runtime.config().outbound.hop.as_deref()
     }
 
     /// The process's plugin runtime.
@@ -133,4 +140,9 @@ pub async fn health_check(plugins: &Plugins, timeout: Duration) -> Result<Option
         plugins.builtins.from_cache(),
         plan
     )))
+}
+
+/// A name for this instance's plugin requests, unique per process.
+fn hop_name() -> String {
+    format!("vel-{}", crate::store::new_id())
 }

@@ -157,6 +157,10 @@ pub struct Registry {
     snapshot: RwLock<Arc<Snapshot>>,
     /// Compiled components by sha256, so a version is compiled once.
     loaded: Mutex<HashMap<String, Plugin>>,
+    /// Stored components that could not be loaded (compile or `info()`
+    /// failed), by sha256, with the reason: skipped until the process
+    /// restarts rather than tried again on every refresh.
+    failed: Mutex<HashMap<String, String>>,
     /// One refresh at a time.
     refreshing: tokio::sync::Mutex<()>,
     /// Bumped by every change of the snapshot.
@@ -193,6 +197,7 @@ impl Registry {
             runtime,
             snapshot: RwLock::new(Arc::new(snapshot)),
             loaded: Mutex::new(loaded),
+            failed: Mutex::default(),
             refreshing: tokio::sync::Mutex::new(()),
             generation: AtomicU64::new(0),
         }
@@ -261,6 +266,15 @@ impl Registry {
             .insert(plugin.sha256().to_string(), plugin);
     }
 
+    /// Why the stored component `sha256` could not be loaded, if it failed.
+    pub fn load_failure(&self, sha256: &str) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sha256)
+            .cloned()
+    }
+
     fn loaded_plugin(&self, sha256: &str) -> Option<Plugin> {
         self.loaded
             .lock()
@@ -304,6 +318,7 @@ impl Registry {
         };
         let old = self.current();
         let mut next = Snapshot::default();
+        let mut to_load = Vec::new();
         for row in rows {
             let owner = match &row.org_id {
                 None => Owner::Platform,
@@ -324,14 +339,38 @@ impl Registry {
                 next.insert(same.clone());
                 continue;
             }
-            let plugin = match self.load_stored(db, &row.sha256).await {
-                Ok(plugin) => plugin,
-                Err(e) => {
-                    tracing::warn!(plugin = %row.name, version = %row.version, error = %e, "plugin version cannot be loaded; left out");
-                    continue;
+            if self.load_failure(&row.sha256).is_some() {
+                continue;
+            }
+            to_load.push((row, owner, limits, hosts));
+        }
+        // Loads run together: one slow plugin (its `info()` is bounded by
+        // the runtime) delays the refresh by its own time, not by the sum.
+        let loads = to_load
+            .into_iter()
+            .map(|(row, owner, limits, hosts)| async move {
+                let loaded = self.load_stored(db, &row.sha256).await;
+                (row, owner, limits, hosts, loaded)
+            });
+        for (row, owner, limits, hosts, loaded) in futures::future::join_all(loads).await {
+            match loaded {
+                Ok(plugin) => next.insert(Arc::new(Deployed::new(plugin, owner, limits, hosts))),
+                Err(e @ RegistryError::Load { .. }) => {
+                    tracing::error!(
+                        alert = "plugin_load_failed",
+                        plugin = %row.name, version = %row.version, org_id = ?row.org_id,
+                        error = %e,
+                        "plugin version cannot be loaded: marked failed and left out"
+                    );
+                    self.failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(row.sha256, e.to_string());
                 }
-            };
-            next.insert(Arc::new(Deployed::new(plugin, owner, limits, hosts)));
+                Err(e) => {
+                    tracing::warn!(plugin = %row.name, version = %row.version, error = %e, "plugin version cannot be loaded now; left out");
+                }
+            }
         }
         let changed = !same_set(&old, &next);
         if changed {

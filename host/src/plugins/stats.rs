@@ -237,6 +237,7 @@ pub fn error_kind(e: &PluginError) -> &'static str {
         PluginError::HttpRequestDenied { .. } => "http_request_denied",
         PluginError::DestinationDenied { .. } => "destination_denied",
         PluginError::WrongKind { .. } => "wrong_kind",
+        PluginError::Busy { .. } => "busy",
         PluginError::Instantiate(_) => "instantiate",
         PluginError::Host(_) => "host",
     }
@@ -261,7 +262,7 @@ pub fn escape_label(value: &str, out: &mut String) {
 }
 
 /// Every limit, in [`limit_index`] order.
-const LIMITS: [Limit; 8] = [
+const LIMITS: [Limit; 9] = [
     Limit::Memory,
     Limit::Fuel,
     Limit::CpuTime,
@@ -270,10 +271,11 @@ const LIMITS: [Limit; 8] = [
     Limit::OutputSize,
     Limit::LogVolume,
     Limit::Stack,
+    Limit::Deltas,
 ];
 
 /// The serde names of [`LIMITS`], in the same order.
-const LIMIT_NAMES: [&str; 8] = [
+const LIMIT_NAMES: [&str; 9] = [
     "memory",
     "fuel",
     "cpu_time",
@@ -282,6 +284,7 @@ const LIMIT_NAMES: [&str; 8] = [
     "output_size",
     "log_volume",
     "stack",
+    "deltas",
 ];
 
 fn limit_index(limit: Limit) -> usize {
@@ -294,6 +297,7 @@ fn limit_index(limit: Limit) -> usize {
         Limit::OutputSize => 5,
         Limit::LogVolume => 6,
         Limit::Stack => 7,
+        Limit::Deltas => 8,
     }
 }
 

@@ -6,6 +6,12 @@ use std::time::{Duration, Instant};
 
 use vel_runtime::{OutboundConfig, Plugin, Runtime, RuntimeConfig};
 
+/// As in the `vel` binary: host memory a call makes the host allocate is
+/// charged to the call.
+#[global_allocator]
+static ALLOCATOR: vel_runtime::Accounted<std::alloc::System> =
+    vel_runtime::Accounted(std::alloc::System);
+
 /// A default runtime and the current-thread executor its calls run on.
 pub struct Harness {
     /// Drives every call (`block_on`).

@@ -10,6 +10,12 @@ use vel_runtime::types::{
 };
 use vel_runtime::{AllowPrivate, OutboundConfig, Plugin, Runtime, RuntimeConfig};
 
+/// As in the `vel` binary: host memory a call makes the host allocate is
+/// charged to the call.
+#[global_allocator]
+static ALLOCATOR: vel_runtime::Accounted<std::alloc::System> =
+    vel_runtime::Accounted(std::alloc::System);
+
 /// The loopback ranges, which the mock upstream listens on.
 pub fn loopback() -> AllowPrivate {
     "127.0.0.0/8,::1/128".parse().expect("valid ranges")

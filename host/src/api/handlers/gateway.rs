@@ -286,6 +286,7 @@ const COST: HeaderName = HeaderName::from_static("x-vel-cost-usd");
 fn dispatch_status(kind: &str) -> StatusCode {
     match kind {
         "no_candidate" | "storage" => StatusCode::SERVICE_UNAVAILABLE,
+        "plugin_busy" => StatusCode::TOO_MANY_REQUESTS,
         "invalid_request" | "content_filtered" => StatusCode::BAD_REQUEST,
         _ => StatusCode::BAD_GATEWAY,
     }
@@ -1086,6 +1087,10 @@ mod tests {
             StatusCode::BAD_GATEWAY
         );
         assert_eq!(dispatch_status("invalid_request"), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            dispatch_status("plugin_busy"),
+            StatusCode::TOO_MANY_REQUESTS
+        );
         assert_eq!(dispatch_status("content_filtered"), StatusCode::BAD_REQUEST);
     }
 }

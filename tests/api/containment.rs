@@ -1,0 +1,148 @@
+//! Hostile tenant providers, uploaded by an organization's admin and
+//! called through the gateway, are stopped with a clear error while
+//! another organization's requests keep succeeding: host memory a guest
+//! makes the host allocate counts against its limit, a flood of empty
+//! deltas is bounded, and a plugin's calls beyond its share of the
+//! instance pool get a 429 rather than taking the pool from others.
+
+use serde_json::{Value, json};
+
+use crate::support::guests::manifest;
+use crate::support::{Backend, Server};
+
+fn hostile(name: &str) -> Vec<u8> {
+    let path = vel_plugin_artifacts::hostile_path(name)
+        .unwrap_or_else(|| panic!("no hostile component {name}"));
+    std::fs::read(path).expect("hostile component")
+}
+
+/// An organization whose only integration, `hostile`, runs the hostile
+/// provider `dir` (plugin `hostile-<dir>` 0.1.0, uploaded and activated by
+/// its admin, under `limits`); returns a gateway key of it.
+async fn hostile_tenant(s: &Server, admin: &str, dir: &str, limits: &str) -> String {
+    let (_org, owner) = s.tenant(admin, &format!("evil-{dir}")).await;
+    let name = format!("hostile-{dir}");
+    let manifest = manifest(&name, "0.1.0", "provider", limits);
+    s.upload_plugin(&owner, "?activate=true", hostile(dir), &manifest)
+        .await
+        .expect(201);
+    s.post(
+        "/api/integrations",
+        &owner,
+        json!({ "name": "hostile", "provider": "mock", "plugin": name, "default_model": "echo" }),
+    )
+    .await
+    .expect(201);
+    s.api_key(&owner, "evil", "task_executor").await
+}
+
+/// A well-behaved organization on the built-in mock provider; returns a
+/// gateway key of it.
+async fn neighbour(s: &Server, admin: &str) -> String {
+    let (_org, owner) = s.tenant(admin, "good").await;
+    s.post(
+        "/api/integrations",
+        &owner,
+        json!({ "name": "alpha", "provider": "mock", "plugin": "mock" }),
+    )
+    .await
+    .expect(201);
+    s.api_key(&owner, "good", "task_executor").await
+}
+
+fn chat_body(prompt: &str, stream: bool) -> Value {
+    json!({ "model": "echo", "stream": stream,
+            "messages": [{ "role": "user", "content": prompt }] })
+}
+
+/// The neighbour's requests, `n` of them one after another: all answered.
+async fn neighbour_requests(s: &Server, key: &str, n: usize) {
+    for i in 0..n {
+        let prompt = format!("neighbour {i}");
+        let r = s
+            .post("/v1/chat/completions", key, chat_body(&prompt, false))
+            .await;
+        assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+        assert_eq!(
+            r.body["choices"][0]["message"]["content"],
+            format!("echo: {prompt}")
+        );
+    }
+}
+
+async fn test_host_memory_is_charged_to_the_tenant_call(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let evil = hostile_tenant(&s, &admin, "host-memory", "").await;
+    let good = neighbour(&s, &admin).await;
+    let attack = async {
+        let r = s
+            .post("/v1/chat/completions", &evil, chat_body("fill", false))
+            .await;
+        assert!(r.status.is_server_error(), "{r:?}");
+        let text = r.body.to_string();
+        assert!(text.contains("memory limit exceeded"), "{text}");
+    };
+    tokio::join!(attack, neighbour_requests(&s, &good, 10));
+}
+
+async fn test_a_flood_of_empty_deltas_is_bounded(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let evil = hostile_tenant(&s, &admin, "empty-deltas", "").await;
+    let good = neighbour(&s, &admin).await;
+    let attack = async {
+        let resp = s
+            .http
+            .post(s.url("/v1/chat/completions"))
+            .bearer_auth(&evil)
+            .json(&chat_body("flood", true))
+            .send()
+            .await
+            .expect("request");
+        let text = resp.text().await.expect("body");
+        // No chunk for an empty delta; the call is stopped at its delta
+        // limit and the client told so.
+        assert!(text.len() < 64 * 1024, "{} bytes streamed", text.len());
+        assert!(text.contains("streamed deltas limit exceeded"), "{text}");
+    };
+    tokio::join!(attack, neighbour_requests(&s, &good, 10));
+}
+
+/// A plugin whose `info()` sleeps is refused at upload once `info()` has
+/// had its short limit, with a clear error, nothing stored, and the
+/// neighbours served meanwhile.
+async fn test_an_upload_whose_info_sleeps_is_refused(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let good = neighbour(&s, &admin).await;
+    let (_org, owner) = s.tenant(&admin, "evil-slow-info").await;
+    let manifest = manifest("hostile-slow-info", "0.1.0", "router", "");
+    let upload = async {
+        let r = s
+            .upload_plugin(&owner, "", hostile("slow-info"), &manifest)
+            .await;
+        let r = r.expect_error(400, "info_failed");
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("wall-clock time limit exceeded"),
+            "{}",
+            r.body
+        );
+    };
+    tokio::join!(upload, neighbour_requests(&s, &good, 10));
+    let list = s.get("/api/plugins", &owner).await.expect(200);
+    assert!(
+        !list.body.to_string().contains("hostile-slow-info"),
+        "{}",
+        list.body
+    );
+}
+
+crate::dual_backend_tests!(
+    test_an_upload_whose_info_sleeps_is_refused,
+    test_host_memory_is_charged_to_the_tenant_call,
+    test_a_flood_of_empty_deltas_is_bounded,
+);
