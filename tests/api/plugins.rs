@@ -685,7 +685,35 @@ async fn test_trusted_keys_admit_only_signed_components(b: Backend) {
     .expect_error(409, "signature_required");
 }
 
+/// Two organizations uploaded the same bytes: deleting one's version
+/// keeps the bytes the other still uses (row-level security hides the
+/// other's version from the deleting tenant; the question is the
+/// platform's), and answers 204 rather than an error that would tell.
+async fn test_deleting_a_version_whose_bytes_another_tenant_shares(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let (_acme, acme) = s.tenant(&admin, "acme").await;
+    let (_globex, globex) = s.tenant(&admin, "globex").await;
+    for owner in [&acme, &globex] {
+        s.upload_plugin(owner, "", router("1.0.0"), &router_manifest("1.0.0"))
+            .await
+            .expect(201);
+    }
+    s.delete("/api/plugins/flip-router/versions/1.0.0", &acme)
+        .await
+        .expect(204);
+    s.post(
+        "/api/plugins/flip-router/versions/1.0.0/activate",
+        &globex,
+        json!({}),
+    )
+    .await
+    .expect(200);
+    assert!(visible(&s, &globex).await.contains("flip-router"));
+}
+
 crate::dual_backend_tests!(
+    test_deleting_a_version_whose_bytes_another_tenant_shares,
     test_trusted_keys_admit_only_signed_components,
     test_bad_uploads_are_refused_and_store_nothing,
     test_tenant_plugins_go_live_for_that_tenant_only,

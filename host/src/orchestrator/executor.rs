@@ -659,14 +659,21 @@ async fn write_progress(
                 reason,
             } => {
                 let data = json!({ "router": router, "router_version": router_version, "attempts": attempts, "reason": reason });
-                tasks::append_event(tx, &task.org_id, &task.id, "plan", &data.to_string()).await?;
+                tasks::append_progress_event(tx, &task.org_id, &task.id, "plan", &data.to_string())
+                    .await?;
                 wrote = true;
             }
             Progress::AttemptFinished(a) => {
                 tasks::insert_attempt(tx, &task.org_id, &task.id, &a).await?;
                 let data = attempt_json(&a);
-                tasks::append_event(tx, &task.org_id, &task.id, "attempt", &data.to_string())
-                    .await?;
+                tasks::append_progress_event(
+                    tx,
+                    &task.org_id,
+                    &task.id,
+                    "attempt",
+                    &data.to_string(),
+                )
+                .await?;
                 wrote = true;
             }
             Progress::AttemptStarted { .. } | Progress::Delta { .. } => {}
@@ -685,7 +692,7 @@ async fn write_delta(
     text: &str,
 ) -> Result<(), sqlx::Error> {
     let data = json!({ "attempt": seq, "text": text });
-    tasks::append_event(conn, &task.org_id, &task.id, "delta", &data.to_string()).await?;
+    tasks::append_progress_event(conn, &task.org_id, &task.id, "delta", &data.to_string()).await?;
     Ok(())
 }
 

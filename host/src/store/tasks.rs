@@ -672,30 +672,69 @@ pub async fn append_event(
     kind: &str,
     data: &str,
 ) -> Result<i64, sqlx::Error> {
+    append(conn, org_id, task_id, kind, data, "")
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)
+}
+
+/// Append a run's progress event (plan, attempt, delta) while the task is
+/// still in progress; `None`, and nothing written, once it is terminal:
+/// nothing follows a task's terminal event, whoever wrote it first (a
+/// cancel that overtook the run's last reports, say).
+pub async fn append_progress_event(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    task_id: &str,
+    kind: &str,
+    data: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    append(
+        conn,
+        org_id,
+        task_id,
+        kind,
+        data,
+        " AND status = 'in_progress'",
+    )
+    .await
+}
+
+/// [`append_event`], numbering only a task row that matches `condition`
+/// (an SQL fragment of ours, never input).
+async fn append(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    task_id: &str,
+    kind: &str,
+    data: &str,
+    condition: &'static str,
+) -> Result<Option<i64>, sqlx::Error> {
+    let number = format!(
+        "UPDATE tasks SET event_seq = event_seq + 1 \
+         WHERE id = $1 AND org_id = $2{condition} RETURNING event_seq"
+    );
     if Backend::of(conn) == Backend::Postgres {
-        let (seq,): (i64,) = sqlx::query_as(
-            "WITH n AS (UPDATE tasks SET event_seq = event_seq + 1 \
-                        WHERE id = $1 AND org_id = $2 RETURNING event_seq) \
+        return sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "WITH n AS ({number}) \
              INSERT INTO task_events (task_id, seq, org_id, kind, data, created_at) \
-             SELECT $1, event_seq, $2, $3, $4, $5 FROM n RETURNING seq",
-        )
+             SELECT $1, event_seq, $2, $3, $4, $5 FROM n RETURNING seq"
+        )))
         .bind(task_id)
         .bind(org_id)
         .bind(kind)
         .bind(data)
         .bind(now_ms())
-        .fetch_one(conn)
-        .await?;
-        return Ok(seq);
+        .fetch_optional(conn)
+        .await;
     }
-    let (seq,): (i64,) = sqlx::query_as(
-        "UPDATE tasks SET event_seq = event_seq + 1 WHERE id = $1 AND org_id = $2 RETURNING event_seq",
-    )
-    .bind(task_id)
-    .bind(org_id)
-    .fetch_one(&mut *conn)
-    .await?;
-    insert_event(conn, org_id, task_id, seq, kind, data).await?;
+    let seq: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(number))
+        .bind(task_id)
+        .bind(org_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if let Some(seq) = seq {
+        insert_event(conn, org_id, task_id, seq, kind, data).await?;
+    }
     Ok(seq)
 }
 

@@ -714,7 +714,6 @@ pub async fn delete_version(
         ));
     }
     store::plugins::delete_version(&mut tx, &v.id).await?;
-    store::plugins::delete_blob_if_unused(&mut tx, &v.sha256).await?;
     state
         .plugins
         .stats()
@@ -737,6 +736,12 @@ pub async fn delete_version(
     )
     .await?;
     tx.commit().await?;
+    // Whether another version (perhaps another tenant's, which row-level
+    // security hides from this transaction) still uses the bytes is a
+    // cross-tenant question: asked by the platform, after the deletion.
+    let mut platform = state.db.platform().await?;
+    store::plugins::delete_blob_if_unused(&mut platform, &v.sha256).await?;
+    platform.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
