@@ -1,7 +1,7 @@
 //! Organizations, members and roles.
 
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::{Backend, Server, USER_PASSWORD};
 
@@ -41,7 +41,9 @@ async fn organizations_and_members(b: Backend) {
     let mine = s.get("/api/organizations", &owner).await.expect(200);
     assert_eq!(mine.body["items"].as_array().unwrap().len(), 1);
 
-    // The owner manages members: add a user from the default org, change role, remove.
+    // The owner manages members: invite a user of the default org, who
+    // accepts; change role, remove. Adding an account directly is the
+    // platform admin's (accounts are global).
     s.post(
         "/api/users",
         &admin,
@@ -50,36 +52,58 @@ async fn organizations_and_members(b: Backend) {
     .await
     .expect(201);
     let members_path = format!("/api/organizations/{org_id}/members");
-    let added = s
-        .post(
-            &members_path,
-            &owner,
-            json!({ "email": "dev@test.local", "role": "viewer" }),
-        )
-        .await
-        .expect(201);
-    let dev_id = added.body["user_id"].as_str().unwrap().to_string();
     s.post(
         &members_path,
         &owner,
         json!({ "email": "dev@test.local", "role": "viewer" }),
     )
     .await
-    .expect_error(409, "conflict");
-    s.post(
-        &members_path,
-        &owner,
-        json!({ "email": "ghost@test.local", "role": "viewer" }),
-    )
-    .await
-    .expect_error(404, "not_found");
-    s.post(
-        &members_path,
-        &owner,
-        json!({ "email": "dev@test.local", "role": "emperor" }),
-    )
-    .await
-    .expect_error(422, "validation_failed");
+    .expect_error(403, "forbidden");
+    let invitations_path = format!("/api/organizations/{org_id}/invitations");
+    let invite = |email: &str, role: &str| {
+        s.post(
+            &invitations_path,
+            &owner,
+            json!({ "email": email, "role": role }),
+        )
+    };
+    let invited = invite("dev@test.local", "viewer").await.expect(201);
+    let token = invited.body["token"].as_str().unwrap().to_string();
+    // The same answer for an email without an account.
+    let ghost = invite("ghost@test.local", "viewer").await.expect(201);
+    let keys = |v: &Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&invited.body), keys(&ghost.body));
+    invite("dev@test.local", "emperor")
+        .await
+        .expect_error(422, "validation_failed");
+    let pending = s.get(&invitations_path, &owner).await.expect(200);
+    assert_eq!(pending.body["items"].as_array().unwrap().len(), 2);
+    assert!(pending.body["items"][0].get("token").is_none());
+
+    // Only the account's password accepts for an existing account.
+    let accept = |token: &str, password: &str| {
+        s.call(
+            Method::POST,
+            "/api/invitations/accept",
+            None,
+            Some(json!({ "token": token, "password": password })),
+        )
+    };
+    accept(&token, "not-the-password-1234")
+        .await
+        .expect_error(401, "unauthorized");
+    let added = accept(&token, USER_PASSWORD).await.expect(200);
+    assert_eq!(added.body["org_id"], org_id.as_str());
+    assert_eq!(added.body["role"], "viewer");
+    let dev_id = added.body["user_id"].as_str().unwrap().to_string();
+    // A token is used once.
+    accept(&token, USER_PASSWORD)
+        .await
+        .expect_error(404, "not_found");
     let list = s.get(&members_path, &owner).await.expect(200);
     // admin (creator), owner, dev
     assert_eq!(list.body["items"].as_array().unwrap().len(), 3);
@@ -178,7 +202,76 @@ async fn other_tenant_cannot_see_organization(b: Backend) {
     .expect_error(404, "not_found");
 }
 
+/// The squatting of the security review: organization B claims the email
+/// of A's new hire. B cannot create the account; by inviting the email
+/// and accepting itself it gets an account that is B's member only, and
+/// A's invitation of the same email cannot be accepted without that
+/// account's password: nobody B controls gets into A.
+async fn accounts_join_an_organization_only_by_accepting(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let (org_a, owner_a) = s.tenant(&admin, "acorp").await;
+    let (org_b, owner_b) = s.tenant(&admin, "bcorp").await;
+    let hire = "new.hire@a-corp.example";
+    s.post(
+        "/api/users",
+        &owner_b,
+        json!({ "email": hire, "password": USER_PASSWORD }),
+    )
+    .await
+    .expect_error(403, "forbidden");
+    let invite = async |org: &str, token: &str| {
+        s.post(
+            &format!("/api/organizations/{org}/invitations"),
+            token,
+            json!({ "email": hire, "role": "org_admin" }),
+        )
+        .await
+    };
+    let accept = |token: String, password: &'static str| {
+        s.call(
+            Method::POST,
+            "/api/invitations/accept",
+            None,
+            Some(json!({ "token": token, "password": password })),
+        )
+    };
+    let from_b = invite(&org_b, &owner_b).await.expect(201);
+    let squatter = "Squatter-Chose-This-2024!";
+    let joined = accept(from_b.body["token"].as_str().unwrap().into(), squatter)
+        .await
+        .expect(200);
+    assert_eq!(joined.body["org_id"], org_b.as_str());
+
+    let from_a = invite(&org_a, &owner_a).await.expect(201);
+    accept(
+        from_a.body["token"].as_str().unwrap().into(),
+        "The-Real-Hire-Chose-2024!",
+    )
+    .await
+    .expect_error(401, "unauthorized");
+    s.call(
+        Method::POST,
+        "/api/auth/login",
+        None,
+        Some(json!({ "email": hire, "password": squatter, "org_id": org_a })),
+    )
+    .await
+    .expect_error(404, "not_found");
+    let members = s
+        .get(&format!("/api/organizations/{org_a}/members"), &owner_a)
+        .await
+        .expect(200);
+    assert!(!members.body.to_string().contains(hire), "{}", members.body);
+    let audit = s
+        .get("/api/audit-logs?action=invitation_created", &owner_a)
+        .await
+        .expect(200);
+    assert_eq!(audit.body["items"].as_array().unwrap().len(), 1);
+}
+
 dual_backend_tests!(
     organizations_and_members,
-    other_tenant_cannot_see_organization
+    other_tenant_cannot_see_organization,
+    accounts_join_an_organization_only_by_accepting
 );

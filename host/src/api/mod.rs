@@ -23,7 +23,7 @@ use utoipa_axum::routes;
 
 use self::error::ApiError;
 use self::handlers::{
-    agents, api_keys, audit_logs, auth, connectivity, gateway, integrations, metrics,
+    agents, api_keys, audit_logs, auth, connectivity, gateway, integrations, invitations, metrics,
     organizations, plugins, tasks, users,
 };
 use crate::state::AppState;
@@ -60,6 +60,8 @@ fn documented(upload_limit: usize) -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(connectivity::test))
         .routes(routes!(api_keys::create, api_keys::list))
+        .routes(routes!(invitations::create, invitations::list))
+        .routes(routes!(invitations::accept))
         .routes(routes!(api_keys::revoke))
         .routes(routes!(audit_logs::list))
         .routes(routes!(tasks::create, tasks::list))

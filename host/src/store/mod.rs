@@ -11,6 +11,7 @@ pub mod agents;
 pub mod api_keys;
 pub mod audit_logs;
 pub mod integrations;
+pub mod invitations;
 pub mod organizations;
 pub mod plugins;
 pub mod rate_limits;

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod connectivity;
 pub mod gateway;
 pub mod integrations;
+pub mod invitations;
 pub mod metrics;
 pub mod organizations;
 pub mod plugins;

@@ -118,7 +118,7 @@ pub struct SetRole {
 /// Open a transaction for managing `org_id`: the caller's own organization
 /// needs org_admin; another one needs platform admin (a deliberate
 /// cross-tenant operation); anyone else gets 404.
-async fn manage(state: &AppState, p: &Principal, org_id: &str) -> Result<Tx, ApiError> {
+pub(crate) async fn manage(state: &AppState, p: &Principal, org_id: &str) -> Result<Tx, ApiError> {
     let mut tx = if org_id == p.org_id {
         p.require(Role::OrgAdmin)?;
         state.db.tenant(org_id).await?
@@ -237,7 +237,8 @@ pub async fn list_members(
     }))
 }
 
-/// Add an existing user to the organization.
+/// Add an existing account to the organization (platform admins; an
+/// organization's admin invites people instead).
 #[utoipa::path(post, path = "/api/organizations/{id}/members", tag = "organizations", request_body = AddMember,
     params(("id" = String, Path, description = "Organization id")),
     responses((status = 201, body = MemberView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -262,6 +263,14 @@ pub async fn add_member(
     );
     errors.finish()?;
     let mut tx = manage(&state, &p, &id).await?;
+    // Accounts are global: binding one without its holder's consent is
+    // an operator's act. An organization's admin invites instead.
+    p.require_platform_admin().map_err(|_| {
+        ApiError::forbidden(
+            "adding an existing account directly needs the admin role; invite the person \
+             instead (POST /api/organizations/{id}/invitations) and they accept",
+        )
+    })?;
     let user = match (&req.user_id, &req.email) {
         (Some(uid), _) => store::users::find_by_id(&mut tx, uid).await?,
         (_, Some(email)) => {

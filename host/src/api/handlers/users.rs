@@ -143,7 +143,7 @@ pub(crate) fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
 }
 
-async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
+pub(crate) async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
     let hasher = state.passwords.clone();
     tokio::task::spawn_blocking(move || hasher.hash(&password))
         .await
@@ -267,7 +267,8 @@ pub async fn update_me(
     }))
 }
 
-/// Create a user as a member of an organization (org_admin; another organization needs admin).
+/// Create an account as a member of an organization (platform admins;
+/// an organization's admin invites people instead).
 #[utoipa::path(post, path = "/api/users", tag = "users", request_body = CreateUser,
     responses((status = 201, body = UserView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)), security(("bearer" = [])))]
@@ -283,6 +284,15 @@ pub async fn create(
     if cross_tenant && !p.is_platform_admin() {
         return Err(ApiError::not_found("organization"));
     }
+    // Accounts are global: an organization's admin invites people (who
+    // choose their own password), so no organization can claim an email
+    // another will need, or learn whether it has an account.
+    p.require_platform_admin().map_err(|_| {
+        ApiError::forbidden(
+            "creating accounts needs the admin role; invite the person instead \
+             (POST /api/organizations/{id}/invitations)",
+        )
+    })?;
     let mut errors = FieldErrors::new();
     errors.check(
         is_valid_email(req.email.trim()),
