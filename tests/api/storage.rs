@@ -188,3 +188,62 @@ async fn row_level_security_confines_the_app_role_postgres() {
     .await;
     assert!(denied.is_err(), "RLS let a row into another tenant");
 }
+
+/// The tables and columns of one database after its migrations ran:
+/// table → sorted column names (the migration bookkeeping left out).
+async fn schema(s: &Server) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut schema = std::collections::BTreeMap::<String, Vec<String>>::new();
+    let rows: Vec<(String, String)> = match s.backend {
+        Backend::Sqlite => {
+            let url = format!(
+                "sqlite://{}?mode=ro",
+                s.sqlite_files().first().expect("database file").display()
+            );
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query_as(
+                "SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p \
+                 WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+        }
+        Backend::Postgres => {
+            let mut conn = PgConnection::connect(&s.database_url).await.unwrap();
+            sqlx::query_as(
+                "SELECT table_name::text, column_name::text FROM information_schema.columns \
+                 WHERE table_schema = 'public'",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+        }
+    };
+    for (table, column) in rows {
+        if table != "_sqlx_migrations" {
+            schema.entry(table).or_default().push(column);
+        }
+    }
+    for columns in schema.values_mut() {
+        columns.sort();
+    }
+    schema
+}
+
+/// SQLite and PostgreSQL have their own migrations; after them both
+/// databases have the same tables with the same columns, so every store
+/// query means the same on each.
+#[tokio::test]
+async fn both_databases_have_the_same_tables_and_columns() {
+    let sqlite = Server::start(Backend::Sqlite).await;
+    let postgres = Server::start(Backend::Postgres).await;
+    let (lite, pg) = (schema(&sqlite).await, schema(&postgres).await);
+    assert!(lite.len() > 10, "{lite:?}");
+    let tables = |s: &std::collections::BTreeMap<String, Vec<String>>| {
+        s.keys().cloned().collect::<Vec<_>>()
+    };
+    assert_eq!(tables(&lite), tables(&pg), "tables differ");
+    for (table, columns) in &lite {
+        assert_eq!(Some(columns), pg.get(table), "columns of `{table}` differ");
+    }
+}
