@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use vel_mock_upstream::{Fault, MockUpstream, count_tokens, expected_answer};
 
-use crate::support::{Backend, Resp, Server};
+use crate::support::{Backend, Resp, Server, python};
 
 /// Declared prices of `gpt-4o-mini` in the `openai-compatible` plugin, $/1K tokens.
 const MINI_INPUT_PER_1K: f64 = 0.0002;
@@ -492,27 +492,6 @@ async fn bad_requests_get_proper_errors(b: Backend) {
     let body: Value = r.json().await.unwrap();
     let task = recorded_task(&s, &admin, body["id"].as_str().unwrap()).await;
     assert_eq!(task["task_type"], "light");
-}
-
-/// The interpreter of the venv `.ci/run` prepares (`target/py`), or `VEL_TEST_PYTHON`.
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("VEL_TEST_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf();
-    let python = root.join("target/py/bin/python");
-    assert!(
-        python.exists(),
-        "the OpenAI Python SDK is needed for this test: run \
-         `python3 -m venv target/py && target/py/bin/pip install openai` \
-         (as .ci/run does), or set VEL_TEST_PYTHON to an interpreter that has it; \
-         {} does not exist",
-        python.display()
-    );
-    python
 }
 
 const SDK_SCRIPT: &str = r#"

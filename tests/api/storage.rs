@@ -239,9 +239,8 @@ async fn both_databases_have_the_same_tables_and_columns() {
     let postgres = Server::start(Backend::Postgres).await;
     let (lite, pg) = (schema(&sqlite).await, schema(&postgres).await);
     assert!(lite.len() > 10, "{lite:?}");
-    let tables = |s: &std::collections::BTreeMap<String, Vec<String>>| {
-        s.keys().cloned().collect::<Vec<_>>()
-    };
+    let tables =
+        |s: &std::collections::BTreeMap<String, Vec<String>>| s.keys().cloned().collect::<Vec<_>>();
     assert_eq!(tables(&lite), tables(&pg), "tables differ");
     for (table, columns) in &lite {
         assert_eq!(Some(columns), pg.get(table), "columns of `{table}` differ");

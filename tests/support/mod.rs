@@ -553,3 +553,24 @@ impl Drop for Server {
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
+
+/// The interpreter of the venv `.ci/run` prepares (`target/py`, with the
+/// OpenAI SDK and openapi-spec-validator), or `VEL_TEST_PYTHON`.
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("VEL_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    let python = root.join("target/py/bin/python");
+    assert!(
+        python.exists(),
+        "this test needs the Python tools .ci/run installs: run \
+         `python3 -m venv target/py && target/py/bin/pip install openai openapi-spec-validator`, \
+         or set VEL_TEST_PYTHON to an interpreter that has them; {} does not exist",
+        python.display()
+    );
+    python
+}

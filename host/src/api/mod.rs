@@ -88,11 +88,6 @@ fn documented(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(openapi::document))
 }
 
-/// The OpenAPI 3.1 document of the whole API.
-pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    documented(0).split_for_parts().1
-}
-
 /// Build the application: routes, limits, error fallbacks, tracing.
 pub fn router(state: AppState) -> Router {
     let upload_limit = plugins::upload_body_limit(&state.config.registry);
@@ -105,7 +100,7 @@ pub fn router(state: AppState) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(Extension(Arc::new(doc)))
+        .layer(Extension(Arc::new(openapi::complete(doc))))
         .layer(DefaultBodyLimit::max(limits.default))
         // A declared body over its route's limit: 413 before it is read.
         .layer(limits)

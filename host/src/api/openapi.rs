@@ -1,10 +1,12 @@
 //! The OpenAPI document's frame (title, security scheme, tags) and the
 //! handler that serves it at `GET /api/openapi.json`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::Extension;
+use serde_json::{Map, Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -52,8 +54,153 @@ impl Modify for BearerAuth {
 /// This API's OpenAPI 3.1 document.
 #[utoipa::path(get, path = "/api/openapi.json", tag = "system",
     responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
-pub async fn document(
-    Extension(doc): Extension<Arc<utoipa::openapi::OpenApi>>,
-) -> Json<utoipa::openapi::OpenApi> {
+pub async fn document(Extension(doc): Extension<Arc<Value>>) -> Json<Value> {
     Json((*doc).clone())
+}
+
+/// The document as served: what the handlers' annotations produce, with
+/// what is the same for every operation filled in by one rule rather than
+/// written on each: a description on every response (its status's reason
+/// unless it says more), 401 on every secured operation, 400, 413, 415 and
+/// 422 on every operation that takes a JSON body, and unique operation ids
+/// (`{tag}_{function}` where a function name repeats).
+pub fn complete(doc: utoipa::openapi::OpenApi) -> Value {
+    let mut doc = serde_json::to_value(doc).unwrap_or(Value::Null);
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return doc;
+    };
+    let ids = unique_operation_ids(paths);
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, op) in item.iter_mut() {
+            let Some(op) = op.as_object_mut() else {
+                continue;
+            };
+            complete_operation(op);
+            if let Some(id) = ids.get(&(path.clone(), method.clone())) {
+                op.insert("operationId".into(), Value::String(id.clone()));
+            }
+        }
+    }
+    doc
+}
+
+/// An id for every operation, by (path, method): the function's name where
+/// no other operation has it, else `{tag}_{function}`, else (one tag with
+/// two functions of that name) `{method}_{path words}`.
+fn unique_operation_ids(paths: &Map<String, Value>) -> HashMap<(String, String), String> {
+    let mut ops = Vec::new();
+    for (path, item) in paths {
+        for (method, op) in item.as_object().into_iter().flatten() {
+            let id = op
+                .get("operationId")
+                .and_then(Value::as_str)
+                .unwrap_or(method);
+            let tag = op
+                .get("tags")
+                .and_then(|t| t.get(0))
+                .and_then(Value::as_str)
+                .unwrap_or("api")
+                .replace('-', "_");
+            ops.push((path.clone(), method.clone(), id.to_string(), tag));
+        }
+    }
+    let count = |ids: &mut dyn Iterator<Item = String>| {
+        let mut n: HashMap<String, usize> = HashMap::new();
+        for id in ids {
+            *n.entry(id).or_default() += 1;
+        }
+        n
+    };
+    let plain = count(&mut ops.iter().map(|o| o.2.clone()));
+    let tagged: Vec<String> = ops
+        .iter()
+        .map(|(_, _, id, tag)| {
+            if plain[id] > 1 {
+                format!("{tag}_{id}")
+            } else {
+                id.clone()
+            }
+        })
+        .collect();
+    let again = count(&mut tagged.iter().cloned());
+    ops.into_iter()
+        .zip(tagged)
+        .map(|((path, method, _, _), id)| {
+            let id = if again[&id] > 1 {
+                format!("{method}_{}", path_words(&path))
+            } else {
+                id
+            };
+            ((path, method), id)
+        })
+        .collect()
+}
+
+/// `/api/organizations/{id}/members` → `api_organizations_id_members`.
+fn path_words(path: &str) -> String {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.trim_start_matches('{')
+                .trim_end_matches('}')
+                .replace('-', "_")
+        })
+        .collect::<Vec<_>>()
+        .join("_")
+}
+
+/// Fills in one operation's common responses and descriptions.
+fn complete_operation(op: &mut Map<String, Value>) {
+    let secured = op
+        .get("security")
+        .and_then(Value::as_array)
+        .is_some_and(|s| !s.is_empty());
+    let json_body = op
+        .get("requestBody")
+        .and_then(|b| b.get("content"))
+        .is_some_and(|c| c.get("application/json").is_some());
+    let responses = op
+        .entry("responses")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let Some(responses) = responses.as_object_mut() else {
+        return;
+    };
+    let mut common: Vec<(&str, &str)> = Vec::new();
+    if secured {
+        common.push((
+            "401",
+            "No valid credentials: a missing, expired or revoked token or key",
+        ));
+    }
+    if json_body {
+        common.extend([
+            ("400", "The body is not JSON, or a parameter is malformed"),
+            ("413", "The body is larger than the route accepts"),
+            ("415", "The body is not `application/json`"),
+            ("422", "A field is invalid; `details` names each"),
+        ]);
+    }
+    for (status, description) in common {
+        responses.entry(status).or_insert_with(|| {
+            json!({ "description": description,
+                    "content": { "application/json": {
+                        "schema": { "$ref": "#/components/schemas/ErrorBody" } } } })
+        });
+    }
+    for (status, response) in responses.iter_mut() {
+        if let Some(response) = response.as_object_mut()
+            && !response.contains_key("description")
+        {
+            let reason = status
+                .parse::<u16>()
+                .ok()
+                .and_then(|s| axum::http::StatusCode::from_u16(s).ok())
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("Response");
+            response.insert("description".into(), Value::String(reason.to_string()));
+        }
+    }
 }

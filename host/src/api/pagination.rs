@@ -27,6 +27,7 @@ pub fn bounds(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), Api
 
 /// `?limit=&offset=` of a list endpoint that takes no other filter.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// Page size, 1–100 (default 20).

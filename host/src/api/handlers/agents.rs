@@ -223,6 +223,7 @@ pub struct AgentList {
 
 /// Query of `GET /api/agents`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AgentQuery {
     /// Page size, 1–100 (default 20).

@@ -15,6 +15,7 @@ use crate::store::{self, audit_logs::AuditFilter, to_rfc3339};
 
 /// Filters of `GET /api/audit-logs`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Only this user's actions.

@@ -214,6 +214,7 @@ pub struct UploadForm {
 
 /// Options of an upload.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UploadOptions {
     /// Activate the version at once.
@@ -221,6 +222,7 @@ pub struct UploadOptions {
     pub activate: bool,
     /// `platform` (platform admins; their default) or `organization`.
     #[serde(default)]
+    #[param(inline)]
     pub scope: Option<ScopeParam>,
 }
 
@@ -236,11 +238,13 @@ pub enum ScopeParam {
 
 /// Scope selection on a plugin route.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeQuery {
     /// `platform` to mean the platform's plugin even when the organization
     /// has one of the same name.
     #[serde(default)]
+    #[param(inline)]
     pub scope: Option<ScopeParam>,
 }
 

@@ -255,6 +255,7 @@ pub struct TaskList {
 
 /// Query of `GET /api/tasks`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TaskQuery {
     /// Page size, 1–100 (default 20).

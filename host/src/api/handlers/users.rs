@@ -118,6 +118,7 @@ pub struct CreateUser {
 
 /// Query of `GET /api/users`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UserQuery {
     /// Page size, 1–100 (default 20).
