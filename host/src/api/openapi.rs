@@ -61,8 +61,9 @@ pub async fn document(Extension(doc): Extension<Arc<Value>>) -> Json<Value> {
 /// The document as served: what the handlers' annotations produce, with
 /// what is the same for every operation filled in by one rule rather than
 /// written on each: a description on every response (its status's reason
-/// unless it says more), 401 on every secured operation, 400, 413, 415 and
-/// 422 on every operation that takes a JSON body, and unique operation ids
+/// unless it says more), 400 on every operation, 401 on every secured one,
+/// 413, 415 and 422 on every operation that takes a JSON body, and unique
+/// operation ids
 /// (`{tag}_{function}` where a function name repeats).
 pub fn complete(doc: utoipa::openapi::OpenApi) -> Value {
     let mut doc = serde_json::to_value(doc).unwrap_or(Value::Null);
@@ -168,7 +169,10 @@ fn complete_operation(op: &mut Map<String, Value>) {
     let Some(responses) = responses.as_object_mut() else {
         return;
     };
-    let mut common: Vec<(&str, &str)> = Vec::new();
+    // Any URL can be malformed: a NUL, a path segment or query parameter
+    // that does not parse, an unknown parameter.
+    let mut common: Vec<(&str, &str)> =
+        vec![("400", "The URL, a parameter or the body is malformed")];
     if secured {
         common.push((
             "401",
@@ -177,7 +181,6 @@ fn complete_operation(op: &mut Map<String, Value>) {
     }
     if json_body {
         common.extend([
-            ("400", "The body is not JSON, or a parameter is malformed"),
             ("413", "The body is larger than the route accepts"),
             ("415", "The body is not `application/json`"),
             ("422", "A field is invalid; `details` names each"),

@@ -42,22 +42,27 @@ pub struct Health {
     pub status: String,
     /// Names of failing checks (empty when healthy).
     pub failing: Vec<String>,
-    /// The rest, for platform admins.
+    /// The rest, for platform admins (absent for everyone else).
     #[serde(flatten)]
-    pub details: Option<HealthDetails>,
+    pub details: HealthDetails,
 }
 
-/// What a platform admin sees beyond the status.
-#[derive(Debug, Serialize, ToSchema)]
+/// What a platform admin sees beyond the status; every field is absent
+/// for other callers.
+#[derive(Debug, Default, Serialize, ToSchema)]
 pub struct HealthDetails {
     /// Server version.
-    pub version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// Seconds since start.
-    pub uptime_seconds: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uptime_seconds: Option<u64>,
     /// `sqlite` or `postgres`.
-    pub database_backend: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_backend: Option<String>,
     /// Per-dependency results.
-    pub checks: BTreeMap<String, Check>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checks: Option<BTreeMap<String, Check>>,
 }
 
 async fn timed<F, E>(timeout: Duration, fut: F) -> Check
@@ -141,12 +146,16 @@ pub async fn health(
     let body = Health {
         status: if healthy { "healthy" } else { "unhealthy" }.into(),
         failing,
-        details: admin.then(|| HealthDetails {
-            version: env!("CARGO_PKG_VERSION").into(),
-            uptime_seconds: state.started.elapsed().as_secs(),
-            database_backend: state.db.backend().name().into(),
-            checks,
-        }),
+        details: if admin {
+            HealthDetails {
+                version: Some(env!("CARGO_PKG_VERSION").into()),
+                uptime_seconds: Some(state.started.elapsed().as_secs()),
+                database_backend: Some(state.db.backend().name().into()),
+                checks: Some(checks),
+            }
+        } else {
+            HealthDetails::default()
+        },
     };
     let code = if healthy {
         StatusCode::OK

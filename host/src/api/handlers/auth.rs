@@ -21,8 +21,10 @@ use crate::store::{self, now_ms, to_rfc3339};
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// Account email.
+    #[schema(min_length = 1, max_length = 160)]
     pub email: String,
     /// Account password.
+    #[schema(min_length = 1, max_length = 1024)]
     pub password: String,
     /// Organization to act in; defaults to the user's first membership.
     #[serde(default)]
