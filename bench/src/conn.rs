@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 
 /// Errors of the load generator.
 #[derive(Debug, thiserror::Error)]
-pub enum BenchError {
+pub(crate) enum BenchError {
     /// The URL is not a plain `http://host:port/path` URL.
     #[error("invalid URL {0:?}: {1}")]
     Url(String, String),
@@ -57,7 +57,7 @@ pub enum BenchError {
 /// Where requests go: the resolved address, the `Host` header and the
 /// scheme-less origin used to build request URIs.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// Resolved socket address.
     pub addr: SocketAddr,
     /// `host:port` as written in the URL.
@@ -65,7 +65,7 @@ pub struct Target {
 }
 
 /// Split an `http://` URL into its target and path-and-query.
-pub async fn parse_url(url: &str) -> Result<(Target, String), BenchError> {
+pub(crate) async fn parse_url(url: &str) -> Result<(Target, String), BenchError> {
     let uri: Uri = url
         .parse()
         .map_err(|e: http::uri::InvalidUri| BenchError::Url(url.into(), e.to_string()))?;
@@ -103,7 +103,7 @@ pub async fn parse_url(url: &str) -> Result<(Target, String), BenchError> {
 }
 
 /// Parse repeated `Name: value` arguments into a header map.
-pub fn parse_headers(raw: &[String]) -> Result<HeaderMap, BenchError> {
+pub(crate) fn parse_headers(raw: &[String]) -> Result<HeaderMap, BenchError> {
     let mut headers = HeaderMap::new();
     for h in raw {
         let (name, value) = h
@@ -122,7 +122,7 @@ pub fn parse_headers(raw: &[String]) -> Result<HeaderMap, BenchError> {
 
 /// A response: status, body and how long the exchange took.
 #[derive(Debug)]
-pub struct Exchange {
+pub(crate) struct Exchange {
     /// Status code.
     pub status: u16,
     /// Whole body.
@@ -133,7 +133,7 @@ pub struct Exchange {
 
 /// A worker's connection, reopened transparently after an error or a
 /// server-side close.
-pub struct Conn {
+pub(crate) struct Conn {
     target: Target,
     sender: Option<SendRequest<Full<Bytes>>>,
     /// How many times a connection was opened (1 for a healthy run).
@@ -142,7 +142,7 @@ pub struct Conn {
 
 impl Conn {
     /// A connection to `target`, opened on first use.
-    pub fn new(target: Target) -> Conn {
+    pub(crate) fn new(target: Target) -> Conn {
         Conn {
             target,
             sender: None,
@@ -152,7 +152,7 @@ impl Conn {
 
     /// Open the connection now if it is not open (so that connecting is not
     /// measured as part of the first request).
-    pub async fn ensure_open(&mut self) -> Result<(), BenchError> {
+    pub(crate) async fn ensure_open(&mut self) -> Result<(), BenchError> {
         if self.sender.as_ref().is_some_and(|s| !s.is_closed()) {
             return Ok(());
         }
@@ -175,7 +175,7 @@ impl Conn {
     }
 
     /// Send one request and read the whole response body.
-    pub async fn send(
+    pub(crate) async fn send(
         &mut self,
         method: &Method,
         path: &str,
@@ -226,7 +226,7 @@ impl Conn {
 }
 
 /// The string or number at `pointer` (a JSON pointer such as `/id`) in a JSON body.
-pub fn json_field(body: &[u8], pointer: &str) -> Result<String, BenchError> {
+pub(crate) fn json_field(body: &[u8], pointer: &str) -> Result<String, BenchError> {
     let missing = || BenchError::MissingField {
         pointer: pointer.to_string(),
         body: String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),

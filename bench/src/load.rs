@@ -20,11 +20,11 @@ use crate::stats::{self, Summary};
 
 /// Placeholder in the body replaced by the request's number (0-based, warm-up
 /// requests numbered after the measured ones), so that every request can differ.
-pub const SEQ_PLACEHOLDER: &str = "{{n}}";
+pub(crate) const SEQ_PLACEHOLDER: &str = "{{n}}";
 
 /// Arguments of `vel-bench http`.
 #[derive(Debug, clap::Args)]
-pub struct HttpArgs {
+pub(crate) struct HttpArgs {
     /// Target URL (plain http://).
     #[arg(long)]
     pub url: String,
@@ -70,7 +70,7 @@ pub struct HttpArgs {
 
 /// Result of a run.
 #[derive(Debug, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     /// Target URL.
     pub url: String,
     /// Method used.
@@ -99,12 +99,12 @@ pub struct Report {
 
 impl Report {
     /// Whether every request got the expected status.
-    pub fn passed(&self) -> bool {
+    pub(crate) fn passed(&self) -> bool {
         self.errors == 0 && self.unexpected.is_empty()
     }
 
     /// Human-readable form.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let l = &self.latency;
         let mut out = format!(
             "{} {}\n  requests {} (warm-up {}), concurrency {}, {:.3} s, {:.1} req/s\n  \
@@ -181,7 +181,7 @@ impl WorkerResult {
 }
 
 /// Run the load described by `args`.
-pub async fn run(args: HttpArgs) -> Result<Report, BenchError> {
+pub(crate) async fn run(args: HttpArgs) -> Result<Report, BenchError> {
     let (target, path) = conn::parse_url(&args.url).await?;
     let body = match (&args.body, &args.body_file) {
         (Some(b), _) => Some(b.clone()),

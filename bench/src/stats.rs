@@ -8,7 +8,7 @@ use serde::Serialize;
 
 /// Summary of a run's latencies, in microseconds, and its throughput.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Number of latency samples.
     pub count: usize,
     /// Median.
@@ -28,7 +28,7 @@ pub struct Summary {
 }
 
 /// Nearest-rank percentile (`p` in 0–100) of an ascending slice; `None` when empty.
-pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+pub(crate) fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
     if sorted.is_empty() {
         return None;
     }
@@ -38,7 +38,7 @@ pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
 }
 
 /// Summarise latencies given in nanoseconds, measured over `elapsed`.
-pub fn summarize(mut nanos: Vec<u64>, elapsed: Duration) -> Summary {
+pub(crate) fn summarize(mut nanos: Vec<u64>, elapsed: Duration) -> Summary {
     nanos.sort_unstable();
     let us = |p: f64| percentile(&nanos, p).map_or(0.0, |n| n as f64 / 1000.0);
     let count = nanos.len();

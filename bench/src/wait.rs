@@ -18,11 +18,11 @@ use tracing::Instrument as _;
 use crate::conn::{self, BenchError, Conn, Target};
 
 /// Placeholder in `--url-template` replaced by each id.
-pub const ID_PLACEHOLDER: &str = "{id}";
+pub(crate) const ID_PLACEHOLDER: &str = "{id}";
 
 /// Arguments of `vel-bench wait`.
 #[derive(Debug, clap::Args)]
-pub struct WaitArgs {
+pub(crate) struct WaitArgs {
     /// URL of one object, with `{id}` where the id goes.
     #[arg(long)]
     pub url_template: String,
@@ -61,7 +61,7 @@ pub struct WaitArgs {
 
 /// Result of a wait.
 #[derive(Debug, Serialize)]
-pub struct WaitReport {
+pub(crate) struct WaitReport {
     /// Ids waited for.
     pub ids: usize,
     /// Ids that reached the value.
@@ -81,12 +81,12 @@ pub struct WaitReport {
 
 impl WaitReport {
     /// Whether every id reached the value.
-    pub fn passed(&self) -> bool {
+    pub(crate) fn passed(&self) -> bool {
         self.failed == 0 && self.done == self.ids
     }
 
     /// Human-readable form.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = format!(
             "waited for {} ids: {} done, {} failed, {:.3} s, {:.1}/s ({} polls)",
             self.ids, self.done, self.failed, self.elapsed_s, self.per_sec, self.polls
@@ -120,7 +120,7 @@ struct PollerResult {
 }
 
 /// Poll every id until done, failed or out of time.
-pub async fn run(args: WaitArgs) -> Result<WaitReport, BenchError> {
+pub(crate) async fn run(args: WaitArgs) -> Result<WaitReport, BenchError> {
     let start_wall = SystemTime::now();
     let started = Instant::now();
     // Parse with a placeholder-free URL so `{id}` never reaches the URI parser.

@@ -1,5 +1,6 @@
 //! `vel plugin check` and `vel plugin run`, through the real binary, on a
 //! built-in component and on hostile ones.
+#![allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 
 use std::process::{Command, Output};
 

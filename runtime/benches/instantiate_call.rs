@@ -5,6 +5,8 @@
 //! Run: `cargo bench -p vel-runtime --bench instantiate_call`.
 //! Besides criterion's report, prints p50/p90/p99/p99.9 over 20,000 calls
 //! of each (targets: p50 <= 10 µs, p99 <= 50 µs).
+#![allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
+#![allow(missing_docs)] // `criterion_main!` writes an undocumented `main`.
 
 mod support;
 

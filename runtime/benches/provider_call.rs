@@ -7,6 +7,7 @@
 //!
 //! Run: `cargo bench -p vel-runtime --bench provider_call`.
 //! Prints p50/p90/p99 over 5,000 calls of each (`VEL_BENCH_SAMPLES`), measured in one run.
+#![allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 
 mod support;
 

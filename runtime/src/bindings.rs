@@ -11,6 +11,7 @@
 /// The `provider` world; also the home of the shared `types` and `log`
 /// interfaces, which the other two worlds reuse.
 pub mod provider {
+    #![allow(missing_docs)] // generated from the WIT, which documents it
     wasmtime::component::bindgen!({
         world: "provider",
         path: "../wit",
@@ -25,6 +26,7 @@ pub mod provider {
 
 /// The `router` world.
 pub mod router {
+    #![allow(missing_docs)] // generated from the WIT, which documents it
     wasmtime::component::bindgen!({
         world: "router",
         path: "../wit",
@@ -39,6 +41,7 @@ pub mod router {
 
 /// The `condition` world.
 pub mod condition {
+    #![allow(missing_docs)] // generated from the WIT, which documents it
     wasmtime::component::bindgen!({
         world: "condition",
         path: "../wit",

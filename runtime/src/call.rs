@@ -81,15 +81,11 @@ impl CallExtras {
     }
 }
 
-/// Refuses `plugin` when it is not of kind `expected`.
-pub(crate) fn expect_kind(plugin: &Plugin, expected: PluginKind) -> Result<(), PluginError> {
-    if plugin.kind() == expected {
-        Ok(())
-    } else {
-        Err(PluginError::WrongKind {
-            expected,
-            actual: plugin.kind(),
-        })
+/// The refusal of a call that needs a plugin of kind `expected`.
+pub(crate) fn wrong_kind(plugin: &Plugin, expected: PluginKind) -> PluginError {
+    PluginError::WrongKind {
+        expected,
+        actual: plugin.kind(),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Calling a condition: `evaluate(input) -> outcome`.
 
-use crate::call::{CallExtras, CallResult, Failure, WireSize, check_input, expect_kind, run};
+use crate::call::{CallExtras, CallResult, Failure, WireSize, check_input, run, wrong_kind};
 use crate::plugin::KindPre;
 use crate::types::{ConditionError, ConditionInput, Outcome};
 use crate::{Limits, Plugin, PluginKind, Runtime};
@@ -15,7 +15,7 @@ impl Runtime {
         input: &ConditionInput,
     ) -> CallResult<Result<Outcome, ConditionError>> {
         let KindPre::Condition(pre) = &plugin.inner.pre else {
-            return CallResult::refused(expect_kind(plugin, PluginKind::Condition).unwrap_err());
+            return CallResult::refused(wrong_kind(plugin, PluginKind::Condition));
         };
         if let Err(refused) = check_input(limits, input.wire_size()) {
             return CallResult::refused(refused);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
 
-use crate::call::{CallExtras, CallResult, Failure, WireSize, check_input, expect_kind, run};
+use crate::call::{CallExtras, CallResult, Failure, WireSize, check_input, run, wrong_kind};
 use crate::error::PluginError;
 use crate::outbound::{Credential, Origin, OutboundHooks, OutboundPolicy};
 use crate::plugin::{KindPre, PluginInfo};
@@ -61,7 +61,7 @@ impl Runtime {
         request: &CompletionRequest,
     ) -> CallResult<Result<CompletionResponse, ProviderError>> {
         let KindPre::Provider(pre) = &plugin.inner.pre else {
-            return CallResult::refused(expect_kind(plugin, PluginKind::Provider).unwrap_err());
+            return CallResult::refused(wrong_kind(plugin, PluginKind::Provider));
         };
         if let Err(refused) = check_input(limits, request.wire_size() + call.settings.wire_size()) {
             return CallResult::refused(refused);

@@ -1,6 +1,6 @@
 //! Calling a router: `route(task, candidates) -> plan`.
 
-use crate::call::{CallExtras, CallResult, Failure, WireSize, check_input, expect_kind, run};
+use crate::call::{CallExtras, CallResult, Failure, WireSize, check_input, run, wrong_kind};
 use crate::plugin::KindPre;
 use crate::types::{Candidate, Plan, RouteError, TaskInfo};
 use crate::{Limits, Plugin, PluginKind, Runtime};
@@ -16,7 +16,7 @@ impl Runtime {
         candidates: &[Candidate],
     ) -> CallResult<Result<Plan, RouteError>> {
         let KindPre::Router(pre) = &plugin.inner.pre else {
-            return CallResult::refused(expect_kind(plugin, PluginKind::Router).unwrap_err());
+            return CallResult::refused(wrong_kind(plugin, PluginKind::Router));
         };
         if let Err(refused) = check_input(limits, task.wire_size() + candidates.wire_size()) {
             return CallResult::refused(refused);

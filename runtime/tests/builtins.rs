@@ -1,5 +1,6 @@
 //! Every built-in router and condition, and the mock provider, run through
 //! the real runtime with meaningful inputs.
+#![allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 
 mod common;
 

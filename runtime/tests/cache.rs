@@ -1,5 +1,6 @@
 //! The on-disk compile cache: a second runtime on the same directory loads
 //! the compiled code instead of compiling again.
+#![allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 
 use vel_runtime::{Runtime, RuntimeConfig};
 

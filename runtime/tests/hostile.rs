@@ -1,5 +1,6 @@
 //! The hostile corpus: each plugin is stopped with its own typed error
 //! while well-behaved plugins called at the same time keep succeeding.
+#![allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 
 mod common;
 

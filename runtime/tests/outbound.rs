@@ -2,6 +2,7 @@
 //! loopback: credentials are added by the host and never seen by the guest,
 //! timeouts apply, dropping a call drops the upstream request, and
 //! restricted addresses are refused unless the runtime allows them.
+#![allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 
 mod common;
 
@@ -88,7 +89,7 @@ async fn requests_reach_an_allowed_upstream_and_others_are_denied() {
     let denied = rt.complete(&plugin, limits, call, &request("gpt-4o")).await;
     assert_eq!(
         denied.result.unwrap_err(),
-        vel_runtime::PluginError::HttpRequestDenied {
+        PluginError::HttpRequestDenied {
             host: mock.base_url().trim_start_matches("http://").to_string()
         }
     );
@@ -391,10 +392,7 @@ async fn calls_beyond_a_plugins_share_of_the_pool_are_refused() {
         .route(
             &router,
             rt.limits(PluginKind::Router, Profile::Platform),
-            &task(
-                vel_runtime::types::TaskType::Light,
-                vel_runtime::types::Preference::Cost,
-            ),
+            &task(TaskType::Light, vel_runtime::types::Preference::Cost),
             &candidates(),
         )
         .await;

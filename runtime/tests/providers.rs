@@ -1,6 +1,7 @@
 //! The built-in providers over real HTTP on loopback, against the mock
 //! upstream: plain and streaming completions, injected 429 / 5xx / hangs,
 //! and credentials added by the host.
+#![allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 
 mod common;
 

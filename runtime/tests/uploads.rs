@@ -2,6 +2,7 @@
 //! their world, imports or code size before anything compiles them, bounded
 //! by the compile slots and timeout, and never written to the compile cache
 //! until the caller commits them.
+#![allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 
 mod common;
 

@@ -166,7 +166,7 @@ async fn changes_reach_other_instances(b: Backend) {
 async fn eventually<F, Fut>(check: F) -> bool
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
+    Fut: Future<Output = bool>,
 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {

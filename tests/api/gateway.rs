@@ -4,7 +4,6 @@
 //! request recorded as a `gateway` task with its cost and an audit entry;
 //! and the official OpenAI Python SDK pointed at vel.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest::Method;

@@ -1,5 +1,6 @@
 //! Black-box tests of the HTTP API: the real `vel` binary over real HTTP,
 //! every test on SQLite and on PostgreSQL (`NAME::sqlite`, `NAME::postgres`).
+#![allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 
 #[macro_use]
 #[path = "../support/mod.rs"]

@@ -19,10 +19,10 @@ use std::sync::{Mutex, OnceLock};
 
 /// Package of the `shout` provider fixture (`tests/plugins/shout-provider`):
 /// version 1.0.0, or 2.0.0 with the `v2` feature.
-pub const SHOUT_PROVIDER: &str = "vel-fixture-shout-provider";
+pub(crate) const SHOUT_PROVIDER: &str = "vel-fixture-shout-provider";
 /// Package of the `flip-router` fixture (`tests/plugins/flip-router`):
 /// version 1.0.0 (providers ascending), or 2.0.0 (descending) with `v2`.
-pub const FLIP_ROUTER: &str = "vel-fixture-flip-router";
+pub(crate) const FLIP_ROUTER: &str = "vel-fixture-flip-router";
 
 /// The target guests are compiled for (as in `plugins/artifacts/build.rs`).
 const WASM_TARGET: &str = "wasm32-wasip2";
@@ -43,7 +43,7 @@ fn cache() -> &'static Mutex<HashMap<Variant, Vec<u8>>> {
 static BUILD: Mutex<()> = Mutex::new(());
 
 /// The workspace root: the `api` test binary belongs to the `host` package.
-pub fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     let host = Path::new(env!("CARGO_MANIFEST_DIR"));
     host.parent()
         .expect("the host package has a parent directory")
@@ -53,7 +53,7 @@ pub fn workspace_root() -> PathBuf {
 /// The target directory the guests are built in: `<target>/wasm-plugins`,
 /// where `<target>` is `CARGO_TARGET_DIR` (relative to the workspace root)
 /// or `<workspace>/target`, exactly as `plugins/artifacts/build.rs` picks it.
-pub fn wasm_target_dir() -> PathBuf {
+pub(crate) fn wasm_target_dir() -> PathBuf {
     let workspace = workspace_root();
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) if Path::new(&dir).is_absolute() => PathBuf::from(dir),
@@ -66,7 +66,7 @@ pub fn wasm_target_dir() -> PathBuf {
 /// The component bytes of `package` (a workspace member such as
 /// [`SHOUT_PROVIDER`]) built with `features`, compiled on first use.
 /// Panics with cargo's output when the build fails.
-pub fn build_guest(package: &str, features: &[&str]) -> Vec<u8> {
+pub(crate) fn build_guest(package: &str, features: &[&str]) -> Vec<u8> {
     let mut wanted: Vec<String> = features.iter().map(|f| f.to_string()).collect();
     wanted.sort();
     wanted.dedup();
@@ -157,7 +157,7 @@ fn compile(package: &str, features: &[String]) -> Vec<u8> {
 /// unless `extra_toml` sets one, a description; `extra_toml` is appended
 /// as is (more top-level keys first, then tables such as `[outbound]`,
 /// `[limits]` or `[config_schema]`).
-pub fn manifest(name: &str, version: &str, kind: &str, extra_toml: &str) -> String {
+pub(crate) fn manifest(name: &str, version: &str, kind: &str, extra_toml: &str) -> String {
     let mut text = format!(
         "name = {}\nversion = {}\nkind = {}\n",
         toml_string(name),

@@ -7,7 +7,7 @@
 
 #![allow(dead_code)]
 
-pub mod guests;
+pub(crate) mod guests;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -20,32 +20,32 @@ use serde_json::{Value, json};
 use sqlx::{Connection, Executor, PgConnection};
 
 /// The maintenance database URL used to create and drop per-test databases.
-pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub(crate) const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// Email of the platform admin every test server starts with.
-pub const ADMIN_EMAIL: &str = "admin@test.local";
+pub(crate) const ADMIN_EMAIL: &str = "admin@test.local";
 /// Its password.
-pub const ADMIN_PASSWORD: &str = "AdminPassw0rd1";
+pub(crate) const ADMIN_PASSWORD: &str = "AdminPassw0rd1";
 /// A password that satisfies the policy, for test users.
-pub const USER_PASSWORD: &str = "UserPassw0rd12";
+pub(crate) const USER_PASSWORD: &str = "UserPassw0rd12";
 
 /// The plugin compile cache every test server shares (under `target/`), so
 /// the built-in components compile once for the whole suite, not per server.
-pub fn plugin_cache_dir() -> PathBuf {
+pub(crate) fn plugin_cache_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("vel-plugin-cache")
 }
 
 /// A reqwest client builder. vel's reqwest brings TLS without a crypto
 /// provider (`rustls-no-provider`, the ring provider rustls already has);
 /// a process installs it once before building clients.
-pub fn http_client_builder() -> reqwest::ClientBuilder {
+pub(crate) fn http_client_builder() -> reqwest::ClientBuilder {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
 }
 
 /// Which database a test server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub(crate) enum Backend {
     /// A SQLite file in the data directory.
     Sqlite,
     /// A fresh database on the local PostgreSQL.
@@ -73,7 +73,7 @@ macro_rules! dual_backend_tests {
 }
 
 /// A running `vel serve`.
-pub struct Server {
+pub(crate) struct Server {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
@@ -93,7 +93,7 @@ pub struct Server {
 
 /// A response: status, headers and JSON body (`Null` when empty or not JSON).
 #[derive(Debug)]
-pub struct Resp {
+pub(crate) struct Resp {
     /// Status.
     pub status: StatusCode,
     /// Headers.
@@ -105,7 +105,7 @@ pub struct Resp {
 impl Resp {
     /// Assert the status, printing the body when it differs.
     #[track_caller]
-    pub fn expect(self, status: u16) -> Resp {
+    pub(crate) fn expect(self, status: u16) -> Resp {
         assert_eq!(
             self.status.as_u16(),
             status,
@@ -117,7 +117,7 @@ impl Resp {
 
     /// Assert an error response with `status` and `code` in the one error shape.
     #[track_caller]
-    pub fn expect_error(self, status: u16, code: &str) -> Resp {
+    pub(crate) fn expect_error(self, status: u16, code: &str) -> Resp {
         assert_eq!(
             self.status.as_u16(),
             status,
@@ -141,12 +141,12 @@ impl Resp {
 
 impl Server {
     /// Start a server with the test defaults.
-    pub async fn start(backend: Backend) -> Server {
+    pub(crate) async fn start(backend: Backend) -> Server {
         Server::start_with(backend, &[]).await
     }
 
     /// Start a server with extra environment variables (which override the defaults).
-    pub async fn start_with(backend: Backend, extra_env: &[(&str, &str)]) -> Server {
+    pub(crate) async fn start_with(backend: Backend, extra_env: &[(&str, &str)]) -> Server {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let data_dir = std::env::temp_dir().join(format!("vel-test-{id}"));
         std::fs::create_dir_all(&data_dir).expect("create data dir");
@@ -218,14 +218,14 @@ impl Server {
     }
 
     /// Kill the server with SIGKILL (no graceful shutdown) and wait for it.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Start the server again with the same environment and data (after
     /// [`Server::kill`] or [`Server::terminate`]); it gets a new port.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         let (child, base) = spawn(&self.env, &self.data_dir);
         self.child = child;
         self.base = base;
@@ -234,7 +234,7 @@ impl Server {
     /// A second `vel serve` on the same database and secret key, with its
     /// own data directory and `extra_env`. The first server drops the
     /// database; drop the sibling first.
-    pub fn sibling(&self, extra_env: &[(&str, &str)]) -> Server {
+    pub(crate) fn sibling(&self, extra_env: &[(&str, &str)]) -> Server {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let data_dir = std::env::temp_dir().join(format!("vel-test-{id}"));
         std::fs::create_dir_all(&data_dir).expect("create data dir");
@@ -265,12 +265,12 @@ impl Server {
     }
 
     /// Absolute URL of a path.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
 
     /// Send a request with an optional bearer token and JSON body.
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -290,7 +290,7 @@ impl Server {
     /// Create an `openai_compatible` integration called `name` pointing at
     /// `base_url` (a mock upstream's `…/v1`) with `api_key`, a default model
     /// of `gpt-4o-mini` and `timeout_ms`; returns its id.
-    pub async fn upstream_integration(
+    pub(crate) async fn upstream_integration(
         &self,
         token: &str,
         name: &str,
@@ -314,7 +314,7 @@ impl Server {
     }
 
     /// An API key with `role` made by `token`'s holder; returns the key.
-    pub async fn api_key(&self, token: &str, name: &str, role: &str) -> String {
+    pub(crate) async fn api_key(&self, token: &str, name: &str, role: &str) -> String {
         let r = self
             .post(
                 "/api/api-keys",
@@ -327,7 +327,7 @@ impl Server {
     }
 
     /// Upload a plugin version (`POST /api/plugins{query}`, multipart).
-    pub async fn upload_plugin(
+    pub(crate) async fn upload_plugin(
         &self,
         token: &str,
         query: &str,
@@ -349,7 +349,7 @@ impl Server {
     }
 
     /// Send a raw body with an explicit content type.
-    pub async fn raw(
+    pub(crate) async fn raw(
         &self,
         method: Method,
         path: &str,
@@ -382,27 +382,27 @@ impl Server {
     }
 
     /// GET.
-    pub async fn get(&self, path: &str, token: &str) -> Resp {
+    pub(crate) async fn get(&self, path: &str, token: &str) -> Resp {
         self.call(Method::GET, path, Some(token), None).await
     }
 
     /// POST JSON.
-    pub async fn post(&self, path: &str, token: &str, body: Value) -> Resp {
+    pub(crate) async fn post(&self, path: &str, token: &str, body: Value) -> Resp {
         self.call(Method::POST, path, Some(token), Some(body)).await
     }
 
     /// PUT JSON.
-    pub async fn put(&self, path: &str, token: &str, body: Value) -> Resp {
+    pub(crate) async fn put(&self, path: &str, token: &str, body: Value) -> Resp {
         self.call(Method::PUT, path, Some(token), Some(body)).await
     }
 
     /// DELETE.
-    pub async fn delete(&self, path: &str, token: &str) -> Resp {
+    pub(crate) async fn delete(&self, path: &str, token: &str) -> Resp {
         self.call(Method::DELETE, path, Some(token), None).await
     }
 
     /// Log in; returns the whole token response.
-    pub async fn login_resp(&self, email: &str, password: &str) -> Resp {
+    pub(crate) async fn login_resp(&self, email: &str, password: &str) -> Resp {
         self.call(
             Method::POST,
             "/api/auth/login",
@@ -413,18 +413,23 @@ impl Server {
     }
 
     /// Log in and return the token.
-    pub async fn login(&self, email: &str, password: &str) -> String {
+    pub(crate) async fn login(&self, email: &str, password: &str) -> String {
         let r = self.login_resp(email, password).await.expect(200);
         r.body["token"].as_str().expect("token").to_string()
     }
 
     /// The platform admin's token (acting in the `default` organization).
-    pub async fn admin_token(&self) -> String {
+    pub(crate) async fn admin_token(&self) -> String {
         self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await
     }
 
     /// Create a user with `role` in the caller's organization and return a token for them.
-    pub async fn user_with_role(&self, admin_token: &str, email: &str, role: &str) -> String {
+    pub(crate) async fn user_with_role(
+        &self,
+        admin_token: &str,
+        email: &str,
+        role: &str,
+    ) -> String {
         self.post(
             "/api/users",
             admin_token,
@@ -436,7 +441,7 @@ impl Server {
     }
 
     /// Create a second tenant with its own org_admin; returns (org id, that admin's token).
-    pub async fn tenant(&self, admin_token: &str, name: &str) -> (String, String) {
+    pub(crate) async fn tenant(&self, admin_token: &str, name: &str) -> (String, String) {
         let org = self
             .post("/api/organizations", admin_token, json!({ "name": name }))
             .await
@@ -454,12 +459,12 @@ impl Server {
     }
 
     /// The server's stderr so far (for diagnostics).
-    pub fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("stderr.log")).unwrap_or_default()
     }
 
     /// Files of the SQLite database (main file, WAL, shared memory) that exist.
-    pub fn sqlite_files(&self) -> Vec<PathBuf> {
+    pub(crate) fn sqlite_files(&self) -> Vec<PathBuf> {
         ["vel.db", "vel.db-wal", "vel.db-shm"]
             .iter()
             .map(|f| self.data_dir.join(f))
@@ -468,7 +473,7 @@ impl Server {
     }
 
     /// Stop the server with SIGTERM and wait; returns its exit status success.
-    pub fn terminate(&mut self) -> bool {
+    pub(crate) fn terminate(&mut self) -> bool {
         #[cfg(unix)]
         {
             let pid = self.child.id().to_string();
@@ -556,7 +561,7 @@ impl Drop for Server {
 
 /// The interpreter of the venv `.ci/run` prepares (`target/py`, with the
 /// OpenAI SDK and openapi-spec-validator), or `VEL_TEST_PYTHON`.
-pub fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     if let Ok(p) = std::env::var("VEL_TEST_PYTHON") {
         return PathBuf::from(p);
     }

@@ -39,7 +39,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         }
         let limit = state.config.max_body_bytes;
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::payload_too_large(limit)
             } else if is_read_timeout(&rejection) {
                 ApiError::request_timeout()
@@ -245,7 +245,7 @@ mod tests {
     fn nul_characters_are_refused_naming_the_field() {
         let refused = |body: &str| super::refuse_nul(body.as_bytes()).unwrap_err();
         let e = refused(r#"{"messages":[{"role":"user","content":"a\u0000b"}]}"#);
-        assert_eq!(e.status(), axum::http::StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(e.status(), http::StatusCode::UNPROCESSABLE_ENTITY);
         assert!(format!("{e:?}").contains("messages[0].content"), "{e:?}");
         let e = refused(r#"{"na\u0000me":"x"}"#);
         assert!(format!("{e:?}").contains("na\\0me"), "{e:?}");

@@ -144,7 +144,7 @@ async fn refuse_loops(
     if let Some(hop) = &hop
         && req
             .headers()
-            .get_all(axum::http::header::VIA)
+            .get_all(http::header::VIA)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))

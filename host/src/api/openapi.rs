@@ -200,7 +200,7 @@ fn complete_operation(op: &mut Map<String, Value>) {
             let reason = status
                 .parse::<u16>()
                 .ok()
-                .and_then(|s| axum::http::StatusCode::from_u16(s).ok())
+                .and_then(|s| http::StatusCode::from_u16(s).ok())
                 .and_then(|s| s.canonical_reason())
                 .unwrap_or("Response");
             response.insert("description".into(), Value::String(reason.to_string()));

@@ -212,7 +212,7 @@ impl FromRequestParts<AppState> for Principal {
     ) -> Result<Principal, ApiError> {
         let header = parts
             .headers
-            .get(axum::http::header::AUTHORIZATION)
+            .get(http::header::AUTHORIZATION)
             .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer header"))?;
         let value = header
             .to_str()

@@ -640,7 +640,7 @@ impl Config {
                 "must be at least 500",
             ));
         }
-        if axum::http::HeaderName::from_bytes(self.client_ip_header.as_bytes()).is_err() {
+        if http::HeaderName::from_bytes(self.client_ip_header.as_bytes()).is_err() {
             return Err(bad(
                 "VEL_CLIENT_IP_HEADER",
                 self.client_ip_header.clone(),

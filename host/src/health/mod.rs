@@ -67,7 +67,7 @@ pub struct HealthDetails {
 
 async fn timed<F, E>(timeout: Duration, fut: F) -> Check
 where
-    F: std::future::Future<Output = Result<Option<String>, E>>,
+    F: Future<Output = Result<Option<String>, E>>,
     E: std::fmt::Display,
 {
     let start = Instant::now();

@@ -525,11 +525,7 @@ struct CallOutcome {
 }
 
 impl Inner {
-    fn observed_candidates(
-        &self,
-        catalog: &Catalog,
-        only: Option<&str>,
-    ) -> Vec<vel_runtime::types::Candidate> {
+    fn observed_candidates(&self, catalog: &Catalog, only: Option<&str>) -> Vec<Candidate> {
         catalog.candidates(&self.observed, only, None)
     }
 

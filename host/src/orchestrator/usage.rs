@@ -533,7 +533,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_full_batch_cuts_the_linger_short() {
         let (tx, mut rx) = queued(1).await;
-        let full = std::sync::Arc::new(Notify::new());
+        let full = Arc::new(Notify::new());
         let stop = CancellationToken::new();
         let started = tokio::time::Instant::now();
         let sender = full.clone();

@@ -7,12 +7,12 @@ use crate::config::Config;
 use crate::store::{self, Db, new_id, now_ms, users::User};
 
 /// Name of the organization created on first start.
-pub const DEFAULT_ORG: &str = "default";
+pub(super) const DEFAULT_ORG: &str = "default";
 
 /// Create the first platform admin when none exists. Safe when several
 /// instances start at once: the loser of the race sees a unique violation and
 /// leaves the winner's admin in place.
-pub async fn ensure_platform_admin(
+pub(super) async fn ensure_platform_admin(
     db: &Db,
     config: &Config,
     hasher: &PasswordHasher,

@@ -32,7 +32,7 @@ use tokio::time::{Instant, Sleep};
 
 /// The three connection timeouts (see `crate::config::ConnectionConfig`).
 #[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
+pub(super) struct Timeouts {
     /// Longest a request's head may take.
     pub header_read: Duration,
     /// Longest a connection may wait with no request in progress.
@@ -45,7 +45,7 @@ pub struct Timeouts {
 /// bodies) report to the connection's task. The counters only ever grow
 /// (wrapping); the task compares them with what it saw last.
 #[derive(Debug, Default)]
-pub struct Activity {
+pub(super) struct Activity {
     /// Requests whose head arrived.
     heads: AtomicU32,
     /// Requests whose body has ended (read to its end, failed or dropped);
@@ -63,7 +63,7 @@ pub struct Activity {
 impl Activity {
     /// A request's head arrived: count it, and wrap its body so its end is
     /// counted too.
-    pub fn request_body(self: &Arc<Self>, body: Incoming) -> Body {
+    pub(super) fn request_body(self: &Arc<Self>, body: Incoming) -> Body {
         self.heads.fetch_add(1, Relaxed);
         if http_body::Body::is_end_stream(&body) {
             self.bodies.fetch_add(1, Relaxed);
@@ -77,7 +77,7 @@ impl Activity {
     }
 
     /// Wrap a response's body so that its end is counted.
-    pub fn response_body(self: Arc<Self>, body: Body) -> ResponseBody {
+    pub(super) fn response_body(self: Arc<Self>, body: Body) -> ResponseBody {
         ResponseBody {
             inner: body,
             _done: ResponseDone(self),
@@ -136,7 +136,7 @@ impl Drop for RequestBody {
 
 /// A response body; hyper drops it once it has written its last frame
 /// (or given up on the connection), which ends the request.
-pub struct ResponseBody {
+pub(super) struct ResponseBody {
     inner: Body,
     _done: ResponseDone,
 }
@@ -172,14 +172,14 @@ impl http_body::Body for ResponseBody {
 
 /// The client's socket: notes reads that returned bytes, and fails a read
 /// that would wait once the body-read deadline has passed.
-pub struct Watched {
+pub(super) struct Watched {
     stream: TcpStream,
     activity: Arc<Activity>,
 }
 
 impl Watched {
     /// Watch `stream` for `activity`.
-    pub fn new(stream: TcpStream, activity: Arc<Activity>) -> Self {
+    pub(super) fn new(stream: TcpStream, activity: Arc<Activity>) -> Self {
         Watched { stream, activity }
     }
 }
@@ -242,7 +242,7 @@ impl AsyncWrite for Watched {
 
 /// Where a connection is, as its task sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(super) enum Phase {
     /// Accepted, no request yet: the first head must arrive within the
     /// header-read timeout of the accept.
     Fresh,
@@ -258,7 +258,7 @@ pub enum Phase {
 }
 
 /// How a guarded connection ended.
-pub enum Ended<T> {
+pub(super) enum Ended<T> {
     /// hyper finished with it (the client closed it, or an error).
     Served(T),
     /// A deadline passed in this phase; the connection is to be dropped.
@@ -266,7 +266,7 @@ pub enum Ended<T> {
 }
 
 /// The connection task's view of its [`Activity`], and its one timer.
-pub struct Clock {
+pub(super) struct Clock {
     timeouts: Timeouts,
     activity: Arc<Activity>,
     phase: Phase,
@@ -282,7 +282,7 @@ pub struct Clock {
 
 impl Clock {
     /// A connection just accepted.
-    pub fn new(timeouts: Timeouts, activity: Arc<Activity>, accepted: Instant) -> Self {
+    pub(super) fn new(timeouts: Timeouts, activity: Arc<Activity>, accepted: Instant) -> Self {
         Clock {
             timeouts,
             activity,
@@ -296,7 +296,7 @@ impl Clock {
 
     /// Poll the connection, then hold it to the deadline of the phase it
     /// is in. `timer` is the connection's one timer.
-    pub fn poll<F: Future>(
+    pub(super) fn poll<F: Future>(
         &mut self,
         mut connection: Pin<&mut F>,
         mut timer: Pin<&mut Sleep>,

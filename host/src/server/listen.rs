@@ -32,7 +32,7 @@ use super::self_wake::PollWhileSelfWoken;
 
 /// How client connections are bounded.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(super) struct Limits {
     /// Per-connection deadlines.
     pub timeouts: Timeouts,
     /// Most connections open at once.
@@ -44,7 +44,7 @@ const FULL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Serves `app` on `listener` until `shutdown` resolves, then waits for
 /// the open connections to finish their requests.
-pub async fn serve(
+pub(super) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,

@@ -30,7 +30,7 @@ const POLLING: u8 = 1;
 const WOKEN: u8 = 2;
 
 /// See the module documentation.
-pub struct PollWhileSelfWoken<F> {
+pub(super) struct PollWhileSelfWoken<F> {
     inner: Pin<Box<F>>,
     relay: Arc<Relay>,
     waker: Waker,
@@ -38,7 +38,7 @@ pub struct PollWhileSelfWoken<F> {
 
 impl<F: Future> PollWhileSelfWoken<F> {
     /// Wraps `inner`.
-    pub fn new(inner: F) -> Self {
+    pub(super) fn new(inner: F) -> Self {
         let relay = Arc::new(Relay {
             state: AtomicU8::new(IDLE),
             task: futures::task::AtomicWaker::new(),
@@ -51,7 +51,7 @@ impl<F: Future> PollWhileSelfWoken<F> {
     }
 
     /// The wrapped future (to tell a connection to shut down, say).
-    pub fn inner_mut(&mut self) -> Pin<&mut F> {
+    pub(super) fn inner_mut(&mut self) -> Pin<&mut F> {
         self.inner.as_mut()
     }
 }

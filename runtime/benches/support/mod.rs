@@ -13,7 +13,7 @@ static ALLOCATOR: vel_runtime::Accounted<std::alloc::System> =
     vel_runtime::Accounted(std::alloc::System);
 
 /// A default runtime and the current-thread executor its calls run on.
-pub struct Harness {
+pub(crate) struct Harness {
     /// Drives every call (`block_on`).
     pub tokio: tokio::runtime::Runtime,
     /// The runtime under measurement.
@@ -23,7 +23,7 @@ pub struct Harness {
 impl Harness {
     /// A runtime with the default configuration, except that outbound
     /// requests may reach loopback (where the benchmarks' mock upstream is).
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let tokio = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -43,7 +43,7 @@ impl Harness {
     /// `VEL_BENCH_PLUGIN_DIR` is set, the component `<dir>/<name>.wasm`
     /// instead: two builds of a guest can then be compared with the same
     /// bench executable, one run after the other.
-    pub fn load(&self, name: &str) -> Plugin {
+    pub(crate) fn load(&self, name: &str) -> Plugin {
         let bytes = match std::env::var_os("VEL_BENCH_PLUGIN_DIR") {
             Some(dir) => {
                 let path = std::path::Path::new(&dir).join(format!("{name}.wasm"));
@@ -62,7 +62,7 @@ impl Harness {
 
 /// Runs `call` `warmup` times untimed, then `samples` times timed, and
 /// prints p50/p90/p99/p99.9 and the maximum in microseconds.
-pub fn percentiles(name: &str, warmup: usize, samples: usize, mut call: impl FnMut()) {
+pub(crate) fn percentiles(name: &str, warmup: usize, samples: usize, mut call: impl FnMut()) {
     for _ in 0..warmup {
         call();
     }

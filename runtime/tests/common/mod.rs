@@ -17,14 +17,14 @@ static ALLOCATOR: vel_runtime::Accounted<std::alloc::System> =
     vel_runtime::Accounted(std::alloc::System);
 
 /// The loopback ranges, which the mock upstream listens on.
-pub fn loopback() -> AllowPrivate {
+pub(crate) fn loopback() -> AllowPrivate {
     "127.0.0.0/8,::1/128".parse().expect("valid ranges")
 }
 
 /// A runtime with these outbound settings. Compiled components are cached
 /// under Cargo's per-target temporary directory, so a re-run does not
 /// recompile them.
-pub fn runtime_with(outbound: OutboundConfig) -> Runtime {
+pub(crate) fn runtime_with(outbound: OutboundConfig) -> Runtime {
     let config = RuntimeConfig {
         cache_dir: Some(
             std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("vel-compile-cache"),
@@ -37,7 +37,7 @@ pub fn runtime_with(outbound: OutboundConfig) -> Runtime {
 
 /// The binary's runtime; outbound requests may reach loopback (the mock
 /// upstream).
-pub fn runtime() -> &'static Runtime {
+pub(crate) fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
         runtime_with(OutboundConfig {
@@ -63,7 +63,7 @@ async fn load_once(key: String, bytes: impl FnOnce() -> Vec<u8>) -> Plugin {
 }
 
 /// A built-in plugin by manifest name.
-pub async fn builtin(name: &str) -> Plugin {
+pub(crate) async fn builtin(name: &str) -> Plugin {
     load_once(format!("builtin:{name}"), || {
         vel_plugin_artifacts::builtin(name)
             .unwrap_or_else(|| panic!("no built-in plugin {name}"))
@@ -74,19 +74,19 @@ pub async fn builtin(name: &str) -> Plugin {
 }
 
 /// The bytes of a hostile component by directory name.
-pub fn hostile_bytes(name: &str) -> Vec<u8> {
+pub(crate) fn hostile_bytes(name: &str) -> Vec<u8> {
     let path = vel_plugin_artifacts::hostile_path(name)
         .unwrap_or_else(|| panic!("no hostile crate {name}"));
     std::fs::read(path).unwrap()
 }
 
 /// A hostile plugin by directory name.
-pub async fn hostile(name: &str) -> Plugin {
+pub(crate) async fn hostile(name: &str) -> Plugin {
     load_once(format!("hostile:{name}"), || hostile_bytes(name)).await
 }
 
 /// A task of the given type with the given preference.
-pub fn task(task_type: TaskType, prefer: Preference) -> TaskInfo {
+pub(crate) fn task(task_type: TaskType, prefer: Preference) -> TaskInfo {
     TaskInfo {
         id: "task-1".to_string(),
         organization_id: "org-1".to_string(),
@@ -101,7 +101,7 @@ pub fn task(task_type: TaskType, prefer: Preference) -> TaskInfo {
 }
 
 /// One candidate.
-pub fn candidate(
+pub(crate) fn candidate(
     provider: &str,
     model: &str,
     input_price: f64,
@@ -124,7 +124,7 @@ pub fn candidate(
 }
 
 /// The seeds' four providers with realistic prices and latencies.
-pub fn candidates() -> Vec<Candidate> {
+pub(crate) fn candidates() -> Vec<Candidate> {
     vec![
         candidate(
             "openai",
@@ -162,7 +162,7 @@ pub fn candidates() -> Vec<Candidate> {
 }
 
 /// A condition input.
-pub fn condition_input(output: &str, state: &str, args: &str) -> ConditionInput {
+pub(crate) fn condition_input(output: &str, state: &str, args: &str) -> ConditionInput {
     ConditionInput {
         output: output.to_string(),
         state: state.to_string(),
@@ -171,7 +171,7 @@ pub fn condition_input(output: &str, state: &str, args: &str) -> ConditionInput 
 }
 
 /// The first attempt's `provider/model`.
-pub fn first(plan: &vel_runtime::types::Plan) -> String {
+pub(crate) fn first(plan: &vel_runtime::types::Plan) -> String {
     let a = &plan.attempts[0];
     format!("{}/{}", a.provider, a.model)
 }
@@ -202,7 +202,7 @@ fn section(id: u8, contents: &[u8]) -> Vec<u8> {
 /// `functions` functions of type `() -> ()`, each a body of about
 /// `body_bytes` bytes that adds one to a local over and over: the kind of
 /// code that makes Cranelift's time and memory grow with the body.
-pub fn component_with_code(functions: usize, body_bytes: usize) -> Vec<u8> {
+pub(crate) fn component_with_code(functions: usize, body_bytes: usize) -> Vec<u8> {
     // local.get 0, i32.const 1, i32.add, local.set 0
     const STEP: [u8; 7] = [0x20, 0x00, 0x41, 0x01, 0x6a, 0x21, 0x00];
     let mut module = b"\0asm\x01\0\0\0".to_vec();
@@ -227,7 +227,7 @@ pub fn component_with_code(functions: usize, body_bytes: usize) -> Vec<u8> {
 }
 
 /// A fresh, empty directory for one test's compile cache.
-pub fn empty_cache_dir(test: &str) -> std::path::PathBuf {
+pub(crate) fn empty_cache_dir(test: &str) -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("vel-cache-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -236,7 +236,7 @@ pub fn empty_cache_dir(test: &str) -> std::path::PathBuf {
 }
 
 /// The files in a directory, by name.
-pub fn files_in(dir: &std::path::Path) -> Vec<String> {
+pub(crate) fn files_in(dir: &std::path::Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -1,4 +1,5 @@
 //! Anthropic's Messages API, plain and streamed, and its errors.
+#![allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The standalone `vel-mock-upstream` binary, as benchmarks run it.
+#![allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -1,4 +1,5 @@
 //! Each fault kind, seen by a real HTTP client.
+#![allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! OpenAI and Groq chat completions, plain and streamed, plus the models list.
+#![allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Perplexity's chat completions (no `/v1`, with citations).
+#![allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! What the mock records, credentials checks and the stats endpoint.
+#![allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 
 mod common;
 

@@ -8,18 +8,18 @@ use serde_json::Value;
 
 /// A reqwest builder, after installing the TLS crypto provider (the
 /// workspace's reqwest may have TLS without one).
-pub fn client_builder() -> reqwest::ClientBuilder {
+pub(crate) fn client_builder() -> reqwest::ClientBuilder {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
 }
 
 /// A reqwest client without timeouts (tests bound their waits with [`bounded`]).
-pub fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     client_builder().build().expect("client")
 }
 
 /// Fails the test instead of hanging forever if `fut` never completes.
-pub async fn bounded<T>(fut: impl Future<Output = T>) -> T {
+pub(crate) async fn bounded<T>(fut: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(30), fut)
         .await
         .expect("the awaited condition never came true")
@@ -27,19 +27,19 @@ pub async fn bounded<T>(fut: impl Future<Output = T>) -> T {
 
 /// One server-sent event.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Event {
+pub(crate) struct Event {
     pub event: Option<String>,
     pub data: String,
 }
 
 impl Event {
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.data).expect("event data is JSON")
     }
 }
 
 /// Parses a complete SSE body.
-pub fn parse_sse(body: &str) -> Vec<Event> {
+pub(crate) fn parse_sse(body: &str) -> Vec<Event> {
     body.split("\n\n")
         .filter(|block| !block.trim().is_empty())
         .map(|block| {
@@ -61,7 +61,7 @@ pub fn parse_sse(body: &str) -> Vec<Event> {
 }
 
 /// An OpenAI-style chat request body.
-pub fn chat_body(model: &str, prompt: &str, stream: bool) -> Value {
+pub(crate) fn chat_body(model: &str, prompt: &str, stream: bool) -> Value {
     serde_json::json!({
         "model": model,
         "messages": [
@@ -76,7 +76,7 @@ pub fn chat_body(model: &str, prompt: &str, stream: bool) -> Value {
 }
 
 /// An Anthropic Messages request body.
-pub fn messages_body(model: &str, prompt: &str, stream: bool) -> Value {
+pub(crate) fn messages_body(model: &str, prompt: &str, stream: bool) -> Value {
     serde_json::json!({
         "model": model,
         "system": "be brief",
@@ -87,7 +87,7 @@ pub fn messages_body(model: &str, prompt: &str, stream: bool) -> Value {
 }
 
 /// Sends an Anthropic request with the usual headers.
-pub fn anthropic_request(
+pub(crate) fn anthropic_request(
     client: &reqwest::Client,
     base: &str,
     body: &Value,
@@ -100,7 +100,7 @@ pub fn anthropic_request(
 }
 
 /// Collects a streaming body until it ends or fails: (bytes received, whether it failed).
-pub async fn collect_stream(response: reqwest::Response) -> (String, bool) {
+pub(crate) async fn collect_stream(response: reqwest::Response) -> (String, bool) {
     use futures::StreamExt;
     let mut stream = response.bytes_stream();
     let mut received = Vec::new();
