@@ -573,7 +573,7 @@ pub(crate) fn python() -> PathBuf {
     assert!(
         python.exists(),
         "this test needs the Python tools .ci/run installs: run \
-         `python3 -m venv target/py && target/py/bin/pip install openai openapi-spec-validator`, \
+         `python3 -m venv target/py && target/py/bin/pip install openai openapi-spec-validator schemathesis`, \
          or set VEL_TEST_PYTHON to an interpreter that has them; {} does not exist",
         python.display()
     );

@@ -69,20 +69,26 @@ impl AgentStatus {
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     /// Primary provider (a provider plugin or integration provider name, lower-case slug).
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
     pub provider: String,
     /// Model name (≤ 128 chars).
+    #[schema(max_length = 128, pattern = "\\S")]
     pub model: String,
     /// Sampling temperature, 0–2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 2)]
     pub temperature: Option<f64>,
     /// Output token cap, 1–1,000,000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub max_tokens: Option<u32>,
     /// System prompt (≤ 20,000 chars).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 20_000)]
     pub system_prompt: Option<String>,
     /// Routing policy (router plugin name) for this agent's tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
     pub routing_policy: Option<String>,
 }
 
@@ -130,6 +136,7 @@ impl AgentConfig {
 #[serde(deny_unknown_fields)]
 pub struct CreateAgent {
     /// Name (1–100 chars).
+    #[schema(max_length = 100, pattern = "\\S")]
     pub name: String,
     /// Specialisation.
     #[serde(rename = "type")]

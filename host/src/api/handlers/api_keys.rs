@@ -23,6 +23,7 @@ use crate::store::{self, api_keys::ApiKeyRow, new_id, now_ms, parse_rfc3339, to_
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
     /// Label (1–100 chars).
+    #[schema(max_length = 100, pattern = "\\S")]
     pub name: String,
     /// Role the key carries; at most the caller's (default: the caller's organization role).
     /// The key never acts above its creator's current role.
@@ -30,6 +31,7 @@ pub struct CreateApiKey {
     pub role: Option<Role>,
     /// RFC 3339 time after which the key is refused (default: no expiry).
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
 }
 
