@@ -27,10 +27,7 @@ command -v "$NGINX" >/dev/null || die "nginx not found (set NGINX)"
 new_tmp_dir
 work=$TMP_DIR
 
-log "starting the mock upstream"
-start_server mock "$work/mock.out" "$work/mock.err" \
-    "$BIN/vel-mock-upstream" --listen 127.0.0.1:0 --threads 1 --no-record
-MOCK_URL=$STARTED_URL
+start_gateway "$work" "$DB"
 
 log "starting nginx in front of the mock"
 NGINX_PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
@@ -61,20 +58,6 @@ BENCH_PIDS+=("$!")
 NGINX_URL="http://127.0.0.1:$NGINX_PORT"
 for _ in $(seq 1 50); do curl -sf -o /dev/null -X POST -d "$BODY" "$NGINX_URL/v1/chat/completions" && break; sleep 0.1; done
 
-log "starting vel ($DB)"
-mkdir -p "$work/vel"
-VEL_ENV=(VEL_DEMO_MOCK=false)
-case "$DB" in
-    sqlite) ;;
-    postgres) create_pg_db; VEL_ENV+=(DATABASE_URL="$PG_URL") ;;
-    *) die "usage: $0 [sqlite|postgres]" ;;
-esac
-start_vel "$work/vel" "${VEL_ENV[@]}"
-TOKEN="$(login "$VEL_URL")"
-api POST "$VEL_URL/api/integrations" "$TOKEN" "$(jq -nc --arg u "$MOCK_URL/v1" '{
-    name: "openai", provider: "openai", plugin: "openai-compatible", base_url: $u,
-    api_key: "sk-test", default_model: "gpt-4o-mini"}')" >/dev/null
-KEY="$(api POST "$VEL_URL/api/api-keys" "$TOKEN" '{"name":"bench","role":"task_executor"}' | jq -er .key)"
 api POST "$VEL_URL/v1/chat/completions" "$KEY" "$BODY" >/dev/null
 
 oha_run() { # URL CONCURRENCY REQUESTS: oha's JSON summary

@@ -30,25 +30,7 @@ BODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}'
 new_tmp_dir
 work=$TMP_DIR
 
-log "starting the mock upstream"
-start_server mock "$work/mock.out" "$work/mock.err" \
-    "$BIN/vel-mock-upstream" --listen 127.0.0.1:0 --threads 1 --no-record
-MOCK_URL=$STARTED_URL
-
-log "starting vel ($DB)"
-mkdir -p "$work/vel"
-VEL_ENV=(VEL_DEMO_MOCK=false)
-case "$DB" in
-    sqlite) ;;
-    postgres) create_pg_db; VEL_ENV+=(DATABASE_URL="$PG_URL") ;;
-    *) die "usage: $0 [sqlite|postgres]" ;;
-esac
-start_vel "$work/vel" "${VEL_ENV[@]}"
-TOKEN="$(login "$VEL_URL")"
-api POST "$VEL_URL/api/integrations" "$TOKEN" "$(jq -nc --arg u "$MOCK_URL/v1" '{
-    name: "openai", provider: "openai", plugin: "openai-compatible", base_url: $u,
-    api_key: "sk-test", default_model: "gpt-4o-mini"}')" >/dev/null
-KEY="$(api POST "$VEL_URL/api/api-keys" "$TOKEN" '{"name":"bench","role":"task_executor"}' | jq -er .key)"
+start_gateway "$work" "$DB"
 
 # One request each way first, so a broken set-up fails with its error body.
 api POST "$MOCK_URL/v1/chat/completions" "" "$BODY" >/dev/null

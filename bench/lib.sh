@@ -102,6 +102,35 @@ start_vel() {
     VEL_URL=$STARTED_URL
 }
 
+# start_gateway WORK_DIR DB: the gateway benchmarks' set-up. Starts the mock
+# upstream (one thread, no recording) and vel on DB (`sqlite`, or `postgres`
+# on a fresh database) with an `openai` integration (`openai-compatible`
+# plugin, base URL the mock) and a task_executor API key.
+# Sets MOCK_URL, VEL_URL, VEL_PID and KEY.
+start_gateway() {
+    local work=$1 db=$2
+    log "starting the mock upstream"
+    start_server mock "$work/mock.out" "$work/mock.err" \
+        "$BIN/vel-mock-upstream" --listen 127.0.0.1:0 --threads 1 --no-record
+    MOCK_URL=$STARTED_URL
+    log "starting vel ($db)"
+    mkdir -p "$work/vel"
+    local env=(VEL_DEMO_MOCK=false)
+    case "$db" in
+        sqlite) ;;
+        postgres) create_pg_db; env+=(DATABASE_URL="$PG_URL") ;;
+        *) die "unknown database $db (sqlite or postgres)" ;;
+    esac
+    start_vel "$work/vel" "${env[@]}"
+    local token
+    token="$(login "$VEL_URL")"
+    api POST "$VEL_URL/api/integrations" "$token" "$(jq -nc --arg u "$MOCK_URL/v1" '{
+        name: "openai", provider: "openai", plugin: "openai-compatible", base_url: $u,
+        api_key: "sk-test", default_model: "gpt-4o-mini"}')" >/dev/null
+    KEY="$(api POST "$VEL_URL/api/api-keys" "$token" '{"name":"bench","role":"task_executor"}' |
+        jq -er .key)"
+}
+
 # api METHOD URL TOKEN [JSON]: call the API, fail on a non-2xx status,
 # print the body.
 api() {

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use common::*;
-use vel_runtime::types::{CompletionRequest, Plan, Preference, RouteError, TaskType};
+use vel_runtime::types::{Plan, Preference, RouteError, TaskType};
 use vel_runtime::{CallResult, Limit, LoadError, PluginError, PluginKind, Profile, ProviderCall};
 
 /// Runs `hostile` while two well-behaved plugins are called repeatedly on
@@ -262,15 +262,7 @@ async fn a_provider_calling_a_host_not_allowed_is_denied() {
         allow_base_url_host: true,
         ..ProviderCall::default()
     };
-    let request = CompletionRequest {
-        model: "exfiltrate".into(),
-        messages: vec![],
-        temperature: None,
-        max_tokens: None,
-        stop: vec![],
-        task_type: TaskType::General,
-        metadata: "{}".into(),
-    };
+    let request = completion_request("exfiltrate");
     let result = alongside_neighbours(rt.complete(
         &plugin,
         rt.limits(PluginKind::Provider, Profile::Tenant),
@@ -313,18 +305,6 @@ async fn bytes_that_are_not_a_component_are_refused() {
     ));
 }
 
-fn provider_request(model: &str) -> CompletionRequest {
-    CompletionRequest {
-        model: model.into(),
-        messages: vec![],
-        temperature: None,
-        max_tokens: None,
-        stop: vec![],
-        task_type: TaskType::General,
-        metadata: "{}".into(),
-    }
-}
-
 /// `wasi:http` `fields` live in host memory, outside the sandbox: 20,000 of
 /// them holding 120 KB each would be 2.4 GB. They count against the call's
 /// memory limit, and its stats say how much the host held.
@@ -341,7 +321,7 @@ async fn host_memory_a_guest_makes_the_host_allocate_counts_against_its_limit() 
         &plugin,
         &limits,
         ProviderCall::default(),
-        &provider_request("fill"),
+        &completion_request("fill"),
     ))
     .await;
     let stats = call.stats.clone();
@@ -377,7 +357,8 @@ async fn a_stream_of_empty_deltas_is_stopped_at_the_delta_limit() {
         ..ProviderCall::default()
     };
     let result =
-        alongside_neighbours(rt.complete(&plugin, &limits, call, &provider_request("flood"))).await;
+        alongside_neighbours(rt.complete(&plugin, &limits, call, &completion_request("flood")))
+            .await;
     assert_eq!(
         error_of(result),
         PluginError::LimitExceeded {

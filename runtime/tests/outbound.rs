@@ -17,18 +17,6 @@ use vel_runtime::{
 
 const SECRET: &str = "sk-vel-test-9f8e7d6c5b4a";
 
-fn request(model: &str) -> CompletionRequest {
-    CompletionRequest {
-        model: model.into(),
-        messages: vec![],
-        temperature: None,
-        max_tokens: None,
-        stop: vec![],
-        task_type: TaskType::General,
-        metadata: "{}".into(),
-    }
-}
-
 fn call_to(mock: &MockUpstream) -> ProviderCall {
     ProviderCall {
         settings: vec![("base-url".into(), mock.base_url())],
@@ -46,7 +34,12 @@ async fn the_host_adds_the_credential_and_the_guest_never_sees_it() {
     let plugin = hostile("outbound").await;
     let limits = rt.limits(PluginKind::Provider, Profile::Platform);
     let seen = rt
-        .complete(&plugin, limits, call_to(&mock), &request("snoop"))
+        .complete(
+            &plugin,
+            limits,
+            call_to(&mock),
+            &completion_request("snoop"),
+        )
         .await
         .result
         .unwrap()
@@ -73,7 +66,12 @@ async fn requests_reach_an_allowed_upstream_and_others_are_denied() {
     let plugin = hostile("outbound").await;
     let limits = rt.limits(PluginKind::Provider, Profile::Platform);
     let answer = rt
-        .complete(&plugin, limits, call_to(&mock), &request("gpt-4o"))
+        .complete(
+            &plugin,
+            limits,
+            call_to(&mock),
+            &completion_request("gpt-4o"),
+        )
         .await
         .result
         .unwrap()
@@ -86,7 +84,9 @@ async fn requests_reach_an_allowed_upstream_and_others_are_denied() {
         allow_base_url_host: false,
         ..call_to(&mock)
     };
-    let denied = rt.complete(&plugin, limits, call, &request("gpt-4o")).await;
+    let denied = rt
+        .complete(&plugin, limits, call, &completion_request("gpt-4o"))
+        .await;
     assert_eq!(
         denied.result.unwrap_err(),
         PluginError::HttpRequestDenied {
@@ -110,7 +110,8 @@ async fn dropping_a_call_drops_the_upstream_request() {
     let task = tokio::spawn(async move {
         let rt = runtime();
         let limits = rt.limits(PluginKind::Provider, Profile::Platform);
-        rt.complete(&plugin, limits, call, &request("gpt-4o")).await
+        rt.complete(&plugin, limits, call, &completion_request("gpt-4o"))
+            .await
     });
     mock.wait_for_requests(1).await;
     assert_eq!(mock.stats().dropped, 0);
@@ -140,7 +141,12 @@ async fn a_silent_upstream_times_out() {
     let plugin = rt.load(&hostile_bytes("outbound")).await.unwrap();
     let limits = rt.limits(PluginKind::Provider, Profile::Platform);
     let result = rt
-        .complete(&plugin, limits, call_to(&mock), &request("gpt-4o"))
+        .complete(
+            &plugin,
+            limits,
+            call_to(&mock),
+            &completion_request("gpt-4o"),
+        )
         .await
         .result
         .unwrap();
@@ -176,7 +182,7 @@ async fn chat(
             role: Role::User,
             content: "hi".into(),
         }],
-        ..request("gpt-4o-mini")
+        ..completion_request("gpt-4o-mini")
     };
     let limits = rt.limits(PluginKind::Provider, Profile::Platform);
     rt.complete(plugin, limits, call, &request).await.result
@@ -295,7 +301,7 @@ async fn the_credential_goes_only_to_the_base_url_origin() {
         .push(("exfil-url".into(), format!("{}/steal", other.base_url())));
     call.allowed_hosts = vec![other_authority];
     let answer = rt
-        .complete(&plugin, limits, call, &request("exfiltrate"))
+        .complete(&plugin, limits, call, &completion_request("exfiltrate"))
         .await
         .result
         .unwrap()
@@ -313,7 +319,12 @@ async fn the_credential_goes_only_to_the_base_url_origin() {
     // The base URL's origin still gets it.
     base.require_api_key(Some(SECRET));
     let ok = rt
-        .complete(&plugin, limits, call_to(&base), &request("gpt-4o"))
+        .complete(
+            &plugin,
+            limits,
+            call_to(&base),
+            &completion_request("gpt-4o"),
+        )
         .await
         .result
         .unwrap()
@@ -334,7 +345,9 @@ async fn approving_a_bare_host_approves_only_its_default_port() {
         allow_base_url_host: false,
         ..call_to(&mock)
     };
-    let denied = rt.complete(&plugin, limits, call, &request("gpt-4o")).await;
+    let denied = rt
+        .complete(&plugin, limits, call, &completion_request("gpt-4o"))
+        .await;
     assert_eq!(
         denied.result.unwrap_err(),
         PluginError::HttpRequestDenied {
@@ -350,7 +363,7 @@ async fn approving_a_bare_host_approves_only_its_default_port() {
         ..call_to(&mock)
     };
     let answer = rt
-        .complete(&plugin, limits, call, &request("gpt-4o"))
+        .complete(&plugin, limits, call, &completion_request("gpt-4o"))
         .await
         .result
         .unwrap()
@@ -374,14 +387,19 @@ async fn calls_beyond_a_plugins_share_of_the_pool_are_refused() {
             let (plugin, limits, call) = (plugin.clone(), limits.clone(), call_to(&mock));
             tokio::spawn(async move {
                 runtime()
-                    .complete(&plugin, &limits, call, &request("gpt-4o"))
+                    .complete(&plugin, &limits, call, &completion_request("gpt-4o"))
                     .await
             })
         })
         .collect();
     mock.wait_for_in_flight(2).await;
     let refused = rt
-        .complete(&plugin, &limits, call_to(&mock), &request("gpt-4o"))
+        .complete(
+            &plugin,
+            &limits,
+            call_to(&mock),
+            &completion_request("gpt-4o"),
+        )
         .await;
     assert_eq!(refused.result.unwrap_err(), PluginError::Busy { max: 2 });
     assert_eq!(mock.stats().received, 2, "the refused call sent nothing");
@@ -406,7 +424,12 @@ async fn calls_beyond_a_plugins_share_of_the_pool_are_refused() {
     }
     mock.set_default(Fault::Ok);
     let answer = rt
-        .complete(&plugin, &limits, call_to(&mock), &request("gpt-4o"))
+        .complete(
+            &plugin,
+            &limits,
+            call_to(&mock),
+            &completion_request("gpt-4o"),
+        )
         .await
         .result
         .unwrap()

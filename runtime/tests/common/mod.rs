@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use vel_runtime::types::{
-    Candidate, CircuitState, ConditionInput, Preference, Priority, TaskInfo, TaskType,
+    Candidate, CircuitState, CompletionRequest, ConditionInput, Preference, Priority, TaskInfo,
+    TaskType,
 };
 use vel_runtime::{AllowPrivate, OutboundConfig, Plugin, Runtime, RuntimeConfig};
 
@@ -243,4 +244,17 @@ pub(crate) fn files_in(dir: &std::path::Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// A completion request for `model` with no messages and defaults elsewhere.
+pub(crate) fn completion_request(model: &str) -> CompletionRequest {
+    CompletionRequest {
+        model: model.into(),
+        messages: vec![],
+        temperature: None,
+        max_tokens: None,
+        stop: vec![],
+        task_type: TaskType::General,
+        metadata: "{}".into(),
+    }
 }
