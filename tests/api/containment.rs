@@ -109,15 +109,15 @@ async fn test_a_flood_of_empty_deltas_is_bounded(b: Backend) {
     tokio::join!(attack, neighbour_requests(&s, &good, 10));
 }
 
-/// A plugin whose `info()` sleeps is refused at upload once `info()` has
-/// had its short limit, with a clear error, nothing stored, and the
-/// neighbours served meanwhile.
-async fn test_an_upload_whose_info_sleeps_is_refused(b: Backend) {
-    let s = Server::start(b).await;
+/// A plugin whose `info()` takes longer than `VEL_PLUGIN_INFO_TIMEOUT_MS`
+/// is refused at upload once that time is up, with a clear error, nothing
+/// stored, and the neighbours served meanwhile.
+async fn test_an_upload_whose_info_is_slow_is_refused(b: Backend) {
+    let s = Server::start_with(b, &[("VEL_PLUGIN_INFO_TIMEOUT_MS", "250")]).await;
     let admin = s.admin_token().await;
     let good = neighbour(&s, &admin).await;
     let (_org, owner) = s.tenant(&admin, "evil-slow-info").await;
-    let manifest = manifest("hostile-slow-info", "0.1.0", "router", "");
+    let manifest = manifest("hostile-slow-info", "0.1.0", "provider", "");
     let upload = async {
         let r = s
             .upload_plugin(&owner, "", hostile("slow-info"), &manifest)
@@ -142,7 +142,32 @@ async fn test_an_upload_whose_info_sleeps_is_refused(b: Backend) {
 }
 
 crate::dual_backend_tests!(
-    test_an_upload_whose_info_sleeps_is_refused,
+    test_an_upload_whose_info_is_slow_is_refused,
     test_host_memory_is_charged_to_the_tenant_call,
     test_a_flood_of_empty_deltas_is_bounded,
 );
+
+/// A stored version whose `info()` is too slow for an instance (its limit
+/// is shorter here than where the version was uploaded) does not hold up
+/// that instance's start: it starts, serves, skips the version and says so
+/// at error level (`plugin_load_failed`).
+#[tokio::test]
+async fn a_slow_stored_plugin_does_not_hold_up_start_up() {
+    let s = Server::start(Backend::Postgres).await;
+    let admin = s.admin_token().await;
+    let (_org, owner) = s.tenant(&admin, "evil-slow-start").await;
+    let manifest = manifest("hostile-slow-info", "0.1.0", "provider", "");
+    s.upload_plugin(&owner, "?activate=true", hostile("slow-info"), &manifest)
+        .await
+        .expect(201);
+    let other = s.sibling(&[("VEL_PLUGIN_INFO_TIMEOUT_MS", "250")]);
+    other
+        .call(reqwest::Method::GET, "/api/health", None, None)
+        .await
+        .expect(200);
+    let log = other.stderr();
+    assert!(
+        log.contains("plugin_load_failed") && log.contains("hostile-slow-info"),
+        "{log}"
+    );
+}

@@ -147,6 +147,9 @@ pub struct RegistryConfig {
     /// Component bytes one organization may store (`VEL_PLUGIN_ORG_QUOTA_BYTES`,
     /// default 100 MiB); platform plugins do not count.
     pub org_quota_bytes: u64,
+    /// Longest a plugin's `info()` may take when it is loaded, at upload and
+    /// at start-up (`VEL_PLUGIN_INFO_TIMEOUT_MS`, default 2,000).
+    pub info_timeout_ms: u64,
 }
 
 impl RegistryConfig {
@@ -178,6 +181,12 @@ impl RegistryConfig {
             self.compile_timeout_ms,
             100,
             3_600_000,
+        )?;
+        check(
+            "VEL_PLUGIN_INFO_TIMEOUT_MS",
+            self.info_timeout_ms,
+            10,
+            60_000,
         )?;
         check(
             "VEL_PLUGIN_COMPILE_WAIT_MS",
@@ -302,6 +311,7 @@ struct FileConfig {
     plugin_max_code_bytes: Option<usize>,
     plugin_max_function_bytes: Option<usize>,
     plugin_org_quota_bytes: Option<u64>,
+    plugin_info_timeout_ms: Option<u64>,
 }
 
 /// Shortest connection timeout accepted (header read, keep-alive, body read).
@@ -531,6 +541,11 @@ impl Config {
                     "VEL_PLUGIN_ORG_QUOTA_BYTES",
                     file.plugin_org_quota_bytes,
                     100 * 1024 * 1024,
+                )?,
+                info_timeout_ms: src.get(
+                    "VEL_PLUGIN_INFO_TIMEOUT_MS",
+                    file.plugin_info_timeout_ms,
+                    2_000,
                 )?,
             },
             connections: ConnectionConfig {
@@ -935,6 +950,7 @@ mod tests {
             ("VEL_PLUGIN_COMPILE_SLOTS", "0"),
             ("VEL_PLUGIN_COMPILE_SLOTS", "65"),
             ("VEL_PLUGIN_COMPILE_TIMEOUT_MS", "10"),
+            ("VEL_PLUGIN_INFO_TIMEOUT_MS", "5"),
             ("VEL_PLUGIN_COMPILE_WAIT_MS", "600001"),
             ("VEL_PLUGIN_MAX_CODE_BYTES", "100"),
             ("VEL_PLUGIN_MAX_FUNCTION_BYTES", "100"),

@@ -68,6 +68,7 @@ impl Plugins {
                     max_function_bytes: registry.max_function_bytes,
                 },
             },
+            info_time: Duration::from_millis(registry.info_timeout_ms),
             ..RuntimeConfig::default()
         })?;
         let builtins = BuiltinPlugins::load(&runtime).await?;

@@ -1,26 +1,37 @@
-//! Hostile router: its `info()`, which the host reads when it loads the
-//! plugin, sleeps for an hour. Loading must give up on it quickly and
-//! never hold up anything else (the server's start-up above all).
+//! Hostile provider: its `info()`, which the host reads whenever it loads
+//! the plugin (at upload and at every start), takes a second. Under a
+//! shorter `info()` limit the load must give up on it without holding up
+//! anything else, the server's start-up above all.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "router" });
+wit_bindgen::generate!({ path: "../../../wit", world: "provider" });
 
-use exports::vel::plugins::routing::{Candidate, Guest, Plan, RouteError, RouterInfo, TaskInfo};
+use exports::vel::plugins::completion::{
+    CompletionRequest, CompletionResponse, Features, Guest, ProviderError, ProviderInfo,
+};
 
 struct Hostile;
 
 impl Guest for Hostile {
-    fn info() -> RouterInfo {
-        std::thread::sleep(std::time::Duration::from_secs(3600));
-        RouterInfo {
+    fn info() -> ProviderInfo {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        ProviderInfo {
             name: "hostile-slow-info".to_string(),
             version: "0.1.0".to_string(),
-            description: "Sleeps in info()".to_string(),
+            description: "Takes a second in info()".to_string(),
+            models: Vec::new(),
+            features: Features::empty(),
+            credential: None,
+            base_url_setting: None,
         }
     }
 
-    fn route(task: TaskInfo, candidates: Vec<Candidate>) -> Result<Plan, RouteError> {
-        let _ = (task, candidates);
-        Err(RouteError::NoCandidate("never reached".to_string()))
+    fn complete(request: CompletionRequest) -> Result<CompletionResponse, ProviderError> {
+        let _ = request;
+        Err(ProviderError::Other("never used".to_string()))
+    }
+
+    fn complete_stream(request: CompletionRequest) -> Result<CompletionResponse, ProviderError> {
+        Self::complete(request)
     }
 }
 
