@@ -113,7 +113,7 @@ async fn test_a_flood_of_empty_deltas_is_bounded(b: Backend) {
 /// is refused at upload once that time is up, with a clear error, nothing
 /// stored, and the neighbours served meanwhile.
 async fn test_an_upload_whose_info_is_slow_is_refused(b: Backend) {
-    let s = Server::start_with(b, &[("VEL_PLUGIN_INFO_TIMEOUT_MS", "250")]).await;
+    let s = Server::start_with(b, &[("VEL_PLUGIN_INFO_TIMEOUT_MS", "500")]).await;
     let admin = s.admin_token().await;
     let good = neighbour(&s, &admin).await;
     let (_org, owner) = s.tenant(&admin, "evil-slow-info").await;
@@ -160,7 +160,7 @@ async fn a_slow_stored_plugin_does_not_hold_up_start_up() {
     s.upload_plugin(&owner, "?activate=true", hostile("slow-info"), &manifest)
         .await
         .expect(201);
-    let other = s.sibling(&[("VEL_PLUGIN_INFO_TIMEOUT_MS", "250")]);
+    let other = s.sibling(&[("VEL_PLUGIN_INFO_TIMEOUT_MS", "500")]);
     other
         .call(reqwest::Method::GET, "/api/health", None, None)
         .await
