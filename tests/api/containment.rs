@@ -170,4 +170,23 @@ async fn a_slow_stored_plugin_does_not_hold_up_start_up() {
         log.contains("plugin_load_failed") && log.contains("hostile-slow-info"),
         "{log}"
     );
+    // The tenant sees why on that instance.
+    let plugin = other
+        .get("/api/plugins/hostile-slow-info", &owner)
+        .await
+        .expect(200);
+    let error = plugin.body["versions"][0]["load_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.contains("wall-clock time limit exceeded"),
+        "{}",
+        plugin.body
+    );
+    let healthy = s
+        .get("/api/plugins/hostile-slow-info", &owner)
+        .await
+        .expect(200);
+    assert!(healthy.body["versions"][0].get("load_error").is_none());
 }

@@ -145,6 +145,11 @@ pub struct VersionView {
     pub uploaded_at: String,
     /// Whether calls use it now.
     pub active: bool,
+    /// Why this instance could not load it (its compilation or `info()`
+    /// failed when the registry loaded it), in `GET /api/plugins/{name}`;
+    /// absent when it loads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_error: Option<String>,
 }
 
 impl VersionView {
@@ -170,6 +175,7 @@ impl VersionView {
             uploaded_by: v.uploaded_by.clone(),
             uploaded_at: to_rfc3339(v.uploaded_at),
             active: plugin.active_version.as_deref() == Some(v.version.as_str()),
+            load_error: None,
         }
     }
 }
@@ -528,7 +534,16 @@ pub async fn get(
     let versions = store::plugins::versions(&mut tx, &row.id).await?;
     tx.commit().await?;
     let mut view = PluginView::new(&state, &row);
-    view.versions = Some(versions.iter().map(|v| VersionView::new(&row, v)).collect());
+    let registry = state.plugins.registry();
+    view.versions = Some(
+        versions
+            .iter()
+            .map(|v| VersionView {
+                load_error: registry.load_failure(&v.sha256),
+                ..VersionView::new(&row, v)
+            })
+            .collect(),
+    );
     Ok(Json(view))
 }
 
