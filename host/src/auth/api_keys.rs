@@ -16,13 +16,19 @@ pub const PREFIX: &str = "vel_";
 
 /// A fresh key and its digest.
 pub fn generate() -> (String, String) {
+    secret_token(PREFIX)
+}
+
+/// A one-time secret: `prefix` and 32 random bytes (base64url), with its
+/// sha256 digest, which is all that is stored (enough at this entropy).
+pub fn secret_token(prefix: &str) -> (String, String) {
     let raw: [u8; 32] = rand::random();
-    let key = format!(
-        "{PREFIX}{}",
+    let token = format!(
+        "{prefix}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
     );
-    let digest = sha256_hex(&key);
-    (key, digest)
+    let digest = sha256_hex(&token);
+    (token, digest)
 }
 
 /// The first characters of a key, stored for recognition in listings.

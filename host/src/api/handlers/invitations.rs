@@ -8,7 +8,6 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -17,10 +16,10 @@ use crate::api::error::{ApiError, ErrorBody, FieldErrors};
 use crate::api::extract::{ApiJson, ApiPath, ClientInfo};
 use crate::api::handlers::auth::check_password_attempts;
 use crate::api::handlers::organizations::manage;
-use crate::api::handlers::users::{hash_password, normalize_email};
+use crate::api::handlers::users::{hash_password, normalize_email, verify_password};
 use crate::audit;
 use crate::auth::password::{check_strength, is_valid_email};
-use crate::auth::{Principal, Role, verified};
+use crate::auth::{Principal, Role, api_keys, verified};
 use crate::secrets::sha256_hex;
 use crate::state::AppState;
 use crate::store::invitations::Invitation;
@@ -145,11 +144,7 @@ pub async fn create(
     );
     errors.finish()?;
     let mut tx = manage(&state, &p, &org_id).await?;
-    let raw: [u8; 32] = rand::random();
-    let token = format!(
-        "{TOKEN_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-    );
+    let (token, token_hash) = api_keys::secret_token(TOKEN_PREFIX);
     let now = now_ms();
     let invitation = Invitation {
         id: new_id(),
@@ -162,7 +157,7 @@ pub async fn create(
         accepted_at: None,
         accepted_by: None,
     };
-    store::invitations::insert(&mut tx, &invitation, &sha256_hex(&token)).await?;
+    store::invitations::insert(&mut tx, &invitation, &token_hash).await?;
     audit::record_for(
         &mut tx,
         Some(&org_id),
@@ -240,12 +235,7 @@ pub async fn accept(
     };
     let user = match existing {
         Some(user) => {
-            let hasher = state.passwords.clone();
-            let (password, phc) = (req.password, user.password_hash.clone());
-            let ok = tokio::task::spawn_blocking(move || hasher.verify(&password, &phc))
-                .await
-                .map_err(ApiError::internal)?;
-            if !ok {
+            if !verify_password(&state, req.password, user.password_hash.clone()).await? {
                 return Err(ApiError::unauthorized(
                     "the password is not the invited account's",
                 ));

@@ -152,6 +152,19 @@ pub(crate) async fn hash_password(state: &AppState, password: String) -> Result<
         .map_err(ApiError::internal)
 }
 
+/// Whether `password` matches the stored hash `phc` (off the async workers:
+/// a check costs an Argon2 run).
+pub(crate) async fn verify_password(
+    state: &AppState,
+    password: String,
+    phc: String,
+) -> Result<bool, ApiError> {
+    let hasher = state.passwords.clone();
+    tokio::task::spawn_blocking(move || hasher.verify(&password, &phc))
+        .await
+        .map_err(ApiError::internal)
+}
+
 /// The caller's profile.
 #[utoipa::path(get, path = "/api/users/me", tag = "users",
     responses((status = 200, body = UserView), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
@@ -217,12 +230,7 @@ pub async fn update_me(
     drop(conn);
     if let Some(current) = req.current_password {
         check_password_attempts(&state, client.ip.as_deref(), &user.email).await?;
-        let hasher = state.passwords.clone();
-        let phc = user.password_hash.clone();
-        let ok = tokio::task::spawn_blocking(move || hasher.verify(&current, &phc))
-            .await
-            .map_err(ApiError::internal)?;
-        if !ok {
+        if !verify_password(&state, current, user.password_hash.clone()).await? {
             return Err(ApiError::invalid_field("current_password", "is incorrect"));
         }
     }
