@@ -12,12 +12,13 @@ use tracing::Instrument;
 use wasmtime::{CallHook, Store, Trap, UpdateDeadline};
 
 use crate::engine::ActiveCall;
-use crate::error::{Limit, PluginError};
+use crate::error::{BusyShare, Limit, PluginError};
 use crate::host_memory::HostMemory;
 use crate::outbound::{Denial, OutboundHooks};
 use crate::plugin::Plugin;
 use crate::runtime::RuntimeInner;
 use crate::sandbox::{CallState, DeltaSink, LogSink, MemoryLimiter};
+use crate::shares::{Shares, Taken};
 use crate::{Limits, PluginKind};
 
 /// What one call consumed.
@@ -123,24 +124,39 @@ impl CallWatch {
 }
 
 /// One running call of a plugin, counted against its
-/// [`Limits::max_concurrency`] until dropped.
+/// [`Limits::max_concurrency`] and its owner's share of the pool until
+/// dropped.
 pub(crate) struct Occupied {
     plugin: Plugin,
+    _share: Taken,
 }
 
 impl Occupied {
-    /// A place among `plugin`'s running calls, or `Busy` at its limit.
-    fn take(plugin: &Plugin, limits: &Limits) -> Result<Occupied, PluginError> {
+    /// A place among `plugin`'s running calls and in its owner's share, or
+    /// `Busy` naming the share that is full.
+    fn take(
+        plugin: &Plugin,
+        limits: &Limits,
+        shares: &Arc<Shares>,
+    ) -> Result<Occupied, PluginError> {
         let running = &plugin.inner.running;
         let max = limits.max_concurrency;
         running
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
-            .map_err(|_| PluginError::Busy { max })?;
-        Ok(Occupied {
+            .map_err(|_| PluginError::Busy {
+                share: BusyShare::Plugin,
+                max,
+            })?;
+        // From here the plugin's place is ours: dropping `occupied` on a
+        // refusal below gives it back.
+        let mut occupied = Occupied {
             plugin: plugin.clone(),
-        })
+            _share: Taken::none(),
+        };
+        occupied._share = shares.take(&limits.share)?;
+        Ok(occupied)
     }
 }
 
@@ -202,7 +218,7 @@ impl RuntimeInner {
         limits: &Limits,
         extras: CallExtras,
     ) -> Result<Prepared<'_>, PluginError> {
-        let occupied = Occupied::take(plugin, limits)?;
+        let occupied = Occupied::take(plugin, limits, &self.shares)?;
         let watch = Arc::new(CallWatch::new());
         let logs = Arc::new(LogSink::new(
             plugin.inner.name.clone(),

@@ -166,6 +166,34 @@ pub enum LoadError {
     Info(#[source] PluginError),
 }
 
+/// The share of the instance pool a refused call was over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusyShare {
+    /// The plugin version's own.
+    Plugin,
+    /// Its organization's, every plugin of it together.
+    Organization,
+    /// The tenants' together (the rest is reserved for platform plugins).
+    Tenants,
+}
+
+/// `PluginError::Busy`'s message.
+fn busy_message(share: BusyShare, max: u64) -> String {
+    match share {
+        BusyShare::Plugin => {
+            format!("the plugin already runs {max} calls at once, its share of the instance pool")
+        }
+        BusyShare::Organization => format!(
+            "the organization's plugins already run {max} calls at once, its share of the \
+             instance pool"
+        ),
+        BusyShare::Tenants => format!(
+            "organizations' plugins already run {max} calls at once; the rest of the instance \
+             pool is reserved for platform plugins"
+        ),
+    }
+}
+
 /// Why a plugin call failed. A guest's own error (`route-error`,
 /// `provider-error`, `condition-error`) is not a `PluginError`: it is the
 /// guest's answer and comes back inside the call's result.
@@ -213,11 +241,14 @@ pub enum PluginError {
         /// The plugin's kind.
         actual: crate::PluginKind,
     },
-    /// The plugin version already runs as many calls as its share of the
-    /// instance pool allows ([`crate::Limits::max_concurrency`]).
-    #[error("the plugin already runs {max} calls at once, its share of the instance pool")]
+    /// The call would go over a share of the instance pool: the plugin
+    /// version's ([`crate::Limits::max_concurrency`]), its organization's,
+    /// or the tenants' together ([`crate::ShareConfig`]).
+    #[error("{}", busy_message(*share, *max))]
     Busy {
-        /// Its concurrency limit.
+        /// Which share is full.
+        share: BusyShare,
+        /// That share's size.
         max: u64,
     },
     /// No instance slot was free (too many concurrent calls) or

@@ -42,6 +42,10 @@ pub struct Limits {
     /// take the pool from the others.
     #[serde(default = "unshared")]
     pub max_concurrency: u64,
+    /// Whose share of the instance pool the calls count against: set by
+    /// whoever deploys the plugin for an owner, never stored.
+    #[serde(skip)]
+    pub share: crate::Share,
 }
 
 /// No share of its own: what platform plugins (which serve every tenant)
@@ -97,6 +101,7 @@ impl KindLimits {
                 max_log_bytes: 256 * KIB,
                 max_deltas: PLATFORM_MAX_DELTAS,
                 max_concurrency: unshared(),
+                share: crate::Share::Platform,
             },
             router: Limits {
                 memory_bytes: 16 * MIB,
@@ -108,6 +113,7 @@ impl KindLimits {
                 max_log_bytes: 64 * KIB,
                 max_deltas: PLATFORM_MAX_DELTAS,
                 max_concurrency: unshared(),
+                share: crate::Share::Platform,
             },
             condition: Limits {
                 memory_bytes: 32 * MIB,
@@ -119,6 +125,7 @@ impl KindLimits {
                 max_log_bytes: 64 * KIB,
                 max_deltas: PLATFORM_MAX_DELTAS,
                 max_concurrency: unshared(),
+                share: crate::Share::Platform,
             },
         }
     }
@@ -137,6 +144,7 @@ impl KindLimits {
                 max_log_bytes: 64 * KIB,
                 max_deltas: TENANT_MAX_DELTAS,
                 max_concurrency: TENANT_MAX_CONCURRENCY,
+                share: crate::Share::Platform,
             },
             router: Limits {
                 memory_bytes: 8 * MIB,
@@ -148,6 +156,7 @@ impl KindLimits {
                 max_log_bytes: 16 * KIB,
                 max_deltas: TENANT_MAX_DELTAS,
                 max_concurrency: TENANT_MAX_CONCURRENCY,
+                share: crate::Share::Platform,
             },
             condition: Limits {
                 memory_bytes: 16 * MIB,
@@ -159,6 +168,7 @@ impl KindLimits {
                 max_log_bytes: 16 * KIB,
                 max_deltas: TENANT_MAX_DELTAS,
                 max_concurrency: TENANT_MAX_CONCURRENCY,
+                share: crate::Share::Platform,
             },
         }
     }

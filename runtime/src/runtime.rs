@@ -33,6 +33,9 @@ pub struct RuntimeConfig {
     /// Instances that may exist at once (concurrent calls); sizes the
     /// pooling allocator.
     pub max_instances: u32,
+    /// How the instances are divided between organizations and the
+    /// platform.
+    pub shares: crate::ShareConfig,
     /// Hard ceiling on one instance's linear memory, whatever the limits say.
     pub max_memory_bytes: u64,
     /// WebAssembly stack per call, in bytes (deep recursion stops here).
@@ -85,6 +88,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             cache_dir: None,
             max_instances: 1000,
+            shares: crate::ShareConfig::for_pool(1000),
             max_memory_bytes: 256 * 1024 * 1024,
             max_wasm_stack: 512 * 1024,
             epoch_tick: Duration::from_millis(1),
@@ -112,6 +116,7 @@ pub(crate) struct RuntimeInner {
     cache_hits: AtomicU64,
     slots: CompileSlots,
     pub(crate) ticker: EpochTicker,
+    pub(crate) shares: Arc<crate::shares::Shares>,
 }
 
 impl Runtime {
@@ -141,6 +146,10 @@ impl Runtime {
         let http = OutboundClient::new(config.outbound.clone())?;
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick)?;
         let slots = CompileSlots::new(config.compile.slots);
+        let shares = Arc::new(crate::shares::Shares::new(
+            config.max_instances,
+            config.shares,
+        ));
         Ok(Runtime {
             inner: Arc::new(RuntimeInner {
                 engine,
@@ -151,6 +160,7 @@ impl Runtime {
                 cache_hits: AtomicU64::new(0),
                 slots,
                 ticker,
+                shares,
             }),
         })
     }

@@ -401,7 +401,13 @@ async fn calls_beyond_a_plugins_share_of_the_pool_are_refused() {
             &completion_request("gpt-4o"),
         )
         .await;
-    assert_eq!(refused.result.unwrap_err(), PluginError::Busy { max: 2 });
+    assert_eq!(
+        refused.result.unwrap_err(),
+        PluginError::Busy {
+            share: vel_runtime::BusyShare::Plugin,
+            max: 2
+        }
+    );
     assert_eq!(mock.stats().received, 2, "the refused call sent nothing");
 
     // Another plugin is not affected by this one's share.

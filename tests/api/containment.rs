@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::support::guests::manifest;
 use crate::support::{Backend, Server};
+use vel_mock_upstream::{Fault, MockUpstream};
 
 fn hostile(name: &str) -> Vec<u8> {
     let path = vel_plugin_artifacts::hostile_path(name)
@@ -141,8 +142,127 @@ async fn test_an_upload_whose_info_is_slow_is_refused(b: Backend) {
     );
 }
 
+/// An organization whose integration `hostile` runs the hostile `outbound`
+/// provider against `mock` (its host approved by the platform admin), so
+/// each call waits as long as the upstream does; returns a gateway key.
+async fn waiting_tenant(s: &Server, admin: &str, name: &str, mock: &MockUpstream) -> String {
+    let (_org, owner) = s.tenant(admin, name).await;
+    let hosts = format!("[outbound]\nhosts = [\"{}\"]\n", mock.addr());
+    let manifest = manifest("hostile-outbound", "0.1.0", "provider", &hosts);
+    let up = s
+        .upload_plugin(&owner, "", hostile("outbound"), &manifest)
+        .await
+        .expect(201);
+    let id = up.body["id"].as_str().expect("version id").to_string();
+    s.post(
+        &format!("/api/plugin-approvals/{id}/approve"),
+        admin,
+        json!({}),
+    )
+    .await
+    .expect(200);
+    s.post(
+        "/api/plugins/hostile-outbound/versions/0.1.0/activate",
+        &owner,
+        json!({}),
+    )
+    .await
+    .expect(200);
+    s.post(
+        "/api/integrations",
+        &owner,
+        json!({ "name": "hostile", "provider": "mock", "plugin": "hostile-outbound",
+                "base_url": mock.base_url(), "default_model": "echo", "timeout_ms": 30_000 }),
+    )
+    .await
+    .expect(201);
+    s.api_key(&owner, name, "task_executor").await
+}
+
+/// Organizations' plugins hold at most their share of the instance pool
+/// and tenants together leave the platform's reserve: a call over either
+/// gets 429 `plugin_busy` at once, while platform plugins keep serving
+/// everyone, and a share's place comes back when its calls end.
+async fn test_tenants_are_held_to_their_shares_of_the_pool(b: Backend) {
+    let mock = MockUpstream::start().await;
+    mock.set_default(Fault::Hang);
+    // A pool of 1,000 with 997 reserved: tenants together hold 3, one
+    // organization 2.
+    let s = Server::start_with(
+        b,
+        &[
+            ("VEL_PLUGIN_ORG_SHARE", "2"),
+            ("VEL_PLUGIN_PLATFORM_RESERVE", "997"),
+        ],
+    )
+    .await;
+    let admin = s.admin_token().await;
+    let first = waiting_tenant(&s, &admin, "first", &mock).await;
+    let second = waiting_tenant(&s, &admin, "second", &mock).await;
+    let good = neighbour(&s, &admin).await;
+    let chat = |key: &str| {
+        let (http, url, key) = (
+            s.http.clone(),
+            s.url("/v1/chat/completions"),
+            key.to_string(),
+        );
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(key)
+                .json(&chat_body("wait", false))
+                .send()
+                .await
+                .expect("request");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    let busy = |(status, body): (u16, Value), share: &str| {
+        assert_eq!(status, 429, "{body}");
+        assert_eq!(body["error"]["code"], "plugin_busy", "{body}");
+        let text = body.to_string();
+        assert!(text.contains(share), "{text}");
+    };
+
+    // The first organization fills its share.
+    let held: Vec<_> = (0..2).map(|_| tokio::spawn(chat(&first))).collect();
+    mock.wait_for_in_flight(2).await;
+    busy(
+        chat(&first).await,
+        "the organization's plugins already run 2 calls",
+    );
+    // The second gets the last tenant place, then finds the tenants' part full.
+    let third = tokio::spawn(chat(&second));
+    mock.wait_for_in_flight(3).await;
+    busy(
+        chat(&second).await,
+        "the rest of the instance pool is reserved",
+    );
+    // Platform plugins serve everyone meanwhile.
+    neighbour_requests(&s, &good, 5).await;
+    assert_eq!(
+        mock.stats().received,
+        3,
+        "a refused call reached the upstream"
+    );
+
+    // The waiting calls end; their places come back.
+    mock.set_default(Fault::Ok);
+    mock.clear_faults();
+    let ended = mock.stats().in_flight;
+    assert_eq!(ended, 3);
+    for call in held.into_iter().chain([third]) {
+        call.abort();
+    }
+    mock.wait_for_dropped(3).await;
+    let (status, body) = chat(&first).await;
+    assert_eq!(status, 200, "{body}");
+}
+
 crate::dual_backend_tests!(
     test_an_upload_whose_info_is_slow_is_refused,
+    test_tenants_are_held_to_their_shares_of_the_pool,
     test_host_memory_is_charged_to_the_tenant_call,
     test_a_flood_of_empty_deltas_is_bounded,
 );

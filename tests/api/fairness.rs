@@ -31,7 +31,7 @@ async fn claims_take_turns_between_organizations(b: Backend) {
     )
     .await;
 
-    let db = vel::store::Db::open(&s.database_url, 1)
+    let db = vel::store::Db::open(&s.database_url, None, 1)
         .await
         .expect("open the database");
     let mut order = Vec::new();

@@ -607,7 +607,9 @@ async fn recorder_batches_keep_every_row(b: Backend) {
     use vel::store::usage::{Batch, FinishedTask, insert_batch};
 
     let s = Server::start(b).await;
-    let db = vel::store::Db::open(&s.database_url, 1).await.unwrap();
+    let db = vel::store::Db::open(&s.database_url, None, 1)
+        .await
+        .unwrap();
     let mut tx = db.platform().await.unwrap();
     let (org_id, user_id): (String, String) =
         sqlx::query_as("SELECT org_id, user_id FROM memberships LIMIT 1")

@@ -189,6 +189,124 @@ async fn row_level_security_confines_the_app_role_postgres() {
     assert!(denied.is_err(), "RLS let a row into another tenant");
 }
 
+/// Rows of `table` the tenant login sees, as `vel_app`, with `org` as the
+/// transaction's organization and the old bypass setting switched on.
+async fn seen_by_tenant_login(s: &Server, table: &str, org: Option<&str>) -> i64 {
+    let url = s
+        .database_url
+        .replace("postgres@", &format!("{}@", crate::support::TENANT_LOGIN));
+    let mut c = PgConnection::connect(&url).await.unwrap();
+    c.execute("SET ROLE vel_app").await.unwrap();
+    let mut tx = c.begin().await.unwrap();
+    tx.execute("SELECT set_config('app.rls_bypass', 'on', true)")
+        .await
+        .unwrap();
+    if let Some(org) = org {
+        sqlx::query("SELECT set_config('app.org_id', $1, true)")
+            .bind(org)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap()
+}
+
+/// Rows of `table` the owner sees.
+async fn stored_rows(s: &Server, table: &str) -> i64 {
+    let mut c = PgConnection::connect(&s.database_url).await.unwrap();
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+}
+
+/// The login tenant work uses (`VEL_TENANT_DATABASE_URL`) cannot become the
+/// platform role, no session setting lifts the policies, and the tables
+/// that belong to no tenant show it only its members and the bytes of the
+/// plugins it can see: no password hash of another organization's users,
+/// no logged-out token, no login counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tenant_login_cannot_cross_tenants_postgres() {
+    let s = Server::start(Backend::Postgres).await;
+    let admin = s.admin_token().await;
+    let (org_a, owner_a) = s.tenant(&admin, "alpha").await;
+    let (_org_b, owner_b) = s.tenant(&admin, "beta").await;
+    for owner in [&owner_a, &owner_b] {
+        s.post(
+            "/api/agents",
+            owner,
+            json!({ "name": "a", "type": "researcher", "config": { "provider": "openai", "model": "m" } }),
+        )
+        .await
+        .expect(201);
+    }
+    let component = crate::support::guests::build_guest("vel-fixture-shout-provider", &[]);
+    let manifest = crate::support::guests::manifest("shout", "1.0.0", "provider", "");
+    s.upload_plugin(&owner_b, "", component, &manifest)
+        .await
+        .expect(201);
+    // A logout and a failed login leave a revoked token and counters.
+    let spare = s
+        .login("owner@alpha.test", crate::support::USER_PASSWORD)
+        .await;
+    s.call(
+        reqwest::Method::POST,
+        "/api/auth/logout",
+        Some(&spare),
+        None,
+    )
+    .await
+    .expect(204);
+    s.login_resp("owner@alpha.test", "wrong-password-1")
+        .await
+        .expect(401);
+
+    // The login is not a member of the platform role.
+    let url = s
+        .database_url
+        .replace("postgres@", &format!("{}@", crate::support::TENANT_LOGIN));
+    let mut c = PgConnection::connect(&url).await.unwrap();
+    let refused = c.execute("SET ROLE vel_platform").await;
+    assert!(refused.is_err(), "the tenant login became vel_platform");
+
+    // Tenant tables: only the named organization's rows, bypass or not.
+    assert_eq!(stored_rows(&s, "agents").await, 2);
+    assert_eq!(seen_by_tenant_login(&s, "agents", None).await, 0);
+    assert_eq!(seen_by_tenant_login(&s, "agents", Some(&org_a)).await, 1);
+    // Accounts: the organization's members only, not B's owner.
+    let mut owner = PgConnection::connect(&s.database_url).await.unwrap();
+    let members: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM memberships WHERE org_id = $1")
+        .bind(&org_a)
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    assert!(members >= 1);
+    assert!(stored_rows(&s, "users").await > members);
+    assert_eq!(seen_by_tenant_login(&s, "users", None).await, 0);
+    assert_eq!(
+        seen_by_tenant_login(&s, "users", Some(&org_a)).await,
+        members
+    );
+    // Component bytes: no tenant reads them, whoever uploaded them.
+    let mut tx = c.begin().await.unwrap();
+    tx.execute("SET LOCAL ROLE vel_app").await.unwrap();
+    let read = tx.execute("SELECT bytes FROM plugin_blobs").await;
+    assert!(read.is_err(), "the tenant login read component bytes");
+    drop(tx);
+    // Platform-only tables.
+    for table in ["revoked_tokens", "rate_limit_hits"] {
+        assert!(stored_rows(&s, table).await > 0, "{table} is empty");
+        assert_eq!(
+            seen_by_tenant_login(&s, table, Some(&org_a)).await,
+            0,
+            "{table}"
+        );
+    }
+}
+
 /// The tables and columns of one database after its migrations ran:
 /// table → sorted column names (the migration bookkeeping left out).
 async fn schema(s: &Server) -> std::collections::BTreeMap<String, Vec<String>> {

@@ -615,7 +615,9 @@ async fn test_nothing_follows_a_terminal_event(b: Backend) {
     assert_eq!(before.last().unwrap().data["status"], "cancelled");
 
     // A report that comes late, as a run overtaken by the cancel writes it.
-    let db = vel::store::Db::open(&s.database_url, 1).await.unwrap();
+    let db = vel::store::Db::open(&s.database_url, None, 1)
+        .await
+        .unwrap();
     let mut tx = db.platform().await.unwrap();
     let (org_id,): (String,) = sqlx::query_as("SELECT org_id FROM tasks WHERE id = $1")
         .bind(&id)
@@ -965,7 +967,7 @@ async fn test_claims_say_whether_more_is_pending(b: Backend) {
         json!({ "description": "high", "prompt": "high", "priority": "high" }),
     )
     .await;
-    let db = vel::store::Db::open(&s.database_url, 1)
+    let db = vel::store::Db::open(&s.database_url, None, 1)
         .await
         .expect("open the database");
     let db = &db;

@@ -22,6 +22,21 @@ use sqlx::{Connection, Executor, PgConnection};
 /// The maintenance database URL used to create and drop per-test databases.
 pub(crate) const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
+/// The PostgreSQL login the servers' tenant pools use: a member of `vel_app`
+/// only, so it cannot act as `vel_platform`.
+pub(crate) const TENANT_LOGIN: &str = "vel_test_tenant";
+
+/// Create [`TENANT_LOGIN`] (and `vel_app`, which the first migration would
+/// create) when absent. Roles are cluster-wide and tests run in parallel, so
+/// each step tolerates losing the race.
+const TENANT_LOGIN_SQL: &str = "
+DO $$ BEGIN CREATE ROLE vel_app NOLOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
+DO $$ BEGIN CREATE ROLE vel_test_tenant LOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
+DO $$ BEGIN GRANT vel_app TO vel_test_tenant;
+EXCEPTION WHEN OTHERS THEN NULL; END $$;";
+
 /// Email of the platform admin every test server starts with.
 pub(crate) const ADMIN_EMAIL: &str = "admin@test.local";
 /// Its password.
@@ -164,6 +179,10 @@ impl Server {
                     .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                     .await
                     .expect("create test database");
+                admin
+                    .execute(TENANT_LOGIN_SQL)
+                    .await
+                    .expect("create the tenant login");
                 admin.close().await.ok();
                 (
                     format!("postgres://postgres@127.0.0.1:5432/{name}"),
@@ -171,8 +190,15 @@ impl Server {
                 )
             }
         };
+        let tenant_url = match &pg_database {
+            Some(name) => format!("postgres://{TENANT_LOGIN}@127.0.0.1:5432/{name}"),
+            None => String::new(),
+        };
         let mut env: Vec<(String, String)> = vec![
             ("VEL_LISTEN".into(), "127.0.0.1:0".into()),
+            // On PostgreSQL tenant work logs in as a member of vel_app only,
+            // as docs/security.md tells operators to (empty on SQLite: unset).
+            ("VEL_TENANT_DATABASE_URL".into(), tenant_url),
             ("VEL_DATA_DIR".into(), data_dir.display().to_string()),
             ("DATABASE_URL".into(), database_url.clone()),
             ("VEL_ADMIN_EMAIL".into(), ADMIN_EMAIL.into()),

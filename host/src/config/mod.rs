@@ -41,6 +41,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Database URL (`DATABASE_URL`): `sqlite://…` or `postgres://…`.
     pub database_url: String,
+    /// PostgreSQL URL for tenant work (`VEL_TENANT_DATABASE_URL`): a login
+    /// that is a member of the `vel_app` role only, so a connection serving
+    /// one organization cannot switch itself to cross-tenant work. Absent:
+    /// `database_url` serves both (see docs/security.md).
+    pub tenant_database_url: Option<String>,
     /// Base64 or hex encoding of the 32-byte master key (`VEL_SECRET_KEY`); generated when absent.
     pub secret_key: Option<String>,
     /// Email of the platform admin created on first start (`VEL_ADMIN_EMAIL`).
@@ -150,6 +155,14 @@ pub struct RegistryConfig {
     /// Longest a plugin's `info()` may take when it is loaded, at upload and
     /// at start-up (`VEL_PLUGIN_INFO_TIMEOUT_MS`, default 2,000).
     pub info_timeout_ms: u64,
+    /// Plugin instances one organization's plugins may hold at once, all
+    /// of them together (`VEL_PLUGIN_ORG_SHARE`, default 125 of the
+    /// pool's 1,000); a call beyond it gets 429 `plugin_busy`.
+    pub org_share: u32,
+    /// Plugin instances only platform plugins may use
+    /// (`VEL_PLUGIN_PLATFORM_RESERVE`, default 250 of 1,000): tenants'
+    /// plugins together never take them.
+    pub platform_reserve: u32,
 }
 
 impl RegistryConfig {
@@ -212,6 +225,13 @@ impl RegistryConfig {
             0,
             1024 * GIB,
         )?;
+        check("VEL_PLUGIN_ORG_SHARE", u64::from(self.org_share), 1, 1000)?;
+        check(
+            "VEL_PLUGIN_PLATFORM_RESERVE",
+            u64::from(self.platform_reserve),
+            0,
+            999,
+        )?;
         Ok(())
     }
 }
@@ -266,6 +286,7 @@ struct FileConfig {
     listen: Option<String>,
     data_dir: Option<String>,
     database_url: Option<String>,
+    tenant_database_url: Option<String>,
     secret_key: Option<String>,
     admin_email: Option<String>,
     admin_password: Option<String>,
@@ -312,6 +333,8 @@ struct FileConfig {
     plugin_max_function_bytes: Option<usize>,
     plugin_org_quota_bytes: Option<u64>,
     plugin_info_timeout_ms: Option<u64>,
+    plugin_org_share: Option<u32>,
+    plugin_platform_reserve: Option<u32>,
 }
 
 /// Shortest connection timeout accepted (header read, keep-alive, body read).
@@ -412,6 +435,17 @@ impl Config {
                 reason: "expected a sqlite:// or postgres:// URL".into(),
             });
         }
+        let tenant_database_url = src.get_opt("VEL_TENANT_DATABASE_URL", file.tenant_database_url);
+        if let Some(url) = &tenant_database_url
+            && !(database_url.starts_with("postgres")
+                && (url.starts_with("postgres://") || url.starts_with("postgresql://")))
+        {
+            return Err(ConfigError::Invalid {
+                name: "VEL_TENANT_DATABASE_URL".into(),
+                value: redact_url(url),
+                reason: "expected a postgres:// URL, with a postgres:// DATABASE_URL".into(),
+            });
+        }
         let admin_email = src.get(
             "VEL_ADMIN_EMAIL",
             file.admin_email,
@@ -421,6 +455,7 @@ impl Config {
             listen,
             data_dir: data_dir.clone(),
             database_url,
+            tenant_database_url,
             secret_key: src.get_opt("VEL_SECRET_KEY", file.secret_key),
             admin_email,
             admin_password: src.get_opt("VEL_ADMIN_PASSWORD", file.admin_password),
@@ -546,6 +581,12 @@ impl Config {
                     "VEL_PLUGIN_INFO_TIMEOUT_MS",
                     file.plugin_info_timeout_ms,
                     2_000,
+                )?,
+                org_share: src.get("VEL_PLUGIN_ORG_SHARE", file.plugin_org_share, 125)?,
+                platform_reserve: src.get(
+                    "VEL_PLUGIN_PLATFORM_RESERVE",
+                    file.plugin_platform_reserve,
+                    250,
                 )?,
             },
             connections: ConnectionConfig {

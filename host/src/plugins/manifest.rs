@@ -208,6 +208,7 @@ impl Manifest {
             max_log_bytes: pick("max_log_bytes", r.max_log_bytes, maxima.max_log_bytes)?,
             max_deltas: pick("max_deltas", r.max_deltas, maxima.max_deltas)?,
             max_concurrency: pick("max_concurrency", r.max_concurrency, maxima.max_concurrency)?,
+            share: maxima.share.clone(),
         })
     }
 

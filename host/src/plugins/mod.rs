@@ -12,7 +12,7 @@ pub mod stats;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vel_runtime::{CodeLimits, CompileConfig, OutboundConfig, Runtime, RuntimeConfig};
+use vel_runtime::{CodeLimits, CompileConfig, OutboundConfig, Runtime, RuntimeConfig, ShareConfig};
 
 use self::builtin::{BuiltinError, BuiltinPlugins};
 use self::registry::{Deployed, Registry};
@@ -69,6 +69,10 @@ impl Plugins {
                 },
             },
             info_time: Duration::from_millis(registry.info_timeout_ms),
+            shares: ShareConfig {
+                platform_reserve: registry.platform_reserve,
+                per_organization: registry.org_share,
+            },
             ..RuntimeConfig::default()
         })?;
         let builtins = BuiltinPlugins::load(&runtime).await?;

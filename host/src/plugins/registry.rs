@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use vel_runtime::{Limits, LoadError, Plugin, Profile, Runtime};
+use vel_runtime::{Limits, LoadError, Plugin, Profile, Runtime, Share};
 
 use super::builtin::BuiltinPlugins;
 use super::manifest::Manifest;
@@ -32,6 +32,14 @@ pub enum Owner {
 }
 
 impl Owner {
+    /// Whose share of the instance pool its calls count against.
+    pub fn share(&self) -> Share {
+        match self {
+            Owner::Platform => Share::Platform,
+            Owner::Organization(id) => Share::Organization(id.as_str().into()),
+        }
+    }
+
     /// The trust profile its calls run under.
     pub fn profile(&self) -> Profile {
         match self {
@@ -66,8 +74,15 @@ pub struct Deployed {
 }
 
 impl Deployed {
-    /// A deployment of `plugin`.
-    pub fn new(plugin: Plugin, owner: Owner, limits: Limits, outbound_hosts: Vec<String>) -> Self {
+    /// A deployment of `plugin`; its calls count against `owner`'s share
+    /// of the instance pool.
+    pub fn new(
+        plugin: Plugin,
+        owner: Owner,
+        mut limits: Limits,
+        outbound_hosts: Vec<String>,
+    ) -> Self {
+        limits.share = owner.share();
         let stats_key = StatsKey {
             org_id: owner.org_id().map(str::to_string),
             name: plugin.name().to_string(),
@@ -329,10 +344,11 @@ impl Registry {
                 // Not yet approved: cannot be live.
                 continue;
             }
-            let Ok(limits) = serde_json::from_str::<Limits>(&row.limits) else {
+            let Ok(mut limits) = serde_json::from_str::<Limits>(&row.limits) else {
                 tracing::warn!(plugin = %row.name, version = %row.version, "unreadable stored limits; plugin left out");
                 continue;
             };
+            limits.share = owner.share();
             if let Some(same) = old.get(&owner, &row.name).filter(|d| {
                 d.plugin.sha256() == row.sha256 && d.limits == limits && d.outbound_hosts == hosts
             }) {

@@ -42,14 +42,18 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     )?;
     // The database and the plugins start side by side: neither needs the other.
     let database = async {
-        let db = Db::open(&config.database_url, config.db_max_connections)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot open database {}",
-                    crate::config::redact_url(&config.database_url)
-                )
-            })?;
+        let db = Db::open(
+            &config.database_url,
+            config.tenant_database_url.as_deref(),
+            config.db_max_connections,
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open database {}",
+                crate::config::redact_url(&config.database_url)
+            )
+        })?;
         bootstrap::ensure_platform_admin(&db, &config, &passwords).await?;
         anyhow::Ok(db)
     };
@@ -181,7 +185,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 fn connection_limits(config: &Config) -> listen::Limits {
     let settings = &config.connections;
     let open_files = open_file_limit();
-    let derived = default_max_connections(open_files, config.db_max_connections);
+    // Two database pools (tenant and platform work) on PostgreSQL.
+    let derived = default_max_connections(open_files, config.db_max_connections.saturating_mul(2));
     let max_connections = match settings.max_connections {
         Some(max) => {
             let max = usize::try_from(max).unwrap_or(usize::MAX);

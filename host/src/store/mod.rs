@@ -113,10 +113,16 @@ impl Backend {
     }
 }
 
-/// The PostgreSQL role every pooled connection switches to so that row-level
-/// security applies (the connecting user may be a superuser or the tables'
-/// owner, both of which bypass RLS). Created by the first migration.
+/// The PostgreSQL role the tenant pool's connections switch to, so that
+/// row-level security applies (the connecting user may be a superuser or
+/// the tables' owner, both of which bypass it): the policies show it the
+/// rows of the organization named by `app.org_id`, and nothing of the
+/// tables that belong to no tenant. Created by the first migration.
 pub const APP_ROLE: &str = "vel_app";
+
+/// The PostgreSQL role the platform pool's connections switch to: the
+/// policies show it every row. Created by migration 0009.
+pub const PLATFORM_ROLE: &str = "vel_platform";
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -138,7 +144,11 @@ pub enum StoreError {
 /// The shared handle to the database: cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Db {
+    /// Connections acting as [`APP_ROLE`]: tenant work.
     pool: AnyPool,
+    /// Connections acting as [`PLATFORM_ROLE`]: work across organizations.
+    /// The same pool as `pool` on SQLite.
+    platform_pool: AnyPool,
     backend: Backend,
     /// SQLite allows one writer at a time. Writers queue here, in order and
     /// woken the moment the previous one ends, instead of in SQLite's busy
@@ -170,51 +180,39 @@ impl Db {
         Ok(())
     }
 
-    /// Migrate, then open the pool that serves requests.
-    pub async fn open(url: &str, max_connections: u32) -> Result<Db, StoreError> {
+    /// Migrate, then open the pools that serve requests. Platform work
+    /// (crossing organizations) connects with `url`; tenant work with
+    /// `tenant_url` when given (on PostgreSQL a login that is a member of
+    /// [`APP_ROLE`] only, so it cannot switch to [`PLATFORM_ROLE`]), else
+    /// with `url` too. Each pool holds at most `max_connections`.
+    pub async fn open(
+        url: &str,
+        tenant_url: Option<&str>,
+        max_connections: u32,
+    ) -> Result<Db, StoreError> {
         Db::migrate(url).await?;
         let backend = Backend::from_url(url);
         let origin: Arc<str> = new_id().into();
-        // The origin is a uuid: safe to quote into the statement.
-        let set_role = format!("SET ROLE {APP_ROLE}; SET app.origin = '{origin}'");
-        let options: AnyConnectOptions = url.parse()?;
-        let options = options.disable_statement_logging();
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _meta| {
-                let set_role = set_role.clone();
-                Box::pin(async move {
-                    match backend {
-                        Backend::Postgres => {
-                            conn.execute(sqlx::AssertSqlSafe(set_role)).await?;
-                        }
-                        Backend::Sqlite => {
-                            conn.execute("PRAGMA journal_mode = WAL").await?;
-                            conn.execute("PRAGMA synchronous = NORMAL").await?;
-                            conn.execute("PRAGMA foreign_keys = ON").await?;
-                            // Only writes outside a transaction (login
-                            // counters) still wait here; the others queue
-                            // at the write gate first.
-                            conn.execute(sqlx::AssertSqlSafe(format!(
-                                "PRAGMA busy_timeout = {}",
-                                SQLITE_BUSY_TIMEOUT.as_millis()
-                            )))
-                            .await?;
-                            // 512 KiB of page cache per connection instead of
-                            // 2 MiB: the file stays in the OS page cache, and
-                            // ten connections' caches were a third of the
-                            // server's resident memory.
-                            conn.execute("PRAGMA cache_size = -512").await?;
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
-            .await?;
+        let (pool, platform_pool) = match backend {
+            Backend::Sqlite => {
+                let pool = connect_pool(url, backend, APP_ROLE, &origin, max_connections).await?;
+                (pool.clone(), pool)
+            }
+            Backend::Postgres => (
+                connect_pool(
+                    tenant_url.unwrap_or(url),
+                    backend,
+                    APP_ROLE,
+                    &origin,
+                    max_connections,
+                )
+                .await?,
+                connect_pool(url, backend, PLATFORM_ROLE, &origin, max_connections).await?,
+            ),
+        };
         Ok(Db {
             pool,
+            platform_pool,
             backend,
             write_gate: Arc::default(),
             origin,
@@ -231,9 +229,20 @@ impl Db {
         self.origin.clone()
     }
 
-    /// The pool, for tables that belong to no tenant (users, tokens, counters).
+    /// The platform pool, for statements outside a transaction on tables
+    /// that belong to no tenant (users, tokens, counters).
     pub fn pool(&self) -> &AnyPool {
-        &self.pool
+        &self.platform_pool
+    }
+
+    /// Open and idle connections, over both pools.
+    pub fn connections(&self) -> (u32, usize) {
+        let (mut size, mut idle) = (self.pool.size(), self.pool.num_idle());
+        if self.backend == Backend::Postgres {
+            size += self.platform_pool.size();
+            idle += self.platform_pool.num_idle();
+        }
+        (size, idle)
     }
 
     /// Begin a transaction confined to one organization: on PostgreSQL the
@@ -275,12 +284,15 @@ impl Db {
         if is_plain_id(org_id) {
             // One round trip: the id is checked to be quoting-safe.
             return self
-                .begin_postgres(format!(
-                    "BEGIN; SELECT set_config('app.org_id', '{org_id}', true); {extra}"
-                ))
+                .begin_postgres(
+                    &self.pool,
+                    format!("BEGIN; SELECT set_config('app.org_id', '{org_id}', true); {extra}"),
+                )
                 .await;
         }
-        let mut tx = self.begin_postgres(format!("BEGIN; {extra}")).await?;
+        let mut tx = self
+            .begin_postgres(&self.pool, format!("BEGIN; {extra}"))
+            .await?;
         sqlx::query("SELECT set_config('app.org_id', $1, true)")
             .bind(org_id)
             .execute(&mut *tx)
@@ -319,8 +331,8 @@ impl Db {
 
     /// Begin a transaction that may cross organizations. Only for operations
     /// that must: authentication before the tenant is known, and
-    /// platform-admin endpoints. The bypass is a transaction-local setting
-    /// the policies honour explicitly.
+    /// platform-admin endpoints. On PostgreSQL it runs on the platform
+    /// pool, whose role the policies let see every row.
     pub async fn platform(&self) -> Result<Tx, sqlx::Error> {
         self.begin_platform("").await
     }
@@ -339,10 +351,8 @@ impl Db {
         match self.backend {
             Backend::Sqlite => self.begin().await,
             Backend::Postgres => {
-                self.begin_postgres(format!(
-                    "BEGIN; SELECT set_config('app.rls_bypass', 'on', true); {extra}"
-                ))
-                .await
+                self.begin_postgres(&self.platform_pool, format!("BEGIN; {extra}"))
+                    .await
             }
         }
     }
@@ -364,18 +374,15 @@ impl Db {
                     _write_gate: Some(gate),
                 })
             }
-            Backend::Postgres => self.begin_postgres("BEGIN".into()).await,
+            Backend::Postgres => self.begin_postgres(&self.pool, "BEGIN".into()).await,
         }
     }
 
     /// Begin a PostgreSQL transaction with `statements` (starting with
     /// `BEGIN`), sent in one round trip.
-    async fn begin_postgres(&self, statements: String) -> Result<Tx, sqlx::Error> {
+    async fn begin_postgres(&self, pool: &AnyPool, statements: String) -> Result<Tx, sqlx::Error> {
         Ok(Tx {
-            inner: self
-                .pool
-                .begin_with(sqlx::AssertSqlSafe(statements))
-                .await?,
+            inner: pool.begin_with(sqlx::AssertSqlSafe(statements)).await?,
             _write_gate: None,
         })
     }
@@ -395,10 +402,60 @@ impl Db {
         conn.ping().await
     }
 
-    /// Close the pool (graceful shutdown).
+    /// Close the pools (graceful shutdown).
     pub async fn close(&self) {
         self.pool.close().await;
+        self.platform_pool.close().await;
     }
+}
+
+/// A pool whose connections act as `role` (PostgreSQL) or carry the
+/// SQLite settings every connection needs.
+async fn connect_pool(
+    url: &str,
+    backend: Backend,
+    role: &'static str,
+    origin: &str,
+    max_connections: u32,
+) -> Result<AnyPool, StoreError> {
+    // The origin is a uuid: safe to quote into the statement.
+    let set_role = format!("SET ROLE {role}; SET app.origin = '{origin}'");
+    let options: AnyConnectOptions = url.parse()?;
+    let options = options.disable_statement_logging();
+    let pool = AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _meta| {
+            let set_role = set_role.clone();
+            Box::pin(async move {
+                match backend {
+                    Backend::Postgres => {
+                        conn.execute(sqlx::AssertSqlSafe(set_role)).await?;
+                    }
+                    Backend::Sqlite => {
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        // Only writes outside a transaction still wait
+                        // here; the others queue at the write gate first.
+                        conn.execute(sqlx::AssertSqlSafe(format!(
+                            "PRAGMA busy_timeout = {}",
+                            SQLITE_BUSY_TIMEOUT.as_millis()
+                        )))
+                        .await?;
+                        // 512 KiB of page cache per connection instead of
+                        // 2 MiB: the file stays in the OS page cache, and
+                        // ten connections' caches were a third of the
+                        // server's resident memory.
+                        conn.execute("PRAGMA cache_size = -512").await?;
+                    }
+                }
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await?;
+    Ok(pool)
 }
 
 fn ensure_sqlite_dir(url: &str) -> Result<(), StoreError> {

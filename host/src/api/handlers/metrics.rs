@@ -30,8 +30,8 @@ pub async fn metrics(
     principal.require_platform_admin()?;
     let mut out = String::with_capacity(4096);
     render_process(&mut out, state.started.elapsed());
-    let pool = state.db.pool();
-    render_database(&mut out, pool.size(), pool.num_idle());
+    let (size, idle) = state.db.connections();
+    render_database(&mut out, size, idle);
     state.plugins.stats().render_prometheus(&mut out);
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], out))
 }

@@ -262,15 +262,17 @@ pub async fn add_member(
         "give exactly one of user_id and email",
     );
     errors.finish()?;
-    let mut tx = manage(&state, &p, &id).await?;
+    manage(&state, &p, &id).await?.rollback().await?;
     // Accounts are global: binding one without its holder's consent is
-    // an operator's act. An organization's admin invites instead.
+    // an operator's act, and platform work (the account may be no member
+    // of the organization yet). An organization's admin invites instead.
     p.require_platform_admin().map_err(|_| {
         ApiError::forbidden(
             "adding an existing account directly needs the admin role; invite the person \
              instead (POST /api/organizations/{id}/invitations) and they accept",
         )
     })?;
+    let mut tx = state.db.platform().await?;
     let user = match (&req.user_id, &req.email) {
         (Some(uid), _) => store::users::find_by_id(&mut tx, uid).await?,
         (_, Some(email)) => {

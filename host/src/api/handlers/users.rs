@@ -248,7 +248,9 @@ pub async fn update_me(
         user.password_hash = hash_password(&state, pw).await?;
         changed.push("password");
     }
-    let mut tx = state.db.tenant(&p.org_id).await?;
+    // The account belongs to no tenant: platform work (the audit entry
+    // still goes to the caller's organization).
+    let mut tx = state.db.platform().await?;
     store::users::update(&mut tx, &user)
         .await
         .map_err(|e| ApiError::unique_or(e, ApiError::conflict("email is already taken")))?;
@@ -336,11 +338,8 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    let mut tx = if cross_tenant {
-        state.db.platform().await?
-    } else {
-        state.db.tenant(&org_id).await?
-    };
+    // Accounts belong to no tenant: creating one is platform work.
+    let mut tx = state.db.platform().await?;
     if store::organizations::get(&mut tx, &org_id).await?.is_none() {
         return Err(ApiError::not_found("organization"));
     }
