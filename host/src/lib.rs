@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod expiring_cache;
 pub mod health;
+pub mod money;
 pub mod orchestrator;
 pub mod plugins;
 pub mod secrets;

@@ -602,6 +602,7 @@ async fn openai_python_sdk_works_unchanged(b: Backend) {
 /// back. Texts carry quotes, backslashes, newlines and non-ASCII letters;
 /// a request of a user deleted meanwhile is stored without its user.
 async fn recorder_batches_keep_every_row(b: Backend) {
+    use vel::money::Money;
     use vel::store::audit_logs::NewAudit;
     use vel::store::tasks::Attempt;
     use vel::store::usage::{Batch, FinishedTask, insert_batch};
@@ -630,7 +631,7 @@ async fn recorder_batches_keep_every_row(b: Backend) {
         latency_ms: i * 10 + seq,
         input_tokens: i,
         output_tokens: 2 * i,
-        cost_usd: i as f64 / 1000.0,
+        cost_nanos: Money::from_nanos(i * 1_000_000),
         started_at: 1_700_000_000_000 + i,
     };
     let description = |i: i64| format!("request {i}: \"quoted\" \\ back\nslash, ünïcødé ✓");
@@ -659,7 +660,7 @@ async fn recorder_batches_keep_every_row(b: Backend) {
             model: Some(format!("m{i}-2")),
             input_tokens: 2 * i,
             output_tokens: 4 * i,
-            cost_usd: 2.0 * i as f64 / 1000.0,
+            cost_nanos: Money::from_nanos(2 * i * 1_000_000),
             created_at: 1_700_000_000_000 + i,
             finished_at: 1_700_000_001_000 + i,
             attempts: vec![attempt(i, 1), attempt(i, 2)],
@@ -692,9 +693,9 @@ async fn recorder_batches_keep_every_row(b: Backend) {
     .fetch_all(&mut *tx)
     .await
     .unwrap();
-    type Outcome = (i64, i64, f64, i64, Option<String>, Option<String>, String);
+    type Outcome = (i64, i64, i64, i64, Option<String>, Option<String>, String);
     let outcomes: Vec<Outcome> = sqlx::query_as(
-        "SELECT input_tokens, output_tokens, cost_usd, finished_at, error, partial_output, status \
+        "SELECT input_tokens, output_tokens, cost_nanos, finished_at, error, partial_output, status \
          FROM tasks WHERE source = 'gateway' ORDER BY id",
     )
     .fetch_all(&mut *tx)
@@ -717,7 +718,7 @@ async fn recorder_batches_keep_every_row(b: Backend) {
         let expected_outcome: Outcome = (
             2 * i,
             4 * i,
-            2.0 * i as f64 / 1000.0,
+            2 * i * 1_000_000,
             1_700_000_001_000 + i,
             (i % 5 == 0).then(|| format!(r#"{{"kind":"k{i}"}}"#)),
             (i % 5 == 0).then(|| format!("partial {i}")),
@@ -725,20 +726,24 @@ async fn recorder_batches_keep_every_row(b: Backend) {
         );
         assert_eq!(outcome, &expected_outcome);
     }
-    let attempts: Vec<(String, i64, String, i64, i64)> = sqlx::query_as(
-        "SELECT task_id, seq, model, latency_ms, output_tokens FROM task_attempts ORDER BY task_id, seq",
+    let attempts: Vec<(String, i64, String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT task_id, seq, model, latency_ms, output_tokens, cost_nanos FROM task_attempts \
+         ORDER BY task_id, seq",
     )
     .fetch_all(&mut *tx)
     .await
     .unwrap();
     assert_eq!(attempts.len(), 150);
-    for (k, (task_id, seq, model, latency_ms, output_tokens)) in attempts.iter().enumerate() {
+    for (k, (task_id, seq, model, latency_ms, output_tokens, cost_nanos)) in
+        attempts.iter().enumerate()
+    {
         let (i, expected_seq) = ((k / 2) as i64, (k % 2) as i64 + 1);
         assert_eq!(task_id, &ids[i as usize]);
         assert_eq!(*seq, expected_seq);
         assert_eq!(model, &format!("m{i}-{expected_seq}"));
         assert_eq!(*latency_ms, i * 10 + expected_seq);
         assert_eq!(*output_tokens, 2 * i);
+        assert_eq!(*cost_nanos, i * 1_000_000);
     }
     let entries: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT payload, ip_address, created_at FROM audit_logs WHERE action = 'batch_test' \

@@ -20,6 +20,7 @@ mod fairness;
 mod gateway;
 mod health;
 mod integrations;
+mod money;
 mod nul;
 mod organizations;
 mod plugin_cli;

@@ -29,16 +29,10 @@ pub struct Target {
 }
 
 impl Target {
-    /// The declared prices of `model` (zero when the plugin does not list it).
+    /// The declared prices of `model` in nano-dollars (zero when the plugin
+    /// does not list it).
     pub fn prices(&self, model: &str) -> Prices {
-        self.models
-            .iter()
-            .find(|m| m.id == model)
-            .map(|m| Prices {
-                input_per_1k: m.input_price_per_1k,
-                output_per_1k: m.output_price_per_1k,
-            })
-            .unwrap_or_default()
+        self.deployed.prices.get(model).unwrap_or_default()
     }
 }
 

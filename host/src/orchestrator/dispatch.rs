@@ -25,6 +25,7 @@ use super::observed::Observed;
 use super::retry::{Decision, FailureClass, RetryPolicy};
 use super::signals::{Signal, Signals};
 use crate::expiring_cache::ExpiringCache;
+use crate::money::Money;
 use crate::plugins::Plugins;
 use crate::plugins::registry::Deployed;
 use crate::secrets::MasterKey;
@@ -124,10 +125,15 @@ pub struct DispatchError {
     pub attempts: Vec<Attempt>,
 }
 
-/// Totals of a list of attempts: (input tokens, output tokens, cost).
-pub fn totals(attempts: &[Attempt]) -> (i64, i64, f64) {
-    attempts.iter().fold((0, 0, 0.0), |(i, o, c), a| {
-        (i + a.input_tokens, o + a.output_tokens, c + a.cost_usd)
+/// Totals of a list of attempts: (input tokens, output tokens, cost); the
+/// cost saturates rather than overflow.
+pub fn totals(attempts: &[Attempt]) -> (i64, i64, Money) {
+    attempts.iter().fold((0, 0, Money::ZERO), |(i, o, c), a| {
+        (
+            i + a.input_tokens,
+            o + a.output_tokens,
+            c.saturating_add(a.cost_nanos),
+        )
     })
 }
 
@@ -555,7 +561,7 @@ impl Inner {
             latency_ms: 0,
             input_tokens: 0,
             output_tokens: 0,
-            cost_usd: 0.0,
+            cost_nanos: Money::ZERO,
             started_at,
         };
         let setup = match catalog::call_setup(integration, &target.deployed, &self.keys) {
@@ -633,7 +639,7 @@ impl Inner {
                 attempt.outcome = "ok".into();
                 attempt.input_tokens = i64::from(response.usage.input_tokens);
                 attempt.output_tokens = i64::from(response.usage.output_tokens);
-                attempt.cost_usd = target.prices(model).cost(input, output);
+                attempt.cost_nanos = target.prices(model).cost(input, output);
                 self.observed
                     .breakers()
                     .with(integration.id.as_str(), |b| b.record_success());
@@ -765,7 +771,7 @@ fn skipped_attempt(seq: i64, target: &Target, model: &str) -> Attempt {
         latency_ms: 0,
         input_tokens: 0,
         output_tokens: 0,
-        cost_usd: 0.0,
+        cost_nanos: Money::ZERO,
         started_at: now_ms(),
     }
 }

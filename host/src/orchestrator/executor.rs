@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +19,7 @@ use super::dispatch::{Answer, DispatchError, Dispatcher, Progress, totals};
 use super::request::{TaskRequest, finish_reason_name};
 use super::signals::{Signal, Signals};
 use crate::config::TaskConfig;
+use crate::money::{Money, Usd};
 use crate::store::tasks::{self, Attempt, Claimed, Finish, Task};
 use crate::store::{Db, new_id, now_ms};
 
@@ -387,7 +389,7 @@ impl Inner {
             model: result["model"].as_str().map(str::to_string),
             ..Finish::default()
         };
-        let event = json!({ "status": "completed", "result": result });
+        let event = completed_event(&result, None)?;
         self.finish(task, &finish, event, Vec::new(), None).await
     }
 
@@ -399,7 +401,7 @@ impl Inner {
         held: Vec<Progress>,
         answer: Answer,
     ) -> Result<(), sqlx::Error> {
-        let (input_tokens, output_tokens, cost_usd) = totals(&seen.attempts);
+        let (input_tokens, output_tokens, cost) = totals(&seen.attempts);
         let response = &answer.response;
         let result = json!({
             "text": response.text,
@@ -420,10 +422,10 @@ impl Inner {
             model: Some(response.model.clone()),
             input_tokens,
             output_tokens,
-            cost_usd,
+            cost_nanos: cost,
             ..Finish::default()
         };
-        let event = json!({ "status": "completed", "result": result, "cost_usd": cost_usd });
+        let event = completed_event(&result, Some(cost))?;
         let cache = (task.use_cache == 1).then(|| {
             let ttl = request.cache_ttl_secs(
                 self.config.cache_ttl_secs,
@@ -445,17 +447,17 @@ impl Inner {
         partial_output: Option<String>,
         held: Vec<Progress>,
     ) -> Result<(), sqlx::Error> {
-        let (input_tokens, output_tokens, cost_usd) = totals(attempts);
+        let (input_tokens, output_tokens, cost) = totals(attempts);
         let finish = Finish {
             status: "failed",
             error: Some(error.to_string()),
             partial_output,
             input_tokens,
             output_tokens,
-            cost_usd,
+            cost_nanos: cost,
             ..Finish::default()
         };
-        let event = json!({ "status": "failed", "error": error });
+        let event = json!({ "status": "failed", "error": error }).to_string();
         self.finish(task, &finish, event, held, None).await
     }
 
@@ -467,7 +469,7 @@ impl Inner {
         &self,
         task: &Task,
         finish: &Finish,
-        event: Value,
+        event: String,
         held: Vec<Progress>,
         cache: Option<(String, i64)>,
     ) -> Result<(), sqlx::Error> {
@@ -483,14 +485,7 @@ impl Inner {
             tracing::info!("task was cancelled or taken over before it finished");
             return Ok(());
         }
-        tasks::append_event(
-            &mut tx,
-            &task.org_id,
-            &task.id,
-            "status",
-            &event.to_string(),
-        )
-        .await?;
+        tasks::append_event(&mut tx, &task.org_id, &task.id, "status", &event).await?;
         tx.commit().await?;
         self.signals.publish(Signal::Events(task.id.clone()));
         tracing::info!(
@@ -518,19 +513,19 @@ impl Inner {
                 latency_ms: now_ms() - started_at,
                 input_tokens: 0,
                 output_tokens: 0,
-                cost_usd: 0.0,
+                cost_nanos: Money::ZERO,
                 started_at,
             };
             tasks::insert_attempt(&mut tx, &task.org_id, &task.id, &a).await?;
             seen.attempts.push(a);
         }
-        let (input_tokens, output_tokens, cost_usd) = totals(&seen.attempts);
+        let (input_tokens, output_tokens, cost) = totals(&seen.attempts);
         let finish = Finish {
             status: "cancelled",
             partial_output: (!seen.partial.is_empty()).then(|| seen.partial.clone()),
             input_tokens,
             output_tokens,
-            cost_usd,
+            cost_nanos: cost,
             ..Finish::default()
         };
         tasks::record_cancelled_run(&mut tx, &task.id, &finish).await?;
@@ -665,15 +660,8 @@ async fn write_progress(
             }
             Progress::AttemptFinished(a) => {
                 tasks::insert_attempt(tx, &task.org_id, &task.id, &a).await?;
-                let data = attempt_json(&a);
-                tasks::append_progress_event(
-                    tx,
-                    &task.org_id,
-                    &task.id,
-                    "attempt",
-                    &data.to_string(),
-                )
-                .await?;
+                let data = json_text(&AttemptView::from(&a))?;
+                tasks::append_progress_event(tx, &task.org_id, &task.id, "attempt", &data).await?;
                 wrote = true;
             }
             Progress::AttemptStarted { .. } | Progress::Delta { .. } => {}
@@ -697,20 +685,82 @@ async fn write_delta(
 }
 
 /// An attempt as the API and the event stream show it.
-pub fn attempt_json(a: &Attempt) -> Value {
-    json!({
-        "seq": a.seq,
-        "provider": a.provider,
-        "plugin": a.plugin,
-        "model": a.model,
-        "outcome": a.outcome,
-        "error": a.error_kind.as_ref().map(|kind| json!({ "kind": kind, "message": a.error_message })),
-        "latency_ms": a.latency_ms,
-        "input_tokens": a.input_tokens,
-        "output_tokens": a.output_tokens,
-        "cost_usd": a.cost_usd,
-        "started_at": crate::store::to_rfc3339(a.started_at),
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptView {
+    /// 1-based order within the task.
+    pub seq: i64,
+    /// Integration name.
+    pub provider: String,
+    /// Provider plugin (`name@version`).
+    pub plugin: String,
+    /// Model.
+    pub model: String,
+    /// `ok`, `error`, `cancelled` or `skipped`.
+    pub outcome: String,
+    /// Kind and message, when it did not succeed.
+    pub error: Option<AttemptError>,
+    /// Milliseconds.
+    pub latency_ms: i64,
+    /// Prompt tokens.
+    pub input_tokens: i64,
+    /// Completion tokens.
+    pub output_tokens: i64,
+    /// US dollars.
+    pub cost_usd: Usd,
+    /// RFC 3339.
+    pub started_at: String,
+}
+
+/// Why an attempt did not succeed.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptError {
+    /// Typed error kind.
+    pub kind: String,
+    /// For people.
+    pub message: Option<String>,
+}
+
+impl From<&Attempt> for AttemptView {
+    fn from(a: &Attempt) -> Self {
+        AttemptView {
+            seq: a.seq,
+            provider: a.provider.clone(),
+            plugin: a.plugin.clone(),
+            model: a.model.clone(),
+            outcome: a.outcome.clone(),
+            error: a.error_kind.as_ref().map(|kind| AttemptError {
+                kind: kind.clone(),
+                message: a.error_message.clone(),
+            }),
+            latency_ms: a.latency_ms,
+            input_tokens: a.input_tokens,
+            output_tokens: a.output_tokens,
+            cost_usd: a.cost_nanos.usd(),
+            started_at: crate::store::to_rfc3339(a.started_at),
+        }
+    }
+}
+
+/// The data of a task's `completed` status event: the result, and the cost
+/// of the run (absent for an answer from the cache, which cost nothing).
+fn completed_event(result: &Value, cost: Option<Money>) -> Result<String, sqlx::Error> {
+    #[derive(Serialize)]
+    struct Completed<'a> {
+        status: &'static str,
+        result: &'a Value,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cost_usd: Option<Usd>,
+    }
+    json_text(&Completed {
+        status: "completed",
+        result,
+        cost_usd: cost.map(Money::usd),
     })
+}
+
+/// `value` as JSON text, for an event's data.
+fn json_text<T: Serialize>(value: &T) -> Result<String, sqlx::Error> {
+    serde_json::to_string(value).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
 fn hostname() -> String {

@@ -345,7 +345,7 @@ async fn write_batch(db: &Db, batch: &usage::Batch) -> Result<(), sqlx::Error> {
 
 /// The task row and the audit entry of a finished request.
 fn rows(f: Finished) -> (FinishedTask, NewAudit) {
-    let (input_tokens, output_tokens, cost_usd) = totals(&f.attempts);
+    let (input_tokens, output_tokens, cost) = totals(&f.attempts);
     let latency_ms = f.finished_at - f.created_at;
     let (status, result, error, partial_output, provider, model) = match &f.outcome {
         Outcome::Completed {
@@ -402,7 +402,8 @@ fn rows(f: Finished) -> (FinishedTask, NewAudit) {
         "attempts": f.attempts.len(),
         // Not `*_tokens`: the audit log redacts keys that mention tokens.
         "usage": { "input": input_tokens, "output": output_tokens },
-        "cost_usd": cost_usd,
+        // A `Value` holds numbers as f64: the nearest one to the exact cost.
+        "cost_usd": cost.to_usd_f64(),
         "latency_ms": latency_ms,
         "error_kind": error.as_ref().map(|e| e["kind"].clone()).unwrap_or(Value::Null),
     });
@@ -436,7 +437,7 @@ fn rows(f: Finished) -> (FinishedTask, NewAudit) {
         model,
         input_tokens,
         output_tokens,
-        cost_usd,
+        cost_nanos: cost,
         created_at: f.created_at,
         finished_at: f.finished_at,
         attempts: f.attempts,

@@ -14,11 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use vel_runtime::{Limits, LoadError, Plugin, Profile, Runtime, Share};
+use vel_runtime::{Limits, LoadError, Plugin, PluginInfo, Profile, Runtime, Share};
 
 use super::builtin::BuiltinPlugins;
 use super::manifest::Manifest;
 use super::stats::StatsKey;
+use crate::orchestrator::cost::PriceList;
 use crate::orchestrator::signals::{Signal, Signals};
 use crate::store::{self, Db, is_unique_violation, new_id, now_ms, plugins::PLATFORM};
 
@@ -71,6 +72,8 @@ pub struct Deployed {
     pub outbound_hosts: Vec<String>,
     /// Where its calls are counted.
     pub stats_key: StatsKey,
+    /// A provider's declared prices in nano-dollars (empty for other kinds).
+    pub prices: PriceList,
 }
 
 impl Deployed {
@@ -89,12 +92,17 @@ impl Deployed {
             version: plugin.version().to_string(),
             kind: plugin.kind(),
         };
+        let prices = match plugin.info() {
+            PluginInfo::Provider(info) => PriceList::declared(&info.models),
+            _ => PriceList::default(),
+        };
         Deployed {
             plugin,
             owner,
             limits,
             outbound_hosts,
             stats_key,
+            prices,
         }
     }
 

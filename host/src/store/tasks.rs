@@ -11,6 +11,7 @@
 use sqlx::{AnyConnection, FromRow};
 
 use super::{Backend, new_id, now_ms};
+use crate::money::Money;
 
 /// A stored task.
 #[derive(Debug, Clone, FromRow)]
@@ -59,8 +60,9 @@ pub struct Task {
     pub input_tokens: i64,
     /// Completion tokens over all attempts.
     pub output_tokens: i64,
-    /// US dollars over all attempts.
-    pub cost_usd: f64,
+    /// Cost over all attempts.
+    #[sqlx(try_from = "i64")]
+    pub cost_nanos: Money,
     /// Instance and worker holding the lease.
     pub lease_owner: Option<String>,
     /// Unix ms.
@@ -79,12 +81,12 @@ pub struct Task {
 
 const COLUMNS: &str = "id, org_id, user_id, agent_id, source, description, task_type, priority, \
      status, request, stream, use_cache, idempotency_key, request_hash, result, partial_output, \
-     error, cached, provider, model, input_tokens, output_tokens, cost_usd, lease_owner, \
+     error, cached, provider, model, input_tokens, output_tokens, cost_nanos, lease_owner, \
      lease_expires_at, claims, created_at, updated_at, started_at, finished_at";
 
 /// The columns of [`Attempt`], in its order.
 const ATTEMPT_COLUMNS: &str = "seq, provider, integration_id, plugin, model, outcome, error_kind, \
-     error_message, latency_ms, input_tokens, output_tokens, cost_usd, started_at";
+     error_message, latency_ms, input_tokens, output_tokens, cost_nanos, started_at";
 
 /// Fields a caller supplies to create a task.
 #[derive(Debug, Clone)]
@@ -465,7 +467,7 @@ pub struct Finish {
     /// Totals over the attempts.
     pub output_tokens: i64,
     /// Totals over the attempts.
-    pub cost_usd: f64,
+    pub cost_nanos: Money,
 }
 
 /// Move a task `owner` holds to its terminal state. Returns false when the
@@ -480,7 +482,7 @@ pub async fn finish(
     let now = now_ms();
     let done = sqlx::query(
         "UPDATE tasks SET status = $1, result = $2, error = $3, partial_output = $4, cached = $5, \
-             provider = $6, model = $7, input_tokens = $8, output_tokens = $9, cost_usd = $10, \
+             provider = $6, model = $7, input_tokens = $8, output_tokens = $9, cost_nanos = $10, \
              lease_owner = NULL, lease_expires_at = NULL, finished_at = $11, updated_at = $11 \
          WHERE id = $12 AND lease_owner = $13 AND status = 'in_progress'",
     )
@@ -493,7 +495,7 @@ pub async fn finish(
     .bind(&f.model)
     .bind(f.input_tokens)
     .bind(f.output_tokens)
-    .bind(f.cost_usd)
+    .bind(f.cost_nanos.nanos())
     .bind(now)
     .bind(id)
     .bind(owner)
@@ -534,7 +536,7 @@ pub async fn record_cancelled_run(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE tasks SET partial_output = $1, provider = $2, model = $3, input_tokens = $4, \
-             output_tokens = $5, cost_usd = $6, lease_owner = NULL \
+             output_tokens = $5, cost_nanos = $6, lease_owner = NULL \
          WHERE id = $7 AND status = 'cancelled'",
     )
     .bind(&f.partial_output)
@@ -542,7 +544,7 @@ pub async fn record_cancelled_run(
     .bind(&f.model)
     .bind(f.input_tokens)
     .bind(f.output_tokens)
-    .bind(f.cost_usd)
+    .bind(f.cost_nanos.nanos())
     .bind(id)
     .execute(conn)
     .await?;
@@ -595,8 +597,9 @@ pub struct Attempt {
     pub input_tokens: i64,
     /// Completion tokens.
     pub output_tokens: i64,
-    /// US dollars.
-    pub cost_usd: f64,
+    /// Cost of the call.
+    #[sqlx(try_from = "i64")]
+    pub cost_nanos: Money,
     /// Unix ms.
     pub started_at: i64,
 }
@@ -611,7 +614,7 @@ pub async fn insert_attempt(
     sqlx::query(
         "INSERT INTO task_attempts (id, org_id, task_id, seq, provider, integration_id, plugin, \
              model, outcome, error_kind, error_message, latency_ms, input_tokens, output_tokens, \
-             cost_usd, started_at) \
+             cost_nanos, started_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
     .bind(new_id())
@@ -628,7 +631,7 @@ pub async fn insert_attempt(
     .bind(a.latency_ms)
     .bind(a.input_tokens)
     .bind(a.output_tokens)
-    .bind(a.cost_usd)
+    .bind(a.cost_nanos.nanos())
     .bind(a.started_at)
     .execute(conn)
     .await?;

@@ -11,6 +11,7 @@ use super::Backend;
 use super::audit_logs::NewAudit;
 use super::new_id;
 use super::tasks::Attempt;
+use crate::money::Money;
 
 /// A request that already ended, written as a terminal `tasks` row.
 #[derive(Debug, Clone, Serialize)]
@@ -52,7 +53,7 @@ pub struct FinishedTask {
     /// Totals over the attempts.
     pub output_tokens: i64,
     /// Totals over the attempts.
-    pub cost_usd: f64,
+    pub cost_nanos: Money,
     /// Unix ms the request arrived.
     pub created_at: i64,
     /// Unix ms it ended.
@@ -244,27 +245,27 @@ const BATCH_POSTGRES: &str = "\
 WITH new_tasks AS (
     INSERT INTO tasks (id, org_id, user_id, agent_id, source, description, task_type, priority,
         status, request, stream, use_cache, idempotency_key, request_hash, result, partial_output,
-        error, cached, provider, model, input_tokens, output_tokens, cost_usd, claims, created_at,
+        error, cached, provider, model, input_tokens, output_tokens, cost_nanos, claims, created_at,
         updated_at, started_at, finished_at)
     SELECT id, org_id, (SELECT u.id FROM users u WHERE u.id = r.user_id), NULL, source,
         description, task_type, priority, status, request, stream::int, 0, NULL, request_hash,
-        result, partial_output, error, 0, provider, model, input_tokens, output_tokens, cost_usd,
+        result, partial_output, error, 0, provider, model, input_tokens, output_tokens, cost_nanos,
         0, created_at, finished_at, created_at, finished_at
     FROM json_to_recordset($1::json) AS r(id text, org_id text, user_id text, source text,
         description text, task_type text, priority bigint, status text, request text,
         stream boolean, request_hash text, result text, partial_output text, error text,
         provider text, model text, input_tokens bigint, output_tokens bigint,
-        cost_usd double precision, created_at bigint, finished_at bigint)
+        cost_nanos bigint, created_at bigint, finished_at bigint)
 ), new_attempts AS (
     INSERT INTO task_attempts (id, org_id, task_id, seq, provider, integration_id, plugin, model,
-        outcome, error_kind, error_message, latency_ms, input_tokens, output_tokens, cost_usd,
+        outcome, error_kind, error_message, latency_ms, input_tokens, output_tokens, cost_nanos,
         started_at)
     SELECT id, org_id, task_id, seq, provider, integration_id, plugin, model, outcome,
-        error_kind, error_message, latency_ms, input_tokens, output_tokens, cost_usd, started_at
+        error_kind, error_message, latency_ms, input_tokens, output_tokens, cost_nanos, started_at
     FROM json_to_recordset($2::json) AS r(id text, org_id text, task_id text, seq bigint,
         provider text, integration_id text, plugin text, model text, outcome text,
         error_kind text, error_message text, latency_ms bigint, input_tokens bigint,
-        output_tokens bigint, cost_usd double precision, started_at bigint)
+        output_tokens bigint, cost_nanos bigint, started_at bigint)
 )
 INSERT INTO audit_logs (id, org_id, user_id, action, payload, ip_address, user_agent, created_at)
 SELECT id, org_id, user_id, action, payload, ip_address, user_agent, created_at
@@ -333,7 +334,7 @@ async fn insert_finished_tasks(
             "INSERT INTO tasks (id, org_id, user_id, agent_id, source, description, task_type, \
                  priority, status, request, stream, use_cache, idempotency_key, request_hash, \
                  result, partial_output, error, cached, provider, model, input_tokens, \
-                 output_tokens, cost_usd, claims, created_at, updated_at, started_at, finished_at) \
+                 output_tokens, cost_nanos, claims, created_at, updated_at, started_at, finished_at) \
              VALUES {}",
             values(chunk.len(), TASK_ROW)
         );
@@ -358,7 +359,7 @@ async fn insert_finished_tasks(
                 .bind(&t.model)
                 .bind(t.input_tokens)
                 .bind(t.output_tokens)
-                .bind(t.cost_usd)
+                .bind(t.cost_nanos.nanos())
                 .bind(t.created_at)
                 .bind(t.finished_at)
                 .bind(t.created_at)
@@ -375,7 +376,7 @@ async fn insert_finished_tasks(
         let sql = format!(
             "INSERT INTO task_attempts (id, org_id, task_id, seq, provider, integration_id, plugin, \
                  model, outcome, error_kind, error_message, latency_ms, input_tokens, output_tokens, \
-                 cost_usd, started_at) VALUES {}",
+                 cost_nanos, started_at) VALUES {}",
             values(chunk.len(), ATTEMPT_ROW)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -395,7 +396,7 @@ async fn insert_finished_tasks(
                 .bind(a.latency_ms)
                 .bind(a.input_tokens)
                 .bind(a.output_tokens)
-                .bind(a.cost_usd)
+                .bind(a.cost_nanos.nanos())
                 .bind(a.started_at);
         }
         q.execute(&mut *conn).await?;

@@ -24,6 +24,7 @@ use crate::api::handlers::agents::AgentConfig;
 use crate::api::handlers::connectivity::{PreparedCall, prepare};
 use crate::audit;
 use crate::auth::{Principal, Role};
+use crate::money::{Money, Usd};
 use crate::orchestrator::cost::Prices;
 use crate::plugins::probe::{self, Prompt, TestError, TestOutcome};
 use crate::state::AppState;
@@ -50,9 +51,10 @@ pub struct Alternative {
     pub integration_id: String,
     /// Model.
     pub model: String,
-    /// Cost of the same token counts at this model's declared prices (null
-    /// when its plugin declares no price for it).
-    pub estimated_cost_usd: Option<f64>,
+    /// Cost of the same token counts at this model's declared prices, in
+    /// US dollars (null when its plugin declares no price for it).
+    #[schema(value_type = Option<f64>)]
+    pub estimated_cost_usd: Option<Usd>,
     /// For a faster alternative: the latency of that integration's last
     /// successful test, in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,9 +97,10 @@ pub struct AgentTestResult {
     pub input_tokens: Option<u32>,
     /// Completion tokens, on success.
     pub output_tokens: Option<u32>,
-    /// Tokens × the plugin's declared prices for the model, on success
-    /// (null when the plugin declares no price for it).
-    pub estimated_cost_usd: Option<f64>,
+    /// Tokens × the plugin's declared prices for the model, in US dollars,
+    /// on success (null when the plugin declares no price for it).
+    #[schema(value_type = Option<f64>)]
+    pub estimated_cost_usd: Option<Usd>,
     /// The answer, truncated to 500 characters, on success.
     pub sample_output: Option<String>,
     /// Why it failed, on failure. `source: configuration` with `kind:
@@ -267,7 +270,7 @@ async fn run(
     });
     let own_cost = own_model.as_ref().map(|d| d.prices.cost(input, output));
     if result.ok {
-        result.estimated_cost_usd = own_cost;
+        result.estimated_cost_usd = own_cost.map(Money::usd);
     }
     let cheaper = own_model
         .as_ref()
@@ -281,7 +284,7 @@ async fn run(
                 &own.good_for,
                 (input, output),
             )
-            .filter(|alt| alt.estimated_cost_usd.is_some_and(|c| c < own_cost))
+            .filter(|alt| alt.estimated_cost_usd.is_some_and(|c| c.0 < own_cost))
         });
     let faster = if result.ok {
         fastest(
@@ -359,7 +362,7 @@ fn resolve<'a>(active: &'a [Integration], provider: &str) -> Option<&'a Integrat
 struct Declared {
     /// Model id.
     id: String,
-    /// Its prices.
+    /// Its prices, in nano-dollars.
     prices: Prices,
     /// Task types it is good at.
     good_for: Vec<TaskType>,
@@ -380,10 +383,7 @@ fn declared_models(state: &AppState, integration: &Integration) -> Vec<Declared>
             .iter()
             .map(|m| Declared {
                 id: m.id.clone(),
-                prices: Prices {
-                    input_per_1k: m.input_price_per_1k,
-                    output_per_1k: m.output_price_per_1k,
-                },
+                prices: deployed.prices.get(&m.id).unwrap_or_default(),
                 good_for: m.good_for.clone(),
             })
             .collect(),
@@ -429,13 +429,13 @@ fn cheapest(
             if best
                 .as_ref()
                 .and_then(|b| b.estimated_cost_usd)
-                .is_none_or(|b| cost < b)
+                .is_none_or(|b| cost < b.0)
             {
                 best = Some(Alternative {
                     provider: integration.name.clone(),
                     integration_id: integration.id.clone(),
                     model: model.id,
-                    estimated_cost_usd: Some(cost),
+                    estimated_cost_usd: Some(cost.usd()),
                     latency_ms: None,
                 });
             }
@@ -486,7 +486,7 @@ fn fastest(
     let estimated_cost_usd = declared
         .iter()
         .find(|d| d.id == model)
-        .map(|d| d.prices.cost(tokens.0, tokens.1));
+        .map(|d| d.prices.cost(tokens.0, tokens.1).usd());
     Some(Alternative {
         provider: integration.name.clone(),
         integration_id: integration.id.clone(),
@@ -498,7 +498,7 @@ fn fastest(
 
 /// The suggestion in words.
 fn suggestion_message(
-    own_cost: Option<f64>,
+    own_cost: Option<Money>,
     cheaper: Option<&Alternative>,
     faster: Option<&Alternative>,
     ok: bool,
@@ -506,7 +506,7 @@ fn suggestion_message(
     let mut parts = Vec::new();
     if let (Some(c), Some(own)) = (cheaper, own_cost) {
         parts.push(format!(
-            "`{}` on `{}` would cost ${:.8} instead of ${own:.8} for the same tokens",
+            "`{}` on `{}` would cost ${} instead of ${own} for the same tokens",
             c.model,
             c.provider,
             c.estimated_cost_usd.unwrap_or_default(),
@@ -570,13 +570,15 @@ mod tests {
             provider: "groq".into(),
             integration_id: "i".into(),
             model: "mixtral-8x7b".into(),
-            estimated_cost_usd: Some(0.000_01),
+            estimated_cost_usd: Some(Money::from_nanos(10_000).usd()),
             latency_ms: Some(12),
         };
-        let m = suggestion_message(Some(0.001), Some(&alt), Some(&alt), true);
+        let own = Money::from_nanos(1_000_000);
+        let m = suggestion_message(Some(own), Some(&alt), Some(&alt), true);
         assert!(m.contains("`mixtral-8x7b` on `groq`"), "{m}");
+        assert!(m.contains("$0.00001 instead of $0.001"), "{m}");
         assert!(m.contains("12 ms"), "{m}");
-        let m = suggestion_message(Some(0.001), None, None, true);
+        let m = suggestion_message(Some(own), None, None, true);
         assert!(m.starts_with("No cheaper or faster option"), "{m}");
     }
 }

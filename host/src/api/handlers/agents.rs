@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::error::{ApiError, ErrorBody, FieldErrors};
@@ -192,7 +193,7 @@ pub struct AgentView {
     /// The last dry run's result (`POST /api/agents/{id}/test`), or null
     /// when the agent was never tested.
     #[schema(value_type = Option<Object>)]
-    pub last_test: Option<serde_json::Value>,
+    pub last_test: Option<Box<RawValue>>,
 }
 
 impl From<&store::agents::Agent> for AgentView {
@@ -207,10 +208,11 @@ impl From<&store::agents::Agent> for AgentView {
             created_by: a.created_by.clone(),
             created_at: to_rfc3339(a.created_at),
             updated_at: to_rfc3339(a.updated_at),
+            // Passed on as stored, so its amounts keep their exact decimals.
             last_test: a
                 .last_test_result
-                .as_deref()
-                .and_then(|r| serde_json::from_str(r).ok()),
+                .as_ref()
+                .and_then(|r| RawValue::from_string(r.clone()).ok()),
         }
     }
 }

@@ -538,7 +538,7 @@ impl Drop for Recording {
     responses(
         (status = 200, description = "The answer; with `stream: true`, Server-Sent Events of `chat.completion.chunk` objects ending with `data: [DONE]`",
          headers(("x-vel-provider" = String, description = "Integration that answered (plain answers)"),
-                 ("x-vel-cost-usd" = String, description = "Cost of all attempts (plain answers)"),
+                 ("x-vel-cost-usd" = String, description = "Cost of all attempts in US dollars, a plain decimal such as `0.0000005` (plain answers)"),
                  ("x-vel-task-id" = String, description = "The task recording this request")),
          content((ChatCompletion = "application/json"), (String = "text/event-stream"))),
         (status = 400, description = "Malformed body, or the provider refused the request", body = ErrorBody),

@@ -21,8 +21,9 @@ use crate::api::handlers::check_text;
 use crate::api::pagination;
 use crate::audit;
 use crate::auth::{Principal, Role};
+use crate::money::Usd;
 use crate::orchestrator::catalog::parse_task_type;
-use crate::orchestrator::executor::attempt_json;
+use crate::orchestrator::executor::AttemptView;
 use crate::orchestrator::request::{ChatMessage, TaskRequest, parse_role};
 use crate::orchestrator::signals::Signal;
 use crate::orchestrator::state::TaskStatus;
@@ -192,14 +193,15 @@ pub struct TaskView {
     pub input_tokens: i64,
     /// Completion tokens over all attempts.
     pub output_tokens: i64,
-    /// US dollars over all attempts.
-    pub cost_usd: f64,
+    /// US dollars over all attempts, an exact decimal.
+    #[schema(value_type = f64)]
+    pub cost_usd: Usd,
     /// Times a worker took the task up (more than 1: rescued after an instance died).
     pub runs: i64,
     /// Provider calls, in order (only on `GET /api/tasks/{id}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<Object>>)]
-    pub attempts: Option<Vec<Value>>,
+    pub attempts: Option<Vec<AttemptView>>,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.
@@ -230,7 +232,7 @@ impl From<&Task> for TaskView {
             model: t.model.clone(),
             input_tokens: t.input_tokens,
             output_tokens: t.output_tokens,
-            cost_usd: t.cost_usd,
+            cost_usd: t.cost_nanos.usd(),
             runs: t.claims,
             attempts: None,
             created_at: to_rfc3339(t.created_at),
@@ -546,7 +548,7 @@ pub async fn get(
         .ok_or_else(|| ApiError::not_found("task"))?;
     tx.commit().await?;
     let mut view = TaskView::from(&task);
-    view.attempts = Some(attempts.iter().map(attempt_json).collect());
+    view.attempts = Some(attempts.iter().map(AttemptView::from).collect());
     Ok(Json(view))
 }
 
