@@ -18,7 +18,7 @@ pub(super) async fn ensure_platform_admin(
     hasher: &PasswordHasher,
 ) -> anyhow::Result<()> {
     {
-        let mut conn = db.pool().acquire().await?;
+        let mut conn = db.platform_pool().acquire().await?;
         if store::users::platform_admin_exists(&mut conn).await? {
             return Ok(());
         }

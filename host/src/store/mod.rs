@@ -231,7 +231,7 @@ impl Db {
 
     /// The platform pool, for statements outside a transaction on tables
     /// that belong to no tenant (users, tokens, counters).
-    pub fn pool(&self) -> &AnyPool {
+    pub fn platform_pool(&self) -> &AnyPool {
         &self.platform_pool
     }
 

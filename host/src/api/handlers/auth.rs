@@ -66,7 +66,7 @@ pub(crate) async fn check_password_attempts(
 ) -> Result<(), ApiError> {
     let now = now_ms();
     let limit = i64::from(state.config.login_attempts_per_minute);
-    let pool = state.db.pool();
+    let pool = state.db.platform_pool();
     let ip = ip.unwrap_or("unknown");
     let buckets = [
         (format!("login:ip:{ip}"), limit),
@@ -185,7 +185,7 @@ pub async fn login(
     check_password_attempts(&state, client.ip.as_deref(), &email).await?;
 
     let user = {
-        let mut conn = state.db.pool().acquire().await?;
+        let mut conn = state.db.platform_pool().acquire().await?;
         store::users::find_by_email(&mut conn, &email).await?
     };
     let hasher = state.passwords.clone();
@@ -239,7 +239,7 @@ pub async fn refresh(
         ));
     };
     let user = {
-        let mut conn = state.db.pool().acquire().await?;
+        let mut conn = state.db.platform_pool().acquire().await?;
         store::users::find_by_id(&mut conn, &principal.user_id).await?
     }
     .ok_or_else(|| ApiError::unauthorized("user no longer exists"))?;

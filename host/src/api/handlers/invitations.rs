@@ -230,7 +230,7 @@ pub async fn accept(
     };
     check_password_attempts(&state, client.ip.as_deref(), &invitation.email).await?;
     let existing = {
-        let mut conn = state.db.pool().acquire().await?;
+        let mut conn = state.db.platform_pool().acquire().await?;
         store::users::find_by_email(&mut conn, &invitation.email).await?
     };
     let user = match existing {

@@ -169,7 +169,7 @@ pub(crate) async fn verify_password(
 #[utoipa::path(get, path = "/api/users/me", tag = "users",
     responses((status = 200, body = UserView), (status = 401, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn me(State(state): State<AppState>, p: Principal) -> Result<Json<UserView>, ApiError> {
-    let mut conn = state.db.pool().acquire().await?;
+    let mut conn = state.db.platform_pool().acquire().await?;
     let user = store::users::find_by_id(&mut conn, &p.user_id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
@@ -223,7 +223,7 @@ pub async fn update_me(
     );
     errors.finish()?;
 
-    let mut conn = state.db.pool().acquire().await?;
+    let mut conn = state.db.platform_pool().acquire().await?;
     let mut user = store::users::find_by_id(&mut conn, &p.user_id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
