@@ -20,3 +20,4 @@ pub mod server;
 pub mod single_flight;
 pub mod state;
 pub mod store;
+pub mod validation;

@@ -9,6 +9,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+pub use crate::validation::FieldErrors;
+use crate::validation::Invalid;
+
 /// An error answered to the client, with its HTTP status.
 #[derive(Debug)]
 pub struct ApiError {
@@ -233,6 +236,12 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl From<Invalid> for ApiError {
+    fn from(e: Invalid) -> ApiError {
+        ApiError::validation(e.0)
+    }
+}
+
 impl From<crate::secrets::SecretError> for ApiError {
     fn from(e: crate::secrets::SecretError) -> ApiError {
         ApiError::internal(e)
@@ -254,39 +263,4 @@ pub fn is_read_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
         next = error.source();
     }
     false
-}
-
-/// Collects field errors, then fails with one 422 naming all of them.
-#[derive(Debug, Default)]
-pub struct FieldErrors(BTreeMap<String, Vec<String>>);
-
-impl FieldErrors {
-    /// Start empty.
-    pub fn new() -> FieldErrors {
-        FieldErrors::default()
-    }
-
-    /// Record `message` for `field` unless `ok`.
-    pub fn check(&mut self, ok: bool, field: &str, message: &str) {
-        if !ok {
-            self.add(field, message);
-        }
-    }
-
-    /// Record `message` for `field`.
-    pub fn add(&mut self, field: &str, message: &str) {
-        self.0
-            .entry(field.to_string())
-            .or_default()
-            .push(message.to_string());
-    }
-
-    /// `Ok` when nothing was recorded.
-    pub fn finish(self) -> Result<(), ApiError> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(ApiError::validation(self.0))
-        }
-    }
 }

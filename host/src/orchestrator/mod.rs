@@ -11,6 +11,7 @@ pub mod executor;
 pub mod observed;
 pub mod request;
 pub mod retry;
+pub mod sampling;
 pub mod shares;
 pub mod signals;
 pub mod state;

@@ -14,6 +14,7 @@ use crate::api::handlers::{check_text, is_slug};
 use crate::api::pagination;
 use crate::audit;
 use crate::auth::{Principal, Role};
+use crate::orchestrator::sampling::Sampling;
 use crate::state::AppState;
 use crate::store::{self, to_rfc3339};
 
@@ -100,20 +101,12 @@ impl AgentConfig {
             "must be a lower-case name (a-z, 0-9, -, _), at most 64 characters",
         );
         check_text(errors, "config.model", &self.model, 128);
-        if let Some(t) = self.temperature {
-            errors.check(
-                (0.0..=2.0).contains(&t),
-                "config.temperature",
-                "must be between 0 and 2",
-            );
+        Sampling {
+            temperature: self.temperature,
+            max_tokens: self.max_tokens,
+            ..Sampling::default()
         }
-        if let Some(m) = self.max_tokens {
-            errors.check(
-                (1..=1_000_000).contains(&m),
-                "config.max_tokens",
-                "must be between 1 and 1000000",
-            );
-        }
+        .check("config.", errors);
         if let Some(sp) = &self.system_prompt {
             errors.check(
                 sp.chars().count() <= 20_000,

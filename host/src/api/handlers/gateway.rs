@@ -43,6 +43,7 @@ use crate::auth::{Credential, Principal, Role};
 use crate::orchestrator::catalog::{Catalog, parse_task_type};
 use crate::orchestrator::dispatch::{Answer, DispatchError, Job, Progress, totals};
 use crate::orchestrator::request::{ChatMessage, TaskRequest, finish_reason_name};
+use crate::orchestrator::sampling::{Sampling, check_max_tokens};
 use crate::orchestrator::shares::Slot;
 use crate::orchestrator::usage::{Finished, Outcome, UsageRecorder};
 use crate::state::AppState;
@@ -52,7 +53,7 @@ use crate::store::{new_id, now_ms, tasks::Attempt};
 const MAX_MESSAGE: usize = 200_000;
 /// Most messages in one request (as for tasks).
 const MAX_MESSAGES: usize = 500;
-/// Longest `model` and `user`.
+/// Longest `user`.
 const MAX_NAME: usize = 200;
 /// The vel extension header choosing the task type.
 const TASK_TYPE_HEADER: &str = "x-vel-task-type";
@@ -347,11 +348,6 @@ fn role_name(role: &str) -> Option<&'static str> {
 /// and build the canonical request.
 fn validate(body: ChatCompletionRequest, task_type: String) -> Result<Validated, ApiError> {
     let mut errors = FieldErrors::new();
-    errors.check(
-        !body.model.trim().is_empty() && body.model.len() <= MAX_NAME,
-        "model",
-        "must be 1–200 characters",
-    );
     errors.check(!body.messages.is_empty(), "messages", "must not be empty");
     errors.check(
         body.messages.len() <= MAX_MESSAGES,
@@ -398,36 +394,22 @@ fn validate(body: ChatCompletionRequest, task_type: String) -> Result<Validated,
             content,
         });
     }
-    // The same ranges as a task's parameters.
-    if let Some(t) = body.temperature {
-        errors.check(
-            (0.0..=2.0).contains(&t),
-            "temperature",
-            "must be between 0 and 2",
-        );
-    }
-    for (field, value) in [
-        ("max_tokens", body.max_tokens),
-        ("max_completion_tokens", body.max_completion_tokens),
-    ] {
-        if let Some(m) = value {
-            errors.check(
-                (1..=1_000_000).contains(&m),
-                field,
-                "must be between 1 and 1000000",
-            );
-        }
-    }
     let stop = match body.stop {
         None => Vec::new(),
         Some(StopSequences::One(s)) => vec![s],
         Some(StopSequences::Many(list)) => list,
     };
-    errors.check(
-        stop.len() <= 4 && stop.iter().all(|s| !s.is_empty() && s.len() <= 200),
-        "stop",
-        "at most 4 non-empty sequences of at most 200 characters",
-    );
+    let sampling = Sampling {
+        model: Some(body.model.clone()),
+        temperature: body.temperature.map(f64::from),
+        max_tokens: body.max_tokens,
+        stop: Some(stop),
+        ..Sampling::default()
+    };
+    sampling.check("", &mut errors);
+    if let Some(m) = body.max_completion_tokens {
+        check_max_tokens(&mut errors, "max_completion_tokens", m);
+    }
     if let Some(n) = body.n {
         errors.check(n == 1, "n", "only n = 1 is supported");
     }
@@ -451,7 +433,7 @@ fn validate(body: ChatCompletionRequest, task_type: String) -> Result<Validated,
             model: (model != AUTO).then_some(model),
             temperature: body.temperature,
             max_tokens: body.max_completion_tokens.or(body.max_tokens),
-            stop,
+            stop: sampling.stop.unwrap_or_default(),
             prefer: None,
             router: None,
             agent_id: None,

@@ -15,20 +15,7 @@ pub mod plugins;
 pub mod tasks;
 pub mod users;
 
-/// Trim, and reject empty or over-long text.
-pub(crate) fn check_text(
-    errors: &mut super::error::FieldErrors,
-    field: &str,
-    value: &str,
-    max_chars: usize,
-) {
-    let n = value.trim().chars().count();
-    if n == 0 {
-        errors.add(field, "must not be empty");
-    } else if value.chars().count() > max_chars {
-        errors.add(field, &format!("must be at most {max_chars} characters"));
-    }
-}
+pub(crate) use crate::validation::check_text;
 
 /// Refuse a destination host about to be stored (a base URL's, a plugin
 /// manifest's outbound host) when it names a restricted address (loopback,

@@ -24,6 +24,7 @@ use crate::auth::{Principal, Role};
 use crate::orchestrator::catalog::parse_task_type;
 use crate::orchestrator::executor::attempt_json;
 use crate::orchestrator::request::{ChatMessage, TaskRequest, parse_role};
+use crate::orchestrator::sampling::Sampling;
 use crate::orchestrator::signals::Signal;
 use crate::orchestrator::state::TaskStatus;
 use crate::state::AppState;
@@ -89,6 +90,18 @@ pub struct TaskParameters {
     /// `balanced` (default), `cost` or `latency`.
     #[serde(default)]
     pub prefer: Option<String>,
+}
+
+impl From<TaskParameters> for Sampling {
+    fn from(p: TaskParameters) -> Sampling {
+        Sampling {
+            model: p.model,
+            temperature: p.temperature.map(f64::from),
+            max_tokens: p.max_tokens,
+            stop: p.stop,
+            prefer: p.prefer,
+        }
+    }
 }
 
 /// A message of the conversation.
@@ -327,8 +340,8 @@ async fn canonical(
             }
         }
     }
-    let params = req.parameters.clone().unwrap_or_default();
-    check_parameters(&mut errors, &params);
+    let params = Sampling::from(req.parameters.clone().unwrap_or_default());
+    params.check("parameters.", &mut errors);
     if let Some(meta) = &req.metadata {
         errors.check(meta.is_object(), "metadata", "must be a JSON object");
     }
@@ -377,6 +390,7 @@ async fn canonical(
             .or_else(|| agent_config["model"].as_str().map(str::to_string)),
         temperature: params
             .temperature
+            .map(|t| t as f32)
             .or_else(|| agent_config["temperature"].as_f64().map(|t| t as f32)),
         max_tokens: params.max_tokens.or_else(|| {
             agent_config["max_tokens"]
@@ -397,45 +411,6 @@ async fn canonical(
         req.stream,
         req.cache.unwrap_or(true),
     ))
-}
-
-/// Range checks of sampling and routing parameters (shared with the gateway).
-pub(crate) fn check_parameters(errors: &mut FieldErrors, params: &TaskParameters) {
-    if let Some(model) = &params.model {
-        errors.check(
-            !model.trim().is_empty() && model.len() <= 200,
-            "parameters.model",
-            "must be 1–200 characters",
-        );
-    }
-    if let Some(t) = params.temperature {
-        errors.check(
-            (0.0..=2.0).contains(&t),
-            "parameters.temperature",
-            "must be between 0 and 2",
-        );
-    }
-    if let Some(m) = params.max_tokens {
-        errors.check(
-            (1..=1_000_000).contains(&m),
-            "parameters.max_tokens",
-            "must be between 1 and 1000000",
-        );
-    }
-    if let Some(stop) = &params.stop {
-        errors.check(
-            stop.len() <= 4 && stop.iter().all(|s| !s.is_empty() && s.len() <= 200),
-            "parameters.stop",
-            "at most 4 non-empty sequences of at most 200 characters",
-        );
-    }
-    if let Some(prefer) = &params.prefer {
-        errors.check(
-            matches!(prefer.as_str(), "balanced" | "cost" | "latency"),
-            "parameters.prefer",
-            "must be balanced, cost or latency",
-        );
-    }
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
