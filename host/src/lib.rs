@@ -6,6 +6,7 @@
 //! [`api`] to follow a request: [`auth`] says who is calling, [`store`]
 //! reads and writes the database, [`audit`] records what happened.
 
+pub mod agents;
 pub mod api;
 pub mod audit;
 pub mod auth;

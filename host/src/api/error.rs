@@ -242,6 +242,15 @@ impl From<Invalid> for ApiError {
     }
 }
 
+impl From<crate::agents::ConfigError> for ApiError {
+    fn from(e: crate::agents::ConfigError) -> ApiError {
+        match e {
+            crate::agents::ConfigError::Invalid(e) => e.into(),
+            crate::agents::ConfigError::Storage(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::secrets::SecretError> for ApiError {
     fn from(e: crate::secrets::SecretError) -> ApiError {
         ApiError::internal(e)

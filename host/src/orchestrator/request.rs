@@ -43,6 +43,10 @@ pub struct TaskRequest {
     /// Router plugin (the agent's or the organization's policy).
     #[serde(default)]
     pub router: Option<String>,
+    /// The provider the agent runs on (an integration name or provider
+    /// kind): the router chooses among the integrations it names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
     /// The agent the task runs for.
     #[serde(default)]
     pub agent_id: Option<String>,
@@ -87,6 +91,7 @@ impl TaskRequest {
             max_tokens: self.max_tokens,
             stop: self.stop.clone(),
             router: self.router.clone(),
+            provider: self.provider.clone(),
             prefer: match self.prefer.as_deref() {
                 Some("cost") => Preference::Cost,
                 Some("latency") => Preference::Latency,
@@ -151,6 +156,7 @@ mod tests {
             stop: Vec::new(),
             prefer: None,
             router: None,
+            provider: None,
             agent_id: None,
             metadata: serde_json::json!({}),
         }

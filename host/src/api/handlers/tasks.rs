@@ -401,6 +401,7 @@ async fn canonical(
         prefer: params.prefer,
         // The organization's policy is applied when the task runs.
         router: agent_config["routing_policy"].as_str().map(str::to_string),
+        provider: agent_config["provider"].as_str().map(str::to_string),
         agent_id: req.agent_id.clone(),
         metadata: req.metadata.clone().unwrap_or_else(|| json!({})),
     };
