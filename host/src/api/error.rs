@@ -251,6 +251,18 @@ impl From<crate::agents::ConfigError> for ApiError {
     }
 }
 
+impl From<crate::orchestrator::submit::SubmitError> for ApiError {
+    fn from(e: crate::orchestrator::submit::SubmitError) -> ApiError {
+        use crate::orchestrator::submit::SubmitError;
+        match e {
+            SubmitError::Invalid(e) => e.into(),
+            SubmitError::IdempotencyConflict => ApiError::conflict(e.to_string()),
+            SubmitError::TooManyUnfinished { .. } => ApiError::too_many_requests(e.to_string(), 1),
+            SubmitError::Storage(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::secrets::SecretError> for ApiError {
     fn from(e: crate::secrets::SecretError) -> ApiError {
         ApiError::internal(e)

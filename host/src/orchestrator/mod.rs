@@ -15,4 +15,5 @@ pub mod sampling;
 pub mod shares;
 pub mod signals;
 pub mod state;
+pub mod submit;
 pub mod usage;

@@ -67,6 +67,12 @@ impl TaskRequest {
         hex::encode(h.finalize())
     }
 
+    /// The canonical JSON, as stored with a task.
+    pub fn to_json(&self) -> String {
+        // Serialising a struct of plain fields cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
     /// The job the dispatcher runs for task `id`.
     pub fn to_job(&self, id: &str, org_id: &str, priority: i64, first_attempt_seq: i64) -> Job {
         Job {

@@ -45,14 +45,11 @@ use crate::orchestrator::dispatch::{Answer, DispatchError, Job, Progress, totals
 use crate::orchestrator::request::{ChatMessage, TaskRequest, finish_reason_name};
 use crate::orchestrator::sampling::{Sampling, check_max_tokens};
 use crate::orchestrator::shares::Slot;
+use crate::orchestrator::submit::{self, MAX_MESSAGE, MAX_MESSAGES, Work};
 use crate::orchestrator::usage::{Finished, Outcome, UsageRecorder};
 use crate::state::AppState;
 use crate::store::{new_id, now_ms, tasks::Attempt};
 
-/// Longest message content, in characters (as for tasks).
-const MAX_MESSAGE: usize = 200_000;
-/// Most messages in one request (as for tasks).
-const MAX_MESSAGES: usize = 500;
 /// Longest `user`.
 const MAX_NAME: usize = 200;
 /// The vel extension header choosing the task type.
@@ -426,20 +423,19 @@ fn validate(body: ChatCompletionRequest, task_type: String) -> Result<Validated,
         None => json!({}),
     };
     let model = body.model.trim().to_string();
-    Ok(Validated {
-        request: TaskRequest {
-            task_type,
-            messages,
+    let work = Work {
+        task_type,
+        messages,
+        sampling: Sampling {
             model: (model != AUTO).then_some(model),
-            temperature: body.temperature,
             max_tokens: body.max_completion_tokens.or(body.max_tokens),
-            stop: sampling.stop.unwrap_or_default(),
-            prefer: None,
-            router: None,
-            provider: None,
-            agent_id: None,
-            metadata,
+            ..sampling
         },
+        agent_id: None,
+        metadata,
+    };
+    Ok(Validated {
+        request: submit::request(work, None),
         stream: body.stream.unwrap_or(false),
         include_usage: body
             .stream_options
