@@ -48,6 +48,27 @@ pub fn check_text(errors: &mut FieldErrors, field: &str, value: &str, max_chars:
     }
 }
 
+/// Refuse a destination host about to be stored (a base URL's, a plugin
+/// manifest's outbound host) when it names a restricted address (loopback,
+/// private, link-local, …) the operator has not allowed
+/// (`VEL_OUTBOUND_ALLOW_PRIVATE`). Names that resolve to such addresses are
+/// refused when a connection is made.
+pub fn check_destination(
+    errors: &mut FieldErrors,
+    field: &str,
+    host: &str,
+    allow: &vel_runtime::AllowPrivate,
+) {
+    if let Some(kind) = allow.refused_host(host) {
+        errors.add(
+            field,
+            &format!(
+                "`{host}` is a {kind} address: outbound requests may not go there (destination address not allowed)"
+            ),
+        );
+    }
+}
+
 /// Input refused: messages by field path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid fields: {}", self.0.keys().map(String::as_str).collect::<Vec<_>>().join(", "))]
