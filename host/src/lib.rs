@@ -6,6 +6,7 @@
 //! [`api`] to follow a request: [`auth`] says who is calling, [`store`]
 //! reads and writes the database, [`audit`] records what happened.
 
+pub mod agents;
 pub mod api;
 pub mod audit;
 pub mod auth;
@@ -21,3 +22,4 @@ pub mod server;
 pub mod single_flight;
 pub mod state;
 pub mod store;
+pub mod validation;

@@ -19,6 +19,8 @@ fn agent_body() -> Value {
 async fn agent_crud_and_history(b: Backend) {
     let s = Server::start(b).await;
     let admin = s.admin_token().await;
+    s.mock_integration(&admin, "perplexity").await;
+    s.mock_integration(&admin, "openai").await;
     let created = s
         .post("/api/agents", &admin, agent_body())
         .await
@@ -107,6 +109,7 @@ async fn agent_crud_and_history(b: Backend) {
 async fn agent_roles(b: Backend) {
     let s = Server::start(b).await;
     let admin = s.admin_token().await;
+    s.mock_integration(&admin, "perplexity").await;
     let viewer = s.user_with_role(&admin, "v@test.local", "viewer").await;
     let executor = s
         .user_with_role(&admin, "x@test.local", "task_executor")
@@ -149,6 +152,7 @@ async fn agents_are_isolated_between_tenants(b: Backend) {
     let admin = s.admin_token().await;
     let (_a, owner_a) = s.tenant(&admin, "alpha").await;
     let (_b, owner_b) = s.tenant(&admin, "beta").await;
+    s.mock_integration(&owner_a, "perplexity").await;
     let created = s
         .post("/api/agents", &owner_a, agent_body())
         .await
@@ -257,6 +261,7 @@ async fn agent_bad_input(b: Backend) {
     // Nothing was created.
     assert_eq!(s.get("/api/agents", &admin).await.body["total"], 0);
     // Updates are validated the same way and change nothing.
+    s.mock_integration(&admin, "perplexity").await;
     let created = s
         .post("/api/agents", &admin, agent_body())
         .await
@@ -293,9 +298,80 @@ async fn agent_bad_input(b: Backend) {
         .expect_error(400, "invalid_query");
 }
 
+async fn agent_provider_is_one_of_the_organizations_integrations(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let (_alpha, owner_a) = s.tenant(&admin, "alpha").await;
+    let body = |provider: &str| json!({ "name": "a", "type": "researcher", "config": { "provider": provider, "model": "echo" } });
+    // No integration at all: the provider names nothing.
+    let r = s
+        .post("/api/agents", &admin, body("openai"))
+        .await
+        .expect_error(422, "validation_failed");
+    assert!(
+        r.body["error"]["details"]["config.provider"][0]
+            .as_str()
+            .unwrap()
+            .contains("openai"),
+        "{}",
+        r.body
+    );
+    // Another organization's integration does not count.
+    s.mock_integration(&owner_a, "openai").await;
+    s.post("/api/agents", &admin, body("openai"))
+        .await
+        .expect_error(422, "validation_failed");
+    assert_eq!(s.get("/api/agents", &admin).await.body["total"], 0);
+    // An integration's name or its provider kind, enabled or not.
+    let offline = s.mock_integration(&admin, "offline").await;
+    s.put(
+        &format!("/api/integrations/{offline}"),
+        &admin,
+        json!({ "status": "disabled" }),
+    )
+    .await
+    .expect(200);
+    s.post("/api/agents", &admin, body("offline"))
+        .await
+        .expect(201);
+    let created = s
+        .post("/api/agents", &admin, body("mock"))
+        .await
+        .expect(201);
+    let id = created.body["id"].as_str().unwrap();
+    // Updates are checked the same way and change nothing.
+    let r = s
+        .put(
+            &format!("/api/agents/{id}"),
+            &admin,
+            json!({ "config": { "provider": "groq", "model": "echo" } }),
+        )
+        .await
+        .expect_error(422, "validation_failed");
+    assert!(
+        r.body["error"]["details"]["config.provider"].is_array(),
+        "{}",
+        r.body
+    );
+    let same = s
+        .get(&format!("/api/agents/{id}"), &admin)
+        .await
+        .expect(200);
+    assert_eq!(same.body["config"]["provider"], "mock");
+    assert_eq!(same.body["config_version"], 1);
+    s.put(
+        &format!("/api/agents/{id}"),
+        &admin,
+        json!({ "config": { "provider": "offline", "model": "echo" } }),
+    )
+    .await
+    .expect(200);
+}
+
 dual_backend_tests!(
     agent_crud_and_history,
     agent_roles,
     agents_are_isolated_between_tenants,
-    agent_bad_input
+    agent_bad_input,
+    agent_provider_is_one_of_the_organizations_integrations
 );

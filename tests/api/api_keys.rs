@@ -26,6 +26,7 @@ async fn api_key_lifecycle(b: Backend) {
 
     // The key authenticates with its role.
     s.get("/api/agents", &key).await.expect(200);
+    s.mock_integration(&admin, "groq").await;
     let agent = json!({ "name": "bot", "type": "code_generator", "config": { "provider": "groq", "model": "llama-3.1-70b" } });
     s.post("/api/agents", &key, agent.clone()).await.expect(201);
     s.get("/api/api-keys", &key)

@@ -14,6 +14,7 @@ async fn audit_log_records_and_filters(b: Backend) {
         .as_str()
         .unwrap()
         .to_string();
+    s.mock_integration(&admin, "perplexity").await;
     s.post(
         "/api/agents",
         &manager,
@@ -101,6 +102,7 @@ async fn audit_log_is_per_tenant(b: Backend) {
     let admin = s.admin_token().await;
     let (org_a, owner_a) = s.tenant(&admin, "alpha").await;
     let (_org_b, owner_b) = s.tenant(&admin, "beta").await;
+    s.mock_integration(&owner_a, "openai").await;
     s.post(
         "/api/agents",
         &owner_a,

@@ -120,6 +120,7 @@ async fn organizations_and_members(b: Backend) {
         .expect(200);
     let dev_token = dev.body["token"].as_str().unwrap().to_string();
     assert_eq!(dev.body["roles"], json!(["viewer"]));
+    s.mock_integration(&owner, "perplexity").await;
     let agent = json!({ "name": "a", "type": "researcher", "config": { "provider": "perplexity", "model": "sonar" } });
     s.post("/api/agents", &dev_token, agent.clone())
         .await

@@ -141,6 +141,7 @@ async fn row_level_security_confines_the_app_role_postgres() {
     let admin = s.admin_token().await;
     let (org_a, owner_a) = s.tenant(&admin, "alpha").await;
     let (org_b, _owner_b) = s.tenant(&admin, "beta").await;
+    s.mock_integration(&owner_a, "openai").await;
     s.post(
         "/api/agents",
         &owner_a,

@@ -1059,6 +1059,66 @@ async fn test_a_finished_stream_ends(b: Backend) {
     assert_eq!(text.matches("id:").count(), all.len(), "{text}");
 }
 
+async fn test_agent_provider_limits_where_its_tasks_run(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    s.mock_integration(&admin, "alpha").await;
+    let beta = s.mock_integration(&admin, "beta").await;
+    let agent = s
+        .post(
+            "/api/agents",
+            &admin,
+            json!({ "name": "on beta", "type": "researcher",
+                    "config": { "provider": "beta", "model": "echo" } }),
+        )
+        .await
+        .expect(201);
+    let agent_id = agent.body["id"].as_str().unwrap();
+    let body = |parameters: Value| {
+        json!({ "description": "where", "prompt": "which provider", "agent_id": agent_id,
+                "cache": false, "parameters": parameters })
+    };
+    // Only the agent's provider is planned.
+    let id = submit(&s, &admin, body(json!({}))).await;
+    let evs = events(&s, &admin, &id, None).await;
+    let plan = evs
+        .iter()
+        .find(|e| e.event == "plan")
+        .expect("a plan event");
+    let steps = plan.data["attempts"].as_array().unwrap();
+    assert!(
+        !steps.is_empty()
+            && steps
+                .iter()
+                .all(|step| step.as_str().unwrap().starts_with("beta/")),
+        "{:?}",
+        plan.data
+    );
+    let task = finished(&s, &admin, &id).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["provider"], "beta", "{task}");
+    // The caller's own `integration/model` wins over the agent's provider.
+    let id = submit(&s, &admin, body(json!({ "model": "alpha/echo" }))).await;
+    let task = finished(&s, &admin, &id).await;
+    assert_eq!(task["provider"], "alpha", "{task}");
+    // With its integration disabled, nothing else answers for the agent.
+    s.put(
+        &format!("/api/integrations/{beta}"),
+        &admin,
+        json!({ "status": "disabled" }),
+    )
+    .await
+    .expect(200);
+    let id = submit(&s, &admin, body(json!({}))).await;
+    let task = finished(&s, &admin, &id).await;
+    assert_eq!(task["status"], "failed", "{task}");
+    assert_eq!(task["error"]["kind"], "no_candidate", "{task}");
+    assert!(
+        task["error"]["message"].as_str().unwrap().contains("beta"),
+        "{task}"
+    );
+}
+
 dual_backend_tests!(
     test_a_finished_stream_ends,
     test_mock_task_completes_with_history,
@@ -1074,6 +1134,7 @@ dual_backend_tests!(
     test_nothing_follows_a_terminal_event,
     test_integration_changes_apply_to_the_next_task,
     test_agent_routing_policy_plans_the_task,
+    test_agent_provider_limits_where_its_tasks_run,
     test_identical_requests_come_from_the_cache,
     test_sigkill_loses_no_task,
     test_rescued_stream_rebuilds_exactly,

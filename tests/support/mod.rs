@@ -339,6 +339,23 @@ impl Server {
             .to_string()
     }
 
+    /// An integration of the offline `mock` provider called `name` (what an
+    /// agent's `config.provider` may name); returns its id.
+    pub(crate) async fn mock_integration(&self, token: &str, name: &str) -> String {
+        let created = self
+            .post(
+                "/api/integrations",
+                token,
+                json!({ "name": name, "provider": "mock" }),
+            )
+            .await
+            .expect(201);
+        created.body["id"]
+            .as_str()
+            .expect("integration id")
+            .to_string()
+    }
+
     /// An API key with `role` made by `token`'s holder; returns the key.
     pub(crate) async fn api_key(&self, token: &str, name: &str, role: &str) -> String {
         let r = self

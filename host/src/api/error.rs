@@ -9,6 +9,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+pub use crate::validation::FieldErrors;
+use crate::validation::Invalid;
+
 /// An error answered to the client, with its HTTP status.
 #[derive(Debug)]
 pub struct ApiError {
@@ -233,6 +236,103 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl From<Invalid> for ApiError {
+    fn from(e: Invalid) -> ApiError {
+        ApiError::validation(e.0)
+    }
+}
+
+impl From<crate::agents::ConfigError> for ApiError {
+    fn from(e: crate::agents::ConfigError) -> ApiError {
+        match e {
+            crate::agents::ConfigError::Invalid(e) => e.into(),
+            crate::agents::ConfigError::Storage(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::orchestrator::submit::SubmitError> for ApiError {
+    fn from(e: crate::orchestrator::submit::SubmitError) -> ApiError {
+        use crate::orchestrator::submit::SubmitError;
+        match e {
+            SubmitError::Invalid(e) => e.into(),
+            SubmitError::IdempotencyConflict => ApiError::conflict(e.to_string()),
+            SubmitError::TooManyUnfinished { .. } => ApiError::too_many_requests(e.to_string(), 1),
+            SubmitError::Storage(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::auth::Forbidden> for ApiError {
+    fn from(e: crate::auth::Forbidden) -> ApiError {
+        ApiError::forbidden(e.to_string())
+    }
+}
+
+impl From<crate::plugins::lifecycle::LifecycleError> for ApiError {
+    fn from(e: crate::plugins::lifecycle::LifecycleError) -> ApiError {
+        use crate::plugins::lifecycle::LifecycleError as E;
+        use vel_runtime::{LoadError, SlotsBusy};
+        let message = e.to_string();
+        match e {
+            E::Forbidden(e) => e.into(),
+            E::NotFound(what) => ApiError::not_found(what),
+            E::Manifest(e) => ApiError::bad_request(e.code(), message),
+            E::Invalid(e) => e.into(),
+            E::BadSignature(_) => ApiError::bad_request("invalid_signature", message),
+            E::UnsignedUpload => ApiError::bad_request("signature_required", message),
+            E::NameTaken(_) => ApiError::conflict_code("name_taken", message),
+            E::KindMismatch { .. } => ApiError::conflict_code("kind_mismatch", message),
+            E::VersionExists(_) => ApiError::conflict_code("version_exists", message),
+            E::QuotaExceeded { .. } => ApiError::too_large_code("plugin_quota_exceeded", message),
+            E::Load { error, wait } => match error {
+                LoadError::NotWasm | LoadError::CoreModule => {
+                    ApiError::bad_request("not_a_component", message)
+                }
+                LoadError::KindMismatch { expected, actual } => ApiError::bad_request(
+                    "wrong_world",
+                    format!(
+                        "the manifest declares a {expected} but the component implements the vel:plugins/{actual} world"
+                    ),
+                ),
+                LoadError::UnknownWorld { .. }
+                | LoadError::AmbiguousWorld { .. }
+                | LoadError::WrongExports { .. } => ApiError::bad_request("wrong_world", message),
+                LoadError::ForbiddenImport { .. } => {
+                    ApiError::bad_request("forbidden_import", message)
+                }
+                LoadError::Info(_) => ApiError::bad_request("info_failed", message),
+                LoadError::CodeTooLarge { .. } | LoadError::FunctionTooLarge { .. } => {
+                    ApiError::unprocessable("compile_limit_exceeded", message)
+                }
+                LoadError::CompileTimeout { .. } => {
+                    ApiError::unprocessable("compile_timeout", message)
+                }
+                LoadError::Busy(which) => {
+                    let scope = match which {
+                        SlotsBusy::Tenant => {
+                            "this organization's previous upload is still compiling"
+                        }
+                        SlotsBusy::Global => "every compile slot is busy",
+                    };
+                    ApiError::too_many_requests(format!("{scope}; try again later"), wait.as_secs())
+                }
+                _ => ApiError::bad_request("invalid_component", message),
+            },
+            E::ActivationAwaitsApproval | E::HostsNotApproved => {
+                ApiError::conflict_code("hosts_not_approved", message)
+            }
+            E::SignatureRequired => ApiError::conflict_code("signature_required", message),
+            E::NoPreviousVersion(_) => ApiError::conflict_code("no_previous_version", message),
+            E::DefaultRouter => ApiError::conflict_code("default_router", message),
+            E::VersionActive { .. } => ApiError::conflict_code("version_active", message),
+            E::BuiltinVersion => ApiError::conflict_code("builtin_version", message),
+            E::Storage(e) => e.into(),
+            E::Reload(_) => ApiError::internal(message),
+        }
+    }
+}
+
 impl From<crate::secrets::SecretError> for ApiError {
     fn from(e: crate::secrets::SecretError) -> ApiError {
         ApiError::internal(e)
@@ -254,39 +354,4 @@ pub fn is_read_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
         next = error.source();
     }
     false
-}
-
-/// Collects field errors, then fails with one 422 naming all of them.
-#[derive(Debug, Default)]
-pub struct FieldErrors(BTreeMap<String, Vec<String>>);
-
-impl FieldErrors {
-    /// Start empty.
-    pub fn new() -> FieldErrors {
-        FieldErrors::default()
-    }
-
-    /// Record `message` for `field` unless `ok`.
-    pub fn check(&mut self, ok: bool, field: &str, message: &str) {
-        if !ok {
-            self.add(field, message);
-        }
-    }
-
-    /// Record `message` for `field`.
-    pub fn add(&mut self, field: &str, message: &str) {
-        self.0
-            .entry(field.to_string())
-            .or_default()
-            .push(message.to_string());
-    }
-
-    /// `Ok` when nothing was recorded.
-    pub fn finish(self) -> Result<(), ApiError> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(ApiError::validation(self.0))
-        }
-    }
 }

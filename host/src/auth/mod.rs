@@ -146,25 +146,37 @@ impl Principal {
 
     /// 403 unless [`Principal::has_at_least`].
     pub fn require(&self, min: Role) -> Result<(), ApiError> {
-        if self.has_at_least(min) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!(
-                "requires the {} role",
-                min.as_str()
-            )))
-        }
+        Ok(self.check(min)?)
     }
 
     /// 403 unless a platform admin.
     pub fn require_platform_admin(&self) -> Result<(), ApiError> {
+        Ok(self.check_platform_admin()?)
+    }
+
+    /// [`Forbidden`] unless [`Principal::has_at_least`].
+    pub fn check(&self, min: Role) -> Result<(), Forbidden> {
+        if self.has_at_least(min) {
+            Ok(())
+        } else {
+            Err(Forbidden(min))
+        }
+    }
+
+    /// [`Forbidden`] unless a platform admin.
+    pub fn check_platform_admin(&self) -> Result<(), Forbidden> {
         if self.is_platform_admin() {
             Ok(())
         } else {
-            Err(ApiError::forbidden("requires the admin role"))
+            Err(Forbidden(Role::Admin))
         }
     }
 }
+
+/// The caller lacks the role an action needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("requires the {} role", .0.as_str())]
+pub struct Forbidden(pub Role);
 
 /// Checks a well-signed token against the database: not revoked, issued
 /// under the user's current session epoch, and its user still holds a role

@@ -90,17 +90,17 @@ impl Catalog {
     }
 
     /// Every (integration, model) pair as a router candidate, with the live
-    /// circuit and figures. With `only`, just that integration's models.
+    /// circuit and figures. With `only`, just those integrations' models.
     pub fn candidates(
         &self,
         observed: &Observed,
-        only: Option<&str>,
+        only: Option<&[&str]>,
         remaining_budget: Option<f64>,
     ) -> Vec<Candidate> {
         let now = Instant::now();
         self.targets
             .iter()
-            .filter(|t| only.is_none_or(|name| t.integration.name == name))
+            .filter(|t| only.is_none_or(|names| names.contains(&t.integration.name.as_str())))
             .flat_map(|t| {
                 let circuit = observed.circuit(&t.integration.id, now);
                 t.models.iter().map(move |m| {

@@ -24,6 +24,7 @@ use super::catalog::{self, Catalog, Target};
 use super::observed::Observed;
 use super::retry::{Decision, FailureClass, RetryPolicy};
 use super::signals::{Signal, Signals};
+use crate::agents::named_by;
 use crate::expiring_cache::ExpiringCache;
 use crate::money::Money;
 use crate::plugins::Plugins;
@@ -58,6 +59,9 @@ pub struct Job {
     /// Router plugin to ask first (the agent's policy); when absent, the
     /// organization's policy, then [`DEFAULT_ROUTER`].
     pub router: Option<String>,
+    /// The agent's provider: only the integrations it names are candidates,
+    /// unless `requested_model` names an integration itself.
+    pub provider: Option<String>,
     /// Cost / latency / balanced.
     pub prefer: Preference,
     /// JSON object passed to the router and providers.
@@ -266,9 +270,20 @@ impl Dispatcher {
             }
         };
         let catalog = self.catalog(&job.org_id).await?;
-        let (only, requested_model) = split_requested(&catalog, job.requested_model.as_deref());
-        let mut candidates = self.inner.observed_candidates(&catalog, only);
-        if only.is_some()
+        let (pinned, requested_model) = split_requested(&catalog, job.requested_model.as_deref());
+        // The caller's `integration/model` wins over the agent's provider.
+        let only: Option<Vec<&str>> = match (pinned, job.provider.as_deref()) {
+            (Some(name), _) => Some(vec![name]),
+            (None, Some(provider)) => Some(
+                named_by(&catalog.targets, provider, |t| &t.integration)
+                    .iter()
+                    .map(|t| t.integration.name.as_str())
+                    .collect(),
+            ),
+            (None, None) => None,
+        };
+        let mut candidates = self.inner.observed_candidates(&catalog, only.as_deref());
+        if pinned.is_some()
             && let Some(model) = &requested_model
             && candidates.iter().any(|c| &c.model == model)
         {
@@ -278,10 +293,16 @@ impl Dispatcher {
         if candidates.is_empty() {
             return Err(DispatchError {
                 kind: "no_candidate".into(),
-                message: match only {
-                    Some(name) => format!("integration `{name}` is not active or has no models"),
-                    None => "the organization has no active integration with a loaded provider \
-                             plugin"
+                message: match (pinned, job.provider.as_deref()) {
+                    (Some(name), _) => {
+                        format!("integration `{name}` is not active or has no models")
+                    }
+                    (None, Some(provider)) => format!(
+                        "the agent's provider `{provider}` names no active integration with a \
+                         loaded provider plugin"
+                    ),
+                    (None, None) => "the organization has no active integration with a loaded \
+                                     provider plugin"
                         .into(),
                 },
                 attempts: Vec::new(),
@@ -531,7 +552,7 @@ struct CallOutcome {
 }
 
 impl Inner {
-    fn observed_candidates(&self, catalog: &Catalog, only: Option<&str>) -> Vec<Candidate> {
+    fn observed_candidates(&self, catalog: &Catalog, only: Option<&[&str]>) -> Vec<Candidate> {
         catalog.candidates(&self.observed, only, None)
     }
 

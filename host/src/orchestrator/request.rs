@@ -43,6 +43,10 @@ pub struct TaskRequest {
     /// Router plugin (the agent's or the organization's policy).
     #[serde(default)]
     pub router: Option<String>,
+    /// The provider the agent runs on (an integration name or provider
+    /// kind): the router chooses among the integrations it names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
     /// The agent the task runs for.
     #[serde(default)]
     pub agent_id: Option<String>,
@@ -61,6 +65,12 @@ impl TaskRequest {
         // Serialising a struct of plain fields cannot fail.
         h.update(serde_json::to_vec(self).unwrap_or_default());
         hex::encode(h.finalize())
+    }
+
+    /// The canonical JSON, as stored with a task.
+    pub fn to_json(&self) -> String {
+        // Serialising a struct of plain fields cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
     }
 
     /// The job the dispatcher runs for task `id`.
@@ -87,6 +97,7 @@ impl TaskRequest {
             max_tokens: self.max_tokens,
             stop: self.stop.clone(),
             router: self.router.clone(),
+            provider: self.provider.clone(),
             prefer: match self.prefer.as_deref() {
                 Some("cost") => Preference::Cost,
                 Some("latency") => Preference::Latency,
@@ -151,6 +162,7 @@ mod tests {
             stop: Vec::new(),
             prefer: None,
             router: None,
+            provider: None,
             agent_id: None,
             metadata: serde_json::json!({}),
         }

@@ -4,6 +4,7 @@
 //! integration's connectivity test).
 
 pub mod builtin;
+pub mod lifecycle;
 pub mod manifest;
 pub mod probe;
 pub mod registry;

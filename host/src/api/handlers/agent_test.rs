@@ -18,9 +18,9 @@ use utoipa::ToSchema;
 use vel_runtime::PluginInfo;
 use vel_runtime::types::{Message, Role as MessageRole, TaskType};
 
+use crate::agents::{AgentConfig, named_by};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{ApiPath, ClientInfo};
-use crate::api::handlers::agents::AgentConfig;
 use crate::api::handlers::connectivity::{PreparedCall, prepare};
 use crate::audit;
 use crate::auth::{Principal, Role};
@@ -210,7 +210,7 @@ async fn run(
         },
         tested_at: String::new(),
     };
-    let Some(integration) = resolve(active, &config.provider) else {
+    let Some(integration) = named_by(active, &config.provider, |i| i).first().copied() else {
         result.error = Some(TestError::configuration(
             "integration_not_found",
             format!(
@@ -347,15 +347,6 @@ fn estimate_input_tokens(prompt: &Prompt) -> u64 {
         .iter()
         .map(|m| (m.content.chars().count() as u64).div_ceil(4))
         .sum()
-}
-
-/// The active integration named `provider`, else the first (by name) whose
-/// provider kind is `provider`.
-fn resolve<'a>(active: &'a [Integration], provider: &str) -> Option<&'a Integration> {
-    active
-        .iter()
-        .find(|i| i.name == provider)
-        .or_else(|| active.iter().find(|i| i.provider == provider))
 }
 
 /// A model a provider plugin declares.

@@ -9,9 +9,11 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
+pub use crate::agents::AgentConfig;
+use crate::agents::check_provider;
 use crate::api::error::{ApiError, ErrorBody, FieldErrors};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
-use crate::api::handlers::{check_text, is_slug};
+use crate::api::handlers::check_text;
 use crate::api::pagination;
 use crate::audit;
 use crate::auth::{Principal, Role};
@@ -61,73 +63,6 @@ impl AgentStatus {
             AgentStatus::Active => "active",
             AgentStatus::Inactive => "inactive",
             AgentStatus::Error => "error",
-        }
-    }
-}
-
-/// Validated agent configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AgentConfig {
-    /// Primary provider (a provider plugin or integration provider name, lower-case slug).
-    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
-    pub provider: String,
-    /// Model name (≤ 128 chars).
-    #[schema(max_length = 128, pattern = "\\S")]
-    pub model: String,
-    /// Sampling temperature, 0–2.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 0, maximum = 2)]
-    pub temperature: Option<f64>,
-    /// Output token cap, 1–1,000,000.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1, maximum = 1_000_000)]
-    pub max_tokens: Option<u32>,
-    /// System prompt (≤ 20,000 chars).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 20_000)]
-    pub system_prompt: Option<String>,
-    /// Routing policy (router plugin name) for this agent's tasks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
-    pub routing_policy: Option<String>,
-}
-
-impl AgentConfig {
-    fn validate(&self, errors: &mut FieldErrors) {
-        errors.check(
-            is_slug(&self.provider),
-            "config.provider",
-            "must be a lower-case name (a-z, 0-9, -, _), at most 64 characters",
-        );
-        check_text(errors, "config.model", &self.model, 128);
-        if let Some(t) = self.temperature {
-            errors.check(
-                (0.0..=2.0).contains(&t),
-                "config.temperature",
-                "must be between 0 and 2",
-            );
-        }
-        if let Some(m) = self.max_tokens {
-            errors.check(
-                (1..=1_000_000).contains(&m),
-                "config.max_tokens",
-                "must be between 1 and 1000000",
-            );
-        }
-        if let Some(sp) = &self.system_prompt {
-            errors.check(
-                sp.chars().count() <= 20_000,
-                "config.system_prompt",
-                "must be at most 20000 characters",
-            );
-        }
-        if let Some(rp) = &self.routing_policy {
-            errors.check(
-                is_slug(rp),
-                "config.routing_policy",
-                "must be a lower-case plugin name",
-            );
         }
     }
 }
@@ -286,10 +221,11 @@ pub async fn create(
     p.require(Role::AgentManager)?;
     let mut errors = FieldErrors::new();
     check_text(&mut errors, "name", &req.name, 100);
-    req.config.validate(&mut errors);
+    req.config.check(&mut errors);
     errors.finish()?;
     let config = config_json(&req.config)?;
     let mut tx = state.db.tenant(&p.org_id).await?;
+    check_provider(&mut tx, &p.org_id, &req.config.provider).await?;
     let agent = store::agents::insert(
         &mut tx,
         store::agents::NewAgent {
@@ -374,7 +310,7 @@ pub async fn update(
         check_text(&mut errors, "name", name, 100);
     }
     if let Some(config) = &req.config {
-        config.validate(&mut errors);
+        config.check(&mut errors);
     }
     errors.finish()?;
     let mut tx = state.db.tenant(&p.org_id).await?;
@@ -396,6 +332,7 @@ pub async fn update(
     }
     let mut config_changed = false;
     if let Some(config) = &req.config {
+        check_provider(&mut tx, &p.org_id, &config.provider).await?;
         let new_config = config_json(config)?;
         config_changed = new_config != agent.config;
         agent.config = new_config;

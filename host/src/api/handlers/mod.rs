@@ -15,41 +15,7 @@ pub mod plugins;
 pub mod tasks;
 pub mod users;
 
-/// Trim, and reject empty or over-long text.
-pub(crate) fn check_text(
-    errors: &mut super::error::FieldErrors,
-    field: &str,
-    value: &str,
-    max_chars: usize,
-) {
-    let n = value.trim().chars().count();
-    if n == 0 {
-        errors.add(field, "must not be empty");
-    } else if value.chars().count() > max_chars {
-        errors.add(field, &format!("must be at most {max_chars} characters"));
-    }
-}
-
-/// Refuse a destination host about to be stored (a base URL's, a plugin
-/// manifest's outbound host) when it names a restricted address (loopback,
-/// private, link-local, …) the operator has not allowed
-/// (`VEL_OUTBOUND_ALLOW_PRIVATE`). Names that resolve to such addresses are
-/// refused when a connection is made.
-pub(crate) fn check_destination(
-    errors: &mut super::error::FieldErrors,
-    field: &str,
-    host: &str,
-    allow: &vel_runtime::AllowPrivate,
-) {
-    if let Some(kind) = allow.refused_host(host) {
-        errors.add(
-            field,
-            &format!(
-                "`{host}` is a {kind} address: outbound requests may not go there (destination address not allowed)"
-            ),
-        );
-    }
-}
+pub(crate) use crate::validation::{check_destination, check_text};
 
 /// Lower-case slug rule for plugin, provider and policy names (the
 /// registry's rule for plugin names).

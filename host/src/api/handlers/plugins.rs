@@ -5,32 +5,24 @@
 //! (this one before the response, the others on the signal sent with the
 //! commit).
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::multipart::{MultipartError, MultipartRejection};
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
-use vel_runtime::{LoadError, PluginKind, SlotsBusy, StageRequest};
 
-use crate::api::error::{ApiError, ErrorBody, FieldErrors, is_read_timeout};
+use crate::api::error::{ApiError, ErrorBody, is_read_timeout};
 use crate::api::extract::{ApiPath, ApiQuery, ClientInfo};
-use crate::api::handlers::check_destination;
-use crate::audit;
 use crate::auth::{Principal, Role};
 use crate::config::RegistryConfig;
-use crate::orchestrator::dispatch::DEFAULT_ROUTER;
-use crate::orchestrator::signals::Signal;
-use crate::plugins::manifest::{self, Manifest};
-use crate::plugins::registry::{Owner, sha256_hex};
+use crate::plugins::lifecycle::{self, Actor, Scope, Upload, scope_label};
+use crate::plugins::registry::Owner;
 use crate::plugins::stats::VersionStats;
 use crate::state::AppState;
-use crate::store::plugins::{PLATFORM, PluginRow, VersionRow};
-use crate::store::{self, Tx, new_id, now_ms, to_rfc3339};
+use crate::store::plugins::{PluginRow, VersionRow};
+use crate::store::{self, to_rfc3339};
 
 /// Largest manifest accepted.
 const MAX_MANIFEST_BYTES: usize = 64 * 1024;
@@ -254,11 +246,12 @@ pub struct ScopeQuery {
     pub scope: Option<ScopeParam>,
 }
 
-fn scope_label(org_id: Option<&str>) -> &'static str {
-    match org_id {
-        None => "platform",
-        Some(_) => "organization",
-    }
+/// The registry's scope of a query's.
+fn scope(param: Option<ScopeParam>) -> Option<Scope> {
+    param.map(|p| match p {
+        ScopeParam::Platform => Scope::Platform,
+        ScopeParam::Organization => Scope::Organization,
+    })
 }
 
 /// Upload a plugin version: validated (size, manifest, signature, names,
@@ -290,218 +283,21 @@ pub async fn upload(
         p.require(Role::OrgAdmin)?;
     }
     let multipart = multipart.map_err(|e| ApiError::bad_request("invalid_form", e.body_text()))?;
-    let form = read_form(multipart, &state.config.registry).await?;
-    let manifest = Manifest::parse(&form.manifest)
-        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
-    let mut errors = FieldErrors::new();
-    for entry in &manifest.outbound.hosts {
-        check_destination(
-            &mut errors,
-            "outbound.hosts",
-            manifest::host_of(entry),
-            &state.config.outbound_allow_private,
-        );
-    }
-    errors.finish()?;
-    let kind = manifest
-        .plugin_kind()
-        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+    let upload = read_form(multipart, &state.config.registry).await?;
     let owner = if platform {
         Owner::Platform
     } else {
         Owner::Organization(p.org_id.clone())
     };
-    let signed = verify_signature(&state, &form)?;
-    if options.activate && !state.config.registry.trusted_keys.is_empty() && !signed {
-        return Err(ApiError::bad_request(
-            "signature_required",
-            "trusted signing keys are configured: only a signed component can be activated",
-        ));
-    }
-    let sha256 = sha256_hex(&form.component);
-    let registry = &state.config.registry;
-
-    // Cheap checks against what is stored, before compiling.
-    let mut tx = state.db.tenant_read(&p.org_id).await?;
-    let scope = owner.org_id().unwrap_or(PLATFORM).to_string();
-    let existing = store::plugins::find(&mut tx, &scope, &manifest.name).await?;
-    if let Owner::Organization(_) = owner
-        && store::plugins::find(&mut tx, PLATFORM, &manifest.name)
-            .await?
-            .is_some()
-    {
-        return Err(ApiError::conflict_code(
-            "name_taken",
-            format!(
-                "`{}` is the name of a platform plugin; choose another name",
-                manifest.name
-            ),
-        ));
-    }
-    if let Some(row) = &existing {
-        if row.kind != manifest.kind {
-            return Err(ApiError::conflict_code(
-                "kind_mismatch",
-                format!(
-                    "`{}` is a {} plugin, not a {}",
-                    row.name, row.kind, manifest.kind
-                ),
-            ));
-        }
-        if let Some(v) = store::plugins::version(&mut tx, &row.id, &manifest.version).await? {
-            let what = if v.sha256 == sha256 {
-                "was already uploaded"
-            } else {
-                "already exists with other bytes; versions are immutable, upload a new version"
-            };
-            return Err(ApiError::conflict_code(
-                "version_exists",
-                format!("{} {} {what}", manifest.name, manifest.version),
-            ));
-        }
-    }
-    if let Some(org) = owner.org_id() {
-        check_quota(&mut tx, org, form.component.len(), registry).await?;
-    }
-    tx.rollback().await?;
-    let maxima = state
-        .plugins
-        .runtime()
-        .limits(kind, owner.profile())
-        .clone();
-    let limits = manifest
-        .effective_limits(&maxima)
-        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
-    let needs_approval = matches!(owner, Owner::Organization(_))
-        && kind == PluginKind::Provider
-        && !manifest.outbound.hosts.is_empty();
-    if options.activate && needs_approval {
-        return Err(ApiError::conflict_code(
-            "hosts_not_approved",
-            "an organization's provider can be activated only after a platform admin approves its outbound hosts; upload without activating",
-        ));
-    }
-
-    // Inspected (world, imports, code size) before compiling; compiled in
-    // memory within the compile slots; written to the compile cache only
-    // once the version is stored, so a refused upload leaves nothing behind.
-    let wait = Duration::from_millis(registry.compile_wait_ms);
-    let staged = state
-        .plugins
-        .runtime()
-        .stage(
-            &form.component,
-            StageRequest {
-                kind,
-                tenant: owner.org_id(),
-                wait,
-            },
-        )
-        .await
-        .map_err(|e| load_error(e, wait))?;
-    let plugin = staged.plugin();
-    manifest
-        .check_against(plugin)
-        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
-
-    let now = now_ms();
-    let mut tx = match owner.org_id() {
-        // An organization's uploads store one at a time (on PostgreSQL too),
-        // so two of them cannot both fit a quota that has room for one.
-        Some(org) => {
-            let mut tx = state
-                .db
-                .tenant_serialised(org, &format!("plugin-storage:{org}"))
-                .await?;
-            check_quota(&mut tx, org, form.component.len(), registry).await?;
-            tx
-        }
-        None => begin(&state, &p).await?,
+    let actor = Actor {
+        who: &p,
+        client: &client,
     };
-    let mut row = match store::plugins::find(&mut tx, &scope, &manifest.name).await? {
-        Some(row) => row,
-        None => {
-            let row = PluginRow {
-                id: new_id(),
-                org_id: owner.org_id().map(str::to_string),
-                scope: scope.clone(),
-                name: manifest.name.clone(),
-                kind: manifest.kind.clone(),
-                status: "active".into(),
-                active_version: None,
-                previous_version: None,
-                builtin: 0,
-                created_at: now,
-                updated_at: now,
-            };
-            store::plugins::insert_plugin(&mut tx, &row).await?;
-            row
-        }
-    };
-    store::plugins::insert_blob(&mut tx, &sha256, &form.component, now).await?;
-    let version = VersionRow {
-        id: new_id(),
-        plugin_id: row.id.clone(),
-        org_id: row.org_id.clone(),
-        version: manifest.version.clone(),
-        sha256: sha256.clone(),
-        size_bytes: i64::try_from(form.component.len()).unwrap_or(i64::MAX),
-        description: manifest.description.clone(),
-        manifest: form.manifest.clone(),
-        info: serde_json::to_string(plugin.info()).unwrap_or_default(),
-        outbound_hosts: serde_json::to_string(&manifest.outbound.hosts).unwrap_or_default(),
-        limits: serde_json::to_string(&limits).unwrap_or_default(),
-        config_schema: manifest.config_schema_json().map(|v| v.to_string()),
-        signed: i64::from(signed),
-        hosts_approved_by: (!needs_approval).then(|| PLATFORM.to_string()),
-        hosts_approved_at: (!needs_approval).then_some(now),
-        uploaded_by: Some(p.user_id.clone()),
-        uploaded_at: now,
-    };
-    store::plugins::insert_version(&mut tx, &version)
-        .await
-        .map_err(|e| {
-            let taken = format!(
-                "{} {} was uploaded concurrently",
-                manifest.name, manifest.version
-            );
-            ApiError::unique_or(e, ApiError::conflict_code("version_exists", taken))
-        })?;
-    audit::record(
-        &mut tx,
-        &p,
-        &client,
-        "plugin_uploaded",
-        json!({ "plugin": row.name, "version": version.version, "scope": scope_label(row.org_id.as_deref()),
-                "sha256": sha256, "size_bytes": version.size_bytes, "signed": signed,
-                "outbound_hosts": manifest.outbound.hosts, "awaiting_approval": needs_approval }),
-    )
-    .await?;
-    if options.activate {
-        switch_to(&mut row, &version.version, now);
-        store::plugins::update_plugin(&mut tx, &row).await?;
-        audit::record(
-            &mut tx,
-            &p,
-            &client,
-            "plugin_activated",
-            json!({ "plugin": row.name, "version": version.version, "previous_version": row.previous_version }),
-        )
-        .await?;
-        state
-            .signals
-            .notify(&mut tx, &Signal::PluginsChanged)
-            .await?;
-    }
-    tx.commit().await?;
-    // Stored: its compiled code may enter the cache now, and this instance
-    // keeps it so that going live does not load it again.
-    state.plugins.registry().keep(staged.commit().await);
-    if options.activate {
-        make_live(&state).await?;
-    }
-    tracing::info!(plugin = %row.name, version = %version.version, scope = %scope, activated = options.activate, "plugin uploaded");
-    Ok((StatusCode::CREATED, Json(VersionView::new(&row, &version))))
+    let published = lifecycle::publish(&state, actor, owner, upload, options.activate).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(VersionView::new(&published.plugin, &published.version)),
+    ))
 }
 
 /// The platform's plugins and the caller's organization's own.
@@ -530,7 +326,7 @@ pub async fn get(
     ApiQuery(q): ApiQuery<ScopeQuery>,
 ) -> Result<Json<PluginView>, ApiError> {
     let mut tx = state.db.tenant_read(&p.org_id).await?;
-    let row = resolve(&mut tx, &p, &name, q.scope).await?;
+    let row = lifecycle::resolve(&mut tx, &p, &name, scope(q.scope)).await?;
     let versions = store::plugins::versions(&mut tx, &row.id).await?;
     tx.commit().await?;
     let mut view = PluginView::new(&state, &row);
@@ -560,29 +356,11 @@ pub async fn activate(
     ApiPath((name, version)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<ScopeQuery>,
 ) -> Result<Json<PluginView>, ApiError> {
-    let mut tx = begin(&state, &p).await?;
-    let mut row = resolve(&mut tx, &p, &name, q.scope).await?;
-    may_manage(&p, &row)?;
-    let v = store::plugins::version(&mut tx, &row.id, &version)
-        .await?
-        .ok_or_else(|| ApiError::not_found("plugin version"))?;
-    check_activatable(&state, &v)?;
-    if row.active_version.as_deref() == Some(version.as_str()) {
-        tx.commit().await?;
-        return Ok(Json(PluginView::new(&state, &row)));
-    }
-    switch_to(&mut row, &version, now_ms());
-    store::plugins::update_plugin(&mut tx, &row).await?;
-    audit::record(
-        &mut tx,
-        &p,
-        &client,
-        "plugin_activated",
-        json!({ "plugin": row.name, "scope": scope_label(row.org_id.as_deref()), "version": version,
-                "previous_version": row.previous_version }),
-    )
-    .await?;
-    commit_live(&state, tx).await?;
+    let actor = Actor {
+        who: &p,
+        client: &client,
+    };
+    let row = lifecycle::activate(&state, actor, &name, scope(q.scope), &version).await?;
     Ok(Json(PluginView::new(&state, &row)))
 }
 
@@ -598,34 +376,11 @@ pub async fn rollback(
     ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<ScopeQuery>,
 ) -> Result<Json<PluginView>, ApiError> {
-    let mut tx = begin(&state, &p).await?;
-    let mut row = resolve(&mut tx, &p, &name, q.scope).await?;
-    may_manage(&p, &row)?;
-    let Some(previous) = row.previous_version.clone() else {
-        return Err(ApiError::conflict_code(
-            "no_previous_version",
-            format!("`{name}` has no previously active version"),
-        ));
+    let actor = Actor {
+        who: &p,
+        client: &client,
     };
-    let v = store::plugins::version(&mut tx, &row.id, &previous)
-        .await?
-        .ok_or_else(|| {
-            ApiError::conflict_code("no_previous_version", "the previous version was deleted")
-        })?;
-    check_activatable(&state, &v)?;
-    let from = row.active_version.clone();
-    switch_to(&mut row, &previous, now_ms());
-    store::plugins::update_plugin(&mut tx, &row).await?;
-    audit::record(
-        &mut tx,
-        &p,
-        &client,
-        "plugin_rolled_back",
-        json!({ "plugin": row.name, "scope": scope_label(row.org_id.as_deref()), "from_version": from,
-                "to_version": previous }),
-    )
-    .await?;
-    commit_live(&state, tx).await?;
+    let row = lifecycle::rollback(&state, actor, &name, scope(q.scope)).await?;
     Ok(Json(PluginView::new(&state, &row)))
 }
 
@@ -642,7 +397,12 @@ pub async fn disable(
     ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<ScopeQuery>,
 ) -> Result<Json<PluginView>, ApiError> {
-    set_status(state, p, client, name, q.scope, "disabled").await
+    let actor = Actor {
+        who: &p,
+        client: &client,
+    };
+    let row = lifecycle::disable(&state, actor, &name, scope(q.scope)).await?;
+    Ok(Json(PluginView::new(&state, &row)))
 }
 
 /// Use the plugin again.
@@ -657,47 +417,11 @@ pub async fn enable(
     ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<ScopeQuery>,
 ) -> Result<Json<PluginView>, ApiError> {
-    set_status(state, p, client, name, q.scope, "active").await
-}
-
-async fn set_status(
-    state: AppState,
-    p: Principal,
-    client: ClientInfo,
-    name: String,
-    scope: Option<ScopeParam>,
-    status: &str,
-) -> Result<Json<PluginView>, ApiError> {
-    let mut tx = begin(&state, &p).await?;
-    let mut row = resolve(&mut tx, &p, &name, scope).await?;
-    may_manage(&p, &row)?;
-    if status == "disabled" && row.org_id.is_none() && row.name == DEFAULT_ROUTER {
-        return Err(ApiError::conflict_code(
-            "default_router",
-            "the platform's default router is every routing fallback and cannot be disabled",
-        ));
-    }
-    if row.status == status {
-        tx.commit().await?;
-        return Ok(Json(PluginView::new(&state, &row)));
-    }
-    row.status = status.to_string();
-    row.updated_at = now_ms();
-    store::plugins::update_plugin(&mut tx, &row).await?;
-    let action = if status == "active" {
-        "plugin_enabled"
-    } else {
-        "plugin_disabled"
+    let actor = Actor {
+        who: &p,
+        client: &client,
     };
-    audit::record(
-        &mut tx,
-        &p,
-        &client,
-        action,
-        json!({ "plugin": row.name, "scope": scope_label(row.org_id.as_deref()) }),
-    )
-    .await?;
-    commit_live(&state, tx).await?;
+    let row = lifecycle::enable(&state, actor, &name, scope(q.scope)).await?;
     Ok(Json(PluginView::new(&state, &row)))
 }
 
@@ -714,53 +438,11 @@ pub async fn delete_version(
     ApiPath((name, version)): ApiPath<(String, String)>,
     ApiQuery(q): ApiQuery<ScopeQuery>,
 ) -> Result<StatusCode, ApiError> {
-    let mut tx = begin(&state, &p).await?;
-    let mut row = resolve(&mut tx, &p, &name, q.scope).await?;
-    may_manage(&p, &row)?;
-    let v = store::plugins::version(&mut tx, &row.id, &version)
-        .await?
-        .ok_or_else(|| ApiError::not_found("plugin version"))?;
-    if row.active_version.as_deref() == Some(version.as_str()) {
-        return Err(ApiError::conflict_code(
-            "version_active",
-            format!("{name} {version} is the active version; activate another first"),
-        ));
-    }
-    if v.uploaded_by.is_none() && row.builtin != 0 {
-        return Err(ApiError::conflict_code(
-            "builtin_version",
-            "a built-in version ships with the server and cannot be deleted",
-        ));
-    }
-    store::plugins::delete_version(&mut tx, &v.id).await?;
-    state
-        .plugins
-        .stats()
-        .forget(row.org_id.as_deref(), &row.name, &version);
-    if row.previous_version.as_deref() == Some(version.as_str()) {
-        row.previous_version = None;
-        row.updated_at = now_ms();
-        store::plugins::update_plugin(&mut tx, &row).await?;
-    }
-    if store::plugins::versions(&mut tx, &row.id).await?.is_empty() {
-        store::plugins::delete_plugin(&mut tx, &row.id).await?;
-    }
-    audit::record(
-        &mut tx,
-        &p,
-        &client,
-        "plugin_version_deleted",
-        json!({ "plugin": row.name, "scope": scope_label(row.org_id.as_deref()), "version": version,
-                "sha256": v.sha256 }),
-    )
-    .await?;
-    tx.commit().await?;
-    // Whether another version (perhaps another tenant's, which row-level
-    // security hides from this transaction) still uses the bytes is a
-    // cross-tenant question: asked by the platform, after the deletion.
-    let mut platform = state.db.platform().await?;
-    store::plugins::delete_blob_if_unused(&mut platform, &v.sha256).await?;
-    platform.commit().await?;
+    let actor = Actor {
+        who: &p,
+        client: &client,
+    };
+    lifecycle::delete_version(&state, actor, &name, scope(q.scope), &version).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -797,42 +479,11 @@ pub async fn approve(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<VersionView>, ApiError> {
     p.require_platform_admin()?;
-    let mut tx = state.db.platform().await?;
-    let mut v = store::plugins::version_by_id(&mut tx, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("plugin version"))?;
-    let row = store::plugins::plugin_by_id(&mut tx, &v.plugin_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("plugin version"))?;
-    if v.hosts_approved_by.is_none() {
-        let now = now_ms();
-        store::plugins::approve_hosts(&mut tx, &v.id, &p.user_id, now).await?;
-        v.hosts_approved_by = Some(p.user_id.clone());
-        v.hosts_approved_at = Some(now);
-        let payload = json!({ "plugin": row.name, "version": v.version, "organization_id": row.org_id,
-                              "outbound_hosts": serde_json::from_str::<Value>(&v.outbound_hosts).unwrap_or(Value::Null) });
-        audit::record(
-            &mut tx,
-            &p,
-            &client,
-            "plugin_hosts_approved",
-            payload.clone(),
-        )
-        .await?;
-        if let Some(org) = &row.org_id {
-            // The tenant sees the approval in its own log too.
-            audit::record_for(
-                &mut tx,
-                Some(org),
-                Some(&p.user_id),
-                &client,
-                "plugin_hosts_approved",
-                payload,
-            )
-            .await?;
-        }
-    }
-    tx.commit().await?;
+    let actor = Actor {
+        who: &p,
+        client: &client,
+    };
+    let (row, v) = lifecycle::approve(&state, actor, &id).await?;
     Ok(Json(VersionView::new(&row, &v)))
 }
 
@@ -848,7 +499,7 @@ pub async fn stats(
     ApiQuery(q): ApiQuery<ScopeQuery>,
 ) -> Result<Json<PluginStatsView>, ApiError> {
     let mut tx = state.db.tenant_read(&p.org_id).await?;
-    let row = resolve(&mut tx, &p, &name, q.scope).await?;
+    let row = lifecycle::resolve(&mut tx, &p, &name, scope(q.scope)).await?;
     tx.commit().await?;
     let versions = state
         .plugins
@@ -861,17 +512,13 @@ pub async fn stats(
     }))
 }
 
-/// The parts of an upload.
-struct Form {
-    component: Vec<u8>,
-    manifest: String,
-    signature: Option<String>,
-}
-
 /// Read the multipart form, refusing unknown parts and oversized ones as
 /// they stream in, and the whole body beyond [`upload_body_limit`] (the
 /// route's body limit).
-async fn read_form(mut multipart: Multipart, registry: &RegistryConfig) -> Result<Form, ApiError> {
+async fn read_form(
+    mut multipart: Multipart,
+    registry: &RegistryConfig,
+) -> Result<Upload, ApiError> {
     let max_component = registry.max_upload_bytes;
     let bad = |m: String| ApiError::bad_request("invalid_form", m);
     let form_error = |what: String, e: MultipartError| {
@@ -936,189 +583,11 @@ async fn read_form(mut multipart: Multipart, registry: &RegistryConfig) -> Resul
             }
         }
     }
-    Ok(Form {
+    Ok(Upload {
         component: component
             .filter(|c| !c.is_empty())
             .ok_or_else(|| bad("the form has no `component` part".into()))?,
         manifest: manifest.ok_or_else(|| bad("the form has no `manifest` part".into()))?,
         signature,
     })
-}
-
-/// Whether the upload carries a signature that verifies against a trusted
-/// key; a signature that does not verify is refused.
-fn verify_signature(state: &AppState, form: &Form) -> Result<bool, ApiError> {
-    let Some(text) = &form.signature else {
-        return Ok(false);
-    };
-    let bytes = hex::decode(text)
-        .ok()
-        .or_else(|| base64::engine::general_purpose::STANDARD.decode(text).ok())
-        .and_then(|b| <[u8; 64]>::try_from(b.as_slice()).ok())
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_signature",
-                "the signature must be 64 bytes in base64 or hex",
-            )
-        })?;
-    let signature = ed25519_dalek::Signature::from_bytes(&bytes);
-    let verified = state.config.registry.trusted_keys.iter().any(|key| {
-        ed25519_dalek::VerifyingKey::from_bytes(key)
-            .is_ok_and(|k| k.verify_strict(&form.component, &signature).is_ok())
-    });
-    if verified {
-        Ok(true)
-    } else {
-        Err(ApiError::bad_request(
-            "invalid_signature",
-            "the signature does not verify against any trusted key",
-        ))
-    }
-}
-
-/// A load failure as the uploader should read it; `wait` is how long it
-/// waited for a compile slot.
-fn load_error(e: LoadError, wait: Duration) -> ApiError {
-    let message = e.to_string();
-    match e {
-        LoadError::NotWasm | LoadError::CoreModule => {
-            ApiError::bad_request("not_a_component", message)
-        }
-        LoadError::KindMismatch { expected, actual } => ApiError::bad_request(
-            "wrong_world",
-            format!(
-                "the manifest declares a {expected} but the component implements the vel:plugins/{actual} world"
-            ),
-        ),
-        LoadError::UnknownWorld { .. }
-        | LoadError::AmbiguousWorld { .. }
-        | LoadError::WrongExports { .. } => ApiError::bad_request("wrong_world", message),
-        LoadError::ForbiddenImport { .. } => ApiError::bad_request("forbidden_import", message),
-        LoadError::Info(_) => ApiError::bad_request("info_failed", message),
-        LoadError::CodeTooLarge { .. } | LoadError::FunctionTooLarge { .. } => {
-            ApiError::unprocessable("compile_limit_exceeded", message)
-        }
-        LoadError::CompileTimeout { .. } => ApiError::unprocessable("compile_timeout", message),
-        LoadError::Busy(which) => {
-            let scope = match which {
-                SlotsBusy::Tenant => "this organization's previous upload is still compiling",
-                SlotsBusy::Global => "every compile slot is busy",
-            };
-            ApiError::too_many_requests(format!("{scope}; try again later"), wait.as_secs())
-        }
-        _ => ApiError::bad_request("invalid_component", message),
-    }
-}
-
-/// Refuse an organization's upload of `size` bytes that would take its
-/// stored components beyond its quota.
-async fn check_quota(
-    tx: &mut Tx,
-    org_id: &str,
-    size: usize,
-    registry: &RegistryConfig,
-) -> Result<(), ApiError> {
-    let used = store::plugins::org_component_bytes(tx, org_id).await?;
-    let used = u64::try_from(used).unwrap_or(0);
-    let adding = u64::try_from(size).unwrap_or(u64::MAX);
-    if used.saturating_add(adding) > registry.org_quota_bytes {
-        return Err(ApiError::too_large_code(
-            "plugin_quota_exceeded",
-            format!(
-                "the organization's plugins would take {} bytes, more than its quota of {} bytes \
-                 ({used} bytes stored, {adding} in this upload); delete versions it no longer needs",
-                used.saturating_add(adding),
-                registry.org_quota_bytes
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// Refuse a version that may not go live: unapproved hosts, or unsigned
-/// while trusted keys are configured.
-fn check_activatable(state: &AppState, v: &VersionRow) -> Result<(), ApiError> {
-    if v.hosts_approved_by.is_none() {
-        return Err(ApiError::conflict_code(
-            "hosts_not_approved",
-            "a platform admin has not approved this version's outbound hosts yet",
-        ));
-    }
-    if !state.config.registry.trusted_keys.is_empty() && v.signed == 0 && v.uploaded_by.is_some() {
-        return Err(ApiError::conflict_code(
-            "signature_required",
-            "trusted signing keys are configured: only a signed component can be activated",
-        ));
-    }
-    Ok(())
-}
-
-/// Make `version` active, remembering the one it replaces.
-fn switch_to(row: &mut PluginRow, version: &str, now: i64) {
-    row.previous_version = row.active_version.replace(version.to_string());
-    row.updated_at = now;
-}
-
-/// A transaction for plugin changes: platform admins may change platform
-/// rows; everyone else works inside their organization.
-async fn begin(state: &AppState, p: &Principal) -> Result<Tx, ApiError> {
-    Ok(if p.is_platform_admin() {
-        state.db.platform().await?
-    } else {
-        state.db.tenant(&p.org_id).await?
-    })
-}
-
-/// The plugin `name` as the caller sees it: the organization's own, else
-/// the platform's (`scope=platform` skips the former).
-async fn resolve(
-    tx: &mut Tx,
-    p: &Principal,
-    name: &str,
-    scope: Option<ScopeParam>,
-) -> Result<PluginRow, ApiError> {
-    if scope != Some(ScopeParam::Platform)
-        && let Some(row) = store::plugins::find(tx, &p.org_id, name).await?
-    {
-        return Ok(row);
-    }
-    if scope == Some(ScopeParam::Organization) {
-        return Err(ApiError::not_found("plugin"));
-    }
-    store::plugins::find(tx, PLATFORM, name)
-        .await?
-        .ok_or_else(|| ApiError::not_found("plugin"))
-}
-
-/// Platform plugins are the platform admins'; an organization's are its
-/// org_admins'.
-fn may_manage(p: &Principal, row: &PluginRow) -> Result<(), ApiError> {
-    match &row.org_id {
-        None => p.require_platform_admin(),
-        Some(_) => p.require(Role::OrgAdmin),
-    }
-}
-
-/// Commit a change of the active set and make it live: on this instance
-/// before the response, on the others by the signal sent with the commit.
-async fn commit_live(state: &AppState, mut tx: Tx) -> Result<(), ApiError> {
-    state
-        .signals
-        .notify(&mut tx, &Signal::PluginsChanged)
-        .await?;
-    tx.commit().await?;
-    make_live(state).await
-}
-
-/// Reload the active set on this instance now.
-async fn make_live(state: &AppState) -> Result<(), ApiError> {
-    match state.plugins.registry().refresh(&state.db).await {
-        Ok(changed) => {
-            if changed {
-                state.dispatcher.forget_all_catalogs();
-            }
-            Ok(())
-        }
-        Err(e) => Err(ApiError::internal(e)),
-    }
 }

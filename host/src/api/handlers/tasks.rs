@@ -24,52 +24,20 @@ use crate::auth::{Principal, Role};
 use crate::money::Usd;
 use crate::orchestrator::catalog::parse_task_type;
 use crate::orchestrator::executor::AttemptView;
-use crate::orchestrator::request::{ChatMessage, TaskRequest, parse_role};
+use crate::orchestrator::request::{ChatMessage, parse_role};
+use crate::orchestrator::sampling::Sampling;
 use crate::orchestrator::signals::Signal;
 use crate::orchestrator::state::TaskStatus;
+pub use crate::orchestrator::submit::TaskPriority;
+use crate::orchestrator::submit::{MAX_MESSAGE, MAX_MESSAGES, Submission, Submitted, Work, submit};
 use crate::state::AppState;
-use crate::store::tasks::{Inserted, NewTask, Task, TaskFilter};
+use crate::store::tasks::{Task, TaskFilter};
 use crate::store::{self, to_rfc3339};
 
 /// Longest description, in characters.
 const MAX_DESCRIPTION: usize = 1000;
-/// Longest prompt or message, in characters.
-const MAX_MESSAGE: usize = 200_000;
-/// Most messages in one task.
-const MAX_MESSAGES: usize = 500;
 /// Longest `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
-
-/// Urgency: higher runs first.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskPriority {
-    /// Runs after the others.
-    Low,
-    /// The default.
-    #[default]
-    Medium,
-    /// Runs first.
-    High,
-}
-
-impl TaskPriority {
-    fn rank(self) -> i64 {
-        match self {
-            TaskPriority::Low => 0,
-            TaskPriority::Medium => 1,
-            TaskPriority::High => 2,
-        }
-    }
-
-    fn name(rank: i64) -> &'static str {
-        match rank {
-            i64::MIN..=0 => "low",
-            1 => "medium",
-            _ => "high",
-        }
-    }
-}
 
 /// Sampling and routing parameters.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -90,6 +58,18 @@ pub struct TaskParameters {
     /// `balanced` (default), `cost` or `latency`.
     #[serde(default)]
     pub prefer: Option<String>,
+}
+
+impl From<TaskParameters> for Sampling {
+    fn from(p: TaskParameters) -> Sampling {
+        Sampling {
+            model: p.model,
+            temperature: p.temperature.map(f64::from),
+            max_tokens: p.max_tokens,
+            stop: p.stop,
+            prefer: p.prefer,
+        }
+    }
 }
 
 /// A message of the conversation.
@@ -274,12 +254,8 @@ pub struct TaskQuery {
     pub to: Option<String>,
 }
 
-/// Validate a submission and build its canonical request.
-async fn canonical(
-    state: &AppState,
-    p: &Principal,
-    req: CreateTask,
-) -> Result<(TaskRequest, String, TaskPriority, bool, bool), ApiError> {
+/// Check a submission field by field and turn it into the work to submit.
+fn submission(req: CreateTask, idempotency_key: Option<String>) -> Result<Submission, ApiError> {
     let mut errors = FieldErrors::new();
     check_text(
         &mut errors,
@@ -329,115 +305,26 @@ async fn canonical(
             }
         }
     }
-    let params = req.parameters.clone().unwrap_or_default();
-    check_parameters(&mut errors, &params);
+    let sampling = Sampling::from(req.parameters.unwrap_or_default());
+    sampling.check("parameters.", &mut errors);
     if let Some(meta) = &req.metadata {
         errors.check(meta.is_object(), "metadata", "must be a JSON object");
     }
     errors.finish()?;
-
-    // The agent's settings fill what the task leaves open.
-    let agent = match &req.agent_id {
-        Some(id) => {
-            let mut tx = state.db.tenant_read(&p.org_id).await?;
-            let agent = store::agents::get(&mut tx, &p.org_id, id)
-                .await?
-                .ok_or_else(|| ApiError::invalid_field("agent_id", "no such agent"))?;
-            tx.commit().await?;
-            Some(agent)
-        }
-        None => None,
-    };
-    let agent_config: Value = agent
-        .as_ref()
-        .and_then(|a| serde_json::from_str(&a.config).ok())
-        .unwrap_or(Value::Null);
-    if let Some(a) = &agent
-        && a.status != "active"
-    {
-        return Err(ApiError::invalid_field(
-            "agent_id",
-            format!("the agent is {}, not active", a.status),
-        ));
-    }
-    if let Some(system) = agent_config["system_prompt"].as_str()
-        && !messages.iter().any(|m| m.role == "system")
-    {
-        messages.insert(
-            0,
-            ChatMessage {
-                role: "system".into(),
-                content: system.to_string(),
-            },
-        );
-    }
-    let request = TaskRequest {
-        task_type,
-        messages,
-        model: params
-            .model
-            .or_else(|| agent_config["model"].as_str().map(str::to_string)),
-        temperature: params
-            .temperature
-            .or_else(|| agent_config["temperature"].as_f64().map(|t| t as f32)),
-        max_tokens: params.max_tokens.or_else(|| {
-            agent_config["max_tokens"]
-                .as_u64()
-                .and_then(|m| u32::try_from(m).ok())
-        }),
-        stop: params.stop.unwrap_or_default(),
-        prefer: params.prefer,
-        // The organization's policy is applied when the task runs.
-        router: agent_config["routing_policy"].as_str().map(str::to_string),
-        agent_id: req.agent_id.clone(),
-        metadata: req.metadata.clone().unwrap_or_else(|| json!({})),
-    };
-    Ok((
-        request,
-        req.description.trim().to_string(),
-        req.priority,
-        req.stream,
-        req.cache.unwrap_or(true),
-    ))
-}
-
-/// Range checks of sampling and routing parameters (shared with the gateway).
-pub(crate) fn check_parameters(errors: &mut FieldErrors, params: &TaskParameters) {
-    if let Some(model) = &params.model {
-        errors.check(
-            !model.trim().is_empty() && model.len() <= 200,
-            "parameters.model",
-            "must be 1–200 characters",
-        );
-    }
-    if let Some(t) = params.temperature {
-        errors.check(
-            (0.0..=2.0).contains(&t),
-            "parameters.temperature",
-            "must be between 0 and 2",
-        );
-    }
-    if let Some(m) = params.max_tokens {
-        errors.check(
-            (1..=1_000_000).contains(&m),
-            "parameters.max_tokens",
-            "must be between 1 and 1000000",
-        );
-    }
-    if let Some(stop) = &params.stop {
-        errors.check(
-            stop.len() <= 4 && stop.iter().all(|s| !s.is_empty() && s.len() <= 200),
-            "parameters.stop",
-            "at most 4 non-empty sequences of at most 200 characters",
-        );
-    }
-    if let Some(prefer) = &params.prefer {
-        errors.check(
-            matches!(prefer.as_str(), "balanced" | "cost" | "latency"),
-            "parameters.prefer",
-            "must be balanced, cost or latency",
-        );
-    }
+    Ok(Submission {
+        description: req.description,
+        priority: req.priority,
+        work: Work {
+            task_type,
+            messages,
+            sampling,
+            agent_id: req.agent_id,
+            metadata: req.metadata.unwrap_or_else(|| json!({})),
+        },
+        stream: req.stream,
+        use_cache: req.cache.unwrap_or(true),
+        idempotency_key,
+    })
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -484,53 +371,11 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<TaskCreated>), ApiError> {
     p.require(Role::TaskExecutor)?;
     let key = idempotency_key(&headers)?;
-    let (request, description, priority, stream, use_cache) = canonical(&state, &p, req).await?;
-    let request_hash = request.hash(&p.org_id);
-    let new = NewTask {
-        org_id: p.org_id.clone(),
-        user_id: p.user_id.clone(),
-        agent_id: request.agent_id.clone(),
-        source: "api",
-        description,
-        task_type: request.task_type.clone(),
-        priority: priority.rank(),
-        request: serde_json::to_string(&request).map_err(ApiError::internal)?,
-        stream,
-        use_cache,
-        idempotency_key: key,
-        request_hash,
-    };
-    let limit = state.config.tasks.max_unfinished_per_user;
-    let mut tx = state.db.tenant_serialised(&p.org_id, &p.user_id).await?;
-    let task = match store::tasks::insert(&mut tx, &new, limit).await? {
-        Inserted::Existing(task) => {
-            tx.commit().await?;
-            if task.request_hash != new.request_hash {
-                return Err(ApiError::conflict(
-                    "this Idempotency-Key was already used with a different request",
-                ));
-            }
-            return Ok((StatusCode::OK, Json(created(&task))));
-        }
-        Inserted::TooManyUnfinished => {
-            return Err(ApiError::too_many_requests(
-                format!("at most {limit} unfinished tasks per user; wait for some to finish"),
-                1,
-            ));
-        }
-        Inserted::Created(task) => task,
-    };
-    audit::record(
-        &mut tx,
-        &p,
-        &client,
-        "task_created",
-        json!({ "task_id": task.id, "task_type": task.task_type, "agent_id": task.agent_id, "priority": TaskPriority::name(task.priority) }),
-    )
-    .await?;
-    tx.commit().await?;
-    state.signals.publish_queue();
-    Ok((StatusCode::CREATED, Json(created(&task))))
+    let submission = submission(req, key)?;
+    Ok(match submit(&state, &p, &client, submission).await? {
+        Submitted::Created(task) => (StatusCode::CREATED, Json(created(&task))),
+        Submitted::Replayed(task) => (StatusCode::OK, Json(created(&task))),
+    })
 }
 
 /// One task with its attempts.

@@ -1,0 +1,512 @@
+//! The OpenAI-compatible gateway: `POST /v1/chat/completions` (plain and
+//! streamed) and `GET /v1/models`, so that an OpenAI client library pointed
+//! at `http://HOST/v1` with a vel API key (or access token) works unchanged.
+//!
+//! A request runs synchronously through the same dispatcher as queued tasks
+//! (router plugin, provider plugins, retries, breakers, fallback) and is then
+//! recorded, off the request path, as a terminal `tasks` row with source
+//! `gateway`, its attempts and a `gateway_request` audit entry (see
+//! [`crate::orchestrator::usage`]); the response id is `chatcmpl-<task id>`.
+//!
+//! Errors keep vel's one error shape, with OpenAI-like statuses: 401 without
+//! credentials, 403 below `task_executor`, 404 for a model no active
+//! integration offers, 415/400/422 for bad input, and for a dispatch that
+//! found no answer 503 (`no_candidate`), 502 (`all_attempts_failed`,
+//! `router_failed`) or 400 (`invalid_request`, `content_filtered`), the code
+//! being the dispatch error's kind. Once a stream has started, a failure is
+//! sent as a final `data: {"error": {…}}` event instead.
+//!
+//! Streaming: if an attempt fails after sending some text and a fallback
+//! attempt answers, the client has already received the failed attempt's
+//! partial text and the new attempt's text follows it (an SSE stream cannot
+//! take text back); the task's record keeps the answer of the attempt that
+//! completed.
+//!
+//! Here: the handlers, the request's checks and the plain answer; the wire
+//! types in [`wire`], the errors in [`error`], the record of a request in
+//! [`recording`], the streamed answer in [`stream`].
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tracing::Instrument;
+
+mod error;
+mod recording;
+mod stream;
+mod wire;
+
+pub use self::error::GatewayError;
+use self::error::dispatch_error;
+use self::recording::Recording;
+use self::stream::streamed;
+pub use self::wire::{
+    AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice, CompletionUsage, ContentPart,
+    InputChatMessage, MessageContent, ModelEntry, ModelList, StopSequences, StreamOptions,
+};
+use crate::api::error::{ApiError, ErrorBody, FieldErrors};
+use crate::api::extract::{ApiJson, ClientInfo};
+use crate::auth::{Credential, Principal, Role};
+use crate::orchestrator::catalog::{Catalog, parse_task_type};
+use crate::orchestrator::dispatch::{Answer, Job, totals};
+use crate::orchestrator::request::{ChatMessage, TaskRequest, finish_reason_name};
+use crate::orchestrator::sampling::{Sampling, check_max_tokens};
+use crate::orchestrator::submit::{self, MAX_MESSAGE, MAX_MESSAGES, Work};
+use crate::orchestrator::usage::{Finished, Outcome};
+use crate::state::AppState;
+use crate::store::{new_id, now_ms};
+
+/// Longest `user`.
+const MAX_NAME: usize = 200;
+/// The vel extension header choosing the task type.
+const TASK_TYPE_HEADER: &str = "x-vel-task-type";
+/// The model name that lets the router choose.
+const AUTO: &str = "auto";
+
+/// The task recording the request.
+const TASK_ID: HeaderName = HeaderName::from_static("x-vel-task-id");
+/// The integration that answered.
+const PROVIDER: HeaderName = HeaderName::from_static("x-vel-provider");
+/// The cost of every attempt, in US dollars.
+const COST: HeaderName = HeaderName::from_static("x-vel-cost-usd");
+
+/// A request that passed validation.
+#[derive(Debug)]
+struct Validated {
+    request: TaskRequest,
+    stream: bool,
+    include_usage: bool,
+}
+
+/// The role name vel uses for an OpenAI role.
+fn role_name(role: &str) -> Option<&'static str> {
+    Some(match role {
+        "system" | "developer" => "system",
+        "user" => "user",
+        "assistant" => "assistant",
+        "tool" => "tool",
+        _ => return None,
+    })
+}
+
+/// Check the body (every bad field at once, named as OpenAI names them)
+/// and build the canonical request.
+fn validate(body: ChatCompletionRequest, task_type: String) -> Result<Validated, ApiError> {
+    let mut errors = FieldErrors::new();
+    errors.check(!body.messages.is_empty(), "messages", "must not be empty");
+    errors.check(
+        body.messages.len() <= MAX_MESSAGES,
+        "messages",
+        "must hold at most 500 messages",
+    );
+    let mut messages = Vec::with_capacity(body.messages.len());
+    for (i, m) in body.messages.into_iter().enumerate() {
+        let role = role_name(&m.role);
+        if role.is_none() {
+            errors.add(
+                &format!("messages[{i}].role"),
+                "must be system, developer, user, assistant or tool",
+            );
+        }
+        let content = match m.content {
+            None => String::new(),
+            Some(MessageContent::Text(text)) => text,
+            Some(MessageContent::Parts(parts)) => {
+                let mut text = String::new();
+                for (j, part) in parts.into_iter().enumerate() {
+                    match (part.kind.as_str(), part.text) {
+                        ("text", Some(t)) => text.push_str(&t),
+                        ("text", None) => errors.add(
+                            &format!("messages[{i}].content[{j}].text"),
+                            "a text part needs its text",
+                        ),
+                        _ => errors.add(
+                            &format!("messages[{i}].content[{j}].type"),
+                            "only text parts are supported",
+                        ),
+                    }
+                }
+                text
+            }
+        };
+        errors.check(
+            content.chars().count() <= MAX_MESSAGE,
+            &format!("messages[{i}].content"),
+            "must be at most 200000 characters",
+        );
+        messages.push(ChatMessage {
+            role: role.unwrap_or("user").to_string(),
+            content,
+        });
+    }
+    let stop = match body.stop {
+        None => Vec::new(),
+        Some(StopSequences::One(s)) => vec![s],
+        Some(StopSequences::Many(list)) => list,
+    };
+    let sampling = Sampling {
+        model: Some(body.model.clone()),
+        temperature: body.temperature.map(f64::from),
+        max_tokens: body.max_tokens,
+        stop: Some(stop),
+        ..Sampling::default()
+    };
+    sampling.check("", &mut errors);
+    if let Some(m) = body.max_completion_tokens {
+        check_max_tokens(&mut errors, "max_completion_tokens", m);
+    }
+    if let Some(n) = body.n {
+        errors.check(n == 1, "n", "only n = 1 is supported");
+    }
+    if let Some(user) = &body.user {
+        errors.check(
+            user.len() <= MAX_NAME,
+            "user",
+            "must be at most 200 characters",
+        );
+    }
+    errors.finish()?;
+    let metadata = match body.user {
+        Some(user) => json!({ "user": user }),
+        None => json!({}),
+    };
+    let model = body.model.trim().to_string();
+    let work = Work {
+        task_type,
+        messages,
+        sampling: Sampling {
+            model: (model != AUTO).then_some(model),
+            max_tokens: body.max_completion_tokens.or(body.max_tokens),
+            ..sampling
+        },
+        agent_id: None,
+        metadata,
+    };
+    Ok(Validated {
+        request: submit::request(work, None),
+        stream: body.stream.unwrap_or(false),
+        include_usage: body
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false),
+    })
+}
+
+/// The task type named by `X-Vel-Task-Type` (default `general`).
+fn task_type(headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(value) = headers.get(TASK_TYPE_HEADER) else {
+        return Ok("general".into());
+    };
+    value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|v| parse_task_type(v).is_some())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_task_type",
+                "X-Vel-Task-Type must be reasoning, code_generation, research, light or general",
+            )
+        })
+}
+
+/// Whether some active integration offers `model` the way the dispatcher
+/// will read it: `integration/model` when that integration exists, else a
+/// bare model any integration offers.
+fn offered(catalog: &Catalog, model: &str) -> bool {
+    if let Some((integration, name)) = model.split_once('/')
+        && let Some(target) = catalog.target(integration)
+    {
+        return target.models.iter().any(|m| m.id == name);
+    }
+    catalog.offers(model)
+}
+
+/// Create a chat completion (task_executor or above), plain or streamed.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "gateway", request_body = ChatCompletionRequest,
+    params(("X-Vel-Task-Type" = Option<String>, Header,
+            description = "reasoning, code_generation, research, light or general (default)")),
+    responses(
+        (status = 200, description = "The answer; with `stream: true`, Server-Sent Events of `chat.completion.chunk` objects ending with `data: [DONE]`",
+         headers(("x-vel-provider" = String, description = "Integration that answered (plain answers)"),
+                 ("x-vel-cost-usd" = String, description = "Cost of all attempts in US dollars, a plain decimal such as `0.0000005` (plain answers)"),
+                 ("x-vel-task-id" = String, description = "The task recording this request")),
+         content((ChatCompletion = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "Malformed body, or the provider refused the request", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "No active integration offers the model", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+        (status = 429, description = "The credential or the organization has its share of requests in flight", body = ErrorBody),
+        (status = 502, description = "Every planned provider failed", body = ErrorBody),
+        (status = 503, description = "No provider can take the request", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    p: Principal,
+    client: ClientInfo,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<ChatCompletionRequest>,
+) -> Result<Response, GatewayError> {
+    let created_at = now_ms();
+    p.require(Role::TaskExecutor)?;
+    let credential = match &p.credential {
+        Credential::ApiKey { id } => id.as_str(),
+        Credential::Token { .. } => p.user_id.as_str(),
+    };
+    let slot = state
+        .shares
+        .take(credential, &p.org_id)
+        .map_err(|full| ApiError::too_many_requests(full.to_string(), 1))?;
+    let task_type = task_type(&headers)?;
+    let Validated {
+        request,
+        stream,
+        include_usage,
+    } = validate(body, task_type)?;
+    let requested = request.model.clone().unwrap_or_else(|| AUTO.to_string());
+    // `auto` needs no check (the dispatcher reads the catalog itself).
+    let unknown = match &request.model {
+        Some(model) => {
+            let catalog = state
+                .dispatcher
+                .catalog(&p.org_id)
+                .await
+                .map_err(|e| dispatch_error(&e, None))?;
+            !offered(&catalog, model)
+        }
+        None => false,
+    };
+    if unknown {
+        let mut details = BTreeMap::new();
+        details.insert(
+            "model".to_string(),
+            vec!["not offered by any active integration; GET /v1/models lists them".to_string()],
+        );
+        return Err(GatewayError::Other {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found".into(),
+            message: format!("model `{requested}` not found"),
+            details,
+            task_id: None,
+        });
+    }
+    let id = new_id();
+    let job = request.to_job(&id, &p.org_id, 1, 0);
+    let recording = Recording {
+        _slot: slot,
+        usage: state.usage.clone(),
+        template: Some(Finished {
+            id: id.clone(),
+            org_id: p.org_id.clone(),
+            user_id: p.user_id.clone(),
+            source: "gateway",
+            request,
+            stream,
+            outcome: Outcome::Cancelled {
+                partial_output: None,
+            },
+            attempts: Vec::new(),
+            created_at,
+            finished_at: created_at,
+            ip_address: client.ip,
+            user_agent: client.user_agent,
+            audit_action: "gateway_request",
+        }),
+    };
+    let span = tracing::info_span!("gateway", task_id = %id, stream, model = %requested);
+    if stream {
+        streamed(state, job, requested, include_usage, recording)
+            .instrument(span)
+            .await
+    } else {
+        plain(state, job, recording).instrument(span).await
+    }
+}
+
+/// Unix seconds of unix milliseconds.
+fn secs(ms: i64) -> i64 {
+    ms / 1000
+}
+
+/// OpenAI's finish reasons; vel's others read as `stop`.
+fn finish_reason(answer: &Answer) -> &'static str {
+    match finish_reason_name(answer.response.finish_reason) {
+        "cancelled" | "other" => "stop",
+        name => name,
+    }
+}
+
+fn completed(answer: &Answer) -> Outcome {
+    Outcome::Completed {
+        text: answer.response.text.clone(),
+        finish_reason: finish_reason(answer),
+        model: answer.response.model.clone(),
+        provider: answer.provider.clone(),
+        input_tokens: answer.response.usage.input_tokens,
+        output_tokens: answer.response.usage.output_tokens,
+    }
+}
+
+fn usage_of(answer: &Answer) -> CompletionUsage {
+    let prompt = u64::from(answer.response.usage.input_tokens);
+    let completion = u64::from(answer.response.usage.output_tokens);
+    CompletionUsage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+    }
+}
+
+async fn plain(state: AppState, job: Job, recording: Recording) -> Result<Response, GatewayError> {
+    let created = secs(recording.template.as_ref().map_or(0, |f| f.created_at));
+    match state.dispatcher.run(&job, false, None).await {
+        Ok(answer) => {
+            let (_, _, cost) = totals(&answer.attempts);
+            let body = ChatCompletion {
+                id: format!("chatcmpl-{}", job.id),
+                object: "chat.completion",
+                created,
+                model: answer.response.model.clone(),
+                choices: vec![Choice {
+                    index: 0,
+                    message: AssistantMessage {
+                        role: "assistant",
+                        content: answer.response.text.clone(),
+                    },
+                    finish_reason: finish_reason(&answer),
+                }],
+                usage: usage_of(&answer),
+            };
+            let mut resp = Json(body).into_response();
+            let h = resp.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&answer.provider) {
+                h.insert(PROVIDER, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&cost.to_string()) {
+                h.insert(COST, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&job.id) {
+                h.insert(TASK_ID, v);
+            }
+            recording.finish(completed(&answer), answer.attempts).await;
+            Ok(resp)
+        }
+        Err(e) => {
+            let err = dispatch_error(&e, Some(job.id.clone()));
+            recording
+                .finish(
+                    Outcome::Failed {
+                        kind: e.kind,
+                        message: e.message,
+                        partial_output: None,
+                    },
+                    e.attempts,
+                )
+                .await;
+            Err(err)
+        }
+    }
+}
+
+/// The models of the organization's active integrations: each as
+/// `integration/model`, each distinct model bare, and `auto`.
+#[utoipa::path(get, path = "/v1/models", tag = "gateway",
+    responses((status = 200, body = ModelList), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn models(
+    State(state): State<AppState>,
+    p: Principal,
+) -> Result<Json<ModelList>, GatewayError> {
+    p.require(Role::Viewer)?;
+    let catalog = state
+        .dispatcher
+        .catalog(&p.org_id)
+        .await
+        .map_err(|e| dispatch_error(&e, None))?;
+    let first_created = catalog
+        .targets
+        .iter()
+        .map(|t| secs(t.integration.created_at))
+        .min()
+        .unwrap_or_else(|| secs(now_ms()));
+    let mut data = vec![ModelEntry {
+        id: AUTO.to_string(),
+        object: "model",
+        created: first_created,
+        owned_by: "vel".to_string(),
+    }];
+    let mut bare: Vec<ModelEntry> = Vec::new();
+    for t in &catalog.targets {
+        for m in &t.models {
+            data.push(ModelEntry {
+                id: format!("{}/{}", t.integration.name, m.id),
+                object: "model",
+                created: secs(t.integration.created_at),
+                owned_by: t.integration.name.clone(),
+            });
+            if !bare.iter().any(|b| b.id == m.id) {
+                bare.push(ModelEntry {
+                    id: m.id.clone(),
+                    object: "model",
+                    created: secs(t.integration.created_at),
+                    owned_by: t.integration.name.clone(),
+                });
+            }
+        }
+    }
+    data.extend(bare);
+    Ok(Json(ModelList {
+        object: "list",
+        data,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(v: serde_json::Value) -> ChatCompletionRequest {
+        serde_json::from_value(v).expect("parses")
+    }
+
+    #[test]
+    fn array_content_is_joined_and_unknown_fields_are_tolerated() {
+        let v = validate(
+            body(json!({
+                "model": "auto", "frequency_penalty": 0, "logit_bias": null,
+                "messages": [
+                    {"role": "developer", "content": "be brief"},
+                    {"role": "user", "name": "x", "content": [{"type": "text", "text": "a "}, {"type": "text", "text": "b"}]}
+                ],
+                "stop": "END", "max_tokens": 5, "max_completion_tokens": 7
+            })),
+            "general".into(),
+        )
+        .expect("valid");
+        assert_eq!(v.request.model, None);
+        assert_eq!(v.request.messages[0].role, "system");
+        assert_eq!(v.request.messages[1].content, "a b");
+        assert_eq!(v.request.stop, vec!["END".to_string()]);
+        assert_eq!(v.request.max_tokens, Some(7));
+        assert!(!v.stream);
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let err = validate(
+            body(json!({
+                "model": "m", "n": 2, "temperature": 3.0,
+                "messages": [{"role": "robot", "content": [{"type": "image_url", "image_url": {}}]}]
+            })),
+            "general".into(),
+        )
+        .expect_err("invalid");
+        let resp = err.into_response();
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+}

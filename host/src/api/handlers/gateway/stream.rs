@@ -1,0 +1,285 @@
+//! A streamed answer: the dispatch runs in its own task, and its progress
+//! becomes `chat.completion.chunk` events, ending with the finish reason,
+//! the usage when asked for, and `data: [DONE]` (or a final error event).
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+
+use super::error::{GatewayError, dispatch_error};
+use super::recording::Recording;
+use super::wire::CompletionUsage;
+use super::{TASK_ID, completed, finish_reason, secs, usage_of};
+use crate::api::error::ApiError;
+use crate::orchestrator::dispatch::{Answer, DispatchError, Job, Progress};
+use crate::orchestrator::usage::Outcome;
+use crate::state::AppState;
+use crate::store::tasks::Attempt;
+
+/// The fixed part of every chunk of one stream.
+struct Chunks {
+    id: String,
+    created: i64,
+    model: String,
+}
+
+impl Chunks {
+    fn chunk(&self, delta: serde_json::Value, finish_reason: Option<&str>) -> Bytes {
+        sse(&json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason }],
+        }))
+    }
+
+    fn usage(&self, usage: CompletionUsage) -> Bytes {
+        sse(&json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": usage,
+        }))
+    }
+}
+
+fn sse(value: &serde_json::Value) -> Bytes {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"data: ");
+    // Serialising a JSON value cannot fail.
+    let _ = serde_json::to_writer(&mut out, value);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+/// Start the dispatch in its own task and answer once the first provider
+/// call starts: a failure before that (no candidate, router failure) is
+/// still an ordinary error response; after it, the stream carries the rest.
+pub(super) async fn streamed(
+    state: AppState,
+    job: Job,
+    requested: String,
+    include_usage: bool,
+    recording: Recording,
+) -> Result<Response, GatewayError> {
+    let (out, body) = mpsc::channel::<Bytes>(64);
+    let (started, first) = oneshot::channel();
+    let task_id = job.id.clone();
+    tokio::spawn(
+        drive(
+            state,
+            job,
+            requested,
+            include_usage,
+            recording,
+            started,
+            out,
+        )
+        .instrument(tracing::Span::current()),
+    );
+    match first.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(dispatch_error(&e, Some(task_id))),
+        Err(_) => {
+            return Err(ApiError::internal("the gateway stream stopped before starting").into());
+        }
+    }
+    let mut body = body;
+    let stream =
+        futures::stream::poll_fn(move |cx| body.poll_recv(cx).map(|b| b.map(Ok::<_, Infallible>)));
+    let mut resp = Response::new(Body::from_stream(stream));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(v) = HeaderValue::from_str(&task_id) {
+        h.insert(TASK_ID, v);
+    }
+    Ok(resp)
+}
+
+/// How a stream's dispatch ended.
+enum Ended {
+    Done(Result<Answer, DispatchError>),
+    ClientGone,
+}
+
+/// A stream in progress.
+struct Streaming {
+    out: mpsc::Sender<Bytes>,
+    chunks: Chunks,
+    /// Tells the handler the stream has begun (or failed before it did).
+    started: Option<oneshot::Sender<Result<(), DispatchError>>>,
+    /// Text sent to the client.
+    partial: String,
+    /// Text of the current attempt.
+    current: String,
+    /// Attempts reported so far.
+    attempts: Vec<Attempt>,
+}
+
+impl Streaming {
+    /// Send a chunk; false when the client has gone.
+    async fn send(&self, bytes: Bytes) -> bool {
+        self.out.send(bytes).await.is_ok()
+    }
+
+    /// Let the handler answer 200 and send the role chunk.
+    async fn begin(&mut self) -> bool {
+        match self.started.take() {
+            Some(tx) => {
+                let _ = tx.send(Ok(()));
+                self.send(
+                    self.chunks
+                        .chunk(json!({ "role": "assistant", "content": "" }), None),
+                )
+                .await
+            }
+            None => true,
+        }
+    }
+
+    /// Turn one progress report into chunks; false when the client has gone.
+    async fn on_progress(&mut self, p: Progress) -> bool {
+        match p {
+            Progress::Planned { .. } => true,
+            Progress::AttemptStarted { seq, model, .. } => {
+                if !self.current.is_empty() {
+                    tracing::info!(
+                        attempt = seq,
+                        "falling back after partial output was streamed"
+                    );
+                }
+                self.current.clear();
+                self.chunks.model = model;
+                self.begin().await
+            }
+            Progress::Delta { text, .. } => {
+                if !self.begin().await {
+                    return false;
+                }
+                self.partial.push_str(&text);
+                self.current.push_str(&text);
+                let chunk = self.chunks.chunk(json!({ "content": text }), None);
+                self.send(chunk).await
+            }
+            Progress::AttemptFinished(a) => {
+                self.attempts.push(a);
+                true
+            }
+        }
+    }
+}
+
+/// Run the dispatch, turning its progress into chunks on `out`.
+async fn drive(
+    state: AppState,
+    job: Job,
+    requested: String,
+    include_usage: bool,
+    recording: Recording,
+    started: oneshot::Sender<Result<(), DispatchError>>,
+    out: mpsc::Sender<Bytes>,
+) {
+    let mut s = Streaming {
+        out,
+        chunks: Chunks {
+            id: format!("chatcmpl-{}", job.id),
+            created: secs(recording.template.as_ref().map_or(0, |f| f.created_at)),
+            model: requested,
+        },
+        started: Some(started),
+        partial: String::new(),
+        current: String::new(),
+        attempts: Vec::new(),
+    };
+    let (ptx, mut prx) = mpsc::unbounded_channel::<Progress>();
+    let ended = {
+        let run = state.dispatcher.run(&job, true, Some(&ptx));
+        tokio::pin!(run);
+        let closed = s.out.clone();
+        loop {
+            tokio::select! {
+                biased;
+                Some(p) = prx.recv() => {
+                    if !s.on_progress(p).await {
+                        break Ended::ClientGone;
+                    }
+                }
+                result = &mut run => break Ended::Done(result),
+                () = closed.closed() => break Ended::ClientGone,
+            }
+        }
+    };
+    // Everything the run reported is queued by now (the run awaits its
+    // delta forwarder before returning).
+    if let Ended::Done(_) = ended {
+        while let Ok(p) = prx.try_recv() {
+            if !s.on_progress(p).await {
+                break;
+            }
+        }
+    }
+    let partial_output = (!s.partial.is_empty()).then(|| s.partial.clone());
+    match ended {
+        Ended::ClientGone => {
+            recording
+                .finish(Outcome::Cancelled { partial_output }, s.attempts)
+                .await;
+        }
+        Ended::Done(Ok(answer)) => {
+            s.begin().await;
+            s.chunks.model = answer.response.model.clone();
+            // A provider that answered without streaming: send the text whole.
+            if s.current.is_empty() && !answer.response.text.is_empty() {
+                let chunk = s
+                    .chunks
+                    .chunk(json!({ "content": answer.response.text }), None);
+                s.send(chunk).await;
+            }
+            let last = s.chunks.chunk(json!({}), Some(finish_reason(&answer)));
+            s.send(last).await;
+            let usage = usage_of(&answer);
+            let outcome = completed(&answer);
+            recording.finish(outcome, answer.attempts).await;
+            if include_usage {
+                s.send(s.chunks.usage(usage)).await;
+            }
+            s.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+        }
+        Ended::Done(Err(e)) => {
+            let outcome = Outcome::Failed {
+                kind: e.kind.clone(),
+                message: e.message.clone(),
+                partial_output,
+            };
+            let attempts = e.attempts.clone();
+            match s.started.take() {
+                // Nothing was sent: the handler answers with an error status.
+                Some(tx) => {
+                    let _ = tx.send(Err(e));
+                }
+                None => {
+                    let error = json!({ "error": {
+                        "code": e.kind,
+                        "message": e.message,
+                        "details": {},
+                    }});
+                    s.send(sse(&error)).await;
+                }
+            }
+            recording.finish(outcome, attempts).await;
+        }
+    }
+}
