@@ -11,6 +11,7 @@ mod agents;
 mod api_keys;
 mod audit;
 mod auth;
+mod client;
 mod connections;
 mod connectivity;
 mod containment;

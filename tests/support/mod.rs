@@ -616,7 +616,7 @@ pub(crate) fn python() -> PathBuf {
     assert!(
         python.exists(),
         "this test needs the Python tools .ci/run installs: run \
-         `python3 -m venv target/py && target/py/bin/pip install openai openapi-spec-validator schemathesis`, \
+         `python3 -m venv target/py && target/py/bin/pip install openai openapi-spec-validator schemathesis openapi-python-client`, \
          or set VEL_TEST_PYTHON to an interpreter that has them; {} does not exist",
         python.display()
     );
