@@ -236,10 +236,11 @@ async fn the_tenant_login_cannot_cross_tenants_postgres() {
     let (org_a, owner_a) = s.tenant(&admin, "alpha").await;
     let (_org_b, owner_b) = s.tenant(&admin, "beta").await;
     for owner in [&owner_a, &owner_b] {
+        s.mock_integration(owner, "mock").await;
         s.post(
             "/api/agents",
             owner,
-            json!({ "name": "a", "type": "researcher", "config": { "provider": "openai", "model": "m" } }),
+            json!({ "name": "a", "type": "researcher", "config": { "provider": "mock", "model": "m" } }),
         )
         .await
         .expect(201);
