@@ -314,10 +314,9 @@ const ROWS_PER_SLICE: usize = 64;
 
 /// The rows of `records`, encoded for `backend`. A full batch is
 /// milliseconds of CPU, so it is built in slices on this async worker,
-/// yielding between them. (Built on a blocking thread instead, its
-/// memory stayed resident after the write: the idle pool thread that
-/// allocated it does not collect what others free until it exits, 10 s
-/// later; VmRSS after a concurrency-32 run was 60 MiB against 45 MiB.)
+/// yielding between them. Not on a blocking thread: an idle pool thread
+/// keeps what it allocated resident until it exits, and the server's
+/// memory grew by the batches.
 async fn build(backend: Backend, records: Vec<Finished>) -> Result<usage::Batch, sqlx::Error> {
     let now = now_ms();
     let mut builder = usage::BatchBuilder::new(backend, records.len());

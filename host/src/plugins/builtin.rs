@@ -1,10 +1,9 @@
 //! The built-in plugin set: every component `vel-plugin-artifacts` compiled
 //! from this repository, loaded once at start-up and kept in memory by name.
 //!
-//! It answers one question — "which loaded plugin is called `name`?" — so the
-//! database-backed registry of issue 5 can sit in front of it (tenant and
-//! platform uploads first, built-ins as the fallback) without its callers
-//! changing.
+//! It answers one question — "which loaded plugin is called `name`?" — and
+//! the database-backed registry (`plugins::registry`) sits in front of it:
+//! tenant and platform uploads first, built-ins as the fallback.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

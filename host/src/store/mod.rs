@@ -443,10 +443,10 @@ async fn connect_pool(
                             SQLITE_BUSY_TIMEOUT.as_millis()
                         )))
                         .await?;
-                        // 512 KiB of page cache per connection instead of
-                        // 2 MiB: the file stays in the OS page cache, and
-                        // ten connections' caches were a third of the
-                        // server's resident memory.
+                        // 512 KiB of page cache per connection, a quarter
+                        // of the default: the file stays in the OS page
+                        // cache, and per-connection caches would otherwise
+                        // be a large part of the server's resident memory.
                         conn.execute("PRAGMA cache_size = -512").await?;
                     }
                 }
