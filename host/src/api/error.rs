@@ -263,6 +263,15 @@ impl From<crate::orchestrator::submit::SubmitError> for ApiError {
     }
 }
 
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        match e {
+            crate::auth::AuthError::Unauthenticated(reason) => ApiError::unauthorized(reason),
+            crate::auth::AuthError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::auth::Forbidden> for ApiError {
     fn from(e: crate::auth::Forbidden) -> ApiError {
         ApiError::forbidden(e.to_string())

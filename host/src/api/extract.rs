@@ -11,6 +11,8 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, is_read_timeout};
+pub use crate::audit::ClientInfo;
+use crate::auth::{self, AuthError, Principal};
 use crate::state::AppState;
 
 /// A JSON body of type `T`. Content type must be JSON (415), the body within
@@ -184,15 +186,6 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
     }
 }
 
-/// Where a request came from, for the audit log and rate limits.
-#[derive(Debug, Clone, Default)]
-pub struct ClientInfo {
-    /// Client IP (from the socket, or proxy headers when trusted).
-    pub ip: Option<String>,
-    /// `User-Agent`, truncated to 512 characters.
-    pub user_agent: Option<String>,
-}
-
 /// The client's address in an `X-Forwarded-For` list: each proxy appends
 /// the address it was reached from, so the entries on the left are the
 /// client's to write and only the one `hops` from the right (the address
@@ -234,6 +227,35 @@ impl FromRequestParts<AppState> for ClientInfo {
         });
         let user_agent = header_str("user-agent").map(|ua| ua.chars().take(512).collect());
         Ok(ClientInfo { ip, user_agent })
+    }
+}
+
+/// The caller, from the `Authorization: Bearer` header (401 otherwise).
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Principal, ApiError> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or(AuthError::Unauthenticated(
+                "missing Authorization: Bearer header",
+            ))?;
+        let value = header
+            .to_str()
+            .map_err(|_| AuthError::Unauthenticated("malformed Authorization header"))?;
+        let bearer = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::Unauthenticated(
+                "expected Authorization: Bearer <token>",
+            ))?;
+        Ok(auth::authenticate(state, bearer).await?)
     }
 }
 

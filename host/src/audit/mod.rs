@@ -4,9 +4,18 @@
 
 use serde_json::Value;
 
-use crate::api::extract::ClientInfo;
 use crate::auth::Principal;
 use crate::store::audit_logs::{self, NewAudit};
+
+/// Where a request came from, for the audit log and rate limits (the
+/// HTTP layer reads it from the connection and headers).
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    /// Client IP (from the socket, or proxy headers when trusted).
+    pub ip: Option<String>,
+    /// `User-Agent`, truncated to 512 characters.
+    pub user_agent: Option<String>,
+}
 
 /// Placeholder written instead of a secret value.
 pub const REDACTED: &str = "[REDACTED]";

@@ -4,8 +4,8 @@
 
 use base64::Engine;
 
+use super::AuthError;
 use super::{Credential, Principal, Role};
-use crate::api::error::ApiError;
 use crate::secrets::sha256_hex;
 use crate::state::AppState;
 use crate::store;
@@ -38,7 +38,7 @@ pub fn display_prefix(key: &str) -> String {
 
 /// Resolve a presented key into a principal, or 401. The key acts with
 /// the weaker of its own role and its creator's current one.
-pub async fn authenticate(state: &AppState, key: &str) -> Result<Principal, ApiError> {
+pub async fn authenticate(state: &AppState, key: &str) -> Result<Principal, AuthError> {
     let digest = sha256_hex(key);
     let row = state
         .verified
@@ -49,12 +49,12 @@ pub async fn authenticate(state: &AppState, key: &str) -> Result<Principal, ApiE
 }
 
 /// Looks up the live key with this digest, noting its use.
-async fn verify(state: &AppState, digest: &str) -> Result<LiveKey, ApiError> {
+async fn verify(state: &AppState, digest: &str) -> Result<LiveKey, AuthError> {
     // The tenant is not known until the key is found: a platform lookup.
     let mut tx = state.db.platform_read().await?;
     let row = store::api_keys::find_live_by_hash(&mut tx, digest)
         .await?
-        .ok_or_else(|| ApiError::unauthorized("invalid or revoked API key"))?;
+        .ok_or_else(|| AuthError::Unauthenticated("invalid or revoked API key"))?;
     tx.commit().await?;
     // `last_used_at` is kept to the minute: most requests only read.
     if row
@@ -69,12 +69,12 @@ async fn verify(state: &AppState, digest: &str) -> Result<LiveKey, ApiError> {
     Ok(row)
 }
 
-fn principal(live: LiveKey) -> Result<Principal, ApiError> {
+fn principal(live: LiveKey) -> Result<Principal, AuthError> {
     if live.key.expires_at.is_some_and(|at| at <= store::now_ms()) {
-        return Err(ApiError::unauthorized("API key has expired"));
+        return Err(AuthError::Unauthenticated("API key has expired"));
     }
     let role = Role::parse(&live.key.role)
-        .ok_or_else(|| ApiError::unauthorized("invalid API key role"))?;
+        .ok_or_else(|| AuthError::Unauthenticated("invalid API key role"))?;
     let creator = super::current_roles(
         live.creator_platform_role.as_deref(),
         live.creator_member_role.as_deref(),
@@ -82,7 +82,7 @@ fn principal(live: LiveKey) -> Result<Principal, ApiError> {
     .into_iter()
     .max_by_key(|r| r.rank())
     .ok_or_else(|| {
-        ApiError::unauthorized("the API key's creator no longer belongs to the organization")
+        AuthError::Unauthenticated("the API key's creator no longer belongs to the organization")
     })?;
     let key = live.key;
     Ok(Principal {

@@ -6,14 +6,22 @@ pub mod jwt;
 pub mod password;
 pub mod verified;
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::api::error::ApiError;
 use crate::state::AppState;
 use crate::store;
+
+/// Why a request's credential was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No valid credential (answered 401 with this reason).
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// The database could not answer.
+    #[error(transparent)]
+    Store(#[from] sqlx::Error),
+}
 
 /// Roles: `admin` is platform-wide; the others are per organization, in
 /// decreasing power.
@@ -144,18 +152,8 @@ impl Principal {
         self.roles.iter().any(|r| r.rank() >= min.rank())
     }
 
-    /// 403 unless [`Principal::has_at_least`].
-    pub fn require(&self, min: Role) -> Result<(), ApiError> {
-        Ok(self.check(min)?)
-    }
-
-    /// 403 unless a platform admin.
-    pub fn require_platform_admin(&self) -> Result<(), ApiError> {
-        Ok(self.check_platform_admin()?)
-    }
-
     /// [`Forbidden`] unless [`Principal::has_at_least`].
-    pub fn check(&self, min: Role) -> Result<(), Forbidden> {
+    pub fn require(&self, min: Role) -> Result<(), Forbidden> {
         if self.has_at_least(min) {
             Ok(())
         } else {
@@ -164,7 +162,7 @@ impl Principal {
     }
 
     /// [`Forbidden`] unless a platform admin.
-    pub fn check_platform_admin(&self) -> Result<(), Forbidden> {
+    pub fn require_platform_admin(&self) -> Result<(), Forbidden> {
         if self.is_platform_admin() {
             Ok(())
         } else {
@@ -185,18 +183,18 @@ pub struct Forbidden(pub Role);
 async fn verify_token(
     state: &AppState,
     claims: &jwt::Claims,
-) -> Result<verified::TokenHolder, ApiError> {
+) -> Result<verified::TokenHolder, AuthError> {
     // The tenant is the token's claim, not yet trusted: a platform read.
     let mut tx = state.db.platform_read().await?;
     let revoked = store::tokens::is_revoked(&mut tx, &claims.jti).await?;
     let standing = store::users::standing(&mut tx, &claims.sub, &claims.org).await?;
     tx.commit().await?;
     if revoked {
-        return Err(ApiError::unauthorized("token has been revoked"));
+        return Err(AuthError::Unauthenticated("token has been revoked"));
     }
-    let standing = standing.ok_or_else(|| ApiError::unauthorized("user no longer exists"))?;
+    let standing = standing.ok_or_else(|| AuthError::Unauthenticated("user no longer exists"))?;
     if standing.session_epoch != claims.ep {
-        return Err(ApiError::unauthorized(
+        return Err(AuthError::Unauthenticated(
             "the session ended (password changed); log in again",
         ));
     }
@@ -205,7 +203,7 @@ async fn verify_token(
         standing.member_role.as_deref(),
     );
     if roles.is_empty() {
-        return Err(ApiError::unauthorized(
+        return Err(AuthError::Unauthenticated(
             "no longer a member of the organization",
         ));
     }
@@ -215,46 +213,29 @@ async fn verify_token(
     })
 }
 
-impl FromRequestParts<AppState> for Principal {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Principal, ApiError> {
-        let header = parts
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer header"))?;
-        let value = header
-            .to_str()
-            .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("expected Authorization: Bearer <token>"))?;
-        if token.starts_with(api_keys::PREFIX) {
-            return api_keys::authenticate(state, token).await;
-        }
-        let claims = state
-            .jwt
-            .verify(token)
-            .map_err(|_| ApiError::unauthorized("invalid or expired token"))?;
-        let holder = state
-            .verified
-            .tokens
-            .get_or_load(&claims.jti, async || verify_token(state, &claims).await)
-            .await?;
-        Ok(Principal {
-            user_id: claims.sub,
-            org_id: claims.org,
-            roles: holder.roles,
-            credential: Credential::Token {
-                jti: claims.jti,
-                exp: claims.exp,
-            },
-        })
+/// The principal behind a bearer credential: an API key (`vel_…`) or an
+/// access token, checked against the database (through the caches of
+/// [`verified`]).
+pub async fn authenticate(state: &AppState, bearer: &str) -> Result<Principal, AuthError> {
+    if bearer.starts_with(api_keys::PREFIX) {
+        return api_keys::authenticate(state, bearer).await;
     }
+    let claims = state
+        .jwt
+        .verify(bearer)
+        .map_err(|_| AuthError::Unauthenticated("invalid or expired token"))?;
+    let holder = state
+        .verified
+        .tokens
+        .get_or_load(&claims.jti, async || verify_token(state, &claims).await)
+        .await?;
+    Ok(Principal {
+        user_id: claims.sub,
+        org_id: claims.org,
+        roles: holder.roles,
+        credential: Credential::Token {
+            jti: claims.jti,
+            exp: claims.exp,
+        },
+    })
 }

@@ -12,8 +12,8 @@ use utoipa::ToSchema;
 use super::request::{ChatMessage, TaskRequest};
 use super::sampling::Sampling;
 use crate::agents::AgentConfig;
-use crate::api::extract::ClientInfo;
 use crate::audit;
+use crate::audit::ClientInfo;
 use crate::auth::Principal;
 use crate::state::AppState;
 use crate::store::{

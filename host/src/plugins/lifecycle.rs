@@ -14,8 +14,8 @@ use vel_runtime::{LoadError, PluginKind, StageRequest};
 
 use super::manifest::{self, Manifest, ManifestError};
 use super::registry::{Owner, sha256_hex};
-use crate::api::extract::ClientInfo;
 use crate::audit;
+use crate::audit::ClientInfo;
 use crate::auth::{Forbidden, Principal, Role};
 use crate::config::RegistryConfig;
 use crate::orchestrator::dispatch::DEFAULT_ROUTER;
@@ -715,8 +715,8 @@ async fn begin(state: &AppState, who: &Principal) -> Result<Tx, LifecycleError> 
 /// org_admins'.
 fn may_manage(who: &Principal, row: &PluginRow) -> Result<(), LifecycleError> {
     let allowed = match &row.org_id {
-        None => who.check_platform_admin(),
-        Some(_) => who.check(Role::OrgAdmin),
+        None => who.require_platform_admin(),
+        Some(_) => who.require(Role::OrgAdmin),
     };
     Ok(allowed?)
 }

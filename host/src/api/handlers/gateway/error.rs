@@ -39,6 +39,12 @@ impl From<ApiError> for GatewayError {
     }
 }
 
+impl From<crate::auth::Forbidden> for GatewayError {
+    fn from(e: crate::auth::Forbidden) -> Self {
+        GatewayError::Api(e.into())
+    }
+}
+
 impl From<sqlx::Error> for GatewayError {
     fn from(e: sqlx::Error) -> Self {
         GatewayError::Api(e.into())
