@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod cost;
 pub mod dispatch;
 pub mod executor;
+mod fallback;
 pub mod observed;
 pub mod queue;
 pub mod request;
