@@ -3,10 +3,13 @@
 //! order — retried with back-off (honouring `Retry-After`), skipped while
 //! their circuit is open, fallen back from on retryable errors, abandoned
 //! on terminal ones. Every attempt is measured and priced.
+//! The loop over the plan's steps is [`fallback`], which reaches providers
+//! through a [`ProviderCaller`]; here that is the plugin runtime.
 //!
 //! This is shared by queued tasks and by the OpenAI-compatible gateway;
 //! it touches no table itself; callers record what it reports.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,8 +24,9 @@ use vel_runtime::{PluginError, PluginKind};
 
 use super::breaker::BreakerConfig;
 use super::catalog::{self, Catalog, Target};
+use super::fallback::{self, BUSY, CallOutcome, Limits, ProviderCaller, Step};
 use super::observed::Observed;
-use super::retry::{Decision, FailureClass, RetryPolicy};
+use super::retry::{FailureClass, RetryPolicy};
 use super::signals::{Signal, Signals};
 use crate::agents::named_by;
 use crate::expiring_cache::ExpiringCache;
@@ -327,122 +331,32 @@ impl Dispatcher {
             reason: plan.reason.clone(),
         });
 
-        let mut attempts: Vec<Attempt> = Vec::new();
-        let mut seq = job.first_attempt_seq;
-        let mut last_error: Option<(String, String)> = None;
-        let deadline = tokio::time::Instant::now() + self.inner.max_run;
-        let out_of_time = |attempts: Vec<Attempt>| DispatchError {
-            kind: "deadline_exceeded".into(),
-            message: format!(
-                "the run took longer than its limit of {} s",
-                self.inner.max_run.as_secs_f64()
-            ),
-            attempts,
-        };
-        for step in &plan.attempts {
-            let Some(target) = catalog.target(&step.provider) else {
-                continue;
-            };
-            let mut failures = 0u32;
-            loop {
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(out_of_time(attempts));
-                }
-                seq += 1;
-                let admitted = self
-                    .inner
-                    .observed
-                    .breakers()
-                    .with(target.integration.id.as_str(), |b| {
-                        b.try_acquire(Instant::now())
-                    });
-                if !admitted {
-                    let skipped = skipped_attempt(seq, target, &step.model);
-                    report(Progress::AttemptFinished(skipped.clone()));
-                    attempts.push(skipped);
-                    last_error = Some(("circuit_open".into(), "circuit open".into()));
-                    break;
-                }
-                report(Progress::AttemptStarted {
-                    seq,
+        let steps: Vec<Step<&Target>> = plan
+            .attempts
+            .iter()
+            .filter_map(|step| {
+                let target = catalog.target(&step.provider)?;
+                Some(Step {
+                    integration_id: target.integration.id.clone(),
                     provider: target.integration.name.clone(),
+                    plugin: target.deployed.label(),
                     model: step.model.clone(),
-                });
-                let call = self
-                    .inner
-                    .call(job, target, &step.model, seq, stream, progress);
-                let Ok(outcome) = tokio::time::timeout_at(deadline, call).await else {
-                    // The call in flight was dropped, its upstream connection with it.
-                    self.inner
-                        .observed
-                        .breakers()
-                        .with(target.integration.id.as_str(), |b| b.release_probe());
-                    return Err(out_of_time(attempts));
-                };
-                let attempt = outcome.attempt.clone();
-                report(Progress::AttemptFinished(attempt.clone()));
-                attempts.push(attempt);
-                let class = match outcome.result {
-                    Ok(response) => {
-                        return Ok(Answer {
-                            response,
-                            provider: target.integration.name.clone(),
-                            attempts,
-                        });
-                    }
-                    Err(class) => class,
-                };
-                last_error = Some((
-                    outcome.attempt.error_kind.clone().unwrap_or_default(),
-                    outcome.attempt.error_message.clone().unwrap_or_default(),
-                ));
-                failures += 1;
-                match self.inner.retry.decide(class, failures) {
-                    Decision::Retry(delay) => {
-                        if tokio::time::Instant::now() + delay >= deadline {
-                            return Err(out_of_time(attempts));
-                        }
-                        tracing::debug!(
-                            attempt = seq,
-                            delay_ms = delay.as_millis() as u64,
-                            "retrying"
-                        );
-                        tokio::time::sleep(delay).await;
-                    }
-                    Decision::FallBack => break,
-                    Decision::Fail => {
-                        let (kind, message) = last_error.unwrap_or_default();
-                        return Err(DispatchError {
-                            kind,
-                            message,
-                            attempts,
-                        });
-                    }
-                }
-            }
-        }
-        let message = match &last_error {
-            Some((kind, message)) => {
-                format!("every planned provider failed; the last error was {kind}: {message}")
-            }
-            None => "the plan named no callable integration".into(),
+                    target,
+                })
+            })
+            .collect();
+        let caller = PluginCaller {
+            inner: &self.inner,
+            job,
+            stream,
+            progress,
         };
-        // Every provider was at its share of the instance pool: the caller
-        // is over its capacity (429), nothing failed.
-        let all_busy = !attempts.is_empty()
-            && attempts
-                .iter()
-                .all(|a| a.error_kind.as_deref() == Some(BUSY));
-        Err(DispatchError {
-            kind: if all_busy {
-                "plugin_busy"
-            } else {
-                "all_attempts_failed"
-            }
-            .into(),
-            message,
-            attempts,
-        })
+        let limits = Limits {
+            breakers: self.inner.observed.breakers(),
+            retry: self.inner.retry,
+            max_run: self.inner.max_run,
+        };
+        fallback::run(&caller, &steps, job.first_attempt_seq, limits, progress).await
     }
 
     /// Ask the job's router, else the organization's, (falling back to
@@ -545,10 +459,27 @@ impl Dispatcher {
     }
 }
 
-/// The result of one provider call.
-struct CallOutcome {
-    attempt: Attempt,
-    result: Result<CompletionResponse, FailureClass>,
+/// Calls providers through their plugins, for one job.
+struct PluginCaller<'a> {
+    inner: &'a Inner,
+    job: &'a Job,
+    stream: bool,
+    progress: Option<&'a mpsc::UnboundedSender<Progress>>,
+}
+
+impl<'a> ProviderCaller for PluginCaller<'a> {
+    type Target = &'a Target;
+
+    fn call(&self, step: &Step<&'a Target>, seq: i64) -> impl Future<Output = CallOutcome> + Send {
+        self.inner.call(
+            self.job,
+            step.target,
+            &step.model,
+            seq,
+            self.stream,
+            self.progress,
+        )
+    }
 }
 
 impl Inner {
@@ -772,30 +703,6 @@ fn guest_route_error(
 
 /// A sandbox error's kind name.
 pub use crate::plugins::stats::error_kind as plugin_error_kind;
-
-/// The attempt error kind of a provider plugin at its share of the pool.
-const BUSY: &str = "busy";
-
-fn skipped_attempt(seq: i64, target: &Target, model: &str) -> Attempt {
-    Attempt {
-        seq,
-        provider: target.integration.name.clone(),
-        integration_id: Some(target.integration.id.clone()),
-        plugin: target.deployed.label(),
-        model: model.to_string(),
-        outcome: "skipped".into(),
-        error_kind: Some("circuit_open".into()),
-        error_message: Some(format!(
-            "the circuit of `{}` is open after repeated failures",
-            target.integration.name
-        )),
-        latency_ms: 0,
-        input_tokens: 0,
-        output_tokens: 0,
-        cost_nanos: Money::ZERO,
-        started_at: now_ms(),
-    }
-}
 
 /// A provider's text with any NUL character replaced by U+FFFD: stored
 /// text holds no NUL on either database (PostgreSQL's cannot), and an

@@ -1,14 +1,17 @@
 //! Task orchestration: the task state machine, retry and back-off, circuit
 //! breakers and cost accounting; the dispatcher that plans a request with a
-//! router plugin and runs it through provider plugins; and the executor
-//! whose workers take tasks from the durable queue.
+//! router plugin and runs it through provider plugins; the durable queue
+//! whose workers claim tasks and hand them to a runner; the task runner;
+//! and the executor that starts the queue with it.
 
 pub mod breaker;
 pub mod catalog;
 pub mod cost;
 pub mod dispatch;
 pub mod executor;
+mod fallback;
 pub mod observed;
+pub mod queue;
 pub mod request;
 pub mod retry;
 pub mod sampling;
@@ -16,4 +19,5 @@ pub mod shares;
 pub mod signals;
 pub mod state;
 pub mod submit;
+pub mod task_runner;
 pub mod usage;

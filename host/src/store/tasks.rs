@@ -429,6 +429,32 @@ pub async fn heartbeat(
     Ok(query.execute(conn).await?.rows_affected())
 }
 
+/// Ids of the tasks `owner` holds that were cancelled meanwhile: their
+/// runs on that instance are to stop.
+pub async fn cancelled_held_by(
+    conn: &mut AnyConnection,
+    owner: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT id FROM tasks WHERE lease_owner = $1 AND status = 'cancelled'")
+            .bind(owner)
+            .fetch_all(conn)
+            .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// Make the leases `owner` holds on running tasks expire now, so that any
+/// instance claims those tasks at once.
+pub async fn release_leases(conn: &mut AnyConnection, owner: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE tasks SET lease_expires_at = 0 WHERE lease_owner = $1 AND status = 'in_progress'",
+    )
+    .bind(owner)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Whether `owner` still holds the lease of task `id`.
 pub async fn holds_lease(
     conn: &mut AnyConnection,

@@ -1,0 +1,380 @@
+//! The dispatch loop: a plan's steps called in order, each retried with
+//! back-off while its errors are retryable, skipped while its circuit is
+//! open, fallen back from otherwise, the whole run bounded by a deadline.
+//! What reaches a provider is behind [`ProviderCaller`]: the plugin runtime
+//! in service, a script in the unit tests.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use vel_runtime::types::CompletionResponse;
+
+use super::breaker::Breakers;
+use super::dispatch::{Answer, DispatchError, Progress};
+use super::retry::{Decision, FailureClass, RetryPolicy};
+use crate::money::Money;
+use crate::store::{now_ms, tasks::Attempt};
+
+/// The attempt error kind of a provider plugin at its share of the pool.
+pub(crate) const BUSY: &str = "busy";
+
+/// One step of a plan, resolved to the integration that serves it.
+#[derive(Debug, Clone)]
+pub(crate) struct Step<T> {
+    /// Integration id: the key of its breaker.
+    pub(crate) integration_id: String,
+    /// Integration name.
+    pub(crate) provider: String,
+    /// Provider plugin (`name@version`).
+    pub(crate) plugin: String,
+    /// Model.
+    pub(crate) model: String,
+    /// What the caller needs to reach it.
+    pub(crate) target: T,
+}
+
+/// The result of one provider call.
+#[derive(Debug)]
+pub(crate) struct CallOutcome {
+    /// The attempt as recorded.
+    pub(crate) attempt: Attempt,
+    /// The answer, or how the call failed.
+    pub(crate) result: Result<CompletionResponse, FailureClass>,
+}
+
+/// Calls one provider for one attempt.
+pub(crate) trait ProviderCaller {
+    /// What a [`Step`] carries for the caller.
+    type Target;
+
+    /// Call `step` as attempt `seq`: measured, priced, and fed to the step's
+    /// breaker (a success, a failure, or a probe handed back when the
+    /// provider was not at fault).
+    fn call(&self, step: &Step<Self::Target>, seq: i64)
+    -> impl Future<Output = CallOutcome> + Send;
+}
+
+/// How the loop retries and how long it may take.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits<'a> {
+    /// The breakers, by integration id.
+    pub(crate) breakers: &'a Breakers<String>,
+    /// Retries and back-off.
+    pub(crate) retry: RetryPolicy,
+    /// Longest the whole loop may take.
+    pub(crate) max_run: Duration,
+}
+
+/// Call `steps` in order until one answers, numbering attempts after
+/// `first_seq` and reporting them to `progress`.
+pub(crate) async fn run<C: ProviderCaller>(
+    caller: &C,
+    steps: &[Step<C::Target>],
+    first_seq: i64,
+    limits: Limits<'_>,
+    progress: Option<&mpsc::UnboundedSender<Progress>>,
+) -> Result<Answer, DispatchError> {
+    let report = |p: Progress| {
+        if let Some(tx) = progress {
+            let _ = tx.send(p);
+        }
+    };
+    let mut attempts: Vec<Attempt> = Vec::new();
+    let mut seq = first_seq;
+    let mut last_error: Option<(String, String)> = None;
+    let deadline = tokio::time::Instant::now() + limits.max_run;
+    let out_of_time = |attempts: Vec<Attempt>| DispatchError {
+        kind: "deadline_exceeded".into(),
+        message: format!(
+            "the run took longer than its limit of {} s",
+            limits.max_run.as_secs_f64()
+        ),
+        attempts,
+    };
+    for step in steps {
+        let mut failures = 0u32;
+        loop {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(out_of_time(attempts));
+            }
+            seq += 1;
+            let admitted = limits.breakers.with(step.integration_id.as_str(), |b| {
+                b.try_acquire(Instant::now())
+            });
+            if !admitted {
+                let skipped = skipped_attempt(seq, step);
+                report(Progress::AttemptFinished(skipped.clone()));
+                attempts.push(skipped);
+                last_error = Some(("circuit_open".into(), "circuit open".into()));
+                break;
+            }
+            report(Progress::AttemptStarted {
+                seq,
+                provider: step.provider.clone(),
+                model: step.model.clone(),
+            });
+            let call = caller.call(step, seq);
+            let Ok(outcome) = tokio::time::timeout_at(deadline, call).await else {
+                // The call in flight was dropped, its upstream connection with it.
+                limits
+                    .breakers
+                    .with(step.integration_id.as_str(), |b| b.release_probe());
+                return Err(out_of_time(attempts));
+            };
+            let attempt = outcome.attempt.clone();
+            report(Progress::AttemptFinished(attempt.clone()));
+            attempts.push(attempt);
+            let class = match outcome.result {
+                Ok(response) => {
+                    return Ok(Answer {
+                        response,
+                        provider: step.provider.clone(),
+                        attempts,
+                    });
+                }
+                Err(class) => class,
+            };
+            last_error = Some((
+                outcome.attempt.error_kind.clone().unwrap_or_default(),
+                outcome.attempt.error_message.clone().unwrap_or_default(),
+            ));
+            failures += 1;
+            match limits.retry.decide(class, failures) {
+                Decision::Retry(delay) => {
+                    if tokio::time::Instant::now() + delay >= deadline {
+                        return Err(out_of_time(attempts));
+                    }
+                    tracing::debug!(
+                        attempt = seq,
+                        delay_ms = delay.as_millis() as u64,
+                        "retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                Decision::FallBack => break,
+                Decision::Fail => {
+                    let (kind, message) = last_error.unwrap_or_default();
+                    return Err(DispatchError {
+                        kind,
+                        message,
+                        attempts,
+                    });
+                }
+            }
+        }
+    }
+    let message = match &last_error {
+        Some((kind, message)) => {
+            format!("every planned provider failed; the last error was {kind}: {message}")
+        }
+        None => "the plan named no callable integration".into(),
+    };
+    // Every provider was at its share of the instance pool: the caller
+    // is over its capacity (429), nothing failed.
+    let all_busy = !attempts.is_empty()
+        && attempts
+            .iter()
+            .all(|a| a.error_kind.as_deref() == Some(BUSY));
+    Err(DispatchError {
+        kind: if all_busy {
+            "plugin_busy"
+        } else {
+            "all_attempts_failed"
+        }
+        .into(),
+        message,
+        attempts,
+    })
+}
+
+fn skipped_attempt<T>(seq: i64, step: &Step<T>) -> Attempt {
+    Attempt {
+        seq,
+        provider: step.provider.clone(),
+        integration_id: Some(step.integration_id.clone()),
+        plugin: step.plugin.clone(),
+        model: step.model.clone(),
+        outcome: "skipped".into(),
+        error_kind: Some("circuit_open".into()),
+        error_message: Some(format!(
+            "the circuit of `{}` is open after repeated failures",
+            step.provider
+        )),
+        latency_ms: 0,
+        input_tokens: 0,
+        output_tokens: 0,
+        cost_nanos: Money::ZERO,
+        started_at: now_ms(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use vel_runtime::types::{FinishReason, Usage};
+
+    use super::*;
+    use crate::orchestrator::breaker::BreakerConfig;
+
+    /// Answers each call with the next scripted result, and notes which
+    /// steps it was asked to call.
+    struct Script {
+        results: Mutex<VecDeque<Result<(), (&'static str, FailureClass)>>>,
+        called: Mutex<Vec<(String, i64)>>,
+    }
+
+    impl Script {
+        fn new(results: Vec<Result<(), (&'static str, FailureClass)>>) -> Script {
+            Script {
+                results: Mutex::new(results.into()),
+                called: Mutex::new(Vec::new()),
+            }
+        }
+
+        fn called(&self) -> Vec<(String, i64)> {
+            self.called.lock().unwrap().clone()
+        }
+    }
+
+    impl ProviderCaller for Script {
+        type Target = ();
+
+        fn call(&self, step: &Step<()>, seq: i64) -> impl Future<Output = CallOutcome> + Send {
+            self.called
+                .lock()
+                .unwrap()
+                .push((step.provider.clone(), seq));
+            let next = self.results.lock().unwrap().pop_front().unwrap();
+            let mut attempt = skipped_attempt(seq, step);
+            attempt.error_kind = None;
+            attempt.error_message = None;
+            let result = match next {
+                Ok(()) => {
+                    attempt.outcome = "ok".into();
+                    Ok(CompletionResponse {
+                        text: format!("from {}", step.provider),
+                        model: step.model.clone(),
+                        usage: Usage {
+                            input_tokens: 1,
+                            output_tokens: 1,
+                        },
+                        finish_reason: FinishReason::Stop,
+                    })
+                }
+                Err((kind, class)) => {
+                    attempt.outcome = "error".into();
+                    attempt.error_kind = Some(kind.into());
+                    attempt.error_message = Some(format!("{kind} from {}", step.provider));
+                    Err(class)
+                }
+            };
+            std::future::ready(CallOutcome { attempt, result })
+        }
+    }
+
+    fn step(provider: &str) -> Step<()> {
+        Step {
+            integration_id: format!("id-{provider}"),
+            provider: provider.into(),
+            plugin: "scripted@1.0.0".into(),
+            model: "m".into(),
+            target: (),
+        }
+    }
+
+    fn limits(breakers: &Breakers<String>) -> Limits<'_> {
+        Limits {
+            breakers,
+            retry: RetryPolicy {
+                base_delay: Duration::from_millis(1),
+                ..RetryPolicy::default()
+            },
+            max_run: Duration::from_secs(10),
+        }
+    }
+
+    fn outcomes(attempts: &[Attempt]) -> Vec<(&str, &str)> {
+        attempts
+            .iter()
+            .map(|a| (a.provider.as_str(), a.outcome.as_str()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_retryable_error_is_retried_then_falls_back_to_the_next_step() {
+        let breakers = Breakers::new(BreakerConfig::default());
+        let down = ("unavailable", FailureClass::Unavailable);
+        let script = Script::new(vec![Err(down), Err(down), Err(down), Err(down), Ok(())]);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let steps = [step("a"), step("b")];
+        let answer = run(&script, &steps, 4, limits(&breakers), Some(&tx))
+            .await
+            .unwrap();
+        assert_eq!(answer.provider, "b");
+        assert_eq!(answer.response.text, "from b");
+        // One call and three retries of `a`, numbered after the first seq.
+        assert_eq!(
+            script.called(),
+            [("a", 5), ("a", 6), ("a", 7), ("a", 8), ("b", 9)].map(|(p, s)| (p.to_string(), s))
+        );
+        assert_eq!(
+            outcomes(&answer.attempts),
+            [
+                ("a", "error"),
+                ("a", "error"),
+                ("a", "error"),
+                ("a", "error"),
+                ("b", "ok")
+            ]
+        );
+        drop(tx);
+        let mut reported = 0;
+        while let Some(p) = rx.recv().await {
+            reported += usize::from(matches!(p, Progress::AttemptFinished(_)));
+        }
+        assert_eq!(reported, 5);
+    }
+
+    #[tokio::test]
+    async fn a_terminal_error_fails_the_run_without_falling_back() {
+        let breakers = Breakers::new(BreakerConfig::default());
+        let script = Script::new(vec![Err(("invalid_request", FailureClass::Terminal))]);
+        let steps = [step("a"), step("b")];
+        let error = run(&script, &steps, 0, limits(&breakers), None)
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind, "invalid_request");
+        assert_eq!(error.message, "invalid_request from a");
+        assert_eq!(outcomes(&error.attempts), [("a", "error")]);
+        assert_eq!(script.called().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_open_circuit_is_skipped_and_busy_everywhere_is_plugin_busy() {
+        let breakers = Breakers::new(BreakerConfig::default());
+        let now = Instant::now();
+        while breakers.with("id-a", |b| !b.record_failure(now)) {}
+        let script = Script::new(vec![Ok(())]);
+        let steps = [step("a"), step("b")];
+        let answer = run(&script, &steps, 0, limits(&breakers), None)
+            .await
+            .unwrap();
+        assert_eq!(answer.provider, "b");
+        assert_eq!(outcomes(&answer.attempts), [("a", "skipped"), ("b", "ok")]);
+        assert_eq!(
+            answer.attempts[0].error_kind.as_deref(),
+            Some("circuit_open")
+        );
+        assert_eq!(script.called(), [("b".to_string(), 2)]);
+
+        let busy = (BUSY, FailureClass::Plugin);
+        let script = Script::new(vec![Err(busy)]);
+        let error = run(&script, &[step("c")], 0, limits(&breakers), None)
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind, "plugin_busy");
+    }
+}

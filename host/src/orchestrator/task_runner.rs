@@ -1,0 +1,527 @@
+//! The [`Runner`] for tasks: one run plans the task's request and calls
+//! providers through the [`Dispatcher`] (retries, fallback, breakers),
+//! records plan, attempts and streamed text as events, and finishes the
+//! task as completed (storing the answer in the response cache), failed or
+//! cancelled.
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::dispatch::{Answer, DispatchError, Dispatcher, Progress, totals};
+use super::queue::{Lease, RunFuture, Runner};
+use super::request::{TaskRequest, finish_reason_name};
+use super::signals::{Signal, Signals};
+use crate::money::{Money, Usd};
+use crate::store::tasks::{self, Attempt, Claimed, Finish, Task};
+use crate::store::{Db, now_ms};
+
+/// Runs claimed tasks through the dispatcher.
+#[derive(Debug)]
+pub struct TaskRunner {
+    db: Db,
+    dispatcher: Dispatcher,
+    signals: Signals,
+    /// How long an answer stays in the response cache.
+    cache_ttl_secs: u64,
+    /// The same for research tasks.
+    research_cache_ttl_secs: u64,
+}
+
+impl TaskRunner {
+    /// A runner writing to `db`, calling providers through `dispatcher` and
+    /// waking watchers through `signals`; answers are cached for
+    /// `cache_ttl_secs` (`research_cache_ttl_secs` for research tasks).
+    pub fn new(
+        db: Db,
+        dispatcher: Dispatcher,
+        signals: Signals,
+        cache_ttl_secs: u64,
+        research_cache_ttl_secs: u64,
+    ) -> TaskRunner {
+        TaskRunner {
+            db,
+            dispatcher,
+            signals,
+            cache_ttl_secs,
+            research_cache_ttl_secs,
+        }
+    }
+}
+
+impl Runner for TaskRunner {
+    fn run<'a>(&'a self, claimed: Claimed, lease: Lease<'a>) -> RunFuture<'a> {
+        Box::pin(async move {
+            let Claimed {
+                task,
+                cached_response,
+                ..
+            } = claimed;
+            self.run_task(&task, cached_response, lease.owner, lease.stop)
+                .await
+        })
+    }
+}
+
+/// What a task run ended with.
+enum Ended {
+    Answered(Box<Answer>),
+    Failed(DispatchError),
+    Cancelled,
+}
+
+/// What the recorder has seen of a run.
+#[derive(Default)]
+struct Seen {
+    attempts: Vec<Attempt>,
+    /// The attempt in flight: (seq, provider, model, started_at).
+    current: Option<(i64, String, String, i64)>,
+    /// Text streamed by the current attempt.
+    partial: String,
+}
+
+impl Seen {
+    /// Take note of a report; true when watchers should see it at once.
+    fn observe(&mut self, p: &Progress, stream: bool) -> bool {
+        match p {
+            Progress::Planned { .. } => false,
+            Progress::AttemptStarted {
+                seq,
+                provider,
+                model,
+            } => {
+                self.current = Some((*seq, provider.clone(), model.clone(), now_ms()));
+                self.partial.clear();
+                false
+            }
+            Progress::AttemptFinished(a) => {
+                self.current = None;
+                self.attempts.push(a.clone());
+                a.outcome != "ok"
+            }
+            Progress::Delta { text, .. } => {
+                if stream {
+                    self.partial.push_str(text);
+                }
+                stream
+            }
+        }
+    }
+}
+
+impl TaskRunner {
+    /// Run one task to its end and record it; `owner` holds its lease and
+    /// `token` stops the run.
+    async fn run_task(
+        &self,
+        task: &Task,
+        cached: Option<String>,
+        owner: &str,
+        token: &CancellationToken,
+    ) -> Result<(), sqlx::Error> {
+        let request: TaskRequest = match serde_json::from_str(&task.request) {
+            Ok(r) => r,
+            Err(e) => {
+                let error = json!({ "kind": "invalid_request", "message": format!("stored request unreadable: {e}") });
+                return self.fail(task, owner, error, &[], None, Vec::new()).await;
+            }
+        };
+        // The claim read the cached answer; only a rescued task (claimed
+        // before) has earlier attempts to continue from.
+        if let Some(result) = cached.and_then(|text| serde_json::from_str(&text).ok()) {
+            return self.complete_cached(task, owner, result).await;
+        }
+        let previous = if task.claims > 1 {
+            let mut tx = self.db.tenant_read(&task.org_id).await?;
+            let previous = tasks::attempts(&mut tx, &task.org_id, &task.id).await?;
+            tx.commit().await?;
+            previous
+        } else {
+            Vec::new()
+        };
+        let first_seq = previous.iter().map(|a| a.seq).max().unwrap_or(0);
+        let job = request.to_job(&task.id, &task.org_id, task.priority, first_seq);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut dispatch = Box::pin(self.dispatcher.run(&job, task.stream == 1, Some(&tx)));
+        let mut seen = Seen {
+            attempts: previous,
+            ..Seen::default()
+        };
+        // Reports are held and written with the end of the run, in one
+        // transaction, unless a watcher should see them now: streamed text,
+        // or a failed attempt (a retry or fallback follows).
+        let mut held: Vec<Progress> = Vec::new();
+        let ended = loop {
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => break Ended::Cancelled,
+                Some(p) = rx.recv() => {
+                    let mut urgent = false;
+                    let mut next = Some(p);
+                    while let Some(p) = next {
+                        urgent |= seen.observe(&p, task.stream == 1);
+                        held.push(p);
+                        next = rx.try_recv().ok();
+                    }
+                    if urgent {
+                        self.record(task, std::mem::take(&mut held)).await?;
+                    }
+                }
+                result = &mut dispatch => {
+                    break match result {
+                        Ok(answer) => Ended::Answered(Box::new(answer)),
+                        Err(e) => Ended::Failed(e),
+                    };
+                }
+            }
+        };
+        // The dispatch future is dropped here when cancelled: the provider
+        // call in flight stops and its upstream connection is dropped.
+        drop(dispatch);
+        while let Ok(p) = rx.try_recv() {
+            seen.observe(&p, task.stream == 1);
+            held.push(p);
+        }
+        match ended {
+            Ended::Answered(answer) => {
+                self.complete(task, owner, &request, &seen, held, *answer)
+                    .await
+            }
+            Ended::Failed(e) => {
+                let error = json!({ "kind": e.kind, "message": e.message });
+                let partial = (!seen.partial.is_empty()).then(|| seen.partial.clone());
+                self.fail(task, owner, error, &seen.attempts, partial, held)
+                    .await
+            }
+            Ended::Cancelled => {
+                self.record(task, held).await?;
+                self.record_cancelled(task, &mut seen).await
+            }
+        }
+    }
+
+    /// Write progress reports in one transaction and wake the watchers.
+    async fn record(&self, task: &Task, batch: Vec<Progress>) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.tenant_relaxed(&task.org_id).await?;
+        let wrote = write_progress(&mut tx, task, batch).await?;
+        tx.commit().await?;
+        if wrote {
+            self.signals.publish(Signal::Events(task.id.clone()));
+        }
+        Ok(())
+    }
+
+    async fn complete_cached(
+        &self,
+        task: &Task,
+        owner: &str,
+        mut result: Value,
+    ) -> Result<(), sqlx::Error> {
+        if let Some(obj) = result.as_object_mut() {
+            obj.insert("cached".into(), json!(true));
+        }
+        let finish = Finish {
+            status: "completed",
+            result: Some(result.to_string()),
+            cached: true,
+            provider: result["provider"].as_str().map(str::to_string),
+            model: result["model"].as_str().map(str::to_string),
+            ..Finish::default()
+        };
+        let event = completed_event(&result, None)?;
+        self.finish(task, owner, &finish, event, Vec::new(), None)
+            .await
+    }
+
+    async fn complete(
+        &self,
+        task: &Task,
+        owner: &str,
+        request: &TaskRequest,
+        seen: &Seen,
+        held: Vec<Progress>,
+        answer: Answer,
+    ) -> Result<(), sqlx::Error> {
+        let (input_tokens, output_tokens, cost) = totals(&seen.attempts);
+        let response = &answer.response;
+        let result = json!({
+            "text": response.text,
+            "finish_reason": finish_reason_name(response.finish_reason),
+            "model": response.model,
+            "provider": answer.provider,
+            "usage": {
+                "input_tokens": response.usage.input_tokens,
+                "output_tokens": response.usage.output_tokens,
+            },
+            "cached": false,
+        });
+        let finish = Finish {
+            status: "completed",
+            result: Some(result.to_string()),
+            cached: false,
+            provider: Some(answer.provider.clone()),
+            model: Some(response.model.clone()),
+            input_tokens,
+            output_tokens,
+            cost_nanos: cost,
+            ..Finish::default()
+        };
+        let event = completed_event(&result, Some(cost))?;
+        let cache = (task.use_cache == 1).then(|| {
+            let ttl = request.cache_ttl_secs(self.cache_ttl_secs, self.research_cache_ttl_secs);
+            (
+                result.to_string(),
+                i64::try_from(ttl.saturating_mul(1000)).unwrap_or(i64::MAX),
+            )
+        });
+        self.finish(task, owner, &finish, event, held, cache).await
+    }
+
+    async fn fail(
+        &self,
+        task: &Task,
+        owner: &str,
+        error: Value,
+        attempts: &[Attempt],
+        partial_output: Option<String>,
+        held: Vec<Progress>,
+    ) -> Result<(), sqlx::Error> {
+        let (input_tokens, output_tokens, cost) = totals(attempts);
+        let finish = Finish {
+            status: "failed",
+            error: Some(error.to_string()),
+            partial_output,
+            input_tokens,
+            output_tokens,
+            cost_nanos: cost,
+            ..Finish::default()
+        };
+        let event = json!({ "status": "failed", "error": error }).to_string();
+        self.finish(task, owner, &finish, event, held, None).await
+    }
+
+    /// Write the held reports, the terminal state, its event and the
+    /// cached answer (`(response, ttl_ms)`) in one transaction; if the task
+    /// is no longer ours (cancelled meanwhile), keep what the run produced
+    /// on the cancelled task instead.
+    async fn finish(
+        &self,
+        task: &Task,
+        owner: &str,
+        finish: &Finish,
+        event: String,
+        held: Vec<Progress>,
+        cache: Option<(String, i64)>,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.tenant(&task.org_id).await?;
+        write_progress(&mut tx, task, held).await?;
+        if let Some((response, ttl_ms)) = &cache {
+            tasks::cache_response(&mut tx, &task.org_id, &task.request_hash, response, *ttl_ms)
+                .await?;
+        }
+        if !tasks::finish(&mut tx, &task.id, owner, finish).await? {
+            tasks::record_cancelled_run(&mut tx, &task.id, finish).await?;
+            tx.commit().await?;
+            tracing::info!("task was cancelled or taken over before it finished");
+            return Ok(());
+        }
+        tasks::append_event(&mut tx, &task.org_id, &task.id, "status", &event).await?;
+        tx.commit().await?;
+        self.signals.publish(Signal::Events(task.id.clone()));
+        tracing::info!(
+            status = finish.status,
+            cached = finish.cached,
+            "task finished"
+        );
+        Ok(())
+    }
+
+    /// The run was stopped by a cancellation: record the attempt in flight
+    /// as cancelled and keep the partial output.
+    async fn record_cancelled(&self, task: &Task, seen: &mut Seen) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.tenant(&task.org_id).await?;
+        if let Some((seq, provider, model, started_at)) = seen.current.take() {
+            let a = Attempt {
+                seq,
+                provider,
+                integration_id: None,
+                plugin: String::new(),
+                model,
+                outcome: "cancelled".into(),
+                error_kind: Some("cancelled".into()),
+                error_message: Some("the task was cancelled during the call".into()),
+                latency_ms: now_ms() - started_at,
+                input_tokens: 0,
+                output_tokens: 0,
+                cost_nanos: Money::ZERO,
+                started_at,
+            };
+            tasks::insert_attempt(&mut tx, &task.org_id, &task.id, &a).await?;
+            seen.attempts.push(a);
+        }
+        let (input_tokens, output_tokens, cost) = totals(&seen.attempts);
+        let finish = Finish {
+            status: "cancelled",
+            partial_output: (!seen.partial.is_empty()).then(|| seen.partial.clone()),
+            input_tokens,
+            output_tokens,
+            cost_nanos: cost,
+            ..Finish::default()
+        };
+        tasks::record_cancelled_run(&mut tx, &task.id, &finish).await?;
+        tx.commit().await?;
+        tracing::info!(
+            partial_chars = seen.partial.len(),
+            "task run stopped by cancellation"
+        );
+        Ok(())
+    }
+}
+
+/// Write progress reports in order: plan and attempt events, attempt
+/// rows, and streamed text coalesced into one `delta` event per run of
+/// consecutive deltas. Returns whether anything was written.
+async fn write_progress(
+    tx: &mut sqlx::AnyConnection,
+    task: &Task,
+    batch: Vec<Progress>,
+) -> Result<bool, sqlx::Error> {
+    let mut wrote = false;
+    let mut pending_delta: Option<(i64, String)> = None;
+    for p in batch {
+        if let Progress::Delta { seq, text } = &p {
+            if task.stream != 1 {
+                continue;
+            }
+            match &mut pending_delta {
+                Some((s, buf)) if s == seq => buf.push_str(text),
+                _ => {
+                    if let Some((s, buf)) = pending_delta.take() {
+                        write_delta(tx, task, s, &buf).await?;
+                    }
+                    pending_delta = Some((*seq, text.clone()));
+                }
+            }
+            wrote = true;
+            continue;
+        }
+        if let Some((s, buf)) = pending_delta.take() {
+            write_delta(tx, task, s, &buf).await?;
+        }
+        match p {
+            Progress::Planned {
+                router,
+                router_version,
+                attempts,
+                reason,
+            } => {
+                let data = json!({ "router": router, "router_version": router_version, "attempts": attempts, "reason": reason });
+                tasks::append_progress_event(tx, &task.org_id, &task.id, "plan", &data.to_string())
+                    .await?;
+                wrote = true;
+            }
+            Progress::AttemptFinished(a) => {
+                tasks::insert_attempt(tx, &task.org_id, &task.id, &a).await?;
+                let data = json_text(&AttemptView::from(&a))?;
+                tasks::append_progress_event(tx, &task.org_id, &task.id, "attempt", &data).await?;
+                wrote = true;
+            }
+            Progress::AttemptStarted { .. } | Progress::Delta { .. } => {}
+        }
+    }
+    if let Some((s, buf)) = pending_delta.take() {
+        write_delta(tx, task, s, &buf).await?;
+    }
+    Ok(wrote)
+}
+
+async fn write_delta(
+    conn: &mut sqlx::AnyConnection,
+    task: &Task,
+    seq: i64,
+    text: &str,
+) -> Result<(), sqlx::Error> {
+    let data = json!({ "attempt": seq, "text": text });
+    tasks::append_progress_event(conn, &task.org_id, &task.id, "delta", &data.to_string()).await?;
+    Ok(())
+}
+
+/// An attempt as the API and the event stream show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptView {
+    /// 1-based order within the task.
+    pub seq: i64,
+    /// Integration name.
+    pub provider: String,
+    /// Provider plugin (`name@version`).
+    pub plugin: String,
+    /// Model.
+    pub model: String,
+    /// `ok`, `error`, `cancelled` or `skipped`.
+    pub outcome: String,
+    /// Kind and message, when it did not succeed.
+    pub error: Option<AttemptError>,
+    /// Milliseconds.
+    pub latency_ms: i64,
+    /// Prompt tokens.
+    pub input_tokens: i64,
+    /// Completion tokens.
+    pub output_tokens: i64,
+    /// US dollars.
+    pub cost_usd: Usd,
+    /// RFC 3339.
+    pub started_at: String,
+}
+
+/// Why an attempt did not succeed.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptError {
+    /// Typed error kind.
+    pub kind: String,
+    /// For people.
+    pub message: Option<String>,
+}
+
+impl From<&Attempt> for AttemptView {
+    fn from(a: &Attempt) -> Self {
+        AttemptView {
+            seq: a.seq,
+            provider: a.provider.clone(),
+            plugin: a.plugin.clone(),
+            model: a.model.clone(),
+            outcome: a.outcome.clone(),
+            error: a.error_kind.as_ref().map(|kind| AttemptError {
+                kind: kind.clone(),
+                message: a.error_message.clone(),
+            }),
+            latency_ms: a.latency_ms,
+            input_tokens: a.input_tokens,
+            output_tokens: a.output_tokens,
+            cost_usd: a.cost_nanos.usd(),
+            started_at: crate::store::to_rfc3339(a.started_at),
+        }
+    }
+}
+
+/// The data of a task's `completed` status event: the result, and the cost
+/// of the run (absent for an answer from the cache, which cost nothing).
+fn completed_event(result: &Value, cost: Option<Money>) -> Result<String, sqlx::Error> {
+    #[derive(Serialize)]
+    struct Completed<'a> {
+        status: &'static str,
+        result: &'a Value,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cost_usd: Option<Usd>,
+    }
+    json_text(&Completed {
+        status: "completed",
+        result,
+        cost_usd: cost.map(Money::usd),
+    })
+}
+
+/// `value` as JSON text, for an event's data.
+fn json_text<T: Serialize>(value: &T) -> Result<String, sqlx::Error> {
+    serde_json::to_string(value).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
