@@ -782,11 +782,6 @@ impl Config {
         }
         Ok(())
     }
-
-    /// True when the database is PostgreSQL.
-    pub fn is_postgres(&self) -> bool {
-        self.database_url.starts_with("postgres")
-    }
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {

@@ -119,15 +119,6 @@ pub async fn insert_blob(
     Ok(())
 }
 
-/// Whether bytes with this digest are stored.
-pub async fn has_blob(conn: &mut AnyConnection, sha256: &str) -> Result<bool, sqlx::Error> {
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plugin_blobs WHERE sha256 = $1")
-        .bind(sha256)
-        .fetch_one(conn)
-        .await?;
-    Ok(n > 0)
-}
-
 /// The component bytes with this digest.
 pub async fn blob(conn: &mut AnyConnection, sha256: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
     sqlx::query_scalar("SELECT bytes FROM plugin_blobs WHERE sha256 = $1")

@@ -455,22 +455,6 @@ pub async fn release_leases(conn: &mut AnyConnection, owner: &str) -> Result<(),
     Ok(())
 }
 
-/// Whether `owner` still holds the lease of task `id`.
-pub async fn holds_lease(
-    conn: &mut AnyConnection,
-    id: &str,
-    owner: &str,
-) -> Result<bool, sqlx::Error> {
-    let row: Option<(String,)> = sqlx::query_as(
-        "SELECT id FROM tasks WHERE id = $1 AND lease_owner = $2 AND status = 'in_progress'",
-    )
-    .bind(id)
-    .bind(owner)
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.is_some())
-}
-
 /// How a run ended, to be written with [`finish`].
 #[derive(Debug, Clone, Default)]
 pub struct Finish {

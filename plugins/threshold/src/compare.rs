@@ -93,22 +93,7 @@ pub fn evaluate(input: &ConditionInput) -> Result<Outcome, ConditionError> {
 
 /// Parses the arguments; the error names the field at fault (`value: invalid type…`).
 fn parse_args<T: serde::de::DeserializeOwned>(args: &str) -> Result<T, ConditionError> {
-    let value: serde_json::Value = serde_json::from_str(args)
-        .map_err(|e| ConditionError::InvalidArgs(format!("args: not valid JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(ConditionError::InvalidArgs(
-            "args: must be a JSON object".into(),
-        ));
-    }
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." {
-            "args".to_string()
-        } else {
-            path
-        };
-        ConditionError::InvalidArgs(format!("{field}: {}", e.inner()))
-    })
+    vel_guest_condition::parse_args(args).map_err(|e| ConditionError::InvalidArgs(e.0))
 }
 
 /// Float comparison; `eq`/`ne` allow a relative error of 1e-9 so that values
