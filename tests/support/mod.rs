@@ -324,30 +324,25 @@ impl Server {
         api_key: &str,
         timeout_ms: u64,
     ) -> String {
-        let created = self
-            .post(
-                "/api/integrations",
-                token,
-                json!({ "name": name, "provider": "openai_compatible", "base_url": base_url,
-                        "default_model": "gpt-4o-mini", "api_key": api_key, "timeout_ms": timeout_ms }),
-            )
-            .await
-            .expect(201);
-        created.body["id"]
-            .as_str()
-            .expect("integration id")
-            .to_string()
+        self.integration(
+            token,
+            json!({ "name": name, "provider": "openai_compatible", "base_url": base_url,
+                    "default_model": "gpt-4o-mini", "api_key": api_key, "timeout_ms": timeout_ms }),
+        )
+        .await
     }
 
     /// An integration of the offline `mock` provider called `name` (what an
     /// agent's `config.provider` may name); returns its id.
     pub(crate) async fn mock_integration(&self, token: &str, name: &str) -> String {
+        self.integration(token, json!({ "name": name, "provider": "mock" }))
+            .await
+    }
+
+    /// Create the integration `body` describes (201 expected); returns its id.
+    pub(crate) async fn integration(&self, token: &str, body: Value) -> String {
         let created = self
-            .post(
-                "/api/integrations",
-                token,
-                json!({ "name": name, "provider": "mock" }),
-            )
+            .post("/api/integrations", token, body)
             .await
             .expect(201);
         created.body["id"]

@@ -119,13 +119,69 @@ pub struct Answer {
     pub attempts: Vec<Attempt>,
 }
 
+/// What kind of failure ended a run without an answer: the gateway's
+/// error code and a failed task's error kind (`as_str`), and the one
+/// thing the HTTP layer maps to a status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DispatchKind {
+    /// No integration could take the request (none active, or the
+    /// caller's model names none).
+    NoCandidate,
+    /// Every routing policy failed to plan.
+    RouterFailed,
+    /// Every planned provider failed.
+    AllAttemptsFailed,
+    /// Every planned provider was at its share of the plugin instance pool.
+    PluginBusy,
+    /// The run took longer than its limit.
+    DeadlineExceeded,
+    /// The database could not answer.
+    Storage,
+    /// A provider refused the request as invalid (not retried).
+    InvalidRequest,
+    /// A provider refused the content (not retried).
+    ContentFiltered,
+}
+
+impl DispatchKind {
+    /// The name clients see.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DispatchKind::NoCandidate => "no_candidate",
+            DispatchKind::RouterFailed => "router_failed",
+            DispatchKind::AllAttemptsFailed => "all_attempts_failed",
+            DispatchKind::PluginBusy => "plugin_busy",
+            DispatchKind::DeadlineExceeded => "deadline_exceeded",
+            DispatchKind::Storage => "storage",
+            DispatchKind::InvalidRequest => "invalid_request",
+            DispatchKind::ContentFiltered => "content_filtered",
+        }
+    }
+
+    /// The kind a terminal provider error (see [`classify_provider_error`])
+    /// ends the run with.
+    pub fn terminal(provider_kind: &str) -> DispatchKind {
+        if provider_kind == DispatchKind::ContentFiltered.as_str() {
+            DispatchKind::ContentFiltered
+        } else {
+            DispatchKind::InvalidRequest
+        }
+    }
+}
+
+impl std::fmt::Display for DispatchKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why a run produced no answer.
 #[derive(Debug, Clone, Serialize, thiserror::Error)]
 #[error("{kind}: {message}")]
 pub struct DispatchError {
-    /// `no_candidate`, `router_failed`, `all_attempts_failed`, or the
-    /// terminal provider error's kind (`invalid_request`, `content_filtered`).
-    pub kind: String,
+    /// What kind of failure.
+    pub kind: DispatchKind,
     /// For people.
     pub message: String,
     /// What was tried.
@@ -221,7 +277,7 @@ impl Dispatcher {
                     .await
                     .map(Arc::new)
                     .map_err(|e| DispatchError {
-                        kind: "storage".into(),
+                        kind: DispatchKind::Storage,
                         message: format!("could not read the integrations: {e}"),
                         attempts: Vec::new(),
                     })
@@ -296,7 +352,7 @@ impl Dispatcher {
         }
         if candidates.is_empty() {
             return Err(DispatchError {
-                kind: "no_candidate".into(),
+                kind: DispatchKind::NoCandidate,
                 message: match (pinned, job.provider.as_deref()) {
                     (Some(name), _) => {
                         format!("integration `{name}` is not active or has no models")
@@ -437,7 +493,7 @@ impl Dispatcher {
                 }
                 Ok(Err(RouteError::NoCandidate(why))) => {
                     return Err(DispatchError {
-                        kind: "no_candidate".into(),
+                        kind: DispatchKind::NoCandidate,
                         message: format!("router `{name}`: {why}"),
                         attempts: Vec::new(),
                     });
@@ -452,7 +508,7 @@ impl Dispatcher {
             }
         }
         Err(DispatchError {
-            kind: "router_failed".into(),
+            kind: DispatchKind::RouterFailed,
             message: notes.join("; "),
             attempts: Vec::new(),
         })
@@ -665,9 +721,17 @@ pub fn classify_provider_error(e: ProviderError) -> (&'static str, String, Failu
             "the provider did not answer in time".into(),
             FailureClass::Timeout,
         ),
-        ProviderError::InvalidRequest(m) => ("invalid_request", m, FailureClass::Terminal),
+        ProviderError::InvalidRequest(m) => (
+            DispatchKind::InvalidRequest.as_str(),
+            m,
+            FailureClass::Terminal,
+        ),
         ProviderError::Auth(m) => ("auth", m, FailureClass::Auth),
-        ProviderError::ContentFiltered(m) => ("content_filtered", m, FailureClass::Terminal),
+        ProviderError::ContentFiltered(m) => (
+            DispatchKind::ContentFiltered.as_str(),
+            m,
+            FailureClass::Terminal,
+        ),
         ProviderError::Other(m) => ("other", m, FailureClass::Other),
     }
 }

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use vel_runtime::types::CompletionResponse;
 
 use super::breaker::Breakers;
-use super::dispatch::{Answer, DispatchError, Progress};
+use super::dispatch::{Answer, DispatchError, DispatchKind, Progress};
 use super::retry::{Decision, FailureClass, RetryPolicy};
 use crate::money::Money;
 use crate::store::{now_ms, tasks::Attempt};
@@ -85,7 +85,7 @@ pub(crate) async fn run<C: ProviderCaller>(
     let mut last_error: Option<(String, String)> = None;
     let deadline = tokio::time::Instant::now() + limits.max_run;
     let out_of_time = |attempts: Vec<Attempt>| DispatchError {
-        kind: "deadline_exceeded".into(),
+        kind: DispatchKind::DeadlineExceeded,
         message: format!(
             "the run took longer than its limit of {} s",
             limits.max_run.as_secs_f64()
@@ -156,7 +156,7 @@ pub(crate) async fn run<C: ProviderCaller>(
                 Decision::Fail => {
                     let (kind, message) = last_error.unwrap_or_default();
                     return Err(DispatchError {
-                        kind,
+                        kind: DispatchKind::terminal(&kind),
                         message,
                         attempts,
                     });
@@ -178,11 +178,10 @@ pub(crate) async fn run<C: ProviderCaller>(
             .all(|a| a.error_kind.as_deref() == Some(BUSY));
     Err(DispatchError {
         kind: if all_busy {
-            "plugin_busy"
+            DispatchKind::PluginBusy
         } else {
-            "all_attempts_failed"
-        }
-        .into(),
+            DispatchKind::AllAttemptsFailed
+        },
         message,
         attempts,
     })
@@ -346,7 +345,7 @@ mod tests {
         let error = run(&script, &steps, 0, limits(&breakers), None)
             .await
             .unwrap_err();
-        assert_eq!(error.kind, "invalid_request");
+        assert_eq!(error.kind, DispatchKind::InvalidRequest);
         assert_eq!(error.message, "invalid_request from a");
         assert_eq!(outcomes(&error.attempts), [("a", "error")]);
         assert_eq!(script.called().len(), 1);
@@ -375,6 +374,6 @@ mod tests {
         let error = run(&script, &[step("c")], 0, limits(&breakers), None)
             .await
             .unwrap_err();
-        assert_eq!(error.kind, "plugin_busy");
+        assert_eq!(error.kind, DispatchKind::PluginBusy);
     }
 }

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::TASK_ID;
 use crate::api::error::{ApiError, ErrorBody, ErrorDetail};
-use crate::orchestrator::dispatch::DispatchError;
+use crate::orchestrator::dispatch::{DispatchError, DispatchKind};
 
 /// A failure of the gateway: any [`ApiError`], or one with a status and
 /// code of its own (dispatch failures, unknown models), in the same shape.
@@ -80,12 +80,14 @@ impl IntoResponse for GatewayError {
 }
 
 /// The HTTP status a dispatch failure is answered with.
-pub(super) fn dispatch_status(kind: &str) -> StatusCode {
+pub(super) fn dispatch_status(kind: DispatchKind) -> StatusCode {
     match kind {
-        "no_candidate" | "storage" => StatusCode::SERVICE_UNAVAILABLE,
-        "plugin_busy" => StatusCode::TOO_MANY_REQUESTS,
-        "invalid_request" | "content_filtered" => StatusCode::BAD_REQUEST,
-        _ => StatusCode::BAD_GATEWAY,
+        DispatchKind::NoCandidate | DispatchKind::Storage => StatusCode::SERVICE_UNAVAILABLE,
+        DispatchKind::PluginBusy => StatusCode::TOO_MANY_REQUESTS,
+        DispatchKind::InvalidRequest | DispatchKind::ContentFiltered => StatusCode::BAD_REQUEST,
+        DispatchKind::RouterFailed
+        | DispatchKind::AllAttemptsFailed
+        | DispatchKind::DeadlineExceeded => StatusCode::BAD_GATEWAY,
     }
 }
 
@@ -113,8 +115,8 @@ pub(super) fn dispatch_error(e: &DispatchError, task_id: Option<String>) -> Gate
         );
     }
     GatewayError::Other {
-        status: dispatch_status(&e.kind),
-        code: e.kind.clone(),
+        status: dispatch_status(e.kind),
+        code: e.kind.as_str().to_string(),
         message: e.message.clone(),
         details,
         task_id,
@@ -126,20 +128,50 @@ mod tests {
     use super::*;
 
     #[test]
+    fn dispatch_kinds_have_one_name() {
+        for kind in [
+            DispatchKind::NoCandidate,
+            DispatchKind::RouterFailed,
+            DispatchKind::AllAttemptsFailed,
+            DispatchKind::PluginBusy,
+            DispatchKind::DeadlineExceeded,
+            DispatchKind::Storage,
+            DispatchKind::InvalidRequest,
+            DispatchKind::ContentFiltered,
+        ] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+        assert_eq!(
+            DispatchKind::terminal("content_filtered"),
+            DispatchKind::ContentFiltered
+        );
+        assert_eq!(
+            DispatchKind::terminal("invalid_request"),
+            DispatchKind::InvalidRequest
+        );
+    }
+
+    #[test]
     fn dispatch_kinds_map_to_statuses() {
         assert_eq!(
-            dispatch_status("no_candidate"),
+            dispatch_status(DispatchKind::NoCandidate),
             StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(
-            dispatch_status("all_attempts_failed"),
+            dispatch_status(DispatchKind::AllAttemptsFailed),
             StatusCode::BAD_GATEWAY
         );
-        assert_eq!(dispatch_status("invalid_request"), StatusCode::BAD_REQUEST);
         assert_eq!(
-            dispatch_status("plugin_busy"),
+            dispatch_status(DispatchKind::InvalidRequest),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            dispatch_status(DispatchKind::PluginBusy),
             StatusCode::TOO_MANY_REQUESTS
         );
-        assert_eq!(dispatch_status("content_filtered"), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            dispatch_status(DispatchKind::ContentFiltered),
+            StatusCode::BAD_REQUEST
+        );
     }
 }

@@ -401,7 +401,7 @@ async fn plain(state: AppState, job: Job, recording: Recording) -> Result<Respon
             recording
                 .finish(
                     Outcome::Failed {
-                        kind: e.kind,
+                        kind: e.kind.to_string(),
                         message: e.message,
                         partial_output: None,
                     },

@@ -260,7 +260,7 @@ async fn drive(
         }
         Ended::Done(Err(e)) => {
             let outcome = Outcome::Failed {
-                kind: e.kind.clone(),
+                kind: e.kind.to_string(),
                 message: e.message.clone(),
                 partial_output,
             };
