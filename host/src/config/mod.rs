@@ -1016,6 +1016,28 @@ mod tests {
     }
 
     #[test]
+    fn a_tenant_login_needs_postgres_on_both_urls() {
+        // With the embedded SQLite there is no role to log in as.
+        let err = load(&[("VEL_TENANT_DATABASE_URL", "postgres://t:pw@h/db")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("VEL_TENANT_DATABASE_URL"), "{err}");
+        assert!(!err.contains("pw"), "the password leaked: {err}");
+        let both = load(&[
+            ("DATABASE_URL", "postgres://o@h/db"),
+            ("VEL_TENANT_DATABASE_URL", "postgres://t@h/db"),
+        ])
+        .unwrap();
+        assert_eq!(
+            both.tenant_database_url.as_deref(),
+            Some("postgres://t@h/db")
+        );
+        // Empty means unset.
+        let unset = load(&[("VEL_TENANT_DATABASE_URL", "")]).unwrap();
+        assert_eq!(unset.tenant_database_url, None);
+    }
+
+    #[test]
     fn url_password_is_redacted() {
         assert_eq!(
             redact_url("postgres://u:secret@h/db"),
