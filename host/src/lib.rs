@@ -23,3 +23,4 @@ pub mod single_flight;
 pub mod state;
 pub mod store;
 pub mod validation;
+pub mod workflows;

@@ -31,3 +31,4 @@ mod ssrf;
 mod storage;
 mod tasks;
 mod users;
+mod workflows;

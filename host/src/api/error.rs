@@ -263,6 +263,22 @@ impl From<crate::orchestrator::submit::SubmitError> for ApiError {
     }
 }
 
+impl From<crate::workflows::service::WorkflowError> for ApiError {
+    fn from(e: crate::workflows::service::WorkflowError) -> ApiError {
+        use crate::workflows::service::WorkflowError;
+        match e {
+            WorkflowError::Invalid(e) => e.into(),
+            WorkflowError::Forbidden(e) => e.into(),
+            WorkflowError::NotFound => ApiError::not_found("workflow"),
+            WorkflowError::Conflict(m) => ApiError::conflict(m),
+            WorkflowError::TooManyUnfinished { .. } => {
+                ApiError::too_many_requests(e.to_string(), 1)
+            }
+            WorkflowError::Storage(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::auth::AuthError> for ApiError {
     fn from(e: crate::auth::AuthError) -> Self {
         match e {

@@ -24,7 +24,7 @@ use utoipa_axum::routes;
 use self::error::ApiError;
 use self::handlers::{
     agents, api_keys, audit_logs, auth, connectivity, gateway, integrations, invitations, metrics,
-    organizations, plugins, tasks, users,
+    organizations, plugins, tasks, users, workflows,
 };
 use crate::state::AppState;
 
@@ -68,6 +68,14 @@ fn documented(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::get))
         .routes(routes!(tasks::cancel))
         .routes(routes!(tasks::stream))
+        .routes(routes!(workflows::create, workflows::list))
+        .routes(routes!(workflows::get))
+        .routes(routes!(workflows::state))
+        .routes(routes!(workflows::graph_of))
+        .routes(routes!(workflows::cancel))
+        .routes(routes!(workflows::approve))
+        .routes(routes!(workflows::reject))
+        .routes(routes!(workflows::retry_from_step))
         .routes(routes!(gateway::chat_completions))
         .routes(routes!(gateway::models))
         // Uploads stream their parts under per-part caps, and the whole body

@@ -245,6 +245,10 @@ pub struct TaskConfig {
     /// Tasks this instance runs concurrently (`VEL_TASK_WORKERS`); 0 makes
     /// an API-only instance that queues tasks for the others.
     pub workers: u32,
+    /// Workflows this instance advances concurrently
+    /// (`VEL_WORKFLOW_WORKERS`); a workflow holds a worker only while it
+    /// moves, never while its step's task runs or it awaits an approval.
+    pub workflow_workers: u32,
     /// How long a claim holds a task without a heartbeat (`VEL_TASK_LEASE_MS`);
     /// a task whose worker died is rescued after this.
     pub lease_ms: u64,
@@ -306,6 +310,7 @@ struct FileConfig {
     demo_mock: Option<bool>,
     max_unfinished_tasks: Option<u32>,
     task_workers: Option<u32>,
+    workflow_workers: Option<u32>,
     task_lease_ms: Option<u64>,
     task_poll_ms: Option<u64>,
     cache_ttl_secs: Option<u64>,
@@ -503,6 +508,7 @@ impl Config {
                     10,
                 )?,
                 workers: src.get("VEL_TASK_WORKERS", file.task_workers, 16)?,
+                workflow_workers: src.get("VEL_WORKFLOW_WORKERS", file.workflow_workers, 4)?,
                 lease_ms: src.get("VEL_TASK_LEASE_MS", file.task_lease_ms, 15_000)?,
                 poll_ms: src.get("VEL_TASK_POLL_MS", file.task_poll_ms, 500)?,
                 cache_ttl_secs: src.get("VEL_CACHE_TTL_SECS", file.cache_ttl_secs, 3600)?,

@@ -1,10 +1,11 @@
 //! Task orchestration: the task state machine, retry and back-off, circuit
 //! breakers and cost accounting; the dispatcher that plans a request with a
 //! router plugin and runs it through provider plugins; the durable queue
-//! whose workers claim tasks and hand them to a runner; the task runner;
-//! and the executor that starts the queue with it.
+//! whose workers claim items (tasks, workflows) and hand them to a runner;
+//! the task runner; and the executor that starts the queues.
 
 pub mod breaker;
+pub mod cancel;
 pub mod catalog;
 pub mod cost;
 pub mod dispatch;

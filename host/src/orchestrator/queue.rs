@@ -1,12 +1,13 @@
-//! The durable queue as one instance works it: workers claim tasks under a
+//! The durable queue as one instance works it: workers claim items under a
 //! lease, a heartbeat extends the leases this instance holds, cancellations
 //! (signalled, or seen by the heartbeat) stop the runs they concern, and a
 //! shutdown hands the leases back. When an instance dies its leases run out
-//! and any instance rescues its tasks.
+//! and any instance rescues its items.
 //!
-//! What a claimed task does is not the queue's business: a [`Runner`] runs
-//! it to its end and records it. Whatever a runner does inherits the
-//! queue's guarantees: one instance at a time, rescue after a crash,
+//! What an item is and what a claimed item does is not the queue's
+//! business: a [`Runner`] claims items of its kind from the store (tasks,
+//! workflows) and runs them to their end. Whatever a runner does inherits
+//! the queue's guarantees: one instance at a time, rescue after a crash,
 //! cancellation, hand-over at shutdown.
 
 use std::collections::HashMap;
@@ -16,33 +17,74 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::signals::{Signal, Signals};
-use crate::store::tasks::{self, Claimed};
-use crate::store::{Db, new_id};
+use super::signals::{Signal, Signals, WorkKind};
+use crate::store::new_id;
 
-/// Claims after which a task that keeps losing its worker is failed.
+/// Claims after which an item that keeps losing its worker is failed.
 pub const MAX_CLAIMS: i64 = 3;
 
 /// The future of one [`Runner::run`].
 pub type RunFuture<'a> = Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + 'a>>;
 
-/// Runs a claimed task to its end and records its terminal state.
-pub trait Runner: Debug + Send + Sync {
-    /// Run `claimed` and record how it ended. The terminal state is written
-    /// only while `lease.owner` still holds the task (see
-    /// [`tasks::finish`]). When `lease.stop` is cancelled (the task was
-    /// cancelled, or the instance stops past its grace) the run stops its
-    /// work and records what it had. An error means the end could not be
-    /// recorded: the lease then runs out and the task is rescued.
-    fn run<'a>(&'a self, claimed: Claimed, lease: Lease<'a>) -> RunFuture<'a>;
+/// One kind of work on the queue: how its items are claimed, kept and
+/// handed back in the store, and how a claimed item runs.
+pub trait Runner: Debug + Send + Sync + 'static {
+    /// What a claim hands the run.
+    type Item: Send + 'static;
+
+    /// Which kind of work this is (its wake-ups and log lines).
+    fn kind(&self) -> WorkKind;
+
+    /// Claim the next due item under a lease of `lease_ms` for `owner`.
+    fn claim<'a>(
+        &'a self,
+        owner: &'a str,
+        lease_ms: i64,
+    ) -> impl Future<Output = Result<Option<Claim<Self::Item>>, sqlx::Error>> + Send + 'a;
+
+    /// Extend the leases `owner` holds on `running`; returns the ids whose
+    /// runs must stop (cancelled meanwhile) and fails items that keep
+    /// losing their workers.
+    fn beat<'a>(
+        &'a self,
+        owner: &'a str,
+        running: &'a [String],
+        lease_ms: i64,
+    ) -> impl Future<Output = Result<Vec<String>, sqlx::Error>> + Send + 'a;
+
+    /// Make the leases `owner` holds expire now (graceful shutdown).
+    fn release<'a>(
+        &'a self,
+        owner: &'a str,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a;
+
+    /// Run `item` and record how it ended. The end is written only while
+    /// `lease.owner` still holds the item. When `lease.stop` is cancelled
+    /// (the item was cancelled, or the instance stops past its grace) the
+    /// run stops its work and records what it had. An error means the end
+    /// could not be recorded: the lease then runs out and the item is
+    /// rescued.
+    fn run<'a>(&'a self, item: Self::Item, lease: Lease<'a>) -> RunFuture<'a>;
 }
 
-/// What a runner holds a claimed task under.
+/// An item just claimed.
+#[derive(Debug)]
+pub struct Claim<I> {
+    /// Its id (what cancellations name).
+    pub id: String,
+    /// What the run gets.
+    pub item: I,
+    /// Whether more items were due: another worker is woken for them.
+    pub more: bool,
+    /// The span the run is recorded in.
+    pub span: tracing::Span,
+}
+
+/// What a runner holds a claimed item under.
 #[derive(Debug, Clone, Copy)]
 pub struct Lease<'a> {
     /// Lease owner name of this instance.
@@ -54,42 +96,49 @@ pub struct Lease<'a> {
 /// How one instance works the queue.
 #[derive(Debug, Clone, Copy)]
 pub struct QueueConfig {
-    /// Tasks run at once; 0 claims nothing.
+    /// Items run at once; 0 claims nothing.
     pub workers: u32,
-    /// How long a claim holds a task without a heartbeat.
+    /// How long a claim holds an item without a heartbeat.
     pub lease_ms: u64,
     /// How often an idle worker looks for work it was not woken for.
     pub poll_ms: u64,
 }
 
-/// This instance's workers on the queue; cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Queue {
-    inner: Arc<Inner>,
+/// This instance's workers on the queue for one kind of work; cheap to
+/// clone.
+#[derive(Debug)]
+pub struct Queue<R: Runner> {
+    inner: Arc<Inner<R>>,
+}
+
+impl<R: Runner> Clone for Queue<R> {
+    fn clone(&self) -> Self {
+        Queue {
+            inner: self.inner.clone(),
+        }
+    }
 }
 
 #[derive(Debug)]
-struct Inner {
-    db: Db,
+struct Inner<R: Runner> {
     signals: Signals,
     config: QueueConfig,
-    runner: Arc<dyn Runner>,
+    runner: R,
     /// Lease owner name of this instance.
     owner: String,
-    /// Tasks running here, by id.
+    /// Items running here, by id.
     running: Mutex<HashMap<String, Run>>,
     /// Stops claiming.
     stop: CancellationToken,
     workers: TaskTracker,
 }
 
-impl Queue {
+impl<R: Runner> Queue<R> {
     /// Start `config.workers` workers running what they claim with
-    /// `runner`, the heartbeat and the cancel watcher.
-    pub fn start(db: Db, signals: Signals, config: QueueConfig, runner: Arc<dyn Runner>) -> Queue {
-        let owner = format!("{}:{}", hostname(), new_id());
+    /// `runner`, the heartbeat and the cancel watcher; `owner` names this
+    /// instance's leases.
+    pub fn start(signals: Signals, config: QueueConfig, runner: R, owner: String) -> Queue<R> {
         let inner = Arc::new(Inner {
-            db,
             signals,
             config,
             runner,
@@ -110,7 +159,7 @@ impl Queue {
         inner.workers.close();
         tokio::spawn(inner.clone().heartbeat());
         tokio::spawn(inner.clone().watch_cancellations());
-        tracing::info!(owner = %inner.owner, workers = inner.config.workers, "task workers started");
+        tracing::info!(owner = %inner.owner, workers = inner.config.workers, kind = inner.runner.kind().as_str(), "workers started");
         Queue { inner }
     }
 
@@ -119,11 +168,11 @@ impl Queue {
         &self.inner.owner
     }
 
-    /// Stop the in-flight run of `task_id` if it runs here, and wait up to
+    /// Stop the in-flight run of item `id` if it runs here, and wait up to
     /// `wait` for it to record what it had. Returns false when it does not
     /// run here or did not stop in time.
-    pub async fn cancel_local(&self, task_id: &str, wait: Duration) -> bool {
-        let Some(stopped) = self.inner.cancel_local(task_id) else {
+    pub async fn cancel_local(&self, id: &str, wait: Duration) -> bool {
+        let Some(stopped) = self.inner.cancel_local(id) else {
             return false;
         };
         tokio::time::timeout(wait, stopped.cancelled())
@@ -131,7 +180,7 @@ impl Queue {
             .is_ok()
     }
 
-    /// Stop claiming, let running tasks finish for up to `grace`, then stop
+    /// Stop claiming, let running items finish for up to `grace`, then stop
     /// them and hand their leases back so another instance (or the next
     /// start) picks them up at once.
     pub async fn shutdown(&self, grace: Duration) {
@@ -153,8 +202,8 @@ impl Queue {
             }
             let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.workers.wait()).await;
         }
-        if let Err(e) = self.inner.release_leases().await {
-            tracing::warn!(error = %e, "could not hand back task leases");
+        if let Err(e) = self.inner.runner.release(&self.inner.owner).await {
+            tracing::warn!(error = %e, "could not hand back leases");
         }
     }
 }
@@ -168,14 +217,14 @@ struct Run {
     stopped: CancellationToken,
 }
 
-impl Inner {
+impl<R: Runner> Inner<R> {
     fn lease_ms(&self) -> i64 {
         i64::try_from(self.config.lease_ms).unwrap_or(i64::MAX)
     }
 
-    fn cancel_local(&self, task_id: &str) -> Option<CancellationToken> {
+    fn cancel_local(&self, id: &str) -> Option<CancellationToken> {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        let run = running.get(task_id)?;
+        let run = running.get(id)?;
         run.stop.cancel();
         Some(run.stopped.clone())
     }
@@ -189,29 +238,29 @@ impl Inner {
         } else {
             self.config.poll_ms.saturating_mul(20)
         });
+        let kind = self.runner.kind();
         loop {
             if self.stop.is_cancelled() {
                 return;
             }
-            match self.claim().await {
-                Ok(Some(claimed)) => {
-                    if claimed.more_pending() {
+            match self.runner.claim(&self.owner, self.lease_ms()).await {
+                Ok(Some(claim)) => {
+                    if claim.more {
                         // Wake another idle worker for the next one.
-                        self.signals.publish_queue();
+                        self.signals.publish_due(kind);
                     }
-                    let task = &claimed.task;
-                    let span = tracing::info_span!("task", task_id = %task.id, org_id = %task.org_id, claims = task.claims);
-                    self.run(claimed).instrument(span).await;
+                    let span = claim.span.clone();
+                    self.run(claim.id, claim.item).instrument(span).await;
                 }
                 Ok(None) => {
                     tokio::select! {
-                        _ = self.signals.queue_changed() => {}
+                        _ = self.signals.due(kind) => {}
                         _ = tokio::time::sleep(poll) => {}
                         _ = self.stop.cancelled() => return,
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "claiming a task failed");
+                    tracing::warn!(error = %e, kind = kind.as_str(), "claiming failed");
                     tokio::select! {
                         _ = tokio::time::sleep(poll) => {}
                         _ = self.stop.cancelled() => return,
@@ -221,35 +270,8 @@ impl Inner {
         }
     }
 
-    /// Claim a task; with it, whether more were pending and its cached
-    /// answer. The claim's commit does not wait for the WAL flush: lost in
-    /// a database crash, the task is simply pending again, and the run's
-    /// last write (the synchronous finish) flushes it with everything else.
-    async fn claim(&self) -> Result<Option<Claimed>, sqlx::Error> {
-        let mut tx = self.db.platform_relaxed().await?;
-        let claimed = tasks::claim(&mut tx, &self.owner, self.lease_ms(), MAX_CLAIMS).await?;
-        let Some(claimed) = claimed else {
-            tx.commit().await?;
-            return Ok(None);
-        };
-        let task = &claimed.task;
-        let data = json!({ "status": "in_progress", "claims": task.claims });
-        tasks::append_event(&mut tx, &task.org_id, &task.id, "status", &data.to_string()).await?;
-        if task.claims > 1 {
-            // A rescued run starts its answer over: a watcher drops the text
-            // of the deltas before this event (the dead run's).
-            let data = json!({ "reason": "rescued", "claims": task.claims });
-            tasks::append_event(&mut tx, &task.org_id, &task.id, "reset", &data.to_string())
-                .await?;
-        }
-        tx.commit().await?;
-        self.signals.publish(Signal::Events(task.id.clone()));
-        Ok(Some(claimed))
-    }
-
-    /// Run one claimed task to its end through the runner.
-    async fn run(&self, claimed: Claimed) {
-        let id = claimed.task.id.clone();
+    /// Run one claimed item to its end through the runner.
+    async fn run(&self, id: String, item: R::Item) {
         let run = Run {
             stop: CancellationToken::new(),
             stopped: CancellationToken::new(),
@@ -262,10 +284,10 @@ impl Inner {
             owner: &self.owner,
             stop: &run.stop,
         };
-        if let Err(e) = self.runner.run(claimed, lease).await {
-            // The database failed under us: the lease runs out and the task
+        if let Err(e) = self.runner.run(item, lease).await {
+            // The database failed under us: the lease runs out and the item
             // is rescued, by this instance or another.
-            tracing::error!(error = %e, "recording the task failed; it will be retried");
+            tracing::error!(error = %e, "recording the run failed; it will be retried");
         }
         self.running
             .lock()
@@ -274,8 +296,8 @@ impl Inner {
         run.stopped.cancel();
     }
 
-    /// Extend this instance's leases; stop runs whose task was cancelled
-    /// (a missed cancel signal heals here); fail tasks that keep losing
+    /// Extend this instance's leases; stop runs whose item was cancelled
+    /// (a missed cancel signal heals here); fail items that keep losing
     /// their workers.
     async fn heartbeat(self: Arc<Self>) {
         let every = Duration::from_millis((self.config.lease_ms / 3).max(100));
@@ -290,7 +312,7 @@ impl Inner {
                 }
             }
             if let Err(e) = self.beat().await {
-                tracing::warn!(error = %e, "task heartbeat failed");
+                tracing::warn!(error = %e, kind = self.runner.kind().as_str(), "heartbeat failed");
             }
         }
     }
@@ -303,21 +325,12 @@ impl Inner {
             .keys()
             .cloned()
             .collect();
-        let mut tx = self.db.platform().await?;
-        tasks::heartbeat(&mut tx, &self.owner, &running, self.lease_ms()).await?;
-        let cancelled = tasks::cancelled_held_by(&mut tx, &self.owner).await?;
-        let exhausted = tasks::fail_exhausted(&mut tx, MAX_CLAIMS).await?;
-        for (id, org_id) in &exhausted {
-            let data = json!({ "status": "failed", "error": { "kind": "worker_lost" } });
-            tasks::append_event(&mut tx, org_id, id, "status", &data.to_string()).await?;
-        }
-        tx.commit().await?;
-        for id in cancelled {
+        let stop = self
+            .runner
+            .beat(&self.owner, &running, self.lease_ms())
+            .await?;
+        for id in stop {
             self.cancel_local(&id);
-        }
-        for (id, _) in exhausted {
-            tracing::warn!(task_id = %id, "task failed: its workers kept stopping");
-            self.signals.publish(Signal::Events(id));
         }
         Ok(())
     }
@@ -335,17 +348,12 @@ impl Inner {
             }
         }
     }
-
-    /// Make this instance's leases expire now (graceful shutdown).
-    async fn release_leases(&self) -> Result<(), sqlx::Error> {
-        let mut tx = self.db.platform().await?;
-        tasks::release_leases(&mut tx, &self.owner).await?;
-        tx.commit().await
-    }
 }
 
-fn hostname() -> String {
-    std::env::var("HOSTNAME")
+/// A lease owner name for this instance: the machine and a fresh id.
+pub fn owner_name() -> String {
+    let host = std::env::var("HOSTNAME")
         .or_else(|_| std::env::var("FLY_MACHINE_ID"))
-        .unwrap_or_else(|_| "vel".into())
+        .unwrap_or_else(|_| "vel".into());
+    format!("{host}:{}", new_id())
 }

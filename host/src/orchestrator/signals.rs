@@ -6,11 +6,11 @@
 //! heals it), never correctness. On PostgreSQL, signals written with
 //! [`Signals::notify`] inside a transaction are delivered to every instance
 //! when it commits (`pg_notify`); one `LISTEN` connection per instance feeds
-//! them into the local channel. The most frequent two, "a task has new
-//! events" and "a task was queued", the database announces itself: its
-//! triggers (migration `0004_task_signals.sql`) notify in the statement that
-//! appends the event or inserts the task, which saves a round trip per
-//! transaction. Each payload starts with the sending instance's id
+//! them into the local channel. The most frequent ones, "a task has new
+//! events", "a task was queued" and "a workflow is due", the database
+//! announces itself: its triggers (migrations `0004_task_signals.sql`,
+//! `0010_workflows.sql`) notify in the statement that writes the row, which
+//! saves a round trip per transaction. Each payload starts with the sending instance's id
 //! ([`crate::store::Db::origin`]), so an instance ignores the echo of its
 //! own signals (it published them locally already).
 
@@ -29,6 +29,9 @@ const EVENTS_CHANNEL: &str = "vel_task_events";
 /// PostgreSQL channel for "new pending tasks" (the trigger on `tasks`
 /// names it too).
 const QUEUE_CHANNEL: &str = "vel_task_queue";
+/// PostgreSQL channel for "a workflow is due" (the trigger on `workflows`
+/// names it too).
+const WORKFLOW_CHANNEL: &str = "vel_workflow_queue";
 /// PostgreSQL channel for "task `payload` was cancelled".
 const CANCEL_CHANNEL: &str = "vel_task_cancel";
 /// PostgreSQL channel for "organization `payload` changed its integrations".
@@ -62,6 +65,26 @@ pub enum Signal {
     PluginsChanged,
 }
 
+/// A kind of work on the queue, each with its own wake-ups so that one
+/// kind's workers are never woken for the other's items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkKind {
+    /// Tasks: provider dispatches.
+    Tasks,
+    /// Workflows: their engine advancing them.
+    Workflows,
+}
+
+impl WorkKind {
+    /// The name in log lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkKind::Tasks => "tasks",
+            WorkKind::Workflows => "workflows",
+        }
+    }
+}
+
 /// The process's signal hub; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Signals {
@@ -70,6 +93,7 @@ pub struct Signals {
     origin: Arc<str>,
     tasks: broadcast::Sender<Signal>,
     queue: Arc<Notify>,
+    workflows: Arc<Notify>,
 }
 
 impl Signals {
@@ -81,6 +105,7 @@ impl Signals {
             origin,
             tasks,
             queue: Arc::new(Notify::new()),
+            workflows: Arc::new(Notify::new()),
         }
     }
 
@@ -89,9 +114,16 @@ impl Signals {
         self.tasks.subscribe()
     }
 
-    /// Wait until new work may be queued.
-    pub async fn queue_changed(&self) {
-        self.queue.notified().await;
+    /// Wait until work of `kind` may be due.
+    pub async fn due(&self, kind: WorkKind) {
+        self.notify_of(kind).notified().await;
+    }
+
+    fn notify_of(&self, kind: WorkKind) -> &Notify {
+        match kind {
+            WorkKind::Tasks => &self.queue,
+            WorkKind::Workflows => &self.workflows,
+        }
     }
 
     /// Announce, inside `conn`'s transaction, that `signal` happened; other
@@ -137,11 +169,11 @@ impl Signals {
         let _ = self.tasks.send(signal);
     }
 
-    /// Tell one of this process's idle workers that work was queued (a
-    /// worker that claims something while more is pending passes the word
+    /// Tell one of this process's idle workers of `kind` that work is due
+    /// (a worker that claims something while more is due passes the word
     /// on, so a burst wakes as many workers as it needs, one at a time).
-    pub fn publish_queue(&self) {
-        self.queue.notify_one();
+    pub fn publish_due(&self, kind: WorkKind) {
+        self.notify_of(kind).notify_one();
     }
 
     /// On PostgreSQL, listen for other instances' signals until the
@@ -168,6 +200,7 @@ impl Signals {
             .listen_all([
                 EVENTS_CHANNEL,
                 QUEUE_CHANNEL,
+                WORKFLOW_CHANNEL,
                 CANCEL_CHANNEL,
                 CATALOG_CHANNEL,
                 KEY_CHANNEL,
@@ -177,7 +210,8 @@ impl Signals {
             ])
             .await?;
         // Anything may have happened while we were not listening.
-        self.publish_queue();
+        self.publish_due(WorkKind::Tasks);
+        self.publish_due(WorkKind::Workflows);
         self.publish(Signal::PluginsChanged);
         loop {
             let n = listener.recv().await?;
@@ -194,7 +228,8 @@ impl Signals {
                 TOKEN_CHANNEL => self.publish(Signal::TokenRevoked(payload)),
                 USER_CHANNEL => self.publish(Signal::UserChanged(payload)),
                 PLUGINS_CHANNEL => self.publish(Signal::PluginsChanged),
-                _ => self.publish_queue(),
+                WORKFLOW_CHANNEL => self.publish_due(WorkKind::Workflows),
+                _ => self.publish_due(WorkKind::Tasks),
             }
         }
     }

@@ -11,13 +11,14 @@ use utoipa::ToSchema;
 
 use super::request::{ChatMessage, TaskRequest};
 use super::sampling::Sampling;
+use super::signals::WorkKind;
 use crate::agents::AgentConfig;
 use crate::audit;
 use crate::audit::ClientInfo;
 use crate::auth::Principal;
 use crate::state::AppState;
 use crate::store::{
-    self,
+    self, Db,
     tasks::{Inserted, NewTask, Task},
 };
 use crate::validation::Invalid;
@@ -124,14 +125,10 @@ pub enum SubmitError {
 
 /// The canonical request of `work` in the caller's organization: its
 /// agent's settings (which must be active) fill what the caller left open.
-pub async fn prepare(
-    state: &AppState,
-    org_id: &str,
-    work: Work,
-) -> Result<TaskRequest, SubmitError> {
+pub async fn prepare(db: &Db, org_id: &str, work: Work) -> Result<TaskRequest, SubmitError> {
     let agent = match &work.agent_id {
         Some(id) => {
-            let mut tx = state.db.tenant_read(org_id).await?;
+            let mut tx = db.tenant_read(org_id).await?;
             let agent = store::agents::get(&mut tx, org_id, id)
                 .await?
                 .ok_or_else(|| Invalid::field("agent_id", "no such agent"))?;
@@ -202,10 +199,10 @@ pub async fn submit(
     client: &ClientInfo,
     submission: Submission,
 ) -> Result<Submitted, SubmitError> {
-    let request = prepare(state, &who.org_id, submission.work).await?;
+    let request = prepare(&state.db, &who.org_id, submission.work).await?;
     let new = NewTask {
         org_id: who.org_id.clone(),
-        user_id: who.user_id.clone(),
+        user_id: Some(who.user_id.clone()),
         agent_id: request.agent_id.clone(),
         source: "api",
         description: submission.description.trim().to_string(),
@@ -216,6 +213,7 @@ pub async fn submit(
         use_cache: submission.use_cache,
         idempotency_key: submission.idempotency_key,
         request_hash: request.hash(&who.org_id),
+        workflow_id: None,
     };
     let limit = state.config.tasks.max_unfinished_per_user;
     let mut tx = state
@@ -243,7 +241,7 @@ pub async fn submit(
     )
     .await?;
     tx.commit().await?;
-    state.signals.publish_queue();
+    state.signals.publish_due(WorkKind::Tasks);
     Ok(Submitted::Created(task))
 }
 

@@ -10,11 +10,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::{Answer, DispatchError, Dispatcher, Progress, totals};
-use super::queue::{Lease, RunFuture, Runner};
+use super::queue::{Claim, Lease, MAX_CLAIMS, RunFuture, Runner};
 use super::request::{TaskRequest, finish_reason_name};
-use super::signals::{Signal, Signals};
+use super::signals::{Signal, Signals, WorkKind};
 use crate::money::{Money, Usd};
 use crate::store::tasks::{self, Attempt, Claimed, Finish, Task};
+use crate::store::workflows;
 use crate::store::{Db, now_ms};
 
 /// Runs claimed tasks through the dispatcher.
@@ -51,6 +52,82 @@ impl TaskRunner {
 }
 
 impl Runner for TaskRunner {
+    type Item = Claimed;
+
+    fn kind(&self) -> WorkKind {
+        WorkKind::Tasks
+    }
+
+    /// Claim a task; with it, whether more were pending and its cached
+    /// answer. The claim's commit does not wait for the WAL flush: lost in
+    /// a database crash, the task is simply pending again, and the run's
+    /// last write (the synchronous finish) flushes it with everything else.
+    async fn claim(
+        &self,
+        owner: &str,
+        lease_ms: i64,
+    ) -> Result<Option<Claim<Claimed>>, sqlx::Error> {
+        let mut tx = self.db.platform_relaxed().await?;
+        let claimed = tasks::claim(&mut tx, owner, lease_ms, MAX_CLAIMS).await?;
+        let Some(claimed) = claimed else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let task = &claimed.task;
+        let data = json!({ "status": "in_progress", "claims": task.claims });
+        tasks::append_event(&mut tx, &task.org_id, &task.id, "status", &data.to_string()).await?;
+        if task.claims > 1 {
+            // A rescued run starts its answer over: a watcher drops the text
+            // of the deltas before this event (the dead run's).
+            let data = json!({ "reason": "rescued", "claims": task.claims });
+            tasks::append_event(&mut tx, &task.org_id, &task.id, "reset", &data.to_string())
+                .await?;
+        }
+        tx.commit().await?;
+        self.signals.publish(Signal::Events(task.id.clone()));
+        Ok(Some(Claim {
+            id: task.id.clone(),
+            more: claimed.more_pending(),
+            span: tracing::info_span!("task", task_id = %task.id, org_id = %task.org_id, claims = task.claims),
+            item: claimed,
+        }))
+    }
+
+    /// Extend the leases; stop tasks cancelled meanwhile; fail tasks that
+    /// keep losing their workers (and wake their workflows).
+    async fn beat(
+        &self,
+        owner: &str,
+        running: &[String],
+        lease_ms: i64,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let mut tx = self.db.platform().await?;
+        tasks::heartbeat(&mut tx, owner, running, lease_ms).await?;
+        let cancelled = tasks::cancelled_held_by(&mut tx, owner).await?;
+        let exhausted = tasks::fail_exhausted(&mut tx, MAX_CLAIMS).await?;
+        let mut woke = false;
+        for (id, org_id) in &exhausted {
+            let data = json!({ "status": "failed", "error": { "kind": "worker_lost" } });
+            tasks::append_event(&mut tx, org_id, id, "status", &data.to_string()).await?;
+            woke |= workflows::wake_for_task(&mut tx, id).await?;
+        }
+        tx.commit().await?;
+        for (id, _) in exhausted {
+            tracing::warn!(task_id = %id, "task failed: its workers kept stopping");
+            self.signals.publish(Signal::Events(id));
+        }
+        if woke {
+            self.signals.publish_due(WorkKind::Workflows);
+        }
+        Ok(cancelled)
+    }
+
+    async fn release(&self, owner: &str) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.platform().await?;
+        tasks::release_leases(&mut tx, owner).await?;
+        tx.commit().await
+    }
+
     fn run<'a>(&'a self, claimed: Claimed, lease: Lease<'a>) -> RunFuture<'a> {
         Box::pin(async move {
             let Claimed {
@@ -327,8 +404,14 @@ impl TaskRunner {
             return Ok(());
         }
         tasks::append_event(&mut tx, &task.org_id, &task.id, "status", &event).await?;
+        if task.workflow_id.is_some() {
+            workflows::wake_for_task(&mut tx, &task.id).await?;
+        }
         tx.commit().await?;
         self.signals.publish(Signal::Events(task.id.clone()));
+        if task.workflow_id.is_some() {
+            self.signals.publish_due(WorkKind::Workflows);
+        }
         tracing::info!(
             status = finish.status,
             cached = finish.cached,

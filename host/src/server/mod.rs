@@ -111,6 +111,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let executor = Executor::start(
         db.clone(),
         dispatcher.clone(),
+        plugins.clone(),
         signals.clone(),
         config.tasks.clone(),
     );

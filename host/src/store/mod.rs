@@ -19,6 +19,7 @@ pub mod tasks;
 pub mod tokens;
 pub mod usage;
 pub mod users;
+pub mod workflows;
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;

@@ -77,12 +77,14 @@ pub struct Task {
     pub started_at: Option<i64>,
     /// Unix ms of the terminal state.
     pub finished_at: Option<i64>,
+    /// The workflow whose step it runs.
+    pub workflow_id: Option<String>,
 }
 
 const COLUMNS: &str = "id, org_id, user_id, agent_id, source, description, task_type, priority, \
      status, request, stream, use_cache, idempotency_key, request_hash, result, partial_output, \
      error, cached, provider, model, input_tokens, output_tokens, cost_nanos, lease_owner, \
-     lease_expires_at, claims, created_at, updated_at, started_at, finished_at";
+     lease_expires_at, claims, created_at, updated_at, started_at, finished_at, workflow_id";
 
 /// The columns of [`Attempt`], in its order.
 const ATTEMPT_COLUMNS: &str = "seq, provider, integration_id, plugin, model, outcome, error_kind, \
@@ -93,8 +95,9 @@ const ATTEMPT_COLUMNS: &str = "seq, provider, integration_id, plugin, model, out
 pub struct NewTask {
     /// Owning organization.
     pub org_id: String,
-    /// Submitter.
-    pub user_id: String,
+    /// Submitter (a workflow's step: whoever started the workflow, if
+    /// still a user).
+    pub user_id: Option<String>,
     /// Agent, if any.
     pub agent_id: Option<String>,
     /// `api` or `gateway`.
@@ -115,6 +118,9 @@ pub struct NewTask {
     pub idempotency_key: Option<String>,
     /// sha256 of the canonical request.
     pub request_hash: String,
+    /// The workflow whose step it runs: it does not count against the
+    /// user's limit (the workflow does).
+    pub workflow_id: Option<String>,
 }
 
 /// What [`insert`] did.
@@ -129,7 +135,8 @@ pub enum Inserted {
 }
 
 /// Insert a pending task unless the user already has `max_unfinished`
-/// unfinished ones; with an idempotency key already used by the user,
+/// unfinished tasks and workflows (a workflow's step tasks count as their
+/// workflow, once; a step's own task is never refused); with an idempotency key already used by the user,
 /// return that task instead. The count and the insert are one statement;
 /// run it in a transaction from
 /// [`Db::tenant_serialised`](super::Db::tenant_serialised) keyed by the user
@@ -143,7 +150,8 @@ pub async fn insert(
     max_unfinished: u32,
 ) -> Result<Inserted, sqlx::Error> {
     if let Some(key) = &new.idempotency_key
-        && let Some(task) = by_idempotency_key(conn, &new.org_id, &new.user_id, key).await?
+        && let Some(user_id) = &new.user_id
+        && let Some(task) = by_idempotency_key(conn, &new.org_id, user_id, key).await?
     {
         return Ok(Inserted::Existing(Box::new(task)));
     }
@@ -151,10 +159,13 @@ pub async fn insert(
     let id = new_id();
     let insert = "INSERT INTO tasks (id, org_id, user_id, agent_id, source, description, task_type, \
              priority, status, request, stream, use_cache, idempotency_key, request_hash, \
-             event_seq, created_at, updated_at) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $11, $12, $13, 1, $14, $14 \
-         WHERE (SELECT COUNT(*) FROM tasks WHERE user_id = $3 AND org_id = $2 \
-                AND status IN ('pending', 'in_progress')) < $15";
+             event_seq, created_at, updated_at, workflow_id) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $11, $12, $13, 1, $14, $14, $16 \
+         WHERE CAST($16 AS TEXT) IS NOT NULL \
+            OR (SELECT COUNT(*) FROM tasks WHERE user_id = $3 AND org_id = $2 \
+                AND status IN ('pending', 'in_progress') AND workflow_id IS NULL) \
+             + (SELECT COUNT(*) FROM workflows WHERE user_id = $3 AND org_id = $2 \
+                AND status IN ('running', 'awaiting_approval')) < $15";
     let postgres = Backend::of(conn) == Backend::Postgres;
     // On PostgreSQL the first event is written by the same statement (a
     // data-modifying CTE): one round trip less per submission.
@@ -184,6 +195,7 @@ pub async fn insert(
         .bind(&new.request_hash)
         .bind(now)
         .bind(i64::from(max_unfinished))
+        .bind(&new.workflow_id)
         .fetch_optional(&mut *conn)
         .await?;
     let Some(task) = inserted else {

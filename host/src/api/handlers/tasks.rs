@@ -22,11 +22,12 @@ use crate::api::pagination;
 use crate::audit;
 use crate::auth::{Principal, Role};
 use crate::money::Usd;
+use crate::orchestrator::cancel::cancel_task;
 use crate::orchestrator::catalog::parse_task_type;
 use crate::orchestrator::executor::AttemptView;
 use crate::orchestrator::request::{ChatMessage, parse_role};
 use crate::orchestrator::sampling::Sampling;
-use crate::orchestrator::signals::Signal;
+use crate::orchestrator::signals::{Signal, WorkKind};
 use crate::orchestrator::state::TaskStatus;
 pub use crate::orchestrator::submit::TaskPriority;
 use crate::orchestrator::submit::{MAX_MESSAGE, MAX_MESSAGES, Submission, Submitted, Work, submit};
@@ -397,7 +398,9 @@ pub async fn get(
     Ok(Json(view))
 }
 
-fn parse_time(field: &str, value: &Option<String>) -> Result<Option<i64>, ApiError> {
+/// An optional RFC 3339 query value as unix ms; 400 naming `field` when
+/// it is not one.
+pub(crate) fn parse_time(field: &str, value: &Option<String>) -> Result<Option<i64>, ApiError> {
     value
         .as_deref()
         .map(|v| {
@@ -460,7 +463,7 @@ pub async fn cancel(
 ) -> Result<Json<TaskView>, ApiError> {
     p.require(Role::TaskExecutor)?;
     let mut tx = state.db.tenant(&p.org_id).await?;
-    let Some(was) = store::tasks::cancel(&mut tx, &p.org_id, &id).await? else {
+    let Some(was) = cancel_task(&mut tx, &state.signals, &p.org_id, &id).await? else {
         let task = store::tasks::get(&mut tx, &p.org_id, &id)
             .await?
             .ok_or_else(|| ApiError::not_found("task"))?;
@@ -469,14 +472,6 @@ pub async fn cancel(
             task.status
         )));
     };
-    store::tasks::append_event(
-        &mut tx,
-        &p.org_id,
-        &id,
-        "status",
-        &json!({ "status": "cancelled", "previous": was }).to_string(),
-    )
-    .await?;
     audit::record(
         &mut tx,
         &p,
@@ -485,12 +480,9 @@ pub async fn cancel(
         json!({ "task_id": id, "previous_status": was }),
     )
     .await?;
-    state
-        .signals
-        .notify(&mut tx, &Signal::Cancelled(id.clone()))
-        .await?;
     tx.commit().await?;
     state.signals.publish(Signal::Events(id.clone()));
+    state.signals.publish_due(WorkKind::Workflows);
     // When the run is here, answer once it has stopped, so the answer
     // carries its partial output; another instance stops it on the signal.
     state.executor.cancel_local(&id, CANCEL_WAIT).await;

@@ -1,0 +1,33 @@
+//! Cancelling a task: one way for the task API and for workflows.
+
+use serde_json::json;
+
+use super::signals::{Signal, Signals};
+use crate::store::{self, Tx, workflows};
+
+/// Cancel task `id` inside `tx` if it has not finished: its `cancelled`
+/// event is appended, other instances hear of it on commit, and its
+/// workflow (if any) is woken. Returns the status it had.
+pub async fn cancel_task(
+    tx: &mut Tx,
+    signals: &Signals,
+    org_id: &str,
+    id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let Some(was) = store::tasks::cancel(tx, org_id, id).await? else {
+        return Ok(None);
+    };
+    store::tasks::append_event(
+        tx,
+        org_id,
+        id,
+        "status",
+        &json!({ "status": "cancelled", "previous": was }).to_string(),
+    )
+    .await?;
+    workflows::wake_for_task(tx, id).await?;
+    signals
+        .notify(tx, &Signal::Cancelled(id.to_string()))
+        .await?;
+    Ok(Some(was))
+}

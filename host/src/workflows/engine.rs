@@ -1,0 +1,965 @@
+//! The workflow engine: the [`Runner`] for workflows on the durable queue.
+//!
+//! A claimed workflow is advanced as far as it can go, one move at a time,
+//! each move one transaction guarded by the lease: start a step (a task
+//! step inserts its ordinary task in the same transaction, so a step's
+//! task is created exactly once), finish a step whose task ended, evaluate
+//! a choice, wait for an approval, end the workflow. When nothing more can
+//! happen now it parks: until its task ends (the task's finish wakes it in
+//! the same transaction), until a decision, or until a retry's back-off or
+//! an approval's deadline. An instance that dies mid-move loses only that
+//! uncommitted move; the lease runs out and any instance carries on.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+use vel_runtime::PluginKind;
+use vel_runtime::types::{ConditionError, ConditionInput};
+
+use super::definition::{
+    ApprovalStep, ChoiceStep, Definition, ErrorCategory, Parse, Step, TaskStep,
+};
+use super::template::{lookup, render};
+use crate::money::Money;
+use crate::orchestrator::queue::{Claim, Lease, MAX_CLAIMS, RunFuture, Runner};
+use crate::orchestrator::request::ChatMessage;
+use crate::orchestrator::signals::{Signal, Signals, WorkKind};
+use crate::orchestrator::submit::{self, SubmitError, TaskPriority, Work};
+use crate::plugins::Plugins;
+use crate::store::tasks::{self, Inserted, NewTask};
+use crate::store::workflows::{self, Progress, StepRun, Workflow};
+use crate::store::{Db, new_id, now_ms};
+
+/// Moves one claim makes at most before handing the workflow back (a
+/// fairness bound: a long chain of choices does not hold a worker).
+const MAX_MOVES_PER_CLAIM: usize = 64;
+
+/// Advances claimed workflows.
+#[derive(Debug)]
+pub struct WorkflowRunner {
+    db: Db,
+    plugins: Plugins,
+    signals: Signals,
+}
+
+impl WorkflowRunner {
+    /// A runner writing to `db`, evaluating conditions with `plugins`.
+    pub fn new(db: Db, plugins: Plugins, signals: Signals) -> WorkflowRunner {
+        WorkflowRunner {
+            db,
+            plugins,
+            signals,
+        }
+    }
+}
+
+impl Runner for WorkflowRunner {
+    type Item = Workflow;
+
+    fn kind(&self) -> WorkKind {
+        WorkKind::Workflows
+    }
+
+    async fn claim(
+        &self,
+        owner: &str,
+        lease_ms: i64,
+    ) -> Result<Option<Claim<Workflow>>, sqlx::Error> {
+        let mut tx = self.db.platform().await?;
+        let claimed = workflows::claim(&mut tx, owner, lease_ms, MAX_CLAIMS).await?;
+        tx.commit().await?;
+        Ok(claimed.map(|(wf, more)| Claim {
+            id: wf.id.clone(),
+            more,
+            span: tracing::info_span!("workflow", workflow_id = %wf.id, org_id = %wf.org_id, claims = wf.claims),
+            item: wf,
+        }))
+    }
+
+    async fn beat(
+        &self,
+        owner: &str,
+        running: &[String],
+        lease_ms: i64,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let mut tx = self.db.platform().await?;
+        workflows::heartbeat(&mut tx, owner, running, lease_ms).await?;
+        let failed = workflows::fail_exhausted(&mut tx, MAX_CLAIMS).await?;
+        tx.commit().await?;
+        for id in failed {
+            tracing::warn!(workflow_id = %id, "workflow failed: the engine kept stopping on it");
+        }
+        Ok(Vec::new())
+    }
+
+    async fn release(&self, owner: &str) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.platform().await?;
+        workflows::release_leases(&mut tx, owner).await?;
+        tx.commit().await
+    }
+
+    fn run<'a>(&'a self, wf: Workflow, lease: Lease<'a>) -> RunFuture<'a> {
+        Box::pin(self.advance(wf, lease.owner, lease.stop))
+    }
+}
+
+/// What one move did.
+enum Moved {
+    /// Wrote a change: look again.
+    Again,
+    /// Nothing to do until `wake_at` (`None`: until woken).
+    Wait(Option<i64>),
+    /// The workflow ended, or is no longer ours: hand it back.
+    Done,
+}
+
+/// How a step failed.
+struct Failure {
+    category: ErrorCategory,
+    error: Value,
+}
+
+impl Failure {
+    fn new(category: ErrorCategory, kind: &str, message: impl Into<String>) -> Failure {
+        Failure {
+            category,
+            error: json!({ "kind": kind, "category": category.as_str(), "message": message.into() }),
+        }
+    }
+}
+
+/// The workflow as one move sees it.
+struct View<'a> {
+    wf: &'a Workflow,
+    def: &'a Definition,
+    state: Value,
+    runs: Vec<StepRun>,
+    owner: &'a str,
+}
+
+impl View<'_> {
+    fn progress(&self) -> Progress {
+        Progress {
+            status: "running",
+            current_step: self.wf.current_step.clone(),
+            current_run: self.wf.current_run.clone(),
+            attempt: self.wf.attempt,
+            steps_run: self.wf.steps_run,
+            state_version: self.wf.state_version,
+            output: None,
+            error: None,
+            cost_nanos: self.wf.cost_nanos,
+        }
+    }
+
+    fn next_seq(&self) -> i64 {
+        self.runs.last().map_or(1, |r| r.seq + 1)
+    }
+}
+
+impl WorkflowRunner {
+    /// Advance `wf` until it waits or ends, then hand it back.
+    async fn advance(
+        &self,
+        mut wf: Workflow,
+        owner: &str,
+        stop: &CancellationToken,
+    ) -> Result<(), sqlx::Error> {
+        let def: Definition = match serde_json::from_str(&wf.definition) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "stored workflow definition unreadable");
+                return self
+                    .end_unreadable(&wf, owner, &format!("stored definition unreadable: {e}"))
+                    .await;
+            }
+        };
+        let mut moves = 0;
+        loop {
+            let moved = if stop.is_cancelled() || moves >= MAX_MOVES_PER_CLAIM {
+                // Shutting down, or fair to others: due again now.
+                Moved::Wait(Some(now_ms()))
+            } else {
+                moves += 1;
+                self.step(&wf, &def, owner).await?
+            };
+            match moved {
+                Moved::Again => {}
+                Moved::Wait(wake_at) => {
+                    let mut tx = self.db.tenant(&wf.org_id).await?;
+                    let parked = workflows::park(&mut tx, &wf.id, owner, wf.wakes, wake_at).await?;
+                    tx.commit().await?;
+                    if parked || stop.is_cancelled() {
+                        return Ok(());
+                    }
+                    // Woken meanwhile: look again.
+                }
+                Moved::Done => {
+                    let mut tx = self.db.tenant(&wf.org_id).await?;
+                    workflows::park(&mut tx, &wf.id, owner, wf.wakes, None).await?;
+                    tx.commit().await?;
+                    return Ok(());
+                }
+            }
+            let mut tx = self.db.tenant_read(&wf.org_id).await?;
+            let fresh = workflows::get(&mut tx, &wf.org_id, &wf.id).await?;
+            tx.commit().await?;
+            match fresh {
+                Some(fresh) => wf = fresh,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Make one move.
+    async fn step(
+        &self,
+        wf: &Workflow,
+        def: &Definition,
+        owner: &str,
+    ) -> Result<Moved, sqlx::Error> {
+        if !matches!(wf.status.as_str(), "running" | "awaiting_approval") {
+            return Ok(Moved::Done);
+        }
+        let mut tx = self.db.tenant_read(&wf.org_id).await?;
+        let state = workflows::state(&mut tx, &wf.org_id, &wf.id, Some(wf.state_version)).await?;
+        let runs = workflows::runs(&mut tx, &wf.org_id, &wf.id).await?;
+        let task = match runs.last().and_then(|r| {
+            (Some(&r.id) == wf.current_run.as_ref())
+                .then_some(r.task_id.as_deref())
+                .flatten()
+        }) {
+            Some(task_id) => tasks::get(&mut tx, &wf.org_id, task_id).await?,
+            None => None,
+        };
+        tx.commit().await?;
+        let state = state
+            .and_then(|(_, s)| serde_json::from_str::<Value>(&s).ok())
+            .unwrap_or_else(|| json!({}));
+        let view = View {
+            wf,
+            def,
+            state,
+            runs,
+            owner,
+        };
+        let Some(step_id) = wf.current_step.clone() else {
+            return self
+                .end_failed(
+                    &view,
+                    json!({"kind": "no_step", "message": "the workflow has no current step"}),
+                )
+                .await;
+        };
+        let Some(step) = def.steps.get(&step_id) else {
+            return self
+                .end_failed(
+                    &view,
+                    json!({"kind": "unknown_step", "message": format!("no step `{step_id}`")}),
+                )
+                .await;
+        };
+        let current = view
+            .runs
+            .last()
+            .filter(|r| Some(&r.id) == wf.current_run.as_ref())
+            .cloned();
+        match current {
+            None => self.start(&view, &step_id, step).await,
+            Some(run) => self.follow(&view, step, run, task).await,
+        }
+    }
+
+    /// Start `step`: the first move of each step run.
+    async fn start(
+        &self,
+        view: &View<'_>,
+        step_id: &str,
+        step: &Step,
+    ) -> Result<Moved, sqlx::Error> {
+        let wf = view.wf;
+        if wf.steps_run >= i64::from(view.def.max_steps) {
+            let error = json!({
+                "kind": "step_limit",
+                "category": "terminal",
+                "message": format!("the workflow started {} steps, its max_steps", view.def.max_steps),
+            });
+            return self.end_failed(view, error).await;
+        }
+        let mut run = StepRun {
+            id: new_id(),
+            seq: view.next_seq(),
+            step_id: step_id.to_string(),
+            kind: step.kind().to_string(),
+            attempt: wf.attempt,
+            status: "running".into(),
+            task_id: None,
+            state_version: wf.state_version,
+            output: None,
+            branch: None,
+            next_step: None,
+            evaluations: None,
+            decision: None,
+            error: None,
+            deadline: None,
+            cost_nanos: Money::ZERO,
+            started_at: now_ms(),
+            finished_at: None,
+        };
+        match step {
+            Step::Task(t) => self.start_task(view, t, run).await,
+            Step::Choice(c) => {
+                let (decided, evaluations) = self.evaluate(view, c).await;
+                run.evaluations = Some(evaluations.to_string());
+                match decided {
+                    Ok((next, branch)) => {
+                        run.branch = branch.clone();
+                        let record = json!({ "branch": branch, "next": next });
+                        self.complete(view, run, record, Some(next)).await
+                    }
+                    Err(failure) => self.fail(view, step, run, failure, true).await,
+                }
+            }
+            Step::Approval(a) => self.start_approval(view, a, run).await,
+            Step::Succeed(s) => {
+                let output = match &s.output {
+                    Some(t) => Value::String(render(t, &view.state)),
+                    None => view.state["last"]["output"].clone(),
+                };
+                run.status = "completed".into();
+                run.output = Some(output.to_string());
+                run.finished_at = Some(now_ms());
+                let mut p = view.progress();
+                p.status = "completed";
+                p.current_run = None;
+                p.steps_run += 1;
+                p.output = Some(output.to_string());
+                self.write(view, Some(&run), None, p).await
+            }
+            Step::Fail(f) => {
+                let error = json!({
+                    "kind": f.error.clone().unwrap_or_else(|| "failed".into()),
+                    "category": "terminal",
+                    "message": f.message.as_deref().map(|m| render(m, &view.state)),
+                    "step": step_id,
+                });
+                run.status = "failed".into();
+                run.error = Some(error.to_string());
+                run.finished_at = Some(now_ms());
+                let mut p = view.progress();
+                p.status = "failed";
+                p.current_run = None;
+                p.steps_run += 1;
+                p.error = Some(error.to_string());
+                self.write(view, Some(&run), None, p).await
+            }
+            Step::Parallel(_) => {
+                let error = json!({
+                    "kind": "unsupported",
+                    "category": "terminal",
+                    "message": "parallel steps are accepted in definitions but not run by this version",
+                    "step": step_id,
+                });
+                self.end_failed(view, error).await
+            }
+        }
+    }
+
+    /// Start a task step: its task is inserted with the run, in one
+    /// transaction with the workflow's progress.
+    async fn start_task(
+        &self,
+        view: &View<'_>,
+        t: &TaskStep,
+        mut run: StepRun,
+    ) -> Result<Moved, sqlx::Error> {
+        let wf = view.wf;
+        let messages = match (&t.prompt, &t.messages) {
+            (Some(p), _) => vec![ChatMessage {
+                role: "user".into(),
+                content: render(p, &view.state),
+            }],
+            (None, Some(list)) => list
+                .iter()
+                .map(|m| ChatMessage {
+                    role: m.role.clone(),
+                    content: render(&m.content, &view.state),
+                })
+                .collect(),
+            (None, None) => Vec::new(),
+        };
+        let work = Work {
+            task_type: t.task_type.clone().unwrap_or_else(|| "general".into()),
+            messages,
+            sampling: t.sampling(),
+            agent_id: t.agent_id.clone(),
+            metadata: json!({ "workflow_id": wf.id, "step": run.step_id }),
+        };
+        let request = match submit::prepare(&self.db, &wf.org_id, work).await {
+            Ok(r) => r,
+            Err(SubmitError::Storage(e)) => return Err(e),
+            Err(e) => {
+                let step = &view.def.steps[&run.step_id];
+                let failure =
+                    Failure::new(ErrorCategory::Terminal, "invalid_request", e.to_string());
+                return self.fail(view, step, run, failure, true).await;
+            }
+        };
+        let new = NewTask {
+            org_id: wf.org_id.clone(),
+            user_id: wf.user_id.clone(),
+            agent_id: request.agent_id.clone(),
+            source: "api",
+            description: format!("{} / {}", wf.name, run.step_id),
+            task_type: request.task_type.clone(),
+            priority: TaskPriority::Medium.rank(),
+            request: request.to_json(),
+            stream: false,
+            use_cache: false,
+            idempotency_key: None,
+            request_hash: request.hash(&wf.org_id),
+            workflow_id: Some(wf.id.clone()),
+        };
+        let mut tx = self.db.tenant(&wf.org_id).await?;
+        let task = match tasks::insert(&mut tx, &new, u32::MAX).await? {
+            Inserted::Created(task) => task,
+            Inserted::Existing(_) | Inserted::TooManyUnfinished => {
+                tx.rollback().await?;
+                return Err(sqlx::Error::RowNotFound);
+            }
+        };
+        run.task_id = Some(task.id.clone());
+        workflows::insert_run(&mut tx, &wf.org_id, &wf.id, &run).await?;
+        let mut p = view.progress();
+        p.current_run = Some(run.id.clone());
+        p.steps_run += 1;
+        if !workflows::advance(&mut tx, &wf.org_id, &wf.id, view.owner, &p).await? {
+            tx.rollback().await?;
+            return Ok(Moved::Done);
+        }
+        tx.commit().await?;
+        self.signals.publish_due(WorkKind::Tasks);
+        tracing::info!(step = %run.step_id, task_id = %task.id, "workflow step started its task");
+        Ok(Moved::Again)
+    }
+
+    /// Start an approval: the workflow waits for a decision or the deadline.
+    async fn start_approval(
+        &self,
+        view: &View<'_>,
+        a: &ApprovalStep,
+        mut run: StepRun,
+    ) -> Result<Moved, sqlx::Error> {
+        run.status = "waiting".into();
+        run.deadline = a
+            .timeout()
+            .map(|d| run.started_at + i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2));
+        if let Some(m) = &a.message {
+            run.output = Some(
+                json!({ "message": render(m, &view.state), "role": a.role().as_str() }).to_string(),
+            );
+        }
+        let mut p = view.progress();
+        p.status = "awaiting_approval";
+        p.current_run = Some(run.id.clone());
+        p.steps_run += 1;
+        let mut tx = self.db.tenant(&view.wf.org_id).await?;
+        workflows::insert_run(&mut tx, &view.wf.org_id, &view.wf.id, &run).await?;
+        if !workflows::advance(&mut tx, &view.wf.org_id, &view.wf.id, view.owner, &p).await? {
+            tx.rollback().await?;
+            return Ok(Moved::Done);
+        }
+        tx.commit().await?;
+        tracing::info!(step = %run.step_id, "workflow awaits approval");
+        Ok(Moved::Wait(run.deadline))
+    }
+
+    /// Follow a step run in progress: its task, or its approval.
+    async fn follow(
+        &self,
+        view: &View<'_>,
+        step: &Step,
+        mut run: StepRun,
+        task: Option<tasks::Task>,
+    ) -> Result<Moved, sqlx::Error> {
+        match step {
+            Step::Task(t) => {
+                let Some(task) = task else {
+                    let failure = Failure::new(
+                        ErrorCategory::Retryable,
+                        "task_missing",
+                        "the step's task is gone",
+                    );
+                    return self.fail(view, step, run, failure, false).await;
+                };
+                run.cost_nanos = task.cost_nanos;
+                match task.status.as_str() {
+                    "pending" | "in_progress" => Ok(Moved::Wait(None)),
+                    "completed" => {
+                        let result: Value = task
+                            .result
+                            .as_deref()
+                            .and_then(|r| serde_json::from_str(r).ok())
+                            .unwrap_or(Value::Null);
+                        let text = result["text"].as_str().unwrap_or_default().to_string();
+                        let output = match t.parse {
+                            Some(Parse::Json) => match parse_json_answer(&text) {
+                                Some(v) => v,
+                                None => {
+                                    let failure = Failure::new(
+                                        ErrorCategory::ParseFailed,
+                                        "parse_failed",
+                                        "the answer is not a JSON document",
+                                    );
+                                    return self.fail(view, step, run, failure, false).await;
+                                }
+                            },
+                            None => Value::String(text),
+                        };
+                        let record = json!({ "output": output, "task_id": task.id });
+                        run.output = Some(output.to_string());
+                        let next = t.next.clone();
+                        self.complete(view, run, record, next).await
+                    }
+                    "cancelled" => {
+                        let failure = Failure::new(
+                            ErrorCategory::Cancelled,
+                            "cancelled",
+                            "the step's task was cancelled",
+                        );
+                        self.fail(view, step, run, failure, false).await
+                    }
+                    _ => {
+                        let error: Value = task
+                            .error
+                            .as_deref()
+                            .and_then(|e| serde_json::from_str(e).ok())
+                            .unwrap_or_else(|| json!({}));
+                        let kind = error["kind"].as_str().unwrap_or("failed").to_string();
+                        let message = error["message"].as_str().unwrap_or_default().to_string();
+                        let failure = Failure::new(category_of(&kind), &kind, message);
+                        self.fail(view, step, run, failure, false).await
+                    }
+                }
+            }
+            Step::Approval(a) => {
+                let decision: Option<Value> = run
+                    .decision
+                    .as_deref()
+                    .and_then(|d| serde_json::from_str(d).ok());
+                match decision {
+                    Some(d) if d["approved"] == json!(true) => {
+                        let record = json!({ "decision": d });
+                        let next = a.next.clone();
+                        self.complete(view, run, record, next).await
+                    }
+                    Some(d) => {
+                        let mut failure = Failure::new(
+                            ErrorCategory::Rejected,
+                            "rejected",
+                            "the approver rejected it",
+                        );
+                        failure.error["decision"] = d;
+                        self.fail(view, step, run, failure, false).await
+                    }
+                    None => match run.deadline {
+                        Some(deadline) if deadline <= now_ms() => {
+                            let timeout = json!({ "timed_out": true, "at": crate::store::to_rfc3339(deadline) });
+                            run.decision = Some(timeout.to_string());
+                            if let Some(next) = &a.on_timeout {
+                                let record = json!({ "decision": timeout });
+                                return self.complete(view, run, record, Some(next.clone())).await;
+                            }
+                            let failure = Failure::new(
+                                ErrorCategory::Rejected,
+                                "approval_timeout",
+                                "nobody decided before the timeout",
+                            );
+                            self.fail(view, step, run, failure, false).await
+                        }
+                        deadline => Ok(Moved::Wait(deadline)),
+                    },
+                }
+            }
+            // Other kinds finish in the move that starts them.
+            _ => {
+                let failure = Failure::new(
+                    ErrorCategory::Retryable,
+                    "interrupted",
+                    "the step was interrupted",
+                );
+                self.fail(view, step, run, failure, false).await
+            }
+        }
+    }
+
+    /// Finish `run` as completed: record `record` under the step in a new
+    /// state version and go to `next` (none: the workflow completes with
+    /// the step's output).
+    async fn complete(
+        &self,
+        view: &View<'_>,
+        mut run: StepRun,
+        record: Value,
+        next: Option<String>,
+    ) -> Result<Moved, sqlx::Error> {
+        run.status = "completed".into();
+        run.next_step = next.clone();
+        run.finished_at = Some(now_ms());
+        let state = next_state(&view.state, &run.step_id, &record);
+        let mut p = view.progress();
+        p.cost_nanos = p.cost_nanos.saturating_add(run.cost_nanos);
+        p.current_run = None;
+        p.attempt = 1;
+        p.state_version += 1;
+        if !view.runs.iter().any(|r| r.id == run.id) {
+            p.steps_run += 1;
+        }
+        match next {
+            Some(next) => p.current_step = Some(next),
+            None => {
+                p.status = "completed";
+                p.output = Some(state["last"]["output"].to_string());
+            }
+        }
+        self.write(view, Some(&run), Some(&state), p).await
+    }
+
+    /// `run` failed: retry it after its back-off, go to a matching
+    /// `catch`, or fail the workflow. `new_run` says whether the run was
+    /// never written (it failed in the move that started it).
+    async fn fail(
+        &self,
+        view: &View<'_>,
+        step: &Step,
+        mut run: StepRun,
+        failure: Failure,
+        new_run: bool,
+    ) -> Result<Moved, sqlx::Error> {
+        run.status = "failed".into();
+        run.error = Some(failure.error.to_string());
+        run.finished_at = Some(now_ms());
+        let mut p = view.progress();
+        p.cost_nanos = p.cost_nanos.saturating_add(run.cost_nanos);
+        p.current_run = None;
+        if new_run {
+            p.steps_run += 1;
+        }
+        let attempt = u32::try_from(view.wf.attempt).unwrap_or(u32::MAX);
+        if let Some(retry) = step.retry()
+            && retry.covers(failure.category)
+            && attempt < retry.max_attempts
+        {
+            p.attempt += 1;
+            let delay = retry.delay(attempt + 1);
+            let wake_at = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+            tracing::info!(step = %run.step_id, attempt, category = failure.category.as_str(), "workflow step failed; retrying");
+            return match self.write(view, Some(&run), None, p).await? {
+                Moved::Again => Ok(Moved::Wait(Some(wake_at))),
+                other => Ok(other),
+            };
+        }
+        let record = json!({ "error": failure.error });
+        let state = next_state(&view.state, &run.step_id, &record);
+        p.state_version += 1;
+        p.attempt = 1;
+        if let Some(c) = step
+            .catch()
+            .iter()
+            .find(|c| c.errors.iter().any(|e| e.covers(failure.category)))
+        {
+            run.next_step = Some(c.next.clone());
+            p.current_step = Some(c.next.clone());
+            tracing::info!(step = %run.step_id, next = %c.next, category = failure.category.as_str(), "workflow step failed; caught");
+        } else {
+            let mut error = failure.error;
+            error["step"] = json!(run.step_id);
+            p.status = "failed";
+            p.error = Some(error.to_string());
+            tracing::info!(step = %run.step_id, category = failure.category.as_str(), "workflow failed");
+        }
+        self.write(view, Some(&run), Some(&state), p).await
+    }
+
+    /// End the workflow as failed with `error` without a step run.
+    async fn end_failed(&self, view: &View<'_>, error: Value) -> Result<Moved, sqlx::Error> {
+        let mut p = view.progress();
+        p.status = "failed";
+        p.current_run = None;
+        p.error = Some(error.to_string());
+        self.write(view, None, None, p).await
+    }
+
+    /// Write a move: the run (inserted when it is not stored yet, else
+    /// updated), a new state version, and the workflow's progress, in one
+    /// transaction.
+    async fn write(
+        &self,
+        view: &View<'_>,
+        run: Option<&StepRun>,
+        state: Option<&Value>,
+        p: Progress,
+    ) -> Result<Moved, sqlx::Error> {
+        let wf = view.wf;
+        let mut tx = self.db.tenant(&wf.org_id).await?;
+        if let Some(run) = run {
+            if view.runs.iter().any(|r| r.id == run.id) {
+                if !workflows::finish_run(&mut tx, &wf.org_id, run).await? {
+                    // A decision arrived meanwhile: look again.
+                    tx.rollback().await?;
+                    return Ok(Moved::Again);
+                }
+            } else {
+                workflows::insert_run(&mut tx, &wf.org_id, &wf.id, run).await?;
+            }
+        }
+        if let Some(state) = state {
+            workflows::insert_state(
+                &mut tx,
+                &wf.org_id,
+                &wf.id,
+                p.state_version,
+                run.map(|r| r.seq),
+                &state.to_string(),
+            )
+            .await?;
+        }
+        let ended = !matches!(p.status, "running" | "awaiting_approval");
+        if !workflows::advance(&mut tx, &wf.org_id, &wf.id, view.owner, &p).await? {
+            tx.rollback().await?;
+            return Ok(Moved::Done);
+        }
+        tx.commit().await?;
+        if ended {
+            tracing::info!(status = p.status, "workflow ended");
+            self.signals.publish(Signal::Events(wf.id.clone()));
+            return Ok(Moved::Done);
+        }
+        Ok(Moved::Again)
+    }
+
+    /// End a workflow whose stored definition cannot be read.
+    async fn end_unreadable(
+        &self,
+        wf: &Workflow,
+        owner: &str,
+        message: &str,
+    ) -> Result<(), sqlx::Error> {
+        let mut p = Progress {
+            status: "failed",
+            current_step: wf.current_step.clone(),
+            current_run: None,
+            attempt: wf.attempt,
+            steps_run: wf.steps_run,
+            state_version: wf.state_version,
+            output: None,
+            error: None,
+            cost_nanos: wf.cost_nanos,
+        };
+        p.error = Some(json!({ "kind": "invalid_definition", "message": message }).to_string());
+        let mut tx = self.db.tenant(&wf.org_id).await?;
+        workflows::advance(&mut tx, &wf.org_id, &wf.id, owner, &p).await?;
+        workflows::park(&mut tx, &wf.id, owner, wf.wakes, None).await?;
+        tx.commit().await
+    }
+
+    /// Evaluate a choice's rules in order: the step to go to and the branch
+    /// label, or why none; and every verdict, for the record.
+    async fn evaluate(
+        &self,
+        view: &View<'_>,
+        c: &ChoiceStep,
+    ) -> (Result<(String, Option<String>), Failure>, Value) {
+        let output = match &c.input {
+            Some(t) => render(t, &view.state),
+            None => match lookup("last.output", &view.state) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Null) | None => String::new(),
+                Some(other) => other.to_string(),
+            },
+        };
+        let state_text = view.state.to_string();
+        let mut verdicts = Vec::new();
+        for (i, rule) in c.rules.iter().enumerate() {
+            let Some(deployed) = self.plugins.lookup(&view.wf.org_id, &rule.condition) else {
+                let failure = Failure::new(
+                    ErrorCategory::ConditionFailed,
+                    "condition_failed",
+                    format!("condition `{}` is not live", rule.condition),
+                );
+                verdicts.push(json!({ "rule": i, "condition": rule.condition, "error": failure.error["message"] }));
+                return (Err(failure), Value::Array(verdicts));
+            };
+            if deployed.plugin.kind() != PluginKind::Condition {
+                let failure = Failure::new(
+                    ErrorCategory::ConditionFailed,
+                    "condition_failed",
+                    format!("`{}` is not a condition plugin", rule.condition),
+                );
+                verdicts.push(json!({ "rule": i, "condition": rule.condition, "error": failure.error["message"] }));
+                return (Err(failure), Value::Array(verdicts));
+            }
+            let input = ConditionInput {
+                output: output.clone(),
+                state: state_text.clone(),
+                args: rule.args.to_string(),
+            };
+            let started = Instant::now();
+            let span =
+                tracing::info_span!("condition_call", condition = %deployed.label(), rule = i);
+            let call = tracing::Instrument::instrument(
+                self.plugins
+                    .runtime()
+                    .evaluate(&deployed.plugin, &deployed.limits, &input),
+                span,
+            )
+            .await;
+            let elapsed = started.elapsed();
+            let guest_error = match &call.result {
+                Ok(Err(ConditionError::InvalidArgs(_))) => Some("invalid_args"),
+                Ok(Err(ConditionError::Other(_))) => Some("other"),
+                _ => None,
+            };
+            self.plugins
+                .stats()
+                .record(&deployed.stats_key, &call, guest_error);
+            let label = deployed.label();
+            let why = match call.result {
+                Ok(Ok(outcome)) => {
+                    verdicts.push(json!({
+                        "rule": i,
+                        "condition": label,
+                        "matched": outcome.matched,
+                        "branch": outcome.branch,
+                        "score": outcome.score.filter(|s| s.is_finite()),
+                        "explanation": outcome.explanation,
+                        "elapsed_us": micros(elapsed),
+                    }));
+                    if let Some(next) = outcome.branch.as_ref().and_then(|b| rule.branches.get(b)) {
+                        return (
+                            Ok((next.clone(), outcome.branch.clone())),
+                            Value::Array(verdicts),
+                        );
+                    }
+                    if outcome.matched
+                        && let Some(next) = &rule.next
+                    {
+                        return (
+                            Ok((next.clone(), outcome.branch.clone())),
+                            Value::Array(verdicts),
+                        );
+                    }
+                    continue;
+                }
+                Ok(Err(ConditionError::InvalidArgs(m))) => format!("invalid arguments: {m}"),
+                Ok(Err(ConditionError::Other(m))) => m,
+                Err(e) => e.to_string(),
+            };
+            let failure = Failure::new(
+                ErrorCategory::ConditionFailed,
+                "condition_failed",
+                format!("condition `{label}` failed: {why}"),
+            );
+            verdicts.push(json!({ "rule": i, "condition": label, "error": failure.error["message"], "elapsed_us": micros(elapsed) }));
+            return (Err(failure), Value::Array(verdicts));
+        }
+        match &c.default {
+            Some(next) => (Ok((next.clone(), None)), Value::Array(verdicts)),
+            None => (
+                Err(Failure::new(
+                    ErrorCategory::ConditionFailed,
+                    "no_branch",
+                    "no rule decided and the step has no default",
+                )),
+                Value::Array(verdicts),
+            ),
+        }
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The state after step `step_id` recorded `record`: `steps.<id>` is
+/// replaced and `last` names it, when it has an output.
+fn next_state(state: &Value, step_id: &str, record: &Value) -> Value {
+    let mut state = state.clone();
+    if !state.is_object() {
+        state = json!({});
+    }
+    let obj = state.as_object_mut().expect("made an object above");
+    let steps = obj
+        .entry("steps")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !steps.is_object() {
+        *steps = Value::Object(Map::new());
+    }
+    if let Some(steps) = steps.as_object_mut() {
+        steps.insert(step_id.to_string(), record.clone());
+    }
+    if let Some(output) = record.get("output") {
+        obj.insert("last".into(), json!({ "step": step_id, "output": output }));
+    }
+    state
+}
+
+/// The JSON document in a model's answer: the whole text, or the body of
+/// a fenced code block.
+fn parse_json_answer(text: &str) -> Option<Value> {
+    let trimmed = text.trim();
+    if let Ok(v) = serde_json::from_str(trimmed) {
+        return Some(v);
+    }
+    let body = trimmed.strip_prefix("```")?;
+    let body = body.split_once('\n').map_or(body, |(_, rest)| rest);
+    let body = body.trim_end().strip_suffix("```")?;
+    serde_json::from_str(body.trim()).ok()
+}
+
+/// The category of a failed task's error kind.
+pub fn category_of(kind: &str) -> ErrorCategory {
+    match kind {
+        "deadline_exceeded" => ErrorCategory::Timeout,
+        "invalid_request" | "content_filtered" | "no_candidate" | "router_failed" => {
+            ErrorCategory::Terminal
+        }
+        "budget_exceeded" => ErrorCategory::BudgetExceeded,
+        "cancelled" => ErrorCategory::Cancelled,
+        _ => ErrorCategory::Retryable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_records_each_step() {
+        let s0 = json!({ "input": { "x": 1 } });
+        let s1 = next_state(&s0, "draft", &json!({ "output": "hello" }));
+        assert_eq!(s1["steps"]["draft"]["output"], "hello");
+        assert_eq!(s1["last"]["step"], "draft");
+        let s2 = next_state(&s1, "check", &json!({ "branch": "ok" }));
+        assert_eq!(s2["last"]["step"], "draft", "a choice has no output");
+        assert_eq!(s2["input"]["x"], 1);
+    }
+
+    #[test]
+    fn json_answers_are_found_in_fences() {
+        assert_eq!(parse_json_answer(" {\"a\":1} "), Some(json!({"a": 1})));
+        assert_eq!(
+            parse_json_answer("```json\n{\"a\":2}\n```"),
+            Some(json!({"a": 2}))
+        );
+        assert_eq!(parse_json_answer("not json"), None);
+    }
+
+    #[test]
+    fn task_errors_have_categories() {
+        assert_eq!(category_of("all_attempts_failed"), ErrorCategory::Retryable);
+        assert_eq!(category_of("invalid_request"), ErrorCategory::Terminal);
+        assert_eq!(category_of("deadline_exceeded"), ErrorCategory::Timeout);
+    }
+}

@@ -1,0 +1,286 @@
+//! What callers do with workflows: start one, cancel it, decide an
+//! approval. Each operation checks, writes and audits in one transaction
+//! and wakes the engine; the API and the CLI call these, never the store.
+
+use serde_json::{Value, json};
+use vel_runtime::PluginKind;
+
+use super::definition::{self, Definition, Step};
+use crate::audit::{self, ClientInfo};
+use crate::auth::{Forbidden, Principal, Role};
+use crate::orchestrator::cancel::cancel_task;
+use crate::orchestrator::signals::{Signal, WorkKind};
+use crate::state::AppState;
+use crate::store::workflows::{self, NewWorkflow, Workflow};
+use crate::store::{self, to_rfc3339};
+use crate::validation::Invalid;
+
+/// Largest workflow input, in bytes of JSON.
+pub const MAX_INPUT_BYTES: usize = 256 * 1024;
+
+/// Why a workflow operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    /// The definition or input is wrong; every problem by path.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// The caller's role is too weak.
+    #[error(transparent)]
+    Forbidden(#[from] Forbidden),
+    /// No such workflow in the caller's organization.
+    #[error("workflow not found")]
+    NotFound,
+    /// The workflow is not in a state that allows this.
+    #[error("{0}")]
+    Conflict(String),
+    /// The submitter has as many unfinished tasks and workflows as allowed.
+    #[error("at most {limit} unfinished tasks and workflows per user; wait for some to finish")]
+    TooManyUnfinished {
+        /// The limit.
+        limit: u32,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Storage(#[from] sqlx::Error),
+}
+
+/// Check `definition` for the caller's organization: its conditions must
+/// be condition plugins live there (its own or the platform's).
+pub fn check_definition(
+    state: &AppState,
+    org_id: &str,
+    definition: &Value,
+) -> Result<Definition, Invalid> {
+    let is_condition = |name: &str| {
+        state
+            .plugins
+            .lookup(org_id, name)
+            .is_some_and(|d| d.plugin.kind() == PluginKind::Condition)
+    };
+    definition::parse(definition, &is_condition)
+}
+
+/// Start a workflow of `definition` on `input` for `who`.
+pub async fn start(
+    state: &AppState,
+    who: &Principal,
+    client: &ClientInfo,
+    definition: &Value,
+    input: Value,
+) -> Result<Workflow, WorkflowError> {
+    let def = check_definition(state, &who.org_id, definition)?;
+    check_input(&def, &input)?;
+    let limit = state.config.tasks.max_unfinished_per_user;
+    let new = NewWorkflow {
+        org_id: who.org_id.clone(),
+        user_id: who.user_id.clone(),
+        name: def.name.clone(),
+        // Serialising a checked definition cannot fail.
+        definition: serde_json::to_string(&def).unwrap_or_default(),
+        input: input.to_string(),
+        start: def.start.clone(),
+        state: json!({ "input": input, "steps": {} }).to_string(),
+    };
+    let mut tx = state
+        .db
+        .tenant_serialised(&who.org_id, &who.user_id)
+        .await?;
+    let Some(wf) = workflows::insert(&mut tx, &new, limit).await? else {
+        return Err(WorkflowError::TooManyUnfinished { limit });
+    };
+    audit::record(
+        &mut tx,
+        who,
+        client,
+        "workflow_started",
+        json!({ "workflow_id": wf.id, "name": wf.name, "steps": def.steps.len() }),
+    )
+    .await?;
+    tx.commit().await?;
+    state.signals.publish_due(WorkKind::Workflows);
+    Ok(wf)
+}
+
+/// The input must be a JSON object within [`MAX_INPUT_BYTES`] that
+/// satisfies the definition's `input_schema`.
+fn check_input(def: &Definition, input: &Value) -> Result<(), Invalid> {
+    if !input.is_object() {
+        return Err(Invalid::field("input", "must be a JSON object"));
+    }
+    if input.to_string().len() > MAX_INPUT_BYTES {
+        return Err(Invalid::field(
+            "input",
+            format!("must be at most {MAX_INPUT_BYTES} bytes of JSON"),
+        ));
+    }
+    if let Some(schema) = &def.input_schema {
+        definition::check_input_schema(schema, input)?;
+    }
+    Ok(())
+}
+
+/// Cancel an unfinished workflow: it ends as cancelled and its running
+/// step's task is cancelled (its provider call dropped). Returns the id
+/// of that task, for the caller to stop it here at once.
+pub async fn cancel(
+    state: &AppState,
+    who: &Principal,
+    client: &ClientInfo,
+    id: &str,
+) -> Result<Option<String>, WorkflowError> {
+    who.require(Role::TaskExecutor)?;
+    let mut tx = state.db.tenant(&who.org_id).await?;
+    let Some(current_run) = workflows::cancel(&mut tx, &who.org_id, id).await? else {
+        let wf = workflows::get(&mut tx, &who.org_id, id)
+            .await?
+            .ok_or(WorkflowError::NotFound)?;
+        return Err(WorkflowError::Conflict(format!(
+            "the workflow is already {}; only running or waiting workflows can be cancelled",
+            wf.status
+        )));
+    };
+    let mut task_id = None;
+    if let Some(run_id) = current_run
+        && let Some(mut run) = workflows::run(&mut tx, &who.org_id, &run_id).await?
+    {
+        if let Some(t) = &run.task_id
+            && cancel_task(&mut tx, &state.signals, &who.org_id, t)
+                .await?
+                .is_some()
+        {
+            task_id = Some(t.clone());
+        }
+        run.status = "cancelled".into();
+        run.finished_at = Some(store::now_ms());
+        if !workflows::finish_run(&mut tx, &who.org_id, &run).await? {
+            return Err(WorkflowError::Conflict(
+                "the workflow changed meanwhile".into(),
+            ));
+        }
+    }
+    audit::record(
+        &mut tx,
+        who,
+        client,
+        "workflow_cancelled",
+        json!({ "workflow_id": id, "task_id": task_id }),
+    )
+    .await?;
+    tx.commit().await?;
+    state.signals.publish(Signal::Events(id.to_string()));
+    if let Some(t) = &task_id {
+        state.signals.publish(Signal::Events(t.clone()));
+        state.signals.publish(Signal::Cancelled(t.clone()));
+    }
+    Ok(task_id)
+}
+
+/// Decide the approval a workflow waits for: `approved`, with a comment.
+/// The caller must hold the step's role.
+pub async fn decide(
+    state: &AppState,
+    who: &Principal,
+    client: &ClientInfo,
+    id: &str,
+    approved: bool,
+    comment: Option<String>,
+) -> Result<(), WorkflowError> {
+    who.require(Role::Viewer)?;
+    let mut tx = state.db.tenant(&who.org_id).await?;
+    let wf = workflows::get(&mut tx, &who.org_id, id)
+        .await?
+        .ok_or(WorkflowError::NotFound)?;
+    let waiting = match (&wf.status[..], &wf.current_run) {
+        ("awaiting_approval", Some(run_id)) => workflows::run(&mut tx, &who.org_id, run_id).await?,
+        _ => None,
+    };
+    let Some(run) = waiting.filter(|r| r.status == "waiting" && r.decision.is_none()) else {
+        return Err(WorkflowError::Conflict(format!(
+            "the workflow is {}, not awaiting an approval",
+            wf.status
+        )));
+    };
+    let def: Definition =
+        serde_json::from_str(&wf.definition).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    let role = match def.steps.get(&run.step_id) {
+        Some(Step::Approval(a)) => a.role(),
+        _ => Role::AgentManager,
+    };
+    who.require(role)?;
+    let decision = json!({
+        "approved": approved,
+        "by": who.user_id,
+        "comment": comment,
+        "at": to_rfc3339(store::now_ms()),
+    });
+    if !workflows::decide(&mut tx, &who.org_id, id, &run.id, &decision.to_string()).await? {
+        return Err(WorkflowError::Conflict(
+            "the approval was decided meanwhile".into(),
+        ));
+    }
+    audit::record(
+        &mut tx,
+        who,
+        client,
+        if approved {
+            "workflow_approved"
+        } else {
+            "workflow_rejected"
+        },
+        json!({ "workflow_id": id, "step": run.step_id, "comment": comment }),
+    )
+    .await?;
+    tx.commit().await?;
+    state.signals.publish_due(WorkKind::Workflows);
+    Ok(())
+}
+
+/// Run an ended workflow again from `step_id`, with the state version that
+/// step read when it last ran (copied as a new version; the later ones stay
+/// as history). 409 unless the workflow has ended and the step ran.
+pub async fn retry_from_step(
+    state: &AppState,
+    who: &Principal,
+    client: &ClientInfo,
+    id: &str,
+    step_id: &str,
+) -> Result<(), WorkflowError> {
+    who.require(Role::TaskExecutor)?;
+    let mut tx = state.db.tenant(&who.org_id).await?;
+    let wf = workflows::get(&mut tx, &who.org_id, id)
+        .await?
+        .ok_or(WorkflowError::NotFound)?;
+    if matches!(wf.status.as_str(), "running" | "awaiting_approval") {
+        return Err(WorkflowError::Conflict(format!(
+            "the workflow is {}; cancel it first to run it again from a step",
+            wf.status
+        )));
+    }
+    let runs = workflows::runs(&mut tx, &who.org_id, id).await?;
+    let Some(last) = runs.iter().rev().find(|r| r.step_id == step_id) else {
+        return Err(WorkflowError::Conflict(format!(
+            "the step `{step_id}` never ran in this workflow"
+        )));
+    };
+    let (_, text) = workflows::state(&mut tx, &who.org_id, id, Some(last.state_version))
+        .await?
+        .ok_or(WorkflowError::NotFound)?;
+    let version = wf.state_version + 1;
+    workflows::insert_state(&mut tx, &who.org_id, id, version, None, &text).await?;
+    if !workflows::resume_from(&mut tx, &who.org_id, id, step_id, version).await? {
+        return Err(WorkflowError::Conflict(
+            "the workflow changed meanwhile".into(),
+        ));
+    }
+    audit::record(
+        &mut tx,
+        who,
+        client,
+        "workflow_retried",
+        json!({ "workflow_id": id, "step": step_id, "from_version": last.state_version }),
+    )
+    .await?;
+    tx.commit().await?;
+    state.signals.publish_due(WorkKind::Workflows);
+    Ok(())
+}
