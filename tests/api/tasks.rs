@@ -942,7 +942,7 @@ async fn test_unrecorded_run_is_rescued_while_the_server_lives(b: Backend) {
     assert_eq!(task["status"], "completed", "{task}");
     assert_eq!(task["runs"], 2, "{task}");
     assert!(
-        s.stderr().contains("recording the task failed"),
+        s.stderr().contains("recording the run failed"),
         "the first run's finish was not refused"
     );
 }

@@ -48,6 +48,8 @@ pub struct Workflow {
     pub wake_at: Option<i64>,
     /// Wake-ups so far (a park that missed one is refused).
     pub wakes: i64,
+    /// Who holds its lease, while it moves.
+    pub lease_owner: Option<String>,
     /// Claims since it last parked.
     pub claims: i64,
     /// Unix ms.
@@ -60,7 +62,7 @@ pub struct Workflow {
 
 const COLUMNS: &str = "id, org_id, user_id, name, definition, input, status, current_step, \
      current_run, attempt, steps_run, state_version, output, error, cost_nanos, wake_at, wakes, \
-     claims, created_at, updated_at, finished_at";
+     lease_owner, claims, created_at, updated_at, finished_at";
 
 /// Statuses of a workflow that has not ended (SQL list).
 const UNFINISHED: &str = "('running', 'awaiting_approval')";
@@ -366,7 +368,8 @@ pub async fn advance(
     let done = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE workflows SET status = $1, current_step = $2, current_run = $3, attempt = $4, \
              steps_run = $5, state_version = $6, output = $7, error = $8, cost_nanos = $9, \
-             finished_at = $10, updated_at = $11 \
+             finished_at = $10, updated_at = $11, \
+             wake_at = CASE WHEN CAST($10 AS BIGINT) IS NULL THEN wake_at ELSE NULL END \
          WHERE org_id = $12 AND id = $13 AND lease_owner = $14 AND status IN {UNFINISHED}"
     )))
     .bind(p.status)

@@ -187,29 +187,40 @@ impl WorkflowRunner {
             match moved {
                 Moved::Again => {}
                 Moved::Wait(wake_at) => {
-                    let mut tx = self.db.tenant(&wf.org_id).await?;
-                    let parked = workflows::park(&mut tx, &wf.id, owner, wf.wakes, wake_at).await?;
-                    tx.commit().await?;
-                    if parked || stop.is_cancelled() {
+                    if self.park(&wf, owner, wake_at).await? || stop.is_cancelled() {
                         return Ok(());
                     }
                     // Woken meanwhile: look again.
                 }
                 Moved::Done => {
-                    let mut tx = self.db.tenant(&wf.org_id).await?;
-                    workflows::park(&mut tx, &wf.id, owner, wf.wakes, None).await?;
-                    tx.commit().await?;
-                    return Ok(());
+                    if self.park(&wf, owner, None).await? {
+                        return Ok(());
+                    }
                 }
             }
             let mut tx = self.db.tenant_read(&wf.org_id).await?;
             let fresh = workflows::get(&mut tx, &wf.org_id, &wf.id).await?;
             tx.commit().await?;
             match fresh {
-                Some(fresh) => wf = fresh,
-                None => return Ok(()),
+                // Only while the lease is still ours.
+                Some(fresh) if fresh.lease_owner.as_deref() == Some(owner) => wf = fresh,
+                _ => return Ok(()),
             }
         }
+    }
+
+    /// Hand `wf` back until `wake_at`; false when a wake-up came since it
+    /// was read (or the lease is gone).
+    async fn park(
+        &self,
+        wf: &Workflow,
+        owner: &str,
+        wake_at: Option<i64>,
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.db.tenant(&wf.org_id).await?;
+        let parked = workflows::park(&mut tx, &wf.id, owner, wf.wakes, wake_at).await?;
+        tx.commit().await?;
+        Ok(parked)
     }
 
     /// Make one move.

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Workflow engine: on SQLite and/or PostgreSQL, with the built-in offline
+# `mock` provider answering (no network), start N five-step workflows over 8
+# connections (task → choice decided by `text-match` → task → task →
+# succeed) and time until every one is completed. Reports
+#   - steps per second over the whole run (5 steps per workflow);
+#   - engine overhead per step: from one task step's task finishing to the
+#     next task step's first provider call (that span includes the choice
+#     between them, the wake-up, the next step's start and its task's claim),
+#     over a sample of SAMPLE workflows, p50 and p99 in ms (the API's times
+#     have millisecond resolution);
+#   - the choice's condition evaluation inside the engine (its recorded
+#     `elapsed_us`), p50 and p99 in µs, over the same sample.
+# Prints a Markdown table.
+#
+# Usage: bench/workflows.sh [sqlite|postgres|both]   (default both)
+# Environment: N (workflows, default 1000), SAMPLE (default 100),
+# BENCH_THREADS (load generator threads, default 1), BENCH_NO_BUILD=1 to
+# skip `cargo build --release`.
+# Requires: curl, jq, and for PostgreSQL psql and a server on 127.0.0.1:5432.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+WHICH="${1:-both}"
+N="${N:-1000}"
+SAMPLE="${SAMPLE:-100}"
+THREADS="${BENCH_THREADS:-1}"
+case "$WHICH" in
+    sqlite) BACKENDS=(sqlite) ;;
+    postgres) BACKENDS=(postgres) ;;
+    both) BACKENDS=(sqlite postgres) ;;
+    *) die "usage: $0 [sqlite|postgres|both]" ;;
+esac
+
+# The workflow; {{n}} (vel-bench's request number) makes every prompt differ.
+BODY="$(jq -nc '{
+  definition: {
+    name: "bench",
+    start: "draft",
+    steps: {
+      draft:  {kind: "task", prompt: "draft {{n}}", model: "mock/echo", next: "check"},
+      check:  {kind: "choice", rules: [{condition: "text-match",
+                 args: {mode: "contains", pattern: "draft"}, next: "refine"}], default: "done"},
+      refine: {kind: "task", prompt: "refine {{steps.draft.output}}", model: "mock/echo", next: "polish"},
+      polish: {kind: "task", prompt: "polish {{steps.refine.output}}", model: "mock/echo", next: "done"},
+      done:   {kind: "succeed"}
+    }
+  },
+  input: {}
+}')"
+
+bench() {
+    local out
+    out="$("$BIN/vel-bench" --threads "$THREADS" "$@")" || die "vel-bench $1 failed: $out"
+    echo "$out"
+}
+
+# percentile P: the P-th percentile of the numbers on stdin.
+percentile() {
+    sort -n | awk -v p="$1" '{ v[NR] = $1 } END { if (NR == 0) { print "-" } else { i = int((NR - 1) * p / 100) + 1; print v[i] } }'
+}
+
+ROWS=()
+
+measure() { # BACKEND
+    local backend=$1
+    new_tmp_dir
+    local data=$TMP_DIR
+    local env=(VEL_MAX_UNFINISHED_TASKS=100000 VEL_WORKFLOW_WORKERS=8)
+    if [ "$backend" = postgres ]; then
+        create_pg_db
+        env+=(DATABASE_URL="$PG_URL")
+    fi
+    log "$backend: starting vel"
+    start_vel "$data" "${env[@]}"
+    local base=$VEL_URL token auth
+    token="$(login "$base")"
+    auth="authorization: Bearer $token"
+    if ! api GET "$base/api/integrations" "$token" | jq -e '.items[] | select(.name == "mock")' >/dev/null; then
+        api POST "$base/api/integrations" "$token" '{"name":"mock","provider":"mock","plugin":"mock"}' >/dev/null
+    fi
+
+    log "$backend: $N five-step workflows over 8 connections, until all completed"
+    local started run
+    started="$(date +%s%3N)"
+    bench http --json --url "$base/api/workflows" -H "$auth" --body "$BODY" \
+        -c 8 -n "$N" --expect-status 201 --ids-out "$data/ids" >"$data/submit.json"
+    run="$(bench wait --json --url-template "$base/api/workflows/{id}" --ids-file "$data/ids" \
+        -H "$auth" --fail-on failed --fail-on cancelled --started-at-ms "$started")"
+    local elapsed steps_per_s
+    elapsed="$(field "$run" elapsed_s)"
+    steps_per_s="$(jq -n --argjson n "$N" --argjson e "$elapsed" '($n * 5 / $e) | round')"
+
+    log "$backend: engine overhead and condition time over $SAMPLE workflows"
+    : >"$data/gaps"
+    : >"$data/evals"
+    local id
+    for id in $(shuf -n "$SAMPLE" "$data/ids"); do
+        local wf
+        wf="$(api GET "$base/api/workflows/$id" "$token")"
+        jq -r '.steps[] | select(.kind == "choice") | .evaluations[].elapsed_us' <<<"$wf" >>"$data/evals"
+        local tasks=() t
+        mapfile -t tasks < <(jq -r '.steps[] | select(.kind == "task") | .task_id' <<<"$wf")
+        local prev_end="" task
+        for t in "${tasks[@]}"; do
+            task="$(api GET "$base/api/tasks/$t" "$token")"
+            if [ -n "$prev_end" ]; then
+                jq -r --arg prev "$prev_end" \
+                    '((.attempts[0].started_at | sub("\\.(?<ms>[0-9]+)Z$"; "Z") | fromdate) * 1000
+                      + (.attempts[0].started_at | capture("\\.(?<ms>[0-9]+)Z$").ms | tonumber))
+                     - ($prev | tonumber)' <<<"$task" >>"$data/gaps"
+            fi
+            prev_end="$(jq -r '((.finished_at | sub("\\.(?<ms>[0-9]+)Z$"; "Z") | fromdate) * 1000
+                               + (.finished_at | capture("\\.(?<ms>[0-9]+)Z$").ms | tonumber))' <<<"$task")"
+        done
+    done
+    ROWS+=("$(printf '| %s | %s | %s s | %s | %s | %s | %s | %s |' "$backend" "$N" "$elapsed" \
+        "$steps_per_s" \
+        "$(percentile 50 <"$data/gaps")" "$(percentile 99 <"$data/gaps")" \
+        "$(percentile 50 <"$data/evals")" "$(percentile 99 <"$data/evals")")")
+    kill "$VEL_PID"
+    wait "$VEL_PID" 2>/dev/null || true
+}
+
+[ "${BENCH_NO_BUILD:-}" = 1 ] || build_release
+for b in "${BACKENDS[@]}"; do
+    measure "$b"
+done
+
+echo
+echo "Machine: $(machine)"
+echo
+echo "| database | workflows | all completed in | steps/s | step-to-step p50 ms | p99 ms | condition p50 µs | p99 µs |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+printf '%s\n' "${ROWS[@]}"
