@@ -30,6 +30,7 @@ CREATE TABLE workflows (
     lease_owner       TEXT,
     lease_expires_at  BIGINT,
     claims            BIGINT NOT NULL DEFAULT 0, -- claims since it last parked (>1: rescued)
+    event_seq         BIGINT NOT NULL DEFAULT 0, -- last event number (serialises event writers)
     created_at        BIGINT NOT NULL,
     updated_at        BIGINT NOT NULL,
     finished_at       BIGINT
@@ -63,6 +64,18 @@ CREATE TABLE workflow_steps (
     UNIQUE (workflow_id, seq)
 );
 
+-- What a workflow's watchers see, in order: steps started and ended,
+-- branches taken, approvals awaited, status changes.
+CREATE TABLE workflow_events (
+    workflow_id  TEXT NOT NULL REFERENCES workflows(id) ON DELETE CASCADE,
+    seq          BIGINT NOT NULL,
+    org_id       TEXT NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
+    kind         TEXT NOT NULL,
+    data         TEXT NOT NULL,                   -- JSON
+    created_at   BIGINT NOT NULL,
+    PRIMARY KEY (workflow_id, seq)
+);
+
 -- The workflow's state, one immutable version per finished step.
 CREATE TABLE workflow_states (
     workflow_id  TEXT NOT NULL REFERENCES workflows(id) ON DELETE CASCADE,
@@ -88,6 +101,12 @@ CREATE POLICY tenant_isolation ON workflow_steps TO vel_app
     WITH CHECK (org_id = current_setting('app.org_id', true));
 CREATE POLICY platform_access ON workflow_steps TO vel_platform USING (true) WITH CHECK (true);
 
+ALTER TABLE workflow_events ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON workflow_events TO vel_app
+    USING (org_id = current_setting('app.org_id', true))
+    WITH CHECK (org_id = current_setting('app.org_id', true));
+CREATE POLICY platform_access ON workflow_events TO vel_platform USING (true) WITH CHECK (true);
+
 ALTER TABLE workflow_states ENABLE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON workflow_states TO vel_app
     USING (org_id = current_setting('app.org_id', true))
@@ -108,3 +127,18 @@ CREATE TRIGGER workflows_notify_due
     AFTER INSERT OR UPDATE OF wake_at ON workflows
     FOR EACH ROW WHEN (NEW.wake_at IS NOT NULL AND NEW.lease_owner IS NULL)
     EXECUTE FUNCTION vel_notify_workflow_due();
+
+-- A workflow event wakes its watchers on every instance, on the channel
+-- task events use (ids are unique across both).
+CREATE FUNCTION vel_notify_workflow_event() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('vel_task_events',
+                      coalesce(current_setting('app.origin', true), '') || ' ' || NEW.workflow_id);
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER workflow_events_notify
+    AFTER INSERT ON workflow_events
+    FOR EACH ROW EXECUTE FUNCTION vel_notify_workflow_event();

@@ -30,6 +30,7 @@ CREATE TABLE workflows (
     lease_owner       TEXT,
     lease_expires_at  INTEGER,
     claims            INTEGER NOT NULL DEFAULT 0, -- claims since it last parked (>1: rescued)
+    event_seq         INTEGER NOT NULL DEFAULT 0, -- last event number (serialises event writers)
     created_at        INTEGER NOT NULL,
     updated_at        INTEGER NOT NULL,
     finished_at       INTEGER
@@ -61,6 +62,18 @@ CREATE TABLE workflow_steps (
     started_at     INTEGER NOT NULL,
     finished_at    INTEGER,
     UNIQUE (workflow_id, seq)
+);
+
+-- What a workflow's watchers see, in order: steps started and ended,
+-- branches taken, approvals awaited, status changes.
+CREATE TABLE workflow_events (
+    workflow_id  TEXT NOT NULL REFERENCES workflows(id) ON DELETE CASCADE,
+    seq          INTEGER NOT NULL,
+    org_id       TEXT NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
+    kind         TEXT NOT NULL,
+    data         TEXT NOT NULL,                   -- JSON
+    created_at   INTEGER NOT NULL,
+    PRIMARY KEY (workflow_id, seq)
 );
 
 -- The workflow's state, one immutable version per finished step.

@@ -159,6 +159,7 @@ async fn openapi_covers_every_endpoint(b: Backend) {
         ("/api/workflows/{id}/approve", "post"),
         ("/api/workflows/{id}/reject", "post"),
         ("/api/workflows/{id}/retry-from-step/{step_id}", "post"),
+        ("/api/workflows/{id}/stream", "get"),
         ("/v1/chat/completions", "post"),
         ("/v1/models", "get"),
         ("/api/agents/{id}/test", "post"),

@@ -222,6 +222,74 @@ async fn test_a_choice_takes_the_branch_its_condition_names(b: Backend) {
         .await
         .expect_error(404, "not_found");
 
+    // The event log, as Server-Sent Events, numbered from 1; a finished
+    // workflow's stream ends after its terminal status.
+    let text = s
+        .http
+        .get(s.url(&format!("/api/workflows/{id}/stream")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events: Vec<(i64, String, Value)> = text
+        .split("\n\n")
+        .filter(|block| !block.trim().is_empty())
+        .map(|block| {
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                    .map(|v| v.trim().to_string())
+                    .unwrap_or_default()
+            };
+            (
+                field("id").parse().unwrap(),
+                field("event"),
+                serde_json::from_str(&field("data")).unwrap(),
+            )
+        })
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|(_, k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "status",
+            "step_started",
+            "step_completed",
+            "step_started",
+            "branch_taken",
+            "step_completed",
+            "step_started",
+            "step_completed",
+            "step_started",
+            "step_completed",
+            "status"
+        ],
+        "{text}"
+    );
+    assert!(
+        events
+            .iter()
+            .enumerate()
+            .all(|(i, (n, _, _))| *n == i as i64 + 1),
+        "{text}"
+    );
+    assert_eq!(events[4].2["branch"], "positive");
+    assert_eq!(events[10].2["status"], "completed");
+    // Resuming after the last event of a finished workflow: nothing left.
+    let r = s
+        .http
+        .get(s.url(&format!("/api/workflows/{id}/stream")))
+        .bearer_auth(&admin)
+        .header("last-event-id", "11")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+
     // The other mood takes the other branch.
     let id = start(
         &s,
@@ -516,6 +584,14 @@ async fn test_approvals_approve_reject_and_time_out(b: Backend) {
     assert_eq!(w["awaiting"]["step"], "gate", "{w}");
     assert_eq!(w["awaiting"]["role"], "agent_manager");
     assert_eq!(w["awaiting"]["message"], "Publish Q3?");
+    // A watcher connected while it waits sees the decision and the end live.
+    let watch = {
+        let req = s
+            .http
+            .get(s.url(&format!("/api/workflows/{id}/stream")))
+            .bearer_auth(&admin);
+        tokio::spawn(async move { req.send().await.unwrap().text().await.unwrap() })
+    };
     s.post(&format!("/api/workflows/{id}/approve"), &viewer, json!({}))
         .await
         .expect_error(403, "forbidden");
@@ -535,6 +611,30 @@ async fn test_approvals_approve_reject_and_time_out(b: Backend) {
     let gate = &w["steps"][0];
     assert_eq!(gate["decision"]["approved"], true, "{gate}");
     assert_eq!(gate["decision"]["comment"], "go");
+    let seen = tokio::time::timeout(Duration::from_secs(30), watch)
+        .await
+        .expect("the stream ended after the terminal status")
+        .unwrap();
+    let order: Vec<&str> = seen
+        .lines()
+        .filter_map(|l| l.strip_prefix("event:").map(str::trim))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "status",
+            "step_started",
+            "awaiting_approval",
+            "status",
+            "decision",
+            "step_completed",
+            "status",
+            "step_started",
+            "step_completed",
+            "status"
+        ],
+        "{seen}"
+    );
 
     // Rejected: the catch routes it.
     let id = start(

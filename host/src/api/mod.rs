@@ -7,6 +7,7 @@ pub mod extract;
 pub mod handlers;
 pub mod openapi;
 pub mod pagination;
+pub mod sse;
 pub mod unread_body;
 
 use std::sync::Arc;
@@ -76,6 +77,7 @@ fn documented(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(workflows::approve))
         .routes(routes!(workflows::reject))
         .routes(routes!(workflows::retry_from_step))
+        .routes(routes!(workflows::stream))
         .routes(routes!(gateway::chat_completions))
         .routes(routes!(gateway::models))
         // Uploads stream their parts under per-part caps, and the whole body

@@ -675,7 +675,7 @@ pub async fn attempts(
     .await
 }
 
-/// One event of a task, as its watchers see it.
+/// One event of a task or a workflow, as its watchers see it.
 #[derive(Debug, Clone, FromRow)]
 pub struct Event {
     /// 1-based, gapless within the task; the SSE event id.

@@ -7,6 +7,7 @@
 
 use sqlx::{AnyConnection, FromRow};
 
+use super::tasks::Event;
 use super::{Backend, new_id, now_ms};
 use crate::money::Money;
 
@@ -661,4 +662,56 @@ pub async fn resume_from(
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Append an event to workflow `workflow_id`, numbered through the
+/// workflow row (`event_seq`), whose row lock orders concurrent writers
+/// (the engine, a cancel, a decision), so numbers are gapless and commit in
+/// order. Call inside a transaction.
+pub async fn append_event(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    workflow_id: &str,
+    kind: &str,
+    data: &str,
+) -> Result<i64, sqlx::Error> {
+    let seq: i64 = sqlx::query_scalar(
+        "UPDATE workflows SET event_seq = event_seq + 1 WHERE org_id = $1 AND id = $2 \
+         RETURNING event_seq",
+    )
+    .bind(org_id)
+    .bind(workflow_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO workflow_events (workflow_id, seq, org_id, kind, data, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(workflow_id)
+    .bind(seq)
+    .bind(org_id)
+    .bind(kind)
+    .bind(data)
+    .bind(now_ms())
+    .execute(conn)
+    .await?;
+    Ok(seq)
+}
+
+/// Up to 500 events of a workflow after number `after`, in order.
+pub async fn events_after(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    workflow_id: &str,
+    after: i64,
+) -> Result<Vec<Event>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT seq, kind, data FROM workflow_events \
+         WHERE org_id = $1 AND workflow_id = $2 AND seq > $3 ORDER BY seq LIMIT 500",
+    )
+    .bind(org_id)
+    .bind(workflow_id)
+    .bind(after)
+    .fetch_all(conn)
+    .await
 }

@@ -449,7 +449,9 @@ impl WorkflowRunner {
             tx.rollback().await?;
             return Ok(Moved::Done);
         }
+        append_events(&mut tx, wf, events_of(view, Some(&run), &p)).await?;
         tx.commit().await?;
+        self.signals.publish(Signal::Events(wf.id.clone()));
         self.signals.publish_due(WorkKind::Tasks);
         tracing::info!(step = %run.step_id, task_id = %task.id, "workflow step started its task");
         Ok(Moved::Again)
@@ -481,7 +483,9 @@ impl WorkflowRunner {
             tx.rollback().await?;
             return Ok(Moved::Done);
         }
+        append_events(&mut tx, view.wf, events_of(view, Some(&run), &p)).await?;
         tx.commit().await?;
+        self.signals.publish(Signal::Events(view.wf.id.clone()));
         tracing::info!(step = %run.step_id, "workflow awaits approval");
         Ok(Moved::Wait(run.deadline))
     }
@@ -741,10 +745,11 @@ impl WorkflowRunner {
             tx.rollback().await?;
             return Ok(Moved::Done);
         }
+        append_events(&mut tx, wf, events_of(view, run, &p)).await?;
         tx.commit().await?;
+        self.signals.publish(Signal::Events(wf.id.clone()));
         if ended {
             tracing::info!(status = p.status, "workflow ended");
-            self.signals.publish(Signal::Events(wf.id.clone()));
             return Ok(Moved::Done);
         }
         Ok(Moved::Again)
@@ -770,7 +775,11 @@ impl WorkflowRunner {
         };
         p.error = Some(json!({ "kind": "invalid_definition", "message": message }).to_string());
         let mut tx = self.db.tenant(&wf.org_id).await?;
-        workflows::advance(&mut tx, &wf.org_id, &wf.id, owner, &p).await?;
+        if workflows::advance(&mut tx, &wf.org_id, &wf.id, owner, &p).await? {
+            let data = json!({ "status": "failed", "error": p.error.as_deref().and_then(|e| serde_json::from_str::<Value>(e).ok()) });
+            workflows::append_event(&mut tx, &wf.org_id, &wf.id, "status", &data.to_string())
+                .await?;
+        }
         workflows::park(&mut tx, &wf.id, owner, wf.wakes, None).await?;
         tx.commit().await
     }
@@ -887,6 +896,70 @@ impl WorkflowRunner {
             ),
         }
     }
+}
+
+/// The events a move writes: what happened to `run`, and to the workflow.
+fn events_of(view: &View<'_>, run: Option<&StepRun>, p: &Progress) -> Vec<(&'static str, Value)> {
+    let parse = |text: &Option<String>| {
+        text.as_deref()
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+    };
+    let mut out = Vec::new();
+    if let Some(run) = run {
+        if !view.runs.iter().any(|r| r.id == run.id) {
+            out.push((
+                "step_started",
+                json!({ "seq": run.seq, "step": run.step_id, "kind": run.kind,
+                        "attempt": run.attempt, "task_id": run.task_id }),
+            ));
+        }
+        match run.status.as_str() {
+            "completed" => {
+                if run.kind == "choice" {
+                    out.push((
+                        "branch_taken",
+                        json!({ "step": run.step_id, "branch": run.branch, "next": run.next_step }),
+                    ));
+                }
+                out.push((
+                    "step_completed",
+                    json!({ "seq": run.seq, "step": run.step_id, "next": run.next_step,
+                            "output": parse(&run.output) }),
+                ));
+            }
+            "failed" => out.push((
+                "step_failed",
+                json!({ "seq": run.seq, "step": run.step_id, "attempt": run.attempt,
+                        "error": parse(&run.error), "next": run.next_step }),
+            )),
+            "waiting" => out.push((
+                "awaiting_approval",
+                json!({ "seq": run.seq, "step": run.step_id,
+                        "deadline": run.deadline.map(crate::store::to_rfc3339),
+                        "message": parse(&run.output).and_then(|o| o.get("message").cloned()) }),
+            )),
+            _ => {}
+        }
+    }
+    if p.status != view.wf.status {
+        out.push((
+            "status",
+            json!({ "status": p.status, "output": parse(&p.output), "error": parse(&p.error) }),
+        ));
+    }
+    out
+}
+
+/// Append `events` to `wf`'s log inside the move's transaction.
+async fn append_events(
+    tx: &mut sqlx::AnyConnection,
+    wf: &Workflow,
+    events: Vec<(&'static str, Value)>,
+) -> Result<(), sqlx::Error> {
+    for (kind, data) in events {
+        workflows::append_event(tx, &wf.org_id, &wf.id, kind, &data.to_string()).await?;
+    }
+    Ok(())
 }
 
 fn micros(d: Duration) -> u64 {

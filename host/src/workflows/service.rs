@@ -88,6 +88,8 @@ pub async fn start(
     let Some(wf) = workflows::insert(&mut tx, &new, limit).await? else {
         return Err(WorkflowError::TooManyUnfinished { limit });
     };
+    let data = json!({ "status": "running", "step": wf.current_step });
+    workflows::append_event(&mut tx, &wf.org_id, &wf.id, "status", &data.to_string()).await?;
     audit::record(
         &mut tx,
         who,
@@ -158,6 +160,8 @@ pub async fn cancel(
             ));
         }
     }
+    let data = json!({ "status": "cancelled", "task_id": task_id });
+    workflows::append_event(&mut tx, &who.org_id, id, "status", &data.to_string()).await?;
     audit::record(
         &mut tx,
         who,
@@ -218,6 +222,9 @@ pub async fn decide(
             "the approval was decided meanwhile".into(),
         ));
     }
+    let mut data = decision.clone();
+    data["step"] = json!(run.step_id);
+    workflows::append_event(&mut tx, &who.org_id, id, "decision", &data.to_string()).await?;
     audit::record(
         &mut tx,
         who,
@@ -231,6 +238,7 @@ pub async fn decide(
     )
     .await?;
     tx.commit().await?;
+    state.signals.publish(Signal::Events(id.to_string()));
     state.signals.publish_due(WorkKind::Workflows);
     Ok(())
 }
@@ -272,6 +280,8 @@ pub async fn retry_from_step(
             "the workflow changed meanwhile".into(),
         ));
     }
+    let data = json!({ "status": "running", "step": step_id, "from_version": last.state_version });
+    workflows::append_event(&mut tx, &who.org_id, id, "status", &data.to_string()).await?;
     audit::record(
         &mut tx,
         who,
@@ -281,6 +291,7 @@ pub async fn retry_from_step(
     )
     .await?;
     tx.commit().await?;
+    state.signals.publish(Signal::Events(id.to_string()));
     state.signals.publish_due(WorkKind::Workflows);
     Ok(())
 }

@@ -2,23 +2,21 @@
 //! `Idempotency-Key`), read with its execution history, list, cancel, and
 //! watch as Server-Sent Events.
 
-use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::error::{ApiError, ErrorBody, FieldErrors};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
 use crate::api::handlers::check_text;
 use crate::api::pagination;
+use crate::api::sse::{self, EventLog};
 use crate::audit;
 use crate::auth::{Principal, Role};
 use crate::money::Usd;
@@ -497,9 +495,6 @@ pub async fn cancel(
 /// How long a cancel waits for a local run to stop and record its end.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
 
-/// How often a watcher re-reads the events even without a signal.
-const STREAM_POLL: Duration = Duration::from_secs(2);
-
 /// Watch a task as Server-Sent Events: `status`, `plan`, `attempt` and
 /// `delta` events, each with its number as the SSE id; `Last-Event-ID`
 /// resumes after that number (an empty one counts as none). Keep-alive
@@ -521,158 +516,5 @@ pub async fn stream(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     p.require(Role::Viewer)?;
-    let after = match headers
-        .get("last-event-id")
-        .map(|v| v.to_str().map(str::trim))
-    {
-        None | Some(Ok("")) => 0,
-        Some(v) => v
-            .ok()
-            .and_then(|s| s.parse::<i64>().ok())
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_last_event_id",
-                    "Last-Event-ID must be an event number",
-                )
-            })?,
-    };
-    // Subscribe before the first read, so nothing falls between them.
-    let signals = state.signals.subscribe();
-    let mut tx = state.db.tenant_read(&p.org_id).await?;
-    let task = store::tasks::get(&mut tx, &p.org_id, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("task"))?;
-    if task
-        .status
-        .parse::<TaskStatus>()
-        .is_ok_and(TaskStatus::is_terminal)
-    {
-        // Every event of a finished task is written: send the rest, close.
-        let mut rows = Vec::new();
-        loop {
-            let from = rows.last().map_or(after, |r: &store::tasks::Event| r.seq);
-            let page = store::tasks::events_after(&mut tx, &p.org_id, &id, from).await?;
-            let full = page.len() >= 500;
-            rows.extend(page);
-            if !full {
-                break;
-            }
-        }
-        tx.commit().await?;
-        // The terminal status ends the stream, as it does a live one; when
-        // it was at or before Last-Event-ID, nothing is left to send.
-        match rows.iter().position(is_terminal_event) {
-            Some(end) => rows.truncate(end + 1),
-            None => rows.clear(),
-        }
-        if rows.is_empty() {
-            return Ok(StatusCode::NO_CONTENT.into_response());
-        }
-        let events = rows.into_iter().map(|row| {
-            Ok::<_, Infallible>(
-                Event::default()
-                    .id(row.seq.to_string())
-                    .event(row.kind)
-                    .data(row.data),
-            )
-        });
-        return Ok(Sse::new(futures::stream::iter(events)).into_response());
-    }
-    tx.commit().await?;
-    let (tx, mut rx) = mpsc::channel::<Event>(64);
-    tokio::spawn(pump(
-        state.clone(),
-        p.org_id.clone(),
-        id,
-        after,
-        signals,
-        tx,
-    ));
-    let events =
-        futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok::<_, Infallible>)));
-    let keep_alive = Duration::from_secs(state.config.tasks.sse_keepalive_secs);
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(keep_alive))
-        .into_response())
-}
-
-/// Whether the event is a terminal status (`completed`, `failed`,
-/// `cancelled`): the last a stream sends.
-fn is_terminal_event(row: &store::tasks::Event) -> bool {
-    row.kind == "status"
-        && serde_json::from_str::<Value>(&row.data)
-            .ok()
-            .and_then(|d| {
-                d["status"]
-                    .as_str()
-                    .and_then(|s| s.parse::<TaskStatus>().ok())
-            })
-            .is_some_and(TaskStatus::is_terminal)
-}
-
-/// Reads new events from the database whenever the task is signalled (or
-/// every [`STREAM_POLL`]) and sends them, until the terminal status is
-/// sent or the client goes away.
-async fn pump(
-    state: AppState,
-    org_id: String,
-    task_id: String,
-    mut after: i64,
-    mut signals: broadcast::Receiver<Signal>,
-    out: mpsc::Sender<Event>,
-) {
-    loop {
-        let events = async {
-            let mut tx = state.db.tenant_read(&org_id).await?;
-            let rows = store::tasks::events_after(&mut tx, &org_id, &task_id, after).await?;
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(rows)
-        }
-        .await;
-        let rows = match events {
-            Ok(rows) => rows,
-            Err(e) => {
-                tracing::warn!(error = %e, task_id = %task_id, "reading task events failed");
-                Vec::new()
-            }
-        };
-        let full_page = rows.len() >= 500;
-        for row in rows {
-            after = row.seq;
-            let terminal = is_terminal_event(&row);
-            let event = Event::default()
-                .id(row.seq.to_string())
-                .event(row.kind)
-                .data(row.data);
-            if out.send(event).await.is_err() {
-                return;
-            }
-            if terminal {
-                return;
-            }
-        }
-        if full_page {
-            continue;
-        }
-        // Wait for a signal about this task, the poll interval, or the
-        // client leaving.
-        let wait = async {
-            loop {
-                match signals.recv().await {
-                    Ok(Signal::Events(id)) if id == task_id => return,
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => return,
-                    Err(broadcast::error::RecvError::Closed) => {
-                        std::future::pending::<()>().await;
-                    }
-                }
-            }
-        };
-        tokio::select! {
-            _ = wait => {}
-            _ = tokio::time::sleep(STREAM_POLL) => {}
-            _ = out.closed() => return,
-        }
-    }
+    sse::watch(state, &p.org_id, EventLog::Task, id, &headers).await
 }

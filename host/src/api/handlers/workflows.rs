@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -15,6 +15,7 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
 use crate::api::handlers::tasks::parse_time;
 use crate::api::pagination;
+use crate::api::sse::{self, EventLog};
 use crate::auth::{Principal, Role};
 use crate::money::Usd;
 use crate::state::AppState;
@@ -658,4 +659,27 @@ pub async fn retry_from_step(
     let mut view = WorkflowView::from(&wf);
     view.steps = Some(runs.iter().map(StepRunView::from).collect());
     Ok(Json(view))
+}
+
+/// Watch a workflow as Server-Sent Events: `status`, `step_started`,
+/// `step_completed`, `step_failed`, `branch_taken`, `awaiting_approval`
+/// and `decision` events, each with its number as the SSE id;
+/// `Last-Event-ID` resumes after that number. The stream ends after the
+/// terminal status; a finished workflow's stream sends what follows
+/// `Last-Event-ID` and closes, or answers 204 when nothing does.
+#[utoipa::path(get, path = "/api/workflows/{id}/stream", tag = "workflows",
+    params(("id" = String, Path, description = "Workflow id"),
+           ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event number")),
+    responses((status = 200, description = "text/event-stream of the workflow's events", content_type = "text/event-stream", body = String),
+              (status = 204, description = "The workflow is finished and no event follows Last-Event-ID"),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn stream(
+    State(state): State<AppState>,
+    p: Principal,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    p.require(Role::Viewer)?;
+    sse::watch(state, &p.org_id, EventLog::Workflow, id, &headers).await
 }
