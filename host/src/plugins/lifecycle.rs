@@ -21,7 +21,7 @@ use crate::config::RegistryConfig;
 use crate::orchestrator::dispatch::DEFAULT_ROUTER;
 use crate::orchestrator::signals::Signal;
 use crate::state::AppState;
-use crate::store::plugins::{PLATFORM, PluginRow, VersionRow};
+use crate::store::plugins::{PLATFORM, PluginRow, PluginStatus, VersionRow};
 use crate::store::{self, Tx, new_id, now_ms};
 use crate::validation::{FieldErrors, Invalid, check_destination};
 
@@ -95,9 +95,9 @@ pub enum LifecycleError {
         /// Plugin name.
         name: String,
         /// Its kind.
-        stored: String,
+        stored: PluginKind,
         /// The upload's kind.
-        uploaded: String,
+        uploaded: PluginKind,
     },
     /// The version exists (versions are immutable).
     #[error("{0}")]
@@ -208,11 +208,11 @@ pub async fn publish(
         return Err(LifecycleError::NameTaken(manifest.name.clone()));
     }
     if let Some(row) = &existing {
-        if row.kind != manifest.kind {
+        if row.kind != kind {
             return Err(LifecycleError::KindMismatch {
                 name: row.name.clone(),
-                stored: row.kind.clone(),
-                uploaded: manifest.kind.clone(),
+                stored: row.kind,
+                uploaded: kind,
             });
         }
         if let Some(v) = store::plugins::version(&mut tx, &row.id, &manifest.version).await? {
@@ -286,11 +286,11 @@ pub async fn publish(
                 org_id: owner.org_id().map(str::to_string),
                 scope: scope.clone(),
                 name: manifest.name.clone(),
-                kind: manifest.kind.clone(),
-                status: "active".into(),
+                kind,
+                status: PluginStatus::Active,
                 active_version: None,
                 previous_version: None,
-                builtin: 0,
+                builtin: false,
                 created_at: now,
                 updated_at: now,
             };
@@ -450,7 +450,7 @@ pub async fn disable(
     name: &str,
     scope: Option<Scope>,
 ) -> Result<PluginRow, LifecycleError> {
-    set_status(state, actor, name, scope, "disabled").await
+    set_status(state, actor, name, scope, PluginStatus::Disabled).await
 }
 
 /// Use the plugin again.
@@ -460,7 +460,7 @@ pub async fn enable(
     name: &str,
     scope: Option<Scope>,
 ) -> Result<PluginRow, LifecycleError> {
-    set_status(state, actor, name, scope, "active").await
+    set_status(state, actor, name, scope, PluginStatus::Active).await
 }
 
 async fn set_status(
@@ -468,25 +468,24 @@ async fn set_status(
     actor: Actor<'_>,
     name: &str,
     scope: Option<Scope>,
-    status: &str,
+    status: PluginStatus,
 ) -> Result<PluginRow, LifecycleError> {
     let mut tx = begin(state, actor.who).await?;
     let mut row = resolve(&mut tx, actor.who, name, scope).await?;
     may_manage(actor.who, &row)?;
-    if status == "disabled" && row.org_id.is_none() && row.name == DEFAULT_ROUTER {
+    if status == PluginStatus::Disabled && row.org_id.is_none() && row.name == DEFAULT_ROUTER {
         return Err(LifecycleError::DefaultRouter);
     }
     if row.status == status {
         tx.commit().await?;
         return Ok(row);
     }
-    row.status = status.to_string();
+    row.status = status;
     row.updated_at = now_ms();
     store::plugins::update_plugin(&mut tx, &row).await?;
-    let action = if status == "active" {
-        "plugin_enabled"
-    } else {
-        "plugin_disabled"
+    let action = match status {
+        PluginStatus::Active => "plugin_enabled",
+        PluginStatus::Disabled => "plugin_disabled",
     };
     audit::record(
         &mut tx,
@@ -521,7 +520,7 @@ pub async fn delete_version(
             version: version.to_string(),
         });
     }
-    if v.uploaded_by.is_none() && row.builtin != 0 {
+    if v.uploaded_by.is_none() && row.builtin {
         return Err(LifecycleError::BuiltinVersion);
     }
     store::plugins::delete_version(&mut tx, &v.id).await?;
