@@ -247,7 +247,7 @@ pub async fn publish(
     // Inspected (world, imports, code size) before compiling; compiled in
     // memory within the compile slots; written to the compile cache only
     // once the version is stored, so a refused upload leaves nothing behind.
-    let wait = Duration::from_millis(registry.compile_wait_ms);
+    let wait = registry.compile_wait;
     let staged = state
         .plugins
         .runtime()
