@@ -7,6 +7,7 @@ pub mod builtin;
 pub mod lifecycle;
 pub mod manifest;
 pub mod probe;
+pub mod provider_error;
 pub mod registry;
 pub mod stats;
 
