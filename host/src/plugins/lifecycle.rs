@@ -379,30 +379,7 @@ pub async fn activate(
     scope: Option<Scope>,
     version: &str,
 ) -> Result<PluginRow, LifecycleError> {
-    let mut tx = begin(state, actor.who).await?;
-    let mut row = resolve(&mut tx, actor.who, name, scope).await?;
-    may_manage(actor.who, &row)?;
-    let v = store::plugins::version(&mut tx, &row.id, version)
-        .await?
-        .ok_or(LifecycleError::NotFound("plugin version"))?;
-    check_activatable(&state.config.registry, &v)?;
-    if row.active_version.as_deref() == Some(version) {
-        tx.commit().await?;
-        return Ok(row);
-    }
-    switch_to(&mut row, version, now_ms());
-    store::plugins::update_plugin(&mut tx, &row).await?;
-    audit::record(
-        &mut tx,
-        actor.who,
-        actor.client,
-        "plugin_activated",
-        json!({ "plugin": row.name, "scope": scope_label(row.org_id.as_deref()), "version": version,
-                "previous_version": row.previous_version }),
-    )
-    .await?;
-    commit_live(state, tx).await?;
-    Ok(row)
+    switch_version(state, actor, name, scope, Switch::To(version)).await
 }
 
 /// Go back to the previously active version (a second rollback returns).
@@ -412,32 +389,66 @@ pub async fn rollback(
     name: &str,
     scope: Option<Scope>,
 ) -> Result<PluginRow, LifecycleError> {
+    switch_version(state, actor, name, scope, Switch::Back).await
+}
+
+/// Which version [`switch_version`] makes active.
+#[derive(Debug, Clone, Copy)]
+enum Switch<'a> {
+    /// This one (an activation; already active changes nothing).
+    To(&'a str),
+    /// The previously active one (a rollback).
+    Back,
+}
+
+/// Resolve the plugin, check the caller may manage it and the version may
+/// go live, make the version active, audit the change and make it live.
+async fn switch_version(
+    state: &AppState,
+    actor: Actor<'_>,
+    name: &str,
+    scope: Option<Scope>,
+    switch: Switch<'_>,
+) -> Result<PluginRow, LifecycleError> {
     let mut tx = begin(state, actor.who).await?;
     let mut row = resolve(&mut tx, actor.who, name, scope).await?;
     may_manage(actor.who, &row)?;
-    let Some(previous) = row.previous_version.clone() else {
-        return Err(LifecycleError::NoPreviousVersion(format!(
-            "`{name}` has no previously active version"
-        )));
+    let to = match switch {
+        Switch::To(version) => version.to_string(),
+        Switch::Back => row.previous_version.clone().ok_or_else(|| {
+            LifecycleError::NoPreviousVersion(format!("`{name}` has no previously active version"))
+        })?,
     };
-    let v = store::plugins::version(&mut tx, &row.id, &previous)
+    let v = store::plugins::version(&mut tx, &row.id, &to)
         .await?
-        .ok_or_else(|| {
-            LifecycleError::NoPreviousVersion("the previous version was deleted".into())
+        .ok_or_else(|| match switch {
+            Switch::To(_) => LifecycleError::NotFound("plugin version"),
+            Switch::Back => {
+                LifecycleError::NoPreviousVersion("the previous version was deleted".into())
+            }
         })?;
     check_activatable(&state.config.registry, &v)?;
+    if let Switch::To(version) = switch
+        && row.active_version.as_deref() == Some(version)
+    {
+        tx.commit().await?;
+        return Ok(row);
+    }
     let from = row.active_version.clone();
-    switch_to(&mut row, &previous, now_ms());
+    switch_to(&mut row, &to, now_ms());
     store::plugins::update_plugin(&mut tx, &row).await?;
-    audit::record(
-        &mut tx,
-        actor.who,
-        actor.client,
-        "plugin_rolled_back",
-        json!({ "plugin": row.name, "scope": scope_label(row.org_id.as_deref()), "from_version": from,
-                "to_version": previous }),
-    )
-    .await?;
+    let scope = scope_label(row.org_id.as_deref());
+    let (action, details) = match switch {
+        Switch::To(_) => (
+            "plugin_activated",
+            json!({ "plugin": row.name, "scope": scope, "version": to, "previous_version": from }),
+        ),
+        Switch::Back => (
+            "plugin_rolled_back",
+            json!({ "plugin": row.name, "scope": scope, "from_version": from, "to_version": to }),
+        ),
+    };
+    audit::record(&mut tx, actor.who, actor.client, action, details).await?;
     commit_live(state, tx).await?;
     Ok(row)
 }
