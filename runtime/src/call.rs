@@ -9,14 +9,13 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tracing::Instrument;
-use wasmtime::{CallHook, Store, Trap, UpdateDeadline};
+use wasmtime::{CallHook, Engine, Store, Trap, UpdateDeadline};
 
-use crate::engine::ActiveCall;
+use crate::engine::{ActiveCall, EpochTicker};
 use crate::error::{BusyShare, Limit, PluginError};
 use crate::host_memory::HostMemory;
 use crate::outbound::{Denial, OutboundHooks};
 use crate::plugin::Plugin;
-use crate::runtime::RuntimeInner;
 use crate::sandbox::{CallState, DeltaSink, LogSink, MemoryLimiter};
 use crate::shares::{Shares, Taken};
 use crate::{Limits, PluginKind};
@@ -209,7 +208,25 @@ fn call_span(plugin: &Plugin, call: u64) -> tracing::Span {
     )
 }
 
-impl RuntimeInner {
+/// What every call of a runtime runs with: the engine, the epoch ticker
+/// behind CPU-time limits, the shares of the instance pool, and the
+/// engine-wide ceilings on memory and stack.
+pub(crate) struct Calls {
+    /// The engine every store is created in.
+    pub(crate) engine: Engine,
+    /// Interrupts running guests every `epoch_tick`.
+    pub(crate) ticker: EpochTicker,
+    /// The instance pool, divided between the platform and organizations.
+    pub(crate) shares: Arc<Shares>,
+    /// Hard ceiling on one instance's linear memory.
+    pub(crate) max_memory_bytes: u64,
+    /// WebAssembly stack per call, in bytes.
+    pub(crate) max_wasm_stack: usize,
+    /// The ticker's period: the resolution of CPU-time limits.
+    pub(crate) epoch_tick: Duration,
+}
+
+impl Calls {
     /// A fresh store for one call of `plugin` under `limits`, or `Busy`
     /// when the plugin already runs its share of calls.
     pub(crate) fn prepare(
@@ -226,7 +243,7 @@ impl RuntimeInner {
             watch.id,
             limits.max_log_bytes,
         ));
-        let memory = limits.memory_bytes.min(self.config.max_memory_bytes);
+        let memory = limits.memory_bytes.min(self.max_memory_bytes);
         let state = CallState::new(
             MemoryLimiter::new(memory, watch.clone()),
             logs,
@@ -254,7 +271,7 @@ impl RuntimeInner {
         // its thread up meanwhile (it waited for the upstream) does not:
         // it was just scheduled, and a yield would only hand its task to
         // the other worker.
-        let tick = self.config.epoch_tick.max(Duration::from_micros(100));
+        let tick = self.epoch_tick.max(Duration::from_micros(100));
         let budget = limits.cpu_time.as_nanos().div_ceil(tick.as_nanos()).max(1);
         let budget = u64::try_from(budget).unwrap_or(u64::MAX);
         let cpu_max = millis(limits.cpu_time);
@@ -358,7 +375,7 @@ impl RuntimeInner {
         if state.limiter.hit {
             return PluginError::LimitExceeded {
                 limit: Limit::Memory,
-                max: limits.memory_bytes.min(self.config.max_memory_bytes),
+                max: limits.memory_bytes.min(self.max_memory_bytes),
             };
         }
         if state.logs.exceeded() {
@@ -379,7 +396,7 @@ impl RuntimeInner {
                 },
                 Trap::StackOverflow => PluginError::LimitExceeded {
                     limit: Limit::Stack,
-                    max: as_u64(self.config.max_wasm_stack),
+                    max: as_u64(self.max_wasm_stack),
                 },
                 Trap::Interrupt => PluginError::LimitExceeded {
                     limit: Limit::CpuTime,

@@ -76,8 +76,8 @@ impl Runtime {
             settings: Arc::new(call.settings),
             deltas: call.deltas,
         };
-        let inner = &self.inner;
-        let mut prepared = match inner.prepare(plugin, limits, extras) {
+        let calls = &self.inner.calls;
+        let mut prepared = match calls.prepare(plugin, limits, extras) {
             Ok(prepared) => prepared,
             Err(busy) => return CallResult::refused(busy),
         };
@@ -96,7 +96,7 @@ impl Runtime {
             answer.map_err(Failure::Call)
         };
         let outcome = run(&prepared.watch, plugin, limits, work).await;
-        inner.finish(prepared, limits, outcome)
+        calls.finish(prepared, limits, outcome)
     }
 }
 

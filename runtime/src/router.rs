@@ -21,8 +21,8 @@ impl Runtime {
         if let Err(refused) = check_input(limits, task.wire_size() + candidates.wire_size()) {
             return CallResult::refused(refused);
         }
-        let inner = &self.inner;
-        let mut prepared = match inner.prepare(plugin, limits, CallExtras::pure()) {
+        let calls = &self.inner.calls;
+        let mut prepared = match calls.prepare(plugin, limits, CallExtras::pure()) {
             Ok(prepared) => prepared,
             Err(busy) => return CallResult::refused(busy),
         };
@@ -39,6 +39,6 @@ impl Runtime {
                 .map_err(Failure::Call)
         };
         let outcome = run(&prepared.watch, plugin, limits, work).await;
-        inner.finish(prepared, limits, outcome)
+        calls.finish(prepared, limits, outcome)
     }
 }

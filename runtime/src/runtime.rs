@@ -15,7 +15,7 @@ use crate::bindings::condition::ConditionPre;
 use crate::bindings::provider::{Provider, ProviderPre};
 use crate::bindings::router::RouterPre;
 use crate::cache::{self, CompileCache};
-use crate::call::{CallExtras, Failure, WireSize, run};
+use crate::call::{CallExtras, Calls, Failure, WireSize, run};
 use crate::engine::{EpochTicker, build_engine};
 use crate::error::{LoadError, PluginError, RuntimeError};
 use crate::inspect::{self, CodeLimits, Inspection};
@@ -115,8 +115,7 @@ pub(crate) struct RuntimeInner {
     pub(crate) config: RuntimeConfig,
     cache_hits: AtomicU64,
     slots: CompileSlots,
-    pub(crate) ticker: EpochTicker,
-    pub(crate) shares: Arc<crate::shares::Shares>,
+    pub(crate) calls: Calls,
 }
 
 impl Runtime {
@@ -150,6 +149,14 @@ impl Runtime {
             config.max_instances,
             config.shares,
         ));
+        let calls = Calls {
+            engine: engine.clone(),
+            ticker,
+            shares,
+            max_memory_bytes: config.max_memory_bytes,
+            max_wasm_stack: config.max_wasm_stack,
+            epoch_tick: config.epoch_tick,
+        };
         Ok(Runtime {
             inner: Arc::new(RuntimeInner {
                 engine,
@@ -159,8 +166,7 @@ impl Runtime {
                 config,
                 cache_hits: AtomicU64::new(0),
                 slots,
-                ticker,
-                shares,
+                calls,
             }),
         })
     }
@@ -410,8 +416,8 @@ impl Runtime {
         let most = self.inner.config.info_time;
         limits.wall_time = limits.wall_time.min(most);
         limits.cpu_time = limits.cpu_time.min(most);
-        let inner = &self.inner;
-        let mut prepared = inner.prepare(plugin, &limits, CallExtras::pure())?;
+        let calls = &self.inner.calls;
+        let mut prepared = calls.prepare(plugin, &limits, CallExtras::pure())?;
         let store = &mut prepared.store;
         let work = async {
             match &plugin.inner.pre {
@@ -442,7 +448,7 @@ impl Runtime {
             }
         };
         let outcome = run(&prepared.watch, plugin, &limits, work).await;
-        inner.finish(prepared, &limits, outcome).result
+        calls.finish(prepared, &limits, outcome).result
     }
 }
 

@@ -4,8 +4,6 @@
 //! request recorded as a `gateway` task with its cost and an audit entry;
 //! and the official OpenAI Python SDK pointed at vel.
 
-use std::time::Duration;
-
 use reqwest::Method;
 use serde_json::{Value, json};
 use vel_mock_upstream::{Fault, MockUpstream, count_tokens, expected_answer};
@@ -68,24 +66,10 @@ fn events(text: &str) -> Vec<String> {
 }
 
 /// The task recorded for response id `id` (`chatcmpl-<task id>`), once the
-/// recorder has written it (the tests' servers write within ~20 ms of the
-/// request ending).
+/// recorder has written it.
 async fn recorded_task(s: &Server, token: &str, id: &str) -> Value {
     let task_id = id.strip_prefix("chatcmpl-").expect("chatcmpl- id");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = s.get(&format!("/api/tasks/{task_id}"), token).await;
-        if r.status.as_u16() == 200 {
-            return r.body;
-        }
-        assert_eq!(r.status.as_u16(), 404, "body: {}", r.body);
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gateway request {task_id} was not recorded; stderr:\n{}",
-            s.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    s.recorded_task(token, task_id).await
 }
 
 fn mini_cost(input: u64, output: u64) -> f64 {

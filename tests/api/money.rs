@@ -5,9 +5,6 @@
 //! `f64` arithmetic makes `5.000000000000001e-7`. The checks read the raw
 //! response text: parsing it as `f64` would hide the difference.
 
-use std::time::Duration;
-
-use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::support::{Backend, Server};
@@ -60,26 +57,6 @@ fn dollars(nanos: u64) -> String {
     format!("{whole}.{}", frac.trim_end_matches('0'))
 }
 
-/// The raw text of the task's event stream, read until it closes (after
-/// the terminal status).
-async fn raw_events(s: &Server, token: &str, id: &str) -> String {
-    let resp = s
-        .http
-        .get(s.url(&format!("/api/tasks/{id}/stream")))
-        .bearer_auth(token)
-        .timeout(Duration::from_secs(60))
-        .send()
-        .await
-        .expect("stream request");
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.bytes_stream();
-    let mut text = String::new();
-    while let Some(chunk) = body.next().await {
-        text.push_str(&String::from_utf8_lossy(&chunk.expect("stream chunk")));
-    }
-    text
-}
-
 /// The data line of the stream's `completed` status event.
 fn completed_event(stream: &str) -> &str {
     stream
@@ -115,7 +92,7 @@ async fn costs_are_exact_decimals(b: Backend) {
             .expect(201);
         let id = r.body["id"].as_str().unwrap().to_string();
         // The stream's `completed` event carries the run's cost.
-        let stream = raw_events(&s, &admin, &id).await;
+        let stream = s.event_stream(&admin, &id, None).await;
         let completed = completed_event(&stream);
         assert!(
             completed.contains(&format!("\"cost_usd\":{ONE_WORD}")),
@@ -171,24 +148,8 @@ async fn costs_are_exact_decimals(b: Backend) {
         .to_str()
         .unwrap()
         .to_string();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let recorded = loop {
-        let r = s
-            .http
-            .get(s.url(&format!("/api/tasks/{task_id}")))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .expect("request");
-        if r.status() == 200 {
-            break r.text().await.expect("body");
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gateway request not recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    s.recorded_task(&admin, &task_id).await;
+    let recorded = raw_get(&s, &format!("/api/tasks/{task_id}"), &admin).await;
     assert_eq!(
         occurrences(&recorded, &format!("\"cost_usd\":{ONE_WORD}")),
         2,

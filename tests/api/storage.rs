@@ -115,11 +115,15 @@ async fn no_secret_in_plain_text(b: Backend) {
 
 dual_backend_tests!(no_secret_in_plain_text);
 
-/// Agents visible to the app role within an optional tenant context.
-async fn count_agents(url: &str, org: Option<&str>) -> i64 {
+/// Rows of `table` seen over `url` as `vel_app`, with `org` as the
+/// transaction's organization and the old bypass setting switched on.
+async fn count_as_app_role(url: &str, table: &str, org: Option<&str>) -> i64 {
     let mut c = PgConnection::connect(url).await.unwrap();
     c.execute("SET ROLE vel_app").await.unwrap();
     let mut tx = c.begin().await.unwrap();
+    tx.execute("SELECT set_config('app.rls_bypass', 'on', true)")
+        .await
+        .unwrap();
     if let Some(org) = org {
         sqlx::query("SELECT set_config('app.org_id', $1, true)")
             .bind(org)
@@ -127,7 +131,7 @@ async fn count_agents(url: &str, org: Option<&str>) -> i64 {
             .await
             .unwrap();
     }
-    sqlx::query_scalar("SELECT COUNT(*) FROM agents")
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
         .fetch_one(&mut *tx)
         .await
         .unwrap()
@@ -157,17 +161,17 @@ async fn row_level_security_confines_the_app_role_postgres() {
         .unwrap();
     assert_eq!(n, 1);
     assert_eq!(
-        count_agents(&s.database_url, None).await,
+        count_as_app_role(&s.database_url, "agents", None).await,
         0,
         "no tenant context: nothing visible"
     );
     assert_eq!(
-        count_agents(&s.database_url, Some(&org_b)).await,
+        count_as_app_role(&s.database_url, "agents", Some(&org_b)).await,
         0,
         "other tenant: nothing visible"
     );
     assert_eq!(
-        count_agents(&s.database_url, Some(&org_a)).await,
+        count_as_app_role(&s.database_url, "agents", Some(&org_a)).await,
         1,
         "own tenant: visible"
     );
@@ -190,29 +194,15 @@ async fn row_level_security_confines_the_app_role_postgres() {
     assert!(denied.is_err(), "RLS let a row into another tenant");
 }
 
-/// Rows of `table` the tenant login sees, as `vel_app`, with `org` as the
-/// transaction's organization and the old bypass setting switched on.
+/// The database URL of the login tenant work uses (`VEL_TENANT_DATABASE_URL`).
+fn tenant_login_url(s: &Server) -> String {
+    s.database_url
+        .replace("postgres@", &format!("{}@", crate::support::TENANT_LOGIN))
+}
+
+/// Rows of `table` the tenant login sees (see [`count_as_app_role`]).
 async fn seen_by_tenant_login(s: &Server, table: &str, org: Option<&str>) -> i64 {
-    let url = s
-        .database_url
-        .replace("postgres@", &format!("{}@", crate::support::TENANT_LOGIN));
-    let mut c = PgConnection::connect(&url).await.unwrap();
-    c.execute("SET ROLE vel_app").await.unwrap();
-    let mut tx = c.begin().await.unwrap();
-    tx.execute("SELECT set_config('app.rls_bypass', 'on', true)")
-        .await
-        .unwrap();
-    if let Some(org) = org {
-        sqlx::query("SELECT set_config('app.org_id', $1, true)")
-            .bind(org)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-    }
-    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap()
+    count_as_app_role(&tenant_login_url(s), table, org).await
 }
 
 /// Rows of `table` the owner sees.
@@ -267,10 +257,7 @@ async fn the_tenant_login_cannot_cross_tenants_postgres() {
         .expect(401);
 
     // The login is not a member of the platform role.
-    let url = s
-        .database_url
-        .replace("postgres@", &format!("{}@", crate::support::TENANT_LOGIN));
-    let mut c = PgConnection::connect(&url).await.unwrap();
+    let mut c = PgConnection::connect(&tenant_login_url(&s)).await.unwrap();
     let refused = c.execute("SET ROLE vel_platform").await;
     assert!(refused.is_err(), "the tenant login became vel_platform");
 

@@ -48,46 +48,28 @@ struct Sse {
 /// Read the task's event stream until it closes (after the terminal
 /// status); `after` is sent as `Last-Event-ID`.
 async fn events(s: &Server, token: &str, id: &str, after: Option<i64>) -> Vec<Sse> {
-    let mut req = s
-        .http
-        .get(s.url(&format!("/api/tasks/{id}/stream")))
-        .bearer_auth(token)
-        .timeout(Duration::from_secs(60));
-    if let Some(after) = after {
-        req = req.header("Last-Event-ID", after.to_string());
-    }
-    let resp = req.send().await.expect("stream request");
-    assert_eq!(resp.status(), 200);
-    assert!(
-        resp.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/event-stream")
-    );
-    let mut body = resp.bytes_stream();
-    let mut buf = String::new();
+    let text = s.event_stream(token, id, after).await;
     let mut out = Vec::new();
-    while let Some(chunk) = body.next().await {
-        buf.push_str(&String::from_utf8_lossy(&chunk.expect("stream chunk")));
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            let (mut ev, mut data, mut eid) = (String::new(), String::new(), None);
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    ev = v.trim().to_string();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                } else if let Some(v) = line.strip_prefix("id:") {
-                    eid = v.trim().parse().ok();
-                }
+    let mut rest = text.as_str();
+    while let Some(end) = rest.find("\n\n") {
+        let (block, next) = rest.split_at(end + 2);
+        rest = next;
+        let (mut ev, mut data, mut eid) = (String::new(), String::new(), None);
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("event:") {
+                ev = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            } else if let Some(v) = line.strip_prefix("id:") {
+                eid = v.trim().parse().ok();
             }
-            if let Some(id) = eid {
-                out.push(Sse {
-                    id,
-                    event: ev,
-                    data: serde_json::from_str(&data).unwrap_or(Value::Null),
-                });
-            }
+        }
+        if let Some(id) = eid {
+            out.push(Sse {
+                id,
+                event: ev,
+                data: serde_json::from_str(&data).unwrap_or(Value::Null),
+            });
         }
     }
     out

@@ -439,6 +439,49 @@ impl Server {
         self.call(Method::DELETE, path, Some(token), None).await
     }
 
+    /// The raw text of task `id`'s event stream, read until it closes
+    /// (after the terminal status): a finished task's whole history.
+    /// `after` is sent as `Last-Event-ID`.
+    pub(crate) async fn event_stream(&self, token: &str, id: &str, after: Option<i64>) -> String {
+        let mut req = self
+            .http
+            .get(self.url(&format!("/api/tasks/{id}/stream")))
+            .bearer_auth(token)
+            .timeout(Duration::from_secs(60));
+        if let Some(after) = after {
+            req = req.header("Last-Event-ID", after.to_string());
+        }
+        let resp = req.send().await.expect("stream request");
+        assert_eq!(resp.status(), 200);
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
+        resp.text().await.expect("stream body")
+    }
+
+    /// Task `id` once it is recorded: a gateway request's task is written by
+    /// the usage recorder after the request ends (the tests' servers write
+    /// within ~20 ms); polled for up to 10 s.
+    pub(crate) async fn recorded_task(&self, token: &str, id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = self.get(&format!("/api/tasks/{id}"), token).await;
+            if r.status.as_u16() == 200 {
+                return r.body;
+            }
+            assert_eq!(r.status.as_u16(), 404, "body: {}", r.body);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gateway request {id} was not recorded; stderr:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Log in; returns the whole token response.
     pub(crate) async fn login_resp(&self, email: &str, password: &str) -> Resp {
         self.call(

@@ -1,6 +1,8 @@
 //! Access tokens: JWT HS256 carrying user, organization and roles, with a
 //! unique `jti` so a single token can be revoked.
 
+use std::time::Duration;
+
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -55,12 +57,12 @@ pub enum TokenError {
 }
 
 impl JwtKeys {
-    /// Keys from the derived 32-byte secret.
-    pub fn new(secret: &[u8], ttl_secs: u64) -> JwtKeys {
+    /// Keys from the derived 32-byte secret; tokens live for `ttl`.
+    pub fn new(secret: &[u8], ttl: Duration) -> JwtKeys {
         JwtKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
-            ttl_secs: i64::try_from(ttl_secs).unwrap_or(i64::MAX / 2),
+            ttl_secs: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2),
         }
     }
 
@@ -105,13 +107,13 @@ mod tests {
 
     #[test]
     fn issue_and_verify() {
-        let keys = JwtKeys::new(&[1; 32], 3600);
+        let keys = JwtKeys::new(&[1; 32], Duration::from_secs(3600));
         let (token, claims) = keys.issue("u", "o", vec!["viewer".into()], 3).unwrap();
         let back = keys.verify(&token).unwrap();
         assert_eq!(back.jti, claims.jti);
         assert_eq!(back.roles, vec!["viewer".to_string()]);
         assert_eq!(back.ep, 3);
-        let other = JwtKeys::new(&[2; 32], 3600);
+        let other = JwtKeys::new(&[2; 32], Duration::from_secs(3600));
         assert!(other.verify(&token).is_err());
         assert!(keys.verify("not.a.token").is_err());
     }

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::Deserialize;
 use vel_runtime::AllowPrivate;
@@ -56,8 +57,8 @@ pub struct Config {
     pub db_max_connections: u32,
     /// Largest accepted request body in bytes (`VEL_MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
-    /// Lifetime of issued access tokens in seconds (`VEL_TOKEN_TTL_SECS`).
-    pub token_ttl_secs: u64,
+    /// Lifetime of issued access tokens (`VEL_TOKEN_TTL_SECS`, in seconds).
+    pub token_ttl: Duration,
     /// Login attempts allowed per minute per IP and per email (`VEL_LOGIN_ATTEMPTS_PER_MINUTE`).
     pub login_attempts_per_minute: u32,
     /// Argon2id memory cost in KiB (`VEL_ARGON2_MEMORY_KIB`).
@@ -75,8 +76,8 @@ pub struct Config {
     /// How many proxies in front of vel append to `X-Forwarded-For`: the
     /// client is the entry this many from the right (`VEL_TRUSTED_PROXY_HOPS`).
     pub trusted_proxy_hops: u32,
-    /// Timeout of each health check in milliseconds (`VEL_HEALTH_TIMEOUT_MS`).
-    pub health_timeout_ms: u64,
+    /// Timeout of each health check (`VEL_HEALTH_TIMEOUT_MS`, in milliseconds).
+    pub health_timeout: Duration,
     /// Directory of the plugin runtime's compiled-component cache
     /// (`VEL_PLUGIN_CACHE_DIR`, default `$VEL_DATA_DIR/plugin-cache`): with a
     /// warm cache the built-in plugins load without recompiling.
@@ -108,13 +109,13 @@ pub struct ConnectionConfig {
     /// Longest a client may take to send a request's head, counted from
     /// the connection's accept for its first request and from the first
     /// byte for later ones (`VEL_HEADER_READ_TIMEOUT_MS`, default 10,000).
-    pub header_read_timeout_ms: u64,
+    pub header_read_timeout: Duration,
     /// Longest a connection may wait without a request in progress before
     /// it is closed (`VEL_KEEPALIVE_TIMEOUT_MS`, default 60,000).
-    pub keepalive_timeout_ms: u64,
+    pub keepalive_timeout: Duration,
     /// Longest a request's body may take to arrive once its head has
     /// (`VEL_BODY_READ_TIMEOUT_MS`, default 30,000); then 408.
-    pub body_read_timeout_ms: u64,
+    pub body_read_timeout: Duration,
     /// Most client connections open at once (`VEL_MAX_CONNECTIONS`); when
     /// absent, derived from the open-file limit at start.
     pub max_connections: Option<u32>,
@@ -132,16 +133,16 @@ pub struct RegistryConfig {
     pub trusted_keys: Vec<[u8; 32]>,
     /// How often each instance re-reads the active set even without a
     /// change signal (`VEL_PLUGIN_RECONCILE_MS`, default 5,000).
-    pub reconcile_ms: u64,
+    pub reconcile_interval: Duration,
     /// Compilations this instance runs at once (`VEL_PLUGIN_COMPILE_SLOTS`,
     /// default 2); an organization's uploads compile one at a time besides.
     pub compile_slots: usize,
     /// Longest one compilation is waited for (`VEL_PLUGIN_COMPILE_TIMEOUT_MS`,
     /// default 60,000); a longer one is abandoned.
-    pub compile_timeout_ms: u64,
+    pub compile_timeout: Duration,
     /// Longest an upload waits for a compile slot before a 429
     /// (`VEL_PLUGIN_COMPILE_WAIT_MS`, default 10,000).
-    pub compile_wait_ms: u64,
+    pub compile_wait: Duration,
     /// Largest total of an upload's function bodies
     /// (`VEL_PLUGIN_MAX_CODE_BYTES`, default 4 MiB).
     pub max_code_bytes: usize,
@@ -154,7 +155,7 @@ pub struct RegistryConfig {
     pub org_quota_bytes: u64,
     /// Longest a plugin's `info()` may take when it is loaded, at upload and
     /// at start-up (`VEL_PLUGIN_INFO_TIMEOUT_MS`, default 2,000).
-    pub info_timeout_ms: u64,
+    pub info_timeout: Duration,
     /// Plugin instances one organization's plugins may hold at once, all
     /// of them together (`VEL_PLUGIN_ORG_SHARE`, default 125 of the
     /// pool's 1,000); a call beyond it gets 429 `plugin_busy`.
@@ -191,19 +192,19 @@ impl RegistryConfig {
         check("VEL_PLUGIN_COMPILE_SLOTS", size(self.compile_slots), 1, 64)?;
         check(
             "VEL_PLUGIN_COMPILE_TIMEOUT_MS",
-            self.compile_timeout_ms,
+            millis(self.compile_timeout),
             100,
             3_600_000,
         )?;
         check(
             "VEL_PLUGIN_INFO_TIMEOUT_MS",
-            self.info_timeout_ms,
+            millis(self.info_timeout),
             10,
             60_000,
         )?;
         check(
             "VEL_PLUGIN_COMPILE_WAIT_MS",
-            self.compile_wait_ms,
+            millis(self.compile_wait),
             0,
             600_000,
         )?;
@@ -373,6 +374,17 @@ impl Sources<'_> {
         }
     }
 
+    /// Like [`Sources::get`] for a setting in milliseconds.
+    fn millis(
+        &self,
+        env_name: &str,
+        file: Option<u64>,
+        default_ms: u64,
+    ) -> Result<Duration, ConfigError> {
+        self.get(env_name, file, default_ms)
+            .map(Duration::from_millis)
+    }
+
     /// Like [`Sources::get`] for a setting without a default.
     fn get_parsed_opt<T>(&self, env_name: &str, file: Option<T>) -> Result<Option<T>, ConfigError>
     where
@@ -466,7 +478,9 @@ impl Config {
             admin_password: src.get_opt("VEL_ADMIN_PASSWORD", file.admin_password),
             db_max_connections: src.get("VEL_DB_MAX_CONNECTIONS", file.db_max_connections, 10)?,
             max_body_bytes: src.get("VEL_MAX_BODY_BYTES", file.max_body_bytes, 1024 * 1024)?,
-            token_ttl_secs: src.get("VEL_TOKEN_TTL_SECS", file.token_ttl_secs, 24 * 3600)?,
+            token_ttl: src
+                .get("VEL_TOKEN_TTL_SECS", file.token_ttl_secs, 24 * 3600)
+                .map(Duration::from_secs)?,
             login_attempts_per_minute: src.get(
                 "VEL_LOGIN_ATTEMPTS_PER_MINUTE",
                 file.login_attempts_per_minute,
@@ -491,7 +505,7 @@ impl Config {
                     || "x-forwarded-for".to_string(),
                     |h| h.trim().to_ascii_lowercase(),
                 ),
-            health_timeout_ms: src.get("VEL_HEALTH_TIMEOUT_MS", file.health_timeout_ms, 500)?,
+            health_timeout: src.millis("VEL_HEALTH_TIMEOUT_MS", file.health_timeout_ms, 500)?,
             plugin_cache_dir: src
                 .get_opt("VEL_PLUGIN_CACHE_DIR", file.plugin_cache_dir)
                 .map(PathBuf::from)
@@ -552,18 +566,18 @@ impl Config {
                     &src.get_opt("VEL_PLUGIN_TRUSTED_KEYS", file.plugin_trusted_keys)
                         .unwrap_or_default(),
                 )?,
-                reconcile_ms: src.get(
+                reconcile_interval: src.millis(
                     "VEL_PLUGIN_RECONCILE_MS",
                     file.plugin_reconcile_ms,
                     5_000,
                 )?,
                 compile_slots: src.get("VEL_PLUGIN_COMPILE_SLOTS", file.plugin_compile_slots, 2)?,
-                compile_timeout_ms: src.get(
+                compile_timeout: src.millis(
                     "VEL_PLUGIN_COMPILE_TIMEOUT_MS",
                     file.plugin_compile_timeout_ms,
                     60_000,
                 )?,
-                compile_wait_ms: src.get(
+                compile_wait: src.millis(
                     "VEL_PLUGIN_COMPILE_WAIT_MS",
                     file.plugin_compile_wait_ms,
                     10_000,
@@ -583,7 +597,7 @@ impl Config {
                     file.plugin_org_quota_bytes,
                     100 * 1024 * 1024,
                 )?,
-                info_timeout_ms: src.get(
+                info_timeout: src.millis(
                     "VEL_PLUGIN_INFO_TIMEOUT_MS",
                     file.plugin_info_timeout_ms,
                     2_000,
@@ -596,17 +610,17 @@ impl Config {
                 )?,
             },
             connections: ConnectionConfig {
-                header_read_timeout_ms: src.get(
+                header_read_timeout: src.millis(
                     "VEL_HEADER_READ_TIMEOUT_MS",
                     file.header_read_timeout_ms,
                     10_000,
                 )?,
-                keepalive_timeout_ms: src.get(
+                keepalive_timeout: src.millis(
                     "VEL_KEEPALIVE_TIMEOUT_MS",
                     file.keepalive_timeout_ms,
                     60_000,
                 )?,
-                body_read_timeout_ms: src.get(
+                body_read_timeout: src.millis(
                     "VEL_BODY_READ_TIMEOUT_MS",
                     file.body_read_timeout_ms,
                     30_000,
@@ -646,10 +660,10 @@ impl Config {
                 "must be at least 1024",
             ));
         }
-        if self.token_ttl_secs < 60 {
+        if self.token_ttl.as_secs() < 60 {
             return Err(bad(
                 "VEL_TOKEN_TTL_SECS",
-                self.token_ttl_secs.to_string(),
+                self.token_ttl.as_secs().to_string(),
                 "must be at least 60",
             ));
         }
@@ -660,7 +674,10 @@ impl Config {
             ),
             ("VEL_TASK_POLL_MS", self.tasks.poll_ms),
             ("VEL_SSE_KEEPALIVE_SECS", self.tasks.sse_keepalive_secs),
-            ("VEL_PLUGIN_RECONCILE_MS", self.registry.reconcile_ms),
+            (
+                "VEL_PLUGIN_RECONCILE_MS",
+                millis(self.registry.reconcile_interval),
+            ),
             ("VEL_USAGE_BATCH", u64::from(self.tasks.usage_batch)),
         ] {
             if value == 0 {
@@ -719,17 +736,18 @@ impl Config {
         for (name, value) in [
             (
                 "VEL_HEADER_READ_TIMEOUT_MS",
-                self.connections.header_read_timeout_ms,
+                self.connections.header_read_timeout,
             ),
             (
                 "VEL_KEEPALIVE_TIMEOUT_MS",
-                self.connections.keepalive_timeout_ms,
+                self.connections.keepalive_timeout,
             ),
             (
                 "VEL_BODY_READ_TIMEOUT_MS",
-                self.connections.body_read_timeout_ms,
+                self.connections.body_read_timeout,
             ),
         ] {
+            let value = millis(value);
             if !(CONNECTION_TIMEOUT_MIN_MS..=CONNECTION_TIMEOUT_MAX_MS).contains(&value) {
                 return Err(bad(
                     name,
@@ -788,6 +806,11 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A duration in whole milliseconds, as the `*_MS` settings write it.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -918,9 +941,9 @@ mod tests {
         assert_eq!(
             c,
             ConnectionConfig {
-                header_read_timeout_ms: 10_000,
-                keepalive_timeout_ms: 60_000,
-                body_read_timeout_ms: 30_000,
+                header_read_timeout: Duration::from_millis(10_000),
+                keepalive_timeout: Duration::from_millis(60_000),
+                body_read_timeout: Duration::from_millis(30_000),
                 max_connections: None,
             }
         );
@@ -934,9 +957,9 @@ mod tests {
         .connections;
         assert_eq!(
             (
-                c.header_read_timeout_ms,
-                c.keepalive_timeout_ms,
-                c.body_read_timeout_ms,
+                millis(c.header_read_timeout),
+                millis(c.keepalive_timeout),
+                millis(c.body_read_timeout),
                 c.max_connections
             ),
             (100, 3_600_000, 250, Some(1))
@@ -972,9 +995,9 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(
             (
-                c.header_read_timeout_ms,
-                c.keepalive_timeout_ms,
-                c.body_read_timeout_ms,
+                millis(c.header_read_timeout),
+                millis(c.keepalive_timeout),
+                millis(c.body_read_timeout),
                 c.max_connections
             ),
             (2000, 5000, 7000, Some(64))
@@ -985,7 +1008,7 @@ mod tests {
     fn plugin_compile_settings_are_range_checked() {
         let c = load(&[]).unwrap();
         assert_eq!(c.registry.compile_slots, 2);
-        assert_eq!(c.registry.compile_timeout_ms, 60_000);
+        assert_eq!(c.registry.compile_timeout, Duration::from_millis(60_000));
         assert_eq!(c.registry.org_quota_bytes, 100 * 1024 * 1024);
         assert!(c.registry.max_function_bytes <= c.registry.max_code_bytes);
         for (name, value) in [
@@ -1017,7 +1040,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.registry.compile_slots, 1);
-        assert_eq!(c.registry.compile_wait_ms, 0);
+        assert_eq!(c.registry.compile_wait, Duration::ZERO);
         assert_eq!(c.registry.org_quota_bytes, 0);
     }
 

@@ -125,7 +125,7 @@ pub async fn health(
     State(state): State<AppState>,
     caller: Result<Principal, ApiError>,
 ) -> (StatusCode, Json<Health>) {
-    let timeout = Duration::from_millis(state.config.health_timeout_ms);
+    let timeout = state.config.health_timeout;
     let db = state.db.clone();
     let database = timed(timeout, async move { db.ping().await.map(|()| None) });
     let plugins = &state.plugins;

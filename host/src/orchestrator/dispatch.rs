@@ -32,7 +32,9 @@ use crate::agents::named_by;
 use crate::expiring_cache::ExpiringCache;
 use crate::money::Money;
 use crate::plugins::Plugins;
+use crate::plugins::provider_error;
 use crate::plugins::registry::Deployed;
+use crate::plugins::stats::error_kind as plugin_error_kind;
 use crate::secrets::MasterKey;
 use crate::store::{Db, now_ms, tasks::Attempt};
 
@@ -159,7 +161,7 @@ impl DispatchKind {
         }
     }
 
-    /// The kind a terminal provider error (see [`classify_provider_error`])
+    /// The kind a terminal provider error (named by [`provider_error::kind`])
     /// ends the run with.
     pub fn terminal(provider_kind: &str) -> DispatchKind {
         if provider_kind == DispatchKind::ContentFiltered.as_str() {
@@ -703,37 +705,21 @@ impl Inner {
 }
 
 /// A provider's typed error as (kind, message, retry class).
-pub fn classify_provider_error(e: ProviderError) -> (&'static str, String, FailureClass) {
-    match e {
-        ProviderError::RateLimited(after) => (
-            "rate_limited",
-            match after {
-                Some(ms) => format!("the provider is throttling requests (retry after {ms} ms)"),
-                None => "the provider is throttling requests".into(),
-            },
-            FailureClass::RateLimited {
-                retry_after: after.map(|ms| Duration::from_millis(u64::from(ms))),
-            },
-        ),
-        ProviderError::Unavailable(m) => ("unavailable", m, FailureClass::Unavailable),
-        ProviderError::Timeout => (
-            "timeout",
-            "the provider did not answer in time".into(),
-            FailureClass::Timeout,
-        ),
-        ProviderError::InvalidRequest(m) => (
-            DispatchKind::InvalidRequest.as_str(),
-            m,
-            FailureClass::Terminal,
-        ),
-        ProviderError::Auth(m) => ("auth", m, FailureClass::Auth),
-        ProviderError::ContentFiltered(m) => (
-            DispatchKind::ContentFiltered.as_str(),
-            m,
-            FailureClass::Terminal,
-        ),
-        ProviderError::Other(m) => ("other", m, FailureClass::Other),
-    }
+fn classify_provider_error(e: ProviderError) -> (&'static str, String, FailureClass) {
+    let class = match &e {
+        ProviderError::RateLimited(after) => FailureClass::RateLimited {
+            retry_after: after.map(|ms| Duration::from_millis(u64::from(ms))),
+        },
+        ProviderError::Unavailable(_) => FailureClass::Unavailable,
+        ProviderError::Timeout => FailureClass::Timeout,
+        ProviderError::InvalidRequest(_) | ProviderError::ContentFiltered(_) => {
+            FailureClass::Terminal
+        }
+        ProviderError::Auth(_) => FailureClass::Auth,
+        ProviderError::Other(_) => FailureClass::Other,
+    };
+    let (kind, message) = provider_error::describe(e);
+    (kind, message, class)
 }
 
 /// The kind of a provider's own error, for its statistics.
@@ -741,15 +727,7 @@ fn guest_provider_error(
     call: &vel_runtime::CallResult<Result<CompletionResponse, ProviderError>>,
 ) -> Option<&'static str> {
     match &call.result {
-        Ok(Err(e)) => Some(match e {
-            ProviderError::RateLimited(_) => "rate_limited",
-            ProviderError::Unavailable(_) => "unavailable",
-            ProviderError::Timeout => "timeout",
-            ProviderError::InvalidRequest(_) => "invalid_request",
-            ProviderError::Auth(_) => "auth",
-            ProviderError::ContentFiltered(_) => "content_filtered",
-            ProviderError::Other(_) => "other",
-        }),
+        Ok(Err(e)) => Some(provider_error::kind(e)),
         _ => None,
     }
 }
@@ -764,9 +742,6 @@ fn guest_route_error(
         _ => None,
     }
 }
-
-/// A sandbox error's kind name.
-pub use crate::plugins::stats::error_kind as plugin_error_kind;
 
 /// A provider's text with any NUL character replaced by U+FFFD: stored
 /// text holds no NUL on either database (PostgreSQL's cannot), and an
@@ -863,5 +838,24 @@ mod tests {
         keep_offered_once(&mut plan, &many);
         assert_eq!(plan.len(), MAX_PLAN_STEPS);
         assert_eq!(plan[0], step("p", "m0"));
+    }
+
+    #[test]
+    fn a_terminal_provider_error_ends_the_run_with_its_own_kind() {
+        for (error, kind) in [
+            (
+                ProviderError::ContentFiltered("no".into()),
+                DispatchKind::ContentFiltered,
+            ),
+            (
+                ProviderError::InvalidRequest("bad".into()),
+                DispatchKind::InvalidRequest,
+            ),
+        ] {
+            let (name, _, class) = classify_provider_error(error);
+            assert_eq!(class, FailureClass::Terminal);
+            assert_eq!(DispatchKind::terminal(name), kind);
+            assert_eq!(name, kind.as_str());
+        }
     }
 }

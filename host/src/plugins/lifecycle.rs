@@ -21,7 +21,7 @@ use crate::config::RegistryConfig;
 use crate::orchestrator::dispatch::DEFAULT_ROUTER;
 use crate::orchestrator::signals::Signal;
 use crate::state::AppState;
-use crate::store::plugins::{PLATFORM, PluginRow, VersionRow};
+use crate::store::plugins::{PLATFORM, PluginRow, PluginStatus, VersionRow};
 use crate::store::{self, Tx, new_id, now_ms};
 use crate::validation::{FieldErrors, Invalid, check_destination};
 
@@ -95,9 +95,9 @@ pub enum LifecycleError {
         /// Plugin name.
         name: String,
         /// Its kind.
-        stored: String,
+        stored: PluginKind,
         /// The upload's kind.
-        uploaded: String,
+        uploaded: PluginKind,
     },
     /// The version exists (versions are immutable).
     #[error("{0}")]
@@ -208,11 +208,11 @@ pub async fn publish(
         return Err(LifecycleError::NameTaken(manifest.name.clone()));
     }
     if let Some(row) = &existing {
-        if row.kind != manifest.kind {
+        if row.kind != kind {
             return Err(LifecycleError::KindMismatch {
                 name: row.name.clone(),
-                stored: row.kind.clone(),
-                uploaded: manifest.kind.clone(),
+                stored: row.kind,
+                uploaded: kind,
             });
         }
         if let Some(v) = store::plugins::version(&mut tx, &row.id, &manifest.version).await? {
@@ -247,7 +247,7 @@ pub async fn publish(
     // Inspected (world, imports, code size) before compiling; compiled in
     // memory within the compile slots; written to the compile cache only
     // once the version is stored, so a refused upload leaves nothing behind.
-    let wait = Duration::from_millis(registry.compile_wait_ms);
+    let wait = registry.compile_wait;
     let staged = state
         .plugins
         .runtime()
@@ -286,11 +286,11 @@ pub async fn publish(
                 org_id: owner.org_id().map(str::to_string),
                 scope: scope.clone(),
                 name: manifest.name.clone(),
-                kind: manifest.kind.clone(),
-                status: "active".into(),
+                kind,
+                status: PluginStatus::Active,
                 active_version: None,
                 previous_version: None,
-                builtin: 0,
+                builtin: false,
                 created_at: now,
                 updated_at: now,
             };
@@ -379,30 +379,7 @@ pub async fn activate(
     scope: Option<Scope>,
     version: &str,
 ) -> Result<PluginRow, LifecycleError> {
-    let mut tx = begin(state, actor.who).await?;
-    let mut row = resolve(&mut tx, actor.who, name, scope).await?;
-    may_manage(actor.who, &row)?;
-    let v = store::plugins::version(&mut tx, &row.id, version)
-        .await?
-        .ok_or(LifecycleError::NotFound("plugin version"))?;
-    check_activatable(&state.config.registry, &v)?;
-    if row.active_version.as_deref() == Some(version) {
-        tx.commit().await?;
-        return Ok(row);
-    }
-    switch_to(&mut row, version, now_ms());
-    store::plugins::update_plugin(&mut tx, &row).await?;
-    audit::record(
-        &mut tx,
-        actor.who,
-        actor.client,
-        "plugin_activated",
-        json!({ "plugin": row.name, "scope": scope_label(row.org_id.as_deref()), "version": version,
-                "previous_version": row.previous_version }),
-    )
-    .await?;
-    commit_live(state, tx).await?;
-    Ok(row)
+    switch_version(state, actor, name, scope, Switch::To(version)).await
 }
 
 /// Go back to the previously active version (a second rollback returns).
@@ -412,32 +389,66 @@ pub async fn rollback(
     name: &str,
     scope: Option<Scope>,
 ) -> Result<PluginRow, LifecycleError> {
+    switch_version(state, actor, name, scope, Switch::Back).await
+}
+
+/// Which version [`switch_version`] makes active.
+#[derive(Debug, Clone, Copy)]
+enum Switch<'a> {
+    /// This one (an activation; already active changes nothing).
+    To(&'a str),
+    /// The previously active one (a rollback).
+    Back,
+}
+
+/// Resolve the plugin, check the caller may manage it and the version may
+/// go live, make the version active, audit the change and make it live.
+async fn switch_version(
+    state: &AppState,
+    actor: Actor<'_>,
+    name: &str,
+    scope: Option<Scope>,
+    switch: Switch<'_>,
+) -> Result<PluginRow, LifecycleError> {
     let mut tx = begin(state, actor.who).await?;
     let mut row = resolve(&mut tx, actor.who, name, scope).await?;
     may_manage(actor.who, &row)?;
-    let Some(previous) = row.previous_version.clone() else {
-        return Err(LifecycleError::NoPreviousVersion(format!(
-            "`{name}` has no previously active version"
-        )));
+    let to = match switch {
+        Switch::To(version) => version.to_string(),
+        Switch::Back => row.previous_version.clone().ok_or_else(|| {
+            LifecycleError::NoPreviousVersion(format!("`{name}` has no previously active version"))
+        })?,
     };
-    let v = store::plugins::version(&mut tx, &row.id, &previous)
+    let v = store::plugins::version(&mut tx, &row.id, &to)
         .await?
-        .ok_or_else(|| {
-            LifecycleError::NoPreviousVersion("the previous version was deleted".into())
+        .ok_or_else(|| match switch {
+            Switch::To(_) => LifecycleError::NotFound("plugin version"),
+            Switch::Back => {
+                LifecycleError::NoPreviousVersion("the previous version was deleted".into())
+            }
         })?;
     check_activatable(&state.config.registry, &v)?;
+    if let Switch::To(version) = switch
+        && row.active_version.as_deref() == Some(version)
+    {
+        tx.commit().await?;
+        return Ok(row);
+    }
     let from = row.active_version.clone();
-    switch_to(&mut row, &previous, now_ms());
+    switch_to(&mut row, &to, now_ms());
     store::plugins::update_plugin(&mut tx, &row).await?;
-    audit::record(
-        &mut tx,
-        actor.who,
-        actor.client,
-        "plugin_rolled_back",
-        json!({ "plugin": row.name, "scope": scope_label(row.org_id.as_deref()), "from_version": from,
-                "to_version": previous }),
-    )
-    .await?;
+    let scope = scope_label(row.org_id.as_deref());
+    let (action, details) = match switch {
+        Switch::To(_) => (
+            "plugin_activated",
+            json!({ "plugin": row.name, "scope": scope, "version": to, "previous_version": from }),
+        ),
+        Switch::Back => (
+            "plugin_rolled_back",
+            json!({ "plugin": row.name, "scope": scope, "from_version": from, "to_version": to }),
+        ),
+    };
+    audit::record(&mut tx, actor.who, actor.client, action, details).await?;
     commit_live(state, tx).await?;
     Ok(row)
 }
@@ -450,7 +461,7 @@ pub async fn disable(
     name: &str,
     scope: Option<Scope>,
 ) -> Result<PluginRow, LifecycleError> {
-    set_status(state, actor, name, scope, "disabled").await
+    set_status(state, actor, name, scope, PluginStatus::Disabled).await
 }
 
 /// Use the plugin again.
@@ -460,7 +471,7 @@ pub async fn enable(
     name: &str,
     scope: Option<Scope>,
 ) -> Result<PluginRow, LifecycleError> {
-    set_status(state, actor, name, scope, "active").await
+    set_status(state, actor, name, scope, PluginStatus::Active).await
 }
 
 async fn set_status(
@@ -468,25 +479,24 @@ async fn set_status(
     actor: Actor<'_>,
     name: &str,
     scope: Option<Scope>,
-    status: &str,
+    status: PluginStatus,
 ) -> Result<PluginRow, LifecycleError> {
     let mut tx = begin(state, actor.who).await?;
     let mut row = resolve(&mut tx, actor.who, name, scope).await?;
     may_manage(actor.who, &row)?;
-    if status == "disabled" && row.org_id.is_none() && row.name == DEFAULT_ROUTER {
+    if status == PluginStatus::Disabled && row.org_id.is_none() && row.name == DEFAULT_ROUTER {
         return Err(LifecycleError::DefaultRouter);
     }
     if row.status == status {
         tx.commit().await?;
         return Ok(row);
     }
-    row.status = status.to_string();
+    row.status = status;
     row.updated_at = now_ms();
     store::plugins::update_plugin(&mut tx, &row).await?;
-    let action = if status == "active" {
-        "plugin_enabled"
-    } else {
-        "plugin_disabled"
+    let action = match status {
+        PluginStatus::Active => "plugin_enabled",
+        PluginStatus::Disabled => "plugin_disabled",
     };
     audit::record(
         &mut tx,
@@ -521,7 +531,7 @@ pub async fn delete_version(
             version: version.to_string(),
         });
     }
-    if v.uploaded_by.is_none() && row.builtin != 0 {
+    if v.uploaded_by.is_none() && row.builtin {
         return Err(LifecycleError::BuiltinVersion);
     }
     store::plugins::delete_version(&mut tx, &v.id).await?;

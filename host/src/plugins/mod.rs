@@ -7,6 +7,7 @@ pub mod builtin;
 pub mod lifecycle;
 pub mod manifest;
 pub mod probe;
+pub mod provider_error;
 pub mod registry;
 pub mod stats;
 
@@ -63,13 +64,13 @@ impl Plugins {
             },
             compile: CompileConfig {
                 slots: registry.compile_slots,
-                timeout: Duration::from_millis(registry.compile_timeout_ms),
+                timeout: registry.compile_timeout,
                 code: CodeLimits {
                     max_code_bytes: registry.max_code_bytes,
                     max_function_bytes: registry.max_function_bytes,
                 },
             },
-            info_time: Duration::from_millis(registry.info_timeout_ms),
+            info_time: registry.info_timeout,
             shares: ShareConfig {
                 platform_reserve: registry.platform_reserve,
                 per_organization: registry.org_share,

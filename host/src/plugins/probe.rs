@@ -5,7 +5,6 @@
 
 use std::time::Instant;
 
-use crate::orchestrator::dispatch;
 use serde::Serialize;
 use utoipa::ToSchema;
 use vel_runtime::types::{
@@ -13,6 +12,9 @@ use vel_runtime::types::{
     TaskInfo, TaskType,
 };
 use vel_runtime::{Limits, Plugin, PluginError, PluginKind, ProviderCall, Runtime, Secret};
+
+use super::provider_error;
+use super::stats::error_kind;
 
 /// Asks `router` to plan a general task with one `mock`/`echo` candidate;
 /// returns the plan as `provider/model`, or why there is none.
@@ -156,7 +158,7 @@ impl TestError {
             ProviderError::RateLimited(after) => *after,
             _ => None,
         };
-        let (kind, message, _) = dispatch::classify_provider_error(e);
+        let (kind, message) = provider_error::describe(e);
         TestError {
             source: "provider".into(),
             kind: kind.into(),
@@ -168,7 +170,7 @@ impl TestError {
     fn plugin(e: &PluginError) -> TestError {
         TestError {
             source: "plugin".into(),
-            kind: dispatch::plugin_error_kind(e).into(),
+            kind: error_kind(e).into(),
             message: e.to_string(),
             retry_after_ms: None,
         }

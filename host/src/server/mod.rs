@@ -78,7 +78,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         .refresh(&db)
         .await
         .context("cannot read the plugin registry")?;
-    let jwt = JwtKeys::new(keys.jwt_key(), config.token_ttl_secs);
+    let jwt = JwtKeys::new(keys.jwt_key(), config.token_ttl);
     let keys = Arc::new(keys);
     let dispatcher = Dispatcher::new(
         db.clone(),
@@ -104,7 +104,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         plugins.registry().follow(
             db.clone(),
             &signals,
-            Duration::from_millis(config.registry.reconcile_ms),
+            config.registry.reconcile_interval,
             move || dispatcher.forget_all_catalogs(),
         );
     }
@@ -205,12 +205,11 @@ fn connection_limits(config: &Config) -> listen::Limits {
         }
         None => derived,
     };
-    let ms = Duration::from_millis;
     listen::Limits {
         timeouts: connection::Timeouts {
-            header_read: ms(settings.header_read_timeout_ms),
-            keep_alive: ms(settings.keepalive_timeout_ms),
-            body_read: ms(settings.body_read_timeout_ms),
+            header_read: settings.header_read_timeout,
+            keep_alive: settings.keepalive_timeout,
+            body_read: settings.body_read_timeout,
         },
         max_connections,
     }

@@ -1,14 +1,65 @@
 //! The plugin registry's tables: content-addressed component bytes
 //! (`plugin_blobs`), named plugins per scope (`plugins`: the platform's or
 //! one organization's) and their uploaded versions (`plugin_versions`).
+//!
+//! A plugin's kind and status are stored as text and its `builtin` flag as
+//! an integer; rows carry them as [`PluginKind`], [`PluginStatus`] and
+//! `bool`, converted here.
 
-use sqlx::{AnyConnection, FromRow};
+use std::fmt;
+use std::str::FromStr;
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, FromRow, Row};
+use vel_runtime::PluginKind;
 
 /// The scope of platform plugins (organizations use their id).
 pub const PLATFORM: &str = "platform";
 
+/// Whether calls may use a plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginStatus {
+    /// Its active version serves calls.
+    Active,
+    /// Nothing uses it until it is enabled again.
+    Disabled,
+}
+
+impl PluginStatus {
+    /// The stored and shown name: `active` or `disabled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginStatus::Active => "active",
+            PluginStatus::Disabled => "disabled",
+        }
+    }
+}
+
+impl fmt::Display for PluginStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stored status that is neither `active` nor `disabled`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown plugin status `{0}` (expected active or disabled)")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for PluginStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, UnknownStatus> {
+        match s {
+            "active" => Ok(PluginStatus::Active),
+            "disabled" => Ok(PluginStatus::Disabled),
+            other => Err(UnknownStatus(other.to_string())),
+        }
+    }
+}
+
 /// A named plugin.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct PluginRow {
     /// Text UUID.
     pub id: String,
@@ -18,20 +69,38 @@ pub struct PluginRow {
     pub scope: String,
     /// Unique within the scope.
     pub name: String,
-    /// `provider`, `router` or `condition`.
-    pub kind: String,
-    /// `active` or `disabled`.
-    pub status: String,
+    /// The world it implements.
+    pub kind: PluginKind,
+    /// Whether calls use it.
+    pub status: PluginStatus,
     /// The version calls use.
     pub active_version: Option<String>,
     /// The version a rollback returns to.
     pub previous_version: Option<String>,
-    /// 1 when it ships with the server.
-    pub builtin: i64,
+    /// Ships with the server.
+    pub builtin: bool,
     /// Unix ms.
     pub created_at: i64,
     /// Unix ms.
     pub updated_at: i64,
+}
+
+impl FromRow<'_, AnyRow> for PluginRow {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(PluginRow {
+            id: row.try_get("id")?,
+            org_id: row.try_get("org_id")?,
+            scope: row.try_get("scope")?,
+            name: row.try_get("name")?,
+            kind: parsed(row, "kind")?,
+            status: parsed(row, "status")?,
+            active_version: row.try_get("active_version")?,
+            previous_version: row.try_get("previous_version")?,
+            builtin: row.try_get::<i64, _>("builtin")? != 0,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
 }
 
 const PLUGIN_COLUMNS: &str = "id, org_id, scope, name, kind, status, active_version, previous_version, builtin, created_at, updated_at";
@@ -79,14 +148,14 @@ const VERSION_COLUMNS: &str = "id, plugin_id, org_id, version, sha256, size_byte
     outbound_hosts, limits, config_schema, signed, hosts_approved_by, hosts_approved_at, uploaded_by, uploaded_at";
 
 /// An active plugin version, as the registry loads it.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct ActiveRow {
     /// Owning organization; `None` for platform plugins.
     pub org_id: Option<String>,
     /// Name.
     pub name: String,
     /// Kind.
-    pub kind: String,
+    pub kind: PluginKind,
     /// Active version.
     pub version: String,
     /// Its bytes' digest.
@@ -97,6 +166,35 @@ pub struct ActiveRow {
     pub outbound_hosts: String,
     /// Approval (tenant providers with hosts cannot be active without it).
     pub hosts_approved_by: Option<String>,
+}
+
+impl FromRow<'_, AnyRow> for ActiveRow {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(ActiveRow {
+            org_id: row.try_get("org_id")?,
+            name: row.try_get("name")?,
+            kind: parsed(row, "kind")?,
+            version: row.try_get("version")?,
+            sha256: row.try_get("sha256")?,
+            limits: row.try_get("limits")?,
+            outbound_hosts: row.try_get("outbound_hosts")?,
+            hosts_approved_by: row.try_get("hosts_approved_by")?,
+        })
+    }
+}
+
+/// A text column read through its type's [`FromStr`].
+fn parsed<T>(row: &AnyRow, column: &str) -> Result<T, sqlx::Error>
+where
+    T: FromStr,
+    T::Err: Into<sqlx::error::BoxDynError>,
+{
+    row.try_get::<String, _>(column)?
+        .parse()
+        .map_err(|e: T::Err| sqlx::Error::ColumnDecode {
+            index: column.to_string(),
+            source: e.into(),
+        })
 }
 
 /// Store component bytes under their digest (a no-op when present).
@@ -180,11 +278,11 @@ pub async fn insert_plugin(conn: &mut AnyConnection, p: &PluginRow) -> Result<()
     .bind(&p.org_id)
     .bind(&p.scope)
     .bind(&p.name)
-    .bind(&p.kind)
-    .bind(&p.status)
+    .bind(p.kind.as_str())
+    .bind(p.status.as_str())
     .bind(&p.active_version)
     .bind(&p.previous_version)
-    .bind(p.builtin)
+    .bind(i64::from(p.builtin))
     .bind(p.created_at)
     .bind(p.updated_at)
     .execute(conn)
@@ -199,7 +297,7 @@ pub async fn update_plugin(conn: &mut AnyConnection, p: &PluginRow) -> Result<()
          WHERE id = $1",
     )
     .bind(&p.id)
-    .bind(&p.status)
+    .bind(p.status.as_str())
     .bind(&p.active_version)
     .bind(&p.previous_version)
     .bind(p.updated_at)
@@ -379,8 +477,9 @@ pub async fn active_set(conn: &mut AnyConnection) -> Result<Vec<ActiveRow>, sqlx
     sqlx::query_as(
         "SELECT p.org_id, p.name, p.kind, v.version, v.sha256, v.limits, v.outbound_hosts, v.hosts_approved_by \
          FROM plugins p JOIN plugin_versions v ON v.plugin_id = p.id AND v.version = p.active_version \
-         WHERE p.status = 'active'",
+         WHERE p.status = $1",
     )
+    .bind(PluginStatus::Active.as_str())
     .fetch_all(conn)
     .await
 }
