@@ -132,6 +132,16 @@ impl ApiError {
         )
     }
 
+    /// 431: the request's head has too many header fields or bytes
+    /// (see `super::head_limit`).
+    pub fn headers_too_large(message: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            message,
+        )
+    }
+
     /// 415: body is not JSON.
     pub fn unsupported_media_type() -> ApiError {
         ApiError::new(

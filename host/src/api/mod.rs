@@ -5,6 +5,7 @@ pub mod body_limit;
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod head_limit;
 pub mod openapi;
 pub mod pagination;
 pub mod unread_body;
@@ -110,6 +111,8 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(unread_body::close_if_body_unread))
         .layer(axum::middleware::from_fn(refuse_nul_in_url))
         .layer(axum::middleware::from_fn_with_state(hop, refuse_loops))
+        // A head over vel's limits: a JSON 431 before anything else.
+        .layer(head_limit::HeadLimits)
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
