@@ -282,6 +282,17 @@ impl From<crate::auth::AuthError> for ApiError {
     }
 }
 
+impl From<crate::auth::email_change::EmailChangeError> for ApiError {
+    fn from(e: crate::auth::email_change::EmailChangeError) -> ApiError {
+        use crate::auth::email_change::EmailChangeError as E;
+        match e {
+            E::NotConfigured => ApiError::unprocessable("email_change_unavailable", e.to_string()),
+            E::InvalidToken => ApiError::unprocessable("invalid_token", e.to_string()),
+            E::Storage(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::auth::Forbidden> for ApiError {
     fn from(e: crate::auth::Forbidden) -> ApiError {
         ApiError::forbidden(e.to_string())

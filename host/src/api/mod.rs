@@ -37,6 +37,7 @@ fn documented(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(auth::refresh))
         .routes(routes!(auth::logout))
         .routes(routes!(users::me, users::update_me))
+        .routes(routes!(users::confirm_email))
         .routes(routes!(users::create, users::list))
         .routes(routes!(organizations::create, organizations::list))
         .routes(routes!(organizations::get))
