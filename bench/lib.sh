@@ -148,6 +148,17 @@ api() {
     esac
 }
 
+# tenant BASE ADMIN_TOKEN NAME: a new organization NAME with an org_admin
+# (owner@NAME.bench, the bench password); prints that admin's token.
+tenant() {
+    local base=$1 admin=$2 name=$3 org
+    org="$(api POST "$base/api/organizations" "$admin" "$(jq -nc --arg n "$name" '{name:$n}')" | jq -er .id)"
+    api POST "$base/api/users" "$admin" "$(jq -nc --arg e "owner@$name.bench" --arg p "$ADMIN_PASSWORD" \
+        --arg o "$org" '{email:$e, password:$p, role:"org_admin", org_id:$o}')" >/dev/null
+    api POST "$base/api/auth/login" "" "$(jq -nc --arg e "owner@$name.bench" --arg p "$ADMIN_PASSWORD" \
+        '{email:$e, password:$p}')" | jq -er .token
+}
+
 # login BASE: the bench admin's access token.
 login() {
     api POST "$1/api/auth/login" "" \

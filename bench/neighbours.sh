@@ -41,22 +41,12 @@ start_server slow "$work/slow.out" "$work/slow.err" \
     "$BIN/vel-mock-upstream" --listen 127.0.0.1:0 --threads 1 --no-record --latency-ms 30000
 SLOW_URL=$STARTED_URL
 
-# tenant NAME: a new organization with an org_admin; prints the admin's token.
-tenant() {
-    local org
-    org="$(api POST "$VEL_URL/api/organizations" "$ADMIN" "$(jq -nc --arg n "$1" '{name:$n}')" | jq -er .id)"
-    api POST "$VEL_URL/api/users" "$ADMIN" "$(jq -nc --arg e "owner@$1.bench" --arg p "$ADMIN_PASSWORD" \
-        --arg o "$org" '{email:$e, password:$p, role:"org_admin", org_id:$o}')" >/dev/null
-    api POST "$VEL_URL/api/auth/login" "" "$(jq -nc --arg e "owner@$1.bench" --arg p "$ADMIN_PASSWORD" \
-        '{email:$e, password:$p}')" | jq -er .token
-}
-
 # hostile_tenant NAME COMPONENT: an organization whose only integration
 # runs hostile provider COMPONENT (`hostile-<component>` 0.1.0); prints a
 # gateway key of it.
 hostile_tenant() {
     local owner plugin="hostile-${2//_/-}"
-    owner="$(tenant "$1")"
+    owner="$(tenant "$VEL_URL" "$ADMIN" "$1")"
     curl -sSf -o /dev/null -H "authorization: Bearer $owner" \
         -F "component=@$WASM/vel_hostile_$2.wasm;filename=plugin.wasm" \
         -F "manifest=name = \"$plugin\"
@@ -71,7 +61,7 @@ description = \"bench\"" "$VEL_URL/api/plugins?activate=true" || die "upload of 
 log "setting up the attackers"
 HOG_KEY="$(hostile_tenant evil-hog host_memory)"
 FLOOD_KEY="$(hostile_tenant evil-flood empty_deltas)"
-HANG_OWNER="$(tenant evil-hang)"
+HANG_OWNER="$(tenant "$VEL_URL" "$ADMIN" evil-hang)"
 api POST "$VEL_URL/api/integrations" "$HANG_OWNER" "$(jq -nc --arg u "$SLOW_URL/v1" '{
     name: "slow", provider: "openai", plugin: "openai-compatible", base_url: $u,
     api_key: "sk-test", default_model: "gpt-4o-mini", timeout_ms: 60000}')" >/dev/null

@@ -15,6 +15,7 @@ pub mod config;
 pub mod expiring_cache;
 pub mod health;
 pub mod money;
+pub mod notify;
 pub mod orchestrator;
 pub mod plugins;
 pub mod secrets;

@@ -65,14 +65,6 @@ impl Money {
     pub fn usd(self) -> Usd {
         Usd(self)
     }
-
-    /// The nearest `f64` number of dollars, for JSON documents built as
-    /// [`serde_json::Value`] (which hold numbers as `f64`). The division is
-    /// correctly rounded, so the value reads back as the same decimal;
-    /// never add these up.
-    pub fn to_usd_f64(self) -> f64 {
-        self.0 as f64 / NANOS_PER_USD as f64
-    }
 }
 
 impl From<i64> for Money {
@@ -214,14 +206,5 @@ mod tests {
         assert_eq!(Money::from_usd(f64::INFINITY), Money::MAX);
         assert_eq!(Money::from_usd(1e300), Money::MAX);
         assert_eq!(Money::from_usd(-1e300).nanos(), i64::MIN);
-    }
-
-    #[test]
-    fn the_nearest_f64_reads_back_as_the_same_decimal() {
-        for nanos in [1, 500, 1_500, 123_456_789, 2_500_000] {
-            let m = Money::from_nanos(nanos);
-            assert_eq!(Money::from_usd(m.to_usd_f64()), m);
-            assert_eq!(m.to_usd_f64(), m.to_string().parse::<f64>().unwrap(), "{m}");
-        }
     }
 }

@@ -328,3 +328,45 @@ async fn a_declared_body_over_the_limit_is_refused_before_it_is_read() {
         .await
         .expect_error(401, "unauthorized");
 }
+
+/// A head over the limits gets the one JSON error shape, not hyper's empty
+/// 431, and the connection ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_over_large_head_gets_a_json_431() {
+    let s = Server::start(Backend::Sqlite).await;
+    let fields = |n: usize| -> String { (0..n).map(|i| format!("X-Field-{i}: {i}\r\n")).collect() };
+
+    // 100 fields in all (Host and 99 more) are served.
+    let mut stream = connect(&s).await;
+    let head = format!(
+        "GET /api/health HTTP/1.1\r\nHost: vel\r\n{}\r\n",
+        fields(99)
+    );
+    write(&mut stream, head.as_bytes()).await;
+    assert_eq!(read_response(&mut stream).await.status, 200);
+
+    // One more is refused.
+    let mut stream = connect(&s).await;
+    let head = format!(
+        "GET /api/health HTTP/1.1\r\nHost: vel\r\n{}\r\n",
+        fields(100)
+    );
+    write(&mut stream, head.as_bytes()).await;
+    let r = read_response(&mut stream).await;
+    r.expect_error(431, "headers_too_large");
+    assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+    read_until_closed(&mut stream).await;
+
+    // So is one field of 100 KB, with a body that is left unread.
+    let mut stream = connect(&s).await;
+    let big = "a".repeat(100 * 1024);
+    let head = format!(
+        "POST /api/auth/login HTTP/1.1\r\nHost: vel\r\nX-Big: {big}\r\n\
+         Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+    );
+    write(&mut stream, head.as_bytes()).await;
+    let r = read_response(&mut stream).await;
+    r.expect_error(431, "headers_too_large");
+    assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+    read_until_closed(&mut stream).await;
+}

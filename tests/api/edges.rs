@@ -117,6 +117,7 @@ async fn openapi_covers_every_endpoint(b: Backend) {
         ("/api/auth/logout", "post"),
         ("/api/users/me", "get"),
         ("/api/users/me", "put"),
+        ("/api/users/me/email/confirm", "post"),
         ("/api/users", "post"),
         ("/api/users", "get"),
         ("/api/organizations", "post"),

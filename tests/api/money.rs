@@ -194,6 +194,19 @@ async fn costs_are_exact_decimals(b: Backend) {
     assert_plain_amounts(&text);
     let shown = raw_get(&s, &format!("/api/agents/{agent}"), &admin).await;
     assert!(shown.contains(&expected), "{expected} in {shown}");
+
+    // The audit entries of the gateway request and of the dry run carry
+    // the same exact decimals.
+    let audit = raw_get(&s, "/api/audit-logs?action=gateway_request", &admin).await;
+    assert_eq!(
+        occurrences(&audit, &format!("\"cost_usd\":{ONE_WORD}")),
+        1,
+        "{audit}"
+    );
+    assert_plain_amounts(&audit);
+    let audit = raw_get(&s, "/api/audit-logs?action=agent_tested", &admin).await;
+    assert!(audit.contains(&expected), "{expected} in {audit}");
+    assert_plain_amounts(&audit);
 }
 
 dual_backend_tests!(costs_are_exact_decimals);

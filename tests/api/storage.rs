@@ -221,7 +221,11 @@ async fn stored_rows(s: &Server, table: &str) -> i64 {
 /// no logged-out token, no login counter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tenant_login_cannot_cross_tenants_postgres() {
-    let s = Server::start(Backend::Postgres).await;
+    // A hook nobody listens on: a change of email is stored, its delivery fails.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook = format!("http://{}/notify", closed.local_addr().unwrap());
+    drop(closed);
+    let s = Server::start_with(Backend::Postgres, &[("VEL_NOTIFY_URL", &hook)]).await;
     let admin = s.admin_token().await;
     let (org_a, owner_a) = s.tenant(&admin, "alpha").await;
     let (_org_b, owner_b) = s.tenant(&admin, "beta").await;
@@ -255,6 +259,14 @@ async fn the_tenant_login_cannot_cross_tenants_postgres() {
     s.login_resp("owner@alpha.test", "wrong-password-1")
         .await
         .expect(401);
+    // A pending change of email.
+    s.put(
+        "/api/users/me",
+        &owner_a,
+        json!({ "email": "new-owner@alpha.test", "current_password": crate::support::USER_PASSWORD }),
+    )
+    .await
+    .expect(202);
 
     // The login is not a member of the platform role.
     let mut c = PgConnection::connect(&tenant_login_url(&s)).await.unwrap();
@@ -286,7 +298,7 @@ async fn the_tenant_login_cannot_cross_tenants_postgres() {
     assert!(read.is_err(), "the tenant login read component bytes");
     drop(tx);
     // Platform-only tables.
-    for table in ["revoked_tokens", "rate_limit_hits"] {
+    for table in ["revoked_tokens", "rate_limit_hits", "email_changes"] {
         assert!(stored_rows(&s, table).await > 0, "{table} is empty");
         assert_eq!(
             seen_by_tenant_login(&s, table, Some(&org_a)).await,

@@ -1,6 +1,7 @@
 //! `/api/users/me` and admin user management.
 
-use serde_json::json;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 use crate::support::{ADMIN_EMAIL, Backend, Server, USER_PASSWORD};
 
@@ -60,14 +61,164 @@ async fn me_read_and_update(b: Backend) {
     s.login_resp("eve@test.local", USER_PASSWORD)
         .await
         .expect(401);
-    // Taking someone else's email is a conflict.
-    s.put(
-        "/api/users/me",
+    // No notification hook: a change of email is refused, for any address,
+    // and nothing changes.
+    for email in [ADMIN_EMAIL, "free@test.local"] {
+        let r = s
+            .put(
+                "/api/users/me",
+                &token,
+                json!({ "email": email, "current_password": "NewPassw0rd123", "name": "Changed" }),
+            )
+            .await
+            .expect_error(422, "email_change_unavailable");
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("VEL_NOTIFY_URL")),
+            "{}",
+            r.body
+        );
+    }
+    let me = s.get("/api/users/me", &token).await.expect(200);
+    assert_eq!(
+        (&me.body["email"], &me.body["name"]),
+        (&json!("eve@test.local"), &json!("Eve"))
+    );
+}
+
+/// A loopback listener standing in for the operator's notification hook:
+/// every JSON body POSTed to it arrives on the channel.
+async fn notification_hook() -> (String, mpsc::UnboundedReceiver<Value>) {
+    let (sent, received) = mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/notify",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let sent = sent.clone();
+            async move {
+                sent.send(body).ok();
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/notify", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
+/// The next message the hook receives (failing after a while).
+async fn next_message(received: &mut mpsc::UnboundedReceiver<Value>) -> Value {
+    tokio::time::timeout(std::time::Duration::from_secs(20), received.recv())
+        .await
+        .expect("no notification arrived")
+        .expect("the hook stopped")
+}
+
+async fn email_changes_are_confirmed_and_reveal_nothing(b: Backend) {
+    let (hook, mut received) = notification_hook().await;
+    let s = Server::start_with(b, &[("VEL_NOTIFY_URL", &hook)]).await;
+    let admin = s.admin_token().await;
+    let token = s.user_with_role(&admin, "eve@test.local", "viewer").await;
+    let change = |email: &str| json!({ "email": email, "current_password": USER_PASSWORD });
+
+    // A taken address and a free one get the same answer; only the free
+    // one is sent a token, and nothing changes yet.
+    let taken = s
+        .put("/api/users/me", &token, change(ADMIN_EMAIL))
+        .await
+        .expect(202);
+    let free = s
+        .put("/api/users/me", &token, change("New@Test.Local"))
+        .await
+        .expect(202);
+    for r in [&taken, &free] {
+        assert_eq!(r.body["email_change"], "pending", "{}", r.body);
+        assert!(r.body["expires_at"].is_string(), "{}", r.body);
+        assert_eq!(r.body["email"], "eve@test.local", "{}", r.body);
+    }
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&taken.body), keys(&free.body));
+    let message = next_message(&mut received).await;
+    assert_eq!(message["kind"], "email_change", "{message}");
+    assert_eq!(message["to"], "new@test.local", "{message}");
+    assert_eq!(message["expires_at"], free.body["expires_at"], "{message}");
+    let sent = message["token"].as_str().expect("a token").to_string();
+    let me = s.get("/api/users/me", &token).await.expect(200);
+    assert_eq!(me.body["email"], "eve@test.local");
+
+    // A wrong token, and any token over an API key, change nothing.
+    let confirm = |token: &str| json!({ "token": token });
+    s.post(
+        "/api/users/me/email/confirm",
         &token,
-        json!({ "email": ADMIN_EMAIL, "current_password": "NewPassw0rd123" }),
+        confirm("vel_ec_not-a-token"),
     )
     .await
-    .expect_error(409, "conflict");
+    .expect_error(422, "invalid_token");
+    let key = s.api_key(&admin, "k", "org_admin").await;
+    s.post("/api/users/me/email/confirm", &key, confirm(&sent))
+        .await
+        .expect_error(403, "forbidden");
+    // Another user cannot use it either.
+    let other = s
+        .user_with_role(&admin, "mallory@test.local", "viewer")
+        .await;
+    s.post("/api/users/me/email/confirm", &other, confirm(&sent))
+        .await
+        .expect_error(422, "invalid_token");
+
+    // The right token applies the change, once.
+    let confirmed = s
+        .post("/api/users/me/email/confirm", &token, confirm(&sent))
+        .await
+        .expect(200);
+    assert_eq!(confirmed.body["email"], "new@test.local");
+    s.login("new@test.local", USER_PASSWORD).await;
+    s.login_resp("eve@test.local", USER_PASSWORD)
+        .await
+        .expect(401);
+    s.post("/api/users/me/email/confirm", &token, confirm(&sent))
+        .await
+        .expect_error(422, "invalid_token");
+
+    // A later request replaces an earlier one.
+    s.put("/api/users/me", &token, change("first@test.local"))
+        .await
+        .expect(202);
+    let first = next_message(&mut received).await;
+    s.put("/api/users/me", &token, change("second@test.local"))
+        .await
+        .expect(202);
+    let second = next_message(&mut received).await;
+    assert_eq!(second["to"], "second@test.local", "{second}");
+    s.post(
+        "/api/users/me/email/confirm",
+        &token,
+        confirm(first["token"].as_str().unwrap()),
+    )
+    .await
+    .expect_error(422, "invalid_token");
+
+    // An address taken meanwhile: the same answer as an invalid token.
+    s.post(
+        "/api/users",
+        &admin,
+        json!({ "email": "second@test.local", "password": USER_PASSWORD }),
+    )
+    .await
+    .expect(201);
+    s.post(
+        "/api/users/me/email/confirm",
+        &token,
+        confirm(second["token"].as_str().unwrap()),
+    )
+    .await
+    .expect_error(422, "invalid_token");
+    let me = s.get("/api/users/me", &token).await.expect(200);
+    assert_eq!(me.body["email"], "new@test.local");
+    // Of all this, the hook got exactly the three tokens for free addresses.
+    assert!(received.try_recv().is_err(), "an extra message was sent");
 }
 
 async fn create_and_list_users(b: Backend) {
@@ -172,4 +323,8 @@ async fn create_and_list_users(b: Backend) {
     .expect_error(404, "not_found");
 }
 
-dual_backend_tests!(me_read_and_update, create_and_list_users);
+dual_backend_tests!(
+    me_read_and_update,
+    create_and_list_users,
+    email_changes_are_confirmed_and_reveal_nothing,
+);

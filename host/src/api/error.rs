@@ -132,6 +132,16 @@ impl ApiError {
         )
     }
 
+    /// 431: the request's head has too many header fields or bytes
+    /// (see `super::head_limit`).
+    pub fn headers_too_large(message: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            message,
+        )
+    }
+
     /// 415: body is not JSON.
     pub fn unsupported_media_type() -> ApiError {
         ApiError::new(
@@ -284,6 +294,17 @@ impl From<crate::auth::AuthError> for ApiError {
         match e {
             crate::auth::AuthError::Unauthenticated(reason) => ApiError::unauthorized(reason),
             crate::auth::AuthError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::auth::email_change::EmailChangeError> for ApiError {
+    fn from(e: crate::auth::email_change::EmailChangeError) -> ApiError {
+        use crate::auth::email_change::EmailChangeError as E;
+        match e {
+            E::NotConfigured => ApiError::unprocessable("email_change_unavailable", e.to_string()),
+            E::InvalidToken => ApiError::unprocessable("invalid_token", e.to_string()),
+            E::Storage(e) => e.into(),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod body_limit;
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod head_limit;
 pub mod openapi;
 pub mod pagination;
 pub mod sse;
@@ -37,6 +38,7 @@ fn documented(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(auth::refresh))
         .routes(routes!(auth::logout))
         .routes(routes!(users::me, users::update_me))
+        .routes(routes!(users::confirm_email))
         .routes(routes!(users::create, users::list))
         .routes(routes!(organizations::create, organizations::list))
         .routes(routes!(organizations::get))
@@ -120,6 +122,8 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(unread_body::close_if_body_unread))
         .layer(axum::middleware::from_fn(refuse_nul_in_url))
         .layer(axum::middleware::from_fn_with_state(hop, refuse_loops))
+        // A head over vel's limits: a JSON 431 before anything else.
+        .layer(head_limit::HeadLimits)
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))

@@ -2,9 +2,12 @@
 //! transaction as the change, so the log and the data never disagree — with
 //! secrets and passwords redacted from its payload.
 
+use serde::Serialize;
+use serde::ser::SerializeMap;
 use serde_json::Value;
 
 use crate::auth::Principal;
+use crate::money::{Money, Usd};
 use crate::store::audit_logs::{self, NewAudit};
 
 /// Where a request came from, for the audit log and rate limits (the
@@ -63,22 +66,88 @@ pub fn redact(value: &mut Value) {
     }
 }
 
+/// An entry's payload: JSON fields, redacted before they are stored, and
+/// amounts of money, written as exact decimals. A [`Value`] holds numbers
+/// as `f64`, so an amount put among the fields would be stored as the
+/// nearest `f64` (`5e-7` for `0.0000005`); [`Payload::usd`] keeps it exact.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    fields: Value,
+    amounts: Vec<(&'static str, Option<Usd>)>,
+}
+
+impl Payload {
+    /// Add the amount `key` (US dollars; `None` is written as null). It
+    /// replaces a field of the same name.
+    pub fn usd(mut self, key: &'static str, amount: Option<Money>) -> Payload {
+        self.amounts.retain(|(name, _)| *name != key);
+        self.amounts.push((key, amount.map(Money::usd)));
+        self
+    }
+
+    /// The payload as stored: the redacted fields, then the amounts.
+    pub fn render(mut self) -> String {
+        redact(&mut self.fields);
+        let Value::Object(fields) = &self.fields else {
+            return self.fields.to_string();
+        };
+        if self.amounts.is_empty() {
+            return self.fields.to_string();
+        }
+        let object = Object {
+            fields,
+            amounts: &self.amounts,
+        };
+        // Strings, `Value`s and exact decimals always serialize.
+        serde_json::to_string(&object).unwrap_or_else(|_| self.fields.to_string())
+    }
+}
+
+impl From<Value> for Payload {
+    fn from(fields: Value) -> Payload {
+        Payload {
+            fields,
+            amounts: Vec::new(),
+        }
+    }
+}
+
+/// A payload's object: its fields (those not named by an amount), then its
+/// amounts.
+struct Object<'a> {
+    fields: &'a serde_json::Map<String, Value>,
+    amounts: &'a [(&'static str, Option<Usd>)],
+}
+
+impl Serialize for Object<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let is_amount = |key: &str| self.amounts.iter().any(|(name, _)| *name == key);
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in self.fields.iter().filter(|(key, _)| !is_amount(key)) {
+            map.serialize_entry(key, value)?;
+        }
+        for (key, amount) in self.amounts {
+            map.serialize_entry(key, amount)?;
+        }
+        map.end()
+    }
+}
+
 /// Append an entry for an action by `who` in their organization.
 pub async fn record(
     conn: &mut sqlx::AnyConnection,
     who: &Principal,
     client: &ClientInfo,
     action: &str,
-    mut payload: Value,
+    payload: impl Into<Payload>,
 ) -> Result<(), sqlx::Error> {
-    redact(&mut payload);
     audit_logs::insert(
         conn,
         &NewAudit {
             org_id: Some(who.org_id.clone()),
             user_id: Some(who.user_id.clone()),
             action: action.to_string(),
-            payload: payload.to_string(),
+            payload: payload.into().render(),
             ip_address: client.ip.clone(),
             user_agent: client.user_agent.clone(),
         },
@@ -93,16 +162,15 @@ pub async fn record_for(
     user_id: Option<&str>,
     client: &ClientInfo,
     action: &str,
-    mut payload: Value,
+    payload: impl Into<Payload>,
 ) -> Result<(), sqlx::Error> {
-    redact(&mut payload);
     audit_logs::insert(
         conn,
         &NewAudit {
             org_id: org_id.map(str::to_string),
             user_id: user_id.map(str::to_string),
             action: action.to_string(),
-            payload: payload.to_string(),
+            payload: payload.into().render(),
             ip_address: client.ip.clone(),
             user_agent: client.user_agent.clone(),
         },
@@ -126,6 +194,19 @@ mod tests {
         assert_eq!(v["list"][0]["token"], REDACTED);
         assert_eq!(v["raw"], REDACTED);
         assert_eq!(v["name"], "x");
+    }
+
+    #[test]
+    fn amounts_are_exact_decimals_and_fields_are_redacted() {
+        let payload = Payload::from(json!({ "token": "t", "cost_usd": 1.0, "n": 1 }))
+            .usd("cost_usd", Some(Money::from_nanos(500)))
+            .usd("estimated_cost_usd", None);
+        assert_eq!(
+            payload.render(),
+            r#"{"n":1,"token":"[REDACTED]","cost_usd":0.0000005,"estimated_cost_usd":null}"#
+        );
+        // Without amounts, as `Value` writes it.
+        assert_eq!(Payload::from(json!({ "a": [1] })).render(), r#"{"a":[1]}"#);
     }
 
     #[test]

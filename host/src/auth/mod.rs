@@ -2,6 +2,7 @@
 //! turned into a [`Principal`]) and what their roles allow.
 
 pub mod api_keys;
+pub mod email_change;
 pub mod jwt;
 pub mod password;
 pub mod verified;

@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use vel_runtime::AllowPrivate;
 
+use crate::notify::NotifyUrl;
+
 /// Why configuration could not be loaded; every variant names the setting.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -99,6 +101,10 @@ pub struct Config {
     pub outbound_allow_private: AllowPrivate,
     /// Limits on client connections.
     pub connections: ConnectionConfig,
+    /// The operator's hook that delivers messages to people, such as the
+    /// token confirming a change of email (`VEL_NOTIFY_URL`; see
+    /// [`crate::notify`]). Absent: such changes are refused.
+    pub notify_url: Option<NotifyUrl>,
 }
 
 /// How long a client connection may take over each part of a request, and
@@ -332,6 +338,7 @@ struct FileConfig {
     body_read_timeout_ms: Option<u64>,
     max_connections: Option<u32>,
     outbound_allow_private: Option<String>,
+    notify_url: Option<String>,
     plugin_compile_slots: Option<usize>,
     plugin_compile_timeout_ms: Option<u64>,
     plugin_compile_wait_ms: Option<u64>,
@@ -463,6 +470,17 @@ impl Config {
                 reason: "expected a postgres:// URL, with a postgres:// DATABASE_URL".into(),
             });
         }
+        let notify_url = src
+            .get_opt("VEL_NOTIFY_URL", file.notify_url)
+            .map(|raw| {
+                raw.parse::<NotifyUrl>()
+                    .map_err(|reason| ConfigError::Invalid {
+                        name: "VEL_NOTIFY_URL".into(),
+                        value: redact_url(&raw),
+                        reason,
+                    })
+            })
+            .transpose()?;
         let admin_email = src.get(
             "VEL_ADMIN_EMAIL",
             file.admin_email,
@@ -634,6 +652,7 @@ impl Config {
                     .transpose()?,
                 AllowPrivate::default(),
             )?,
+            notify_url,
         };
         config.check_ranges()?;
         Ok(config)
@@ -897,6 +916,21 @@ mod tests {
         assert_eq!(c.plugin_cache_dir, c.data_dir.join("plugin-cache"));
         let c = load(&[("VEL_PLUGIN_CACHE_DIR", "/tmp/cache")]).unwrap();
         assert_eq!(c.plugin_cache_dir, PathBuf::from("/tmp/cache"));
+    }
+
+    #[test]
+    fn the_notify_url_is_optional_and_checked() {
+        assert_eq!(load(&[]).unwrap().notify_url, None);
+        let c = load(&[("VEL_NOTIFY_URL", "https://hooks.example/vel")]).unwrap();
+        assert_eq!(
+            c.notify_url.map(|u| u.to_string()).as_deref(),
+            Some("https://hooks.example/vel")
+        );
+        let err = load(&[("VEL_NOTIFY_URL", "ftp://u:s3cret@hooks.example/")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("VEL_NOTIFY_URL"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
     }
 
     #[test]

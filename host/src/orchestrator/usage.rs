@@ -390,7 +390,7 @@ fn rows(f: Finished) -> (FinishedTask, NewAudit) {
             None,
         ),
     };
-    let mut payload = json!({
+    let payload = audit::Payload::from(json!({
         "task_id": f.id,
         "status": status,
         "stream": f.stream,
@@ -401,17 +401,15 @@ fn rows(f: Finished) -> (FinishedTask, NewAudit) {
         "attempts": f.attempts.len(),
         // Not `*_tokens`: the audit log redacts keys that mention tokens.
         "usage": { "input": input_tokens, "output": output_tokens },
-        // A `Value` holds numbers as f64: the nearest one to the exact cost.
-        "cost_usd": cost.to_usd_f64(),
         "latency_ms": latency_ms,
         "error_kind": error.as_ref().map(|e| e["kind"].clone()).unwrap_or(Value::Null),
-    });
-    audit::redact(&mut payload);
+    }))
+    .usd("cost_usd", Some(cost));
     let audit = NewAudit {
         org_id: Some(f.org_id.clone()),
         user_id: Some(f.user_id.clone()),
         action: f.audit_action.to_string(),
-        payload: payload.to_string(),
+        payload: payload.render(),
         ip_address: f.ip_address.clone(),
         user_agent: f.user_agent.clone(),
     };

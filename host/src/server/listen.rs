@@ -134,11 +134,16 @@ async fn serve_connection(
     // The clock looks at the connection after its self-woken polls, when
     // the request's head and body have been taken in, so a request that
     // arrives whole never moves the timer.
-    let mut connection =
-        PollWhileSelfWoken::new(hyper::server::conn::http1::Builder::new().serve_connection(
-            TokioIo::new(Watched::new(stream, activity.clone())),
-            TowerToHyperService::new(service),
-        ));
+    // hyper's header-field limit is above vel's, which the router enforces
+    // with a JSON 431 (see `crate::api::head_limit`).
+    let mut connection = PollWhileSelfWoken::new(
+        hyper::server::conn::http1::Builder::new()
+            .max_headers(crate::api::head_limit::HYPER_MAX_HEADERS)
+            .serve_connection(
+                TokioIo::new(Watched::new(stream, activity.clone())),
+                TowerToHyperService::new(service),
+            ),
+    );
     let mut timer = std::pin::pin!(tokio::time::sleep_until(accepted + timeouts.header_read));
     let mut clock = Clock::new(timeouts, activity, accepted);
     let mut stopping = false;

@@ -129,7 +129,10 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         config.tasks.gateway_in_flight_per_key,
         config.tasks.gateway_in_flight_per_org,
     );
+    let notifier = crate::notify::Notifier::new(config.notify_url.clone())
+        .context("cannot build the notification client (VEL_NOTIFY_URL)")?;
     Ok(AppState {
+        notifier,
         verified,
         shares: Arc::new(shares),
         db,

@@ -10,6 +10,7 @@
 pub mod agents;
 pub mod api_keys;
 pub mod audit_logs;
+pub mod email_changes;
 pub mod integrations;
 pub mod invitations;
 pub mod organizations;

@@ -164,7 +164,7 @@ pub async fn test(
         &p,
         &client,
         "agent_tested",
-        json!({
+        audit::Payload::from(json!({
             "agent_id": agent.id,
             "provider": result.provider,
             "integration_id": result.integration_id,
@@ -172,9 +172,12 @@ pub async fn test(
             "model": result.model,
             "ok": result.ok,
             "latency_ms": result.latency_ms,
-            "estimated_cost_usd": result.estimated_cost_usd,
             "error": result.error.as_ref().map(|e| json!({ "source": e.source, "kind": e.kind })),
-        }),
+        }))
+        .usd(
+            "estimated_cost_usd",
+            result.estimated_cost_usd.map(|usd| usd.0),
+        ),
     )
     .await?;
     tx.commit().await?;

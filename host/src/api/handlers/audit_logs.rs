@@ -45,9 +45,11 @@ pub struct AuditEntry {
     pub user_id: Option<String>,
     /// Action.
     pub action: String,
-    /// Details, secrets redacted.
+    /// Details, secrets redacted; amounts of money are exact decimals.
+    /// Sent as stored (not re-read as `f64` numbers); null only if the
+    /// stored text were not JSON.
     #[schema(value_type = Object)]
-    pub payload: serde_json::Value,
+    pub payload: Option<Box<serde_json::value::RawValue>>,
     /// Client IP.
     pub ip_address: Option<String>,
     /// Client user agent.
@@ -131,7 +133,7 @@ pub async fn list(
                 org_id: r.org_id,
                 user_id: r.user_id,
                 action: r.action,
-                payload: serde_json::from_str(&r.payload).unwrap_or(serde_json::Value::Null),
+                payload: serde_json::value::RawValue::from_string(r.payload).ok(),
                 ip_address: r.ip_address,
                 user_agent: r.user_agent,
                 created_at: to_rfc3339(r.created_at),

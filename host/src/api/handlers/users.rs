@@ -12,6 +12,7 @@ use crate::api::extract::{ApiJson, ApiQuery, ClientInfo};
 use crate::api::handlers::auth::{TokenResponse, check_password_attempts, token_response};
 use crate::api::pagination;
 use crate::audit;
+use crate::auth::email_change::{self, EmailChangeError};
 use crate::auth::password::{check_strength, is_valid_email};
 use crate::auth::{Credential, Principal, Role, verified};
 use crate::state::AppState;
@@ -71,7 +72,7 @@ impl UserView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMe {
-    /// New email.
+    /// New email: applied once confirmed with the token sent to it.
     #[serde(default)]
     pub email: Option<String>,
     /// New display name.
@@ -95,6 +96,31 @@ pub struct UpdatedMe {
     /// A new access token, present when the password changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<TokenResponse>,
+    /// `pending` when a new email was asked for (the answer is then 202):
+    /// it takes effect once confirmed with the token sent to it
+    /// (`POST /api/users/me/email/confirm`); `email` is still the old one.
+    /// The answer is the same whether the new address is free or taken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email_change: Option<EmailChangeState>,
+    /// With `email_change`: when its token expires (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+/// Where a requested change of email stands.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EmailChangeState {
+    /// Awaiting confirmation with the token sent to the new address.
+    Pending,
+}
+
+/// The token that confirms a change of email.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmEmail {
+    /// The one-time token sent to the new address.
+    pub token: String,
 }
 
 /// A new user, created as a member of an organization.
@@ -176,20 +202,25 @@ pub async fn me(State(state): State<AppState>, p: Principal) -> Result<Json<User
     Ok(Json(UserView::new(&user, &p.org_id, &p.roles)))
 }
 
-/// Update the caller's email, name or password. Email and password change
-/// only with an access token and the current password (attempts counted as
-/// logins); a password change ends every session of the user on every
-/// instance and answers with a fresh one.
+/// Update the caller's name or password, or ask for a new email. Email and
+/// password change only with an access token and the current password
+/// (attempts counted as logins); a password change ends every session of
+/// the user on every instance and answers with a fresh one. A new email
+/// is not applied at once: the answer is 202 with `email_change: pending`,
+/// whether or not the address has an account, and a one-time token goes to
+/// the address through the operator's hook (`VEL_NOTIFY_URL`; without it,
+/// 422 `email_change_unavailable`).
 #[utoipa::path(put, path = "/api/users/me", tag = "users", request_body = UpdateMe,
-    responses((status = 200, body = UpdatedMe), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)),
+    responses((status = 200, body = UpdatedMe), (status = 202, body = UpdatedMe, description = "A change of email awaits its confirmation"),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn update_me(
     State(state): State<AppState>,
     p: Principal,
     client: ClientInfo,
     ApiJson(req): ApiJson<UpdateMe>,
-) -> Result<Json<UpdatedMe>, ApiError> {
+) -> Result<(StatusCode, Json<UpdatedMe>), ApiError> {
     let mut errors = FieldErrors::new();
     if let Some(email) = &req.email {
         errors.check(
@@ -222,6 +253,9 @@ pub async fn update_me(
         "is required to change email or password",
     );
     errors.finish()?;
+    if req.email.is_some() {
+        email_change::ensure_deliverable(&state.notifier)?;
+    }
 
     let mut conn = state.db.platform_pool().acquire().await?;
     let mut user = store::users::find_by_id(&mut conn, &p.user_id)
@@ -235,10 +269,6 @@ pub async fn update_me(
         }
     }
     let mut changed = Vec::new();
-    if let Some(email) = req.email {
-        user.email = normalize_email(&email);
-        changed.push("email");
-    }
     if let Some(name) = req.name {
         user.name = Some(name.trim().to_string()).filter(|n| !n.is_empty());
         changed.push("name");
@@ -251,18 +281,25 @@ pub async fn update_me(
     // The account belongs to no tenant: platform work (the audit entry
     // still goes to the caller's organization).
     let mut tx = state.db.platform().await?;
-    store::users::update(&mut tx, &user)
-        .await
-        .map_err(|e| ApiError::unique_or(e, ApiError::conflict("email is already taken")))?;
+    if !changed.is_empty() {
+        store::users::update(&mut tx, &user).await?;
+        user.updated_at = now_ms();
+    }
+    let pending = match &req.email {
+        Some(email) => {
+            Some(email_change::request(&mut tx, &user.id, &normalize_email(email), now_ms()).await?)
+        }
+        None => None,
+    };
     audit::record(
         &mut tx,
         &p,
         &client,
         "user_updated",
-        json!({ "fields": changed, "sessions_ended": password_changed }),
+        json!({ "fields": changed, "sessions_ended": password_changed,
+                "email_change_requested": pending.is_some() }),
     )
     .await?;
-    user.updated_at = now_ms();
     let session = if password_changed {
         user.session_epoch = store::users::end_sessions(&mut tx, &user.id).await?;
         let session = token_response(&state, &user, p.org_id.clone(), p.roles.clone())?;
@@ -272,10 +309,70 @@ pub async fn update_me(
         tx.commit().await?;
         None
     };
-    Ok(Json(UpdatedMe {
-        user: UserView::new(&user, &p.org_id, &p.roles),
-        session,
-    }))
+    let (status, email_change, expires_at) = match pending {
+        Some(pending) => {
+            let expires_at = to_rfc3339(pending.expires_at);
+            pending.deliver(&state.notifier);
+            (
+                StatusCode::ACCEPTED,
+                Some(EmailChangeState::Pending),
+                Some(expires_at),
+            )
+        }
+        None => (StatusCode::OK, None, None),
+    };
+    Ok((
+        status,
+        Json(UpdatedMe {
+            user: UserView::new(&user, &p.org_id, &p.roles),
+            session,
+            email_change,
+            expires_at,
+        }),
+    ))
+}
+
+/// Confirm a change of the caller's email with the one-time token sent to
+/// the new address. An unknown, used or expired token, and one whose
+/// address has an account by now, all get the same 422 `invalid_token`.
+#[utoipa::path(post, path = "/api/users/me/email/confirm", tag = "users", request_body = ConfirmEmail,
+    responses((status = 200, body = UserView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn confirm_email(
+    State(state): State<AppState>,
+    p: Principal,
+    client: ClientInfo,
+    ApiJson(req): ApiJson<ConfirmEmail>,
+) -> Result<Json<UserView>, ApiError> {
+    if matches!(p.credential, Credential::ApiKey { .. }) {
+        return Err(ApiError::forbidden(
+            "email and password change only with an access token (log in), not an API key",
+        ));
+    }
+    let invalid = || ApiError::from(EmailChangeError::InvalidToken);
+    let mut tx = state.db.platform().await?;
+    let confirmed = email_change::confirm(&mut tx, &p.user_id, &req.token, now_ms())
+        .await
+        .map_err(|e| ApiError::unique_or(e, invalid()))?;
+    if confirmed.is_none() {
+        // The token is used up all the same.
+        tx.commit().await?;
+        return Err(invalid());
+    }
+    audit::record(
+        &mut tx,
+        &p,
+        &client,
+        "user_updated",
+        json!({ "fields": ["email"], "sessions_ended": false }),
+    )
+    .await?;
+    let user = store::users::find_by_id(&mut tx, &p.user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    tx.commit().await?;
+    Ok(Json(UserView::new(&user, &p.org_id, &p.roles)))
 }
 
 /// Create an account as a member of an organization (platform admins;

@@ -1,0 +1,15 @@
+-- Pending changes of an account's email (SQLite). Same columns and meaning
+-- as migrations/postgres/0011_email_changes.sql.
+--
+-- A change of email takes effect only when confirmed with the one-time
+-- token sent to the new address (through the operator's VEL_NOTIFY_URL).
+-- Only the token's sha256 is stored; a confirmed token's row is deleted,
+-- and a new request replaces the user's earlier ones.
+CREATE TABLE email_changes (
+    token_hash  TEXT PRIMARY KEY,
+    user_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    new_email   TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+);
+CREATE INDEX email_changes_user_idx ON email_changes (user_id);
