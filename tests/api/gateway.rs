@@ -587,6 +587,7 @@ async fn openai_python_sdk_works_unchanged(b: Backend) {
 /// a request of a user deleted meanwhile is stored without its user.
 async fn recorder_batches_keep_every_row(b: Backend) {
     use vel::money::Money;
+    use vel::orchestrator::state::{AttemptOutcome, TaskSource, TaskStatus};
     use vel::store::audit_logs::NewAudit;
     use vel::store::tasks::Attempt;
     use vel::store::usage::{Batch, FinishedTask, insert_batch};
@@ -609,7 +610,11 @@ async fn recorder_batches_keep_every_row(b: Backend) {
         integration_id: None,
         plugin: "mock".into(),
         model: format!("m{i}-{seq}"),
-        outcome: if seq == 1 { "error" } else { "ok" }.into(),
+        outcome: if seq == 1 {
+            AttemptOutcome::Error
+        } else {
+            AttemptOutcome::Ok
+        },
         error_kind: (seq == 1).then(|| "unavailable".into()),
         error_message: None,
         latency_ms: i * 10 + seq,
@@ -629,11 +634,11 @@ async fn recorder_batches_keep_every_row(b: Backend) {
             } else {
                 user_id.clone()
             }),
-            source: "gateway",
+            source: TaskSource::Gateway,
             description: description(i),
             task_type: "general".into(),
             priority: i % 3,
-            status: "completed",
+            status: TaskStatus::Completed,
             request: "{}".into(),
             stream: i % 2 == 0,
             request_hash: format!("hash{i}"),

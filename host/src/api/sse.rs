@@ -40,7 +40,7 @@ impl EventLog {
         let status = match self {
             EventLog::Task => store::tasks::get(&mut tx, org_id, id)
                 .await?
-                .map(|t| t.status),
+                .map(|t| t.status.as_str().to_owned()),
             EventLog::Workflow => store::workflows::get(&mut tx, org_id, id)
                 .await?
                 .map(|w| w.status),

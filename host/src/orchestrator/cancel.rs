@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use super::signals::{Signal, Signals};
+use super::state::TaskStatus;
 use crate::store::{self, Tx, workflows};
 
 /// Cancel task `id` inside `tx` if it has not finished: its `cancelled`
@@ -13,7 +14,7 @@ pub async fn cancel_task(
     signals: &Signals,
     org_id: &str,
     id: &str,
-) -> Result<Option<String>, sqlx::Error> {
+) -> Result<Option<TaskStatus>, sqlx::Error> {
     let Some(was) = store::tasks::cancel(tx, org_id, id).await? else {
         return Ok(None);
     };

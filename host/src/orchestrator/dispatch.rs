@@ -28,6 +28,7 @@ use super::fallback::{self, BUSY, CallOutcome, Limits, ProviderCaller, Step};
 use super::observed::Observed;
 use super::retry::{FailureClass, RetryPolicy};
 use super::signals::{Signal, Signals};
+use super::state::AttemptOutcome;
 use crate::agents::named_by;
 use crate::expiring_cache::ExpiringCache;
 use crate::money::Money;
@@ -565,7 +566,7 @@ impl Inner {
             integration_id: Some(integration.id.clone()),
             plugin: target.deployed.label(),
             model: model.to_string(),
-            outcome: "error".into(),
+            outcome: AttemptOutcome::Error,
             error_kind: None,
             error_message: None,
             latency_ms: 0,
@@ -646,7 +647,7 @@ impl Inner {
                     u64::from(response.usage.input_tokens),
                     u64::from(response.usage.output_tokens),
                 );
-                attempt.outcome = "ok".into();
+                attempt.outcome = AttemptOutcome::Ok;
                 attempt.input_tokens = i64::from(response.usage.input_tokens);
                 attempt.output_tokens = i64::from(response.usage.output_tokens);
                 attempt.cost_nanos = target.prices(model).cost(input, output);

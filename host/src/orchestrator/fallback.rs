@@ -13,6 +13,7 @@ use vel_runtime::types::CompletionResponse;
 use super::breaker::Breakers;
 use super::dispatch::{Answer, DispatchError, DispatchKind, Progress};
 use super::retry::{Decision, FailureClass, RetryPolicy};
+use super::state::AttemptOutcome;
 use crate::money::Money;
 use crate::store::{now_ms, tasks::Attempt};
 
@@ -194,7 +195,7 @@ fn skipped_attempt<T>(seq: i64, step: &Step<T>) -> Attempt {
         integration_id: Some(step.integration_id.clone()),
         plugin: step.plugin.clone(),
         model: step.model.clone(),
-        outcome: "skipped".into(),
+        outcome: AttemptOutcome::Skipped,
         error_kind: Some("circuit_open".into()),
         error_message: Some(format!(
             "the circuit of `{}` is open after repeated failures",
@@ -252,7 +253,7 @@ mod tests {
             attempt.error_message = None;
             let result = match next {
                 Ok(()) => {
-                    attempt.outcome = "ok".into();
+                    attempt.outcome = AttemptOutcome::Ok;
                     Ok(CompletionResponse {
                         text: format!("from {}", step.provider),
                         model: step.model.clone(),
@@ -264,7 +265,7 @@ mod tests {
                     })
                 }
                 Err((kind, class)) => {
-                    attempt.outcome = "error".into();
+                    attempt.outcome = AttemptOutcome::Error;
                     attempt.error_kind = Some(kind.into());
                     attempt.error_message = Some(format!("{kind} from {}", step.provider));
                     Err(class)

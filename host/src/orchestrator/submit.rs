@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use super::request::{ChatMessage, TaskRequest};
 use super::sampling::Sampling;
 use super::signals::WorkKind;
+use super::state::TaskSource;
 use crate::agents::AgentConfig;
 use crate::audit;
 use crate::audit::ClientInfo;
@@ -204,7 +205,7 @@ pub async fn submit(
         org_id: who.org_id.clone(),
         user_id: Some(who.user_id.clone()),
         agent_id: request.agent_id.clone(),
-        source: "api",
+        source: TaskSource::Api,
         description: submission.description.trim().to_string(),
         task_type: request.task_type.clone(),
         priority: submission.priority.rank(),

@@ -13,6 +13,7 @@ use super::dispatch::{Answer, DispatchError, Dispatcher, Progress, totals};
 use super::queue::{Claim, Lease, MAX_CLAIMS, RunFuture, Runner};
 use super::request::{TaskRequest, finish_reason_name};
 use super::signals::{Signal, Signals, WorkKind};
+use super::state::{AttemptOutcome, TaskStatus};
 use crate::money::{Money, Usd};
 use crate::store::tasks::{self, Attempt, Claimed, Finish, Task};
 use crate::store::workflows;
@@ -175,7 +176,7 @@ impl Seen {
             Progress::AttemptFinished(a) => {
                 self.current = None;
                 self.attempts.push(a.clone());
-                a.outcome != "ok"
+                a.outcome != AttemptOutcome::Ok
             }
             Progress::Delta { text, .. } => {
                 if stream {
@@ -220,7 +221,7 @@ impl TaskRunner {
         let first_seq = previous.iter().map(|a| a.seq).max().unwrap_or(0);
         let job = request.to_job(&task.id, &task.org_id, task.priority, first_seq);
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut dispatch = Box::pin(self.dispatcher.run(&job, task.stream == 1, Some(&tx)));
+        let mut dispatch = Box::pin(self.dispatcher.run(&job, task.stream, Some(&tx)));
         let mut seen = Seen {
             attempts: previous,
             ..Seen::default()
@@ -237,7 +238,7 @@ impl TaskRunner {
                     let mut urgent = false;
                     let mut next = Some(p);
                     while let Some(p) = next {
-                        urgent |= seen.observe(&p, task.stream == 1);
+                        urgent |= seen.observe(&p, task.stream);
                         held.push(p);
                         next = rx.try_recv().ok();
                     }
@@ -257,7 +258,7 @@ impl TaskRunner {
         // call in flight stops and its upstream connection is dropped.
         drop(dispatch);
         while let Ok(p) = rx.try_recv() {
-            seen.observe(&p, task.stream == 1);
+            seen.observe(&p, task.stream);
             held.push(p);
         }
         match ended {
@@ -299,12 +300,11 @@ impl TaskRunner {
             obj.insert("cached".into(), json!(true));
         }
         let finish = Finish {
-            status: "completed",
             result: Some(result.to_string()),
             cached: true,
             provider: result["provider"].as_str().map(str::to_string),
             model: result["model"].as_str().map(str::to_string),
-            ..Finish::default()
+            ..Finish::new(TaskStatus::Completed)
         };
         let event = completed_event(&result, None)?;
         self.finish(task, owner, &finish, event, Vec::new(), None)
@@ -334,7 +334,6 @@ impl TaskRunner {
             "cached": false,
         });
         let finish = Finish {
-            status: "completed",
             result: Some(result.to_string()),
             cached: false,
             provider: Some(answer.provider.clone()),
@@ -342,10 +341,10 @@ impl TaskRunner {
             input_tokens,
             output_tokens,
             cost_nanos: cost,
-            ..Finish::default()
+            ..Finish::new(TaskStatus::Completed)
         };
         let event = completed_event(&result, Some(cost))?;
-        let cache = (task.use_cache == 1).then(|| {
+        let cache = (task.use_cache).then(|| {
             let ttl = request.cache_ttl_secs(self.cache_ttl_secs, self.research_cache_ttl_secs);
             (
                 result.to_string(),
@@ -366,13 +365,12 @@ impl TaskRunner {
     ) -> Result<(), sqlx::Error> {
         let (input_tokens, output_tokens, cost) = totals(attempts);
         let finish = Finish {
-            status: "failed",
             error: Some(error.to_string()),
             partial_output,
             input_tokens,
             output_tokens,
             cost_nanos: cost,
-            ..Finish::default()
+            ..Finish::new(TaskStatus::Failed)
         };
         let event = json!({ "status": "failed", "error": error }).to_string();
         self.finish(task, owner, &finish, event, held, None).await
@@ -413,7 +411,7 @@ impl TaskRunner {
             self.signals.publish_due(WorkKind::Workflows);
         }
         tracing::info!(
-            status = finish.status,
+            status = finish.status.as_str(),
             cached = finish.cached,
             "task finished"
         );
@@ -431,7 +429,7 @@ impl TaskRunner {
                 integration_id: None,
                 plugin: String::new(),
                 model,
-                outcome: "cancelled".into(),
+                outcome: AttemptOutcome::Cancelled,
                 error_kind: Some("cancelled".into()),
                 error_message: Some("the task was cancelled during the call".into()),
                 latency_ms: now_ms() - started_at,
@@ -445,12 +443,11 @@ impl TaskRunner {
         }
         let (input_tokens, output_tokens, cost) = totals(&seen.attempts);
         let finish = Finish {
-            status: "cancelled",
             partial_output: (!seen.partial.is_empty()).then(|| seen.partial.clone()),
             input_tokens,
             output_tokens,
             cost_nanos: cost,
-            ..Finish::default()
+            ..Finish::new(TaskStatus::Cancelled)
         };
         tasks::record_cancelled_run(&mut tx, &task.id, &finish).await?;
         tx.commit().await?;
@@ -474,7 +471,7 @@ async fn write_progress(
     let mut pending_delta: Option<(i64, String)> = None;
     for p in batch {
         if let Progress::Delta { seq, text } = &p {
-            if task.stream != 1 {
+            if !task.stream {
                 continue;
             }
             match &mut pending_delta {
@@ -542,7 +539,7 @@ pub struct AttemptView {
     /// Model.
     pub model: String,
     /// `ok`, `error`, `cancelled` or `skipped`.
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     /// Kind and message, when it did not succeed.
     pub error: Option<AttemptError>,
     /// Milliseconds.
@@ -573,7 +570,7 @@ impl From<&Attempt> for AttemptView {
             provider: a.provider.clone(),
             plugin: a.plugin.clone(),
             model: a.model.clone(),
-            outcome: a.outcome.clone(),
+            outcome: a.outcome,
             error: a.error_kind.as_ref().map(|kind| AttemptError {
                 kind: kind.clone(),
                 message: a.error_message.clone(),

@@ -33,6 +33,7 @@ use tracing::Instrument;
 
 use super::dispatch::totals;
 use super::request::TaskRequest;
+use super::state::{TaskSource, TaskStatus};
 use crate::audit;
 use crate::store::audit_logs::NewAudit;
 use crate::store::tasks::Attempt;
@@ -103,8 +104,8 @@ pub struct Finished {
     pub org_id: String,
     /// Caller.
     pub user_id: String,
-    /// `gateway`.
-    pub source: &'static str,
+    /// Where it was submitted (the gateway).
+    pub source: TaskSource,
     /// The canonical request (serialised and hashed off the request path).
     pub request: TaskRequest,
     /// Streamed or not.
@@ -355,7 +356,7 @@ fn rows(f: Finished) -> (FinishedTask, NewAudit) {
             input_tokens,
             output_tokens,
         } => (
-            "completed",
+            TaskStatus::Completed,
             Some(json!({
                 "text": text,
                 "finish_reason": finish_reason,
@@ -374,7 +375,7 @@ fn rows(f: Finished) -> (FinishedTask, NewAudit) {
             message,
             partial_output,
         } => (
-            "failed",
+            TaskStatus::Failed,
             None,
             Some(json!({ "kind": kind, "message": message })),
             partial_output.clone(),
@@ -382,7 +383,7 @@ fn rows(f: Finished) -> (FinishedTask, NewAudit) {
             None,
         ),
         Outcome::Cancelled { partial_output } => (
-            "cancelled",
+            TaskStatus::Cancelled,
             None,
             Some(json!({ "kind": "cancelled", "message": "the client closed the connection" })),
             partial_output.clone(),

@@ -7,14 +7,23 @@
 //! one writer at a time, the same `UPDATE … WHERE id = (SELECT …)` is atomic.
 //! A claim is a lease: `in_progress` rows whose lease ran out (their worker
 //! died) are claimed again, so a crash loses no task.
+//!
+//! A task's status, source and its attempts' outcomes are stored as text,
+//! its `stream`, `use_cache` and `cached` flags as 0/1 integers; rows carry
+//! them as [`TaskStatus`], [`TaskSource`], [`AttemptOutcome`] and `bool`,
+//! converted here.
 
-use sqlx::{AnyConnection, FromRow};
+use std::str::FromStr;
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, FromRow, Row};
 
 use super::{Backend, new_id, now_ms};
 use crate::money::Money;
+use crate::orchestrator::state::{AttemptOutcome, TaskSource, TaskStatus};
 
 /// A stored task.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct Task {
     /// Text UUID.
     pub id: String,
@@ -24,22 +33,22 @@ pub struct Task {
     pub user_id: Option<String>,
     /// The agent it runs for, if any.
     pub agent_id: Option<String>,
-    /// `api` or `gateway`.
-    pub source: String,
+    /// Where it was submitted.
+    pub source: TaskSource,
     /// What the task is for.
     pub description: String,
     /// `reasoning`, `code_generation`, `research`, `light` or `general`.
     pub task_type: String,
     /// 0 low, 1 medium, 2 high.
     pub priority: i64,
-    /// See `orchestrator::state::TaskStatus`.
-    pub status: String,
+    /// Where it is in its life.
+    pub status: TaskStatus,
     /// JSON: the canonical request (messages, parameters).
     pub request: String,
-    /// 1 when deltas are published as events.
-    pub stream: i64,
-    /// 0 when the response cache must not be used.
-    pub use_cache: i64,
+    /// Whether deltas are published as events.
+    pub stream: bool,
+    /// Whether the response cache may be used.
+    pub use_cache: bool,
     /// The client's `Idempotency-Key`.
     pub idempotency_key: Option<String>,
     /// sha256 of the canonical request.
@@ -50,8 +59,8 @@ pub struct Task {
     pub partial_output: Option<String>,
     /// JSON error once failed.
     pub error: Option<String>,
-    /// 1 when the result came from the response cache.
-    pub cached: i64,
+    /// Whether the result came from the response cache.
+    pub cached: bool,
     /// Integration that answered.
     pub provider: Option<String>,
     /// Model that answered.
@@ -61,7 +70,6 @@ pub struct Task {
     /// Completion tokens over all attempts.
     pub output_tokens: i64,
     /// Cost over all attempts.
-    #[sqlx(try_from = "i64")]
     pub cost_nanos: Money,
     /// Instance and worker holding the lease.
     pub lease_owner: Option<String>,
@@ -79,6 +87,59 @@ pub struct Task {
     pub finished_at: Option<i64>,
     /// The workflow whose step it runs.
     pub workflow_id: Option<String>,
+}
+
+impl FromRow<'_, AnyRow> for Task {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Task {
+            id: row.try_get("id")?,
+            org_id: row.try_get("org_id")?,
+            user_id: row.try_get("user_id")?,
+            agent_id: row.try_get("agent_id")?,
+            source: parsed(row, "source")?,
+            description: row.try_get("description")?,
+            task_type: row.try_get("task_type")?,
+            priority: row.try_get("priority")?,
+            status: parsed(row, "status")?,
+            request: row.try_get("request")?,
+            stream: row.try_get::<i64, _>("stream")? != 0,
+            use_cache: row.try_get::<i64, _>("use_cache")? != 0,
+            idempotency_key: row.try_get("idempotency_key")?,
+            request_hash: row.try_get("request_hash")?,
+            result: row.try_get("result")?,
+            partial_output: row.try_get("partial_output")?,
+            error: row.try_get("error")?,
+            cached: row.try_get::<i64, _>("cached")? != 0,
+            provider: row.try_get("provider")?,
+            model: row.try_get("model")?,
+            input_tokens: row.try_get("input_tokens")?,
+            output_tokens: row.try_get("output_tokens")?,
+            cost_nanos: Money::from(row.try_get::<i64, _>("cost_nanos")?),
+            lease_owner: row.try_get("lease_owner")?,
+            lease_expires_at: row.try_get("lease_expires_at")?,
+            claims: row.try_get("claims")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            started_at: row.try_get("started_at")?,
+            finished_at: row.try_get("finished_at")?,
+            workflow_id: row.try_get("workflow_id")?,
+        })
+    }
+}
+
+/// The text in `column` parsed as a `T`; a decode error for a stored name
+/// `T` does not know.
+fn parsed<T>(row: &AnyRow, column: &str) -> Result<T, sqlx::Error>
+where
+    T: FromStr,
+    T::Err: Into<sqlx::error::BoxDynError>,
+{
+    row.try_get::<String, _>(column)?
+        .parse()
+        .map_err(|e: T::Err| sqlx::Error::ColumnDecode {
+            index: column.to_string(),
+            source: e.into(),
+        })
 }
 
 const COLUMNS: &str = "id, org_id, user_id, agent_id, source, description, task_type, priority, \
@@ -100,8 +161,8 @@ pub struct NewTask {
     pub user_id: Option<String>,
     /// Agent, if any.
     pub agent_id: Option<String>,
-    /// `api` or `gateway`.
-    pub source: &'static str,
+    /// Where it was submitted.
+    pub source: TaskSource,
     /// Description.
     pub description: String,
     /// Task type name.
@@ -184,7 +245,7 @@ pub async fn insert(
         .bind(&new.org_id)
         .bind(&new.user_id)
         .bind(&new.agent_id)
-        .bind(new.source)
+        .bind(new.source.as_str())
         .bind(&new.description)
         .bind(&new.task_type)
         .bind(new.priority)
@@ -291,7 +352,7 @@ struct WithAttempts {
 #[derive(Debug, Clone, Default)]
 pub struct TaskFilter {
     /// Only this status.
-    pub status: Option<String>,
+    pub status: Option<TaskStatus>,
     /// Only this agent's.
     pub agent_id: Option<String>,
     /// Created at or after (unix ms).
@@ -317,7 +378,7 @@ pub async fn page(
         "SELECT COUNT(*) FROM tasks WHERE {condition}"
     )))
     .bind(org_id)
-    .bind(&filter.status)
+    .bind(filter.status.map(TaskStatus::as_str))
     .bind(&filter.agent_id)
     .bind(filter.from)
     .bind(filter.to)
@@ -327,7 +388,7 @@ pub async fn page(
         "SELECT {COLUMNS} FROM tasks WHERE {condition} ORDER BY created_at DESC, id LIMIT $6 OFFSET $7"
     )))
     .bind(org_id)
-    .bind(&filter.status)
+    .bind(filter.status.map(TaskStatus::as_str))
     .bind(&filter.agent_id)
     .bind(filter.from)
     .bind(filter.to)
@@ -468,10 +529,11 @@ pub async fn release_leases(conn: &mut AnyConnection, owner: &str) -> Result<(),
 }
 
 /// How a run ended, to be written with [`finish`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Finish {
-    /// `completed` or `failed`.
-    pub status: &'static str,
+    /// `Completed` or `Failed` ([`finish`]); `Cancelled` for
+    /// [`record_cancelled_run`], which does not write it.
+    pub status: TaskStatus,
     /// JSON result.
     pub result: Option<String>,
     /// JSON error.
@@ -492,6 +554,24 @@ pub struct Finish {
     pub cost_nanos: Money,
 }
 
+impl Finish {
+    /// An end in `status` with nothing else recorded yet.
+    pub fn new(status: TaskStatus) -> Finish {
+        Finish {
+            status,
+            result: None,
+            error: None,
+            partial_output: None,
+            cached: false,
+            provider: None,
+            model: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_nanos: Money::ZERO,
+        }
+    }
+}
+
 /// Move a task `owner` holds to its terminal state. Returns false when the
 /// task is no longer this worker's (cancelled meanwhile, or rescued by
 /// another worker after a lost lease): then nothing is written.
@@ -508,7 +588,7 @@ pub async fn finish(
              lease_owner = NULL, lease_expires_at = NULL, finished_at = $11, updated_at = $11 \
          WHERE id = $12 AND lease_owner = $13 AND status = 'in_progress'",
     )
-    .bind(f.status)
+    .bind(f.status.as_str())
     .bind(&f.result)
     .bind(&f.error)
     .bind(&f.partial_output)
@@ -532,7 +612,7 @@ pub async fn cancel(
     conn: &mut AnyConnection,
     org_id: &str,
     id: &str,
-) -> Result<Option<String>, sqlx::Error> {
+) -> Result<Option<TaskStatus>, sqlx::Error> {
     let Some(task) = get(conn, org_id, id).await? else {
         return Ok(None);
     };
@@ -607,8 +687,9 @@ pub struct Attempt {
     pub plugin: String,
     /// Model.
     pub model: String,
-    /// `ok`, `error`, `cancelled` or `skipped`.
-    pub outcome: String,
+    /// How the call ended.
+    #[sqlx(try_from = "String")]
+    pub outcome: AttemptOutcome,
     /// Typed error kind.
     pub error_kind: Option<String>,
     /// Error message (secrets removed).
@@ -647,7 +728,7 @@ pub async fn insert_attempt(
     .bind(&a.integration_id)
     .bind(&a.plugin)
     .bind(&a.model)
-    .bind(&a.outcome)
+    .bind(a.outcome.as_str())
     .bind(&a.error_kind)
     .bind(&a.error_message)
     .bind(a.latency_ms)

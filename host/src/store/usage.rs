@@ -12,6 +12,7 @@ use super::audit_logs::NewAudit;
 use super::new_id;
 use super::tasks::Attempt;
 use crate::money::Money;
+use crate::orchestrator::state::{TaskSource, TaskStatus};
 
 /// A request that already ended, written as a terminal `tasks` row.
 #[derive(Debug, Clone, Serialize)]
@@ -22,16 +23,16 @@ pub struct FinishedTask {
     pub org_id: String,
     /// Caller (stored as NULL if the user has been deleted meanwhile).
     pub user_id: Option<String>,
-    /// `gateway` (or `api`).
-    pub source: &'static str,
+    /// Where it was submitted (the gateway).
+    pub source: TaskSource,
     /// What the task was.
     pub description: String,
     /// Task type name.
     pub task_type: String,
     /// 0–2.
     pub priority: i64,
-    /// `completed`, `failed` or `cancelled`.
-    pub status: &'static str,
+    /// `Completed`, `Failed` or `Cancelled`.
+    pub status: TaskStatus,
     /// Canonical request JSON.
     pub request: String,
     /// Whether the answer was streamed.
@@ -344,11 +345,11 @@ async fn insert_finished_tasks(
                 .bind(&t.id)
                 .bind(&t.org_id)
                 .bind(&t.user_id)
-                .bind(t.source)
+                .bind(t.source.as_str())
                 .bind(&t.description)
                 .bind(&t.task_type)
                 .bind(t.priority)
-                .bind(t.status)
+                .bind(t.status.as_str())
                 .bind(&t.request)
                 .bind(i64::from(t.stream))
                 .bind(&t.request_hash)
@@ -390,7 +391,7 @@ async fn insert_finished_tasks(
                 .bind(&a.integration_id)
                 .bind(&a.plugin)
                 .bind(&a.model)
-                .bind(&a.outcome)
+                .bind(a.outcome.as_str())
                 .bind(&a.error_kind)
                 .bind(&a.error_message)
                 .bind(a.latency_ms)

@@ -25,6 +25,7 @@ use crate::money::Money;
 use crate::orchestrator::queue::{Claim, Lease, MAX_CLAIMS, RunFuture, Runner};
 use crate::orchestrator::request::ChatMessage;
 use crate::orchestrator::signals::{Signal, Signals, WorkKind};
+use crate::orchestrator::state::{TaskSource, TaskStatus};
 use crate::orchestrator::submit::{self, SubmitError, TaskPriority, Work};
 use crate::plugins::Plugins;
 use crate::store::tasks::{self, Inserted, NewTask};
@@ -421,7 +422,7 @@ impl WorkflowRunner {
             org_id: wf.org_id.clone(),
             user_id: wf.user_id.clone(),
             agent_id: request.agent_id.clone(),
-            source: "api",
+            source: TaskSource::Api,
             description: format!("{} / {}", wf.name, run.step_id),
             task_type: request.task_type.clone(),
             priority: TaskPriority::Medium.rank(),
@@ -509,9 +510,9 @@ impl WorkflowRunner {
                     return self.fail(view, step, run, failure, false).await;
                 };
                 run.cost_nanos = task.cost_nanos;
-                match task.status.as_str() {
-                    "pending" | "in_progress" => Ok(Moved::Wait(None)),
-                    "completed" => {
+                match task.status {
+                    TaskStatus::Pending | TaskStatus::InProgress => Ok(Moved::Wait(None)),
+                    TaskStatus::Completed => {
                         let result: Value = task
                             .result
                             .as_deref()
@@ -537,7 +538,7 @@ impl WorkflowRunner {
                         let next = t.next.clone();
                         self.complete(view, run, record, next).await
                     }
-                    "cancelled" => {
+                    TaskStatus::Cancelled => {
                         let failure = Failure::new(
                             ErrorCategory::Cancelled,
                             "cancelled",
@@ -545,7 +546,7 @@ impl WorkflowRunner {
                         );
                         self.fail(view, step, run, failure, false).await
                     }
-                    _ => {
+                    TaskStatus::Failed => {
                         let error: Value = task
                             .error
                             .as_deref()

@@ -195,18 +195,18 @@ impl From<&Task> for TaskView {
         TaskView {
             id: t.id.clone(),
             description: t.description.clone(),
-            status: t.status.clone(),
+            status: t.status.as_str().to_string(),
             priority: TaskPriority::name(t.priority).to_string(),
             task_type: t.task_type.clone(),
             agent_id: t.agent_id.clone(),
             user_id: t.user_id.clone(),
-            source: t.source.clone(),
-            stream: t.stream == 1,
+            source: t.source.as_str().to_string(),
+            stream: t.stream,
             request: serde_json::from_str(&t.request).unwrap_or(Value::Null),
             result: parse(&t.result),
             error: parse(&t.error),
             partial_output: t.partial_output.clone(),
-            cached: t.cached == 1,
+            cached: t.cached,
             provider: t.provider.clone(),
             model: t.model.clone(),
             input_tokens: t.input_tokens,
@@ -347,7 +347,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 fn created(task: &Task) -> TaskCreated {
     TaskCreated {
         id: task.id.clone(),
-        status: task.status.clone(),
+        status: task.status.as_str().to_string(),
         status_url: format!("/api/tasks/{}", task.id),
         stream_url: format!("/api/tasks/{}/stream", task.id),
     }
@@ -422,16 +422,19 @@ pub async fn list(
 ) -> Result<Json<TaskList>, ApiError> {
     p.require(Role::Viewer)?;
     let (limit, offset) = pagination::bounds(q.limit, q.offset)?;
-    if let Some(status) = &q.status
-        && status.parse::<TaskStatus>().is_err()
-    {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "`status` must be pending, in_progress, completed, failed or cancelled",
-        ));
-    }
+    let status = q
+        .status
+        .as_deref()
+        .map(str::parse::<TaskStatus>)
+        .transpose()
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_query",
+                "`status` must be pending, in_progress, completed, failed or cancelled",
+            )
+        })?;
     let filter = TaskFilter {
-        status: q.status.clone(),
+        status,
         agent_id: q.agent_id.clone(),
         from: parse_time("from", &q.from)?,
         to: parse_time("to", &q.to)?,

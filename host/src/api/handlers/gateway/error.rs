@@ -104,7 +104,7 @@ pub(super) fn dispatch_error(e: &DispatchError, task_id: Option<String>) -> Gate
                         "{}/{}: {}{}",
                         a.provider,
                         a.model,
-                        a.error_kind.as_deref().unwrap_or(&a.outcome),
+                        a.error_kind.as_deref().unwrap_or(a.outcome.as_str()),
                         a.error_message
                             .as_deref()
                             .map(|m| format!(": {m}"))

@@ -55,6 +55,7 @@ use crate::orchestrator::catalog::{Catalog, parse_task_type};
 use crate::orchestrator::dispatch::{Answer, Job, totals};
 use crate::orchestrator::request::{ChatMessage, TaskRequest, finish_reason_name};
 use crate::orchestrator::sampling::{Sampling, check_max_tokens};
+use crate::orchestrator::state::TaskSource;
 use crate::orchestrator::submit::{self, MAX_MESSAGE, MAX_MESSAGES, Work};
 use crate::orchestrator::usage::{Finished, Outcome};
 use crate::state::AppState;
@@ -304,7 +305,7 @@ pub async fn chat_completions(
             id: id.clone(),
             org_id: p.org_id.clone(),
             user_id: p.user_id.clone(),
-            source: "gateway",
+            source: TaskSource::Gateway,
             request,
             stream,
             outcome: Outcome::Cancelled {
