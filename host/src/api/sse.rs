@@ -156,7 +156,7 @@ pub async fn watch(
         return Ok(Sse::new(futures::stream::iter(events)).into_response());
     }
     let (tx, mut rx) = mpsc::channel::<Event>(64);
-    let keep_alive = Duration::from_secs(state.config.tasks.sse_keepalive_secs);
+    let keep_alive = state.config.tasks.sse_keepalive;
     tokio::spawn(pump(state, org_id.to_string(), log, id, after, signals, tx));
     let events =
         futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok::<_, Infallible>)));

@@ -258,20 +258,20 @@ pub struct TaskConfig {
     pub workflow_workers: u32,
     /// How long a claim holds a task without a heartbeat (`VEL_TASK_LEASE_MS`);
     /// a task whose worker died is rescued after this.
-    pub lease_ms: u64,
+    pub lease: Duration,
     /// How often an idle worker looks for work it was not told about, and
     /// how often leases are renewed at most (`VEL_TASK_POLL_MS`).
-    pub poll_ms: u64,
+    pub poll_interval: Duration,
     /// How long an answer stays in the response cache (`VEL_CACHE_TTL_SECS`).
-    pub cache_ttl_secs: u64,
+    pub cache_ttl: Duration,
     /// The same for research tasks (`VEL_RESEARCH_CACHE_TTL_SECS`).
-    pub research_cache_ttl_secs: u64,
+    pub research_cache_ttl: Duration,
     /// Interval of SSE keep-alive comments (`VEL_SSE_KEEPALIVE_SECS`).
-    pub sse_keepalive_secs: u64,
+    pub sse_keepalive: Duration,
     /// Time an open circuit waits before one probe (`VEL_BREAKER_COOL_DOWN_MS`).
-    pub breaker_cool_down_ms: u64,
+    pub breaker_cool_down: Duration,
     /// Delay before the first retry; it doubles (`VEL_RETRY_BASE_MS`).
-    pub retry_base_ms: u64,
+    pub retry_base: Duration,
     /// Gateway requests one credential (an API key, or a user's tokens) may
     /// have in flight on this instance (`VEL_GATEWAY_IN_FLIGHT_PER_KEY`).
     pub gateway_in_flight_per_key: usize,
@@ -279,11 +279,11 @@ pub struct TaskConfig {
     pub gateway_in_flight_per_org: usize,
     /// Longest one run of a task or gateway request may take, every attempt,
     /// retry and fallback included (`VEL_TASK_MAX_RUN_MS`).
-    pub max_run_ms: u64,
+    pub max_run: Duration,
     /// Longest a finished gateway request waits for others before the usage
     /// recorder writes them together (`VEL_USAGE_LINGER_MS`); also the most
     /// a crash can lose.
-    pub usage_linger_ms: u64,
+    pub usage_linger: Duration,
     /// Most finished requests the usage recorder writes in one transaction
     /// (`VEL_USAGE_BATCH`).
     pub usage_batch: u32,
@@ -390,6 +390,17 @@ impl Sources<'_> {
     ) -> Result<Duration, ConfigError> {
         self.get(env_name, file, default_ms)
             .map(Duration::from_millis)
+    }
+
+    /// Like [`Sources::get`] for a setting in seconds.
+    fn secs(
+        &self,
+        env_name: &str,
+        file: Option<u64>,
+        default_secs: u64,
+    ) -> Result<Duration, ConfigError> {
+        self.get(env_name, file, default_secs)
+            .map(Duration::from_secs)
     }
 
     /// Like [`Sources::get`] for a setting without a default.
@@ -541,26 +552,22 @@ impl Config {
                 )?,
                 workers: src.get("VEL_TASK_WORKERS", file.task_workers, 16)?,
                 workflow_workers: src.get("VEL_WORKFLOW_WORKERS", file.workflow_workers, 4)?,
-                lease_ms: src.get("VEL_TASK_LEASE_MS", file.task_lease_ms, 15_000)?,
-                poll_ms: src.get("VEL_TASK_POLL_MS", file.task_poll_ms, 500)?,
-                cache_ttl_secs: src.get("VEL_CACHE_TTL_SECS", file.cache_ttl_secs, 3600)?,
-                research_cache_ttl_secs: src.get(
+                lease: src.millis("VEL_TASK_LEASE_MS", file.task_lease_ms, 15_000)?,
+                poll_interval: src.millis("VEL_TASK_POLL_MS", file.task_poll_ms, 500)?,
+                cache_ttl: src.secs("VEL_CACHE_TTL_SECS", file.cache_ttl_secs, 3600)?,
+                research_cache_ttl: src.secs(
                     "VEL_RESEARCH_CACHE_TTL_SECS",
                     file.research_cache_ttl_secs,
                     24 * 3600,
                 )?,
-                sse_keepalive_secs: src.get(
-                    "VEL_SSE_KEEPALIVE_SECS",
-                    file.sse_keepalive_secs,
-                    15,
-                )?,
-                breaker_cool_down_ms: src.get(
+                sse_keepalive: src.secs("VEL_SSE_KEEPALIVE_SECS", file.sse_keepalive_secs, 15)?,
+                breaker_cool_down: src.millis(
                     "VEL_BREAKER_COOL_DOWN_MS",
                     file.breaker_cool_down_ms,
                     30_000,
                 )?,
-                retry_base_ms: src.get("VEL_RETRY_BASE_MS", file.retry_base_ms, 100)?,
-                max_run_ms: src.get("VEL_TASK_MAX_RUN_MS", file.task_max_run_ms, 600_000)?,
+                retry_base: src.millis("VEL_RETRY_BASE_MS", file.retry_base_ms, 100)?,
+                max_run: src.millis("VEL_TASK_MAX_RUN_MS", file.task_max_run_ms, 600_000)?,
                 gateway_in_flight_per_key: src.get(
                     "VEL_GATEWAY_IN_FLIGHT_PER_KEY",
                     file.gateway_in_flight_per_key,
@@ -571,7 +578,7 @@ impl Config {
                     file.gateway_in_flight_per_org,
                     192,
                 )?,
-                usage_linger_ms: src.get("VEL_USAGE_LINGER_MS", file.usage_linger_ms, 1000)?,
+                usage_linger: src.millis("VEL_USAGE_LINGER_MS", file.usage_linger_ms, 1000)?,
                 usage_batch: src.get("VEL_USAGE_BATCH", file.usage_batch, 2048)?,
             },
             registry: RegistryConfig {
@@ -691,8 +698,8 @@ impl Config {
                 "VEL_MAX_UNFINISHED_TASKS",
                 u64::from(self.tasks.max_unfinished_per_user),
             ),
-            ("VEL_TASK_POLL_MS", self.tasks.poll_ms),
-            ("VEL_SSE_KEEPALIVE_SECS", self.tasks.sse_keepalive_secs),
+            ("VEL_TASK_POLL_MS", millis(self.tasks.poll_interval)),
+            ("VEL_SSE_KEEPALIVE_SECS", self.tasks.sse_keepalive.as_secs()),
             (
                 "VEL_PLUGIN_RECONCILE_MS",
                 millis(self.registry.reconcile_interval),
@@ -717,24 +724,24 @@ impl Config {
                 return Err(bad(name, value.to_string(), "must be between 1 and 100000"));
             }
         }
-        if !(1_000..=86_400_000).contains(&self.tasks.max_run_ms) {
+        if !(1_000..=86_400_000).contains(&millis(self.tasks.max_run)) {
             return Err(bad(
                 "VEL_TASK_MAX_RUN_MS",
-                self.tasks.max_run_ms.to_string(),
+                millis(self.tasks.max_run).to_string(),
                 "must be between 1000 (a second) and 86400000 (a day)",
             ));
         }
-        if self.tasks.usage_linger_ms > 60_000 {
+        if millis(self.tasks.usage_linger) > 60_000 {
             return Err(bad(
                 "VEL_USAGE_LINGER_MS",
-                self.tasks.usage_linger_ms.to_string(),
+                millis(self.tasks.usage_linger).to_string(),
                 "must be at most 60000",
             ));
         }
-        if self.tasks.lease_ms < 500 {
+        if millis(self.tasks.lease) < 500 {
             return Err(bad(
                 "VEL_TASK_LEASE_MS",
-                self.tasks.lease_ms.to_string(),
+                millis(self.tasks.lease).to_string(),
                 "must be at least 500",
             ));
         }
@@ -959,7 +966,10 @@ mod tests {
         );
         assert!(load(&[]).unwrap().outbound_allow_private.is_empty());
         let c = load(&[("VEL_USAGE_LINGER_MS", "0"), ("VEL_USAGE_BATCH", "1")]).unwrap();
-        assert_eq!((c.tasks.usage_linger_ms, c.tasks.usage_batch), (0, 1));
+        assert_eq!(
+            (c.tasks.usage_linger, c.tasks.usage_batch),
+            (Duration::ZERO, 1)
+        );
         let err = load(&[("VEL_ADMIN_PASSWORD", "short")])
             .unwrap_err()
             .to_string();

@@ -38,13 +38,13 @@ impl Executor {
             db.clone(),
             dispatcher,
             signals.clone(),
-            config.cache_ttl_secs,
-            config.research_cache_ttl_secs,
+            config.cache_ttl,
+            config.research_cache_ttl,
         );
         let queue = QueueConfig {
             workers: config.workers,
-            lease_ms: config.lease_ms,
-            poll_ms: config.poll_ms,
+            lease: config.lease,
+            poll_interval: config.poll_interval,
         };
         let tasks = Queue::start(signals.clone(), queue, runner, owner.clone());
         let engine = WorkflowRunner::new(db, plugins, signals.clone());

@@ -99,9 +99,9 @@ pub struct QueueConfig {
     /// Items run at once; 0 claims nothing.
     pub workers: u32,
     /// How long a claim holds an item without a heartbeat.
-    pub lease_ms: u64,
+    pub lease: Duration,
     /// How often an idle worker looks for work it was not woken for.
-    pub poll_ms: u64,
+    pub poll_interval: Duration,
 }
 
 /// This instance's workers on the queue for one kind of work; cheap to
@@ -219,7 +219,7 @@ struct Run {
 
 impl<R: Runner> Inner<R> {
     fn lease_ms(&self) -> i64 {
-        i64::try_from(self.config.lease_ms).unwrap_or(i64::MAX)
+        i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX)
     }
 
     fn cancel_local(&self, id: &str) -> Option<CancellationToken> {
@@ -233,11 +233,11 @@ impl<R: Runner> Inner<R> {
         // One worker polls (to find rescued tasks and missed wake-ups); the
         // others rest until woken, so an idle instance costs one query per
         // poll interval, not one per worker.
-        let poll = Duration::from_millis(if n == 0 {
-            self.config.poll_ms
+        let poll = if n == 0 {
+            self.config.poll_interval
         } else {
-            self.config.poll_ms.saturating_mul(20)
-        });
+            self.config.poll_interval.saturating_mul(20)
+        };
         let kind = self.runner.kind();
         loop {
             if self.stop.is_cancelled() {
@@ -300,7 +300,7 @@ impl<R: Runner> Inner<R> {
     /// (a missed cancel signal heals here); fail items that keep losing
     /// their workers.
     async fn heartbeat(self: Arc<Self>) {
-        let every = Duration::from_millis((self.config.lease_ms / 3).max(100));
+        let every = Duration::from_millis((self.lease_ms() / 3).max(100).unsigned_abs());
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}

@@ -2,6 +2,8 @@
 //! as built by the gateway: plain names, resolved agent settings, and a
 //! stable hash that keys idempotency checks and the response cache.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use vel_runtime::types::{FinishReason, Message, Preference, Priority, Role, TaskType};
@@ -112,8 +114,8 @@ impl TaskRequest {
         }
     }
 
-    /// How long an answer to this request may be reused, in seconds.
-    pub fn cache_ttl_secs(&self, default: u64, research: u64) -> u64 {
+    /// How long an answer to this request may be reused.
+    pub fn cache_ttl(&self, default: Duration, research: Duration) -> Duration {
         if self.task_type == task_type_name(TaskType::Research) {
             research
         } else {
@@ -178,8 +180,9 @@ mod tests {
     #[test]
     fn research_answers_live_longer() {
         let mut r = request("a");
-        assert_eq!(r.cache_ttl_secs(60, 600), 60);
+        let (default, research) = (Duration::from_secs(60), Duration::from_secs(600));
+        assert_eq!(r.cache_ttl(default, research), default);
         r.task_type = "research".into();
-        assert_eq!(r.cache_ttl_secs(60, 600), 600);
+        assert_eq!(r.cache_ttl(default, research), research);
     }
 }

@@ -4,6 +4,8 @@
 //! task as completed (storing the answer in the response cache), failed or
 //! cancelled.
 
+use std::time::Duration;
+
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -26,28 +28,28 @@ pub struct TaskRunner {
     dispatcher: Dispatcher,
     signals: Signals,
     /// How long an answer stays in the response cache.
-    cache_ttl_secs: u64,
+    cache_ttl: Duration,
     /// The same for research tasks.
-    research_cache_ttl_secs: u64,
+    research_cache_ttl: Duration,
 }
 
 impl TaskRunner {
     /// A runner writing to `db`, calling providers through `dispatcher` and
     /// waking watchers through `signals`; answers are cached for
-    /// `cache_ttl_secs` (`research_cache_ttl_secs` for research tasks).
+    /// `cache_ttl` (`research_cache_ttl` for research tasks).
     pub fn new(
         db: Db,
         dispatcher: Dispatcher,
         signals: Signals,
-        cache_ttl_secs: u64,
-        research_cache_ttl_secs: u64,
+        cache_ttl: Duration,
+        research_cache_ttl: Duration,
     ) -> TaskRunner {
         TaskRunner {
             db,
             dispatcher,
             signals,
-            cache_ttl_secs,
-            research_cache_ttl_secs,
+            cache_ttl,
+            research_cache_ttl,
         }
     }
 }
@@ -345,10 +347,10 @@ impl TaskRunner {
         };
         let event = completed_event(&result, Some(cost))?;
         let cache = (task.use_cache).then(|| {
-            let ttl = request.cache_ttl_secs(self.cache_ttl_secs, self.research_cache_ttl_secs);
+            let ttl = request.cache_ttl(self.cache_ttl, self.research_cache_ttl);
             (
                 result.to_string(),
-                i64::try_from(ttl.saturating_mul(1000)).unwrap_or(i64::MAX),
+                i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
             )
         });
         self.finish(task, owner, &finish, event, held, cache).await

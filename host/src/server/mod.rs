@@ -86,14 +86,14 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         keys.clone(),
         DispatchConfig {
             retry: RetryPolicy {
-                base_delay: Duration::from_millis(config.tasks.retry_base_ms),
+                base_delay: config.tasks.retry_base,
                 ..RetryPolicy::default()
             },
             breaker: BreakerConfig {
-                cool_down: Duration::from_millis(config.tasks.breaker_cool_down_ms),
+                cool_down: config.tasks.breaker_cool_down,
                 ..BreakerConfig::default()
             },
-            max_run: Duration::from_millis(config.tasks.max_run_ms),
+            max_run: config.tasks.max_run,
         },
     );
     let signals = Signals::new(db.backend(), db.origin());
@@ -118,7 +118,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let usage = UsageRecorder::start(
         db.clone(),
         RecorderConfig {
-            linger: Duration::from_millis(config.tasks.usage_linger_ms),
+            linger: config.tasks.usage_linger,
             batch: usize::try_from(config.tasks.usage_batch).unwrap_or(usize::MAX),
             ..RecorderConfig::default()
         },
