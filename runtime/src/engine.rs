@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::RuntimeConfig;
 use crate::error::RuntimeError;
 
 /// Core instances a vel component may contain: the guest module plus the
@@ -18,9 +17,20 @@ const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
 /// Bytes of linear memory per slot reset in place rather than released.
 const KEEP_RESIDENT: usize = 2 * 1024 * 1024;
 
+/// What sizes the engine; taken from the runtime's configuration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EngineSizes {
+    /// Instances that may exist at once (concurrent calls).
+    pub(crate) max_instances: u32,
+    /// Hard ceiling on one instance's linear memory.
+    pub(crate) max_memory_bytes: u64,
+    /// WebAssembly stack per call, in bytes.
+    pub(crate) max_wasm_stack: usize,
+}
+
 /// Builds the engine: component model, fuel, epoch interruption, and a
 /// pooling allocator sized for `config.max_instances` concurrent calls.
-pub(crate) fn build_engine(config: &RuntimeConfig) -> Result<Engine, RuntimeError> {
+pub(crate) fn build_engine(config: &EngineSizes) -> Result<Engine, RuntimeError> {
     let mut pool = PoolingAllocationConfig::new();
     let instances = config.max_instances.max(1);
     pool.total_component_instances(instances)
@@ -163,8 +173,7 @@ mod tests {
 
     use wasmtime::{Instance, Module, Store, Trap};
 
-    use super::{EpochTicker, build_engine};
-    use crate::RuntimeConfig;
+    use super::{EngineSizes, EpochTicker, build_engine};
 
     /// `(module (func (export "spin") (loop (br 0))))`: runs until interrupted.
     const SPIN: &[u8] = &[
@@ -177,9 +186,10 @@ mod tests {
 
     #[test]
     fn an_idle_ticker_sleeps_and_wakes_for_the_next_call() {
-        let config = RuntimeConfig {
+        let config = EngineSizes {
             max_instances: 4,
-            ..RuntimeConfig::default()
+            max_memory_bytes: 256 * 1024 * 1024,
+            max_wasm_stack: 512 * 1024,
         };
         let engine = build_engine(&config).expect("engine");
         let ticker = EpochTicker::start(engine.clone(), Duration::from_millis(1)).expect("ticker");

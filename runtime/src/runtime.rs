@@ -16,7 +16,7 @@ use crate::bindings::provider::{Provider, ProviderPre};
 use crate::bindings::router::RouterPre;
 use crate::cache::{self, CompileCache};
 use crate::call::{CallExtras, Calls, Failure, WireSize, run};
-use crate::engine::{EpochTicker, build_engine};
+use crate::engine::{EngineSizes, EpochTicker, build_engine};
 use crate::error::{LoadError, PluginError, RuntimeError};
 use crate::inspect::{self, CodeLimits, Inspection};
 use crate::limits::{KindLimits, Limits, Profile};
@@ -128,7 +128,11 @@ impl Runtime {
                  is not vel_runtime::Accounted, so only linear memory is limited"
             );
         }
-        let engine = build_engine(&config)?;
+        let engine = build_engine(&EngineSizes {
+            max_instances: config.max_instances,
+            max_memory_bytes: config.max_memory_bytes,
+            max_wasm_stack: config.max_wasm_stack,
+        })?;
         let mut linker = Linker::<CallState>::new(&engine);
         let link = |e: wasmtime::Error| RuntimeError::Linker(format!("{e:#}"));
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link)?;
