@@ -484,6 +484,22 @@ fn is_plain_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
 }
 
+/// A text column read through its type's [`FromStr`](std::str::FromStr);
+/// a decode error for a stored name the type does not know.
+fn parsed<T>(row: &sqlx::any::AnyRow, column: &str) -> Result<T, sqlx::Error>
+where
+    T: std::str::FromStr,
+    T::Err: Into<sqlx::error::BoxDynError>,
+{
+    use sqlx::Row;
+    row.try_get::<String, _>(column)?
+        .parse()
+        .map_err(|e: T::Err| sqlx::Error::ColumnDecode {
+            index: column.to_string(),
+            source: e.into(),
+        })
+}
+
 /// Current time as unix milliseconds, the storage format of every timestamp.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

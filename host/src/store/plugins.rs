@@ -13,6 +13,8 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, FromRow, Row};
 use vel_runtime::PluginKind;
 
+use super::parsed;
+
 /// The scope of platform plugins (organizations use their id).
 pub const PLATFORM: &str = "platform";
 
@@ -181,20 +183,6 @@ impl FromRow<'_, AnyRow> for ActiveRow {
             hosts_approved_by: row.try_get("hosts_approved_by")?,
         })
     }
-}
-
-/// A text column read through its type's [`FromStr`].
-fn parsed<T>(row: &AnyRow, column: &str) -> Result<T, sqlx::Error>
-where
-    T: FromStr,
-    T::Err: Into<sqlx::error::BoxDynError>,
-{
-    row.try_get::<String, _>(column)?
-        .parse()
-        .map_err(|e: T::Err| sqlx::Error::ColumnDecode {
-            index: column.to_string(),
-            source: e.into(),
-        })
 }
 
 /// Store component bytes under their digest (a no-op when present).

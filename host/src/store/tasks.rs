@@ -13,12 +13,10 @@
 //! them as [`TaskStatus`], [`TaskSource`], [`AttemptOutcome`] and `bool`,
 //! converted here.
 
-use std::str::FromStr;
-
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, FromRow, Row};
 
-use super::{Backend, new_id, now_ms};
+use super::{Backend, new_id, now_ms, parsed};
 use crate::money::Money;
 use crate::orchestrator::state::{AttemptOutcome, TaskSource, TaskStatus};
 
@@ -125,21 +123,6 @@ impl FromRow<'_, AnyRow> for Task {
             workflow_id: row.try_get("workflow_id")?,
         })
     }
-}
-
-/// The text in `column` parsed as a `T`; a decode error for a stored name
-/// `T` does not know.
-fn parsed<T>(row: &AnyRow, column: &str) -> Result<T, sqlx::Error>
-where
-    T: FromStr,
-    T::Err: Into<sqlx::error::BoxDynError>,
-{
-    row.try_get::<String, _>(column)?
-        .parse()
-        .map_err(|e: T::Err| sqlx::Error::ColumnDecode {
-            index: column.to_string(),
-            source: e.into(),
-        })
 }
 
 const COLUMNS: &str = "id, org_id, user_id, agent_id, source, description, task_type, priority, \
