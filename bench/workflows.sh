@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
 # Workflow engine: on SQLite and/or PostgreSQL, with the built-in offline
-# `mock` provider answering (no network), start N five-step workflows over 8
-# connections (task → choice decided by `text-match` → task → task →
-# succeed) and time until every one is completed. Reports
-#   - steps per second over the whole run (5 steps per workflow);
-#   - engine overhead per step: from one task step's task finishing to the
-#     next task step's first provider call (that span includes the choice
-#     between them, the wake-up, the next step's start and its task's claim),
-#     over a sample of SAMPLE workflows, p50 and p99 in ms (the API's times
-#     have millisecond resolution);
+# `mock` provider answering (no network), five-step workflows (task → choice
+# decided by `text-match` → task → task → succeed). Reports
+#   - engine overhead per step, with one workflow at a time (SEQ of them):
+#     from one task step's task finishing to the next task step's first
+#     provider call. That span holds the choice between them, the wake-up,
+#     the next step's start and its task's claim. p50 and p99 in ms (the
+#     API's times have millisecond resolution);
 #   - the choice's condition evaluation inside the engine (its recorded
-#     `elapsed_us`), p50 and p99 in µs, over the same sample.
+#     `elapsed_us`) over the same workflows, p50 and p99 in µs;
+#   - throughput: N workflows started over 8 connections, timed until every
+#     one is completed, as steps per second (5 steps per workflow).
 # Prints a Markdown table.
 #
 # Usage: bench/workflows.sh [sqlite|postgres|both]   (default both)
-# Environment: N (workflows, default 1000), SAMPLE (default 100),
+# Environment: N (workflows, default 1000), SEQ (default 30),
 # BENCH_THREADS (load generator threads, default 1), BENCH_NO_BUILD=1 to
 # skip `cargo build --release`.
 # Requires: curl, jq, and for PostgreSQL psql and a server on 127.0.0.1:5432.
@@ -23,7 +23,7 @@ source "$(dirname "$0")/lib.sh"
 
 WHICH="${1:-both}"
 N="${N:-1000}"
-SAMPLE="${SAMPLE:-100}"
+SEQ="${SEQ:-30}"
 THREADS="${BENCH_THREADS:-1}"
 case "$WHICH" in
     sqlite) BACKENDS=(sqlite) ;;
@@ -80,22 +80,21 @@ measure() { # BACKEND
         api POST "$base/api/integrations" "$token" '{"name":"mock","provider":"mock","plugin":"mock"}' >/dev/null
     fi
 
-    log "$backend: $N five-step workflows over 8 connections, until all completed"
-    local started run
-    started="$(date +%s%3N)"
-    bench http --json --url "$base/api/workflows" -H "$auth" --body "$BODY" \
-        -c 8 -n "$N" --expect-status 201 --ids-out "$data/ids" >"$data/submit.json"
-    run="$(bench wait --json --url-template "$base/api/workflows/{id}" --ids-file "$data/ids" \
-        -H "$auth" --fail-on failed --fail-on cancelled --started-at-ms "$started")"
-    local elapsed steps_per_s
-    elapsed="$(field "$run" elapsed_s)"
-    steps_per_s="$(jq -n --argjson n "$N" --argjson e "$elapsed" '($n * 5 / $e) | round')"
-
-    log "$backend: engine overhead and condition time over $SAMPLE workflows"
+    log "$backend: $SEQ workflows one at a time"
+    : >"$data/seq-ids"
+    local i id status
+    for i in $(seq 1 "$SEQ"); do
+        id="$(api POST "$base/api/workflows" "$token" "${BODY//\{\{n\}\}/seq $i}" | jq -r .id)"
+        echo "$id" >>"$data/seq-ids"
+        status=running
+        while [ "$status" = running ]; do
+            status="$(api GET "$base/api/workflows/$id" "$token" | jq -r .status)"
+        done
+        [ "$status" = completed ] || die "$backend: workflow $id ended $status"
+    done
     : >"$data/gaps"
     : >"$data/evals"
-    local id
-    for id in $(shuf -n "$SAMPLE" "$data/ids"); do
+    for id in $(cat "$data/seq-ids"); do
         local wf
         wf="$(api GET "$base/api/workflows/$id" "$token")"
         jq -r '.steps[] | select(.kind == "choice") | .evaluations[].elapsed_us' <<<"$wf" >>"$data/evals"
@@ -114,10 +113,21 @@ measure() { # BACKEND
                                + (.finished_at | capture("\\.(?<ms>[0-9]+)Z$").ms | tonumber))' <<<"$task")"
         done
     done
-    ROWS+=("$(printf '| %s | %s | %s s | %s | %s | %s | %s | %s |' "$backend" "$N" "$elapsed" \
-        "$steps_per_s" \
+
+    log "$backend: $N five-step workflows over 8 connections, until all completed"
+    local started run
+    started="$(date +%s%3N)"
+    bench http --json --url "$base/api/workflows" -H "$auth" --body "$BODY" \
+        -c 8 -n "$N" --expect-status 201 --ids-out "$data/ids" >"$data/submit.json"
+    run="$(bench wait --json --url-template "$base/api/workflows/{id}" --ids-file "$data/ids" \
+        -H "$auth" --fail-on failed --fail-on cancelled --started-at-ms "$started")"
+    local elapsed steps_per_s
+    elapsed="$(field "$run" elapsed_s)"
+    steps_per_s="$(jq -n --argjson n "$N" --argjson e "$elapsed" '($n * 5 / $e) | round')"
+    ROWS+=("$(printf '| %s | %s | %s | %s | %s | %s | %s s | %s |' "$backend" \
         "$(percentile 50 <"$data/gaps")" "$(percentile 99 <"$data/gaps")" \
-        "$(percentile 50 <"$data/evals")" "$(percentile 99 <"$data/evals")")")
+        "$(percentile 50 <"$data/evals")" "$(percentile 99 <"$data/evals")" \
+        "$N" "$elapsed" "$steps_per_s")")
     kill "$VEL_PID"
     wait "$VEL_PID" 2>/dev/null || true
 }
@@ -130,6 +140,6 @@ done
 echo
 echo "Machine: $(machine)"
 echo
-echo "| database | workflows | all completed in | steps/s | step-to-step p50 ms | p99 ms | condition p50 µs | p99 µs |"
+echo "| database | step-to-step p50 ms | p99 ms | condition p50 µs | p99 µs | workflows | all completed in | steps/s |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 printf '%s\n' "${ROWS[@]}"
