@@ -151,6 +151,8 @@ async fn openapi_covers_every_endpoint(b: Backend) {
         ("/api/tasks/{id}", "get"),
         ("/api/tasks/{id}/cancel", "post"),
         ("/api/tasks/{id}/stream", "get"),
+        ("/api/analytics/usage", "get"),
+        ("/api/analytics/latency", "get"),
         ("/api/workflows", "post"),
         ("/api/workflows", "get"),
         ("/api/workflows/{id}", "get"),

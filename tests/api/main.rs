@@ -8,6 +8,7 @@ mod support;
 
 mod agent_test;
 mod agents;
+mod analytics;
 mod api_keys;
 mod audit;
 mod auth;

@@ -289,6 +289,19 @@ impl From<crate::workflows::service::WorkflowError> for ApiError {
     }
 }
 
+impl From<crate::analytics::service::AnalyticsError> for ApiError {
+    fn from(e: crate::analytics::service::AnalyticsError) -> ApiError {
+        use crate::analytics::service::AnalyticsError;
+        match e {
+            AnalyticsError::Invalid { field, message } => {
+                ApiError::bad_request("invalid_query", format!("`{field}` {message}"))
+            }
+            AnalyticsError::Sketch(e) => ApiError::internal(e),
+            AnalyticsError::Db(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::auth::AuthError> for ApiError {
     fn from(e: crate::auth::AuthError) -> Self {
         match e {

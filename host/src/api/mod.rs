@@ -25,8 +25,8 @@ use utoipa_axum::routes;
 
 use self::error::ApiError;
 use self::handlers::{
-    agents, api_keys, audit_logs, auth, connectivity, gateway, integrations, invitations, metrics,
-    organizations, plugins, tasks, users, workflows,
+    agents, analytics, api_keys, audit_logs, auth, connectivity, gateway, integrations,
+    invitations, metrics, organizations, plugins, tasks, users, workflows,
 };
 use crate::state::AppState;
 
@@ -71,6 +71,8 @@ fn documented(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::get))
         .routes(routes!(tasks::cancel))
         .routes(routes!(tasks::stream))
+        .routes(routes!(analytics::usage))
+        .routes(routes!(analytics::latency))
         .routes(routes!(workflows::create, workflows::list))
         .routes(routes!(workflows::get))
         .routes(routes!(workflows::state))

@@ -29,6 +29,7 @@ use utoipa::{Modify, OpenApi};
         (name = "api-keys", description = "Keys for machine clients"),
         (name = "audit", description = "Audit trail"),
         (name = "plugins", description = "The plugin registry: upload, activate, roll back, statistics"),
+        (name = "analytics", description = "Usage over time, costs and latency percentiles, from one-minute buckets"),
         (name = "workflows", description = "Durable multi-step workflows: tasks, condition-decided choices, approvals"),
         (name = "system", description = "Health and this document"),
     )

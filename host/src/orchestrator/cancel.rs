@@ -1,10 +1,14 @@
 //! Cancelling a task: one way for the task API and for workflows.
+//! A cancelled task is counted in the usage buckets when it is cancelled;
+//! what its run spent is added when the run stops.
 
 use serde_json::json;
 
 use super::signals::{Signal, Signals};
 use super::state::TaskStatus;
-use crate::store::{self, Tx, workflows};
+use crate::analytics::buckets::{self, Sample};
+use crate::store::tasks::Finish;
+use crate::store::{self, Tx, now_ms, workflows};
 
 /// Cancel task `id` inside `tx` if it has not finished: its `cancelled`
 /// event is appended, other instances hear of it on commit, and its
@@ -15,9 +19,13 @@ pub async fn cancel_task(
     org_id: &str,
     id: &str,
 ) -> Result<Option<TaskStatus>, sqlx::Error> {
-    let Some(was) = store::tasks::cancel(tx, org_id, id).await? else {
+    let Some(task) = store::tasks::cancel(tx, org_id, id).await? else {
         return Ok(None);
     };
+    let was = task.status;
+    let now = now_ms();
+    let cancelled = Finish::new(TaskStatus::Cancelled);
+    buckets::record(tx, &Sample::task(&task, &cancelled, now)).await?;
     store::tasks::append_event(
         tx,
         org_id,

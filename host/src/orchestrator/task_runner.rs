@@ -16,6 +16,7 @@ use super::queue::{Claim, Lease, MAX_CLAIMS, RunFuture, Runner};
 use super::request::{TaskRequest, finish_reason_name};
 use super::signals::{Signal, Signals, WorkKind};
 use super::state::{AttemptOutcome, TaskStatus};
+use crate::analytics::buckets::{self, Sample};
 use crate::money::{Money, Usd};
 use crate::store::tasks::{self, Attempt, Claimed, Finish, Task};
 use crate::store::workflows;
@@ -343,6 +344,7 @@ impl TaskRunner {
             input_tokens,
             output_tokens,
             cost_nanos: cost,
+            attempts: seen.attempts.len(),
             ..Finish::new(TaskStatus::Completed)
         };
         let event = completed_event(&result, Some(cost))?;
@@ -372,6 +374,7 @@ impl TaskRunner {
             input_tokens,
             output_tokens,
             cost_nanos: cost,
+            attempts: attempts.len(),
             ..Finish::new(TaskStatus::Failed)
         };
         let event = json!({ "status": "failed", "error": error }).to_string();
@@ -399,11 +402,13 @@ impl TaskRunner {
         }
         if !tasks::finish(&mut tx, &task.id, owner, finish).await? {
             tasks::record_cancelled_run(&mut tx, &task.id, finish).await?;
+            buckets::record(&mut tx, &spent(task, finish)).await?;
             tx.commit().await?;
             tracing::info!("task was cancelled or taken over before it finished");
             return Ok(());
         }
         tasks::append_event(&mut tx, &task.org_id, &task.id, "status", &event).await?;
+        buckets::record(&mut tx, &Sample::task(task, finish, now_ms())).await?;
         if task.workflow_id.is_some() {
             workflows::wake_for_task(&mut tx, &task.id).await?;
         }
@@ -452,12 +457,22 @@ impl TaskRunner {
             ..Finish::new(TaskStatus::Cancelled)
         };
         tasks::record_cancelled_run(&mut tx, &task.id, &finish).await?;
+        buckets::record(&mut tx, &spent(task, &finish)).await?;
         tx.commit().await?;
         tracing::info!(
             partial_chars = seen.partial.len(),
             "task run stopped by cancellation"
         );
         Ok(())
+    }
+}
+
+/// What a run of a task cancelled meanwhile spent: its task was counted
+/// when it was cancelled.
+fn spent(task: &Task, finish: &Finish) -> Sample {
+    Sample {
+        status: None,
+        ..Sample::task(task, finish, now_ms())
     }
 }
 

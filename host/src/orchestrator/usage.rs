@@ -22,7 +22,7 @@
 //! fills and handlers wait to enqueue: back-pressure rather than loss.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -34,10 +34,12 @@ use tracing::Instrument;
 use super::dispatch::totals;
 use super::request::TaskRequest;
 use super::state::{TaskSource, TaskStatus};
+use crate::analytics::buckets::{Buckets, Sample};
 use crate::audit;
 use crate::store::audit_logs::NewAudit;
 use crate::store::tasks::Attempt;
 use crate::store::usage::{self, FinishedTask};
+use crate::store::usage_buckets::{self, BucketRow};
 use crate::store::{Backend, Db, now_ms};
 
 /// Batching of the recorder.
@@ -118,12 +120,24 @@ pub struct Finished {
     pub created_at: i64,
     /// Unix ms it ended.
     pub finished_at: i64,
+    /// When it arrived, on the monotonic clock.
+    pub started: Instant,
+    /// From arrival to its end (set by [`Finished::end`]).
+    pub latency: Duration,
     /// Client IP, for the audit entry.
     pub ip_address: Option<String>,
     /// Client user agent, for the audit entry.
     pub user_agent: Option<String>,
     /// Audit action name (`gateway_request`).
     pub audit_action: &'static str,
+}
+
+impl Finished {
+    /// The request ends now: its end time and latency.
+    pub fn end(&mut self) {
+        self.finished_at = now_ms();
+        self.latency = self.started.elapsed();
+    }
 }
 
 /// Handle to the background writer; cheap to clone.
@@ -273,22 +287,24 @@ fn take_queued<T>(rx: &mut mpsc::Receiver<Box<T>>, batch: &mut Vec<T>, max: usiz
 
 /// Write a batch in one transaction; if it fails, write its records one by
 /// one so that one bad record (say, of an organization deleted meanwhile)
-/// does not lose the others.
+/// does not lose the others. The batch's usage buckets go in the same
+/// transaction (one row per bucket it touched), or one by one after it.
 async fn write(db: &Db, records: Vec<Finished>) {
     let backend = db.backend();
     let count = records.len();
-    let batch = match build(backend, records).await {
-        Ok(batch) => batch,
+    let (batch, buckets) = match build(backend, records).await {
+        Ok(built) => built,
         Err(e) => {
             tracing::error!(error = %e, records = count, "usage batch could not be encoded; records lost");
             return;
         }
     };
     let started = std::time::Instant::now();
-    match write_batch(db, &batch).await {
+    match write_batch(db, &batch, &buckets).await {
         Ok(()) => {
             tracing::debug!(
                 records = count,
+                buckets = buckets.len(),
                 ms = started.elapsed().as_millis() as u64,
                 "usage recorded"
             );
@@ -299,11 +315,21 @@ async fn write(db: &Db, records: Vec<Finished>) {
             for (task, audit) in tasks.into_iter().zip(audits) {
                 let id = task.id.clone();
                 let one = match usage::Batch::new(backend, vec![task], vec![audit]) {
-                    Ok(one) => write_batch(db, &one).await,
+                    Ok(one) => write_batch(db, &one, &[]).await,
                     Err(e) => Err(e),
                 };
                 if let Err(e) = one {
                     tracing::error!(error = %e, task_id = %id, "usage record lost");
+                }
+            }
+            for bucket in &buckets {
+                let one = async {
+                    let mut tx = db.platform().await?;
+                    usage_buckets::insert(&mut tx, std::slice::from_ref(bucket)).await?;
+                    tx.commit().await
+                };
+                if let Err(e) = one.await {
+                    tracing::error!(error = %e, org_id = %bucket.org_id, "usage bucket lost");
                 }
             }
         }
@@ -313,30 +339,56 @@ async fn write(db: &Db, records: Vec<Finished>) {
 /// Records built and encoded between two yields to the other tasks.
 const ROWS_PER_SLICE: usize = 64;
 
-/// The rows of `records`, encoded for `backend`. A full batch is
+/// The rows of `records`, encoded for `backend`, and the usage buckets
+/// they add to. A full batch is
 /// milliseconds of CPU, so it is built in slices on this async worker,
 /// yielding between them. Not on a blocking thread: an idle pool thread
 /// keeps what it allocated resident until it exits, and the server's
 /// memory grew by the batches.
-async fn build(backend: Backend, records: Vec<Finished>) -> Result<usage::Batch, sqlx::Error> {
+async fn build(
+    backend: Backend,
+    records: Vec<Finished>,
+) -> Result<(usage::Batch, Vec<BucketRow>), sqlx::Error> {
     let now = now_ms();
     let mut builder = usage::BatchBuilder::new(backend, records.len());
+    let mut buckets = Buckets::default();
     for (i, f) in records.into_iter().enumerate() {
         if i > 0 && i % ROWS_PER_SLICE == 0 {
             tokio::task::yield_now().await;
         }
+        let latency = f.latency;
         let (task, audit) = rows(f);
+        buckets.add(&Sample {
+            org_id: task.org_id.clone(),
+            finished_at: task.finished_at,
+            provider: task.provider.clone(),
+            model: task.model.clone(),
+            agent_id: None,
+            source: task.source,
+            status: Some(task.status),
+            attempts: task.attempts.len(),
+            cached: false,
+            input_tokens: task.input_tokens,
+            output_tokens: task.output_tokens,
+            cost: task.cost_nanos,
+            latency,
+        });
         let at = task.finished_at.min(now);
         builder.push(task, (audit, at))?;
     }
-    Ok(builder.finish())
+    Ok((builder.finish(), buckets.into_rows(now)))
 }
 
-async fn write_batch(db: &Db, batch: &usage::Batch) -> Result<(), sqlx::Error> {
+async fn write_batch(
+    db: &Db,
+    batch: &usage::Batch,
+    buckets: &[BucketRow],
+) -> Result<(), sqlx::Error> {
     // The batch spans organizations: a platform transaction (explicit RLS
     // bypass); every row carries its own org_id.
     let mut tx = db.platform().await?;
     usage::insert_batch(&mut tx, batch).await?;
+    usage_buckets::insert(&mut tx, buckets).await?;
     // A batch's message runs to megabytes on PostgreSQL; the pooled
     // connection need not keep buffers that size.
     tx.shrink_buffers();

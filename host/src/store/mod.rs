@@ -19,6 +19,7 @@ pub mod rate_limits;
 pub mod tasks;
 pub mod tokens;
 pub mod usage;
+pub mod usage_buckets;
 pub mod users;
 pub mod workflows;
 

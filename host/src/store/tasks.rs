@@ -180,9 +180,9 @@ pub enum Inserted {
 
 /// Insert a pending task unless the user already has `max_unfinished`
 /// unfinished tasks and workflows (a workflow's step tasks count as their
-/// workflow, once; a step's own task is never refused); with an idempotency key already used by the user,
-/// return that task instead. The count and the insert are one statement;
-/// run it in a transaction from
+/// workflow, once; a step's own task is never refused); with an idempotency
+/// key already used by the user, return that task instead. The count and the
+/// insert are one statement; run it in a transaction from
 /// [`Db::tenant_serialised`](super::Db::tenant_serialised) keyed by the user
 /// id, so that concurrent submissions of one user cannot overshoot the
 /// limit. A new task starts with its
@@ -201,15 +201,23 @@ pub async fn insert(
     }
     let now = now_ms();
     let id = new_id();
-    let insert = "INSERT INTO tasks (id, org_id, user_id, agent_id, source, description, task_type, \
+    // A step's task is never refused, so its statement counts nothing (it
+    // still names the limit, so both statements take the same parameters).
+    let limit = if new.workflow_id.is_some() {
+        "WHERE $15 >= 0"
+    } else {
+        "WHERE (SELECT COUNT(*) FROM tasks WHERE user_id = $3 AND org_id = $2 \
+                AND status IN ('pending', 'in_progress') AND workflow_id IS NULL) \
+             + (SELECT COUNT(*) FROM workflows WHERE user_id = $3 AND org_id = $2 \
+                AND status IN ('running', 'awaiting_approval')) < $15"
+    };
+    let insert = format!(
+        "INSERT INTO tasks (id, org_id, user_id, agent_id, source, description, task_type, \
              priority, status, request, stream, use_cache, idempotency_key, request_hash, \
              event_seq, created_at, updated_at, workflow_id) \
          SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $11, $12, $13, 1, $14, $14, $16 \
-         WHERE CAST($16 AS TEXT) IS NOT NULL \
-            OR (SELECT COUNT(*) FROM tasks WHERE user_id = $3 AND org_id = $2 \
-                AND status IN ('pending', 'in_progress') AND workflow_id IS NULL) \
-             + (SELECT COUNT(*) FROM workflows WHERE user_id = $3 AND org_id = $2 \
-                AND status IN ('running', 'awaiting_approval')) < $15";
+         {limit}"
+    );
     let postgres = Backend::of(conn) == Backend::Postgres;
     // On PostgreSQL the first event is written by the same statement (a
     // data-modifying CTE): one round trip less per submission.
@@ -535,6 +543,9 @@ pub struct Finish {
     pub output_tokens: i64,
     /// Totals over the attempts.
     pub cost_nanos: Money,
+    /// Provider calls the run made (usage analytics counts a completion
+    /// after more than one as a fallback; not a column of the task).
+    pub attempts: usize,
 }
 
 impl Finish {
@@ -551,6 +562,7 @@ impl Finish {
             input_tokens: 0,
             output_tokens: 0,
             cost_nanos: Money::ZERO,
+            attempts: 0,
         }
     }
 }
@@ -589,13 +601,14 @@ pub async fn finish(
     Ok(done.rows_affected() == 1)
 }
 
-/// Cancel a task that has not finished. Returns the status it had, or
-/// `None` when it was already terminal (or does not exist).
+/// Cancel a task that has not finished. Returns the task as it was before
+/// (its status among the rest), or `None` when it was already terminal (or
+/// does not exist).
 pub async fn cancel(
     conn: &mut AnyConnection,
     org_id: &str,
     id: &str,
-) -> Result<Option<TaskStatus>, sqlx::Error> {
+) -> Result<Option<Task>, sqlx::Error> {
     let Some(task) = get(conn, org_id, id).await? else {
         return Ok(None);
     };
@@ -610,7 +623,7 @@ pub async fn cancel(
     .bind(id)
     .execute(conn)
     .await?;
-    Ok((done.rows_affected() == 1).then_some(task.status))
+    Ok((done.rows_affected() == 1).then_some(task))
 }
 
 /// Record what a cancelled run had received and spent before it stopped.

@@ -2,6 +2,7 @@
 
 pub mod agent_test;
 pub mod agents;
+pub mod analytics;
 pub mod api_keys;
 pub mod audit_logs;
 pub mod auth;

@@ -27,6 +27,7 @@
 //! [`recording`], the streamed answer in [`stream`].
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
@@ -254,6 +255,7 @@ pub async fn chat_completions(
     ApiJson(body): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, GatewayError> {
     let created_at = now_ms();
+    let started = Instant::now();
     p.require(Role::TaskExecutor)?;
     let credential = match &p.credential {
         Credential::ApiKey { id } => id.as_str(),
@@ -314,6 +316,8 @@ pub async fn chat_completions(
             attempts: Vec::new(),
             created_at,
             finished_at: created_at,
+            started,
+            latency: Duration::ZERO,
             ip_address: client.ip,
             user_agent: client.user_agent,
             audit_action: "gateway_request",

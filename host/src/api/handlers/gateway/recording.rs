@@ -3,7 +3,7 @@
 
 use crate::orchestrator::shares::Slot;
 use crate::orchestrator::usage::{Finished, Outcome, UsageRecorder};
-use crate::store::{now_ms, tasks::Attempt};
+use crate::store::tasks::Attempt;
 
 /// What a finished request is recorded with.
 pub(super) struct Recording {
@@ -20,7 +20,7 @@ impl Recording {
         if let Some(mut f) = self.template.take() {
             f.outcome = outcome;
             f.attempts = attempts;
-            f.finished_at = now_ms();
+            f.end();
             self.usage.record(f).await;
         }
     }
@@ -31,7 +31,7 @@ impl Drop for Recording {
     /// as cancelled, without waiting.
     fn drop(&mut self) {
         if let Some(mut f) = self.template.take() {
-            f.finished_at = now_ms();
+            f.end();
             let usage = self.usage.clone();
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 handle.spawn(async move { usage.record(f).await });

@@ -1,0 +1,256 @@
+//! Usage analytics: every finished gateway request and task is counted in
+//! the usage buckets exactly once, by source, provider and model, with its
+//! tokens and exact cost; latency percentiles come from the merged
+//! sketches; other tenants see nothing of it; bad queries get 400.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{Backend, Server};
+
+/// What one one-word request costs on the mock provider (see `money.rs`).
+const ONE_WORD_NANOS: u64 = 500;
+
+async fn chat(s: &Server, key: &str, model: &str) -> u16 {
+    let resp = s
+        .http
+        .post(s.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&json!({ "model": model, "messages": [{ "role": "user", "content": "hello" }] }))
+        .send()
+        .await
+        .expect("request");
+    resp.status().as_u16()
+}
+
+/// The series whose group has these values.
+fn series<'a>(report: &'a Value, group: &Value) -> Option<&'a Value> {
+    report["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| &s["group"] == group)
+}
+
+/// A series' counter summed over its points.
+fn total(series: Option<&Value>, field: &str) -> i64 {
+    series.map_or(0, |s| {
+        s["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[field].as_i64().unwrap())
+            .sum()
+    })
+}
+
+/// The usage report, once it counts `requests` finished requests and
+/// tasks (the gateway's are written by its batched recorder shortly after
+/// they end).
+async fn usage_once_counted(
+    s: &Server,
+    token: &str,
+    query: &str,
+    requests: i64,
+) -> (Value, String) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let resp = s
+            .http
+            .get(s.url(&format!("/api/analytics/usage?{query}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 200);
+        let text = resp.text().await.unwrap();
+        let report: Value = serde_json::from_str(&text).unwrap();
+        let counted: i64 = report["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| total(Some(s), "requests"))
+            .sum();
+        if counted >= requests {
+            assert_eq!(counted, requests, "counted twice: {text}");
+            return (report, text);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {counted} of {requests} counted: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn usage_adds_up_by_source_and_model(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    s.mock_integration(&admin, "mock").await;
+    let key = s.api_key(&admin, "gw", "task_executor").await;
+
+    // Through the gateway: six answers and two failures.
+    for _ in 0..6 {
+        assert_eq!(chat(&s, &key, "mock/echo").await, 200);
+    }
+    for _ in 0..2 {
+        assert_ne!(chat(&s, &key, "mock/error").await, 200);
+    }
+    // Through the task API: three answers and one cancellation.
+    for word in ["one", "two", "three"] {
+        let r = s
+            .post(
+                "/api/tasks",
+                &admin,
+                json!({ "description": "counted", "prompt": word, "task_type": "light",
+                        "parameters": { "model": "mock/echo" } }),
+            )
+            .await
+            .expect(201);
+        let id = r.body["id"].as_str().unwrap().to_string();
+        s.event_stream(&admin, &id, None).await;
+        let task = s.get(&format!("/api/tasks/{id}"), &admin).await.expect(200);
+        assert_eq!(task.body["status"], "completed", "{}", task.body);
+    }
+    let slow = s
+        .post(
+            "/api/tasks",
+            &admin,
+            json!({ "description": "cancelled", "prompt": "wait", "task_type": "light",
+                    "parameters": { "model": "mock/slow" } }),
+        )
+        .await
+        .expect(201);
+    let slow = slow.body["id"].as_str().unwrap().to_string();
+    s.post(&format!("/api/tasks/{slow}/cancel"), &admin, json!({}))
+        .await
+        .expect(200);
+
+    let (report, text) =
+        usage_once_counted(&s, &admin, "group_by=source,model&interval=minute", 12).await;
+    assert_eq!(report["interval"], "minute");
+    assert_eq!(report["group_by"], json!(["source", "model"]));
+    assert_eq!(report["relative_error"], 0.01);
+    // Each answer was counted once with its exact cost; the failures and the
+    // cancellation have no model (none answered).
+    let echo = |source: &str| {
+        report["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["group"]["source"] == source && s["group"]["model"] != "")
+    };
+    let gateway = echo("gateway");
+    assert_eq!(total(gateway, "requests"), 6, "{text}");
+    assert_eq!(total(gateway, "completed"), 6, "{text}");
+    assert_eq!(total(gateway, "input_tokens"), 6, "{text}");
+    assert_eq!(total(gateway, "output_tokens"), 12, "{text}");
+    let api = echo("api");
+    assert_eq!(total(api, "requests"), 3, "{text}");
+    assert_eq!(total(api, "completed"), 3, "{text}");
+    let failed = series(&report, &json!({ "source": "gateway", "model": "" }));
+    assert_eq!(total(failed, "requests"), 2, "{text}");
+    assert_eq!(total(failed, "failed"), 2, "{text}");
+    let cancelled = series(&report, &json!({ "source": "api", "model": "" }));
+    assert_eq!(total(cancelled, "requests"), 1, "{text}");
+    assert_eq!(total(cancelled, "cancelled"), 1, "{text}");
+    // Exact decimals, never through f64 (all twelve fit in one minute or
+    // two; summed per point, each point's cost is a multiple of one request).
+    for s in [gateway.unwrap(), api.unwrap()] {
+        for p in s["points"].as_array().unwrap() {
+            let n = p["completed"].as_u64().unwrap();
+            let cost = format!("{}", n * ONE_WORD_NANOS);
+            let want = format!("0.{:0>9}", cost).trim_end_matches('0').to_string();
+            assert!(
+                text.contains(&format!("\"cost_usd\":{want}")),
+                "{want} for {n} answers in {text}"
+            );
+        }
+    }
+    // Percentiles are ordered.
+    for s in [gateway.unwrap(), api.unwrap()] {
+        for p in s["points"].as_array().unwrap() {
+            let l = &p["latency_ms"];
+            let (p50, p95, p99) = (
+                l["p50"].as_f64().unwrap(),
+                l["p95"].as_f64().unwrap(),
+                l["p99"].as_f64().unwrap(),
+            );
+            assert!(0.0 <= p50 && p50 <= p95 && p95 <= p99, "{l}");
+        }
+    }
+
+    // The same usage, by provider and model, with rates.
+    let latency = s.get("/api/analytics/latency", &admin).await.expect(200);
+    let items = latency.body["items"].as_array().unwrap();
+    let answered = items
+        .iter()
+        .find(|i| i["provider"] == "mock")
+        .unwrap_or_else(|| panic!("{}", latency.body));
+    assert_eq!(answered["requests"], 9, "{}", latency.body);
+    assert_eq!(answered["success_rate"], 1.0);
+    assert_eq!(answered["fallback_rate"], 0.0);
+    let unanswered = items.iter().find(|i| i["provider"] == "").unwrap();
+    assert_eq!(unanswered["requests"], 3, "{}", latency.body);
+    assert_eq!(unanswered["success_rate"], 0.0);
+
+    // One series in all without group_by; hourly by default.
+    let (all, _) = usage_once_counted(&s, &admin, "", 12).await;
+    assert_eq!(all["interval"], "hour");
+    assert_eq!(all["series"].as_array().unwrap().len(), 1, "{all}");
+
+    // A viewer reads it; another tenant sees none of it.
+    let viewer = s
+        .user_with_role(&admin, "viewer@analytics.test", "viewer")
+        .await;
+    s.get("/api/analytics/usage", &viewer).await.expect(200);
+    let (_, other) = s.tenant(&admin, "elsewhere").await;
+    let theirs = s.get("/api/analytics/usage", &other).await.expect(200);
+    assert_eq!(theirs.body["series"], json!([]), "{}", theirs.body);
+    let theirs = s.get("/api/analytics/latency", &other).await.expect(200);
+    assert_eq!(theirs.body["items"], json!([]), "{}", theirs.body);
+}
+
+async fn bad_analytics_queries_are_refused(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    for query in [
+        "interval=week",
+        "group_by=colour",
+        "group_by=provider,,colour",
+        "from=yesterday",
+        "from=2026-12-02T00:00:00Z&to=2026-12-01T00:00:00Z",
+        "from=2026-10-01T00:00:00Z&to=2026-12-01T00:00:00Z",
+        "from=2026-11-01T00:00:00Z&to=2026-11-20T00:00:00Z&interval=minute",
+        "limit=5",
+    ] {
+        s.get(&format!("/api/analytics/usage?{query}"), &admin)
+            .await
+            .expect_error(400, "invalid_query");
+    }
+    s.get("/api/analytics/latency?to=soon", &admin)
+        .await
+        .expect_error(400, "invalid_query");
+    let anonymous = s
+        .http
+        .get(s.url("/api/analytics/usage"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    // A range of minutes that fits is fine, and empty.
+    let ok = s
+        .get(
+            "/api/analytics/usage?from=2026-11-01T00:00:00Z&to=2026-11-02T00:00:00Z&interval=minute",
+            &admin,
+        )
+        .await
+        .expect(200);
+    assert_eq!(ok.body["series"], json!([]));
+}
+
+dual_backend_tests!(
+    usage_adds_up_by_source_and_model,
+    bad_analytics_queries_are_refused
+);
