@@ -30,6 +30,7 @@ use utoipa::{Modify, OpenApi};
         (name = "audit", description = "Audit trail"),
         (name = "plugins", description = "The plugin registry: upload, activate, roll back, statistics"),
         (name = "workflows", description = "Durable multi-step workflows: tasks, condition-decided choices, approvals"),
+        (name = "workflow-templates", description = "Versioned workflow templates with typed variables, private, organization-wide or public (the marketplace), and workflows started from them"),
         (name = "system", description = "Health and this document"),
     )
 )]

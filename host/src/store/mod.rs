@@ -20,6 +20,7 @@ pub mod tasks;
 pub mod tokens;
 pub mod usage;
 pub mod users;
+pub mod workflow_templates;
 pub mod workflows;
 
 use std::ops::{Deref, DerefMut};
