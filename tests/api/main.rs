@@ -32,4 +32,5 @@ mod ssrf;
 mod storage;
 mod tasks;
 mod users;
+mod workflow_templates;
 mod workflows;

@@ -26,7 +26,7 @@ use utoipa_axum::routes;
 use self::error::ApiError;
 use self::handlers::{
     agents, analytics, api_keys, audit_logs, auth, connectivity, gateway, integrations,
-    invitations, metrics, organizations, plugins, tasks, users, workflows,
+    invitations, metrics, organizations, plugins, tasks, users, workflow_templates, workflows,
 };
 use crate::state::AppState;
 
@@ -82,6 +82,13 @@ fn documented(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(workflows::reject))
         .routes(routes!(workflows::retry_from_step))
         .routes(routes!(workflows::stream))
+        .routes(routes!(
+            workflow_templates::create,
+            workflow_templates::list
+        ))
+        .routes(routes!(workflow_templates::get))
+        .routes(routes!(workflow_templates::versions))
+        .routes(routes!(workflow_templates::start))
         .routes(routes!(gateway::chat_completions))
         .routes(routes!(gateway::models))
         // Uploads stream their parts under per-part caps, and the whole body

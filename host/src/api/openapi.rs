@@ -31,6 +31,7 @@ use utoipa::{Modify, OpenApi};
         (name = "plugins", description = "The plugin registry: upload, activate, roll back, statistics"),
         (name = "analytics", description = "Usage over time, costs and latency percentiles, from one-minute buckets"),
         (name = "workflows", description = "Durable multi-step workflows: tasks, condition-decided choices, approvals"),
+        (name = "workflow-templates", description = "Versioned workflow templates with typed variables, private, organization-wide or public (the marketplace), and workflows started from them"),
         (name = "system", description = "Health and this document"),
     )
 )]

@@ -78,6 +78,9 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         .refresh(&db)
         .await
         .context("cannot read the plugin registry")?;
+    crate::workflows::catalog::sync_builtins(&db)
+        .await
+        .context("cannot record the built-in workflow templates")?;
     let jwt = JwtKeys::new(keys.jwt_key(), config.token_ttl);
     let keys = Arc::new(keys);
     let dispatcher = Dispatcher::new(

@@ -21,6 +21,7 @@ pub mod tokens;
 pub mod usage;
 pub mod usage_buckets;
 pub mod users;
+pub mod workflow_templates;
 pub mod workflows;
 
 use std::ops::{Deref, DerefMut};

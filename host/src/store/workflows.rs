@@ -59,11 +59,15 @@ pub struct Workflow {
     pub updated_at: i64,
     /// Unix ms of the terminal state.
     pub finished_at: Option<i64>,
+    /// The template it was started from, if any.
+    pub template_id: Option<String>,
+    /// That template's version.
+    pub template_version: Option<i64>,
 }
 
 const COLUMNS: &str = "id, org_id, user_id, name, definition, input, status, current_step, \
      current_run, attempt, steps_run, state_version, output, error, cost_nanos, wake_at, wakes, \
-     lease_owner, claims, created_at, updated_at, finished_at";
+     lease_owner, claims, created_at, updated_at, finished_at, template_id, template_version";
 
 /// Statuses of a workflow that has not ended (SQL list).
 const UNFINISHED: &str = "('running', 'awaiting_approval')";
@@ -153,6 +157,8 @@ pub struct WorkflowFilter {
     pub from: Option<i64>,
     /// Created before (unix ms).
     pub to: Option<i64>,
+    /// Only workflows started from this template.
+    pub template: Option<String>,
 }
 
 /// A page of the organization's workflows, newest first, and the total.
@@ -166,7 +172,8 @@ pub async fn page(
     let condition = "org_id = $1 AND (CAST($2 AS TEXT) IS NULL OR status = $2) \
          AND (CAST($3 AS TEXT) IS NULL OR name = $3) \
          AND (CAST($4 AS BIGINT) IS NULL OR created_at >= $4) \
-         AND (CAST($5 AS BIGINT) IS NULL OR created_at < $5)";
+         AND (CAST($5 AS BIGINT) IS NULL OR created_at < $5) \
+         AND (CAST($6 AS TEXT) IS NULL OR template_id = $6)";
     let (total,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT COUNT(*) FROM workflows WHERE {condition}"
     )))
@@ -175,17 +182,19 @@ pub async fn page(
     .bind(&filter.name)
     .bind(filter.from)
     .bind(filter.to)
+    .bind(&filter.template)
     .fetch_one(&mut *conn)
     .await?;
     let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM workflows WHERE {condition} \
-         ORDER BY created_at DESC, id LIMIT $6 OFFSET $7"
+         ORDER BY created_at DESC, id LIMIT $7 OFFSET $8"
     )))
     .bind(org_id)
     .bind(&filter.status)
     .bind(&filter.name)
     .bind(filter.from)
     .bind(filter.to)
+    .bind(&filter.template)
     .bind(limit)
     .bind(offset)
     .fetch_all(&mut *conn)

@@ -11,6 +11,7 @@ use crate::auth::{Forbidden, Principal, Role};
 use crate::orchestrator::cancel::cancel_task;
 use crate::orchestrator::signals::{Signal, WorkKind};
 use crate::state::AppState;
+use crate::store::workflow_templates;
 use crate::store::workflows::{self, NewWorkflow, Workflow};
 use crate::store::{self, to_rfc3339};
 use crate::validation::Invalid;
@@ -68,6 +69,19 @@ pub async fn start(
     definition: &Value,
     input: Value,
 ) -> Result<Workflow, WorkflowError> {
+    start_as(state, who, client, definition, input, None).await
+}
+
+/// [`start`], recording on the workflow the template id and version its
+/// definition was made from (see [`super::catalog`]).
+pub async fn start_as(
+    state: &AppState,
+    who: &Principal,
+    client: &ClientInfo,
+    definition: &Value,
+    input: Value,
+    template: Option<(&str, i64)>,
+) -> Result<Workflow, WorkflowError> {
     let def = check_definition(state, &who.org_id, definition)?;
     check_input(&def, &input)?;
     let limit = state.config.tasks.max_unfinished_per_user;
@@ -85,9 +99,15 @@ pub async fn start(
         .db
         .tenant_serialised(&who.org_id, &who.user_id)
         .await?;
-    let Some(wf) = workflows::insert(&mut tx, &new, limit).await? else {
+    let Some(mut wf) = workflows::insert(&mut tx, &new, limit).await? else {
         return Err(WorkflowError::TooManyUnfinished { limit });
     };
+    if let Some((template_id, version)) = template {
+        workflow_templates::link_workflow(&mut tx, &wf.org_id, &wf.id, template_id, version)
+            .await?;
+        wf.template_id = Some(template_id.to_string());
+        wf.template_version = Some(version);
+    }
     let data = json!({ "status": "running", "step": wf.current_step });
     workflows::append_event(&mut tx, &wf.org_id, &wf.id, "status", &data.to_string()).await?;
     audit::record(
@@ -95,7 +115,13 @@ pub async fn start(
         who,
         client,
         "workflow_started",
-        json!({ "workflow_id": wf.id, "name": wf.name, "steps": def.steps.len() }),
+        json!({
+            "workflow_id": wf.id,
+            "name": wf.name,
+            "steps": def.steps.len(),
+            "template_id": wf.template_id,
+            "template_version": wf.template_version,
+        }),
     )
     .await?;
     tx.commit().await?;

@@ -15,6 +15,7 @@ pub mod organizations;
 pub mod plugins;
 pub mod tasks;
 pub mod users;
+pub mod workflow_templates;
 pub mod workflows;
 
 pub(crate) use crate::validation::{check_destination, check_text};

@@ -89,6 +89,10 @@ pub struct WorkflowView {
     pub updated_at: String,
     /// RFC 3339.
     pub finished_at: Option<String>,
+    /// The template it was started from (`POST /api/workflows/from-template/{id}`).
+    pub template_id: Option<String>,
+    /// That template's version.
+    pub template_version: Option<i64>,
 }
 
 /// One run of a step.
@@ -202,6 +206,8 @@ pub struct WorkflowQuery {
     pub from: Option<String>,
     /// Created before (RFC 3339).
     pub to: Option<String>,
+    /// Only workflows started from this template id.
+    pub template: Option<String>,
 }
 
 /// Query of `GET /api/workflows/{id}/state`.
@@ -268,6 +274,8 @@ impl From<&Workflow> for WorkflowView {
             created_at: to_rfc3339(w.created_at),
             updated_at: to_rfc3339(w.updated_at),
             finished_at: w.finished_at.map(to_rfc3339),
+            template_id: w.template_id.clone(),
+            template_version: w.template_version,
         }
     }
 }
@@ -471,6 +479,7 @@ pub async fn list(
         name: q.name.clone(),
         from: parse_time("from", &q.from)?,
         to: parse_time("to", &q.to)?,
+        template: q.template.clone(),
     };
     let mut tx = state.db.tenant_read(&p.org_id).await?;
     let (rows, total) = store::workflows::page(&mut tx, &p.org_id, &filter, limit, offset).await?;

@@ -1,0 +1,43 @@
+-- Workflow templates (SQLite). Same tables, columns and meaning as
+-- migrations/postgres/0012_workflow_templates.sql.
+--
+-- A template is a named, versioned workflow definition with typed
+-- variables (`{{vars.name}}` in its strings, substituted when a workflow is
+-- started from it). Its versions are immutable: posting a template under a
+-- name the organization already uses adds version N+1. Built-in templates
+-- ship with the server and belong to the platform (org_id NULL).
+CREATE TABLE workflow_templates (
+    id              TEXT PRIMARY KEY,
+    org_id          TEXT REFERENCES organizations(id) ON DELETE CASCADE, -- NULL: the platform's
+    scope           TEXT NOT NULL,              -- 'platform' or the organization id: unique with name
+    name            TEXT NOT NULL,
+    visibility      TEXT NOT NULL CHECK (visibility IN ('private', 'organization', 'public')),
+    owner_id        TEXT REFERENCES users(id) ON DELETE SET NULL, -- who created it (private: who sees it)
+    latest_version  INTEGER NOT NULL,
+    builtin         INTEGER NOT NULL DEFAULT 0, -- 1: ships with the server
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX workflow_templates_scope_name_idx ON workflow_templates (scope, name);
+CREATE INDEX workflow_templates_public_idx ON workflow_templates (name) WHERE visibility = 'public';
+
+-- Every version of a template, never changed once written.
+CREATE TABLE workflow_template_versions (
+    template_id  TEXT NOT NULL REFERENCES workflow_templates(id) ON DELETE CASCADE,
+    version      INTEGER NOT NULL,
+    org_id       TEXT REFERENCES organizations(id) ON DELETE CASCADE,
+    description  TEXT NOT NULL,
+    definition   TEXT NOT NULL,                 -- JSON, with {{vars.…}} placeholders
+    variables    TEXT NOT NULL,                 -- JSON: name -> {type, default?, description?}
+    visibility   TEXT NOT NULL,                 -- the visibility this version set
+    source       TEXT,                          -- JSON: the workflow or template it was made from
+    created_by   TEXT REFERENCES users(id) ON DELETE SET NULL,
+    created_at   INTEGER NOT NULL,
+    PRIMARY KEY (template_id, version)
+);
+
+-- The template version a workflow was started from (a public template may
+-- belong to another organization, so no foreign key).
+ALTER TABLE workflows ADD COLUMN template_id TEXT;
+ALTER TABLE workflows ADD COLUMN template_version INTEGER;
+CREATE INDEX workflows_template_idx ON workflows (org_id, template_id) WHERE template_id IS NOT NULL;
