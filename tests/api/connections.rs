@@ -3,13 +3,15 @@
 //! cap, and a declared body over the limit is refused before it is read.
 //! Raw sockets against the real binary, with short timeouts.
 //!
-//! These run on SQLite only: connection handling happens before any
-//! request reaches the database, so the backend makes no difference.
+//! Most run on SQLite only: connection handling happens before any
+//! request reaches the database, so the backend makes no difference. The
+//! answers to heads hyper refuses itself run on both, as every error shape
+//! test does.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::{ADMIN_EMAIL, ADMIN_PASSWORD, Backend, Server};
@@ -26,7 +28,7 @@ async fn connect(s: &Server) -> TcpStream {
 }
 
 /// Read until the server closes the connection; returns what it sent.
-async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+async fn read_until_closed(stream: &mut (impl AsyncRead + Unpin)) -> Vec<u8> {
     let mut received = Vec::new();
     let read = tokio::time::timeout(PATIENCE, async {
         let mut buf = [0u8; 4096];
@@ -80,7 +82,7 @@ impl RawResponse {
 }
 
 /// Read one response with a `Content-Length` body.
-async fn read_response(stream: &mut TcpStream) -> RawResponse {
+async fn read_response(stream: &mut (impl AsyncRead + Unpin)) -> RawResponse {
     let read = tokio::time::timeout(PATIENCE, async {
         let mut received = Vec::new();
         let mut buf = [0u8; 4096];
@@ -370,3 +372,132 @@ async fn an_over_large_head_gets_a_json_431() {
     assert_eq!(r.header("connection"), Some("close"), "{r:?}");
     read_until_closed(&mut stream).await;
 }
+
+/// Heads hyper refuses by itself, before any handler runs (beyond its own
+/// limits, malformed, or a request target it does not parse), get the same
+/// JSON error shape as every other error, and the connection ends.
+async fn heads_hyper_refuses_get_the_json_shape(backend: Backend) {
+    let s = Server::start(backend).await;
+    let fields: String = (0..2000).map(|i| format!("X-Field-{i}: {i}\r\n")).collect();
+    let cases = [
+        (
+            "2,000 header fields",
+            format!("GET /api/health HTTP/1.1\r\nHost: vel\r\n{fields}\r\n"),
+            431,
+            "headers_too_large",
+        ),
+        (
+            "a 500 KiB head",
+            format!(
+                "GET /api/health HTTP/1.1\r\nHost: vel\r\nX-Big: {}\r\n\r\n",
+                "a".repeat(500 * 1024)
+            ),
+            431,
+            "headers_too_large",
+        ),
+        (
+            "a garbage request line",
+            "GARBAGE!! \u{1}\r\nHost: vel\r\n\r\n".to_string(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "a 100 KiB request target",
+            format!(
+                "GET /api/health?q={} HTTP/1.1\r\nHost: vel\r\n\r\n",
+                "a".repeat(100 * 1024)
+            ),
+            414,
+            "uri_too_long",
+        ),
+    ];
+    for (what, head, status, code) in cases {
+        let (mut reader, mut writer) = connect(&s).await.into_split();
+        // hyper answers as soon as it gives up on the head, and may close
+        // the connection before all of it was sent: a failed write is fine.
+        let sending = tokio::spawn(async move {
+            let _ = writer.write_all(head.as_bytes()).await;
+            writer
+        });
+        let r = read_response(&mut reader).await;
+        r.expect_error(status, code);
+        assert_eq!(r.header("connection"), Some("close"), "{what}: {r:?}");
+        let rest = read_until_closed(&mut reader).await;
+        assert!(rest.is_empty(), "{what}: more after the answer: {rest:?}");
+        drop(sending.await.expect("the writer"));
+    }
+}
+
+/// Ordinary errors (ours, with their JSON bodies) leave a keep-alive
+/// connection usable, answers without a body are left as they are, and a
+/// HEAD request's error answer has no body.
+async fn ordinary_errors_keep_the_connection(backend: Backend) {
+    let s = Server::start(backend).await;
+    let mut stream = connect(&s).await;
+    write(&mut stream, HEALTH).await;
+    assert_eq!(read_response(&mut stream).await.status, 200);
+    write(
+        &mut stream,
+        b"GET /api/no-such-thing HTTP/1.1\r\nHost: vel\r\n\r\n",
+    )
+    .await;
+    let r = read_response(&mut stream).await;
+    r.expect_error(404, "not_found");
+    assert_eq!(r.header("connection"), None, "{r:?}");
+    write(
+        &mut stream,
+        b"POST /api/auth/login HTTP/1.1\r\nHost: vel\r\n\
+          Content-Type: application/json\r\nContent-Length: 1\r\n\r\n{",
+    )
+    .await;
+    let r = read_response(&mut stream).await;
+    r.expect_error(400, "invalid_json");
+    assert_eq!(r.header("connection"), None, "{r:?}");
+    // A HEAD answer: a head only, then the next response follows at once.
+    write(
+        &mut stream,
+        b"HEAD /api/health HTTP/1.1\r\nHost: vel\r\n\r\n",
+    )
+    .await;
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    write(&mut stream, HEALTH).await;
+    assert_eq!(read_response(&mut stream).await.status, 200);
+
+    // Our own 431 to a HEAD request: its head only, as written.
+    let mut stream = connect(&s).await;
+    let fields: String = (0..100).map(|i| format!("X-Field-{i}: {i}\r\n")).collect();
+    write(
+        &mut stream,
+        format!("HEAD /api/health HTTP/1.1\r\nHost: vel\r\n{fields}\r\n").as_bytes(),
+    )
+    .await;
+    let answer = String::from_utf8(read_until_closed(&mut stream).await).expect("utf-8");
+    assert!(
+        answer.starts_with("HTTP/1.1 431 ") && answer.ends_with("\r\n\r\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("content-type: application/json"),
+        "{answer}"
+    );
+    assert!(!answer.contains("content-length: 0\r\n"), "{answer}");
+}
+
+/// Read one response head, byte by byte so nothing after it is consumed.
+async fn read_head(stream: &mut TcpStream) -> String {
+    let read = tokio::time::timeout(PATIENCE, async {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(stream.read_u8().await.expect("read"));
+        }
+        String::from_utf8(head).expect("utf-8")
+    })
+    .await;
+    read.expect("no response head from the server")
+}
+
+crate::dual_backend_tests!(
+    heads_hyper_refuses_get_the_json_shape,
+    ordinary_errors_keep_the_connection
+);

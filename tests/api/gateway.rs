@@ -787,7 +787,238 @@ async fn a_request_that_comes_back_through_a_provider_is_refused(b: Backend) {
     assert_eq!(via.status(), 200);
 }
 
+/// The model of the integration tried first, pinned.
+const PINNED: &str = "primary/gpt-4o-mini";
+
+const CUT_SCRIPT: &str = r#"
+import json, sys
+import openai
+from openai import OpenAI
+
+client = OpenAI(base_url=sys.argv[1], api_key=sys.argv[2], max_retries=0)
+headers = {} if sys.argv[3] == "" else {"x-vel-stream-failover": sys.argv[3]}
+out = {"parts": [], "error": None, "task_id": None, "provider": None, "status": None}
+try:
+    stream = client.chat.completions.create(
+        model=sys.argv[5], messages=[{"role": "user", "content": sys.argv[4]}],
+        stream=True, extra_headers=headers)
+    out["task_id"] = stream.response.headers.get("x-vel-task-id")
+    out["provider"] = stream.response.headers.get("x-vel-provider")
+    for chunk in stream:
+        for c in chunk.choices:
+            if c.delta.content:
+                out["parts"].append(c.delta.content)
+except openai.APIStatusError as e:
+    out["status"] = e.status_code
+    out["error"] = e.message
+except openai.APIError as e:
+    out["error"] = e.message
+print(json.dumps(out))
+"#;
+
+/// Stream `prompt` to `model` through the OpenAI SDK with
+/// `X-Vel-Stream-Failover: mode` (none when empty): the text chunks it
+/// received, the error it raised, its task id and the answering provider.
+async fn sdk_stream(s: &Server, key: &str, mode: &str, prompt: &str, model: &str) -> Value {
+    let output = tokio::process::Command::new(python())
+        .arg("-c")
+        .arg(CUT_SCRIPT)
+        .arg(format!("{}/v1", s.base))
+        .arg(key)
+        .arg(mode)
+        .arg(prompt)
+        .arg(model)
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .await
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the SDK script failed:\n{}\nstdout: {stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim()).expect("JSON from the script")
+}
+
+/// Two integrations, `primary` (tried first) on `first` and `secondary` on
+/// `second`, and a task_executor key.
+async fn two_upstreams(
+    s: &Server,
+    first: &MockUpstream,
+    second: &MockUpstream,
+) -> (String, String) {
+    let admin = s.admin_token().await;
+    integration(s, &admin, "primary", first).await;
+    integration(s, &admin, "secondary", second).await;
+    let key = api_key(s, &admin, "task_executor").await;
+    (admin, key)
+}
+
+/// Whether some request `mock` received ends with the assistant's partial
+/// turn `text`.
+fn continued(mock: &MockUpstream, text: &str) -> bool {
+    mock.requests().iter().any(|r| {
+        r.body
+            .as_ref()
+            .and_then(|b| b["messages"].as_array()?.last().cloned())
+            .is_some_and(|m| m["role"] == "assistant" && m["content"] == text)
+    })
+}
+
+/// An attempt that fails before sending any text is invisible: the answer
+/// is the fallback's alone, and `x-vel-provider` names it. When every
+/// attempt fails so, the answer is an ordinary error status.
+async fn a_stream_falls_back_unseen_before_its_first_text(b: Backend) {
+    let failing = MockUpstream::start().await;
+    failing.set_default(Fault::ErrorMidStream { after_chunks: 0 });
+    let healthy = MockUpstream::start().await;
+    let s = Server::start_with(b, &[("VEL_RETRY_BASE_MS", "1")]).await;
+    let (admin, key) = two_upstreams(&s, &failing, &healthy).await;
+
+    let out = sdk_stream(&s, &key, "", "nothing lost", "gpt-4o-mini").await;
+    assert_eq!(out["error"], Value::Null, "{out}");
+    assert_eq!(out["provider"], "secondary", "{out}");
+    let parts: Vec<&str> = out["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(parts.concat(), expected_answer("nothing lost"), "{out}");
+    assert!(
+        !failing.requests().is_empty(),
+        "the primary was never tried"
+    );
+    let task = s
+        .recorded_task(&admin, out["task_id"].as_str().unwrap())
+        .await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["result"]["text"], parts.concat(), "{task}");
+
+    healthy.set_default(Fault::ErrorMidStream { after_chunks: 0 });
+    let r = s
+        .http
+        .post(s.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&json!({ "model": "gpt-4o-mini", "stream": true,
+                       "messages": [{"role": "user", "content": "nobody"}] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 502);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "all_attempts_failed", "{body}");
+}
+
+/// An attempt that fails after sending text, by default: it is not retried
+/// and no other provider is asked, the stream ends with an error event
+/// (which the SDK raises), and the record is a failed task whose partial
+/// output is exactly what the client received. (The integration is
+/// pinned, so the failing one is tried first.)
+async fn a_stream_cut_after_its_text_fails_cleanly(b: Backend) {
+    let cutting = MockUpstream::start().await;
+    cutting.set_default(Fault::ErrorMidStream { after_chunks: 2 });
+    let healthy = MockUpstream::start().await;
+    let s = Server::start_with(b, &[("VEL_RETRY_BASE_MS", "1")]).await;
+    let (admin, key) = two_upstreams(&s, &cutting, &healthy).await;
+
+    for mode in ["", "fail"] {
+        let out = sdk_stream(&s, &key, mode, "alpha beta gamma delta", PINNED).await;
+        let parts: Vec<&str> = out["parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap())
+            .collect();
+        assert_eq!(parts, ["echo:", " alpha"], "{out}");
+        let error = out["error"]
+            .as_str()
+            .expect("the SDK raised the error event");
+        assert!(error.contains("part of the answer"), "{out}");
+        assert_eq!(out["status"], Value::Null, "{out}");
+        let task = s
+            .recorded_task(&admin, out["task_id"].as_str().unwrap())
+            .await;
+        assert_eq!(task["status"], "failed", "{task}");
+        assert_eq!(task["error"]["kind"], "stream_interrupted", "{task}");
+        assert_eq!(task["partial_output"], parts.concat(), "{task}");
+        assert_eq!(task["attempts"].as_array().unwrap().len(), 1, "{task}");
+    }
+    assert!(healthy.requests().is_empty(), "the fallback was asked");
+
+    // The raw stream: the error event, then `[DONE]`.
+    let text = chat_stream(
+        &s,
+        &key,
+        json!({ "model": PINNED, "stream": true,
+                "messages": [{"role": "user", "content": "one two three"}] }),
+    )
+    .await;
+    let sent = events(&text);
+    assert_eq!(sent.last().map(String::as_str), Some("[DONE]"), "{text}");
+    let error: Value = serde_json::from_str(&sent[sent.len() - 2]).unwrap();
+    assert_eq!(error["error"]["code"], "stream_interrupted", "{text}");
+
+    // An unknown mode is refused before anything runs.
+    let r = s
+        .http
+        .post(s.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("x-vel-stream-failover", "restart")
+        .json(&json!({ "model": "gpt-4o-mini", "stream": true,
+                       "messages": [{"role": "user", "content": "x"}] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_stream_failover", "{body}");
+}
+
+/// With `continue`, the next attempt (here the failing provider's retry)
+/// gets the text sent as the assistant's partial turn and only its
+/// continuation is streamed: the client assembles the whole answer once,
+/// and the record holds exactly that.
+async fn a_stream_cut_after_its_text_continues(b: Backend) {
+    let cutting = MockUpstream::start().await;
+    cutting.push(Fault::ErrorMidStream { after_chunks: 2 });
+    let healthy = MockUpstream::start().await;
+    let s = Server::start_with(b, &[("VEL_RETRY_BASE_MS", "1")]).await;
+    let (admin, key) = two_upstreams(&s, &cutting, &healthy).await;
+
+    let prompt = "alpha beta gamma delta epsilon zeta";
+    let out = sdk_stream(&s, &key, "continue", prompt, PINNED).await;
+    assert_eq!(out["error"], Value::Null, "{out}");
+    let parts: Vec<&str> = out["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(parts.concat(), expected_answer(prompt), "{out}");
+    // One chunk per word, none repeated.
+    assert_eq!(
+        parts.len(),
+        count_tokens(&expected_answer(prompt)) as usize,
+        "{out}"
+    );
+    assert!(
+        continued(&cutting, "echo: alpha"),
+        "the retry was not asked to continue"
+    );
+    let task = s
+        .recorded_task(&admin, out["task_id"].as_str().unwrap())
+        .await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["result"]["text"], parts.concat(), "{task}");
+}
+
 dual_backend_tests!(
+    a_stream_falls_back_unseen_before_its_first_text,
+    a_stream_cut_after_its_text_fails_cleanly,
+    a_stream_cut_after_its_text_continues,
     a_request_that_comes_back_through_a_provider_is_refused,
     recorder_batches_keep_every_row,
     plain_completion_is_answered_and_recorded,

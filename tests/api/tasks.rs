@@ -856,6 +856,95 @@ async fn test_rescued_stream_rebuilds_exactly(b: Backend) {
     assert_eq!(task["result"]["text"], text.as_str());
 }
 
+/// The text a task's `delta` events assemble to (a `reset` starts over).
+fn assembled(evs: &[Sse]) -> String {
+    let mut text = String::new();
+    for e in evs {
+        match e.event.as_str() {
+            "reset" => text.clear(),
+            "delta" => text.push_str(e.data["text"].as_str().expect("delta text")),
+            _ => {}
+        }
+    }
+    text
+}
+
+/// A streamed task whose provider fails after streaming text: by default
+/// it fails with exactly that text as its partial output and is neither
+/// retried nor fallen back from; with `X-Vel-Stream-Failover: continue` the next
+/// attempt continues the text, and the deltas assemble to the stored
+/// result with nothing repeated.
+async fn test_a_stream_cut_midway_fails_or_continues(b: Backend) {
+    let s = Server::start_with(b, &[("VEL_RETRY_BASE_MS", "1")]).await;
+    let admin = s.admin_token().await;
+    let cutting = MockUpstream::start().await;
+    let healthy = MockUpstream::start().await;
+    upstream(&s, &admin, "primary", &cutting).await;
+    upstream(&s, &admin, "secondary", &healthy).await;
+    let prompt = "alpha beta gamma delta";
+    // Pinned, so the failing integration is tried first.
+    let body = json!({ "description": "cut", "prompt": prompt, "stream": true, "cache": false,
+                       "parameters": { "model": "primary/gpt-4o-mini" } });
+
+    cutting.set_default(Fault::ErrorMidStream { after_chunks: 2 });
+    let id = submit(&s, &admin, body.clone()).await;
+    let task = finished(&s, &admin, &id).await;
+    let evs = events(&s, &admin, &id, None).await;
+    assert_eq!(task["status"], "failed", "{task}");
+    assert_eq!(task["error"]["kind"], "stream_interrupted", "{task}");
+    assert_eq!(task["partial_output"], "echo: alpha", "{task}");
+    assert_eq!(assembled(&evs), "echo: alpha", "{evs:?}");
+    assert!(healthy.requests().is_empty(), "the fallback was asked");
+
+    // Cut once, then the same provider continues on its retry.
+    cutting.set_default(Fault::Ok);
+    cutting.push(Fault::ErrorMidStream { after_chunks: 2 });
+    let r = s
+        .http
+        .post(s.url("/api/tasks"))
+        .bearer_auth(&admin)
+        .header("x-vel-stream-failover", "continue")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let task = finished(&s, &admin, &id).await;
+    let evs = events(&s, &admin, &id, None).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    let text = format!("echo: {prompt}");
+    assert_eq!(task["result"]["text"], text.as_str(), "{task}");
+    assert_eq!(assembled(&evs), text, "{evs:?}");
+    assert!(!evs.iter().any(|e| e.event == "reset"), "{evs:?}");
+    let last = cutting.requests().pop().expect("the retry");
+    let turn = last.body.as_ref().unwrap()["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap();
+    assert_eq!(turn["role"], "assistant", "{turn}");
+    assert_eq!(turn["content"], "echo: alpha", "{turn}");
+
+    // An unknown mode is refused, and nothing is stored.
+    let r = s
+        .http
+        .post(s.url("/api/tasks"))
+        .bearer_auth(&admin)
+        .header("x-vel-stream-failover", "sometimes")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let list = s.get("/api/tasks", &admin).await.expect(200);
+    assert_eq!(list.body["total"], 2, "{}", list.body);
+}
+
 /// Runs SQL on the server's database as its owner (PostgreSQL's superuser;
 /// SQLite has no roles), for tests that inject faults.
 async fn owner_sql(s: &Server, statements: &[&str]) {
@@ -1121,6 +1210,7 @@ dual_backend_tests!(
     test_sigkill_loses_no_task,
     test_rescued_stream_rebuilds_exactly,
     test_unrecorded_run_is_rescued_while_the_server_lives,
+    test_a_stream_cut_midway_fails_or_continues,
 );
 
 /// Two instances on one PostgreSQL: tasks submitted to an API-only

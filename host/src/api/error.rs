@@ -142,6 +142,13 @@ impl ApiError {
         )
     }
 
+    /// 414: the request target is longer than the server parses (hyper
+    /// refuses it before any handler runs; see
+    /// `crate::server::automatic_errors`).
+    pub fn uri_too_long(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::URI_TOO_LONG, "uri_too_long", message)
+    }
+
     /// 415: body is not JSON.
     pub fn unsupported_media_type() -> ApiError {
         ApiError::new(
@@ -213,19 +220,26 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
-}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
+    /// The body answered for this error; for answers written outside axum
+    /// (`crate::server::automatic_errors`), which take the status from
+    /// [`ApiError::status`] first.
+    pub fn into_body(self) -> ErrorBody {
+        ErrorBody {
             error: ErrorDetail {
                 code: self.code.to_string(),
                 message: self.message,
                 details: self.details,
             },
-        };
-        let mut resp = (self.status, Json(body)).into_response();
-        if let Some(secs) = self.retry_after
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, retry_after) = (self.status, self.retry_after);
+        let mut resp = (status, Json(self.into_body())).into_response();
+        if let Some(secs) = retry_after
             && let Ok(v) = HeaderValue::from_str(&secs.to_string())
         {
             resp.headers_mut().insert(header::RETRY_AFTER, v);

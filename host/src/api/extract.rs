@@ -5,14 +5,15 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, is_read_timeout};
 pub use crate::audit::ClientInfo;
 use crate::auth::{self, AuthError, Principal};
+use crate::orchestrator::dispatch::StreamFailover;
 use crate::state::AppState;
 
 /// A JSON body of type `T`. Content type must be JSON (415), the body within
@@ -257,6 +258,29 @@ impl FromRequestParts<AppState> for Principal {
             ))?;
         Ok(auth::authenticate(state, bearer).await?)
     }
+}
+
+/// The header choosing what a stream does when its provider fails after
+/// sending text, on `/v1/chat/completions` and `POST /api/tasks`.
+pub const STREAM_FAILOVER_HEADER: &str = "x-vel-stream-failover";
+
+/// The mode named by `X-Vel-Stream-Failover` (`fail` when absent); 400
+/// naming the header when it names none.
+pub fn stream_failover(headers: &HeaderMap) -> Result<StreamFailover, ApiError> {
+    let Some(value) = headers.get(STREAM_FAILOVER_HEADER) else {
+        return Ok(StreamFailover::default());
+    };
+    value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .and_then(StreamFailover::parse)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_stream_failover",
+                "X-Vel-Stream-Failover must be continue or fail",
+            )
+        })
 }
 
 #[cfg(test)]

@@ -2,11 +2,12 @@
 //! bytes in its request line and fields) is refused with a JSON 431, like
 //! every other error, and the connection is closed.
 //!
-//! hyper refuses an over-large head itself, with an empty 431 that cannot
-//! be changed. The server therefore sets hyper's limits above these
-//! ([`HYPER_MAX_HEADERS`], and hyper's default read buffer of about
-//! 400 KiB, far above [`MAX_HEAD_BYTES`]) and this layer enforces vel's:
-//! only a head beyond hyper's own limits still gets hyper's empty answer.
+//! hyper refuses an over-large head itself, with an empty 431. The server
+//! sets hyper's limits above these ([`HYPER_MAX_HEADERS`], and hyper's
+//! default read buffer of about 400 KiB, far above [`MAX_HEAD_BYTES`]) and
+//! this layer enforces vel's, with the request at hand; a head beyond
+//! hyper's own limits gets hyper's answer, which the connection rewrites
+//! in the same JSON shape (`crate::server::automatic_errors`).
 //!
 //! A plain tower layer rather than `middleware::from_fn`, which boxes a
 //! future and a service for every request.

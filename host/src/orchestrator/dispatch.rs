@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 use vel_runtime::types::{
     Attempt as PlannedStep, Candidate, CompletionRequest, CompletionResponse, Message, Plan,
-    Preference, Priority, ProviderError, RouteError, TaskInfo, TaskType,
+    Preference, Priority, ProviderError, Role, RouteError, TaskInfo, TaskType,
 };
 use vel_runtime::{PluginError, PluginKind};
 
@@ -75,6 +75,40 @@ pub struct Job {
     pub metadata: serde_json::Value,
     /// Attempt numbers start after this (a rescued task keeps its history).
     pub first_attempt_seq: i64,
+    /// What a streamed run does when an attempt fails after sending text.
+    pub stream_failover: StreamFailover,
+}
+
+/// What a streamed run does when an attempt fails after some of its text
+/// was streamed (a stream cannot take text back). Before any text, a
+/// failed attempt always falls back as a plain one does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamFailover {
+    /// End the run with `stream_interrupted`; the text sent is its partial
+    /// output. Nothing is ever appended to it.
+    #[default]
+    Fail,
+    /// Ask the next attempt to continue the text sent, given as the
+    /// assistant's partial turn, and stream only the continuation; the
+    /// answer is the text sent followed by the continuation.
+    Continue,
+}
+
+impl StreamFailover {
+    /// The mode named `name` (`fail`, `continue`).
+    pub fn parse(name: &str) -> Option<StreamFailover> {
+        match name {
+            "fail" => Some(StreamFailover::Fail),
+            "continue" => Some(StreamFailover::Continue),
+            _ => None,
+        }
+    }
+
+    /// Whether this is the default (left out of stored requests).
+    pub fn is_default(&self) -> bool {
+        *self == StreamFailover::default()
+    }
 }
 
 /// What a running job reports as it goes.
@@ -145,6 +179,9 @@ pub enum DispatchKind {
     InvalidRequest,
     /// A provider refused the content (not retried).
     ContentFiltered,
+    /// An attempt failed after some of its text was streamed, and the
+    /// request's [`StreamFailover`] is `fail`.
+    StreamInterrupted,
 }
 
 impl DispatchKind {
@@ -159,6 +196,7 @@ impl DispatchKind {
             DispatchKind::Storage => "storage",
             DispatchKind::InvalidRequest => "invalid_request",
             DispatchKind::ContentFiltered => "content_filtered",
+            DispatchKind::StreamInterrupted => "stream_interrupted",
         }
     }
 
@@ -414,6 +452,7 @@ impl Dispatcher {
             breakers: self.inner.observed.breakers(),
             retry: self.inner.retry,
             max_run: self.inner.max_run,
+            after_text: job.stream_failover,
         };
         fallback::run(&caller, &steps, job.first_attempt_seq, limits, progress).await
     }
@@ -529,12 +568,17 @@ struct PluginCaller<'a> {
 impl<'a> ProviderCaller for PluginCaller<'a> {
     type Target = &'a Target;
 
-    fn call(&self, step: &Step<&'a Target>, seq: i64) -> impl Future<Output = CallOutcome> + Send {
+    fn call(
+        &self,
+        step: &Step<&'a Target>,
+        seq: i64,
+        sent: &str,
+    ) -> impl Future<Output = CallOutcome> + Send {
         self.inner.call(
             self.job,
             step.target,
             &step.model,
-            seq,
+            (seq, sent),
             self.stream,
             self.progress,
         )
@@ -546,14 +590,15 @@ impl Inner {
         catalog.candidates(&self.observed, only, None)
     }
 
-    /// One call of `target` for `model`, measured, priced and fed to its
-    /// breaker and figures.
+    /// One call of `target` for `model` as attempt `seq`, measured, priced
+    /// and fed to its breaker and figures; `sent` is text earlier attempts
+    /// streamed, which this one continues (see [`StreamFailover`]).
     async fn call(
         &self,
         job: &Job,
         target: &Target,
         model: &str,
-        seq: i64,
+        (seq, sent): (i64, &str),
         stream: bool,
         progress: Option<&mpsc::UnboundedSender<Progress>>,
     ) -> CallOutcome {
@@ -586,6 +631,7 @@ impl Inner {
                 return CallOutcome {
                     attempt,
                     result: Err(FailureClass::Plugin),
+                    streamed: String::new(),
                 };
             }
         };
@@ -594,9 +640,18 @@ impl Inner {
             obj.insert("attempt".into(), serde_json::json!(seq));
             obj.insert("task_id".into(), serde_json::json!(job.id));
         }
+        let mut messages = job.messages.clone();
+        if !sent.is_empty() {
+            // The assistant's partial turn: providers with prefill continue
+            // it; the others read it as the answer so far.
+            messages.push(Message {
+                role: Role::Assistant,
+                content: sent.to_string(),
+            });
+        }
         let request = CompletionRequest {
             model: model.to_string(),
-            messages: job.messages.clone(),
+            messages,
             temperature: job.temperature,
             max_tokens: job.max_tokens,
             stop: job.stop.clone(),
@@ -611,12 +666,15 @@ impl Inner {
             call.deltas = Some(tx);
             let progress = progress.cloned();
             Some(tokio::spawn(async move {
+                let mut streamed = String::new();
                 while let Some(text) = rx.recv().await {
+                    let text = without_nul(text);
+                    streamed.push_str(&text);
                     if let Some(p) = &progress {
-                        let text = without_nul(text);
                         let _ = p.send(Progress::Delta { seq, text });
                     }
                 }
+                streamed
             }))
         } else {
             None
@@ -633,11 +691,12 @@ impl Inner {
             &result,
             guest_provider_error(&result),
         );
-        if let Some(forward) = forward {
-            // The sender lives in the finished call's store, now dropped:
-            // the forwarder drains what is left and ends.
-            let _ = forward.await;
-        }
+        // The sender lives in the finished call's store, now dropped: the
+        // forwarder drains what is left and ends.
+        let streamed = match forward {
+            Some(forward) => forward.await.unwrap_or_default(),
+            None => String::new(),
+        };
         let latency = started.elapsed();
         attempt.latency_ms = i64::try_from(latency.as_millis()).unwrap_or(i64::MAX);
         let class = match result.result {
@@ -658,6 +717,7 @@ impl Inner {
                 return CallOutcome {
                     attempt,
                     result: Ok(response),
+                    streamed,
                 };
             }
             Ok(Err(e)) => {
@@ -676,6 +736,7 @@ impl Inner {
                 return CallOutcome {
                     attempt,
                     result: Err(FailureClass::RateLimited { retry_after: None }),
+                    streamed,
                 };
             }
             Err(e) => {
@@ -701,6 +762,7 @@ impl Inner {
         CallOutcome {
             attempt,
             result: Err(class),
+            streamed,
         }
     }
 }

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use vel_runtime::types::CompletionResponse;
 
 use super::breaker::Breakers;
-use super::dispatch::{Answer, DispatchError, DispatchKind, Progress};
+use super::dispatch::{Answer, DispatchError, DispatchKind, Progress, StreamFailover};
 use super::retry::{Decision, FailureClass, RetryPolicy};
 use super::state::AttemptOutcome;
 use crate::money::Money;
@@ -42,6 +42,8 @@ pub(crate) struct CallOutcome {
     pub(crate) attempt: Attempt,
     /// The answer, or how the call failed.
     pub(crate) result: Result<CompletionResponse, FailureClass>,
+    /// Text the call streamed (before it failed, when it did).
+    pub(crate) streamed: String,
 }
 
 /// Calls one provider for one attempt.
@@ -49,11 +51,16 @@ pub(crate) trait ProviderCaller {
     /// What a [`Step`] carries for the caller.
     type Target;
 
-    /// Call `step` as attempt `seq`: measured, priced, and fed to the step's
-    /// breaker (a success, a failure, or a probe handed back when the
-    /// provider was not at fault).
-    fn call(&self, step: &Step<Self::Target>, seq: i64)
-    -> impl Future<Output = CallOutcome> + Send;
+    /// Call `step` as attempt `seq`, continuing `sent` (text earlier
+    /// attempts streamed, empty unless [`StreamFailover::Continue`]):
+    /// measured, priced, and fed to the step's breaker (a success, a
+    /// failure, or a probe handed back when the provider was not at fault).
+    fn call(
+        &self,
+        step: &Step<Self::Target>,
+        seq: i64,
+        sent: &str,
+    ) -> impl Future<Output = CallOutcome> + Send;
 }
 
 /// How the loop retries and how long it may take.
@@ -65,6 +72,8 @@ pub(crate) struct Limits<'a> {
     pub(crate) retry: RetryPolicy,
     /// Longest the whole loop may take.
     pub(crate) max_run: Duration,
+    /// What follows an attempt that failed after streaming text.
+    pub(crate) after_text: StreamFailover,
 }
 
 /// Call `steps` in order until one answers, numbering attempts after
@@ -84,6 +93,8 @@ pub(crate) async fn run<C: ProviderCaller>(
     let mut attempts: Vec<Attempt> = Vec::new();
     let mut seq = first_seq;
     let mut last_error: Option<(String, String)> = None;
+    // Text streamed by failed attempts, which the next one continues.
+    let mut sent = String::new();
     let deadline = tokio::time::Instant::now() + limits.max_run;
     let out_of_time = |attempts: Vec<Attempt>| DispatchError {
         kind: DispatchKind::DeadlineExceeded,
@@ -115,7 +126,7 @@ pub(crate) async fn run<C: ProviderCaller>(
                 provider: step.provider.clone(),
                 model: step.model.clone(),
             });
-            let call = caller.call(step, seq);
+            let call = caller.call(step, seq, &sent);
             let Ok(outcome) = tokio::time::timeout_at(deadline, call).await else {
                 // The call in flight was dropped, its upstream connection with it.
                 limits
@@ -127,7 +138,8 @@ pub(crate) async fn run<C: ProviderCaller>(
             report(Progress::AttemptFinished(attempt.clone()));
             attempts.push(attempt);
             let class = match outcome.result {
-                Ok(response) => {
+                Ok(mut response) => {
+                    response.text.insert_str(0, &sent);
                     return Ok(Answer {
                         response,
                         provider: step.provider.clone(),
@@ -140,6 +152,18 @@ pub(crate) async fn run<C: ProviderCaller>(
                 outcome.attempt.error_kind.clone().unwrap_or_default(),
                 outcome.attempt.error_message.clone().unwrap_or_default(),
             ));
+            sent.push_str(&outcome.streamed);
+            if !sent.is_empty() && limits.after_text == StreamFailover::Fail {
+                let (kind, message) = last_error.unwrap_or_default();
+                return Err(DispatchError {
+                    kind: DispatchKind::StreamInterrupted,
+                    message: format!(
+                        "the provider failed after part of the answer was streamed \
+                         ({kind}: {message}); the stream ends with that part"
+                    ),
+                    attempts,
+                });
+            }
             failures += 1;
             match limits.retry.decide(class, failures) {
                 Decision::Retry(delay) => {
@@ -219,19 +243,29 @@ mod tests {
     use super::*;
     use crate::orchestrator::breaker::BreakerConfig;
 
-    /// Answers each call with the next scripted result, and notes which
-    /// steps it was asked to call.
+    /// Answers each call with the next scripted result (after streaming
+    /// the next scripted text, none when there is none), and notes which
+    /// steps it was asked to call and the text each was to continue.
     struct Script {
         results: Mutex<VecDeque<Result<(), (&'static str, FailureClass)>>>,
+        streams: Mutex<VecDeque<&'static str>>,
         called: Mutex<Vec<(String, i64)>>,
+        continued: Mutex<Vec<String>>,
     }
 
     impl Script {
         fn new(results: Vec<Result<(), (&'static str, FailureClass)>>) -> Script {
             Script {
                 results: Mutex::new(results.into()),
+                streams: Mutex::new(VecDeque::new()),
                 called: Mutex::new(Vec::new()),
+                continued: Mutex::new(Vec::new()),
             }
+        }
+
+        fn streaming(self, streams: Vec<&'static str>) -> Script {
+            *self.streams.lock().unwrap() = streams.into();
+            self
         }
 
         fn called(&self) -> Vec<(String, i64)> {
@@ -242,11 +276,18 @@ mod tests {
     impl ProviderCaller for Script {
         type Target = ();
 
-        fn call(&self, step: &Step<()>, seq: i64) -> impl Future<Output = CallOutcome> + Send {
+        fn call(
+            &self,
+            step: &Step<()>,
+            seq: i64,
+            sent: &str,
+        ) -> impl Future<Output = CallOutcome> + Send {
             self.called
                 .lock()
                 .unwrap()
                 .push((step.provider.clone(), seq));
+            self.continued.lock().unwrap().push(sent.to_string());
+            let streamed = self.streams.lock().unwrap().pop_front().unwrap_or("");
             let next = self.results.lock().unwrap().pop_front().unwrap();
             let mut attempt = skipped_attempt(seq, step);
             attempt.error_kind = None;
@@ -255,7 +296,7 @@ mod tests {
                 Ok(()) => {
                     attempt.outcome = AttemptOutcome::Ok;
                     Ok(CompletionResponse {
-                        text: format!("from {}", step.provider),
+                        text: format!("{streamed}from {}", step.provider),
                         model: step.model.clone(),
                         usage: Usage {
                             input_tokens: 1,
@@ -271,7 +312,11 @@ mod tests {
                     Err(class)
                 }
             };
-            std::future::ready(CallOutcome { attempt, result })
+            std::future::ready(CallOutcome {
+                attempt,
+                result,
+                streamed: streamed.to_string(),
+            })
         }
     }
 
@@ -293,6 +338,7 @@ mod tests {
                 ..RetryPolicy::default()
             },
             max_run: Duration::from_secs(10),
+            after_text: StreamFailover::Fail,
         }
     }
 
@@ -376,5 +422,37 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(error.kind, DispatchKind::PluginBusy);
+    }
+
+    #[tokio::test]
+    async fn text_streamed_before_a_failure_ends_the_run_or_is_continued() {
+        let breakers = Breakers::new(BreakerConfig::default());
+        let down = ("unavailable", FailureClass::Unavailable);
+        let steps = [step("a"), step("b")];
+
+        // Before any text, a failure is retried and fallen back from.
+        let script = Script::new(vec![Err(down), Ok(())]).streaming(vec!["", ""]);
+        let answer = run(&script, &steps, 0, limits(&breakers), None)
+            .await
+            .unwrap();
+        assert_eq!(answer.response.text, "from a");
+
+        // `fail`: nothing follows the text.
+        let script = Script::new(vec![Err(down), Ok(())]).streaming(vec!["half "]);
+        let error = run(&script, &steps, 0, limits(&breakers), None)
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind, DispatchKind::StreamInterrupted);
+        assert_eq!(script.called().len(), 1);
+
+        // `continue`: each attempt continues all the text sent before it,
+        // and the answer is that text followed by the last attempt's.
+        let mut limits = limits(&breakers);
+        limits.after_text = StreamFailover::Continue;
+        let script = Script::new(vec![Err(down), Err(down), Ok(())])
+            .streaming(vec!["one ", "two ", "three "]);
+        let answer = run(&script, &steps, 0, limits, None).await.unwrap();
+        assert_eq!(answer.response.text, "one two three from a");
+        assert_eq!(*script.continued.lock().unwrap(), ["", "one ", "one two "]);
     }
 }

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use vel_runtime::types::{FinishReason, Message, Preference, Priority, Role, TaskType};
 
 use super::catalog::{parse_task_type, task_type_name};
-use super::dispatch::Job;
+use super::dispatch::{Job, StreamFailover};
 
 /// One message, with its role by name (`system`, `user`, `assistant`, `tool`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +55,10 @@ pub struct TaskRequest {
     /// Free-form JSON object for the router and providers.
     #[serde(default)]
     pub metadata: serde_json::Value,
+    /// What a streamed run does when an attempt fails after sending text
+    /// (left out when the default, so earlier requests hash the same).
+    #[serde(default, skip_serializing_if = "StreamFailover::is_default")]
+    pub stream_failover: StreamFailover,
 }
 
 impl TaskRequest {
@@ -64,8 +68,17 @@ impl TaskRequest {
         let mut h = Sha256::new();
         h.update(org_id.as_bytes());
         h.update([0]);
+        // What a stream does on a failure does not change the answer.
+        let canonical = if self.stream_failover.is_default() {
+            serde_json::to_vec(self)
+        } else {
+            serde_json::to_vec(&TaskRequest {
+                stream_failover: StreamFailover::default(),
+                ..self.clone()
+            })
+        };
         // Serialising a struct of plain fields cannot fail.
-        h.update(serde_json::to_vec(self).unwrap_or_default());
+        h.update(canonical.unwrap_or_default());
         hex::encode(h.finalize())
     }
 
@@ -111,6 +124,7 @@ impl TaskRequest {
                 serde_json::json!({})
             },
             first_attempt_seq,
+            stream_failover: self.stream_failover,
         }
     }
 
@@ -167,6 +181,7 @@ mod tests {
             provider: None,
             agent_id: None,
             metadata: serde_json::json!({}),
+            stream_failover: StreamFailover::default(),
         }
     }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+use super::dispatch::StreamFailover;
 use super::request::{ChatMessage, TaskRequest};
 use super::sampling::Sampling;
 use super::signals::WorkKind;
@@ -93,6 +94,8 @@ pub struct Submission {
     pub use_cache: bool,
     /// Replays with the same key return the first task.
     pub idempotency_key: Option<String>,
+    /// What its stream does when a provider fails after sending text.
+    pub stream_failover: StreamFailover,
 }
 
 /// What [`submit`] did.
@@ -188,6 +191,7 @@ pub fn request(work: Work, agent: Option<&AgentConfig>) -> TaskRequest {
         provider: agent.map(|a| a.provider.clone()),
         agent_id,
         metadata,
+        stream_failover: StreamFailover::default(),
     }
 }
 
@@ -200,7 +204,8 @@ pub async fn submit(
     client: &ClientInfo,
     submission: Submission,
 ) -> Result<Submitted, SubmitError> {
-    let request = prepare(&state.db, &who.org_id, submission.work).await?;
+    let mut request = prepare(&state.db, &who.org_id, submission.work).await?;
+    request.stream_failover = submission.stream_failover;
     let new = NewTask {
         org_id: who.org_id.clone(),
         user_id: Some(who.user_id.clone()),

@@ -158,7 +158,8 @@ struct Seen {
     attempts: Vec<Attempt>,
     /// The attempt in flight: (seq, provider, model, started_at).
     current: Option<(i64, String, String, i64)>,
-    /// Text streamed by the current attempt.
+    /// Text streamed so far: a failed attempt's is kept, as the run then
+    /// either ends with it or continues it (see `StreamFailover`).
     partial: String,
 }
 
@@ -173,7 +174,6 @@ impl Seen {
                 model,
             } => {
                 self.current = Some((*seq, provider.clone(), model.clone(), now_ms()));
-                self.partial.clear();
                 false
             }
             Progress::AttemptFinished(a) => {

@@ -30,6 +30,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use super::automatic_errors::{self, Pending};
+
 /// The three connection timeouts (see `crate::config::ConnectionConfig`).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Timeouts {
@@ -74,6 +76,12 @@ impl Activity {
                 activity: Some(self.clone()),
             })
         }
+    }
+
+    /// No request is in progress: every head that arrived has had its
+    /// response finished (or is being flushed).
+    fn no_request_in_progress(&self) -> bool {
+        self.heads.load(Relaxed) == self.responses.load(Relaxed)
     }
 
     /// Wrap a response's body so that its end is counted.
@@ -170,17 +178,50 @@ impl http_body::Body for ResponseBody {
     }
 }
 
-/// The client's socket: notes reads that returned bytes, and fails a read
-/// that would wait once the body-read deadline has passed.
+/// The client's socket: notes reads that returned bytes, fails a read
+/// that would wait once the body-read deadline has passed, and writes
+/// hyper's own error answers in vel's JSON shape
+/// (see [`super::automatic_errors`]).
 pub(super) struct Watched {
     stream: TcpStream,
     activity: Arc<Activity>,
+    /// The JSON answer being written in place of hyper's.
+    replacement: Option<Pending>,
 }
 
 impl Watched {
     /// Watch `stream` for `activity`.
     pub(super) fn new(stream: TcpStream, activity: Arc<Activity>) -> Self {
-        Watched { stream, activity }
+        Watched {
+            stream,
+            activity,
+            replacement: None,
+        }
+    }
+
+    /// Finish writing the replacement answer, if there is one.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(pending) = &mut self.replacement {
+            ready!(pending.poll_drain(&mut self.stream, cx))?;
+            self.replacement = None;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Takes `buf` as written when it is hyper's automatic error answer,
+    /// whose JSON replacement is then written instead. `buf` is only looked
+    /// at beyond its first bytes when no request is in progress.
+    fn replaced(&mut self, buf: &[u8]) -> bool {
+        if !automatic_errors::may_be_automatic(buf) || !self.activity.no_request_in_progress() {
+            return false;
+        }
+        match automatic_errors::replacement(buf) {
+            Some(answer) => {
+                self.replacement = Some(Pending::new(answer));
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -216,7 +257,12 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        ready!(this.poll_replacement(cx))?;
+        if this.replaced(buf) {
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut this.stream).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -224,7 +270,18 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        ready!(this.poll_replacement(cx))?;
+        // hyper writes its answer as one slice (its head buffer).
+        let mut slices = bufs.iter().filter(|b| !b.is_empty());
+        if let Some(first) = slices.next()
+            && automatic_errors::may_be_automatic(first)
+            && slices.next().is_none()
+            && this.replaced(first)
+        {
+            return Poll::Ready(Ok(first.len()));
+        }
+        Pin::new(&mut this.stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -232,11 +289,15 @@ impl AsyncWrite for Watched {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        let this = self.get_mut();
+        ready!(this.poll_replacement(cx))?;
+        Pin::new(&mut this.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+        let this = self.get_mut();
+        ready!(this.poll_replacement(cx))?;
+        Pin::new(&mut this.stream).poll_shutdown(cx)
     }
 }
 

@@ -3,6 +3,7 @@
 //! plugins, bind, announce the address, serve until SIGTERM or
 //! Ctrl-C, then drain in-flight requests and close the pool.
 
+mod automatic_errors;
 mod bootstrap;
 mod connection;
 mod listen;

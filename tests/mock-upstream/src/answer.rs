@@ -79,6 +79,18 @@ impl Answer {
         }
     }
 
+    /// The rest of the answer after `prefill`, the assistant's partial
+    /// turn, when the answer begins with it (as a provider with assistant
+    /// prefill continues it); the whole answer otherwise.
+    pub(crate) fn continuing(mut self, prefill: &str) -> Self {
+        if !prefill.is_empty() && self.text.starts_with(prefill) {
+            self.text.drain(..prefill.len());
+            self.ends = chunk_ends(&self.text);
+            self.output_tokens = count_tokens(&self.text);
+        }
+        self
+    }
+
     /// The streaming chunks, in order.
     pub(crate) fn chunks(&self) -> impl Iterator<Item = &str> {
         let mut start = 0;
@@ -118,6 +130,17 @@ fn chunk_ends(text: &str) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partial_assistant_turn_is_continued() {
+        let answer = Answer::compose("alpha beta gamma", 3, &[], None).continuing("echo: alpha");
+        assert_eq!(answer.text, " beta gamma");
+        assert_eq!(answer.chunks().collect::<Vec<_>>(), [" beta", " gamma"]);
+        assert_eq!(answer.output_tokens, 2);
+        // Text the answer does not begin with is not a prefill of it.
+        let whole = Answer::compose("alpha", 1, &[], None).continuing("something else");
+        assert_eq!(whole.text, "echo: alpha");
+    }
 
     #[test]
     fn chunks_concatenate_to_the_answer_one_per_word() {

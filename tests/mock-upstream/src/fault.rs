@@ -30,6 +30,13 @@ pub enum Fault {
         /// Content deltas sent before the cut.
         after_chunks: usize,
     },
+    /// Streaming: send the preamble and `after_chunks` content deltas, then the
+    /// provider's mid-stream error event (OpenAI `data: {"error":{…}}`,
+    /// Anthropic `event: error`) and end the body. Plain requests get a 500.
+    ErrorMidStream {
+        /// Content deltas sent before the error.
+        after_chunks: usize,
+    },
     /// Streaming: send the preamble and `after_chunks` content deltas, then go
     /// silent with the connection open until the client goes away (partial
     /// output followed by a hang). Plain requests behave as [`Fault::Hang`].

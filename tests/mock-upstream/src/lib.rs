@@ -15,7 +15,9 @@
 //! the [`count_tokens`] of every message (and Anthropic's `system`), output
 //! tokens those of the answer. `max_tokens` cuts the answer to that many words
 //! (finish reason `length` / `max_tokens`); stop sequences cut it before the
-//! earliest match. Any model name is accepted.
+//! earliest match. A conversation ending with an assistant message the
+//! answer begins with is continued, as providers with assistant prefill do:
+//! only the rest of the answer is given. Any model name is accepted.
 //!
 //! Completion requests get a [`Fault`] each (see [`MockUpstream`]'s script
 //! methods); models-list requests always succeed.

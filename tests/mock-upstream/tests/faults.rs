@@ -206,6 +206,34 @@ async fn cut_stream_closes_without_the_terminator() {
 }
 
 #[tokio::test]
+async fn error_mid_stream_sends_the_error_event_after_the_deltas() {
+    let mock = MockUpstream::start().await;
+    mock.push(Fault::ErrorMidStream { after_chunks: 2 });
+    let response = client()
+        .post(chat_url(&mock))
+        .json(&chat_body("m", "one two three four", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (text, failed) = collect_stream(response).await;
+    assert!(!failed, "the body ends normally");
+    let events = parse_sse(&text);
+    let content: String = events
+        .iter()
+        .filter_map(|e| {
+            e.json()["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(content, "echo: one");
+    let last = events.last().expect("events").json();
+    assert_eq!(last["error"]["type"], "server_error", "{last}");
+    assert!(events.iter().all(|e| e.data != "[DONE]"));
+}
+
+#[tokio::test]
 async fn cut_stream_on_anthropic_stops_before_message_stop() {
     let mock = MockUpstream::start().await;
     mock.push(Fault::CutStream { after_chunks: 1 });

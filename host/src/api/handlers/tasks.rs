@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::error::{ApiError, ErrorBody, FieldErrors};
-use crate::api::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
+use crate::api::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo, stream_failover};
 use crate::api::handlers::check_text;
 use crate::api::pagination;
 use crate::api::sse::{self, EventLog};
@@ -22,6 +22,7 @@ use crate::auth::{Principal, Role};
 use crate::money::Usd;
 use crate::orchestrator::cancel::cancel_task;
 use crate::orchestrator::catalog::parse_task_type;
+use crate::orchestrator::dispatch::StreamFailover;
 use crate::orchestrator::executor::AttemptView;
 use crate::orchestrator::request::{ChatMessage, parse_role};
 use crate::orchestrator::sampling::Sampling;
@@ -323,6 +324,7 @@ fn submission(req: CreateTask, idempotency_key: Option<String>) -> Result<Submis
         stream: req.stream,
         use_cache: req.cache.unwrap_or(true),
         idempotency_key,
+        stream_failover: StreamFailover::default(),
     })
 }
 
@@ -356,7 +358,9 @@ fn created(task: &Task) -> TaskCreated {
 /// Submit a task (task_executor or above). 201 when queued; 200 with the
 /// earlier task when the `Idempotency-Key` was used for the same request.
 #[utoipa::path(post, path = "/api/tasks", tag = "tasks", request_body = CreateTask,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replays return the first task")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays return the first task"),
+           ("X-Vel-Stream-Failover" = Option<String>, Header,
+            description = "Streamed tasks: when a provider fails after part of the answer was streamed, `fail` (default) ends the task as failed with that part as its partial output, `continue` has the next provider continue it")),
     responses((status = 201, body = TaskCreated), (status = 200, description = "Idempotent replay", body = TaskCreated),
               (status = 403, body = ErrorBody), (status = 409, description = "Idempotency-Key reused with another request", body = ErrorBody),
               (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)),
@@ -370,7 +374,8 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<TaskCreated>), ApiError> {
     p.require(Role::TaskExecutor)?;
     let key = idempotency_key(&headers)?;
-    let submission = submission(req, key)?;
+    let mut submission = submission(req, key)?;
+    submission.stream_failover = stream_failover(&headers)?;
     Ok(match submit(&state, &p, &client, submission).await? {
         Submitted::Created(task) => (StatusCode::CREATED, Json(created(&task))),
         Submitted::Replayed(task) => (StatusCode::OK, Json(created(&task))),

@@ -224,6 +224,13 @@ async fn answer(
             ok(&c, guard, End::Cut, Some(after_chunks))
         }
         Fault::CutStream { .. } => json_cut(wire::render_plain(&c), guard),
+        Fault::ErrorMidStream { after_chunks } if c.stream => {
+            let (mut frames, preamble) = wire::render_stream(&c);
+            frames.truncate(preamble + after_chunks.min(c.answer.chunk_count()));
+            frames.push(wire::stream_error(&c));
+            event_stream(frames, End::Finish, guard)
+        }
+        Fault::ErrorMidStream { .. } => error::status(shape, 500, None, guard),
         Fault::StallStream { after_chunks } if c.stream => {
             ok(&c, guard, End::Stall, Some(after_chunks))
         }

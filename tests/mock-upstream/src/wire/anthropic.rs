@@ -47,7 +47,8 @@ pub(crate) fn parse(body: &[u8], seq: u64, created: u64) -> Result<Completion, S
     {
         return Err(format!("temperature: must be between 0 and 1, got {t}"));
     }
-    let (input_tokens, last_user) = conversation(&request.messages, request.system.as_ref());
+    let (input_tokens, last_user, prefill) =
+        conversation(&request.messages, request.system.as_ref());
     let stops = request.stop_sequences.unwrap_or_default();
     Ok(Completion {
         provider: Provider::Anthropic,
@@ -55,7 +56,8 @@ pub(crate) fn parse(body: &[u8], seq: u64, created: u64) -> Result<Completion, S
         model: request.model,
         stream: request.stream.unwrap_or(false),
         include_usage: true,
-        answer: Answer::compose(&last_user, input_tokens, &stops, Some(request.max_tokens)),
+        answer: Answer::compose(&last_user, input_tokens, &stops, Some(request.max_tokens))
+            .continuing(&prefill),
         created,
     })
 }
@@ -86,6 +88,14 @@ pub(crate) fn render_plain(c: &Completion) -> Bytes {
 
 fn event(name: &str, data: &Value) -> Bytes {
     Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+}
+
+/// Anthropic's mid-stream error event.
+pub(crate) fn stream_error() -> Bytes {
+    event(
+        "error",
+        &json!({"type": "error", "error": {"type": "overloaded_error", "message": "the mock failed mid-stream"}}),
+    )
 }
 
 /// The SSE frames of a streamed answer, and how many come before the first

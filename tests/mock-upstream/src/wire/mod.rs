@@ -41,3 +41,11 @@ pub(crate) fn render_stream(c: &Completion) -> (Vec<Bytes>, usize) {
         _ => openai::render_stream(c),
     }
 }
+
+/// The provider's error event in the middle of a stream.
+pub(crate) fn stream_error(c: &Completion) -> Bytes {
+    match c.provider {
+        Provider::Anthropic => anthropic::stream_error(),
+        _ => openai::stream_error(),
+    }
+}

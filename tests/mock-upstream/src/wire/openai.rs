@@ -58,7 +58,7 @@ pub(crate) fn parse(
         return Err("'max_tokens' must be at least 1".into());
     }
     let stops = request.stop.map(Stop::into_vec).unwrap_or_default();
-    let (input_tokens, last_user) = conversation(&request.messages, None);
+    let (input_tokens, last_user, prefill) = conversation(&request.messages, None);
     let stream = request.stream.unwrap_or(false);
     Ok(Completion {
         provider,
@@ -66,7 +66,7 @@ pub(crate) fn parse(
         model: request.model,
         stream,
         include_usage: request.stream_options.is_some_and(|o| o.include_usage),
-        answer: Answer::compose(&last_user, input_tokens, &stops, max_tokens),
+        answer: Answer::compose(&last_user, input_tokens, &stops, max_tokens).continuing(&prefill),
         created,
     })
 }
@@ -187,6 +187,13 @@ fn data_frame(c: &Completion, choices: &[ChunkChoice<'_>], usage: Option<Usage>)
     let _ = serde_json::to_writer(&mut frame, &chunk);
     frame.extend_from_slice(b"\n\n");
     Bytes::from(frame)
+}
+
+/// OpenAI's mid-stream error event.
+pub(crate) fn stream_error() -> Bytes {
+    Bytes::from_static(
+        b"data: {\"error\":{\"message\":\"the mock failed mid-stream\",\"type\":\"server_error\",\"code\":null}}\n\n",
+    )
 }
 
 /// The SSE frames of a streamed answer, and how many of them come before the

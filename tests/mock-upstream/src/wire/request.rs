@@ -83,8 +83,13 @@ impl Stop {
     }
 }
 
-/// Total words of the conversation, and the text of its last user message.
-pub(crate) fn conversation(messages: &[Message], system: Option<&Content>) -> (u64, String) {
+/// Total words of the conversation, the text of its last user message,
+/// and the assistant's partial turn (the text of a last message that is
+/// the assistant's, empty otherwise).
+pub(crate) fn conversation(
+    messages: &[Message],
+    system: Option<&Content>,
+) -> (u64, String, String) {
     let mut input_tokens = system.map_or(0, |s| crate::count_tokens(&s.text()));
     let mut last_user = None;
     for message in messages {
@@ -96,7 +101,14 @@ pub(crate) fn conversation(messages: &[Message], system: Option<&Content>) -> (u
         }
     }
     let last_user = last_user.map(|c| c.text().into_owned()).unwrap_or_default();
-    (input_tokens, last_user)
+    let prefill = match messages.last() {
+        Some(Message {
+            role,
+            content: Some(content),
+        }) if role == "assistant" => content.text().into_owned(),
+        _ => String::new(),
+    };
+    (input_tokens, last_user, prefill)
 }
 
 /// A valid completion request, with its answer already computed.

@@ -87,7 +87,8 @@ pub(super) fn dispatch_status(kind: DispatchKind) -> StatusCode {
         DispatchKind::InvalidRequest | DispatchKind::ContentFiltered => StatusCode::BAD_REQUEST,
         DispatchKind::RouterFailed
         | DispatchKind::AllAttemptsFailed
-        | DispatchKind::DeadlineExceeded => StatusCode::BAD_GATEWAY,
+        | DispatchKind::DeadlineExceeded
+        | DispatchKind::StreamInterrupted => StatusCode::BAD_GATEWAY,
     }
 }
 
@@ -138,6 +139,7 @@ mod tests {
             DispatchKind::Storage,
             DispatchKind::InvalidRequest,
             DispatchKind::ContentFiltered,
+            DispatchKind::StreamInterrupted,
         ] {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }

@@ -16,11 +16,22 @@
 //! being the dispatch error's kind. Once a stream has started, a failure is
 //! sent as a final `data: {"error": {…}}` event instead.
 //!
-//! Streaming: if an attempt fails after sending some text and a fallback
-//! attempt answers, the client has already received the failed attempt's
-//! partial text and the new attempt's text follows it (an SSE stream cannot
-//! take text back); the task's record keeps the answer of the attempt that
-//! completed.
+//! Streaming: the response (status, headers, the role chunk) is held back
+//! until the first text exists, so an attempt that fails before sending
+//! text falls back unseen, as a plain request does, and a dispatch with no
+//! answer at all is an ordinary error status; `x-vel-provider` names the
+//! integration that sent the first text. An attempt that fails after
+//! sending text cannot take it back; `X-Vel-Stream-Failover` chooses what
+//! follows (a per-organization default is not there yet):
+//! - `fail` (the default): no other provider is asked; the stream ends
+//!   with a `data: {"error": {…}}` event (`stream_interrupted`) and
+//!   `data: [DONE]`, and the record is a failed task whose partial output
+//!   is exactly the text sent;
+//! - `continue`: the next attempt (a retry or a fallback) gets the text
+//!   sent as the assistant's partial turn and only its continuation is
+//!   streamed; the recorded answer is the text sent followed by it, which
+//!   is what the client assembled. Providers with assistant prefill
+//!   continue it natively; how well others continue is up to the model.
 //!
 //! Here: the handlers, the request's checks and the plain answer; the wire
 //! types in [`wire`], the errors in [`error`], the record of a request in
@@ -50,7 +61,7 @@ pub use self::wire::{
     InputChatMessage, MessageContent, ModelEntry, ModelList, StopSequences, StreamOptions,
 };
 use crate::api::error::{ApiError, ErrorBody, FieldErrors};
-use crate::api::extract::{ApiJson, ClientInfo};
+use crate::api::extract::{ApiJson, ClientInfo, stream_failover};
 use crate::auth::{Credential, Principal, Role};
 use crate::orchestrator::catalog::{Catalog, parse_task_type};
 use crate::orchestrator::dispatch::{Answer, Job, totals};
@@ -232,10 +243,12 @@ fn offered(catalog: &Catalog, model: &str) -> bool {
 /// Create a chat completion (task_executor or above), plain or streamed.
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "gateway", request_body = ChatCompletionRequest,
     params(("X-Vel-Task-Type" = Option<String>, Header,
-            description = "reasoning, code_generation, research, light or general (default)")),
+            description = "reasoning, code_generation, research, light or general (default)"),
+           ("X-Vel-Stream-Failover" = Option<String>, Header,
+            description = "Streams: when a provider fails after part of the answer was sent, `fail` (default) ends the stream with an error event, `continue` has the next provider continue the text sent")),
     responses(
         (status = 200, description = "The answer; with `stream: true`, Server-Sent Events of `chat.completion.chunk` objects ending with `data: [DONE]`",
-         headers(("x-vel-provider" = String, description = "Integration that answered (plain answers)"),
+         headers(("x-vel-provider" = String, description = "Integration that answered (streams: the one that sent the first content)"),
                  ("x-vel-cost-usd" = String, description = "Cost of all attempts in US dollars, a plain decimal such as `0.0000005` (plain answers)"),
                  ("x-vel-task-id" = String, description = "The task recording this request")),
          content((ChatCompletion = "application/json"), (String = "text/event-stream"))),
@@ -266,11 +279,13 @@ pub async fn chat_completions(
         .take(credential, &p.org_id)
         .map_err(|full| ApiError::too_many_requests(full.to_string(), 1))?;
     let task_type = task_type(&headers)?;
+    let failover = stream_failover(&headers)?;
     let Validated {
-        request,
+        mut request,
         stream,
         include_usage,
     } = validate(body, task_type)?;
+    request.stream_failover = failover;
     let requested = request.model.clone().unwrap_or_else(|| AUTO.to_string());
     // `auto` needs no check (the dispatcher reads the catalog itself).
     let unknown = match &request.model {

@@ -15,7 +15,7 @@ use tracing::Instrument;
 use super::error::{GatewayError, dispatch_error};
 use super::recording::Recording;
 use super::wire::CompletionUsage;
-use super::{TASK_ID, completed, finish_reason, secs, usage_of};
+use super::{PROVIDER, TASK_ID, completed, finish_reason, secs, usage_of};
 use crate::api::error::ApiError;
 use crate::orchestrator::dispatch::{Answer, DispatchError, Job, Progress};
 use crate::orchestrator::usage::Outcome;
@@ -61,9 +61,12 @@ fn sse(value: &serde_json::Value) -> Bytes {
     Bytes::from(out)
 }
 
-/// Start the dispatch in its own task and answer once the first provider
-/// call starts: a failure before that (no candidate, router failure) is
-/// still an ordinary error response; after it, the stream carries the rest.
+/// Start the dispatch in its own task and answer once its first content
+/// exists: the first text streamed by an attempt, or the whole answer of
+/// one that did not stream. Until then the response is held back, so an
+/// attempt that fails before sending text falls back as a plain request
+/// does, unseen, and a dispatch that finds no answer at all is an ordinary
+/// error response; after it, the stream carries the rest.
 pub(super) async fn streamed(
     state: AppState,
     job: Job,
@@ -86,13 +89,13 @@ pub(super) async fn streamed(
         )
         .instrument(tracing::Span::current()),
     );
-    match first.await {
-        Ok(Ok(())) => {}
+    let provider = match first.await {
+        Ok(Ok(provider)) => provider,
         Ok(Err(e)) => return Err(dispatch_error(&e, Some(task_id))),
         Err(_) => {
             return Err(ApiError::internal("the gateway stream stopped before starting").into());
         }
-    }
+    };
     let mut body = body;
     let stream =
         futures::stream::poll_fn(move |cx| body.poll_recv(cx).map(|b| b.map(Ok::<_, Infallible>)));
@@ -105,6 +108,9 @@ pub(super) async fn streamed(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     if let Ok(v) = HeaderValue::from_str(&task_id) {
         h.insert(TASK_ID, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&provider) {
+        h.insert(PROVIDER, v);
     }
     Ok(resp)
 }
@@ -119,8 +125,11 @@ enum Ended {
 struct Streaming {
     out: mpsc::Sender<Bytes>,
     chunks: Chunks,
-    /// Tells the handler the stream has begun (or failed before it did).
-    started: Option<oneshot::Sender<Result<(), DispatchError>>>,
+    /// Tells the handler the stream has begun, with the integration that
+    /// sent its first content (or that it failed before it did).
+    started: Option<oneshot::Sender<Result<String, DispatchError>>>,
+    /// The integration of the attempt in flight.
+    provider: String,
     /// Text sent to the client.
     partial: String,
     /// Text of the current attempt.
@@ -135,11 +144,12 @@ impl Streaming {
         self.out.send(bytes).await.is_ok()
     }
 
-    /// Let the handler answer 200 and send the role chunk.
+    /// Let the handler answer 200 and send the role chunk; called with
+    /// the first content, which follows at once.
     async fn begin(&mut self) -> bool {
         match self.started.take() {
             Some(tx) => {
-                let _ = tx.send(Ok(()));
+                let _ = tx.send(Ok(self.provider.clone()));
                 self.send(
                     self.chunks
                         .chunk(json!({ "role": "assistant", "content": "" }), None),
@@ -154,7 +164,11 @@ impl Streaming {
     async fn on_progress(&mut self, p: Progress) -> bool {
         match p {
             Progress::Planned { .. } => true,
-            Progress::AttemptStarted { seq, model, .. } => {
+            Progress::AttemptStarted {
+                seq,
+                model,
+                provider,
+            } => {
                 if !self.current.is_empty() {
                     tracing::info!(
                         attempt = seq,
@@ -163,9 +177,13 @@ impl Streaming {
                 }
                 self.current.clear();
                 self.chunks.model = model;
-                self.begin().await
+                self.provider = provider;
+                true
             }
             Progress::Delta { text, .. } => {
+                if text.is_empty() {
+                    return true;
+                }
                 if !self.begin().await {
                     return false;
                 }
@@ -189,7 +207,7 @@ async fn drive(
     requested: String,
     include_usage: bool,
     recording: Recording,
-    started: oneshot::Sender<Result<(), DispatchError>>,
+    started: oneshot::Sender<Result<String, DispatchError>>,
     out: mpsc::Sender<Bytes>,
 ) {
     let mut s = Streaming {
@@ -200,6 +218,7 @@ async fn drive(
             model: requested,
         },
         started: Some(started),
+        provider: String::new(),
         partial: String::new(),
         current: String::new(),
         attempts: Vec::new(),
@@ -239,13 +258,15 @@ async fn drive(
                 .await;
         }
         Ended::Done(Ok(answer)) => {
+            s.provider.clone_from(&answer.provider);
             s.begin().await;
             s.chunks.model = answer.response.model.clone();
-            // A provider that answered without streaming: send the text whole.
-            if s.current.is_empty() && !answer.response.text.is_empty() {
-                let chunk = s
-                    .chunks
-                    .chunk(json!({ "content": answer.response.text }), None);
+            // A provider that answered without streaming: send its text
+            // whole (after what earlier attempts sent, which it continued).
+            let text = &answer.response.text;
+            let rest = text.strip_prefix(s.partial.as_str()).unwrap_or(text);
+            if s.current.is_empty() && !rest.is_empty() {
+                let chunk = s.chunks.chunk(json!({ "content": rest }), None);
                 s.send(chunk).await;
             }
             let last = s.chunks.chunk(json!({}), Some(finish_reason(&answer)));
@@ -277,6 +298,7 @@ async fn drive(
                         "details": {},
                     }});
                     s.send(sse(&error)).await;
+                    s.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
                 }
             }
             recording.finish(outcome, attempts).await;
