@@ -1,9 +1,10 @@
 -- Usage analytics: append-only rows of counters and a latency sketch per
 -- organization, bucket, provider, model, agent and source. Writers never
--- update a row; readers merge the rows of one bucket.
+-- update a row; readers merge the rows of one bucket. Minute rows are rolled
+-- up into hour rows and hour rows into day rows (`jobs` keeps how far).
 CREATE TABLE usage_buckets (
     org_id         TEXT NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
-    resolution     TEXT NOT NULL CHECK (resolution IN ('minute')),
+    resolution     TEXT NOT NULL CHECK (resolution IN ('minute', 'hour', 'day')),
     bucket_start   BIGINT NOT NULL,              -- unix ms
     provider       TEXT NOT NULL,                -- '' when no provider answered
     model          TEXT NOT NULL,
@@ -28,3 +29,19 @@ CREATE POLICY tenant_isolation ON usage_buckets TO vel_app
     USING (org_id = current_setting('app.org_id', true))
     WITH CHECK (org_id = current_setting('app.org_id', true));
 CREATE POLICY platform_access ON usage_buckets TO vel_platform USING (true) WITH CHECK (true);
+
+-- Background jobs that run once across all instances keep their progress
+-- here: a period is done once the job's watermark has passed it, and the
+-- transaction that does a period moves the watermark only from the value it
+-- read, so no period is done twice.
+CREATE TABLE jobs (
+    name        TEXT PRIMARY KEY,
+    watermark   BIGINT NOT NULL DEFAULT 0,   -- unix ms: done before this
+    updated_at  BIGINT NOT NULL DEFAULT 0
+);
+INSERT INTO jobs (name) VALUES ('usage_hours'), ('usage_days');
+
+ALTER TABLE jobs ENABLE ROW LEVEL SECURITY;
+-- Tenants' readers see how far the roll-ups went (no tenant data here).
+CREATE POLICY read_progress ON jobs FOR SELECT TO vel_app USING (true);
+CREATE POLICY platform_access ON jobs TO vel_platform USING (true) WITH CHECK (true);

@@ -84,6 +84,22 @@ async fn usage_once_counted(
     }
 }
 
+/// Each point of `series` costs its answers' one-word price, written
+/// exactly in the raw `text` (a point sums whole requests, so its cost is a
+/// multiple of one).
+fn assert_exact_costs(series: &Value, text: &str) {
+    for p in series["points"].as_array().unwrap() {
+        let n = p["completed"].as_u64().unwrap();
+        let want = format!("0.{:0>9}", n * ONE_WORD_NANOS)
+            .trim_end_matches('0')
+            .to_string();
+        assert!(
+            text.contains(&format!("\"cost_usd\":{want}")),
+            "{want} for {n} answers in {text}"
+        );
+    }
+}
+
 async fn usage_adds_up_by_source_and_model(b: Backend) {
     let s = Server::start(b).await;
     let admin = s.admin_token().await;
@@ -155,19 +171,9 @@ async fn usage_adds_up_by_source_and_model(b: Backend) {
     let cancelled = series(&report, &json!({ "source": "api", "model": "" }));
     assert_eq!(total(cancelled, "requests"), 1, "{text}");
     assert_eq!(total(cancelled, "cancelled"), 1, "{text}");
-    // Exact decimals, never through f64 (all twelve fit in one minute or
-    // two; summed per point, each point's cost is a multiple of one request).
-    for s in [gateway.unwrap(), api.unwrap()] {
-        for p in s["points"].as_array().unwrap() {
-            let n = p["completed"].as_u64().unwrap();
-            let cost = format!("{}", n * ONE_WORD_NANOS);
-            let want = format!("0.{:0>9}", cost).trim_end_matches('0').to_string();
-            assert!(
-                text.contains(&format!("\"cost_usd\":{want}")),
-                "{want} for {n} answers in {text}"
-            );
-        }
-    }
+    // Exact decimals, never through f64.
+    assert_exact_costs(gateway.unwrap(), &text);
+    assert_exact_costs(api.unwrap(), &text);
     // Percentiles are ordered.
     for s in [gateway.unwrap(), api.unwrap()] {
         for p in s["points"].as_array().unwrap() {
@@ -221,7 +227,7 @@ async fn bad_analytics_queries_are_refused(b: Backend) {
         "group_by=provider,,colour",
         "from=yesterday",
         "from=2026-12-02T00:00:00Z&to=2026-12-01T00:00:00Z",
-        "from=2026-10-01T00:00:00Z&to=2026-12-01T00:00:00Z",
+        "from=2024-10-01T00:00:00Z&to=2026-12-01T00:00:00Z",
         "from=2026-11-01T00:00:00Z&to=2026-11-20T00:00:00Z&interval=minute",
         "limit=5",
     ] {
@@ -250,7 +256,92 @@ async fn bad_analytics_queries_are_refused(b: Backend) {
     assert_eq!(ok.body["series"], json!([]));
 }
 
+/// Move every usage bucket by `by_ms`, as if its traffic were that much
+/// older (straight in the database: the server has no clock to turn).
+async fn shift_buckets(s: &Server, by_ms: i64) {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut db = sqlx::AnyConnection::connect(&s.database_url).await.unwrap();
+    sqlx::query("UPDATE usage_buckets SET bucket_start = bucket_start + $1")
+        .bind(by_ms)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+}
+
+async fn roll_ups_keep_the_totals_and_run_once_across_instances(b: Backend) {
+    const DAY_MS: i64 = 86_400_000;
+    let env = [
+        ("VEL_USAGE_ROLLUP_INTERVAL_MS", "100"),
+        ("VEL_USAGE_MINUTE_RETENTION_HOURS", "24"),
+    ];
+    let s = Server::start_with(b, &env).await;
+    let admin = s.admin_token().await;
+    s.mock_integration(&admin, "mock").await;
+    let key = s.api_key(&admin, "gw", "task_executor").await;
+    // A second instance on the same database rolls up too.
+    let twin = s.sibling(&[]);
+    for _ in 0..5 {
+        assert_eq!(chat(&s, &key, "mock/echo").await, 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(chat(&twin, &key, "mock/echo").await, 200);
+    }
+    usage_once_counted(&s, &admin, "interval=minute", 8).await;
+
+    // Three days ago, that traffic is past the minutes' retention: once
+    // rolled up into hours, its minute rows go.
+    shift_buckets(&s, -3 * DAY_MS).await;
+    let to_rfc = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .to_rfc3339()
+            .replace("+00:00", "Z")
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let (from, until) = (to_rfc(now - 4 * DAY_MS), to_rfc(now - 2 * DAY_MS));
+    let minutes = format!("interval=minute&from={from}&to={until}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = s
+            .get(&format!("/api/analytics/usage?{minutes}"), &admin)
+            .await
+            .expect(200);
+        if r.body["series"] == json!([]) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "minute rows were not rolled up and deleted: {}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Hours and days still count every request once, with exact costs,
+    // although two instances ran the roll-up.
+    for interval in ["hour", "day"] {
+        let query = format!("interval={interval}&from={from}");
+        let (report, text) = usage_once_counted(&s, &admin, &query, 8).await;
+        let series = &report["series"][0];
+        assert_eq!(total(Some(series), "completed"), 8, "{text}");
+        assert_exact_costs(series, &text);
+        let on_twin = twin
+            .get(&format!("/api/analytics/usage?{query}"), &admin)
+            .await
+            .expect(200);
+        assert_eq!(total(Some(&on_twin.body["series"][0]), "requests"), 8);
+    }
+    let latency = s
+        .get(&format!("/api/analytics/latency?from={from}"), &admin)
+        .await
+        .expect(200);
+    assert_eq!(latency.body["items"][0]["requests"], 8, "{}", latency.body);
+    drop(twin);
+}
+
 dual_backend_tests!(
     usage_adds_up_by_source_and_model,
-    bad_analytics_queries_are_refused
+    bad_analytics_queries_are_refused,
+    roll_ups_keep_the_totals_and_run_once_across_instances
 );

@@ -9,8 +9,12 @@
 //! many, and nothing is counted twice or lost. Readers merge the rows of a
 //! range ([`service`]); counters add, and latency is a mergeable
 //! [`latency::Latency`] sketch, so percentiles over any range come from the
-//! buckets with a stated relative error.
+//! buckets with a stated relative error. A roll-up ([`rollup`]) merges
+//! minutes into hours and hours into days, once across all instances, and
+//! deletes minutes and hours past their retention; readers take each period
+//! at the coarsest resolution that holds it.
 
 pub mod buckets;
 pub mod latency;
+pub mod rollup;
 pub mod service;

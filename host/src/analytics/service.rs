@@ -5,15 +5,13 @@ use std::collections::BTreeMap;
 
 use super::buckets::{Counts, MINUTE_MS};
 use super::latency::{Latency, SketchError};
+use super::rollup::{DAYS_JOB, HOURS_JOB, floor};
 use crate::store::usage_buckets::{self, BucketRow, Resolution};
-use crate::store::{Db, Tx};
+use crate::store::{Db, Tx, jobs};
 
 /// Most points a usage query may return per group; a longer range needs a
 /// coarser interval.
 pub const MAX_POINTS: i64 = 10_080;
-
-/// Longest range a query may cover (the minute buckets' retention).
-pub const MAX_RANGE_MS: i64 = 31 * 24 * 60 * MINUTE_MS;
 
 /// Why a query was not answered.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +128,7 @@ pub struct Range {
 }
 
 impl Range {
-    /// `[from, to)`, checked: ordered and at most [`MAX_RANGE_MS`] long.
+    /// `[from, to)`, checked: ordered.
     pub fn new(from: i64, to: i64) -> Result<Range, AnalyticsError> {
         if from >= to {
             return Err(AnalyticsError::Invalid {
@@ -138,13 +136,22 @@ impl Range {
                 message: "must be before `to`".into(),
             });
         }
-        if to - from > MAX_RANGE_MS {
+        Ok(Range { from, to })
+    }
+
+    /// Refuse a range of more than [`MAX_POINTS`] intervals.
+    fn check_points(self, interval: Interval) -> Result<(), AnalyticsError> {
+        let step = interval.millis();
+        if (self.to - floor(self.from, step) + step - 1) / step > MAX_POINTS {
             return Err(AnalyticsError::Invalid {
-                field: "to",
-                message: "a range covers at most 31 days".into(),
+                field: "interval",
+                message: format!(
+                    "the range has more than {MAX_POINTS} {}s; choose a coarser interval or a shorter range",
+                    interval.as_str()
+                ),
             });
         }
-        Ok(Range { from, to })
+        Ok(())
     }
 }
 
@@ -174,8 +181,9 @@ pub struct Series {
     pub points: Vec<(i64, Totals)>,
 }
 
-/// The organization's usage in `range`, per `interval`, one series per
-/// group of `group_by` (one series in all when it is empty).
+/// The organization's usage in `range` (its start rounded down to the
+/// interval), per `interval`, one series per group of `group_by` (one
+/// series in all when it is empty).
 pub async fn usage(
     db: &Db,
     org_id: &str,
@@ -183,17 +191,9 @@ pub async fn usage(
     interval: Interval,
     group_by: &[Dimension],
 ) -> Result<Vec<Series>, AnalyticsError> {
+    range.check_points(interval)?;
     let step = interval.millis();
-    if (range.to - range.from + step - 1) / step > MAX_POINTS {
-        return Err(AnalyticsError::Invalid {
-            field: "interval",
-            message: format!(
-                "the range has more than {MAX_POINTS} {}s; choose a coarser interval",
-                interval.as_str()
-            ),
-        });
-    }
-    let rows = rows(db, org_id, range).await?;
+    let rows = rows(db, org_id, range, interval).await?;
     let mut groups: BTreeMap<Vec<String>, BTreeMap<i64, Totals>> = BTreeMap::new();
     for row in &rows {
         let key = group_by.iter().map(|d| d.of(row)).collect();
@@ -214,14 +214,15 @@ pub async fn usage(
         .collect())
 }
 
-/// The organization's totals in `range` per provider and model, busiest
-/// first.
+/// The organization's totals in `range` (its start rounded down to the
+/// hour) per provider and model, busiest first.
 pub async fn by_model(
     db: &Db,
     org_id: &str,
     range: Range,
 ) -> Result<Vec<((String, String), Totals)>, AnalyticsError> {
-    let rows = rows(db, org_id, range).await?;
+    range.check_points(Interval::Hour)?;
+    let rows = rows(db, org_id, range, Interval::Hour).await?;
     let mut groups: BTreeMap<(String, String), Totals> = BTreeMap::new();
     for row in &rows {
         groups
@@ -234,12 +235,43 @@ pub async fn by_model(
     Ok(out)
 }
 
-async fn rows(db: &Db, org_id: &str, range: Range) -> Result<Vec<BucketRow>, AnalyticsError> {
-    // Buckets that start in the range; a range's ends are rounded down to
-    // the minute, the buckets' resolution.
-    let from = range.from - range.from.rem_euclid(MINUTE_MS);
+/// The rows that cover `[from, to)` at `interval` (`from` rounded down to
+/// it), each period read once at the coarsest resolution that holds it: day
+/// rows before the days' roll-up watermark (daily series only), hour rows
+/// before the hours' (hourly and daily), minute rows after.
+async fn rows(
+    db: &Db,
+    org_id: &str,
+    range: Range,
+    interval: Interval,
+) -> Result<Vec<BucketRow>, AnalyticsError> {
+    let from = floor(range.from, interval.millis());
     let mut tx: Tx = db.tenant_read(org_id).await?;
-    let rows = usage_buckets::range(&mut tx, org_id, Resolution::Minute, from, range.to).await?;
+    let hours_done = jobs::watermark(&mut tx, HOURS_JOB).await?;
+    let days_done = jobs::watermark(&mut tx, DAYS_JOB).await?;
+    let mut segments = Vec::new();
+    match interval {
+        Interval::Minute => segments.push((Resolution::Minute, from, range.to)),
+        Interval::Hour => {
+            segments.push((Resolution::Hour, from, range.to.min(hours_done)));
+            segments.push((Resolution::Minute, from.max(hours_done), range.to));
+        }
+        Interval::Day => {
+            segments.push((Resolution::Day, from, range.to.min(days_done)));
+            segments.push((
+                Resolution::Hour,
+                from.max(days_done),
+                range.to.min(hours_done),
+            ));
+            segments.push((Resolution::Minute, from.max(hours_done), range.to));
+        }
+    }
+    let mut rows = Vec::new();
+    for (resolution, from, to) in segments {
+        if from < to {
+            rows.extend(usage_buckets::range(&mut tx, org_id, resolution, from, to).await?);
+        }
+    }
     tx.commit().await?;
     Ok(rows)
 }

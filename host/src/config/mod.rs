@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use vel_runtime::AllowPrivate;
 
+use crate::analytics::rollup::RollupConfig;
 use crate::notify::NotifyUrl;
 
 /// Why configuration could not be loaded; every variant names the setting.
@@ -94,6 +95,8 @@ pub struct Config {
     pub tasks: TaskConfig,
     /// Plugin registry settings.
     pub registry: RegistryConfig,
+    /// The usage roll-up's schedule and retention.
+    pub usage_rollup: RollupConfig,
     /// Restricted destinations (loopback, private, link-local, …) provider
     /// calls may still reach, and names that may resolve to them
     /// (`VEL_OUTBOUND_ALLOW_PRIVATE`, comma-separated CIDR ranges, addresses
@@ -330,6 +333,9 @@ struct FileConfig {
     gateway_in_flight_per_org: Option<usize>,
     usage_linger_ms: Option<u64>,
     usage_batch: Option<u32>,
+    usage_rollup_interval_ms: Option<u64>,
+    usage_minute_retention_hours: Option<u64>,
+    usage_hour_retention_days: Option<u64>,
     plugin_max_upload_bytes: Option<usize>,
     plugin_trusted_keys: Option<String>,
     plugin_reconcile_ms: Option<u64>,
@@ -581,6 +587,29 @@ impl Config {
                 usage_linger: src.millis("VEL_USAGE_LINGER_MS", file.usage_linger_ms, 1000)?,
                 usage_batch: src.get("VEL_USAGE_BATCH", file.usage_batch, 2048)?,
             },
+            usage_rollup: RollupConfig {
+                interval: src.millis(
+                    "VEL_USAGE_ROLLUP_INTERVAL_MS",
+                    file.usage_rollup_interval_ms,
+                    60_000,
+                )?,
+                minute_retention: Duration::from_secs(
+                    src.get::<u64>(
+                        "VEL_USAGE_MINUTE_RETENTION_HOURS",
+                        file.usage_minute_retention_hours,
+                        7 * 24,
+                    )?
+                    .saturating_mul(3600),
+                ),
+                hour_retention: Duration::from_secs(
+                    src.get::<u64>(
+                        "VEL_USAGE_HOUR_RETENTION_DAYS",
+                        file.usage_hour_retention_days,
+                        90,
+                    )?
+                    .saturating_mul(86_400),
+                ),
+            },
             registry: RegistryConfig {
                 max_upload_bytes: src.get(
                     "VEL_PLUGIN_MAX_UPLOAD_BYTES",
@@ -705,6 +734,18 @@ impl Config {
                 millis(self.registry.reconcile_interval),
             ),
             ("VEL_USAGE_BATCH", u64::from(self.tasks.usage_batch)),
+            (
+                "VEL_USAGE_ROLLUP_INTERVAL_MS",
+                millis(self.usage_rollup.interval),
+            ),
+            (
+                "VEL_USAGE_MINUTE_RETENTION_HOURS",
+                self.usage_rollup.minute_retention.as_secs(),
+            ),
+            (
+                "VEL_USAGE_HOUR_RETENTION_DAYS",
+                self.usage_rollup.hour_retention.as_secs(),
+            ),
         ] {
             if value == 0 {
                 return Err(bad(name, "0".into(), "must be at least 1"));

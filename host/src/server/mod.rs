@@ -127,6 +127,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
             ..RecorderConfig::default()
         },
     );
+    crate::analytics::rollup::start(db.clone(), config.usage_rollup);
     let verified: Arc<Verified> = Arc::default();
     verified.follow_revocations(&signals);
     let shares = Shares::new(

@@ -13,6 +13,7 @@ pub mod audit_logs;
 pub mod email_changes;
 pub mod integrations;
 pub mod invitations;
+pub mod jobs;
 pub mod organizations;
 pub mod plugins;
 pub mod rate_limits;

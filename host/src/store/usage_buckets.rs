@@ -12,8 +12,12 @@ use crate::orchestrator::state::TaskSource;
 /// A bucket's length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resolution {
-    /// One minute.
+    /// One minute: what writers write.
     Minute,
+    /// One hour: minutes rolled up.
+    Hour,
+    /// One UTC day: hours rolled up.
+    Day,
 }
 
 impl Resolution {
@@ -21,6 +25,8 @@ impl Resolution {
     pub fn as_str(self) -> &'static str {
         match self {
             Resolution::Minute => "minute",
+            Resolution::Hour => "hour",
+            Resolution::Day => "day",
         }
     }
 }
@@ -36,6 +42,8 @@ impl std::str::FromStr for Resolution {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "minute" => Ok(Resolution::Minute),
+            "hour" => Ok(Resolution::Hour),
+            "day" => Ok(Resolution::Day),
             other => Err(UnknownResolution(other.to_string())),
         }
     }
@@ -175,4 +183,49 @@ pub async fn range(
     .bind(to)
     .fetch_all(conn)
     .await
+}
+
+/// Every organization's rows of `resolution` whose bucket starts in
+/// `[from, to)` (platform work: the roll-up).
+pub async fn range_all(
+    conn: &mut AnyConnection,
+    resolution: Resolution,
+    from: i64,
+    to: i64,
+) -> Result<Vec<BucketRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM usage_buckets \
+         WHERE resolution = $1 AND bucket_start >= $2 AND bucket_start < $3"
+    )))
+    .bind(resolution.as_str())
+    .bind(from)
+    .bind(to)
+    .fetch_all(conn)
+    .await
+}
+
+/// The earliest bucket start of `resolution` (every organization), if any.
+pub async fn earliest(
+    conn: &mut AnyConnection,
+    resolution: Resolution,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT MIN(bucket_start) FROM usage_buckets WHERE resolution = $1")
+        .bind(resolution.as_str())
+        .fetch_one(conn)
+        .await
+}
+
+/// Delete the rows of `resolution` whose bucket starts before `before`;
+/// returns how many.
+pub async fn delete_before(
+    conn: &mut AnyConnection,
+    resolution: Resolution,
+    before: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM usage_buckets WHERE resolution = $1 AND bucket_start < $2")
+        .bind(resolution.as_str())
+        .bind(before)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected())
 }

@@ -27,12 +27,13 @@ const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 pub struct UsageQuery {
     /// Start, inclusive (RFC 3339; default: a day before `to`).
     pub from: Option<String>,
-    /// End, exclusive (RFC 3339; default: now). At most 31 days after `from`.
+    /// End, exclusive (RFC 3339; default: now).
     pub to: Option<String>,
     /// Comma-separated: `provider`, `model`, `agent`, `source` (default: none,
     /// one series).
     pub group_by: Option<String>,
-    /// `minute`, `hour` (default) or `day`; at most 10,080 points.
+    /// `minute`, `hour` (default) or `day`; at most 10,080 points (`from` is
+    /// rounded down to the interval).
     pub interval: Option<String>,
 }
 
@@ -43,7 +44,8 @@ pub struct UsageQuery {
 pub struct RangeQuery {
     /// Start, inclusive (RFC 3339; default: a day before `to`).
     pub from: Option<String>,
-    /// End, exclusive (RFC 3339; default: now). At most 31 days after `from`.
+    /// End, exclusive (RFC 3339; default: now). At most 10,080 hours after
+    /// `from`.
     pub to: Option<String>,
 }
 
