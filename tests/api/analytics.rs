@@ -201,6 +201,31 @@ async fn usage_adds_up_by_source_and_model(b: Backend) {
     assert_eq!(unanswered["requests"], 3, "{}", latency.body);
     assert_eq!(unanswered["success_rate"], 0.0);
 
+    // What it cost, exactly: nine one-word answers (failures and the
+    // cancellation cost nothing on the mock).
+    let resp = s
+        .http
+        .get(s.url("/api/analytics/costs"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    let costs: Value = serde_json::from_str(&text).unwrap();
+    assert!(text.contains("\"total_usd\":0.0000045"), "{text}");
+    assert!(text.contains("\"month_to_date_usd\":0.0000045"), "{text}");
+    assert_eq!(costs["by_provider"][0]["name"], "mock", "{text}");
+    assert!(
+        text.contains("{\"name\":\"mock\",\"cost_usd\":0.0000045}"),
+        "{text}"
+    );
+    assert!(!costs["by_day"].as_array().unwrap().is_empty(), "{text}");
+    assert!(
+        costs["projected_month_usd"].as_f64().unwrap() >= 0.0000045,
+        "{text}"
+    );
+
     // One series in all without group_by; hourly by default.
     let (all, _) = usage_once_counted(&s, &admin, "", 12).await;
     assert_eq!(all["interval"], "hour");
@@ -238,6 +263,12 @@ async fn bad_analytics_queries_are_refused(b: Backend) {
     s.get("/api/analytics/latency?to=soon", &admin)
         .await
         .expect_error(400, "invalid_query");
+    s.get(
+        "/api/analytics/costs?from=2026-12-02T00:00:00Z&to=2026-12-01T00:00:00Z",
+        &admin,
+    )
+    .await
+    .expect_error(400, "invalid_query");
     let anonymous = s
         .http
         .get(s.url("/api/analytics/usage"))
@@ -337,6 +368,17 @@ async fn roll_ups_keep_the_totals_and_run_once_across_instances(b: Backend) {
         .await
         .expect(200);
     assert_eq!(latency.body["items"][0]["requests"], 8, "{}", latency.body);
+    let costs = s
+        .http
+        .get(s.url(&format!("/api/analytics/costs?from={from}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(costs.contains("\"total_usd\":0.000004,"), "{costs}");
     drop(twin);
 }
 

@@ -153,6 +153,7 @@ async fn openapi_covers_every_endpoint(b: Backend) {
         ("/api/tasks/{id}/stream", "get"),
         ("/api/analytics/usage", "get"),
         ("/api/analytics/latency", "get"),
+        ("/api/analytics/costs", "get"),
         ("/api/workflows", "post"),
         ("/api/workflows", "get"),
         ("/api/workflows/{id}", "get"),

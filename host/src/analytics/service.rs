@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use super::buckets::{Counts, MINUTE_MS};
 use super::latency::{Latency, SketchError};
 use super::rollup::{DAYS_JOB, HOURS_JOB, floor};
+use crate::money::Money;
 use crate::store::usage_buckets::{self, BucketRow, Resolution};
 use crate::store::{Db, Tx, jobs};
 
@@ -274,4 +275,115 @@ async fn rows(
     }
     tx.commit().await?;
     Ok(rows)
+}
+
+/// What the organization spent: in a range by provider, agent and day, and
+/// this month with a projection to its end.
+#[derive(Debug, Clone, Default)]
+pub struct Costs {
+    /// Spent in the range.
+    pub total: Money,
+    /// By provider (empty: none answered), most first.
+    pub by_provider: Vec<(String, Money)>,
+    /// By agent (empty: no agent), most first.
+    pub by_agent: Vec<(String, Money)>,
+    /// By UTC day (its start in unix ms), oldest first.
+    pub by_day: Vec<(i64, Money)>,
+    /// Spent since the start of the current UTC month.
+    pub month_to_date: Money,
+    /// The month's total if the trailing 7 days' daily average holds to
+    /// its end.
+    pub projected_month: Money,
+}
+
+/// Days the projection's average covers.
+const TRAILING_DAYS: i64 = 7;
+
+/// The organization's costs in `range` (its start rounded down to the
+/// day), and the current month's at `now`.
+pub async fn costs(db: &Db, org_id: &str, range: Range, now: i64) -> Result<Costs, AnalyticsError> {
+    range.check_points(Interval::Day)?;
+    let day = Interval::Day.millis();
+    let mut by_provider: BTreeMap<String, Money> = BTreeMap::new();
+    let mut by_agent: BTreeMap<String, Money> = BTreeMap::new();
+    let mut by_day: BTreeMap<i64, Money> = BTreeMap::new();
+    let mut total = Money::ZERO;
+    for row in rows(db, org_id, range, Interval::Day).await? {
+        let cost = row.counts.cost;
+        total = total.saturating_add(cost);
+        let add = |m: &mut Money| *m = m.saturating_add(cost);
+        add(by_provider.entry(row.provider).or_default());
+        add(by_agent.entry(row.agent_id).or_default());
+        add(by_day.entry(floor(row.bucket_start, day)).or_default());
+    }
+    let (month_start, month_end) = month_of(now);
+    let spent = |rows: Vec<BucketRow>| rows.iter().map(|r| r.counts.cost).sum::<Money>();
+    let month_to_date =
+        spent(rows(db, org_id, Range::new(month_start, now + 1)?, Interval::Day).await?);
+    let window = TRAILING_DAYS * day;
+    let trailing = spent(
+        rows(
+            db,
+            org_id,
+            Range::new(now - window, now + 1)?,
+            Interval::Hour,
+        )
+        .await?,
+    );
+    // The trailing average per millisecond, over what is left of the month.
+    let ahead = i128::from(trailing.nanos()) * i128::from(month_end - now) / i128::from(window);
+    let projected = i128::from(month_to_date.nanos()) + ahead;
+    let by_cost = |m: BTreeMap<String, Money>| {
+        let mut v: Vec<_> = m.into_iter().collect();
+        v.sort_by_key(|(_, cost)| std::cmp::Reverse(*cost));
+        v
+    };
+    Ok(Costs {
+        total,
+        by_provider: by_cost(by_provider),
+        by_agent: by_cost(by_agent),
+        by_day: by_day.into_iter().collect(),
+        month_to_date,
+        projected_month: Money::from_nanos(i64::try_from(projected).unwrap_or(i64::MAX)),
+    })
+}
+
+/// The UTC month `now` falls in, as `[start, end)` in unix ms.
+fn month_of(now: i64) -> (i64, i64) {
+    use chrono::{Datelike, NaiveDate, TimeZone, Utc};
+    let today = Utc
+        .timestamp_millis_opt(now)
+        .single()
+        .unwrap_or_default()
+        .date_naive();
+    let first = NaiveDate::from_ymd_opt(today.year(), today.month(), 1).unwrap_or(today);
+    let next = if today.month() == 12 {
+        NaiveDate::from_ymd_opt(today.year() + 1, 1, 1)
+    } else {
+        NaiveDate::from_ymd_opt(today.year(), today.month() + 1, 1)
+    }
+    .unwrap_or(today);
+    let ms = |d: NaiveDate| {
+        d.and_time(chrono::NaiveTime::MIN)
+            .and_utc()
+            .timestamp_millis()
+    };
+    (ms(first), ms(next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn months_start_on_the_first_and_end_on_the_next_first() {
+        // 2026-12-06T15:00:00Z.
+        let now = 1_796_569_200_000;
+        assert_eq!(month_of(now), (1_796_083_200_000, 1_798_761_600_000));
+        // 2026-02-28T23:59:59.999Z: February of a common year.
+        assert_eq!(
+            month_of(1_772_323_199_999),
+            (1_769_904_000_000, 1_772_323_200_000)
+        );
+    }
 }

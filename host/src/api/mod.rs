@@ -73,6 +73,7 @@ fn documented(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::stream))
         .routes(routes!(analytics::usage))
         .routes(routes!(analytics::latency))
+        .routes(routes!(analytics::costs))
         .routes(routes!(workflows::create, workflows::list))
         .routes(routes!(workflows::get))
         .routes(routes!(workflows::state))

@@ -189,6 +189,51 @@ pub struct LatencyReport {
     pub items: Vec<ModelLatency>,
 }
 
+/// Spend of one provider or agent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CostShare {
+    /// The provider or agent id (empty: none answered, or no agent).
+    pub name: String,
+    /// Spent, in US dollars (exact).
+    #[schema(value_type = f64)]
+    pub cost_usd: Usd,
+}
+
+/// Spend of one UTC day.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DayCost {
+    /// The day, `YYYY-MM-DD`.
+    pub day: String,
+    /// Spent, in US dollars (exact).
+    #[schema(value_type = f64)]
+    pub cost_usd: Usd,
+}
+
+/// What the organization spent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CostReport {
+    /// Start (RFC 3339, rounded down to the day).
+    pub from: String,
+    /// End (RFC 3339).
+    pub to: String,
+    /// Spent in the range, in US dollars (exact).
+    #[schema(value_type = f64)]
+    pub total_usd: Usd,
+    /// By provider, most first.
+    pub by_provider: Vec<CostShare>,
+    /// By agent, most first.
+    pub by_agent: Vec<CostShare>,
+    /// By UTC day, oldest first (days without spend are left out).
+    pub by_day: Vec<DayCost>,
+    /// Spent since the start of the current UTC month.
+    #[schema(value_type = f64)]
+    pub month_to_date_usd: Usd,
+    /// The month's total if the last 7 days' daily average holds to its
+    /// end.
+    #[schema(value_type = f64)]
+    pub projected_month_usd: Usd,
+}
+
 fn range(from: &Option<String>, to: &Option<String>) -> Result<Range, ApiError> {
     let to = parse_time("to", to)?.unwrap_or_else(now_ms);
     let from = parse_time("from", from)?.unwrap_or(to - DAY_MS);
@@ -293,5 +338,45 @@ pub async fn latency(
                 }
             })
             .collect(),
+    }))
+}
+
+/// Costs by provider, agent and day, the month to date and its projected
+/// total.
+#[utoipa::path(get, path = "/api/analytics/costs", tag = "analytics", params(RangeQuery),
+    responses((status = 200, body = CostReport), (status = 400, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn costs(
+    State(state): State<AppState>,
+    p: Principal,
+    ApiQuery(q): ApiQuery<RangeQuery>,
+) -> Result<Json<CostReport>, ApiError> {
+    p.require(Role::Viewer)?;
+    let range = range(&q.from, &q.to)?;
+    let c = service::costs(&state.db, &p.org_id, range, now_ms()).await?;
+    let shares = |v: Vec<(String, crate::money::Money)>| {
+        v.into_iter()
+            .map(|(name, cost)| CostShare {
+                name,
+                cost_usd: cost.usd(),
+            })
+            .collect()
+    };
+    Ok(Json(CostReport {
+        from: to_rfc3339(range.from - range.from.rem_euclid(DAY_MS)),
+        to: to_rfc3339(range.to),
+        total_usd: c.total.usd(),
+        by_provider: shares(c.by_provider),
+        by_agent: shares(c.by_agent),
+        by_day: c
+            .by_day
+            .into_iter()
+            .map(|(start, cost)| DayCost {
+                day: to_rfc3339(start)[..10].to_string(),
+                cost_usd: cost.usd(),
+            })
+            .collect(),
+        month_to_date_usd: c.month_to_date.usd(),
+        projected_month_usd: c.projected_month.usd(),
     }))
 }
