@@ -80,6 +80,39 @@ impl std::iter::Sum for Money {
     }
 }
 
+/// A decimal amount of dollars that is not one [`Money`] can hold exactly.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected dollars as a plain decimal with at most 9 decimal places, such as 0.0025")]
+pub struct BadAmount;
+
+impl std::str::FromStr for Money {
+    type Err = BadAmount;
+
+    /// Dollars written as a plain decimal (`12`, `0.0000005`, `-1.25`),
+    /// exactly: at most nine decimal places, no exponent.
+    fn from_str(s: &str) -> Result<Money, BadAmount> {
+        let (negative, digits) = match s.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, s),
+        };
+        let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
+        let all_digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty() || !all_digits(whole) || !all_digits(frac) || frac.len() > 9 {
+            return Err(BadAmount);
+        }
+        if digits.ends_with('.') {
+            return Err(BadAmount);
+        }
+        let whole: i64 = whole.parse().map_err(|_| BadAmount)?;
+        let frac: i64 = format!("{frac:0<9}").parse().map_err(|_| BadAmount)?;
+        let nanos = whole
+            .checked_mul(NANOS_PER_USD)
+            .and_then(|n| n.checked_add(frac))
+            .ok_or(BadAmount)?;
+        Ok(Money(if negative { -nanos } else { nanos }))
+    }
+}
+
 /// Dollars as a plain decimal with no exponent and no trailing zeros:
 /// `0.0000005`, `12`, `-1.25`.
 impl fmt::Display for Money {
@@ -122,6 +155,35 @@ impl fmt::Display for Usd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_exact_decimals() {
+        for (text, nanos) in [
+            ("0", 0),
+            ("0.000000001", 1),
+            ("0.0000005", 500),
+            ("12.34", 12_340_000_000),
+            ("-1.25", -1_250_000_000),
+            ("9223372036.854775807", i64::MAX),
+        ] {
+            assert_eq!(text.parse::<Money>(), Ok(Money(nanos)), "{text}");
+            assert_eq!(Money(nanos).to_string().parse::<Money>(), Ok(Money(nanos)));
+        }
+        for bad in [
+            "",
+            ".5",
+            "1.",
+            "1e-7",
+            "0.0000000001",
+            "abc",
+            "1.2.3",
+            "+1",
+            "9223372037",
+            "--1",
+        ] {
+            assert_eq!(bad.parse::<Money>(), Err(BadAmount), "{bad}");
+        }
+    }
 
     #[test]
     fn renders_exact_decimals() {

@@ -28,6 +28,7 @@ mod organizations;
 mod plugin_cli;
 mod plugin_limits;
 mod plugins;
+mod search;
 mod ssrf;
 mod storage;
 mod tasks;

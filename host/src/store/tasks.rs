@@ -350,6 +350,34 @@ pub struct TaskFilter {
     pub from: Option<i64>,
     /// Created before (unix ms).
     pub to: Option<i64>,
+    /// Text its description or one of its request's messages contains,
+    /// case-insensitively (ASCII).
+    pub text: Option<String>,
+    /// Only those this integration answered.
+    pub provider: Option<String>,
+    /// Only those this model answered.
+    pub model: Option<String>,
+    /// Only those submitted here.
+    pub source: Option<TaskSource>,
+    /// Only those that cost at least this much.
+    pub min_cost: Option<Money>,
+    /// Only those that cost at most this much.
+    pub max_cost: Option<Money>,
+}
+
+/// `text` as a `LIKE` pattern matching it anywhere, lower-cased, with the
+/// pattern's own characters escaped (`\` is the escape).
+fn contains_pattern(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('%');
+    for c in text.to_ascii_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
 }
 
 /// A page of the organization's tasks, newest first, and the total.
@@ -360,11 +388,36 @@ pub async fn page(
     limit: i64,
     offset: i64,
 ) -> Result<(Vec<Task>, i64), sqlx::Error> {
+    // The messages' texts of the stored request, one row each.
+    let message_texts = match Backend::of(conn) {
+        Backend::Postgres => {
+            "SELECT m->>'content' AS content \
+             FROM json_array_elements(CAST(request AS json)->'messages') AS m"
+        }
+        Backend::Sqlite => {
+            "SELECT json_extract(m.value, '$.content') AS content \
+             FROM json_each(request, '$.messages') AS m"
+        }
+    };
     // Absent filters bind NULL and match everything, so one statement serves.
-    let condition = "org_id = $1 AND (CAST($2 AS TEXT) IS NULL OR status = $2) \
+    let condition = format!(
+        "org_id = $1 AND (CAST($2 AS TEXT) IS NULL OR status = $2) \
          AND (CAST($3 AS TEXT) IS NULL OR agent_id = $3) \
          AND (CAST($4 AS BIGINT) IS NULL OR created_at >= $4) \
-         AND (CAST($5 AS BIGINT) IS NULL OR created_at < $5)";
+         AND (CAST($5 AS BIGINT) IS NULL OR created_at < $5) \
+         AND (CAST($6 AS TEXT) IS NULL OR LOWER(description) LIKE $6 ESCAPE '\\' \
+              OR EXISTS (SELECT 1 FROM ({message_texts}) AS t \
+                         WHERE LOWER(t.content) LIKE $6 ESCAPE '\\')) \
+         AND (CAST($7 AS TEXT) IS NULL OR provider = $7) \
+         AND (CAST($8 AS TEXT) IS NULL OR model = $8) \
+         AND (CAST($9 AS TEXT) IS NULL OR source = $9) \
+         AND (CAST($10 AS BIGINT) IS NULL OR cost_nanos >= $10) \
+         AND (CAST($11 AS BIGINT) IS NULL OR cost_nanos <= $11)"
+    );
+    let text = filter.text.as_deref().map(contains_pattern);
+    let source = filter.source.map(TaskSource::as_str);
+    let min_cost = filter.min_cost.map(Money::nanos);
+    let max_cost = filter.max_cost.map(Money::nanos);
     let (total,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT COUNT(*) FROM tasks WHERE {condition}"
     )))
@@ -373,16 +426,29 @@ pub async fn page(
     .bind(&filter.agent_id)
     .bind(filter.from)
     .bind(filter.to)
+    .bind(&text)
+    .bind(&filter.provider)
+    .bind(&filter.model)
+    .bind(source)
+    .bind(min_cost)
+    .bind(max_cost)
     .fetch_one(&mut *conn)
     .await?;
     let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM tasks WHERE {condition} ORDER BY created_at DESC, id LIMIT $6 OFFSET $7"
+        "SELECT {COLUMNS} FROM tasks WHERE {condition} \
+         ORDER BY created_at DESC, id LIMIT $12 OFFSET $13"
     )))
     .bind(org_id)
     .bind(filter.status.map(TaskStatus::as_str))
     .bind(&filter.agent_id)
     .bind(filter.from)
     .bind(filter.to)
+    .bind(&text)
+    .bind(&filter.provider)
+    .bind(&filter.model)
+    .bind(source)
+    .bind(min_cost)
+    .bind(max_cost)
     .bind(limit)
     .bind(offset)
     .fetch_all(&mut *conn)

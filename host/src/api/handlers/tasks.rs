@@ -19,7 +19,7 @@ use crate::api::pagination;
 use crate::api::sse::{self, EventLog};
 use crate::audit;
 use crate::auth::{Principal, Role};
-use crate::money::Usd;
+use crate::money::{Money, Usd};
 use crate::orchestrator::cancel::cancel_task;
 use crate::orchestrator::catalog::parse_task_type;
 use crate::orchestrator::dispatch::StreamFailover;
@@ -27,7 +27,7 @@ use crate::orchestrator::executor::AttemptView;
 use crate::orchestrator::request::{ChatMessage, parse_role};
 use crate::orchestrator::sampling::Sampling;
 use crate::orchestrator::signals::{Signal, WorkKind};
-use crate::orchestrator::state::TaskStatus;
+use crate::orchestrator::state::{TaskSource, TaskStatus};
 pub use crate::orchestrator::submit::TaskPriority;
 use crate::orchestrator::submit::{MAX_MESSAGE, MAX_MESSAGES, Submission, Submitted, Work, submit};
 use crate::state::AppState;
@@ -252,6 +252,48 @@ pub struct TaskQuery {
     pub from: Option<String>,
     /// Created before (RFC 3339).
     pub to: Option<String>,
+    /// Text the description or one of the request's messages (the prompt)
+    /// contains, ignoring ASCII case; `%` and `_` are plain characters;
+    /// 1–200 characters.
+    pub q: Option<String>,
+    /// Only those this integration answered.
+    pub provider: Option<String>,
+    /// Only those this model answered.
+    pub model: Option<String>,
+    /// Only those submitted here: `api` or `gateway`.
+    pub source: Option<String>,
+    /// Only those that cost at least this many dollars (a plain decimal).
+    pub min_cost_usd: Option<String>,
+    /// Only those that cost at most this many dollars (a plain decimal).
+    pub max_cost_usd: Option<String>,
+}
+
+/// Longest text a task search takes.
+const MAX_QUERY_TEXT: usize = 200;
+
+/// A text query value: 1–`MAX_QUERY_TEXT` characters without NUL; 400
+/// naming `field` otherwise.
+fn query_text(field: &str, value: &Option<String>) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(v) if v.is_empty() || v.chars().count() > MAX_QUERY_TEXT || v.contains('\0') => {
+            Err(ApiError::bad_request(
+                "invalid_query",
+                format!("`{field}` must be 1 to {MAX_QUERY_TEXT} characters, without NUL"),
+            ))
+        }
+        other => Ok(other.clone()),
+    }
+}
+
+/// A dollar amount query value, exactly; 400 naming `field` otherwise.
+fn query_amount(field: &str, value: &Option<String>) -> Result<Option<Money>, ApiError> {
+    value
+        .as_deref()
+        .map(|v| {
+            v.parse::<Money>()
+                .map_err(|e| ApiError::bad_request("invalid_query", format!("`{field}`: {e}")))
+        })
+        .transpose()
 }
 
 /// Check a submission field by field and turn it into the work to submit.
@@ -438,11 +480,23 @@ pub async fn list(
                 "`status` must be pending, in_progress, completed, failed or cancelled",
             )
         })?;
+    let source = q
+        .source
+        .as_deref()
+        .map(str::parse::<TaskSource>)
+        .transpose()
+        .map_err(|_| ApiError::bad_request("invalid_query", "`source` must be api or gateway"))?;
     let filter = TaskFilter {
         status,
-        agent_id: q.agent_id.clone(),
+        agent_id: query_text("agent_id", &q.agent_id)?,
         from: parse_time("from", &q.from)?,
         to: parse_time("to", &q.to)?,
+        text: query_text("q", &q.q)?,
+        provider: query_text("provider", &q.provider)?,
+        model: query_text("model", &q.model)?,
+        source,
+        min_cost: query_amount("min_cost_usd", &q.min_cost_usd)?,
+        max_cost: query_amount("max_cost_usd", &q.max_cost_usd)?,
     };
     let mut tx = state.db.tenant_read(&p.org_id).await?;
     let (rows, total) = store::tasks::page(&mut tx, &p.org_id, &filter, limit, offset).await?;
