@@ -453,11 +453,15 @@ pub struct StepRun {
     pub started_at: i64,
     /// Unix ms.
     pub finished_at: Option<i64>,
+    /// For a step inside a parallel step's branch: the parallel step's run.
+    pub parent_run: Option<String>,
+    /// For a step inside a parallel step's branch: the branch, 0-based.
+    pub lane: Option<i64>,
 }
 
 const RUN_COLUMNS: &str = "id, seq, step_id, kind, attempt, status, task_id, state_version, \
      output, branch, next_step, evaluations, decision, error, deadline, cost_nanos, started_at, \
-     finished_at";
+     finished_at, parent_run, lane";
 
 /// Insert run number `run.seq` of a workflow.
 pub async fn insert_run(
@@ -469,9 +473,9 @@ pub async fn insert_run(
     sqlx::query(
         "INSERT INTO workflow_steps (id, org_id, workflow_id, seq, step_id, kind, attempt, \
              status, task_id, state_version, output, branch, next_step, evaluations, decision, \
-             error, deadline, cost_nanos, started_at, finished_at) \
+             error, deadline, cost_nanos, started_at, finished_at, parent_run, lane) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19, $20)",
+             $18, $19, $20, $21, $22)",
     )
     .bind(&run.id)
     .bind(org_id)
@@ -493,6 +497,8 @@ pub async fn insert_run(
     .bind(run.cost_nanos.nanos())
     .bind(run.started_at)
     .bind(run.finished_at)
+    .bind(&run.parent_run)
+    .bind(run.lane)
     .execute(conn)
     .await?;
     Ok(())

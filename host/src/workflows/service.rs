@@ -122,14 +122,15 @@ fn check_input(def: &Definition, input: &Value) -> Result<(), Invalid> {
 }
 
 /// Cancel an unfinished workflow: it ends as cancelled and its running
-/// step's task is cancelled (its provider call dropped). Returns the id
-/// of that task, for the caller to stop it here at once.
+/// step's task is cancelled (its provider call dropped), or for a parallel
+/// step every running branch's task. Returns the ids of those tasks, for
+/// the caller to stop them here at once.
 pub async fn cancel(
     state: &AppState,
     who: &Principal,
     client: &ClientInfo,
     id: &str,
-) -> Result<Option<String>, WorkflowError> {
+) -> Result<Vec<String>, WorkflowError> {
     who.require(Role::TaskExecutor)?;
     let mut tx = state.db.tenant(&who.org_id).await?;
     let Some(current_run) = workflows::cancel(&mut tx, &who.org_id, id).await? else {
@@ -141,42 +142,49 @@ pub async fn cancel(
             wf.status
         )));
     };
-    let mut task_id = None;
-    if let Some(run_id) = current_run
-        && let Some(mut run) = workflows::run(&mut tx, &who.org_id, &run_id).await?
-    {
-        if let Some(t) = &run.task_id
-            && cancel_task(&mut tx, &state.signals, &who.org_id, t)
-                .await?
-                .is_some()
-        {
-            task_id = Some(t.clone());
-        }
-        run.status = "cancelled".into();
-        run.finished_at = Some(store::now_ms());
-        if !workflows::finish_run(&mut tx, &who.org_id, &run).await? {
-            return Err(WorkflowError::Conflict(
-                "the workflow changed meanwhile".into(),
-            ));
+    let mut stopped = Vec::new();
+    if let Some(run_id) = current_run {
+        // The current run, and a parallel step's branch runs still going.
+        let runs = workflows::runs(&mut tx, &who.org_id, id).await?;
+        let going = runs.into_iter().filter(|r| {
+            r.id == run_id
+                || (r.parent_run.as_deref() == Some(run_id.as_str())
+                    && matches!(r.status.as_str(), "running" | "waiting"))
+        });
+        for mut run in going {
+            if let Some(t) = &run.task_id
+                && cancel_task(&mut tx, &state.signals, &who.org_id, t)
+                    .await?
+                    .is_some()
+            {
+                stopped.push(t.clone());
+            }
+            run.status = "cancelled".into();
+            run.finished_at = Some(store::now_ms());
+            if !workflows::finish_run(&mut tx, &who.org_id, &run).await? {
+                return Err(WorkflowError::Conflict(
+                    "the workflow changed meanwhile".into(),
+                ));
+            }
         }
     }
-    let data = json!({ "status": "cancelled", "task_id": task_id });
+    let data = json!({ "status": "cancelled", "task_id": stopped.first(), "task_ids": stopped });
     workflows::append_event(&mut tx, &who.org_id, id, "status", &data.to_string()).await?;
     audit::record(
         &mut tx,
         who,
         client,
         "workflow_cancelled",
-        json!({ "workflow_id": id, "task_id": task_id }),
+        json!({ "workflow_id": id, "task_ids": stopped }),
     )
     .await?;
     tx.commit().await?;
     state.signals.publish(Signal::Events(id.to_string()));
-    if let Some(t) = &task_id {
+    for t in &stopped {
         state.signals.publish(Signal::Events(t.clone()));
         state.signals.publish(Signal::Cancelled(t.clone()));
     }
-    Ok(task_id)
+    Ok(stopped)
 }
 
 /// Decide the approval a workflow waits for: `approved`, with a comment.
@@ -265,7 +273,12 @@ pub async fn retry_from_step(
         )));
     }
     let runs = workflows::runs(&mut tx, &who.org_id, id).await?;
-    let Some(last) = runs.iter().rev().find(|r| r.step_id == step_id) else {
+    // A step inside a parallel step's branch runs again with its group.
+    let Some(last) = runs
+        .iter()
+        .rev()
+        .find(|r| r.step_id == step_id && r.parent_run.is_none())
+    else {
         return Err(WorkflowError::Conflict(format!(
             "the step `{step_id}` never ran in this workflow"
         )));
