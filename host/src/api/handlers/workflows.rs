@@ -360,6 +360,9 @@ fn current_steps(wf: &Workflow, runs: &[StepRun]) -> Vec<String> {
     out
 }
 
+/// A step of a definition, with the parallel step and branch it is in.
+type Placed<'d> = (&'d String, &'d Step, Option<(&'d String, usize)>);
+
 /// The graph of `def` with what `runs` did on it: a parallel step's
 /// branch steps are nodes naming it as their parent, with an edge from it
 /// to each branch's first step.
@@ -369,7 +372,7 @@ fn graph(def: &Definition, runs: &[StepRun], current: &[String]) -> Graph {
         let entry = latest.entry(r.step_id.as_str()).or_insert(("", 0));
         *entry = (r.status.as_str(), entry.1 + 1);
     }
-    let mut steps: Vec<(&String, &Step, Option<(&String, usize)>)> = Vec::new();
+    let mut steps: Vec<Placed> = Vec::new();
     for (id, step) in &def.steps {
         steps.push((id, step, None));
         if let Step::Parallel(p) = step {

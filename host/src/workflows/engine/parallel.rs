@@ -369,16 +369,16 @@ impl WorkflowRunner {
         if !(abort && lanes.iter().any(Lane::failed)) {
             // Branches whose retry is due.
             let now = now_ms();
-            for i in 0..lanes.len() {
-                let due = match &lanes[i].status {
+            for (i, lane) in lanes.iter_mut().enumerate() {
+                let due = match &lane.status {
                     LaneStatus::Due { step, attempt, at } if *at <= now => {
                         Some((step.clone(), *attempt))
                     }
                     _ => None,
                 };
                 if let Some((step, attempt)) = due {
-                    let (run, outcome) = self.begin(&mut g, &lanes[i], i, &step, attempt).await?;
-                    self.settle(&mut g, &mut lanes[i], i, run, outcome).await?;
+                    let (run, outcome) = self.begin(&mut g, lane, i, &step, attempt).await?;
+                    self.settle(&mut g, lane, i, run, outcome).await?;
                 }
             }
             // Branches not started yet, while fewer than max_concurrency run.
