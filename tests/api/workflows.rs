@@ -935,6 +935,12 @@ async fn test_a_parallel_group_gathers_its_branches(b: Backend) {
                 } },
                 { "start": "c1", "steps": {
                     "c1": { "kind": "task", "prompt": "gamma", "model": "mock/echo" }
+                } },
+                { "start": "d1", "steps": {
+                    "d1": { "kind": "task", "prompt": "x", "model": "mock/error",
+                            "retry": { "max_attempts": 2, "backoff": "fixed", "base_ms": 10 },
+                            "catch": [{ "errors": ["all"], "next": "d2" }] },
+                    "d2": { "kind": "succeed", "output": "fell back after {{steps.d1.error.kind}}" }
                 } }
             ] },
             "sum": { "kind": "task", "prompt": "{{steps.a2.output}} and {{steps.c1.output}}",
@@ -954,7 +960,18 @@ async fn test_a_parallel_group_gathers_its_branches(b: Backend) {
         pairs(&[("b1", "completed"), ("b2", "completed")])
     );
     assert_eq!(branch_runs(&w, 2), pairs(&[("c1", "completed")]));
+    // Retried after its back-off, then caught, inside its branch.
+    assert_eq!(
+        branch_runs(&w, 3),
+        pairs(&[("d1", "failed"), ("d1", "failed"), ("d2", "completed")])
+    );
     let steps = w["steps"].as_array().unwrap();
+    let attempts: Vec<&Value> = steps
+        .iter()
+        .filter(|r| r["step"] == "d1")
+        .map(|r| &r["attempt"])
+        .collect();
+    assert_eq!(attempts, [&json!(1), &json!(2)], "{w}");
     let fan = &steps[0];
     assert_eq!(
         (fan["step"].as_str(), fan["kind"].as_str()),
@@ -979,18 +996,24 @@ async fn test_a_parallel_group_gathers_its_branches(b: Backend) {
         json!([
             { "status": "completed", "output": "echo: then echo: alpha 7", "error": null },
             { "status": "completed", "output": "seven", "error": null },
-            { "status": "completed", "output": "echo: gamma", "error": null }
+            { "status": "completed", "output": "echo: gamma", "error": null },
+            { "status": "completed", "output": "fell back after all_attempts_failed", "error": null }
         ]),
         "{state}"
     );
     assert_eq!(
         gathered["output"],
-        json!(["echo: then echo: alpha 7", "seven", "echo: gamma"])
+        json!([
+            "echo: then echo: alpha 7",
+            "seven",
+            "echo: gamma",
+            "fell back after all_attempts_failed"
+        ])
     );
     assert_eq!(state["state"]["steps"]["b1"]["next"], "b2", "{state}");
-    // One task per task step, branches included.
+    // One task per task step run, branches included.
     let tasks = s.get("/api/tasks?limit=100", &admin).await.expect(200);
-    assert_eq!(tasks.body["total"], 4, "{}", tasks.body);
+    assert_eq!(tasks.body["total"], 6, "{}", tasks.body);
 
     // The graph has the branch steps under their parallel step.
     let graph = &w["graph"];
