@@ -24,6 +24,7 @@ use parallel::Plan;
 use super::definition::{
     ApprovalStep, ChoiceStep, Definition, ErrorCategory, Parse, Step, TaskStep,
 };
+use super::status::{StepRunStatus, WorkflowStatus};
 use super::template::{lookup, render};
 use crate::money::Money;
 use crate::orchestrator::queue::{Claim, Lease, MAX_CLAIMS, RunFuture, Runner};
@@ -146,7 +147,7 @@ struct View<'a> {
 impl View<'_> {
     fn progress(&self) -> Progress {
         Progress {
-            status: "running",
+            status: WorkflowStatus::Running,
             current_step: self.wf.current_step.clone(),
             current_run: self.wf.current_run.clone(),
             attempt: self.wf.attempt,
@@ -235,7 +236,7 @@ impl WorkflowRunner {
         def: &Definition,
         owner: &str,
     ) -> Result<Moved, sqlx::Error> {
-        if !matches!(wf.status.as_str(), "running" | "awaiting_approval") {
+        if wf.status.is_finished() {
             return Ok(Moved::Done);
         }
         let mut tx = self.db.tenant_read(&wf.org_id).await?;
@@ -307,7 +308,7 @@ impl WorkflowRunner {
             step_id: step_id.to_string(),
             kind: step.kind().to_string(),
             attempt: wf.attempt,
-            status: "running".into(),
+            status: StepRunStatus::Running,
             task_id: None,
             state_version: wf.state_version,
             output: None,
@@ -343,11 +344,11 @@ impl WorkflowRunner {
                     Some(t) => Value::String(render(t, &view.state)),
                     None => view.state["last"]["output"].clone(),
                 };
-                run.status = "completed".into();
+                run.status = StepRunStatus::Completed;
                 run.output = Some(output.to_string());
                 run.finished_at = Some(now_ms());
                 let mut p = view.progress();
-                p.status = "completed";
+                p.status = WorkflowStatus::Completed;
                 p.current_run = None;
                 p.steps_run += 1;
                 p.output = Some(output.to_string());
@@ -360,18 +361,18 @@ impl WorkflowRunner {
                     "message": f.message.as_deref().map(|m| render(m, &view.state)),
                     "step": step_id,
                 });
-                run.status = "failed".into();
+                run.status = StepRunStatus::Failed;
                 run.error = Some(error.to_string());
                 run.finished_at = Some(now_ms());
                 let mut p = view.progress();
-                p.status = "failed";
+                p.status = WorkflowStatus::Failed;
                 p.current_run = None;
                 p.steps_run += 1;
                 p.error = Some(error.to_string());
                 self.write(view, Some(&run), None, p).await
             }
             Step::Parallel(p) => {
-                run.status = "running".into();
+                run.status = StepRunStatus::Running;
                 self.group_move(view, p, run).await
             }
         }
@@ -489,7 +490,7 @@ impl WorkflowRunner {
         a: &ApprovalStep,
         mut run: StepRun,
     ) -> Result<Moved, sqlx::Error> {
-        run.status = "waiting".into();
+        run.status = StepRunStatus::Waiting;
         run.deadline = a
             .timeout()
             .map(|d| run.started_at + i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2));
@@ -499,7 +500,7 @@ impl WorkflowRunner {
             );
         }
         let mut p = view.progress();
-        p.status = "awaiting_approval";
+        p.status = WorkflowStatus::AwaitingApproval;
         p.current_run = Some(run.id.clone());
         p.steps_run += 1;
         let mut tx = self.db.tenant(&view.wf.org_id).await?;
@@ -621,7 +622,7 @@ impl WorkflowRunner {
         record: Value,
         next: Option<String>,
     ) -> Result<Moved, sqlx::Error> {
-        run.status = "completed".into();
+        run.status = StepRunStatus::Completed;
         run.next_step = next.clone();
         run.finished_at = Some(now_ms());
         let state = next_state(&view.state, &run.step_id, &record);
@@ -636,7 +637,7 @@ impl WorkflowRunner {
         match next {
             Some(next) => p.current_step = Some(next),
             None => {
-                p.status = "completed";
+                p.status = WorkflowStatus::Completed;
                 p.output = Some(state["last"]["output"].to_string());
             }
         }
@@ -669,7 +670,7 @@ impl WorkflowRunner {
         mut run: StepRun,
         failure: Failure,
     ) -> Result<Moved, sqlx::Error> {
-        run.status = "failed".into();
+        run.status = StepRunStatus::Failed;
         run.error = Some(failure.error.to_string());
         run.finished_at = Some(now_ms());
         let mut p = view.progress();
@@ -707,7 +708,7 @@ impl WorkflowRunner {
         } else {
             let mut error = failure.error;
             error["step"] = json!(run.step_id);
-            p.status = "failed";
+            p.status = WorkflowStatus::Failed;
             p.error = Some(error.to_string());
             tracing::info!(step = %run.step_id, category = failure.category.as_str(), "workflow failed");
         }
@@ -718,7 +719,7 @@ impl WorkflowRunner {
     /// End the workflow as failed with `error` without a step run.
     async fn end_failed(&self, view: &View<'_>, error: Value) -> Result<Moved, sqlx::Error> {
         let mut p = view.progress();
-        p.status = "failed";
+        p.status = WorkflowStatus::Failed;
         p.current_run = None;
         p.error = Some(error.to_string());
         self.write(view, None, None, p).await
@@ -777,7 +778,7 @@ impl WorkflowRunner {
             )
             .await?;
         }
-        let ended = !matches!(p.status, "running" | "awaiting_approval");
+        let ended = p.status.is_finished();
         if !workflows::advance(&mut tx, &wf.org_id, &wf.id, view.owner, &p).await? {
             tx.rollback().await?;
             return Ok(Moved::Done);
@@ -788,7 +789,7 @@ impl WorkflowRunner {
         self.signals.publish(Signal::Events(wf.id.clone()));
         applied.publish(&self.signals);
         if ended {
-            tracing::info!(status = p.status, "workflow ended");
+            tracing::info!(status = p.status.as_str(), "workflow ended");
             return Ok(Moved::Done);
         }
         Ok(Moved::Again)
@@ -802,7 +803,7 @@ impl WorkflowRunner {
         message: &str,
     ) -> Result<(), sqlx::Error> {
         let mut p = Progress {
-            status: "failed",
+            status: WorkflowStatus::Failed,
             current_step: wf.current_step.clone(),
             current_run: None,
             attempt: wf.attempt,
@@ -975,8 +976,8 @@ fn run_events(view: &View<'_>, run: &StepRun) -> Vec<(&'static str, Value)> {
         }
         out.push(("step_started", started));
     }
-    match run.status.as_str() {
-        "completed" => {
+    match run.status {
+        StepRunStatus::Completed => {
             if run.kind == "choice" {
                 out.push((
                     "branch_taken",
@@ -989,22 +990,22 @@ fn run_events(view: &View<'_>, run: &StepRun) -> Vec<(&'static str, Value)> {
                         "output": parse(&run.output) }),
             ));
         }
-        "failed" => out.push((
+        StepRunStatus::Failed => out.push((
             "step_failed",
             json!({ "seq": run.seq, "step": run.step_id, "attempt": run.attempt,
                     "error": parse(&run.error), "next": run.next_step }),
         )),
-        "waiting" => out.push((
+        StepRunStatus::Waiting => out.push((
             "awaiting_approval",
             json!({ "seq": run.seq, "step": run.step_id,
                     "deadline": run.deadline.map(crate::store::to_rfc3339),
                     "message": parse(&run.output).and_then(|o| o.get("message").cloned()) }),
         )),
-        "cancelled" => out.push((
+        StepRunStatus::Cancelled => out.push((
             "step_cancelled",
             json!({ "seq": run.seq, "step": run.step_id }),
         )),
-        _ => {}
+        StepRunStatus::Running => {}
     }
     out
 }

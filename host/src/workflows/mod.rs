@@ -8,4 +8,5 @@
 pub mod definition;
 pub mod engine;
 pub mod service;
+pub mod status;
 pub mod template;

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use vel_runtime::PluginKind;
 
 use super::definition::{self, Definition, Step};
+use super::status::{StepRunStatus, WorkflowStatus};
 use crate::audit::{self, ClientInfo};
 use crate::auth::{Forbidden, Principal, Role};
 use crate::orchestrator::cancel::cancel_task;
@@ -149,7 +150,7 @@ pub async fn cancel(
         let going = runs.into_iter().filter(|r| {
             r.id == run_id
                 || (r.parent_run.as_deref() == Some(run_id.as_str())
-                    && matches!(r.status.as_str(), "running" | "waiting"))
+                    && matches!(r.status, StepRunStatus::Running | StepRunStatus::Waiting))
         });
         for mut run in going {
             if let Some(t) = &run.task_id
@@ -159,7 +160,7 @@ pub async fn cancel(
             {
                 stopped.push(t.clone());
             }
-            run.status = "cancelled".into();
+            run.status = StepRunStatus::Cancelled;
             run.finished_at = Some(store::now_ms());
             if !workflows::finish_run(&mut tx, &who.org_id, &run).await? {
                 return Err(WorkflowError::Conflict(
@@ -202,11 +203,14 @@ pub async fn decide(
     let wf = workflows::get(&mut tx, &who.org_id, id)
         .await?
         .ok_or(WorkflowError::NotFound)?;
-    let waiting = match (&wf.status[..], &wf.current_run) {
-        ("awaiting_approval", Some(run_id)) => workflows::run(&mut tx, &who.org_id, run_id).await?,
+    let waiting = match (wf.status, &wf.current_run) {
+        (WorkflowStatus::AwaitingApproval, Some(run_id)) => {
+            workflows::run(&mut tx, &who.org_id, run_id).await?
+        }
         _ => None,
     };
-    let Some(run) = waiting.filter(|r| r.status == "waiting" && r.decision.is_none()) else {
+    let Some(run) = waiting.filter(|r| r.status == StepRunStatus::Waiting && r.decision.is_none())
+    else {
         return Err(WorkflowError::Conflict(format!(
             "the workflow is {}, not awaiting an approval",
             wf.status
@@ -266,7 +270,7 @@ pub async fn retry_from_step(
     let wf = workflows::get(&mut tx, &who.org_id, id)
         .await?
         .ok_or(WorkflowError::NotFound)?;
-    if matches!(wf.status.as_str(), "running" | "awaiting_approval") {
+    if !wf.status.is_finished() {
         return Err(WorkflowError::Conflict(format!(
             "the workflow is {}; cancel it first to run it again from a step",
             wf.status

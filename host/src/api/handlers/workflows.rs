@@ -23,6 +23,7 @@ use crate::store::workflows::{StepRun, Workflow, WorkflowFilter};
 use crate::store::{self, to_rfc3339};
 use crate::workflows::definition::{Definition, Step};
 use crate::workflows::service;
+use crate::workflows::status::{StepRunStatus, WorkflowStatus};
 
 /// A new workflow.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -262,11 +263,11 @@ fn parse_json(text: &Option<String>) -> Option<Value> {
 
 impl From<&Workflow> for WorkflowView {
     fn from(w: &Workflow) -> Self {
-        let finished = !matches!(w.status.as_str(), "running" | "awaiting_approval");
+        let finished = w.status.is_finished();
         WorkflowView {
             id: w.id.clone(),
             name: w.name.clone(),
-            status: w.status.clone(),
+            status: w.status.to_string(),
             user_id: w.user_id.clone(),
             current_step: (!finished).then(|| w.current_step.clone()).flatten(),
             current_steps: (!finished)
@@ -299,7 +300,7 @@ impl From<&StepRun> for StepRunView {
             step: r.step_id.clone(),
             kind: r.kind.clone(),
             attempt: r.attempt,
-            status: r.status.clone(),
+            status: r.status.to_string(),
             task_id: r.task_id.clone(),
             state_version: r.state_version,
             output: parse_json(&r.output),
@@ -337,7 +338,7 @@ fn run_views(runs: &[StepRun]) -> Vec<StepRunView> {
 /// The steps a running workflow is at: its current step and, while a
 /// parallel step runs, each branch's step running or due next.
 fn current_steps(wf: &Workflow, runs: &[StepRun]) -> Vec<String> {
-    if !matches!(wf.status.as_str(), "running" | "awaiting_approval") {
+    if wf.status.is_finished() {
         return Vec::new();
     }
     let mut out: Vec<String> = wf.current_step.iter().cloned().collect();
@@ -351,9 +352,9 @@ fn current_steps(wf: &Workflow, runs: &[StepRun]) -> Vec<String> {
         }
     }
     for r in lanes.values() {
-        match (r.status.as_str(), &r.next_step) {
-            ("running" | "waiting", _) => out.push(r.step_id.clone()),
-            ("failed", Some(next)) => out.push(next.clone()),
+        match (r.status, &r.next_step) {
+            (StepRunStatus::Running | StepRunStatus::Waiting, _) => out.push(r.step_id.clone()),
+            (StepRunStatus::Failed, Some(next)) => out.push(next.clone()),
             _ => {}
         }
     }
@@ -539,8 +540,8 @@ pub async fn get(
     let (wf, runs) = load(&state, &p, &id).await?;
     let def: Option<Definition> = serde_json::from_str(&wf.definition).ok();
     let mut view = WorkflowView::from(&wf);
-    if wf.status == "awaiting_approval"
-        && let Some(run) = runs.last().filter(|r| r.status == "waiting")
+    if wf.status == WorkflowStatus::AwaitingApproval
+        && let Some(run) = runs.last().filter(|r| r.status == StepRunStatus::Waiting)
     {
         let role = match def.as_ref().and_then(|d| d.steps.get(&run.step_id)) {
             Some(Step::Approval(a)) => a.role().as_str(),
@@ -575,10 +576,7 @@ pub async fn list(
     p.require(Role::Viewer)?;
     let (limit, offset) = pagination::bounds(q.limit, q.offset)?;
     if let Some(status) = &q.status
-        && !matches!(
-            status.as_str(),
-            "running" | "awaiting_approval" | "completed" | "failed" | "cancelled"
-        )
+        && status.parse::<WorkflowStatus>().is_err()
     {
         return Err(ApiError::bad_request(
             "invalid_query",

@@ -46,6 +46,7 @@ use crate::store::tasks::{self, Inserted, NewTask};
 use crate::store::workflows::{self, StepRun};
 use crate::store::{Tx, new_id, now_ms};
 use crate::workflows::definition::{Branch, ErrorCategory, OnFailure, ParallelStep, Step};
+use crate::workflows::status::StepRunStatus;
 use crate::workflows::template::render;
 
 /// A group move's writes to branch runs, applied in order inside the
@@ -182,15 +183,17 @@ impl<'d> Lane<'d> {
         }
         lane.status = match runs.last() {
             None => LaneStatus::Waiting,
-            Some(run) => match (run.status.as_str(), &run.next_step) {
-                ("running" | "waiting", _) => LaneStatus::Running(Box::new((*run).clone())),
-                ("cancelled", _) => LaneStatus::Ended {
+            Some(run) => match (run.status, &run.next_step) {
+                (StepRunStatus::Running | StepRunStatus::Waiting, _) => {
+                    LaneStatus::Running(Box::new((*run).clone()))
+                }
+                (StepRunStatus::Cancelled, _) => LaneStatus::Ended {
                     status: "cancelled",
                     error: None,
                 },
                 (status, Some(next)) => {
                     // Only a retry leaves a branch between two steps.
-                    let (attempt, at) = if status == "failed" && *next == run.step_id {
+                    let (attempt, at) = if status == StepRunStatus::Failed && *next == run.step_id {
                         let attempt = run.attempt + 1;
                         let delay = branch
                             .steps
@@ -209,7 +212,7 @@ impl<'d> Lane<'d> {
                         at,
                     }
                 }
-                ("completed", None) => LaneStatus::Ended {
+                (StepRunStatus::Completed, None) => LaneStatus::Ended {
                     status: "completed",
                     error: None,
                 },
@@ -253,13 +256,15 @@ impl<'d> Lane<'d> {
 /// choice's branch, the error of a failure the branch goes on from.
 fn record_of(run: &StepRun) -> Option<Value> {
     let parse = |text: &Option<String>| parse_text(text).unwrap_or(Value::Null);
-    match run.status.as_str() {
-        "completed" => Some(match run.kind.as_str() {
+    match run.status {
+        StepRunStatus::Completed => Some(match run.kind.as_str() {
             "task" => json!({ "output": parse(&run.output), "task_id": run.task_id }),
             "choice" => json!({ "branch": run.branch, "next": run.next_step }),
             _ => json!({ "output": parse(&run.output) }),
         }),
-        "failed" if run.next_step.is_some() => Some(json!({ "error": parse(&run.error) })),
+        StepRunStatus::Failed if run.next_step.is_some() => {
+            Some(json!({ "error": parse(&run.error) }))
+        }
         _ => None,
     }
 }
@@ -519,7 +524,7 @@ impl WorkflowRunner {
             step_id: step_id.to_string(),
             kind: "task".into(),
             attempt,
-            status: "running".into(),
+            status: StepRunStatus::Running,
             task_id: None,
             state_version: view.wf.state_version,
             output: None,
@@ -618,7 +623,7 @@ impl WorkflowRunner {
                     return Ok(());
                 }
                 Outcome::Completed(next) => {
-                    run.status = "completed".into();
+                    run.status = StepRunStatus::Completed;
                     run.next_step = next.clone();
                     match next {
                         Some(next) => After::Go(next),
@@ -626,7 +631,7 @@ impl WorkflowRunner {
                     }
                 }
                 Outcome::Failed(failure) => {
-                    run.status = "failed".into();
+                    run.status = StepRunStatus::Failed;
                     run.error = Some(failure.error.to_string());
                     let step = lane.branch.steps.get(&run.step_id);
                     let attempt = u32::try_from(run.attempt).unwrap_or(u32::MAX);
@@ -649,7 +654,7 @@ impl WorkflowRunner {
                     }
                 }
                 Outcome::Stopped(failure) => {
-                    run.status = "failed".into();
+                    run.status = StepRunStatus::Failed;
                     run.error = Some(failure.error.to_string());
                     After::End("failed", Some(failure.error))
                 }
@@ -694,7 +699,7 @@ fn stop_others(g: &mut Group<'_, '_>, lanes: &mut [Lane<'_>]) {
                     if let Some(task_id) = &run.task_id {
                         g.plan.ops.push(Op::Cancel(task_id.clone()));
                     }
-                    run.status = "cancelled".into();
+                    run.status = StepRunStatus::Cancelled;
                     run.finished_at = Some(now);
                     g.plan.ops.push(Op::Finish(run));
                 } else {
