@@ -8,7 +8,8 @@
 //! happen now it parks: until its task ends (the task's finish wakes it in
 //! the same transaction), until a decision, or until a retry's back-off or
 //! an approval's deadline. An instance that dies mid-move loses only that
-//! uncommitted move; the lease runs out and any instance carries on.
+//! uncommitted move; the lease runs out and any instance carries on. A
+//! parallel step moves its branches the same way (`engine/parallel.rs`).
 
 use std::time::{Duration, Instant};
 
