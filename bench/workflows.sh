@@ -10,11 +10,16 @@
 #   - the choice's condition evaluation inside the engine (its recorded
 #     `elapsed_us`) over the same workflows, p50 and p99 in µs;
 #   - throughput: N workflows started over 8 connections, timed until every
-#     one is completed, as steps per second (5 steps per workflow).
-# Prints a Markdown table.
+#     one is completed, as steps per second (5 steps per workflow);
+#   - a parallel group of five branches of one 200 ms `slow` step, side by
+#     side (max_concurrency 5) and the same five one after another
+#     (max_concurrency 1), PAR groups each, one at a time: the parallel
+#     step's run duration (its start to its end, gathering included), p50
+#     and max in ms.
+# Prints Markdown tables.
 #
 # Usage: bench/workflows.sh [sqlite|postgres|both]   (default both)
-# Environment: N (workflows, default 1000), SEQ (default 30),
+# Environment: N (workflows, default 1000), SEQ (default 30), PAR (default 20),
 # BENCH_THREADS (load generator threads, default 1), BENCH_NO_BUILD=1 to
 # skip `cargo build --release`.
 # Requires: curl, jq, and for PostgreSQL psql and a server on 127.0.0.1:5432.
@@ -24,6 +29,7 @@ source "$(dirname "$0")/lib.sh"
 WHICH="${1:-both}"
 N="${N:-1000}"
 SEQ="${SEQ:-30}"
+PAR="${PAR:-20}"
 THREADS="${BENCH_THREADS:-1}"
 case "$WHICH" in
     sqlite) BACKENDS=(sqlite) ;;
@@ -49,6 +55,23 @@ BODY="$(jq -nc '{
   input: {}
 }')"
 
+# A parallel group of five branches, each one 200 ms `slow` task step,
+# MAX of them at once.
+group_body() { # MAX
+    jq -nc --argjson max "$1" '{
+      definition: {
+        name: "fan",
+        start: "fan",
+        steps: {
+          fan: {kind: "parallel", max_concurrency: $max, on_failure: "abort",
+                branches: [range(5) | {start: "b\(.)", steps: {("b\(.)"): {
+                  kind: "task", prompt: "slow", model: "mock/slow", metadata: {"delay-ms": 200}}}}]}
+        }
+      },
+      input: {}
+    }'
+}
+
 bench() {
     local out
     out="$("$BIN/vel-bench" --threads "$THREADS" "$@")" || die "vel-bench $1 failed: $out"
@@ -61,6 +84,7 @@ percentile() {
 }
 
 ROWS=()
+GROUP_ROWS=()
 
 measure() { # BACKEND
     local backend=$1
@@ -114,6 +138,26 @@ measure() { # BACKEND
         done
     done
 
+    log "$backend: $PAR parallel groups of five 200 ms branches, side by side and one at a time"
+    local max body
+    for max in 5 1; do
+        : >"$data/group-$max"
+        body="$(group_body "$max")"
+        for i in $(seq 1 "$PAR"); do
+            id="$(api POST "$base/api/workflows" "$token" "$body" | jq -r .id)"
+            status=running
+            while [ "$status" = running ]; do
+                status="$(api GET "$base/api/workflows/$id" "$token" | jq -r .status)"
+            done
+            [ "$status" = completed ] || die "$backend: workflow $id ended $status"
+            api GET "$base/api/workflows/$id" "$token" \
+                | jq -r '.steps[] | select(.kind == "parallel") | .duration_ms' >>"$data/group-$max"
+        done
+    done
+    GROUP_ROWS+=("$(printf '| %s | %s | %s | %s | %s |' "$backend" \
+        "$(percentile 50 <"$data/group-5")" "$(percentile 100 <"$data/group-5")" \
+        "$(percentile 50 <"$data/group-1")" "$(percentile 100 <"$data/group-1")")")
+
     log "$backend: $N five-step workflows over 8 connections, until all completed"
     local started run
     started="$(date +%s%3N)"
@@ -143,3 +187,9 @@ echo
 echo "| database | step-to-step p50 ms | p99 ms | condition p50 µs | p99 µs | workflows | all completed in | steps/s |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 printf '%s\n' "${ROWS[@]}"
+echo
+echo "A parallel group of five branches of a 200 ms \`slow\` step ($PAR groups each, one at a time):"
+echo
+echo "| database | side by side p50 ms | max ms | one after another p50 ms | max ms |"
+echo "| --- | --- | --- | --- | --- |"
+printf '%s\n' "${GROUP_ROWS[@]}"

@@ -4,7 +4,9 @@
 //! caught; retries; approvals approved, rejected and timed out; cancel;
 //! retry from a step; the step limit; the user's limit counting a
 //! workflow once; state versions and the graph; a crash during a step and a decision taken on
-//! another instance; 404 across tenants.
+//! another instance; 404 across tenants; parallel steps (results gathered,
+//! `max_concurrency` kept, `continue` and `abort`, catch after an abort,
+//! cancel and a crash during a group).
 
 use std::time::{Duration, Instant};
 
@@ -56,6 +58,19 @@ async fn start(s: &Server, token: &str, definition: Value, input: Value) -> Stri
         .expect(201);
     assert_eq!(r.body["status"], "running", "{}", r.body);
     r.body["id"].as_str().unwrap().to_string()
+}
+
+/// A workflow's graph as Mermaid text.
+async fn mermaid_of(s: &Server, token: &str, id: &str) -> String {
+    s.http
+        .get(s.url(&format!("/api/workflows/{id}/graph?format=mermaid")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// The runs of a workflow view, as (step, status) pairs.
@@ -177,16 +192,7 @@ async fn test_a_choice_takes_the_branch_its_condition_names(b: Backend) {
     };
     assert_eq!(node("console")["status"], "pending");
     assert_eq!(node("cheer")["status"], "completed");
-    let mermaid = s
-        .http
-        .get(s.url(&format!("/api/workflows/{id}/graph?format=mermaid")))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let mermaid = mermaid_of(&s, &admin, &id).await;
     assert!(mermaid.starts_with("flowchart TD"), "{mermaid}");
     assert!(
         mermaid.contains("s_judge ==>|rules[0].branches.positive| s_cheer"),
@@ -329,7 +335,7 @@ async fn test_bad_definitions_name_every_path_and_store_nothing(b: Backend) {
                 { "condition": "default-router", "next": "c" }
             ] },
             "c": { "kind": "parallel", "max_concurrency": 9, "branches": [
-                { "start": "c1", "steps": { "c1": { "kind": "succeed" } } }
+                { "start": "c1", "steps": { "c1": { "kind": "approval", "next": "c9" } } }
             ] },
             "d": { "kind": "teleport" },
             "e": { "kind": "approval", "timeout": "soon", "role": "emperor" }
@@ -348,6 +354,8 @@ async fn test_bad_definitions_name_every_path_and_store_nothing(b: Backend) {
         "steps.b.rules[1].condition",
         "steps.b.rules[2].condition",
         "steps.c.max_concurrency",
+        "steps.c.branches[0].steps.c1.kind",
+        "steps.c.branches[0].steps.c1.next",
         "steps.d.kind",
         "steps.e.timeout",
         "steps.e.role",
@@ -875,6 +883,440 @@ async fn test_a_workflow_survives_its_instance(b: Backend) {
     assert_eq!(w["status"], "completed", "{w}");
 }
 
+/// The branch runs of a workflow view, by branch index: (step, status).
+fn branch_runs(w: &Value, branch: i64) -> Vec<(String, String)> {
+    w["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["branch_index"] == branch)
+        .map(|r| {
+            (
+                r["step"].as_str().unwrap().to_string(),
+                r["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A task step on the `slow` mock model answering after `ms`.
+fn slow_step(ms: u64, next: Option<&str>) -> Value {
+    let mut step = json!({ "kind": "task", "prompt": "slow", "model": "mock/slow",
+                           "metadata": { "delay-ms": ms } });
+    if let Some(next) = next {
+        step["next"] = json!(next);
+    }
+    step
+}
+
+/// A parallel group runs its branches, each a chain of steps (tasks, a
+/// choice, succeed), and gathers their results into the state; later
+/// steps read the branches' steps; the view, events and graph show the
+/// branches.
+async fn test_a_parallel_group_gathers_its_branches(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    s.mock_integration(&admin, "mock").await;
+    let definition = json!({
+        "name": "fan-out",
+        "start": "fan",
+        "steps": {
+            "fan": { "kind": "parallel", "max_concurrency": 3, "next": "sum", "branches": [
+                { "start": "a1", "steps": {
+                    "a1": { "kind": "task", "prompt": "alpha {{input.x}}", "model": "mock/echo", "next": "a2" },
+                    "a2": { "kind": "task", "prompt": "then {{steps.a1.output}}", "model": "mock/echo" }
+                } },
+                { "start": "b1", "steps": {
+                    "b1": { "kind": "choice", "input": "{{input.x}}", "rules": [
+                        { "condition": "text-match", "args": { "mode": "equals", "pattern": "7" }, "next": "b2" }
+                    ], "default": "b3" },
+                    "b2": { "kind": "succeed", "output": "seven" },
+                    "b3": { "kind": "fail" }
+                } },
+                { "start": "c1", "steps": {
+                    "c1": { "kind": "task", "prompt": "gamma", "model": "mock/echo" }
+                } },
+                { "start": "d1", "steps": {
+                    "d1": { "kind": "task", "prompt": "x", "model": "mock/error",
+                            "retry": { "max_attempts": 2, "backoff": "fixed", "base_ms": 10 },
+                            "catch": [{ "errors": ["all"], "next": "d2" }] },
+                    "d2": { "kind": "succeed", "output": "fell back after {{steps.d1.error.kind}}" }
+                } }
+            ] },
+            "sum": { "kind": "task", "prompt": "{{steps.a2.output}} and {{steps.c1.output}}",
+                     "model": "mock/echo", "next": "done" },
+            "done": { "kind": "succeed" }
+        }
+    });
+    let id = start(&s, &admin, definition, json!({ "x": "7" })).await;
+    let w = finished(&s, &admin, &id).await;
+    assert_eq!(w["status"], "completed", "{w}");
+    assert_eq!(
+        branch_runs(&w, 0),
+        pairs(&[("a1", "completed"), ("a2", "completed")])
+    );
+    assert_eq!(
+        branch_runs(&w, 1),
+        pairs(&[("b1", "completed"), ("b2", "completed")])
+    );
+    assert_eq!(branch_runs(&w, 2), pairs(&[("c1", "completed")]));
+    // Retried after its back-off, then caught, inside its branch.
+    assert_eq!(
+        branch_runs(&w, 3),
+        pairs(&[("d1", "failed"), ("d1", "failed"), ("d2", "completed")])
+    );
+    let steps = w["steps"].as_array().unwrap();
+    let attempts: Vec<&Value> = steps
+        .iter()
+        .filter(|r| r["step"] == "d1")
+        .map(|r| &r["attempt"])
+        .collect();
+    assert_eq!(attempts, [&json!(1), &json!(2)], "{w}");
+    let fan = &steps[0];
+    assert_eq!(
+        (fan["step"].as_str(), fan["kind"].as_str()),
+        (Some("fan"), Some("parallel"))
+    );
+    assert_eq!(fan["status"], "completed", "{fan}");
+    for r in steps.iter().filter(|r| r["branch_index"].is_number()) {
+        assert_eq!(r["group_seq"], fan["seq"], "{r}");
+    }
+    assert_eq!(
+        w["output"], "echo: echo: then echo: alpha 7 and echo: gamma",
+        "{w}"
+    );
+    let state = s
+        .get(&format!("/api/workflows/{id}/state"), &admin)
+        .await
+        .expect(200)
+        .body;
+    let gathered = &state["state"]["steps"]["fan"];
+    assert_eq!(
+        gathered["branches"],
+        json!([
+            { "status": "completed", "output": "echo: then echo: alpha 7", "error": null },
+            { "status": "completed", "output": "seven", "error": null },
+            { "status": "completed", "output": "echo: gamma", "error": null },
+            { "status": "completed", "output": "fell back after all_attempts_failed", "error": null }
+        ]),
+        "{state}"
+    );
+    assert_eq!(
+        gathered["output"],
+        json!([
+            "echo: then echo: alpha 7",
+            "seven",
+            "echo: gamma",
+            "fell back after all_attempts_failed"
+        ])
+    );
+    assert_eq!(state["state"]["steps"]["b1"]["next"], "b2", "{state}");
+    // One task per task step run, branches included.
+    let tasks = s.get("/api/tasks?limit=100", &admin).await.expect(200);
+    assert_eq!(tasks.body["total"], 6, "{}", tasks.body);
+
+    // The graph has the branch steps under their parallel step.
+    let graph = &w["graph"];
+    let node = |id: &str| {
+        graph["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no node {id}: {graph}"))
+    };
+    assert_eq!(node("a2")["parent"], "fan");
+    assert_eq!(node("a2")["branch_index"], 0);
+    assert_eq!(node("a2")["status"], "completed");
+    assert_eq!(node("b3")["status"], "pending");
+    let edge = |from: &str, to: &str| {
+        graph["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["from"] == from && e["to"] == to)
+            .cloned()
+            .unwrap_or_else(|| panic!("no edge {from} -> {to}: {graph}"))
+    };
+    assert_eq!(edge("fan", "b1")["label"], "branches[1]");
+    assert_eq!(edge("fan", "b1")["taken"], true);
+    assert_eq!(edge("b1", "b2")["taken"], true);
+    assert_eq!(edge("b1", "b3")["taken"], false);
+    let r = mermaid_of(&s, &admin, &id).await;
+    assert!(r.contains("subgraph s_fan_b1[\"fan branch 1\"]"), "{r}");
+    assert!(r.contains("s_fan ==>|branches[1]| s_b1"), "{r}");
+}
+
+/// Start and end times of a view's runs of branch steps, as (time, +1/-1)
+/// in order, ends first when equal; and the most that overlapped.
+fn most_at_once(w: &Value) -> usize {
+    let mut marks: Vec<(String, i32)> = Vec::new();
+    for r in w["steps"].as_array().unwrap() {
+        if r["branch_index"].is_number() {
+            marks.push((r["started_at"].as_str().unwrap().to_string(), 1));
+            marks.push((r["finished_at"].as_str().unwrap().to_string(), -1));
+        }
+    }
+    marks.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, d) in marks {
+        now += d;
+        most = most.max(now);
+    }
+    usize::try_from(most).unwrap()
+}
+
+/// At most `max_concurrency` branches run at once: four branches of a
+/// slow step with two at a time never overlap by more than two.
+async fn test_a_parallel_group_keeps_its_concurrency(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    s.mock_integration(&admin, "mock").await;
+    let branch = |id: &str| json!({ "start": id, "steps": { id: slow_step(300, None) } });
+    let definition = json!({
+        "name": "pairs",
+        "start": "fan",
+        "steps": {
+            "fan": { "kind": "parallel", "max_concurrency": 2, "on_failure": "continue",
+                     "branches": [branch("p1"), branch("p2"), branch("p3"), branch("p4")] }
+        }
+    });
+    let id = start(&s, &admin, definition, json!({})).await;
+    let w = wait_until(&s, &admin, &id, |w| {
+        w["steps"].as_array().unwrap().len() >= 3
+    })
+    .await;
+    assert!(w["current_steps"].as_array().unwrap().len() >= 2, "{w}");
+    let w = finished(&s, &admin, &id).await;
+    assert_eq!(w["status"], "completed", "{w}");
+    for i in 0..4 {
+        assert_eq!(branch_runs(&w, i).len(), 1, "{w}");
+    }
+    assert_eq!(most_at_once(&w), 2, "{w}");
+    assert!(w["steps"][0]["duration_ms"].as_i64().unwrap() >= 600, "{w}");
+    assert_eq!(w["current_steps"], json!([]), "{w}");
+}
+
+/// `on_failure: continue` completes the group with each branch's status;
+/// `abort` cancels the other branches' running tasks at the first failure
+/// and fails the step, which `catch` routes (and without a catch the
+/// workflow fails).
+async fn test_parallel_continue_and_abort(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    s.mock_integration(&admin, "mock").await;
+    let flow = |on_failure: &str, catch: Value| {
+        json!({
+            "name": "mixed",
+            "start": "fan",
+            "steps": {
+                "fan": { "kind": "parallel", "on_failure": on_failure, "next": "done", "catch": catch,
+                         "branches": [
+                    { "start": "ok", "steps": { "ok": { "kind": "task", "prompt": "fine", "model": "mock/echo" } } },
+                    { "start": "bad", "steps": { "bad": { "kind": "task", "prompt": "x", "model": "mock/error" } } },
+                    { "start": "long", "steps": { "long": slow_step(20_000, None) } }
+                ] },
+                "done": { "kind": "succeed", "output": "done" },
+                "recover": { "kind": "succeed", "output": "recovered from {{steps.fan.error.kind}}" }
+            }
+        })
+    };
+    // continue: the group completes; the long branch runs to its end.
+    let shorter = |v: Value| {
+        let mut v = v;
+        v["steps"]["fan"]["branches"][2]["steps"]["long"] = slow_step(200, None);
+        v
+    };
+    let id = start(&s, &admin, shorter(flow("continue", json!([]))), json!({})).await;
+    let w = finished(&s, &admin, &id).await;
+    assert_eq!(w["status"], "completed", "{w}");
+    assert_eq!(w["output"], "done");
+    let fan = &w["steps"][0];
+    assert_eq!(fan["status"], "completed", "{fan}");
+    let branches = &fan["output"]["branches"];
+    assert_eq!(branches[0]["status"], "completed", "{fan}");
+    assert_eq!(branches[1]["status"], "failed", "{fan}");
+    assert_eq!(branches[1]["error"]["category"], "retryable", "{fan}");
+    assert_eq!(branches[2]["status"], "completed", "{fan}");
+    assert_eq!(branches[2]["output"], "echo: slow", "{fan}");
+
+    // abort with a catch: the long branch's task is cancelled at once.
+    let started = Instant::now();
+    let id = start(
+        &s,
+        &admin,
+        flow("abort", json!([{ "errors": ["all"], "next": "recover" }])),
+        json!({}),
+    )
+    .await;
+    let w = finished(&s, &admin, &id).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the abort waited for the long branch"
+    );
+    assert_eq!(w["status"], "completed", "{w}");
+    assert_eq!(w["output"], "recovered from branch_failed", "{w}");
+    let fan = &w["steps"][0];
+    assert_eq!(fan["status"], "failed", "{fan}");
+    assert_eq!(fan["next"], "recover", "{fan}");
+    assert_eq!(fan["error"]["kind"], "branch_failed", "{fan}");
+    assert_eq!(fan["error"]["category"], "retryable", "{fan}");
+    assert_eq!(fan["error"]["branch_index"], 1, "{fan}");
+    assert_eq!(fan["error"]["branches"][2]["status"], "cancelled", "{fan}");
+    assert_eq!(branch_runs(&w, 2), pairs(&[("long", "cancelled")]));
+    let long = w["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["step"] == "long")
+        .unwrap();
+    let task = s
+        .get(
+            &format!("/api/tasks/{}", long["task_id"].as_str().unwrap()),
+            &admin,
+        )
+        .await
+        .expect(200);
+    assert_eq!(task.body["status"], "cancelled", "{}", task.body);
+
+    // abort without a catch: the workflow fails with the branch's error.
+    let id = start(&s, &admin, shorter(flow("abort", json!([]))), json!({})).await;
+    let w = finished(&s, &admin, &id).await;
+    assert_eq!(w["status"], "failed", "{w}");
+    assert_eq!(w["error"]["kind"], "branch_failed", "{w}");
+    assert_eq!(w["error"]["step"], "fan", "{w}");
+}
+
+/// Wait until every task of the view's running branch steps is in progress.
+async fn branch_tasks_in_progress(s: &Server, token: &str, id: &str, count: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let w = s
+            .get(&format!("/api/workflows/{id}"), token)
+            .await
+            .expect(200)
+            .body;
+        let ids: Vec<String> = w["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["branch_index"].is_number() && r["status"] == "running")
+            .filter_map(|r| r["task_id"].as_str().map(str::to_string))
+            .collect();
+        if ids.len() == count {
+            let mut all = true;
+            for t in &ids {
+                let task = s.get(&format!("/api/tasks/{t}"), token).await.expect(200);
+                all &= task.body["status"] == "in_progress";
+            }
+            if all {
+                return ids;
+            }
+        }
+        assert!(Instant::now() < deadline, "the branches never all ran: {w}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Cancelling a workflow during a parallel group stops every running
+/// branch's task.
+async fn test_cancel_stops_every_branch(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    s.mock_integration(&admin, "mock").await;
+    let branch = |id: &str| json!({ "start": id, "steps": { id: slow_step(30_000, None) } });
+    let definition = json!({
+        "name": "stoppable",
+        "start": "fan",
+        "steps": {
+            "fan": { "kind": "parallel", "branches": [branch("x1"), branch("x2"), branch("x3")] }
+        }
+    });
+    let id = start(&s, &admin, definition, json!({})).await;
+    let tasks = branch_tasks_in_progress(&s, &admin, &id, 3).await;
+    let w = s
+        .get(&format!("/api/workflows/{id}"), &admin)
+        .await
+        .expect(200)
+        .body;
+    let mut current: Vec<&str> = w["current_steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    current.sort_unstable();
+    assert_eq!(current, ["fan", "x1", "x2", "x3"], "{w}");
+    let r = s
+        .post(&format!("/api/workflows/{id}/cancel"), &admin, json!({}))
+        .await
+        .expect(200);
+    assert_eq!(r.body["status"], "cancelled", "{}", r.body);
+    for run in r.body["steps"].as_array().unwrap() {
+        assert_eq!(run["status"], "cancelled", "{}", r.body);
+    }
+    for t in tasks {
+        let task = s.get(&format!("/api/tasks/{t}"), &admin).await.expect(200);
+        assert_eq!(task.body["status"], "cancelled", "{}", task.body);
+    }
+}
+
+/// Killed during a parallel group, the workflow goes on on the next
+/// instance: each branch step runs once, with one task.
+async fn test_a_parallel_group_survives_its_instance(b: Backend) {
+    let mut s = Server::start_with(b, &[("VEL_TASK_LEASE_MS", "1000")]).await;
+    let admin = s.admin_token().await;
+    s.mock_integration(&admin, "mock").await;
+    let branch = |a: &str, b: &str| {
+        json!({ "start": a, "steps": {
+            a: slow_step(1500, Some(b)),
+            b: { "kind": "task", "prompt": "after {{steps.%A.output}}".replace("%A", a), "model": "mock/echo" }
+        } })
+    };
+    let definition = json!({
+        "name": "durable-fan",
+        "start": "fan",
+        "steps": {
+            "fan": { "kind": "parallel", "next": "done",
+                     "branches": [branch("k1", "k2"), branch("m1", "m2"), branch("n1", "n2")] },
+            "done": { "kind": "succeed" }
+        }
+    });
+    let id = start(&s, &admin, definition, json!({})).await;
+    branch_tasks_in_progress(&s, &admin, &id, 3).await;
+    s.kill();
+    s.restart();
+    let admin = s.admin_token().await;
+    let w = finished(&s, &admin, &id).await;
+    assert_eq!(w["status"], "completed", "{w}");
+    for (i, (a, b)) in [("k1", "k2"), ("m1", "m2"), ("n1", "n2")]
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(
+            branch_runs(&w, i64::try_from(i).unwrap()),
+            pairs(&[(a, "completed"), (b, "completed")]),
+            "{w}"
+        );
+    }
+    assert_eq!(
+        w["output"],
+        json!([
+            "echo: after echo: slow",
+            "echo: after echo: slow",
+            "echo: after echo: slow"
+        ]),
+        "{w}"
+    );
+    let tasks = s.get("/api/tasks?limit=100", &admin).await.expect(200);
+    assert_eq!(
+        tasks.body["total"], 6,
+        "one task per branch step: {}",
+        tasks.body
+    );
+}
+
 dual_backend_tests!(
     test_a_choice_takes_the_branch_its_condition_names,
     test_bad_definitions_name_every_path_and_store_nothing,
@@ -886,4 +1328,9 @@ dual_backend_tests!(
     test_loops_stop_at_the_step_limit,
     test_a_workflow_counts_once_against_the_limit,
     test_a_workflow_survives_its_instance,
+    test_a_parallel_group_gathers_its_branches,
+    test_a_parallel_group_keeps_its_concurrency,
+    test_parallel_continue_and_abort,
+    test_cancel_stops_every_branch,
+    test_a_parallel_group_survives_its_instance,
 );

@@ -43,7 +43,7 @@ impl EventLog {
                 .map(|t| t.status.as_str().to_owned()),
             EventLog::Workflow => store::workflows::get(&mut tx, org_id, id)
                 .await?
-                .map(|w| w.status),
+                .map(|w| w.status.as_str().to_owned()),
         };
         tx.commit().await?;
         Ok(status)

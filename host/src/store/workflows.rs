@@ -10,6 +10,7 @@ use sqlx::{AnyConnection, FromRow};
 use super::tasks::Event;
 use super::{Backend, new_id, now_ms};
 use crate::money::Money;
+use crate::workflows::status::{StepRunStatus, WorkflowStatus};
 
 /// A stored workflow.
 #[derive(Debug, Clone, FromRow)]
@@ -26,8 +27,9 @@ pub struct Workflow {
     pub definition: String,
     /// JSON: the input.
     pub input: String,
-    /// `running`, `awaiting_approval`, `completed`, `failed` or `cancelled`.
-    pub status: String,
+    /// Where it is.
+    #[sqlx(try_from = "String")]
+    pub status: WorkflowStatus,
     /// The step to run, or running.
     pub current_step: Option<String>,
     /// The run of the current step, once started.
@@ -343,8 +345,8 @@ pub async fn wake_for_task(conn: &mut AnyConnection, task_id: &str) -> Result<bo
 /// Where the engine moved a workflow, written with [`advance`].
 #[derive(Debug, Clone)]
 pub struct Progress {
-    /// `running`, `awaiting_approval` or a terminal status.
-    pub status: &'static str,
+    /// Running, awaiting approval, or a terminal status.
+    pub status: WorkflowStatus,
     /// The step to run or running.
     pub current_step: Option<String>,
     /// Its run, once started.
@@ -374,7 +376,7 @@ pub async fn advance(
     p: &Progress,
 ) -> Result<bool, sqlx::Error> {
     let now = now_ms();
-    let finished = !matches!(p.status, "running" | "awaiting_approval");
+    let finished = p.status.is_finished();
     let done = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE workflows SET status = $1, current_step = $2, current_run = $3, attempt = $4, \
              steps_run = $5, state_version = $6, output = $7, error = $8, cost_nanos = $9, \
@@ -382,7 +384,7 @@ pub async fn advance(
              wake_at = CASE WHEN CAST($10 AS BIGINT) IS NULL THEN wake_at ELSE NULL END \
          WHERE org_id = $12 AND id = $13 AND lease_owner = $14 AND status IN {UNFINISHED}"
     )))
-    .bind(p.status)
+    .bind(p.status.as_str())
     .bind(&p.current_step)
     .bind(&p.current_run)
     .bind(p.attempt)
@@ -435,8 +437,9 @@ pub struct StepRun {
     pub kind: String,
     /// 1-based attempt.
     pub attempt: i64,
-    /// `running`, `waiting`, `completed`, `failed` or `cancelled`.
-    pub status: String,
+    /// Where it is.
+    #[sqlx(try_from = "String")]
+    pub status: StepRunStatus,
     /// Its task, for a task step.
     pub task_id: Option<String>,
     /// The state version it read.
@@ -462,11 +465,15 @@ pub struct StepRun {
     pub started_at: i64,
     /// Unix ms.
     pub finished_at: Option<i64>,
+    /// For a step inside a parallel step's branch: the parallel step's run.
+    pub parent_run: Option<String>,
+    /// For a step inside a parallel step's branch: the branch, 0-based.
+    pub lane: Option<i64>,
 }
 
 const RUN_COLUMNS: &str = "id, seq, step_id, kind, attempt, status, task_id, state_version, \
      output, branch, next_step, evaluations, decision, error, deadline, cost_nanos, started_at, \
-     finished_at";
+     finished_at, parent_run, lane";
 
 /// Insert run number `run.seq` of a workflow.
 pub async fn insert_run(
@@ -478,9 +485,9 @@ pub async fn insert_run(
     sqlx::query(
         "INSERT INTO workflow_steps (id, org_id, workflow_id, seq, step_id, kind, attempt, \
              status, task_id, state_version, output, branch, next_step, evaluations, decision, \
-             error, deadline, cost_nanos, started_at, finished_at) \
+             error, deadline, cost_nanos, started_at, finished_at, parent_run, lane) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19, $20)",
+             $18, $19, $20, $21, $22)",
     )
     .bind(&run.id)
     .bind(org_id)
@@ -489,7 +496,7 @@ pub async fn insert_run(
     .bind(&run.step_id)
     .bind(&run.kind)
     .bind(run.attempt)
-    .bind(&run.status)
+    .bind(run.status.as_str())
     .bind(&run.task_id)
     .bind(run.state_version)
     .bind(&run.output)
@@ -502,6 +509,8 @@ pub async fn insert_run(
     .bind(run.cost_nanos.nanos())
     .bind(run.started_at)
     .bind(run.finished_at)
+    .bind(&run.parent_run)
+    .bind(run.lane)
     .execute(conn)
     .await?;
     Ok(())
@@ -520,7 +529,7 @@ pub async fn finish_run(
              error = $5, cost_nanos = $6, finished_at = $7, decision = $8 \
          WHERE org_id = $9 AND id = $10 AND (decision IS NULL OR decision = $8)",
     )
-    .bind(&run.status)
+    .bind(run.status.as_str())
     .bind(&run.output)
     .bind(&run.branch)
     .bind(&run.next_step)

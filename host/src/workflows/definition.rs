@@ -192,6 +192,10 @@ pub struct TaskStep {
     /// `json`: the answer is parsed so later steps can read its fields.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parse: Option<Parse>,
+    /// A JSON object passed to the router and provider with the task (as
+    /// a task's `metadata`; the engine adds `workflow_id` and `step`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
     /// The step after it; none ends the workflow as completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
@@ -785,6 +789,13 @@ fn check_step(
                 );
             }
             t.sampling().check(&format!("{path}."), errors);
+            if let Some(m) = &t.metadata {
+                errors.check(
+                    m.is_object() && m.to_string().len() <= MAX_TEMPLATE,
+                    &format!("{path}.metadata"),
+                    &format!("must be a JSON object of at most {MAX_TEMPLATE} bytes"),
+                );
+            }
         }
         Step::Choice(c) => {
             if c.rules.is_empty() {
@@ -810,10 +821,6 @@ fn check_step(
             }
         }
         Step::Parallel(p) => {
-            errors.add(
-                &format!("{path}.kind"),
-                "parallel steps are not run by this server yet",
-            );
             errors.check(
                 (1..=MAX_PARALLEL).contains(&p.max_concurrency),
                 &format!("{path}.max_concurrency"),

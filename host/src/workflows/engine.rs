@@ -8,7 +8,8 @@
 //! happen now it parks: until its task ends (the task's finish wakes it in
 //! the same transaction), until a decision, or until a retry's back-off or
 //! an approval's deadline. An instance that dies mid-move loses only that
-//! uncommitted move; the lease runs out and any instance carries on.
+//! uncommitted move; the lease runs out and any instance carries on. A
+//! parallel step moves its branches the same way (`engine/parallel.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -17,9 +18,14 @@ use tokio_util::sync::CancellationToken;
 use vel_runtime::PluginKind;
 use vel_runtime::types::{ConditionError, ConditionInput};
 
+mod parallel;
+
+use parallel::Plan;
+
 use super::definition::{
     ApprovalStep, ChoiceStep, Definition, ErrorCategory, Parse, Step, TaskStep,
 };
+use super::status::{StepRunStatus, WorkflowStatus};
 use super::template::{lookup, render};
 use crate::money::Money;
 use crate::orchestrator::queue::{Claim, Lease, MAX_CLAIMS, RunFuture, Runner};
@@ -142,7 +148,7 @@ struct View<'a> {
 impl View<'_> {
     fn progress(&self) -> Progress {
         Progress {
-            status: "running",
+            status: WorkflowStatus::Running,
             current_step: self.wf.current_step.clone(),
             current_run: self.wf.current_run.clone(),
             attempt: self.wf.attempt,
@@ -231,17 +237,20 @@ impl WorkflowRunner {
         def: &Definition,
         owner: &str,
     ) -> Result<Moved, sqlx::Error> {
-        if !matches!(wf.status.as_str(), "running" | "awaiting_approval") {
+        if wf.status.is_finished() {
             return Ok(Moved::Done);
         }
         let mut tx = self.db.tenant_read(&wf.org_id).await?;
         let state = workflows::state(&mut tx, &wf.org_id, &wf.id, Some(wf.state_version)).await?;
         let runs = workflows::runs(&mut tx, &wf.org_id, &wf.id).await?;
-        let task = match runs.last().and_then(|r| {
-            (Some(&r.id) == wf.current_run.as_ref())
-                .then_some(r.task_id.as_deref())
-                .flatten()
-        }) {
+        // The current run is the last top-level run; a parallel step's
+        // branch runs come after it.
+        let current = runs
+            .iter()
+            .rev()
+            .find(|r| Some(&r.id) == wf.current_run.as_ref())
+            .cloned();
+        let task = match current.as_ref().and_then(|r| r.task_id.as_deref()) {
             Some(task_id) => tasks::get(&mut tx, &wf.org_id, task_id).await?,
             None => None,
         };
@@ -272,11 +281,6 @@ impl WorkflowRunner {
                 )
                 .await;
         };
-        let current = view
-            .runs
-            .last()
-            .filter(|r| Some(&r.id) == wf.current_run.as_ref())
-            .cloned();
         match current {
             None => self.start(&view, &step_id, step).await,
             Some(run) => self.follow(&view, step, run, task).await,
@@ -305,7 +309,7 @@ impl WorkflowRunner {
             step_id: step_id.to_string(),
             kind: step.kind().to_string(),
             attempt: wf.attempt,
-            status: "running".into(),
+            status: StepRunStatus::Running,
             task_id: None,
             state_version: wf.state_version,
             output: None,
@@ -318,11 +322,13 @@ impl WorkflowRunner {
             cost_nanos: Money::ZERO,
             started_at: now_ms(),
             finished_at: None,
+            parent_run: None,
+            lane: None,
         };
         match step {
             Step::Task(t) => self.start_task(view, t, run).await,
             Step::Choice(c) => {
-                let (decided, evaluations) = self.evaluate(view, c).await;
+                let (decided, evaluations) = self.evaluate(&wf.org_id, &view.state, c).await;
                 run.evaluations = Some(evaluations.to_string());
                 match decided {
                     Ok((next, branch)) => {
@@ -330,7 +336,7 @@ impl WorkflowRunner {
                         let record = json!({ "branch": branch, "next": next });
                         self.complete(view, run, record, Some(next)).await
                     }
-                    Err(failure) => self.fail(view, step, run, failure, true).await,
+                    Err(failure) => self.fail(view, step, run, failure).await,
                 }
             }
             Step::Approval(a) => self.start_approval(view, a, run).await,
@@ -339,11 +345,11 @@ impl WorkflowRunner {
                     Some(t) => Value::String(render(t, &view.state)),
                     None => view.state["last"]["output"].clone(),
                 };
-                run.status = "completed".into();
+                run.status = StepRunStatus::Completed;
                 run.output = Some(output.to_string());
                 run.finished_at = Some(now_ms());
                 let mut p = view.progress();
-                p.status = "completed";
+                p.status = WorkflowStatus::Completed;
                 p.current_run = None;
                 p.steps_run += 1;
                 p.output = Some(output.to_string());
@@ -356,24 +362,19 @@ impl WorkflowRunner {
                     "message": f.message.as_deref().map(|m| render(m, &view.state)),
                     "step": step_id,
                 });
-                run.status = "failed".into();
+                run.status = StepRunStatus::Failed;
                 run.error = Some(error.to_string());
                 run.finished_at = Some(now_ms());
                 let mut p = view.progress();
-                p.status = "failed";
+                p.status = WorkflowStatus::Failed;
                 p.current_run = None;
                 p.steps_run += 1;
                 p.error = Some(error.to_string());
                 self.write(view, Some(&run), None, p).await
             }
-            Step::Parallel(_) => {
-                let error = json!({
-                    "kind": "unsupported",
-                    "category": "terminal",
-                    "message": "parallel steps are accepted in definitions but not run by this version",
-                    "step": step_id,
-                });
-                self.end_failed(view, error).await
+            Step::Parallel(p) => {
+                run.status = StepRunStatus::Running;
+                self.group_move(view, p, run).await
             }
         }
     }
@@ -387,51 +388,12 @@ impl WorkflowRunner {
         mut run: StepRun,
     ) -> Result<Moved, sqlx::Error> {
         let wf = view.wf;
-        let messages = match (&t.prompt, &t.messages) {
-            (Some(p), _) => vec![ChatMessage {
-                role: "user".into(),
-                content: render(p, &view.state),
-            }],
-            (None, Some(list)) => list
-                .iter()
-                .map(|m| ChatMessage {
-                    role: m.role.clone(),
-                    content: render(&m.content, &view.state),
-                })
-                .collect(),
-            (None, None) => Vec::new(),
-        };
-        let work = Work {
-            task_type: t.task_type.clone().unwrap_or_else(|| "general".into()),
-            messages,
-            sampling: t.sampling(),
-            agent_id: t.agent_id.clone(),
-            metadata: json!({ "workflow_id": wf.id, "step": run.step_id }),
-        };
-        let request = match submit::prepare(&self.db, &wf.org_id, work).await {
-            Ok(r) => r,
-            Err(SubmitError::Storage(e)) => return Err(e),
-            Err(e) => {
+        let new = match self.new_task(wf, &run.step_id, t, &view.state).await? {
+            Ok(new) => new,
+            Err(failure) => {
                 let step = &view.def.steps[&run.step_id];
-                let failure =
-                    Failure::new(ErrorCategory::Terminal, "invalid_request", e.to_string());
-                return self.fail(view, step, run, failure, true).await;
+                return self.fail(view, step, run, failure).await;
             }
-        };
-        let new = NewTask {
-            org_id: wf.org_id.clone(),
-            user_id: wf.user_id.clone(),
-            agent_id: request.agent_id.clone(),
-            source: TaskSource::Api,
-            description: format!("{} / {}", wf.name, run.step_id),
-            task_type: request.task_type.clone(),
-            priority: TaskPriority::Medium.rank(),
-            request: request.to_json(),
-            stream: false,
-            use_cache: false,
-            idempotency_key: None,
-            request_hash: request.hash(&wf.org_id),
-            workflow_id: Some(wf.id.clone()),
         };
         let mut tx = self.db.tenant(&wf.org_id).await?;
         let task = match tasks::insert(&mut tx, &new, u32::MAX).await? {
@@ -458,6 +420,70 @@ impl WorkflowRunner {
         Ok(Moved::Again)
     }
 
+    /// The task of task step `step_id` (`t`), its templates rendered from
+    /// `state`; or why it cannot run (a bad agent).
+    async fn new_task(
+        &self,
+        wf: &Workflow,
+        step_id: &str,
+        t: &TaskStep,
+        state: &Value,
+    ) -> Result<Result<NewTask, Failure>, sqlx::Error> {
+        let messages = match (&t.prompt, &t.messages) {
+            (Some(p), _) => vec![ChatMessage {
+                role: "user".into(),
+                content: render(p, state),
+            }],
+            (None, Some(list)) => list
+                .iter()
+                .map(|m| ChatMessage {
+                    role: m.role.clone(),
+                    content: render(&m.content, state),
+                })
+                .collect(),
+            (None, None) => Vec::new(),
+        };
+        let mut metadata = match &t.metadata {
+            Some(Value::Object(m)) => m.clone(),
+            _ => Map::new(),
+        };
+        metadata.insert("workflow_id".into(), json!(wf.id));
+        metadata.insert("step".into(), json!(step_id));
+        let work = Work {
+            task_type: t.task_type.clone().unwrap_or_else(|| "general".into()),
+            messages,
+            sampling: t.sampling(),
+            agent_id: t.agent_id.clone(),
+            metadata: Value::Object(metadata),
+        };
+        let request = match submit::prepare(&self.db, &wf.org_id, work).await {
+            Ok(r) => r,
+            Err(SubmitError::Storage(e)) => return Err(e),
+            Err(e) => {
+                return Ok(Err(Failure::new(
+                    ErrorCategory::Terminal,
+                    "invalid_request",
+                    e.to_string(),
+                )));
+            }
+        };
+        Ok(Ok(NewTask {
+            org_id: wf.org_id.clone(),
+            user_id: wf.user_id.clone(),
+            agent_id: request.agent_id.clone(),
+            source: TaskSource::Api,
+            description: format!("{} / {}", wf.name, step_id),
+            task_type: request.task_type.clone(),
+            priority: TaskPriority::Medium.rank(),
+            request: request.to_json(),
+            stream: false,
+            use_cache: false,
+            idempotency_key: None,
+            request_hash: request.hash(&wf.org_id),
+            workflow_id: Some(wf.id.clone()),
+        }))
+    }
+
     /// Start an approval: the workflow waits for a decision or the deadline.
     async fn start_approval(
         &self,
@@ -465,7 +491,7 @@ impl WorkflowRunner {
         a: &ApprovalStep,
         mut run: StepRun,
     ) -> Result<Moved, sqlx::Error> {
-        run.status = "waiting".into();
+        run.status = StepRunStatus::Waiting;
         run.deadline = a
             .timeout()
             .map(|d| run.started_at + i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2));
@@ -475,7 +501,7 @@ impl WorkflowRunner {
             );
         }
         let mut p = view.progress();
-        p.status = "awaiting_approval";
+        p.status = WorkflowStatus::AwaitingApproval;
         p.current_run = Some(run.id.clone());
         p.steps_run += 1;
         let mut tx = self.db.tenant(&view.wf.org_id).await?;
@@ -507,56 +533,18 @@ impl WorkflowRunner {
                         "task_missing",
                         "the step's task is gone",
                     );
-                    return self.fail(view, step, run, failure, false).await;
+                    return self.fail(view, step, run, failure).await;
                 };
                 run.cost_nanos = task.cost_nanos;
-                match task.status {
-                    TaskStatus::Pending | TaskStatus::InProgress => Ok(Moved::Wait(None)),
-                    TaskStatus::Completed => {
-                        let result: Value = task
-                            .result
-                            .as_deref()
-                            .and_then(|r| serde_json::from_str(r).ok())
-                            .unwrap_or(Value::Null);
-                        let text = result["text"].as_str().unwrap_or_default().to_string();
-                        let output = match t.parse {
-                            Some(Parse::Json) => match parse_json_answer(&text) {
-                                Some(v) => v,
-                                None => {
-                                    let failure = Failure::new(
-                                        ErrorCategory::ParseFailed,
-                                        "parse_failed",
-                                        "the answer is not a JSON document",
-                                    );
-                                    return self.fail(view, step, run, failure, false).await;
-                                }
-                            },
-                            None => Value::String(text),
-                        };
+                match task_result(t, &task) {
+                    None => Ok(Moved::Wait(None)),
+                    Some(Ok(output)) => {
                         let record = json!({ "output": output, "task_id": task.id });
                         run.output = Some(output.to_string());
                         let next = t.next.clone();
                         self.complete(view, run, record, next).await
                     }
-                    TaskStatus::Cancelled => {
-                        let failure = Failure::new(
-                            ErrorCategory::Cancelled,
-                            "cancelled",
-                            "the step's task was cancelled",
-                        );
-                        self.fail(view, step, run, failure, false).await
-                    }
-                    TaskStatus::Failed => {
-                        let error: Value = task
-                            .error
-                            .as_deref()
-                            .and_then(|e| serde_json::from_str(e).ok())
-                            .unwrap_or_else(|| json!({}));
-                        let kind = error["kind"].as_str().unwrap_or("failed").to_string();
-                        let message = error["message"].as_str().unwrap_or_default().to_string();
-                        let failure = Failure::new(category_of(&kind), &kind, message);
-                        self.fail(view, step, run, failure, false).await
-                    }
+                    Some(Err(failure)) => self.fail(view, step, run, failure).await,
                 }
             }
             Step::Approval(a) => {
@@ -577,7 +565,7 @@ impl WorkflowRunner {
                             "the approver rejected it",
                         );
                         failure.error["decision"] = d;
-                        self.fail(view, step, run, failure, false).await
+                        self.fail(view, step, run, failure).await
                     }
                     None => match run.deadline {
                         Some(deadline) if deadline <= now_ms() => {
@@ -592,12 +580,13 @@ impl WorkflowRunner {
                                 "approval_timeout",
                                 "nobody decided before the timeout",
                             );
-                            self.fail(view, step, run, failure, false).await
+                            self.fail(view, step, run, failure).await
                         }
                         deadline => Ok(Moved::Wait(deadline)),
                     },
                 }
             }
+            Step::Parallel(p) => self.group_move(view, p, run).await,
             // Other kinds finish in the move that starts them.
             _ => {
                 let failure = Failure::new(
@@ -605,7 +594,7 @@ impl WorkflowRunner {
                     "interrupted",
                     "the step was interrupted",
                 );
-                self.fail(view, step, run, failure, false).await
+                self.fail(view, step, run, failure).await
             }
         }
     }
@@ -616,11 +605,25 @@ impl WorkflowRunner {
     async fn complete(
         &self,
         view: &View<'_>,
+        run: StepRun,
+        record: Value,
+        next: Option<String>,
+    ) -> Result<Moved, sqlx::Error> {
+        self.complete_with(view, Plan::default(), run, record, next)
+            .await
+    }
+
+    /// [`Self::complete`], with a parallel group's writes in the same
+    /// transaction.
+    async fn complete_with(
+        &self,
+        view: &View<'_>,
+        plan: Plan,
         mut run: StepRun,
         record: Value,
         next: Option<String>,
     ) -> Result<Moved, sqlx::Error> {
-        run.status = "completed".into();
+        run.status = StepRunStatus::Completed;
         run.next_step = next.clone();
         run.finished_at = Some(now_ms());
         let state = next_state(&view.state, &run.step_id, &record);
@@ -635,31 +638,46 @@ impl WorkflowRunner {
         match next {
             Some(next) => p.current_step = Some(next),
             None => {
-                p.status = "completed";
+                p.status = WorkflowStatus::Completed;
                 p.output = Some(state["last"]["output"].to_string());
             }
         }
-        self.write(view, Some(&run), Some(&state), p).await
+        self.write_with(view, plan, Some(&run), Some(&state), p)
+            .await
     }
 
     /// `run` failed: retry it after its back-off, go to a matching
-    /// `catch`, or fail the workflow. `new_run` says whether the run was
-    /// never written (it failed in the move that started it).
+    /// `catch`, or fail the workflow. A run that was never written (it
+    /// failed in the move that started it) counts as a step started, as in
+    /// [`Self::complete`].
     async fn fail(
         &self,
         view: &View<'_>,
         step: &Step,
+        run: StepRun,
+        failure: Failure,
+    ) -> Result<Moved, sqlx::Error> {
+        self.fail_with(view, Plan::default(), step, run, failure)
+            .await
+    }
+
+    /// [`Self::fail`], with a parallel group's writes in the same
+    /// transaction.
+    async fn fail_with(
+        &self,
+        view: &View<'_>,
+        plan: Plan,
+        step: &Step,
         mut run: StepRun,
         failure: Failure,
-        new_run: bool,
     ) -> Result<Moved, sqlx::Error> {
-        run.status = "failed".into();
+        run.status = StepRunStatus::Failed;
         run.error = Some(failure.error.to_string());
         run.finished_at = Some(now_ms());
         let mut p = view.progress();
         p.cost_nanos = p.cost_nanos.saturating_add(run.cost_nanos);
         p.current_run = None;
-        if new_run {
+        if !view.runs.iter().any(|r| r.id == run.id) {
             p.steps_run += 1;
         }
         let attempt = u32::try_from(view.wf.attempt).unwrap_or(u32::MAX);
@@ -671,7 +689,7 @@ impl WorkflowRunner {
             let delay = retry.delay(attempt + 1);
             let wake_at = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
             tracing::info!(step = %run.step_id, attempt, category = failure.category.as_str(), "workflow step failed; retrying");
-            return match self.write(view, Some(&run), None, p).await? {
+            return match self.write_with(view, plan, Some(&run), None, p).await? {
                 Moved::Again => Ok(Moved::Wait(Some(wake_at))),
                 other => Ok(other),
             };
@@ -691,17 +709,18 @@ impl WorkflowRunner {
         } else {
             let mut error = failure.error;
             error["step"] = json!(run.step_id);
-            p.status = "failed";
+            p.status = WorkflowStatus::Failed;
             p.error = Some(error.to_string());
             tracing::info!(step = %run.step_id, category = failure.category.as_str(), "workflow failed");
         }
-        self.write(view, Some(&run), Some(&state), p).await
+        self.write_with(view, plan, Some(&run), Some(&state), p)
+            .await
     }
 
     /// End the workflow as failed with `error` without a step run.
     async fn end_failed(&self, view: &View<'_>, error: Value) -> Result<Moved, sqlx::Error> {
         let mut p = view.progress();
-        p.status = "failed";
+        p.status = WorkflowStatus::Failed;
         p.current_run = None;
         p.error = Some(error.to_string());
         self.write(view, None, None, p).await
@@ -717,18 +736,37 @@ impl WorkflowRunner {
         state: Option<&Value>,
         p: Progress,
     ) -> Result<Moved, sqlx::Error> {
+        self.write_with(view, Plan::default(), run, state, p).await
+    }
+
+    /// [`Self::write`], with a parallel group's writes (branch runs and
+    /// their tasks, cancellations) in the same transaction: after the
+    /// run when it is new, before it when it ends.
+    async fn write_with(
+        &self,
+        view: &View<'_>,
+        plan: Plan,
+        run: Option<&StepRun>,
+        state: Option<&Value>,
+        p: Progress,
+    ) -> Result<Moved, sqlx::Error> {
         let wf = view.wf;
         let mut tx = self.db.tenant(&wf.org_id).await?;
-        if let Some(run) = run {
-            if view.runs.iter().any(|r| r.id == run.id) {
-                if !workflows::finish_run(&mut tx, &wf.org_id, run).await? {
-                    // A decision arrived meanwhile: look again.
-                    tx.rollback().await?;
-                    return Ok(Moved::Again);
-                }
-            } else {
-                workflows::insert_run(&mut tx, &wf.org_id, &wf.id, run).await?;
+        let stored = run.is_some_and(|run| view.runs.iter().any(|r| r.id == run.id));
+        let mut events = Vec::new();
+        if let Some(run) = run.filter(|_| !stored) {
+            workflows::insert_run(&mut tx, &wf.org_id, &wf.id, run).await?;
+            events.extend(run_events(view, run));
+        }
+        let mut applied = plan.apply(&mut tx, view, &self.signals).await?;
+        events.append(&mut applied.events);
+        if let Some(run) = run.filter(|_| stored) {
+            if !workflows::finish_run(&mut tx, &wf.org_id, run).await? {
+                // A decision arrived meanwhile: look again.
+                tx.rollback().await?;
+                return Ok(Moved::Again);
             }
+            events.extend(run_events(view, run));
         }
         if let Some(state) = state {
             workflows::insert_state(
@@ -741,16 +779,18 @@ impl WorkflowRunner {
             )
             .await?;
         }
-        let ended = !matches!(p.status, "running" | "awaiting_approval");
+        let ended = p.status.is_finished();
         if !workflows::advance(&mut tx, &wf.org_id, &wf.id, view.owner, &p).await? {
             tx.rollback().await?;
             return Ok(Moved::Done);
         }
-        append_events(&mut tx, wf, events_of(view, run, &p)).await?;
+        events.extend(status_event(view, &p));
+        append_events(&mut tx, wf, events).await?;
         tx.commit().await?;
         self.signals.publish(Signal::Events(wf.id.clone()));
+        applied.publish(&self.signals);
         if ended {
-            tracing::info!(status = p.status, "workflow ended");
+            tracing::info!(status = p.status.as_str(), "workflow ended");
             return Ok(Moved::Done);
         }
         Ok(Moved::Again)
@@ -764,7 +804,7 @@ impl WorkflowRunner {
         message: &str,
     ) -> Result<(), sqlx::Error> {
         let mut p = Progress {
-            status: "failed",
+            status: WorkflowStatus::Failed,
             current_step: wf.current_step.clone(),
             current_run: None,
             attempt: wf.attempt,
@@ -789,21 +829,22 @@ impl WorkflowRunner {
     /// label, or why none; and every verdict, for the record.
     async fn evaluate(
         &self,
-        view: &View<'_>,
+        org_id: &str,
+        state: &Value,
         c: &ChoiceStep,
     ) -> (Result<(String, Option<String>), Failure>, Value) {
         let output = match &c.input {
-            Some(t) => render(t, &view.state),
-            None => match lookup("last.output", &view.state) {
+            Some(t) => render(t, state),
+            None => match lookup("last.output", state) {
                 Some(Value::String(s)) => s.clone(),
                 Some(Value::Null) | None => String::new(),
                 Some(other) => other.to_string(),
             },
         };
-        let state_text = view.state.to_string();
+        let state_text = state.to_string();
         let mut verdicts = Vec::new();
         for (i, rule) in c.rules.iter().enumerate() {
-            let Some(deployed) = self.plugins.lookup(&view.wf.org_id, &rule.condition) else {
+            let Some(deployed) = self.plugins.lookup(org_id, &rule.condition) else {
                 let failure = Failure::new(
                     ErrorCategory::ConditionFailed,
                     "condition_failed",
@@ -901,52 +942,71 @@ impl WorkflowRunner {
 
 /// The events a move writes: what happened to `run`, and to the workflow.
 fn events_of(view: &View<'_>, run: Option<&StepRun>, p: &Progress) -> Vec<(&'static str, Value)> {
+    let mut out = run.map(|run| run_events(view, run)).unwrap_or_default();
+    out.extend(status_event(view, p));
+    out
+}
+
+/// The workflow's `status` event, when the move changes its status.
+fn status_event(view: &View<'_>, p: &Progress) -> Option<(&'static str, Value)> {
+    let parse = |text: &Option<String>| {
+        text.as_deref()
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+    };
+    (p.status != view.wf.status).then(|| {
+        (
+            "status",
+            json!({ "status": p.status, "output": parse(&p.output), "error": parse(&p.error) }),
+        )
+    })
+}
+
+/// The events of what a move did to `run` (started when it is not stored
+/// yet, and how it ended); a branch step's events name its branch.
+fn run_events(view: &View<'_>, run: &StepRun) -> Vec<(&'static str, Value)> {
     let parse = |text: &Option<String>| {
         text.as_deref()
             .and_then(|t| serde_json::from_str::<Value>(t).ok())
     };
     let mut out = Vec::new();
-    if let Some(run) = run {
-        if !view.runs.iter().any(|r| r.id == run.id) {
-            out.push((
-                "step_started",
-                json!({ "seq": run.seq, "step": run.step_id, "kind": run.kind,
-                        "attempt": run.attempt, "task_id": run.task_id }),
-            ));
+    if !view.runs.iter().any(|r| r.id == run.id) {
+        let mut started = json!({ "seq": run.seq, "step": run.step_id, "kind": run.kind,
+                "attempt": run.attempt, "task_id": run.task_id });
+        if let Some(lane) = run.lane {
+            started["branch_index"] = json!(lane);
         }
-        match run.status.as_str() {
-            "completed" => {
-                if run.kind == "choice" {
-                    out.push((
-                        "branch_taken",
-                        json!({ "step": run.step_id, "branch": run.branch, "next": run.next_step }),
-                    ));
-                }
+        out.push(("step_started", started));
+    }
+    match run.status {
+        StepRunStatus::Completed => {
+            if run.kind == "choice" {
                 out.push((
-                    "step_completed",
-                    json!({ "seq": run.seq, "step": run.step_id, "next": run.next_step,
-                            "output": parse(&run.output) }),
+                    "branch_taken",
+                    json!({ "step": run.step_id, "branch": run.branch, "next": run.next_step }),
                 ));
             }
-            "failed" => out.push((
-                "step_failed",
-                json!({ "seq": run.seq, "step": run.step_id, "attempt": run.attempt,
-                        "error": parse(&run.error), "next": run.next_step }),
-            )),
-            "waiting" => out.push((
-                "awaiting_approval",
-                json!({ "seq": run.seq, "step": run.step_id,
-                        "deadline": run.deadline.map(crate::store::to_rfc3339),
-                        "message": parse(&run.output).and_then(|o| o.get("message").cloned()) }),
-            )),
-            _ => {}
+            out.push((
+                "step_completed",
+                json!({ "seq": run.seq, "step": run.step_id, "next": run.next_step,
+                        "output": parse(&run.output) }),
+            ));
         }
-    }
-    if p.status != view.wf.status {
-        out.push((
-            "status",
-            json!({ "status": p.status, "output": parse(&p.output), "error": parse(&p.error) }),
-        ));
+        StepRunStatus::Failed => out.push((
+            "step_failed",
+            json!({ "seq": run.seq, "step": run.step_id, "attempt": run.attempt,
+                    "error": parse(&run.error), "next": run.next_step }),
+        )),
+        StepRunStatus::Waiting => out.push((
+            "awaiting_approval",
+            json!({ "seq": run.seq, "step": run.step_id,
+                    "deadline": run.deadline.map(crate::store::to_rfc3339),
+                    "message": parse(&run.output).and_then(|o| o.get("message").cloned()) }),
+        )),
+        StepRunStatus::Cancelled => out.push((
+            "step_cancelled",
+            json!({ "seq": run.seq, "step": run.step_id }),
+        )),
+        StepRunStatus::Running => {}
     }
     out
 }
@@ -961,6 +1021,49 @@ async fn append_events(
         workflows::append_event(tx, &wf.org_id, &wf.id, kind, &data.to_string()).await?;
     }
     Ok(())
+}
+
+/// What an ended task means for its step `t`: the step's output, or how
+/// it failed; `None` while the task runs.
+fn task_result(t: &TaskStep, task: &tasks::Task) -> Option<Result<Value, Failure>> {
+    match task.status {
+        TaskStatus::Pending | TaskStatus::InProgress => None,
+        TaskStatus::Completed => {
+            let result = parse_text(&task.result).unwrap_or(Value::Null);
+            let text = result["text"].as_str().unwrap_or_default().to_string();
+            Some(match t.parse {
+                Some(Parse::Json) => parse_json_answer(&text).ok_or_else(|| {
+                    Failure::new(
+                        ErrorCategory::ParseFailed,
+                        "parse_failed",
+                        "the answer is not a JSON document",
+                    )
+                }),
+                None => Ok(Value::String(text)),
+            })
+        }
+        TaskStatus::Cancelled => Some(Err(Failure::new(
+            ErrorCategory::Cancelled,
+            "cancelled",
+            "the step's task was cancelled",
+        ))),
+        TaskStatus::Failed => {
+            let error = parse_text(&task.error).unwrap_or_else(|| json!({}));
+            let kind = error["kind"].as_str().unwrap_or("failed").to_string();
+            let message = error["message"].as_str().unwrap_or_default().to_string();
+            Some(Err(Failure::new(category_of(&kind), &kind, message)))
+        }
+    }
+}
+
+/// A stored JSON text column, parsed.
+fn parse_text(text: &Option<String>) -> Option<Value> {
+    text.as_deref().and_then(|t| serde_json::from_str(t).ok())
+}
+
+/// `d` in whole milliseconds, for adding to unix-ms times.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
 }
 
 fn micros(d: Duration) -> u64 {

@@ -10,4 +10,5 @@ pub mod catalog;
 pub mod definition;
 pub mod engine;
 pub mod service;
+pub mod status;
 pub mod template;

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use vel_runtime::PluginKind;
 
 use super::definition::{self, Definition, Step};
+use super::status::{StepRunStatus, WorkflowStatus};
 use crate::audit::{self, ClientInfo};
 use crate::auth::{Forbidden, Principal, Role};
 use crate::orchestrator::cancel::cancel_task;
@@ -148,14 +149,15 @@ fn check_input(def: &Definition, input: &Value) -> Result<(), Invalid> {
 }
 
 /// Cancel an unfinished workflow: it ends as cancelled and its running
-/// step's task is cancelled (its provider call dropped). Returns the id
-/// of that task, for the caller to stop it here at once.
+/// step's task is cancelled (its provider call dropped), or for a parallel
+/// step every running branch's task. Returns the ids of those tasks, for
+/// the caller to stop them here at once.
 pub async fn cancel(
     state: &AppState,
     who: &Principal,
     client: &ClientInfo,
     id: &str,
-) -> Result<Option<String>, WorkflowError> {
+) -> Result<Vec<String>, WorkflowError> {
     who.require(Role::TaskExecutor)?;
     let mut tx = state.db.tenant(&who.org_id).await?;
     let Some(current_run) = workflows::cancel(&mut tx, &who.org_id, id).await? else {
@@ -167,42 +169,49 @@ pub async fn cancel(
             wf.status
         )));
     };
-    let mut task_id = None;
-    if let Some(run_id) = current_run
-        && let Some(mut run) = workflows::run(&mut tx, &who.org_id, &run_id).await?
-    {
-        if let Some(t) = &run.task_id
-            && cancel_task(&mut tx, &state.signals, &who.org_id, t)
-                .await?
-                .is_some()
-        {
-            task_id = Some(t.clone());
-        }
-        run.status = "cancelled".into();
-        run.finished_at = Some(store::now_ms());
-        if !workflows::finish_run(&mut tx, &who.org_id, &run).await? {
-            return Err(WorkflowError::Conflict(
-                "the workflow changed meanwhile".into(),
-            ));
+    let mut stopped = Vec::new();
+    if let Some(run_id) = current_run {
+        // The current run, and a parallel step's branch runs still going.
+        let runs = workflows::runs(&mut tx, &who.org_id, id).await?;
+        let going = runs.into_iter().filter(|r| {
+            r.id == run_id
+                || (r.parent_run.as_deref() == Some(run_id.as_str())
+                    && matches!(r.status, StepRunStatus::Running | StepRunStatus::Waiting))
+        });
+        for mut run in going {
+            if let Some(t) = &run.task_id
+                && cancel_task(&mut tx, &state.signals, &who.org_id, t)
+                    .await?
+                    .is_some()
+            {
+                stopped.push(t.clone());
+            }
+            run.status = StepRunStatus::Cancelled;
+            run.finished_at = Some(store::now_ms());
+            if !workflows::finish_run(&mut tx, &who.org_id, &run).await? {
+                return Err(WorkflowError::Conflict(
+                    "the workflow changed meanwhile".into(),
+                ));
+            }
         }
     }
-    let data = json!({ "status": "cancelled", "task_id": task_id });
+    let data = json!({ "status": "cancelled", "task_id": stopped.first(), "task_ids": stopped });
     workflows::append_event(&mut tx, &who.org_id, id, "status", &data.to_string()).await?;
     audit::record(
         &mut tx,
         who,
         client,
         "workflow_cancelled",
-        json!({ "workflow_id": id, "task_id": task_id }),
+        json!({ "workflow_id": id, "task_ids": stopped }),
     )
     .await?;
     tx.commit().await?;
     state.signals.publish(Signal::Events(id.to_string()));
-    if let Some(t) = &task_id {
+    for t in &stopped {
         state.signals.publish(Signal::Events(t.clone()));
         state.signals.publish(Signal::Cancelled(t.clone()));
     }
-    Ok(task_id)
+    Ok(stopped)
 }
 
 /// Decide the approval a workflow waits for: `approved`, with a comment.
@@ -220,11 +229,14 @@ pub async fn decide(
     let wf = workflows::get(&mut tx, &who.org_id, id)
         .await?
         .ok_or(WorkflowError::NotFound)?;
-    let waiting = match (&wf.status[..], &wf.current_run) {
-        ("awaiting_approval", Some(run_id)) => workflows::run(&mut tx, &who.org_id, run_id).await?,
+    let waiting = match (wf.status, &wf.current_run) {
+        (WorkflowStatus::AwaitingApproval, Some(run_id)) => {
+            workflows::run(&mut tx, &who.org_id, run_id).await?
+        }
         _ => None,
     };
-    let Some(run) = waiting.filter(|r| r.status == "waiting" && r.decision.is_none()) else {
+    let Some(run) = waiting.filter(|r| r.status == StepRunStatus::Waiting && r.decision.is_none())
+    else {
         return Err(WorkflowError::Conflict(format!(
             "the workflow is {}, not awaiting an approval",
             wf.status
@@ -284,14 +296,19 @@ pub async fn retry_from_step(
     let wf = workflows::get(&mut tx, &who.org_id, id)
         .await?
         .ok_or(WorkflowError::NotFound)?;
-    if matches!(wf.status.as_str(), "running" | "awaiting_approval") {
+    if !wf.status.is_finished() {
         return Err(WorkflowError::Conflict(format!(
             "the workflow is {}; cancel it first to run it again from a step",
             wf.status
         )));
     }
     let runs = workflows::runs(&mut tx, &who.org_id, id).await?;
-    let Some(last) = runs.iter().rev().find(|r| r.step_id == step_id) else {
+    // A step inside a parallel step's branch runs again with its group.
+    let Some(last) = runs
+        .iter()
+        .rev()
+        .find(|r| r.step_id == step_id && r.parent_run.is_none())
+    else {
         return Err(WorkflowError::Conflict(format!(
             "the step `{step_id}` never ran in this workflow"
         )));

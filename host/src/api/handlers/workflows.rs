@@ -23,6 +23,7 @@ use crate::store::workflows::{StepRun, Workflow, WorkflowFilter};
 use crate::store::{self, to_rfc3339};
 use crate::workflows::definition::{Definition, Step};
 use crate::workflows::service;
+use crate::workflows::status::{StepRunStatus, WorkflowStatus};
 
 /// A new workflow.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -51,6 +52,10 @@ pub struct WorkflowView {
     pub user_id: Option<String>,
     /// The step running or next (none once finished).
     pub current_step: Option<String>,
+    /// Every step running or next: the current step and, while a parallel
+    /// step runs (on `GET /api/workflows/{id}`), each of its branches'
+    /// steps running or due (empty once finished).
+    pub current_steps: Vec<String>,
     /// Attempt of the current step.
     pub attempt: i64,
     /// Steps started so far.
@@ -137,6 +142,11 @@ pub struct StepRunView {
     pub finished_at: Option<String>,
     /// Milliseconds from start to end.
     pub duration_ms: Option<i64>,
+    /// For a step inside a parallel step's branch: the `seq` of the
+    /// parallel step's run.
+    pub group_seq: Option<i64>,
+    /// For a step inside a parallel step's branch: the branch, 0-based.
+    pub branch_index: Option<i64>,
 }
 
 /// The definition as a graph, with what this run did on it.
@@ -161,6 +171,10 @@ pub struct GraphNode {
     pub runs: usize,
     /// Whether the workflow is at this step now.
     pub current: bool,
+    /// For a step inside a parallel step's branch: the parallel step.
+    pub parent: Option<String>,
+    /// For a step inside a parallel step's branch: the branch, 0-based.
+    pub branch_index: Option<usize>,
 }
 
 /// A transition in the graph.
@@ -170,7 +184,9 @@ pub struct GraphEdge {
     pub from: String,
     /// To this step.
     pub to: String,
-    /// The field that names it (`next`, `rules[0].next`, `default`, `catch[0].next`, …).
+    /// The field that names it (`next`, `rules[0].next`, `default`,
+    /// `catch[0].next`, `branches[0]` from a parallel step to a branch's
+    /// first step, …).
     pub label: String,
     /// Whether this run took it.
     pub taken: bool,
@@ -253,13 +269,18 @@ fn parse_json(text: &Option<String>) -> Option<Value> {
 
 impl From<&Workflow> for WorkflowView {
     fn from(w: &Workflow) -> Self {
-        let finished = !matches!(w.status.as_str(), "running" | "awaiting_approval");
+        let finished = w.status.is_finished();
         WorkflowView {
             id: w.id.clone(),
             name: w.name.clone(),
-            status: w.status.clone(),
+            status: w.status.to_string(),
             user_id: w.user_id.clone(),
             current_step: (!finished).then(|| w.current_step.clone()).flatten(),
+            current_steps: (!finished)
+                .then(|| w.current_step.clone())
+                .flatten()
+                .into_iter()
+                .collect(),
             attempt: w.attempt,
             steps_run: w.steps_run,
             state_version: w.state_version,
@@ -287,7 +308,7 @@ impl From<&StepRun> for StepRunView {
             step: r.step_id.clone(),
             kind: r.kind.clone(),
             attempt: r.attempt,
-            status: r.status.clone(),
+            status: r.status.to_string(),
             task_id: r.task_id.clone(),
             state_version: r.state_version,
             output: parse_json(&r.output),
@@ -300,43 +321,121 @@ impl From<&StepRun> for StepRunView {
             started_at: to_rfc3339(r.started_at),
             finished_at: r.finished_at.map(to_rfc3339),
             duration_ms: r.finished_at.map(|f| f - r.started_at),
+            group_seq: None,
+            branch_index: r.lane,
         }
     }
 }
 
-/// The graph of `def` with what `runs` did on it.
-fn graph(def: &Definition, runs: &[StepRun], current: Option<&str>) -> Graph {
+/// The step runs of a workflow as views: a branch step's run names its
+/// parallel step's run by `seq`.
+fn run_views(runs: &[StepRun]) -> Vec<StepRunView> {
+    runs.iter()
+        .map(|r| {
+            let mut view = StepRunView::from(r);
+            view.group_seq = r
+                .parent_run
+                .as_ref()
+                .and_then(|p| runs.iter().find(|g| &g.id == p))
+                .map(|g| g.seq);
+            view
+        })
+        .collect()
+}
+
+/// The steps a running workflow is at: its current step and, while a
+/// parallel step runs, each branch's step running or due next.
+fn current_steps(wf: &Workflow, runs: &[StepRun]) -> Vec<String> {
+    if wf.status.is_finished() {
+        return Vec::new();
+    }
+    let mut out: Vec<String> = wf.current_step.iter().cloned().collect();
+    let mut lanes: BTreeMap<i64, &StepRun> = BTreeMap::new();
+    for r in runs {
+        if r.parent_run.is_some()
+            && r.parent_run == wf.current_run
+            && let Some(lane) = r.lane
+        {
+            lanes.insert(lane, r);
+        }
+    }
+    for r in lanes.values() {
+        match (r.status, &r.next_step) {
+            (StepRunStatus::Running | StepRunStatus::Waiting, _) => out.push(r.step_id.clone()),
+            (StepRunStatus::Failed, Some(next)) => out.push(next.clone()),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A step of a definition, with the parallel step and branch it is in.
+type Placed<'d> = (&'d String, &'d Step, Option<(&'d String, usize)>);
+
+/// The graph of `def` with what `runs` did on it: a parallel step's
+/// branch steps are nodes naming it as their parent, with an edge from it
+/// to each branch's first step.
+fn graph(def: &Definition, runs: &[StepRun], current: &[String]) -> Graph {
     let mut latest: BTreeMap<&str, (&str, usize)> = BTreeMap::new();
     for r in runs {
         let entry = latest.entry(r.step_id.as_str()).or_insert(("", 0));
         *entry = (r.status.as_str(), entry.1 + 1);
     }
-    let nodes = def
-        .steps
+    let mut steps: Vec<Placed> = Vec::new();
+    for (id, step) in &def.steps {
+        steps.push((id, step, None));
+        if let Step::Parallel(p) = step {
+            for (i, branch) in p.branches.iter().enumerate() {
+                for (bid, bstep) in &branch.steps {
+                    steps.push((bid, bstep, Some((id, i))));
+                }
+            }
+        }
+    }
+    let nodes = steps
         .iter()
-        .map(|(id, step)| {
+        .map(|(id, step, parent)| {
             let (status, count) = latest.get(id.as_str()).copied().unwrap_or(("pending", 0));
             GraphNode {
-                id: id.clone(),
+                id: id.to_string(),
                 kind: step.kind().to_string(),
                 status: status.to_string(),
                 runs: count,
-                current: current == Some(id.as_str()),
+                current: current.iter().any(|c| c == *id),
+                parent: parent.map(|(p, _)| p.clone()),
+                branch_index: parent.map(|(_, i)| i),
             }
         })
         .collect();
     let mut edges = Vec::new();
-    for (id, step) in &def.steps {
+    for (id, step, _) in &steps {
         for (label, to) in step.targets() {
             let taken = runs
                 .iter()
-                .any(|r| &r.step_id == id && r.next_step.as_deref() == Some(to));
+                .any(|r| &r.step_id == *id && r.next_step.as_deref() == Some(to));
             edges.push(GraphEdge {
-                from: id.clone(),
+                from: id.to_string(),
                 to: to.to_string(),
                 label,
                 taken,
             });
+        }
+        if let Step::Parallel(p) = step {
+            for (i, branch) in p.branches.iter().enumerate() {
+                let taken = runs.iter().any(|r| {
+                    r.step_id == branch.start
+                        && r.lane == i64::try_from(i).ok()
+                        && r.parent_run
+                            .as_ref()
+                            .is_some_and(|g| runs.iter().any(|x| &x.id == g && &x.step_id == *id))
+                });
+                edges.push(GraphEdge {
+                    from: id.to_string(),
+                    to: branch.start.clone(),
+                    label: format!("branches[{i}]"),
+                    taken,
+                });
+            }
         }
     }
     Graph { nodes, edges }
@@ -346,16 +445,36 @@ fn graph(def: &Definition, runs: &[StepRun], current: Option<&str>) -> Graph {
 /// status), one arrow per transition, taken ones thick.
 fn mermaid(graph: &Graph) -> String {
     let mut out = String::from("flowchart TD\n");
-    for n in &graph.nodes {
+    let node = |n: &GraphNode, indent: &str| {
         let mark = if n.current { " ◀" } else { "" };
-        out.push_str(&format!(
-            "    {}[\"{} ({}, {}){mark}\"]:::{}\n",
+        format!(
+            "{indent}{}[\"{} ({}, {}){mark}\"]:::{}\n",
             node_id(&n.id),
             n.id,
             n.kind,
             n.status,
             n.status
+        )
+    };
+    for n in graph.nodes.iter().filter(|n| n.parent.is_none()) {
+        out.push_str(&node(n, "    "));
+    }
+    // Each branch of a parallel step as a subgraph of its steps.
+    let mut branches: BTreeMap<(&str, usize), Vec<&GraphNode>> = BTreeMap::new();
+    for n in &graph.nodes {
+        if let (Some(p), Some(i)) = (&n.parent, n.branch_index) {
+            branches.entry((p.as_str(), i)).or_default().push(n);
+        }
+    }
+    for ((parent, i), nodes) in branches {
+        out.push_str(&format!(
+            "    subgraph {}_b{i}[\"{parent} branch {i}\"]\n",
+            node_id(parent)
         ));
+        for n in nodes {
+            out.push_str(&node(n, "        "));
+        }
+        out.push_str("    end\n");
     }
     for e in &graph.edges {
         let arrow = if e.taken { "==>" } else { "-->" };
@@ -429,8 +548,8 @@ pub async fn get(
     let (wf, runs) = load(&state, &p, &id).await?;
     let def: Option<Definition> = serde_json::from_str(&wf.definition).ok();
     let mut view = WorkflowView::from(&wf);
-    if wf.status == "awaiting_approval"
-        && let Some(run) = runs.last().filter(|r| r.status == "waiting")
+    if wf.status == WorkflowStatus::AwaitingApproval
+        && let Some(run) = runs.last().filter(|r| r.status == StepRunStatus::Waiting)
     {
         let role = match def.as_ref().and_then(|d| d.steps.get(&run.step_id)) {
             Some(Step::Approval(a)) => a.role().as_str(),
@@ -445,11 +564,12 @@ pub async fn get(
             "reject_url": format!("/api/workflows/{}/reject", wf.id),
         }));
     }
+    view.current_steps = current_steps(&wf, &runs);
     if let Some(def) = &def {
-        view.graph = Some(graph(def, &runs, view.current_step.as_deref()));
+        view.graph = Some(graph(def, &runs, &view.current_steps));
     }
     view.definition = serde_json::from_str(&wf.definition).ok();
-    view.steps = Some(runs.iter().map(StepRunView::from).collect());
+    view.steps = Some(run_views(&runs));
     Ok(Json(view))
 }
 
@@ -464,10 +584,7 @@ pub async fn list(
     p.require(Role::Viewer)?;
     let (limit, offset) = pagination::bounds(q.limit, q.offset)?;
     if let Some(status) = &q.status
-        && !matches!(
-            status.as_str(),
-            "running" | "awaiting_approval" | "completed" | "failed" | "cancelled"
-        )
+        && status.parse::<WorkflowStatus>().is_err()
     {
         return Err(ApiError::bad_request(
             "invalid_query",
@@ -548,10 +665,7 @@ pub async fn graph_of(
     };
     let (wf, runs) = load(&state, &p, &id).await?;
     let def: Definition = serde_json::from_str(&wf.definition).map_err(ApiError::internal)?;
-    let current = (matches!(wf.status.as_str(), "running" | "awaiting_approval"))
-        .then_some(wf.current_step.as_deref())
-        .flatten();
-    let g = graph(&def, &runs, current);
+    let g = graph(&def, &runs, &current_steps(&wf, &runs));
     if mermaid_wanted {
         return Ok((
             [(
@@ -566,7 +680,8 @@ pub async fn graph_of(
 }
 
 /// Cancel a running or waiting workflow (task_executor or above): it ends
-/// as cancelled and its running step's task is cancelled. 409 when it
+/// as cancelled and its running step's task (every running branch's task,
+/// in a parallel step) is cancelled. 409 when it
 /// already ended.
 #[utoipa::path(post, path = "/api/workflows/{id}/cancel", tag = "workflows", params(("id" = String, Path, description = "Workflow id")),
     responses((status = 200, body = WorkflowView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
@@ -577,12 +692,12 @@ pub async fn cancel(
     client: ClientInfo,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<WorkflowView>, ApiError> {
-    if let Some(task_id) = service::cancel(&state, &p, &client, &id).await? {
+    for task_id in service::cancel(&state, &p, &client, &id).await? {
         state.executor.cancel_local(&task_id, CANCEL_WAIT).await;
     }
     let (wf, runs) = load(&state, &p, &id).await?;
     let mut view = WorkflowView::from(&wf);
-    view.steps = Some(runs.iter().map(StepRunView::from).collect());
+    view.steps = Some(run_views(&runs));
     Ok(Json(view))
 }
 
@@ -614,7 +729,7 @@ async fn decide(
     service::decide(state, p, client, id, approved, req.comment).await?;
     let (wf, runs) = load(state, p, id).await?;
     let mut view = WorkflowView::from(&wf);
-    view.steps = Some(runs.iter().map(StepRunView::from).collect());
+    view.steps = Some(run_views(&runs));
     Ok(Json(view))
 }
 
@@ -666,7 +781,7 @@ pub async fn retry_from_step(
     service::retry_from_step(&state, &p, &client, &id, &step_id).await?;
     let (wf, runs) = load(&state, &p, &id).await?;
     let mut view = WorkflowView::from(&wf);
-    view.steps = Some(runs.iter().map(StepRunView::from).collect());
+    view.steps = Some(run_views(&runs));
     Ok(Json(view))
 }
 
