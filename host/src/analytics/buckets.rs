@@ -13,8 +13,18 @@ use crate::store::now_ms;
 use crate::store::tasks::{Finish, Task};
 use crate::store::usage_buckets::{self, BucketRow, Resolution};
 
-/// A bucket's length.
+/// A minute bucket's length.
 pub const MINUTE_MS: i64 = 60_000;
+/// An hour bucket's length.
+pub const HOUR_MS: i64 = 60 * MINUTE_MS;
+/// A UTC day bucket's length.
+pub const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// `t` (unix ms) rounded down to a multiple of `step`: the start of its
+/// bucket.
+pub fn floor(t: i64, step: i64) -> i64 {
+    t - t.rem_euclid(step)
+}
 
 /// One finished request or task, as analytics counts it.
 #[derive(Debug, Clone)]
@@ -154,7 +164,7 @@ impl Buckets {
     pub fn add(&mut self, sample: &Sample) {
         let key = Key {
             org_id: sample.org_id.clone(),
-            start: sample.finished_at - sample.finished_at.rem_euclid(MINUTE_MS),
+            start: floor(sample.finished_at, MINUTE_MS),
             provider: sample.provider.clone().unwrap_or_default(),
             model: sample.model.clone().unwrap_or_default(),
             agent_id: sample.agent_id.clone().unwrap_or_default(),

@@ -10,16 +10,11 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::buckets::{Counts, MINUTE_MS};
+use super::buckets::{Counts, DAY_MS, HOUR_MS, MINUTE_MS, floor};
 use super::latency::{Latency, SketchError};
 use crate::orchestrator::state::TaskSource;
 use crate::store::usage_buckets::{self, BucketRow, Resolution};
 use crate::store::{Db, jobs, now_ms};
-
-/// An hour.
-pub const HOUR_MS: i64 = 60 * MINUTE_MS;
-/// A UTC day.
-pub const DAY_MS: i64 = 24 * HOUR_MS;
 
 /// Minute rows are rolled up this long after their hour ended, so that
 /// rows written a little late (the gateway recorder's linger, a slow
@@ -219,11 +214,6 @@ fn merge(
             },
         )
         .collect())
-}
-
-/// `t` rounded down to a multiple of `step`.
-pub fn floor(t: i64, step: i64) -> i64 {
-    t - t.rem_euclid(step)
 }
 
 fn millis(d: Duration) -> i64 {

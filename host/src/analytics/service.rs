@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use super::buckets::{Counts, MINUTE_MS};
+use super::buckets::{Counts, DAY_MS, HOUR_MS, MINUTE_MS, floor};
 use super::latency::{Latency, SketchError};
-use super::rollup::{DAYS_JOB, HOURS_JOB, floor};
+use super::rollup::{DAYS_JOB, HOURS_JOB};
 use crate::money::Money;
 use crate::store::usage_buckets::{self, BucketRow, Resolution};
 use crate::store::{Db, Tx, jobs};
@@ -49,8 +49,8 @@ impl Interval {
     pub fn millis(self) -> i64 {
         match self {
             Interval::Minute => MINUTE_MS,
-            Interval::Hour => 60 * MINUTE_MS,
-            Interval::Day => 24 * 60 * MINUTE_MS,
+            Interval::Hour => HOUR_MS,
+            Interval::Day => DAY_MS,
         }
     }
 
@@ -198,7 +198,7 @@ pub async fn usage(
     let mut groups: BTreeMap<Vec<String>, BTreeMap<i64, Totals>> = BTreeMap::new();
     for row in &rows {
         let key = group_by.iter().map(|d| d.of(row)).collect();
-        let start = row.bucket_start - row.bucket_start.rem_euclid(step);
+        let start = floor(row.bucket_start, step);
         groups
             .entry(key)
             .or_default()
@@ -303,7 +303,7 @@ const TRAILING_DAYS: i64 = 7;
 /// day), and the current month's at `now`.
 pub async fn costs(db: &Db, org_id: &str, range: Range, now: i64) -> Result<Costs, AnalyticsError> {
     range.check_points(Interval::Day)?;
-    let day = Interval::Day.millis();
+    let day = DAY_MS;
     let mut by_provider: BTreeMap<String, Money> = BTreeMap::new();
     let mut by_agent: BTreeMap<String, Money> = BTreeMap::new();
     let mut by_day: BTreeMap<i64, Money> = BTreeMap::new();

@@ -23,9 +23,8 @@ pub async fn cancel_task(
         return Ok(None);
     };
     let was = task.status;
-    let now = now_ms();
     let cancelled = Finish::new(TaskStatus::Cancelled);
-    buckets::record(tx, &Sample::task(&task, &cancelled, now)).await?;
+    buckets::record(tx, &Sample::task(&task, &cancelled, now_ms())).await?;
     store::tasks::append_event(
         tx,
         org_id,

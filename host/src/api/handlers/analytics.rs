@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::tasks::parse_time;
-use crate::analytics::buckets::Counts;
+use crate::analytics::buckets::{Counts, DAY_MS, floor};
 use crate::analytics::latency::RELATIVE_ERROR;
 use crate::analytics::service::{self, Dimension, Interval, Range, Totals};
 use crate::api::error::{ApiError, ErrorBody};
@@ -16,9 +16,6 @@ use crate::auth::{Principal, Role};
 use crate::money::Usd;
 use crate::state::AppState;
 use crate::store::{now_ms, to_rfc3339};
-
-/// A day, the default range.
-const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// Query of `GET /api/analytics/usage`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -236,6 +233,7 @@ pub struct CostReport {
 
 fn range(from: &Option<String>, to: &Option<String>) -> Result<Range, ApiError> {
     let to = parse_time("to", to)?.unwrap_or_else(now_ms);
+    // A day by default.
     let from = parse_time("from", from)?.unwrap_or(to - DAY_MS);
     Ok(Range::new(from, to)?)
 }
@@ -363,7 +361,7 @@ pub async fn costs(
             .collect()
     };
     Ok(Json(CostReport {
-        from: to_rfc3339(range.from - range.from.rem_euclid(DAY_MS)),
+        from: to_rfc3339(floor(range.from, DAY_MS)),
         to: to_rfc3339(range.to),
         total_usd: c.total.usd(),
         by_provider: shares(c.by_provider),
