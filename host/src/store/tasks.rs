@@ -380,16 +380,12 @@ fn contains_pattern(text: &str) -> String {
     out
 }
 
-/// A page of the organization's tasks, newest first, and the total.
-pub async fn page(
-    conn: &mut AnyConnection,
-    org_id: &str,
-    filter: &TaskFilter,
-    limit: i64,
-    offset: i64,
-) -> Result<(Vec<Task>, i64), sqlx::Error> {
+/// The `WHERE` condition of [`TaskFilter`] over parameters `$1`–`$11`
+/// (bound by [`page`] and [`after`] in one order). Absent filters bind NULL
+/// and match everything, so one statement serves.
+fn filter_condition(backend: Backend) -> String {
     // The messages' texts of the stored request, one row each.
-    let message_texts = match Backend::of(conn) {
+    let message_texts = match backend {
         Backend::Postgres => {
             "SELECT m->>'content' AS content \
              FROM json_array_elements(CAST(request AS json)->'messages') AS m"
@@ -399,8 +395,7 @@ pub async fn page(
              FROM json_each(request, '$.messages') AS m"
         }
     };
-    // Absent filters bind NULL and match everything, so one statement serves.
-    let condition = format!(
+    format!(
         "org_id = $1 AND (CAST($2 AS TEXT) IS NULL OR status = $2) \
          AND (CAST($3 AS TEXT) IS NULL OR agent_id = $3) \
          AND (CAST($4 AS BIGINT) IS NULL OR created_at >= $4) \
@@ -413,47 +408,131 @@ pub async fn page(
          AND (CAST($9 AS TEXT) IS NULL OR source = $9) \
          AND (CAST($10 AS BIGINT) IS NULL OR cost_nanos >= $10) \
          AND (CAST($11 AS BIGINT) IS NULL OR cost_nanos <= $11)"
-    );
-    let text = filter.text.as_deref().map(contains_pattern);
-    let source = filter.source.map(TaskSource::as_str);
-    let min_cost = filter.min_cost.map(Money::nanos);
-    let max_cost = filter.max_cost.map(Money::nanos);
-    let (total,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT COUNT(*) FROM tasks WHERE {condition}"
-    )))
-    .bind(org_id)
-    .bind(filter.status.map(TaskStatus::as_str))
-    .bind(&filter.agent_id)
-    .bind(filter.from)
-    .bind(filter.to)
-    .bind(&text)
-    .bind(&filter.provider)
-    .bind(&filter.model)
-    .bind(source)
-    .bind(min_cost)
-    .bind(max_cost)
+    )
+}
+
+/// The filter's values in [`filter_condition`]'s order.
+struct FilterValues<'a> {
+    status: Option<&'static str>,
+    agent_id: &'a Option<String>,
+    from: Option<i64>,
+    to: Option<i64>,
+    text: Option<String>,
+    provider: &'a Option<String>,
+    model: &'a Option<String>,
+    source: Option<&'static str>,
+    min_cost: Option<i64>,
+    max_cost: Option<i64>,
+}
+
+impl<'a> FilterValues<'a> {
+    fn of(filter: &'a TaskFilter) -> Self {
+        FilterValues {
+            status: filter.status.map(TaskStatus::as_str),
+            agent_id: &filter.agent_id,
+            from: filter.from,
+            to: filter.to,
+            text: filter.text.as_deref().map(contains_pattern),
+            provider: &filter.provider,
+            model: &filter.model,
+            source: filter.source.map(TaskSource::as_str),
+            min_cost: filter.min_cost.map(Money::nanos),
+            max_cost: filter.max_cost.map(Money::nanos),
+        }
+    }
+}
+
+/// Bind `$1`–`$11` of [`filter_condition`] to a query (`query` or
+/// `query_as` alike).
+macro_rules! bind_filter {
+    ($query:expr, $org_id:expr, $v:expr) => {
+        $query
+            .bind($org_id)
+            .bind($v.status)
+            .bind($v.agent_id)
+            .bind($v.from)
+            .bind($v.to)
+            .bind(&$v.text)
+            .bind($v.provider)
+            .bind($v.model)
+            .bind($v.source)
+            .bind($v.min_cost)
+            .bind($v.max_cost)
+    };
+}
+
+/// A page of the organization's tasks, newest first, and the total.
+pub async fn page(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    filter: &TaskFilter,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<Task>, i64), sqlx::Error> {
+    let condition = filter_condition(Backend::of(conn));
+    let values = FilterValues::of(filter);
+    let (total,): (i64,) = bind_filter!(
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM tasks WHERE {condition}"
+        ))),
+        org_id,
+        values
+    )
     .fetch_one(&mut *conn)
     .await?;
-    let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM tasks WHERE {condition} \
-         ORDER BY created_at DESC, id LIMIT $12 OFFSET $13"
-    )))
-    .bind(org_id)
-    .bind(filter.status.map(TaskStatus::as_str))
-    .bind(&filter.agent_id)
-    .bind(filter.from)
-    .bind(filter.to)
-    .bind(&text)
-    .bind(&filter.provider)
-    .bind(&filter.model)
-    .bind(source)
-    .bind(min_cost)
-    .bind(max_cost)
+    let rows = bind_filter!(
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM tasks WHERE {condition} \
+             ORDER BY created_at DESC, id LIMIT $12 OFFSET $13"
+        ))),
+        org_id,
+        values
+    )
     .bind(limit)
     .bind(offset)
     .fetch_all(&mut *conn)
     .await?;
     Ok((rows, total))
+}
+
+/// Where an export has got to: the last task it read, in the list's order
+/// (newest first, then by id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// That task's creation time.
+    pub created_at: i64,
+    /// Its id.
+    pub id: String,
+}
+
+/// Up to `limit` of the organization's tasks matching `filter` that come
+/// after `cursor` (from the start without one), in the list's order: an
+/// export reads its rows page by page, in constant memory, and rows added
+/// meanwhile at the top never shift the pages still to come.
+pub async fn after(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    filter: &TaskFilter,
+    cursor: Option<&Cursor>,
+    limit: i64,
+) -> Result<Vec<Task>, sqlx::Error> {
+    let condition = filter_condition(Backend::of(conn));
+    let values = FilterValues::of(filter);
+    let (created_at, id) = cursor.map_or((i64::MAX, ""), |c| (c.created_at, c.id.as_str()));
+    bind_filter!(
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM tasks WHERE {condition} \
+             AND (created_at < $12 OR (created_at = $12 AND id > $13)) \
+             ORDER BY created_at DESC, id LIMIT $14"
+        ))),
+        org_id,
+        values
+    )
+    .bind(created_at)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await
 }
 
 /// A task just claimed, whether other pending tasks were waiting when it

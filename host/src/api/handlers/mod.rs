@@ -13,6 +13,7 @@ pub mod invitations;
 pub mod metrics;
 pub mod organizations;
 pub mod plugins;
+pub mod task_export;
 pub mod tasks;
 pub mod users;
 pub mod workflow_templates;

@@ -7,11 +7,12 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
+use super::task_export::{Format, export};
 use crate::api::error::{ApiError, ErrorBody, FieldErrors};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo, stream_failover};
 use crate::api::handlers::check_text;
@@ -240,10 +241,15 @@ pub struct TaskList {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TaskQuery {
-    /// Page size, 1–100 (default 20).
+    /// Page size, 1–100 (default 20); with an export, the most rows (default
+    /// all).
     pub limit: Option<i64>,
-    /// Rows to skip.
+    /// Rows to skip (not with an export).
     pub offset: Option<i64>,
+    /// `json` (default: a page), `csv` or `jsonl` (every matching task,
+    /// streamed); without it, `Accept: text/csv` or `application/x-ndjson`
+    /// asks for an export too.
+    pub format: Option<String>,
     /// Only this status.
     pub status: Option<String>,
     /// Only this agent's.
@@ -459,16 +465,59 @@ pub(crate) fn parse_time(field: &str, value: &Option<String>) -> Result<Option<i
         .transpose()
 }
 
-/// The organization's tasks, newest first, 20 per page by default.
+/// The organization's tasks, newest first, 20 per page by default; or
+/// every matching task as CSV or JSON Lines (`format=csv|jsonl`, or
+/// `Accept: text/csv` / `application/x-ndjson`), streamed.
 #[utoipa::path(get, path = "/api/tasks", tag = "tasks", params(TaskQuery),
-    responses((status = 200, body = TaskList), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, description = "A page of tasks, or with `format=csv|jsonl` every matching task, streamed",
+               content((TaskList = "application/json"), (String = "text/csv"), (String = "application/x-ndjson"))),
+              (status = 400, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     p: Principal,
+    headers: HeaderMap,
     ApiQuery(q): ApiQuery<TaskQuery>,
-) -> Result<Json<TaskList>, ApiError> {
+) -> Result<Response, ApiError> {
     p.require(Role::Viewer)?;
+    let format = Format::wanted(q.format.as_deref(), &headers)?;
+    let filter = filter_of(&q)?;
+    if let Some(format) = format {
+        if q.offset.is_some() {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "`offset` does not apply to an export; narrow it with `from`/`to`",
+            ));
+        }
+        if q.limit.is_some_and(|l| l < 1) {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "`limit` must be at least 1",
+            ));
+        }
+        return Ok(export(
+            state.db.clone(),
+            p.org_id.clone(),
+            filter,
+            format,
+            q.limit,
+        ));
+    }
     let (limit, offset) = pagination::bounds(q.limit, q.offset)?;
+    let mut tx = state.db.tenant_read(&p.org_id).await?;
+    let (rows, total) = store::tasks::page(&mut tx, &p.org_id, &filter, limit, offset).await?;
+    tx.commit().await?;
+    Ok(Json(TaskList {
+        items: rows.iter().map(Into::into).collect(),
+        total,
+        limit,
+        offset,
+    })
+    .into_response())
+}
+
+/// The filters of `GET /api/tasks`, checked.
+fn filter_of(q: &TaskQuery) -> Result<TaskFilter, ApiError> {
     let status = q
         .status
         .as_deref()
@@ -486,7 +535,7 @@ pub async fn list(
         .map(str::parse::<TaskSource>)
         .transpose()
         .map_err(|_| ApiError::bad_request("invalid_query", "`source` must be api or gateway"))?;
-    let filter = TaskFilter {
+    Ok(TaskFilter {
         status,
         agent_id: query_text("agent_id", &q.agent_id)?,
         from: parse_time("from", &q.from)?,
@@ -497,16 +546,7 @@ pub async fn list(
         source,
         min_cost: query_amount("min_cost_usd", &q.min_cost_usd)?,
         max_cost: query_amount("max_cost_usd", &q.max_cost_usd)?,
-    };
-    let mut tx = state.db.tenant_read(&p.org_id).await?;
-    let (rows, total) = store::tasks::page(&mut tx, &p.org_id, &filter, limit, offset).await?;
-    tx.commit().await?;
-    Ok(Json(TaskList {
-        items: rows.iter().map(Into::into).collect(),
-        total,
-        limit,
-        offset,
-    }))
+    })
 }
 
 /// Cancel a pending or running task (task_executor or above): a running
