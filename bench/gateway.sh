@@ -3,8 +3,11 @@
 # mock upstream and (b) through vel's OpenAI-compatible gateway
 # (`/v1/chat/completions`, authenticated with a vel API key, forwarded by the
 # `openai-compatible` plugin to the same mock), at concurrency 1 (latency)
-# and 32 (throughput), in one run. Prints a Markdown table with the latency
-# vel adds and vel's resident memory after the run.
+# and 32 (throughput), in one run; then through vel again with a hard
+# monthly budget on the organization (every call reserved and settled, the
+# spend written and leases renewed in the background). Prints a Markdown
+# table with the latency vel adds, what the budget check adds, and vel's
+# resident memory after the run.
 #
 # Usage: bench/gateway.sh [sqlite|postgres]   (vel's database, default sqlite;
 #        postgres needs psql and a server on 127.0.0.1:5432, trust auth, user
@@ -54,6 +57,13 @@ D32="$(run "$MOCK_URL/v1/chat/completions" 32 "$N32")"
 V32="$(run "$VEL_URL/v1/chat/completions" 32 "$N32" "$AUTH")"
 # For reference: authentication and the model catalogue alone, no upstream call.
 M1="$(run "$VEL_URL/v1/models" 1 "$N1" "$AUTH" get)"
+# The same through a hard budget wide enough never to refuse.
+ORG_ID="$(api GET "$VEL_URL/api/users/me" "$ADMIN_TOKEN" | jq -er .org_id)"
+api PUT "$VEL_URL/api/budgets/organization/$ORG_ID/month" "$ADMIN_TOKEN" \
+    '{"limit_usd": 1000000, "hard": true}' >/dev/null
+B1="$(run "$VEL_URL/v1/chat/completions" 1 "$N1" "$AUTH")"
+B32="$(run "$VEL_URL/v1/chat/completions" 32 "$N32" "$AUTH")"
+SPENT="$(api GET "$VEL_URL/api/budgets/organization/$ORG_ID/month" "$ADMIN_TOKEN" | jq -r .spent_usd)"
 HWM="$(proc_kib "$VEL_PID" VmHWM)"
 RSS="$(proc_kib "$VEL_PID" VmRSS)"
 
@@ -75,7 +85,12 @@ row "mock upstream, direct" 1 "$D1"
 row "through vel" 1 "$V1"
 row "mock upstream, direct" 32 "$D32"
 row "through vel" 32 "$V32"
+row "through vel, hard budget" 1 "$B1"
+row "through vel, hard budget" 32 "$B32"
 row "vel \`GET /v1/models\` (no upstream call)" 1 "$M1"
 echo
 echo "Added by vel at concurrency 1: p50 $(delta p50_us) µs, p99 $(delta p99_us) µs"
+echo "Added by the budget check at concurrency 1: p50 $(jq -rn --argjson b "$B1" --argjson v "$V1" '($b.p50_us - $v.p50_us) * 10 | round / 10') µs;" \
+    "throughput at concurrency 32 with it: $(jq -rn --argjson b "$B32" --argjson v "$V32" '$b.requests_per_sec / $v.requests_per_sec * 1000 | round / 10') % of without;" \
+    "spend recorded against it: \$$SPENT"
 echo "vel resident memory: VmRSS $(mib "$RSS") MiB after the run ($(mib "$RSS_BEFORE") MiB before), VmHWM $(mib "$HWM") MiB"

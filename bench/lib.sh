@@ -106,7 +106,7 @@ start_vel() {
 # upstream (one thread, no recording) and vel on DB (`sqlite`, or `postgres`
 # on a fresh database) with an `openai` integration (`openai-compatible`
 # plugin, base URL the mock) and a task_executor API key.
-# Sets MOCK_URL, VEL_URL, VEL_PID and KEY.
+# Sets MOCK_URL, VEL_URL, VEL_PID, KEY and ADMIN_TOKEN.
 start_gateway() {
     local work=$1 db=$2
     log "starting the mock upstream"
@@ -122,12 +122,11 @@ start_gateway() {
         *) die "unknown database $db (sqlite or postgres)" ;;
     esac
     start_vel "$work/vel" "${env[@]}"
-    local token
-    token="$(login "$VEL_URL")"
-    api POST "$VEL_URL/api/integrations" "$token" "$(jq -nc --arg u "$MOCK_URL/v1" '{
+    ADMIN_TOKEN="$(login "$VEL_URL")"
+    api POST "$VEL_URL/api/integrations" "$ADMIN_TOKEN" "$(jq -nc --arg u "$MOCK_URL/v1" '{
         name: "openai", provider: "openai", plugin: "openai-compatible", base_url: $u,
         api_key: "sk-test", default_model: "gpt-4o-mini"}')" >/dev/null
-    KEY="$(api POST "$VEL_URL/api/api-keys" "$token" '{"name":"bench","role":"task_executor"}' |
+    KEY="$(api POST "$VEL_URL/api/api-keys" "$ADMIN_TOKEN" '{"name":"bench","role":"task_executor"}' |
         jq -er .key)"
 }
 

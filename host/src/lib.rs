@@ -11,6 +11,7 @@ pub mod analytics;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod budgets;
 pub mod cli;
 pub mod config;
 pub mod expiring_cache;

@@ -50,6 +50,12 @@ impl Money {
         Money((usd * NANOS_PER_USD as f64).round() as i64)
     }
 
+    /// The amount in dollars as the nearest `f64`, for what the plugin
+    /// contract carries as `f64` (a router's `remaining-budget`).
+    pub fn to_usd_f64(self) -> f64 {
+        self.0 as f64 / NANOS_PER_USD as f64
+    }
+
     /// The sum, or `None` when it does not fit.
     pub fn checked_add(self, other: Money) -> Option<Money> {
         self.0.checked_add(other.0).map(Money)

@@ -47,3 +47,20 @@ pub struct AppState {
     /// When the server started (for uptime).
     pub started: Instant,
 }
+
+impl AppState {
+    /// Commit a change to an organization's catalogue (its integrations,
+    /// routing policy or budgets) and make every instance's dispatcher read
+    /// it again: this one at once, the others on the signal sent with the
+    /// commit.
+    pub async fn commit_catalog_change(
+        &self,
+        tx: crate::store::Tx,
+        org_id: &str,
+    ) -> Result<(), sqlx::Error> {
+        let signal = crate::orchestrator::signals::Signal::CatalogChanged(org_id.to_string());
+        self.signals.commit_with(tx, signal).await?;
+        self.dispatcher.forget_catalog(org_id);
+        Ok(())
+    }
+}

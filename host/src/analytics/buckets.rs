@@ -26,6 +26,29 @@ pub fn floor(t: i64, step: i64) -> i64 {
     t - t.rem_euclid(step)
 }
 
+/// The UTC month `now` falls in, as `[start, end)` in unix ms.
+pub fn month_of(now: i64) -> (i64, i64) {
+    use chrono::{Datelike, NaiveDate, TimeZone, Utc};
+    let today = Utc
+        .timestamp_millis_opt(now)
+        .single()
+        .unwrap_or_default()
+        .date_naive();
+    let first = NaiveDate::from_ymd_opt(today.year(), today.month(), 1).unwrap_or(today);
+    let next = if today.month() == 12 {
+        NaiveDate::from_ymd_opt(today.year() + 1, 1, 1)
+    } else {
+        NaiveDate::from_ymd_opt(today.year(), today.month() + 1, 1)
+    }
+    .unwrap_or(today);
+    let ms = |d: NaiveDate| {
+        d.and_time(chrono::NaiveTime::MIN)
+            .and_utc()
+            .timestamp_millis()
+    };
+    (ms(first), ms(next))
+}
+
 /// One finished request or task, as analytics counts it.
 #[derive(Debug, Clone)]
 pub struct Sample {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::buckets::{Counts, DAY_MS, HOUR_MS, MINUTE_MS, floor};
+use super::buckets::{Counts, DAY_MS, HOUR_MS, MINUTE_MS, floor, month_of};
 use super::latency::{Latency, SketchError};
 use super::rollup::{DAYS_JOB, HOURS_JOB};
 use crate::money::Money;
@@ -346,29 +346,6 @@ pub async fn costs(db: &Db, org_id: &str, range: Range, now: i64) -> Result<Cost
         month_to_date,
         projected_month: Money::from_nanos(i64::try_from(projected).unwrap_or(i64::MAX)),
     })
-}
-
-/// The UTC month `now` falls in, as `[start, end)` in unix ms.
-fn month_of(now: i64) -> (i64, i64) {
-    use chrono::{Datelike, NaiveDate, TimeZone, Utc};
-    let today = Utc
-        .timestamp_millis_opt(now)
-        .single()
-        .unwrap_or_default()
-        .date_naive();
-    let first = NaiveDate::from_ymd_opt(today.year(), today.month(), 1).unwrap_or(today);
-    let next = if today.month() == 12 {
-        NaiveDate::from_ymd_opt(today.year() + 1, 1, 1)
-    } else {
-        NaiveDate::from_ymd_opt(today.year(), today.month() + 1, 1)
-    }
-    .unwrap_or(today);
-    let ms = |d: NaiveDate| {
-        d.and_time(chrono::NaiveTime::MIN)
-            .and_utc()
-            .timestamp_millis()
-    };
-    (ms(first), ms(next))
 }
 
 #[cfg(test)]

@@ -316,6 +316,18 @@ impl From<crate::analytics::service::AnalyticsError> for ApiError {
     }
 }
 
+impl From<crate::budgets::service::BudgetError> for ApiError {
+    fn from(e: crate::budgets::service::BudgetError) -> ApiError {
+        use crate::budgets::service::BudgetError;
+        match e {
+            BudgetError::Invalid(e) => e.into(),
+            BudgetError::Forbidden(e) => e.into(),
+            BudgetError::NotFound(what) => ApiError::not_found(what),
+            BudgetError::Storage(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::auth::AuthError> for ApiError {
     fn from(e: crate::auth::AuthError) -> Self {
         match e {

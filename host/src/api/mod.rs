@@ -25,8 +25,9 @@ use utoipa_axum::routes;
 
 use self::error::ApiError;
 use self::handlers::{
-    agents, analytics, api_keys, audit_logs, auth, connectivity, gateway, integrations,
-    invitations, metrics, organizations, plugins, tasks, users, workflow_templates, workflows,
+    agents, alerts, analytics, api_keys, audit_logs, auth, budgets, connectivity, gateway,
+    integrations, invitations, metrics, organizations, plugins, tasks, users, workflow_templates,
+    workflows,
 };
 use crate::state::AppState;
 
@@ -74,6 +75,10 @@ fn documented(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(analytics::usage))
         .routes(routes!(analytics::latency))
         .routes(routes!(analytics::costs))
+        .routes(routes!(budgets::list))
+        .routes(routes!(budgets::get, budgets::set, budgets::delete))
+        .routes(routes!(alerts::list))
+        .routes(routes!(alerts::acknowledge))
         .routes(routes!(workflows::create, workflows::list))
         .routes(routes!(workflows::get))
         .routes(routes!(workflows::state))

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use vel_runtime::AllowPrivate;
 
 use crate::analytics::rollup::RollupConfig;
+use crate::budgets::ledger::LedgerSettings;
 use crate::notify::NotifyUrl;
 
 /// Why configuration could not be loaded; every variant names the setting.
@@ -97,6 +98,9 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// The usage roll-up's schedule and retention.
     pub usage_rollup: RollupConfig,
+    /// How budgets are leased and written (`VEL_BUDGET_LEASE_TTL_MS`,
+    /// default 30000; `VEL_BUDGET_FLUSH_MS`, default 200).
+    pub budgets: LedgerSettings,
     /// Restricted destinations (loopback, private, link-local, …) provider
     /// calls may still reach, and names that may resolve to them
     /// (`VEL_OUTBOUND_ALLOW_PRIVATE`, comma-separated CIDR ranges, addresses
@@ -334,6 +338,8 @@ struct FileConfig {
     usage_linger_ms: Option<u64>,
     usage_batch: Option<u32>,
     usage_rollup_interval_ms: Option<u64>,
+    budget_lease_ttl_ms: Option<u64>,
+    budget_flush_ms: Option<u64>,
     usage_minute_retention_hours: Option<u64>,
     usage_hour_retention_days: Option<u64>,
     plugin_max_upload_bytes: Option<usize>,
@@ -587,6 +593,15 @@ impl Config {
                 usage_linger: src.millis("VEL_USAGE_LINGER_MS", file.usage_linger_ms, 1000)?,
                 usage_batch: src.get("VEL_USAGE_BATCH", file.usage_batch, 2048)?,
             },
+            budgets: LedgerSettings {
+                lease_ttl: src.millis(
+                    "VEL_BUDGET_LEASE_TTL_MS",
+                    file.budget_lease_ttl_ms,
+                    30_000,
+                )?,
+                flush_every: src.millis("VEL_BUDGET_FLUSH_MS", file.budget_flush_ms, 200)?,
+                ..LedgerSettings::default()
+            },
             usage_rollup: RollupConfig {
                 interval: src.millis(
                     "VEL_USAGE_ROLLUP_INTERVAL_MS",
@@ -738,6 +753,8 @@ impl Config {
                 "VEL_USAGE_ROLLUP_INTERVAL_MS",
                 millis(self.usage_rollup.interval),
             ),
+            ("VEL_BUDGET_LEASE_TTL_MS", millis(self.budgets.lease_ttl)),
+            ("VEL_BUDGET_FLUSH_MS", millis(self.budgets.flush_every)),
             (
                 "VEL_USAGE_MINUTE_RETENTION_HOURS",
                 self.usage_rollup.minute_retention.as_secs(),

@@ -11,6 +11,7 @@ use vel_runtime::{Limits, PluginInfo, ProviderCall, Secret};
 
 use super::cost::Prices;
 use super::observed::Observed;
+use crate::budgets::Budget;
 use crate::plugins::Plugins;
 use crate::plugins::registry::{Deployed, Owner};
 use crate::secrets::MasterKey;
@@ -43,6 +44,8 @@ pub struct Catalog {
     pub targets: Vec<Target>,
     /// The organization's routing policy (router plugin), if it set one.
     pub routing_policy: Option<String>,
+    /// The organization's budgets: those that apply to a call limit it.
+    pub budgets: Vec<Arc<Budget>>,
 }
 
 impl Catalog {
@@ -54,6 +57,7 @@ impl Catalog {
         let mut tx = db.tenant_read(org_id).await?;
         let rows = store::integrations::list(&mut tx, org_id).await?;
         let routing_policy = store::organizations::routing_policy(&mut tx, org_id).await?;
+        let budgets = store::budgets::list(&mut tx, org_id).await?;
         tx.commit().await?;
         let targets = rows
             .into_iter()
@@ -86,6 +90,7 @@ impl Catalog {
         Ok(Catalog {
             targets,
             routing_policy,
+            budgets: budgets.into_iter().map(Arc::new).collect(),
         })
     }
 

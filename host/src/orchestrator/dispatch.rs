@@ -24,12 +24,15 @@ use vel_runtime::{PluginError, PluginKind};
 
 use super::breaker::BreakerConfig;
 use super::catalog::{self, Catalog, Target};
+use super::cost::Prices;
 use super::fallback::{self, BUSY, CallOutcome, Limits, ProviderCaller, Step};
 use super::observed::Observed;
 use super::retry::{FailureClass, RetryPolicy};
 use super::signals::{Signal, Signals};
 use super::state::AttemptOutcome;
 use crate::agents::named_by;
+use crate::budgets::ledger::{DEFAULT_RESERVED_OUTPUT_TOKENS, Ledger, LedgerSettings, Reservation};
+use crate::budgets::{Budget, Spender};
 use crate::expiring_cache::ExpiringCache;
 use crate::money::Money;
 use crate::plugins::Plugins;
@@ -77,6 +80,8 @@ pub struct Job {
     pub first_attempt_seq: i64,
     /// What a streamed run does when an attempt fails after sending text.
     pub stream_failover: StreamFailover,
+    /// Whose budgets the run's provider calls spend.
+    pub spender: Spender,
 }
 
 /// What a streamed run does when an attempt fails after some of its text
@@ -182,6 +187,8 @@ pub enum DispatchKind {
     /// An attempt failed after some of its text was streamed, and the
     /// request's [`StreamFailover`] is `fail`.
     StreamInterrupted,
+    /// Every planned call could pass a hard budget, so none was made.
+    BudgetExceeded,
 }
 
 impl DispatchKind {
@@ -197,6 +204,7 @@ impl DispatchKind {
             DispatchKind::InvalidRequest => "invalid_request",
             DispatchKind::ContentFiltered => "content_filtered",
             DispatchKind::StreamInterrupted => "stream_interrupted",
+            DispatchKind::BudgetExceeded => "budget_exceeded",
         }
     }
 
@@ -251,6 +259,8 @@ pub struct DispatchConfig {
     pub breaker: BreakerConfig,
     /// Longest one run may take, every attempt, retry and fallback included.
     pub max_run: Duration,
+    /// How budgets are leased and written.
+    pub budgets: LedgerSettings,
 }
 
 /// Most steps of a plan that are tried; a router's plan is cut to this
@@ -270,6 +280,7 @@ struct Inner {
     plugins: Plugins,
     keys: Arc<MasterKey>,
     observed: Observed,
+    ledger: Ledger,
     retry: RetryPolicy,
     max_run: Duration,
     /// Catalogues by organization.
@@ -286,6 +297,7 @@ impl Dispatcher {
     pub fn new(db: Db, plugins: Plugins, keys: Arc<MasterKey>, config: DispatchConfig) -> Self {
         Dispatcher {
             inner: Arc::new(Inner {
+                ledger: Ledger::new(db.clone(), db.origin().to_string(), config.budgets),
                 db,
                 plugins,
                 keys,
@@ -300,6 +312,11 @@ impl Dispatcher {
     /// The breakers and figures this process has gathered.
     pub fn observed(&self) -> &Observed {
         &self.inner.observed
+    }
+
+    /// Budget enforcement (its writer is started with the server).
+    pub fn ledger(&self) -> &Ledger {
+        &self.inner.ledger
     }
 
     /// The plugins.
@@ -383,7 +400,14 @@ impl Dispatcher {
             ),
             (None, None) => None,
         };
-        let mut candidates = self.inner.observed_candidates(&catalog, only.as_deref());
+        let budgets: Vec<Arc<Budget>> = catalog
+            .budgets
+            .iter()
+            .filter(|b| b.applies_to(&job.spender))
+            .cloned()
+            .collect();
+        let remaining = self.inner.ledger.remaining(&budgets).map(Money::to_usd_f64);
+        let mut candidates = catalog.candidates(&self.inner.observed, only.as_deref(), remaining);
         if pinned.is_some()
             && let Some(model) = &requested_model
             && candidates.iter().any(|c| &c.model == model)
@@ -416,7 +440,8 @@ impl Dispatcher {
                 requested_model.as_deref(),
                 &candidates,
             )
-            .await?;
+            .await
+            .map_err(|e| over_budget(e, remaining, &candidates, job))?;
         report(Progress::Planned {
             router: router.name().to_string(),
             router_version: router.version().to_string(),
@@ -445,6 +470,7 @@ impl Dispatcher {
         let caller = PluginCaller {
             inner: &self.inner,
             job,
+            budgets: &budgets,
             stream,
             progress,
         };
@@ -561,6 +587,8 @@ impl Dispatcher {
 struct PluginCaller<'a> {
     inner: &'a Inner,
     job: &'a Job,
+    /// The budgets that apply to the job.
+    budgets: &'a [Arc<Budget>],
     stream: bool,
     progress: Option<&'a mpsc::UnboundedSender<Progress>>,
 }
@@ -575,7 +603,7 @@ impl<'a> ProviderCaller for PluginCaller<'a> {
         sent: &str,
     ) -> impl Future<Output = CallOutcome> + Send {
         self.inner.call(
-            self.job,
+            (self.job, self.budgets),
             step.target,
             &step.model,
             (seq, sent),
@@ -586,16 +614,14 @@ impl<'a> ProviderCaller for PluginCaller<'a> {
 }
 
 impl Inner {
-    fn observed_candidates(&self, catalog: &Catalog, only: Option<&[&str]>) -> Vec<Candidate> {
-        catalog.candidates(&self.observed, only, None)
-    }
-
     /// One call of `target` for `model` as attempt `seq`, measured, priced
     /// and fed to its breaker and figures; `sent` is text earlier attempts
-    /// streamed, which this one continues (see [`StreamFailover`]).
+    /// streamed, which this one continues (see [`StreamFailover`]). Its
+    /// worst case is reserved first in the job's `budgets`, and the call
+    /// is not made when a hard one refuses.
     async fn call(
         &self,
-        job: &Job,
+        (job, budgets): (&Job, &[Arc<Budget>]),
         target: &Target,
         model: &str,
         (seq, sent): (i64, &str),
@@ -658,6 +684,27 @@ impl Inner {
             task_type: job.task_type,
             metadata: metadata.to_string(),
         };
+        let reservation = if budgets.is_empty() {
+            Reservation::none(&self.ledger)
+        } else {
+            let worst = worst_case(target.prices(model), &request.messages, request.max_tokens);
+            match self.ledger.reserve(budgets, worst).await {
+                Ok(reservation) => reservation,
+                Err(e) => {
+                    attempt.outcome = AttemptOutcome::Skipped;
+                    attempt.error_kind = Some(DispatchKind::BudgetExceeded.as_str().into());
+                    attempt.error_message = Some(e.to_string());
+                    self.observed
+                        .breakers()
+                        .with(integration.id.as_str(), |b| b.release_probe());
+                    return CallOutcome {
+                        attempt,
+                        result: Err(FailureClass::OverBudget),
+                        streamed: String::new(),
+                    };
+                }
+            }
+        };
         let limits = catalog::provider_limits(&target.deployed, integration);
         let key = setup.key.clone();
         let mut call = setup.into_call();
@@ -710,6 +757,7 @@ impl Inner {
                 attempt.input_tokens = i64::from(response.usage.input_tokens);
                 attempt.output_tokens = i64::from(response.usage.output_tokens);
                 attempt.cost_nanos = target.prices(model).cost(input, output);
+                reservation.settle(attempt.cost_nanos);
                 self.observed
                     .breakers()
                     .with(integration.id.as_str(), |b| b.record_success());
@@ -851,6 +899,57 @@ fn split_requested<'a>(
 fn estimate_tokens(messages: &[Message]) -> u32 {
     let chars: usize = messages.iter().map(|m| m.content.len()).sum();
     u32::try_from(chars / 4 + 1).unwrap_or(u32::MAX)
+}
+
+/// The most a call of `messages` capped at `max_tokens` at `prices` can
+/// be expected to cost, for its budget reservation: every three bytes of
+/// text a prompt token (no tokenizer counts fewer bytes per token for real
+/// text) plus a few per message, and `max_tokens` completion tokens
+/// ([`DEFAULT_RESERVED_OUTPUT_TOKENS`] when the request sets none).
+fn worst_case(prices: Prices, messages: &[Message], max_tokens: Option<u32>) -> Money {
+    let bytes: u64 = messages.iter().map(|m| m.content.len() as u64).sum();
+    let prompt = bytes.div_ceil(3) + 4 * messages.len() as u64;
+    let completion = max_tokens.unwrap_or(DEFAULT_RESERVED_OUTPUT_TOKENS);
+    prices.cost(prompt, u64::from(completion))
+}
+
+/// A router that planned nothing because no candidate fits the remaining
+/// budget (as routers may: they see `remaining-budget`) is the budget's
+/// refusal, not a missing provider: `budget_exceeded` when even the
+/// cheapest candidate's worst case exceeds what is left.
+fn over_budget(
+    e: DispatchError,
+    remaining: Option<f64>,
+    candidates: &[Candidate],
+    job: &Job,
+) -> DispatchError {
+    let Some(left) = remaining else {
+        return e;
+    };
+    if e.kind != DispatchKind::NoCandidate {
+        return e;
+    }
+    let left = Money::from_usd(left);
+    let cheapest = candidates
+        .iter()
+        .map(|c| {
+            let prices = Prices::from_declared_usd(c.input_price_per_1k, c.output_price_per_1k);
+            worst_case(prices, &job.messages, job.max_tokens)
+        })
+        .min();
+    match cheapest {
+        Some(cheapest) if cheapest > left => DispatchError {
+            kind: DispatchKind::BudgetExceeded,
+            message: format!(
+                "the cheapest candidate could cost up to ${} and the budget has ${} left ({})",
+                cheapest.usd(),
+                left.usd(),
+                e.message
+            ),
+            attempts: e.attempts,
+        },
+        _ => e,
+    }
 }
 
 #[cfg(test)]

@@ -196,17 +196,27 @@ pub(crate) async fn run<C: ProviderCaller>(
         None => "the plan named no callable integration".into(),
     };
     // Every provider was at its share of the instance pool: the caller
-    // is over its capacity (429), nothing failed.
-    let all_busy = !attempts.is_empty()
-        && attempts
-            .iter()
-            .all(|a| a.error_kind.as_deref() == Some(BUSY));
+    // is over its capacity (429), nothing failed. Every call could pass a
+    // hard budget: none was made (402).
+    let all = |kind: &str| {
+        !attempts.is_empty()
+            && attempts
+                .iter()
+                .all(|a| a.error_kind.as_deref() == Some(kind))
+    };
+    let kind = if all(BUSY) {
+        DispatchKind::PluginBusy
+    } else if all(DispatchKind::BudgetExceeded.as_str()) {
+        DispatchKind::BudgetExceeded
+    } else {
+        DispatchKind::AllAttemptsFailed
+    };
+    let message = match (kind, &last_error) {
+        (DispatchKind::BudgetExceeded, Some((_, why))) => why.clone(),
+        _ => message,
+    };
     Err(DispatchError {
-        kind: if all_busy {
-            DispatchKind::PluginBusy
-        } else {
-            DispatchKind::AllAttemptsFailed
-        },
+        kind,
         message,
         attempts,
     })

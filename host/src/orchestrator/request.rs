@@ -10,6 +10,7 @@ use vel_runtime::types::{FinishReason, Message, Preference, Priority, Role, Task
 
 use super::catalog::{parse_task_type, task_type_name};
 use super::dispatch::{Job, StreamFailover};
+use crate::budgets::Spender;
 
 /// One message, with its role by name (`system`, `user`, `assistant`, `tool`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,6 +126,10 @@ impl TaskRequest {
             },
             first_attempt_seq,
             stream_failover: self.stream_failover,
+            spender: Spender {
+                agent_id: self.agent_id.clone(),
+                ..Spender::default()
+            },
         }
     }
 

@@ -27,6 +27,9 @@ pub enum FailureClass {
     Other,
     /// The request is wrong (or the content refused): no provider will do better.
     Terminal,
+    /// The call could pass a hard budget and was not made: a cheaper step
+    /// of the plan may fit.
+    OverBudget,
 }
 
 /// What to do after a failed attempt.
@@ -77,6 +80,7 @@ impl RetryPolicy {
             FailureClass::Timeout
             | FailureClass::Auth
             | FailureClass::Plugin
+            | FailureClass::OverBudget
             | FailureClass::Other => false,
             FailureClass::Terminal => return Decision::Fail,
         };

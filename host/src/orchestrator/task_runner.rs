@@ -222,7 +222,11 @@ impl TaskRunner {
             Vec::new()
         };
         let first_seq = previous.iter().map(|a| a.seq).max().unwrap_or(0);
-        let job = request.to_job(&task.id, &task.org_id, task.priority, first_seq);
+        let mut job = request.to_job(&task.id, &task.org_id, task.priority, first_seq);
+        job.spender.user_id = task.user_id.clone();
+        if job.spender.agent_id.is_none() {
+            job.spender.agent_id = task.agent_id.clone();
+        }
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut dispatch = Box::pin(self.dispatcher.run(&job, task.stream, Some(&tx)));
         let mut seen = Seen {

@@ -98,8 +98,10 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
                 ..BreakerConfig::default()
             },
             max_run: config.tasks.max_run,
+            budgets: config.budgets,
         },
     );
+    dispatcher.ledger().start();
     let signals = Signals::new(db.backend(), db.origin());
     signals.listen(&config.database_url);
     dispatcher.follow_changes(&signals);

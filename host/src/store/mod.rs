@@ -8,8 +8,10 @@
 //! PostgreSQL also sets the row-level-security context for the transaction.
 
 pub mod agents;
+pub mod alerts;
 pub mod api_keys;
 pub mod audit_logs;
+pub mod budgets;
 pub mod email_changes;
 pub mod integrations;
 pub mod invitations;

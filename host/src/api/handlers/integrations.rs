@@ -15,7 +15,6 @@ use crate::api::handlers::{check_destination, check_text, is_slug};
 use crate::api::pagination::{self, PageQuery};
 use crate::audit;
 use crate::auth::{Principal, Role};
-use crate::orchestrator::signals::Signal;
 use crate::secrets::fingerprint;
 use crate::state::AppState;
 use crate::store::{self, integrations::Integration, new_id, now_ms, to_rfc3339};
@@ -333,7 +332,7 @@ pub async fn create(
                 "key_fingerprint": integration.key_fingerprint }),
     )
     .await?;
-    commit_change(&state, tx, &p.org_id).await?;
+    state.commit_catalog_change(tx, &p.org_id).await?;
     Ok((StatusCode::CREATED, Json((&integration).into())))
 }
 
@@ -472,7 +471,7 @@ pub async fn update(
         json!({ "integration_id": row.id, "fields": changed, "key_fingerprint": row.key_fingerprint }),
     )
     .await?;
-    commit_change(&state, tx, &p.org_id).await?;
+    state.commit_catalog_change(tx, &p.org_id).await?;
     Ok(Json((&row).into()))
 }
 
@@ -499,20 +498,6 @@ pub async fn delete(
         json!({ "integration_id": id }),
     )
     .await?;
-    commit_change(&state, tx, &p.org_id).await?;
+    state.commit_catalog_change(tx, &p.org_id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Commit a change to the organization's catalogue (its integrations or
-/// its routing policy) and make every instance's dispatcher read it again:
-/// this one at once, the others on the signal sent with the commit.
-pub(crate) async fn commit_change(
-    state: &AppState,
-    tx: store::Tx,
-    org_id: &str,
-) -> Result<(), ApiError> {
-    let signal = Signal::CatalogChanged(org_id.to_string());
-    state.signals.commit_with(tx, signal).await?;
-    state.dispatcher.forget_catalog(org_id);
-    Ok(())
 }

@@ -2,10 +2,12 @@
 
 pub mod agent_test;
 pub mod agents;
+pub mod alerts;
 pub mod analytics;
 pub mod api_keys;
 pub mod audit_logs;
 pub mod auth;
+pub mod budgets;
 pub mod connectivity;
 pub mod gateway;
 pub mod integrations;

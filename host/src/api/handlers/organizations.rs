@@ -469,6 +469,6 @@ pub async fn set_routing_policy(
         json!({ "router": req.router }),
     )
     .await?;
-    super::integrations::commit_change(&state, tx, &id).await?;
+    state.commit_catalog_change(tx, &id).await?;
     Ok(Json(req))
 }

@@ -84,6 +84,7 @@ pub(super) fn dispatch_status(kind: DispatchKind) -> StatusCode {
     match kind {
         DispatchKind::NoCandidate | DispatchKind::Storage => StatusCode::SERVICE_UNAVAILABLE,
         DispatchKind::PluginBusy => StatusCode::TOO_MANY_REQUESTS,
+        DispatchKind::BudgetExceeded => StatusCode::PAYMENT_REQUIRED,
         DispatchKind::InvalidRequest | DispatchKind::ContentFiltered => StatusCode::BAD_REQUEST,
         DispatchKind::RouterFailed
         | DispatchKind::AllAttemptsFailed
@@ -140,6 +141,7 @@ mod tests {
             DispatchKind::InvalidRequest,
             DispatchKind::ContentFiltered,
             DispatchKind::StreamInterrupted,
+            DispatchKind::BudgetExceeded,
         ] {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }
@@ -174,6 +176,10 @@ mod tests {
         assert_eq!(
             dispatch_status(DispatchKind::ContentFiltered),
             StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            dispatch_status(DispatchKind::BudgetExceeded),
+            StatusCode::PAYMENT_REQUIRED
         );
     }
 }

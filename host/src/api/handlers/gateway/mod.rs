@@ -12,8 +12,9 @@
 //! credentials, 403 below `task_executor`, 404 for a model no active
 //! integration offers, 415/400/422 for bad input, and for a dispatch that
 //! found no answer 503 (`no_candidate`), 502 (`all_attempts_failed`,
-//! `router_failed`) or 400 (`invalid_request`, `content_filtered`), the code
-//! being the dispatch error's kind. Once a stream has started, a failure is
+//! `router_failed`), 400 (`invalid_request`, `content_filtered`) or 402
+//! (`budget_exceeded`: every planned call could pass a hard budget), the
+//! code being the dispatch error's kind. Once a stream has started, a failure is
 //! sent as a final `data: {"error": {…}}` event instead.
 //!
 //! Streaming: the response (status, headers, the role chunk) is held back
@@ -253,7 +254,9 @@ fn offered(catalog: &Catalog, model: &str) -> bool {
                  ("x-vel-task-id" = String, description = "The task recording this request")),
          content((ChatCompletion = "application/json"), (String = "text/event-stream"))),
         (status = 400, description = "Malformed body, or the provider refused the request", body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 402, description = "`budget_exceeded`: every planned call could pass a hard budget, so no provider was called", body = ErrorBody),
+        (status = 403, body = ErrorBody),
         (status = 404, description = "No active integration offers the model", body = ErrorBody),
         (status = 422, body = ErrorBody),
         (status = 429, description = "The credential or the organization has its share of requests in flight", body = ErrorBody),
@@ -314,7 +317,11 @@ pub async fn chat_completions(
         });
     }
     let id = new_id();
-    let job = request.to_job(&id, &p.org_id, 1, 0);
+    let mut job = request.to_job(&id, &p.org_id, 1, 0);
+    job.spender.user_id = Some(p.user_id.clone());
+    if let Credential::ApiKey { id } = &p.credential {
+        job.spender.api_key_id = Some(id.clone());
+    }
     let recording = Recording {
         _slot: slot,
         usage: state.usage.clone(),
