@@ -3,7 +3,7 @@
 //! task failed with that kind), its spend is exact to the nano-dollar, its
 //! thresholds alert once per period, and it holds across two instances
 //! under concurrency; bad input changes nothing; other tenants see
-//! nothing of it.
+//! nothing of it. A latency spike in usage raises one anomaly alert.
 //!
 //! On the mock provider ($0.0001 per 1,000 prompt tokens, $0.0002 per
 //! 1,000 completion tokens; one token per word) a `hello` prompt answered
@@ -288,3 +288,131 @@ dual_backend_tests!(
     a_hard_budget_refuses_before_the_call_and_alerts_once,
     a_budget_holds_across_two_instances_under_concurrency,
 );
+
+/// Usage minutes written straight into the database, as if an
+/// organization's provider had served 20 requests a minute for half an
+/// hour at 100 ms and then, in `spike`, at 800 ms; then the anomaly
+/// check is made to look at the last minutes again.
+async fn steady_then_slow(s: &Server, org_id: &str, spike: i64) {
+    use sqlx::Connection;
+    use vel::analytics::buckets::Counts;
+    use vel::analytics::latency::Latency;
+    use vel::orchestrator::state::TaskSource;
+    use vel::store::usage_buckets::{self, BucketRow, Resolution};
+    sqlx::any::install_default_drivers();
+    let mut db = sqlx::AnyConnection::connect(&s.database_url).await.unwrap();
+    let rows: Vec<BucketRow> = (0..=30)
+        .map(|i| {
+            let start = spike - (30 - i) * 60_000;
+            let ms = if start == spike {
+                800
+            } else {
+                100 + (i as u64 % 4)
+            };
+            let mut latency = Latency::default();
+            (0..20).for_each(|_| latency.add(Duration::from_millis(ms)));
+            BucketRow {
+                org_id: org_id.to_string(),
+                resolution: Resolution::Minute,
+                bucket_start: start,
+                provider: "mock".into(),
+                model: "echo".into(),
+                agent_id: String::new(),
+                source: TaskSource::Gateway,
+                counts: Counts {
+                    requests: 20,
+                    completed: 20,
+                    ..Counts::default()
+                },
+                latency: latency.encode(),
+                created_at: start,
+            }
+        })
+        .collect();
+    usage_buckets::insert(&mut db, &rows).await.unwrap();
+    rewind_anomaly_check(&mut db).await;
+    db.close().await.unwrap();
+}
+
+/// Make the anomaly check look at the last ten finished minutes again.
+async fn rewind_anomaly_check(db: &mut sqlx::AnyConnection) {
+    sqlx::query("UPDATE jobs SET watermark = 0 WHERE name = 'anomaly_minutes'")
+        .execute(db)
+        .await
+        .unwrap();
+}
+
+/// Wait until the anomaly check has looked at the minute starting at `minute`.
+async fn anomaly_check_caught_up(s: &Server, minute: i64) {
+    use sqlx::Connection;
+    let mut db = sqlx::AnyConnection::connect(&s.database_url).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let watermark: i64 =
+            sqlx::query_scalar("SELECT watermark FROM jobs WHERE name = 'anomaly_minutes'")
+                .fetch_one(&mut db)
+                .await
+                .unwrap();
+        if watermark > minute {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the anomaly check did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    db.close().await.unwrap();
+}
+
+async fn a_latency_spike_raises_one_anomaly_alert(b: Backend) {
+    let s = Server::start_with(b, &[("VEL_USAGE_ROLLUP_INTERVAL_MS", "100")]).await;
+    let admin = s.admin_token().await;
+    let org = s.get("/api/users/me", &admin).await.expect(200).body["org_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The last minute the check looks at: it waits two minutes after a
+    // minute ends.
+    let now = chrono::Utc::now().timestamp_millis();
+    let spike = (now - 120_000) - (now - 120_000).rem_euclid(60_000) - 60_000;
+    steady_then_slow(&s, &org, spike).await;
+    anomaly_check_caught_up(&s, spike).await;
+
+    let alerts = s
+        .get("/api/alerts?kind=anomaly", &admin)
+        .await
+        .expect(200)
+        .body;
+    let items = alerts["items"].as_array().unwrap();
+    // The spike alone: the steady minutes before it raised nothing.
+    assert_eq!(items.len(), 1, "{alerts}");
+    assert_eq!(items[0]["subject"], "mock/latency_p95_ms");
+    let value = items[0]["details"]["value"].as_f64().unwrap();
+    assert!((value - 800.0).abs() <= 8.0, "{value}");
+    assert!(items[0]["details"]["threshold"].as_f64().unwrap() < 200.0);
+
+    // Looked at again, within its cool-down: no second alert.
+    {
+        use sqlx::Connection;
+        let mut db = sqlx::AnyConnection::connect(&s.database_url).await.unwrap();
+        rewind_anomaly_check(&mut db).await;
+        db.close().await.unwrap();
+    }
+    anomaly_check_caught_up(&s, spike).await;
+    let again = s
+        .get("/api/alerts?kind=anomaly", &admin)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(again["items"].as_array().unwrap().len(), 1, "{again}");
+
+    // Another tenant sees nothing of it.
+    let (_, other) = s.tenant(&admin, "calm").await;
+    assert_eq!(
+        s.get("/api/alerts", &other).await.expect(200).body["items"],
+        json!([])
+    );
+}
+
+dual_backend_tests!(a_latency_spike_raises_one_anomaly_alert);

@@ -12,8 +12,11 @@
 //! buckets with a stated relative error. A roll-up ([`rollup`]) merges
 //! minutes into hours and hours into days, once across all instances, and
 //! deletes minutes and hours past their retention; readers take each period
-//! at the coarsest resolution that holds it.
+//! at the coarsest resolution that holds it. The same background pass
+//! compares each finished minute with the hour before it and raises
+//! [`anomaly`] alerts.
 
+pub mod anomaly;
 pub mod buckets;
 pub mod latency;
 pub mod rollup;

@@ -87,7 +87,8 @@ const DAYS: Level = Level {
     step: DAY_MS,
 };
 
-/// Run a pass every `config.interval` for as long as the process lives.
+/// Run a pass, then the anomaly check (`super::anomaly`), every
+/// `config.interval` for as long as the process lives.
 pub fn start(db: Db, config: RollupConfig) -> JoinHandle<()> {
     tokio::spawn(
         async move {
@@ -108,6 +109,9 @@ pub fn start(db: Db, config: RollupConfig) -> JoinHandle<()> {
                     Err(e) => {
                         tracing::warn!(error = %e, "usage roll-up failed; retrying next pass")
                     }
+                }
+                if let Err(e) = super::anomaly::pass(&db, now_ms()).await {
+                    tracing::warn!(error = %e, "anomaly check failed; retrying next pass");
                 }
             }
         }

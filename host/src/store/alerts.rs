@@ -90,6 +90,24 @@ pub async fn list(
     .await
 }
 
+/// When the organization's latest alert of `kind` about `subject` was
+/// raised (unix ms), if ever.
+pub async fn latest(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    kind: &str,
+    subject: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT MAX(created_at) FROM alerts WHERE org_id = $1 AND kind = $2 AND subject = $3",
+    )
+    .bind(org_id)
+    .bind(kind)
+    .bind(subject)
+    .fetch_one(conn)
+    .await
+}
+
 /// Mark the alert acknowledged by `user_id` at `now` (once: a second
 /// acknowledgement keeps the first); the alert, `None` when there is none.
 pub async fn acknowledge(

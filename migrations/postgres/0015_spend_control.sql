@@ -38,7 +38,8 @@ CREATE TABLE budget_leases (
     PRIMARY KEY (budget_id, period_start, holder)
 );
 
--- What needs someone's attention: budget thresholds passed, anomalies.
+-- What needs someone's attention: budget thresholds passed, anomalies in
+-- an organization's traffic (`analytics/anomaly.rs`).
 CREATE TABLE alerts (
     id               TEXT PRIMARY KEY,
     org_id           TEXT NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
@@ -51,6 +52,10 @@ CREATE TABLE alerts (
     acknowledged_by  TEXT
 );
 CREATE INDEX alerts_org_time_idx ON alerts (org_id, created_at);
+CREATE INDEX alerts_subject_idx ON alerts (org_id, kind, subject, created_at);
+
+-- The anomaly check looks at each minute once, across all instances.
+INSERT INTO jobs (name) VALUES ('anomaly_minutes');
 
 ALTER TABLE budgets ENABLE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON budgets TO vel_app
