@@ -191,6 +191,24 @@ async fn a_hard_budget_refuses_before_the_call_and_alerts_once(b: Backend) {
         .expect(200);
     assert_eq!(open.body["items"], json!([]));
 
+    // The platform's metrics count the refusals by scope.
+    let metrics = s
+        .http
+        .get(s.url("/metrics"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refusals = metrics
+        .lines()
+        .find(|l| l.starts_with("vel_budget_refusals_total{scope=\"organization\"}"))
+        .unwrap_or_else(|| panic!("no refusal series in {metrics}"));
+    assert!(!refusals.ends_with(" 0"), "{refusals}");
+    assert!(metrics.contains("vel_requests_total{source=\"gateway\",status=\"completed\"}"));
+
     // Another tenant sees none of it and is not limited by it.
     let (_, other) = s.tenant(&admin, "elsewhere").await;
     s.mock_integration(&other, "mock").await;
@@ -223,7 +241,7 @@ async fn a_hard_budget_refuses_before_the_call_and_alerts_once(b: Backend) {
 }
 
 async fn a_budget_holds_across_two_instances_under_concurrency(b: Backend) {
-    let s = Server::start(b).await;
+    let s = Server::start_with(b, &[("VEL_METRICS_ORG_LABEL", "true")]).await;
     let admin = s.admin_token().await;
     s.mock_integration(&admin, "mock").await;
     // Four keys, so that no key reaches its in-flight share on an instance.
@@ -282,6 +300,28 @@ async fn a_budget_holds_across_two_instances_under_concurrency(b: Backend) {
         1,
         "one alert for 50 % although two instances wrote: {alerts}"
     );
+    // With the organization as a label, each instance shows the room it
+    // sees in the budget, and what its tenants' requests did.
+    let metrics = s
+        .http
+        .get(s.url("/metrics"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let budget_id = b["id"].as_str().unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "vel_budget_remaining_usd{{org_id=\"{org}\",budget_id=\"{budget_id}\",scope=\"organization\",period=\"month\"}}"
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!(
+        "vel_requests_total{{org_id=\"{org}\",source=\"gateway\",status=\"completed\"}}"
+    )));
 }
 
 dual_backend_tests!(

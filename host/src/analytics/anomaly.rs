@@ -152,7 +152,8 @@ pub enum AnomalyError {
 /// alerts raised.
 pub async fn pass(db: &Db, now: i64) -> Result<usize, AnomalyError> {
     let horizon = floor(now - CHECK_DELAY_MS, MINUTE_MS);
-    let mut raised = 0;
+    let mut count = 0;
+    let mut raised = Vec::new();
     loop {
         let mut tx = db.platform().await?;
         let watermark = jobs::watermark(&mut tx, ANOMALY_JOB).await?;
@@ -199,11 +200,15 @@ pub async fn pass(db: &Db, now: i64) -> Result<usize, AnomalyError> {
             )
             .await?;
             tracing::warn!(org_id = %finding.org_id, subject = %finding.subject, "{}", finding.message);
-            raised += 1;
+            raised.push(finding.org_id.clone());
         }
         tx.commit().await?;
+        for org_id in raised.drain(..) {
+            super::metrics::count_alert(&org_id, "anomaly");
+            count += 1;
+        }
     }
-    Ok(raised)
+    Ok(count)
 }
 
 /// The anomalies of `minute` among `rows` (that minute and its history).

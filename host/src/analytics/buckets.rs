@@ -183,8 +183,10 @@ pub struct Buckets {
 }
 
 impl Buckets {
-    /// Count `sample` in its minute's bucket.
+    /// Count `sample` in its minute's bucket (and in this instance's
+    /// Prometheus counters, [`super::metrics`]).
     pub fn add(&mut self, sample: &Sample) {
+        super::metrics::count(sample);
         let key = Key {
             org_id: sample.org_id.clone(),
             start: floor(sample.finished_at, MINUTE_MS),

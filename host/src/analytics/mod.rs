@@ -19,5 +19,6 @@
 pub mod anomaly;
 pub mod buckets;
 pub mod latency;
+pub mod metrics;
 pub mod rollup;
 pub mod service;

@@ -26,7 +26,8 @@
 //! instances (`alerted` moves only from the value read): an alert record,
 //! an audit entry and a log line.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,8 +35,10 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use super::Budget;
+use crate::analytics::metrics;
 use crate::audit;
 use crate::money::Money;
+use crate::plugins::stats::{escape_label, family};
 use crate::store::alerts::{self, AlertRow};
 use crate::store::{Db, budgets as store, new_id, now_ms};
 
@@ -166,6 +169,8 @@ struct Inner {
     settings: LedgerSettings,
     accounts: Mutex<HashMap<Key, Account>>,
     dirty: Notify,
+    /// Calls refused, by organization (when a metrics label) and scope.
+    refusals: Mutex<BTreeMap<(Option<String>, &'static str), u64>>,
 }
 
 /// Money set aside for one call in the budgets that apply to it; settle it
@@ -235,6 +240,7 @@ impl Ledger {
                 settings,
                 accounts: Mutex::new(HashMap::new()),
                 dirty: Notify::new(),
+                refusals: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -373,6 +379,14 @@ impl Ledger {
                 // plus what this instance's lease has free.
                 room.max(0) + a.available().max(0)
             });
+            let org = metrics::org_label().then(|| budget.org_id.clone());
+            *self
+                .inner
+                .refusals
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry((org, budget.scope.as_str()))
+                .or_default() += 1;
             return Err(Refused {
                 budget_id: budget.id.clone(),
                 scope: budget.scope.as_str(),
@@ -433,6 +447,68 @@ impl Ledger {
                 })
             })
             .min()
+    }
+
+    /// Append this instance's budget families in the Prometheus text
+    /// format: refusals by scope, and (when series carry the organization)
+    /// each hard budget's room left as this instance sees it.
+    pub fn render_prometheus(&self, out: &mut String) {
+        let refusals: Vec<((Option<String>, &'static str), u64)> = self
+            .inner
+            .refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        family(
+            out,
+            "vel_budget_refusals_total",
+            "counter",
+            "Provider calls refused because they could pass a hard budget, by the budget's scope.",
+        );
+        for ((org, scope), n) in refusals {
+            out.push_str("vel_budget_refusals_total{");
+            if let Some(org) = org {
+                out.push_str("org_id=\"");
+                escape_label(&org, out);
+                out.push_str("\",");
+            }
+            let _ = writeln!(out, "scope=\"{scope}\"}} {n}");
+        }
+        if !metrics::org_label() {
+            return;
+        }
+        let mut rows: Vec<(Arc<Budget>, Money)> = {
+            let accounts = self.lock();
+            accounts
+                .values()
+                .filter(|a| a.budget.hard)
+                .map(|a| {
+                    let left = a.room_outside.nanos() + a.available().max(0);
+                    (a.budget.clone(), Money::from_nanos(left))
+                })
+                .collect()
+        };
+        rows.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        family(
+            out,
+            "vel_budget_remaining_usd",
+            "gauge",
+            "Room left in each hard budget's current period, as this instance last saw it.",
+        );
+        for (b, left) in rows {
+            out.push_str("vel_budget_remaining_usd{org_id=\"");
+            escape_label(&b.org_id, out);
+            out.push_str("\",budget_id=\"");
+            escape_label(&b.id, out);
+            let _ = writeln!(
+                out,
+                "\",scope=\"{}\",period=\"{}\"}} {left}",
+                b.scope.as_str(),
+                b.period.as_str()
+            );
+        }
     }
 
     /// Write settled spend, renew and hand back leases, raise alerts: every
@@ -567,6 +643,7 @@ impl Ledger {
         };
         tx.commit().await?;
         for fraction in raised {
+            metrics::count_alert(&budget.org_id, "budget_threshold");
             tracing::warn!(
                 org_id = %budget.org_id,
                 budget_id = %budget.id,

@@ -92,6 +92,10 @@ pub struct Config {
     /// (the offline built-in provider) so tasks run out of the box
     /// (`VEL_DEMO_MOCK`, default true).
     pub demo_mock: bool,
+    /// Label `/metrics` series of finished work, alerts and budgets with
+    /// the organization (`VEL_METRICS_ORG_LABEL`, default false: one series
+    /// per tenant can be many).
+    pub metrics_org_label: bool,
     /// Task execution settings.
     pub tasks: TaskConfig,
     /// Plugin registry settings.
@@ -322,6 +326,7 @@ struct FileConfig {
     plugin_cache_dir: Option<String>,
     log: Option<String>,
     demo_mock: Option<bool>,
+    metrics_org_label: Option<bool>,
     max_unfinished_tasks: Option<u32>,
     task_workers: Option<u32>,
     workflow_workers: Option<u32>,
@@ -556,6 +561,7 @@ impl Config {
                 .or_else(|| env("RUST_LOG"))
                 .unwrap_or_else(|| "info".to_string()),
             demo_mock: src.get("VEL_DEMO_MOCK", file.demo_mock, true)?,
+            metrics_org_label: src.get("VEL_METRICS_ORG_LABEL", file.metrics_org_label, false)?,
             tasks: TaskConfig {
                 max_unfinished_per_user: src.get(
                     "VEL_MAX_UNFINISHED_TASKS",

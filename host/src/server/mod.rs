@@ -102,6 +102,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         },
     );
     dispatcher.ledger().start();
+    crate::analytics::metrics::set_org_label(config.metrics_org_label);
     let signals = Signals::new(db.backend(), db.origin());
     signals.listen(&config.database_url);
     dispatcher.follow_changes(&signals);

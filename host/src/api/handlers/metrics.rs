@@ -1,7 +1,10 @@
 //! `GET /metrics`: this instance's metrics in the Prometheus text format
-//! 0.0.4 — build and uptime, database connections, and per plugin version
-//! calls, errors, limit hits and call durations. Platform admins only: the
-//! labels name tenants' plugins and organization ids.
+//! 0.0.4 — build and uptime, database connections, per plugin version
+//! calls, errors, limit hits and call durations, finished requests and
+//! tasks with their tokens and cost, alerts, and budget refusals (and,
+//! with `VEL_METRICS_ORG_LABEL`, per organization and each budget's room).
+//! Platform admins only: the labels name tenants' plugins and organization
+//! ids.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -33,6 +36,8 @@ pub async fn metrics(
     let (size, idle) = state.db.connections();
     render_database(&mut out, size, idle);
     state.plugins.stats().render_prometheus(&mut out);
+    crate::analytics::metrics::render(&mut out);
+    state.dispatcher.ledger().render_prometheus(&mut out);
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], out))
 }
 
