@@ -10,6 +10,7 @@ use vel_runtime::types::{Candidate, ModelInfo, TaskType};
 use vel_runtime::{Limits, PluginInfo, ProviderCall, Secret};
 
 use super::cost::Prices;
+use super::dispatch::StreamFailover;
 use super::observed::Observed;
 use crate::plugins::Plugins;
 use crate::plugins::registry::{Deployed, Owner};
@@ -43,6 +44,9 @@ pub struct Catalog {
     pub targets: Vec<Target>,
     /// The organization's routing policy (router plugin), if it set one.
     pub routing_policy: Option<String>,
+    /// The organization's stream failover mode, if it set one (a request's
+    /// `X-Vel-Stream-Failover` wins over it).
+    pub stream_failover: Option<StreamFailover>,
 }
 
 impl Catalog {
@@ -53,7 +57,7 @@ impl Catalog {
     pub async fn load(db: &Db, plugins: &Plugins, org_id: &str) -> Result<Catalog, sqlx::Error> {
         let mut tx = db.tenant_read(org_id).await?;
         let rows = store::integrations::list(&mut tx, org_id).await?;
-        let routing_policy = store::organizations::routing_policy(&mut tx, org_id).await?;
+        let settings = store::organizations::dispatch_settings(&mut tx, org_id).await?;
         tx.commit().await?;
         let targets = rows
             .into_iter()
@@ -85,7 +89,8 @@ impl Catalog {
             .collect();
         Ok(Catalog {
             targets,
-            routing_policy,
+            routing_policy: settings.routing_policy,
+            stream_failover: settings.stream_failover,
         })
     }
 
