@@ -1127,6 +1127,59 @@ async fn a_stream_continues_by_the_organizations_default_with_prefill_or_an_inst
     );
 }
 
+/// `continue` across a fallback to another kind of provider: the first
+/// integration (`anthropic`, with prefill) fails after each part it sends,
+/// its retries each continue the text sent so far as a prefill, and the
+/// fallback (`openai-compatible`, without prefill) is given all of it with
+/// the instruction and finishes the answer. The SDK assembles the whole
+/// answer once; the record holds exactly that.
+async fn a_stream_continues_on_a_fallback_of_another_kind(b: Backend) {
+    let claude = MockUpstream::start().await;
+    claude.set_default(Fault::ErrorMidStream { after_chunks: 2 });
+    let openai = MockUpstream::start().await;
+    let s = Server::start_with(b, &[("VEL_RETRY_BASE_MS", "1")]).await;
+    let admin = s.admin_token().await;
+    // Offers gpt-4o-mini too (its default model), so the plan has both.
+    s.integration(
+        &admin,
+        json!({ "name": "primary", "provider": "anthropic", "base_url": claude.base_url(),
+                "default_model": "gpt-4o-mini", "api_key": "sk-ant-gateway-test-0123456789",
+                "timeout_ms": 10_000 }),
+    )
+    .await;
+    integration(&s, &admin, "secondary", &openai).await;
+    let key = api_key(&s, &admin, "task_executor").await;
+
+    let prompt = "one two three four five six seven eight nine ten eleven twelve \
+                  thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty";
+    let whole = expected_answer(prompt);
+    let out = sdk_stream(&s, &key, "continue", prompt, "gpt-4o-mini").await;
+    assert_eq!(out["error"], Value::Null, "{out}");
+    assert_eq!(out["provider"], "primary", "{out}");
+    let parts = sdk_parts(&out);
+    assert_eq!(parts.concat(), whole, "{out}");
+    assert_eq!(parts.len() as u64, count_tokens(&whole), "{out}");
+
+    let task = s
+        .recorded_task(&admin, out["task_id"].as_str().unwrap())
+        .await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["result"]["text"], parts.concat(), "{task}");
+    let attempts = task["attempts"].as_array().unwrap();
+    let tried = claude.requests().len();
+    assert!(tried >= 2, "the primary was not retried: {task}");
+    assert_eq!(attempts.len(), tried + 1, "{task}");
+    assert_eq!(attempts.last().unwrap()["provider"], "secondary", "{task}");
+    // Each retry of the primary continued the text sent before it…
+    let sent_by_primary: String = parts[..2 * tried].concat();
+    assert_eq!(
+        continuation_shape(&claude, &parts[..2 * (tried - 1)].concat()),
+        "prefill"
+    );
+    // …and the fallback got all of it with the instruction.
+    assert_eq!(continuation_shape(&openai, &sent_by_primary), "instruction");
+}
+
 /// On PostgreSQL, an organization's new default reaches another instance
 /// by the catalogue's change signal, well before the catalogue's reuse
 /// bound (10 s) would have expired it.
@@ -1178,6 +1231,7 @@ async fn the_organizations_default_reaches_other_instances_by_signal() {
 }
 
 dual_backend_tests!(
+    a_stream_continues_on_a_fallback_of_another_kind,
     a_stream_continues_by_the_organizations_default_with_prefill_or_an_instruction,
     a_stream_falls_back_unseen_before_its_first_text,
     a_stream_cut_after_its_text_fails_cleanly,
