@@ -974,6 +974,45 @@ async fn test_a_stream_cut_midway_fails_or_continues(b: Backend) {
     assert_eq!(list.body["total"], 4, "{}", list.body);
 }
 
+/// A streamed task whose first provider fails before sending any text falls
+/// back as a plain one does, whatever the mode: its deltas are the
+/// fallback's alone, and they assemble to the stored result.
+async fn test_a_task_stream_falls_back_unseen_before_its_first_text(b: Backend) {
+    let s = Server::start_with(b, &[("VEL_RETRY_BASE_MS", "1")]).await;
+    let admin = s.admin_token().await;
+    let failing = MockUpstream::start().await;
+    failing.set_default(Fault::ErrorMidStream { after_chunks: 0 });
+    let healthy = MockUpstream::start().await;
+    upstream(&s, &admin, "primary", &failing).await;
+    upstream(&s, &admin, "secondary", &healthy).await;
+    let prompt = "nothing lost";
+    let id = submit(
+        &s,
+        &admin,
+        json!({ "description": "early", "prompt": prompt, "stream": true, "cache": false,
+                "parameters": { "model": "gpt-4o-mini" } }),
+    )
+    .await;
+    let task = finished(&s, &admin, &id).await;
+    let evs = events(&s, &admin, &id, None).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["provider"], "secondary", "{task}");
+    let text = format!("echo: {prompt}");
+    assert_eq!(task["result"]["text"], text.as_str(), "{task}");
+    assert_eq!(assembled(&evs), text, "{evs:?}");
+    assert!(
+        !failing.requests().is_empty(),
+        "the primary was never tried"
+    );
+    let last = task["attempts"].as_array().unwrap().last().unwrap()["seq"].clone();
+    assert!(
+        evs.iter()
+            .filter(|e| e.event == "delta")
+            .all(|e| e.data["attempt"] == last),
+        "a delta of a failed attempt: {evs:?}"
+    );
+}
+
 /// A task stream on a provider with assistant prefill (`anthropic`),
 /// continued by the organization's default: the retry gets the text sent
 /// as the trailing assistant turn, and the deltas assemble to the stored
@@ -1274,6 +1313,7 @@ dual_backend_tests!(
     test_unrecorded_run_is_rescued_while_the_server_lives,
     test_a_stream_cut_midway_fails_or_continues,
     test_a_task_stream_continues_with_prefill,
+    test_a_task_stream_falls_back_unseen_before_its_first_text,
 );
 
 /// Two instances on one PostgreSQL: tasks submitted to an API-only
