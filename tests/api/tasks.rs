@@ -1016,9 +1016,10 @@ async fn test_a_task_stream_falls_back_unseen_before_its_first_text(b: Backend) 
 /// A task stream on a provider with assistant prefill (`anthropic`),
 /// continued by the organization's default: the retry gets the text sent
 /// as the trailing assistant turn, and the deltas assemble to the stored
-/// result once.
+/// result once. A built-in's stored manifest from before it declared the
+/// capability is brought up to date when the server starts.
 async fn test_a_task_stream_continues_with_prefill(b: Backend) {
-    let s = Server::start_with(b, &[("VEL_RETRY_BASE_MS", "1")]).await;
+    let mut s = Server::start_with(b, &[("VEL_RETRY_BASE_MS", "1")]).await;
     let admin = s.admin_token().await;
     let claude = MockUpstream::start().await;
     s.integration(
@@ -1043,6 +1044,27 @@ async fn test_a_task_stream_continues_with_prefill(b: Backend) {
     assert_eq!(task["status"], "completed", "{task}");
     assert_eq!(task["result"]["text"], text.as_str(), "{task}");
     assert_eq!(assembled(&evs), text, "{evs:?}");
+    assert_eq!(continuation_shape(&claude, "echo: alpha"), "prefill");
+
+    owner_sql(
+        &s,
+        &["UPDATE plugin_versions SET manifest = \
+           replace(manifest, 'assistant_prefill = true', 'assistant_prefill = false') \
+           WHERE manifest LIKE '%assistant_prefill = true%'"],
+    )
+    .await;
+    s.kill();
+    s.restart();
+    claude.push(Fault::ErrorMidStream { after_chunks: 2 });
+    let id = submit(
+        &s,
+        &admin,
+        json!({ "description": "cut again", "prompt": prompt, "stream": true, "cache": false,
+                "parameters": { "model": "claude/claude-3-5-sonnet" } }),
+    )
+    .await;
+    let task = finished(&s, &admin, &id).await;
+    assert_eq!(task["result"]["text"], text.as_str(), "{task}");
     assert_eq!(continuation_shape(&claude, "echo: alpha"), "prefill");
 }
 
