@@ -179,6 +179,8 @@ async fn openapi_covers_every_endpoint(b: Backend) {
         ("/v1/models", "get"),
         ("/api/agents/{id}/test", "post"),
         ("/api/organizations/{id}/routing-policy", "put"),
+        ("/api/organizations/{id}/stream-failover", "get"),
+        ("/api/organizations/{id}/stream-failover", "put"),
         ("/api/plugins", "post"),
         ("/api/plugins", "get"),
         ("/api/plugins/{name}", "get"),

@@ -856,15 +856,57 @@ async fn two_upstreams(
     (admin, key)
 }
 
-/// Whether some request `mock` received ends with the assistant's partial
-/// turn `text`.
-fn continued(mock: &MockUpstream, text: &str) -> bool {
-    mock.requests().iter().any(|r| {
-        r.body
-            .as_ref()
-            .and_then(|b| b["messages"].as_array()?.last().cloned())
-            .is_some_and(|m| m["role"] == "assistant" && m["content"] == text)
-    })
+/// How the last request `mock` received asked to continue `text`:
+/// `prefill` when its conversation ends with the assistant's partial turn
+/// `text`, `instruction` when that turn is followed by a user turn asking
+/// to continue without repeating, `none` otherwise.
+pub(crate) fn continuation_shape(mock: &MockUpstream, text: &str) -> &'static str {
+    let requests = mock.requests();
+    let Some(messages) = requests
+        .last()
+        .and_then(|r| r.body.as_ref()?["messages"].as_array().cloned())
+    else {
+        return "none";
+    };
+    let partial = |m: &Value| m["role"] == "assistant" && m["content"] == text;
+    match messages.as_slice() {
+        [.., last] if partial(last) => "prefill",
+        [.., turn, ask]
+            if partial(turn)
+                && ask["role"] == "user"
+                && ask["content"].as_str().is_some_and(|t| {
+                    t.starts_with("Your previous reply was cut off") && t.contains("do not repeat")
+                }) =>
+        {
+            "instruction"
+        }
+        _ => "none",
+    }
+}
+
+/// The text chunks the SDK received.
+fn sdk_parts(out: &Value) -> Vec<String> {
+    out["parts"]
+        .as_array()
+        .expect("parts")
+        .iter()
+        .map(|p| p.as_str().expect("a text part").to_string())
+        .collect()
+}
+
+/// Set the organization's stream failover default (`None`: unset).
+pub(crate) async fn set_org_failover(s: &Server, admin: &str, mode: Option<&str>) {
+    let me = s.get("/api/users/me", admin).await.expect(200);
+    let org_id = me.body["org_id"].as_str().expect("org id");
+    let set = s
+        .put(
+            &format!("/api/organizations/{org_id}/stream-failover"),
+            admin,
+            json!({ "mode": mode }),
+        )
+        .await
+        .expect(200);
+    assert_eq!(set.body["mode"], json!(mode), "{}", set.body);
 }
 
 /// An attempt that fails before sending any text is invisible: the answer
@@ -1004,10 +1046,9 @@ async fn a_stream_cut_after_its_text_continues(b: Backend) {
         count_tokens(&expected_answer(prompt)) as usize,
         "{out}"
     );
-    assert!(
-        continued(&cutting, "echo: alpha"),
-        "the retry was not asked to continue"
-    );
+    // OpenAI has no assistant prefill: the text sent is the assistant's
+    // turn, then a user turn asks to continue it.
+    assert_eq!(continuation_shape(&cutting, "echo: alpha"), "instruction");
     let task = s
         .recorded_task(&admin, out["task_id"].as_str().unwrap())
         .await;
@@ -1015,7 +1056,183 @@ async fn a_stream_cut_after_its_text_continues(b: Backend) {
     assert_eq!(task["result"]["text"], parts.concat(), "{task}");
 }
 
+/// The organization's default applies when a request has no
+/// `X-Vel-Stream-Failover` header, and the header wins over it. A provider
+/// with assistant prefill (`anthropic`) gets the text sent as the trailing
+/// assistant turn, one without (`openai-compatible`) gets it with an
+/// instruction to continue; either way the SDK assembles the whole answer
+/// once, and the record holds exactly that.
+async fn a_stream_continues_by_the_organizations_default_with_prefill_or_an_instruction(
+    b: Backend,
+) {
+    let claude = MockUpstream::start().await;
+    let openai = MockUpstream::start().await;
+    let s = Server::start_with(b, &[("VEL_RETRY_BASE_MS", "1")]).await;
+    let admin = s.admin_token().await;
+    s.integration(
+        &admin,
+        json!({ "name": "claude", "provider": "anthropic", "base_url": claude.base_url(),
+                "default_model": "claude-3-5-sonnet", "api_key": "sk-ant-gateway-test-0123456789",
+                "timeout_ms": 10_000 }),
+    )
+    .await;
+    integration(&s, &admin, "primary", &openai).await;
+    let key = api_key(&s, &admin, "task_executor").await;
+    set_org_failover(&s, &admin, Some("continue")).await;
+
+    let prompt = "alpha beta gamma delta epsilon zeta";
+    let whole = expected_answer(prompt);
+    for (mock, model, shape) in [
+        (&claude, "claude/claude-3-5-sonnet", "prefill"),
+        (&openai, PINNED, "instruction"),
+    ] {
+        mock.push(Fault::ErrorMidStream { after_chunks: 2 });
+        let out = sdk_stream(&s, &key, "", prompt, model).await;
+        assert_eq!(out["error"], Value::Null, "{model}: {out}");
+        let parts = sdk_parts(&out);
+        assert_eq!(parts.concat(), whole, "{model}: {out}");
+        // One chunk per word: nothing was sent twice.
+        assert_eq!(parts.len() as u64, count_tokens(&whole), "{model}: {out}");
+        assert_eq!(continuation_shape(mock, "echo: alpha"), shape, "{model}");
+        let task = s
+            .recorded_task(&admin, out["task_id"].as_str().unwrap())
+            .await;
+        assert_eq!(task["status"], "completed", "{task}");
+        assert_eq!(task["result"]["text"], parts.concat(), "{task}");
+        assert_eq!(task["attempts"].as_array().unwrap().len(), 2, "{task}");
+    }
+
+    // The header wins over the organization's default.
+    openai.push(Fault::ErrorMidStream { after_chunks: 2 });
+    let out = sdk_stream(&s, &key, "fail", prompt, PINNED).await;
+    assert_eq!(sdk_parts(&out), ["echo:", " alpha"], "{out}");
+    assert!(out["error"].is_string(), "{out}");
+    let task = s
+        .recorded_task(&admin, out["task_id"].as_str().unwrap())
+        .await;
+    assert_eq!(task["status"], "failed", "{task}");
+    assert_eq!(task["partial_output"], "echo: alpha", "{task}");
+
+    // Unset, the built-in default (`fail`) applies again, at once.
+    set_org_failover(&s, &admin, None).await;
+    openai.push(Fault::ErrorMidStream { after_chunks: 2 });
+    let before = openai.requests().len();
+    let out = sdk_stream(&s, &key, "", prompt, PINNED).await;
+    assert_eq!(sdk_parts(&out), ["echo:", " alpha"], "{out}");
+    assert!(out["error"].is_string(), "{out}");
+    assert_eq!(
+        openai.requests().len(),
+        before + 1,
+        "a failed stream was retried"
+    );
+}
+
+/// `continue` across a fallback to another kind of provider: the first
+/// integration (`anthropic`, with prefill) fails after each part it sends,
+/// its retries each continue the text sent so far as a prefill, and the
+/// fallback (`openai-compatible`, without prefill) is given all of it with
+/// the instruction and finishes the answer. The SDK assembles the whole
+/// answer once; the record holds exactly that.
+async fn a_stream_continues_on_a_fallback_of_another_kind(b: Backend) {
+    let claude = MockUpstream::start().await;
+    claude.set_default(Fault::ErrorMidStream { after_chunks: 2 });
+    let openai = MockUpstream::start().await;
+    let s = Server::start_with(b, &[("VEL_RETRY_BASE_MS", "1")]).await;
+    let admin = s.admin_token().await;
+    // Offers gpt-4o-mini too (its default model), so the plan has both.
+    s.integration(
+        &admin,
+        json!({ "name": "primary", "provider": "anthropic", "base_url": claude.base_url(),
+                "default_model": "gpt-4o-mini", "api_key": "sk-ant-gateway-test-0123456789",
+                "timeout_ms": 10_000 }),
+    )
+    .await;
+    integration(&s, &admin, "secondary", &openai).await;
+    let key = api_key(&s, &admin, "task_executor").await;
+
+    let prompt = "one two three four five six seven eight nine ten eleven twelve \
+                  thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty";
+    let whole = expected_answer(prompt);
+    let out = sdk_stream(&s, &key, "continue", prompt, "gpt-4o-mini").await;
+    assert_eq!(out["error"], Value::Null, "{out}");
+    assert_eq!(out["provider"], "primary", "{out}");
+    let parts = sdk_parts(&out);
+    assert_eq!(parts.concat(), whole, "{out}");
+    assert_eq!(parts.len() as u64, count_tokens(&whole), "{out}");
+
+    let task = s
+        .recorded_task(&admin, out["task_id"].as_str().unwrap())
+        .await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["result"]["text"], parts.concat(), "{task}");
+    let attempts = task["attempts"].as_array().unwrap();
+    let tried = claude.requests().len();
+    assert!(tried >= 2, "the primary was not retried: {task}");
+    assert_eq!(attempts.len(), tried + 1, "{task}");
+    assert_eq!(attempts.last().unwrap()["provider"], "secondary", "{task}");
+    // Each retry of the primary continued the text sent before it…
+    let sent_by_primary: String = parts[..2 * tried].concat();
+    assert_eq!(
+        continuation_shape(&claude, &parts[..2 * (tried - 1)].concat()),
+        "prefill"
+    );
+    // …and the fallback got all of it with the instruction.
+    assert_eq!(continuation_shape(&openai, &sent_by_primary), "instruction");
+}
+
+/// On PostgreSQL, an organization's new default reaches another instance
+/// by the catalogue's change signal, well before the catalogue's reuse
+/// bound (10 s) would have expired it.
+#[tokio::test]
+async fn the_organizations_default_reaches_other_instances_by_signal() {
+    let mock = MockUpstream::start().await;
+    let s = Server::start_with(Backend::Postgres, &[("VEL_RETRY_BASE_MS", "1")]).await;
+    let admin = s.admin_token().await;
+    integration(&s, &admin, "primary", &mock).await;
+    let key = api_key(&s, &admin, "task_executor").await;
+    let other = s.sibling(&[("VEL_RETRY_BASE_MS", "1")]);
+    let prompt = "alpha beta gamma delta";
+    let body = json!({ "model": PINNED, "stream": true,
+                       "messages": [{"role": "user", "content": prompt}] });
+    // The text a raw stream assembled, and whether it ended with an error.
+    let cut_stream = async |server: &Server| {
+        mock.push(Fault::ErrorMidStream { after_chunks: 2 });
+        let text = chat_stream(server, &key, body.clone()).await;
+        let mut assembled = String::new();
+        let mut failed = false;
+        for data in events(&text).iter().filter(|d| *d != "[DONE]") {
+            let chunk: Value = serde_json::from_str(data).unwrap();
+            failed |= chunk.get("error").is_some();
+            if let Some(t) = chunk["choices"][0]["delta"]["content"].as_str() {
+                assembled.push_str(t);
+            }
+        }
+        (assembled, failed)
+    };
+
+    // `other` reads the organization's catalogue now: no default, so fail.
+    let loaded = std::time::Instant::now();
+    assert_eq!(cut_stream(&other).await, ("echo: alpha".to_string(), true));
+    set_org_failover(&s, &admin, Some("continue")).await;
+    // The signal is delivered asynchronously: ask until `other` continues.
+    loop {
+        let (assembled, failed) = cut_stream(&other).await;
+        if !failed {
+            assert_eq!(assembled, expected_answer(prompt));
+            break;
+        }
+        assert_eq!(assembled, "echo: alpha");
+        assert!(
+            loaded.elapsed() < std::time::Duration::from_secs(9),
+            "the other instance did not hear of the new default"
+        );
+    }
+    drop(other);
+}
+
 dual_backend_tests!(
+    a_stream_continues_on_a_fallback_of_another_kind,
+    a_stream_continues_by_the_organizations_default_with_prefill_or_an_instruction,
     a_stream_falls_back_unseen_before_its_first_text,
     a_stream_cut_after_its_text_fails_cleanly,
     a_stream_cut_after_its_text_continues,

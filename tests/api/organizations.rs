@@ -271,7 +271,87 @@ async fn accounts_join_an_organization_only_by_accepting(b: Backend) {
     assert_eq!(audit.body["items"].as_array().unwrap().len(), 1);
 }
 
+/// An organization's stream failover default: read by its members, set by
+/// its org_admin (or a platform admin), checked, audited, and invisible to
+/// other tenants. (What it does to streams: gateway.rs and tasks.rs.)
+async fn stream_failover_default_is_the_org_admins(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let (org_id, owner) = s.tenant(&admin, "acme").await;
+    let (_, other) = s.tenant(&admin, "globex").await;
+    s.post(
+        "/api/users",
+        &admin,
+        json!({ "email": "viewer@acme.test", "password": USER_PASSWORD, "role": "viewer", "org_id": org_id }),
+    )
+    .await
+    .expect(201);
+    let viewer = s.login("viewer@acme.test", USER_PASSWORD).await;
+    let path = format!("/api/organizations/{org_id}/stream-failover");
+
+    let unset = json!({ "mode": null, "effective": "fail" });
+    assert_eq!(s.get(&path, &viewer).await.expect(200).body, unset);
+    let set = s
+        .put(&path, &owner, json!({ "mode": "continue" }))
+        .await
+        .expect(200);
+    assert_eq!(
+        set.body,
+        json!({ "mode": "continue", "effective": "continue" })
+    );
+    assert_eq!(
+        s.get(&path, &viewer).await.expect(200).body["mode"],
+        "continue"
+    );
+
+    s.put(&path, &viewer, json!({ "mode": "fail" }))
+        .await
+        .expect_error(403, "forbidden");
+    s.put(&path, &owner, json!({ "mode": "restart" }))
+        .await
+        .expect_error(422, "validation_failed");
+    s.put(&path, &owner, json!({ "mode": "fail", "extra": 1 }))
+        .await
+        .expect_error(422, "validation_failed");
+    s.get(&path, &other).await.expect_error(404, "not_found");
+    s.put(&path, &other, json!({ "mode": "fail" }))
+        .await
+        .expect_error(404, "not_found");
+    s.put(
+        "/api/organizations/no-such-org/stream-failover",
+        &admin,
+        json!({ "mode": "fail" }),
+    )
+    .await
+    .expect_error(404, "not_found");
+    assert_eq!(
+        s.get(&path, &owner).await.expect(200).body["mode"],
+        "continue"
+    );
+
+    // A platform admin may set it for any organization; null unsets it.
+    let reset = s
+        .put(&path, &admin, json!({ "mode": null }))
+        .await
+        .expect(200);
+    assert_eq!(reset.body, unset);
+    assert_eq!(s.get(&path, &owner).await.expect(200).body, unset);
+
+    let audit = s
+        .get("/api/audit-logs?action=stream_failover_set", &owner)
+        .await
+        .expect(200);
+    let modes: Vec<Value> = audit.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["payload"]["mode"].clone())
+        .collect();
+    assert_eq!(modes, [Value::Null, json!("continue")], "{}", audit.body);
+}
+
 dual_backend_tests!(
+    stream_failover_default_is_the_org_admins,
     organizations_and_members,
     other_tenant_cannot_see_organization,
     accounts_join_an_organization_only_by_accepting

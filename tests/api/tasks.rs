@@ -9,6 +9,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use vel_mock_upstream::{Fault, MockUpstream, count_tokens};
 
+use crate::gateway::{continuation_shape, set_org_failover};
 use crate::support::{Backend, Server};
 
 const KEY: &str = "sk-tasks-test-key-0123456789";
@@ -920,15 +921,43 @@ async fn test_a_stream_cut_midway_fails_or_continues(b: Backend) {
     assert_eq!(task["result"]["text"], text.as_str(), "{task}");
     assert_eq!(assembled(&evs), text, "{evs:?}");
     assert!(!evs.iter().any(|e| e.event == "reset"), "{evs:?}");
-    let last = cutting.requests().pop().expect("the retry");
-    let turn = last.body.as_ref().unwrap()["messages"]
-        .as_array()
-        .unwrap()
-        .last()
-        .cloned()
+    // OpenAI-compatible: no prefill, an instruction to continue.
+    assert_eq!(continuation_shape(&cutting, "echo: alpha"), "instruction");
+
+    // The organization's default applies without the header…
+    set_org_failover(&s, &admin, Some("continue")).await;
+    cutting.push(Fault::ErrorMidStream { after_chunks: 2 });
+    let id = submit(&s, &admin, body.clone()).await;
+    let task = finished(&s, &admin, &id).await;
+    let evs = events(&s, &admin, &id, None).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["result"]["text"], text.as_str(), "{task}");
+    // The whole answer exactly once: a repeat would show (the mock's
+    // OpenAI wire answers a bare partial turn with the whole answer again).
+    assert_eq!(assembled(&evs), text, "{evs:?}");
+    assert_eq!(continuation_shape(&cutting, "echo: alpha"), "instruction");
+    // …and the header wins over it.
+    cutting.push(Fault::ErrorMidStream { after_chunks: 2 });
+    let r = s
+        .http
+        .post(s.url("/api/tasks"))
+        .bearer_auth(&admin)
+        .header("x-vel-stream-failover", "fail")
+        .json(&body)
+        .send()
+        .await
         .unwrap();
-    assert_eq!(turn["role"], "assistant", "{turn}");
-    assert_eq!(turn["content"], "echo: alpha", "{turn}");
+    assert_eq!(r.status().as_u16(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let task = finished(&s, &admin, &id).await;
+    let evs = events(&s, &admin, &id, None).await;
+    assert_eq!(task["status"], "failed", "{task}");
+    assert_eq!(task["error"]["kind"], "stream_interrupted", "{task}");
+    assert_eq!(task["partial_output"], "echo: alpha", "{task}");
+    assert_eq!(assembled(&evs), "echo: alpha", "{evs:?}");
 
     // An unknown mode is refused, and nothing is stored.
     let r = s
@@ -942,7 +971,101 @@ async fn test_a_stream_cut_midway_fails_or_continues(b: Backend) {
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
     let list = s.get("/api/tasks", &admin).await.expect(200);
-    assert_eq!(list.body["total"], 2, "{}", list.body);
+    assert_eq!(list.body["total"], 4, "{}", list.body);
+}
+
+/// A streamed task whose first provider fails before sending any text falls
+/// back as a plain one does, whatever the mode: its deltas are the
+/// fallback's alone, and they assemble to the stored result.
+async fn test_a_task_stream_falls_back_unseen_before_its_first_text(b: Backend) {
+    let s = Server::start_with(b, &[("VEL_RETRY_BASE_MS", "1")]).await;
+    let admin = s.admin_token().await;
+    let failing = MockUpstream::start().await;
+    failing.set_default(Fault::ErrorMidStream { after_chunks: 0 });
+    let healthy = MockUpstream::start().await;
+    upstream(&s, &admin, "primary", &failing).await;
+    upstream(&s, &admin, "secondary", &healthy).await;
+    let prompt = "nothing lost";
+    let id = submit(
+        &s,
+        &admin,
+        json!({ "description": "early", "prompt": prompt, "stream": true, "cache": false,
+                "parameters": { "model": "gpt-4o-mini" } }),
+    )
+    .await;
+    let task = finished(&s, &admin, &id).await;
+    let evs = events(&s, &admin, &id, None).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["provider"], "secondary", "{task}");
+    let text = format!("echo: {prompt}");
+    assert_eq!(task["result"]["text"], text.as_str(), "{task}");
+    assert_eq!(assembled(&evs), text, "{evs:?}");
+    assert!(
+        !failing.requests().is_empty(),
+        "the primary was never tried"
+    );
+    let last = task["attempts"].as_array().unwrap().last().unwrap()["seq"].clone();
+    assert!(
+        evs.iter()
+            .filter(|e| e.event == "delta")
+            .all(|e| e.data["attempt"] == last),
+        "a delta of a failed attempt: {evs:?}"
+    );
+}
+
+/// A task stream on a provider with assistant prefill (`anthropic`),
+/// continued by the organization's default: the retry gets the text sent
+/// as the trailing assistant turn, and the deltas assemble to the stored
+/// result once. A built-in's stored manifest from before it declared the
+/// capability is brought up to date when the server starts.
+async fn test_a_task_stream_continues_with_prefill(b: Backend) {
+    let mut s = Server::start_with(b, &[("VEL_RETRY_BASE_MS", "1")]).await;
+    let admin = s.admin_token().await;
+    let claude = MockUpstream::start().await;
+    s.integration(
+        &admin,
+        json!({ "name": "claude", "provider": "anthropic", "base_url": claude.base_url(),
+                "default_model": "claude-3-5-sonnet", "api_key": KEY, "timeout_ms": 5_000 }),
+    )
+    .await;
+    set_org_failover(&s, &admin, Some("continue")).await;
+    claude.push(Fault::ErrorMidStream { after_chunks: 2 });
+    let prompt = "alpha beta gamma delta";
+    let id = submit(
+        &s,
+        &admin,
+        json!({ "description": "cut", "prompt": prompt, "stream": true, "cache": false,
+                "parameters": { "model": "claude/claude-3-5-sonnet" } }),
+    )
+    .await;
+    let task = finished(&s, &admin, &id).await;
+    let evs = events(&s, &admin, &id, None).await;
+    let text = format!("echo: {prompt}");
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["result"]["text"], text.as_str(), "{task}");
+    assert_eq!(assembled(&evs), text, "{evs:?}");
+    assert_eq!(continuation_shape(&claude, "echo: alpha"), "prefill");
+
+    owner_sql(
+        &s,
+        &["UPDATE plugin_versions SET manifest = \
+           replace(manifest, 'assistant_prefill = true', 'assistant_prefill = false') \
+           WHERE manifest LIKE '%assistant_prefill = true%'"],
+    )
+    .await;
+    s.kill();
+    s.restart();
+    claude.push(Fault::ErrorMidStream { after_chunks: 2 });
+    let id = submit(
+        &s,
+        &admin,
+        json!({ "description": "cut again", "prompt": prompt, "stream": true, "cache": false,
+                "parameters": { "model": "claude/claude-3-5-sonnet" } }),
+    )
+    .await;
+    let task = finished(&s, &admin, &id).await;
+    assert_eq!(task["result"]["text"], text.as_str(), "{task}");
+    assert_eq!(continuation_shape(&claude, "echo: alpha"), "prefill");
 }
 
 /// Runs SQL on the server's database as its owner (PostgreSQL's superuser;
@@ -1211,6 +1334,8 @@ dual_backend_tests!(
     test_rescued_stream_rebuilds_exactly,
     test_unrecorded_run_is_rescued_while_the_server_lives,
     test_a_stream_cut_midway_fails_or_continues,
+    test_a_task_stream_continues_with_prefill,
+    test_a_task_stream_falls_back_unseen_before_its_first_text,
 );
 
 /// Two instances on one PostgreSQL: tasks submitted to an API-only

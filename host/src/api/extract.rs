@@ -264,17 +264,19 @@ impl FromRequestParts<AppState> for Principal {
 /// sending text, on `/v1/chat/completions` and `POST /api/tasks`.
 pub const STREAM_FAILOVER_HEADER: &str = "x-vel-stream-failover";
 
-/// The mode named by `X-Vel-Stream-Failover` (`fail` when absent); 400
-/// naming the header when it names none.
-pub fn stream_failover(headers: &HeaderMap) -> Result<StreamFailover, ApiError> {
+/// The mode named by `X-Vel-Stream-Failover`, `None` when absent (the
+/// organization's setting applies, else `fail`); 400 naming the header
+/// when it names none.
+pub fn stream_failover(headers: &HeaderMap) -> Result<Option<StreamFailover>, ApiError> {
     let Some(value) = headers.get(STREAM_FAILOVER_HEADER) else {
-        return Ok(StreamFailover::default());
+        return Ok(None);
     };
     value
         .to_str()
         .ok()
         .map(str::trim)
         .and_then(StreamFailover::parse)
+        .map(Some)
         .ok_or_else(|| {
             ApiError::bad_request(
                 "invalid_stream_failover",

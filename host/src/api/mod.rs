@@ -52,6 +52,10 @@ fn documented(upload_limit: usize) -> OpenApiRouter<AppState> {
             organizations::remove_member
         ))
         .routes(routes!(organizations::set_routing_policy))
+        .routes(routes!(
+            organizations::get_stream_failover,
+            organizations::set_stream_failover
+        ))
         .routes(routes!(agents::create, agents::list))
         .routes(routes!(agents::get, agents::update, agents::delete))
         .routes(routes!(agents::history))

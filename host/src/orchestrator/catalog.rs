@@ -10,6 +10,7 @@ use vel_runtime::types::{Candidate, ModelInfo, TaskType};
 use vel_runtime::{Limits, PluginInfo, ProviderCall, Secret};
 
 use super::cost::Prices;
+use super::dispatch::StreamFailover;
 use super::observed::Observed;
 use crate::budgets::Budget;
 use crate::plugins::Plugins;
@@ -46,6 +47,9 @@ pub struct Catalog {
     pub routing_policy: Option<String>,
     /// The organization's budgets: those that apply to a call limit it.
     pub budgets: Vec<Arc<Budget>>,
+    /// The organization's stream failover mode, if it set one (a request's
+    /// `X-Vel-Stream-Failover` wins over it).
+    pub stream_failover: Option<StreamFailover>,
 }
 
 impl Catalog {
@@ -56,7 +60,7 @@ impl Catalog {
     pub async fn load(db: &Db, plugins: &Plugins, org_id: &str) -> Result<Catalog, sqlx::Error> {
         let mut tx = db.tenant_read(org_id).await?;
         let rows = store::integrations::list(&mut tx, org_id).await?;
-        let routing_policy = store::organizations::routing_policy(&mut tx, org_id).await?;
+        let settings = store::organizations::dispatch_settings(&mut tx, org_id).await?;
         let budgets = store::budgets::list(&mut tx, org_id).await?;
         tx.commit().await?;
         let targets = rows
@@ -89,8 +93,9 @@ impl Catalog {
             .collect();
         Ok(Catalog {
             targets,
-            routing_policy,
+            routing_policy: settings.routing_policy,
             budgets: budgets.into_iter().map(Arc::new).collect(),
+            stream_failover: settings.stream_failover,
         })
     }
 

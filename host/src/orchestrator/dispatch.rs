@@ -78,8 +78,10 @@ pub struct Job {
     pub metadata: serde_json::Value,
     /// Attempt numbers start after this (a rescued task keeps its history).
     pub first_attempt_seq: i64,
-    /// What a streamed run does when an attempt fails after sending text.
-    pub stream_failover: StreamFailover,
+    /// What a streamed run does when an attempt fails after sending text,
+    /// when the request chose; else the organization's setting, else
+    /// [`StreamFailover::default`].
+    pub stream_failover: Option<StreamFailover>,
     /// Whose budgets the run's provider calls spend.
     pub spender: Spender,
 }
@@ -87,7 +89,9 @@ pub struct Job {
 /// What a streamed run does when an attempt fails after some of its text
 /// was streamed (a stream cannot take text back). Before any text, a
 /// failed attempt always falls back as a plain one does.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum StreamFailover {
     /// End the run with `stream_interrupted`; the text sent is its partial
@@ -110,9 +114,21 @@ impl StreamFailover {
         }
     }
 
-    /// Whether this is the default (left out of stored requests).
-    pub fn is_default(&self) -> bool {
-        *self == StreamFailover::default()
+    /// Its name in headers, settings and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamFailover::Fail => "fail",
+            StreamFailover::Continue => "continue",
+        }
+    }
+
+    /// The mode a run uses: the request's choice, else the organization's
+    /// setting, else the default (`fail`).
+    pub fn resolve(
+        requested: Option<StreamFailover>,
+        organization: Option<StreamFailover>,
+    ) -> StreamFailover {
+        requested.or(organization).unwrap_or_default()
     }
 }
 
@@ -478,7 +494,7 @@ impl Dispatcher {
             breakers: self.inner.observed.breakers(),
             retry: self.inner.retry,
             max_run: self.inner.max_run,
-            after_text: job.stream_failover,
+            after_text: StreamFailover::resolve(job.stream_failover, catalog.stream_failover),
         };
         fallback::run(&caller, &steps, job.first_attempt_seq, limits, progress).await
     }
@@ -667,14 +683,13 @@ impl Inner {
             obj.insert("task_id".into(), serde_json::json!(job.id));
         }
         let mut messages = job.messages.clone();
-        if !sent.is_empty() {
-            // The assistant's partial turn: providers with prefill continue
-            // it; the others read it as the answer so far.
-            messages.push(Message {
-                role: Role::Assistant,
-                content: sent.to_string(),
-            });
-        }
+        // Whitespace the continuation may repeat (see `continuation`).
+        let mut repeat = if sent.is_empty() {
+            String::new()
+        } else {
+            let prefill = target.deployed.capabilities.assistant_prefill;
+            continuation(&mut messages, sent, prefill)
+        };
         let request = CompletionRequest {
             model: model.to_string(),
             messages,
@@ -712,10 +727,14 @@ impl Inner {
             let (tx, mut rx) = mpsc::unbounded_channel::<String>();
             call.deltas = Some(tx);
             let progress = progress.cloned();
+            let mut repeat = repeat.clone();
             Some(tokio::spawn(async move {
                 let mut streamed = String::new();
                 while let Some(text) = rx.recv().await {
-                    let text = without_nul(text);
+                    let text = without_repeat(&mut repeat, without_nul(text));
+                    if text.is_empty() {
+                        continue;
+                    }
                     streamed.push_str(&text);
                     if let Some(p) = &progress {
                         let _ = p.send(Progress::Delta { seq, text });
@@ -748,7 +767,7 @@ impl Inner {
         attempt.latency_ms = i64::try_from(latency.as_millis()).unwrap_or(i64::MAX);
         let class = match result.result {
             Ok(Ok(mut response)) => {
-                response.text = without_nul(response.text);
+                response.text = without_repeat(&mut repeat, without_nul(response.text));
                 let (input, output) = (
                     u64::from(response.usage.input_tokens),
                     u64::from(response.usage.output_tokens),
@@ -852,6 +871,68 @@ fn guest_route_error(
         Ok(Err(RouteError::InvalidInput(_))) => Some("invalid_input"),
         _ => None,
     }
+}
+
+/// What a provider without assistant prefill is asked after the text
+/// already sent, given as the assistant's turn.
+pub const CONTINUE_INSTRUCTION: &str = "Your previous reply was cut off. Continue it from \
+     exactly where it stops, as if you had not been interrupted: do not repeat any of it, add \
+     no preamble or comment, and reply with only the rest of the answer.";
+
+/// Make `messages` ask for the continuation of `sent`, the text earlier
+/// attempts streamed. With `prefill` (the provider plugin's manifest
+/// declares `assistant_prefill`), `sent` is the trailing assistant turn,
+/// which the upstream continues natively; its trailing whitespace is left
+/// out (Anthropic refuses a final assistant turn ending with whitespace)
+/// and returned, since the continuation may begin by repeating it. Without
+/// prefill, `sent` is the assistant's turn followed by a user turn with
+/// [`CONTINUE_INSTRUCTION`], and nothing is returned.
+fn continuation(messages: &mut Vec<Message>, sent: &str, prefill: bool) -> String {
+    if prefill {
+        let kept = sent.trim_end();
+        // Only whitespace was sent: an empty turn is no prefill; the answer
+        // starts over, less what it repeats of that whitespace.
+        if !kept.is_empty() {
+            messages.push(Message {
+                role: Role::Assistant,
+                content: kept.to_string(),
+            });
+        }
+        sent[kept.len()..].to_string()
+    } else {
+        messages.push(Message {
+            role: Role::Assistant,
+            content: sent.to_string(),
+        });
+        messages.push(Message {
+            role: Role::User,
+            content: CONTINUE_INSTRUCTION.to_string(),
+        });
+        String::new()
+    }
+}
+
+/// `text` (the next piece of a continuation) without what it repeats of
+/// `repeat`, the whitespace left out of a prefill: as much of `repeat` as
+/// `text` begins with is dropped from both, and `repeat` is emptied at the
+/// first difference, so only a leading repeat is ever dropped.
+fn without_repeat(repeat: &mut String, mut text: String) -> String {
+    if repeat.is_empty() {
+        return text;
+    }
+    let same = repeat
+        .char_indices()
+        .zip(text.chars())
+        .take_while(|((_, a), b)| a == b)
+        .last()
+        .map_or(0, |((i, c), _)| i + c.len_utf8());
+    text.drain(..same);
+    if text.is_empty() {
+        repeat.drain(..same);
+    } else {
+        repeat.clear();
+    }
+    text
 }
 
 /// A provider's text with any NUL character replaced by U+FFFD: stored
@@ -978,6 +1059,46 @@ mod tests {
             provider: provider.into(),
             model: model.into(),
         }
+    }
+
+    #[test]
+    fn a_continuation_is_a_prefill_or_an_instruction() {
+        let question = Message {
+            role: Role::User,
+            content: "q".into(),
+        };
+        let mut messages = vec![question.clone()];
+        let repeat = continuation(&mut messages, "Hello world!\n\n", true);
+        assert_eq!(repeat, "\n\n");
+        assert_eq!(messages.len(), 2);
+        assert_eq!(messages[1].role, Role::Assistant);
+        assert_eq!(messages[1].content, "Hello world!");
+
+        let mut messages = vec![question];
+        let repeat = continuation(&mut messages, "Hello world!\n\n", false);
+        assert_eq!(repeat, "");
+        assert_eq!(messages.len(), 3);
+        assert_eq!(messages[1].role, Role::Assistant);
+        assert_eq!(messages[1].content, "Hello world!\n\n");
+        assert_eq!(messages[2].role, Role::User);
+        assert_eq!(messages[2].content, CONTINUE_INSTRUCTION);
+    }
+
+    #[test]
+    fn a_continuation_does_not_repeat_the_whitespace_left_out_of_its_prefill() {
+        // Repeated across pieces, then the text goes on.
+        let mut repeat = "\n\n".to_string();
+        assert_eq!(without_repeat(&mut repeat, "\n".into()), "");
+        assert_eq!(without_repeat(&mut repeat, "\nNext".into()), "Next");
+        assert_eq!(without_repeat(&mut repeat, "\n\nmore".into()), "\n\nmore");
+        // Not repeated: nothing is dropped, later pieces included.
+        let mut repeat = " ".to_string();
+        assert_eq!(without_repeat(&mut repeat, "next".into()), "next");
+        assert_eq!(without_repeat(&mut repeat, " word".into()), " word");
+        // Partly repeated.
+        let mut repeat = " \n".to_string();
+        assert_eq!(without_repeat(&mut repeat, " x".into()), "x");
+        assert_eq!(without_repeat(&mut repeat, "\ny".into()), "\ny");
     }
 
     #[test]

@@ -56,10 +56,12 @@ pub struct TaskRequest {
     /// Free-form JSON object for the router and providers.
     #[serde(default)]
     pub metadata: serde_json::Value,
-    /// What a streamed run does when an attempt fails after sending text
-    /// (left out when the default, so earlier requests hash the same).
-    #[serde(default, skip_serializing_if = "StreamFailover::is_default")]
-    pub stream_failover: StreamFailover,
+    /// What a streamed run does when an attempt fails after sending text,
+    /// when the request chose (`X-Vel-Stream-Failover`); when absent, the
+    /// organization's setting at run time, else `fail`. Left out of the
+    /// hash: it does not change the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_failover: Option<StreamFailover>,
 }
 
 impl TaskRequest {
@@ -70,11 +72,11 @@ impl TaskRequest {
         h.update(org_id.as_bytes());
         h.update([0]);
         // What a stream does on a failure does not change the answer.
-        let canonical = if self.stream_failover.is_default() {
+        let canonical = if self.stream_failover.is_none() {
             serde_json::to_vec(self)
         } else {
             serde_json::to_vec(&TaskRequest {
-                stream_failover: StreamFailover::default(),
+                stream_failover: None,
                 ..self.clone()
             })
         };
@@ -186,7 +188,7 @@ mod tests {
             provider: None,
             agent_id: None,
             metadata: serde_json::json!({}),
-            stream_failover: StreamFailover::default(),
+            stream_failover: None,
         }
     }
 

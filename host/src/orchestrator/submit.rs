@@ -94,8 +94,9 @@ pub struct Submission {
     pub use_cache: bool,
     /// Replays with the same key return the first task.
     pub idempotency_key: Option<String>,
-    /// What its stream does when a provider fails after sending text.
-    pub stream_failover: StreamFailover,
+    /// What its stream does when a provider fails after sending text, when
+    /// the request chose (else the organization's setting at run time).
+    pub stream_failover: Option<StreamFailover>,
 }
 
 /// What [`submit`] did.
@@ -191,7 +192,7 @@ pub fn request(work: Work, agent: Option<&AgentConfig>) -> TaskRequest {
         provider: agent.map(|a| a.provider.clone()),
         agent_id,
         metadata,
-        stream_failover: StreamFailover::default(),
+        stream_failover: None,
     }
 }
 

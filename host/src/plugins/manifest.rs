@@ -34,6 +34,25 @@ pub struct Manifest {
     /// JSON schema of the plugin's settings (written as a TOML table).
     #[serde(default)]
     pub config_schema: Option<toml::Table>,
+    /// What the host may rely on a provider's upstream to do.
+    #[serde(default)]
+    pub capabilities: Capabilities,
+}
+
+/// The `[capabilities]` section (providers only): behaviour of the
+/// upstream API the host relies on. Every entry defaults to `false`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    /// The upstream continues a conversation that ends with an assistant
+    /// message: its answer is the rest of that message (Anthropic's
+    /// Messages API does; OpenAI's chat completions do not). A stream that
+    /// continues after its provider failed (`X-Vel-Stream-Failover:
+    /// continue`) then gets the text already sent as that trailing
+    /// assistant message; without it, as context followed by a user
+    /// message asking to continue without repeating.
+    #[serde(default)]
+    pub assistant_prefill: bool,
 }
 
 /// The `[outbound]` section.
@@ -138,6 +157,14 @@ impl Manifest {
             return Err(ManifestError::Field {
                 field: "outbound.hosts",
                 message: "only provider plugins make outbound requests".into(),
+            });
+        }
+        if manifest.capabilities != Capabilities::default()
+            && manifest.plugin_kind()? != PluginKind::Provider
+        {
+            return Err(ManifestError::Field {
+                field: "capabilities",
+                message: "only provider plugins declare capabilities".into(),
             });
         }
         for host in &manifest.outbound.hosts {
@@ -339,6 +366,24 @@ mod tests {
         let err = m.effective_limits(&maxima()).unwrap_err();
         assert_eq!(err.code(), "limits_above_maximum");
         assert!(err.to_string().contains("memory_bytes"), "{err}");
+    }
+
+    #[test]
+    fn providers_declare_assistant_prefill() {
+        let provider = "name = \"x\"\nversion = \"1.0.0\"\nkind = \"provider\"\n";
+        let m = Manifest::parse(provider).unwrap();
+        assert!(!m.capabilities.assistant_prefill);
+        let m = Manifest::parse(&format!(
+            "{provider}[capabilities]\nassistant_prefill = true"
+        ))
+        .unwrap();
+        assert!(m.capabilities.assistant_prefill);
+        let unknown = Manifest::parse(&format!("{provider}[capabilities]\nteleport = true"));
+        assert_eq!(unknown.unwrap_err().code(), "invalid_manifest");
+        let router = Manifest::parse(
+            "name = \"x\"\nversion = \"1.0.0\"\nkind = \"router\"\n[capabilities]\nassistant_prefill = true",
+        );
+        assert_eq!(router.unwrap_err().code(), "invalid_manifest");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::Duration;
 use vel_runtime::{Limits, LoadError, Plugin, PluginInfo, Profile, Runtime, Share};
 
 use super::builtin::BuiltinPlugins;
-use super::manifest::Manifest;
+use super::manifest::{Capabilities, Manifest};
 use super::stats::StatsKey;
 use crate::orchestrator::cost::PriceList;
 use crate::orchestrator::signals::{Signal, Signals};
@@ -74,6 +74,8 @@ pub struct Deployed {
     pub stats_key: StatsKey,
     /// A provider's declared prices in nano-dollars (empty for other kinds).
     pub prices: PriceList,
+    /// What its manifest says the upstream does (providers).
+    pub capabilities: Capabilities,
 }
 
 impl Deployed {
@@ -84,6 +86,7 @@ impl Deployed {
         owner: Owner,
         mut limits: Limits,
         outbound_hosts: Vec<String>,
+        capabilities: Capabilities,
     ) -> Self {
         limits.share = owner.share();
         let stats_key = StatsKey {
@@ -103,6 +106,7 @@ impl Deployed {
             outbound_hosts,
             stats_key,
             prices,
+            capabilities,
         }
     }
 
@@ -214,6 +218,7 @@ impl Registry {
                 Owner::Platform,
                 limits,
                 builtin_hosts(plugin.name()),
+                builtin_capabilities(plugin.name()),
             )));
         }
         Registry {
@@ -348,6 +353,10 @@ impl Registry {
                 Some(org) => Owner::Organization(org.clone()),
             };
             let hosts: Vec<String> = serde_json::from_str(&row.outbound_hosts).unwrap_or_default();
+            // Checked when stored; one that no longer parses declares nothing.
+            let capabilities = Manifest::parse(&row.manifest)
+                .map(|m| m.capabilities)
+                .unwrap_or_default();
             if row.hosts_approved_by.is_none() {
                 // Not yet approved: cannot be live.
                 continue;
@@ -358,7 +367,10 @@ impl Registry {
             };
             limits.share = owner.share();
             if let Some(same) = old.get(&owner, &row.name).filter(|d| {
-                d.plugin.sha256() == row.sha256 && d.limits == limits && d.outbound_hosts == hosts
+                d.plugin.sha256() == row.sha256
+                    && d.limits == limits
+                    && d.outbound_hosts == hosts
+                    && d.capabilities == capabilities
             }) {
                 next.insert(same.clone());
                 continue;
@@ -366,19 +378,28 @@ impl Registry {
             if self.load_failure(&row.sha256).is_some() {
                 continue;
             }
-            to_load.push((row, owner, limits, hosts));
+            to_load.push((row, owner, limits, hosts, capabilities));
         }
         // Loads run together: one slow plugin (its `info()` is bounded by
         // the runtime) delays the refresh by its own time, not by the sum.
-        let loads = to_load
-            .into_iter()
-            .map(|(row, owner, limits, hosts)| async move {
-                let loaded = self.load_stored(db, &row.sha256).await;
-                (row, owner, limits, hosts, loaded)
-            });
-        for (row, owner, limits, hosts, loaded) in futures::future::join_all(loads).await {
+        let loads =
+            to_load
+                .into_iter()
+                .map(|(row, owner, limits, hosts, capabilities)| async move {
+                    let loaded = self.load_stored(db, &row.sha256).await;
+                    (row, owner, limits, hosts, capabilities, loaded)
+                });
+        for (row, owner, limits, hosts, capabilities, loaded) in
+            futures::future::join_all(loads).await
+        {
             match loaded {
-                Ok(plugin) => next.insert(Arc::new(Deployed::new(plugin, owner, limits, hosts))),
+                Ok(plugin) => next.insert(Arc::new(Deployed::new(
+                    plugin,
+                    owner,
+                    limits,
+                    hosts,
+                    capabilities,
+                ))),
                 Err(e @ RegistryError::Load { .. }) => {
                     tracing::error!(
                         alert = "plugin_load_failed",
@@ -503,6 +524,14 @@ fn builtin_hosts(name: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The capabilities a built-in's manifest declares.
+fn builtin_capabilities(name: &str) -> Capabilities {
+    vel_plugin_artifacts::builtin(name)
+        .and_then(|b| Manifest::parse(b.manifest).ok())
+        .map(|m| m.capabilities)
+        .unwrap_or_default()
+}
+
 /// Bring one built-in's rows up to date.
 async fn sync_builtin(db: &Db, plugin: &Plugin, limits: &Limits) -> Result<(), RegistryError> {
     let Some(builtin) = vel_plugin_artifacts::builtin(plugin.name()) else {
@@ -555,11 +584,15 @@ async fn sync_builtin(db: &Db, plugin: &Plugin, limits: &Limits) -> Result<(), R
         uploaded_at: now,
     };
     match version {
-        Some(v) if v.sha256 == stored.sha256 => {}
+        Some(v) if v.sha256 == stored.sha256 && v.manifest == stored.manifest => {}
         Some(v) => {
+            // A rebuilt component, or the same one with an edited manifest
+            // (its capabilities, say).
             store::plugins::insert_blob(&mut tx, &stored.sha256, builtin.bytes, now).await?;
             store::plugins::replace_builtin_component(&mut tx, &stored).await?;
-            store::plugins::delete_blob_if_unused(&mut tx, &v.sha256).await?;
+            if v.sha256 != stored.sha256 {
+                store::plugins::delete_blob_if_unused(&mut tx, &v.sha256).await?;
+            }
         }
         None => {
             store::plugins::insert_blob(&mut tx, &stored.sha256, builtin.bytes, now).await?;

@@ -4,6 +4,7 @@
 use sqlx::{AnyConnection, FromRow};
 
 use super::{new_id, now_ms};
+use crate::orchestrator::dispatch::StreamFailover;
 
 /// One tenant.
 #[derive(Debug, Clone, FromRow)]
@@ -212,17 +213,54 @@ pub async fn memberships_of(
     .await
 }
 
-/// The organization's routing policy (router plugin name), if it set one.
-pub async fn routing_policy(
+/// What an organization set for its dispatches (the dispatcher's
+/// per-organization catalogue holds it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DispatchSettings {
+    /// Its routing policy (router plugin name), if it set one.
+    pub routing_policy: Option<String>,
+    /// Its stream failover mode, if it set one.
+    pub stream_failover: Option<StreamFailover>,
+}
+
+/// The organization's dispatch settings (all unset when it does not exist).
+pub async fn dispatch_settings(
     conn: &mut AnyConnection,
     org_id: &str,
-) -> Result<Option<String>, sqlx::Error> {
-    let row: Option<(Option<String>,)> =
-        sqlx::query_as("SELECT routing_policy FROM organizations WHERE id = $1")
+) -> Result<DispatchSettings, sqlx::Error> {
+    let row: Option<(Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT routing_policy, stream_failover FROM organizations WHERE id = $1")
             .bind(org_id)
             .fetch_optional(conn)
             .await?;
-    Ok(row.and_then(|(p,)| p))
+    let Some((routing_policy, stream_failover)) = row else {
+        return Ok(DispatchSettings::default());
+    };
+    let stream_failover = match stream_failover {
+        None => None,
+        Some(name) => Some(StreamFailover::parse(&name).ok_or_else(|| {
+            sqlx::Error::Decode(format!("unknown stream_failover {name:?}").into())
+        })?),
+    };
+    Ok(DispatchSettings {
+        routing_policy,
+        stream_failover,
+    })
+}
+
+/// Set (or clear) the organization's stream failover mode; false when the
+/// organization does not exist.
+pub async fn set_stream_failover(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    mode: Option<StreamFailover>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE organizations SET stream_failover = $2 WHERE id = $1")
+        .bind(org_id)
+        .bind(mode.map(StreamFailover::as_str))
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 /// Set (or clear) the organization's routing policy.

@@ -166,6 +166,8 @@ pub struct ActiveRow {
     pub limits: String,
     /// JSON hosts.
     pub outbound_hosts: String,
+    /// The manifest as stored (its capabilities are read from it).
+    pub manifest: String,
     /// Approval (tenant providers with hosts cannot be active without it).
     pub hosts_approved_by: Option<String>,
 }
@@ -180,6 +182,7 @@ impl FromRow<'_, AnyRow> for ActiveRow {
             sha256: row.try_get("sha256")?,
             limits: row.try_get("limits")?,
             outbound_hosts: row.try_get("outbound_hosts")?,
+            manifest: row.try_get("manifest")?,
             hosts_approved_by: row.try_get("hosts_approved_by")?,
         })
     }
@@ -463,7 +466,7 @@ pub async fn plugin_by_id(
 /// whole state; a platform read).
 pub async fn active_set(conn: &mut AnyConnection) -> Result<Vec<ActiveRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT p.org_id, p.name, p.kind, v.version, v.sha256, v.limits, v.outbound_hosts, v.hosts_approved_by \
+        "SELECT p.org_id, p.name, p.kind, v.version, v.sha256, v.limits, v.outbound_hosts, v.manifest, v.hosts_approved_by \
          FROM plugins p JOIN plugin_versions v ON v.plugin_id = p.id AND v.version = p.active_version \
          WHERE p.status = $1",
     )

@@ -15,9 +15,14 @@
 //! the [`count_tokens`] of every message (and Anthropic's `system`), output
 //! tokens those of the answer. `max_tokens` cuts the answer to that many words
 //! (finish reason `length` / `max_tokens`); stop sequences cut it before the
-//! earliest match. A conversation ending with an assistant message the
-//! answer begins with is continued, as providers with assistant prefill do:
-//! only the rest of the answer is given. Any model name is accepted.
+//! earliest match. On the Anthropic wire, a conversation ending with an
+//! assistant message the answer begins with is continued, as assistant
+//! prefill does: only the rest of the answer is given. The OpenAI-format
+//! wires have no prefill (a trailing assistant message gets the whole
+//! answer again, as a real model would repeat itself), but on every wire a
+//! conversation ending with an assistant message and then a user message
+//! asking to continue (containing "continue") is continued the same way.
+//! Any model name is accepted.
 //!
 //! Completion requests get a [`Fault`] each (see [`MockUpstream`]'s script
 //! methods); models-list requests always succeed.

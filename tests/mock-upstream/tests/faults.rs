@@ -346,3 +346,77 @@ async fn shutdown_closes_hanging_connections() {
     let result = bounded(caller).await.unwrap();
     assert!(result.is_err(), "the client must see the connection close");
 }
+
+/// The text of a plain answer on either wire.
+fn answer_text(body: &Value) -> String {
+    body["choices"][0]["message"]["content"]
+        .as_str()
+        .or_else(|| body["content"][0]["text"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn only_anthropic_continues_a_trailing_assistant_turn_but_both_follow_a_request_to_continue()
+{
+    let mock = MockUpstream::start().await;
+    let partial = serde_json::json!({"role": "assistant", "content": "echo: one two"});
+    let ask = serde_json::json!({"role": "user", "content": "Continue exactly where it stops."});
+
+    // Anthropic: assistant prefill.
+    let mut body = messages_body("c", "one two three", false);
+    body["messages"]
+        .as_array_mut()
+        .unwrap()
+        .push(partial.clone());
+    let reply: Value = anthropic_request(&client(), &mock.base_url(), &body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer_text(&reply), " three", "{reply}");
+
+    // OpenAI: no prefill, the whole answer again…
+    let mut body = chat_body("m", "one two three", false);
+    body["messages"]
+        .as_array_mut()
+        .unwrap()
+        .push(partial.clone());
+    let reply: Value = client()
+        .post(chat_url(&mock))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer_text(&reply), "echo: one two three", "{reply}");
+
+    // …but the partial turn followed by a request to continue is continued,
+    // on either wire.
+    body["messages"].as_array_mut().unwrap().push(ask.clone());
+    let reply: Value = client()
+        .post(chat_url(&mock))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer_text(&reply), " three", "{reply}");
+    let mut body = messages_body("c", "one two three", false);
+    body["messages"].as_array_mut().unwrap().push(partial);
+    body["messages"].as_array_mut().unwrap().push(ask);
+    let reply: Value = anthropic_request(&client(), &mock.base_url(), &body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer_text(&reply), " three", "{reply}");
+}

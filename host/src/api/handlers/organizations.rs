@@ -14,6 +14,7 @@ use crate::api::handlers::check_text;
 use crate::api::pagination::{self, PageQuery};
 use crate::audit;
 use crate::auth::{Principal, Role, verified};
+use crate::orchestrator::dispatch::StreamFailover;
 use crate::state::AppState;
 use crate::store::{self, Tx, to_rfc3339};
 
@@ -471,4 +472,102 @@ pub async fn set_routing_policy(
     .await?;
     state.commit_catalog_change(tx, &id).await?;
     Ok(Json(req))
+}
+
+/// The organization's default stream failover mode, as set.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StreamFailoverSetting {
+    /// `fail` or `continue`; `null` goes back to the built-in default
+    /// (`fail`).
+    pub mode: Option<StreamFailover>,
+}
+
+/// The organization's stream failover setting and the mode its streams use.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamFailoverView {
+    /// What the organization set (`null`: nothing, the built-in default
+    /// applies).
+    pub mode: Option<StreamFailover>,
+    /// The mode a stream of this organization uses when its request has
+    /// no `X-Vel-Stream-Failover` header.
+    pub effective: StreamFailover,
+}
+
+impl StreamFailoverView {
+    fn of(mode: Option<StreamFailover>) -> Self {
+        StreamFailoverView {
+            mode,
+            effective: StreamFailover::resolve(None, mode),
+        }
+    }
+}
+
+/// The organization's stream failover default (any member of that
+/// organization, or a platform admin): what a stream does when its
+/// provider fails after sending text, for requests (gateway streams and
+/// task streams) without an `X-Vel-Stream-Failover` header.
+#[utoipa::path(get, path = "/api/organizations/{id}/stream-failover", tag = "organizations",
+    params(("id" = String, Path, description = "Organization id")),
+    responses((status = 200, body = StreamFailoverView), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_stream_failover(
+    State(state): State<AppState>,
+    p: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<StreamFailoverView>, ApiError> {
+    let mut tx = if id == p.org_id {
+        p.require(Role::Viewer)?;
+        state.db.tenant(&id).await?
+    } else if p.is_platform_admin() {
+        state.db.platform().await?
+    } else {
+        return Err(ApiError::not_found("organization"));
+    };
+    if store::organizations::get(&mut tx, &id).await?.is_none() {
+        return Err(ApiError::not_found("organization"));
+    }
+    let settings = store::organizations::dispatch_settings(&mut tx, &id).await?;
+    tx.commit().await?;
+    Ok(Json(StreamFailoverView::of(settings.stream_failover)))
+}
+
+/// Set the organization's stream failover default (org_admin of that
+/// organization, or platform admin). When a streamed answer's provider
+/// fails after some text reached the client, the mode is the request's
+/// `X-Vel-Stream-Failover` header when it has one, else this setting,
+/// else `fail`: `fail` ends the stream with an error event (a task: a
+/// terminal `failed` status with the text sent as `partial_output`);
+/// `continue` asks the next attempt to continue the text sent (as an
+/// assistant prefill where the provider plugin declares
+/// `assistant_prefill`, else as context with an instruction to continue
+/// without repeating) and streams only the continuation. Applies to
+/// `/v1/chat/completions` streams and task streams; live at once on every
+/// instance; audited as `stream_failover_set`.
+#[utoipa::path(put, path = "/api/organizations/{id}/stream-failover", tag = "organizations",
+    params(("id" = String, Path, description = "Organization id")), request_body = StreamFailoverSetting,
+    responses((status = 200, body = StreamFailoverView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn set_stream_failover(
+    State(state): State<AppState>,
+    p: Principal,
+    client: ClientInfo,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<StreamFailoverSetting>,
+) -> Result<Json<StreamFailoverView>, ApiError> {
+    let mut tx = manage(&state, &p, &id).await?;
+    if !store::organizations::set_stream_failover(&mut tx, &id, req.mode).await? {
+        return Err(ApiError::not_found("organization"));
+    }
+    audit::record_for(
+        &mut tx,
+        Some(&id),
+        Some(&p.user_id),
+        &client,
+        "stream_failover_set",
+        json!({ "mode": req.mode }),
+    )
+    .await?;
+    state.commit_catalog_change(tx, &id).await?;
+    Ok(Json(StreamFailoverView::of(req.mode)))
 }

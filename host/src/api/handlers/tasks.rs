@@ -23,7 +23,6 @@ use crate::auth::{Principal, Role};
 use crate::money::{Money, Usd};
 use crate::orchestrator::cancel::cancel_task;
 use crate::orchestrator::catalog::parse_task_type;
-use crate::orchestrator::dispatch::StreamFailover;
 use crate::orchestrator::executor::AttemptView;
 use crate::orchestrator::request::{ChatMessage, parse_role};
 use crate::orchestrator::sampling::Sampling;
@@ -372,7 +371,7 @@ fn submission(req: CreateTask, idempotency_key: Option<String>) -> Result<Submis
         stream: req.stream,
         use_cache: req.cache.unwrap_or(true),
         idempotency_key,
-        stream_failover: StreamFailover::default(),
+        stream_failover: None,
     })
 }
 
@@ -408,7 +407,7 @@ fn created(task: &Task) -> TaskCreated {
 #[utoipa::path(post, path = "/api/tasks", tag = "tasks", request_body = CreateTask,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays return the first task"),
            ("X-Vel-Stream-Failover" = Option<String>, Header,
-            description = "Streamed tasks: when a provider fails after part of the answer was streamed, `fail` (default) ends the task as failed with that part as its partial output, `continue` has the next provider continue it")),
+            description = "Streamed tasks: when a provider fails after part of the answer was streamed, `fail` ends the task as failed with that part as its partial output, `continue` has the next attempt continue it (as an assistant prefill where the provider supports it, else with an instruction to continue without repeating). Absent: the organization's default when the task runs (`/api/organizations/{id}/stream-failover`), else `fail`")),
     responses((status = 201, body = TaskCreated), (status = 200, description = "Idempotent replay", body = TaskCreated),
               (status = 403, body = ErrorBody), (status = 409, description = "Idempotency-Key reused with another request", body = ErrorBody),
               (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)),

@@ -48,7 +48,7 @@ pub(crate) fn parse(body: &[u8], seq: u64, created: u64) -> Result<Completion, S
         return Err(format!("temperature: must be between 0 and 1, got {t}"));
     }
     let (input_tokens, last_user, prefill) =
-        conversation(&request.messages, request.system.as_ref());
+        conversation(&request.messages, request.system.as_ref(), true);
     let stops = request.stop_sequences.unwrap_or_default();
     Ok(Completion {
         provider: Provider::Anthropic,

@@ -58,7 +58,7 @@ pub(crate) fn parse(
         return Err("'max_tokens' must be at least 1".into());
     }
     let stops = request.stop.map(Stop::into_vec).unwrap_or_default();
-    let (input_tokens, last_user, prefill) = conversation(&request.messages, None);
+    let (input_tokens, last_user, prefill) = conversation(&request.messages, None, false);
     let stream = request.stream.unwrap_or(false);
     Ok(Completion {
         provider,

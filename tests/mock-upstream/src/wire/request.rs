@@ -83,32 +83,45 @@ impl Stop {
     }
 }
 
-/// Total words of the conversation, the text of its last user message,
-/// and the assistant's partial turn (the text of a last message that is
-/// the assistant's, empty otherwise).
+/// Total words of the conversation, the text of the user message it
+/// answers, and the assistant's partial turn it continues (empty when
+/// none). With `prefill` (Anthropic), a conversation ending with an
+/// assistant message continues it; on every wire, one ending with an
+/// assistant message and then a user message asking to continue (its text
+/// contains "continue", in any case) continues that assistant message
+/// and answers the user message before it. Without `prefill`, a trailing
+/// assistant message is not continued: the answer is the whole answer
+/// again, as a model without prefill would repeat itself.
 pub(crate) fn conversation(
     messages: &[Message],
     system: Option<&Content>,
+    prefill: bool,
 ) -> (u64, String, String) {
     let mut input_tokens = system.map_or(0, |s| crate::count_tokens(&s.text()));
-    let mut last_user = None;
-    for message in messages {
-        if let Some(content) = &message.content {
-            input_tokens += crate::count_tokens(&content.text());
-            if message.role == "user" {
-                last_user = Some(content);
-            }
-        }
+    for content in messages.iter().filter_map(|m| m.content.as_ref()) {
+        input_tokens += crate::count_tokens(&content.text());
     }
-    let last_user = last_user.map(|c| c.text().into_owned()).unwrap_or_default();
-    let prefill = match messages.last() {
-        Some(Message {
-            role,
-            content: Some(content),
-        }) if role == "assistant" => content.text().into_owned(),
-        _ => String::new(),
+    let text = |m: &Message| m.content.as_ref().map(|c| c.text().into_owned());
+    let is = |m: &Message, role: &str| m.role == role && m.content.is_some();
+    // How many trailing messages are the continuation's, and the partial turn.
+    let (tail, partial) = match messages {
+        [.., last] if prefill && is(last, "assistant") => (1, text(last)),
+        [.., turn, ask]
+            if is(turn, "assistant")
+                && is(ask, "user")
+                && text(ask).is_some_and(|t| t.to_ascii_lowercase().contains("continue")) =>
+        {
+            (2, text(turn))
+        }
+        _ => (0, None),
     };
-    (input_tokens, last_user, prefill)
+    let last_user = messages[..messages.len() - tail]
+        .iter()
+        .rev()
+        .find(|m| is(m, "user"))
+        .and_then(text)
+        .unwrap_or_default();
+    (input_tokens, last_user, partial.unwrap_or_default())
 }
 
 /// A valid completion request, with its answer already computed.

@@ -22,17 +22,26 @@
 //! text falls back unseen, as a plain request does, and a dispatch with no
 //! answer at all is an ordinary error status; `x-vel-provider` names the
 //! integration that sent the first text. An attempt that fails after
-//! sending text cannot take it back; `X-Vel-Stream-Failover` chooses what
-//! follows (a per-organization default is not there yet):
-//! - `fail` (the default): no other provider is asked; the stream ends
-//!   with a `data: {"error": {…}}` event (`stream_interrupted`) and
+//! sending text cannot take it back; the stream failover mode chooses what
+//! follows. The mode is the request's `X-Vel-Stream-Failover` header
+//! (`fail` or `continue`; anything else is a 400) when it has one, else
+//! the organization's setting (`PUT /api/organizations/{id}/stream-failover`,
+//! read from the dispatcher's per-organization catalogue), else `fail`; the
+//! same rule holds for task streams (`POST /api/tasks`):
+//! - `fail`: no other provider is asked; the stream ends with a
+//!   `data: {"error": {…}}` event (`stream_interrupted`) and
 //!   `data: [DONE]`, and the record is a failed task whose partial output
 //!   is exactly the text sent;
-//! - `continue`: the next attempt (a retry or a fallback) gets the text
-//!   sent as the assistant's partial turn and only its continuation is
-//!   streamed; the recorded answer is the text sent followed by it, which
-//!   is what the client assembled. Providers with assistant prefill
-//!   continue it natively; how well others continue is up to the model.
+//! - `continue`: the next attempt (a retry or a fallback) is asked to
+//!   continue the text sent and only its continuation is streamed; the
+//!   recorded answer is the text sent followed by it, which is what the
+//!   client assembled. A provider whose plugin manifest declares
+//!   `assistant_prefill` (Anthropic) gets the text sent as the trailing
+//!   assistant turn, which it continues natively (trailing whitespace left
+//!   out, as Anthropic requires, and not repeated); the others (OpenAI,
+//!   Groq, Perplexity: OpenAI-compatible APIs without prefill) get it as
+//!   the assistant's turn followed by a user turn asking to continue
+//!   exactly where it stops without repeating any of it.
 //!
 //! Here: the handlers, the request's checks and the plain answer; the wire
 //! types in [`wire`], the errors in [`error`], the record of a request in
@@ -246,7 +255,7 @@ fn offered(catalog: &Catalog, model: &str) -> bool {
     params(("X-Vel-Task-Type" = Option<String>, Header,
             description = "reasoning, code_generation, research, light or general (default)"),
            ("X-Vel-Stream-Failover" = Option<String>, Header,
-            description = "Streams: when a provider fails after part of the answer was sent, `fail` (default) ends the stream with an error event, `continue` has the next provider continue the text sent")),
+            description = "Streams: when a provider fails after part of the answer was sent, `fail` ends the stream with an error event, `continue` has the next attempt continue the text sent (as an assistant prefill where the provider supports it, else with an instruction to continue without repeating). Absent: the organization's default (`/api/organizations/{id}/stream-failover`), else `fail`")),
     responses(
         (status = 200, description = "The answer; with `stream: true`, Server-Sent Events of `chat.completion.chunk` objects ending with `data: [DONE]`",
          headers(("x-vel-provider" = String, description = "Integration that answered (streams: the one that sent the first content)"),
