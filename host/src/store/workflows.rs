@@ -238,6 +238,36 @@ pub async fn claim(
     Ok(row.map(|c| (c.workflow, c.more_due != 0)))
 }
 
+/// Claim workflow `id` of organization `org_id` for `owner`, as
+/// [`claim`] does, when it is due and nobody holds an unexpired lease on
+/// it: the hand-over from its step's task inside the transaction that
+/// finished the task.
+pub async fn claim_one(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    id: &str,
+    owner: &str,
+    lease_ms: i64,
+    max_claims: i64,
+) -> Result<Option<Workflow>, sqlx::Error> {
+    let now = now_ms();
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE workflows SET lease_owner = $1, lease_expires_at = $2, claims = claims + 1, \
+             updated_at = $3 \
+         WHERE org_id = $4 AND id = $5 AND wake_at <= $3 \
+           AND (lease_expires_at IS NULL OR lease_expires_at < $3) AND claims < $6 \
+         RETURNING {COLUMNS}"
+    )))
+    .bind(owner)
+    .bind(now + lease_ms)
+    .bind(now)
+    .bind(org_id)
+    .bind(id)
+    .bind(max_claims)
+    .fetch_optional(conn)
+    .await
+}
+
 #[derive(FromRow)]
 struct Claimed {
     #[sqlx(flatten)]

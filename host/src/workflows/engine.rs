@@ -20,6 +20,13 @@
 //! call holds the write lock. A parallel step moves its branches the same
 //! way (`engine/parallel.rs`), each of its moves starting from committed
 //! data.
+//!
+//! The worker whose step task ends takes the workflow over in the
+//! transaction that records the task's end ([`WorkflowRunner::take_over`]):
+//! the task's end, the workflow's next moves, its next task and its park
+//! are then a single commit, and no workflow worker is woken. When the
+//! workflow is not to be had there (another worker holds it) the task's
+//! end only wakes it, as before.
 
 use std::time::{Duration, Instant};
 
@@ -170,6 +177,10 @@ struct Batch {
     events: bool,
     /// Step tasks were inserted.
     tasks: bool,
+    /// The batch's transaction is a hand-over's (see
+    /// [`WorkflowRunner::take_over`]) not committed yet: a rollback goes
+    /// back to the savepoint, keeping the task's end.
+    savepoint: bool,
     /// What parallel moves started and cancelled.
     applied: Vec<Applied>,
     /// The workflow as the batch's moves left it, which the next move
@@ -199,6 +210,7 @@ impl Batch {
     async fn commit(&mut self, signals: &Signals, workflow_id: &str) -> Result<(), sqlx::Error> {
         if let Some(tx) = self.tx.take() {
             tx.commit().await?;
+            self.savepoint = false;
         }
         if std::mem::take(&mut self.events) {
             signals.publish(Signal::Events(workflow_id.to_string()));
@@ -219,6 +231,13 @@ impl Batch {
         self.applied.clear();
         self.after = None;
         match self.tx.take() {
+            Some(mut tx) if self.savepoint => {
+                sqlx::query("ROLLBACK TO SAVEPOINT workflow_hand_over")
+                    .execute(&mut *tx)
+                    .await?;
+                self.tx = Some(tx);
+                Ok(())
+            }
             Some(tx) => tx.rollback().await,
             None => Ok(()),
         }
@@ -286,21 +305,89 @@ impl WorkflowRunner {
     /// Advance `wf` until it waits or ends, then hand it back.
     async fn advance(
         &self,
+        wf: Workflow,
+        owner: &str,
+        stop: &CancellationToken,
+    ) -> Result<(), sqlx::Error> {
+        // Dropped on an error: whatever it holds is rolled back.
+        let batch = Mutex::new(Batch::default());
+        self.advance_in(wf, owner, stop, &batch).await
+    }
+
+    /// Take over workflow `workflow_id` of organization `org_id` in `tx`,
+    /// the transaction that finished its step's task and woke it: claim it
+    /// there for `owner` (a lease of `lease_ms`) and make its moves, so the
+    /// task's end, the workflow's next moves, its next task's start and its
+    /// park are one commit and no other worker needs waking. Returns `tx`
+    /// for the caller to commit when the workflow is not to be had (it is
+    /// not due, or another worker holds it) or the engine failed before
+    /// committing anything (its writes undone, the task's kept); `None`
+    /// when the engine committed `tx`.
+    pub async fn take_over(
+        &self,
+        mut tx: Tx,
+        org_id: &str,
+        workflow_id: &str,
+        owner: &str,
+        lease_ms: i64,
+    ) -> Result<Option<Tx>, sqlx::Error> {
+        sqlx::query("SAVEPOINT workflow_hand_over")
+            .execute(&mut *tx)
+            .await?;
+        let claimed =
+            workflows::claim_one(&mut tx, org_id, workflow_id, owner, lease_ms, MAX_CLAIMS).await?;
+        let Some(wf) = claimed else {
+            return Ok(Some(tx));
+        };
+        let span = tracing::info_span!("workflow", workflow_id = %wf.id, org_id = %wf.org_id, claims = wf.claims, hand_over = true);
+        let batch = Mutex::new(Batch {
+            tx: Some(tx),
+            savepoint: true,
+            ..Batch::default()
+        });
+        let stop = CancellationToken::new();
+        let advanced =
+            tracing::Instrument::instrument(self.advance_in(wf, owner, &stop, &batch), span).await;
+        let mut batch = batch.into_inner();
+        match advanced {
+            // What is left uncommitted (the task's end, after a rollback
+            // to the savepoint) is the caller's to commit.
+            Ok(()) => Ok(batch.tx),
+            Err(e) if batch.savepoint => {
+                let Some(mut tx) = batch.tx.take() else {
+                    return Err(e);
+                };
+                tracing::warn!(error = %e, workflow_id, "taking over the workflow failed; it is woken instead");
+                sqlx::query("ROLLBACK TO SAVEPOINT workflow_hand_over")
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(Some(tx))
+            }
+            // The task's end is committed; the workflow is rescued once
+            // the lease runs out.
+            Err(e) => {
+                tracing::warn!(error = %e, workflow_id, "the workflow's moves failed after its task's end was committed");
+                Ok(None)
+            }
+        }
+    }
+
+    /// [`Self::advance`] in `batch`.
+    async fn advance_in(
+        &self,
         mut wf: Workflow,
         owner: &str,
         stop: &CancellationToken,
+        batch: &Mutex<Batch>,
     ) -> Result<(), sqlx::Error> {
         let def: Definition = match serde_json::from_str(&wf.definition) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "stored workflow definition unreadable");
-                return self
-                    .end_unreadable(&wf, owner, &format!("stored definition unreadable: {e}"))
-                    .await;
+                let message = format!("stored definition unreadable: {e}");
+                return self.end_unreadable(&wf, owner, &message, batch).await;
             }
         };
-        // Dropped on an error: whatever it holds is rolled back.
-        let batch = Mutex::new(Batch::default());
         let mut moves = 0;
         loop {
             let moved = if stop.is_cancelled() || moves >= MAX_MOVES_PER_CLAIM {
@@ -308,7 +395,7 @@ impl WorkflowRunner {
                 Moved::Wait(Some(now_ms()))
             } else {
                 moves += 1;
-                self.step(&wf, &def, owner, &batch).await?
+                self.step(&wf, &def, owner, batch).await?
             };
             let mut b = batch.lock().await;
             let park = match moved {
@@ -369,7 +456,7 @@ impl WorkflowRunner {
                 b.after = None;
             }
             let kept = b.after.take();
-            self.read(&mut b, wf, kept).await?
+            self.read(&mut b, wf, kept, parallel).await?
         };
         let view = View {
             wf,
@@ -416,13 +503,17 @@ impl WorkflowRunner {
     /// What a move starts from: `wf`'s state version and runs (`kept` when
     /// the batch's last move left them) and its current run's task. Read on
     /// the batch's transaction when it has one (it sees the batch's
-    /// writes); on PostgreSQL the reads begin it; on SQLite they take a
-    /// read transaction of their own, which does not wait for writers.
+    /// writes); on PostgreSQL the reads begin it, except for a `parallel`
+    /// step's move (it reads its branches' tasks on a connection of its
+    /// own, and a worker holds one connection at a time); else they take a
+    /// read transaction of their own, which on SQLite does not wait for
+    /// writers.
     async fn read(
         &self,
         b: &mut Batch,
         wf: &Workflow,
         kept: Option<After>,
+        parallel: bool,
     ) -> Result<(Value, Vec<StepRun>, Option<tasks::Task>), sqlx::Error> {
         let current_task = |runs: &[StepRun]| {
             runs.iter()
@@ -439,7 +530,7 @@ impl WorkflowRunner {
         };
         let mut own: Option<Tx> = None;
         let conn: &mut sqlx::AnyConnection =
-            if b.tx.is_some() || self.db.backend() == Backend::Postgres {
+            if b.tx.is_some() || (self.db.backend() == Backend::Postgres && !parallel) {
                 b.tx(&self.db, &wf.org_id).await?
             } else {
                 own.insert(self.db.tenant_read(&wf.org_id).await?)
@@ -989,6 +1080,7 @@ impl WorkflowRunner {
         wf: &Workflow,
         owner: &str,
         message: &str,
+        batch: &Mutex<Batch>,
     ) -> Result<(), sqlx::Error> {
         let mut p = Progress {
             status: WorkflowStatus::Failed,
@@ -1002,14 +1094,14 @@ impl WorkflowRunner {
             cost_nanos: wf.cost_nanos,
         };
         p.error = Some(json!({ "kind": "invalid_definition", "message": message }).to_string());
-        let mut tx = self.db.tenant(&wf.org_id).await?;
-        if workflows::advance(&mut tx, &wf.org_id, &wf.id, owner, &p).await? {
+        let mut b = batch.lock().await;
+        let tx = b.tx(&self.db, &wf.org_id).await?;
+        if workflows::advance(tx, &wf.org_id, &wf.id, owner, &p).await? {
             let data = json!({ "status": "failed", "error": p.error.as_deref().and_then(|e| serde_json::from_str::<Value>(e).ok()) });
-            workflows::append_event(&mut tx, &wf.org_id, &wf.id, "status", &data.to_string())
-                .await?;
+            workflows::append_event(tx, &wf.org_id, &wf.id, "status", &data.to_string()).await?;
         }
-        workflows::park(&mut tx, &wf.id, owner, wf.wakes, None).await?;
-        tx.commit().await
+        workflows::park(tx, &wf.id, owner, wf.wakes, None).await?;
+        b.commit(&self.signals, &wf.id).await
     }
 
     /// Evaluate a choice's rules in order: the step to go to and the branch
