@@ -174,6 +174,8 @@ async fn openapi_covers_every_endpoint(b: Backend) {
         ("/api/workflow-templates", "post"),
         ("/api/workflow-templates", "get"),
         ("/api/workflow-templates/{id}", "get"),
+        ("/api/workflow-templates/{id}", "patch"),
+        ("/api/workflow-templates/{id}", "delete"),
         ("/api/workflow-templates/{id}/versions", "get"),
         ("/v1/chat/completions", "post"),
         ("/v1/models", "get"),

@@ -4,7 +4,9 @@
 //! visibility across two tenants (404s, the public marketplace usable and
 //! read-only); templates from a workflow and copies of templates;
 //! workflows started from templates running to completion on the mock
-//! provider and filtered by template; the built-in templates; audit.
+//! provider and filtered by template; the built-in templates; visibility
+//! changes and deletion (workflows started from a deleted template run
+//! on); audit.
 
 use std::time::{Duration, Instant};
 
@@ -713,7 +715,183 @@ async fn test_the_builtin_templates_run(b: Backend) {
     );
 }
 
+/// Changing a template's visibility and deleting it: permissions as for
+/// creating one, 404 across tenants, another tenant's public template and
+/// the built-ins read-only, audited; a workflow started from a deleted
+/// template runs on and keeps its definition and template id.
+async fn test_visibility_changes_and_deletion(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let (org_a, owner_a) = s.tenant(&admin, "acme").await;
+    let (_b, owner_b) = s.tenant(&admin, "globex").await;
+    let member_a = member(&s, &admin, &org_a, "m@acme.test", "task_executor").await;
+    let definition = json!({
+        "name": "gated",
+        "start": "gate",
+        "steps": {
+            "gate": {"kind": "approval", "next": "done"},
+            "done": {"kind": "succeed", "output": "{{vars.word}}"}
+        }
+    });
+    let t = s
+        .post(
+            "/api/workflow-templates",
+            &owner_a,
+            json!({"definition": definition, "visibility": "organization",
+                   "variables": {"word": {"type": "string", "default": "shipped"}}}),
+        )
+        .await
+        .expect(201);
+    let id = t.body["id"].as_str().unwrap().to_string();
+    let path = format!("/api/workflow-templates/{id}");
+
+    // Publishing takes an org admin, as creating a public template does.
+    s.patch(&path, &member_a, json!({"visibility": "public"}))
+        .await
+        .expect_error(403, "forbidden");
+    let bad = s
+        .patch(&path, &member_a, json!({"visibility": "everyone"}))
+        .await
+        .expect_error(422, "validation_failed");
+    assert_eq!(fields(&bad.body), ["visibility"]);
+    let published = s
+        .patch(&path, &owner_a, json!({"visibility": "public"}))
+        .await
+        .expect(200);
+    assert_eq!(published.body["visibility"], "public", "{}", published.body);
+    assert_eq!(published.body["version"], 1);
+    assert_eq!(published.body["definition"]["name"], "gated");
+    // Another tenant now reads it, and can change it no more than before.
+    let seen = s.get(&path, &owner_b).await.expect(200);
+    assert_eq!(seen.body["owner"], "other");
+    assert_eq!(seen.body["editable"], false);
+    s.patch(&path, &owner_b, json!({"visibility": "private"}))
+        .await
+        .expect_error(403, "forbidden");
+    s.delete(&path, &owner_b)
+        .await
+        .expect_error(403, "forbidden");
+    // A public template stays the org admins' to change.
+    s.patch(&path, &member_a, json!({"visibility": "organization"}))
+        .await
+        .expect_error(403, "forbidden");
+    s.patch(&path, &owner_a, json!({"visibility": "organization"}))
+        .await
+        .expect(200);
+    // Withdrawn: 404 to the other tenant again, whatever it tries.
+    s.get(&path, &owner_b).await.expect_error(404, "not_found");
+    s.patch(&path, &owner_b, json!({"visibility": "public"}))
+        .await
+        .expect_error(404, "not_found");
+    s.delete(&path, &owner_b)
+        .await
+        .expect_error(404, "not_found");
+    // The built-ins are the platform's.
+    let builtins = s
+        .get("/api/workflow-templates?visibility=public", &owner_a)
+        .await
+        .expect(200);
+    let builtin = builtins.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["builtin"] == true)
+        .unwrap_or_else(|| panic!("no built-in: {}", builtins.body))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.delete(&format!("/api/workflow-templates/{builtin}"), &owner_a)
+        .await
+        .expect_error(403, "forbidden");
+    s.patch(
+        &format!("/api/workflow-templates/{builtin}"),
+        &owner_a,
+        json!({"visibility": "private"}),
+    )
+    .await
+    .expect_error(403, "forbidden");
+
+    // A workflow started from it outlives it.
+    let r = s
+        .post(
+            &format!("/api/workflows/from-template/{id}"),
+            &member_a,
+            json!({}),
+        )
+        .await
+        .expect(201);
+    let wf = r.body["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let w = s
+            .get(&format!("/api/workflows/{wf}"), &member_a)
+            .await
+            .expect(200)
+            .body;
+        if w["status"] == "awaiting_approval" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never reached the gate: {w}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.delete(&path, &member_a).await.expect(204);
+    s.get(&path, &member_a).await.expect_error(404, "not_found");
+    s.get(&format!("{path}/versions"), &owner_a)
+        .await
+        .expect_error(404, "not_found");
+    s.post(
+        &format!("/api/workflows/from-template/{id}"),
+        &member_a,
+        json!({}),
+    )
+    .await
+    .expect_error(404, "not_found");
+    s.delete(&path, &owner_a)
+        .await
+        .expect_error(404, "not_found");
+    s.post(&format!("/api/workflows/{wf}/approve"), &owner_a, json!({}))
+        .await
+        .expect(200);
+    let w = finished(&s, &member_a, &wf).await;
+    assert_eq!(w["status"], "completed", "{w}");
+    assert_eq!(w["output"], "shipped");
+    assert_eq!(w["template_id"], id.as_str());
+    let listed = s
+        .get(&format!("/api/workflows?template={id}"), &member_a)
+        .await
+        .expect(200);
+    assert_eq!(listed.body["total"], 1, "{}", listed.body);
+
+    // Audited, each change with who made it.
+    let audit = s
+        .get("/api/audit-logs?limit=100", &owner_a)
+        .await
+        .expect(200);
+    let items = audit.body["items"].as_array().unwrap();
+    let changes: Vec<(&str, &str)> = items
+        .iter()
+        .filter(|e| e["action"] == "workflow_template_visibility_changed")
+        .map(|e| {
+            (
+                e["payload"]["from"].as_str().unwrap(),
+                e["payload"]["to"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(changes.len(), 2, "{items:?}");
+    assert!(changes.contains(&("organization", "public")), "{changes:?}");
+    assert!(changes.contains(&("public", "organization")), "{changes:?}");
+    let deleted: Vec<&Value> = items
+        .iter()
+        .filter(|e| e["action"] == "workflow_template_deleted")
+        .collect();
+    assert_eq!(deleted.len(), 1, "{items:?}");
+    assert_eq!(deleted[0]["payload"]["template_id"], id.as_str());
+    assert_eq!(deleted[0]["payload"]["name"], "gated");
+}
+
 dual_backend_tests!(
+    test_visibility_changes_and_deletion,
     test_versions_variables_and_the_list_filter,
     test_visibility_across_tenants,
     test_a_template_from_a_workflow,

@@ -434,6 +434,12 @@ impl Server {
         self.call(Method::PUT, path, Some(token), Some(body)).await
     }
 
+    /// PATCH JSON.
+    pub(crate) async fn patch(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.call(Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+
     /// DELETE.
     pub(crate) async fn delete(&self, path: &str, token: &str) -> Resp {
         self.call(Method::DELETE, path, Some(token), None).await

@@ -96,7 +96,11 @@ fn documented(upload_limit: usize) -> OpenApiRouter<AppState> {
             workflow_templates::create,
             workflow_templates::list
         ))
-        .routes(routes!(workflow_templates::get))
+        .routes(routes!(
+            workflow_templates::get,
+            workflow_templates::update,
+            workflow_templates::delete
+        ))
         .routes(routes!(workflow_templates::versions))
         .routes(routes!(workflow_templates::start))
         .routes(routes!(gateway::chat_completions))

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::dispatch::Dispatcher;
 use super::queue::{Queue, QueueConfig, owner_name};
 use super::signals::Signals;
-use super::task_runner::TaskRunner;
+use super::task_runner::{HandOver, TaskRunner};
 use crate::config::TaskConfig;
 use crate::plugins::Plugins;
 use crate::store::Db;
@@ -34,13 +34,19 @@ impl Executor {
         config: TaskConfig,
     ) -> Executor {
         let owner = owner_name();
+        // A step task's worker takes its workflow over as the task ends.
+        let hand_over = HandOver {
+            engine: WorkflowRunner::new(db.clone(), plugins.clone(), signals.clone()),
+            lease_ms: i64::try_from(config.lease.as_millis()).unwrap_or(i64::MAX),
+        };
         let runner = TaskRunner::new(
             db.clone(),
             dispatcher,
             signals.clone(),
             config.cache_ttl,
             config.research_cache_ttl,
-        );
+        )
+        .with_hand_over(hand_over);
         let queue = QueueConfig {
             workers: config.workers,
             lease: config.lease,

@@ -131,13 +131,27 @@ pub enum SubmitError {
 /// The canonical request of `work` in the caller's organization: its
 /// agent's settings (which must be active) fill what the caller left open.
 pub async fn prepare(db: &Db, org_id: &str, work: Work) -> Result<TaskRequest, SubmitError> {
+    if work.agent_id.is_none() {
+        return Ok(request(work, None));
+    }
+    let mut tx = db.tenant_read(org_id).await?;
+    let prepared = prepare_on(&mut tx, org_id, work).await?;
+    tx.commit().await?;
+    Ok(prepared)
+}
+
+/// [`prepare`], reading the agent on `conn` (a transaction the caller
+/// holds open).
+pub async fn prepare_on(
+    conn: &mut sqlx::AnyConnection,
+    org_id: &str,
+    work: Work,
+) -> Result<TaskRequest, SubmitError> {
     let agent = match &work.agent_id {
         Some(id) => {
-            let mut tx = db.tenant_read(org_id).await?;
-            let agent = store::agents::get(&mut tx, org_id, id)
+            let agent = store::agents::get(conn, org_id, id)
                 .await?
                 .ok_or_else(|| Invalid::field("agent_id", "no such agent"))?;
-            tx.commit().await?;
             if agent.status != "active" {
                 return Err(Invalid::field(
                     "agent_id",

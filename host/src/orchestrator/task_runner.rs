@@ -21,6 +21,7 @@ use crate::money::{Money, Usd};
 use crate::store::tasks::{self, Attempt, Claimed, Finish, Task};
 use crate::store::workflows;
 use crate::store::{Db, now_ms};
+use crate::workflows::engine::WorkflowRunner;
 
 /// Runs claimed tasks through the dispatcher.
 #[derive(Debug)]
@@ -32,6 +33,19 @@ pub struct TaskRunner {
     cache_ttl: Duration,
     /// The same for research tasks.
     research_cache_ttl: Duration,
+    /// Takes a finished step task's workflow over in the finishing
+    /// transaction.
+    hand_over: Option<HandOver>,
+}
+
+/// The engine a finished step task hands its workflow to, and the lease
+/// it claims the workflow under.
+#[derive(Debug)]
+pub struct HandOver {
+    /// The workflow engine.
+    pub engine: WorkflowRunner,
+    /// How long the claim holds the workflow.
+    pub lease_ms: i64,
 }
 
 impl TaskRunner {
@@ -51,7 +65,16 @@ impl TaskRunner {
             signals,
             cache_ttl,
             research_cache_ttl,
+            hand_over: None,
         }
+    }
+
+    /// Hand each finished step task's workflow to `hand_over`'s engine in
+    /// the transaction that finishes the task (see
+    /// [`WorkflowRunner::take_over`]), instead of only waking it.
+    pub fn with_hand_over(mut self, hand_over: HandOver) -> TaskRunner {
+        self.hand_over = Some(hand_over);
+        self
     }
 }
 
@@ -413,12 +436,28 @@ impl TaskRunner {
         }
         tasks::append_event(&mut tx, &task.org_id, &task.id, "status", &event).await?;
         buckets::record(&mut tx, &Sample::task(task, finish, now_ms())).await?;
-        if task.workflow_id.is_some() {
+        let mut wake = false;
+        if let Some(workflow_id) = &task.workflow_id {
             workflows::wake_for_task(&mut tx, &task.id).await?;
+            // The workflow's next moves commit with the task's end when
+            // this worker can take it over; else a workflow worker is woken.
+            let left = match &self.hand_over {
+                Some(h) => {
+                    h.engine
+                        .take_over(tx, &task.org_id, workflow_id, owner, h.lease_ms)
+                        .await?
+                }
+                None => Some(tx),
+            };
+            if let Some(left) = left {
+                left.commit().await?;
+                wake = true;
+            }
+        } else {
+            tx.commit().await?;
         }
-        tx.commit().await?;
         self.signals.publish(Signal::Events(task.id.clone()));
-        if task.workflow_id.is_some() {
+        if wake {
             self.signals.publish_due(WorkKind::Workflows);
         }
         tracing::info!(

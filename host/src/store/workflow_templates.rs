@@ -276,6 +276,43 @@ pub async fn version(
     .await
 }
 
+/// Set the visibility of the organization's template `id` (its versions
+/// keep the visibility each set). `None` when the organization has no
+/// such template.
+pub async fn set_visibility(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    id: &str,
+    visibility: Visibility,
+) -> Result<Option<Template>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE workflow_templates SET visibility = $1 WHERE org_id = $2 AND id = $3 \
+         RETURNING {COLUMNS}"
+    )))
+    .bind(visibility.as_str())
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Delete the organization's template `id` with its versions. Workflows
+/// started from it keep their own copy of the definition and the id it
+/// had. Returns whether it existed.
+pub async fn delete(conn: &mut AnyConnection, org_id: &str, id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query("DELETE FROM workflow_template_versions WHERE org_id = $1 AND template_id = $2")
+        .bind(org_id)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    let done = sqlx::query("DELETE FROM workflow_templates WHERE org_id = $1 AND id = $2")
+        .bind(org_id)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Every version of a template, oldest first (read [`get`] first).
 pub async fn versions(
     conn: &mut AnyConnection,

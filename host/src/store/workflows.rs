@@ -238,6 +238,36 @@ pub async fn claim(
     Ok(row.map(|c| (c.workflow, c.more_due != 0)))
 }
 
+/// Claim workflow `id` of organization `org_id` for `owner`, as
+/// [`claim`] does, when it is due and nobody holds an unexpired lease on
+/// it: the hand-over from its step's task inside the transaction that
+/// finished the task.
+pub async fn claim_one(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    id: &str,
+    owner: &str,
+    lease_ms: i64,
+    max_claims: i64,
+) -> Result<Option<Workflow>, sqlx::Error> {
+    let now = now_ms();
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE workflows SET lease_owner = $1, lease_expires_at = $2, claims = claims + 1, \
+             updated_at = $3 \
+         WHERE org_id = $4 AND id = $5 AND wake_at <= $3 \
+           AND (lease_expires_at IS NULL OR lease_expires_at < $3) AND claims < $6 \
+         RETURNING {COLUMNS}"
+    )))
+    .bind(owner)
+    .bind(now + lease_ms)
+    .bind(now)
+    .bind(org_id)
+    .bind(id)
+    .bind(max_claims)
+    .fetch_optional(conn)
+    .await
+}
+
 #[derive(FromRow)]
 struct Claimed {
     #[sqlx(flatten)]
@@ -469,6 +499,45 @@ pub struct StepRun {
     pub parent_run: Option<String>,
     /// For a step inside a parallel step's branch: the branch, 0-based.
     pub lane: Option<i64>,
+}
+
+impl StepRun {
+    /// A new run, running since now, of step `step_id` (of kind `kind`):
+    /// number `seq` in the workflow, attempt `attempt`, reading state
+    /// version `state_version`; inside a parallel step's branch, `branch`
+    /// names the group's run and the branch (0-based).
+    pub fn started(
+        seq: i64,
+        step_id: &str,
+        kind: &str,
+        attempt: i64,
+        state_version: i64,
+        branch: Option<(String, i64)>,
+    ) -> StepRun {
+        let (parent_run, lane) = branch.unzip();
+        StepRun {
+            id: new_id(),
+            seq,
+            step_id: step_id.to_string(),
+            kind: kind.to_string(),
+            attempt,
+            status: StepRunStatus::Running,
+            task_id: None,
+            state_version,
+            output: None,
+            branch: None,
+            next_step: None,
+            evaluations: None,
+            decision: None,
+            error: None,
+            deadline: None,
+            cost_nanos: Money::ZERO,
+            started_at: now_ms(),
+            finished_at: None,
+            parent_run,
+            lane,
+        }
+    }
 }
 
 const RUN_COLUMNS: &str = "id, seq, step_id, kind, attempt, status, task_id, state_version, \
@@ -714,6 +783,53 @@ pub async fn append_event(
     .execute(conn)
     .await?;
     Ok(seq)
+}
+
+/// Append `events` (kind, JSON data) to workflow `workflow_id` in order,
+/// numbered as [`append_event`] numbers one, in two statements whatever
+/// their count. Call inside a transaction.
+pub async fn append_events(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    workflow_id: &str,
+    events: &[(&str, String)],
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+    let last: i64 = sqlx::query_scalar(
+        "UPDATE workflows SET event_seq = event_seq + $1 WHERE org_id = $2 AND id = $3 \
+         RETURNING event_seq",
+    )
+    .bind(count)
+    .bind(org_id)
+    .bind(workflow_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let rows = (0..events.len())
+        .map(|i| {
+            let b = 3 + i * 3;
+            format!("($1, $2, $3, ${}, ${}, ${})", b + 1, b + 2, b + 3)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO workflow_events (workflow_id, org_id, created_at, seq, kind, data) \
+         VALUES {rows}"
+    )))
+    .bind(workflow_id)
+    .bind(org_id)
+    .bind(now_ms());
+    let first = last - count + 1;
+    for (i, (kind, data)) in events.iter().enumerate() {
+        query = query
+            .bind(first + i64::try_from(i).unwrap_or(i64::MAX))
+            .bind(*kind)
+            .bind(data.as_str());
+    }
+    query.execute(conn).await?;
+    Ok(())
 }
 
 /// Up to 500 events of a workflow after number `after`, in order.

@@ -423,6 +423,9 @@ pub enum TemplateError {
     /// added meanwhile.
     #[error("{0}")]
     Conflict(String),
+    /// Another organization's public template, or a built-in: read-only.
+    #[error("{0}")]
+    ReadOnly(&'static str),
     /// Starting the workflow failed.
     #[error(transparent)]
     Workflow(#[from] WorkflowError),
@@ -590,6 +593,103 @@ pub async fn create(
     .await?;
     tx.commit().await?;
     Ok(written)
+}
+
+/// The organization's template `id` as `who` may change it: visible to
+/// them (else 404), their organization's (else read-only), and, when
+/// public, changed by an org_admin only.
+async fn editable(
+    conn: &mut sqlx::AnyConnection,
+    who: &Principal,
+    id: &str,
+) -> Result<Template, TemplateError> {
+    let viewer = Viewer {
+        org_id: &who.org_id,
+        user_id: &who.user_id,
+    };
+    let t = templates::get(conn, viewer, id)
+        .await?
+        .ok_or(TemplateError::NotFound("workflow template"))?;
+    if t.org_id.as_deref() != Some(who.org_id.as_str()) {
+        return Err(TemplateError::ReadOnly(
+            "another organization's or a built-in template is read-only; copy it with from_template",
+        ));
+    }
+    if t.visibility == Visibility::Public {
+        who.require(Role::OrgAdmin)?;
+    }
+    Ok(t)
+}
+
+/// Change the visibility of the organization's template `id` (as for
+/// creating one: task_executor or above, and org_admin when the template
+/// is or becomes public), audited. Its versions are unchanged; a template
+/// made private is its creator's.
+pub async fn set_visibility(
+    state: &AppState,
+    who: &Principal,
+    client: &ClientInfo,
+    id: &str,
+    visibility: &str,
+) -> Result<Template, TemplateError> {
+    who.require(Role::TaskExecutor)?;
+    let visibility = Visibility::parse(visibility)
+        .ok_or_else(|| Invalid::field("visibility", "must be private, organization or public"))?;
+    if visibility == Visibility::Public {
+        who.require(Role::OrgAdmin)?;
+    }
+    let mut tx = state.db.tenant(&who.org_id).await?;
+    let before = editable(&mut tx, who, id).await?;
+    let t = templates::set_visibility(&mut tx, &who.org_id, id, visibility)
+        .await?
+        .ok_or(TemplateError::NotFound("workflow template"))?;
+    audit::record(
+        &mut tx,
+        who,
+        client,
+        "workflow_template_visibility_changed",
+        json!({
+            "template_id": t.id,
+            "name": t.name,
+            "from": before.visibility.as_str(),
+            "to": visibility.as_str(),
+        }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(t)
+}
+
+/// Delete the organization's template `id` and its versions (permissions
+/// as for [`set_visibility`]), audited. Workflows started from it keep
+/// running on their own copy of its definition and keep its id.
+pub async fn delete(
+    state: &AppState,
+    who: &Principal,
+    client: &ClientInfo,
+    id: &str,
+) -> Result<(), TemplateError> {
+    who.require(Role::TaskExecutor)?;
+    let mut tx = state.db.tenant(&who.org_id).await?;
+    let t = editable(&mut tx, who, id).await?;
+    if !templates::delete(&mut tx, &who.org_id, id).await? {
+        return Err(TemplateError::NotFound("workflow template"));
+    }
+    audit::record(
+        &mut tx,
+        who,
+        client,
+        "workflow_template_deleted",
+        json!({
+            "template_id": t.id,
+            "name": t.name,
+            "latest_version": t.latest_version,
+            "visibility": t.visibility.as_str(),
+        }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 fn source_value(v: &TemplateVersion) -> Value {

@@ -1,33 +1,50 @@
 //! The workflow engine: the [`Runner`] for workflows on the durable queue.
 //!
 //! A claimed workflow is advanced as far as it can go, one move at a time,
-//! each move one transaction guarded by the lease: start a step (a task
-//! step inserts its ordinary task in the same transaction, so a step's
-//! task is created exactly once), finish a step whose task ended, evaluate
-//! a choice, wait for an approval, end the workflow. When nothing more can
-//! happen now it parks: until its task ends (the task's finish wakes it in
-//! the same transaction), until a decision, or until a retry's back-off or
-//! an approval's deadline. An instance that dies mid-move loses only that
-//! uncommitted move; the lease runs out and any instance carries on. A
-//! parallel step moves its branches the same way (`engine/parallel.rs`).
+//! each move's writes guarded by the lease: start a step (a task step
+//! inserts its ordinary task with its run, so a step's task is created
+//! exactly once), finish a step whose task ended, evaluate a choice, wait
+//! for an approval, end the workflow. When nothing more can happen now it
+//! parks: until its task ends (the task's finish wakes it in the same
+//! transaction), until a decision, or until a retry's back-off or an
+//! approval's deadline.
+//!
+//! The moves of one claim share a transaction ([`Batch`]) committed when
+//! the workflow parks: a task step's end, the choice after it, the next
+//! step's start (its task) and the park are one commit, and each move
+//! goes on from what the previous one wrote, kept in memory, instead of
+//! reading it back. An instance that dies before the commit loses those
+//! uncommitted moves together, never a part of one; the lease runs out
+//! and any instance makes them again. On SQLite, whose writers take turns,
+//! the batch is committed before a condition plugin runs, so no plugin
+//! call holds the write lock. A parallel step moves its branches the same
+//! way (`engine/parallel.rs`), each of its moves starting from committed
+//! data.
+//!
+//! The worker whose step task ends takes the workflow over in the
+//! transaction that records the task's end ([`WorkflowRunner::take_over`]):
+//! the task's end, the workflow's next moves, its next task and its park
+//! are then a single commit, and no workflow worker is woken. When the
+//! workflow is not to be had there (another worker holds it) the task's
+//! end only wakes it, as before.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use vel_runtime::PluginKind;
 use vel_runtime::types::{ConditionError, ConditionInput};
 
 mod parallel;
 
-use parallel::Plan;
+use parallel::{Applied, Plan};
 
 use super::definition::{
     ApprovalStep, ChoiceStep, Definition, ErrorCategory, Parse, Step, TaskStep,
 };
 use super::status::{StepRunStatus, WorkflowStatus};
 use super::template::{lookup, render};
-use crate::money::Money;
 use crate::orchestrator::queue::{Claim, Lease, MAX_CLAIMS, RunFuture, Runner};
 use crate::orchestrator::request::ChatMessage;
 use crate::orchestrator::signals::{Signal, Signals, WorkKind};
@@ -36,7 +53,7 @@ use crate::orchestrator::submit::{self, SubmitError, TaskPriority, Work};
 use crate::plugins::Plugins;
 use crate::store::tasks::{self, Inserted, NewTask};
 use crate::store::workflows::{self, Progress, StepRun, Workflow};
-use crate::store::{Db, new_id, now_ms};
+use crate::store::{Backend, Db, Tx, now_ms};
 
 /// Moves one claim makes at most before handing the workflow back (a
 /// fairness bound: a long chain of choices does not hold a worker).
@@ -73,7 +90,10 @@ impl Runner for WorkflowRunner {
         owner: &str,
         lease_ms: i64,
     ) -> Result<Option<Claim<Workflow>>, sqlx::Error> {
-        let mut tx = self.db.platform().await?;
+        // As a task's claim, the commit does not wait for the WAL flush:
+        // lost in a database crash, the workflow is simply due again, and
+        // the moves' commit flushes it with everything else.
+        let mut tx = self.db.platform_relaxed().await?;
         let claimed = workflows::claim(&mut tx, owner, lease_ms, MAX_CLAIMS).await?;
         tx.commit().await?;
         Ok(claimed.map(|(wf, more)| Claim {
@@ -143,6 +163,122 @@ struct View<'a> {
     state: Value,
     runs: Vec<StepRun>,
     owner: &'a str,
+    /// Where the move writes.
+    batch: &'a Mutex<Batch>,
+}
+
+/// The writes of a claim's moves not committed yet: one transaction,
+/// committed when the workflow parks (see the module's documentation),
+/// and what to tell this process's workers and watchers once it is.
+#[derive(Default)]
+struct Batch {
+    tx: Option<Tx>,
+    /// Events were appended to the workflow's log.
+    events: bool,
+    /// Step tasks were inserted.
+    tasks: bool,
+    /// The batch's transaction is a hand-over's (see
+    /// [`WorkflowRunner::take_over`]) not committed yet: a rollback goes
+    /// back to the savepoint, keeping the task's end.
+    savepoint: bool,
+    /// What parallel moves started and cancelled.
+    applied: Vec<Applied>,
+    /// The workflow as the batch's moves left it, which the next move
+    /// starts from instead of reading it back; `None` after a parallel
+    /// move (its branch runs are not kept here) or a rollback.
+    after: Option<After>,
+}
+
+/// The workflow after a move, as the move wrote it.
+struct After {
+    wf: Workflow,
+    state: Value,
+    runs: Vec<StepRun>,
+}
+
+impl Batch {
+    /// The batch's transaction, begun on first use.
+    async fn tx(&mut self, db: &Db, org_id: &str) -> Result<&mut Tx, sqlx::Error> {
+        let tx = match self.tx.take() {
+            Some(tx) => tx,
+            None => db.tenant(org_id).await?,
+        };
+        Ok(self.tx.insert(tx))
+    }
+
+    /// Commit what the batch holds, then signal it.
+    async fn commit(&mut self, signals: &Signals, workflow_id: &str) -> Result<(), sqlx::Error> {
+        if let Some(tx) = self.tx.take() {
+            tx.commit().await?;
+            self.savepoint = false;
+        }
+        if std::mem::take(&mut self.events) {
+            signals.publish(Signal::Events(workflow_id.to_string()));
+        }
+        if std::mem::take(&mut self.tasks) {
+            signals.publish_due(WorkKind::Tasks);
+        }
+        for applied in self.applied.drain(..) {
+            applied.publish(signals);
+        }
+        Ok(())
+    }
+
+    /// Drop every uncommitted move: the workflow is read afresh.
+    async fn rollback(&mut self) -> Result<(), sqlx::Error> {
+        self.events = false;
+        self.tasks = false;
+        self.applied.clear();
+        self.after = None;
+        match self.tx.take() {
+            Some(mut tx) if self.savepoint => {
+                sqlx::query("ROLLBACK TO SAVEPOINT workflow_hand_over")
+                    .execute(&mut *tx)
+                    .await?;
+                self.tx = Some(tx);
+                Ok(())
+            }
+            Some(tx) => tx.rollback().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Keep `wf` as the move that wrote `p` (and `run`, and `state` when a
+    /// new version) left it.
+    fn moved(
+        &mut self,
+        view: &View<'_>,
+        p: &Progress,
+        run: Option<&StepRun>,
+        state: Option<&Value>,
+    ) {
+        let mut wf = view.wf.clone();
+        wf.status = p.status;
+        wf.current_step.clone_from(&p.current_step);
+        wf.current_run.clone_from(&p.current_run);
+        wf.attempt = p.attempt;
+        wf.steps_run = p.steps_run;
+        wf.state_version = p.state_version;
+        wf.output.clone_from(&p.output);
+        wf.error.clone_from(&p.error);
+        wf.cost_nanos = p.cost_nanos;
+        if p.status.is_finished() {
+            wf.wake_at = None;
+            wf.finished_at = Some(now_ms());
+        }
+        let mut runs = view.runs.clone();
+        if let Some(run) = run {
+            match runs.iter_mut().find(|r| r.id == run.id) {
+                Some(stored) => *stored = run.clone(),
+                None => runs.push(run.clone()),
+            }
+        }
+        self.after = Some(After {
+            wf,
+            state: state.cloned().unwrap_or_else(|| view.state.clone()),
+            runs,
+        });
+    }
 }
 
 impl View<'_> {
@@ -169,17 +305,87 @@ impl WorkflowRunner {
     /// Advance `wf` until it waits or ends, then hand it back.
     async fn advance(
         &self,
+        wf: Workflow,
+        owner: &str,
+        stop: &CancellationToken,
+    ) -> Result<(), sqlx::Error> {
+        // Dropped on an error: whatever it holds is rolled back.
+        let batch = Mutex::new(Batch::default());
+        self.advance_in(wf, owner, stop, &batch).await
+    }
+
+    /// Take over workflow `workflow_id` of organization `org_id` in `tx`,
+    /// the transaction that finished its step's task and woke it: claim it
+    /// there for `owner` (a lease of `lease_ms`) and make its moves, so the
+    /// task's end, the workflow's next moves, its next task's start and its
+    /// park are one commit and no other worker needs waking. Returns `tx`
+    /// for the caller to commit when the workflow is not to be had (it is
+    /// not due, or another worker holds it) or the engine failed before
+    /// committing anything (its writes undone, the task's kept); `None`
+    /// when the engine committed `tx`.
+    pub async fn take_over(
+        &self,
+        mut tx: Tx,
+        org_id: &str,
+        workflow_id: &str,
+        owner: &str,
+        lease_ms: i64,
+    ) -> Result<Option<Tx>, sqlx::Error> {
+        sqlx::query("SAVEPOINT workflow_hand_over")
+            .execute(&mut *tx)
+            .await?;
+        let claimed =
+            workflows::claim_one(&mut tx, org_id, workflow_id, owner, lease_ms, MAX_CLAIMS).await?;
+        let Some(wf) = claimed else {
+            return Ok(Some(tx));
+        };
+        let span = tracing::info_span!("workflow", workflow_id = %wf.id, org_id = %wf.org_id, claims = wf.claims, hand_over = true);
+        let batch = Mutex::new(Batch {
+            tx: Some(tx),
+            savepoint: true,
+            ..Batch::default()
+        });
+        let stop = CancellationToken::new();
+        let advanced =
+            tracing::Instrument::instrument(self.advance_in(wf, owner, &stop, &batch), span).await;
+        let mut batch = batch.into_inner();
+        match advanced {
+            // What is left uncommitted (the task's end, after a rollback
+            // to the savepoint) is the caller's to commit.
+            Ok(()) => Ok(batch.tx),
+            Err(e) if batch.savepoint => {
+                let Some(mut tx) = batch.tx.take() else {
+                    return Err(e);
+                };
+                tracing::warn!(error = %e, workflow_id, "taking over the workflow failed; it is woken instead");
+                sqlx::query("ROLLBACK TO SAVEPOINT workflow_hand_over")
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(Some(tx))
+            }
+            // The task's end is committed; the workflow is rescued once
+            // the lease runs out.
+            Err(e) => {
+                tracing::warn!(error = %e, workflow_id, "the workflow's moves failed after its task's end was committed");
+                Ok(None)
+            }
+        }
+    }
+
+    /// [`Self::advance`] in `batch`.
+    async fn advance_in(
+        &self,
         mut wf: Workflow,
         owner: &str,
         stop: &CancellationToken,
+        batch: &Mutex<Batch>,
     ) -> Result<(), sqlx::Error> {
         let def: Definition = match serde_json::from_str(&wf.definition) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "stored workflow definition unreadable");
-                return self
-                    .end_unreadable(&wf, owner, &format!("stored definition unreadable: {e}"))
-                    .await;
+                let message = format!("stored definition unreadable: {e}");
+                return self.end_unreadable(&wf, owner, &message, batch).await;
             }
         };
         let mut moves = 0;
@@ -189,45 +395,40 @@ impl WorkflowRunner {
                 Moved::Wait(Some(now_ms()))
             } else {
                 moves += 1;
-                self.step(&wf, &def, owner).await?
+                self.step(&wf, &def, owner, batch).await?
             };
-            match moved {
-                Moved::Again => {}
-                Moved::Wait(wake_at) => {
-                    if self.park(&wf, owner, wake_at).await? || stop.is_cancelled() {
-                        return Ok(());
-                    }
-                    // Woken meanwhile: look again.
+            let mut b = batch.lock().await;
+            let park = match moved {
+                Moved::Again => None,
+                Moved::Wait(wake_at) => Some((wake_at, stop.is_cancelled())),
+                Moved::Done => Some((None, false)),
+            };
+            if let Some((wake_at, stopping)) = park {
+                // The park is written with the moves before it.
+                let tx = b.tx(&self.db, &wf.org_id).await?;
+                let parked = workflows::park(tx, &wf.id, owner, wf.wakes, wake_at).await?;
+                b.commit(&self.signals, &wf.id).await?;
+                if parked || stopping {
+                    return Ok(());
                 }
-                Moved::Done => {
-                    if self.park(&wf, owner, None).await? {
-                        return Ok(());
-                    }
-                }
+                // Woken meanwhile (or the lease is gone): look again.
+                b.after = None;
             }
-            let mut tx = self.db.tenant_read(&wf.org_id).await?;
-            let fresh = workflows::get(&mut tx, &wf.org_id, &wf.id).await?;
-            tx.commit().await?;
-            match fresh {
-                // Only while the lease is still ours.
-                Some(fresh) if fresh.lease_owner.as_deref() == Some(owner) => wf = fresh,
-                _ => return Ok(()),
+            match b.after.as_ref() {
+                Some(after) => wf = after.wf.clone(),
+                None => {
+                    let fresh = {
+                        let tx = b.tx(&self.db, &wf.org_id).await?;
+                        workflows::get(tx, &wf.org_id, &wf.id).await?
+                    };
+                    match fresh {
+                        // Only while the lease is still ours.
+                        Some(fresh) if fresh.lease_owner.as_deref() == Some(owner) => wf = fresh,
+                        _ => return b.rollback().await,
+                    }
+                }
             }
         }
-    }
-
-    /// Hand `wf` back until `wake_at`; false when a wake-up came since it
-    /// was read (or the lease is gone).
-    async fn park(
-        &self,
-        wf: &Workflow,
-        owner: &str,
-        wake_at: Option<i64>,
-    ) -> Result<bool, sqlx::Error> {
-        let mut tx = self.db.tenant(&wf.org_id).await?;
-        let parked = workflows::park(&mut tx, &wf.id, owner, wf.wakes, wake_at).await?;
-        tx.commit().await?;
-        Ok(parked)
     }
 
     /// Make one move.
@@ -236,34 +437,34 @@ impl WorkflowRunner {
         wf: &Workflow,
         def: &Definition,
         owner: &str,
+        batch: &Mutex<Batch>,
     ) -> Result<Moved, sqlx::Error> {
         if wf.status.is_finished() {
             return Ok(Moved::Done);
         }
-        let mut tx = self.db.tenant_read(&wf.org_id).await?;
-        let state = workflows::state(&mut tx, &wf.org_id, &wf.id, Some(wf.state_version)).await?;
-        let runs = workflows::runs(&mut tx, &wf.org_id, &wf.id).await?;
-        // The current run is the last top-level run; a parallel step's
-        // branch runs come after it.
-        let current = runs
-            .iter()
-            .rev()
-            .find(|r| Some(&r.id) == wf.current_run.as_ref())
-            .cloned();
-        let task = match current.as_ref().and_then(|r| r.task_id.as_deref()) {
-            Some(task_id) => tasks::get(&mut tx, &wf.org_id, task_id).await?,
-            None => None,
+        let parallel = wf
+            .current_step
+            .as_ref()
+            .and_then(|id| def.steps.get(id))
+            .is_some_and(|s| matches!(s, Step::Parallel(_)));
+        let (state, runs, task) = {
+            let mut b = batch.lock().await;
+            if parallel {
+                // A group's move reads its branches' tasks on other
+                // connections: it starts from committed data.
+                b.commit(&self.signals, &wf.id).await?;
+                b.after = None;
+            }
+            let kept = b.after.take();
+            self.read(&mut b, wf, kept, parallel).await?
         };
-        tx.commit().await?;
-        let state = state
-            .and_then(|(_, s)| serde_json::from_str::<Value>(&s).ok())
-            .unwrap_or_else(|| json!({}));
         let view = View {
             wf,
             def,
             state,
             runs,
             owner,
+            batch,
         };
         let Some(step_id) = wf.current_step.clone() else {
             return self
@@ -281,10 +482,79 @@ impl WorkflowRunner {
                 )
                 .await;
         };
-        match current {
+        // The current run is the last top-level run; a parallel step's
+        // branch runs come after it.
+        let current = view
+            .runs
+            .iter()
+            .rev()
+            .find(|r| Some(&r.id) == wf.current_run.as_ref())
+            .cloned();
+        let moved = match current {
             None => self.start(&view, &step_id, step).await,
             Some(run) => self.follow(&view, step, run, task).await,
+        };
+        if parallel {
+            batch.lock().await.after = None;
         }
+        moved
+    }
+
+    /// What a move starts from: `wf`'s state version and runs (`kept` when
+    /// the batch's last move left them) and its current run's task. Read on
+    /// the batch's transaction when it has one (it sees the batch's
+    /// writes); on PostgreSQL the reads begin it, except for a `parallel`
+    /// step's move (it reads its branches' tasks on a connection of its
+    /// own, and a worker holds one connection at a time); else they take a
+    /// read transaction of their own, which on SQLite does not wait for
+    /// writers.
+    async fn read(
+        &self,
+        b: &mut Batch,
+        wf: &Workflow,
+        kept: Option<After>,
+        parallel: bool,
+    ) -> Result<(Value, Vec<StepRun>, Option<tasks::Task>), sqlx::Error> {
+        let current_task = |runs: &[StepRun]| {
+            runs.iter()
+                .rev()
+                .find(|r| Some(&r.id) == wf.current_run.as_ref())
+                .and_then(|r| r.task_id.clone())
+        };
+        let kept = match kept {
+            // Nothing to read.
+            Some(after) if current_task(&after.runs).is_none() => {
+                return Ok((after.state, after.runs, None));
+            }
+            kept => kept,
+        };
+        let mut own: Option<Tx> = None;
+        let conn: &mut sqlx::AnyConnection =
+            if b.tx.is_some() || (self.db.backend() == Backend::Postgres && !parallel) {
+                b.tx(&self.db, &wf.org_id).await?
+            } else {
+                own.insert(self.db.tenant_read(&wf.org_id).await?)
+            };
+        let (state, runs) = match kept {
+            Some(after) => (after.state, after.runs),
+            None => {
+                let state =
+                    workflows::state(conn, &wf.org_id, &wf.id, Some(wf.state_version)).await?;
+                let runs = workflows::runs(conn, &wf.org_id, &wf.id).await?;
+                let state = state
+                    .and_then(|(_, s)| serde_json::from_str::<Value>(&s).ok())
+                    .unwrap_or_else(|| json!({}));
+                (state, runs)
+            }
+        };
+        let task = match current_task(&runs) {
+            Some(task_id) => tasks::get(conn, &wf.org_id, &task_id).await?,
+            None => None,
+        };
+        if let Some(tx) = own {
+            tx.commit().await?;
+        }
+        Ok((state, runs, task))
     }
 
     /// Start `step`: the first move of each step run.
@@ -303,31 +573,25 @@ impl WorkflowRunner {
             });
             return self.end_failed(view, error).await;
         }
-        let mut run = StepRun {
-            id: new_id(),
-            seq: view.next_seq(),
-            step_id: step_id.to_string(),
-            kind: step.kind().to_string(),
-            attempt: wf.attempt,
-            status: StepRunStatus::Running,
-            task_id: None,
-            state_version: wf.state_version,
-            output: None,
-            branch: None,
-            next_step: None,
-            evaluations: None,
-            decision: None,
-            error: None,
-            deadline: None,
-            cost_nanos: Money::ZERO,
-            started_at: now_ms(),
-            finished_at: None,
-            parent_run: None,
-            lane: None,
-        };
+        let mut run = StepRun::started(
+            view.next_seq(),
+            step_id,
+            step.kind(),
+            wf.attempt,
+            wf.state_version,
+            None,
+        );
         match step {
             Step::Task(t) => self.start_task(view, t, run).await,
             Step::Choice(c) => {
+                if self.db.backend() == Backend::Sqlite {
+                    // No plugin call holds SQLite's write lock.
+                    view.batch
+                        .lock()
+                        .await
+                        .commit(&self.signals, &wf.id)
+                        .await?;
+                }
                 let (decided, evaluations) = self.evaluate(&wf.org_id, &view.state, c).await;
                 run.evaluations = Some(evaluations.to_string());
                 match decided {
@@ -379,8 +643,9 @@ impl WorkflowRunner {
         }
     }
 
-    /// Start a task step: its task is inserted with the run, in one
-    /// transaction with the workflow's progress.
+    /// Start a task step: its task is inserted with the run and the
+    /// workflow's progress; the workflow then waits for the task (parked
+    /// in the same commit, before any worker can see the task).
     async fn start_task(
         &self,
         view: &View<'_>,
@@ -388,36 +653,40 @@ impl WorkflowRunner {
         mut run: StepRun,
     ) -> Result<Moved, sqlx::Error> {
         let wf = view.wf;
-        let new = match self.new_task(wf, &run.step_id, t, &view.state).await? {
+        let new = match self
+            .new_task(wf, &run.step_id, t, &view.state, view.batch)
+            .await?
+        {
             Ok(new) => new,
             Err(failure) => {
                 let step = &view.def.steps[&run.step_id];
                 return self.fail(view, step, run, failure).await;
             }
         };
-        let mut tx = self.db.tenant(&wf.org_id).await?;
-        let task = match tasks::insert(&mut tx, &new, u32::MAX).await? {
+        let mut b = view.batch.lock().await;
+        let tx = b.tx(&self.db, &wf.org_id).await?;
+        let task = match tasks::insert(tx, &new, u32::MAX).await? {
             Inserted::Created(task) => task,
             Inserted::Existing(_) | Inserted::TooManyUnfinished => {
-                tx.rollback().await?;
+                b.rollback().await?;
                 return Err(sqlx::Error::RowNotFound);
             }
         };
         run.task_id = Some(task.id.clone());
-        workflows::insert_run(&mut tx, &wf.org_id, &wf.id, &run).await?;
+        workflows::insert_run(tx, &wf.org_id, &wf.id, &run).await?;
         let mut p = view.progress();
         p.current_run = Some(run.id.clone());
         p.steps_run += 1;
-        if !workflows::advance(&mut tx, &wf.org_id, &wf.id, view.owner, &p).await? {
-            tx.rollback().await?;
+        if !workflows::advance(tx, &wf.org_id, &wf.id, view.owner, &p).await? {
+            b.rollback().await?;
             return Ok(Moved::Done);
         }
-        append_events(&mut tx, wf, events_of(view, Some(&run), &p)).await?;
-        tx.commit().await?;
-        self.signals.publish(Signal::Events(wf.id.clone()));
-        self.signals.publish_due(WorkKind::Tasks);
+        append_events(tx, wf, events_of(view, Some(&run), &p)).await?;
+        b.events = true;
+        b.tasks = true;
+        b.moved(view, &p, Some(&run), None);
         tracing::info!(step = %run.step_id, task_id = %task.id, "workflow step started its task");
-        Ok(Moved::Again)
+        Ok(Moved::Wait(None))
     }
 
     /// The task of task step `step_id` (`t`), its templates rendered from
@@ -428,6 +697,7 @@ impl WorkflowRunner {
         step_id: &str,
         t: &TaskStep,
         state: &Value,
+        batch: &Mutex<Batch>,
     ) -> Result<Result<NewTask, Failure>, sqlx::Error> {
         let messages = match (&t.prompt, &t.messages) {
             (Some(p), _) => vec![ChatMessage {
@@ -456,7 +726,13 @@ impl WorkflowRunner {
             agent_id: t.agent_id.clone(),
             metadata: Value::Object(metadata),
         };
-        let request = match submit::prepare(&self.db, &wf.org_id, work).await {
+        // An agent is read on the batch's transaction when it has one (a
+        // worker holds one connection at a time).
+        let prepared = match batch.lock().await.tx.as_mut() {
+            Some(tx) if work.agent_id.is_some() => submit::prepare_on(tx, &wf.org_id, work).await,
+            _ => submit::prepare(&self.db, &wf.org_id, work).await,
+        };
+        let request = match prepared {
             Ok(r) => r,
             Err(SubmitError::Storage(e)) => return Err(e),
             Err(e) => {
@@ -504,15 +780,16 @@ impl WorkflowRunner {
         p.status = WorkflowStatus::AwaitingApproval;
         p.current_run = Some(run.id.clone());
         p.steps_run += 1;
-        let mut tx = self.db.tenant(&view.wf.org_id).await?;
-        workflows::insert_run(&mut tx, &view.wf.org_id, &view.wf.id, &run).await?;
-        if !workflows::advance(&mut tx, &view.wf.org_id, &view.wf.id, view.owner, &p).await? {
-            tx.rollback().await?;
+        let mut b = view.batch.lock().await;
+        let tx = b.tx(&self.db, &view.wf.org_id).await?;
+        workflows::insert_run(tx, &view.wf.org_id, &view.wf.id, &run).await?;
+        if !workflows::advance(tx, &view.wf.org_id, &view.wf.id, view.owner, &p).await? {
+            b.rollback().await?;
             return Ok(Moved::Done);
         }
-        append_events(&mut tx, view.wf, events_of(view, Some(&run), &p)).await?;
-        tx.commit().await?;
-        self.signals.publish(Signal::Events(view.wf.id.clone()));
+        append_events(tx, view.wf, events_of(view, Some(&run), &p)).await?;
+        b.events = true;
+        b.moved(view, &p, Some(&run), None);
         tracing::info!(step = %run.step_id, "workflow awaits approval");
         Ok(Moved::Wait(run.deadline))
     }
@@ -751,26 +1028,27 @@ impl WorkflowRunner {
         p: Progress,
     ) -> Result<Moved, sqlx::Error> {
         let wf = view.wf;
-        let mut tx = self.db.tenant(&wf.org_id).await?;
+        let mut b = view.batch.lock().await;
+        let tx = b.tx(&self.db, &wf.org_id).await?;
         let stored = run.is_some_and(|run| view.runs.iter().any(|r| r.id == run.id));
         let mut events = Vec::new();
         if let Some(run) = run.filter(|_| !stored) {
-            workflows::insert_run(&mut tx, &wf.org_id, &wf.id, run).await?;
+            workflows::insert_run(tx, &wf.org_id, &wf.id, run).await?;
             events.extend(run_events(view, run));
         }
-        let mut applied = plan.apply(&mut tx, view, &self.signals).await?;
+        let mut applied = plan.apply(tx, view, &self.signals).await?;
         events.append(&mut applied.events);
         if let Some(run) = run.filter(|_| stored) {
-            if !workflows::finish_run(&mut tx, &wf.org_id, run).await? {
+            if !workflows::finish_run(tx, &wf.org_id, run).await? {
                 // A decision arrived meanwhile: look again.
-                tx.rollback().await?;
+                b.rollback().await?;
                 return Ok(Moved::Again);
             }
             events.extend(run_events(view, run));
         }
         if let Some(state) = state {
             workflows::insert_state(
-                &mut tx,
+                tx,
                 &wf.org_id,
                 &wf.id,
                 p.state_version,
@@ -780,15 +1058,15 @@ impl WorkflowRunner {
             .await?;
         }
         let ended = p.status.is_finished();
-        if !workflows::advance(&mut tx, &wf.org_id, &wf.id, view.owner, &p).await? {
-            tx.rollback().await?;
+        if !workflows::advance(tx, &wf.org_id, &wf.id, view.owner, &p).await? {
+            b.rollback().await?;
             return Ok(Moved::Done);
         }
         events.extend(status_event(view, &p));
-        append_events(&mut tx, wf, events).await?;
-        tx.commit().await?;
-        self.signals.publish(Signal::Events(wf.id.clone()));
-        applied.publish(&self.signals);
+        append_events(tx, wf, events).await?;
+        b.events = true;
+        b.applied.push(applied);
+        b.moved(view, &p, run, state);
         if ended {
             tracing::info!(status = p.status.as_str(), "workflow ended");
             return Ok(Moved::Done);
@@ -802,6 +1080,7 @@ impl WorkflowRunner {
         wf: &Workflow,
         owner: &str,
         message: &str,
+        batch: &Mutex<Batch>,
     ) -> Result<(), sqlx::Error> {
         let mut p = Progress {
             status: WorkflowStatus::Failed,
@@ -815,14 +1094,14 @@ impl WorkflowRunner {
             cost_nanos: wf.cost_nanos,
         };
         p.error = Some(json!({ "kind": "invalid_definition", "message": message }).to_string());
-        let mut tx = self.db.tenant(&wf.org_id).await?;
-        if workflows::advance(&mut tx, &wf.org_id, &wf.id, owner, &p).await? {
+        let mut b = batch.lock().await;
+        let tx = b.tx(&self.db, &wf.org_id).await?;
+        if workflows::advance(tx, &wf.org_id, &wf.id, owner, &p).await? {
             let data = json!({ "status": "failed", "error": p.error.as_deref().and_then(|e| serde_json::from_str::<Value>(e).ok()) });
-            workflows::append_event(&mut tx, &wf.org_id, &wf.id, "status", &data.to_string())
-                .await?;
+            workflows::append_event(tx, &wf.org_id, &wf.id, "status", &data.to_string()).await?;
         }
-        workflows::park(&mut tx, &wf.id, owner, wf.wakes, None).await?;
-        tx.commit().await
+        workflows::park(tx, &wf.id, owner, wf.wakes, None).await?;
+        b.commit(&self.signals, &wf.id).await
     }
 
     /// Evaluate a choice's rules in order: the step to go to and the branch
@@ -1017,10 +1296,11 @@ async fn append_events(
     wf: &Workflow,
     events: Vec<(&'static str, Value)>,
 ) -> Result<(), sqlx::Error> {
-    for (kind, data) in events {
-        workflows::append_event(tx, &wf.org_id, &wf.id, kind, &data.to_string()).await?;
-    }
-    Ok(())
+    let events: Vec<(&str, String)> = events
+        .into_iter()
+        .map(|(kind, data)| (kind, data.to_string()))
+        .collect();
+    workflows::append_events(tx, &wf.org_id, &wf.id, &events).await
 }
 
 /// What an ended task means for its step `t`: the step's output, or how

@@ -1,7 +1,7 @@
 //! Workflow templates: create one (or its next version) from a definition,
 //! a workflow or another template; read and list those the caller may see
 //! (the organization's, the caller's private ones, every public one);
-//! start a workflow from one. See [`crate::workflows::catalog`].
+//! change one's visibility or delete it; start a workflow from one. See [`crate::workflows::catalog`].
 
 use axum::Json;
 use axum::extract::State;
@@ -30,6 +30,7 @@ impl From<TemplateError> for ApiError {
             TemplateError::Forbidden(e) => e.into(),
             TemplateError::NotFound(what) => ApiError::not_found(what),
             TemplateError::Conflict(m) => ApiError::conflict(m),
+            TemplateError::ReadOnly(m) => ApiError::forbidden(m),
             TemplateError::Workflow(e) => e.into(),
             TemplateError::Storage(e) => e.into(),
         }
@@ -185,6 +186,62 @@ pub async fn create(
     )
     .await?;
     Ok((StatusCode::CREATED, Json(view(&p, &t, &v, true))))
+}
+
+/// A change to a template.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTemplate {
+    /// `private` (its creator only), `organization` or `public` (every
+    /// organization, read-only; org_admin only).
+    pub visibility: String,
+}
+
+/// Change who may see one of the organization's templates (task_executor
+/// or above; org_admin when it is or becomes public), audited. Its
+/// versions are unchanged. 200 with the template at its latest version;
+/// 403 for another organization's public template or a built-in; 404 for
+/// one the caller cannot see; 422 for an unknown visibility.
+#[utoipa::path(patch, path = "/api/workflow-templates/{id}", tag = "workflow-templates",
+    params(("id" = String, Path, description = "Template id")),
+    request_body = UpdateTemplate,
+    responses((status = 200, body = TemplateView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn update(
+    State(state): State<AppState>,
+    p: Principal,
+    client: ClientInfo,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<UpdateTemplate>,
+) -> Result<Json<TemplateView>, ApiError> {
+    p.require(Role::TaskExecutor)?;
+    catalog::set_visibility(&state, &p, &client, &id, &req.visibility).await?;
+    let mut tx = state.db.tenant_read(&p.org_id).await?;
+    let found = catalog::read_version(&mut tx, viewer(&p), &id, None).await;
+    tx.commit().await?;
+    let (t, v) = found?;
+    Ok(Json(view(&p, &t, &v, true)))
+}
+
+/// Delete one of the organization's templates with every version
+/// (task_executor or above; org_admin for a public one), audited.
+/// Workflows started from it keep running on their own copy of the
+/// definition and keep its id. 204; 403 for another organization's public
+/// template or a built-in; 404 for one the caller cannot see.
+#[utoipa::path(delete, path = "/api/workflow-templates/{id}", tag = "workflow-templates",
+    params(("id" = String, Path, description = "Template id")),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete(
+    State(state): State<AppState>,
+    p: Principal,
+    client: ClientInfo,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    p.require(Role::TaskExecutor)?;
+    catalog::delete(&state, &p, &client, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Query of `GET /api/workflow-templates`.

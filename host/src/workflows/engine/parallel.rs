@@ -44,7 +44,7 @@ use crate::orchestrator::signals::{Signal, Signals, WorkKind};
 use crate::orchestrator::state::TaskStatus;
 use crate::store::tasks::{self, Inserted, NewTask};
 use crate::store::workflows::{self, StepRun};
-use crate::store::{Tx, new_id, now_ms};
+use crate::store::{Tx, now_ms};
 use crate::workflows::definition::{Branch, ErrorCategory, OnFailure, ParallelStep, Step};
 use crate::workflows::status::StepRunStatus;
 use crate::workflows::template::render;
@@ -461,6 +461,7 @@ impl WorkflowRunner {
             state: merged,
             runs: view.runs.clone(),
             owner: view.owner,
+            batch: view.batch,
         };
         let record = json!({ "branches": branches, "output": outputs });
         match failed {
@@ -518,28 +519,17 @@ impl WorkflowRunner {
         attempt: i64,
     ) -> Result<(StepRun, Outcome), sqlx::Error> {
         let view = g.view;
-        let mut run = StepRun {
-            id: new_id(),
-            seq: g.next_seq,
-            step_id: step_id.to_string(),
-            kind: "task".into(),
+        // A step the branch does not have is recorded as a task step.
+        let kind = lane.branch.steps.get(step_id).map_or("task", Step::kind);
+        let branch = lane_of(index).map(|lane| (g.group_id.clone(), lane));
+        let mut run = StepRun::started(
+            g.next_seq,
+            step_id,
+            kind,
             attempt,
-            status: StepRunStatus::Running,
-            task_id: None,
-            state_version: view.wf.state_version,
-            output: None,
-            branch: None,
-            next_step: None,
-            evaluations: None,
-            decision: None,
-            error: None,
-            deadline: None,
-            cost_nanos: Money::ZERO,
-            started_at: now_ms(),
-            finished_at: None,
-            parent_run: Some(g.group_id.clone()),
-            lane: lane_of(index),
-        };
+            view.wf.state_version,
+            branch,
+        );
         g.next_seq += 1;
         let Some(step) = lane.branch.steps.get(step_id) else {
             let failure = Failure::new(
@@ -549,7 +539,6 @@ impl WorkflowRunner {
             );
             return Ok((run, Outcome::Stopped(failure)));
         };
-        run.kind = step.kind().to_string();
         if g.steps_run >= i64::from(view.def.max_steps) {
             let failure = Failure::new(
                 ErrorCategory::Terminal,
@@ -563,7 +552,10 @@ impl WorkflowRunner {
         }
         g.steps_run += 1;
         let outcome = match step {
-            Step::Task(t) => match self.new_task(view.wf, step_id, t, &lane.state).await? {
+            Step::Task(t) => match self
+                .new_task(view.wf, step_id, t, &lane.state, view.batch)
+                .await?
+            {
                 Ok(task) => Outcome::Started(Box::new(task)),
                 Err(failure) => Outcome::Failed(failure),
             },
