@@ -7,6 +7,7 @@
 //! reads and writes the database, [`audit`] records what happened.
 
 pub mod agents;
+pub mod alerts;
 pub mod analytics;
 pub mod api;
 pub mod audit;

@@ -23,10 +23,11 @@ use serde_json::json;
 
 use super::buckets::{Counts, MINUTE_MS, floor};
 use super::latency::{Latency, SketchError};
+use crate::alerts::NewAlert;
 use crate::audit;
-use crate::store::alerts::{self, AlertRow};
+use crate::store::alerts;
 use crate::store::usage_buckets::{self, BucketRow, Resolution};
-use crate::store::{Db, jobs, new_id, to_rfc3339};
+use crate::store::{Db, jobs, to_rfc3339};
 
 /// The job that checks minutes.
 pub const ANOMALY_JOB: &str = "anomaly_minutes";
@@ -174,29 +175,17 @@ pub async fn pass(db: &Db, now: i64) -> Result<usize, AnomalyError> {
             if last.is_some_and(|at| now - at < COOL_DOWN_MS) {
                 continue;
             }
-            let details = audit::Payload::from(finding.details.clone());
-            alerts::insert(
+            crate::alerts::raise(
                 &mut tx,
-                &AlertRow {
-                    id: new_id(),
-                    org_id: finding.org_id.clone(),
-                    kind: subject_kind.into(),
-                    subject: finding.subject.clone(),
+                NewAlert {
+                    org_id: &finding.org_id,
+                    kind: subject_kind,
+                    subject: &finding.subject,
                     message: finding.message.clone(),
-                    details: details.clone().render(),
-                    created_at: now,
-                    acknowledged_at: None,
-                    acknowledged_by: None,
+                    details: audit::Payload::from(finding.details.clone()),
                 },
-            )
-            .await?;
-            audit::record_for(
-                &mut tx,
-                Some(&finding.org_id),
-                None,
-                &audit::ClientInfo::default(),
                 "anomaly_detected",
-                details,
+                now,
             )
             .await?;
             tracing::warn!(org_id = %finding.org_id, subject = %finding.subject, "{}", finding.message);

@@ -35,12 +35,12 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use super::Budget;
+use crate::alerts::NewAlert;
 use crate::analytics::metrics;
 use crate::audit;
 use crate::money::Money;
 use crate::plugins::stats::{escape_label, family};
-use crate::store::alerts::{self, AlertRow};
-use crate::store::{Db, budgets as store, new_id, now_ms};
+use crate::store::{Db, budgets as store, now_ms};
 
 /// How the ledger leases and writes.
 #[derive(Debug, Clone, Copy)]
@@ -289,13 +289,7 @@ impl Ledger {
 
     /// Make sure the account exists (with the budget as configured now).
     fn account(&self, key: &Key, budget: &Arc<Budget>, now: i64) {
-        let mut accounts = self.lock();
-        let a = accounts
-            .entry(key.clone())
-            .or_insert_with(|| Account::new(budget.clone(), now));
-        if a.budget != *budget {
-            a.budget = budget.clone();
-        }
+        account_in(&mut self.lock(), key, budget, now);
     }
 
     /// Reserve `worst` in one hard budget's account, growing its lease
@@ -310,12 +304,7 @@ impl Ledger {
         let gate = {
             let now = now_ms();
             let mut accounts = self.lock();
-            let a = accounts
-                .entry(key.clone())
-                .or_insert_with(|| Account::new(budget.clone(), now));
-            if a.budget != *budget {
-                a.budget = budget.clone();
-            }
+            let a = account_in(&mut accounts, key, budget, now);
             if a.can_take(worst, now, ttl) {
                 a.reserved = a.reserved.saturating_add(worst);
                 a.last_active = now;
@@ -328,9 +317,7 @@ impl Ledger {
         let shortfall = {
             let now = now_ms();
             let mut accounts = self.lock();
-            let a = accounts
-                .entry(key.clone())
-                .or_insert_with(|| Account::new(budget.clone(), now));
+            let a = account_in(&mut accounts, key, budget, now);
             if a.can_take(worst, now, ttl) {
                 a.reserved = a.reserved.saturating_add(worst);
                 a.last_active = now;
@@ -346,7 +333,7 @@ impl Ledger {
     async fn grant(
         &self,
         key: &Key,
-        budget: &Budget,
+        budget: &Arc<Budget>,
         shortfall: Money,
         worst: Money,
     ) -> Result<(), ReserveError> {
@@ -410,9 +397,7 @@ impl Ledger {
         .await?;
         tx.commit().await?;
         let mut accounts = self.lock();
-        let a = accounts
-            .entry(key.clone())
-            .or_insert_with(|| Account::new(Arc::new(budget.clone()), now));
+        let a = account_in(&mut accounts, key, budget, now);
         if leases.mine.nanos() == 0 && a.lease.nanos() > 0 {
             // Our lapsed lease was deleted: what we thought we held is gone.
             a.lease = Money::ZERO;
@@ -668,6 +653,23 @@ impl Ledger {
     }
 }
 
+/// The account of `key` among `accounts`, created when missing, with the
+/// budget as configured now.
+fn account_in<'a>(
+    accounts: &'a mut HashMap<Key, Account>,
+    key: &Key,
+    budget: &Arc<Budget>,
+    now: i64,
+) -> &'a mut Account {
+    let a = accounts
+        .entry(key.clone())
+        .or_insert_with(|| Account::new(budget.clone(), now));
+    if a.budget != *budget {
+        a.budget = budget.clone();
+    }
+    a
+}
+
 /// Record that `budget`'s period passed `fraction` of its limit: an alert
 /// and an audit entry, in the transaction that recorded the spend.
 async fn alert(
@@ -698,28 +700,17 @@ async fn alert(
     }))
     .usd("limit_usd", Some(budget.limit))
     .usd("spent_usd", Some(spent));
-    alerts::insert(
+    crate::alerts::raise(
         conn,
-        &AlertRow {
-            id: new_id(),
-            org_id: budget.org_id.clone(),
-            kind: "budget_threshold".into(),
-            subject: budget.id.clone(),
+        NewAlert {
+            org_id: &budget.org_id,
+            kind: "budget_threshold",
+            subject: &budget.id,
             message,
-            details: details.clone().render(),
-            created_at: now,
-            acknowledged_at: None,
-            acknowledged_by: None,
+            details,
         },
-    )
-    .await?;
-    audit::record_for(
-        conn,
-        Some(&budget.org_id),
-        None,
-        &audit::ClientInfo::default(),
         "budget_threshold_reached",
-        details,
+        now,
     )
     .await
 }

@@ -630,6 +630,25 @@ impl<'a> ProviderCaller for PluginCaller<'a> {
 }
 
 impl Inner {
+    /// An attempt that ended before its provider was called: the breaker's
+    /// probe, if it was one, is handed back, as the provider was not at
+    /// fault.
+    fn not_called(
+        &self,
+        integration_id: &str,
+        attempt: Attempt,
+        class: FailureClass,
+    ) -> CallOutcome {
+        self.observed
+            .breakers()
+            .with(integration_id, |b| b.release_probe());
+        CallOutcome {
+            attempt,
+            result: Err(class),
+            streamed: String::new(),
+        }
+    }
+
     /// One call of `target` for `model` as attempt `seq`, measured, priced
     /// and fed to its breaker and figures; `sent` is text earlier attempts
     /// streamed, which this one continues (see [`StreamFailover`]). Its
@@ -667,14 +686,7 @@ impl Inner {
             Err(e) => {
                 attempt.error_kind = Some(e.kind().into());
                 attempt.error_message = Some(e.to_string());
-                self.observed
-                    .breakers()
-                    .with(integration.id.as_str(), |b| b.release_probe());
-                return CallOutcome {
-                    attempt,
-                    result: Err(FailureClass::Plugin),
-                    streamed: String::new(),
-                };
+                return self.not_called(integration.id.as_str(), attempt, FailureClass::Plugin);
             }
         };
         let mut metadata = job.metadata.clone();
@@ -709,14 +721,11 @@ impl Inner {
                     attempt.outcome = AttemptOutcome::Skipped;
                     attempt.error_kind = Some(DispatchKind::BudgetExceeded.as_str().into());
                     attempt.error_message = Some(e.to_string());
-                    self.observed
-                        .breakers()
-                        .with(integration.id.as_str(), |b| b.release_probe());
-                    return CallOutcome {
+                    return self.not_called(
+                        integration.id.as_str(),
                         attempt,
-                        result: Err(FailureClass::OverBudget),
-                        streamed: String::new(),
-                    };
+                        FailureClass::OverBudget,
+                    );
                 }
             }
         };
