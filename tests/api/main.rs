@@ -26,6 +26,7 @@ mod integrations;
 mod money;
 mod nul;
 mod organizations;
+mod permissions;
 mod plugin_cli;
 mod plugin_limits;
 mod plugins;

@@ -320,7 +320,7 @@ async fn create_and_list_users(b: Backend) {
         json!({ "email": "x@test.local", "password": USER_PASSWORD, "org_id": default_org }),
     )
     .await
-    .expect_error(404, "not_found");
+    .expect_error(403, "forbidden");
 }
 
 dual_backend_tests!(

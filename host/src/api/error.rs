@@ -348,6 +348,19 @@ impl From<crate::auth::email_change::EmailChangeError> for ApiError {
     }
 }
 
+impl From<crate::auth::roles::RoleError> for ApiError {
+    fn from(e: crate::auth::roles::RoleError) -> ApiError {
+        use crate::auth::roles::RoleError;
+        match e {
+            RoleError::Invalid(e) => e.into(),
+            RoleError::Forbidden(e) => e.into(),
+            RoleError::NotFound(what) => ApiError::not_found(what),
+            RoleError::Conflict(message) => ApiError::conflict(message),
+            RoleError::Storage(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::auth::Forbidden> for ApiError {
     fn from(e: crate::auth::Forbidden) -> ApiError {
         ApiError::forbidden(e.to_string())

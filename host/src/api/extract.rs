@@ -231,7 +231,8 @@ impl FromRequestParts<AppState> for ClientInfo {
     }
 }
 
-/// The caller, from the `Authorization: Bearer` header (401 otherwise).
+/// The caller: the one [`super::access::guard`] authenticated, else from
+/// the `Authorization: Bearer` header (401 otherwise).
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
@@ -239,6 +240,10 @@ impl FromRequestParts<AppState> for Principal {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Principal, ApiError> {
+        // The access guard authenticated the caller already.
+        if let Some(p) = parts.extensions.get::<Principal>() {
+            return Ok(p.clone());
+        }
         let header = parts
             .headers
             .get(header::AUTHORIZATION)

@@ -1,6 +1,7 @@
 //! The HTTP API: routes, the one error shape, extractors, and the OpenAPI
 //! document generated from the handlers' annotations.
 
+pub mod access;
 pub mod body_limit;
 pub mod error;
 pub mod extract;
@@ -26,8 +27,8 @@ use utoipa_axum::routes;
 use self::error::ApiError;
 use self::handlers::{
     agents, alerts, analytics, api_keys, audit_logs, auth, budgets, connectivity, gateway,
-    integrations, invitations, metrics, organizations, plugins, tasks, users, workflow_templates,
-    workflows,
+    integrations, invitations, metrics, organizations, plugins, roles, tasks, users,
+    workflow_templates, workflows,
 };
 use crate::state::AppState;
 
@@ -52,6 +53,10 @@ fn documented(upload_limit: usize) -> OpenApiRouter<AppState> {
             organizations::remove_member
         ))
         .routes(routes!(organizations::set_routing_policy))
+        .routes(routes!(roles::catalog))
+        .routes(routes!(roles::list, roles::create))
+        .routes(routes!(roles::update, roles::delete))
+        .routes(routes!(roles::assign))
         .routes(routes!(
             organizations::get_stream_failover,
             organizations::set_stream_failover
@@ -123,6 +128,12 @@ fn documented(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(openapi::document))
 }
 
+/// The OpenAPI document of every documented route, as the handlers'
+/// annotations give it (before [`openapi::complete`]).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    documented(0).split_for_parts().1
+}
+
 /// Build the application: routes, limits, error fallbacks, tracing.
 pub fn router(state: AppState) -> Router {
     let upload_limit = plugins::upload_body_limit(&state.config.registry);
@@ -131,8 +142,10 @@ pub fn router(state: AppState) -> Router {
         upload: upload_limit,
     };
     let hop = state.plugins.hop().map(Arc::<str>::from);
+    let guard = axum::middleware::from_fn_with_state(state.clone(), access::guard);
     let (router, doc) = documented(upload_limit).with_state(state).split_for_parts();
     router
+        .route_layer(guard)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(Arc::new(openapi::complete(doc))))

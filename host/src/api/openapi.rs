@@ -23,7 +23,8 @@ use utoipa::{Modify, OpenApi};
     tags(
         (name = "auth", description = "Tokens"),
         (name = "users", description = "Users"),
-        (name = "organizations", description = "Tenants, members and roles"),
+        (name = "organizations", description = "Tenants and their members"),
+        (name = "roles", description = "Permissions, the built-in roles' sets, custom roles and role assignment; every operation states the permission it needs"),
         (name = "agents", description = "Agent configuration"),
         (name = "integrations", description = "Provider credentials and settings"),
         (name = "api-keys", description = "Keys for machine clients"),
@@ -85,6 +86,9 @@ pub fn complete(doc: utoipa::openapi::OpenApi) -> Value {
                 continue;
             };
             complete_operation(op);
+            if let Some(access) = super::access::rule(&method.to_ascii_uppercase(), path) {
+                op.insert("x-vel-access".into(), Value::String(access.describe()));
+            }
             if let Some(id) = ids.get(&(path.clone(), method.clone())) {
                 op.insert("operationId".into(), Value::String(id.clone()));
             }

@@ -5,7 +5,7 @@
 use base64::Engine;
 
 use super::AuthError;
-use super::{Credential, Principal, Role};
+use super::{Credential, Holding, Permissions, Principal, Role, permissions};
 use crate::secrets::sha256_hex;
 use crate::state::AppState;
 use crate::store;
@@ -73,22 +73,39 @@ fn principal(live: LiveKey) -> Result<Principal, AuthError> {
     if live.key.expires_at.is_some_and(|at| at <= store::now_ms()) {
         return Err(AuthError::Unauthenticated("API key has expired"));
     }
-    let role = Role::parse(&live.key.role)
-        .ok_or_else(|| AuthError::Unauthenticated("invalid API key role"))?;
-    let creator = super::current_roles(
+    let creator = Holding::current(
         live.creator_platform_role.as_deref(),
         live.creator_member_role.as_deref(),
+        live.creator_role_permissions.as_deref(),
     )
-    .into_iter()
-    .max_by_key(|r| r.rank())
-    .ok_or_else(|| {
-        AuthError::Unauthenticated("the API key's creator no longer belongs to the organization")
-    })?;
+    .ok_or(AuthError::Unauthenticated(
+        "the API key's creator no longer belongs to the organization",
+    ))?;
+    // The key acts with its own role, never above what its creator holds
+    // now; an `admin` key is a platform admin's while they remain one.
+    let platform_admin = live.key.role == Role::Admin.as_str() && creator.platform_admin;
+    let carried = if platform_admin {
+        Permissions::all()
+    } else {
+        permissions::of_role(&live.key.role, live.key_role_permissions.as_deref())
+    };
     let key = live.key;
+    // The role it acts as: its own, or its creator's when that is weaker.
+    let role =
+        if !platform_admin && carried.covers(creator.permissions) && carried != creator.permissions
+        {
+            creator.role.unwrap_or(key.role)
+        } else {
+            key.role
+        };
     Ok(Principal {
         user_id: key.user_id,
         org_id: key.org_id,
-        roles: vec![role.weaker(creator)],
+        holding: Holding {
+            platform_admin,
+            permissions: carried.intersect(creator.permissions),
+            role: Some(role),
+        },
         credential: Credential::ApiKey { id: key.id },
     })
 }

@@ -5,7 +5,11 @@ pub mod api_keys;
 pub mod email_change;
 pub mod jwt;
 pub mod password;
+pub mod permissions;
+pub mod roles;
 pub mod verified;
+
+pub use permissions::{Permission, Permissions};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -67,47 +71,62 @@ impl Role {
         })
     }
 
-    /// Power within an organization (higher is more); `admin` tops everything.
-    fn rank(self) -> u8 {
-        match self {
-            Role::Admin => 5,
-            Role::OrgAdmin => 4,
-            Role::AgentManager => 3,
-            Role::TaskExecutor => 2,
-            Role::Viewer => 1,
-        }
-    }
-
     /// True for roles held within an organization (everything but `admin`).
     pub fn is_org_role(self) -> bool {
         self != Role::Admin
     }
-
-    /// The less powerful of two roles: what a credential may do when it
-    /// carries one role and its holder now has the other.
-    pub fn weaker(self, other: Role) -> Role {
-        if self.rank() <= other.rank() {
-            self
-        } else {
-            other
-        }
-    }
 }
 
-/// The roles a user holds in an organization now: `admin` for a platform
-/// admin, then their membership role. Empty when they hold neither, which
-/// ends whatever credential they present there.
-pub fn current_roles(platform_role: Option<&str>, member_role: Option<&str>) -> Vec<Role> {
-    let mut roles = Vec::with_capacity(2);
-    if platform_role == Some(Role::Admin.as_str()) {
-        roles.push(Role::Admin);
+/// What a user holds in one organization now: platform admin or not, their
+/// membership role (built-in or custom) and the permissions these give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holding {
+    /// A platform admin (every permission in every organization).
+    pub platform_admin: bool,
+    /// The membership role's name; `None` when not a member.
+    pub role: Option<String>,
+    /// What the user may do there.
+    pub permissions: Permissions,
+}
+
+impl Holding {
+    /// The holding of a user with `platform_role` whose membership role is
+    /// `member_role` (`custom`: that role's stored permissions when it is
+    /// the organization's own). `None` when they hold neither, which ends
+    /// whatever credential they present there.
+    pub fn current(
+        platform_role: Option<&str>,
+        member_role: Option<&str>,
+        custom: Option<&str>,
+    ) -> Option<Holding> {
+        let platform_admin = platform_role == Some(Role::Admin.as_str());
+        let role = member_role.filter(|r| *r != Role::Admin.as_str());
+        if !platform_admin && role.is_none() {
+            return None;
+        }
+        let mut permissions = role
+            .map(|r| permissions::of_role(r, custom))
+            .unwrap_or_default();
+        if platform_admin {
+            permissions = Permissions::all();
+        }
+        Some(Holding {
+            platform_admin,
+            role: role.map(str::to_string),
+            permissions,
+        })
     }
-    roles.extend(
-        member_role
-            .and_then(Role::parse)
-            .filter(|r| r.is_org_role()),
-    );
-    roles
+
+    /// Role names as tokens and views show them: `admin` first for a
+    /// platform admin, then the membership role.
+    pub fn role_names(&self) -> Vec<String> {
+        let mut names = Vec::with_capacity(2);
+        if self.platform_admin {
+            names.push(Role::Admin.as_str().to_string());
+        }
+        names.extend(self.role.clone());
+        names
+    }
 }
 
 /// How the caller authenticated.
@@ -128,15 +147,16 @@ pub enum Credential {
 }
 
 /// The authenticated caller of a request: the user, the organization the
-/// request acts in, and the roles held there.
+/// request acts in, and what they may do there.
 #[derive(Debug, Clone)]
 pub struct Principal {
     /// User id.
     pub user_id: String,
     /// Organization every tenant-owned query is scoped to.
     pub org_id: String,
-    /// Roles (`admin` plus at most one organization role).
-    pub roles: Vec<Role>,
+    /// Role and permissions in that organization (for an API key: the
+    /// key's role, limited to what its creator holds now).
+    pub holding: Holding,
     /// Token or API key.
     pub credential: Credential,
 }
@@ -144,21 +164,30 @@ pub struct Principal {
 impl Principal {
     /// Whether the caller is a platform admin.
     pub fn is_platform_admin(&self) -> bool {
-        self.roles.contains(&Role::Admin)
+        self.holding.platform_admin
     }
 
-    /// Whether the caller holds `min` or a stronger role in the organization
-    /// (platform admins pass every organization check).
-    pub fn has_at_least(&self, min: Role) -> bool {
-        self.roles.iter().any(|r| r.rank() >= min.rank())
+    /// Whether the caller may do `p` in their organization.
+    pub fn can(&self, p: Permission) -> bool {
+        self.holding.permissions.has(p)
     }
 
-    /// [`Forbidden`] unless [`Principal::has_at_least`].
-    pub fn require(&self, min: Role) -> Result<(), Forbidden> {
-        if self.has_at_least(min) {
+    /// [`Forbidden`] unless [`Principal::can`].
+    pub fn require(&self, p: Permission) -> Result<(), Forbidden> {
+        if self.can(p) {
             Ok(())
         } else {
-            Err(Forbidden(min))
+            Err(Forbidden::Permission(p))
+        }
+    }
+
+    /// [`Forbidden`] unless the caller holds every permission of `role`
+    /// (the built-in role a workflow step or a grant names).
+    pub fn require_role(&self, role: Role) -> Result<(), Forbidden> {
+        if self.holding.permissions.covers(role.permissions()) {
+            Ok(())
+        } else {
+            Err(Forbidden::Role(role))
         }
     }
 
@@ -167,15 +196,24 @@ impl Principal {
         if self.is_platform_admin() {
             Ok(())
         } else {
-            Err(Forbidden(Role::Admin))
+            Err(Forbidden::PlatformAdmin)
         }
     }
 }
 
-/// The caller lacks the role an action needs.
+/// The caller lacks what an action needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("requires the {} role", .0.as_str())]
-pub struct Forbidden(pub Role);
+pub enum Forbidden {
+    /// A permission in the organization.
+    #[error("requires the {0} permission")]
+    Permission(Permission),
+    /// Every permission of a built-in role.
+    #[error("requires the permissions of the {} role", .0.as_str())]
+    Role(Role),
+    /// The platform admin role.
+    #[error("requires the admin role")]
+    PlatformAdmin,
+}
 
 /// Checks a well-signed token against the database: not revoked, issued
 /// under the user's current session epoch, and its user still holds a role
@@ -199,18 +237,17 @@ async fn verify_token(
             "the session ended (password changed); log in again",
         ));
     }
-    let roles = current_roles(
+    let holding = Holding::current(
         standing.platform_role.as_deref(),
         standing.member_role.as_deref(),
-    );
-    if roles.is_empty() {
-        return Err(AuthError::Unauthenticated(
-            "no longer a member of the organization",
-        ));
-    }
+        standing.role_permissions.as_deref(),
+    )
+    .ok_or(AuthError::Unauthenticated(
+        "no longer a member of the organization",
+    ))?;
     Ok(verified::TokenHolder {
         user_id: claims.sub.clone(),
-        roles,
+        holding,
     })
 }
 
@@ -233,7 +270,7 @@ pub async fn authenticate(state: &AppState, bearer: &str) -> Result<Principal, A
     Ok(Principal {
         user_id: claims.sub,
         org_id: claims.org,
-        roles: holder.roles,
+        holding: holder.holding,
         credential: Credential::Token {
             jti: claims.jti,
             exp: claims.exp,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
 
-use super::Role;
+use super::Holding;
 use crate::expiring_cache::ExpiringCache;
 use crate::orchestrator::signals::{Signal, Signals};
 use crate::state::AppState;
@@ -26,8 +26,8 @@ pub const VERIFIED_TTL: Duration = Duration::from_secs(2);
 pub struct TokenHolder {
     /// The token's user.
     pub user_id: String,
-    /// Their current roles in the token's organization.
-    pub roles: Vec<Role>,
+    /// What they hold in the token's organization now.
+    pub holding: Holding,
 }
 
 /// Every kind of credential this instance verified recently.
@@ -100,5 +100,26 @@ pub async fn commit_user_change(
     let signal = Signal::UserChanged(user_id.to_string());
     state.signals.commit_with(tx, signal).await?;
     state.verified.forget_user(user_id);
+    Ok(())
+}
+
+/// [`commit_user_change`] for several users at once (a custom role they
+/// carry changed).
+pub async fn commit_users_change(
+    state: &AppState,
+    mut tx: Tx,
+    user_ids: &[String],
+) -> Result<(), sqlx::Error> {
+    for user_id in user_ids {
+        state
+            .signals
+            .notify(&mut tx, &Signal::UserChanged(user_id.clone()))
+            .await?;
+    }
+    tx.commit().await?;
+    for user_id in user_ids {
+        state.signals.publish(Signal::UserChanged(user_id.clone()));
+        state.verified.forget_user(user_id);
+    }
     Ok(())
 }

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::{Budget, Period, Scope};
 use crate::audit::{self, ClientInfo};
-use crate::auth::{Forbidden, Principal, Role};
+use crate::auth::{Forbidden, Permission, Principal};
 use crate::money::Money;
 use crate::state::AppState;
 use crate::store::{self, Tx, budgets as stored, new_id, now_ms};
@@ -103,7 +103,7 @@ pub async fn set(
     key: &BudgetKey,
     spec: BudgetSpec,
 ) -> Result<BudgetStatus, BudgetError> {
-    who.require(Role::OrgAdmin)?;
+    who.require(Permission::ManageBudgets)?;
     let alert_at = checked(&spec)?;
     let mut tx = state.db.tenant(&who.org_id).await?;
     check_subject(&mut tx, who, key).await?;
@@ -151,7 +151,7 @@ pub async fn get(
     who: &Principal,
     key: &BudgetKey,
 ) -> Result<BudgetStatus, BudgetError> {
-    who.require(Role::Viewer)?;
+    who.require(Permission::ViewAnalytics)?;
     let mut tx = state.db.tenant_read(&who.org_id).await?;
     let budget = stored::get(&mut tx, &who.org_id, key.scope, &key.subject_id, key.period)
         .await?
@@ -163,7 +163,7 @@ pub async fn get(
 
 /// Every budget of the caller's organization (viewer and above).
 pub async fn list(state: &AppState, who: &Principal) -> Result<Vec<BudgetStatus>, BudgetError> {
-    who.require(Role::Viewer)?;
+    who.require(Permission::ViewAnalytics)?;
     let now = now_ms();
     let mut tx = state.db.tenant_read(&who.org_id).await?;
     let mut out = Vec::new();
@@ -181,7 +181,7 @@ pub async fn delete(
     client: &ClientInfo,
     key: &BudgetKey,
 ) -> Result<(), BudgetError> {
-    who.require(Role::OrgAdmin)?;
+    who.require(Permission::ManageBudgets)?;
     let mut tx = state.db.tenant(&who.org_id).await?;
     let budget = stored::get(&mut tx, &who.org_id, key.scope, &key.subject_id, key.period)
         .await?

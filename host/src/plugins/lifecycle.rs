@@ -16,7 +16,7 @@ use super::manifest::{self, Manifest, ManifestError};
 use super::registry::{Owner, sha256_hex};
 use crate::audit;
 use crate::audit::ClientInfo;
-use crate::auth::{Forbidden, Principal, Role};
+use crate::auth::{Forbidden, Permission, Principal};
 use crate::config::RegistryConfig;
 use crate::orchestrator::dispatch::DEFAULT_ROUTER;
 use crate::orchestrator::signals::Signal;
@@ -726,7 +726,7 @@ async fn begin(state: &AppState, who: &Principal) -> Result<Tx, LifecycleError> 
 fn may_manage(who: &Principal, row: &PluginRow) -> Result<(), LifecycleError> {
     let allowed = match &row.org_id {
         None => who.require_platform_admin(),
-        Some(_) => who.require(Role::OrgAdmin),
+        Some(_) => who.require(Permission::ManagePlugins),
     };
     Ok(allowed?)
 }

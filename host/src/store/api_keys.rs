@@ -54,6 +54,10 @@ pub struct LiveKey {
     pub creator_platform_role: Option<String>,
     /// The creator's role in the key's organization; `None` when no longer a member.
     pub creator_member_role: Option<String>,
+    /// The permissions of the creator's role when it is a custom role.
+    pub creator_role_permissions: Option<String>,
+    /// The permissions of the key's role when it is a custom role.
+    pub key_role_permissions: Option<String>,
 }
 
 /// Insert a key by its digest.
@@ -90,9 +94,12 @@ pub async fn find_live_by_hash(
     sqlx::query_as(
         "SELECT k.id, k.org_id, k.user_id, k.name, k.role, k.prefix, k.created_at, \
          k.last_used_at, k.revoked_at, k.expires_at, k.revoked_reason, \
-         u.platform_role AS creator_platform_role, m.role AS creator_member_role \
+         u.platform_role AS creator_platform_role, m.role AS creator_member_role, \
+         cr.permissions AS creator_role_permissions, kr.permissions AS key_role_permissions \
          FROM api_keys k JOIN users u ON u.id = k.user_id \
          LEFT JOIN memberships m ON m.org_id = k.org_id AND m.user_id = k.user_id \
+         LEFT JOIN org_roles cr ON cr.org_id = k.org_id AND cr.name = m.role \
+         LEFT JOIN org_roles kr ON kr.org_id = k.org_id AND kr.name = k.role \
          WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
     )
     .bind(key_hash)

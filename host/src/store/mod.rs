@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod organizations;
 pub mod plugins;
 pub mod rate_limits;
+pub mod roles;
 pub mod tasks;
 pub mod tokens;
 pub mod usage;

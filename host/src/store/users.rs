@@ -157,6 +157,9 @@ pub struct Standing {
     pub member_role: Option<String>,
     /// The user's current session epoch.
     pub session_epoch: i64,
+    /// The permissions of `member_role` when it is one of the
+    /// organization's custom roles (stored form).
+    pub role_permissions: Option<String>,
 }
 
 /// The user's standing in `org_id`; `None` when the user no longer exists.
@@ -168,8 +171,10 @@ pub async fn standing(
     org_id: &str,
 ) -> Result<Option<Standing>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT u.platform_role, m.role AS member_role, u.session_epoch FROM users u \
-         LEFT JOIN memberships m ON m.user_id = u.id AND m.org_id = $2 WHERE u.id = $1",
+        "SELECT u.platform_role, m.role AS member_role, u.session_epoch, \
+         r.permissions AS role_permissions FROM users u \
+         LEFT JOIN memberships m ON m.user_id = u.id AND m.org_id = $2 \
+         LEFT JOIN org_roles r ON r.org_id = m.org_id AND r.name = m.role WHERE u.id = $1",
     )
     .bind(user_id)
     .bind(org_id)

@@ -43,7 +43,7 @@ use serde_json::{Value, json};
 
 use super::service::{self, WorkflowError};
 use crate::audit::{self, ClientInfo};
-use crate::auth::{Forbidden, Principal, Role};
+use crate::auth::{Forbidden, Permission, Principal};
 use crate::state::AppState;
 use crate::store::workflow_templates::{
     self as templates, NewVersion, Template, TemplateVersion, Viewer, Visibility,
@@ -469,7 +469,7 @@ pub async fn create(
     client: &ClientInfo,
     req: TemplateRequest,
 ) -> Result<(Template, TemplateVersion), TemplateError> {
-    who.require(Role::TaskExecutor)?;
+    who.require(Permission::ExecuteTask)?;
     let mut errors = FieldErrors::new();
     let visibility = match req.visibility.as_deref() {
         None => Visibility::Private,
@@ -479,7 +479,7 @@ pub async fn create(
         }),
     };
     if visibility == Visibility::Public {
-        who.require(Role::OrgAdmin)?;
+        who.require(Permission::ManageOrganization)?;
     }
     // The source's definition, name, description and variables.
     let viewer = Viewer {
@@ -616,7 +616,7 @@ async fn editable(
         ));
     }
     if t.visibility == Visibility::Public {
-        who.require(Role::OrgAdmin)?;
+        who.require(Permission::ManageOrganization)?;
     }
     Ok(t)
 }
@@ -632,11 +632,11 @@ pub async fn set_visibility(
     id: &str,
     visibility: &str,
 ) -> Result<Template, TemplateError> {
-    who.require(Role::TaskExecutor)?;
+    who.require(Permission::ExecuteTask)?;
     let visibility = Visibility::parse(visibility)
         .ok_or_else(|| Invalid::field("visibility", "must be private, organization or public"))?;
     if visibility == Visibility::Public {
-        who.require(Role::OrgAdmin)?;
+        who.require(Permission::ManageOrganization)?;
     }
     let mut tx = state.db.tenant(&who.org_id).await?;
     let before = editable(&mut tx, who, id).await?;
@@ -669,7 +669,7 @@ pub async fn delete(
     client: &ClientInfo,
     id: &str,
 ) -> Result<(), TemplateError> {
-    who.require(Role::TaskExecutor)?;
+    who.require(Permission::ExecuteTask)?;
     let mut tx = state.db.tenant(&who.org_id).await?;
     let t = editable(&mut tx, who, id).await?;
     if !templates::delete(&mut tx, &who.org_id, id).await? {
@@ -729,7 +729,7 @@ pub async fn start(
     variables: Option<&Value>,
     input: Value,
 ) -> Result<Workflow, TemplateError> {
-    who.require(Role::TaskExecutor)?;
+    who.require(Permission::ExecuteTask)?;
     let viewer = Viewer {
         org_id: &who.org_id,
         user_id: &who.user_id,

@@ -8,7 +8,7 @@ use vel_runtime::PluginKind;
 use super::definition::{self, Definition, Step};
 use super::status::{StepRunStatus, WorkflowStatus};
 use crate::audit::{self, ClientInfo};
-use crate::auth::{Forbidden, Principal, Role};
+use crate::auth::{Forbidden, Permission, Principal};
 use crate::orchestrator::cancel::cancel_task;
 use crate::orchestrator::signals::{Signal, WorkKind};
 use crate::state::AppState;
@@ -158,7 +158,7 @@ pub async fn cancel(
     client: &ClientInfo,
     id: &str,
 ) -> Result<Vec<String>, WorkflowError> {
-    who.require(Role::TaskExecutor)?;
+    who.require(Permission::ExecuteTask)?;
     let mut tx = state.db.tenant(&who.org_id).await?;
     let Some(current_run) = workflows::cancel(&mut tx, &who.org_id, id).await? else {
         let wf = workflows::get(&mut tx, &who.org_id, id)
@@ -215,7 +215,8 @@ pub async fn cancel(
 }
 
 /// Decide the approval a workflow waits for: `approved`, with a comment.
-/// The caller must hold the step's role.
+/// The caller must hold `approve_workflows` and, when the step names a
+/// role, every permission of that role.
 pub async fn decide(
     state: &AppState,
     who: &Principal,
@@ -224,7 +225,7 @@ pub async fn decide(
     approved: bool,
     comment: Option<String>,
 ) -> Result<(), WorkflowError> {
-    who.require(Role::Viewer)?;
+    who.require(Permission::ApproveWorkflows)?;
     let mut tx = state.db.tenant(&who.org_id).await?;
     let wf = workflows::get(&mut tx, &who.org_id, id)
         .await?
@@ -244,11 +245,11 @@ pub async fn decide(
     };
     let def: Definition =
         serde_json::from_str(&wf.definition).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-    let role = match def.steps.get(&run.step_id) {
-        Some(Step::Approval(a)) => a.role(),
-        _ => Role::AgentManager,
-    };
-    who.require(role)?;
+    if let Some(Step::Approval(a)) = def.steps.get(&run.step_id)
+        && a.role.is_some()
+    {
+        who.require_role(a.role())?;
+    }
     let decision = json!({
         "approved": approved,
         "by": who.user_id,
@@ -291,7 +292,7 @@ pub async fn retry_from_step(
     id: &str,
     step_id: &str,
 ) -> Result<(), WorkflowError> {
-    who.require(Role::TaskExecutor)?;
+    who.require(Permission::ExecuteTask)?;
     let mut tx = state.db.tenant(&who.org_id).await?;
     let wf = workflows::get(&mut tx, &who.org_id, id)
         .await?

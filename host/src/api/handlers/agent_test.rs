@@ -23,7 +23,7 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{ApiPath, ClientInfo};
 use crate::api::handlers::connectivity::{PreparedCall, prepare};
 use crate::audit;
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::money::{Money, Usd};
 use crate::orchestrator::cost::Prices;
 use crate::plugins::probe::{self, Prompt, TestError, TestOutcome};
@@ -126,7 +126,6 @@ pub async fn test(
     client: ClientInfo,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<AgentTestResult>, ApiError> {
-    p.require(Role::AgentManager)?;
     let (agent, integrations) = {
         let mut tx = state.db.tenant(&p.org_id).await?;
         let agent = store::agents::get(&mut tx, &p.org_id, &id)

@@ -16,7 +16,7 @@ use crate::api::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
 use crate::api::handlers::check_text;
 use crate::api::pagination;
 use crate::audit;
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::state::AppState;
 use crate::store::{self, to_rfc3339};
 
@@ -218,7 +218,6 @@ pub async fn create(
     client: ClientInfo,
     ApiJson(req): ApiJson<CreateAgent>,
 ) -> Result<(StatusCode, Json<AgentView>), ApiError> {
-    p.require(Role::AgentManager)?;
     let mut errors = FieldErrors::new();
     check_text(&mut errors, "name", &req.name, 100);
     req.config.check(&mut errors);
@@ -258,7 +257,6 @@ pub async fn list(
     p: Principal,
     ApiQuery(q): ApiQuery<AgentQuery>,
 ) -> Result<Json<AgentList>, ApiError> {
-    p.require(Role::Viewer)?;
     let (limit, offset) = pagination::bounds(q.limit, q.offset)?;
     let filter = store::agents::AgentFilter {
         agent_type: q.agent_type.map(|t| t.as_str().to_string()),
@@ -283,7 +281,6 @@ pub async fn get(
     p: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<AgentView>, ApiError> {
-    p.require(Role::Viewer)?;
     let mut tx = state.db.tenant(&p.org_id).await?;
     let agent = store::agents::get(&mut tx, &p.org_id, &id)
         .await?
@@ -304,7 +301,6 @@ pub async fn update(
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<UpdateAgent>,
 ) -> Result<Json<AgentView>, ApiError> {
-    p.require(Role::AgentManager)?;
     let mut errors = FieldErrors::new();
     if let Some(name) = &req.name {
         check_text(&mut errors, "name", name, 100);
@@ -360,7 +356,6 @@ pub async fn delete(
     client: ClientInfo,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    p.require(Role::AgentManager)?;
     let mut tx = state.db.tenant(&p.org_id).await?;
     if !store::agents::soft_delete(&mut tx, &p.org_id, &id).await? {
         return Err(ApiError::not_found("agent"));
@@ -385,7 +380,6 @@ pub async fn history(
     p: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ConfigHistory>, ApiError> {
-    p.require(Role::Viewer)?;
     let mut tx = state.db.tenant(&p.org_id).await?;
     if store::agents::get(&mut tx, &p.org_id, &id).await?.is_none() {
         return Err(ApiError::not_found("agent"));

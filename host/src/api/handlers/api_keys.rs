@@ -13,7 +13,7 @@ use crate::api::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
 use crate::api::handlers::check_text;
 use crate::api::pagination::{self, PageQuery};
 use crate::audit;
-use crate::auth::{Principal, Role, api_keys};
+use crate::auth::{Principal, Role, api_keys, roles};
 use crate::orchestrator::signals::Signal;
 use crate::state::AppState;
 use crate::store::{self, api_keys::ApiKeyRow, new_id, now_ms, parse_rfc3339, to_rfc3339};
@@ -25,10 +25,12 @@ pub struct CreateApiKey {
     /// Label (1–100 chars).
     #[schema(max_length = 100, pattern = "\\S")]
     pub name: String,
-    /// Role the key carries; at most the caller's (default: the caller's organization role).
-    /// The key never acts above its creator's current role.
+    /// Role the key carries: a built-in organization role or one of the
+    /// organization's roles, at most what the caller holds (default: the
+    /// caller's organization role); `admin` for a platform admin's key. The
+    /// key never acts above what its creator holds now.
     #[serde(default)]
-    pub role: Option<Role>,
+    pub role: Option<String>,
     /// RFC 3339 time after which the key is refused (default: no expiry).
     #[serde(default)]
     #[schema(format = DateTime)]
@@ -110,21 +112,26 @@ pub async fn create(
     client: ClientInfo,
     ApiJson(req): ApiJson<CreateApiKey>,
 ) -> Result<(StatusCode, Json<CreatedApiKey>), ApiError> {
-    p.require(Role::OrgAdmin)?;
     let mut errors = FieldErrors::new();
     check_text(&mut errors, "name", &req.name, 100);
-    let own_org_role = p
-        .roles
-        .iter()
-        .copied()
-        .find(|r| r.is_org_role())
-        .unwrap_or(Role::OrgAdmin);
-    let role = req.role.unwrap_or(own_org_role);
-    errors.check(
-        p.has_at_least(role),
-        "role",
-        "cannot exceed the caller's own role",
-    );
+    let role = req
+        .role
+        .or_else(|| p.holding.role.clone())
+        .unwrap_or_else(|| Role::OrgAdmin.as_str().to_string());
+    let mut tx = state.db.tenant(&p.org_id).await?;
+    match roles::resolve(&mut tx, &p.org_id, &role).await? {
+        // A platform admin's key may act as one (while they remain one).
+        None if role == Role::Admin.as_str() && p.is_platform_admin() => {}
+        Some(carried) if p.holding.permissions.covers(carried) => {}
+        None if role == Role::Admin.as_str() => {
+            errors.add("role", "cannot exceed the caller's own role");
+        }
+        Some(_) => errors.add("role", "cannot exceed the caller's own role"),
+        None => errors.add(
+            "role",
+            "must be a built-in organization role or one of the organization's roles",
+        ),
+    }
     let now = now_ms();
     let expires_at = match req.expires_at.as_deref().map(parse_rfc3339) {
         None => None,
@@ -141,7 +148,7 @@ pub async fn create(
         org_id: p.org_id.clone(),
         user_id: p.user_id.clone(),
         name: req.name.trim().to_string(),
-        role: role.as_str().to_string(),
+        role,
         prefix: api_keys::display_prefix(&key),
         created_at: now,
         last_used_at: None,
@@ -149,7 +156,6 @@ pub async fn create(
         expires_at,
         revoked_reason: None,
     };
-    let mut tx = state.db.tenant(&p.org_id).await?;
     store::api_keys::insert(&mut tx, &row, &digest).await?;
     audit::record(
         &mut tx,
@@ -179,7 +185,6 @@ pub async fn list(
     p: Principal,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<ApiKeyList>, ApiError> {
-    p.require(Role::OrgAdmin)?;
     let mut tx = state.db.tenant(&p.org_id).await?;
     let rows = store::api_keys::list(&mut tx, &p.org_id).await?;
     tx.commit().await?;
@@ -202,7 +207,6 @@ pub async fn revoke(
     client: ClientInfo,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    p.require(Role::OrgAdmin)?;
     let mut tx = state.db.tenant(&p.org_id).await?;
     if !store::api_keys::revoke(&mut tx, &p.org_id, &id).await? {
         return Err(ApiError::not_found("API key"));

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::ApiQuery;
 use crate::api::pagination;
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::state::AppState;
 use crate::store::{self, audit_logs::AuditFilter, to_rfc3339};
 
@@ -94,7 +94,6 @@ pub async fn list(
     p: Principal,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditList>, ApiError> {
-    p.require(Role::OrgAdmin)?;
     let (limit, offset) = pagination::bounds(q.limit, q.offset)?;
     let from = parse_time("from", &q.from)?;
     let to = parse_time("to", &q.to)?;

@@ -42,8 +42,9 @@ pub struct TokenResponse {
     pub expires_at: String,
     /// Organization the token acts in.
     pub org_id: String,
-    /// Roles it carries.
-    pub roles: Vec<Role>,
+    /// Roles it carries (`admin` for a platform admin, then the
+    /// organization role, built-in or custom).
+    pub roles: Vec<String>,
     /// The user.
     pub user: UserView,
 }
@@ -104,7 +105,7 @@ async fn roles_for(
     conn: &mut sqlx::AnyConnection,
     user: &store::users::User,
     requested_org: Option<&str>,
-) -> Result<(String, Vec<Role>), ApiError> {
+) -> Result<(String, Vec<String>), ApiError> {
     let memberships = store::organizations::memberships_of(conn, &user.id).await?;
     let is_admin = user.platform_role.as_deref() == Some("admin");
     let chosen = match requested_org {
@@ -113,11 +114,11 @@ async fn roles_for(
     };
     let mut roles = Vec::new();
     if is_admin {
-        roles.push(Role::Admin);
+        roles.push(Role::Admin.as_str().to_string());
     }
     match chosen {
         Some(m) => {
-            roles.extend(Role::parse(&m.role));
+            roles.push(m.role);
             Ok((m.org_id, roles))
         }
         None if is_admin => {
@@ -143,12 +144,11 @@ pub(crate) fn token_response(
     state: &AppState,
     user: &store::users::User,
     org_id: String,
-    roles: Vec<Role>,
+    roles: Vec<String>,
 ) -> Result<TokenResponse, ApiError> {
-    let names = roles.iter().map(|r| r.as_str().to_string()).collect();
     let (token, claims) = state
         .jwt
-        .issue(&user.id, &org_id, names, user.session_epoch)
+        .issue(&user.id, &org_id, roles.clone(), user.session_epoch)
         .map_err(ApiError::internal)?;
     Ok(TokenResponse {
         token,

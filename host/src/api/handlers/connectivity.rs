@@ -13,7 +13,7 @@ use vel_runtime::{Plugin, Secret};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{ApiPath, ClientInfo};
 use crate::audit;
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::orchestrator::catalog;
 use crate::plugins::probe::{self, ProviderTest, TestError, TestOutcome};
 use crate::state::AppState;
@@ -31,7 +31,6 @@ pub async fn test(
     client: ClientInfo,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TestOutcome>, ApiError> {
-    p.require(Role::OrgAdmin)?;
     let integration = {
         let mut tx = state.db.tenant(&p.org_id).await?;
         let row = store::integrations::get(&mut tx, &p.org_id, &id)

@@ -19,7 +19,7 @@ use crate::api::handlers::organizations::manage;
 use crate::api::handlers::users::{hash_password, normalize_email, verify_password};
 use crate::audit;
 use crate::auth::password::{check_strength, is_valid_email};
-use crate::auth::{Principal, Role, api_keys, verified};
+use crate::auth::{Principal, api_keys, roles, verified};
 use crate::secrets::sha256_hex;
 use crate::state::AppState;
 use crate::store::invitations::Invitation;
@@ -38,8 +38,9 @@ const TOKEN_PREFIX: &str = "vel_inv_";
 pub struct CreateInvitation {
     /// The invitee's email.
     pub email: String,
-    /// The organization role they get.
-    pub role: Role,
+    /// The role they get: a built-in organization role or one of the
+    /// organization's roles, at most what the inviter holds.
+    pub role: String,
 }
 
 /// An invitation, without its token.
@@ -137,20 +138,16 @@ pub async fn create(
         "email",
         "must be a valid email of at most 160 characters",
     );
-    errors.check(
-        req.role.is_org_role(),
-        "role",
-        "must be an organization role",
-    );
     errors.finish()?;
     let mut tx = manage(&state, &p, &org_id).await?;
+    roles::grantable(&mut tx, &p, &org_id, "role", &req.role).await?;
     let (token, token_hash) = api_keys::secret_token(TOKEN_PREFIX);
     let now = now_ms();
     let invitation = Invitation {
         id: new_id(),
         org_id: org_id.clone(),
         email,
-        role: req.role.as_str().to_string(),
+        role: req.role,
         invited_by: Some(p.user_id.clone()),
         created_at: now,
         expires_at: now + INVITATION_TTL_MS,

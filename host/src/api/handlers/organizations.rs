@@ -13,7 +13,7 @@ use crate::api::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
 use crate::api::handlers::check_text;
 use crate::api::pagination::{self, PageQuery};
 use crate::audit;
-use crate::auth::{Principal, Role, verified};
+use crate::auth::{Principal, Role, roles, verified};
 use crate::orchestrator::dispatch::StreamFailover;
 use crate::state::AppState;
 use crate::store::{self, Tx, to_rfc3339};
@@ -104,24 +104,26 @@ pub struct AddMember {
     /// Or the user's email.
     #[serde(default)]
     pub email: Option<String>,
-    /// Organization role.
-    pub role: Role,
+    /// A built-in organization role or one of the organization's roles.
+    pub role: String,
 }
 
 /// A new role for a member.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetRole {
-    /// Organization role.
-    pub role: Role,
+    /// A built-in organization role (`org_admin`, `agent_manager`,
+    /// `task_executor`, `viewer`) or one of the organization's roles; at
+    /// most what the caller holds.
+    pub role: String,
 }
 
 /// Open a transaction for managing `org_id`: the caller's own organization
-/// needs org_admin; another one needs platform admin (a deliberate
-/// cross-tenant operation); anyone else gets 404.
+/// (the route's access rule checked what they may do there); another one
+/// needs platform admin (a deliberate cross-tenant operation); anyone else
+/// gets 404.
 pub(crate) async fn manage(state: &AppState, p: &Principal, org_id: &str) -> Result<Tx, ApiError> {
     let mut tx = if org_id == p.org_id {
-        p.require(Role::OrgAdmin)?;
         state.db.tenant(org_id).await?
     } else if p.is_platform_admin() {
         state.db.platform().await?
@@ -253,11 +255,6 @@ pub async fn add_member(
 ) -> Result<(StatusCode, Json<MemberView>), ApiError> {
     let mut errors = FieldErrors::new();
     errors.check(
-        req.role.is_org_role(),
-        "role",
-        "must be an organization role",
-    );
-    errors.check(
         req.user_id.is_some() != req.email.is_some(),
         "user_id",
         "give exactly one of user_id and email",
@@ -274,6 +271,7 @@ pub async fn add_member(
         )
     })?;
     let mut tx = state.db.platform().await?;
+    roles::grantable(&mut tx, &p, &id, "role", &req.role).await?;
     let user = match (&req.user_id, &req.email) {
         (Some(uid), _) => store::users::find_by_id(&mut tx, uid).await?,
         (_, Some(email)) => {
@@ -288,7 +286,7 @@ pub async fn add_member(
     {
         return Err(ApiError::conflict("the user is already a member"));
     }
-    store::organizations::add_member(&mut tx, &id, &user.id, req.role.as_str()).await?;
+    store::organizations::add_member(&mut tx, &id, &user.id, &req.role).await?;
     audit::record_for(
         &mut tx,
         Some(&id),
@@ -317,46 +315,8 @@ pub async fn set_role(
     ApiPath((id, user_id)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<SetRole>,
 ) -> Result<Json<MemberView>, ApiError> {
-    if !req.role.is_org_role() {
-        return Err(ApiError::invalid_field(
-            "role",
-            "must be an organization role",
-        ));
-    }
-    let mut tx = manage(&state, &p, &id).await?;
-    let current = store::organizations::get_member(&mut tx, &id, &user_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("member"))?;
-    if current.role == Role::OrgAdmin.as_str()
-        && req.role != Role::OrgAdmin
-        && store::organizations::count_admins(&mut tx, &id).await? <= 1
-    {
-        return Err(ApiError::conflict(
-            "the organization's last org_admin cannot be demoted",
-        ));
-    }
-    store::organizations::set_role(&mut tx, &id, &user_id, req.role.as_str()).await?;
-    // The member's keys that carry a stronger role now act with the new one.
-    let limited_keys: Vec<String> = store::api_keys::live_of_creator(&mut tx, &id, &user_id)
-        .await?
-        .into_iter()
-        .filter(|k| Role::parse(&k.role).is_some_and(|r| r.weaker(req.role) != r))
-        .map(|k| k.id)
-        .collect();
-    audit::record_for(
-        &mut tx,
-        Some(&id),
-        Some(&p.user_id),
-        &client,
-        "member_role_changed",
-        json!({ "user_id": user_id, "from": current.role, "to": req.role,
-                "limited_api_key_ids": limited_keys }),
-    )
-    .await?;
-    let member = store::organizations::get_member(&mut tx, &id, &user_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("member"))?;
-    verified::commit_user_change(&state, tx, &user_id).await?;
+    let tx = manage(&state, &p, &id).await?;
+    let member = roles::assign(&state, tx, &p, &client, (&id, &user_id), &req.role).await?;
     Ok(Json(member.into()))
 }
 
@@ -435,7 +395,6 @@ pub async fn set_routing_policy(
     if id != p.org_id && !p.is_platform_admin() {
         return Err(ApiError::not_found("organization"));
     }
-    p.require(Role::OrgAdmin)?;
     if let Some(router) = &req.router {
         match state.plugins.lookup(&id, router) {
             Some(d) if d.plugin.kind() == vel_runtime::PluginKind::Router => {}
@@ -517,7 +476,6 @@ pub async fn get_stream_failover(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<StreamFailoverView>, ApiError> {
     let mut tx = if id == p.org_id {
-        p.require(Role::Viewer)?;
         state.db.tenant(&id).await?
     } else if p.is_platform_admin() {
         state.db.platform().await?

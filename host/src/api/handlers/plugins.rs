@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::api::error::{ApiError, ErrorBody, is_read_timeout};
 use crate::api::extract::{ApiPath, ApiQuery, ClientInfo};
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::config::RegistryConfig;
 use crate::plugins::lifecycle::{self, Actor, Scope, Upload, scope_label};
 use crate::plugins::registry::Owner;
@@ -279,8 +279,6 @@ pub async fn upload(
     };
     if platform {
         p.require_platform_admin()?;
-    } else {
-        p.require(Role::OrgAdmin)?;
     }
     let multipart = multipart.map_err(|e| ApiError::bad_request("invalid_form", e.body_text()))?;
     let upload = read_form(multipart, &state.config.registry).await?;

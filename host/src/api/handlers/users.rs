@@ -14,7 +14,7 @@ use crate::api::pagination;
 use crate::audit;
 use crate::auth::email_change::{self, EmailChangeError};
 use crate::auth::password::{check_strength, is_valid_email};
-use crate::auth::{Credential, Principal, Role, verified};
+use crate::auth::{Credential, Principal, Role, roles, verified};
 use crate::state::AppState;
 use crate::store::{self, new_id, now_ms, to_rfc3339, users::User};
 
@@ -31,8 +31,8 @@ pub struct UserView {
     pub platform_role: Option<String>,
     /// Organization of the current context, when known.
     pub org_id: Option<String>,
-    /// Roles in that context.
-    pub roles: Vec<Role>,
+    /// Roles in that context (`admin`, then the organization role).
+    pub roles: Vec<String>,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.
@@ -41,7 +41,7 @@ pub struct UserView {
 
 impl UserView {
     /// View of `user` acting in `org_id` with `roles`.
-    pub fn new(user: &User, org_id: &str, roles: &[Role]) -> UserView {
+    pub fn new(user: &User, org_id: &str, roles: &[String]) -> UserView {
         UserView {
             id: user.id.clone(),
             email: user.email.clone(),
@@ -134,9 +134,10 @@ pub struct CreateUser {
     /// Display name (≤ 100 chars).
     #[serde(default)]
     pub name: Option<String>,
-    /// Role in the organization (default `viewer`).
+    /// Role in the organization (default `viewer`): a built-in
+    /// organization role or one of the organization's roles.
     #[serde(default)]
-    pub role: Option<Role>,
+    pub role: Option<String>,
     /// Organization (default: the caller's; another one needs platform admin).
     #[serde(default)]
     pub org_id: Option<String>,
@@ -199,7 +200,11 @@ pub async fn me(State(state): State<AppState>, p: Principal) -> Result<Json<User
     let user = store::users::find_by_id(&mut conn, &p.user_id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
-    Ok(Json(UserView::new(&user, &p.org_id, &p.roles)))
+    Ok(Json(UserView::new(
+        &user,
+        &p.org_id,
+        &p.holding.role_names(),
+    )))
 }
 
 /// Update the caller's name or password, or ask for a new email. Email and
@@ -302,7 +307,7 @@ pub async fn update_me(
     .await?;
     let session = if password_changed {
         user.session_epoch = store::users::end_sessions(&mut tx, &user.id).await?;
-        let session = token_response(&state, &user, p.org_id.clone(), p.roles.clone())?;
+        let session = token_response(&state, &user, p.org_id.clone(), p.holding.role_names())?;
         verified::commit_user_change(&state, tx, &user.id).await?;
         Some(session)
     } else {
@@ -324,7 +329,7 @@ pub async fn update_me(
     Ok((
         status,
         Json(UpdatedMe {
-            user: UserView::new(&user, &p.org_id, &p.roles),
+            user: UserView::new(&user, &p.org_id, &p.holding.role_names()),
             session,
             email_change,
             expires_at,
@@ -372,7 +377,11 @@ pub async fn confirm_email(
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
     tx.commit().await?;
-    Ok(Json(UserView::new(&user, &p.org_id, &p.roles)))
+    Ok(Json(UserView::new(
+        &user,
+        &p.org_id,
+        &p.holding.role_names(),
+    )))
 }
 
 /// Create an account as a member of an organization (platform admins;
@@ -386,7 +395,6 @@ pub async fn create(
     client: ClientInfo,
     ApiJson(req): ApiJson<CreateUser>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
-    p.require(Role::OrgAdmin)?;
     let org_id = req.org_id.clone().unwrap_or_else(|| p.org_id.clone());
     let cross_tenant = org_id != p.org_id;
     if cross_tenant && !p.is_platform_admin() {
@@ -417,9 +425,10 @@ pub async fn create(
             "must be at most 100 characters",
         );
     }
-    let role = req.role.unwrap_or(Role::Viewer);
-    errors.check(role.is_org_role(), "role", "must be an organization role");
     errors.finish()?;
+    let role = req
+        .role
+        .unwrap_or_else(|| Role::Viewer.as_str().to_string());
 
     let now = now_ms();
     let user = User {
@@ -440,6 +449,7 @@ pub async fn create(
     if store::organizations::get(&mut tx, &org_id).await?.is_none() {
         return Err(ApiError::not_found("organization"));
     }
+    roles::grantable(&mut tx, &p, &org_id, "role", &role).await?;
     if store::users::find_by_email(&mut tx, &user.email)
         .await?
         .is_some()
@@ -447,7 +457,7 @@ pub async fn create(
         return Err(ApiError::conflict("email is already taken"));
     }
     store::users::insert(&mut tx, &user).await?;
-    store::organizations::add_member(&mut tx, &org_id, &user.id, role.as_str()).await?;
+    store::organizations::add_member(&mut tx, &org_id, &user.id, &role).await?;
     audit::record_for(
         &mut tx,
         Some(&org_id),
@@ -472,7 +482,6 @@ pub async fn list(
     p: Principal,
     ApiQuery(q): ApiQuery<UserQuery>,
 ) -> Result<Json<UserList>, ApiError> {
-    p.require(Role::OrgAdmin)?;
     let (limit, offset) = pagination::bounds(q.limit, q.offset)?;
     let (rows, total) = if p.is_platform_admin() {
         let mut tx = state.db.platform().await?;

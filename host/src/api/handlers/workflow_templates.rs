@@ -14,7 +14,7 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
 use crate::api::handlers::workflows::WorkflowView;
 use crate::api::pagination;
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::state::AppState;
 use crate::store::to_rfc3339;
 use crate::store::workflow_templates::{
@@ -159,7 +159,6 @@ pub async fn create(
     client: ClientInfo,
     ApiJson(req): ApiJson<CreateTemplate>,
 ) -> Result<(StatusCode, Json<TemplateView>), ApiError> {
-    p.require(Role::TaskExecutor)?;
     let source = match (req.definition, req.from_workflow, req.from_template) {
         (Some(d), None, None) => Source::Definition(d),
         (None, Some(w), None) => Source::Workflow(w),
@@ -215,7 +214,6 @@ pub async fn update(
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<UpdateTemplate>,
 ) -> Result<Json<TemplateView>, ApiError> {
-    p.require(Role::TaskExecutor)?;
     catalog::set_visibility(&state, &p, &client, &id, &req.visibility).await?;
     let mut tx = state.db.tenant_read(&p.org_id).await?;
     let found = catalog::read_version(&mut tx, viewer(&p), &id, None).await;
@@ -239,7 +237,6 @@ pub async fn delete(
     client: ClientInfo,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    p.require(Role::TaskExecutor)?;
     catalog::delete(&state, &p, &client, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -282,7 +279,6 @@ pub async fn list(
     p: Principal,
     ApiQuery(q): ApiQuery<TemplateQuery>,
 ) -> Result<Json<TemplateList>, ApiError> {
-    p.require(Role::Viewer)?;
     let (limit, offset) = pagination::bounds(q.limit, q.offset)?;
     let visibility = match q.visibility.as_deref() {
         None => None,
@@ -330,7 +326,6 @@ pub async fn get(
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<VersionQuery>,
 ) -> Result<Json<TemplateView>, ApiError> {
-    p.require(Role::Viewer)?;
     if q.version.is_some_and(|v| v < 1) {
         return Err(ApiError::bad_request(
             "invalid_query",
@@ -382,7 +377,6 @@ pub async fn versions(
     p: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<VersionList>, ApiError> {
-    p.require(Role::Viewer)?;
     let mut tx = state.db.tenant_read(&p.org_id).await?;
     let Some(t) = store::get(&mut tx, viewer(&p), &id).await? else {
         return Err(ApiError::not_found("workflow template"));
@@ -439,7 +433,6 @@ pub async fn start(
     ApiPath(template_id): ApiPath<String>,
     ApiJson(req): ApiJson<StartFromTemplate>,
 ) -> Result<(StatusCode, Json<WorkflowView>), ApiError> {
-    p.require(Role::TaskExecutor)?;
     if req.version.is_some_and(|v| v < 1) {
         return Err(Invalid::field("version", "must be 1 or more").into());
     }
