@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod expiring_cache;
 pub mod health;
+pub mod limits;
 pub mod money;
 pub mod notify;
 pub mod orchestrator;

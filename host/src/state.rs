@@ -42,6 +42,8 @@ pub struct AppState {
     pub verified: Arc<crate::auth::verified::Verified>,
     /// Gateway requests in flight per credential and per organization.
     pub shares: Arc<crate::orchestrator::shares::Shares>,
+    /// Rate limits per organization, user and API key, across instances.
+    pub limits: Arc<crate::limits::RateLimiter>,
     /// Delivers messages to people through the operator's hook.
     pub notifier: crate::notify::Notifier,
     /// When the server started (for uptime).

@@ -30,6 +30,7 @@ mod permissions;
 mod plugin_cli;
 mod plugin_limits;
 mod plugins;
+mod rate_limits;
 mod search;
 mod ssrf;
 mod storage;

@@ -11,8 +11,12 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use axum::http::{HeaderMap, HeaderValue};
+
 use super::error::ApiError;
 use crate::auth::{Permission, Principal};
+use crate::limits::LimitError;
+use crate::limits::counter::Admitted;
 use crate::state::AppState;
 
 /// What a route asks of its caller.
@@ -55,6 +59,18 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("POST", "/api/users", PlatformAdmin),
     ("PUT", "/api/users/{id}/roles", Needs(ManageUsers)),
     ("GET", "/api/permissions", SignedIn),
+    ("GET", "/api/rate-limits", SignedIn),
+    (
+        "PUT",
+        "/api/organizations/{id}/rate-limits",
+        Needs(ManageOrganization),
+    ),
+    ("PUT", "/api/users/{id}/rate-limits", Needs(ManageUsers)),
+    (
+        "PUT",
+        "/api/api-keys/{id}/rate-limits",
+        Needs(ManageApiKeys),
+    ),
     ("GET", "/api/organizations", SignedIn),
     ("POST", "/api/organizations", PlatformAdmin),
     ("GET", "/api/organizations/{id}", Needs(View)),
@@ -222,6 +238,10 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("GET", "/api/openapi.json", Public),
 ];
 
+/// The route that reads the caller's rate limits: not counted against
+/// them, so a client at its limit can still learn when to come back.
+const UNCOUNTED: &str = "/api/rate-limits";
+
 /// The rule of `method` on `path` (a route template); `None` for a route
 /// without one, which [`guard`] refuses.
 pub fn rule(method: &str, path: &str) -> Option<Access> {
@@ -231,8 +251,9 @@ pub fn rule(method: &str, path: &str) -> Option<Access> {
 }
 
 /// Check the matched route's rule before its handler runs: authenticate
-/// (401), check the permission (403), and hand the principal to the
-/// handler so it is not authenticated twice. `HEAD` follows `GET`.
+/// (401), check the permission (403), count the request against the
+/// caller's rate limits (429 with `Retry-After`), and hand the principal to
+/// the handler so it is not authenticated twice. `HEAD` follows `GET`.
 pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let method = match req.method().as_str() {
         "HEAD" => "GET",
@@ -248,6 +269,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     if access == Public {
         return next.run(req).await;
     }
+    let uncounted = path == UNCOUNTED;
     let (mut parts, body) = req.into_parts();
     let principal =
         match <Principal as axum::extract::FromRequestParts<AppState>>::from_request_parts(
@@ -266,9 +288,57 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     if let Err(forbidden) = allowed {
         return ApiError::from(forbidden).into_response();
     }
+    // Every authenticated request counts against its rate limits, but for
+    // the one that tells a limited client when to come back.
+    let admission = if uncounted {
+        Ok(None)
+    } else {
+        state.limits.admit_request(&principal).await
+    };
+    let admitted = match admission {
+        Ok(admitted) => admitted,
+        Err(e) => {
+            let full = match &e {
+                LimitError::Exceeded(over) => Some(Admitted {
+                    limit: over.limit,
+                    remaining: 0,
+                    resets_at: over.resets_at,
+                }),
+                LimitError::Storage(_) => None,
+            };
+            let mut response = ApiError::from(e).into_response();
+            if let Some(full) = full {
+                rate_limit_headers(response.headers_mut(), full);
+            }
+            return response;
+        }
+    };
     parts.extensions.insert(principal);
     req = Request::from_parts(parts, body);
-    next.run(req).await
+    let mut response = next.run(req).await;
+    if let Some(admitted) = admitted {
+        rate_limit_headers(response.headers_mut(), admitted);
+    }
+    response
+}
+
+/// The `x-ratelimit-*` request headers OpenAI clients read: the tightest
+/// request limit, what is left of it and when its window resets (`1m30s`).
+fn rate_limit_headers(headers: &mut HeaderMap, a: Admitted) {
+    let secs = crate::limits::seconds_until(a.resets_at);
+    let reset = match (secs / 60, secs % 60) {
+        (0, s) => format!("{s}s"),
+        (m, s) => format!("{m}m{s}s"),
+    };
+    for (name, value) in [
+        ("x-ratelimit-limit-requests", a.limit.to_string()),
+        ("x-ratelimit-remaining-requests", a.remaining.to_string()),
+        ("x-ratelimit-reset-requests", reset),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
 }
 
 #[cfg(test)]

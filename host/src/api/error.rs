@@ -348,6 +348,30 @@ impl From<crate::auth::email_change::EmailChangeError> for ApiError {
     }
 }
 
+impl From<crate::limits::LimitError> for ApiError {
+    fn from(e: crate::limits::LimitError) -> ApiError {
+        use crate::limits::LimitError;
+        match e {
+            LimitError::Exceeded(over) => {
+                let secs = u64::try_from(crate::limits::seconds_until(over.resets_at)).unwrap_or(1);
+                ApiError::too_many_requests(format!("{over}; the window resets in {secs} s"), secs)
+            }
+            LimitError::Storage(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::limits::service::SetError> for ApiError {
+    fn from(e: crate::limits::service::SetError) -> ApiError {
+        use crate::limits::service::SetError;
+        match e {
+            SetError::Invalid(e) => e.into(),
+            SetError::NotFound(what) => ApiError::not_found(what),
+            SetError::Storage(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::auth::roles::RoleError> for ApiError {
     fn from(e: crate::auth::roles::RoleError) -> ApiError {
         use crate::auth::roles::RoleError;

@@ -27,7 +27,7 @@ use utoipa_axum::routes;
 use self::error::ApiError;
 use self::handlers::{
     agents, alerts, analytics, api_keys, audit_logs, auth, budgets, connectivity, gateway,
-    integrations, invitations, metrics, organizations, plugins, roles, tasks, users,
+    integrations, invitations, metrics, organizations, plugins, rate_limits, roles, tasks, users,
     workflow_templates, workflows,
 };
 use crate::state::AppState;
@@ -57,6 +57,10 @@ fn documented(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(roles::list, roles::create))
         .routes(routes!(roles::update, roles::delete))
         .routes(routes!(roles::assign))
+        .routes(routes!(rate_limits::usage))
+        .routes(routes!(rate_limits::set_for_organization))
+        .routes(routes!(rate_limits::set_for_user))
+        .routes(routes!(rate_limits::set_for_api_key))
         .routes(routes!(
             organizations::get_stream_failover,
             organizations::set_stream_failover

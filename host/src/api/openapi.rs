@@ -24,6 +24,7 @@ use utoipa::{Modify, OpenApi};
         (name = "auth", description = "Tokens"),
         (name = "users", description = "Users"),
         (name = "organizations", description = "Tenants and their members"),
+        (name = "rate-limits", description = "Requests per minute and per hour, tasks per hour, per organization, user and API key, held across instances; 429 with Retry-After and x-ratelimit-* headers"),
         (name = "roles", description = "Permissions, the built-in roles' sets, custom roles and role assignment; every operation states the permission it needs"),
         (name = "agents", description = "Agent configuration"),
         (name = "integrations", description = "Provider credentials and settings"),

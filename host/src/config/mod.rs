@@ -96,6 +96,10 @@ pub struct Config {
     /// the organization (`VEL_METRICS_ORG_LABEL`, default false: one series
     /// per tenant can be many).
     pub metrics_org_label: bool,
+    /// Requests per hour for each user without a rate limit of their own
+    /// (`VEL_DEFAULT_USER_REQUESTS_PER_HOUR`; 0, the default, is none; the
+    /// seed's production value is 100).
+    pub default_user_requests_per_hour: Option<i64>,
     /// Task execution settings.
     pub tasks: TaskConfig,
     /// Plugin registry settings.
@@ -327,6 +331,7 @@ struct FileConfig {
     log: Option<String>,
     demo_mock: Option<bool>,
     metrics_org_label: Option<bool>,
+    default_user_requests_per_hour: Option<u32>,
     max_unfinished_tasks: Option<u32>,
     task_workers: Option<u32>,
     workflow_workers: Option<u32>,
@@ -562,6 +567,12 @@ impl Config {
                 .unwrap_or_else(|| "info".to_string()),
             demo_mock: src.get("VEL_DEMO_MOCK", file.demo_mock, true)?,
             metrics_org_label: src.get("VEL_METRICS_ORG_LABEL", file.metrics_org_label, false)?,
+            default_user_requests_per_hour: Some(i64::from(src.get(
+                "VEL_DEFAULT_USER_REQUESTS_PER_HOUR",
+                file.default_user_requests_per_hour,
+                0u32,
+            )?))
+            .filter(|n| *n > 0),
             tasks: TaskConfig {
                 max_unfinished_per_user: src.get(
                     "VEL_MAX_UNFINISHED_TASKS",

@@ -139,7 +139,10 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     );
     let notifier = crate::notify::Notifier::new(config.notify_url.clone())
         .context("cannot build the notification client (VEL_NOTIFY_URL)")?;
+    let limits = crate::limits::RateLimiter::new(db.clone(), config.default_user_requests_per_hour);
+    limits.start();
     Ok(AppState {
+        limits: Arc::new(limits),
         notifier,
         verified,
         shares: Arc::new(shares),

@@ -18,6 +18,7 @@ pub mod invitations;
 pub mod jobs;
 pub mod organizations;
 pub mod plugins;
+pub mod rate_limit_rules;
 pub mod rate_limits;
 pub mod roles;
 pub mod tasks;

@@ -15,6 +15,7 @@ pub mod invitations;
 pub mod metrics;
 pub mod organizations;
 pub mod plugins;
+pub mod rate_limits;
 pub mod roles;
 pub mod task_export;
 pub mod tasks;

@@ -422,6 +422,7 @@ pub async fn create(
     let key = idempotency_key(&headers)?;
     let mut submission = submission(req, key)?;
     submission.stream_failover = stream_failover(&headers)?;
+    state.limits.admit_task(&p).await?;
     Ok(match submit(&state, &p, &client, submission).await? {
         Submitted::Created(task) => (StatusCode::CREATED, Json(created(&task))),
         Submitted::Replayed(task) => (StatusCode::OK, Json(created(&task))),

@@ -289,6 +289,7 @@ pub async fn chat_completions(
         .shares
         .take(credential, &p.org_id)
         .map_err(|full| ApiError::too_many_requests(full.to_string(), 1))?;
+    state.limits.admit_task(&p).await.map_err(ApiError::from)?;
     let task_type = task_type(&headers)?;
     let failover = stream_failover(&headers)?;
     let Validated {

@@ -1,0 +1,215 @@
+//! Window counters shared by every instance through the database. An
+//! instance takes a slice of a window's allowance at a time (the database
+//! adds the slice to the window's count only while the count stays within
+//! the limit) and admits from its slice without a query. Every slice
+//! handed out counts as admitted, so all instances together never admit
+//! more than the limit; a slice left idle is handed back so that another
+//! instance may use it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::Kind;
+use crate::store::rate_limit_rules as store;
+use crate::store::{Db, now_ms};
+
+/// A slice is at most this share of the limit (and at least one).
+pub const SLICE_SHARE: i64 = 8;
+
+/// How long an unused slice stays with an idle instance.
+const IDLE_MS: i64 = 2_000;
+
+/// Which window: a subject, a kind of limit and the window's start.
+type Key = (String, Kind, i64);
+
+#[derive(Debug, Default)]
+struct Local {
+    /// Admissions this instance holds and has not used.
+    free: i64,
+    /// The window's count in the database after this instance's last slice.
+    counted: i64,
+    /// Unix ms of the last admission.
+    last_active: i64,
+    /// Held while asking the database for a slice.
+    granting: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// An admission within a limit, for the `x-ratelimit-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted {
+    /// The limit.
+    pub limit: i64,
+    /// At least this many more fit in the window (as this instance sees it).
+    pub remaining: i64,
+    /// Unix ms the window ends.
+    pub resets_at: i64,
+}
+
+/// The window is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full {
+    /// The limit.
+    pub limit: i64,
+    /// Unix ms the window ends.
+    pub resets_at: i64,
+}
+
+/// This instance's share of every window it admitted into lately.
+#[derive(Debug, Clone)]
+pub struct Counter {
+    db: Db,
+    windows: Arc<Mutex<HashMap<Key, Local>>>,
+}
+
+impl Counter {
+    /// Counters kept in `db`.
+    pub fn new(db: Db) -> Counter {
+        Counter {
+            db,
+            windows: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Key, Local>> {
+        self.windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Admit one more in `subject`'s current `kind` window of `window_ms`
+    /// holding at most `limit`.
+    pub async fn admit(
+        &self,
+        subject: &str,
+        kind: Kind,
+        limit: i64,
+    ) -> Result<Result<Admitted, Full>, sqlx::Error> {
+        let now = now_ms();
+        let start = kind.window_start(now);
+        let resets_at = start + kind.window_ms();
+        let key: Key = (subject.to_string(), kind, start);
+        let gate = {
+            let mut windows = self.lock();
+            let local = windows.entry(key.clone()).or_default();
+            if let Some(admitted) = take_one(local, limit, resets_at, now) {
+                return Ok(Ok(admitted));
+            }
+            local.granting.clone()
+        };
+        let _one_at_a_time = gate.lock().await;
+        {
+            let mut windows = self.lock();
+            let local = windows.entry(key.clone()).or_default();
+            if let Some(admitted) = take_one(local, limit, resets_at, now) {
+                return Ok(Ok(admitted));
+            }
+        }
+        let window = (subject, kind.as_str(), start);
+        let mut slice = (limit / SLICE_SHARE).clamp(1, limit.max(1));
+        let counted = loop {
+            let mut tx = self.db.platform().await?;
+            let counted = store::grant(&mut tx, window, slice, limit).await?;
+            if let Some(counted) = counted {
+                tx.commit().await?;
+                break counted;
+            }
+            // Not a whole slice left: take what is.
+            let left = limit - store::granted(&mut tx, window).await?;
+            tx.commit().await?;
+            if left <= 0 {
+                return Ok(Err(Full { limit, resets_at }));
+            }
+            slice = slice.min(left);
+        };
+        let mut windows = self.lock();
+        let local = windows.entry(key).or_default();
+        local.free += slice;
+        local.counted = counted;
+        Ok(Ok(take_one(local, limit, resets_at, now).unwrap_or(
+            Admitted {
+                limit,
+                remaining: 0,
+                resets_at,
+            },
+        )))
+    }
+
+    /// Undo one admission of this instance (another limit of the same
+    /// request refused it).
+    pub fn refund(&self, subject: &str, kind: Kind) {
+        let start = kind.window_start(now_ms());
+        if let Some(local) = self.lock().get_mut(&(subject.to_string(), kind, start)) {
+            local.free += 1;
+        }
+    }
+
+    /// What this instance holds unused of `subject`'s current window.
+    pub fn unused(&self, subject: &str, kind: Kind) -> i64 {
+        let start = kind.window_start(now_ms());
+        self.lock()
+            .get(&(subject.to_string(), kind, start))
+            .map_or(0, |l| l.free)
+    }
+
+    /// Hand idle slices back and forget ended windows, every second, and
+    /// prune the database's ended windows every minute.
+    pub fn start(&self) {
+        let counter = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut ticks: u64 = 0;
+            loop {
+                tick.tick().await;
+                ticks += 1;
+                if let Err(e) = counter.hand_back().await {
+                    tracing::warn!(error = %e, "handing back rate-limit slices failed");
+                }
+                if ticks.is_multiple_of(60)
+                    && let Err(e) = counter.prune().await
+                {
+                    tracing::warn!(error = %e, "pruning rate-limit windows failed");
+                }
+            }
+        });
+    }
+
+    async fn hand_back(&self) -> Result<(), sqlx::Error> {
+        let now = now_ms();
+        let idle: Vec<(Key, i64)> = {
+            let mut windows = self.lock();
+            windows.retain(|(_, kind, start), _| start + kind.window_ms() > now);
+            windows
+                .iter_mut()
+                .filter(|(_, l)| l.free > 0 && now - l.last_active > IDLE_MS)
+                .map(|(k, l)| (k.clone(), std::mem::take(&mut l.free)))
+                .collect()
+        };
+        for ((subject, kind, start), amount) in idle {
+            let mut tx = self.db.platform().await?;
+            store::give_back(&mut tx, (&subject, kind.as_str(), start), amount).await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    async fn prune(&self) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.platform().await?;
+        store::prune(&mut tx, now_ms() - 2 * 3_600_000).await?;
+        tx.commit().await
+    }
+}
+
+/// One admission from the local slice, if it has one.
+fn take_one(local: &mut Local, limit: i64, resets_at: i64, now: i64) -> Option<Admitted> {
+    if local.free <= 0 {
+        return None;
+    }
+    local.free -= 1;
+    local.last_active = now;
+    Some(Admitted {
+        limit,
+        remaining: (limit - local.counted + local.free).max(0),
+        resets_at,
+    })
+}

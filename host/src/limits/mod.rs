@@ -1,0 +1,363 @@
+//! Rate limits per organization, user and API key: requests per minute and
+//! per hour (every authenticated request, checked by the access guard) and
+//! tasks per hour (task submissions and gateway requests), held across
+//! instances by [`counter::Counter`]. A request over any limit that applies
+//! to it gets 429 with `Retry-After`.
+
+pub mod counter;
+pub mod service;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use self::counter::{Admitted, Counter, Full};
+use crate::auth::{Credential, Principal};
+use crate::expiring_cache::ExpiringCache;
+use crate::store::Db;
+use crate::store::rate_limit_rules::{self as store, RuleRow};
+
+/// How long an organization's rules are trusted without reading them again
+/// (a change applies at once on the instance that made it).
+pub const RULES_TTL: Duration = Duration::from_secs(2);
+
+/// A kind of limit, with its window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// Authenticated requests per minute.
+    RequestsPerMinute,
+    /// Authenticated requests per hour.
+    RequestsPerHour,
+    /// Tasks submitted per hour.
+    TasksPerHour,
+}
+
+impl Kind {
+    /// The stored and serialized name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::RequestsPerMinute => "requests_per_minute",
+            Kind::RequestsPerHour => "requests_per_hour",
+            Kind::TasksPerHour => "tasks_per_hour",
+        }
+    }
+
+    /// The window's length, ms.
+    pub fn window_ms(self) -> i64 {
+        match self {
+            Kind::RequestsPerMinute => 60_000,
+            Kind::RequestsPerHour | Kind::TasksPerHour => 3_600_000,
+        }
+    }
+
+    /// Start (unix ms) of the window `now` falls in.
+    pub fn window_start(self, now: i64) -> i64 {
+        now - now.rem_euclid(self.window_ms())
+    }
+}
+
+/// One subject's limits; `None` is no limit of that kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Authenticated requests per minute (1–1,000,000).
+    #[serde(default)]
+    pub requests_per_minute: Option<i64>,
+    /// Authenticated requests per hour (1–100,000,000).
+    #[serde(default)]
+    pub requests_per_hour: Option<i64>,
+    /// Tasks submitted per hour, REST and gateway (1–100,000,000).
+    #[serde(default)]
+    pub tasks_per_hour: Option<i64>,
+}
+
+impl Limits {
+    fn of(row: &RuleRow) -> Limits {
+        Limits {
+            requests_per_minute: row.requests_per_minute,
+            requests_per_hour: row.requests_per_hour,
+            tasks_per_hour: row.tasks_per_hour,
+        }
+    }
+
+    /// The limit of `kind`.
+    pub fn get(&self, kind: Kind) -> Option<i64> {
+        match kind {
+            Kind::RequestsPerMinute => self.requests_per_minute,
+            Kind::RequestsPerHour => self.requests_per_hour,
+            Kind::TasksPerHour => self.tasks_per_hour,
+        }
+    }
+}
+
+/// Whose limits: the organization, a user in it, or an API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// The whole organization.
+    Organization,
+    /// One user in the organization (their tokens and keys together).
+    User,
+    /// One API key.
+    ApiKey,
+}
+
+impl Scope {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Organization => "organization",
+            Scope::User => "user",
+            Scope::ApiKey => "api_key",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Scope> {
+        Some(match s {
+            "organization" => Scope::Organization,
+            "user" => Scope::User,
+            "api_key" => Scope::ApiKey,
+            _ => return None,
+        })
+    }
+}
+
+/// An organization's rules by scope and subject.
+#[derive(Debug, Default)]
+pub struct OrgRules(HashMap<(Scope, String), Limits>);
+
+/// A limit that applies to a request: whose, which subject key counts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Whose limit.
+    pub scope: Scope,
+    /// The counter's subject (`o:<org>`, `u:<org>:<user>`, `k:<key>`).
+    pub subject: String,
+    /// Its limits.
+    pub limits: Limits,
+}
+
+/// Whole seconds from now until `at` (unix ms), rounded up: what
+/// `Retry-After` and the reset headers say.
+pub fn seconds_until(at: i64) -> i64 {
+    let wait_ms = (at - crate::store::now_ms()).max(0);
+    (wait_ms + 999) / 1000
+}
+
+/// The tightest admission of a request, for the response's headers.
+pub type Tightest = Option<Admitted>;
+
+/// A request over one of its limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("rate limit exceeded: {} {} of {limit}", .scope.as_str(), .kind.as_str())]
+pub struct Exceeded {
+    /// Whose limit.
+    pub scope: Scope,
+    /// Which.
+    pub kind: Kind,
+    /// The limit.
+    pub limit: i64,
+    /// Unix ms the window ends.
+    pub resets_at: i64,
+}
+
+/// Why a check could not answer or refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    /// Over a limit.
+    #[error(transparent)]
+    Exceeded(#[from] Exceeded),
+    /// The database failed.
+    #[error(transparent)]
+    Storage(#[from] sqlx::Error),
+}
+
+/// The rate limiter: rules (cached per organization) and the counters.
+#[derive(Debug)]
+pub struct RateLimiter {
+    db: Db,
+    rules: ExpiringCache<Arc<OrgRules>>,
+    counter: Counter,
+    /// Requests per hour for a user without a rule of their own
+    /// (`VEL_DEFAULT_USER_REQUESTS_PER_HOUR`).
+    default_user_per_hour: Option<i64>,
+}
+
+impl RateLimiter {
+    /// A limiter on `db` with the operator's default per-user hourly limit.
+    pub fn new(db: Db, default_user_per_hour: Option<i64>) -> RateLimiter {
+        RateLimiter {
+            counter: Counter::new(db.clone()),
+            db,
+            rules: ExpiringCache::new(RULES_TTL),
+            default_user_per_hour,
+        }
+    }
+
+    /// Start handing back idle slices.
+    pub fn start(&self) {
+        self.counter.start();
+    }
+
+    /// Forget an organization's cached rules (they changed).
+    pub fn forget(&self, org_id: &str) {
+        self.rules.forget(|key, _| key == org_id);
+    }
+
+    async fn rules(&self, org_id: &str) -> Result<Arc<OrgRules>, sqlx::Error> {
+        self.rules
+            .get_or_load(org_id, async || {
+                let mut tx = self.db.tenant_read(org_id).await?;
+                let rows = store::of_org(&mut tx, org_id).await?;
+                tx.commit().await?;
+                let mut rules = OrgRules::default();
+                for row in &rows {
+                    if let Some(scope) = Scope::parse(&row.scope) {
+                        rules
+                            .0
+                            .insert((scope, row.subject_id.clone()), Limits::of(row));
+                    }
+                }
+                Ok(Arc::new(rules))
+            })
+            .await
+    }
+
+    /// The limits that apply to `p`'s requests: the organization's, the
+    /// user's (or the operator's default), and the API key's.
+    pub async fn applied(&self, p: &Principal) -> Result<Vec<Applied>, sqlx::Error> {
+        let rules = self.rules(&p.org_id).await?;
+        let rule = |scope: Scope, id: &str| rules.0.get(&(scope, id.to_string())).copied();
+        let mut applied = Vec::with_capacity(3);
+        if let Some(limits) = rule(Scope::Organization, &p.org_id) {
+            applied.push(Applied {
+                scope: Scope::Organization,
+                subject: format!("o:{}", p.org_id),
+                limits,
+            });
+        }
+        let user = rule(Scope::User, &p.user_id).or_else(|| {
+            self.default_user_per_hour.map(|per_hour| Limits {
+                requests_per_hour: Some(per_hour),
+                ..Limits::default()
+            })
+        });
+        if let Some(limits) = user {
+            applied.push(Applied {
+                scope: Scope::User,
+                subject: format!("u:{}:{}", p.org_id, p.user_id),
+                limits,
+            });
+        }
+        if let Credential::ApiKey { id } = &p.credential
+            && let Some(limits) = rule(Scope::ApiKey, id)
+        {
+            applied.push(Applied {
+                scope: Scope::ApiKey,
+                subject: format!("k:{id}"),
+                limits,
+            });
+        }
+        Ok(applied)
+    }
+
+    /// Count one authenticated request of `p` against every request limit
+    /// that applies; the tightest admission, or the limit it exceeds.
+    pub async fn admit_request(&self, p: &Principal) -> Result<Tightest, LimitError> {
+        self.admit(p, &[Kind::RequestsPerMinute, Kind::RequestsPerHour])
+            .await
+    }
+
+    /// Count one task submission of `p` against every task limit.
+    pub async fn admit_task(&self, p: &Principal) -> Result<Tightest, LimitError> {
+        self.admit(p, &[Kind::TasksPerHour]).await
+    }
+
+    async fn admit(&self, p: &Principal, kinds: &[Kind]) -> Result<Tightest, LimitError> {
+        let applied = self.applied(p).await?;
+        let mut taken: Vec<(&str, Kind)> = Vec::new();
+        let mut tightest: Tightest = None;
+        for a in &applied {
+            for &kind in kinds {
+                let Some(limit) = a.limits.get(kind) else {
+                    continue;
+                };
+                match self.counter.admit(&a.subject, kind, limit).await? {
+                    Ok(admitted) => {
+                        taken.push((&a.subject, kind));
+                        if tightest.is_none_or(|t| admitted.remaining < t.remaining) {
+                            tightest = Some(admitted);
+                        }
+                    }
+                    Err(Full { limit, resets_at }) => {
+                        for (subject, kind) in taken {
+                            self.counter.refund(subject, kind);
+                        }
+                        return Err(Exceeded {
+                            scope: a.scope,
+                            kind,
+                            limit,
+                            resets_at,
+                        }
+                        .into());
+                    }
+                }
+            }
+        }
+        Ok(tightest)
+    }
+
+    /// Counts of `p`'s current windows: for each limit that applies, how
+    /// many were admitted across instances (slices other instances hold
+    /// unused count as admitted until handed back).
+    pub async fn usage(&self, p: &Principal) -> Result<Vec<Usage>, sqlx::Error> {
+        let applied = self.applied(p).await?;
+        let now = crate::store::now_ms();
+        let mut out = Vec::new();
+        let mut tx = self.db.platform_read().await?;
+        for a in applied {
+            for kind in [
+                Kind::RequestsPerMinute,
+                Kind::RequestsPerHour,
+                Kind::TasksPerHour,
+            ] {
+                let Some(limit) = a.limits.get(kind) else {
+                    continue;
+                };
+                let start = kind.window_start(now);
+                let counted = store::granted(&mut tx, (&a.subject, kind.as_str(), start)).await?;
+                let used = (counted - self.counter.unused(&a.subject, kind)).max(0);
+                out.push(Usage {
+                    scope: a.scope,
+                    kind: kind.as_str(),
+                    limit,
+                    used,
+                    remaining: (limit - used).max(0),
+                    resets_at: crate::store::to_rfc3339(start + kind.window_ms()),
+                });
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+}
+
+/// One limit's current window.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Usage {
+    /// Whose limit.
+    pub scope: Scope,
+    /// `requests_per_minute`, `requests_per_hour` or `tasks_per_hour`.
+    pub kind: &'static str,
+    /// The limit.
+    pub limit: i64,
+    /// Admitted in the current window.
+    pub used: i64,
+    /// Left in the current window.
+    pub remaining: i64,
+    /// RFC 3339 time the window ends.
+    pub resets_at: String,
+}

@@ -1,0 +1,284 @@
+//! Rate limits per organization, user and API key: 429 with `Retry-After`
+//! and the `x-ratelimit-*` headers, tasks per hour, the operator's default
+//! per user, and two instances on one database never admitting more than
+//! the limit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{Value, json};
+
+use crate::support::{Backend, Resp, Server, USER_PASSWORD};
+
+/// A member with `role` in the admin's organization: (user id, token).
+async fn member(s: &Server, admin: &str, email: &str, role: &str) -> (String, String) {
+    let r = s
+        .post(
+            "/api/users",
+            admin,
+            json!({ "email": email, "password": USER_PASSWORD, "role": role }),
+        )
+        .await
+        .expect(201);
+    (
+        r.body["id"].as_str().unwrap().to_string(),
+        s.login(email, USER_PASSWORD).await,
+    )
+}
+
+fn header(r: &Resp, name: &str) -> Option<String> {
+    r.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// The windows of the caller's limits, as `GET /api/rate-limits` shows
+/// them (reading it does not count).
+async fn windows(s: &Server, token: &str) -> Vec<Value> {
+    s.get("/api/rate-limits", token).await.expect(200).body["items"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// `burst` runs within one window of `kind`: it is run again when the
+/// window rolled over meanwhile (a test started at the end of an hour).
+async fn in_one_window<F, Fut, T>(s: &Server, token: &str, burst: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    for _ in 0..2 {
+        let before = windows(s, token).await;
+        let out = burst().await;
+        let after = windows(s, token).await;
+        let resets = |w: &[Value]| w.iter().map(|u| u["resets_at"].clone()).collect::<Vec<_>>();
+        if resets(&before) == resets(&after) {
+            return out;
+        }
+    }
+    panic!("the window rolled over twice");
+}
+
+async fn limits_refuse_with_retry_after_and_headers(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let (user, token) = member(&s, &admin, "limited@test.local", "task_executor").await;
+
+    // Bad limits are refused and change nothing.
+    for body in [
+        json!({ "requests_per_hour": 0 }),
+        json!({ "requests_per_minute": -5 }),
+        json!({ "tasks_per_hour": 1_000_000_000_000i64 }),
+        json!({ "requests_per_fortnight": 5 }),
+    ] {
+        s.put(&format!("/api/users/{user}/rate-limits"), &admin, body)
+            .await
+            .expect(422);
+    }
+    s.put(
+        "/api/users/00000000-0000-4000-8000-000000000000/rate-limits",
+        &admin,
+        json!({ "requests_per_hour": 5 }),
+    )
+    .await
+    .expect_error(404, "not_found");
+    assert!(windows(&s, &token).await.is_empty());
+
+    // Ten requests an hour: the tenth is the last admitted.
+    s.put(
+        &format!("/api/users/{user}/rate-limits"),
+        &admin,
+        json!({ "requests_per_hour": 10 }),
+    )
+    .await
+    .expect(200);
+    let (statuses, refused) = in_one_window(&s, &token, || async {
+        let used = windows(&s, &token).await[0]["used"].as_i64().unwrap();
+        let mut statuses = Vec::new();
+        let mut refused = None;
+        for _ in used..12 {
+            let r = s.get("/api/agents", &token).await;
+            statuses.push(r.status.as_u16());
+            if r.status.as_u16() == 429 {
+                refused = Some(r);
+            } else {
+                assert_eq!(
+                    header(&r, "x-ratelimit-limit-requests").as_deref(),
+                    Some("10")
+                );
+            }
+        }
+        (statuses, refused)
+    })
+    .await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert!(statuses.iter().take_while(|s| **s == 200).count() >= statuses.len() - 2);
+    let refused = refused.unwrap().expect_error(429, "rate_limited");
+    let retry: u64 = header(&refused, "retry-after").unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&retry), "{retry}");
+    assert_eq!(
+        header(&refused, "x-ratelimit-remaining-requests").as_deref(),
+        Some("0")
+    );
+    let usage = windows(&s, &admin).await;
+    assert!(usage.is_empty(), "the admin has no limit: {usage:?}");
+
+    // Lifting the limit applies at once; every change is audited.
+    s.put(&format!("/api/users/{user}/rate-limits"), &admin, json!({}))
+        .await
+        .expect(200);
+    s.get("/api/agents", &token).await.expect(200);
+    let log = s
+        .get("/api/audit-logs?action=rate_limits_set", &admin)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(log["items"].as_array().unwrap().len(), 2, "{log}");
+}
+
+/// Tasks per hour count REST submissions and gateway requests alike, and
+/// the gateway answers with the headers OpenAI clients read.
+async fn tasks_per_hour_and_gateway_headers(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    s.mock_integration(&admin, "mock").await;
+    let key = s.api_key(&admin, "batch", "task_executor").await;
+    let keys = s.get("/api/api-keys", &admin).await.expect(200).body;
+    let key_id = keys["items"][0]["id"].as_str().unwrap().to_string();
+    s.put(
+        &format!("/api/api-keys/{key_id}/rate-limits"),
+        &admin,
+        json!({ "tasks_per_hour": 2, "requests_per_hour": 1000 }),
+    )
+    .await
+    .expect(200);
+    let statuses = in_one_window(&s, &key, || async {
+        let mut statuses = Vec::new();
+        let r = s
+            .post(
+                "/api/tasks",
+                &key,
+                json!({ "description": "one", "prompt": "one", "task_type": "light" }),
+            )
+            .await;
+        statuses.push(r.status.as_u16());
+        let r = s
+            .post(
+                "/v1/chat/completions",
+                &key,
+                json!({ "model": "auto", "messages": [{ "role": "user", "content": "two" }] }),
+            )
+            .await;
+        statuses.push(r.status.as_u16());
+        if r.status.as_u16() == 200 {
+            assert_eq!(
+                header(&r, "x-ratelimit-limit-requests").as_deref(),
+                Some("1000")
+            );
+            assert!(header(&r, "x-ratelimit-remaining-requests").is_some());
+            assert!(header(&r, "x-ratelimit-reset-requests").is_some());
+        }
+        let r = s
+            .post(
+                "/api/tasks",
+                &key,
+                json!({ "description": "three", "prompt": "three", "task_type": "light" }),
+            )
+            .await;
+        statuses.push(r.status.as_u16());
+        statuses
+    })
+    .await;
+    assert_eq!(statuses, vec![201, 200, 429]);
+    // Reading is still allowed: the task limit counts tasks only.
+    s.get("/api/tasks", &key).await.expect(200);
+}
+
+/// The operator's default applies to every user without a limit of their own.
+async fn the_default_per_user_limit(b: Backend) {
+    let s = Server::start_with(b, &[("VEL_DEFAULT_USER_REQUESTS_PER_HOUR", "4")]).await;
+    let admin = s.admin_token().await;
+    let statuses = in_one_window(&s, &admin, || async {
+        let used = windows(&s, &admin).await[0]["used"].as_i64().unwrap();
+        let mut statuses = Vec::new();
+        for _ in used..5 {
+            statuses.push(s.get("/api/users/me", &admin).await.status.as_u16());
+        }
+        statuses
+    })
+    .await;
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+}
+
+/// Two instances on one database, 48 clients across both: never more
+/// than the organization's limit admitted, and no more than a slice per
+/// instance left unused.
+async fn two_instances_never_admit_more_than_the_limit(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let org = s.get("/api/users/me", &admin).await.expect(200).body["org_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let limit = 120;
+    s.put(
+        &format!("/api/organizations/{org}/rate-limits"),
+        &admin,
+        json!({ "requests_per_hour": limit }),
+    )
+    .await
+    .expect(200);
+    let twin = Arc::new(s.sibling(&[]));
+    let s = Arc::new(s);
+    let admitted = in_one_window(&s, &admin, || {
+        let (s, twin, admin) = (s.clone(), twin.clone(), admin.clone());
+        async move {
+            let admitted = Arc::new(AtomicU64::new(0));
+            let mut clients = Vec::new();
+            for i in 0..48 {
+                let server = if i % 2 == 0 { s.clone() } else { twin.clone() };
+                let (admin, admitted) = (admin.clone(), admitted.clone());
+                clients.push(tokio::spawn(async move {
+                    for _ in 0..6 {
+                        let r = server.get("/api/users/me", &admin).await;
+                        match r.status.as_u16() {
+                            200 => {
+                                admitted.fetch_add(1, Ordering::Relaxed);
+                            }
+                            429 => {}
+                            other => panic!("unexpected {other}: {}", r.body),
+                        }
+                    }
+                }));
+            }
+            for c in clients {
+                c.await.unwrap();
+            }
+            admitted.load(Ordering::Relaxed)
+        }
+    })
+    .await;
+    let slice = limit / 8;
+    assert!(
+        admitted <= limit,
+        "{admitted} admitted over a limit of {limit}"
+    );
+    assert!(
+        admitted + 2 * slice >= limit,
+        "{admitted} admitted: more than a slice per instance went unused"
+    );
+    drop(twin);
+}
+
+dual_backend_tests!(
+    limits_refuse_with_retry_after_and_headers,
+    tasks_per_hour_and_gateway_headers,
+    the_default_per_user_limit,
+    two_instances_never_admit_more_than_the_limit,
+);
