@@ -113,23 +113,12 @@ async fn breakers_opening_and_closing_are_audited(b: Backend) {
     let id = s
         .upstream_integration(&admin, "primary", &base_url, "sk-breaker-0123456789", 5_000)
         .await;
-    let task = |n: u32| {
-        json!({ "description": "pinned", "prompt": format!("pinned {n}"),
-                "parameters": { "model": "primary/gpt-4o-mini" }, "cache": false })
-    };
     let run = |n: u32| {
-        let s = &s;
-        let admin = &admin;
-        let body = task(n);
-        async move {
-            let created = s.post("/api/tasks", admin, body).await.expect(201);
-            let id = created.body["id"].as_str().unwrap().to_string();
-            s.event_stream(admin, &id, None).await;
-            s.get(&format!("/api/tasks/{id}"), admin)
-                .await
-                .expect(200)
-                .body
-        }
+        s.finished_task(
+            &admin,
+            json!({ "description": "pinned", "prompt": format!("pinned {n}"),
+                    "parameters": { "model": "primary/gpt-4o-mini" }, "cache": false }),
+        )
     };
     // Four failures (a call and three retries), then the fifth opens it.
     assert_eq!(run(1).await["status"], "failed");

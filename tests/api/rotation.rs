@@ -23,27 +23,14 @@ fn kid(token: &str) -> String {
     header["kid"].as_str().expect("a kid").to_string()
 }
 
-/// Submit a task and wait (on its event stream) until it ends; the task.
-async fn run_task(s: &Server, token: &str, prompt: &str) -> Value {
-    let created = s
-        .post(
-            "/api/tasks",
+/// A task through the upstream completes, and the upstream saw the key.
+async fn upstream_answers(s: &Server, token: &str, mock: &MockUpstream, prompt: &str) {
+    let task = s
+        .finished_task(
             token,
             json!({ "description": "rotation", "prompt": prompt, "cache": false }),
         )
-        .await
-        .expect(201);
-    let id = created.body["id"].as_str().unwrap().to_string();
-    s.event_stream(token, &id, None).await;
-    s.get(&format!("/api/tasks/{id}"), token)
-        .await
-        .expect(200)
-        .body
-}
-
-/// A task through the upstream completes, and the upstream saw the key.
-async fn upstream_answers(s: &Server, token: &str, mock: &MockUpstream, prompt: &str) {
-    let task = run_task(s, token, prompt).await;
+        .await;
     assert_eq!(task["status"], "completed", "{task}");
     let last = mock.requests().pop().expect("an upstream request");
     assert_eq!(last.bearer_token(), Some(UPSTREAM_KEY));
@@ -129,19 +116,14 @@ async fn tokens_and_stored_keys_survive_a_rotation(b: Backend) {
     upstream_answers(&s, &fresh, &mock, "after the restart").await;
     // Pinned to the legacy integration.
     let task = s
-        .post(
-            "/api/tasks",
+        .finished_task(
             &fresh,
             json!({ "description": "legacy", "prompt": "legacy",
                     "parameters": { "model": "legacy/gpt-4o-mini" }, "cache": false }),
         )
-        .await
-        .expect(201);
-    let id = task.body["id"].as_str().unwrap();
-    s.event_stream(&fresh, id, None).await;
-    let task = s.get(&format!("/api/tasks/{id}"), &fresh).await.expect(200);
-    assert_eq!(task.body["status"], "completed", "{}", task.body);
-    assert_eq!(task.body["provider"], "legacy", "{}", task.body);
+        .await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["provider"], "legacy", "{task}");
     assert_eq!(
         mock.requests().pop().unwrap().bearer_token(),
         Some(UPSTREAM_KEY)

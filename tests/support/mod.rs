@@ -492,6 +492,18 @@ impl Server {
         resp.text().await.expect("stream body")
     }
 
+    /// Submit the task `body` (201 expected), wait on its event stream
+    /// until it ends, and return the task as then recorded.
+    pub(crate) async fn finished_task(&self, token: &str, body: Value) -> Value {
+        let created = self.post("/api/tasks", token, body).await.expect(201);
+        let id = created.body["id"].as_str().expect("task id").to_string();
+        self.event_stream(token, &id, None).await;
+        self.get(&format!("/api/tasks/{id}"), token)
+            .await
+            .expect(200)
+            .body
+    }
+
     /// Task `id` once it is recorded: a gateway request's task is written by
     /// the usage recorder after the request ends (the tests' servers write
     /// within ~20 ms); polled for up to 10 s.
