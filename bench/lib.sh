@@ -115,7 +115,8 @@ start_gateway() {
     MOCK_URL=$STARTED_URL
     log "starting vel ($db)"
     mkdir -p "$work/vel"
-    local env=(VEL_DEMO_MOCK=false)
+    # GATEWAY_ENV (an array, optional): more settings for vel.
+    local env=(VEL_DEMO_MOCK=false ${GATEWAY_ENV[@]+"${GATEWAY_ENV[@]}"})
     case "$db" in
         sqlite) ;;
         postgres) create_pg_db; env+=(DATABASE_URL="$PG_URL") ;;

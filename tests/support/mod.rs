@@ -257,6 +257,30 @@ impl Server {
         self.base = base;
     }
 
+    /// Start the server again like [`Server::restart`], with `changes` made
+    /// to its environment first (they stay for later restarts).
+    pub(crate) fn restart_with(&mut self, changes: &[(&str, &str)]) {
+        for (k, v) in changes {
+            self.env.retain(|(name, _)| name != k);
+            self.env.push((k.to_string(), v.to_string()));
+        }
+        self.restart();
+    }
+
+    /// Run `vel ARGS` to its end with the server's environment (same
+    /// database, data directory and keys).
+    pub(crate) async fn run_cli(&self, args: &[&str]) -> std::process::Output {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_vel"))
+            .args(args)
+            .env_clear()
+            .envs(self.env.iter().cloned())
+            .current_dir(&self.data_dir)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run vel")
+    }
+
     /// A second `vel serve` on the same database and secret key, with its
     /// own data directory and `extra_env`. The first server drops the
     /// database; drop the sibling first.
@@ -466,6 +490,18 @@ impl Server {
                 .starts_with("text/event-stream")
         );
         resp.text().await.expect("stream body")
+    }
+
+    /// Submit the task `body` (201 expected), wait on its event stream
+    /// until it ends, and return the task as then recorded.
+    pub(crate) async fn finished_task(&self, token: &str, body: Value) -> Value {
+        let created = self.post("/api/tasks", token, body).await.expect(201);
+        let id = created.body["id"].as_str().expect("task id").to_string();
+        self.event_stream(token, &id, None).await;
+        self.get(&format!("/api/tasks/{id}"), token)
+            .await
+            .expect(200)
+            .body
     }
 
     /// Task `id` once it is recorded: a gateway request's task is written by

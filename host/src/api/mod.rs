@@ -9,6 +9,7 @@ pub mod handlers;
 pub mod head_limit;
 pub mod openapi;
 pub mod pagination;
+pub mod security_headers;
 pub mod sse;
 pub mod unread_body;
 
@@ -147,6 +148,8 @@ pub fn router(state: AppState) -> Router {
     };
     let hop = state.plugins.hop().map(Arc::<str>::from);
     let guard = axum::middleware::from_fn_with_state(state.clone(), access::guard);
+    let security = security_headers::SecurityHeaders::new(&state.config.operations);
+    let cors = security_headers::cors(&state.config.operations.cors_allowed_origins);
     let (router, doc) = documented(upload_limit).with_state(state).split_for_parts();
     router
         .route_layer(guard)
@@ -164,6 +167,13 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(hop, refuse_loops))
         // A head over vel's limits: a JSON 431 before anything else.
         .layer(head_limit::HeadLimits)
+        // Preflights answered (or not) before anything else; every
+        // response, errors included, carries the security headers.
+        .layer(tower::util::option_layer(cors))
+        .layer(axum::middleware::from_fn_with_state(
+            security,
+            security_headers::apply,
+        ))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))

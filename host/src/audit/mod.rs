@@ -1,10 +1,15 @@
 //! Audit trail: every state-changing action writes an entry — in the same
 //! transaction as the change, so the log and the data never disagree — with
-//! secrets and passwords redacted from its payload.
+//! secrets and passwords redacted from its payload. System events (an
+//! instance starting or stopping, a circuit breaker opening or closing) are
+//! recorded too, with no user; [`retention`] deletes entries past their age.
+
+pub mod retention;
 
 use serde::Serialize;
 use serde::ser::SerializeMap;
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::auth::Principal;
 use crate::money::{Money, Usd};
@@ -176,6 +181,47 @@ pub async fn record_for(
         },
     )
     .await
+}
+
+/// Append an entry for an event of the system itself, with no acting user
+/// (`org_id` when it concerns one organization, such as its integration's
+/// breaker), in its own transaction.
+pub async fn record_system(
+    db: &crate::store::Db,
+    org_id: Option<&str>,
+    action: &str,
+    payload: impl Into<Payload>,
+) -> Result<(), sqlx::Error> {
+    let mut tx = db.platform().await?;
+    record_for(
+        &mut tx,
+        org_id,
+        None,
+        &ClientInfo::default(),
+        action,
+        payload,
+    )
+    .await?;
+    tx.commit().await
+}
+
+/// [`record_system`] off the caller's path (a failure is logged), for
+/// events noticed where waiting on the database would slow the work.
+pub fn spawn_system(
+    db: &crate::store::Db,
+    org_id: Option<String>,
+    action: &'static str,
+    payload: Value,
+) {
+    let db = db.clone();
+    tokio::spawn(
+        async move {
+            if let Err(e) = record_system(&db, org_id.as_deref(), action, payload).await {
+                tracing::warn!(error = %e, action, "cannot record a system event in the audit log");
+            }
+        }
+        .in_current_span(),
+    );
 }
 
 #[cfg(test)]

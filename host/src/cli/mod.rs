@@ -1,4 +1,5 @@
-//! Command-line entry points: `vel serve`, `vel migrate`, `vel plugin …`.
+//! Command-line entry points: `vel serve`, `vel migrate`, `vel rotate-keys`,
+//! `vel plugin …`.
 
 pub mod plugin;
 pub mod remote;
@@ -25,6 +26,15 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Re-encrypt every stored secret under the newest key of VEL_SECRET_KEY
+    /// (a list, newest first), in small transactions while the servers run;
+    /// safe to run again.
+    RotateKeys {
+        /// Rows re-encrypted per transaction.
+        #[arg(long, default_value_t = crate::secrets::rotation::BATCH,
+              value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        batch: i64,
+    },
     /// Plugin-author tools: check and run a component locally; publish, list, activate and roll back on a running server.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -35,6 +45,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve => serve(),
         Command::Migrate => migrate(),
+        Command::RotateKeys { batch } => rotate_keys(batch),
         Command::Plugin(cmd) => plugin::run(cmd),
     };
     match result {
@@ -54,19 +65,52 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn serve() -> anyhow::Result<()> {
     let config = Config::from_env()?;
-    crate::server::init_tracing(&config.log);
+    crate::server::init_tracing(&config.log, config.operations.log_format);
     runtime()?.block_on(crate::server::serve(config))
 }
 
 fn migrate() -> anyhow::Result<()> {
     let config = Config::from_env()?;
-    crate::server::init_tracing(&config.log);
+    crate::server::init_tracing(&config.log, config.operations.log_format);
     runtime()?.block_on(async {
         crate::store::Db::migrate(&config.database_url).await?;
         println!(
             "migrated {}",
             crate::config::redact_url(&config.database_url)
         );
+        anyhow::Ok(())
+    })
+}
+
+fn rotate_keys(batch: i64) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    crate::server::init_tracing(&config.log, config.operations.log_format);
+    let keys =
+        crate::secrets::MasterKey::load_existing(config.secret_key.as_deref(), &config.data_dir)?;
+    runtime()?.block_on(async {
+        let db = crate::store::Db::open(
+            &config.database_url,
+            config.tenant_database_url.as_deref(),
+            2,
+        )
+        .await?;
+        let done = crate::secrets::rotation::rotate(&db, &keys, batch).await;
+        db.close().await;
+        let done = done?;
+        println!(
+            "key {}: {} re-encrypted, {} already current, {} changed meanwhile, {} unreadable",
+            keys.current_id(),
+            done.resealed,
+            done.current,
+            done.changed,
+            done.unreadable.len()
+        );
+        if !done.unreadable.is_empty() {
+            anyhow::bail!(
+                "no key of VEL_SECRET_KEY opens the keys of integrations {}",
+                done.unreadable.join(", ")
+            );
+        }
         anyhow::Ok(())
     })
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use vel_runtime::AllowPrivate;
 
+pub mod operations;
+
 use crate::analytics::rollup::RollupConfig;
 use crate::budgets::ledger::LedgerSettings;
 use crate::notify::NotifyUrl;
@@ -120,6 +122,8 @@ pub struct Config {
     /// token confirming a change of email (`VEL_NOTIFY_URL`; see
     /// [`crate::notify`]). Absent: such changes are refused.
     pub notify_url: Option<NotifyUrl>,
+    /// Log format, audit retention, CORS and HTTPS headers.
+    pub operations: operations::Operations,
 }
 
 /// How long a client connection may take over each part of a request, and
@@ -370,6 +374,11 @@ struct FileConfig {
     plugin_info_timeout_ms: Option<u64>,
     plugin_org_share: Option<u32>,
     plugin_platform_reserve: Option<u32>,
+    log_format: Option<String>,
+    audit_retention_days: Option<u32>,
+    audit_retention_interval_ms: Option<u64>,
+    cors_allowed_origins: Option<String>,
+    https: Option<bool>,
 }
 
 /// Shortest connection timeout accepted (header read, keep-alive, body read).
@@ -467,6 +476,7 @@ impl Config {
             None => FileConfig::default(),
         };
         let src = Sources { env };
+        let operations = operations::load(&src, &file)?;
         let listen = src.get(
             "VEL_LISTEN",
             file.listen
@@ -721,6 +731,7 @@ impl Config {
                 AllowPrivate::default(),
             )?,
             notify_url,
+            operations,
         };
         config.check_ranges()?;
         Ok(config)

@@ -105,11 +105,15 @@ impl Breaker {
         }
     }
 
-    /// Record a successful call: the circuit closes and old failures are forgotten.
-    pub fn record_success(&mut self) {
+    /// Record a successful call: the circuit closes and old failures are
+    /// forgotten. Returns `true` when this success closed an open (or
+    /// half-open) circuit.
+    pub fn record_success(&mut self) -> bool {
+        let was_open = !matches!(self.state, State::Closed { .. });
         self.state = State::Closed {
             failures: VecDeque::new(),
         };
+        was_open
     }
 
     /// Record a failed call at `now`. Returns `true` when this failure opened the circuit.

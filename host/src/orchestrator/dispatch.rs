@@ -630,6 +630,26 @@ impl<'a> ProviderCaller for PluginCaller<'a> {
 }
 
 impl Inner {
+    /// Record, in the organization's audit log and off the request path,
+    /// that this instance's breaker for `integration` opened or closed.
+    fn breaker_event(
+        &self,
+        integration: &crate::store::integrations::Integration,
+        action: &'static str,
+    ) {
+        crate::audit::spawn_system(
+            &self.db,
+            Some(integration.org_id.clone()),
+            action,
+            serde_json::json!({
+                "integration_id": integration.id,
+                "integration": integration.name,
+                "provider": integration.provider,
+                "instance": &*self.db.origin(),
+            }),
+        );
+    }
+
     /// An attempt that ended before its provider was called: the breaker's
     /// probe, if it was one, is handed back, as the provider was not at
     /// fault.
@@ -786,9 +806,14 @@ impl Inner {
                 attempt.output_tokens = i64::from(response.usage.output_tokens);
                 attempt.cost_nanos = target.prices(model).cost(input, output);
                 reservation.settle(attempt.cost_nanos);
-                self.observed
+                let closed = self
+                    .observed
                     .breakers()
                     .with(integration.id.as_str(), |b| b.record_success());
+                if closed {
+                    tracing::info!(integration = %integration.name, "circuit closed");
+                    self.breaker_event(integration, "breaker_closed");
+                }
                 self.observed.record(&integration.id, model, latency, true);
                 return CallOutcome {
                     attempt,
@@ -832,6 +857,7 @@ impl Inner {
             });
             if opened {
                 tracing::warn!(integration = %integration.name, "circuit opened");
+                self.breaker_event(integration, "breaker_opened");
             }
             self.observed.record(&integration.id, model, latency, false);
         }

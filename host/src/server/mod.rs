@@ -19,6 +19,7 @@ use crate::auth::jwt::JwtKeys;
 use crate::auth::password::PasswordHasher;
 use crate::auth::verified::Verified;
 use crate::config::Config;
+use crate::config::operations::LogFormat;
 use crate::orchestrator::breaker::BreakerConfig;
 use crate::orchestrator::dispatch::{DispatchConfig, Dispatcher};
 use crate::orchestrator::executor::Executor;
@@ -82,7 +83,8 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     crate::workflows::catalog::sync_builtins(&db)
         .await
         .context("cannot record the built-in workflow templates")?;
-    let jwt = JwtKeys::new(keys.jwt_key(), config.token_ttl);
+    let jwt =
+        JwtKeys::new(&keys.jwt_keys(), config.token_ttl).context("VEL_SECRET_KEY holds no key")?;
     let keys = Arc::new(keys);
     let dispatcher = Dispatcher::new(
         db.clone(),
@@ -131,6 +133,11 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         },
     );
     crate::analytics::rollup::start(db.clone(), config.usage_rollup);
+    crate::audit::retention::start(
+        db.clone(),
+        config.operations.audit_retention_days,
+        config.operations.audit_retention_interval,
+    );
     let verified: Arc<Verified> = Arc::default();
     verified.follow_revocations(&signals);
     let shares = Shares::new(
@@ -174,6 +181,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {listen} (VEL_LISTEN)"))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, backend = db.backend().name(), "vel serving");
+    instance_event(&db, "instance_started", &addr).await;
     // The one line on stdout: scripts and tests wait for it.
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening on http://{addr}")?;
@@ -190,8 +198,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down: in-flight requests drained");
     executor.shutdown(Duration::from_secs(10)).await;
     usage.close().await;
+    instance_event(&db, "instance_stopped", &addr).await;
     db.close().await;
     Ok(())
+}
+
+/// Record this instance starting or stopping in the platform's audit log
+/// (a failure is logged: it must not keep the server from serving).
+async fn instance_event(db: &Db, action: &str, addr: &std::net::SocketAddr) {
+    let payload = serde_json::json!({
+        "instance": &*db.origin(),
+        "address": addr.to_string(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+    });
+    if let Err(e) = crate::audit::record_system(db, None, action, payload).await {
+        tracing::warn!(error = %e, action, "cannot record the instance event in the audit log");
+    }
 }
 
 /// The connection deadlines and cap: `VEL_MAX_CONNECTIONS` when set (with
@@ -299,15 +322,24 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
-/// Initialise `tracing` to stderr with the configured filter.
-pub fn init_tracing(filter: &str) {
+/// Initialise `tracing` to stderr with the configured filter, as text or
+/// as one JSON object per line (`VEL_LOG_FORMAT`).
+pub fn init_tracing(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 #[cfg(test)]

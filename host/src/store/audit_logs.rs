@@ -113,3 +113,21 @@ pub async fn page(
     .await?;
     Ok((rows, total))
 }
+
+/// Delete up to `limit` entries written before `before` (unix ms), oldest
+/// first, across organizations (platform transaction); returns how many.
+pub async fn delete_before(
+    conn: &mut AnyConnection,
+    before: i64,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM audit_logs WHERE id IN \
+         (SELECT id FROM audit_logs WHERE created_at < $1 ORDER BY created_at LIMIT $2)",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}

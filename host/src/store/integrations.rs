@@ -24,7 +24,8 @@ pub struct Integration {
     pub default_model: Option<String>,
     /// Per-call timeout.
     pub timeout_ms: i64,
-    /// `v1:` + base64 AES-256-GCM; never returned by the API.
+    /// `v2:KID:` (or, sealed before keys had ids, `v1:`) + base64
+    /// AES-256-GCM; never returned by the API.
     pub key_ciphertext: Option<String>,
     /// `sha256:…` of the key, shown instead of it.
     pub key_fingerprint: Option<String>,
@@ -177,4 +178,50 @@ pub async fn active_test_states(conn: &mut AnyConnection) -> Result<Vec<TestStat
     )
     .fetch_all(conn)
     .await
+}
+
+/// A sealed integration key, as key rotation reads it.
+#[derive(Debug, Clone, FromRow)]
+pub struct SealedKey {
+    /// The integration's id (the key's encryption context).
+    pub id: String,
+    /// The sealed key as stored.
+    pub key_ciphertext: String,
+}
+
+/// Up to `limit` sealed keys of every organization, in id order after
+/// `after` (platform transaction).
+pub async fn sealed_keys_after(
+    conn: &mut AnyConnection,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<SealedKey>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, key_ciphertext FROM integrations \
+         WHERE key_ciphertext IS NOT NULL AND id > $1 ORDER BY id LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// Replace the sealed key of integration `id` with `resealed`, only if it
+/// is still `sealed` (a key changed meanwhile through the API is left as
+/// the change wrote it). True when replaced.
+pub async fn reseal_key(
+    conn: &mut AnyConnection,
+    id: &str,
+    sealed: &str,
+    resealed: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE integrations SET key_ciphertext = $1 WHERE id = $2 AND key_ciphertext = $3",
+    )
+    .bind(resealed)
+    .bind(id)
+    .bind(sealed)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
