@@ -24,6 +24,7 @@ pub mod tokens;
 pub mod usage;
 pub mod usage_buckets;
 pub mod users;
+pub mod webhooks;
 pub mod workflow_templates;
 pub mod workflows;
 
