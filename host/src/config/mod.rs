@@ -13,6 +13,7 @@ use vel_runtime::AllowPrivate;
 use crate::analytics::rollup::RollupConfig;
 use crate::budgets::ledger::LedgerSettings;
 use crate::notify::NotifyUrl;
+use crate::webhooks::WebhookConfig;
 
 /// Why configuration could not be loaded; every variant names the setting.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +117,8 @@ pub struct Config {
     /// token confirming a change of email (`VEL_NOTIFY_URL`; see
     /// [`crate::notify`]). Absent: such changes are refused.
     pub notify_url: Option<NotifyUrl>,
+    /// How webhooks are checked and delivered (`VEL_WEBHOOK_*`).
+    pub webhooks: WebhookConfig,
 }
 
 /// How long a client connection may take over each part of a request, and
@@ -365,6 +368,14 @@ struct FileConfig {
     plugin_info_timeout_ms: Option<u64>,
     plugin_org_share: Option<u32>,
     plugin_platform_reserve: Option<u32>,
+    webhook_allow_http: Option<bool>,
+    webhook_allow_private: Option<String>,
+    webhook_timeout_ms: Option<u64>,
+    webhook_retries: Option<u32>,
+    webhook_retry_base_ms: Option<u64>,
+    webhook_retry_max_ms: Option<u64>,
+    webhook_disable_after: Option<u32>,
+    webhook_workers: Option<u32>,
 }
 
 /// Shortest connection timeout accepted (header read, keep-alive, body read).
@@ -710,6 +721,30 @@ impl Config {
                 AllowPrivate::default(),
             )?,
             notify_url,
+            webhooks: WebhookConfig {
+                allow_http: src.get("VEL_WEBHOOK_ALLOW_HTTP", file.webhook_allow_http, false)?,
+                allow_private: src.get(
+                    "VEL_WEBHOOK_ALLOW_PRIVATE",
+                    file.webhook_allow_private
+                        .map(|s| parse_file::<AllowPrivate>("webhook_allow_private", &s))
+                        .transpose()?,
+                    AllowPrivate::default(),
+                )?,
+                timeout: src.millis("VEL_WEBHOOK_TIMEOUT_MS", file.webhook_timeout_ms, 10_000)?,
+                retries: src.get("VEL_WEBHOOK_RETRIES", file.webhook_retries, 3)?,
+                retry_base: src.millis(
+                    "VEL_WEBHOOK_RETRY_BASE_MS",
+                    file.webhook_retry_base_ms,
+                    5_000,
+                )?,
+                retry_max: src.millis(
+                    "VEL_WEBHOOK_RETRY_MAX_MS",
+                    file.webhook_retry_max_ms,
+                    600_000,
+                )?,
+                disable_after: src.get("VEL_WEBHOOK_DISABLE_AFTER", file.webhook_disable_after, 10)?,
+                workers: src.get("VEL_WEBHOOK_WORKERS", file.webhook_workers, 4)?,
+            },
         };
         config.check_ranges()?;
         Ok(config)
@@ -893,6 +928,28 @@ impl Config {
             && let Err(reason) = crate::auth::password::check_strength(pw)
         {
             return Err(bad("VEL_ADMIN_PASSWORD", "(hidden)".into(), &reason));
+        }
+        let w = &self.webhooks;
+        for (name, value, min, max) in [
+            ("VEL_WEBHOOK_TIMEOUT_MS", millis(w.timeout), 100, 300_000),
+            ("VEL_WEBHOOK_RETRIES", u64::from(w.retries), 0, 20),
+            ("VEL_WEBHOOK_RETRY_BASE_MS", millis(w.retry_base), 10, 3_600_000),
+            (
+                "VEL_WEBHOOK_RETRY_MAX_MS",
+                millis(w.retry_max),
+                millis(w.retry_base),
+                86_400_000,
+            ),
+            ("VEL_WEBHOOK_DISABLE_AFTER", u64::from(w.disable_after), 1, 1_000),
+            ("VEL_WEBHOOK_WORKERS", u64::from(w.workers), 0, 256),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(bad(
+                    name,
+                    value.to_string(),
+                    &format!("must be between {min} and {max}"),
+                ));
+            }
         }
         Ok(())
     }
