@@ -449,6 +449,16 @@ async fn switch_version(
         ),
     };
     audit::record(&mut tx, actor.who, actor.client, action, details).await?;
+    let rollback = matches!(switch, Switch::Back);
+    crate::webhooks::events::plugin_activated(
+        &mut tx,
+        row.org_id.as_deref(),
+        &row.name,
+        &to,
+        from.as_deref(),
+        rollback,
+    )
+    .await?;
     commit_live(state, tx).await?;
     Ok(row)
 }
