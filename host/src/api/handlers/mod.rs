@@ -18,6 +18,7 @@ pub mod plugins;
 pub mod task_export;
 pub mod tasks;
 pub mod users;
+pub mod webhooks;
 pub mod workflow_templates;
 pub mod workflows;
 
