@@ -96,7 +96,10 @@ fn receive_on(
                 if silent {
                     std::future::pending::<()>().await;
                 }
-                (code, format!("attempt {} answered {}", n + 1, code.as_u16()))
+                (
+                    code,
+                    format!("attempt {} answered {}", n + 1, code.as_u16()),
+                )
             }
         }),
     );
@@ -151,7 +154,11 @@ fn signature_valid(secret: &str, header: &str, body: &[u8]) -> bool {
 /// Create a webhook; returns (id, secret).
 async fn webhook(s: &Server, token: &str, url: &str, events: &[&str]) -> (String, String) {
     let r = s
-        .post("/api/webhooks", token, json!({ "url": url, "events": events }))
+        .post(
+            "/api/webhooks",
+            token,
+            json!({ "url": url, "events": events }),
+        )
         .await
         .expect(201);
     (
@@ -221,7 +228,11 @@ async fn a_delivery_is_signed_retried_and_logged(b: Backend) {
         assert_eq!(r.json()["data"]["webhook_id"], id.as_str());
     }
     let answered: Vec<u16> = got.iter().map(|r| r.answered).collect();
-    assert_eq!(answered, [500, 500, 200], "delivered once, on the third attempt");
+    assert_eq!(
+        answered,
+        [500, 500, 200],
+        "delivered once, on the third attempt"
+    );
 
     let items = deliveries_once(&s, &admin, &id, |d| {
         d.first().is_some_and(|d| d["status"] == "delivered")
@@ -296,7 +307,10 @@ async fn a_receiver_that_never_answers_times_out_and_is_disabled(b: Backend) {
         assert_eq!(a["status"], "timeout", "{a}");
         assert!(a["response_code"].is_null());
         assert!(
-            a["error"].as_str().unwrap().contains("no answer within 300 ms"),
+            a["error"]
+                .as_str()
+                .unwrap()
+                .contains("no answer within 300 ms"),
             "{a}"
         );
         assert!(a["latency_ms"].as_i64().unwrap() >= 300, "{a}");
@@ -321,7 +335,11 @@ async fn a_receiver_that_never_answers_times_out_and_is_disabled(b: Backend) {
     assert_eq!(alerts["items"][0]["subject"], id.as_str());
     let heard = next(&mut watcher_rx, 30).await;
     assert_eq!(heard.event, "alert.raised");
-    assert!(signature_valid(&watcher_secret, &heard.signature, &heard.body));
+    assert!(signature_valid(
+        &watcher_secret,
+        &heard.signature,
+        &heard.body
+    ));
     assert_eq!(heard.json()["data"]["kind"], "webhook_disabled");
     assert_eq!(heard.json()["data"]["subject"], id.as_str());
 
@@ -420,7 +438,11 @@ async fn restricted_destinations_are_refused_without_the_setting(b: Backend) {
             )
             .await
             .expect_error(422, "validation_failed");
-        assert!(r.body["error"]["details"]["url"].is_array(), "{url}: {}", r.body);
+        assert!(
+            r.body["error"]["details"]["url"].is_array(),
+            "{url}: {}",
+            r.body
+        );
     }
     // Plain HTTP is refused even to a public address without its setting.
     let r = s
@@ -471,7 +493,10 @@ async fn the_secret_is_shown_once_and_bad_input_is_refused(b: Backend) {
         .body;
     let id = created["id"].as_str().unwrap();
     let secret = created["secret"].as_str().unwrap();
-    assert!(secret.starts_with("whsec_") && secret.len() > 40, "{created}");
+    assert!(
+        secret.starts_with("whsec_") && secret.len() > 40,
+        "{created}"
+    );
     assert_eq!(created["events"], json!(["task.completed", "task.failed"]));
     assert_eq!(created["enabled"], true);
     assert!(
@@ -522,10 +547,19 @@ async fn the_secret_is_shown_once_and_bad_input_is_refused(b: Backend) {
 
     // Bad input: a clear 4xx naming the field, nothing stored.
     for (body, field) in [
-        (json!({ "url": url, "events": ["task.started"] }), "events[0]"),
-        (json!({ "url": url, "events": ["webhook.test"] }), "events[0]"),
+        (
+            json!({ "url": url, "events": ["task.started"] }),
+            "events[0]",
+        ),
+        (
+            json!({ "url": url, "events": ["webhook.test"] }),
+            "events[0]",
+        ),
         (json!({ "url": url, "events": [] }), "events"),
-        (json!({ "url": "not a url", "events": ["task.failed"] }), "url"),
+        (
+            json!({ "url": "not a url", "events": ["task.failed"] }),
+            "url",
+        ),
         (json!({ "url": "", "events": ["task.failed"] }), "url"),
         (
             json!({ "url": "ftp://127.0.0.1/x", "events": ["task.failed"] }),

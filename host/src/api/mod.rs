@@ -83,7 +83,10 @@ fn documented(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(budgets::get, budgets::set, budgets::delete))
         .routes(routes!(alerts::list))
         .routes(routes!(alerts::acknowledge))
-        .routes(routes!(handlers::webhooks::create, handlers::webhooks::list))
+        .routes(routes!(
+            handlers::webhooks::create,
+            handlers::webhooks::list
+        ))
         .routes(routes!(
             handlers::webhooks::get,
             handlers::webhooks::update,

@@ -742,7 +742,11 @@ impl Config {
                     file.webhook_retry_max_ms,
                     600_000,
                 )?,
-                disable_after: src.get("VEL_WEBHOOK_DISABLE_AFTER", file.webhook_disable_after, 10)?,
+                disable_after: src.get(
+                    "VEL_WEBHOOK_DISABLE_AFTER",
+                    file.webhook_disable_after,
+                    10,
+                )?,
                 workers: src.get("VEL_WEBHOOK_WORKERS", file.webhook_workers, 4)?,
             },
         };
@@ -933,14 +937,24 @@ impl Config {
         for (name, value, min, max) in [
             ("VEL_WEBHOOK_TIMEOUT_MS", millis(w.timeout), 100, 300_000),
             ("VEL_WEBHOOK_RETRIES", u64::from(w.retries), 0, 20),
-            ("VEL_WEBHOOK_RETRY_BASE_MS", millis(w.retry_base), 10, 3_600_000),
+            (
+                "VEL_WEBHOOK_RETRY_BASE_MS",
+                millis(w.retry_base),
+                10,
+                3_600_000,
+            ),
             (
                 "VEL_WEBHOOK_RETRY_MAX_MS",
                 millis(w.retry_max),
                 millis(w.retry_base),
                 86_400_000,
             ),
-            ("VEL_WEBHOOK_DISABLE_AFTER", u64::from(w.disable_after), 1, 1_000),
+            (
+                "VEL_WEBHOOK_DISABLE_AFTER",
+                u64::from(w.disable_after),
+                1,
+                1_000,
+            ),
             ("VEL_WEBHOOK_WORKERS", u64::from(w.workers), 0, 256),
         ] {
             if !(min..=max).contains(&value) {

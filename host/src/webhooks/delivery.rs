@@ -267,10 +267,7 @@ impl DeliveryRunner {
         match tokio::time::timeout(self.config.timeout, exchange).await {
             Err(_) => Outcome::failed(
                 "timeout",
-                format!(
-                    "no answer within {} ms",
-                    self.config.timeout.as_millis()
-                ),
+                format!("no answer within {} ms", self.config.timeout.as_millis()),
                 started.elapsed(),
             ),
             Ok(Err(e)) => {

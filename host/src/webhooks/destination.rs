@@ -92,7 +92,12 @@ pub fn check_url(
 /// Refuse a URL whose host is a name resolving to a refused address (a
 /// name that does not resolve now passes: it is checked at every
 /// connection).
-pub async fn check_resolved(errors: &mut FieldErrors, field: &str, url: &Url, allow: &AllowPrivate) {
+pub async fn check_resolved(
+    errors: &mut FieldErrors,
+    field: &str,
+    url: &Url,
+    allow: &AllowPrivate,
+) {
     let Some(name) = url.domain() else {
         return;
     };

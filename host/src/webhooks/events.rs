@@ -109,7 +109,8 @@ pub async fn alert_raised(
     subject: &str,
     message: &str,
 ) -> Result<u64, sqlx::Error> {
-    let data = json!({ "alert_id": alert_id, "kind": kind, "subject": subject, "message": message });
+    let data =
+        json!({ "alert_id": alert_id, "kind": kind, "subject": subject, "message": message });
     emit(conn, Some(org_id), EventType::AlertRaised, data).await
 }
 
