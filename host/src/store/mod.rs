@@ -16,6 +16,7 @@ pub mod email_changes;
 pub mod integrations;
 pub mod invitations;
 pub mod jobs;
+pub mod leases;
 pub mod organizations;
 pub mod plugins;
 pub mod rate_limits;

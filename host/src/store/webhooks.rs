@@ -8,7 +8,7 @@
 use serde::Serialize;
 use sqlx::{AnyConnection, FromRow};
 
-use super::{Backend, now_ms};
+use super::{Backend, leases, now_ms};
 
 /// One stored webhook.
 #[derive(Debug, Clone, FromRow)]
@@ -339,36 +339,13 @@ pub async fn heartbeat(
     ids: &[String],
     lease_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let list = (0..ids.len())
-        .map(|i| format!("${}", i + 3))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE webhook_deliveries SET lease_expires_at = $1 \
-         WHERE lease_owner = $2 AND id IN ({list})"
-    )))
-    .bind(now_ms() + lease_ms)
-    .bind(owner);
-    for id in ids {
-        query = query.bind(id);
-    }
-    query.execute(conn).await?;
+    leases::extend(conn, "webhook_deliveries", "", owner, ids, lease_ms).await?;
     Ok(())
 }
 
 /// Make the leases `owner` holds expire now.
 pub async fn release_leases(conn: &mut AnyConnection, owner: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE webhook_deliveries SET lease_expires_at = 0 \
-         WHERE lease_owner = $1 AND status = 'pending'",
-    )
-    .bind(owner)
-    .execute(conn)
-    .await?;
-    Ok(())
+    leases::release(conn, "webhook_deliveries", "AND status = 'pending'", owner).await
 }
 
 /// Fail deliveries whose workers keep dying on them (claimed `max_claims`
@@ -529,10 +506,7 @@ pub async fn attempts_of(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let list = (0..ids.len())
-        .map(|i| format!("${}", i + 2))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = leases::placeholders(2, ids.len());
     let mut query = sqlx::query_as::<_, AttemptRow>(sqlx::AssertSqlSafe(format!(
         "SELECT {ATTEMPT_COLUMNS} FROM webhook_attempts \
          WHERE org_id = $1 AND delivery_id IN ({list}) ORDER BY delivery_id, attempt"
