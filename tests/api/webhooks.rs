@@ -415,6 +415,99 @@ async fn deliveries_pending_at_a_sigkill_are_delivered_after_the_restart(b: Back
     .await;
 }
 
+async fn workflow_and_budget_events_are_delivered(b: Backend) {
+    let (url, mut rx) = receiver(Answer::FailFirst(0)).await;
+    let s = Server::start_with(b, &LOCAL).await;
+    let admin = s.admin_token().await;
+    s.mock_integration(&admin, "mock").await;
+    let events = [
+        "workflow.awaiting_approval",
+        "workflow.completed",
+        "budget.threshold",
+        "alert.raised",
+    ];
+    let (_, secret) = webhook(&s, &admin, &url, &events).await;
+    let mut seen: std::collections::BTreeMap<String, Value> = Default::default();
+    let wait_for = |rx_event: Received, seen: &mut std::collections::BTreeMap<String, Value>| {
+        assert!(signature_valid(
+            &secret,
+            &rx_event.signature,
+            &rx_event.body
+        ));
+        assert!(
+            events.contains(&rx_event.event.as_str()),
+            "{}",
+            rx_event.event
+        );
+        seen.insert(rx_event.event.clone(), rx_event.json());
+    };
+
+    // A workflow that waits for an approval, then completes.
+    let definition = json!({
+        "name": "gate", "start": "gate",
+        "steps": {
+            "gate": { "kind": "approval", "message": "Ship?", "next": "done" },
+            "done": { "kind": "succeed", "output": "shipped" }
+        }
+    });
+    let wf = s
+        .post(
+            "/api/workflows",
+            &admin,
+            json!({ "definition": definition, "input": {} }),
+        )
+        .await
+        .expect(201);
+    let wf_id = wf.body["id"].as_str().unwrap().to_string();
+    while !seen.contains_key("workflow.awaiting_approval") {
+        wait_for(next(&mut rx, 30).await, &mut seen);
+    }
+    assert_eq!(
+        seen["workflow.awaiting_approval"]["data"]["workflow_id"],
+        wf_id.as_str()
+    );
+    s.post(
+        &format!("/api/workflows/{wf_id}/approve"),
+        &admin,
+        json!({}),
+    )
+    .await
+    .expect(200);
+    while !seen.contains_key("workflow.completed") {
+        wait_for(next(&mut rx, 30).await, &mut seen);
+    }
+    let done = &seen["workflow.completed"]["data"];
+    assert_eq!(done["workflow_id"], wf_id.as_str());
+    assert_eq!(done["output"], "shipped", "{done}");
+
+    // A soft budget passed by one task: its threshold and its alert.
+    let org = s.get("/api/users/me", &admin).await.expect(200).body["org_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.put(
+        &format!("/api/budgets/organization/{org}/day"),
+        &admin,
+        json!({ "limit_usd": 0.000001, "hard": false, "alert_at": [0.1] }),
+    )
+    .await
+    .expect(200);
+    s.post(
+        "/api/tasks",
+        &admin,
+        json!({ "description": "spend", "prompt": "hello" }),
+    )
+    .await
+    .expect(201);
+    while !(seen.contains_key("budget.threshold") && seen.contains_key("alert.raised")) {
+        wait_for(next(&mut rx, 30).await, &mut seen);
+    }
+    let threshold = &seen["budget.threshold"]["data"];
+    assert_eq!(threshold["scope"], "organization", "{threshold}");
+    assert_eq!(threshold["threshold"], 0.1);
+    assert_eq!(seen["alert.raised"]["data"]["kind"], "budget_threshold");
+}
+
 async fn restricted_destinations_are_refused_without_the_setting(b: Backend) {
     let s = Server::start(b).await;
     let admin = s.admin_token().await;
@@ -659,6 +752,7 @@ async fn the_secret_is_shown_once_and_bad_input_is_refused(b: Backend) {
 dual_backend_tests!(
     a_delivery_is_signed_retried_and_logged,
     a_receiver_that_never_answers_times_out_and_is_disabled,
+    workflow_and_budget_events_are_delivered,
     deliveries_pending_at_a_sigkill_are_delivered_after_the_restart,
     restricted_destinations_are_refused_without_the_setting,
     the_secret_is_shown_once_and_bad_input_is_refused,

@@ -1184,6 +1184,40 @@ mod tests {
     }
 
     #[test]
+    fn webhook_settings_have_defaults_and_ranges() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.webhooks, WebhookConfig::default());
+        assert!(!c.webhooks.allow_http && c.webhooks.allow_private.is_empty());
+        assert_eq!(c.webhooks.timeout, Duration::from_secs(10));
+        assert_eq!(c.webhooks.retries, 3);
+        for (name, value) in [
+            ("VEL_WEBHOOK_TIMEOUT_MS", "50"),
+            ("VEL_WEBHOOK_RETRIES", "21"),
+            ("VEL_WEBHOOK_RETRY_BASE_MS", "1"),
+            ("VEL_WEBHOOK_RETRY_MAX_MS", "4999"),
+            ("VEL_WEBHOOK_DISABLE_AFTER", "0"),
+            ("VEL_WEBHOOK_ALLOW_PRIVATE", "not a range/"),
+            ("VEL_WEBHOOK_ALLOW_HTTP", "maybe"),
+        ] {
+            let err = load(&[(name, value)]).unwrap_err().to_string();
+            assert!(err.contains(name), "{name}={value}: {err}");
+        }
+        let c = load(&[
+            ("VEL_WEBHOOK_ALLOW_HTTP", "true"),
+            ("VEL_WEBHOOK_ALLOW_PRIVATE", "127.0.0.0/8"),
+            ("VEL_WEBHOOK_RETRIES", "0"),
+        ])
+        .unwrap();
+        assert!(c.webhooks.allow_http);
+        assert!(
+            c.webhooks
+                .allow_private
+                .allows("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(c.webhooks.retries, 0);
+    }
+
+    #[test]
     fn plugin_compile_settings_are_range_checked() {
         let c = load(&[]).unwrap();
         assert_eq!(c.registry.compile_slots, 2);

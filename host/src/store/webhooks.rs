@@ -220,18 +220,22 @@ pub async fn enqueue(
     org_id: Option<&str>,
     event: &NewEvent<'_>,
 ) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{ENQUEUE} WHERE enabled = 1 AND events LIKE $5 AND ($6 IS NULL OR org_id = $6)"
+    let scope = match org_id {
+        Some(_) => "AND org_id = $6",
+        None => "",
+    };
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{ENQUEUE} WHERE enabled = 1 AND events LIKE $5 {scope}"
     )))
     .bind(event.event_id)
     .bind(event.event_type)
     .bind(event.body)
     .bind(event.now)
-    .bind(format!("% {} %", event.event_type))
-    .bind(org_id)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    .bind(format!("% {} %", event.event_type));
+    if let Some(org_id) = org_id {
+        query = query.bind(org_id);
+    }
+    Ok(query.execute(conn).await?.rows_affected())
 }
 
 /// Queue `event` for webhook `id` alone, whatever it subscribes to (a
