@@ -8,10 +8,11 @@
 //! A URL is checked when it is stored ([`check_url`], [`check_resolved`]:
 //! an address, or a name that resolves to a refused one, is a 422) and
 //! again on every connection: the client resolves names through
-//! [`GuardedResolver`], which drops refused addresses and hands the client
-//! only those it checked, so a name that resolves elsewhere later (DNS
-//! rebinding) still cannot reach them; an address written in the URL is
-//! checked by [`refused_literal`] before each attempt.
+//! [`GuardedResolver`], which refuses a name resolving to any refused
+//! address and hands the client only the addresses it checked, so a name
+//! that resolves elsewhere later (DNS rebinding) still cannot reach them;
+//! an address written in the URL is checked by [`refused_literal`] before
+//! each attempt.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -135,9 +136,10 @@ pub fn refused_literal(url: &Url, allow: &AllowPrivate) -> Option<DestinationRef
     })
 }
 
-/// The delivery client's resolver: the system's, keeping only the
-/// addresses the operator allows, so the client connects to an address
-/// this check passed and to no other.
+/// The delivery client's resolver: the system's, refusing a name unless
+/// every address it resolves to is allowed, so the client connects only
+/// to addresses this check passed (no second lookup for DNS rebinding to
+/// exploit).
 #[derive(Debug, Clone)]
 pub struct GuardedResolver {
     allow: Arc<AllowPrivate>,
@@ -161,23 +163,24 @@ impl Resolve for GuardedResolver {
                 Ok(addrs) => addrs.collect(),
                 Err(e) => return Err(Box::new(e) as BoxError),
             };
+            // As the plugins' connector: a name is refused unless every
+            // address it resolves to is allowed.
             let any_name = allow.allows_name(&host);
-            let mut refused = None;
-            let allowed: Vec<SocketAddr> = found
-                .into_iter()
-                .filter(|addr| {
-                    let ok = any_name || allow.allows(addr.ip());
-                    if !ok {
-                        refused = refused.or(restricted_range(addr.ip()));
-                    }
-                    ok
-                })
-                .collect();
-            if allowed.is_empty() {
-                let kind = refused.unwrap_or("unresolvable");
+            if let Some(refused) = found
+                .iter()
+                .find(|addr| !any_name && !allow.allows(addr.ip()))
+            {
+                let kind = restricted_range(refused.ip()).unwrap_or("restricted");
                 return Err(Box::new(DestinationRefused { host, kind }) as BoxError);
             }
-            Ok(Box::new(allowed.into_iter()) as Addrs)
+            if found.is_empty() {
+                let message = format!("`{host}` resolves to no address");
+                return Err(
+                    Box::new(std::io::Error::new(std::io::ErrorKind::NotFound, message))
+                        as BoxError,
+                );
+            }
+            Ok(Box::new(found.into_iter()) as Addrs)
         })
     }
 }
