@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::sync::mpsc;
 
+use crate::support::guests::{build_guest, manifest};
 use crate::support::{Backend, Server};
 
 /// The operator settings the delivery tests run with: loopback receivers
@@ -508,6 +509,64 @@ async fn workflow_and_budget_events_are_delivered(b: Backend) {
     assert_eq!(seen["alert.raised"]["data"]["kind"], "budget_threshold");
 }
 
+async fn a_plugin_version_going_live_is_an_event(b: Backend) {
+    let (url, mut rx) = receiver(Answer::FailFirst(0)).await;
+    let s = Server::start_with(b, &LOCAL).await;
+    let admin = s.admin_token().await;
+    let (_, owner) = s.tenant(&admin, "acme").await;
+    let (_, secret) = webhook(&s, &owner, &url, &["plugin.activated"]).await;
+    let router = |version: &str| {
+        build_guest(
+            "vel-fixture-flip-router",
+            if version == "2.0.0" { &["v2"] } else { &[] },
+        )
+    };
+
+    // Uploaded and activated at once.
+    s.upload_plugin(
+        &owner,
+        "?activate=true",
+        router("1.0.0"),
+        &manifest("flip-router", "1.0.0", "router", ""),
+    )
+    .await
+    .expect(201);
+    let r = next(&mut rx, 60).await;
+    assert_eq!(r.event, "plugin.activated");
+    assert!(signature_valid(&secret, &r.signature, &r.body));
+    let data = &r.json()["data"];
+    assert_eq!(data["plugin"], "flip-router", "{data}");
+    assert_eq!(data["version"], "1.0.0");
+    assert_eq!(data["scope"], "organization");
+
+    // Uploaded, then activated; then rolled back.
+    s.upload_plugin(
+        &owner,
+        "",
+        router("2.0.0"),
+        &manifest("flip-router", "2.0.0", "router", ""),
+    )
+    .await
+    .expect(201);
+    s.post(
+        "/api/plugins/flip-router/versions/2.0.0/activate",
+        &owner,
+        json!({}),
+    )
+    .await
+    .expect(200);
+    let data = next(&mut rx, 30).await.json()["data"].clone();
+    assert_eq!(data["version"], "2.0.0", "{data}");
+    assert_eq!(data["previous_version"], "1.0.0");
+    assert_eq!(data["rollback"], false);
+    s.post("/api/plugins/flip-router/rollback", &owner, json!({}))
+        .await
+        .expect(200);
+    let data = next(&mut rx, 30).await.json()["data"].clone();
+    assert_eq!(data["version"], "1.0.0", "{data}");
+    assert_eq!(data["rollback"], true);
+}
+
 async fn restricted_destinations_are_refused_without_the_setting(b: Backend) {
     let s = Server::start(b).await;
     let admin = s.admin_token().await;
@@ -753,6 +812,7 @@ dual_backend_tests!(
     a_delivery_is_signed_retried_and_logged,
     a_receiver_that_never_answers_times_out_and_is_disabled,
     workflow_and_budget_events_are_delivered,
+    a_plugin_version_going_live_is_an_event,
     deliveries_pending_at_a_sigkill_are_delivered_after_the_restart,
     restricted_destinations_are_refused_without_the_setting,
     the_secret_is_shown_once_and_bad_input_is_refused,

@@ -351,6 +351,15 @@ pub async fn publish(
             json!({ "plugin": row.name, "version": version.version, "previous_version": row.previous_version }),
         )
         .await?;
+        crate::webhooks::events::plugin_activated(
+            &mut tx,
+            row.org_id.as_deref(),
+            &row.name,
+            &version.version,
+            row.previous_version.as_deref(),
+            false,
+        )
+        .await?;
         state
             .signals
             .notify(&mut tx, &Signal::PluginsChanged)
