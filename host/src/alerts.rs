@@ -1,7 +1,8 @@
 //! Alerts the server raises itself (a budget's threshold passed, an
 //! anomaly in an organization's traffic): the alert record a tenant admin
-//! reads and acknowledges (`/api/alerts`) and its audit entry, written
-//! together in the caller's transaction.
+//! reads and acknowledges (`/api/alerts`), its audit entry and its
+//! `alert.raised` webhook deliveries, written together in the caller's
+//! transaction.
 
 use crate::audit::{self, ClientInfo, Payload};
 use crate::store::alerts::{self as stored, AlertRow};
@@ -29,10 +30,20 @@ pub async fn raise(
     action: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
+    let id = new_id();
+    crate::webhooks::events::alert_raised(
+        conn,
+        alert.org_id,
+        &id,
+        alert.kind,
+        alert.subject,
+        &alert.message,
+    )
+    .await?;
     stored::insert(
         conn,
         &AlertRow {
-            id: new_id(),
+            id,
             org_id: alert.org_id.to_string(),
             kind: alert.kind.to_string(),
             subject: alert.subject.to_string(),

@@ -28,4 +28,5 @@ pub mod single_flight;
 pub mod state;
 pub mod store;
 pub mod validation;
+pub mod webhooks;
 pub mod workflows;

@@ -46,6 +46,8 @@ pub struct AppState {
     pub limits: Arc<crate::limits::RateLimiter>,
     /// Delivers messages to people through the operator's hook.
     pub notifier: crate::notify::Notifier,
+    /// This instance's webhook delivery workers.
+    pub deliveries: crate::webhooks::delivery::Deliveries,
     /// When the server started (for uptime).
     pub started: Instant,
 }

@@ -38,5 +38,6 @@ mod ssrf;
 mod storage;
 mod tasks;
 mod users;
+mod webhooks;
 mod workflow_templates;
 mod workflows;

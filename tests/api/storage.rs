@@ -79,6 +79,15 @@ async fn no_secret_in_plain_text(b: Backend) {
         .expect(201);
     let api_key = api_key.body["key"].as_str().unwrap().to_string();
     s.get("/api/agents", &api_key).await.expect(200);
+    let webhook = s
+        .post(
+            "/api/webhooks",
+            &admin,
+            json!({ "url": "https://93.184.215.14/hook", "events": ["task.failed"] }),
+        )
+        .await
+        .expect(201);
+    let webhook_secret = webhook.body["secret"].as_str().unwrap().to_string();
     // Force SQLite to move the WAL into the main file is not needed: both are read.
     let stored = dump(&s).await;
     // The dump is real: it holds data we wrote.
@@ -110,6 +119,10 @@ async fn no_secret_in_plain_text(b: Backend) {
     assert!(
         !contains(&stored, crate::support::ADMIN_PASSWORD),
         "admin password stored in plain text"
+    );
+    assert!(
+        !contains(&stored, &webhook_secret[6..]),
+        "webhook secret stored in plain text"
     );
 }
 

@@ -93,6 +93,17 @@ fn documented(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(budgets::get, budgets::set, budgets::delete))
         .routes(routes!(alerts::list))
         .routes(routes!(alerts::acknowledge))
+        .routes(routes!(
+            handlers::webhooks::create,
+            handlers::webhooks::list
+        ))
+        .routes(routes!(
+            handlers::webhooks::get,
+            handlers::webhooks::update,
+            handlers::webhooks::delete
+        ))
+        .routes(routes!(handlers::webhooks::test))
+        .routes(routes!(handlers::webhooks::deliveries))
         .routes(routes!(workflows::create, workflows::list))
         .routes(routes!(workflows::get))
         .routes(routes!(workflows::state))

@@ -700,6 +700,7 @@ async fn alert(
     }))
     .usd("limit_usd", Some(budget.limit))
     .usd("spent_usd", Some(spent));
+    crate::webhooks::events::budget_threshold(conn, budget, period_start, fraction, spent).await?;
     crate::alerts::raise(
         conn,
         NewAlert {

@@ -15,6 +15,7 @@ pub mod operations;
 use crate::analytics::rollup::RollupConfig;
 use crate::budgets::ledger::LedgerSettings;
 use crate::notify::NotifyUrl;
+use crate::webhooks::WebhookConfig;
 
 /// Why configuration could not be loaded; every variant names the setting.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +125,8 @@ pub struct Config {
     pub notify_url: Option<NotifyUrl>,
     /// Log format, audit retention, CORS and HTTPS headers.
     pub operations: operations::Operations,
+    /// How webhooks are checked and delivered (`VEL_WEBHOOK_*`).
+    pub webhooks: WebhookConfig,
 }
 
 /// How long a client connection may take over each part of a request, and
@@ -379,6 +382,14 @@ struct FileConfig {
     audit_retention_interval_ms: Option<u64>,
     cors_allowed_origins: Option<String>,
     https: Option<bool>,
+    webhook_allow_http: Option<bool>,
+    webhook_allow_private: Option<String>,
+    webhook_timeout_ms: Option<u64>,
+    webhook_retries: Option<u32>,
+    webhook_retry_base_ms: Option<u64>,
+    webhook_retry_max_ms: Option<u64>,
+    webhook_disable_after: Option<u32>,
+    webhook_workers: Option<u32>,
 }
 
 /// Shortest connection timeout accepted (header read, keep-alive, body read).
@@ -732,6 +743,34 @@ impl Config {
             )?,
             notify_url,
             operations,
+            webhooks: WebhookConfig {
+                allow_http: src.get("VEL_WEBHOOK_ALLOW_HTTP", file.webhook_allow_http, false)?,
+                allow_private: src.get(
+                    "VEL_WEBHOOK_ALLOW_PRIVATE",
+                    file.webhook_allow_private
+                        .map(|s| parse_file::<AllowPrivate>("webhook_allow_private", &s))
+                        .transpose()?,
+                    AllowPrivate::default(),
+                )?,
+                timeout: src.millis("VEL_WEBHOOK_TIMEOUT_MS", file.webhook_timeout_ms, 10_000)?,
+                retries: src.get("VEL_WEBHOOK_RETRIES", file.webhook_retries, 3)?,
+                retry_base: src.millis(
+                    "VEL_WEBHOOK_RETRY_BASE_MS",
+                    file.webhook_retry_base_ms,
+                    5_000,
+                )?,
+                retry_max: src.millis(
+                    "VEL_WEBHOOK_RETRY_MAX_MS",
+                    file.webhook_retry_max_ms,
+                    600_000,
+                )?,
+                disable_after: src.get(
+                    "VEL_WEBHOOK_DISABLE_AFTER",
+                    file.webhook_disable_after,
+                    10,
+                )?,
+                workers: src.get("VEL_WEBHOOK_WORKERS", file.webhook_workers, 4)?,
+            },
         };
         config.check_ranges()?;
         Ok(config)
@@ -915,6 +954,38 @@ impl Config {
             && let Err(reason) = crate::auth::password::check_strength(pw)
         {
             return Err(bad("VEL_ADMIN_PASSWORD", "(hidden)".into(), &reason));
+        }
+        let w = &self.webhooks;
+        for (name, value, min, max) in [
+            ("VEL_WEBHOOK_TIMEOUT_MS", millis(w.timeout), 100, 300_000),
+            ("VEL_WEBHOOK_RETRIES", u64::from(w.retries), 0, 20),
+            (
+                "VEL_WEBHOOK_RETRY_BASE_MS",
+                millis(w.retry_base),
+                10,
+                3_600_000,
+            ),
+            (
+                "VEL_WEBHOOK_RETRY_MAX_MS",
+                millis(w.retry_max),
+                millis(w.retry_base),
+                86_400_000,
+            ),
+            (
+                "VEL_WEBHOOK_DISABLE_AFTER",
+                u64::from(w.disable_after),
+                1,
+                1_000,
+            ),
+            ("VEL_WEBHOOK_WORKERS", u64::from(w.workers), 0, 256),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(bad(
+                    name,
+                    value.to_string(),
+                    &format!("must be between {min} and {max}"),
+                ));
+            }
         }
         Ok(())
     }
@@ -1132,6 +1203,40 @@ mod tests {
             ),
             (2000, 5000, 7000, Some(64))
         );
+    }
+
+    #[test]
+    fn webhook_settings_have_defaults_and_ranges() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.webhooks, WebhookConfig::default());
+        assert!(!c.webhooks.allow_http && c.webhooks.allow_private.is_empty());
+        assert_eq!(c.webhooks.timeout, Duration::from_secs(10));
+        assert_eq!(c.webhooks.retries, 3);
+        for (name, value) in [
+            ("VEL_WEBHOOK_TIMEOUT_MS", "50"),
+            ("VEL_WEBHOOK_RETRIES", "21"),
+            ("VEL_WEBHOOK_RETRY_BASE_MS", "1"),
+            ("VEL_WEBHOOK_RETRY_MAX_MS", "4999"),
+            ("VEL_WEBHOOK_DISABLE_AFTER", "0"),
+            ("VEL_WEBHOOK_ALLOW_PRIVATE", "not a range/"),
+            ("VEL_WEBHOOK_ALLOW_HTTP", "maybe"),
+        ] {
+            let err = load(&[(name, value)]).unwrap_err().to_string();
+            assert!(err.contains(name), "{name}={value}: {err}");
+        }
+        let c = load(&[
+            ("VEL_WEBHOOK_ALLOW_HTTP", "true"),
+            ("VEL_WEBHOOK_ALLOW_PRIVATE", "127.0.0.0/8"),
+            ("VEL_WEBHOOK_RETRIES", "0"),
+        ])
+        .unwrap();
+        assert!(c.webhooks.allow_http);
+        assert!(
+            c.webhooks
+                .allow_private
+                .allows("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(c.webhooks.retries, 0);
     }
 
     #[test]

@@ -32,6 +32,10 @@ const QUEUE_CHANNEL: &str = "vel_task_queue";
 /// PostgreSQL channel for "a workflow is due" (the trigger on `workflows`
 /// names it too).
 const WORKFLOW_CHANNEL: &str = "vel_workflow_queue";
+/// PostgreSQL channel for "a webhook delivery was queued" (the trigger on
+/// `webhook_deliveries` names it too; it sends no origin, so the writing
+/// instance hears it as well).
+const WEBHOOK_CHANNEL: &str = "vel_webhook_queue";
 /// PostgreSQL channel for "task `payload` was cancelled".
 const CANCEL_CHANNEL: &str = "vel_task_cancel";
 /// PostgreSQL channel for "organization `payload` changed its integrations".
@@ -73,6 +77,8 @@ pub enum WorkKind {
     Tasks,
     /// Workflows: their engine advancing them.
     Workflows,
+    /// Webhook deliveries.
+    Webhooks,
 }
 
 impl WorkKind {
@@ -81,6 +87,7 @@ impl WorkKind {
         match self {
             WorkKind::Tasks => "tasks",
             WorkKind::Workflows => "workflows",
+            WorkKind::Webhooks => "webhooks",
         }
     }
 }
@@ -94,6 +101,7 @@ pub struct Signals {
     tasks: broadcast::Sender<Signal>,
     queue: Arc<Notify>,
     workflows: Arc<Notify>,
+    webhooks: Arc<Notify>,
 }
 
 impl Signals {
@@ -106,6 +114,7 @@ impl Signals {
             tasks,
             queue: Arc::new(Notify::new()),
             workflows: Arc::new(Notify::new()),
+            webhooks: Arc::new(Notify::new()),
         }
     }
 
@@ -123,6 +132,7 @@ impl Signals {
         match kind {
             WorkKind::Tasks => &self.queue,
             WorkKind::Workflows => &self.workflows,
+            WorkKind::Webhooks => &self.webhooks,
         }
     }
 
@@ -201,6 +211,7 @@ impl Signals {
                 EVENTS_CHANNEL,
                 QUEUE_CHANNEL,
                 WORKFLOW_CHANNEL,
+                WEBHOOK_CHANNEL,
                 CANCEL_CHANNEL,
                 CATALOG_CHANNEL,
                 KEY_CHANNEL,
@@ -212,6 +223,7 @@ impl Signals {
         // Anything may have happened while we were not listening.
         self.publish_due(WorkKind::Tasks);
         self.publish_due(WorkKind::Workflows);
+        self.publish_due(WorkKind::Webhooks);
         self.publish(Signal::PluginsChanged);
         loop {
             let n = listener.recv().await?;
@@ -229,6 +241,7 @@ impl Signals {
                 USER_CHANNEL => self.publish(Signal::UserChanged(payload)),
                 PLUGINS_CHANNEL => self.publish(Signal::PluginsChanged),
                 WORKFLOW_CHANNEL => self.publish_due(WorkKind::Workflows),
+                WEBHOOK_CHANNEL => self.publish_due(WorkKind::Webhooks),
                 _ => self.publish_due(WorkKind::Tasks),
             }
         }

@@ -436,6 +436,7 @@ impl TaskRunner {
         }
         tasks::append_event(&mut tx, &task.org_id, &task.id, "status", &event).await?;
         buckets::record(&mut tx, &Sample::task(task, finish, now_ms())).await?;
+        let hooks = crate::webhooks::events::task_ended(&mut tx, task, finish).await?;
         let mut wake = false;
         if let Some(workflow_id) = &task.workflow_id {
             workflows::wake_for_task(&mut tx, &task.id).await?;
@@ -459,6 +460,9 @@ impl TaskRunner {
         self.signals.publish(Signal::Events(task.id.clone()));
         if wake {
             self.signals.publish_due(WorkKind::Workflows);
+        }
+        if hooks > 0 {
+            self.signals.publish_due(WorkKind::Webhooks);
         }
         tracing::info!(
             status = finish.status.as_str(),

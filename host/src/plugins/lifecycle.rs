@@ -351,6 +351,15 @@ pub async fn publish(
             json!({ "plugin": row.name, "version": version.version, "previous_version": row.previous_version }),
         )
         .await?;
+        crate::webhooks::events::plugin_activated(
+            &mut tx,
+            row.org_id.as_deref(),
+            &row.name,
+            &version.version,
+            row.previous_version.as_deref(),
+            false,
+        )
+        .await?;
         state
             .signals
             .notify(&mut tx, &Signal::PluginsChanged)
@@ -449,6 +458,16 @@ async fn switch_version(
         ),
     };
     audit::record(&mut tx, actor.who, actor.client, action, details).await?;
+    let rollback = matches!(switch, Switch::Back);
+    crate::webhooks::events::plugin_activated(
+        &mut tx,
+        row.org_id.as_deref(),
+        &row.name,
+        &to,
+        from.as_deref(),
+        rollback,
+    )
+    .await?;
     commit_live(state, tx).await?;
     Ok(row)
 }

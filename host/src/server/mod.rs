@@ -23,6 +23,7 @@ use crate::config::operations::LogFormat;
 use crate::orchestrator::breaker::BreakerConfig;
 use crate::orchestrator::dispatch::{DispatchConfig, Dispatcher};
 use crate::orchestrator::executor::Executor;
+use crate::orchestrator::queue::QueueConfig;
 use crate::orchestrator::retry::RetryPolicy;
 use crate::orchestrator::shares::Shares;
 use crate::orchestrator::signals::Signals;
@@ -124,6 +125,18 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         signals.clone(),
         config.tasks.clone(),
     );
+    let deliveries = crate::webhooks::delivery::Deliveries::start(
+        db.clone(),
+        keys.clone(),
+        signals.clone(),
+        config.webhooks.clone(),
+        QueueConfig {
+            workers: 0,
+            lease: config.tasks.lease,
+            poll_interval: config.tasks.poll_interval,
+        },
+    )
+    .context("cannot build the webhook delivery client")?;
     let usage = UsageRecorder::start(
         db.clone(),
         RecorderConfig {
@@ -163,6 +176,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         jwt: Arc::new(jwt),
         passwords: Arc::new(passwords),
         plugins,
+        deliveries,
         started: Instant::now(),
     })
 }
@@ -175,6 +189,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let db = state.db.clone();
     let executor = state.executor.clone();
     let usage = state.usage.clone();
+    let deliveries = state.deliveries.clone();
     let app = crate::api::router(state);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -196,7 +211,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
     listen::serve(listener, app, limits, shutdown_signal()).await;
     tracing::info!("shutting down: in-flight requests drained");
-    executor.shutdown(Duration::from_secs(10)).await;
+    tokio::join!(
+        executor.shutdown(Duration::from_secs(10)),
+        deliveries.shutdown(Duration::from_secs(10))
+    );
     usage.close().await;
     instance_event(&db, "instance_stopped", &addr).await;
     db.close().await;

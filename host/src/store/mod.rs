@@ -16,6 +16,7 @@ pub mod email_changes;
 pub mod integrations;
 pub mod invitations;
 pub mod jobs;
+pub mod leases;
 pub mod organizations;
 pub mod plugins;
 pub mod rate_limit_rules;
@@ -26,6 +27,7 @@ pub mod tokens;
 pub mod usage;
 pub mod usage_buckets;
 pub mod users;
+pub mod webhooks;
 pub mod workflow_templates;
 pub mod workflows;
 

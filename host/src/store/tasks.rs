@@ -618,24 +618,15 @@ pub async fn heartbeat(
     ids: &[String],
     lease_ms: i64,
 ) -> Result<u64, sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(0);
-    }
-    let list = (0..ids.len())
-        .map(|i| format!("${}", i + 3))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "UPDATE tasks SET lease_expires_at = $1 \
-         WHERE lease_owner = $2 AND status = 'in_progress' AND id IN ({list})"
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(now_ms() + lease_ms)
-        .bind(owner);
-    for id in ids {
-        query = query.bind(id);
-    }
-    Ok(query.execute(conn).await?.rows_affected())
+    super::leases::extend(
+        conn,
+        "tasks",
+        "AND status = 'in_progress'",
+        owner,
+        ids,
+        lease_ms,
+    )
+    .await
 }
 
 /// Ids of the tasks `owner` holds that were cancelled meanwhile: their
@@ -655,13 +646,7 @@ pub async fn cancelled_held_by(
 /// Make the leases `owner` holds on running tasks expire now, so that any
 /// instance claims those tasks at once.
 pub async fn release_leases(conn: &mut AnyConnection, owner: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE tasks SET lease_expires_at = 0 WHERE lease_owner = $1 AND status = 'in_progress'",
-    )
-    .bind(owner)
-    .execute(conn)
-    .await?;
-    Ok(())
+    super::leases::release(conn, "tasks", "AND status = 'in_progress'", owner).await
 }
 
 /// How a run ended, to be written with [`finish`].

@@ -282,32 +282,13 @@ pub async fn heartbeat(
     ids: &[String],
     lease_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let list = (0..ids.len())
-        .map(|i| format!("${}", i + 3))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE workflows SET lease_expires_at = $1 WHERE lease_owner = $2 AND id IN ({list})"
-    )))
-    .bind(now_ms() + lease_ms)
-    .bind(owner);
-    for id in ids {
-        query = query.bind(id);
-    }
-    query.execute(conn).await?;
+    super::leases::extend(conn, "workflows", "", owner, ids, lease_ms).await?;
     Ok(())
 }
 
 /// Make the leases `owner` holds expire now.
 pub async fn release_leases(conn: &mut AnyConnection, owner: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE workflows SET lease_expires_at = 0 WHERE lease_owner = $1")
-        .bind(owner)
-        .execute(conn)
-        .await?;
-    Ok(())
+    super::leases::release(conn, "workflows", "", owner).await
 }
 
 /// Fail workflows whose engine keeps dying on them (claimed `max_claims`

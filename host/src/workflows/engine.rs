@@ -787,6 +787,7 @@ impl WorkflowRunner {
             b.rollback().await?;
             return Ok(Moved::Done);
         }
+        crate::webhooks::events::workflow_moved(tx, view.wf, &p).await?;
         append_events(tx, view.wf, events_of(view, Some(&run), &p)).await?;
         b.events = true;
         b.moved(view, &p, Some(&run), None);
@@ -1062,6 +1063,7 @@ impl WorkflowRunner {
             b.rollback().await?;
             return Ok(Moved::Done);
         }
+        crate::webhooks::events::workflow_moved(tx, wf, &p).await?;
         events.extend(status_event(view, &p));
         append_events(tx, wf, events).await?;
         b.events = true;
@@ -1097,6 +1099,7 @@ impl WorkflowRunner {
         let mut b = batch.lock().await;
         let tx = b.tx(&self.db, &wf.org_id).await?;
         if workflows::advance(tx, &wf.org_id, &wf.id, owner, &p).await? {
+            crate::webhooks::events::workflow_moved(tx, wf, &p).await?;
             let data = json!({ "status": "failed", "error": p.error.as_deref().and_then(|e| serde_json::from_str::<Value>(e).ok()) });
             workflows::append_event(tx, &wf.org_id, &wf.id, "status", &data.to_string()).await?;
         }

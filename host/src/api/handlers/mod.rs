@@ -20,6 +20,7 @@ pub mod roles;
 pub mod task_export;
 pub mod tasks;
 pub mod users;
+pub mod webhooks;
 pub mod workflow_templates;
 pub mod workflows;
 

@@ -1,0 +1,135 @@
+//! The events the business layer reports, each queued by one call in the
+//! transaction of the change it reports (see [`super::emit`]): what each
+//! event's `data` carries is decided here, in one place.
+
+use serde_json::{Value, json};
+
+use super::{EventType, emit};
+use crate::budgets::Budget;
+use crate::money::Money;
+use crate::orchestrator::state::TaskStatus;
+use crate::store::tasks::{Finish, Task};
+use crate::store::to_rfc3339;
+use crate::store::workflows::{Progress, Workflow};
+use crate::workflows::status::WorkflowStatus;
+
+/// Stored JSON text as a value (a string when it is not JSON).
+fn json_text(text: Option<&str>) -> Value {
+    match text {
+        Some(t) => serde_json::from_str(t).unwrap_or_else(|_| Value::String(t.to_string())),
+        None => Value::Null,
+    }
+}
+
+/// Task `task` ended as `finish` says: `task.completed` or `task.failed`
+/// (a cancellation is reported to nobody). Returns how many deliveries
+/// were queued.
+pub async fn task_ended(
+    conn: &mut sqlx::AnyConnection,
+    task: &Task,
+    finish: &Finish,
+) -> Result<u64, sqlx::Error> {
+    let event = match finish.status {
+        TaskStatus::Completed => EventType::TaskCompleted,
+        TaskStatus::Failed => EventType::TaskFailed,
+        _ => return Ok(0),
+    };
+    let data = json!({
+        "task_id": task.id,
+        "status": finish.status.as_str(),
+        "agent_id": task.agent_id,
+        "user_id": task.user_id,
+        "workflow_id": task.workflow_id,
+        "provider": finish.provider,
+        "model": finish.model,
+        "cached": finish.cached,
+        "input_tokens": finish.input_tokens,
+        "output_tokens": finish.output_tokens,
+        "cost_usd": finish.cost_nanos.usd(),
+        "error": json_text(finish.error.as_deref()),
+    });
+    emit(conn, Some(&task.org_id), event, data).await
+}
+
+/// Workflow `wf` moved to `p`: `workflow.awaiting_approval`,
+/// `workflow.completed` or `workflow.failed` (other moves report nothing).
+pub async fn workflow_moved(
+    conn: &mut sqlx::AnyConnection,
+    wf: &Workflow,
+    p: &Progress,
+) -> Result<u64, sqlx::Error> {
+    let event = match p.status {
+        WorkflowStatus::AwaitingApproval => EventType::WorkflowAwaitingApproval,
+        WorkflowStatus::Completed => EventType::WorkflowCompleted,
+        WorkflowStatus::Failed => EventType::WorkflowFailed,
+        _ => return Ok(0),
+    };
+    let data = json!({
+        "workflow_id": wf.id,
+        "name": wf.name,
+        "status": p.status.as_str(),
+        "current_step": p.current_step,
+        "steps_run": p.steps_run,
+        "cost_usd": p.cost_nanos.usd(),
+        "output": json_text(p.output.as_deref()),
+        "error": json_text(p.error.as_deref()),
+    });
+    emit(conn, Some(&wf.org_id), event, data).await
+}
+
+/// `budget`'s period starting at `period_start` passed `fraction` of its
+/// limit, with `spent` spent.
+pub async fn budget_threshold(
+    conn: &mut sqlx::AnyConnection,
+    budget: &Budget,
+    period_start: i64,
+    fraction: f64,
+    spent: Money,
+) -> Result<u64, sqlx::Error> {
+    let data = json!({
+        "budget_id": budget.id,
+        "scope": budget.scope.as_str(),
+        "subject_id": budget.subject_id,
+        "period": budget.period.as_str(),
+        "period_start": to_rfc3339(period_start),
+        "threshold": fraction,
+        "hard": budget.hard,
+        "limit_usd": budget.limit.usd(),
+        "spent_usd": spent.usd(),
+    });
+    emit(conn, Some(&budget.org_id), EventType::BudgetThreshold, data).await
+}
+
+/// An alert was raised for `org_id`.
+pub async fn alert_raised(
+    conn: &mut sqlx::AnyConnection,
+    org_id: &str,
+    alert_id: &str,
+    kind: &str,
+    subject: &str,
+    message: &str,
+) -> Result<u64, sqlx::Error> {
+    let data =
+        json!({ "alert_id": alert_id, "kind": kind, "subject": subject, "message": message });
+    emit(conn, Some(org_id), EventType::AlertRaised, data).await
+}
+
+/// A version of plugin `name` went live: an organization's plugin
+/// (`org_id`), or a platform plugin (`None`: every organization is told).
+pub async fn plugin_activated(
+    conn: &mut sqlx::AnyConnection,
+    org_id: Option<&str>,
+    name: &str,
+    version: &str,
+    previous_version: Option<&str>,
+    rollback: bool,
+) -> Result<u64, sqlx::Error> {
+    let data = json!({
+        "plugin": name,
+        "scope": if org_id.is_some() { "organization" } else { "platform" },
+        "version": version,
+        "previous_version": previous_version,
+        "rollback": rollback,
+    });
+    emit(conn, org_id, EventType::PluginActivated, data).await
+}
