@@ -74,12 +74,8 @@ async fn revocation_is_shared_by_instances(b: Backend) {
             .expect(204);
         return;
     }
-    let secret_key = std::fs::read_to_string(s.data_dir.join("secret.key")).unwrap();
-    let env = [
-        ("DATABASE_URL", s.database_url.as_str()),
-        ("VEL_SECRET_KEY", secret_key.trim()),
-    ];
-    let other = Server::start_with(b, &env).await;
+    // The same database (both pools) and secret key.
+    let other = s.sibling(&[]);
     // `other` verifies the token now and trusts it for VERIFIED_TTL (2 s).
     let trusted_at = std::time::Instant::now();
     other.get("/api/users/me", &token).await.expect(200);
@@ -100,7 +96,7 @@ async fn revocation_is_shared_by_instances(b: Backend) {
         );
         tokio::task::yield_now().await;
     }
-    let third = Server::start_with(b, &env).await;
+    let third = s.sibling(&[]);
     third
         .get("/api/users/me", &token)
         .await

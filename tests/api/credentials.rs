@@ -12,20 +12,6 @@ use serde_json::{Value, json};
 
 use crate::support::{Backend, Resp, Server, USER_PASSWORD};
 
-/// Creates a member of the caller's organization; returns (user id, token).
-async fn member(s: &Server, admin: &str, email: &str, role: &str) -> (String, String) {
-    let created = s
-        .post(
-            "/api/users",
-            admin,
-            json!({ "email": email, "password": USER_PASSWORD, "role": role }),
-        )
-        .await
-        .expect(201);
-    let id = created.body["id"].as_str().expect("user id").to_string();
-    (id, s.login(email, USER_PASSWORD).await)
-}
-
 /// The organization the admin's token acts in.
 async fn org_of(s: &Server, token: &str) -> String {
     let me = s.get("/api/users/me", token).await.expect(200);
@@ -45,7 +31,7 @@ async fn demotion_and_removal_reach_tokens_and_keys(b: Backend) {
     let s = Server::start(b).await;
     let admin = s.admin_token().await;
     let org = org_of(&s, &admin).await;
-    let (manager_id, manager) = member(&s, &admin, "manager@cred.test", "org_admin").await;
+    let (manager_id, manager) = s.member(&admin, "manager@cred.test", "org_admin").await;
     let key = s.api_key(&manager, "automation", "org_admin").await;
     let key_id = s.get("/api/api-keys", &admin).await.expect(200).body["items"][0]["id"]
         .as_str()
@@ -139,7 +125,7 @@ async fn changes_reach_other_instances(b: Backend) {
     let other = s.sibling(&[]);
     let admin = s.admin_token().await;
     let org = org_of(&s, &admin).await;
-    let (id, token) = member(&s, &admin, "roaming@cred.test", "org_admin").await;
+    let (id, token) = s.member(&admin, "roaming@cred.test", "org_admin").await;
     let key = s.api_key(&token, "roaming", "org_admin").await;
     // Verified, and so trusted for a moment, on the other instance.
     other.get("/api/api-keys", &token).await.expect(200);
@@ -229,7 +215,7 @@ async fn api_keys_expire(b: Backend) {
 async fn password_change_ends_every_session(b: Backend) {
     let s = Server::start(b).await;
     let admin = s.admin_token().await;
-    let (_, laptop) = member(&s, &admin, "mover@cred.test", "agent_manager").await;
+    let (_, laptop) = s.member(&admin, "mover@cred.test", "agent_manager").await;
     let phone = s.login("mover@cred.test", USER_PASSWORD).await;
     let key = s.api_key(&admin, "admin-key", "org_admin").await;
     let change = json!({ "current_password": USER_PASSWORD, "password": "Fresh-Secret-42x" });
@@ -273,7 +259,7 @@ async fn current_password_guesses_are_limited(b: Backend) {
     let admin = s.admin_token().await;
     // Two logins from this address so far (the admin's, the member's):
     // three guesses are left of the five a minute.
-    let (_, token) = member(&s, &admin, "guessed@cred.test", "viewer").await;
+    let (_, token) = s.member(&admin, "guessed@cred.test", "viewer").await;
     let guess = |n: u32| json!({ "current_password": format!("Wrong-Guess-{n}x"), "password": "Fresh-Secret-42x" });
     for n in 0..3 {
         s.put("/api/users/me", &token, guess(n))
@@ -342,7 +328,7 @@ async fn guessing_does_not_lock_the_owner_out(b: Backend) {
     )
     .await;
     let admin = s.admin_token().await;
-    member(&s, &admin, "owner@cred.test", "viewer").await;
+    s.member(&admin, "owner@cred.test", "viewer").await;
     // The attacker writes a different address on the left each time; the
     // proxy's own entry on the right is what counts.
     let mut statuses = Vec::new();

@@ -10,7 +10,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{Backend, Server, USER_PASSWORD};
+use crate::support::{Backend, Server};
 
 /// What each documented operation needs: `public`, `signed_in`, `platform`
 /// or a permission's name. A route missing here fails the test.
@@ -95,6 +95,13 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("POST", "/api/api-keys", "manage_api_keys"),
     ("DELETE", "/api/api-keys/{id}", "manage_api_keys"),
     ("GET", "/api/audit-logs", "view_audit_log"),
+    ("GET", "/api/webhooks", "manage_webhooks"),
+    ("POST", "/api/webhooks", "manage_webhooks"),
+    ("GET", "/api/webhooks/{id}", "manage_webhooks"),
+    ("PATCH", "/api/webhooks/{id}", "manage_webhooks"),
+    ("DELETE", "/api/webhooks/{id}", "manage_webhooks"),
+    ("POST", "/api/webhooks/{id}/test", "manage_webhooks"),
+    ("GET", "/api/webhooks/{id}/deliveries", "manage_webhooks"),
     ("GET", "/api/tasks", "view"),
     ("POST", "/api/tasks", "execute_task"),
     ("GET", "/api/tasks/{id}", "view"),
@@ -190,7 +197,7 @@ fn built_in(role: &str) -> Vec<&'static str> {
     }
 }
 
-const ALL: [&str; 13] = [
+const ALL: [&str; 14] = [
     "view",
     "view_analytics",
     "create_agent",
@@ -204,6 +211,7 @@ const ALL: [&str; 13] = [
     "manage_api_keys",
     "view_audit_log",
     "manage_organization",
+    "manage_webhooks",
 ];
 
 /// A kind of caller: their credential and what they hold.
@@ -296,20 +304,6 @@ async fn until_terminal(s: &Server, token: &str, path: &str) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// A user with `role` in the admin's organization: (user id, token).
-async fn member(s: &Server, admin: &str, email: &str, role: &str) -> (String, String) {
-    let r = s
-        .post(
-            "/api/users",
-            admin,
-            json!({ "email": email, "password": USER_PASSWORD, "role": role }),
-        )
-        .await
-        .expect(201);
-    let id = r.body["id"].as_str().unwrap().to_string();
-    (id, s.login(email, USER_PASSWORD).await)
 }
 
 async fn every_route_for_every_caller(b: Backend) {
@@ -429,7 +423,7 @@ async fn every_route_for_every_caller(b: Backend) {
     )
     .await
     .expect(201);
-    let (spare_user, _) = member(&s, &admin, "spare@test.local", "viewer").await;
+    let (spare_user, _) = s.member(&admin, "spare@test.local", "viewer").await;
     let ids = Ids {
         org: org.clone(),
         agent,
@@ -455,7 +449,7 @@ async fn every_route_for_every_caller(b: Backend) {
         ("agent_manager", "agent_manager"),
         ("org_admin", "org_admin"),
     ] {
-        let (_, token) = member(&s, &admin, &format!("{name}@test.local"), role).await;
+        let (_, token) = s.member(&admin, &format!("{name}@test.local"), role).await;
         callers.push(Caller {
             name,
             token: Some(token),
@@ -464,7 +458,7 @@ async fn every_route_for_every_caller(b: Backend) {
             outsider: false,
         });
     }
-    let (_, analyst_token) = member(&s, &admin, "analyst@test.local", "analyst").await;
+    let (_, analyst_token) = s.member(&admin, "analyst@test.local", "analyst").await;
     callers.push(Caller {
         name: "analyst (custom role)",
         token: Some(analyst_token),
@@ -610,7 +604,7 @@ async fn custom_roles_and_assignment(b: Backend) {
     )
     .await
     .expect_error(409, "conflict");
-    let (user, token) = member(&s, &admin, "ana@test.local", "viewer").await;
+    let (user, token) = s.member(&admin, "ana@test.local", "viewer").await;
     let assigned = s
         .put(
             &format!("/api/users/{user}/roles"),
@@ -658,7 +652,7 @@ async fn custom_roles_and_assignment(b: Backend) {
     )
     .await
     .expect(201);
-    let (_, people) = member(&s, &admin, "people@test.local", "people").await;
+    let (_, people) = s.member(&admin, "people@test.local", "people").await;
     s.put(
         &format!("/api/users/{user}/roles"),
         &people,
@@ -680,7 +674,7 @@ async fn custom_roles_and_assignment(b: Backend) {
     )
     .await
     .expect_error(403, "forbidden");
-    let (victim, _) = member(&s, &admin, "victim@test.local", "agent_manager").await;
+    let (victim, _) = s.member(&admin, "victim@test.local", "agent_manager").await;
     // Demoting someone who holds more than you is granting in reverse.
     s.put(
         &format!("/api/users/{victim}/roles"),

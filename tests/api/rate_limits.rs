@@ -8,23 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 
-use crate::support::{Backend, Resp, Server, USER_PASSWORD};
-
-/// A member with `role` in the admin's organization: (user id, token).
-async fn member(s: &Server, admin: &str, email: &str, role: &str) -> (String, String) {
-    let r = s
-        .post(
-            "/api/users",
-            admin,
-            json!({ "email": email, "password": USER_PASSWORD, "role": role }),
-        )
-        .await
-        .expect(201);
-    (
-        r.body["id"].as_str().unwrap().to_string(),
-        s.login(email, USER_PASSWORD).await,
-    )
-}
+use crate::support::{Backend, Resp, Server};
 
 fn header(r: &Resp, name: &str) -> Option<String> {
     r.headers
@@ -64,7 +48,9 @@ where
 async fn limits_refuse_with_retry_after_and_headers(b: Backend) {
     let s = Server::start(b).await;
     let admin = s.admin_token().await;
-    let (user, token) = member(&s, &admin, "limited@test.local", "task_executor").await;
+    let (user, token) = s
+        .member(&admin, "limited@test.local", "task_executor")
+        .await;
 
     // Bad limits are refused and change nothing.
     for body in [

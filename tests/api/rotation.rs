@@ -78,7 +78,15 @@ async fn rotate_keys(s: &Server) -> String {
 
 async fn tokens_and_stored_keys_survive_a_rotation(b: Backend) {
     let mock = MockUpstream::start().await;
-    let mut s = Server::start_with(b, &[("VEL_SECRET_KEY", OLD_KEY)]).await;
+    let mut s = Server::start_with(
+        b,
+        &[
+            ("VEL_SECRET_KEY", OLD_KEY),
+            ("VEL_WEBHOOK_ALLOW_HTTP", "true"),
+            ("VEL_WEBHOOK_ALLOW_PRIVATE", "127.0.0.0/8"),
+        ],
+    )
+    .await;
     let admin = s.admin_token().await;
     let old_kid = kid(&admin);
     let base_url = format!("{}/v1", mock.base_url());
@@ -104,6 +112,14 @@ async fn tokens_and_stored_keys_survive_a_rotation(b: Backend) {
     )
     .await;
     upstream_answers(&s, &admin, &mock, "before").await;
+    // A webhook's signing secret is sealed too.
+    s.post(
+        "/api/webhooks",
+        &admin,
+        json!({ "url": "http://127.0.0.1:9/hook", "events": ["task.completed"] }),
+    )
+    .await
+    .expect(201);
 
     // A new key first, the old one still accepted: the old token and both
     // stored keys still work; new tokens name the new key.
@@ -133,7 +149,7 @@ async fn tokens_and_stored_keys_survive_a_rotation(b: Backend) {
     // the new key; a second run has nothing to do.
     let first = rotate_keys(&s).await;
     assert!(
-        first.contains(&format!("key {new_kid}: 2 re-encrypted, 0 already current")),
+        first.contains(&format!("key {new_kid}: 3 re-encrypted, 0 already current")),
         "{first}"
     );
     for id in [&integration, &legacy] {
@@ -143,7 +159,7 @@ async fn tokens_and_stored_keys_survive_a_rotation(b: Backend) {
     }
     let second = rotate_keys(&s).await;
     assert!(
-        second.contains(&format!("key {new_kid}: 0 re-encrypted, 2 already current")),
+        second.contains(&format!("key {new_kid}: 0 re-encrypted, 3 already current")),
         "{second}"
     );
     upstream_answers(&s, &fresh, &mock, "after rotate-keys").await;

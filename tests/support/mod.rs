@@ -553,14 +553,27 @@ impl Server {
         email: &str,
         role: &str,
     ) -> String {
-        self.post(
-            "/api/users",
-            admin_token,
-            json!({ "email": email, "password": USER_PASSWORD, "role": role }),
-        )
-        .await
-        .expect(201);
-        self.login(email, USER_PASSWORD).await
+        self.member(admin_token, email, role).await.1
+    }
+
+    /// Create a user with `role` in the caller's organization; returns
+    /// (user id, a token for them).
+    pub(crate) async fn member(
+        &self,
+        admin_token: &str,
+        email: &str,
+        role: &str,
+    ) -> (String, String) {
+        let created = self
+            .post(
+                "/api/users",
+                admin_token,
+                json!({ "email": email, "password": USER_PASSWORD, "role": role }),
+            )
+            .await
+            .expect(201);
+        let id = created.body["id"].as_str().expect("user id").to_string();
+        (id, self.login(email, USER_PASSWORD).await)
     }
 
     /// Create a second tenant with its own org_admin; returns (org id, that admin's token).

@@ -42,13 +42,16 @@ pub enum Permission {
     ManageApiKeys,
     /// Read the organization's audit log.
     ViewAuditLog,
-    /// Change the organization's settings (routing policy, stream failover).
+    /// Change the organization's settings (routing policy, stream failover,
+    /// rate limits).
     ManageOrganization,
+    /// Create, change, test and delete webhooks, and read their deliveries.
+    ManageWebhooks,
 }
 
 impl Permission {
     /// Every permission, in documentation order.
-    pub const ALL: [Permission; 13] = [
+    pub const ALL: [Permission; 14] = [
         Permission::View,
         Permission::ViewAnalytics,
         Permission::CreateAgent,
@@ -62,6 +65,7 @@ impl Permission {
         Permission::ManageApiKeys,
         Permission::ViewAuditLog,
         Permission::ManageOrganization,
+        Permission::ManageWebhooks,
     ];
 
     /// The stored and serialized name.
@@ -80,6 +84,7 @@ impl Permission {
             Permission::ManageApiKeys => "manage_api_keys",
             Permission::ViewAuditLog => "view_audit_log",
             Permission::ManageOrganization => "manage_organization",
+            Permission::ManageWebhooks => "manage_webhooks",
         }
     }
 

@@ -22,6 +22,7 @@ pub mod plugins;
 pub mod rate_limit_rules;
 pub mod rate_limits;
 pub mod roles;
+pub mod sealed;
 pub mod tasks;
 pub mod tokens;
 pub mod usage;

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
 use crate::api::pagination::{PageQuery, bounds};
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::state::AppState;
 use crate::store::to_rfc3339;
 use crate::store::webhooks::{AttemptRow, WebhookRow};
@@ -239,7 +239,6 @@ pub async fn create(
     client: ClientInfo,
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> Result<(StatusCode, Json<CreatedWebhook>), ApiError> {
-    p.require(Role::OrgAdmin)?;
     let new = NewWebhook {
         url: body.url,
         events: body.events,
@@ -263,7 +262,6 @@ pub async fn list(
     State(state): State<AppState>,
     p: Principal,
 ) -> Result<Json<WebhookList>, ApiError> {
-    p.require(Role::OrgAdmin)?;
     let rows = service::list(&state, &p).await?;
     Ok(Json(WebhookList {
         items: rows.into_iter().map(Into::into).collect(),
@@ -280,7 +278,6 @@ pub async fn get(
     p: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<WebhookView>, ApiError> {
-    p.require(Role::OrgAdmin)?;
     Ok(Json(service::get(&state, &p, &id).await?.into()))
 }
 
@@ -298,7 +295,6 @@ pub async fn update(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateWebhook>,
 ) -> Result<Json<WebhookView>, ApiError> {
-    p.require(Role::OrgAdmin)?;
     let patch = WebhookPatch {
         url: body.url,
         events: body.events,
@@ -323,7 +319,6 @@ pub async fn delete(
     client: ClientInfo,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    p.require(Role::OrgAdmin)?;
     service::delete(&state, &p, &client, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -341,7 +336,6 @@ pub async fn test(
     client: ClientInfo,
     ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<TestQueued>), ApiError> {
-    p.require(Role::OrgAdmin)?;
     let (event_id, delivery_id) = service::test(&state, &p, &client, &id).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -365,7 +359,6 @@ pub async fn deliveries(
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<DeliveryList>, ApiError> {
-    p.require(Role::OrgAdmin)?;
     let (limit, offset) = bounds(q.limit, q.offset)?;
     let (logs, total) = service::deliveries(&state, &p, &id, limit, offset).await?;
     Ok(Json(DeliveryList {
