@@ -5,9 +5,12 @@
 # `openai-compatible` plugin to the same mock), at concurrency 1 (latency)
 # and 32 (throughput), in one run; then through vel again with a hard
 # monthly budget on the organization (every call reserved and settled, the
-# spend written and leases renewed in the background). Prints a Markdown
-# table with the latency vel adds, what the budget check adds, and vel's
-# resident memory after the run.
+# spend written and leases renewed in the background); then, the budget
+# removed, with rate limits on the organization and the key wide enough
+# never to refuse (every request counted against six windows shared with
+# other instances through the database). Prints a Markdown table with the
+# latency vel adds, what the budget check and the rate limits add, and
+# vel's resident memory after the run.
 #
 # Usage: bench/gateway.sh [sqlite|postgres]   (vel's database, default sqlite;
 #        postgres needs psql and a server on 127.0.0.1:5432, trust auth, user
@@ -64,6 +67,14 @@ api PUT "$VEL_URL/api/budgets/organization/$ORG_ID/month" "$ADMIN_TOKEN" \
 B1="$(run "$VEL_URL/v1/chat/completions" 1 "$N1" "$AUTH")"
 B32="$(run "$VEL_URL/v1/chat/completions" 32 "$N32" "$AUTH")"
 SPENT="$(api GET "$VEL_URL/api/budgets/organization/$ORG_ID/month" "$ADMIN_TOKEN" | jq -r .spent_usd)"
+# The same without the budget, through rate limits wide enough never to refuse.
+api DELETE "$VEL_URL/api/budgets/organization/$ORG_ID/month" "$ADMIN_TOKEN" >/dev/null
+WIDE='{"requests_per_minute": 1000000, "requests_per_hour": 100000000, "tasks_per_hour": 100000000}'
+KEY_ID="$(api GET "$VEL_URL/api/api-keys" "$ADMIN_TOKEN" | jq -er '.items[] | select(.name == "bench") | .id')"
+api PUT "$VEL_URL/api/organizations/$ORG_ID/rate-limits" "$ADMIN_TOKEN" "$WIDE" >/dev/null
+api PUT "$VEL_URL/api/api-keys/$KEY_ID/rate-limits" "$ADMIN_TOKEN" "$WIDE" >/dev/null
+L1="$(run "$VEL_URL/v1/chat/completions" 1 "$N1" "$AUTH")"
+L32="$(run "$VEL_URL/v1/chat/completions" 32 "$N32" "$AUTH")"
 HWM="$(proc_kib "$VEL_PID" VmHWM)"
 RSS="$(proc_kib "$VEL_PID" VmRSS)"
 
@@ -87,10 +98,14 @@ row "mock upstream, direct" 32 "$D32"
 row "through vel" 32 "$V32"
 row "through vel, hard budget" 1 "$B1"
 row "through vel, hard budget" 32 "$B32"
+row "through vel, rate limits" 1 "$L1"
+row "through vel, rate limits" 32 "$L32"
 row "vel \`GET /v1/models\` (no upstream call)" 1 "$M1"
 echo
 echo "Added by vel at concurrency 1: p50 $(delta p50_us) µs, p99 $(delta p99_us) µs"
 echo "Added by the budget check at concurrency 1: p50 $(jq -rn --argjson b "$B1" --argjson v "$V1" '($b.p50_us - $v.p50_us) * 10 | round / 10') µs;" \
     "throughput at concurrency 32 with it: $(jq -rn --argjson b "$B32" --argjson v "$V32" '$b.requests_per_sec / $v.requests_per_sec * 1000 | round / 10') % of without;" \
     "spend recorded against it: \$$SPENT"
+echo "Added by the rate limits at concurrency 1: p50 $(jq -rn --argjson l "$L1" --argjson v "$V1" '($l.p50_us - $v.p50_us) * 10 | round / 10') µs;" \
+    "throughput at concurrency 32 with them: $(jq -rn --argjson l "$L32" --argjson v "$V32" '$l.requests_per_sec / $v.requests_per_sec * 1000 | round / 10') % of without"
 echo "vel resident memory: VmRSS $(mib "$RSS") MiB after the run ($(mib "$RSS_BEFORE") MiB before), VmHWM $(mib "$HWM") MiB"
