@@ -10,6 +10,7 @@ CREATE TABLE rate_limit_rules (
     requests_per_minute  BIGINT,
     requests_per_hour    BIGINT,
     tasks_per_hour       BIGINT,
+    concurrent_tasks     BIGINT,                      -- unfinished tasks at once
     updated_at           BIGINT NOT NULL,
     PRIMARY KEY (org_id, scope, subject_id)
 );

@@ -10,6 +10,7 @@ CREATE TABLE rate_limit_rules (
     requests_per_minute  INTEGER,
     requests_per_hour    INTEGER,
     tasks_per_hour       INTEGER,
+    concurrent_tasks     INTEGER,                      -- unfinished tasks at once
     updated_at           INTEGER NOT NULL,
     PRIMARY KEY (org_id, scope, subject_id)
 );

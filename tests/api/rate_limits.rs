@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
+use vel_mock_upstream::{Fault, MockUpstream};
 
 use crate::support::{Backend, Resp, Server};
 
@@ -202,6 +203,78 @@ async fn the_default_per_user_limit(b: Backend) {
     assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
 }
 
+/// Unfinished tasks at once, per user and per organization: the next is
+/// refused with 429 until one ends; API keys take no such cap.
+async fn concurrent_tasks_per_user_and_organization(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let mock = MockUpstream::start().await;
+    mock.set_default(Fault::Hang);
+    let base_url = format!("{}/v1", mock.base_url());
+    s.upstream_integration(&admin, "openai", &base_url, "sk-concurrency-0123456789", 60_000)
+        .await;
+    let org = s.get("/api/users/me", &admin).await.expect(200).body["org_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (alice_id, alice) = s.member(&admin, "alice@test.local", "task_executor").await;
+    let (_, bob) = s.member(&admin, "bob@test.local", "task_executor").await;
+    let submit = |token: &str| {
+        s.post(
+            "/api/tasks",
+            token,
+            json!({ "description": "hang", "prompt": "wait" }),
+        )
+    };
+
+    s.put(
+        &format!("/api/users/{alice_id}/rate-limits"),
+        &admin,
+        json!({ "concurrent_tasks": 1 }),
+    )
+    .await
+    .expect(200);
+    submit(&alice).await.expect(201);
+    let r = submit(&alice).await.expect_error(429, "rate_limited");
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("at most 1"));
+    let first = submit(&bob).await.expect(201).body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    submit(&bob).await.expect(201);
+
+    // Three unfinished in the organization: its cap of 3 refuses everyone.
+    s.put(
+        &format!("/api/organizations/{org}/rate-limits"),
+        &admin,
+        json!({ "concurrent_tasks": 3 }),
+    )
+    .await
+    .expect(200);
+    let r = submit(&bob).await.expect_error(429, "rate_limited");
+    assert!(
+        r.body["error"]["message"].as_str().unwrap().contains("organization"),
+        "{}",
+        r.body
+    );
+    submit(&admin).await.expect_error(429, "rate_limited");
+    s.post(&format!("/api/tasks/{first}/cancel"), &bob, json!({}))
+        .await
+        .expect(200);
+    submit(&admin).await.expect(201);
+
+    s.api_key(&admin, "k", "task_executor").await;
+    let keys = s.get("/api/api-keys", &admin).await.expect(200).body;
+    let key_id = keys["items"][0]["id"].as_str().unwrap();
+    s.put(
+        &format!("/api/api-keys/{key_id}/rate-limits"),
+        &admin,
+        json!({ "concurrent_tasks": 2 }),
+    )
+    .await
+    .expect_error(422, "validation_failed");
+}
+
 /// Two instances on one database, 48 clients across both: never more
 /// than the organization's limit admitted, and no more than a slice per
 /// instance left unused.
@@ -266,5 +339,6 @@ dual_backend_tests!(
     limits_refuse_with_retry_after_and_headers,
     tasks_per_hour_and_gateway_headers,
     the_default_per_user_limit,
+    concurrent_tasks_per_user_and_organization,
     two_instances_never_admit_more_than_the_limit,
 );

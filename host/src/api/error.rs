@@ -281,7 +281,9 @@ impl From<crate::orchestrator::submit::SubmitError> for ApiError {
         match e {
             SubmitError::Invalid(e) => e.into(),
             SubmitError::IdempotencyConflict => ApiError::conflict(e.to_string()),
-            SubmitError::TooManyUnfinished { .. } => ApiError::too_many_requests(e.to_string(), 1),
+            SubmitError::TooManyUnfinished { .. } | SubmitError::OrganizationBusy { .. } => {
+                ApiError::too_many_requests(e.to_string(), 1)
+            }
             SubmitError::Storage(e) => e.into(),
         }
     }
@@ -295,7 +297,7 @@ impl From<crate::workflows::service::WorkflowError> for ApiError {
             WorkflowError::Forbidden(e) => e.into(),
             WorkflowError::NotFound => ApiError::not_found("workflow"),
             WorkflowError::Conflict(m) => ApiError::conflict(m),
-            WorkflowError::TooManyUnfinished { .. } => {
+            WorkflowError::TooManyUnfinished { .. } | WorkflowError::OrganizationBusy { .. } => {
                 ApiError::too_many_requests(e.to_string(), 1)
             }
             WorkflowError::Storage(e) => e.into(),

@@ -72,6 +72,12 @@ pub struct Limits {
     /// Tasks submitted per hour, REST and gateway (1–100,000,000).
     #[serde(default)]
     pub tasks_per_hour: Option<i64>,
+    /// Unfinished tasks and workflows submitted through the REST API at
+    /// once (1–100,000; for a user, at most the operator's
+    /// `VEL_MAX_UNFINISHED_TASKS`). Not for API keys: tasks are counted by
+    /// user.
+    #[serde(default)]
+    pub concurrent_tasks: Option<i64>,
 }
 
 impl Limits {
@@ -80,6 +86,7 @@ impl Limits {
             requests_per_minute: row.requests_per_minute,
             requests_per_hour: row.requests_per_hour,
             tasks_per_hour: row.tasks_per_hour,
+            concurrent_tasks: row.concurrent_tasks,
         }
     }
 
@@ -271,6 +278,22 @@ impl RateLimiter {
             .await
     }
 
+    /// The caps on `p`'s unfinished tasks: their own and their
+    /// organization's (`concurrent_tasks`), where set.
+    pub async fn task_caps(&self, p: &Principal) -> Result<TaskCaps, sqlx::Error> {
+        let rules = self.rules(&p.org_id).await?;
+        let cap = |scope: Scope, id: &str| {
+            rules
+                .0
+                .get(&(scope, id.to_string()))
+                .and_then(|l| l.concurrent_tasks)
+        };
+        Ok(TaskCaps {
+            user: cap(Scope::User, &p.user_id),
+            organization: cap(Scope::Organization, &p.org_id),
+        })
+    }
+
     /// Count one task submission of `p` against every task limit.
     pub async fn admit_task(&self, p: &Principal) -> Result<Tightest, LimitError> {
         self.admit(p, &[Kind::TasksPerHour]).await
@@ -342,6 +365,24 @@ impl RateLimiter {
         }
         tx.commit().await?;
         Ok(out)
+    }
+}
+
+/// Caps on unfinished work at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskCaps {
+    /// The user's own.
+    pub user: Option<i64>,
+    /// Their organization's, all users together.
+    pub organization: Option<i64>,
+}
+
+impl TaskCaps {
+    /// The user's cap under the operator's `max_unfinished`.
+    pub fn user_limit(&self, max_unfinished: u32) -> u32 {
+        self.user
+            .and_then(|c| u32::try_from(c).ok())
+            .map_or(max_unfinished, |c| c.min(max_unfinished))
     }
 }
 

@@ -31,6 +31,7 @@ fn check(limits: &Limits) -> Result<(), Invalid> {
         ("requests_per_minute", limits.requests_per_minute, 1_000_000),
         ("requests_per_hour", limits.requests_per_hour, 100_000_000),
         ("tasks_per_hour", limits.tasks_per_hour, 100_000_000),
+        ("concurrent_tasks", limits.concurrent_tasks, 100_000),
     ] {
         if let Some(v) = value {
             errors.check(
@@ -53,6 +54,13 @@ pub async fn set(
     limits: Limits,
 ) -> Result<Limits, SetError> {
     check(&limits)?;
+    if scope == Scope::ApiKey && limits.concurrent_tasks.is_some() {
+        return Err(Invalid::field(
+            "concurrent_tasks",
+            "is set per user or organization: tasks are counted by user",
+        )
+        .into());
+    }
     match scope {
         Scope::Organization => {}
         Scope::User => {
@@ -73,6 +81,7 @@ pub async fn set(
         requests_per_minute: limits.requests_per_minute,
         requests_per_hour: limits.requests_per_hour,
         tasks_per_hour: limits.tasks_per_hour,
+        concurrent_tasks: limits.concurrent_tasks,
         updated_at: now_ms(),
     };
     rules::upsert(&mut tx, &row).await?;

@@ -123,6 +123,13 @@ pub enum SubmitError {
         /// The limit.
         limit: u32,
     },
+    /// The submitter's organization has as many unfinished tasks as its
+    /// `concurrent_tasks` rate limit allows.
+    #[error("at most {limit} unfinished tasks in the organization; wait for some to finish")]
+    OrganizationBusy {
+        /// The limit.
+        limit: i64,
+    },
     /// The database failed.
     #[error(transparent)]
     Storage(#[from] sqlx::Error),
@@ -236,11 +243,21 @@ pub async fn submit(
         request_hash: request.hash(&who.org_id),
         workflow_id: None,
     };
-    let limit = state.config.tasks.max_unfinished_per_user;
-    let mut tx = state
-        .db
-        .tenant_serialised(&who.org_id, &who.user_id)
-        .await?;
+    let caps = state.limits.task_caps(who).await?;
+    let limit = caps.user_limit(state.config.tasks.max_unfinished_per_user);
+    // An organization's cap counts every user's tasks: submissions are
+    // then serialised per organization, else per user.
+    let serial = match caps.organization {
+        Some(_) => who.org_id.as_str(),
+        None => who.user_id.as_str(),
+    };
+    let mut tx = state.db.tenant_serialised(&who.org_id, serial).await?;
+    if let Some(cap) = caps.organization
+        && store::tasks::count_unfinished_in_org(&mut tx, &who.org_id).await? >= cap
+        && !store::tasks::is_replay(&mut tx, &new).await?
+    {
+        return Err(SubmitError::OrganizationBusy { limit: cap });
+    }
     let task = match store::tasks::insert(&mut tx, &new, limit).await? {
         Inserted::Existing(task) => {
             tx.commit().await?;

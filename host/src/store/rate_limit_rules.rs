@@ -17,12 +17,15 @@ pub struct RuleRow {
     pub requests_per_hour: Option<i64>,
     /// Tasks submitted per hour.
     pub tasks_per_hour: Option<i64>,
+    /// Unfinished tasks at once.
+    pub concurrent_tasks: Option<i64>,
     /// Unix ms.
     pub updated_at: i64,
 }
 
 const COLUMNS: &str =
-    "org_id, scope, subject_id, requests_per_minute, requests_per_hour, tasks_per_hour, updated_at";
+    "org_id, scope, subject_id, requests_per_minute, requests_per_hour, tasks_per_hour, \
+     concurrent_tasks, updated_at";
 
 /// Every rule of an organization.
 pub async fn of_org(conn: &mut AnyConnection, org_id: &str) -> Result<Vec<RuleRow>, sqlx::Error> {
@@ -37,11 +40,12 @@ pub async fn of_org(conn: &mut AnyConnection, org_id: &str) -> Result<Vec<RuleRo
 /// Write `row` as given (replacing the subject's rule).
 pub async fn upsert(conn: &mut AnyConnection, row: &RuleRow) -> Result<(), sqlx::Error> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO rate_limit_rules ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+        "INSERT INTO rate_limit_rules ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
          ON CONFLICT (org_id, scope, subject_id) DO UPDATE SET \
          requests_per_minute = excluded.requests_per_minute, \
          requests_per_hour = excluded.requests_per_hour, \
-         tasks_per_hour = excluded.tasks_per_hour, updated_at = excluded.updated_at"
+         tasks_per_hour = excluded.tasks_per_hour, \
+         concurrent_tasks = excluded.concurrent_tasks, updated_at = excluded.updated_at"
     )))
     .bind(&row.org_id)
     .bind(&row.scope)
@@ -49,6 +53,7 @@ pub async fn upsert(conn: &mut AnyConnection, row: &RuleRow) -> Result<(), sqlx:
     .bind(row.requests_per_minute)
     .bind(row.requests_per_hour)
     .bind(row.tasks_per_hour)
+    .bind(row.concurrent_tasks)
     .bind(row.updated_at)
     .execute(conn)
     .await?;

@@ -262,6 +262,34 @@ pub async fn insert(
 /// The data of a new task's first event (quoted into SQL: no `'` in it).
 const PENDING_EVENT: &str = r#"{"status":"pending"}"#;
 
+/// Whether `new` repeats an earlier submission of its idempotency key
+/// (which [`insert`] answers with the earlier task).
+pub async fn is_replay(conn: &mut AnyConnection, new: &NewTask) -> Result<bool, sqlx::Error> {
+    Ok(match (&new.idempotency_key, &new.user_id) {
+        (Some(key), Some(user_id)) => by_idempotency_key(conn, &new.org_id, user_id, key)
+            .await?
+            .is_some(),
+        _ => false,
+    })
+}
+
+/// The organization's unfinished tasks and workflows submitted through the
+/// API (a workflow's own steps are counted by their workflow).
+pub async fn count_unfinished_in_org(
+    conn: &mut AnyConnection,
+    org_id: &str,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM tasks WHERE org_id = $1 \
+                 AND status IN ('pending', 'in_progress') AND workflow_id IS NULL) \
+              + (SELECT COUNT(*) FROM workflows WHERE org_id = $1 \
+                 AND status IN ('running', 'awaiting_approval'))",
+    )
+    .bind(org_id)
+    .fetch_one(conn)
+    .await
+}
+
 async fn by_idempotency_key(
     conn: &mut AnyConnection,
     org_id: &str,

@@ -41,6 +41,13 @@ pub enum WorkflowError {
         /// The limit.
         limit: u32,
     },
+    /// The organization has as many unfinished tasks and workflows as its
+    /// `concurrent_tasks` rate limit allows.
+    #[error("at most {limit} unfinished tasks and workflows in the organization; wait for some to finish")]
+    OrganizationBusy {
+        /// The limit.
+        limit: i64,
+    },
     /// The database failed.
     #[error(transparent)]
     Storage(#[from] sqlx::Error),
@@ -85,7 +92,8 @@ pub async fn start_as(
 ) -> Result<Workflow, WorkflowError> {
     let def = check_definition(state, &who.org_id, definition)?;
     check_input(&def, &input)?;
-    let limit = state.config.tasks.max_unfinished_per_user;
+    let caps = state.limits.task_caps(who).await?;
+    let limit = caps.user_limit(state.config.tasks.max_unfinished_per_user);
     let new = NewWorkflow {
         org_id: who.org_id.clone(),
         user_id: who.user_id.clone(),
@@ -96,10 +104,17 @@ pub async fn start_as(
         start: def.start.clone(),
         state: json!({ "input": input, "steps": {} }).to_string(),
     };
-    let mut tx = state
-        .db
-        .tenant_serialised(&who.org_id, &who.user_id)
-        .await?;
+    // As for tasks: serialised per organization when it has a cap.
+    let serial = match caps.organization {
+        Some(_) => who.org_id.as_str(),
+        None => who.user_id.as_str(),
+    };
+    let mut tx = state.db.tenant_serialised(&who.org_id, serial).await?;
+    if let Some(cap) = caps.organization
+        && store::tasks::count_unfinished_in_org(&mut tx, &who.org_id).await? >= cap
+    {
+        return Err(WorkflowError::OrganizationBusy { limit: cap });
+    }
     let Some(mut wf) = workflows::insert(&mut tx, &new, limit).await? else {
         return Err(WorkflowError::TooManyUnfinished { limit });
     };
