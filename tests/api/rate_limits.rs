@@ -203,6 +203,16 @@ async fn the_default_per_user_limit(b: Backend) {
     assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
 }
 
+/// Submit a task to the upstream that never answers.
+async fn hang(s: &Server, token: &str) -> Resp {
+    s.post(
+        "/api/tasks",
+        token,
+        json!({ "description": "hang", "prompt": "wait" }),
+    )
+    .await
+}
+
 /// Unfinished tasks at once, per user and per organization: the next is
 /// refused with 429 until one ends; API keys take no such cap.
 async fn concurrent_tasks_per_user_and_organization(b: Backend) {
@@ -211,21 +221,20 @@ async fn concurrent_tasks_per_user_and_organization(b: Backend) {
     let mock = MockUpstream::start().await;
     mock.set_default(Fault::Hang);
     let base_url = format!("{}/v1", mock.base_url());
-    s.upstream_integration(&admin, "openai", &base_url, "sk-concurrency-0123456789", 60_000)
-        .await;
+    s.upstream_integration(
+        &admin,
+        "openai",
+        &base_url,
+        "sk-concurrency-0123456789",
+        60_000,
+    )
+    .await;
     let org = s.get("/api/users/me", &admin).await.expect(200).body["org_id"]
         .as_str()
         .unwrap()
         .to_string();
     let (alice_id, alice) = s.member(&admin, "alice@test.local", "task_executor").await;
     let (_, bob) = s.member(&admin, "bob@test.local", "task_executor").await;
-    let submit = |token: &str| {
-        s.post(
-            "/api/tasks",
-            token,
-            json!({ "description": "hang", "prompt": "wait" }),
-        )
-    };
 
     s.put(
         &format!("/api/users/{alice_id}/rate-limits"),
@@ -234,14 +243,19 @@ async fn concurrent_tasks_per_user_and_organization(b: Backend) {
     )
     .await
     .expect(200);
-    submit(&alice).await.expect(201);
-    let r = submit(&alice).await.expect_error(429, "rate_limited");
-    assert!(r.body["error"]["message"].as_str().unwrap().contains("at most 1"));
-    let first = submit(&bob).await.expect(201).body["id"]
+    hang(&s, &alice).await.expect(201);
+    let r = hang(&s, &alice).await.expect_error(429, "rate_limited");
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 1")
+    );
+    let first = hang(&s, &bob).await.expect(201).body["id"]
         .as_str()
         .unwrap()
         .to_string();
-    submit(&bob).await.expect(201);
+    hang(&s, &bob).await.expect(201);
 
     // Three unfinished in the organization: its cap of 3 refuses everyone.
     s.put(
@@ -251,17 +265,20 @@ async fn concurrent_tasks_per_user_and_organization(b: Backend) {
     )
     .await
     .expect(200);
-    let r = submit(&bob).await.expect_error(429, "rate_limited");
+    let r = hang(&s, &bob).await.expect_error(429, "rate_limited");
     assert!(
-        r.body["error"]["message"].as_str().unwrap().contains("organization"),
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("organization"),
         "{}",
         r.body
     );
-    submit(&admin).await.expect_error(429, "rate_limited");
+    hang(&s, &admin).await.expect_error(429, "rate_limited");
     s.post(&format!("/api/tasks/{first}/cancel"), &bob, json!({}))
         .await
         .expect(200);
-    submit(&admin).await.expect(201);
+    hang(&s, &admin).await.expect(201);
 
     s.api_key(&admin, "k", "task_executor").await;
     let keys = s.get("/api/api-keys", &admin).await.expect(200).body;

@@ -23,8 +23,7 @@ pub struct RuleRow {
     pub updated_at: i64,
 }
 
-const COLUMNS: &str =
-    "org_id, scope, subject_id, requests_per_minute, requests_per_hour, tasks_per_hour, \
+const COLUMNS: &str = "org_id, scope, subject_id, requests_per_minute, requests_per_hour, tasks_per_hour, \
      concurrent_tasks, updated_at";
 
 /// Every rule of an organization.

@@ -43,7 +43,9 @@ pub enum WorkflowError {
     },
     /// The organization has as many unfinished tasks and workflows as its
     /// `concurrent_tasks` rate limit allows.
-    #[error("at most {limit} unfinished tasks and workflows in the organization; wait for some to finish")]
+    #[error(
+        "at most {limit} unfinished tasks and workflows in the organization; wait for some to finish"
+    )]
     OrganizationBusy {
         /// The limit.
         limit: i64,
