@@ -289,23 +289,6 @@ fn one_step() -> Value {
             "steps": { "done": { "kind": "succeed" } } })
 }
 
-async fn until_terminal(s: &Server, token: &str, path: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = s.get(path, token).await.expect(200);
-        let status = r.body["status"].as_str().unwrap_or("").to_string();
-        if ["completed", "failed", "cancelled"].contains(&status.as_str()) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{path} never ended: {}",
-            r.body
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn every_route_for_every_caller(b: Backend) {
     let s = Server::start(b).await;
     let admin = s.admin_token().await;
@@ -365,18 +348,14 @@ async fn every_route_for_every_caller(b: Backend) {
         .unwrap()
         .to_string();
     let task = s
-        .post(
-            "/api/tasks",
+        .finished_task(
             &admin,
             json!({ "description": "d", "prompt": "hello", "task_type": "light" }),
         )
-        .await
-        .expect(201)
-        .body["id"]
+        .await["id"]
         .as_str()
         .unwrap()
         .to_string();
-    until_terminal(&s, &admin, &format!("/api/tasks/{task}")).await;
     let workflow = s
         .post(
             "/api/workflows",
@@ -389,7 +368,7 @@ async fn every_route_for_every_caller(b: Backend) {
         .as_str()
         .unwrap()
         .to_string();
-    until_terminal(&s, &admin, &format!("/api/workflows/{workflow}")).await;
+    s.finished_workflow(&admin, &workflow).await;
     let template = s
         .post(
             "/api/workflow-templates",

@@ -14,23 +14,6 @@ use serde_json::{Value, json};
 
 use crate::support::{Backend, Server, USER_PASSWORD};
 
-/// Poll a workflow until it has ended (each poll a real request).
-async fn finished(s: &Server, token: &str, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let w = s
-            .get(&format!("/api/workflows/{id}"), token)
-            .await
-            .expect(200)
-            .body;
-        if ["completed", "failed", "cancelled"].contains(&w["status"].as_str().unwrap_or("")) {
-            return w;
-        }
-        assert!(Instant::now() < deadline, "workflow never ended: {w}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The error's field names.
 fn fields(body: &Value) -> Vec<String> {
     let mut out: Vec<String> = body["error"]["details"]
@@ -173,7 +156,7 @@ async fn test_versions_variables_and_the_list_filter(b: Backend) {
     assert_eq!(r.body["template_id"], id.as_str(), "{}", r.body);
     assert_eq!(r.body["template_version"], 2);
     let wf = r.body["id"].as_str().unwrap().to_string();
-    let w = finished(&s, &admin, &wf).await;
+    let w = s.finished_workflow(&admin, &wf).await;
     assert_eq!(w["status"], "completed", "{w}");
     assert_eq!(w["output"], "echo: Brief (50 words): owls, for kids", "{w}");
     assert_eq!(w["definition"]["steps"]["draft"]["temperature"], 0.5, "{w}");
@@ -188,7 +171,9 @@ async fn test_versions_variables_and_the_list_filter(b: Backend) {
         .await
         .expect(201);
     assert_eq!(r.body["template_version"], 1);
-    let w = finished(&s, &admin, r.body["id"].as_str().unwrap()).await;
+    let w = s
+        .finished_workflow(&admin, r.body["id"].as_str().unwrap())
+        .await;
     assert_eq!(w["output"], "echo: Write 7 words on bats for me", "{w}");
 
     // Missing, ill-typed and undeclared variables: each named, nothing stored.
@@ -445,7 +430,9 @@ async fn test_visibility_across_tenants(b: Backend) {
         )
         .await
         .expect(201);
-    let w = finished(&s, &owner_b, r.body["id"].as_str().unwrap()).await;
+    let w = s
+        .finished_workflow(&owner_b, r.body["id"].as_str().unwrap())
+        .await;
     assert_eq!(w["status"], "completed", "{w}");
     assert_eq!(w["output"], "echo: On comets");
     // The workflow is B's, not A's.
@@ -539,7 +526,7 @@ async fn test_a_template_from_a_workflow(b: Backend) {
         .await
         .expect(201);
     let wf = r.body["id"].as_str().unwrap().to_string();
-    finished(&s, &admin, &wf).await;
+    s.finished_workflow(&admin, &wf).await;
     let t = s
         .post(
             "/api/workflow-templates",
@@ -563,7 +550,9 @@ async fn test_a_template_from_a_workflow(b: Backend) {
         )
         .await
         .expect(201);
-    let w = finished(&s, &admin, r.body["id"].as_str().unwrap()).await;
+    let w = s
+        .finished_workflow(&admin, r.body["id"].as_str().unwrap())
+        .await;
     assert_eq!(w["status"], "completed", "{w}");
     assert_eq!(w["output"], "echo: Hello Grace");
     // The input is checked as for any workflow.
@@ -622,7 +611,8 @@ async fn test_the_builtin_templates_run(b: Backend) {
                 )
                 .await
                 .expect(201);
-            finished(s, &owner, r.body["id"].as_str().unwrap()).await
+            s.finished_workflow(&owner, r.body["id"].as_str().unwrap())
+                .await
         }
     };
     let route = |w: &Value| -> Vec<String> {
@@ -852,7 +842,7 @@ async fn test_visibility_changes_and_deletion(b: Backend) {
     s.post(&format!("/api/workflows/{wf}/approve"), &owner_a, json!({}))
         .await
         .expect(200);
-    let w = finished(&s, &member_a, &wf).await;
+    let w = s.finished_workflow(&member_a, &wf).await;
     assert_eq!(w["status"], "completed", "{w}");
     assert_eq!(w["output"], "shipped");
     assert_eq!(w["template_id"], id.as_str());

@@ -504,6 +504,27 @@ impl Server {
             .body
     }
 
+    /// Workflow `id` once it has ended (completed, failed or cancelled),
+    /// polled for up to 30 s (each poll a real request).
+    pub(crate) async fn finished_workflow(&self, token: &str, id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let w = self
+                .get(&format!("/api/workflows/{id}"), token)
+                .await
+                .expect(200)
+                .body;
+            if ["completed", "failed", "cancelled"].contains(&w["status"].as_str().unwrap_or("")) {
+                return w;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "workflow never ended: {w}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Task `id` once it is recorded: a gateway request's task is written by
     /// the usage recorder after the request ends (the tests' servers write
     /// within ~20 ms); polled for up to 10 s.
