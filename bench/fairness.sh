@@ -58,37 +58,13 @@ count() {
     api GET "$VEL_URL/api/tasks?status=$2&limit=1" "$1" | jq -er .total
 }
 
-# sample N: submit A's quick task number N, wait for it to end, and print
-# "queue_ms total_ms" from its timestamps.
-sample() {
-    local id task
-    id="$(api POST "$VEL_URL/api/tasks" "$QUIET" "$(jq -nc --arg p "quick $1" \
-        '{description: "quick", task_type: "light", prompt: $p, parameters: {model: "mock/echo"}}')" |
-        jq -er .id)"
-    # The event stream ends after the task's terminal status.
-    curl -sS -N --max-time 120 -o /dev/null -H "authorization: Bearer $QUIET" \
-        "$VEL_URL/api/tasks/$id/stream" || die "the stream of task $id failed"
-    task="$(api GET "$VEL_URL/api/tasks/$id" "$QUIET")"
-    jq -er '
-        def ms: (.[0:19] + "Z" | fromdateiso8601) * 1000 + (.[20:23] | tonumber);
-        if .status != "completed" then error("task \(.id) is \(.status)") else . end
-        | "\((.started_at | ms) - (.created_at | ms)) \((.finished_at | ms) - (.created_at | ms))"' \
-        <<<"$task" || die "task $id did not complete: $task"
-}
-
-# percentile Q FILE: the Q-th percentile (nearest rank) of a column of numbers.
-percentile() {
-    sort -n "$2" | awk -v q="$1" '{ v[NR] = $1 } END {
-        r = int(q / 100 * NR); if (r < q / 100 * NR) r++; if (r < 1) r = 1; print v[r] }'
-}
-
 # phase LABEL: N samples (after WARMUP unmeasured ones); prints the row.
 phase() {
     local label=$1 i times
     : >"$work/$label.queue"
     : >"$work/$label.total"
     for i in $(seq 1 "$((WARMUP + N))"); do
-        times="$(sample "$label $i")"
+        times="$(quick_task "$VEL_URL" "$QUIET" "$label $i")"
         if [ "$i" -gt "$WARMUP" ]; then
             echo "${times% *}" >>"$work/$label.queue"
             echo "${times#* }" >>"$work/$label.total"

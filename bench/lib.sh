@@ -198,3 +198,29 @@ machine() {
     cpu="$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
     echo "$cpu, $(nproc) cores, Linux $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 }
+
+# quick_task BASE TOKEN PROMPT: submit one quick task (the offline mock's
+# `echo`), wait on its event stream until it ends, and print "queue_ms
+# total_ms": its `created_at` to `started_at` (queue wait) and to
+# `finished_at` (submit to completed), the server's own timestamps.
+quick_task() {
+    local base=$1 token=$2 id task
+    id="$(api POST "$base/api/tasks" "$token" "$(jq -nc --arg p "$3" \
+        '{description: "quick", task_type: "light", prompt: $p, cache: false, parameters: {model: "mock/echo"}}')" |
+        jq -er .id)"
+    # The event stream ends after the task's terminal status.
+    curl -sS -N --max-time 120 -o /dev/null -H "authorization: Bearer $token" \
+        "$base/api/tasks/$id/stream" || die "the stream of task $id failed"
+    task="$(api GET "$base/api/tasks/$id" "$token")"
+    jq -er '
+        def ms: (.[0:19] + "Z" | fromdateiso8601) * 1000 + (.[20:23] | tonumber);
+        if .status != "completed" then error("task \(.id) is \(.status)") else . end
+        | "\((.started_at | ms) - (.created_at | ms)) \((.finished_at | ms) - (.created_at | ms))"' \
+        <<<"$task" || die "task $id did not complete: $task"
+}
+
+# percentile Q FILE: the Q-th percentile (nearest rank) of a column of numbers.
+percentile() {
+    sort -n "$2" | awk -v q="$1" '{ v[NR] = $1 } END {
+        r = int(q / 100 * NR); if (r < q / 100 * NR) r++; if (r < 1) r = 1; print v[r] }'
+}

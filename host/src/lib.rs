@@ -12,6 +12,7 @@ pub mod analytics;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod batches;
 pub mod budgets;
 pub mod cli;
 pub mod config;

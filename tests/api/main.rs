@@ -12,6 +12,7 @@ mod analytics;
 mod api_keys;
 mod audit;
 mod auth;
+mod batches;
 mod budgets;
 mod client;
 mod connections;

@@ -107,6 +107,11 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/api/tasks/{id}", "view"),
     ("POST", "/api/tasks/{id}/cancel", "execute_task"),
     ("GET", "/api/tasks/{id}/stream", "view"),
+    ("GET", "/api/batches", "view"),
+    ("POST", "/api/batches", "execute_task"),
+    ("GET", "/api/batches/{id}", "view"),
+    ("POST", "/api/batches/{id}/cancel", "execute_task"),
+    ("GET", "/api/batches/{id}/results", "view"),
     ("GET", "/api/analytics/usage", "view_analytics"),
     ("GET", "/api/analytics/latency", "view_analytics"),
     ("GET", "/api/analytics/costs", "view_analytics"),
@@ -242,6 +247,7 @@ struct Ids {
     integration: String,
     api_key: String,
     task: String,
+    batch: String,
     workflow: String,
     template: String,
     spare_user: String,
@@ -256,6 +262,8 @@ fn fill(path: &str, ids: &Ids) -> String {
         ids.api_key.as_str()
     } else if path.starts_with("/api/tasks/") {
         ids.task.as_str()
+    } else if path.starts_with("/api/batches/") {
+        ids.batch.as_str()
     } else if path.starts_with("/api/workflows/") {
         ids.workflow.as_str()
     } else if path.starts_with("/api/workflow-templates/") {
@@ -356,6 +364,18 @@ async fn every_route_for_every_caller(b: Backend) {
         .as_str()
         .unwrap()
         .to_string();
+    let batch = s
+        .post(
+            "/api/batches",
+            &admin,
+            json!({ "tasks": [{ "description": "d", "prompt": "hello", "task_type": "light" }] }),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let workflow = s
         .post(
             "/api/workflows",
@@ -409,6 +429,7 @@ async fn every_route_for_every_caller(b: Backend) {
         integration,
         api_key,
         task,
+        batch,
         workflow,
         template,
         spare_user,

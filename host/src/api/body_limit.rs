@@ -27,14 +27,19 @@ pub struct BodyLimits {
     /// `POST /api/plugins`, which streams its parts under their own caps
     /// (see `handlers::plugins::upload_body_limit`).
     pub upload: usize,
+    /// `POST /api/batches`, read as it arrives (`VEL_BATCH_MAX_BYTES`).
+    pub batch: usize,
 }
 
 impl BodyLimits {
     fn of(&self, req: &Request) -> usize {
-        if req.method() == Method::POST && req.uri().path() == "/api/plugins" {
-            self.upload
-        } else {
-            self.default
+        if req.method() != Method::POST {
+            return self.default;
+        }
+        match req.uri().path() {
+            "/api/plugins" => self.upload,
+            "/api/batches" => self.batch,
+            _ => self.default,
         }
     }
 }

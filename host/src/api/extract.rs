@@ -109,7 +109,7 @@ fn refuse_nul(bytes: &[u8]) -> Result<(), ApiError> {
 }
 
 /// The path (`messages[0].content`) of the first text holding a NUL.
-fn nul_path(value: &serde_json::Value, here: String) -> Option<String> {
+pub(crate) fn nul_path(value: &serde_json::Value, here: String) -> Option<String> {
     use serde_json::Value;
     match value {
         Value::String(s) => s.contains('\0').then_some(here),
@@ -131,6 +131,24 @@ fn nul_path(value: &serde_json::Value, here: String) -> Option<String> {
         }),
         _ => None,
     }
+}
+
+/// Deserialize `value`, one element of a larger document found at `at`
+/// (`tasks[3]`), as [`parse_json`] does a body: a shape error is named by
+/// its path under `at` (`tasks[3].prompt`).
+pub fn from_value_at<T: DeserializeOwned>(
+    value: serde_json::Value,
+    at: &str,
+) -> Result<T, crate::validation::Invalid> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let message = strip_position(&err.into_inner().to_string());
+        let field = match field_name(&path, &message).as_str() {
+            "body" => at.to_string(),
+            field => format!("{at}.{field}"),
+        };
+        crate::validation::Invalid::field(&field, message)
+    })
 }
 
 /// The field an error is about: the path, or for a missing field the path

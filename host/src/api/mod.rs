@@ -27,7 +27,7 @@ use utoipa_axum::routes;
 
 use self::error::ApiError;
 use self::handlers::{
-    agents, alerts, analytics, api_keys, audit_logs, auth, budgets, connectivity, gateway,
+    agents, alerts, analytics, api_keys, audit_logs, auth, batches, budgets, connectivity, gateway,
     integrations, invitations, metrics, organizations, plugins, rate_limits, roles, tasks, users,
     workflow_templates, workflows,
 };
@@ -104,6 +104,10 @@ fn documented(upload_limit: usize) -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(handlers::webhooks::test))
         .routes(routes!(handlers::webhooks::deliveries))
+        .routes(routes!(batches::create, batches::list))
+        .routes(routes!(batches::get))
+        .routes(routes!(batches::cancel))
+        .routes(routes!(batches::results))
         .routes(routes!(workflows::create, workflows::list))
         .routes(routes!(workflows::get))
         .routes(routes!(workflows::state))
@@ -156,6 +160,7 @@ pub fn router(state: AppState) -> Router {
     let limits = body_limit::BodyLimits {
         default: state.config.max_body_bytes,
         upload: upload_limit,
+        batch: state.config.tasks.batch_max_bytes,
     };
     let hop = state.plugins.hop().map(Arc::<str>::from);
     let guard = axum::middleware::from_fn_with_state(state.clone(), access::guard);

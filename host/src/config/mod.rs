@@ -309,6 +309,13 @@ pub struct TaskConfig {
     /// Most finished requests the usage recorder writes in one transaction
     /// (`VEL_USAGE_BATCH`).
     pub usage_batch: u32,
+    /// Most task definitions in one batch (`VEL_BATCH_MAX_TASKS`).
+    pub batch_max_tasks: u32,
+    /// Most tasks of one batch running at once, and the default
+    /// (`VEL_BATCH_MAX_CONCURRENCY`, 1–20); a batch may ask for fewer.
+    pub batch_max_concurrency: u32,
+    /// Largest batch upload, JSON or JSON Lines (`VEL_BATCH_MAX_BYTES`).
+    pub batch_max_bytes: usize,
 }
 
 /// The optional `vel.toml`: the same settings in lower case without the
@@ -354,6 +361,9 @@ struct FileConfig {
     gateway_in_flight_per_org: Option<usize>,
     usage_linger_ms: Option<u64>,
     usage_batch: Option<u32>,
+    batch_max_tasks: Option<u32>,
+    batch_max_concurrency: Option<u32>,
+    batch_max_bytes: Option<usize>,
     usage_rollup_interval_ms: Option<u64>,
     budget_lease_ttl_ms: Option<u64>,
     budget_flush_ms: Option<u64>,
@@ -630,6 +640,17 @@ impl Config {
                 )?,
                 usage_linger: src.millis("VEL_USAGE_LINGER_MS", file.usage_linger_ms, 1000)?,
                 usage_batch: src.get("VEL_USAGE_BATCH", file.usage_batch, 2048)?,
+                batch_max_tasks: src.get("VEL_BATCH_MAX_TASKS", file.batch_max_tasks, 10_000)?,
+                batch_max_concurrency: src.get(
+                    "VEL_BATCH_MAX_CONCURRENCY",
+                    file.batch_max_concurrency,
+                    20,
+                )?,
+                batch_max_bytes: src.get(
+                    "VEL_BATCH_MAX_BYTES",
+                    file.batch_max_bytes,
+                    64 * 1024 * 1024,
+                )?,
             },
             budgets: LedgerSettings {
                 lease_ttl: src.millis(
@@ -794,6 +815,27 @@ impl Config {
             return Err(bad(
                 "VEL_MAX_BODY_BYTES",
                 self.max_body_bytes.to_string(),
+                "must be at least 1024",
+            ));
+        }
+        if !(1..=20).contains(&self.tasks.batch_max_concurrency) {
+            return Err(bad(
+                "VEL_BATCH_MAX_CONCURRENCY",
+                self.tasks.batch_max_concurrency.to_string(),
+                "must be 1 to 20",
+            ));
+        }
+        if !(1..=100_000).contains(&self.tasks.batch_max_tasks) {
+            return Err(bad(
+                "VEL_BATCH_MAX_TASKS",
+                self.tasks.batch_max_tasks.to_string(),
+                "must be 1 to 100000",
+            ));
+        }
+        if self.tasks.batch_max_bytes < 1024 {
+            return Err(bad(
+                "VEL_BATCH_MAX_BYTES",
+                self.tasks.batch_max_bytes.to_string(),
                 "must be at least 1024",
             ));
         }

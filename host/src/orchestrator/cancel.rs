@@ -11,8 +11,9 @@ use crate::store::tasks::Finish;
 use crate::store::{self, Tx, now_ms, workflows};
 
 /// Cancel task `id` inside `tx` if it has not finished: its `cancelled`
-/// event is appended, other instances hear of it on commit, and its
-/// workflow (if any) is woken. Returns the status it had.
+/// event is appended, other instances hear of it on commit, its workflow
+/// (if any) is woken and its batch (if any) counts it. Returns the status
+/// it had.
 pub async fn cancel_task(
     tx: &mut Tx,
     signals: &Signals,
@@ -25,6 +26,8 @@ pub async fn cancel_task(
     let was = task.status;
     let cancelled = Finish::new(TaskStatus::Cancelled);
     buckets::record(tx, &Sample::task(&task, &cancelled, now_ms())).await?;
+    // A batch's next task is released (its workers woken by the caller).
+    crate::batches::task_ended(tx, &task, TaskStatus::Cancelled).await?;
     store::tasks::append_event(
         tx,
         org_id,

@@ -155,22 +155,30 @@ pub async fn prepare_on(
     work: Work,
 ) -> Result<TaskRequest, SubmitError> {
     let agent = match &work.agent_id {
-        Some(id) => {
-            let agent = store::agents::get(conn, org_id, id)
-                .await?
-                .ok_or_else(|| Invalid::field("agent_id", "no such agent"))?;
-            if agent.status != "active" {
-                return Err(Invalid::field(
-                    "agent_id",
-                    format!("the agent is {}, not active", agent.status),
-                )
-                .into());
-            }
-            AgentConfig::parse(&agent.config)
-        }
+        Some(id) => agent_settings(conn, org_id, id).await?,
         None => None,
     };
     Ok(request(work, agent.as_ref()))
+}
+
+/// The settings of agent `agent_id`, which must exist in the organization
+/// and be active (else an error on `agent_id`).
+pub async fn agent_settings(
+    conn: &mut sqlx::AnyConnection,
+    org_id: &str,
+    agent_id: &str,
+) -> Result<Option<AgentConfig>, SubmitError> {
+    let agent = store::agents::get(conn, org_id, agent_id)
+        .await?
+        .ok_or_else(|| Invalid::field("agent_id", "no such agent"))?;
+    if agent.status != "active" {
+        return Err(Invalid::field(
+            "agent_id",
+            format!("the agent is {}, not active", agent.status),
+        )
+        .into());
+    }
+    Ok(AgentConfig::parse(&agent.config))
 }
 
 /// `work` as a canonical request, with `agent`'s settings where the caller

@@ -133,12 +133,19 @@ impl Runner for TaskRunner {
         let cancelled = tasks::cancelled_held_by(&mut tx, owner).await?;
         let exhausted = tasks::fail_exhausted(&mut tx, MAX_CLAIMS).await?;
         let mut woke = false;
+        let mut released = false;
         for (id, org_id) in &exhausted {
             let data = json!({ "status": "failed", "error": { "kind": "worker_lost" } });
             tasks::append_event(&mut tx, org_id, id, "status", &data.to_string()).await?;
             woke |= workflows::wake_for_task(&mut tx, id).await?;
+            released |= crate::batches::task_ended_by_id(&mut tx, id, TaskStatus::Failed)
+                .await?
+                .released;
         }
         tx.commit().await?;
+        if released {
+            self.signals.publish_due(WorkKind::Tasks);
+        }
         for (id, _) in exhausted {
             tracing::warn!(task_id = %id, "task failed: its workers kept stopping");
             self.signals.publish(Signal::Events(id));
@@ -436,7 +443,9 @@ impl TaskRunner {
         }
         tasks::append_event(&mut tx, &task.org_id, &task.id, "status", &event).await?;
         buckets::record(&mut tx, &Sample::task(task, finish, now_ms())).await?;
-        let hooks = crate::webhooks::events::task_ended(&mut tx, task, finish).await?;
+        let mut hooks = crate::webhooks::events::task_ended(&mut tx, task, finish).await?;
+        let batch = crate::batches::task_ended(&mut tx, task, finish.status).await?;
+        hooks += batch.deliveries;
         let mut wake = false;
         if let Some(workflow_id) = &task.workflow_id {
             workflows::wake_for_task(&mut tx, &task.id).await?;
@@ -460,6 +469,9 @@ impl TaskRunner {
         self.signals.publish(Signal::Events(task.id.clone()));
         if wake {
             self.signals.publish_due(WorkKind::Workflows);
+        }
+        if batch.released {
+            self.signals.publish_due(WorkKind::Tasks);
         }
         if hooks > 0 {
             self.signals.publish_due(WorkKind::Webhooks);

@@ -11,6 +11,7 @@ pub mod agents;
 pub mod alerts;
 pub mod api_keys;
 pub mod audit_logs;
+pub mod batches;
 pub mod budgets;
 pub mod email_changes;
 pub mod integrations;

@@ -85,6 +85,8 @@ pub struct Task {
     pub finished_at: Option<i64>,
     /// The workflow whose step it runs.
     pub workflow_id: Option<String>,
+    /// The batch whose item it runs.
+    pub batch_id: Option<String>,
 }
 
 impl FromRow<'_, AnyRow> for Task {
@@ -121,6 +123,7 @@ impl FromRow<'_, AnyRow> for Task {
             started_at: row.try_get("started_at")?,
             finished_at: row.try_get("finished_at")?,
             workflow_id: row.try_get("workflow_id")?,
+            batch_id: row.try_get("batch_id")?,
         })
     }
 }
@@ -128,7 +131,7 @@ impl FromRow<'_, AnyRow> for Task {
 const COLUMNS: &str = "id, org_id, user_id, agent_id, source, description, task_type, priority, \
      status, request, stream, use_cache, idempotency_key, request_hash, result, partial_output, \
      error, cached, provider, model, input_tokens, output_tokens, cost_nanos, lease_owner, \
-     lease_expires_at, claims, created_at, updated_at, started_at, finished_at, workflow_id";
+     lease_expires_at, claims, created_at, updated_at, started_at, finished_at, workflow_id, batch_id";
 
 /// The columns of [`Attempt`], in its order.
 const ATTEMPT_COLUMNS: &str = "seq, provider, integration_id, plugin, model, outcome, error_kind, \
@@ -206,10 +209,7 @@ pub async fn insert(
     let limit = if new.workflow_id.is_some() {
         "WHERE $15 >= 0"
     } else {
-        "WHERE (SELECT COUNT(*) FROM tasks WHERE user_id = $3 AND org_id = $2 \
-                AND status IN ('pending', 'in_progress') AND workflow_id IS NULL) \
-             + (SELECT COUNT(*) FROM workflows WHERE user_id = $3 AND org_id = $2 \
-                AND status IN ('running', 'awaiting_approval')) < $15"
+        &format!("WHERE {} < $15", unfinished("$2", Some("$3")))
     };
     let insert = format!(
         "INSERT INTO tasks (id, org_id, user_id, agent_id, source, description, task_type, \
@@ -260,7 +260,7 @@ pub async fn insert(
 }
 
 /// The data of a new task's first event (quoted into SQL: no `'` in it).
-const PENDING_EVENT: &str = r#"{"status":"pending"}"#;
+pub(crate) const PENDING_EVENT: &str = r#"{"status":"pending"}"#;
 
 /// Whether `new` repeats an earlier submission of its idempotency key
 /// (which [`insert`] answers with the earlier task).
@@ -273,18 +273,34 @@ pub async fn is_replay(conn: &mut AnyConnection, new: &NewTask) -> Result<bool, 
     })
 }
 
-/// The organization's unfinished tasks and workflows submitted through the
-/// API (a workflow's own steps are counted by their workflow).
+/// SQL counting the unfinished work of organization `org` (a placeholder),
+/// or of its user `user`: tasks, workflows and batches, each workflow and
+/// batch once (the tasks of its steps or items are not counted).
+pub(crate) fn unfinished(org: &str, user: Option<&str>) -> String {
+    let of_user = user
+        .map(|u| format!("user_id = {u} AND "))
+        .unwrap_or_default();
+    format!(
+        "((SELECT COUNT(*) FROM tasks WHERE {of_user}org_id = {org} \
+            AND status IN ('pending', 'in_progress') AND workflow_id IS NULL \
+            AND batch_id IS NULL) \
+          + (SELECT COUNT(*) FROM workflows WHERE {of_user}org_id = {org} \
+            AND status IN ('running', 'awaiting_approval')) \
+          + (SELECT COUNT(*) FROM batches WHERE {of_user}org_id = {org} \
+            AND status = 'running'))"
+    )
+}
+
+/// The organization's unfinished tasks, workflows and batches submitted
+/// through the API (see [`unfinished`]).
 pub async fn count_unfinished_in_org(
     conn: &mut AnyConnection,
     org_id: &str,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT (SELECT COUNT(*) FROM tasks WHERE org_id = $1 \
-                 AND status IN ('pending', 'in_progress') AND workflow_id IS NULL) \
-              + (SELECT COUNT(*) FROM workflows WHERE org_id = $1 \
-                 AND status IN ('running', 'awaiting_approval'))",
-    )
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT {}",
+        unfinished("$1", None)
+    )))
     .bind(org_id)
     .fetch_one(conn)
     .await

@@ -110,11 +110,9 @@ pub async fn insert(
         "INSERT INTO workflows (id, org_id, user_id, name, definition, input, status, \
              current_step, wake_at, created_at, updated_at) \
          SELECT $1, $2, $3, $4, $5, $6, 'running', $7, $8, $8, $8 \
-         WHERE (SELECT COUNT(*) FROM tasks WHERE user_id = $3 AND org_id = $2 \
-                AND status IN ('pending', 'in_progress') AND workflow_id IS NULL) \
-             + (SELECT COUNT(*) FROM workflows WHERE user_id = $3 AND org_id = $2 \
-                AND status IN {UNFINISHED}) < $9 \
-         RETURNING {COLUMNS}"
+         WHERE {} < $9 \
+         RETURNING {COLUMNS}",
+        super::tasks::unfinished("$2", Some("$3"))
     )))
     .bind(&id)
     .bind(&new.org_id)

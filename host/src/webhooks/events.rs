@@ -8,6 +8,7 @@ use super::{EventType, emit};
 use crate::budgets::Budget;
 use crate::money::Money;
 use crate::orchestrator::state::TaskStatus;
+use crate::store::batches::Batch;
 use crate::store::tasks::{Finish, Task};
 use crate::store::to_rfc3339;
 use crate::store::workflows::{Progress, Workflow};
@@ -40,6 +41,7 @@ pub async fn task_ended(
         "agent_id": task.agent_id,
         "user_id": task.user_id,
         "workflow_id": task.workflow_id,
+        "batch_id": task.batch_id,
         "provider": finish.provider,
         "model": finish.model,
         "cached": finish.cached,
@@ -49,6 +51,24 @@ pub async fn task_ended(
         "error": json_text(finish.error.as_deref()),
     });
     emit(conn, Some(&task.org_id), event, data).await
+}
+
+/// Every task of `batch` ended: `batch.completed`, with its counts.
+pub async fn batch_completed(
+    conn: &mut sqlx::AnyConnection,
+    batch: &Batch,
+) -> Result<u64, sqlx::Error> {
+    let data = json!({
+        "batch_id": batch.id,
+        "description": batch.description,
+        "user_id": batch.user_id,
+        "status": batch.status.as_str(),
+        "total": batch.total,
+        "completed": batch.completed,
+        "failed": batch.failed,
+        "cancelled": batch.cancelled,
+    });
+    emit(conn, Some(&batch.org_id), EventType::BatchCompleted, data).await
 }
 
 /// Workflow `wf` moved to `p`: `workflow.awaiting_approval`,

@@ -100,6 +100,8 @@ event_types! {
     TaskCompleted = "task.completed",
     /// A task failed.
     TaskFailed = "task.failed",
+    /// Every task of a batch ended (whatever their outcomes).
+    BatchCompleted = "batch.completed",
     /// A workflow waits for a person's approval.
     WorkflowAwaitingApproval = "workflow.awaiting_approval",
     /// A workflow completed.

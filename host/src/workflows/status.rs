@@ -17,7 +17,8 @@ pub struct UnknownStatus {
     pub name: String,
 }
 
-/// A status enum with its stored names, parsing and display.
+/// A status enum with its stored names, parsing and display (the caller
+/// has [`UnknownStatus`] in scope).
 macro_rules! status_enum {
     ($(#[$doc:meta])* $name:ident, $kind:literal, [$($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)?]) => {
         $(#[$doc])*
@@ -66,6 +67,9 @@ macro_rules! status_enum {
         }
     };
 }
+
+/// Other status enums (batches) are declared the same way.
+pub(crate) use status_enum;
 
 status_enum!(
     /// Where a workflow is.

@@ -7,6 +7,7 @@ pub mod analytics;
 pub mod api_keys;
 pub mod audit_logs;
 pub mod auth;
+pub mod batches;
 pub mod budgets;
 pub mod connectivity;
 pub mod gateway;

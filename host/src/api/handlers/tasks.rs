@@ -33,6 +33,7 @@ use crate::orchestrator::submit::{MAX_MESSAGE, MAX_MESSAGES, Submission, Submitt
 use crate::state::AppState;
 use crate::store::tasks::{Task, TaskFilter};
 use crate::store::{self, to_rfc3339};
+use crate::validation::Invalid;
 
 /// Longest description, in characters.
 const MAX_DESCRIPTION: usize = 1000;
@@ -150,6 +151,8 @@ pub struct TaskView {
     pub user_id: Option<String>,
     /// `api` or `gateway`.
     pub source: String,
+    /// The batch it runs an item of.
+    pub batch_id: Option<String>,
     /// Whether deltas are streamed.
     pub stream: bool,
     /// The request as stored.
@@ -202,6 +205,7 @@ impl From<&Task> for TaskView {
             agent_id: t.agent_id.clone(),
             user_id: t.user_id.clone(),
             source: t.source.as_str().to_string(),
+            batch_id: t.batch_id.clone(),
             stream: t.stream,
             request: serde_json::from_str(&t.request).unwrap_or(Value::Null),
             result: parse(&t.result),
@@ -303,6 +307,16 @@ fn query_amount(field: &str, value: &Option<String>) -> Result<Option<Money>, Ap
 
 /// Check a submission field by field and turn it into the work to submit.
 fn submission(req: CreateTask, idempotency_key: Option<String>) -> Result<Submission, ApiError> {
+    Ok(Submission {
+        idempotency_key,
+        ..check_task(req)?
+    })
+}
+
+/// Check a task definition field by field (every problem by field name)
+/// and turn it into the work to submit, without an idempotency key: what
+/// `POST /api/tasks` and each task of a batch accept.
+pub(crate) fn check_task(req: CreateTask) -> Result<Submission, Invalid> {
     let mut errors = FieldErrors::new();
     check_text(
         &mut errors,
@@ -370,7 +384,7 @@ fn submission(req: CreateTask, idempotency_key: Option<String>) -> Result<Submis
         },
         stream: req.stream,
         use_cache: req.cache.unwrap_or(true),
-        idempotency_key,
+        idempotency_key: None,
         stream_failover: None,
     })
 }
@@ -579,6 +593,10 @@ pub async fn cancel(
     tx.commit().await?;
     state.signals.publish(Signal::Events(id.clone()));
     state.signals.publish_due(WorkKind::Workflows);
+    // A batch's task releases the batch's next one (and its last may have
+    // queued a `batch.completed` delivery).
+    state.signals.publish_due(WorkKind::Tasks);
+    state.signals.publish_due(WorkKind::Webhooks);
     // When the run is here, answer once it has stopped, so the answer
     // carries its partial output; another instance stops it on the signal.
     state.executor.cancel_local(&id, CANCEL_WAIT).await;

@@ -1,0 +1,266 @@
+//! What the API does with batches: create one from checked task
+//! definitions (each prepared as a submitted task is, agents read once),
+//! within the submitter's limits; cancel one.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::agents::AgentConfig;
+use crate::audit::{self, ClientInfo};
+use crate::auth::Principal;
+use crate::orchestrator::cancel::cancel_task;
+use crate::orchestrator::signals::{Signal, WorkKind};
+use crate::orchestrator::submit::{self, Submission, SubmitError};
+use crate::state::AppState;
+use crate::store::batches::{self, Batch, Inserted, NewBatch, NewItem};
+use crate::store::{self, Tx};
+use crate::validation::Invalid;
+
+/// Longest `custom_id`, in characters.
+pub const MAX_CUSTOM_ID: usize = 255;
+
+/// A batch to create: its task definitions already checked.
+#[derive(Debug)]
+pub struct NewBatchRequest {
+    /// What it is for (may be empty).
+    pub description: String,
+    /// Tasks running at once, at most; `None`: the setting's most.
+    pub max_concurrency: Option<u32>,
+    /// The tasks, in order, each with the caller's own id for it.
+    pub tasks: Vec<(Option<String>, Submission)>,
+    /// Replays with the same key return the first batch.
+    pub idempotency_key: Option<String>,
+}
+
+/// What [`create`] did.
+#[derive(Debug)]
+pub enum Created {
+    /// A new running batch.
+    New(Box<Batch>),
+    /// The idempotency key was used for the same request: that batch.
+    Replayed(Box<Batch>),
+}
+
+/// Why a batch was not created or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// A definition, an agent or a limit was refused (or the database
+    /// failed), as for one task.
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+    /// No such batch in the caller's organization.
+    #[error("batch not found")]
+    NotFound,
+    /// The batch is not in a state that allows this.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl From<sqlx::Error> for BatchError {
+    fn from(e: sqlx::Error) -> Self {
+        BatchError::Submit(SubmitError::Storage(e))
+    }
+}
+
+impl From<Invalid> for BatchError {
+    fn from(e: Invalid) -> Self {
+        BatchError::Submit(SubmitError::Invalid(e))
+    }
+}
+
+/// Create a batch of `req.tasks` for `who`: every task is prepared (its
+/// agent's settings applied; an unknown or inactive agent refuses the
+/// batch, naming the task), the batch stored within the user's and the
+/// organization's limits of unfinished work (it counts as one), audited,
+/// its first tasks queued and the workers woken.
+pub async fn create(
+    state: &AppState,
+    who: &Principal,
+    client: &ClientInfo,
+    req: NewBatchRequest,
+) -> Result<Created, BatchError> {
+    let most = state.config.tasks.batch_max_concurrency;
+    let parallelism = req.max_concurrency.unwrap_or(most);
+    if !(1..=most).contains(&parallelism) {
+        return Err(Invalid::field("max_concurrency", format!("must be 1 to {most}")).into());
+    }
+    let items = prepare(state, &who.org_id, req.tasks).await?;
+    let new = NewBatch {
+        org_id: who.org_id.clone(),
+        user_id: who.user_id.clone(),
+        description: req.description.trim().to_string(),
+        parallelism: i64::from(parallelism),
+        idempotency_key: req.idempotency_key,
+        request_hash: hash(&req.description, parallelism, &items),
+    };
+    let caps = state.limits.task_caps(who).await?;
+    let limit = caps.user_limit(state.config.tasks.max_unfinished_per_user);
+    // As for tasks: serialised per organization when it has a cap.
+    let serial = match caps.organization {
+        Some(_) => who.org_id.as_str(),
+        None => who.user_id.as_str(),
+    };
+    let mut tx = state.db.tenant_serialised(&who.org_id, serial).await?;
+    if let Some(cap) = caps.organization
+        && store::tasks::count_unfinished_in_org(&mut tx, &who.org_id).await? >= cap
+    {
+        return Err(SubmitError::OrganizationBusy { limit: cap }.into());
+    }
+    let batch = match batches::insert(&mut tx, &new, &items, limit).await? {
+        Inserted::Existing(batch) => {
+            tx.commit().await?;
+            if batch.request_hash != new.request_hash {
+                return Err(SubmitError::IdempotencyConflict.into());
+            }
+            return Ok(Created::Replayed(batch));
+        }
+        Inserted::TooManyUnfinished => {
+            return Err(SubmitError::TooManyUnfinished { limit }.into());
+        }
+        Inserted::Created(batch) => batch,
+    };
+    audit::record(
+        &mut tx,
+        who,
+        client,
+        "batch_created",
+        json!({ "batch_id": batch.id, "tasks": batch.total, "max_concurrency": batch.parallelism }),
+    )
+    .await?;
+    tx.commit().await?;
+    state.signals.publish_due(WorkKind::Tasks);
+    tracing::info!(batch_id = %batch.id, total = batch.total, parallelism = batch.parallelism, "batch created");
+    Ok(Created::New(batch))
+}
+
+/// Each task as the item to store, its agent's settings applied (each
+/// agent read once); a bad agent is named by its task's position.
+async fn prepare(
+    state: &AppState,
+    org_id: &str,
+    tasks: Vec<(Option<String>, Submission)>,
+) -> Result<Vec<NewItem>, BatchError> {
+    let mut agents: HashMap<String, Result<Option<AgentConfig>, Invalid>> = HashMap::new();
+    let mut tx = state.db.tenant_read(org_id).await?;
+    for (_, s) in &tasks {
+        if let Some(id) = &s.work.agent_id
+            && !agents.contains_key(id)
+        {
+            let settings = match submit::agent_settings(&mut tx, org_id, id).await {
+                Ok(settings) => Ok(settings),
+                Err(SubmitError::Invalid(e)) => Err(e),
+                Err(e) => return Err(e.into()),
+            };
+            agents.insert(id.clone(), settings);
+        }
+    }
+    tx.commit().await?;
+    let mut problems = std::collections::BTreeMap::new();
+    let mut items = Vec::with_capacity(tasks.len());
+    for (i, (custom_id, s)) in tasks.into_iter().enumerate() {
+        let agent = match s.work.agent_id.as_ref().map(|id| &agents[id]) {
+            Some(Err(invalid)) => {
+                for (field, messages) in &invalid.0 {
+                    problems.insert(format!("tasks[{i}].{field}"), messages.clone());
+                }
+                continue;
+            }
+            Some(Ok(settings)) => settings.as_ref(),
+            None => None,
+        };
+        let request = submit::request(s.work, agent);
+        items.push(NewItem {
+            custom_id,
+            description: s.description.trim().to_string(),
+            task_type: request.task_type.clone(),
+            priority: s.priority.rank(),
+            agent_id: request.agent_id.clone(),
+            request: request.to_json(),
+            request_hash: request.hash(org_id),
+            stream: s.stream,
+            use_cache: s.use_cache,
+        });
+    }
+    if !problems.is_empty() {
+        return Err(Invalid(problems).into());
+    }
+    Ok(items)
+}
+
+/// What makes two batch requests the same, for idempotent replays.
+fn hash(description: &str, parallelism: u32, items: &[NewItem]) -> String {
+    let mut h = Sha256::new();
+    h.update(description.trim().as_bytes());
+    h.update([0]);
+    h.update(parallelism.to_le_bytes());
+    for item in items {
+        h.update(item.custom_id.as_deref().unwrap_or("").as_bytes());
+        h.update([0]);
+        h.update(item.description.as_bytes());
+        h.update([0]);
+        h.update(item.priority.to_le_bytes());
+        h.update([u8::from(item.stream), u8::from(item.use_cache)]);
+        h.update(item.request_hash.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// Cancel a running batch: no further task starts, and its tasks still
+/// pending or running are cancelled (their provider calls dropped). Returns
+/// the batch as it is now.
+pub async fn cancel(
+    state: &AppState,
+    who: &Principal,
+    client: &ClientInfo,
+    id: &str,
+) -> Result<Batch, BatchError> {
+    let mut tx = state.db.tenant(&who.org_id).await?;
+    if batches::cancel(&mut tx, &who.org_id, id).await?.is_none() {
+        let batch = batches::get(&mut tx, &who.org_id, id)
+            .await?
+            .ok_or(BatchError::NotFound)?;
+        return Err(BatchError::Conflict(format!(
+            "the batch is already {}; only running batches can be cancelled",
+            batch.status
+        )));
+    }
+    let stopped = cancel_tasks(&mut tx, state, &who.org_id, id).await?;
+    audit::record(
+        &mut tx,
+        who,
+        client,
+        "batch_cancelled",
+        json!({ "batch_id": id, "task_ids": stopped }),
+    )
+    .await?;
+    let batch = batches::get(&mut tx, &who.org_id, id)
+        .await?
+        .ok_or(BatchError::NotFound)?;
+    tx.commit().await?;
+    for t in stopped {
+        state.signals.publish(Signal::Events(t.clone()));
+        state.signals.publish(Signal::Cancelled(t));
+    }
+    Ok(batch)
+}
+
+/// Cancel the batch's unfinished tasks in `tx`; their ids.
+async fn cancel_tasks(
+    tx: &mut Tx,
+    state: &AppState,
+    org_id: &str,
+    id: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut stopped = Vec::new();
+    for task_id in batches::unfinished_tasks(tx, org_id, id).await? {
+        if cancel_task(tx, &state.signals, org_id, &task_id)
+            .await?
+            .is_some()
+        {
+            stopped.push(task_id);
+        }
+    }
+    Ok(stopped)
+}

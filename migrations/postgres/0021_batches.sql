@@ -1,0 +1,65 @@
+-- Batches (PostgreSQL). Same tables, columns and meaning as
+-- migrations/sqlite/0018_batches.sql.
+--
+-- A batch is up to thousands of task definitions run at most `parallelism`
+-- at a time. Each definition is stored, checked and prepared, as an item;
+-- an item becomes an ordinary task (its id chosen when the batch is
+-- created, `tasks.batch_id` linking it) when it is released: the first
+-- `parallelism` items when the batch is created, then one more in the
+-- transaction that ends each of its tasks. `released` is that cursor, in
+-- item order; the outcome counters are kept in the same transactions, so
+-- the batch's progress is exact and read without counting its tasks.
+CREATE TABLE batches (
+    id               TEXT PRIMARY KEY,
+    org_id           TEXT NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
+    user_id          TEXT REFERENCES users(id) ON DELETE SET NULL,
+    description      TEXT NOT NULL,
+    status           TEXT NOT NULL CHECK (status IN ('running', 'completed', 'cancelled')),
+    parallelism      BIGINT NOT NULL,           -- tasks running at once, at most
+    total            BIGINT NOT NULL,           -- items
+    released         BIGINT NOT NULL,           -- items turned into tasks, in order
+    completed        BIGINT NOT NULL DEFAULT 0, -- tasks ended completed
+    failed           BIGINT NOT NULL DEFAULT 0, -- tasks ended failed
+    cancelled        BIGINT NOT NULL DEFAULT 0, -- tasks ended cancelled
+    idempotency_key  TEXT,
+    request_hash     TEXT NOT NULL,              -- sha256 of the items, for idempotent replays
+    created_at       BIGINT NOT NULL,
+    updated_at       BIGINT NOT NULL,
+    finished_at      BIGINT
+);
+CREATE INDEX batches_org_time_idx ON batches (org_id, created_at);
+CREATE INDEX batches_user_status_idx ON batches (user_id, status);
+CREATE UNIQUE INDEX batches_idempotency_idx ON batches (org_id, user_id, idempotency_key);
+
+-- A batch's task definitions, prepared as a task is when submitted.
+CREATE TABLE batch_items (
+    batch_id      TEXT NOT NULL REFERENCES batches(id) ON DELETE CASCADE,
+    idx           BIGINT NOT NULL,              -- 0-based position in the upload
+    org_id        TEXT NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
+    task_id       TEXT NOT NULL,                 -- the task it becomes when released
+    custom_id     TEXT,                          -- the caller's own id for it
+    description   TEXT NOT NULL,
+    task_type     TEXT NOT NULL,
+    priority      BIGINT NOT NULL,
+    agent_id      TEXT,
+    request       TEXT NOT NULL,                 -- JSON: the canonical request
+    request_hash  TEXT NOT NULL,
+    stream        BIGINT NOT NULL,
+    use_cache     BIGINT NOT NULL,
+    PRIMARY KEY (batch_id, idx)
+);
+
+ALTER TABLE tasks ADD COLUMN batch_id TEXT REFERENCES batches(id) ON DELETE SET NULL;
+CREATE INDEX tasks_batch_idx ON tasks (batch_id) WHERE batch_id IS NOT NULL;
+
+ALTER TABLE batches ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON batches TO vel_app
+    USING (org_id = current_setting('app.org_id', true))
+    WITH CHECK (org_id = current_setting('app.org_id', true));
+CREATE POLICY platform_access ON batches TO vel_platform USING (true) WITH CHECK (true);
+
+ALTER TABLE batch_items ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON batch_items TO vel_app
+    USING (org_id = current_setting('app.org_id', true))
+    WITH CHECK (org_id = current_setting('app.org_id', true));
+CREATE POLICY platform_access ON batch_items TO vel_platform USING (true) WITH CHECK (true);
