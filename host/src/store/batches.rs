@@ -6,12 +6,14 @@
 //! The batch row is the cursor and the outcome counters; updating it first
 //! in those transactions serialises a batch's releases (on PostgreSQL its
 //! row lock, on SQLite the one writer), so no item is released twice and
-//! at most `parallelism` tasks of a batch are unfinished at once.
+//! at most `parallelism` tasks of a batch are unfinished at once; [`lock`]
+//! takes that row lock first, before any task row, wherever a batch's task
+//! ends or the batch is cancelled.
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, FromRow, Row};
 
-use super::{new_id, now_ms, parsed};
+use super::{Backend, new_id, now_ms, parsed};
 use crate::batches::BatchStatus;
 use crate::money::Money;
 use crate::orchestrator::state::TaskStatus;
@@ -345,6 +347,21 @@ pub async fn task_ended(
         released: true,
         completed: None,
     })
+}
+
+/// Lock batch `batch_id`'s row for the rest of the transaction (on
+/// PostgreSQL; SQLite has one writer). Every transaction that ends a task
+/// of a batch, or cancels the batch, takes this lock before it touches a
+/// task row, so their locks are always taken in the same order (batch,
+/// then task) and they cannot deadlock.
+pub async fn lock(conn: &mut AnyConnection, batch_id: &str) -> Result<(), sqlx::Error> {
+    if Backend::of(conn) == Backend::Postgres {
+        sqlx::query("SELECT id FROM batches WHERE id = $1 FOR UPDATE")
+            .bind(batch_id)
+            .fetch_optional(conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// The batch a task runs an item of, if any.
