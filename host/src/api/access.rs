@@ -319,7 +319,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
             };
             let mut response = ApiError::from(e).into_response();
             if let Some(full) = full {
-                rate_limit_headers(response.headers_mut(), full);
+                rate_limit_headers(response.headers_mut(), Unit::Requests, full);
             }
             return response;
         }
@@ -328,23 +328,45 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     req = Request::from_parts(parts, body);
     let mut response = next.run(req).await;
     if let Some(admitted) = admitted {
-        rate_limit_headers(response.headers_mut(), admitted);
+        rate_limit_headers(response.headers_mut(), Unit::Requests, admitted);
     }
     response
 }
 
-/// The `x-ratelimit-*` request headers OpenAI clients read: the tightest
-/// request limit, what is left of it and when its window resets (`1m30s`).
-fn rate_limit_headers(headers: &mut HeaderMap, a: Admitted) {
+/// What a rate-limit header counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// Requests (every route).
+    Requests,
+    /// Tokens (`/v1`, when a token limit applies).
+    Tokens,
+}
+
+/// The `x-ratelimit-*` headers OpenAI clients read, for requests or
+/// tokens: the tightest limit, what is left of it and when its window
+/// resets (`1m30s`, `45s`).
+pub fn rate_limit_headers(headers: &mut HeaderMap, unit: Unit, a: Admitted) {
     let secs = crate::limits::seconds_until(a.resets_at);
     let reset = match (secs / 60, secs % 60) {
         (0, s) => format!("{s}s"),
         (m, s) => format!("{m}m{s}s"),
     };
+    let [limit, remaining, resets] = match unit {
+        Unit::Requests => [
+            "x-ratelimit-limit-requests",
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-reset-requests",
+        ],
+        Unit::Tokens => [
+            "x-ratelimit-limit-tokens",
+            "x-ratelimit-remaining-tokens",
+            "x-ratelimit-reset-tokens",
+        ],
+    };
     for (name, value) in [
-        ("x-ratelimit-limit-requests", a.limit.to_string()),
-        ("x-ratelimit-remaining-requests", a.remaining.to_string()),
-        ("x-ratelimit-reset-requests", reset),
+        (limit, a.limit.to_string()),
+        (remaining, a.remaining.to_string()),
+        (resets, reset),
     ] {
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert(name, value);
