@@ -11,7 +11,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::error::ApiError;
 use crate::auth::{Permission, Principal};
@@ -333,6 +333,20 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     response
 }
 
+/// The request limit's headers: limit, remaining, reset.
+const REQUEST_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+];
+
+/// The token limit's headers: limit, remaining, reset.
+const TOKEN_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
+];
+
 /// What a rate-limit header counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
@@ -352,25 +366,13 @@ pub fn rate_limit_headers(headers: &mut HeaderMap, unit: Unit, a: Admitted) {
         (m, s) => format!("{m}m{s}s"),
     };
     let [limit, remaining, resets] = match unit {
-        Unit::Requests => [
-            "x-ratelimit-limit-requests",
-            "x-ratelimit-remaining-requests",
-            "x-ratelimit-reset-requests",
-        ],
-        Unit::Tokens => [
-            "x-ratelimit-limit-tokens",
-            "x-ratelimit-remaining-tokens",
-            "x-ratelimit-reset-tokens",
-        ],
+        Unit::Requests => REQUEST_HEADERS,
+        Unit::Tokens => TOKEN_HEADERS,
     };
-    for (name, value) in [
-        (limit, a.limit.to_string()),
-        (remaining, a.remaining.to_string()),
-        (resets, reset),
-    ] {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(name, value);
-        }
+    headers.insert(limit, HeaderValue::from(a.limit));
+    headers.insert(remaining, HeaderValue::from(a.remaining));
+    if let Ok(value) = HeaderValue::from_str(&reset) {
+        headers.insert(resets, value);
     }
 }
 

@@ -94,18 +94,19 @@ impl Counter {
             .or_default())
     }
 
-    /// Admit one more in `subject`'s current `kind` window holding at most
-    /// `limit`.
+    /// Admit one more in `subject`'s `kind` window of `now` (unix ms, read
+    /// once per request) holding at most `limit`.
     pub async fn admit(
         &self,
         subject: &str,
         kind: Kind,
         limit: i64,
+        now: i64,
     ) -> Result<Result<Admitted, Full>, sqlx::Error> {
-        self.take(subject, kind, limit, 1).await
+        self.take(subject, kind, limit, 1, now).await
     }
 
-    /// Whether `subject`'s current `kind` window has room left, counting
+    /// Whether `subject`'s `kind` window of `now` has room left, counting
     /// nothing: the check before a request whose amount (its tokens) is
     /// known only when it ends, and then counted by [`Counter::charge`].
     /// Takes a slice when this instance holds none of the window.
@@ -114,8 +115,9 @@ impl Counter {
         subject: &str,
         kind: Kind,
         limit: i64,
+        now: i64,
     ) -> Result<Result<Admitted, Full>, sqlx::Error> {
-        self.take(subject, kind, limit, 0).await
+        self.take(subject, kind, limit, 0, now).await
     }
 
     /// Take `n` (0 or 1) from this instance's slice, leasing a slice when
@@ -126,8 +128,8 @@ impl Counter {
         kind: Kind,
         limit: i64,
         n: i64,
+        now: i64,
     ) -> Result<Result<Admitted, Full>, sqlx::Error> {
-        let now = now_ms();
         let start = kind.window_start(now);
         let resets_at = start + kind.window_ms();
         let gate = self.with_local(subject, (kind, start), |local| {
@@ -213,10 +215,10 @@ impl Counter {
         })
     }
 
-    /// Undo one admission of this instance (another limit of the same
-    /// request refused it).
-    pub fn refund(&self, subject: &str, kind: Kind) {
-        let start = kind.window_start(now_ms());
+    /// Undo one admission of this instance at `now` (another limit of the
+    /// same request refused it).
+    pub fn refund(&self, subject: &str, kind: Kind, now: i64) {
+        let start = kind.window_start(now);
         if let Some(local) = self
             .lock()
             .get_mut(subject)

@@ -372,13 +372,14 @@ impl RateLimiter {
     /// headers.
     pub async fn admit_task(&self, p: &Principal) -> Result<Tightest, LimitError> {
         let applied = self.applied(p).await?;
+        let now = crate::store::now_ms();
         let mut tokens: Tightest = None;
         for a in applied.iter().flatten() {
             let Some(limit) = a.limits.tokens_per_minute else {
                 continue;
             };
             let kind = Kind::TokensPerMinute;
-            match self.counter.room(&a.subject, kind, limit).await? {
+            match self.counter.room(&a.subject, kind, limit, now).await? {
                 Ok(room) => {
                     if tokens.is_none_or(|t| room.remaining < t.remaining) {
                         tokens = Some(room);
@@ -446,12 +447,13 @@ impl RateLimiter {
         let mut taken: [Option<(&str, Kind)>; 6] = [None; 6];
         let mut n_taken = 0;
         let mut tightest: Tightest = None;
+        let now = crate::store::now_ms();
         for a in applied.iter().flatten() {
             for &kind in kinds {
                 let Some(limit) = a.limits.get(kind) else {
                     continue;
                 };
-                match self.counter.admit(&a.subject, kind, limit).await? {
+                match self.counter.admit(&a.subject, kind, limit, now).await? {
                     Ok(admitted) => {
                         if let Some(slot) = taken.get_mut(n_taken) {
                             *slot = Some((&*a.subject, kind));
@@ -463,7 +465,7 @@ impl RateLimiter {
                     }
                     Err(Full { limit, resets_at }) => {
                         for (subject, kind) in taken.into_iter().flatten() {
-                            self.counter.refund(subject, kind);
+                            self.counter.refund(subject, kind, now);
                         }
                         return Err(Exceeded {
                             scope: a.scope,
