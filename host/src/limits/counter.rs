@@ -303,3 +303,23 @@ fn take_n(local: &mut Local, n: i64, limit: i64, resets_at: i64, now: i64) -> Op
         resets_at,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_look_needs_room_and_takes_nothing() {
+        let mut local = Local {
+            free: 1,
+            counted: 10,
+            ..Local::default()
+        };
+        let seen = take_n(&mut local, 0, 20, 60_000, 5).expect("room");
+        assert_eq!((local.free, seen.remaining), (1, 11));
+        let taken = take_n(&mut local, 1, 20, 60_000, 6).expect("one left");
+        assert_eq!((local.free, taken.remaining, local.last_active), (0, 10, 6));
+        assert_eq!(take_n(&mut local, 0, 20, 60_000, 7), None, "no slice left");
+        assert_eq!(take_n(&mut local, 1, 20, 60_000, 7), None);
+    }
+}
