@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use self::counter::{Admitted, Counter, Full};
-use crate::auth::{Credential, Principal};
+use crate::auth::Principal;
 use crate::expiring_cache::ExpiringCache;
 use crate::store::Db;
 use crate::store::rate_limit_rules::{self as store, RuleRow};
@@ -193,14 +193,6 @@ fn subject_of(scope: Scope, org_id: &str, id: &str) -> Arc<str> {
     .into()
 }
 
-/// The API key `p` authenticated with, if any.
-fn key_of(p: &Principal) -> Option<&str> {
-    match &p.credential {
-        Credential::ApiKey { id } => Some(id),
-        Credential::Token { .. } => None,
-    }
-}
-
 /// Whole seconds from now until `at` (unix ms), rounded up: what
 /// `Retry-After` and the reset headers say.
 pub fn seconds_until(at: i64) -> i64 {
@@ -338,7 +330,7 @@ impl RateLimiter {
     /// user's (or the operator's default), and the API key's.
     pub async fn applied(&self, p: &Principal) -> Result<AppliedSet, sqlx::Error> {
         let rules = self.rules(&p.org_id).await?;
-        Ok(self.applied_in(&rules, &p.org_id, Some(&p.user_id), key_of(p)))
+        Ok(self.applied_in(&rules, &p.org_id, Some(&p.user_id), p.api_key_id()))
     }
 
     /// Count one authenticated request of `p` against every request limit

@@ -17,7 +17,7 @@ use super::state::TaskSource;
 use crate::agents::AgentConfig;
 use crate::audit;
 use crate::audit::ClientInfo;
-use crate::auth::{Credential, Principal};
+use crate::auth::Principal;
 use crate::state::AppState;
 use crate::store::{
     self, Db,
@@ -242,10 +242,7 @@ pub async fn submit(
         idempotency_key: submission.idempotency_key,
         request_hash: request.hash(&who.org_id),
         workflow_id: None,
-        api_key_id: match &who.credential {
-            Credential::ApiKey { id } => Some(id.clone()),
-            Credential::Token { .. } => None,
-        },
+        api_key_id: who.api_key_id().map(str::to_string),
     };
     let caps = state.limits.task_caps(who).await?;
     let limit = caps.user_limit(state.config.tasks.max_unfinished_per_user);

@@ -356,9 +356,7 @@ pub async fn chat_completions(
     let id = new_id();
     let mut job = request.to_job(&id, &p.org_id, 1, 0);
     job.spender.user_id = Some(p.user_id.clone());
-    if let Credential::ApiKey { id } = &p.credential {
-        job.spender.api_key_id = Some(id.clone());
-    }
+    job.spender.api_key_id = p.api_key_id().map(str::to_string);
     let recording = Recording {
         _slot: slot,
         usage: state.usage.clone(),
