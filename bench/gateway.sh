@@ -69,7 +69,7 @@ B32="$(run "$VEL_URL/v1/chat/completions" 32 "$N32" "$AUTH")"
 SPENT="$(api GET "$VEL_URL/api/budgets/organization/$ORG_ID/month" "$ADMIN_TOKEN" | jq -r .spent_usd)"
 # The same without the budget, through rate limits wide enough never to refuse.
 api DELETE "$VEL_URL/api/budgets/organization/$ORG_ID/month" "$ADMIN_TOKEN" >/dev/null
-WIDE='{"requests_per_minute": 1000000, "requests_per_hour": 100000000, "tasks_per_hour": 100000000}'
+WIDE='{"requests_per_minute": 1000000, "requests_per_hour": 100000000, "tasks_per_hour": 100000000, "tokens_per_minute": 1000000000}'
 KEY_ID="$(api GET "$VEL_URL/api/api-keys" "$ADMIN_TOKEN" | jq -er '.items[] | select(.name == "bench") | .id')"
 api PUT "$VEL_URL/api/organizations/$ORG_ID/rate-limits" "$ADMIN_TOKEN" "$WIDE" >/dev/null
 api PUT "$VEL_URL/api/api-keys/$KEY_ID/rate-limits" "$ADMIN_TOKEN" "$WIDE" >/dev/null

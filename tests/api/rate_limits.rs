@@ -352,10 +352,203 @@ async fn two_instances_never_admit_more_than_the_limit(b: Backend) {
     drop(twin);
 }
 
+/// The id of the API key named `name`.
+async fn key_id(s: &Server, admin: &str, name: &str) -> String {
+    let keys = s.get("/api/api-keys", admin).await.expect(200).body;
+    keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == name)
+        .and_then(|k| k["id"].as_str())
+        .unwrap()
+        .to_string()
+}
+
+/// The window of `scope`'s `kind` among the caller's.
+fn window<'a>(windows: &'a [Value], scope: &str, kind: &str) -> &'a Value {
+    windows
+        .iter()
+        .find(|w| w["scope"] == scope && w["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {scope} {kind} window in {windows:?}"))
+}
+
+/// A reset as OpenAI writes it (`42s`, `1m0s`), in seconds.
+fn reset_secs(r: &Resp, name: &str) -> u64 {
+    let v = header(r, name).unwrap_or_else(|| panic!("no {name}"));
+    let (m, s) = v
+        .strip_suffix('s')
+        .and_then(|v| match v.split_once('m') {
+            Some((m, s)) => Some((m.parse::<u64>().ok()?, s.parse::<u64>().ok()?)),
+            None => Some((0, v.parse::<u64>().ok()?)),
+        })
+        .unwrap_or_else(|| panic!("{name}: {v}"));
+    m * 60 + s
+}
+
+/// Tokens per minute: a request is refused once the minute's tokens are
+/// used up; the tokens of plain and streamed gateway requests and of REST
+/// tasks count (the mock provider reports words as tokens); a key's limit
+/// holds apart from its user's; bad limits change nothing.
+async fn tokens_per_minute(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    s.mock_integration(&admin, "mock").await;
+    let limited = s.api_key(&admin, "limited", "task_executor").await;
+    let free = s.api_key(&admin, "free", "task_executor").await;
+    let limited_id = key_id(&s, &admin, "limited").await;
+    let me = s.get("/api/users/me", &admin).await.expect(200).body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    for body in [
+        json!({ "tokens_per_minute": 0 }),
+        json!({ "tokens_per_minute": -20 }),
+        json!({ "tokens_per_minute": 1_000_000_001i64 }),
+        json!({ "tokens_per_minute": "many" }),
+        json!({ "tokens_per_minute": 1.5 }),
+    ] {
+        s.put(
+            &format!("/api/api-keys/{limited_id}/rate-limits"),
+            &admin,
+            body,
+        )
+        .await
+        .expect_error(422, "validation_failed");
+    }
+    assert!(windows(&s, &limited).await.is_empty());
+
+    let set = s
+        .put(
+            &format!("/api/users/{me}/rate-limits"),
+            &admin,
+            json!({ "tokens_per_minute": 1000 }),
+        )
+        .await
+        .expect(200);
+    assert_eq!(set.body["tokens_per_minute"], 1000);
+    s.put(
+        &format!("/api/api-keys/{limited_id}/rate-limits"),
+        &admin,
+        json!({ "tokens_per_minute": 20 }),
+    )
+    .await
+    .expect(200);
+
+    // A second instance on the same database sees the same minute.
+    let twin = s.sibling(&[]);
+    // Eight words in, nine out ("echo: " and the eight): 17 tokens each.
+    let chat = |stream: bool| {
+        json!({ "model": "auto", "stream": stream,
+                "messages": [{ "role": "user", "content": "a b c d e f g h" }] })
+    };
+    let (plain, streamed, refused, elsewhere, task, used) = in_one_window(&s, &limited, || async {
+        let plain = s.post("/v1/chat/completions", &limited, chat(false)).await;
+        let streamed = s.post("/v1/chat/completions", &limited, chat(true)).await;
+        let refused = s.post("/v1/chat/completions", &limited, chat(false)).await;
+        let elsewhere = twin
+            .post("/v1/chat/completions", &limited, chat(false))
+            .await;
+        let task = s
+            .post(
+                "/api/tasks",
+                &limited,
+                json!({ "description": "t", "prompt": "more", "task_type": "light" }),
+            )
+            .await;
+        let used = windows(&s, &limited).await;
+        (plain, streamed, refused, elsewhere, task, used)
+    })
+    .await;
+    drop(twin);
+    let plain = plain.expect(200);
+    assert_eq!(plain.body["usage"]["total_tokens"], 17, "{}", plain.body);
+    assert_eq!(
+        header(&plain, "x-ratelimit-limit-tokens").as_deref(),
+        Some("20")
+    );
+    assert_eq!(
+        header(&plain, "x-ratelimit-remaining-tokens").as_deref(),
+        Some("3"),
+        "20 less the answer's 17"
+    );
+    assert!((1..=60).contains(&reset_secs(&plain, "x-ratelimit-reset-tokens")));
+    streamed.expect(200);
+    let refused = refused.expect_error(429, "rate_limited");
+    let retry: u64 = header(&refused, "retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(
+        header(&refused, "x-ratelimit-limit-tokens").as_deref(),
+        Some("20")
+    );
+    assert_eq!(
+        header(&refused, "x-ratelimit-remaining-tokens").as_deref(),
+        Some("0")
+    );
+    assert!((1..=60).contains(&reset_secs(&refused, "x-ratelimit-reset-tokens")));
+    let elsewhere = elsewhere.expect_error(429, "rate_limited");
+    assert_eq!(
+        header(&elsewhere, "x-ratelimit-remaining-tokens").as_deref(),
+        Some("0")
+    );
+    task.expect_error(429, "rate_limited");
+    let key_window = window(&used, "api_key", "tokens_per_minute");
+    assert_eq!(key_window["limit"], 20);
+    assert_eq!(key_window["used"], 34, "{used:?}");
+    assert_eq!(key_window["remaining"], 0);
+    // The twin took a slice (an eighth) of the user's minute before the
+    // key's refused it: held there unused, it counts as used until handed
+    // back.
+    let user_used = window(&used, "user", "tokens_per_minute")["used"]
+        .as_i64()
+        .unwrap();
+    assert!(user_used == 34 || user_used == 34 + 125, "{used:?}");
+
+    // The user's other key and their own token are not the limited key:
+    // the user's 1,000 still has room.
+    let other = s
+        .post("/v1/chat/completions", &free, chat(false))
+        .await
+        .expect(200);
+    let left: i64 = header(&other, "x-ratelimit-remaining-tokens")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        header(&other, "x-ratelimit-limit-tokens").as_deref(),
+        Some("1000")
+    );
+    assert!(left <= 1000 - 17, "{left}");
+    // A REST task's tokens count when it ends.
+    let before = window(&windows(&s, &free).await, "user", "tokens_per_minute")["used"]
+        .as_i64()
+        .unwrap();
+    let t = s
+        .finished_task(
+            &free,
+            json!({ "description": "t", "prompt": "one two three", "task_type": "light" }),
+        )
+        .await;
+    assert_eq!(t["status"], "completed", "{t}");
+    let spent = t["input_tokens"].as_i64().unwrap() + t["output_tokens"].as_i64().unwrap();
+    assert!(spent > 0, "{t}");
+    let after = window(&windows(&s, &free).await, "user", "tokens_per_minute")["used"]
+        .as_i64()
+        .unwrap();
+    // (unless the minute ended between the two readings)
+    assert!(
+        after == before + spent || after == spent,
+        "{before} + {spent} != {after}"
+    );
+    s.get("/api/agents", &limited).await.expect(200);
+}
+
 dual_backend_tests!(
     limits_refuse_with_retry_after_and_headers,
     tasks_per_hour_and_gateway_headers,
     the_default_per_user_limit,
     concurrent_tasks_per_user_and_organization,
     two_instances_never_admit_more_than_the_limit,
+    tokens_per_minute,
 );

@@ -11,7 +11,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::error::ApiError;
 use crate::auth::{Permission, Principal};
@@ -324,7 +324,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
             };
             let mut response = ApiError::from(e).into_response();
             if let Some(full) = full {
-                rate_limit_headers(response.headers_mut(), full);
+                rate_limit_headers(response.headers_mut(), Unit::Requests, full);
             }
             return response;
         }
@@ -333,27 +333,51 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     req = Request::from_parts(parts, body);
     let mut response = next.run(req).await;
     if let Some(admitted) = admitted {
-        rate_limit_headers(response.headers_mut(), admitted);
+        rate_limit_headers(response.headers_mut(), Unit::Requests, admitted);
     }
     response
 }
 
-/// The `x-ratelimit-*` request headers OpenAI clients read: the tightest
-/// request limit, what is left of it and when its window resets (`1m30s`).
-fn rate_limit_headers(headers: &mut HeaderMap, a: Admitted) {
+/// The request limit's headers: limit, remaining, reset.
+const REQUEST_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+];
+
+/// The token limit's headers: limit, remaining, reset.
+const TOKEN_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
+];
+
+/// What a rate-limit header counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// Requests (every route).
+    Requests,
+    /// Tokens (`/v1`, when a token limit applies).
+    Tokens,
+}
+
+/// The `x-ratelimit-*` headers OpenAI clients read, for requests or
+/// tokens: the tightest limit, what is left of it and when its window
+/// resets (`1m30s`, `45s`).
+pub fn rate_limit_headers(headers: &mut HeaderMap, unit: Unit, a: Admitted) {
     let secs = crate::limits::seconds_until(a.resets_at);
     let reset = match (secs / 60, secs % 60) {
         (0, s) => format!("{s}s"),
         (m, s) => format!("{m}m{s}s"),
     };
-    for (name, value) in [
-        ("x-ratelimit-limit-requests", a.limit.to_string()),
-        ("x-ratelimit-remaining-requests", a.remaining.to_string()),
-        ("x-ratelimit-reset-requests", reset),
-    ] {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(name, value);
-        }
+    let [limit, remaining, resets] = match unit {
+        Unit::Requests => REQUEST_HEADERS,
+        Unit::Tokens => TOKEN_HEADERS,
+    };
+    headers.insert(limit, HeaderValue::from(a.limit));
+    headers.insert(remaining, HeaderValue::from(a.remaining));
+    if let Ok(value) = HeaderValue::from_str(&reset) {
+        headers.insert(resets, value);
     }
 }
 

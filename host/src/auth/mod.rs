@@ -162,6 +162,14 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The id of the API key the caller authenticated with, if any.
+    pub fn api_key_id(&self) -> Option<&str> {
+        match &self.credential {
+            Credential::ApiKey { id } => Some(id),
+            Credential::Token { .. } => None,
+        }
+    }
+
     /// Whether the caller is a platform admin.
     pub fn is_platform_admin(&self) -> bool {
         self.holding.platform_admin

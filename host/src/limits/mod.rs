@@ -1,8 +1,17 @@
 //! Rate limits per organization, user and API key: requests per minute and
-//! per hour (every authenticated request, checked by the access guard) and
-//! tasks per hour (task submissions and gateway requests), held across
-//! instances by [`counter::Counter`]. A request over any limit that applies
-//! to it gets 429 with `Retry-After`.
+//! per hour (every authenticated request, checked by the access guard),
+//! tasks per hour (task submissions and gateway requests) and tokens per
+//! minute, held across instances by [`counter::Counter`]. A request over
+//! any limit that applies to it gets 429 with `Retry-After`.
+//!
+//! Tokens per minute work as OpenAI's do: a task submission or gateway
+//! request is refused while the current minute's tokens are used up, and
+//! the tokens a run actually used (prompt and completion of every attempt,
+//! as the providers report them) are counted when it ends
+//! ([`RateLimiter::charge_tokens`], called by the dispatcher). Nothing is
+//! reserved at admission, so the requests in flight when a window fills may
+//! take it past the limit by their own tokens (on all instances together);
+//! the window then stays shut until it resets.
 
 pub mod counter;
 pub mod service;
@@ -15,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use self::counter::{Admitted, Counter, Full};
-use crate::auth::{Credential, Principal};
+use crate::auth::Principal;
 use crate::expiring_cache::ExpiringCache;
 use crate::store::Db;
 use crate::store::rate_limit_rules::{self as store, RuleRow};
@@ -33,6 +42,8 @@ pub enum Kind {
     RequestsPerHour,
     /// Tasks submitted per hour.
     TasksPerHour,
+    /// Tokens (prompt and completion) used per minute.
+    TokensPerMinute,
 }
 
 impl Kind {
@@ -42,13 +53,14 @@ impl Kind {
             Kind::RequestsPerMinute => "requests_per_minute",
             Kind::RequestsPerHour => "requests_per_hour",
             Kind::TasksPerHour => "tasks_per_hour",
+            Kind::TokensPerMinute => "tokens_per_minute",
         }
     }
 
     /// The window's length, ms.
     pub fn window_ms(self) -> i64 {
         match self {
-            Kind::RequestsPerMinute => 60_000,
+            Kind::RequestsPerMinute | Kind::TokensPerMinute => 60_000,
             Kind::RequestsPerHour | Kind::TasksPerHour => 3_600_000,
         }
     }
@@ -78,6 +90,12 @@ pub struct Limits {
     /// user.
     #[serde(default)]
     pub concurrent_tasks: Option<i64>,
+    /// Tokens (prompt and completion, as the providers report them) used
+    /// per minute by tasks and gateway requests (1–1,000,000,000). A
+    /// request is refused while the minute's tokens are used up; a run's
+    /// tokens are counted when it ends.
+    #[serde(default)]
+    pub tokens_per_minute: Option<i64>,
 }
 
 impl Limits {
@@ -87,6 +105,7 @@ impl Limits {
             requests_per_hour: row.requests_per_hour,
             tasks_per_hour: row.tasks_per_hour,
             concurrent_tasks: row.concurrent_tasks,
+            tokens_per_minute: row.tokens_per_minute,
         }
     }
 
@@ -96,6 +115,7 @@ impl Limits {
             Kind::RequestsPerMinute => self.requests_per_minute,
             Kind::RequestsPerHour => self.requests_per_hour,
             Kind::TasksPerHour => self.tasks_per_hour,
+            Kind::TokensPerMinute => self.tokens_per_minute,
         }
     }
 }
@@ -132,9 +152,21 @@ impl Scope {
     }
 }
 
-/// An organization's rules by scope and subject.
+/// One subject's rule: its limits and the name its windows are counted
+/// under (made once, when the rules are read).
+#[derive(Debug, Clone)]
+struct Rule {
+    limits: Limits,
+    subject: Arc<str>,
+}
+
+/// An organization's rules by scope, looked up by `&str`.
 #[derive(Debug, Default)]
-pub struct OrgRules(HashMap<(Scope, String), Limits>);
+pub struct OrgRules {
+    organization: Option<Rule>,
+    users: HashMap<String, Rule>,
+    keys: HashMap<String, Rule>,
+}
 
 /// A limit that applies to a request: whose, which subject key counts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,9 +174,23 @@ pub struct Applied {
     /// Whose limit.
     pub scope: Scope,
     /// The counter's subject (`o:<org>`, `u:<org>:<user>`, `k:<key>`).
-    pub subject: String,
+    pub subject: Arc<str>,
     /// Its limits.
     pub limits: Limits,
+}
+
+/// The limits that apply to one request: the organization's, the user's
+/// (or the operator's default), the API key's; without an allocation.
+pub type AppliedSet = [Option<Applied>; 3];
+
+/// The counters' subject of `scope`'s `id` in `org_id`.
+fn subject_of(scope: Scope, org_id: &str, id: &str) -> Arc<str> {
+    match scope {
+        Scope::Organization => format!("o:{org_id}"),
+        Scope::User => format!("u:{org_id}:{id}"),
+        Scope::ApiKey => format!("k:{id}"),
+    }
+    .into()
 }
 
 /// Whole seconds from now until `at` (unix ms), rounded up: what
@@ -222,10 +268,21 @@ impl RateLimiter {
                 tx.commit().await?;
                 let mut rules = OrgRules::default();
                 for row in &rows {
-                    if let Some(scope) = Scope::parse(&row.scope) {
-                        rules
-                            .0
-                            .insert((scope, row.subject_id.clone()), Limits::of(row));
+                    let Some(scope) = Scope::parse(&row.scope) else {
+                        continue;
+                    };
+                    let rule = Rule {
+                        limits: Limits::of(row),
+                        subject: subject_of(scope, org_id, &row.subject_id),
+                    };
+                    match scope {
+                        Scope::Organization => rules.organization = Some(rule),
+                        Scope::User => {
+                            rules.users.insert(row.subject_id.clone(), rule);
+                        }
+                        Scope::ApiKey => {
+                            rules.keys.insert(row.subject_id.clone(), rule);
+                        }
                     }
                 }
                 Ok(Arc::new(rules))
@@ -233,48 +290,54 @@ impl RateLimiter {
             .await
     }
 
+    /// The limits that apply to the requests of `user_id` (if any) with
+    /// `api_key_id` (if any) in `org_id`: the organization's, the user's
+    /// (or the operator's default), and the API key's.
+    fn applied_in(
+        &self,
+        rules: &OrgRules,
+        org_id: &str,
+        user_id: Option<&str>,
+        api_key_id: Option<&str>,
+    ) -> AppliedSet {
+        let applied = |scope: Scope, rule: &Rule| Applied {
+            scope,
+            subject: rule.subject.clone(),
+            limits: rule.limits,
+        };
+        let organization = rules
+            .organization
+            .as_ref()
+            .map(|r| applied(Scope::Organization, r));
+        let user = user_id.and_then(|id| match rules.users.get(id) {
+            Some(rule) => Some(applied(Scope::User, rule)),
+            None => self.default_user_per_hour.map(|per_hour| Applied {
+                scope: Scope::User,
+                subject: subject_of(Scope::User, org_id, id),
+                limits: Limits {
+                    requests_per_hour: Some(per_hour),
+                    ..Limits::default()
+                },
+            }),
+        });
+        let key = api_key_id
+            .and_then(|id| rules.keys.get(id))
+            .map(|r| applied(Scope::ApiKey, r));
+        [organization, user, key]
+    }
+
     /// The limits that apply to `p`'s requests: the organization's, the
     /// user's (or the operator's default), and the API key's.
-    pub async fn applied(&self, p: &Principal) -> Result<Vec<Applied>, sqlx::Error> {
+    pub async fn applied(&self, p: &Principal) -> Result<AppliedSet, sqlx::Error> {
         let rules = self.rules(&p.org_id).await?;
-        let rule = |scope: Scope, id: &str| rules.0.get(&(scope, id.to_string())).copied();
-        let mut applied = Vec::with_capacity(3);
-        if let Some(limits) = rule(Scope::Organization, &p.org_id) {
-            applied.push(Applied {
-                scope: Scope::Organization,
-                subject: format!("o:{}", p.org_id),
-                limits,
-            });
-        }
-        let user = rule(Scope::User, &p.user_id).or_else(|| {
-            self.default_user_per_hour.map(|per_hour| Limits {
-                requests_per_hour: Some(per_hour),
-                ..Limits::default()
-            })
-        });
-        if let Some(limits) = user {
-            applied.push(Applied {
-                scope: Scope::User,
-                subject: format!("u:{}:{}", p.org_id, p.user_id),
-                limits,
-            });
-        }
-        if let Credential::ApiKey { id } = &p.credential
-            && let Some(limits) = rule(Scope::ApiKey, id)
-        {
-            applied.push(Applied {
-                scope: Scope::ApiKey,
-                subject: format!("k:{id}"),
-                limits,
-            });
-        }
-        Ok(applied)
+        Ok(self.applied_in(&rules, &p.org_id, Some(&p.user_id), p.api_key_id()))
     }
 
     /// Count one authenticated request of `p` against every request limit
     /// that applies; the tightest admission, or the limit it exceeds.
     pub async fn admit_request(&self, p: &Principal) -> Result<Tightest, LimitError> {
-        self.admit(p, &[Kind::RequestsPerMinute, Kind::RequestsPerHour])
+        let applied = self.applied(p).await?;
+        self.admit(&applied, &[Kind::RequestsPerMinute, Kind::RequestsPerHour])
             .await
     }
 
@@ -282,42 +345,119 @@ impl RateLimiter {
     /// organization's (`concurrent_tasks`), where set.
     pub async fn task_caps(&self, p: &Principal) -> Result<TaskCaps, sqlx::Error> {
         let rules = self.rules(&p.org_id).await?;
-        let cap = |scope: Scope, id: &str| {
-            rules
-                .0
-                .get(&(scope, id.to_string()))
-                .and_then(|l| l.concurrent_tasks)
-        };
         Ok(TaskCaps {
-            user: cap(Scope::User, &p.user_id),
-            organization: cap(Scope::Organization, &p.org_id),
+            user: rules
+                .users
+                .get(&p.user_id)
+                .and_then(|r| r.limits.concurrent_tasks),
+            organization: rules
+                .organization
+                .as_ref()
+                .and_then(|r| r.limits.concurrent_tasks),
         })
     }
 
-    /// Count one task submission of `p` against every task limit.
+    /// Admit one task submission (or gateway request) of `p`: refused
+    /// while a token limit's current minute is used up (counting nothing:
+    /// its tokens are counted when it ends), else counted against every
+    /// task limit. The tightest token limit, for the `x-ratelimit-*-tokens`
+    /// headers.
     pub async fn admit_task(&self, p: &Principal) -> Result<Tightest, LimitError> {
-        self.admit(p, &[Kind::TasksPerHour]).await
+        let applied = self.applied(p).await?;
+        let now = crate::store::now_ms();
+        let mut tokens: Tightest = None;
+        for a in applied.iter().flatten() {
+            let Some(limit) = a.limits.tokens_per_minute else {
+                continue;
+            };
+            let kind = Kind::TokensPerMinute;
+            match self.counter.room(&a.subject, kind, limit, now).await? {
+                Ok(room) => {
+                    if tokens.is_none_or(|t| room.remaining < t.remaining) {
+                        tokens = Some(room);
+                    }
+                }
+                Err(Full { limit, resets_at }) => {
+                    return Err(Exceeded {
+                        scope: a.scope,
+                        kind,
+                        limit,
+                        resets_at,
+                    }
+                    .into());
+                }
+            }
+        }
+        self.admit(&applied, &[Kind::TasksPerHour]).await?;
+        Ok(tokens)
     }
 
-    async fn admit(&self, p: &Principal, kinds: &[Kind]) -> Result<Tightest, LimitError> {
+    /// What is left of the tightest token limit of `p`'s requests as this
+    /// instance last saw it (after [`RateLimiter::admit_task`], without a
+    /// query unless the rules are to be read again); `None` without one.
+    pub async fn tokens_left(&self, p: &Principal) -> Result<Tightest, sqlx::Error> {
         let applied = self.applied(p).await?;
-        let mut taken: Vec<(&str, Kind)> = Vec::new();
+        Ok(applied
+            .iter()
+            .flatten()
+            .filter_map(|a| {
+                let limit = a.limits.tokens_per_minute?;
+                self.counter.peek(&a.subject, Kind::TokensPerMinute, limit)
+            })
+            .min_by_key(|t| t.remaining))
+    }
+
+    /// Count `tokens` used by a run of `user_id` (with `api_key_id`) in
+    /// `org_id` against every token limit that applies (past the limit if
+    /// need be: they were used). Without a token limit, no query (the
+    /// rules are cached).
+    pub async fn charge_tokens(
+        &self,
+        (org_id, user_id, api_key_id): (&str, Option<&str>, Option<&str>),
+        tokens: i64,
+    ) -> Result<(), sqlx::Error> {
+        if tokens <= 0 {
+            return Ok(());
+        }
+        let rules = self.rules(org_id).await?;
+        for a in self
+            .applied_in(&rules, org_id, user_id, api_key_id)
+            .iter()
+            .flatten()
+        {
+            if a.limits.tokens_per_minute.is_some() {
+                self.counter
+                    .charge(&a.subject, Kind::TokensPerMinute, tokens)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn admit(&self, applied: &AppliedSet, kinds: &[Kind]) -> Result<Tightest, LimitError> {
+        // At most one taken per limit and kind: 3 limits, 2 kinds.
+        let mut taken: [Option<(&str, Kind)>; 6] = [None; 6];
+        let mut n_taken = 0;
         let mut tightest: Tightest = None;
-        for a in &applied {
+        let now = crate::store::now_ms();
+        for a in applied.iter().flatten() {
             for &kind in kinds {
                 let Some(limit) = a.limits.get(kind) else {
                     continue;
                 };
-                match self.counter.admit(&a.subject, kind, limit).await? {
+                match self.counter.admit(&a.subject, kind, limit, now).await? {
                     Ok(admitted) => {
-                        taken.push((&a.subject, kind));
+                        if let Some(slot) = taken.get_mut(n_taken) {
+                            *slot = Some((&*a.subject, kind));
+                            n_taken += 1;
+                        }
                         if tightest.is_none_or(|t| admitted.remaining < t.remaining) {
                             tightest = Some(admitted);
                         }
                     }
                     Err(Full { limit, resets_at }) => {
-                        for (subject, kind) in taken {
-                            self.counter.refund(subject, kind);
+                        for (subject, kind) in taken.into_iter().flatten() {
+                            self.counter.refund(subject, kind, now);
                         }
                         return Err(Exceeded {
                             scope: a.scope,
@@ -341,17 +481,18 @@ impl RateLimiter {
         let now = crate::store::now_ms();
         let mut out = Vec::new();
         let mut tx = self.db.platform_read().await?;
-        for a in applied {
+        for a in applied.iter().flatten() {
             for kind in [
                 Kind::RequestsPerMinute,
                 Kind::RequestsPerHour,
                 Kind::TasksPerHour,
+                Kind::TokensPerMinute,
             ] {
                 let Some(limit) = a.limits.get(kind) else {
                     continue;
                 };
                 let start = kind.window_start(now);
-                let counted = store::granted(&mut tx, (&a.subject, kind.as_str(), start)).await?;
+                let counted = store::granted(&mut tx, (&*a.subject, kind.as_str(), start)).await?;
                 let used = (counted - self.counter.unused(&a.subject, kind)).max(0);
                 out.push(Usage {
                     scope: a.scope,
@@ -391,11 +532,12 @@ impl TaskCaps {
 pub struct Usage {
     /// Whose limit.
     pub scope: Scope,
-    /// `requests_per_minute`, `requests_per_hour` or `tasks_per_hour`.
+    /// `requests_per_minute`, `requests_per_hour`, `tasks_per_hour` or
+    /// `tokens_per_minute`.
     pub kind: &'static str,
     /// The limit.
     pub limit: i64,
-    /// Admitted in the current window.
+    /// Admitted (tokens: used) in the current window.
     pub used: i64,
     /// Left in the current window.
     pub remaining: i64,

@@ -32,6 +32,7 @@ fn check(limits: &Limits) -> Result<(), Invalid> {
         ("requests_per_hour", limits.requests_per_hour, 100_000_000),
         ("tasks_per_hour", limits.tasks_per_hour, 100_000_000),
         ("concurrent_tasks", limits.concurrent_tasks, 100_000),
+        ("tokens_per_minute", limits.tokens_per_minute, 1_000_000_000),
     ] {
         if let Some(v) = value {
             errors.check(
@@ -82,6 +83,7 @@ pub async fn set(
         requests_per_hour: limits.requests_per_hour,
         tasks_per_hour: limits.tasks_per_hour,
         concurrent_tasks: limits.concurrent_tasks,
+        tokens_per_minute: limits.tokens_per_minute,
         updated_at: now_ms(),
     };
     rules::upsert(&mut tx, &row).await?;

@@ -34,6 +34,7 @@ use crate::agents::named_by;
 use crate::budgets::ledger::{DEFAULT_RESERVED_OUTPUT_TOKENS, Ledger, LedgerSettings, Reservation};
 use crate::budgets::{Budget, Spender};
 use crate::expiring_cache::ExpiringCache;
+use crate::limits::RateLimiter;
 use crate::money::Money;
 use crate::plugins::Plugins;
 use crate::plugins::provider_error;
@@ -301,6 +302,8 @@ struct Inner {
     max_run: Duration,
     /// Catalogues by organization.
     catalogs: ExpiringCache<Arc<Catalog>>,
+    /// Where the tokens of each run are counted (tokens per minute).
+    limits: Arc<RateLimiter>,
 }
 
 /// How long a catalogue is reused without a change signal: changes made
@@ -309,10 +312,18 @@ struct Inner {
 pub const CATALOG_TTL: Duration = Duration::from_secs(10);
 
 impl Dispatcher {
-    /// A dispatcher over these plugins, keys and database.
-    pub fn new(db: Db, plugins: Plugins, keys: Arc<MasterKey>, config: DispatchConfig) -> Self {
+    /// A dispatcher over these plugins, keys and database, counting the
+    /// tokens of its runs in `limits`.
+    pub fn new(
+        db: Db,
+        plugins: Plugins,
+        keys: Arc<MasterKey>,
+        config: DispatchConfig,
+        limits: Arc<RateLimiter>,
+    ) -> Self {
         Dispatcher {
             inner: Arc::new(Inner {
+                limits,
                 ledger: Ledger::new(db.clone(), db.origin().to_string(), config.budgets),
                 db,
                 plugins,
@@ -391,8 +402,37 @@ impl Dispatcher {
     /// Plan `job` and call providers until one answers. With `stream`,
     /// providers stream and deltas are reported as [`Progress::Delta`].
     /// Dropping the future stops the call in flight and drops its upstream
-    /// connection.
+    /// connection. The tokens of every attempt are counted against the
+    /// spender's token limits before the answer is returned.
     pub async fn run(
+        &self,
+        job: &Job,
+        stream: bool,
+        progress: Option<&mpsc::UnboundedSender<Progress>>,
+    ) -> Result<Answer, DispatchError> {
+        let result = self.plan_and_call(job, stream, progress).await;
+        let attempts = match &result {
+            Ok(answer) => &answer.attempts,
+            Err(e) => &e.attempts,
+        };
+        let (input, output, _) = totals(attempts);
+        let spender = (
+            job.org_id.as_str(),
+            job.spender.user_id.as_deref(),
+            job.spender.api_key_id.as_deref(),
+        );
+        if let Err(e) = self
+            .inner
+            .limits
+            .charge_tokens(spender, input + output)
+            .await
+        {
+            tracing::warn!(error = %e, "counting tokens against the rate limits failed");
+        }
+        result
+    }
+
+    async fn plan_and_call(
         &self,
         job: &Job,
         stream: bool,

@@ -250,6 +250,7 @@ pub async fn submit(
         idempotency_key: submission.idempotency_key,
         request_hash: request.hash(&who.org_id),
         workflow_id: None,
+        api_key_id: who.api_key_id().map(str::to_string),
     };
     let caps = state.limits.task_caps(who).await?;
     let limit = caps.user_limit(state.config.tasks.max_unfinished_per_user);

@@ -254,6 +254,7 @@ impl TaskRunner {
         let first_seq = previous.iter().map(|a| a.seq).max().unwrap_or(0);
         let mut job = request.to_job(&task.id, &task.org_id, task.priority, first_seq);
         job.spender.user_id = task.user_id.clone();
+        job.spender.api_key_id = task.api_key_id.clone();
         if job.spender.agent_id.is_none() {
             job.spender.agent_id = task.agent_id.clone();
         }

@@ -87,6 +87,11 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let jwt =
         JwtKeys::new(&keys.jwt_keys(), config.token_ttl).context("VEL_SECRET_KEY holds no key")?;
     let keys = Arc::new(keys);
+    let limits = Arc::new(crate::limits::RateLimiter::new(
+        db.clone(),
+        config.default_user_requests_per_hour,
+    ));
+    limits.start();
     let dispatcher = Dispatcher::new(
         db.clone(),
         plugins.clone(),
@@ -103,6 +108,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
             max_run: config.tasks.max_run,
             budgets: config.budgets,
         },
+        limits.clone(),
     );
     dispatcher.ledger().start();
     crate::analytics::metrics::set_org_label(config.metrics_org_label);
@@ -159,10 +165,8 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     );
     let notifier = crate::notify::Notifier::new(config.notify_url.clone())
         .context("cannot build the notification client (VEL_NOTIFY_URL)")?;
-    let limits = crate::limits::RateLimiter::new(db.clone(), config.default_user_requests_per_hour);
-    limits.start();
     Ok(AppState {
-        limits: Arc::new(limits),
+        limits,
         notifier,
         verified,
         shares: Arc::new(shares),

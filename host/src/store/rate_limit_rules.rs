@@ -19,12 +19,14 @@ pub struct RuleRow {
     pub tasks_per_hour: Option<i64>,
     /// Unfinished tasks at once.
     pub concurrent_tasks: Option<i64>,
+    /// Tokens (prompt and completion) per minute.
+    pub tokens_per_minute: Option<i64>,
     /// Unix ms.
     pub updated_at: i64,
 }
 
 const COLUMNS: &str = "org_id, scope, subject_id, requests_per_minute, requests_per_hour, tasks_per_hour, \
-     concurrent_tasks, updated_at";
+     concurrent_tasks, tokens_per_minute, updated_at";
 
 /// Every rule of an organization.
 pub async fn of_org(conn: &mut AnyConnection, org_id: &str) -> Result<Vec<RuleRow>, sqlx::Error> {
@@ -39,12 +41,13 @@ pub async fn of_org(conn: &mut AnyConnection, org_id: &str) -> Result<Vec<RuleRo
 /// Write `row` as given (replacing the subject's rule).
 pub async fn upsert(conn: &mut AnyConnection, row: &RuleRow) -> Result<(), sqlx::Error> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO rate_limit_rules ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+        "INSERT INTO rate_limit_rules ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          ON CONFLICT (org_id, scope, subject_id) DO UPDATE SET \
          requests_per_minute = excluded.requests_per_minute, \
          requests_per_hour = excluded.requests_per_hour, \
          tasks_per_hour = excluded.tasks_per_hour, \
-         concurrent_tasks = excluded.concurrent_tasks, updated_at = excluded.updated_at"
+         concurrent_tasks = excluded.concurrent_tasks, \
+         tokens_per_minute = excluded.tokens_per_minute, updated_at = excluded.updated_at"
     )))
     .bind(&row.org_id)
     .bind(&row.scope)
@@ -53,6 +56,7 @@ pub async fn upsert(conn: &mut AnyConnection, row: &RuleRow) -> Result<(), sqlx:
     .bind(row.requests_per_hour)
     .bind(row.tasks_per_hour)
     .bind(row.concurrent_tasks)
+    .bind(row.tokens_per_minute)
     .bind(row.updated_at)
     .execute(conn)
     .await?;
@@ -81,6 +85,28 @@ pub async fn grant(
     .bind(amount)
     .bind(limit)
     .fetch_optional(conn)
+    .await
+}
+
+/// Add `amount` to a window's count whatever the limit (what was used
+/// already, beyond the slices taken); the new count.
+pub async fn add(
+    conn: &mut AnyConnection,
+    (subject, kind, window_start): (&str, &str, i64),
+    amount: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO rate_limit_windows (subject, kind, window_start, granted) \
+         VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (subject, kind, window_start) DO UPDATE \
+         SET granted = rate_limit_windows.granted + excluded.granted \
+         RETURNING granted",
+    )
+    .bind(subject)
+    .bind(kind)
+    .bind(window_start)
+    .bind(amount)
+    .fetch_one(conn)
     .await
 }
 

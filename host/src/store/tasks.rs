@@ -87,6 +87,8 @@ pub struct Task {
     pub workflow_id: Option<String>,
     /// The batch whose item it runs.
     pub batch_id: Option<String>,
+    /// The API key it was submitted with.
+    pub api_key_id: Option<String>,
 }
 
 impl FromRow<'_, AnyRow> for Task {
@@ -124,6 +126,7 @@ impl FromRow<'_, AnyRow> for Task {
             finished_at: row.try_get("finished_at")?,
             workflow_id: row.try_get("workflow_id")?,
             batch_id: row.try_get("batch_id")?,
+            api_key_id: row.try_get("api_key_id")?,
         })
     }
 }
@@ -131,7 +134,8 @@ impl FromRow<'_, AnyRow> for Task {
 const COLUMNS: &str = "id, org_id, user_id, agent_id, source, description, task_type, priority, \
      status, request, stream, use_cache, idempotency_key, request_hash, result, partial_output, \
      error, cached, provider, model, input_tokens, output_tokens, cost_nanos, lease_owner, \
-     lease_expires_at, claims, created_at, updated_at, started_at, finished_at, workflow_id, batch_id";
+     lease_expires_at, claims, created_at, updated_at, started_at, finished_at, workflow_id, batch_id, \
+     api_key_id";
 
 /// The columns of [`Attempt`], in its order.
 const ATTEMPT_COLUMNS: &str = "seq, provider, integration_id, plugin, model, outcome, error_kind, \
@@ -168,6 +172,9 @@ pub struct NewTask {
     /// The workflow whose step it runs: it does not count against the
     /// user's limit (the workflow does).
     pub workflow_id: Option<String>,
+    /// The API key it was submitted with (its tokens count against the
+    /// key's limits, its calls against the key's budgets).
+    pub api_key_id: Option<String>,
 }
 
 /// What [`insert`] did.
@@ -214,8 +221,8 @@ pub async fn insert(
     let insert = format!(
         "INSERT INTO tasks (id, org_id, user_id, agent_id, source, description, task_type, \
              priority, status, request, stream, use_cache, idempotency_key, request_hash, \
-             event_seq, created_at, updated_at, workflow_id) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $11, $12, $13, 1, $14, $14, $16 \
+             event_seq, created_at, updated_at, workflow_id, api_key_id) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10, $11, $12, $13, 1, $14, $14, $16, $17 \
          {limit}"
     );
     let postgres = Backend::of(conn) == Backend::Postgres;
@@ -248,6 +255,7 @@ pub async fn insert(
         .bind(now)
         .bind(i64::from(max_unfinished))
         .bind(&new.workflow_id)
+        .bind(&new.api_key_id)
         .fetch_optional(&mut *conn)
         .await?;
     let Some(task) = inserted else {

@@ -757,6 +757,7 @@ impl WorkflowRunner {
             idempotency_key: None,
             request_hash: request.hash(&wf.org_id),
             workflow_id: Some(wf.id.clone()),
+            api_key_id: None,
         }))
     }
 

@@ -70,9 +70,12 @@ pub use self::wire::{
     AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice, CompletionUsage, ContentPart,
     InputChatMessage, MessageContent, ModelEntry, ModelList, StopSequences, StreamOptions,
 };
+use crate::api::access::{Unit, rate_limit_headers};
 use crate::api::error::{ApiError, ErrorBody, FieldErrors};
 use crate::api::extract::{ApiJson, ClientInfo, stream_failover};
 use crate::auth::{Credential, Principal};
+use crate::limits::counter::Admitted;
+use crate::limits::{Kind, LimitError};
 use crate::orchestrator::catalog::{Catalog, parse_task_type};
 use crate::orchestrator::dispatch::{Answer, Job, totals};
 use crate::orchestrator::request::{ChatMessage, TaskRequest, finish_reason_name};
@@ -260,7 +263,13 @@ fn offered(catalog: &Catalog, model: &str) -> bool {
         (status = 200, description = "The answer; with `stream: true`, Server-Sent Events of `chat.completion.chunk` objects ending with `data: [DONE]`",
          headers(("x-vel-provider" = String, description = "Integration that answered (streams: the one that sent the first content)"),
                  ("x-vel-cost-usd" = String, description = "Cost of all attempts in US dollars, a plain decimal such as `0.0000005` (plain answers)"),
-                 ("x-vel-task-id" = String, description = "The task recording this request")),
+                 ("x-vel-task-id" = String, description = "The task recording this request"),
+                 ("x-ratelimit-limit-requests" = i64, description = "With a request limit: the tightest one"),
+                 ("x-ratelimit-remaining-requests" = i64, description = "Requests left in its window"),
+                 ("x-ratelimit-reset-requests" = String, description = "When its window resets, e.g. `1m30s`"),
+                 ("x-ratelimit-limit-tokens" = i64, description = "With a token limit (tokens per minute): the tightest one"),
+                 ("x-ratelimit-remaining-tokens" = i64, description = "Tokens left in the current minute (plain answers: after this one's; streams: before it)"),
+                 ("x-ratelimit-reset-tokens" = String, description = "When the minute resets, e.g. `42s`")),
          content((ChatCompletion = "application/json"), (String = "text/event-stream"))),
         (status = 400, description = "Malformed body, or the provider refused the request", body = ErrorBody),
         (status = 401, body = ErrorBody),
@@ -268,7 +277,7 @@ fn offered(catalog: &Catalog, model: &str) -> bool {
         (status = 403, body = ErrorBody),
         (status = 404, description = "No active integration offers the model", body = ErrorBody),
         (status = 422, body = ErrorBody),
-        (status = 429, description = "The credential or the organization has its share of requests in flight", body = ErrorBody),
+        (status = 429, description = "The credential or the organization has its share of requests in flight, or a rate limit is reached (`Retry-After`; with a token limit, the `x-ratelimit-*-tokens` headers)", body = ErrorBody),
         (status = 502, description = "Every planned provider failed", body = ErrorBody),
         (status = 503, description = "No provider can take the request", body = ErrorBody)),
     security(("bearer" = [])))]
@@ -289,7 +298,26 @@ pub async fn chat_completions(
         .shares
         .take(credential, &p.org_id)
         .map_err(|full| ApiError::too_many_requests(full.to_string(), 1))?;
-    state.limits.admit_task(&p).await.map_err(ApiError::from)?;
+    let tokens = match state.limits.admit_task(&p).await {
+        Ok(tokens) => tokens,
+        Err(e) => {
+            let full = match &e {
+                LimitError::Exceeded(over) if over.kind == Kind::TokensPerMinute => {
+                    Some(Admitted {
+                        limit: over.limit,
+                        remaining: 0,
+                        resets_at: over.resets_at,
+                    })
+                }
+                _ => None,
+            };
+            let mut response = GatewayError::from(ApiError::from(e)).into_response();
+            if let Some(full) = full {
+                rate_limit_headers(response.headers_mut(), Unit::Tokens, full);
+            }
+            return Ok(response);
+        }
+    };
     let task_type = task_type(&headers)?;
     let failover = stream_failover(&headers)?;
     let Validated {
@@ -328,9 +356,7 @@ pub async fn chat_completions(
     let id = new_id();
     let mut job = request.to_job(&id, &p.org_id, 1, 0);
     job.spender.user_id = Some(p.user_id.clone());
-    if let Credential::ApiKey { id } = &p.credential {
-        job.spender.api_key_id = Some(id.clone());
-    }
+    job.spender.api_key_id = p.api_key_id().map(str::to_string);
     let recording = Recording {
         _slot: slot,
         usage: state.usage.clone(),
@@ -355,13 +381,32 @@ pub async fn chat_completions(
         }),
     };
     let span = tracing::info_span!("gateway", task_id = %id, stream, model = %requested);
-    if stream {
+    let limits = state.limits.clone();
+    let answered = if stream {
         streamed(state, job, requested, include_usage, recording)
             .instrument(span)
             .await
     } else {
         plain(state, job, recording).instrument(span).await
-    }
+    };
+    let Some(admitted) = tokens else {
+        return answered;
+    };
+    // A plain answer's tokens were counted when its run ended: what is
+    // left now. A stream's headers left before its run ended.
+    let left = if stream {
+        admitted
+    } else {
+        limits
+            .tokens_left(&p)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(admitted)
+    };
+    let mut response = answered.unwrap_or_else(IntoResponse::into_response);
+    rate_limit_headers(response.headers_mut(), Unit::Tokens, left);
+    Ok(response)
 }
 
 /// Unix seconds of unix milliseconds.
