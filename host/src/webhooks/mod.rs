@@ -20,6 +20,8 @@ pub mod signature;
 
 use std::time::Duration;
 
+pub use events::EventType;
+
 use serde_json::{Value, json};
 use vel_runtime::AllowPrivate;
 
@@ -69,60 +71,6 @@ impl Default for WebhookConfig {
             disable_after: 10,
             workers: 4,
         }
-    }
-}
-
-/// Declares [`EventType`] with its wire names.
-macro_rules! event_types {
-    ($($(#[$doc:meta])* $variant:ident = $name:literal),+ $(,)?) => {
-        /// What a webhook can be told of.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum EventType {
-            $($(#[$doc])* $variant),+
-        }
-
-        impl EventType {
-            /// Every event type, `webhook.test` included.
-            pub const ALL: &'static [EventType] = &[$(EventType::$variant),+];
-
-            /// The name in `X-Vel-Event`, the body's `type` and subscriptions.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $(EventType::$variant => $name),+
-                }
-            }
-        }
-    };
-}
-
-event_types! {
-    /// A task completed.
-    TaskCompleted = "task.completed",
-    /// A task failed.
-    TaskFailed = "task.failed",
-    /// A workflow waits for a person's approval.
-    WorkflowAwaitingApproval = "workflow.awaiting_approval",
-    /// A workflow completed.
-    WorkflowCompleted = "workflow.completed",
-    /// A workflow failed.
-    WorkflowFailed = "workflow.failed",
-    /// A budget's spend passed one of its alert thresholds.
-    BudgetThreshold = "budget.threshold",
-    /// An alert was raised (`/api/alerts`).
-    AlertRaised = "alert.raised",
-    /// A plugin version went live (activated or rolled back to).
-    PluginActivated = "plugin.activated",
-    /// Sent by `POST /api/webhooks/{id}/test`; not subscribed to.
-    WebhookTest = "webhook.test",
-}
-
-impl EventType {
-    /// The event type named `name`, when a webhook may subscribe to it.
-    pub fn subscribable(name: &str) -> Option<EventType> {
-        EventType::ALL
-            .iter()
-            .copied()
-            .find(|e| *e != EventType::WebhookTest && e.as_str() == name)
     }
 }
 
