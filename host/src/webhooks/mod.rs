@@ -57,6 +57,12 @@ pub struct WebhookConfig {
     /// Deliveries this instance attempts at once (`VEL_WEBHOOK_WORKERS`,
     /// default 4; 0 delivers nothing here).
     pub workers: u32,
+    /// Ended deliveries (with their attempts) older than this many days
+    /// are deleted from the delivery log
+    /// (`VEL_WEBHOOK_DELIVERY_RETENTION_DAYS`, default 30; 0 keeps them
+    /// forever; run as often as the audit retention,
+    /// `VEL_AUDIT_RETENTION_INTERVAL_MS`).
+    pub delivery_retention_days: u32,
 }
 
 impl Default for WebhookConfig {
@@ -70,6 +76,7 @@ impl Default for WebhookConfig {
             retry_max: Duration::from_secs(600),
             disable_after: 10,
             workers: 4,
+            delivery_retention_days: 30,
         }
     }
 }
