@@ -23,6 +23,7 @@ pub mod money;
 pub mod notify;
 pub mod orchestrator;
 pub mod plugins;
+pub mod retention;
 pub mod secrets;
 pub mod server;
 pub mod single_flight;

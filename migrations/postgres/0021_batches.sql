@@ -13,6 +13,7 @@ CREATE TABLE batches (
     id               TEXT PRIMARY KEY,
     org_id           TEXT NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
     user_id          TEXT REFERENCES users(id) ON DELETE SET NULL,
+    api_key_id       TEXT,                       -- the API key it was submitted with; its tasks carry it
     description      TEXT NOT NULL,
     status           TEXT NOT NULL CHECK (status IN ('running', 'completed', 'cancelled')),
     parallelism      BIGINT NOT NULL,           -- tasks running at once, at most

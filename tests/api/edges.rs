@@ -171,6 +171,7 @@ async fn openapi_covers_every_endpoint(b: Backend) {
         ("/api/webhooks/{id}", "patch"),
         ("/api/webhooks/{id}", "delete"),
         ("/api/webhooks/{id}/test", "post"),
+        ("/api/webhooks/{id}/rotate-secret", "post"),
         ("/api/webhooks/{id}/deliveries", "get"),
         ("/api/workflows", "post"),
         ("/api/workflows", "get"),

@@ -101,6 +101,11 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("PATCH", "/api/webhooks/{id}", "manage_webhooks"),
     ("DELETE", "/api/webhooks/{id}", "manage_webhooks"),
     ("POST", "/api/webhooks/{id}/test", "manage_webhooks"),
+    (
+        "POST",
+        "/api/webhooks/{id}/rotate-secret",
+        "manage_webhooks",
+    ),
     ("GET", "/api/webhooks/{id}/deliveries", "manage_webhooks"),
     ("GET", "/api/tasks", "view"),
     ("POST", "/api/tasks", "execute_task"),

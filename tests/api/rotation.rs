@@ -50,6 +50,22 @@ async fn sealed(s: &Server, id: &str) -> String {
     value
 }
 
+/// A webhook's sealed `column` as stored.
+async fn webhook_sealed(s: &Server, id: &str, column: &str) -> String {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut db = sqlx::AnyConnection::connect(&s.database_url).await.unwrap();
+    let value: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT {column} FROM webhooks WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    db.close().await.unwrap();
+    value
+}
+
 /// Store `value` as the integration's sealed key.
 async fn set_sealed(s: &Server, id: &str, value: &str) {
     use sqlx::Connection;
@@ -112,14 +128,27 @@ async fn tokens_and_stored_keys_survive_a_rotation(b: Backend) {
     )
     .await;
     upstream_answers(&s, &admin, &mock, "before").await;
-    // A webhook's signing secret is sealed too.
+    // A webhook's signing secret is sealed too, and after a rotation of
+    // that secret the one it replaced (still signing) as well.
+    let webhook = s
+        .post(
+            "/api/webhooks",
+            &admin,
+            json!({ "url": "http://127.0.0.1:9/hook", "events": ["task.completed"] }),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     s.post(
-        "/api/webhooks",
+        &format!("/api/webhooks/{webhook}/rotate-secret"),
         &admin,
-        json!({ "url": "http://127.0.0.1:9/hook", "events": ["task.completed"] }),
+        json!({}),
     )
     .await
-    .expect(201);
+    .expect(200);
 
     // A new key first, the old one still accepted: the old token and both
     // stored keys still work; new tokens name the new key.
@@ -149,7 +178,7 @@ async fn tokens_and_stored_keys_survive_a_rotation(b: Backend) {
     // the new key; a second run has nothing to do.
     let first = rotate_keys(&s).await;
     assert!(
-        first.contains(&format!("key {new_kid}: 3 re-encrypted, 0 already current")),
+        first.contains(&format!("key {new_kid}: 4 re-encrypted, 0 already current")),
         "{first}"
     );
     for id in [&integration, &legacy] {
@@ -157,9 +186,16 @@ async fn tokens_and_stored_keys_survive_a_rotation(b: Backend) {
         assert!(now.starts_with(&format!("v2:{new_kid}:")), "{now}");
         assert!(!now.contains(body));
     }
+    for column in ["secret_ciphertext", "previous_secret_ciphertext"] {
+        let now = webhook_sealed(&s, &webhook, column).await;
+        assert!(
+            now.starts_with(&format!("v2:{new_kid}:")),
+            "{column}: {now}"
+        );
+    }
     let second = rotate_keys(&s).await;
     assert!(
-        second.contains(&format!("key {new_kid}: 0 re-encrypted, 3 already current")),
+        second.contains(&format!("key {new_kid}: 0 re-encrypted, 4 already current")),
         "{second}"
     );
     upstream_answers(&s, &fresh, &mock, "after rotate-keys").await;

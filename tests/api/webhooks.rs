@@ -128,15 +128,15 @@ async fn next(rx: &mut mpsc::UnboundedReceiver<Received>, secs: u64) -> Received
 /// minutes of now. Written here independently of the server's code.
 fn signature_valid(secret: &str, header: &str, body: &[u8]) -> bool {
     let mut t = None;
-    let mut v1 = None;
+    let mut v1 = Vec::new();
     for part in header.split(',') {
         match part.split_once('=') {
             Some(("t", value)) => t = value.parse::<i64>().ok(),
-            Some(("v1", value)) => v1 = Some(value.to_string()),
+            Some(("v1", value)) => v1.push(value.to_string()),
             _ => {}
         }
     }
-    let (Some(t), Some(v1)) = (t, v1) else {
+    let Some(t) = t else {
         return false;
     };
     let now = std::time::SystemTime::now()
@@ -149,7 +149,59 @@ fn signature_valid(secret: &str, header: &str, body: &[u8]) -> bool {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(format!("{t}.").as_bytes());
     mac.update(body);
-    hex::encode(mac.finalize().into_bytes()) == v1
+    let expected = hex::encode(mac.finalize().into_bytes());
+    v1.contains(&expected)
+}
+
+/// Run `statement` on the server's database (ids are formatted in by the
+/// callers: test values only).
+async fn sql(s: &Server, statement: &str) -> u64 {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut db = sqlx::AnyConnection::connect(&s.database_url).await.unwrap();
+    let done = sqlx::query(sqlx::AssertSqlSafe(statement.to_string()))
+        .execute(&mut db)
+        .await
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    db.close().await.unwrap();
+    done.rows_affected()
+}
+
+/// One number from `query` on the server's database.
+async fn sql_count(s: &Server, query: &str) -> i64 {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut db = sqlx::AnyConnection::connect(&s.database_url).await.unwrap();
+    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(query.to_string()))
+        .fetch_one(&mut db)
+        .await
+        .unwrap_or_else(|e| panic!("{query}: {e}"));
+    db.close().await.unwrap();
+    n
+}
+
+/// Unix ms now.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A resource's JSON once `done` holds for it (polled for up to 30 s).
+async fn get_once(s: &Server, token: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = s.get(path, token).await.expect(200).body;
+        if done(&body) {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{path} never got there: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Create a webhook; returns (id, secret).
@@ -808,7 +860,400 @@ async fn the_secret_is_shown_once_and_bad_input_is_refused(b: Backend) {
         .expect(404);
 }
 
+async fn runs_failed_for_lost_workers_are_failure_events(b: Backend) {
+    let (url, mut rx) = receiver(Answer::FailFirst(0)).await;
+    let mut env = LOCAL.to_vec();
+    // A heartbeat (which fails what keeps losing its workers) every 200 ms.
+    env.extend([("VEL_TASK_LEASE_MS", "600")]);
+    let s = Server::start_with(b, &env).await;
+    let admin = s.admin_token().await;
+    s.mock_integration(&admin, "mock").await;
+    let (id, secret) = webhook(&s, &admin, &url, &["task.failed", "workflow.failed"]).await;
+
+    // A task running here, made to look as if it had killed three workers
+    // in turn (claimed three times, the last lease run out elsewhere).
+    let task = s
+        .post(
+            "/api/tasks",
+            &admin,
+            json!({ "description": "doomed", "prompt": "z", "parameters": { "model": "mock/slow" },
+                    "metadata": { "delay-ms": 60_000 } }),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    get_once(&s, &admin, &format!("/api/tasks/{task}"), |t| {
+        t["status"] == "in_progress"
+    })
+    .await;
+    let n = sql(
+        &s,
+        &format!(
+            "UPDATE tasks SET lease_owner = 'dead-instance', lease_expires_at = 1, claims = 3 \
+             WHERE id = '{task}'"
+        ),
+    )
+    .await;
+    assert_eq!(n, 1);
+    let r = next(&mut rx, 30).await;
+    assert_eq!(r.event, "task.failed");
+    assert!(signature_valid(&secret, &r.signature, &r.body));
+    let data = &r.json()["data"];
+    assert_eq!(data["task_id"], task.as_str(), "{data}");
+    assert_eq!(data["status"], "failed");
+    assert_eq!(data["error"]["kind"], "worker_lost", "{data}");
+    let failed = s
+        .get(&format!("/api/tasks/{task}"), &admin)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(failed["status"], "failed", "{failed}");
+
+    // A workflow waiting for an approval, its engine "lost" the same way.
+    let definition = json!({
+        "name": "stuck", "start": "gate",
+        "steps": {
+            "gate": { "kind": "approval", "message": "Ship?", "next": "done" },
+            "done": { "kind": "succeed", "output": "shipped" }
+        }
+    });
+    let wf = s
+        .post(
+            "/api/workflows",
+            &admin,
+            json!({ "definition": definition, "input": {} }),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    get_once(&s, &admin, &format!("/api/workflows/{wf}"), |w| {
+        w["status"] == "awaiting_approval"
+    })
+    .await;
+    let n = sql(
+        &s,
+        &format!(
+            "UPDATE workflows SET wake_at = 1, lease_owner = 'dead-instance', \
+             lease_expires_at = 1, claims = 3 WHERE id = '{wf}'"
+        ),
+    )
+    .await;
+    assert_eq!(n, 1);
+    let r = next(&mut rx, 30).await;
+    assert_eq!(r.event, "workflow.failed");
+    assert!(signature_valid(&secret, &r.signature, &r.body));
+    let data = &r.json()["data"];
+    assert_eq!(data["workflow_id"], wf.as_str(), "{data}");
+    assert_eq!(data["error"]["kind"], "worker_lost", "{data}");
+
+    // Each reported once, though the heartbeats went on.
+    let items = deliveries_once(&s, &admin, &id, |d| {
+        d.len() >= 2 && d.iter().all(|d| d["status"] == "delivered")
+    })
+    .await;
+    let types: Vec<&str> = items
+        .iter()
+        .map(|d| d["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["workflow.failed", "task.failed"], "{items:?}");
+}
+
+async fn a_built_in_version_going_live_at_start_is_an_event(b: Backend) {
+    let (url, mut rx) = receiver(Answer::FailFirst(0)).await;
+    let mut s = Server::start_with(b, &LOCAL).await;
+    let admin = s.admin_token().await;
+    let (_, owner) = s.tenant(&admin, "acme").await;
+    let (_, secret) = webhook(&s, &owner, &url, &["plugin.activated"]).await;
+    // As if the deployment ran an older build: its built-in router was
+    // version 0.0.0-old. The new build's version goes live at the start.
+    s.kill();
+    let plugin = "(SELECT id FROM plugins WHERE scope = 'platform' AND name = 'default-router')";
+    sql(
+        &s,
+        &format!(
+            "UPDATE plugin_versions SET version = '0.0.0-old' WHERE plugin_id = {plugin} \
+             AND version = (SELECT active_version FROM plugins WHERE id = {plugin})"
+        ),
+    )
+    .await;
+    let n = sql(
+        &s,
+        &format!("UPDATE plugins SET active_version = '0.0.0-old' WHERE id = {plugin}"),
+    )
+    .await;
+    assert_eq!(n, 1);
+    s.restart();
+    let r = next(&mut rx, 60).await;
+    assert_eq!(r.event, "plugin.activated");
+    assert!(signature_valid(&secret, &r.signature, &r.body));
+    let body = r.json();
+    assert!(body.get("org_id").is_none(), "a platform event: {body}");
+    let data = &body["data"];
+    assert_eq!(data["plugin"], "default-router", "{data}");
+    assert_eq!(data["scope"], "platform");
+    assert_eq!(data["previous_version"], "0.0.0-old");
+    assert_ne!(data["version"], "0.0.0-old");
+    assert_eq!(data["rollback"], false);
+}
+
+async fn ended_deliveries_past_their_retention_go(b: Backend) {
+    let (url, mut rx) = receiver(Answer::FailFirst(0)).await;
+    let mut env = LOCAL.to_vec();
+    env.extend([
+        ("VEL_WEBHOOK_DELIVERY_RETENTION_DAYS", "30"),
+        ("VEL_AUDIT_RETENTION_INTERVAL_MS", "100"),
+    ]);
+    let s = Server::start_with(b, &env).await;
+    let admin = s.admin_token().await;
+    let (id, _) = webhook(&s, &admin, &url, &["task.completed"]).await;
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        events.push(test_event(&s, &admin, &id).await);
+        next(&mut rx, 30).await;
+    }
+    deliveries_once(&s, &admin, &id, |d| {
+        d.len() == 3 && d.iter().all(|d| d["status"] == "delivered")
+    })
+    .await;
+    // The first ended 31 days ago, the second 29; the third is pending
+    // again, queued 31 days ago and due tomorrow.
+    let day = 86_400_000;
+    let now = now_ms();
+    for (event, age, pending) in [
+        (&events[0], 31, false),
+        (&events[1], 29, false),
+        (&events[2], 31, true),
+    ] {
+        let (status, finished, due) = if pending {
+            (
+                "'pending'".to_string(),
+                "NULL".to_string(),
+                (now + day).to_string(),
+            )
+        } else {
+            (
+                "status".to_string(),
+                (now - age * day).to_string(),
+                "NULL".to_string(),
+            )
+        };
+        sql(
+            &s,
+            &format!(
+                "UPDATE webhook_deliveries SET status = {status}, finished_at = {finished}, \
+                 next_attempt_at = {due}, created_at = {} WHERE event_id = '{event}'",
+                now - age * day
+            ),
+        )
+        .await;
+    }
+    let items = deliveries_once(&s, &admin, &id, |d| d.len() == 2).await;
+    let kept: Vec<&str> = items
+        .iter()
+        .map(|d| d["event_id"].as_str().unwrap())
+        .collect();
+    assert!(
+        kept.contains(&events[1].as_str()) && kept.contains(&events[2].as_str()),
+        "{items:?}"
+    );
+    // Its attempts went with it.
+    let attempts = sql_count(
+        &s,
+        &format!(
+            "SELECT COUNT(*) FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id \
+             WHERE d.webhook_id = '{id}'"
+        ),
+    )
+    .await;
+    let all = sql_count(
+        &s,
+        &format!("SELECT COUNT(*) FROM webhook_attempts WHERE webhook_id = '{id}'"),
+    )
+    .await;
+    assert_eq!((attempts, all), (2, 2));
+}
+
+async fn a_rotated_secret_signs_beside_the_old_one_until_the_overlap_ends(b: Backend) {
+    let (url, mut rx) = receiver(Answer::FailFirst(0)).await;
+    let s = Server::start_with(b, &LOCAL).await;
+    let admin = s.admin_token().await;
+    let created = s
+        .post(
+            "/api/webhooks",
+            &admin,
+            json!({ "url": url, "events": ["task.completed"] }),
+        )
+        .await
+        .expect(201)
+        .body;
+    let id = created["id"].as_str().unwrap().to_string();
+    let old = created["secret"].as_str().unwrap().to_string();
+    assert!(
+        created["previous_secret_fingerprint"].is_null(),
+        "{created}"
+    );
+
+    // Rotated with the default overlap: the new secret shown once, the old
+    // one still signing for a day.
+    let rotated = s
+        .post(
+            &format!("/api/webhooks/{id}/rotate-secret"),
+            &admin,
+            json!({}),
+        )
+        .await
+        .expect(200)
+        .body;
+    let new = rotated["secret"].as_str().unwrap().to_string();
+    assert!(new.starts_with("whsec_") && new != old, "{rotated}");
+    assert_ne!(rotated["secret_fingerprint"], created["secret_fingerprint"]);
+    assert_eq!(
+        rotated["previous_secret_fingerprint"],
+        created["secret_fingerprint"]
+    );
+    let until = rotated["previous_secret_expires_at"].as_str().unwrap();
+    let until = chrono::DateTime::parse_from_rfc3339(until)
+        .unwrap()
+        .timestamp_millis();
+    let day = 86_400_000;
+    assert!((until - now_ms() - day).abs() < 60_000, "{rotated}");
+    let got = s
+        .get(&format!("/api/webhooks/{id}"), &admin)
+        .await
+        .expect(200)
+        .body;
+    assert!(got.get("secret").is_none(), "{got}");
+    assert_eq!(
+        got["previous_secret_fingerprint"],
+        rotated["previous_secret_fingerprint"]
+    );
+
+    test_event(&s, &admin, &id).await;
+    let r = next(&mut rx, 30).await;
+    assert_eq!(r.signature.matches("v1=").count(), 2, "{}", r.signature);
+    assert!(
+        signature_valid(&new, &r.signature, &r.body),
+        "the new secret verifies"
+    );
+    assert!(
+        signature_valid(&old, &r.signature, &r.body),
+        "the old secret verifies"
+    );
+    assert!(!signature_valid("whsec_other", &r.signature, &r.body));
+
+    // The overlap over: the new secret alone.
+    sql(
+        &s,
+        &format!(
+            "UPDATE webhooks SET previous_secret_expires_at = {} WHERE id = '{id}'",
+            now_ms() - 1
+        ),
+    )
+    .await;
+    test_event(&s, &admin, &id).await;
+    let r = next(&mut rx, 30).await;
+    assert_eq!(r.signature.matches("v1=").count(), 1, "{}", r.signature);
+    assert!(signature_valid(&new, &r.signature, &r.body));
+    assert!(!signature_valid(&old, &r.signature, &r.body));
+    let got = get_once(&s, &admin, &format!("/api/webhooks/{id}"), |w| {
+        w["previous_secret_fingerprint"].is_null()
+    })
+    .await;
+    assert!(got["previous_secret_expires_at"].is_null(), "{got}");
+
+    // No overlap asked: the replaced secret stops signing at once.
+    let newest = s
+        .post(
+            &format!("/api/webhooks/{id}/rotate-secret"),
+            &admin,
+            json!({ "overlap_seconds": 0 }),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert!(newest["previous_secret_fingerprint"].is_null(), "{newest}");
+    let newest = newest["secret"].as_str().unwrap().to_string();
+    test_event(&s, &admin, &id).await;
+    let r = next(&mut rx, 30).await;
+    assert!(signature_valid(&newest, &r.signature, &r.body));
+    assert!(!signature_valid(&new, &r.signature, &r.body));
+
+    // Audited, without the secrets.
+    let audit = s
+        .get("/api/audit-logs?action=webhook_secret_rotated", &admin)
+        .await
+        .expect(200)
+        .body;
+    let rotations: Vec<&Value> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "webhook_secret_rotated")
+        .collect();
+    assert_eq!(rotations.len(), 2, "{audit}");
+    for text in [audit.to_string(), s.stderr()] {
+        for secret in [&old, &new, &newest] {
+            assert!(!text.contains(&secret[6..]), "a secret leaked: {text}");
+        }
+    }
+
+    // Bad input, other organizations, other roles.
+    for body in [
+        json!({ "overlap_seconds": 604_801 }),
+        json!({ "overlap_seconds": -1 }),
+        json!({ "overlap_seconds": "a day" }),
+        json!({ "overlap": 10 }),
+    ] {
+        let r = s
+            .post(
+                &format!("/api/webhooks/{id}/rotate-secret"),
+                &admin,
+                body.clone(),
+            )
+            .await
+            .expect(422);
+        assert!(r.body["error"]["code"].is_string(), "{body}: {}", r.body);
+    }
+    s.post("/api/webhooks/no-such-id/rotate-secret", &admin, json!({}))
+        .await
+        .expect_error(404, "not_found");
+    let (_, other) = s.tenant(&admin, "othercorp").await;
+    s.post(
+        &format!("/api/webhooks/{id}/rotate-secret"),
+        &other,
+        json!({}),
+    )
+    .await
+    .expect(404);
+    let viewer = s
+        .user_with_role(&admin, "viewer@test.local", "viewer")
+        .await;
+    s.post(
+        &format!("/api/webhooks/{id}/rotate-secret"),
+        &viewer,
+        json!({}),
+    )
+    .await
+    .expect(403);
+    test_event(&s, &admin, &id).await;
+    let r = next(&mut rx, 30).await;
+    assert!(
+        signature_valid(&newest, &r.signature, &r.body),
+        "refused rotations changed nothing"
+    );
+}
+
 dual_backend_tests!(
+    runs_failed_for_lost_workers_are_failure_events,
+    a_built_in_version_going_live_at_start_is_an_event,
+    ended_deliveries_past_their_retention_go,
+    a_rotated_secret_signs_beside_the_old_one_until_the_overlap_ends,
     a_delivery_is_signed_retried_and_logged,
     a_receiver_that_never_answers_times_out_and_is_disabled,
     workflow_and_budget_events_are_delivered,

@@ -156,6 +156,11 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("DELETE", "/api/webhooks/{id}", Needs(ManageWebhooks)),
     ("POST", "/api/webhooks/{id}/test", Needs(ManageWebhooks)),
     (
+        "POST",
+        "/api/webhooks/{id}/rotate-secret",
+        Needs(ManageWebhooks),
+    ),
+    (
         "GET",
         "/api/webhooks/{id}/deliveries",
         Needs(ManageWebhooks),

@@ -103,6 +103,7 @@ fn documented(upload_limit: usize) -> OpenApiRouter<AppState> {
             handlers::webhooks::delete
         ))
         .routes(routes!(handlers::webhooks::test))
+        .routes(routes!(handlers::webhooks::rotate_secret))
         .routes(routes!(handlers::webhooks::deliveries))
         .routes(routes!(batches::create, batches::list))
         .routes(routes!(batches::get))

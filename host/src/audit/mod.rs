@@ -2,9 +2,8 @@
 //! transaction as the change, so the log and the data never disagree — with
 //! secrets and passwords redacted from its payload. System events (an
 //! instance starting or stopping, a circuit breaker opening or closing) are
-//! recorded too, with no user; [`retention`] deletes entries past their age.
-
-pub mod retention;
+//! recorded too, with no user; [`crate::retention`] deletes entries past their
+//! age.
 
 use serde::Serialize;
 use serde::ser::SerializeMap;

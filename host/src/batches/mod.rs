@@ -60,19 +60,6 @@ pub async fn task_ended(
     }
 }
 
-/// [`task_ended`] for a task known by id only (one failed by the queue
-/// after its workers kept stopping).
-pub async fn task_ended_by_id(
-    conn: &mut sqlx::AnyConnection,
-    task_id: &str,
-    status: TaskStatus,
-) -> Result<Ended, sqlx::Error> {
-    match batches::of_task(conn, task_id).await? {
-        Some(batch_id) => ended_in(conn, &batch_id, status).await,
-        None => Ok(Ended::default()),
-    }
-}
-
 async fn ended_in(
     conn: &mut sqlx::AnyConnection,
     batch_id: &str,

@@ -90,6 +90,7 @@ pub async fn create(
     let new = NewBatch {
         org_id: who.org_id.clone(),
         user_id: who.user_id.clone(),
+        api_key_id: who.api_key_id().map(str::to_string),
         description: req.description.trim().to_string(),
         parallelism: i64::from(parallelism),
         idempotency_key: req.idempotency_key,

@@ -400,6 +400,7 @@ struct FileConfig {
     webhook_retry_max_ms: Option<u64>,
     webhook_disable_after: Option<u32>,
     webhook_workers: Option<u32>,
+    webhook_delivery_retention_days: Option<u32>,
 }
 
 /// Shortest connection timeout accepted (header read, keep-alive, body read).
@@ -791,6 +792,11 @@ impl Config {
                     10,
                 )?,
                 workers: src.get("VEL_WEBHOOK_WORKERS", file.webhook_workers, 4)?,
+                delivery_retention_days: src.get(
+                    "VEL_WEBHOOK_DELIVERY_RETENTION_DAYS",
+                    file.webhook_delivery_retention_days,
+                    30,
+                )?,
             },
         };
         config.check_ranges()?;
@@ -1254,6 +1260,7 @@ mod tests {
         assert!(!c.webhooks.allow_http && c.webhooks.allow_private.is_empty());
         assert_eq!(c.webhooks.timeout, Duration::from_secs(10));
         assert_eq!(c.webhooks.retries, 3);
+        assert_eq!(c.webhooks.delivery_retention_days, 30);
         for (name, value) in [
             ("VEL_WEBHOOK_TIMEOUT_MS", "50"),
             ("VEL_WEBHOOK_RETRIES", "21"),
@@ -1262,6 +1269,7 @@ mod tests {
             ("VEL_WEBHOOK_DISABLE_AFTER", "0"),
             ("VEL_WEBHOOK_ALLOW_PRIVATE", "not a range/"),
             ("VEL_WEBHOOK_ALLOW_HTTP", "maybe"),
+            ("VEL_WEBHOOK_DELIVERY_RETENTION_DAYS", "-1"),
         ] {
             let err = load(&[(name, value)]).unwrap_err().to_string();
             assert!(err.contains(name), "{name}={value}: {err}");

@@ -133,25 +133,32 @@ impl Runner for TaskRunner {
         let cancelled = tasks::cancelled_held_by(&mut tx, owner).await?;
         let exhausted = tasks::fail_exhausted(&mut tx, MAX_CLAIMS).await?;
         let mut woke = false;
+        let mut hooks = 0;
         let mut released = false;
-        for (id, org_id) in &exhausted {
+        for task in &exhausted {
             let data = json!({ "status": "failed", "error": { "kind": "worker_lost" } });
-            tasks::append_event(&mut tx, org_id, id, "status", &data.to_string()).await?;
-            woke |= workflows::wake_for_task(&mut tx, id).await?;
-            released |= crate::batches::task_ended_by_id(&mut tx, id, TaskStatus::Failed)
-                .await?
-                .released;
+            tasks::append_event(&mut tx, &task.org_id, &task.id, "status", &data.to_string())
+                .await?;
+            woke |= workflows::wake_for_task(&mut tx, &task.id).await?;
+            hooks +=
+                crate::webhooks::events::task_ended(&mut tx, task, &Finish::recorded(task)).await?;
+            let batch = crate::batches::task_ended(&mut tx, task, TaskStatus::Failed).await?;
+            released |= batch.released;
+            hooks += batch.deliveries;
         }
         tx.commit().await?;
         if released {
             self.signals.publish_due(WorkKind::Tasks);
         }
-        for (id, _) in exhausted {
-            tracing::warn!(task_id = %id, "task failed: its workers kept stopping");
-            self.signals.publish(Signal::Events(id));
+        for task in exhausted {
+            tracing::warn!(task_id = %task.id, "task failed: its workers kept stopping");
+            self.signals.publish(Signal::Events(task.id));
         }
         if woke {
             self.signals.publish_due(WorkKind::Workflows);
+        }
+        if hooks > 0 {
+            self.signals.publish_due(WorkKind::Webhooks);
         }
         Ok(cancelled)
     }

@@ -610,6 +610,17 @@ async fn sync_builtin(db: &Db, plugin: &Plugin, limits: &Limits) -> Result<(), R
                 row.active_version = Some(stored.version.clone());
                 row.updated_at = now;
                 store::plugins::update_plugin(&mut tx, &row).await?;
+                // A platform plugin's version went live: every
+                // organization is told.
+                crate::webhooks::events::plugin_activated(
+                    &mut tx,
+                    None,
+                    &row.name,
+                    &stored.version,
+                    row.previous_version.as_deref(),
+                    false,
+                )
+                .await?;
             }
         }
     }

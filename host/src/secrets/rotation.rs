@@ -3,7 +3,9 @@
 //! idempotent (a value under the newest key already is left alone).
 //!
 //! Sealed columns: `integrations.key_ciphertext` (bound to the row's id)
-//! and `webhooks.secret_ciphertext` (bound to `webhook:<id>`).
+//! and `webhooks.secret_ciphertext` and `previous_secret_ciphertext` (the
+//! secret a rotation replaced, while it still signs; both bound to
+//! `webhook:<id>`).
 
 use tracing::Instrument;
 
@@ -12,7 +14,7 @@ use crate::store::Db;
 use crate::store::sealed::{self, SealedColumn};
 
 /// Every column holding sealed values.
-pub const SEALED: [SealedColumn; 2] = [
+pub const SEALED: [SealedColumn; 3] = [
     SealedColumn {
         table: "integrations",
         column: "key_ciphertext",
@@ -21,6 +23,11 @@ pub const SEALED: [SealedColumn; 2] = [
     SealedColumn {
         table: "webhooks",
         column: "secret_ciphertext",
+        context: crate::webhooks::delivery::secret_context,
+    },
+    SealedColumn {
+        table: "webhooks",
+        column: "previous_secret_ciphertext",
         context: crate::webhooks::delivery::secret_context,
     },
 ];

@@ -29,6 +29,7 @@ use crate::orchestrator::shares::Shares;
 use crate::orchestrator::signals::Signals;
 use crate::orchestrator::usage::{RecorderConfig, UsageRecorder};
 use crate::plugins::Plugins;
+use crate::retention::Prune;
 use crate::secrets::MasterKey;
 use crate::state::AppState;
 use crate::store::Db;
@@ -152,9 +153,16 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         },
     );
     crate::analytics::rollup::start(db.clone(), config.usage_rollup);
-    crate::audit::retention::start(
+    crate::retention::start(
         db.clone(),
+        Prune::AuditLog,
         config.operations.audit_retention_days,
+        config.operations.audit_retention_interval,
+    );
+    crate::retention::start(
+        db.clone(),
+        Prune::WebhookDeliveries,
+        config.webhooks.delivery_retention_days,
         config.operations.audit_retention_interval,
     );
     let verified: Arc<Verified> = Arc::default();

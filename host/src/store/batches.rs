@@ -96,6 +96,8 @@ pub struct NewBatch {
     pub org_id: String,
     /// Submitter.
     pub user_id: String,
+    /// The API key it was submitted with (its tasks count against it).
+    pub api_key_id: Option<String>,
     /// What it is for.
     pub description: String,
     /// Tasks running at once, at most (at least 1).
@@ -167,8 +169,8 @@ pub async fn insert(
     let released = new.parallelism.min(total);
     let batch: Option<Batch> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO batches (id, org_id, user_id, description, status, parallelism, total, \
-             released, idempotency_key, request_hash, created_at, updated_at) \
-         SELECT $1, $2, $3, $4, 'running', $5, $6, $7, $8, $9, $10, $10 \
+             released, idempotency_key, request_hash, created_at, updated_at, api_key_id) \
+         SELECT $1, $2, $3, $4, 'running', $5, $6, $7, $8, $9, $10, $10, $12 \
          WHERE {} < $11 \
          RETURNING {COLUMNS}",
         super::tasks::unfinished("$2", Some("$3"))
@@ -184,6 +186,7 @@ pub async fn insert(
     .bind(&new.request_hash)
     .bind(now)
     .bind(i64::from(max_unfinished))
+    .bind(&new.api_key_id)
     .fetch_optional(&mut *conn)
     .await?;
     let Some(batch) = batch else {
@@ -251,10 +254,10 @@ async fn release(
     sqlx::query(
         "INSERT INTO tasks (id, org_id, user_id, agent_id, source, description, task_type, \
              priority, status, request, stream, use_cache, request_hash, event_seq, created_at, \
-             updated_at, batch_id) \
+             updated_at, batch_id, api_key_id) \
          SELECT i.task_id, i.org_id, b.user_id, i.agent_id, 'api', i.description, i.task_type, \
              i.priority, 'pending', i.request, i.stream, i.use_cache, i.request_hash, 1, $4, $4, \
-             i.batch_id \
+             i.batch_id, b.api_key_id \
          FROM batch_items AS i JOIN batches AS b ON b.id = i.batch_id \
          WHERE i.batch_id = $1 AND i.idx >= $2 AND i.idx < $3",
     )

@@ -731,6 +731,23 @@ pub struct Finish {
 }
 
 impl Finish {
+    /// The end recorded on terminal task `task` (its status, error and
+    /// totals; the number of provider calls is not stored and is 0).
+    pub fn recorded(task: &Task) -> Finish {
+        Finish {
+            result: task.result.clone(),
+            error: task.error.clone(),
+            partial_output: task.partial_output.clone(),
+            cached: task.cached,
+            provider: task.provider.clone(),
+            model: task.model.clone(),
+            input_tokens: task.input_tokens,
+            output_tokens: task.output_tokens,
+            cost_nanos: task.cost_nanos,
+            ..Finish::new(task.status)
+        }
+    }
+
     /// An end in `status` with nothing else recorded yet.
     pub fn new(status: TaskStatus) -> Finish {
         Finish {
@@ -833,19 +850,19 @@ pub async fn record_cancelled_run(
 
 /// Fail tasks claimed too many times (each claim after the first is a
 /// rescue from a dead worker): a task that kills its worker must not kill
-/// every worker in turn. Returns their ids and organizations.
+/// every worker in turn. Returns them as they now are (failed).
 pub async fn fail_exhausted(
     conn: &mut AnyConnection,
     max_claims: i64,
-) -> Result<Vec<(String, String)>, sqlx::Error> {
+) -> Result<Vec<Task>, sqlx::Error> {
     let now = now_ms();
-    sqlx::query_as(
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE tasks SET status = 'failed', \
-             error = '{\"kind\":\"worker_lost\",\"message\":\"the workers running this task stopped repeatedly\"}', \
+             error = '{{\"kind\":\"worker_lost\",\"message\":\"the workers running this task stopped repeatedly\"}}', \
              lease_owner = NULL, lease_expires_at = NULL, finished_at = $1, updated_at = $1 \
          WHERE status = 'in_progress' AND lease_expires_at < $1 AND claims >= $2 \
-         RETURNING id, org_id",
-    )
+         RETURNING {COLUMNS}"
+    )))
     .bind(now)
     .bind(max_claims)
     .fetch_all(conn)

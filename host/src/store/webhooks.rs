@@ -27,6 +27,13 @@ pub struct WebhookRow {
     pub secret_ciphertext: String,
     /// A short non-reversible identifier of the secret.
     pub secret_fingerprint: String,
+    /// The secret before the last rotation, sealed as the current one;
+    /// deliveries are signed with it too until `previous_secret_expires_at`.
+    pub previous_secret_ciphertext: Option<String>,
+    /// Its fingerprint.
+    pub previous_secret_fingerprint: Option<String>,
+    /// Unix ms the previous secret stops signing.
+    pub previous_secret_expires_at: Option<i64>,
     /// 1 when events are delivered.
     pub enabled: i64,
     /// Why it was disabled, when the server disabled it.
@@ -42,14 +49,28 @@ pub struct WebhookRow {
 }
 
 const WEBHOOK_COLUMNS: &str = "id, org_id, url, events, description, secret_ciphertext, \
-     secret_fingerprint, enabled, disabled_reason, consecutive_failures, created_by, \
+     secret_fingerprint, previous_secret_ciphertext, previous_secret_fingerprint, \
+     previous_secret_expires_at, enabled, disabled_reason, consecutive_failures, created_by, \
      created_at, updated_at";
+
+impl WebhookRow {
+    /// The previous secret (sealed) while it still signs at `now`.
+    pub fn previous_secret(&self, now: i64) -> Option<&str> {
+        match (
+            &self.previous_secret_ciphertext,
+            self.previous_secret_expires_at,
+        ) {
+            (Some(sealed), Some(until)) if until > now => Some(sealed.as_str()),
+            _ => None,
+        }
+    }
+}
 
 /// Insert `w` as given.
 pub async fn insert(conn: &mut AnyConnection, w: &WebhookRow) -> Result<(), sqlx::Error> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
     )))
     .bind(&w.id)
     .bind(&w.org_id)
@@ -58,6 +79,9 @@ pub async fn insert(conn: &mut AnyConnection, w: &WebhookRow) -> Result<(), sqlx
     .bind(&w.description)
     .bind(&w.secret_ciphertext)
     .bind(&w.secret_fingerprint)
+    .bind(&w.previous_secret_ciphertext)
+    .bind(&w.previous_secret_fingerprint)
+    .bind(w.previous_secret_expires_at)
     .bind(w.enabled)
     .bind(&w.disabled_reason)
     .bind(w.consecutive_failures)
@@ -113,6 +137,65 @@ pub async fn update(conn: &mut AnyConnection, w: &WebhookRow) -> Result<(), sqlx
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Write `w`'s secrets (current and previous), as a rotation left them.
+pub async fn set_secrets(conn: &mut AnyConnection, w: &WebhookRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE webhooks SET secret_ciphertext = $1, secret_fingerprint = $2, \
+             previous_secret_ciphertext = $3, previous_secret_fingerprint = $4, \
+             previous_secret_expires_at = $5, updated_at = $6 \
+         WHERE org_id = $7 AND id = $8",
+    )
+    .bind(&w.secret_ciphertext)
+    .bind(&w.secret_fingerprint)
+    .bind(&w.previous_secret_ciphertext)
+    .bind(&w.previous_secret_fingerprint)
+    .bind(w.previous_secret_expires_at)
+    .bind(w.updated_at)
+    .bind(&w.org_id)
+    .bind(&w.id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Forget previous secrets whose overlap ended before `now` (of every
+/// organization: a platform transaction). Returns how many.
+pub async fn forget_expired_secrets(
+    conn: &mut AnyConnection,
+    now: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE webhooks SET previous_secret_ciphertext = NULL, \
+             previous_secret_fingerprint = NULL, previous_secret_expires_at = NULL \
+         WHERE previous_secret_expires_at <= $1",
+    )
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Delete up to `limit` deliveries that ended before `before` (unix ms),
+/// oldest first, of every organization (a platform transaction); their
+/// attempts go with them. Pending deliveries are never deleted. Returns
+/// how many deliveries went.
+pub async fn delete_finished_before(
+    conn: &mut AnyConnection,
+    before: i64,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM webhook_deliveries WHERE id IN \
+         (SELECT id FROM webhook_deliveries WHERE finished_at < $1 \
+          ORDER BY finished_at LIMIT $2)",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Delete webhook `id` with its deliveries and their log. False when it

@@ -290,20 +290,20 @@ pub async fn release_leases(conn: &mut AnyConnection, owner: &str) -> Result<(),
 }
 
 /// Fail workflows whose engine keeps dying on them (claimed `max_claims`
-/// times without parking). Returns their ids.
+/// times without parking). Returns them as they now are (failed).
 pub async fn fail_exhausted(
     conn: &mut AnyConnection,
     max_claims: i64,
-) -> Result<Vec<String>, sqlx::Error> {
+) -> Result<Vec<Workflow>, sqlx::Error> {
     let now = now_ms();
-    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE workflows SET status = 'failed', \
              error = '{{\"kind\":\"worker_lost\",\"message\":\"the engine stopped repeatedly while advancing this workflow\"}}', \
              wake_at = NULL, lease_owner = NULL, lease_expires_at = NULL, finished_at = $1, \
              updated_at = $1 \
          WHERE status IN {UNFINISHED} AND wake_at IS NOT NULL AND lease_expires_at < $1 \
            AND claims >= $2 \
-         RETURNING id"
+         RETURNING {COLUMNS}"
     )))
     .bind(now)
     .bind(max_claims)
@@ -372,6 +372,23 @@ pub struct Progress {
     pub error: Option<String>,
     /// Spent so far.
     pub cost_nanos: Money,
+}
+
+impl Progress {
+    /// The progress recorded on workflow `wf`.
+    pub fn recorded(wf: &Workflow) -> Progress {
+        Progress {
+            status: wf.status,
+            current_step: wf.current_step.clone(),
+            current_run: wf.current_run.clone(),
+            attempt: wf.attempt,
+            steps_run: wf.steps_run,
+            state_version: wf.state_version,
+            output: wf.output.clone(),
+            error: wf.error.clone(),
+            cost_nanos: wf.cost_nanos,
+        }
+    }
 }
 
 /// Write `p` on a workflow `owner` holds that has not ended; a terminal

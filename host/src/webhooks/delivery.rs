@@ -146,6 +146,7 @@ impl Runner for DeliveryRunner {
         let mut tx = self.db.platform().await?;
         stored::heartbeat(&mut tx, owner, running, lease_ms).await?;
         let failed = stored::fail_exhausted(&mut tx, MAX_CLAIMS).await?;
+        stored::forget_expired_secrets(&mut tx, now_ms()).await?;
         tx.commit().await?;
         for id in failed {
             tracing::warn!(delivery_id = %id, "webhook delivery failed: its workers kept stopping");
@@ -239,6 +240,16 @@ impl DeliveryRunner {
                 );
             }
         };
+        let mut secrets = vec![secret];
+        // During a rotation's overlap the old secret signs too.
+        if let Some(sealed) = w.previous_secret(now_ms()) {
+            match self.keys.decrypt(sealed, &secret_context(&w.id)) {
+                Ok(previous) => secrets.push(previous),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the previous signing secret cannot be read; signing with the current one alone");
+                }
+            }
+        }
         let url = match Url::parse(&w.url) {
             Ok(url) => url,
             Err(e) => return Outcome::failed("failed", format!("bad URL: {e}"), started.elapsed()),
@@ -256,7 +267,7 @@ impl DeliveryRunner {
             .header("X-Vel-Delivery", &d.id)
             .header(
                 "X-Vel-Signature",
-                signature::sign(&secret, timestamp, d.body.as_bytes()),
+                signature::sign_with(&secrets, timestamp, d.body.as_bytes()),
             )
             .body(d.body.clone());
         let exchange = async {

@@ -1,10 +1,18 @@
 //! The events the business layer reports, each queued by one call in the
-//! transaction of the change it reports (see [`super::emit`]): what each
-//! event's `data` carries is decided here, in one place.
+//! transaction of the change it reports (see [`super::emit`]): which event
+//! types exist ([`EventType`]) and what each event's `data` carries are
+//! decided here, in one place.
+//!
+//! A new event type is one line in the `event_types!` list below (its
+//! variant and wire name); it is then subscribable, listed in validation
+//! errors, and queued with
+//! `webhooks::emit(tx, Some(org_id), EventType::New, json!({..}))` in the
+//! transaction of the change it reports (or a function here when several
+//! places report it). Document it in docs/webhooks.md.
 
 use serde_json::{Value, json};
 
-use super::{EventType, emit};
+use super::emit;
 use crate::budgets::Budget;
 use crate::money::Money;
 use crate::orchestrator::state::TaskStatus;
@@ -13,6 +21,62 @@ use crate::store::tasks::{Finish, Task};
 use crate::store::to_rfc3339;
 use crate::store::workflows::{Progress, Workflow};
 use crate::workflows::status::WorkflowStatus;
+
+/// Declares [`EventType`] with its wire names.
+macro_rules! event_types {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal),+ $(,)?) => {
+        /// What a webhook can be told of.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum EventType {
+            $($(#[$doc])* $variant),+
+        }
+
+        impl EventType {
+            /// Every event type, `webhook.test` included.
+            pub const ALL: &'static [EventType] = &[$(EventType::$variant),+];
+
+            /// The name in `X-Vel-Event`, the body's `type` and subscriptions.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(EventType::$variant => $name),+
+                }
+            }
+        }
+    };
+}
+
+event_types! {
+    /// A task completed.
+    TaskCompleted = "task.completed",
+    /// A task failed.
+    TaskFailed = "task.failed",
+    /// Every task of a batch ended (whatever their outcomes).
+    BatchCompleted = "batch.completed",
+    /// A workflow waits for a person's approval.
+    WorkflowAwaitingApproval = "workflow.awaiting_approval",
+    /// A workflow completed.
+    WorkflowCompleted = "workflow.completed",
+    /// A workflow failed.
+    WorkflowFailed = "workflow.failed",
+    /// A budget's spend passed one of its alert thresholds.
+    BudgetThreshold = "budget.threshold",
+    /// An alert was raised (`/api/alerts`).
+    AlertRaised = "alert.raised",
+    /// A plugin version went live (activated or rolled back to).
+    PluginActivated = "plugin.activated",
+    /// Sent by `POST /api/webhooks/{id}/test`; not subscribed to.
+    WebhookTest = "webhook.test",
+}
+
+impl EventType {
+    /// The event type named `name`, when a webhook may subscribe to it.
+    pub fn subscribable(name: &str) -> Option<EventType> {
+        EventType::ALL
+            .iter()
+            .copied()
+            .find(|e| *e != EventType::WebhookTest && e.as_str() == name)
+    }
+}
 
 /// Stored JSON text as a value (a string when it is not JSON).
 fn json_text(text: Option<&str>) -> Value {

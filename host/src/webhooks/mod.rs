@@ -20,6 +20,8 @@ pub mod signature;
 
 use std::time::Duration;
 
+pub use events::EventType;
+
 use serde_json::{Value, json};
 use vel_runtime::AllowPrivate;
 
@@ -55,6 +57,12 @@ pub struct WebhookConfig {
     /// Deliveries this instance attempts at once (`VEL_WEBHOOK_WORKERS`,
     /// default 4; 0 delivers nothing here).
     pub workers: u32,
+    /// Ended deliveries (with their attempts) older than this many days
+    /// are deleted from the delivery log
+    /// (`VEL_WEBHOOK_DELIVERY_RETENTION_DAYS`, default 30; 0 keeps them
+    /// forever; run as often as the audit retention,
+    /// `VEL_AUDIT_RETENTION_INTERVAL_MS`).
+    pub delivery_retention_days: u32,
 }
 
 impl Default for WebhookConfig {
@@ -68,63 +76,8 @@ impl Default for WebhookConfig {
             retry_max: Duration::from_secs(600),
             disable_after: 10,
             workers: 4,
+            delivery_retention_days: 30,
         }
-    }
-}
-
-/// Declares [`EventType`] with its wire names.
-macro_rules! event_types {
-    ($($(#[$doc:meta])* $variant:ident = $name:literal),+ $(,)?) => {
-        /// What a webhook can be told of.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum EventType {
-            $($(#[$doc])* $variant),+
-        }
-
-        impl EventType {
-            /// Every event type, `webhook.test` included.
-            pub const ALL: &'static [EventType] = &[$(EventType::$variant),+];
-
-            /// The name in `X-Vel-Event`, the body's `type` and subscriptions.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $(EventType::$variant => $name),+
-                }
-            }
-        }
-    };
-}
-
-event_types! {
-    /// A task completed.
-    TaskCompleted = "task.completed",
-    /// A task failed.
-    TaskFailed = "task.failed",
-    /// Every task of a batch ended (whatever their outcomes).
-    BatchCompleted = "batch.completed",
-    /// A workflow waits for a person's approval.
-    WorkflowAwaitingApproval = "workflow.awaiting_approval",
-    /// A workflow completed.
-    WorkflowCompleted = "workflow.completed",
-    /// A workflow failed.
-    WorkflowFailed = "workflow.failed",
-    /// A budget's spend passed one of its alert thresholds.
-    BudgetThreshold = "budget.threshold",
-    /// An alert was raised (`/api/alerts`).
-    AlertRaised = "alert.raised",
-    /// A plugin version went live (activated or rolled back to).
-    PluginActivated = "plugin.activated",
-    /// Sent by `POST /api/webhooks/{id}/test`; not subscribed to.
-    WebhookTest = "webhook.test",
-}
-
-impl EventType {
-    /// The event type named `name`, when a webhook may subscribe to it.
-    pub fn subscribable(name: &str) -> Option<EventType> {
-        EventType::ALL
-            .iter()
-            .copied()
-            .find(|e| *e != EventType::WebhookTest && e.as_str() == name)
     }
 }
 

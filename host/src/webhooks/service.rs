@@ -1,7 +1,9 @@
 //! What callers do with webhooks (the handlers let org_admins in): create one (its signing
 //! secret generated, sealed, and shown this once), list, read, change,
-//! delete, send a test event, read the delivery log. Every change is
+//! rotate its secret, delete, send a test event, read the delivery log. Every change is
 //! audited in the transaction that makes it.
+
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -14,13 +16,18 @@ use crate::orchestrator::signals::WorkKind;
 use crate::secrets::{SecretError, fingerprint};
 use crate::state::AppState;
 use crate::store::webhooks::{self as stored, AttemptRow, DeliveryRow, NewEvent, WebhookRow};
-use crate::store::{Tx, new_id, now_ms};
+use crate::store::{Tx, new_id, now_ms, to_rfc3339};
 use crate::validation::{FieldErrors, Invalid, check_text};
 
 /// Most event types one webhook subscribes to.
 pub const MAX_EVENTS: usize = 32;
 /// Longest description.
 pub const MAX_DESCRIPTION_CHARS: usize = 200;
+/// How long the old secret signs too after a rotation, unless the caller
+/// says otherwise: a day.
+pub const DEFAULT_SECRET_OVERLAP: Duration = Duration::from_secs(86_400);
+/// The longest overlap a rotation may ask for: a week.
+pub const MAX_SECRET_OVERLAP: Duration = Duration::from_secs(7 * 86_400);
 
 /// Why a webhook operation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +106,9 @@ pub async fn create(
     let row = WebhookRow {
         secret_ciphertext: state.keys.encrypt(&secret, &secret_context(&id))?,
         secret_fingerprint: fingerprint(&secret),
+        previous_secret_ciphertext: None,
+        previous_secret_fingerprint: None,
+        previous_secret_expires_at: None,
         id,
         org_id: who.org_id.clone(),
         url: url.unwrap_or_default(),
@@ -200,6 +210,58 @@ pub async fn update(
     .await?;
     tx.commit().await?;
     Ok(row)
+}
+
+/// Give webhook `id` a new signing secret; returns the webhook and the
+/// secret, which is never shown again. For `overlap` after now, deliveries
+/// are signed with the old secret as well (a second `v1=`), so receivers
+/// can switch without losing one; an overlap of zero drops the old secret
+/// at once. A secret older than the current one is dropped: two at most.
+pub async fn rotate_secret(
+    state: &AppState,
+    who: &Principal,
+    client: &ClientInfo,
+    id: &str,
+    overlap: Duration,
+) -> Result<(WebhookRow, String), WebhookError> {
+    let mut errors = FieldErrors::new();
+    errors.check(
+        overlap <= MAX_SECRET_OVERLAP,
+        "overlap_seconds",
+        "must be at most 604800 (7 days)",
+    );
+    errors.finish()?;
+    let secret = signature::new_secret();
+    let now = now_ms();
+    let mut tx = state.db.tenant(&who.org_id).await?;
+    let mut row = found(&mut tx, who, id).await?;
+    let overlap_ms = i64::try_from(overlap.as_millis()).unwrap_or(i64::MAX);
+    let old_fingerprint = row.secret_fingerprint.clone();
+    if overlap_ms > 0 {
+        row.previous_secret_ciphertext = Some(row.secret_ciphertext.clone());
+        row.previous_secret_fingerprint = Some(old_fingerprint.clone());
+        row.previous_secret_expires_at = Some(now.saturating_add(overlap_ms));
+    } else {
+        row.previous_secret_ciphertext = None;
+        row.previous_secret_fingerprint = None;
+        row.previous_secret_expires_at = None;
+    }
+    row.secret_ciphertext = state.keys.encrypt(&secret, &secret_context(&row.id))?;
+    row.secret_fingerprint = fingerprint(&secret);
+    row.updated_at = now;
+    stored::set_secrets(&mut tx, &row).await?;
+    audit::record(
+        &mut tx,
+        who,
+        client,
+        "webhook_secret_rotated",
+        json!({ "webhook_id": row.id, "secret_fingerprint": row.secret_fingerprint,
+                "previous_secret_fingerprint": old_fingerprint,
+                "previous_secret_expires_at": row.previous_secret_expires_at.map(to_rfc3339) }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((row, secret))
 }
 
 /// Delete webhook `id` with its queued deliveries and their log.

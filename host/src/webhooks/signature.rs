@@ -1,6 +1,7 @@
 //! The signature on every delivery: `X-Vel-Signature: t=<unix seconds>,v1=<hex>`
 //! where the hex is HMAC-SHA256, keyed with the webhook's secret (its
-//! text, as shown once at creation), of `"<t>.<body>"`. A receiver
+//! text, as shown once at creation or rotation), of `"<t>.<body>"`; during
+//! a rotation's overlap a second `v1=` is made with the old secret. A receiver
 //! recomputes it over the raw body, compares in constant time, and
 //! refuses timestamps too far from its clock (replays). See
 //! docs/webhooks.md for verification snippets.
@@ -32,8 +33,22 @@ fn mac(secret: &str, timestamp: i64, body: &[u8]) -> HmacSha256 {
 /// The `X-Vel-Signature` value for `body` sent at `timestamp` (unix
 /// seconds) under `secret`.
 pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    let digest = mac(secret, timestamp, body).finalize().into_bytes();
-    format!("t={timestamp},v1={}", hex::encode(digest))
+    sign_with(&[secret], timestamp, body)
+}
+
+/// The `X-Vel-Signature` value for `body` sent at `timestamp` under each
+/// of `secrets` in turn: `t=…,v1=<first>,v1=<second>` (the current secret
+/// first, then the one a rotation replaced, while it still signs).
+pub fn sign_with(secrets: &[impl AsRef<str>], timestamp: i64, body: &[u8]) -> String {
+    let mut header = format!("t={timestamp}");
+    for secret in secrets {
+        let digest = mac(secret.as_ref(), timestamp, body)
+            .finalize()
+            .into_bytes();
+        header.push_str(",v1=");
+        header.push_str(&hex::encode(digest));
+    }
+    header
 }
 
 /// Whether `header` is a valid signature of `body` under `secret`, made
@@ -76,6 +91,18 @@ mod tests {
         assert!(!verify("whsec_other", &header, body, 1_700_000_100, 300));
         assert!(!verify(&secret, &header, body, 1_700_001_000, 300));
         assert!(!verify(&secret, "v1=00", body, 1_700_000_000, 300));
+    }
+
+    #[test]
+    fn during_a_rotation_either_secret_verifies() {
+        let (new, old) = (new_secret(), new_secret());
+        let body = br#"{"id":"e2"}"#;
+        let header = sign_with(&[&new, &old], 1_700_000_000, body);
+        assert_eq!(header.matches(",v1=").count(), 2, "{header}");
+        assert!(header.starts_with(&sign(&new, 1_700_000_000, body)));
+        assert!(verify(&new, &header, body, 1_700_000_000, 300));
+        assert!(verify(&old, &header, body, 1_700_000_000, 300));
+        assert!(!verify(&new_secret(), &header, body, 1_700_000_000, 300));
     }
 
     #[test]

@@ -113,9 +113,25 @@ impl Runner for WorkflowRunner {
         let mut tx = self.db.platform().await?;
         workflows::heartbeat(&mut tx, owner, running, lease_ms).await?;
         let failed = workflows::fail_exhausted(&mut tx, MAX_CLAIMS).await?;
+        let mut hooks = 0;
+        for wf in &failed {
+            let p = Progress::recorded(wf);
+            let error = p
+                .error
+                .as_deref()
+                .and_then(|e| serde_json::from_str::<Value>(e).ok());
+            let data = json!({ "status": "failed", "error": error });
+            workflows::append_event(&mut tx, &wf.org_id, &wf.id, "status", &data.to_string())
+                .await?;
+            hooks += crate::webhooks::events::workflow_moved(&mut tx, wf, &p).await?;
+        }
         tx.commit().await?;
-        for id in failed {
-            tracing::warn!(workflow_id = %id, "workflow failed: the engine kept stopping on it");
+        for wf in failed {
+            tracing::warn!(workflow_id = %wf.id, "workflow failed: the engine kept stopping on it");
+            self.signals.publish(Signal::Events(wf.id));
+        }
+        if hooks > 0 {
+            self.signals.publish_due(WorkKind::Webhooks);
         }
         Ok(Vec::new())
     }

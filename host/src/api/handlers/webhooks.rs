@@ -2,6 +2,8 @@
 //! (org_admin), each delivery signed (`X-Vel-Signature`), retried, and
 //! logged (`crate::webhooks`; docs/webhooks.md).
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -14,8 +16,8 @@ use crate::api::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
 use crate::api::pagination::{PageQuery, bounds};
 use crate::auth::Principal;
 use crate::state::AppState;
-use crate::store::to_rfc3339;
 use crate::store::webhooks::{AttemptRow, WebhookRow};
+use crate::store::{now_ms, to_rfc3339};
 use crate::webhooks::service::{
     self, DeliveryLog, NewWebhook, WebhookError, WebhookPatch, events_of,
 };
@@ -64,7 +66,19 @@ pub struct UpdateWebhook {
     pub enabled: Option<bool>,
 }
 
-/// A webhook. Its secret is shown only by `POST /api/webhooks`.
+/// Body of `POST /api/webhooks/{id}/rotate-secret` (`{}` for the
+/// defaults).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSecret {
+    /// How long deliveries are signed with the old secret too, in seconds
+    /// (default 86400, a day; at most 604800; 0 drops the old secret at
+    /// once).
+    pub overlap_seconds: Option<u64>,
+}
+
+/// A webhook. Its secret is shown only by `POST /api/webhooks` and
+/// `POST /api/webhooks/{id}/rotate-secret`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookView {
     /// Id.
@@ -84,6 +98,11 @@ pub struct WebhookView {
     pub consecutive_failures: i64,
     /// `sha256:` and the start of the secret's digest, to tell secrets apart.
     pub secret_fingerprint: String,
+    /// The fingerprint of the secret the last rotation replaced, while
+    /// deliveries are still signed with it too.
+    pub previous_secret_fingerprint: Option<String>,
+    /// Until when the previous secret signs too (RFC 3339).
+    pub previous_secret_expires_at: Option<String>,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.
@@ -92,8 +111,14 @@ pub struct WebhookView {
 
 impl From<WebhookRow> for WebhookView {
     fn from(r: WebhookRow) -> Self {
+        let signing = r.previous_secret(now_ms()).is_some();
         WebhookView {
             events: events_of(&r),
+            previous_secret_fingerprint: r.previous_secret_fingerprint.filter(|_| signing),
+            previous_secret_expires_at: r
+                .previous_secret_expires_at
+                .filter(|_| signing)
+                .map(to_rfc3339),
             id: r.id,
             url: r.url,
             description: r.description,
@@ -107,7 +132,8 @@ impl From<WebhookRow> for WebhookView {
     }
 }
 
-/// A webhook just created, with its signing secret: shown this once.
+/// A webhook just created, or its secret just rotated, with its signing
+/// secret: shown this once.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedWebhook {
     /// The webhook.
@@ -344,6 +370,34 @@ pub async fn test(
             delivery_id,
         }),
     ))
+}
+
+/// Give the webhook a new signing secret, shown in this answer and never
+/// again (org_admin). For the overlap (a day unless the body says
+/// otherwise) deliveries carry a signature by each secret
+/// (`t=…,v1=<new>,v1=<old>`), so the receiver can switch without losing
+/// a delivery.
+#[utoipa::path(post, path = "/api/webhooks/{id}/rotate-secret", tag = "webhooks",
+    request_body = RotateSecret,
+    params(("id" = String, Path, description = "Webhook id")),
+    responses((status = 200, body = CreatedWebhook), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, description = "Overlap out of range", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    p: Principal,
+    client: ClientInfo,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<RotateSecret>,
+) -> Result<Json<CreatedWebhook>, ApiError> {
+    let overlap = body
+        .overlap_seconds
+        .map_or(service::DEFAULT_SECRET_OVERLAP, Duration::from_secs);
+    let (row, secret) = service::rotate_secret(&state, &p, &client, &id, overlap).await?;
+    Ok(Json(CreatedWebhook {
+        webhook: row.into(),
+        secret,
+    }))
 }
 
 /// The webhook's deliveries, newest first, each with its attempts
