@@ -4,11 +4,13 @@
 -- A batch is up to thousands of task definitions run at most `parallelism`
 -- at a time. Each definition is stored, checked and prepared, as an item;
 -- an item becomes an ordinary task (its id chosen when the batch is
--- created, `tasks.batch_id` linking it) when it is released: the first
--- `parallelism` items when the batch is created, then one more in the
--- transaction that ends each of its tasks. `released` is that cursor, in
--- item order; the outcome counters are kept in the same transactions, so
--- the batch's progress is exact and read without counting its tasks.
+-- created, `tasks.batch_id` linking it) when it is released. The items are
+-- dealt into `lanes` (min(parallelism, total)) chains: item i is released
+-- by the end of item i - parallelism, in the transaction that ends it
+-- (`tasks.batch_next` names the item a task's end releases), so no
+-- counter is shared by the lanes and each lane runs one task at a time.
+-- A lane's last task counts the lane done on the batch row; the last lane
+-- done completes the batch. Progress is counted from the tasks.
 CREATE TABLE batches (
     id               TEXT PRIMARY KEY,
     org_id           TEXT NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
@@ -18,10 +20,8 @@ CREATE TABLE batches (
     status           TEXT NOT NULL CHECK (status IN ('running', 'completed', 'cancelled')),
     parallelism      BIGINT NOT NULL,           -- tasks running at once, at most
     total            BIGINT NOT NULL,           -- items
-    released         BIGINT NOT NULL,           -- items turned into tasks, in order
-    completed        BIGINT NOT NULL DEFAULT 0, -- tasks ended completed
-    failed           BIGINT NOT NULL DEFAULT 0, -- tasks ended failed
-    cancelled        BIGINT NOT NULL DEFAULT 0, -- tasks ended cancelled
+    lanes            BIGINT NOT NULL,             -- min(parallelism, total)
+    lanes_done       BIGINT NOT NULL DEFAULT 0, -- lanes whose last task ended
     idempotency_key  TEXT,
     request_hash     TEXT NOT NULL,              -- sha256 of the items, for idempotent replays
     created_at       BIGINT NOT NULL,
@@ -38,6 +38,7 @@ CREATE TABLE batch_items (
     idx           BIGINT NOT NULL,              -- 0-based position in the upload
     org_id        TEXT NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
     task_id       TEXT NOT NULL,                 -- the task it becomes when released
+    next_idx      BIGINT,                         -- the item its task's end releases; NULL: last of its lane
     custom_id     TEXT,                          -- the caller's own id for it
     description   TEXT NOT NULL,
     task_type     TEXT NOT NULL,
@@ -51,6 +52,7 @@ CREATE TABLE batch_items (
 );
 
 ALTER TABLE tasks ADD COLUMN batch_id TEXT REFERENCES batches(id) ON DELETE SET NULL;
+ALTER TABLE tasks ADD COLUMN batch_next BIGINT;      -- batch_items.next_idx of its item
 CREATE INDEX tasks_batch_idx ON tasks (batch_id) WHERE batch_id IS NOT NULL;
 
 ALTER TABLE batches ENABLE ROW LEVEL SECURITY;

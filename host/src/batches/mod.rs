@@ -45,39 +45,34 @@ pub struct Ended {
     pub deliveries: u64,
 }
 
-/// Task `task` ended in `status`: when it runs a batch's item, count it,
-/// release the batch's next item, and report the batch's completion. Run
-/// it in the transaction that ends the task; nothing is read or written
+/// Task `task` ended in `status`: when it runs a batch's item, release
+/// the next item of its lane while the batch runs, and report the batch's
+/// completion when it was the last. Run it in the transaction that ends
+/// the task, after the task row was written; nothing is read or written
 /// for a task outside a batch.
 pub async fn task_ended(
     conn: &mut sqlx::AnyConnection,
     task: &Task,
     status: TaskStatus,
 ) -> Result<Ended, sqlx::Error> {
-    match &task.batch_id {
-        Some(batch_id) => ended_in(conn, batch_id, status).await,
-        None => Ok(Ended::default()),
+    let Some(batch_id) = &task.batch_id else {
+        return Ok(Ended::default());
+    };
+    if !status.is_terminal() {
+        return Ok(Ended::default());
     }
-}
-
-async fn ended_in(
-    conn: &mut sqlx::AnyConnection,
-    batch_id: &str,
-    status: TaskStatus,
-) -> Result<Ended, sqlx::Error> {
     let TaskEnded {
         released,
         completed,
-    } = batches::task_ended(conn, batch_id, status).await?;
+    } = batches::task_ended(conn, batch_id, task.batch_next).await?;
     let deliveries = match completed {
         Some(batch) => {
-            tracing::info!(
-                batch_id,
-                total = batch.total,
-                failed = batch.failed,
-                "batch completed"
-            );
-            crate::webhooks::events::batch_completed(conn, &batch).await?
+            let counts = batches::counts(conn, &batch.org_id, &[batch.id.as_str()])
+                .await?
+                .remove(&batch.id)
+                .unwrap_or_default();
+            tracing::info!(batch_id = %batch.id, total = batch.total, failed = counts.failed, "batch completed");
+            crate::webhooks::events::batch_completed(conn, &batch, &counts).await?
         }
         None => 0,
     };

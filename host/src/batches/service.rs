@@ -14,8 +14,8 @@ use crate::orchestrator::cancel::cancel_task;
 use crate::orchestrator::signals::{Signal, WorkKind};
 use crate::orchestrator::submit::{self, Submission, SubmitError};
 use crate::state::AppState;
+use crate::store;
 use crate::store::batches::{self, Batch, Inserted, NewBatch, NewItem};
-use crate::store::{self, Tx};
 use crate::validation::Invalid;
 
 /// Longest `custom_id`, in characters.
@@ -208,9 +208,11 @@ fn hash(description: &str, parallelism: u32, items: &[NewItem]) -> String {
     hex::encode(h.finalize())
 }
 
-/// Cancel a running batch: no further task starts, and its tasks still
-/// pending or running are cancelled (their provider calls dropped). Returns
-/// the batch as it is now.
+/// Cancel a running batch: no further task starts (the batch's row says
+/// so once committed, and every task's end reads it), then its tasks
+/// still pending or running are cancelled, each in its own transaction
+/// (their provider calls dropped), as a task's end takes its task row
+/// before its batch's. Returns the batch as it is now.
 pub async fn cancel(
     state: &AppState,
     who: &Principal,
@@ -227,41 +229,31 @@ pub async fn cancel(
             batch.status
         )));
     }
-    let stopped = cancel_tasks(&mut tx, state, &who.org_id, id).await?;
     audit::record(
         &mut tx,
         who,
         client,
         "batch_cancelled",
-        json!({ "batch_id": id, "task_ids": stopped }),
+        json!({ "batch_id": id }),
     )
     .await?;
+    tx.commit().await?;
+    let mut tx = state.db.tenant_read(&who.org_id).await?;
+    let unfinished = batches::unfinished_tasks(&mut tx, &who.org_id, id).await?;
+    tx.commit().await?;
+    for task_id in unfinished {
+        let mut tx = state.db.tenant(&who.org_id).await?;
+        let stopped = cancel_task(&mut tx, &state.signals, &who.org_id, &task_id).await?;
+        tx.commit().await?;
+        if stopped.is_some() {
+            state.signals.publish(Signal::Events(task_id.clone()));
+            state.signals.publish(Signal::Cancelled(task_id));
+        }
+    }
+    let mut tx = state.db.tenant_read(&who.org_id).await?;
     let batch = batches::get(&mut tx, &who.org_id, id)
         .await?
         .ok_or(BatchError::NotFound)?;
     tx.commit().await?;
-    for t in stopped {
-        state.signals.publish(Signal::Events(t.clone()));
-        state.signals.publish(Signal::Cancelled(t));
-    }
     Ok(batch)
-}
-
-/// Cancel the batch's unfinished tasks in `tx`; their ids.
-async fn cancel_tasks(
-    tx: &mut Tx,
-    state: &AppState,
-    org_id: &str,
-    id: &str,
-) -> Result<Vec<String>, sqlx::Error> {
-    let mut stopped = Vec::new();
-    for task_id in batches::unfinished_tasks(tx, org_id, id).await? {
-        if cancel_task(tx, &state.signals, org_id, &task_id)
-            .await?
-            .is_some()
-        {
-            stopped.push(task_id);
-        }
-    }
-    Ok(stopped)
 }

@@ -20,10 +20,6 @@ pub async fn cancel_task(
     org_id: &str,
     id: &str,
 ) -> Result<Option<TaskStatus>, sqlx::Error> {
-    if let Some(batch_id) = store::batches::of_task(tx, id).await? {
-        // Its batch before its task row (see `store::batches::lock`).
-        store::batches::lock(tx, &batch_id).await?;
-    }
     let Some(task) = store::tasks::cancel(tx, org_id, id).await? else {
         return Ok(None);
     };

@@ -437,10 +437,6 @@ impl TaskRunner {
         cache: Option<(String, i64)>,
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.db.tenant(&task.org_id).await?;
-        if let Some(batch_id) = &task.batch_id {
-            // Its batch before its task row (see `store::batches::lock`).
-            crate::store::batches::lock(&mut tx, batch_id).await?;
-        }
         write_progress(&mut tx, task, held).await?;
         if let Some((response, ttl_ms)) = &cache {
             tasks::cache_response(&mut tx, &task.org_id, &task.request_hash, response, *ttl_ms)

@@ -1,17 +1,21 @@
 //! Batches and their items (see `migrations/*/…_batches.sql`).
 //!
 //! An item becomes an ordinary pending task when it is released: the
-//! first `parallelism` items when the batch is stored, then one more in
-//! the transaction that ends each of the batch's tasks ([`task_ended`]).
-//! The batch row is the cursor and the outcome counters; updating it first
-//! in those transactions serialises a batch's releases (on PostgreSQL its
-//! row lock, on SQLite the one writer), so no item is released twice and
-//! at most `parallelism` tasks of a batch are unfinished at once; [`lock`]
-//! takes that row lock first, before any task row, wherever a batch's task
-//! ends or the batch is cancelled.
+//! first item of each lane when the batch is stored, then item `i +
+//! parallelism` in the transaction that ends item `i`'s task
+//! ([`task_ended`]). A lane's tasks thus run one after another, the lanes
+//! side by side, and the lanes share no counter: ending a task takes its
+//! task row, then at most a shared lock on its batch's row (read to see
+//! that the batch still runs), so concurrent ends do not wait for each
+//! other. Only a lane's last task updates the batch row (the lanes done),
+//! and cancelling a batch changes only its row, so every transaction takes
+//! a task row before its batch's and none can deadlock. Progress is
+//! counted from the tasks ([`counts`]).
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, FromRow, Row};
+
+use std::collections::HashMap;
 
 use super::{Backend, new_id, now_ms, parsed};
 use crate::batches::BatchStatus;
@@ -35,14 +39,10 @@ pub struct Batch {
     pub parallelism: i64,
     /// Items.
     pub total: i64,
-    /// Items turned into tasks.
-    pub released: i64,
-    /// Tasks ended completed.
-    pub completed: i64,
-    /// Tasks ended failed.
-    pub failed: i64,
-    /// Tasks ended cancelled.
-    pub cancelled: i64,
+    /// Chains of items run side by side: min(parallelism, total).
+    pub lanes: i64,
+    /// Lanes whose last task ended.
+    pub lanes_done: i64,
     /// The client's `Idempotency-Key`.
     pub idempotency_key: Option<String>,
     /// sha256 of the items, for idempotent replays.
@@ -55,13 +55,6 @@ pub struct Batch {
     pub finished_at: Option<i64>,
 }
 
-impl Batch {
-    /// Tasks that ended, whatever their outcome.
-    pub fn ended(&self) -> i64 {
-        self.completed + self.failed + self.cancelled
-    }
-}
-
 impl FromRow<'_, AnyRow> for Batch {
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Batch {
@@ -72,10 +65,8 @@ impl FromRow<'_, AnyRow> for Batch {
             status: parsed(row, "status")?,
             parallelism: row.try_get("parallelism")?,
             total: row.try_get("total")?,
-            released: row.try_get("released")?,
-            completed: row.try_get("completed")?,
-            failed: row.try_get("failed")?,
-            cancelled: row.try_get("cancelled")?,
+            lanes: row.try_get("lanes")?,
+            lanes_done: row.try_get("lanes_done")?,
             idempotency_key: row.try_get("idempotency_key")?,
             request_hash: row.try_get("request_hash")?,
             created_at: row.try_get("created_at")?,
@@ -85,9 +76,8 @@ impl FromRow<'_, AnyRow> for Batch {
     }
 }
 
-const COLUMNS: &str = "id, org_id, user_id, description, status, parallelism, total, released, \
-     completed, failed, cancelled, idempotency_key, request_hash, created_at, updated_at, \
-     finished_at";
+const COLUMNS: &str = "id, org_id, user_id, description, status, parallelism, total, lanes, \
+     lanes_done, idempotency_key, request_hash, created_at, updated_at, finished_at";
 
 /// Fields a caller supplies to create a batch.
 #[derive(Debug, Clone)]
@@ -143,7 +133,7 @@ pub enum Inserted {
     TooManyUnfinished,
 }
 
-/// Items written per statement (13 parameters each).
+/// Items written per statement (14 parameters each).
 const ITEMS_PER_STATEMENT: usize = 400;
 
 /// Store a running batch of `items` unless the user already has
@@ -166,10 +156,10 @@ pub async fn insert(
     }
     let now = now_ms();
     let total = items.len() as i64;
-    let released = new.parallelism.min(total);
+    let lanes = new.parallelism.min(total);
     let batch: Option<Batch> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO batches (id, org_id, user_id, description, status, parallelism, total, \
-             released, idempotency_key, request_hash, created_at, updated_at, api_key_id) \
+             lanes, idempotency_key, request_hash, created_at, updated_at, api_key_id) \
          SELECT $1, $2, $3, $4, 'running', $5, $6, $7, $8, $9, $10, $10, $12 \
          WHERE {} < $11 \
          RETURNING {COLUMNS}",
@@ -181,7 +171,7 @@ pub async fn insert(
     .bind(&new.description)
     .bind(new.parallelism)
     .bind(total)
-    .bind(released)
+    .bind(lanes)
     .bind(&new.idempotency_key)
     .bind(&new.request_hash)
     .bind(now)
@@ -195,7 +185,7 @@ pub async fn insert(
     for (n, chunk) in items.chunks(ITEMS_PER_STATEMENT).enumerate() {
         insert_items(conn, &batch, n * ITEMS_PER_STATEMENT, chunk).await?;
     }
-    release(conn, &batch.id, 0, released, now).await?;
+    release(conn, &batch.id, 0, lanes, now).await?;
     Ok(Inserted::Created(Box::new(batch)))
 }
 
@@ -205,7 +195,7 @@ async fn insert_items(
     first: usize,
     items: &[NewItem],
 ) -> Result<(), sqlx::Error> {
-    const COLS: usize = 13;
+    const COLS: usize = 14;
     let rows: Vec<String> = (0..items.len())
         .map(|r| {
             let params: Vec<String> = (1..=COLS).map(|c| format!("${}", r * COLS + c)).collect();
@@ -214,14 +204,17 @@ async fn insert_items(
         .collect();
     let sql = format!(
         "INSERT INTO batch_items (batch_id, idx, org_id, task_id, custom_id, description, \
-             task_type, priority, agent_id, request, request_hash, stream, use_cache) VALUES {}",
+             task_type, priority, agent_id, request, request_hash, stream, use_cache, next_idx) \
+         VALUES {}",
         rows.join(", ")
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for (i, item) in items.iter().enumerate() {
+        let idx = (first + i) as i64;
+        let next = Some(idx + batch.parallelism).filter(|n| *n < batch.total);
         q = q
             .bind(&batch.id)
-            .bind((first + i) as i64)
+            .bind(idx)
             .bind(&batch.org_id)
             .bind(new_id())
             .bind(&item.custom_id)
@@ -232,7 +225,8 @@ async fn insert_items(
             .bind(&item.request)
             .bind(&item.request_hash)
             .bind(i64::from(item.stream))
-            .bind(i64::from(item.use_cache));
+            .bind(i64::from(item.use_cache))
+            .bind(next);
     }
     q.execute(conn).await?;
     Ok(())
@@ -254,10 +248,10 @@ async fn release(
     sqlx::query(
         "INSERT INTO tasks (id, org_id, user_id, agent_id, source, description, task_type, \
              priority, status, request, stream, use_cache, request_hash, event_seq, created_at, \
-             updated_at, batch_id, api_key_id) \
+             updated_at, batch_id, batch_next, api_key_id) \
          SELECT i.task_id, i.org_id, b.user_id, i.agent_id, 'api', i.description, i.task_type, \
              i.priority, 'pending', i.request, i.stream, i.use_cache, i.request_hash, 1, $4, $4, \
-             i.batch_id, b.api_key_id \
+             i.batch_id, i.next_idx, b.api_key_id \
          FROM batch_items AS i JOIN batches AS b ON b.id = i.batch_id \
          WHERE i.batch_id = $1 AND i.idx >= $2 AND i.idx < $3",
     )
@@ -285,98 +279,115 @@ async fn release(
 /// What the end of one of a batch's tasks did to the batch.
 #[derive(Debug, Default)]
 pub struct TaskEnded {
-    /// The next item was released as a pending task.
+    /// The next item of its lane was released as a pending task.
     pub released: bool,
     /// The batch completed with this task: it as it is now.
     pub completed: Option<Batch>,
 }
 
-/// Count the end (in `status`) of a task of batch `batch_id`: its outcome
-/// counter, the batch's completion when it was the last, and the release
-/// of the next item while the batch runs. Run it in the transaction that
-/// ends the task.
+/// A task of batch `batch_id` ended; `next` is the item its end releases
+/// (`None`: it was its lane's last). While the batch runs, that item is
+/// released; a lane's last task counts its lane done, and the last lane
+/// done completes the batch. Run it in the transaction that ends the
+/// task, after the task row was written.
 pub async fn task_ended(
     conn: &mut AnyConnection,
     batch_id: &str,
-    status: TaskStatus,
+    next: Option<i64>,
 ) -> Result<TaskEnded, sqlx::Error> {
     let now = now_ms();
-    let column = match status {
-        TaskStatus::Completed => "completed",
-        TaskStatus::Failed => "failed",
-        TaskStatus::Cancelled => "cancelled",
-        TaskStatus::Pending | TaskStatus::InProgress => return Ok(TaskEnded::default()),
-    };
-    // Every SET expression reads the row as it was; the last task of a
-    // running batch (every item released, this end the last) completes it.
-    let last = "status = 'running' AND released = total \
-                AND completed + failed + cancelled + 1 >= total";
-    let batch: Option<Batch> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE batches SET {column} = {column} + 1, \
-             status = CASE WHEN {last} THEN 'completed' ELSE status END, \
-             finished_at = CASE WHEN {last} THEN $2 ELSE finished_at END, \
-             updated_at = $2 \
-         WHERE id = $1 RETURNING {COLUMNS}"
-    )))
-    .bind(batch_id)
-    .bind(now)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(batch) = batch else {
-        return Ok(TaskEnded::default());
-    };
-    if batch.status == BatchStatus::Completed {
-        let just = batch.finished_at == Some(now) && batch.ended() == batch.total;
+    let Some(next) = next else {
+        // Every SET expression reads the row as it was.
+        let last = "status = 'running' AND lanes_done + 1 >= lanes";
+        let batch: Option<Batch> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE batches SET lanes_done = lanes_done + 1, \
+                 status = CASE WHEN {last} THEN 'completed' ELSE status END, \
+                 finished_at = CASE WHEN {last} THEN $2 ELSE finished_at END, \
+                 updated_at = $2 \
+             WHERE id = $1 RETURNING {COLUMNS}"
+        )))
+        .bind(batch_id)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let completed = batch.filter(|b| {
+            b.status == BatchStatus::Completed
+                && b.finished_at == Some(now)
+                && b.lanes_done == b.lanes
+        });
         return Ok(TaskEnded {
             released: false,
-            completed: just.then_some(batch),
+            completed,
         });
-    }
-    if batch.status != BatchStatus::Running || batch.released >= batch.total {
-        return Ok(TaskEnded::default());
-    }
-    let next: Option<i64> = sqlx::query_scalar(
-        "UPDATE batches SET released = released + 1 \
-         WHERE id = $1 AND status = 'running' AND released < total RETURNING released",
-    )
+    };
+    // A shared lock: concurrent ends do not wait for each other, and a
+    // cancellation (which updates the row) waits for them, or they for it.
+    let lock = match Backend::of(conn) {
+        Backend::Postgres => "FOR SHARE",
+        Backend::Sqlite => "",
+    };
+    let status: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT status FROM batches WHERE id = $1 {lock}"
+    )))
     .bind(batch_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some(next) = next else {
+    if status.as_deref() != Some(BatchStatus::Running.as_str()) {
         return Ok(TaskEnded::default());
-    };
-    release(conn, batch_id, next - 1, next, now).await?;
+    }
+    release(conn, batch_id, next, next + 1, now).await?;
     Ok(TaskEnded {
         released: true,
         completed: None,
     })
 }
 
-/// Lock batch `batch_id`'s row for the rest of the transaction (on
-/// PostgreSQL; SQLite has one writer). Every transaction that ends a task
-/// of a batch, or cancels the batch, takes this lock before it touches a
-/// task row, so their locks are always taken in the same order (batch,
-/// then task) and they cannot deadlock.
-pub async fn lock(conn: &mut AnyConnection, batch_id: &str) -> Result<(), sqlx::Error> {
-    if Backend::of(conn) == Backend::Postgres {
-        sqlx::query("SELECT id FROM batches WHERE id = $1 FOR UPDATE")
-            .bind(batch_id)
-            .fetch_optional(conn)
-            .await?;
-    }
-    Ok(())
+/// A batch's tasks by where they are.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Items released as tasks.
+    pub released: i64,
+    /// Tasks pending or running.
+    pub running: i64,
+    /// Tasks ended completed.
+    pub completed: i64,
+    /// Tasks ended failed.
+    pub failed: i64,
+    /// Tasks ended cancelled.
+    pub cancelled: i64,
 }
 
-/// The batch a task runs an item of, if any.
-pub async fn of_task(
+/// The counts of the organization's batches `ids`, from their tasks.
+pub async fn counts(
     conn: &mut AnyConnection,
-    task_id: &str,
-) -> Result<Option<String>, sqlx::Error> {
-    let row: Option<(Option<String>,)> = sqlx::query_as("SELECT batch_id FROM tasks WHERE id = $1")
-        .bind(task_id)
-        .fetch_optional(conn)
-        .await?;
-    Ok(row.and_then(|(b,)| b))
+    org_id: &str,
+    ids: &[&str],
+) -> Result<HashMap<String, Counts>, sqlx::Error> {
+    let mut out: HashMap<String, Counts> = HashMap::new();
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let list: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
+    let sql = format!(
+        "SELECT batch_id, status, COUNT(*) FROM tasks \
+         WHERE org_id = $1 AND batch_id IN ({}) GROUP BY batch_id, status",
+        list.join(", ")
+    );
+    let mut q = sqlx::query_as::<_, (String, String, i64)>(sqlx::AssertSqlSafe(sql)).bind(org_id);
+    for id in ids {
+        q = q.bind(*id);
+    }
+    for (batch_id, status, n) in q.fetch_all(conn).await? {
+        let c = out.entry(batch_id).or_default();
+        c.released += n;
+        match status.parse::<TaskStatus>() {
+            Ok(TaskStatus::Completed) => c.completed += n,
+            Ok(TaskStatus::Failed) => c.failed += n,
+            Ok(TaskStatus::Cancelled) => c.cancelled += n,
+            _ => c.running += n,
+        }
+    }
+    Ok(out)
 }
 
 /// Stop a running batch: no item is released any more. Returns it as it

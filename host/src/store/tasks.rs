@@ -87,6 +87,8 @@ pub struct Task {
     pub workflow_id: Option<String>,
     /// The batch whose item it runs.
     pub batch_id: Option<String>,
+    /// The item of its batch its end releases (none: its lane's last).
+    pub batch_next: Option<i64>,
     /// The API key it was submitted with.
     pub api_key_id: Option<String>,
 }
@@ -126,6 +128,7 @@ impl FromRow<'_, AnyRow> for Task {
             finished_at: row.try_get("finished_at")?,
             workflow_id: row.try_get("workflow_id")?,
             batch_id: row.try_get("batch_id")?,
+            batch_next: row.try_get("batch_next")?,
             api_key_id: row.try_get("api_key_id")?,
         })
     }
@@ -135,7 +138,7 @@ const COLUMNS: &str = "id, org_id, user_id, agent_id, source, description, task_
      status, request, stream, use_cache, idempotency_key, request_hash, result, partial_output, \
      error, cached, provider, model, input_tokens, output_tokens, cost_nanos, lease_owner, \
      lease_expires_at, claims, created_at, updated_at, started_at, finished_at, workflow_id, batch_id, \
-     api_key_id";
+     batch_next, api_key_id";
 
 /// The columns of [`Attempt`], in its order.
 const ATTEMPT_COLUMNS: &str = "seq, provider, integration_id, plugin, model, outcome, error_kind, \

@@ -16,7 +16,7 @@ use super::emit;
 use crate::budgets::Budget;
 use crate::money::Money;
 use crate::orchestrator::state::TaskStatus;
-use crate::store::batches::Batch;
+use crate::store::batches::{Batch, Counts};
 use crate::store::tasks::{Finish, Task};
 use crate::store::to_rfc3339;
 use crate::store::workflows::{Progress, Workflow};
@@ -117,10 +117,11 @@ pub async fn task_ended(
     emit(conn, Some(&task.org_id), event, data).await
 }
 
-/// Every task of `batch` ended: `batch.completed`, with its counts.
+/// Every task of `batch` ended: `batch.completed`, with its `counts`.
 pub async fn batch_completed(
     conn: &mut sqlx::AnyConnection,
     batch: &Batch,
+    counts: &Counts,
 ) -> Result<u64, sqlx::Error> {
     let data = json!({
         "batch_id": batch.id,
@@ -128,9 +129,9 @@ pub async fn batch_completed(
         "user_id": batch.user_id,
         "status": batch.status.as_str(),
         "total": batch.total,
-        "completed": batch.completed,
-        "failed": batch.failed,
-        "cancelled": batch.cancelled,
+        "completed": counts.completed,
+        "failed": counts.failed,
+        "cancelled": counts.cancelled,
     });
     emit(conn, Some(&batch.org_id), EventType::BatchCompleted, data).await
 }

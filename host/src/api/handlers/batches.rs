@@ -24,7 +24,7 @@ use crate::batches::service::{self, BatchError, Created, MAX_CUSTOM_ID, NewBatch
 use crate::money::Usd;
 use crate::orchestrator::submit::Submission;
 use crate::state::AppState;
-use crate::store::batches::{Batch, ItemResult};
+use crate::store::batches::{self, Batch, Counts, ItemResult};
 use crate::store::{Db, to_rfc3339};
 use crate::validation::{FieldErrors, Invalid};
 
@@ -110,15 +110,16 @@ pub struct BatchCounts {
     pub cancelled: i64,
 }
 
-impl From<&Batch> for BatchView {
-    fn from(b: &Batch) -> Self {
-        let unreleased = b.total - b.released;
+impl BatchView {
+    /// `b` with its tasks counted as `c`.
+    fn of(b: &Batch, c: Counts) -> Self {
+        let unreleased = b.total - c.released;
         let (queued, never_run) = match b.status {
             BatchStatus::Cancelled => (0, unreleased),
             _ => (unreleased, 0),
         };
-        let cancelled = b.cancelled + never_run;
-        let ended = b.completed + b.failed + cancelled;
+        let cancelled = c.cancelled + never_run;
+        let ended = c.completed + c.failed + cancelled;
         BatchView {
             id: b.id.clone(),
             description: b.description.clone(),
@@ -130,9 +131,9 @@ impl From<&Batch> for BatchView {
             progress: format!("{ended}/{}", b.total),
             counts: BatchCounts {
                 queued,
-                running: b.released - b.ended(),
-                completed: b.completed,
-                failed: b.failed,
+                running: c.running,
+                completed: c.completed,
+                failed: c.failed,
                 cancelled,
             },
             cost_usd: None,
@@ -235,10 +236,15 @@ pub async fn create(
         tasks,
         idempotency_key,
     };
-    Ok(match service::create(&state, &p, &client, req).await? {
-        Created::New(b) => (StatusCode::CREATED, Json(BatchView::from(&*b))),
-        Created::Replayed(b) => (StatusCode::OK, Json(BatchView::from(&*b))),
-    })
+    let (status, batch) = match service::create(&state, &p, &client, req).await? {
+        Created::New(b) => (StatusCode::CREATED, b),
+        Created::Replayed(b) => (StatusCode::OK, b),
+    };
+    let mut tx = state.db.tenant_read(&p.org_id).await?;
+    let counts = batches::counts(&mut tx, &p.org_id, &[batch.id.as_str()]).await?;
+    tx.commit().await?;
+    let c = counts.get(&batch.id).copied().unwrap_or_default();
+    Ok((status, Json(BatchView::of(&batch, c))))
 }
 
 /// How a batch upload is written.
@@ -487,12 +493,13 @@ pub async fn get(
 
 async fn read(state: &AppState, p: &Principal, id: &str) -> Result<BatchView, ApiError> {
     let mut tx = state.db.tenant_read(&p.org_id).await?;
-    let batch = crate::store::batches::get(&mut tx, &p.org_id, id)
+    let batch = batches::get(&mut tx, &p.org_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("batch"))?;
-    let (cost, _, _) = crate::store::batches::spent(&mut tx, &p.org_id, id).await?;
+    let (cost, _, _) = batches::spent(&mut tx, &p.org_id, id).await?;
+    let counts = batches::counts(&mut tx, &p.org_id, &[id]).await?;
     tx.commit().await?;
-    let mut view = BatchView::from(&batch);
+    let mut view = BatchView::of(&batch, counts.get(id).copied().unwrap_or_default());
     view.cost_usd = Some(cost.usd());
     Ok(view)
 }
@@ -518,11 +525,15 @@ pub async fn list(
             )
         })?;
     let mut tx = state.db.tenant_read(&p.org_id).await?;
-    let (rows, total) =
-        crate::store::batches::page(&mut tx, &p.org_id, status, limit, offset).await?;
+    let (rows, total) = batches::page(&mut tx, &p.org_id, status, limit, offset).await?;
+    let ids: Vec<&str> = rows.iter().map(|b| b.id.as_str()).collect();
+    let counts = batches::counts(&mut tx, &p.org_id, &ids).await?;
     tx.commit().await?;
     Ok(Json(BatchList {
-        items: rows.iter().map(Into::into).collect(),
+        items: rows
+            .iter()
+            .map(|b| BatchView::of(b, counts.get(&b.id).copied().unwrap_or_default()))
+            .collect(),
         total,
         limit,
         offset,
@@ -565,7 +576,7 @@ pub async fn results(
 ) -> Result<Response, ApiError> {
     let format = Format::wanted(q.format.as_deref(), &headers)?;
     let mut tx = state.db.tenant_read(&p.org_id).await?;
-    let batch = crate::store::batches::get(&mut tx, &p.org_id, &id)
+    let batch = batches::get(&mut tx, &p.org_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("batch"))?;
     tx.commit().await?;
@@ -718,7 +729,7 @@ impl Download {
             return Ok(None);
         }
         let mut tx = self.db.tenant_read(&self.batch.org_id).await?;
-        let rows = crate::store::batches::results(
+        let rows = batches::results(
             &mut tx,
             &self.batch.org_id,
             &self.batch.id,
