@@ -542,7 +542,80 @@ async fn bad_batches_change_nothing(b: Backend) {
     );
 }
 
+async fn batch_completed_reaches_a_webhook(b: Backend) {
+    use crate::webhooks::{Answer, LOCAL, next, receiver, signature_valid, webhook};
+    let s = Server::start_with(b, &LOCAL).await;
+    let admin = s.admin_token().await;
+    mock(&s, &admin).await;
+    let (url, mut rx) = receiver(Answer::FailFirst(0)).await;
+    let (_, secret) = webhook(&s, &admin, &url, &["batch.completed"]).await;
+    let tasks = json!([
+        { "description": "a", "prompt": "one", "parameters": { "model": "mock/echo" } },
+        { "description": "b", "prompt": "two", "parameters": { "model": "mock/error" } },
+        { "description": "c", "prompt": "three", "parameters": { "model": "mock/echo" } },
+    ]);
+    let created = s
+        .post(
+            "/api/batches",
+            &admin,
+            json!({ "description": "hooked", "max_concurrency": 2, "tasks": tasks }),
+        )
+        .await
+        .expect(201);
+    let id = created.body["id"].as_str().unwrap();
+    // Only the batch's end is subscribed to: the first delivery is it.
+    let got = next(&mut rx, 30).await;
+    assert_eq!(got.event, "batch.completed");
+    assert!(signature_valid(&secret, &got.signature, &got.body));
+    let body = got.json();
+    assert_eq!(body["data"]["batch_id"], id);
+    assert_eq!(body["data"]["status"], "completed");
+    assert_eq!(body["data"]["description"], "hooked");
+    assert_eq!(
+        (
+            body["data"]["total"].as_i64(),
+            body["data"]["completed"].as_i64(),
+            body["data"]["failed"].as_i64()
+        ),
+        (Some(3), Some(2), Some(1)),
+        "{body}"
+    );
+    let done = finished(&s, &admin, id).await;
+    assert_eq!(done["progress"], "3/3");
+}
+
+/// Cancelling one task of a running batch ends it as cancelled and
+/// releases the next item of its lane; the batch still completes.
+async fn a_cancelled_task_releases_the_next(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    mock(&s, &admin).await;
+    let tasks = json!([slow("stuck", 30_000), slow("next", 10)]);
+    let created = s
+        .post(
+            "/api/batches",
+            &admin,
+            json!({ "max_concurrency": 1, "tasks": tasks }),
+        )
+        .await
+        .expect(201);
+    let id = created.body["id"].as_str().unwrap().to_string();
+    let (_, text) = download(&s, &admin, &format!("/api/batches/{id}/results")).await;
+    let results: Vec<Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(results[1]["status"], "queued");
+    let first = results[0]["task_id"].as_str().unwrap();
+    s.post(&format!("/api/tasks/{first}/cancel"), &admin, json!({}))
+        .await
+        .expect(200);
+    let done = finished(&s, &admin, &id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["counts"]["cancelled"], 1);
+    assert_eq!(done["counts"]["completed"], 1);
+}
+
 dual_backend_tests!(
+    batch_completed_reaches_a_webhook,
+    a_cancelled_task_releases_the_next,
     batch_runs_within_its_concurrency,
     json_lines_upload,
     cancel_stops_the_rest_and_a_batch_counts_once,

@@ -23,7 +23,7 @@ use crate::support::{Backend, Server};
 
 /// The operator settings the delivery tests run with: loopback receivers
 /// over plain HTTP, quick retries.
-const LOCAL: [(&str, &str); 4] = [
+pub(crate) const LOCAL: [(&str, &str); 4] = [
     ("VEL_WEBHOOK_ALLOW_HTTP", "true"),
     ("VEL_WEBHOOK_ALLOW_PRIVATE", "127.0.0.0/8"),
     ("VEL_WEBHOOK_RETRY_BASE_MS", "50"),
@@ -32,28 +32,28 @@ const LOCAL: [(&str, &str); 4] = [
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]
-struct Received {
+pub(crate) struct Received {
     /// `X-Vel-Event`.
-    event: String,
+    pub(crate) event: String,
     /// `X-Vel-Event-Id`.
-    event_id: String,
+    pub(crate) event_id: String,
     /// `X-Vel-Signature`.
-    signature: String,
+    pub(crate) signature: String,
     /// The raw body.
-    body: Bytes,
+    pub(crate) body: Bytes,
     /// What the receiver answered (0: nothing).
-    answered: u16,
+    pub(crate) answered: u16,
 }
 
 impl Received {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("a JSON body")
     }
 }
 
 /// How the receiver answers.
 #[derive(Debug, Clone, Copy)]
-enum Answer {
+pub(crate) enum Answer {
     /// 500 to the first `n` requests, then 200.
     FailFirst(usize),
     /// Never: the request hangs.
@@ -109,14 +109,14 @@ fn receive_on(
 }
 
 /// A receiver on a free loopback port; its URL.
-async fn receiver(answer: Answer) -> (String, mpsc::UnboundedReceiver<Received>) {
+pub(crate) async fn receiver(answer: Answer) -> (String, mpsc::UnboundedReceiver<Received>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     (url, receive_on(listener, answer))
 }
 
 /// The next request the receiver gets (failing after `secs`).
-async fn next(rx: &mut mpsc::UnboundedReceiver<Received>, secs: u64) -> Received {
+pub(crate) async fn next(rx: &mut mpsc::UnboundedReceiver<Received>, secs: u64) -> Received {
     tokio::time::timeout(Duration::from_secs(secs), rx.recv())
         .await
         .expect("no delivery arrived in time")
@@ -126,7 +126,7 @@ async fn next(rx: &mut mpsc::UnboundedReceiver<Received>, secs: u64) -> Received
 /// The receiver's check: `t=<unix>,v1=<hex>` where the hex is
 /// HMAC-SHA256 of `"<t>.<body>"` under the secret, `t` within five
 /// minutes of now. Written here independently of the server's code.
-fn signature_valid(secret: &str, header: &str, body: &[u8]) -> bool {
+pub(crate) fn signature_valid(secret: &str, header: &str, body: &[u8]) -> bool {
     let mut t = None;
     let mut v1 = Vec::new();
     for part in header.split(',') {
@@ -205,7 +205,12 @@ async fn get_once(s: &Server, token: &str, path: &str, done: impl Fn(&Value) -> 
 }
 
 /// Create a webhook; returns (id, secret).
-async fn webhook(s: &Server, token: &str, url: &str, events: &[&str]) -> (String, String) {
+pub(crate) async fn webhook(
+    s: &Server,
+    token: &str,
+    url: &str,
+    events: &[&str],
+) -> (String, String) {
     let r = s
         .post(
             "/api/webhooks",
