@@ -234,60 +234,38 @@ async fn insert_items(
 
 /// Turn items `from..to` of batch `batch_id` into pending tasks, each with
 /// its first event (`status: pending`), as [`super::tasks::insert`] writes
-/// them, if the batch still runs; returns whether it did. The batch row is
-/// read under a shared lock: releases do not wait for each other, and a
-/// cancellation (which updates the row) waits for them, or they for it. On
-/// PostgreSQL this is one statement.
+/// them.
 async fn release(
     conn: &mut AnyConnection,
     batch_id: &str,
     from: i64,
     to: i64,
     now: i64,
-) -> Result<bool, sqlx::Error> {
-    const COLUMNS: &str = "id, org_id, user_id, agent_id, source, description, task_type, \
-         priority, status, request, stream, use_cache, request_hash, event_seq, created_at, \
-         updated_at, batch_id, batch_next, api_key_id";
-    const ROWS: &str = "SELECT i.task_id, i.org_id, b.user_id, i.agent_id, 'api', i.description, \
-         i.task_type, i.priority, 'pending', i.request, i.stream, i.use_cache, i.request_hash, \
-         1, $4, $4, i.batch_id, i.next_idx, b.api_key_id \
-         FROM batch_items AS i JOIN b ON b.id = i.batch_id \
-         WHERE i.batch_id = $1 AND i.idx >= $2 AND i.idx < $3";
-    let pending = super::tasks::PENDING_EVENT;
-    if Backend::of(conn) == Backend::Postgres {
-        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "WITH b AS (SELECT id, user_id, api_key_id FROM batches \
-                        WHERE id = $1 AND status = 'running' FOR SHARE), \
-                  t AS (INSERT INTO tasks ({COLUMNS}) {ROWS} RETURNING id, org_id) \
-             INSERT INTO task_events (task_id, seq, org_id, kind, data, created_at) \
-             SELECT id, 1, org_id, 'status', '{pending}', $4 FROM t"
-        )))
-        .bind(batch_id)
-        .bind(from)
-        .bind(to)
-        .bind(now)
-        .execute(conn)
-        .await?;
-        return Ok(done.rows_affected() > 0);
+) -> Result<(), sqlx::Error> {
+    if from >= to {
+        return Ok(());
     }
-    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "WITH b AS (SELECT id, user_id, api_key_id FROM batches \
-                    WHERE id = $1 AND status = 'running') \
-         INSERT INTO tasks ({COLUMNS}) {ROWS}"
-    )))
+    sqlx::query(
+        "INSERT INTO tasks (id, org_id, user_id, agent_id, source, description, task_type, \
+             priority, status, request, stream, use_cache, request_hash, event_seq, created_at, \
+             updated_at, batch_id, batch_next, api_key_id) \
+         SELECT i.task_id, i.org_id, b.user_id, i.agent_id, 'api', i.description, i.task_type, \
+             i.priority, 'pending', i.request, i.stream, i.use_cache, i.request_hash, 1, $4, $4, \
+             i.batch_id, i.next_idx, b.api_key_id \
+         FROM batch_items AS i JOIN batches AS b ON b.id = i.batch_id \
+         WHERE i.batch_id = $1 AND i.idx >= $2 AND i.idx < $3",
+    )
     .bind(batch_id)
     .bind(from)
     .bind(to)
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    if done.rows_affected() == 0 {
-        return Ok(false);
-    }
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO task_events (task_id, seq, org_id, kind, data, created_at) \
-         SELECT task_id, 1, org_id, 'status', '{pending}', $4 FROM batch_items \
-         WHERE batch_id = $1 AND idx >= $2 AND idx < $3"
+         SELECT task_id, 1, org_id, 'status', '{}', $4 FROM batch_items \
+         WHERE batch_id = $1 AND idx >= $2 AND idx < $3",
+        super::tasks::PENDING_EVENT
     )))
     .bind(batch_id)
     .bind(from)
@@ -295,7 +273,7 @@ async fn release(
     .bind(now)
     .execute(conn)
     .await?;
-    Ok(true)
+    Ok(())
 }
 
 /// What the end of one of a batch's tasks did to the batch.
@@ -342,9 +320,24 @@ pub async fn task_ended(
             completed,
         });
     };
-    let released = release(conn, batch_id, next, next + 1, now).await?;
+    // A shared lock: concurrent ends do not wait for each other, and a
+    // cancellation (which updates the row) waits for them, or they for it.
+    let lock = match Backend::of(conn) {
+        Backend::Postgres => "FOR SHARE",
+        Backend::Sqlite => "",
+    };
+    let status: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT status FROM batches WHERE id = $1 {lock}"
+    )))
+    .bind(batch_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if status.as_deref() != Some(BatchStatus::Running.as_str()) {
+        return Ok(TaskEnded::default());
+    }
+    release(conn, batch_id, next, next + 1, now).await?;
     Ok(TaskEnded {
-        released,
+        released: true,
         completed: None,
     })
 }
