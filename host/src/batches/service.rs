@@ -12,9 +12,8 @@ use crate::audit::{self, ClientInfo};
 use crate::auth::Principal;
 use crate::orchestrator::cancel::cancel_task;
 use crate::orchestrator::signals::{Signal, WorkKind};
-use crate::orchestrator::submit::{self, Submission, SubmitError};
+use crate::orchestrator::submit::{self, Admission, Submission, SubmitError};
 use crate::state::AppState;
-use crate::store;
 use crate::store::batches::{self, Batch, Inserted, NewBatch, NewItem};
 use crate::validation::Invalid;
 
@@ -96,17 +95,12 @@ pub async fn create(
         idempotency_key: req.idempotency_key,
         request_hash: hash(&req.description, parallelism, &items),
     };
-    let caps = state.limits.task_caps(who).await?;
-    let limit = caps.user_limit(state.config.tasks.max_unfinished_per_user);
-    // As for tasks: serialised per organization when it has a cap.
-    let serial = match caps.organization {
-        Some(_) => who.org_id.as_str(),
-        None => who.user_id.as_str(),
-    };
-    let mut tx = state.db.tenant_serialised(&who.org_id, serial).await?;
-    if let Some(cap) = caps.organization
-        && store::tasks::count_unfinished_in_org(&mut tx, &who.org_id).await? >= cap
-    {
+    let Admission {
+        mut tx,
+        limit,
+        organization_full,
+    } = submit::admission(state, who).await?;
+    if let Some(cap) = organization_full {
         return Err(SubmitError::OrganizationBusy { limit: cap }.into());
     }
     let batch = match batches::insert(&mut tx, &new, &items, limit).await? {

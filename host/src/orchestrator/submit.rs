@@ -225,6 +225,42 @@ pub fn request(work: Work, agent: Option<&AgentConfig>) -> TaskRequest {
     }
 }
 
+/// Where new unfinished work of a user is stored: a transaction serialised
+/// per organization when it has a `concurrent_tasks` cap (every user's
+/// work counts against it), else per user, so concurrent submissions
+/// cannot overshoot either limit, even across instances.
+pub struct Admission {
+    /// The transaction to store the work in.
+    pub tx: store::Tx,
+    /// The user's limit of unfinished tasks, workflows and batches.
+    pub limit: u32,
+    /// The organization's cap, when its unfinished work already reaches it.
+    pub organization_full: Option<i64>,
+}
+
+/// Begin storing new unfinished work (a task, a workflow, a batch) of
+/// `who`, with the limits that apply to it (see [`Admission`]).
+pub async fn admission(state: &AppState, who: &Principal) -> Result<Admission, sqlx::Error> {
+    let caps = state.limits.task_caps(who).await?;
+    let limit = caps.user_limit(state.config.tasks.max_unfinished_per_user);
+    let serial = match caps.organization {
+        Some(_) => who.org_id.as_str(),
+        None => who.user_id.as_str(),
+    };
+    let mut tx = state.db.tenant_serialised(&who.org_id, serial).await?;
+    let mut organization_full = None;
+    if let Some(cap) = caps.organization
+        && store::tasks::count_unfinished_in_org(&mut tx, &who.org_id).await? >= cap
+    {
+        organization_full = Some(cap);
+    }
+    Ok(Admission {
+        tx,
+        limit,
+        organization_full,
+    })
+}
+
 /// Queue `submission` for `who`: its canonical request is stored as a
 /// pending task (or the earlier task of the same idempotency key is
 /// returned), the creation audited, and the workers woken.
@@ -252,17 +288,12 @@ pub async fn submit(
         workflow_id: None,
         api_key_id: who.api_key_id().map(str::to_string),
     };
-    let caps = state.limits.task_caps(who).await?;
-    let limit = caps.user_limit(state.config.tasks.max_unfinished_per_user);
-    // An organization's cap counts every user's tasks: submissions are
-    // then serialised per organization, else per user.
-    let serial = match caps.organization {
-        Some(_) => who.org_id.as_str(),
-        None => who.user_id.as_str(),
-    };
-    let mut tx = state.db.tenant_serialised(&who.org_id, serial).await?;
-    if let Some(cap) = caps.organization
-        && store::tasks::count_unfinished_in_org(&mut tx, &who.org_id).await? >= cap
+    let Admission {
+        mut tx,
+        limit,
+        organization_full,
+    } = admission(state, who).await?;
+    if let Some(cap) = organization_full
         && !store::tasks::is_replay(&mut tx, &new).await?
     {
         return Err(SubmitError::OrganizationBusy { limit: cap });

@@ -11,6 +11,7 @@ use crate::audit::{self, ClientInfo};
 use crate::auth::{Forbidden, Permission, Principal};
 use crate::orchestrator::cancel::cancel_task;
 use crate::orchestrator::signals::{Signal, WorkKind};
+use crate::orchestrator::submit::{Admission, admission};
 use crate::state::AppState;
 use crate::store::workflow_templates;
 use crate::store::workflows::{self, NewWorkflow, Workflow};
@@ -94,8 +95,6 @@ pub async fn start_as(
 ) -> Result<Workflow, WorkflowError> {
     let def = check_definition(state, &who.org_id, definition)?;
     check_input(&def, &input)?;
-    let caps = state.limits.task_caps(who).await?;
-    let limit = caps.user_limit(state.config.tasks.max_unfinished_per_user);
     let new = NewWorkflow {
         org_id: who.org_id.clone(),
         user_id: who.user_id.clone(),
@@ -106,15 +105,12 @@ pub async fn start_as(
         start: def.start.clone(),
         state: json!({ "input": input, "steps": {} }).to_string(),
     };
-    // As for tasks: serialised per organization when it has a cap.
-    let serial = match caps.organization {
-        Some(_) => who.org_id.as_str(),
-        None => who.user_id.as_str(),
-    };
-    let mut tx = state.db.tenant_serialised(&who.org_id, serial).await?;
-    if let Some(cap) = caps.organization
-        && store::tasks::count_unfinished_in_org(&mut tx, &who.org_id).await? >= cap
-    {
+    let Admission {
+        mut tx,
+        limit,
+        organization_full,
+    } = admission(state, who).await?;
+    if let Some(cap) = organization_full {
         return Err(WorkflowError::OrganizationBusy { limit: cap });
     }
     let Some(mut wf) = workflows::insert(&mut tx, &new, limit).await? else {

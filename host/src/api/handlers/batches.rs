@@ -13,7 +13,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::task_export::Format;
-use super::tasks::{CreateTask, check_task};
+use super::tasks::{CreateTask, check_task, idempotency_key};
 use crate::api::error::{ApiError, ErrorBody, is_read_timeout};
 use crate::api::extract::{ApiPath, ApiQuery, ClientInfo, from_value_at, nul_path, parse_json};
 use crate::api::handlers::check_text;
@@ -30,8 +30,6 @@ use crate::validation::{FieldErrors, Invalid};
 
 /// Longest batch description, in characters.
 const MAX_DESCRIPTION: usize = 1000;
-/// Longest `Idempotency-Key`.
-const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// A new batch as one JSON document.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -460,24 +458,6 @@ fn check_item(
         )
     })?;
     Ok((custom_id, submission))
-}
-
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = value
-        .to_str()
-        .ok()
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_idempotency_key",
-                "Idempotency-Key must be 1–255 visible ASCII characters",
-            )
-        })?;
-    Ok(Some(key.to_string()))
 }
 
 /// One batch and its progress.

@@ -389,7 +389,8 @@ pub(crate) fn check_task(req: CreateTask) -> Result<Submission, Invalid> {
     })
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+/// The `Idempotency-Key` header, checked (1–255 visible ASCII characters).
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
