@@ -23,30 +23,15 @@ fn slow(prompt: &str, ms: u64) -> Value {
             "metadata": { "delay-ms": ms, "word-delay-ms": 0 } })
 }
 
-/// Batch `id` once it has left `running`, polled for up to 60 s (each
-/// poll a real request).
+/// Batch `id` once it has left `running`.
 async fn finished(s: &Server, token: &str, id: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let b = s
-            .get(&format!("/api/batches/{id}"), token)
-            .await
-            .expect(200)
-            .body;
-        if b["status"] != "running" {
-            return b;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "batch never ended: {b}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    when(s, token, id, |b| b["status"] != "running").await
 }
 
-/// Batch `id` once `ready` holds for it, polled for up to 30 s.
+/// Batch `id` once `ready` holds for it, polled for up to 60 s (each poll
+/// a real request).
 async fn when(s: &Server, token: &str, id: &str, ready: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let b = s
             .get(&format!("/api/batches/{id}"), token)
