@@ -34,21 +34,9 @@ case "$DB" in
 esac
 
 [ "${BENCH_NO_BUILD:-}" = 1 ] || build_release
-new_tmp_dir
-work=$TMP_DIR
-env=(VEL_DEMO_MOCK=false VEL_TASK_WORKERS="$WORKERS")
-if [ "$DB" = postgres ]; then
-    create_pg_db
-    env+=(DATABASE_URL="$PG_URL")
-fi
-log "starting vel ($DB, $WORKERS workers)"
-start_vel "$work" "${env[@]}"
-ADMIN="$(login "$VEL_URL")"
-QUIET="$(tenant "$VEL_URL" "$ADMIN" quiet)"
-BATCHER="$(tenant "$VEL_URL" "$ADMIN" batcher)"
-for token in "$QUIET" "$BATCHER"; do
-    api POST "$VEL_URL/api/integrations" "$token" '{"name":"mock","provider":"mock"}' >/dev/null
-done
+start_neighbours "$DB" "$WORKERS" batcher
+work=$WORK
+BATCHER=$BUSY
 
 # The JSON Lines upload of SIZE quick tasks.
 seq 1 "$SIZE" | jq -c '{description: "row \(.)", task_type: "light", prompt: "row \(.)",

@@ -37,21 +37,9 @@ case "$DB" in
 esac
 
 [ "${BENCH_NO_BUILD:-}" = 1 ] || build_release
-new_tmp_dir
-work=$TMP_DIR
-env=(VEL_DEMO_MOCK=false VEL_TASK_WORKERS="$WORKERS" VEL_MAX_UNFINISHED_TASKS=1000000)
-if [ "$DB" = postgres ]; then
-    create_pg_db
-    env+=(DATABASE_URL="$PG_URL")
-fi
-log "starting vel ($DB, $WORKERS workers)"
-start_vel "$work" "${env[@]}"
-ADMIN="$(login "$VEL_URL")"
-QUIET="$(tenant "$VEL_URL" "$ADMIN" quiet)"
-FLOODER="$(tenant "$VEL_URL" "$ADMIN" flooder)"
-for token in "$QUIET" "$FLOODER"; do
-    api POST "$VEL_URL/api/integrations" "$token" '{"name":"mock","provider":"mock"}' >/dev/null
-done
+start_neighbours "$DB" "$WORKERS" flooder VEL_MAX_UNFINISHED_TASKS=1000000
+work=$WORK
+FLOODER=$BUSY
 
 # count TOKEN STATUS: how many of the organization's tasks have STATUS.
 count() {

@@ -131,6 +131,34 @@ start_gateway() {
         jq -er .key)"
 }
 
+# start_neighbours DB WORKERS NAME [VAR=VALUE...]: the neighbour benchmarks'
+# set-up. Starts vel on DB (`sqlite`, or `postgres` on a fresh database)
+# with WORKERS task workers and the extra settings, and two organizations,
+# `quiet` and NAME, each with an offline `mock` integration. Sets WORK (a
+# temporary directory), VEL_URL, VEL_PID, ADMIN, QUIET and BUSY (the two
+# organizations' admin tokens).
+start_neighbours() {
+    local db=$1 workers=$2 name=$3
+    shift 3
+    new_tmp_dir
+    WORK=$TMP_DIR
+    local env=(VEL_DEMO_MOCK=false VEL_TASK_WORKERS="$workers" "$@")
+    case "$db" in
+        sqlite) ;;
+        postgres) create_pg_db; env+=(DATABASE_URL="$PG_URL") ;;
+        *) die "unknown database $db (sqlite or postgres)" ;;
+    esac
+    log "starting vel ($db, $workers workers)"
+    start_vel "$WORK" "${env[@]}"
+    ADMIN="$(login "$VEL_URL")"
+    QUIET="$(tenant "$VEL_URL" "$ADMIN" quiet)"
+    BUSY="$(tenant "$VEL_URL" "$ADMIN" "$name")"
+    local token
+    for token in "$QUIET" "$BUSY"; do
+        api POST "$VEL_URL/api/integrations" "$token" '{"name":"mock","provider":"mock"}' >/dev/null
+    done
+}
+
 # api METHOD URL TOKEN [JSON]: call the API, fail on a non-2xx status,
 # print the body.
 api() {

@@ -23,6 +23,14 @@ fn slow(prompt: &str, ms: u64) -> Value {
             "metadata": { "delay-ms": ms, "word-delay-ms": 0 } })
 }
 
+/// Post batch `body` as `token` and expect it created: its id and the
+/// batch as the answer shows it.
+async fn create_batch(s: &Server, token: &str, body: Value) -> (String, Value) {
+    let created = s.post("/api/batches", token, body).await.expect(201);
+    let id = created.body["id"].as_str().expect("a batch id").to_string();
+    (id, created.body)
+}
+
 /// Batch `id` once it has left `running`.
 async fn finished(s: &Server, token: &str, id: &str) -> Value {
     when(s, token, id, |b| b["status"] != "running").await
@@ -102,19 +110,16 @@ async fn batch_runs_within_its_concurrency(b: Backend) {
                            "prompt": "x", "parameters": { "model": "mock/error" } });
     }
     tasks[2]["prompt"] = json!("say \"hi\", twice");
-    let created = s
-        .post(
-            "/api/batches",
-            &admin,
-            json!({ "description": "nightly", "max_concurrency": 3, "tasks": tasks }),
-        )
-        .await
-        .expect(201);
-    let id = created.body["id"].as_str().unwrap().to_string();
-    assert_eq!(created.body["status"], "running");
-    assert_eq!(created.body["total"], 24);
-    assert_eq!(created.body["max_concurrency"], 3);
-    assert!(created.body["counts"]["running"].as_i64().unwrap() <= 3);
+    let (id, created) = create_batch(
+        &s,
+        &admin,
+        json!({ "description": "nightly", "max_concurrency": 3, "tasks": tasks }),
+    )
+    .await;
+    assert_eq!(created["status"], "running");
+    assert_eq!(created["total"], 24);
+    assert_eq!(created["max_concurrency"], 3);
+    assert!(created["counts"]["running"].as_i64().unwrap() <= 3);
 
     // Never more than three of its tasks unfinished, as the batch counts.
     let done = when(&s, &admin, &id, |b| {
@@ -300,15 +305,7 @@ async fn cancel_stops_the_rest_and_a_batch_counts_once(b: Backend) {
     let tasks: Vec<Value> = (0..20)
         .map(|i| slow(&format!("long {i}"), 30_000))
         .collect();
-    let created = s
-        .post(
-            "/api/batches",
-            &user,
-            json!({ "max_concurrency": 2, "tasks": tasks }),
-        )
-        .await
-        .expect(201);
-    let id = created.body["id"].as_str().unwrap().to_string();
+    let (id, _) = create_batch(&s, &user, json!({ "max_concurrency": 2, "tasks": tasks })).await;
     when(&s, &user, &id, |b| b["counts"]["running"] == 2).await;
 
     // Two of its tasks run, yet the batch counts once: one more task fits,
@@ -358,15 +355,7 @@ async fn a_crash_loses_and_repeats_nothing(b: Backend) {
     let admin = s.admin_token().await;
     mock(&s, &admin).await;
     let tasks: Vec<Value> = (0..16).map(|i| slow(&format!("t{i}"), 150)).collect();
-    let created = s
-        .post(
-            "/api/batches",
-            &admin,
-            json!({ "max_concurrency": 4, "tasks": tasks }),
-        )
-        .await
-        .expect(201);
-    let id = created.body["id"].as_str().unwrap().to_string();
+    let (id, _) = create_batch(&s, &admin, json!({ "max_concurrency": 4, "tasks": tasks })).await;
     when(&s, &admin, &id, |b| b["ended"].as_i64().unwrap() >= 4).await;
     s.kill();
     s.restart();
@@ -539,15 +528,12 @@ async fn batch_completed_reaches_a_webhook(b: Backend) {
         { "description": "b", "prompt": "two", "parameters": { "model": "mock/error" } },
         { "description": "c", "prompt": "three", "parameters": { "model": "mock/echo" } },
     ]);
-    let created = s
-        .post(
-            "/api/batches",
-            &admin,
-            json!({ "description": "hooked", "max_concurrency": 2, "tasks": tasks }),
-        )
-        .await
-        .expect(201);
-    let id = created.body["id"].as_str().unwrap();
+    let (id, _) = create_batch(
+        &s,
+        &admin,
+        json!({ "description": "hooked", "max_concurrency": 2, "tasks": tasks }),
+    )
+    .await;
     // Only the batch's end is subscribed to: the first delivery is it.
     let got = next(&mut rx, 30).await;
     assert_eq!(got.event, "batch.completed");
@@ -565,7 +551,7 @@ async fn batch_completed_reaches_a_webhook(b: Backend) {
         (Some(3), Some(2), Some(1)),
         "{body}"
     );
-    let done = finished(&s, &admin, id).await;
+    let done = finished(&s, &admin, &id).await;
     assert_eq!(done["progress"], "3/3");
 }
 
@@ -576,15 +562,7 @@ async fn a_cancelled_task_releases_the_next(b: Backend) {
     let admin = s.admin_token().await;
     mock(&s, &admin).await;
     let tasks = json!([slow("stuck", 30_000), slow("next", 10)]);
-    let created = s
-        .post(
-            "/api/batches",
-            &admin,
-            json!({ "max_concurrency": 1, "tasks": tasks }),
-        )
-        .await
-        .expect(201);
-    let id = created.body["id"].as_str().unwrap().to_string();
+    let (id, _) = create_batch(&s, &admin, json!({ "max_concurrency": 1, "tasks": tasks })).await;
     let (_, text) = download(&s, &admin, &format!("/api/batches/{id}/results")).await;
     let results: Vec<Value> = serde_json::from_str(&text).unwrap();
     assert_eq!(results[1]["status"], "queued");

@@ -73,6 +73,15 @@ async fn audit_entries_past_their_retention_go(b: Backend) {
     let payload = &started["items"][0]["payload"];
     assert!(payload["instance"].is_string(), "{started}");
     assert_eq!(started["items"][0]["user_id"], Value::Null);
+    // Each built-in plugin's version went live at the first start: a
+    // system event each, which later starts do not repeat.
+    let activated = entries(&s, &admin, "plugin_activated").await;
+    let builtins = activated["total"].as_u64().unwrap();
+    assert!(builtins >= 3, "{activated}");
+    for e in activated["items"].as_array().unwrap() {
+        assert_eq!(e["payload"]["builtin"], true, "{e}");
+        assert_eq!(e["user_id"], Value::Null, "{e}");
+    }
 
     for _ in 0..3 {
         old_entry(&s, "expired_entry", 31).await;
@@ -95,6 +104,10 @@ async fn audit_entries_past_their_retention_go(b: Backend) {
         started["items"][0]["payload"]["instance"]
     );
     entries_once(&s, &admin, "instance_started", 3).await;
+    assert_eq!(
+        entries(&s, &admin, "plugin_activated").await["total"],
+        builtins
+    );
 }
 
 async fn breakers_opening_and_closing_are_audited(b: Backend) {

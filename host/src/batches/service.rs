@@ -155,7 +155,7 @@ async fn prepare(
     let mut problems = std::collections::BTreeMap::new();
     let mut items = Vec::with_capacity(tasks.len());
     for (i, (custom_id, s)) in tasks.into_iter().enumerate() {
-        let agent = match s.work.agent_id.as_ref().map(|id| &agents[id]) {
+        let agent = match s.work.agent_id.as_ref().and_then(|id| agents.get(id)) {
             Some(Err(invalid)) => {
                 for (field, messages) in &invalid.0 {
                     problems.insert(format!("tasks[{i}].{field}"), messages.clone());
@@ -163,6 +163,7 @@ async fn prepare(
                 continue;
             }
             Some(Ok(settings)) => settings.as_ref(),
+            // No agent named: every named agent was read by the loop above.
             None => None,
         };
         let request = submit::request(s.work, agent);

@@ -13,6 +13,7 @@ pub mod executor;
 mod fallback;
 pub mod observed;
 pub mod queue;
+mod relay;
 pub mod request;
 pub mod retry;
 pub mod sampling;

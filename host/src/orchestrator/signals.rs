@@ -10,16 +10,19 @@
 //! events", "a task was queued" and "a workflow is due", the database
 //! announces itself: its triggers (migrations `0004_task_signals.sql`,
 //! `0010_workflows.sql`) notify in the statement that writes the row, which
-//! saves a round trip per transaction. Each payload starts with the sending instance's id
+//! saves a round trip per transaction. The task workers' own transactions
+//! are the exception: PostgreSQL serialises notifying commits, so those
+//! raise nothing and the worker [`Signals::announce`]s the same signals
+//! after its commit, through the relay ([`super::relay`]). Each payload starts with the sending instance's id
 //! ([`crate::store::Db::origin`]), so an instance ignores the echo of its
 //! own signals (it published them locally already).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sqlx::AnyConnection;
 use sqlx::postgres::PgListener;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::store::{Backend, Tx};
 
@@ -102,6 +105,9 @@ pub struct Signals {
     queue: Arc<Notify>,
     workflows: Arc<Notify>,
     webhooks: Arc<Notify>,
+    /// On PostgreSQL once [`Signals::listen`] started it: the relay that
+    /// carries [`Signals::announce`]'s signals to the other instances.
+    relay: Arc<OnceLock<mpsc::UnboundedSender<super::relay::Notification>>>,
 }
 
 impl Signals {
@@ -115,6 +121,7 @@ impl Signals {
             queue: Arc::new(Notify::new()),
             workflows: Arc::new(Notify::new()),
             webhooks: Arc::new(Notify::new()),
+            relay: Arc::new(OnceLock::new()),
         }
     }
 
@@ -179,6 +186,37 @@ impl Signals {
         let _ = self.tasks.send(signal);
     }
 
+    /// Tell this process's watchers that `signal` happened, and on
+    /// PostgreSQL the other instances too, through the relay: for the
+    /// writes of a transaction begun with
+    /// [`crate::store::Db::tenant_relayed`] (or its kin), which signal
+    /// nothing themselves. Call it after the commit. Only
+    /// [`Signal::Events`] is relayed; the others travel with
+    /// [`Signals::notify`].
+    pub fn announce(&self, signal: Signal) {
+        if let Signal::Events(id) = &signal {
+            self.relay(EVENTS_CHANNEL, id);
+        }
+        self.publish(signal);
+    }
+
+    /// Tell the other instances (on PostgreSQL) that new tasks are pending,
+    /// but none of this process's workers: for the tasks a task worker's
+    /// relayed transaction queued, which that worker claims next itself
+    /// (waking another when there is more, as every claim does). Waking an
+    /// idle worker too would only race it for the same task.
+    pub fn announce_queued_elsewhere(&self) {
+        self.relay(QUEUE_CHANNEL, "");
+    }
+
+    /// Hand `payload` on `channel` to the relay, when there is one.
+    fn relay(&self, channel: &'static str, payload: &str) {
+        if let Some(relay) = self.relay.get() {
+            // Gone only when the process is ending.
+            let _ = relay.send((channel, format!("{} {payload}", self.origin)));
+        }
+    }
+
     /// Tell one of this process's idle workers of `kind` that work is due
     /// (a worker that claims something while more is due passes the word
     /// on, so a burst wakes as many workers as it needs, one at a time).
@@ -187,12 +225,17 @@ impl Signals {
     }
 
     /// On PostgreSQL, listen for other instances' signals until the
-    /// process ends, reconnecting after failures.
+    /// process ends, reconnecting after failures, and start the relay that
+    /// sends this instance's announcements.
     pub fn listen(&self, database_url: &str) {
         if self.backend != Backend::Postgres {
             return;
         }
         let url = database_url.to_string();
+        let (tx, rx) = mpsc::unbounded_channel();
+        if self.relay.set(tx).is_ok() {
+            tokio::spawn(super::relay::run(url.clone(), rx));
+        }
         let signals = self.clone();
         tokio::spawn(async move {
             loop {

@@ -94,15 +94,13 @@ impl Runner for TaskRunner {
         owner: &str,
         lease_ms: i64,
     ) -> Result<Option<Claim<Claimed>>, sqlx::Error> {
-        let mut tx = self.db.platform_relaxed().await?;
+        let mut tx = self.db.platform_relaxed_relayed().await?;
         let claimed = tasks::claim(&mut tx, owner, lease_ms, MAX_CLAIMS).await?;
         let Some(claimed) = claimed else {
             tx.commit().await?;
             return Ok(None);
         };
         let task = &claimed.task;
-        let data = json!({ "status": "in_progress", "claims": task.claims });
-        tasks::append_event(&mut tx, &task.org_id, &task.id, "status", &data.to_string()).await?;
         if task.claims > 1 {
             // A rescued run starts its answer over: a watcher drops the text
             // of the deltas before this event (the dead run's).
@@ -111,7 +109,7 @@ impl Runner for TaskRunner {
                 .await?;
         }
         tx.commit().await?;
-        self.signals.publish(Signal::Events(task.id.clone()));
+        self.signals.announce(Signal::Events(task.id.clone()));
         Ok(Some(Claim {
             id: task.id.clone(),
             more: claimed.more_pending(),
@@ -326,11 +324,11 @@ impl TaskRunner {
 
     /// Write progress reports in one transaction and wake the watchers.
     async fn record(&self, task: &Task, batch: Vec<Progress>) -> Result<(), sqlx::Error> {
-        let mut tx = self.db.tenant_relaxed(&task.org_id).await?;
+        let mut tx = self.db.tenant_relaxed_relayed(&task.org_id).await?;
         let wrote = write_progress(&mut tx, task, batch).await?;
         tx.commit().await?;
         if wrote {
-            self.signals.publish(Signal::Events(task.id.clone()));
+            self.signals.announce(Signal::Events(task.id.clone()));
         }
         Ok(())
     }
@@ -436,20 +434,41 @@ impl TaskRunner {
         held: Vec<Progress>,
         cache: Option<(String, i64)>,
     ) -> Result<(), sqlx::Error> {
-        let mut tx = self.db.tenant(&task.org_id).await?;
-        write_progress(&mut tx, task, held).await?;
+        // A workflow's step task leaves its signals to the database (the
+        // workflow's moves may commit with it); any other announces its own.
+        let relayed = task.workflow_id.is_none();
+        let mut tx = if relayed {
+            self.db.tenant_relayed(&task.org_id).await?
+        } else {
+            self.db.tenant(&task.org_id).await?
+        };
+        let Reports {
+            attempts,
+            mut events,
+        } = reports(task, held)?;
+        for a in &attempts {
+            tasks::insert_attempt(&mut tx, &task.org_id, &task.id, a).await?;
+        }
         if let Some((response, ttl_ms)) = &cache {
             tasks::cache_response(&mut tx, &task.org_id, &task.request_hash, response, *ttl_ms)
                 .await?;
         }
-        if !tasks::finish(&mut tx, &task.id, owner, finish).await? {
+        // The run's last reports and its end, numbered in one go.
+        events.push(("status", event));
+        if !tasks::finish(&mut tx, &task.id, owner, finish, &events).await? {
+            // Not this run's any more: its reports are kept while the task
+            // is in progress (taken over), and what it spent in any case.
+            events.pop();
+            tasks::append_progress_events(&mut tx, &task.org_id, &task.id, &events).await?;
             tasks::record_cancelled_run(&mut tx, &task.id, finish).await?;
             buckets::record(&mut tx, &spent(task, finish)).await?;
             tx.commit().await?;
+            if relayed && !events.is_empty() {
+                self.signals.announce(Signal::Events(task.id.clone()));
+            }
             tracing::info!("task was cancelled or taken over before it finished");
             return Ok(());
         }
-        tasks::append_event(&mut tx, &task.org_id, &task.id, "status", &event).await?;
         buckets::record(&mut tx, &Sample::task(task, finish, now_ms())).await?;
         let mut hooks = crate::webhooks::events::task_ended(&mut tx, task, finish).await?;
         let batch = crate::batches::task_ended(&mut tx, task, finish.status).await?;
@@ -474,12 +493,18 @@ impl TaskRunner {
         } else {
             tx.commit().await?;
         }
-        self.signals.publish(Signal::Events(task.id.clone()));
+        if relayed {
+            self.signals.announce(Signal::Events(task.id.clone()));
+        } else {
+            self.signals.publish(Signal::Events(task.id.clone()));
+        }
         if wake {
             self.signals.publish_due(WorkKind::Workflows);
         }
         if batch.released {
-            self.signals.publish_due(WorkKind::Tasks);
+            // Only a batch's task releases one, in a relayed transaction;
+            // this worker claims next, as soon as this run returns.
+            self.signals.announce_queued_elsewhere();
         }
         if hooks > 0 {
             self.signals.publish_due(WorkKind::Webhooks);
@@ -543,15 +568,20 @@ fn spent(task: &Task, finish: &Finish) -> Sample {
     }
 }
 
-/// Write progress reports in order: plan and attempt events, attempt
-/// rows, and streamed text coalesced into one `delta` event per run of
-/// consecutive deltas. Returns whether anything was written.
-async fn write_progress(
-    tx: &mut sqlx::AnyConnection,
-    task: &Task,
-    batch: Vec<Progress>,
-) -> Result<bool, sqlx::Error> {
-    let mut wrote = false;
+/// Progress reports as the rows that record them.
+#[derive(Default)]
+struct Reports {
+    /// Finished attempts.
+    attempts: Vec<Attempt>,
+    /// Events in order (kind, JSON data).
+    events: Vec<(&'static str, String)>,
+}
+
+/// The rows of progress reports, in order: plan and attempt events,
+/// attempt rows, and streamed text coalesced into one `delta` event per
+/// run of consecutive deltas of one attempt.
+fn reports(task: &Task, batch: Vec<Progress>) -> Result<Reports, sqlx::Error> {
+    let mut out = Reports::default();
     let mut pending_delta: Option<(i64, String)> = None;
     for p in batch {
         if let Progress::Delta { seq, text } = &p {
@@ -562,16 +592,15 @@ async fn write_progress(
                 Some((s, buf)) if s == seq => buf.push_str(text),
                 _ => {
                     if let Some((s, buf)) = pending_delta.take() {
-                        write_delta(tx, task, s, &buf).await?;
+                        out.events.push(delta_event(s, &buf));
                     }
                     pending_delta = Some((*seq, text.clone()));
                 }
             }
-            wrote = true;
             continue;
         }
         if let Some((s, buf)) = pending_delta.take() {
-            write_delta(tx, task, s, &buf).await?;
+            out.events.push(delta_event(s, &buf));
         }
         match p {
             Progress::Planned {
@@ -581,34 +610,40 @@ async fn write_progress(
                 reason,
             } => {
                 let data = json!({ "router": router, "router_version": router_version, "attempts": attempts, "reason": reason });
-                tasks::append_progress_event(tx, &task.org_id, &task.id, "plan", &data.to_string())
-                    .await?;
-                wrote = true;
+                out.events.push(("plan", data.to_string()));
             }
             Progress::AttemptFinished(a) => {
-                tasks::insert_attempt(tx, &task.org_id, &task.id, &a).await?;
-                let data = json_text(&AttemptView::from(&a))?;
-                tasks::append_progress_event(tx, &task.org_id, &task.id, "attempt", &data).await?;
-                wrote = true;
+                out.events
+                    .push(("attempt", json_text(&AttemptView::from(&a))?));
+                out.attempts.push(a);
             }
             Progress::AttemptStarted { .. } | Progress::Delta { .. } => {}
         }
     }
     if let Some((s, buf)) = pending_delta.take() {
-        write_delta(tx, task, s, &buf).await?;
+        out.events.push(delta_event(s, &buf));
     }
-    Ok(wrote)
+    Ok(out)
 }
 
-async fn write_delta(
-    conn: &mut sqlx::AnyConnection,
+/// Write progress reports (see [`reports`]); the events only while the
+/// task is in progress. Returns whether there was anything to write.
+async fn write_progress(
+    tx: &mut sqlx::AnyConnection,
     task: &Task,
-    seq: i64,
-    text: &str,
-) -> Result<(), sqlx::Error> {
-    let data = json!({ "attempt": seq, "text": text });
-    tasks::append_progress_event(conn, &task.org_id, &task.id, "delta", &data.to_string()).await?;
-    Ok(())
+    batch: Vec<Progress>,
+) -> Result<bool, sqlx::Error> {
+    let Reports { attempts, events } = reports(task, batch)?;
+    for a in &attempts {
+        tasks::insert_attempt(tx, &task.org_id, &task.id, a).await?;
+    }
+    tasks::append_progress_events(tx, &task.org_id, &task.id, &events).await?;
+    Ok(!events.is_empty())
+}
+
+/// The event of attempt `seq`'s streamed `text`.
+fn delta_event(seq: i64, text: &str) -> (&'static str, String) {
+    ("delta", json!({ "attempt": seq, "text": text }).to_string())
 }
 
 /// An attempt as the API and the event stream show it.

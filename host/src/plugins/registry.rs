@@ -610,6 +610,21 @@ async fn sync_builtin(db: &Db, plugin: &Plugin, limits: &Limits) -> Result<(), R
                 row.active_version = Some(stored.version.clone());
                 row.updated_at = now;
                 store::plugins::update_plugin(&mut tx, &row).await?;
+                // A system event: no user activated it.
+                crate::audit::record_for(
+                    &mut tx,
+                    None,
+                    None,
+                    &crate::audit::ClientInfo::default(),
+                    "plugin_activated",
+                    serde_json::json!({
+                        "plugin": row.name,
+                        "version": stored.version,
+                        "previous_version": row.previous_version,
+                        "builtin": true,
+                    }),
+                )
+                .await?;
                 // A platform plugin's version went live: every
                 // organization is told.
                 crate::webhooks::events::plugin_activated(

@@ -234,7 +234,8 @@ async fn insert_items(
 
 /// Turn items `from..to` of batch `batch_id` into pending tasks, each with
 /// its first event (`status: pending`), as [`super::tasks::insert`] writes
-/// them.
+/// them: on PostgreSQL in one statement (the events by a data-modifying
+/// CTE), on SQLite in two.
 async fn release(
     conn: &mut AnyConnection,
     batch_id: &str,
@@ -245,27 +246,40 @@ async fn release(
     if from >= to {
         return Ok(());
     }
-    sqlx::query(
-        "INSERT INTO tasks (id, org_id, user_id, agent_id, source, description, task_type, \
+    let insert = "INSERT INTO tasks (id, org_id, user_id, agent_id, source, description, task_type, \
              priority, status, request, stream, use_cache, request_hash, event_seq, created_at, \
              updated_at, batch_id, batch_next, api_key_id) \
          SELECT i.task_id, i.org_id, b.user_id, i.agent_id, 'api', i.description, i.task_type, \
              i.priority, 'pending', i.request, i.stream, i.use_cache, i.request_hash, 1, $4, $4, \
              i.batch_id, i.next_idx, b.api_key_id \
          FROM batch_items AS i JOIN batches AS b ON b.id = i.batch_id \
-         WHERE i.batch_id = $1 AND i.idx >= $2 AND i.idx < $3",
-    )
-    .bind(batch_id)
-    .bind(from)
-    .bind(to)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
+         WHERE i.batch_id = $1 AND i.idx >= $2 AND i.idx < $3";
+    let pending = super::tasks::PENDING_EVENT;
+    if Backend::of(conn) == Backend::Postgres {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "WITH t AS ({insert} RETURNING id, org_id) \
+             INSERT INTO task_events (task_id, seq, org_id, kind, data, created_at) \
+             SELECT id, 1, org_id, 'status', '{pending}', $4 FROM t"
+        )))
+        .bind(batch_id)
+        .bind(from)
+        .bind(to)
+        .bind(now)
+        .execute(conn)
+        .await?;
+        return Ok(());
+    }
+    sqlx::query(insert)
+        .bind(batch_id)
+        .bind(from)
+        .bind(to)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO task_events (task_id, seq, org_id, kind, data, created_at) \
-         SELECT task_id, 1, org_id, 'status', '{}', $4 FROM batch_items \
-         WHERE batch_id = $1 AND idx >= $2 AND idx < $3",
-        super::tasks::PENDING_EVENT
+         SELECT task_id, 1, org_id, 'status', '{pending}', $4 FROM batch_items \
+         WHERE batch_id = $1 AND idx >= $2 AND idx < $3"
     )))
     .bind(batch_id)
     .bind(from)
@@ -355,9 +369,12 @@ pub struct Counts {
     pub failed: i64,
     /// Tasks ended cancelled.
     pub cancelled: i64,
+    /// What the tasks spent so far.
+    pub cost: Money,
 }
 
-/// The counts of the organization's batches `ids`, from their tasks.
+/// The counts of the organization's batches `ids`, and what their tasks
+/// spent, from their tasks (one grouped read).
 pub async fn counts(
     conn: &mut AnyConnection,
     org_id: &str,
@@ -369,17 +386,20 @@ pub async fn counts(
     }
     let list: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
     let sql = format!(
-        "SELECT batch_id, status, COUNT(*) FROM tasks \
-         WHERE org_id = $1 AND batch_id IN ({}) GROUP BY batch_id, status",
+        // PostgreSQL sums BIGINTs as NUMERIC: cast back.
+        "SELECT batch_id, status, COUNT(*), CAST(COALESCE(SUM(cost_nanos), 0) AS BIGINT) \
+         FROM tasks WHERE org_id = $1 AND batch_id IN ({}) GROUP BY batch_id, status",
         list.join(", ")
     );
-    let mut q = sqlx::query_as::<_, (String, String, i64)>(sqlx::AssertSqlSafe(sql)).bind(org_id);
+    let mut q =
+        sqlx::query_as::<_, (String, String, i64, i64)>(sqlx::AssertSqlSafe(sql)).bind(org_id);
     for id in ids {
         q = q.bind(*id);
     }
-    for (batch_id, status, n) in q.fetch_all(conn).await? {
+    for (batch_id, status, n, cost) in q.fetch_all(conn).await? {
         let c = out.entry(batch_id).or_default();
         c.released += n;
+        c.cost = c.cost.saturating_add(Money::from(cost));
         match status.parse::<TaskStatus>() {
             Ok(TaskStatus::Completed) => c.completed += n,
             Ok(TaskStatus::Failed) => c.failed += n,
@@ -439,26 +459,6 @@ pub async fn get(
     .bind(id)
     .fetch_optional(conn)
     .await
-}
-
-/// What a batch's tasks spent so far, and how many are running.
-pub async fn spent(
-    conn: &mut AnyConnection,
-    org_id: &str,
-    id: &str,
-) -> Result<(Money, i64, i64), sqlx::Error> {
-    // PostgreSQL sums BIGINTs as NUMERIC: cast back.
-    let (cost, input, output): (i64, i64, i64) = sqlx::query_as(
-        "SELECT CAST(COALESCE(SUM(cost_nanos), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT), \
-             CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) \
-         FROM tasks WHERE batch_id = $1 AND org_id = $2",
-    )
-    .bind(id)
-    .bind(org_id)
-    .fetch_one(conn)
-    .await?;
-    Ok((Money::from(cost), input, output))
 }
 
 /// A page of the organization's batches, newest first, optionally in one

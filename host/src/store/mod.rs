@@ -45,6 +45,10 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 /// the in-process write gate, before giving up.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Run at the start of a PostgreSQL transaction whose task writes raise no
+/// notification of their own (see [`Db::tenant_relayed`]).
+const RELAY: &str = "SET LOCAL app.relay TO on;";
+
 /// A transaction on either backend. It dereferences to the connection, so
 /// `&mut *tx` is what the store functions take.
 pub struct Tx {
@@ -332,14 +336,27 @@ impl Db {
         }
     }
 
-    /// Begin a transaction confined to one organization for bookkeeping
-    /// that may be lost in a database crash without harm, because the work
-    /// it records is redone (task progress written by workers): on
-    /// PostgreSQL its commit does not wait for the WAL flush
-    /// (`synchronous_commit = off`); it is still atomic and ordered.
-    pub async fn tenant_relaxed(&self, org_id: &str) -> Result<Tx, sqlx::Error> {
-        self.begin_tenant(org_id, "SET LOCAL synchronous_commit TO OFF;")
-            .await
+    /// [`Db::tenant`] for a task worker's writes, which signal nothing
+    /// themselves on PostgreSQL (the task events and pending tasks it
+    /// writes raise no notification, see migration
+    /// `0025_relayed_signals.sql`): the worker announces them after the
+    /// commit with [`crate::orchestrator::signals::Signals::announce`].
+    /// Its commit then does not queue behind every other notifying commit.
+    pub async fn tenant_relayed(&self, org_id: &str) -> Result<Tx, sqlx::Error> {
+        self.begin_tenant(org_id, RELAY).await
+    }
+
+    /// [`Db::tenant_relayed`] for bookkeeping that may be lost in a
+    /// database crash without harm, because the work it records is redone
+    /// (a run's progress reports): on PostgreSQL its commit does not wait
+    /// for the WAL flush (`synchronous_commit = off`); it is still atomic
+    /// and ordered.
+    pub async fn tenant_relaxed_relayed(&self, org_id: &str) -> Result<Tx, sqlx::Error> {
+        self.begin_tenant(
+            org_id,
+            &format!("SET LOCAL synchronous_commit TO OFF; {RELAY}"),
+        )
+        .await
     }
 
     /// Begin a transaction that may cross organizations. Only for operations
@@ -351,7 +368,7 @@ impl Db {
     }
 
     /// [`Db::platform`] for bookkeeping that may be lost in a database
-    /// crash without harm (see [`Db::tenant_relaxed`]): a worker's claim,
+    /// crash without harm (see [`Db::tenant_relaxed_relayed`]): a worker's claim,
     /// which a crash at worst returns to the queue to be claimed again.
     pub async fn platform_relaxed(&self) -> Result<Tx, sqlx::Error> {
         self.begin_platform("SET LOCAL synchronous_commit TO OFF;")
@@ -360,6 +377,13 @@ impl Db {
 
     /// [`Db::platform`], and on PostgreSQL `extra` (statements ending in
     /// `;`) runs right after the transaction starts.
+    /// [`Db::platform_relaxed`] and [`Db::tenant_relayed`] together: a task
+    /// worker's claim.
+    pub async fn platform_relaxed_relayed(&self) -> Result<Tx, sqlx::Error> {
+        self.begin_platform(&format!("SET LOCAL synchronous_commit TO OFF; {RELAY}"))
+            .await
+    }
+
     async fn begin_platform(&self, extra: &str) -> Result<Tx, sqlx::Error> {
         match self.backend {
             Backend::Sqlite => self.begin().await,

@@ -619,7 +619,8 @@ impl Claimed {
 /// organizations (the worker serves all of them). Each case is its own
 /// subquery so that both walk `tasks_queue_idx` instead of scanning every
 /// finished task. The response-cache lookup rides along, so a run needs no
-/// read transaction of its own.
+/// read transaction of its own. The claim's event (`status: in_progress`
+/// with the claim count) is appended here.
 pub async fn claim(
     conn: &mut AnyConnection,
     owner: &str,
@@ -627,13 +628,15 @@ pub async fn claim(
     max_claims: i64,
 ) -> Result<Option<Claimed>, sqlx::Error> {
     let now = now_ms();
-    let lock = match Backend::of(conn) {
-        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-        Backend::Sqlite => "",
+    let postgres = Backend::of(conn) == Backend::Postgres;
+    let (lock, number) = if postgres {
+        ("FOR UPDATE SKIP LOCKED", ", event_seq = event_seq + 1")
+    } else {
+        ("", "")
     };
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let update = format!(
         "UPDATE tasks SET status = 'in_progress', lease_owner = $1, lease_expires_at = $2, \
-             claims = claims + 1, started_at = COALESCE(started_at, $3), updated_at = $3 \
+             claims = claims + 1, started_at = COALESCE(started_at, $3), updated_at = $3{number} \
          WHERE id = COALESCE( \
              (SELECT id FROM tasks \
               WHERE status = 'in_progress' AND lease_expires_at < $3 AND claims < $4 \
@@ -654,13 +657,42 @@ pub async fn claim(
              (SELECT c.response FROM response_cache AS c \
               WHERE tasks.use_cache = 1 AND c.org_id = tasks.org_id \
                 AND c.key = tasks.request_hash AND c.expires_at > $3) AS cached_response"
-    )))
-    .bind(owner)
-    .bind(now + lease_ms)
-    .bind(now)
-    .bind(max_claims)
-    .fetch_optional(conn)
-    .await
+    );
+    // On PostgreSQL the claim's event is written by the same statement (a
+    // data-modifying CTE), as `claim_event` writes it: one round trip less
+    // per task.
+    let sql = if postgres {
+        format!(
+            "WITH c AS ({update}, event_seq), \
+                  e AS (INSERT INTO task_events (task_id, seq, org_id, kind, data, created_at) \
+                        SELECT id, event_seq, org_id, 'status', \
+                            '{{\"status\":\"in_progress\",\"claims\":' || claims || '}}', $3 \
+                        FROM c) \
+             SELECT {COLUMNS}, more_pending, cached_response FROM c"
+        )
+    } else {
+        update
+    };
+    let claimed: Option<Claimed> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(owner)
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(max_claims)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if let Some(c) = &claimed
+        && !postgres
+    {
+        let t = &c.task;
+        append_event(conn, &t.org_id, &t.id, "status", &claim_event(t.claims)).await?;
+    }
+    Ok(claimed)
+}
+
+/// The data of a claim's event: the task is in progress, claimed `claims`
+/// times.
+fn claim_event(claims: i64) -> String {
+    format!(r#"{{"status":"in_progress","claims":{claims}}}"#)
 }
 
 /// Extend the leases of the tasks in `ids` that `owner` still holds: only
@@ -769,38 +801,121 @@ impl Finish {
     }
 }
 
-/// Move a task `owner` holds to its terminal state. Returns false when the
-/// task is no longer this worker's (cancelled meanwhile, or rescued by
-/// another worker after a lost lease): then nothing is written.
+/// Finish task `id`, which `owner` holds, as `f` says, and append `events`
+/// (kind, JSON data) to it in order: the run's last reports and its
+/// terminal status event. On PostgreSQL one statement (the numbering update
+/// in a data-modifying CTE), on SQLite two. False, and nothing written,
+/// when the task is no longer `owner`'s run in progress (cancelled, or
+/// taken over after its lease ran out).
 pub async fn finish(
     conn: &mut AnyConnection,
     id: &str,
     owner: &str,
     f: &Finish,
+    events: &[(&str, String)],
 ) -> Result<bool, sqlx::Error> {
     let now = now_ms();
-    let done = sqlx::query(
+    let count = events.len();
+    let update = format!(
         "UPDATE tasks SET status = $1, result = $2, error = $3, partial_output = $4, cached = $5, \
              provider = $6, model = $7, input_tokens = $8, output_tokens = $9, cost_nanos = $10, \
-             lease_owner = NULL, lease_expires_at = NULL, finished_at = $11, updated_at = $11 \
-         WHERE id = $12 AND lease_owner = $13 AND status = 'in_progress'",
+             lease_owner = NULL, lease_expires_at = NULL, finished_at = $11, updated_at = $11, \
+             event_seq = event_seq + {count} \
+         WHERE id = $12 AND lease_owner = $13 AND status = 'in_progress' \
+         RETURNING org_id, event_seq - {count} AS base"
+    );
+    if Backend::of(conn) == Backend::Postgres && count > 0 {
+        let sql = format!(
+            "WITH n AS ({update}) \
+             INSERT INTO task_events (task_id, org_id, created_at, seq, kind, data) \
+             SELECT $12, n.org_id, $11, n.base + e.column1, e.column2, e.column3 \
+             FROM n, (VALUES {}) AS e RETURNING seq",
+            event_rows(count, 14)
+        );
+        let mut q = bind_finish(sqlx::query_as(sqlx::AssertSqlSafe(sql)), f, now, id, owner);
+        for (kind, data) in events {
+            q = q.bind(*kind).bind(data.as_str());
+        }
+        let seqs: Vec<(i64,)> = q.fetch_all(conn).await?;
+        return Ok(seqs.len() == count);
+    }
+    let row: Option<(String, i64)> = bind_finish(
+        sqlx::query_as(sqlx::AssertSqlSafe(update)),
+        f,
+        now,
+        id,
+        owner,
     )
-    .bind(f.status.as_str())
-    .bind(&f.result)
-    .bind(&f.error)
-    .bind(&f.partial_output)
-    .bind(i64::from(f.cached))
-    .bind(&f.provider)
-    .bind(&f.model)
-    .bind(f.input_tokens)
-    .bind(f.output_tokens)
-    .bind(f.cost_nanos.nanos())
-    .bind(now)
-    .bind(id)
-    .bind(owner)
-    .execute(conn)
+    .fetch_optional(&mut *conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    let Some((org_id, base)) = row else {
+        return Ok(false);
+    };
+    insert_events(conn, &org_id, id, base, events).await?;
+    Ok(true)
+}
+
+/// [`finish`]'s parameters `$1`–`$13`.
+fn bind_finish<'q, O>(
+    q: sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments>,
+    f: &'q Finish,
+    now: i64,
+    id: &'q str,
+    owner: &'q str,
+) -> sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments> {
+    q.bind(f.status.as_str())
+        .bind(&f.result)
+        .bind(&f.error)
+        .bind(&f.partial_output)
+        .bind(i64::from(f.cached))
+        .bind(&f.provider)
+        .bind(&f.model)
+        .bind(f.input_tokens)
+        .bind(f.output_tokens)
+        .bind(f.cost_nanos.nanos())
+        .bind(now)
+        .bind(id)
+        .bind(owner)
+}
+
+/// `(1, $first, $first+1), (2, …), …`: the rows of `count` events, each
+/// its position in the list and its kind and data bound from `$first` on
+/// (read as `column1`–`column3`, the names both databases give a `VALUES`
+/// list's columns).
+fn event_rows(count: usize, first: usize) -> String {
+    (0..count)
+        .map(|i| format!("({}, ${}, ${})", i + 1, first + 2 * i, first + 2 * i + 1))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Insert `events` (kind, JSON data) of task `task_id`, numbered from
+/// `base + 1`, in one statement; the caller numbered them on the task row.
+async fn insert_events(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    task_id: &str,
+    base: i64,
+    events: &[(&str, String)],
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO task_events (task_id, org_id, created_at, seq, kind, data) \
+         SELECT $1, $2, $3, $4 + e.column1, e.column2, e.column3 FROM (VALUES {}) AS e",
+        event_rows(events.len(), 5)
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(task_id)
+        .bind(org_id)
+        .bind(now_ms())
+        .bind(base);
+    for (kind, data) in events {
+        q = q.bind(*kind).bind(data.as_str());
+    }
+    q.execute(conn).await?;
+    Ok(())
 }
 
 /// Cancel a task that has not finished. Returns the task as it was before
@@ -976,47 +1091,69 @@ pub async fn append_event(
     kind: &str,
     data: &str,
 ) -> Result<i64, sqlx::Error> {
-    append(conn, org_id, task_id, kind, data, "")
+    append(conn, org_id, task_id, kind, data)
         .await?
         .ok_or(sqlx::Error::RowNotFound)
 }
 
-/// Append a run's progress event (plan, attempt, delta) while the task is
-/// still in progress; `None`, and nothing written, once it is terminal:
-/// nothing follows a task's terminal event, whoever wrote it first (a
-/// cancel that overtook the run's last reports, say).
-pub async fn append_progress_event(
+/// Append a run's progress events (plan, attempt, delta; kind and JSON
+/// data) in order while the task is still in progress; false, and nothing
+/// written, once it is terminal: nothing follows a task's terminal event,
+/// whoever wrote it first (a cancel that overtook the run's last reports,
+/// say). On PostgreSQL one statement, on SQLite two.
+pub async fn append_progress_events(
     conn: &mut AnyConnection,
     org_id: &str,
     task_id: &str,
-    kind: &str,
-    data: &str,
-) -> Result<Option<i64>, sqlx::Error> {
-    append(
-        conn,
-        org_id,
-        task_id,
-        kind,
-        data,
-        " AND status = 'in_progress'",
-    )
-    .await
+    events: &[(&str, String)],
+) -> Result<bool, sqlx::Error> {
+    let count = events.len();
+    if count == 0 {
+        return Ok(true);
+    }
+    let number = format!(
+        "UPDATE tasks SET event_seq = event_seq + {count} \
+         WHERE id = $1 AND org_id = $2 AND status = 'in_progress' \
+         RETURNING event_seq - {count} AS base"
+    );
+    if Backend::of(conn) == Backend::Postgres {
+        let sql = format!(
+            "WITH n AS ({number}) \
+             INSERT INTO task_events (task_id, org_id, created_at, seq, kind, data) \
+             SELECT $1, $2, $3, n.base + e.column1, e.column2, e.column3 \
+             FROM n, (VALUES {}) AS e RETURNING seq",
+            event_rows(count, 4)
+        );
+        let mut q = sqlx::query_as::<_, (i64,)>(sqlx::AssertSqlSafe(sql))
+            .bind(task_id)
+            .bind(org_id)
+            .bind(now_ms());
+        for (kind, data) in events {
+            q = q.bind(*kind).bind(data.as_str());
+        }
+        return Ok(q.fetch_all(conn).await?.len() == count);
+    }
+    let base: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(number))
+        .bind(task_id)
+        .bind(org_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(base) = base else {
+        return Ok(false);
+    };
+    insert_events(conn, org_id, task_id, base, events).await?;
+    Ok(true)
 }
 
-/// [`append_event`], numbering only a task row that matches `condition`
-/// (an SQL fragment of ours, never input).
+/// [`append_event`]: the number, or `None` when the task is not there.
 async fn append(
     conn: &mut AnyConnection,
     org_id: &str,
     task_id: &str,
     kind: &str,
     data: &str,
-    condition: &'static str,
 ) -> Result<Option<i64>, sqlx::Error> {
-    let number = format!(
-        "UPDATE tasks SET event_seq = event_seq + 1 \
-         WHERE id = $1 AND org_id = $2{condition} RETURNING event_seq"
-    );
+    let number = "UPDATE tasks SET event_seq = event_seq + 1 WHERE id = $1 AND org_id = $2 RETURNING event_seq";
     if Backend::of(conn) == Backend::Postgres {
         return sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "WITH n AS ({number}) \
@@ -1031,7 +1168,7 @@ async fn append(
         .fetch_optional(conn)
         .await;
     }
-    let seq: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(number))
+    let seq: Option<i64> = sqlx::query_scalar(number)
         .bind(task_id)
         .bind(org_id)
         .fetch_optional(&mut *conn)

@@ -80,11 +80,9 @@ pub struct BatchView {
     pub progress: String,
     /// Counts by outcome.
     pub counts: BatchCounts,
-    /// US dollars spent by its tasks so far (only on one batch's read and
-    /// cancel).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<f64>)]
-    pub cost_usd: Option<Usd>,
+    /// US dollars spent by its tasks so far.
+    #[schema(value_type = f64)]
+    pub cost_usd: Usd,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339, once completed or cancelled.
@@ -134,7 +132,7 @@ impl BatchView {
                 failed: c.failed,
                 cancelled,
             },
-            cost_usd: None,
+            cost_usd: c.cost.usd(),
             created_at: to_rfc3339(b.created_at),
             finished_at: b.finished_at.map(to_rfc3339),
             results_url: format!("/api/batches/{}/results", b.id),
@@ -476,12 +474,12 @@ async fn read(state: &AppState, p: &Principal, id: &str) -> Result<BatchView, Ap
     let batch = batches::get(&mut tx, &p.org_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("batch"))?;
-    let (cost, _, _) = batches::spent(&mut tx, &p.org_id, id).await?;
     let counts = batches::counts(&mut tx, &p.org_id, &[id]).await?;
     tx.commit().await?;
-    let mut view = BatchView::of(&batch, counts.get(id).copied().unwrap_or_default());
-    view.cost_usd = Some(cost.usd());
-    Ok(view)
+    Ok(BatchView::of(
+        &batch,
+        counts.get(id).copied().unwrap_or_default(),
+    ))
 }
 
 /// The organization's batches, newest first, 20 per page by default.
