@@ -389,7 +389,11 @@ async fn roll_ups_keep_the_totals_and_run_once_across_instances(b: Backend) {
 async fn task_once(s: &Server, token: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let body = s.get(&format!("/api/tasks/{id}"), token).await.expect(200).body;
+        let body = s
+            .get(&format!("/api/tasks/{id}"), token)
+            .await
+            .expect(200)
+            .body;
         if done(&body) {
             return body;
         }
@@ -421,7 +425,11 @@ async fn failed_tasks_count_against_the_provider_tried_and_lost_workers_count(b:
         .unwrap()
         .to_string();
     let t = task_once(&s, &admin, &failing, |t| t["status"] == "failed").await;
-    assert_eq!(t["provider"], Value::Null, "the task names who answered: {t}");
+    assert_eq!(
+        t["provider"],
+        Value::Null,
+        "the task names who answered: {t}"
+    );
 
     // A task made to look as if it had killed three workers in turn
     // (claimed three times, the last lease run out elsewhere): the

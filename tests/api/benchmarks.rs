@@ -94,9 +94,16 @@ async fn a_benchmark_of_two_models_names_the_faster(b: Backend) {
     for (i, run) in runs.iter().enumerate() {
         assert_eq!(run["run"], i, "{run}");
         let target = run["target"].as_str().unwrap().to_string();
-        assert_eq!(target, ["mock/echo", "mock/slow"][i % 2], "targets take turns");
+        assert_eq!(
+            target,
+            ["mock/echo", "mock/slow"][i % 2],
+            "targets take turns"
+        );
         let task = s
-            .get(&format!("/api/tasks/{}", run["task_id"].as_str().unwrap()), &admin)
+            .get(
+                &format!("/api/tasks/{}", run["task_id"].as_str().unwrap()),
+                &admin,
+            )
             .await
             .expect(200)
             .body;
@@ -104,7 +111,11 @@ async fn a_benchmark_of_two_models_names_the_faster(b: Backend) {
         assert_eq!(task["batch_id"], report["batch_id"]);
         assert_eq!(task["request"]["model"], target.as_str(), "{task}");
         assert_eq!(
-            format!("{}/{}", task["provider"].as_str().unwrap(), task["model"].as_str().unwrap()),
+            format!(
+                "{}/{}",
+                task["provider"].as_str().unwrap(),
+                task["model"].as_str().unwrap()
+            ),
             target
         );
         assert_eq!(run["answered_by"], target.as_str());
@@ -143,7 +154,12 @@ async fn a_benchmark_of_two_models_names_the_faster(b: Backend) {
         assert!(l["p95"].as_f64().unwrap() <= l["p99"].as_f64().unwrap());
         assert!(l["stddev"].as_f64().unwrap() >= 0.0);
     }
-    assert!(by_target(&report, "mock/slow")["latency_ms"]["min"].as_f64().unwrap() >= 60.0);
+    assert!(
+        by_target(&report, "mock/slow")["latency_ms"]["min"]
+            .as_f64()
+            .unwrap()
+            >= 60.0
+    );
     let total: i64 = cost.values().sum();
     assert_eq!(nanos(&report["cost_usd"]), total);
 
@@ -216,7 +232,10 @@ async fn a_benchmark_of_two_models_names_the_faster(b: Backend) {
 
     // Out of range, an unknown run: 422 naming the rating, nothing stored.
     for (body, field) in [
-        (json!({ "ratings": [{ "run": 2, "rating": 0 }] }), "ratings[0].rating"),
+        (
+            json!({ "ratings": [{ "run": 2, "rating": 0 }] }),
+            "ratings[0].rating",
+        ),
         (
             json!({ "ratings": [{ "run": 2, "rating": 3 }, { "run": 2, "rating": 6 }] }),
             "ratings[1].rating",
@@ -229,7 +248,11 @@ async fn a_benchmark_of_two_models_names_the_faster(b: Backend) {
         (json!({ "ratings": [{ "run": 2 }] }), "ratings[0]"),
     ] {
         let r = s
-            .post(&format!("/api/benchmarks/{id}/ratings"), &admin, body.clone())
+            .post(
+                &format!("/api/benchmarks/{id}/ratings"),
+                &admin,
+                body.clone(),
+            )
             .await
             .expect(422);
         let details = r.body["error"]["details"].as_object().unwrap();
@@ -244,7 +267,11 @@ async fn a_benchmark_of_two_models_names_the_faster(b: Backend) {
         .await
         .expect(200)
         .body;
-    assert_eq!(now["run_list"][2]["ratings"], json!([5]), "unchanged: {now}");
+    assert_eq!(
+        now["run_list"][2]["ratings"],
+        json!([5]),
+        "unchanged: {now}"
+    );
 
     // A viewer reads it; another organization finds none of it.
     let viewer = s
@@ -287,7 +314,11 @@ async fn a_benchmark_of_two_models_names_the_faster(b: Backend) {
     assert_eq!(second["name"], "reasoning");
     assert_eq!(second["task_type"], "reasoning");
     assert_eq!(second["suite"], "reasoning");
-    let listed = s.get("/api/benchmarks?limit=1", &admin).await.expect(200).body;
+    let listed = s
+        .get("/api/benchmarks?limit=1", &admin)
+        .await
+        .expect(200)
+        .body;
     assert_eq!(listed["total"], 2, "{listed}");
     assert_eq!(listed["items"][0]["id"], second["id"]);
     let page2 = s
@@ -301,7 +332,10 @@ async fn a_benchmark_of_two_models_names_the_faster(b: Backend) {
     assert_eq!(done["status"], "completed", "{done}");
     // One target: nothing to compare.
     assert_eq!(done["comparisons"], json!([]), "{done}");
-    assert_eq!(done["run_list"].as_array().unwrap().len(), done["prompts"].as_array().unwrap().len());
+    assert_eq!(
+        done["run_list"].as_array().unwrap().len(),
+        done["prompts"].as_array().unwrap().len()
+    );
 }
 
 async fn bad_benchmarks_are_refused_and_store_nothing(b: Backend) {
@@ -311,9 +345,15 @@ async fn bad_benchmarks_are_refused_and_store_nothing(b: Backend) {
     let many: Vec<String> = (0..50).map(|i| format!("prompt {i}")).collect();
     for (body, field) in [
         (json!({ "prompts": ["a"] }), "targets"),
-        (json!({ "prompts": [], "targets": ["mock/echo"] }), "prompts"),
+        (
+            json!({ "prompts": [], "targets": ["mock/echo"] }),
+            "prompts",
+        ),
         (json!({ "targets": ["mock/echo"] }), "prompts"),
-        (json!({ "suite": "poetry", "targets": ["mock/echo"] }), "suite"),
+        (
+            json!({ "suite": "poetry", "targets": ["mock/echo"] }),
+            "suite",
+        ),
         (
             json!({ "suite": "reasoning", "prompts": ["a"], "targets": ["mock/echo"] }),
             "prompts",
@@ -322,15 +362,27 @@ async fn bad_benchmarks_are_refused_and_store_nothing(b: Backend) {
             json!({ "suite": "reasoning", "task_type": "light", "targets": ["mock/echo"] }),
             "task_type",
         ),
-        (json!({ "prompts": ["a"], "targets": ["echo"] }), "targets[0]"),
-        (json!({ "prompts": ["a"], "targets": ["mock/"] }), "targets[0]"),
-        (json!({ "prompts": ["a"], "targets": ["nowhere/echo"] }), "targets[0]"),
+        (
+            json!({ "prompts": ["a"], "targets": ["echo"] }),
+            "targets[0]",
+        ),
+        (
+            json!({ "prompts": ["a"], "targets": ["mock/"] }),
+            "targets[0]",
+        ),
+        (
+            json!({ "prompts": ["a"], "targets": ["nowhere/echo"] }),
+            "targets[0]",
+        ),
         (
             json!({ "prompts": ["a"], "targets": ["mock/echo", "mock/echo"] }),
             "targets[1]",
         ),
         (json!({ "prompts": ["a"], "targets": [] }), "targets"),
-        (json!({ "prompts": ["  "], "targets": ["mock/echo"] }), "prompts[0]"),
+        (
+            json!({ "prompts": ["  "], "targets": ["mock/echo"] }),
+            "prompts[0]",
+        ),
         (
             json!({ "prompts": ["a"], "targets": ["mock/echo"], "repetitions": 0 }),
             "repetitions",
@@ -367,9 +419,15 @@ async fn bad_benchmarks_are_refused_and_store_nothing(b: Backend) {
             json!({ "prompts": ["a"], "targets": ["mock/echo"], "colour": "red" }),
             "colour|body",
         ),
-        (json!({ "prompts": "a", "targets": ["mock/echo"] }), "prompts"),
+        (
+            json!({ "prompts": "a", "targets": ["mock/echo"] }),
+            "prompts",
+        ),
     ] {
-        let r = s.post("/api/benchmarks", &admin, body.clone()).await.expect(422);
+        let r = s
+            .post("/api/benchmarks", &admin, body.clone())
+            .await
+            .expect(422);
         let details = r.body["error"]["details"].as_object().unwrap();
         assert!(
             field
@@ -385,9 +443,12 @@ async fn bad_benchmarks_are_refused_and_store_nothing(b: Backend) {
     assert_eq!(batches["total"], 0, "{batches}");
     let tasks = s.get("/api/tasks", &admin).await.expect(200).body;
     assert_eq!(tasks["total"], 0, "{tasks}");
-    s.get("/api/benchmarks/00000000-0000-4000-8000-000000000000", &admin)
-        .await
-        .expect_error(404, "not_found");
+    s.get(
+        "/api/benchmarks/00000000-0000-4000-8000-000000000000",
+        &admin,
+    )
+    .await
+    .expect_error(404, "not_found");
     s.post(
         "/api/benchmarks/00000000-0000-4000-8000-000000000000/ratings",
         &admin,

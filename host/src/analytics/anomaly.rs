@@ -424,6 +424,10 @@ mod tests {
         assert_eq!(subjects, ["bad/failures", "bad/error_rate"], "{found:?}");
         let rate = &found[1];
         assert_eq!(rate.details["provider"], "bad");
-        assert!(rate.message.contains("provider bad's 20 requests"), "{}", rate.message);
+        assert!(
+            rate.message.contains("provider bad's 20 requests"),
+            "{}",
+            rate.message
+        );
     }
 }

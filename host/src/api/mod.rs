@@ -27,9 +27,9 @@ use utoipa_axum::routes;
 
 use self::error::ApiError;
 use self::handlers::{
-    agents, alerts, analytics, api_keys, audit_logs, auth, batches, benchmarks, budgets, connectivity, gateway,
-    integrations, invitations, metrics, organizations, plugins, rate_limits, roles, tasks, users,
-    workflow_templates, workflows,
+    agents, alerts, analytics, api_keys, audit_logs, auth, batches, benchmarks, budgets,
+    connectivity, gateway, integrations, invitations, metrics, organizations, plugins, rate_limits,
+    roles, tasks, users, workflow_templates, workflows,
 };
 use crate::state::AppState;
 

@@ -266,8 +266,14 @@ pub async fn rate(
     let benchmark = benchmarks::get(&mut tx, &who.org_id, id)
         .await?
         .ok_or(BenchmarkError::NotFound)?;
-    let runs = batches::results(&mut tx, &who.org_id, &benchmark.batch_id, -1, MAX_RUNS as i64)
-        .await?;
+    let runs = batches::results(
+        &mut tx,
+        &who.org_id,
+        &benchmark.batch_id,
+        -1,
+        MAX_RUNS as i64,
+    )
+    .await?;
     let mut errors = FieldErrors::new();
     for (i, r) in ratings.iter().enumerate() {
         let field = format!("ratings[{i}].run");
@@ -592,7 +598,10 @@ fn compare(targets: &[String], runs: &[Run]) -> Vec<Comparison> {
     let samples = |target: &str, metric: Metric| -> Vec<f64> {
         let mine = runs.iter().filter(|r| r.target == target);
         match metric {
-            Metric::Latency => mine.filter_map(|r| r.latency_ms).map(|v| v as f64).collect(),
+            Metric::Latency => mine
+                .filter_map(|r| r.latency_ms)
+                .map(|v| v as f64)
+                .collect(),
             Metric::Cost => mine
                 .filter(|r| r.latency_ms.is_some())
                 .map(|r| r.cost_usd.0.to_usd_f64())

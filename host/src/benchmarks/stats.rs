@@ -103,8 +103,7 @@ pub fn welch(a: &[f64], b: &[f64]) -> Option<Welch> {
         });
     }
     let t = (ma - mb) / se2.sqrt();
-    let df = se2.powi(2)
-        / (sa.powi(2) / (a.len() - 1) as f64 + sb.powi(2) / (b.len() - 1) as f64);
+    let df = se2.powi(2) / (sa.powi(2) / (a.len() - 1) as f64 + sb.powi(2) / (b.len() - 1) as f64);
     let p_value = StudentsT::new(0.0, 1.0, df)
         .map(|dist| (2.0 * dist.sf(t.abs())).clamp(0.0, 1.0))
         .ok()?;
@@ -182,7 +181,10 @@ mod tests {
     fn summaries_interpolate_percentiles() {
         assert_eq!(summary(&[]), None);
         let one = summary(&[7.0]).unwrap();
-        assert_eq!((one.mean, one.stddev, one.p50, one.p99), (7.0, 0.0, 7.0, 7.0));
+        assert_eq!(
+            (one.mean, one.stddev, one.p50, one.p99),
+            (7.0, 0.0, 7.0, 7.0)
+        );
         // numpy.percentile([1..=10], [50, 95, 99]) = 5.5, 9.55, 9.91.
         let values: Vec<f64> = (1..=10).rev().map(f64::from).collect();
         let s = summary(&values).unwrap();

@@ -62,8 +62,7 @@ impl FromRow<'_, AnyRow> for Benchmark {
     }
 }
 
-const COLUMNS: &str =
-    "id, org_id, user_id, name, suite, task_type, prompts, targets, repetitions, batch_id, created_at";
+const COLUMNS: &str = "id, org_id, user_id, name, suite, task_type, prompts, targets, repetitions, batch_id, created_at";
 
 /// Fields a caller supplies to store a benchmark.
 #[derive(Debug, Clone)]
@@ -89,7 +88,10 @@ pub struct NewBenchmark {
 }
 
 /// Store a benchmark (its batch already stored in the same transaction).
-pub async fn insert(conn: &mut AnyConnection, new: &NewBenchmark) -> Result<Benchmark, sqlx::Error> {
+pub async fn insert(
+    conn: &mut AnyConnection,
+    new: &NewBenchmark,
+) -> Result<Benchmark, sqlx::Error> {
     // Serialising lists of strings cannot fail.
     let prompts = serde_json::to_string(&new.prompts).unwrap_or_default();
     let targets = serde_json::to_string(&new.targets).unwrap_or_default();

@@ -359,7 +359,10 @@ pub async fn create(
     let req = check(body)?;
     state.limits.admit_task(&p).await?;
     let benchmark = service::create(&state, &p, &client, req).await?;
-    Ok((StatusCode::CREATED, Json(view(&state, &p, &benchmark).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(view(&state, &p, &benchmark).await?),
+    ))
 }
 
 async fn view(state: &AppState, p: &Principal, b: &Benchmark) -> Result<BenchmarkView, ApiError> {
