@@ -458,7 +458,66 @@ async fn bad_benchmarks_are_refused_and_store_nothing(b: Backend) {
     .expect_error(404, "not_found");
 }
 
+async fn a_benchmark_is_budgeted_like_any_task(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    s.mock_integration(&admin, "mock").await;
+    let org = s.get("/api/users/me", &admin).await.expect(200).body["org_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A hundredth of a cent a day: a call's worst case at the default
+    // 4,096 completion tokens does not fit, one capped at 8 tokens does.
+    s.put(
+        &format!("/api/budgets/organization/{org}/day"),
+        &admin,
+        json!({ "limit_usd": 0.0001 }),
+    )
+    .await
+    .expect(200);
+    let targets = json!(["mock/echo", "mock/slow"]);
+    let refused = s
+        .post(
+            "/api/benchmarks",
+            &admin,
+            json!({ "prompts": ["hello"], "targets": targets, "repetitions": 2 }),
+        )
+        .await
+        .expect(201)
+        .body;
+    let report = finished(&s, &admin, refused["id"].as_str().unwrap()).await;
+    assert_eq!(report["status"], "completed", "{report}");
+    for target in ["mock/echo", "mock/slow"] {
+        let f = by_target(&report, target);
+        assert_eq!(f["failed"], 2, "{f}");
+        assert_eq!(f["errors"], json!({ "budget_exceeded": 2 }), "{f}");
+        assert_eq!(f["latency_ms"], Value::Null, "{f}");
+        assert_eq!(nanos(&f["cost_usd"]), 0);
+    }
+    assert_eq!(report["comparisons"], json!([]), "{report}");
+    assert_eq!(report["run_list"][0]["error_kind"], "budget_exceeded");
+
+    let capped = s
+        .post(
+            "/api/benchmarks",
+            &admin,
+            json!({ "prompts": ["hello"], "targets": targets, "repetitions": 2,
+                    "parameters": { "max_tokens": 8 },
+                    "metadata": { "delay-ms": 1, "word-delay-ms": 0 } }),
+        )
+        .await
+        .expect(201)
+        .body;
+    let report = finished(&s, &admin, capped["id"].as_str().unwrap()).await;
+    for target in ["mock/echo", "mock/slow"] {
+        let f = by_target(&report, target);
+        assert_eq!(f["completed"], 2, "{f}");
+        assert!(nanos(&f["cost_usd"]) > 0, "{f}");
+    }
+}
+
 dual_backend_tests!(
+    a_benchmark_is_budgeted_like_any_task,
     a_benchmark_of_two_models_names_the_faster,
     bad_benchmarks_are_refused_and_store_nothing
 );
