@@ -7,9 +7,10 @@
 //! any task, and a benchmark needs no worker of its own. The runs are laid
 //! out so that the targets take turns ([`Layout`]), and the batch's
 //! concurrency bounds how many run at once. What a benchmark found is
-//! computed from its tasks when it is read ([`service::report`]), with the
+//! computed from its tasks when it is read ([`report`]), with the
 //! statistics of [`stats`].
 
+pub mod report;
 pub mod service;
 pub mod stats;
 

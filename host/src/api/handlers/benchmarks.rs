@@ -16,9 +16,8 @@ use crate::api::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
 use crate::api::handlers::check_text;
 use crate::api::pagination;
 use crate::auth::Principal;
-use crate::benchmarks::service::{
-    self, BenchmarkError, Comparison, NewBenchmarkRequest, Rating, Report, Run, TargetFigures,
-};
+use crate::benchmarks::report::{self, Comparison, Report, Run, TargetFigures};
+use crate::benchmarks::service::{self, BenchmarkError, NewBenchmarkRequest, Rating};
 use crate::benchmarks::{MAX_PROMPTS, MAX_REPETITIONS, MAX_RUNS, MAX_TARGETS, SUITES, suite};
 use crate::money::Usd;
 use crate::orchestrator::catalog::parse_task_type;
@@ -421,7 +420,7 @@ pub async fn get(
     p: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<BenchmarkReport>, ApiError> {
-    let report = service::report(&state, &p.org_id, &id).await?;
+    let report = report::read(&state, &p.org_id, &id).await?;
     Ok(Json(BenchmarkReport::of(report)))
 }
 
@@ -473,7 +472,7 @@ pub async fn rate(
     }
     errors.finish()?;
     service::rate(&state, &p, &client, &id, &ratings).await?;
-    let report = service::report(&state, &p.org_id, &id).await?;
+    let report = report::read(&state, &p.org_id, &id).await?;
     Ok(Json(BenchmarkReport::of(report)))
 }
 
