@@ -13,6 +13,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod batches;
+pub mod benchmarks;
 pub mod budgets;
 pub mod cli;
 pub mod config;

@@ -148,15 +148,10 @@ async fn usage_adds_up_by_source_and_model(b: Backend) {
     assert_eq!(report["interval"], "minute");
     assert_eq!(report["group_by"], json!(["source", "model"]));
     assert_eq!(report["relative_error"], 0.01);
-    // Each answer was counted once with its exact cost; the failures and the
-    // cancellation have no model (none answered).
-    let echo = |source: &str| {
-        report["series"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["group"]["source"] == source && s["group"]["model"] != "")
-    };
+    // Each answer was counted once with its exact cost; the failures count
+    // against the model tried last, the cancellation has no model (none
+    // was called).
+    let echo = |source: &str| series(&report, &json!({ "source": source, "model": "echo" }));
     let gateway = echo("gateway");
     assert_eq!(total(gateway, "requests"), 6, "{text}");
     assert_eq!(total(gateway, "completed"), 6, "{text}");
@@ -165,7 +160,7 @@ async fn usage_adds_up_by_source_and_model(b: Backend) {
     let api = echo("api");
     assert_eq!(total(api, "requests"), 3, "{text}");
     assert_eq!(total(api, "completed"), 3, "{text}");
-    let failed = series(&report, &json!({ "source": "gateway", "model": "" }));
+    let failed = series(&report, &json!({ "source": "gateway", "model": "error" }));
     assert_eq!(total(failed, "requests"), 2, "{text}");
     assert_eq!(total(failed, "failed"), 2, "{text}");
     let cancelled = series(&report, &json!({ "source": "api", "model": "" }));
@@ -192,14 +187,22 @@ async fn usage_adds_up_by_source_and_model(b: Backend) {
     let items = latency.body["items"].as_array().unwrap();
     let answered = items
         .iter()
-        .find(|i| i["provider"] == "mock")
+        .find(|i| i["provider"] == "mock" && i["model"] == "echo")
         .unwrap_or_else(|| panic!("{}", latency.body));
     assert_eq!(answered["requests"], 9, "{}", latency.body);
     assert_eq!(answered["success_rate"], 1.0);
     assert_eq!(answered["fallback_rate"], 0.0);
+    // The failures are the provider's, under the model tried.
+    let failing = items
+        .iter()
+        .find(|i| i["provider"] == "mock" && i["model"] == "error")
+        .unwrap_or_else(|| panic!("{}", latency.body));
+    assert_eq!(failing["requests"], 2, "{}", latency.body);
+    assert_eq!(failing["failed"], 2, "{}", latency.body);
+    assert_eq!(failing["success_rate"], 0.0);
     let unanswered = items.iter().find(|i| i["provider"] == "").unwrap();
-    assert_eq!(unanswered["requests"], 3, "{}", latency.body);
-    assert_eq!(unanswered["success_rate"], 0.0);
+    assert_eq!(unanswered["requests"], 1, "{}", latency.body);
+    assert_eq!(unanswered["cancelled"], 1, "{}", latency.body);
 
     // What it cost, exactly: nine one-word answers (failures and the
     // cancellation cost nothing on the mock).
@@ -382,7 +385,100 @@ async fn roll_ups_keep_the_totals_and_run_once_across_instances(b: Backend) {
     drop(twin);
 }
 
+/// The task `id` once `done` holds of it.
+async fn task_once(s: &Server, token: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = s
+            .get(&format!("/api/tasks/{id}"), token)
+            .await
+            .expect(200)
+            .body;
+        if done(&body) {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "task {id} never got there: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn failed_tasks_count_against_the_provider_tried_and_lost_workers_count(b: Backend) {
+    // A heartbeat (which fails what keeps losing its workers) every 200 ms.
+    let s = Server::start_with(b, &[("VEL_TASK_LEASE_MS", "600")]).await;
+    let admin = s.admin_token().await;
+    s.mock_integration(&admin, "mock").await;
+
+    // A queued task whose provider fails: counted against it.
+    let failing = s
+        .post(
+            "/api/tasks",
+            &admin,
+            json!({ "description": "fails", "prompt": "x", "parameters": { "model": "mock/error" } }),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = task_once(&s, &admin, &failing, |t| t["status"] == "failed").await;
+    assert_eq!(
+        t["provider"],
+        Value::Null,
+        "the task names who answered: {t}"
+    );
+
+    // A task made to look as if it had killed three workers in turn
+    // (claimed three times, the last lease run out elsewhere): the
+    // heartbeat fails it, and it counts once as a failure.
+    let doomed = s
+        .post(
+            "/api/tasks",
+            &admin,
+            json!({ "description": "doomed", "prompt": "z", "parameters": { "model": "mock/slow" },
+                    "metadata": { "delay-ms": 60_000 } }),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    task_once(&s, &admin, &doomed, |t| t["status"] == "in_progress").await;
+    {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let mut db = sqlx::AnyConnection::connect(&s.database_url).await.unwrap();
+        let done = sqlx::query(
+            "UPDATE tasks SET lease_owner = 'dead-instance', lease_expires_at = 1, claims = 3 \
+             WHERE id = $1",
+        )
+        .bind(&doomed)
+        .execute(&mut db)
+        .await
+        .unwrap();
+        assert_eq!(done.rows_affected(), 1);
+        db.close().await.unwrap();
+    }
+    let t = task_once(&s, &admin, &doomed, |t| t["status"] == "failed").await;
+    assert_eq!(t["error"]["kind"], "worker_lost", "{t}");
+
+    let (report, text) =
+        usage_once_counted(&s, &admin, "group_by=provider,model&interval=minute", 2).await;
+    let tried = series(&report, &json!({ "provider": "mock", "model": "error" }));
+    assert_eq!(total(tried, "requests"), 1, "{text}");
+    assert_eq!(total(tried, "failed"), 1, "{text}");
+    // No call of the lost task was recorded: it is nobody's.
+    let lost = series(&report, &json!({ "provider": "", "model": "" }));
+    assert_eq!(total(lost, "requests"), 1, "{text}");
+    assert_eq!(total(lost, "failed"), 1, "{text}");
+}
+
 dual_backend_tests!(
+    failed_tasks_count_against_the_provider_tried_and_lost_workers_count,
     usage_adds_up_by_source_and_model,
     bad_analytics_queries_are_refused,
     roll_ups_keep_the_totals_and_run_once_across_instances

@@ -13,6 +13,7 @@ mod api_keys;
 mod audit;
 mod auth;
 mod batches;
+mod benchmarks;
 mod budgets;
 mod client;
 mod connections;

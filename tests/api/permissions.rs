@@ -117,6 +117,10 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/api/batches/{id}", "view"),
     ("POST", "/api/batches/{id}/cancel", "execute_task"),
     ("GET", "/api/batches/{id}/results", "view"),
+    ("GET", "/api/benchmarks", "view_analytics"),
+    ("POST", "/api/benchmarks", "execute_task"),
+    ("GET", "/api/benchmarks/{id}", "view_analytics"),
+    ("POST", "/api/benchmarks/{id}/ratings", "execute_task"),
     ("GET", "/api/analytics/usage", "view_analytics"),
     ("GET", "/api/analytics/latency", "view_analytics"),
     ("GET", "/api/analytics/costs", "view_analytics"),
@@ -253,6 +257,7 @@ struct Ids {
     api_key: String,
     task: String,
     batch: String,
+    benchmark: String,
     workflow: String,
     template: String,
     spare_user: String,
@@ -269,6 +274,8 @@ fn fill(path: &str, ids: &Ids) -> String {
         ids.task.as_str()
     } else if path.starts_with("/api/batches/") {
         ids.batch.as_str()
+    } else if path.starts_with("/api/benchmarks/") {
+        ids.benchmark.as_str()
     } else if path.starts_with("/api/workflows/") {
         ids.workflow.as_str()
     } else if path.starts_with("/api/workflow-templates/") {
@@ -381,6 +388,18 @@ async fn every_route_for_every_caller(b: Backend) {
         .as_str()
         .unwrap()
         .to_string();
+    let benchmark = s
+        .post(
+            "/api/benchmarks",
+            &admin,
+            json!({ "prompts": ["hello"], "targets": ["mock/echo"], "repetitions": 1 }),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let workflow = s
         .post(
             "/api/workflows",
@@ -435,6 +454,7 @@ async fn every_route_for_every_caller(b: Backend) {
         api_key,
         task,
         batch,
+        benchmark,
         workflow,
         template,
         spare_user,

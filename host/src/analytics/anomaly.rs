@@ -1,12 +1,14 @@
 //! Anomaly alerts: each finished minute of an organization's traffic
 //! compared with its last hour, per provider.
 //!
-//! For every organization and provider, a minute's p95 latency and cost
-//! per completed task, and the organization's failures, are compared with
-//! the same figure over the previous [`BASELINE_MINUTES`] minutes that had
-//! traffic: above the mean plus [`SIGMAS`] standard deviations is an
-//! anomaly. A minute whose error rate passes [`ERROR_RATE_LIMIT`] is one
-//! too, whatever came before. The standard deviation counts as at least a
+//! For every organization and provider, a minute's p95 latency, cost per
+//! completed task and failures, and the organization's failures, are
+//! compared with the same figure over the previous [`BASELINE_MINUTES`]
+//! minutes that had traffic: above the mean plus [`SIGMAS`] standard
+//! deviations is an anomaly. A minute whose error rate passes
+//! [`ERROR_RATE_LIMIT`], the organization's or a provider's, is one too,
+//! whatever came before. A failed request counts against the provider
+//! tried last (see [`super::buckets::Sample`]). The standard deviation counts as at least a
 //! tenth of the mean, so a very steady series does not alert on a wobble,
 //! and a figure needs [`MIN_HISTORY`] minutes of history and
 //! [`MIN_REQUESTS`] requests in its minute to be judged. An alert is not
@@ -101,7 +103,7 @@ enum Metric {
     LatencyP95,
     /// Cost per completed task, nano-dollars.
     CostPerTask,
-    /// Failed requests (the organization's).
+    /// Failed requests (the organization's or the provider's).
     Failures,
 }
 
@@ -229,7 +231,10 @@ fn check(rows: &[BucketRow], minute: i64) -> Result<Vec<Finding>, SketchError> {
             .collect();
         let (who, metrics): (&str, &[Metric]) = match provider {
             Some(p) if p.is_empty() => continue,
-            Some(p) => (p.as_str(), &[Metric::LatencyP95, Metric::CostPerTask]),
+            Some(p) => (
+                p.as_str(),
+                &[Metric::LatencyP95, Metric::CostPerTask, Metric::Failures],
+            ),
             None => ("organization", &[Metric::Failures]),
         };
         for metric in metrics {
@@ -262,20 +267,24 @@ fn check(rows: &[BucketRow], minute: i64) -> Result<Vec<Finding>, SketchError> {
                 });
             }
         }
-        if provider.is_none() && now.counts.requests >= MIN_REQUESTS {
+        if now.counts.requests >= MIN_REQUESTS {
             let rate = now.counts.failed as f64 / now.counts.requests as f64;
             if rate > ERROR_RATE_LIMIT {
+                let whose = match provider {
+                    Some(p) => format!("provider {p}'s"),
+                    None => "the organization's".into(),
+                };
                 findings.push(Finding {
                     org_id: org_id.clone(),
-                    subject: "organization/error_rate".into(),
+                    subject: format!("{who}/error_rate"),
                     message: format!(
-                        "{:.0} % of the organization's {} requests failed in the minute from {}",
+                        "{:.0} % of {whose} {} requests failed in the minute from {}",
                         rate * 100.0,
                         now.counts.requests,
                         to_rfc3339(minute)
                     ),
                     details: json!({
-                        "provider": null,
+                        "provider": provider,
                         "metric": "error_rate",
                         "minute": to_rfc3339(minute),
                         "value": rate,
@@ -389,7 +398,36 @@ mod tests {
                 ("a", "p/latency_p95_ms"),
                 ("b", "organization/failures"),
                 ("b", "organization/error_rate"),
+                ("b", "p/failures"),
+                ("b", "p/error_rate"),
             ]
+        );
+    }
+
+    #[test]
+    fn a_failing_provider_is_named_when_the_organization_is_not_alarming() {
+        // Two providers of one organization: `bad` fails a quarter of its
+        // requests in the minute checked while `good` carries four times
+        // its traffic, so the organization's error rate (5 %) stays below
+        // the limit and its failures within its history's noise.
+        let minute = 100 * MINUTE_MS;
+        let mut rows = Vec::new();
+        for i in 1..=30 {
+            let start = minute - i * MINUTE_MS;
+            rows.push(row("a", "good", start, 80, (i % 2) * 4, 100));
+            rows.push(row("a", "bad", start, 20, 0, 100));
+        }
+        rows.push(row("a", "good", minute, 80, 0, 100));
+        rows.push(row("a", "bad", minute, 15, 5, 100));
+        let found = check(&rows, minute).unwrap();
+        let subjects: Vec<&str> = found.iter().map(|f| f.subject.as_str()).collect();
+        assert_eq!(subjects, ["bad/failures", "bad/error_rate"], "{found:?}");
+        let rate = &found[1];
+        assert_eq!(rate.details["provider"], "bad");
+        assert!(
+            rate.message.contains("provider bad's 20 requests"),
+            "{}",
+            rate.message
         );
     }
 }

@@ -56,9 +56,10 @@ pub struct Sample {
     pub org_id: String,
     /// Unix ms it ended: the minute it counts in.
     pub finished_at: i64,
-    /// Integration that answered (`None` when none did).
+    /// Integration that answered; for a failure, the last one tried
+    /// (`None` when none was).
     pub provider: Option<String>,
-    /// Model that answered.
+    /// Model that answered, or the last one tried.
     pub model: Option<String>,
     /// Agent it ran as.
     pub agent_id: Option<String>,
@@ -86,11 +87,15 @@ pub struct Sample {
 impl Sample {
     /// A queued task that ended as `finish` says, `now` (unix ms).
     pub fn task(task: &Task, finish: &Finish, now: i64) -> Sample {
+        let (provider, model) = match (&finish.provider, &finish.last_tried) {
+            (None, Some((provider, model))) => (Some(provider.clone()), Some(model.clone())),
+            _ => (finish.provider.clone(), finish.model.clone()),
+        };
         Sample {
             org_id: task.org_id.clone(),
             finished_at: now,
-            provider: finish.provider.clone(),
-            model: finish.model.clone(),
+            provider,
+            model,
             agent_id: task.agent_id.clone(),
             source: task.source,
             status: Some(finish.status),

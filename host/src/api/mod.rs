@@ -27,9 +27,9 @@ use utoipa_axum::routes;
 
 use self::error::ApiError;
 use self::handlers::{
-    agents, alerts, analytics, api_keys, audit_logs, auth, batches, budgets, connectivity, gateway,
-    integrations, invitations, metrics, organizations, plugins, rate_limits, roles, tasks, users,
-    workflow_templates, workflows,
+    agents, alerts, analytics, api_keys, audit_logs, auth, batches, benchmarks, budgets,
+    connectivity, gateway, integrations, invitations, metrics, organizations, plugins, rate_limits,
+    roles, tasks, users, workflow_templates, workflows,
 };
 use crate::state::AppState;
 
@@ -109,6 +109,9 @@ fn documented(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(batches::get))
         .routes(routes!(batches::cancel))
         .routes(routes!(batches::results))
+        .routes(routes!(benchmarks::create, benchmarks::list))
+        .routes(routes!(benchmarks::get))
+        .routes(routes!(benchmarks::rate))
         .routes(routes!(workflows::create, workflows::list))
         .routes(routes!(workflows::get))
         .routes(routes!(workflows::state))

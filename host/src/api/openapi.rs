@@ -36,6 +36,7 @@ use utoipa::{Modify, OpenApi};
         (name = "alerts", description = "What needs attention: budget thresholds passed"),
         (name = "webhooks", description = "Endpoints told of an organization's events: signed (X-Vel-Signature), retried with back-off, logged"),
         (name = "batches", description = "Up to 10,000 tasks submitted at once, run a set number at a time; progress, cancellation, results as JSON, JSON Lines or CSV"),
+        (name = "benchmarks", description = "Provider benchmarks: prompts × targets × repetitions run as ordinary tasks; latency distributions, cost, tokens, errors, ratings, and pairwise comparisons by Welch's t-test"),
         (name = "workflows", description = "Durable multi-step workflows: tasks, condition-decided choices, approvals"),
         (name = "workflow-templates", description = "Versioned workflow templates with typed variables, private, organization-wide or public (the marketplace), and workflows started from them"),
         (name = "system", description = "Health and this document"),

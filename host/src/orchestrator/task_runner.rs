@@ -119,7 +119,9 @@ impl Runner for TaskRunner {
     }
 
     /// Extend the leases; stop tasks cancelled meanwhile; fail tasks that
-    /// keep losing their workers (and wake their workflows).
+    /// keep losing their workers (counted in the usage buckets as failures
+    /// of the provider tried last, if any call was recorded; and wake their
+    /// workflows).
     async fn beat(
         &self,
         owner: &str,
@@ -138,8 +140,15 @@ impl Runner for TaskRunner {
             tasks::append_event(&mut tx, &task.org_id, &task.id, "status", &data.to_string())
                 .await?;
             woke |= workflows::wake_for_task(&mut tx, &task.id).await?;
-            hooks +=
-                crate::webhooks::events::task_ended(&mut tx, task, &Finish::recorded(task)).await?;
+            let finish = Finish {
+                last_tried: tasks::attempts(&mut tx, &task.org_id, &task.id)
+                    .await?
+                    .pop()
+                    .map(|a| (a.provider, a.model)),
+                ..Finish::recorded(task)
+            };
+            buckets::record(&mut tx, &Sample::task(task, &finish, now_ms())).await?;
+            hooks += crate::webhooks::events::task_ended(&mut tx, task, &finish).await?;
             let batch = crate::batches::task_ended(&mut tx, task, TaskStatus::Failed).await?;
             released |= batch.released;
             hooks += batch.deliveries;
@@ -415,6 +424,9 @@ impl TaskRunner {
             output_tokens,
             cost_nanos: cost,
             attempts: attempts.len(),
+            last_tried: attempts
+                .last()
+                .map(|a| (a.provider.clone(), a.model.clone())),
             ..Finish::new(TaskStatus::Failed)
         };
         let event = json!({ "status": "failed", "error": error }).to_string();

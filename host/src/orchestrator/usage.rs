@@ -358,11 +358,19 @@ async fn build(
         }
         let latency = f.latency;
         let (task, audit) = rows(f);
+        // A failure counts against the last provider tried.
+        let tried = task.attempts.last().filter(|_| task.provider.is_none());
         buckets.add(&Sample {
             org_id: task.org_id.clone(),
             finished_at: task.finished_at,
-            provider: task.provider.clone(),
-            model: task.model.clone(),
+            provider: match tried {
+                Some(a) => Some(a.provider.clone()),
+                None => task.provider.clone(),
+            },
+            model: match tried {
+                Some(a) => Some(a.model.clone()),
+                None => task.model.clone(),
+            },
             agent_id: None,
             source: task.source,
             status: Some(task.status),

@@ -12,6 +12,7 @@ pub mod alerts;
 pub mod api_keys;
 pub mod audit_logs;
 pub mod batches;
+pub mod benchmarks;
 pub mod budgets;
 pub mod email_changes;
 pub mod integrations;

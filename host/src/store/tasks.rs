@@ -763,6 +763,10 @@ pub struct Finish {
     /// Provider calls the run made (usage analytics counts a completion
     /// after more than one as a fallback; not a column of the task).
     pub attempts: usize,
+    /// Integration and model of the last provider call, when none
+    /// answered: usage analytics counts a failure against them (not a
+    /// column of the task, whose provider is the one that answered).
+    pub last_tried: Option<(String, String)>,
 }
 
 impl Finish {
@@ -797,6 +801,7 @@ impl Finish {
             output_tokens: 0,
             cost_nanos: Money::ZERO,
             attempts: 0,
+            last_tried: None,
         }
     }
 }

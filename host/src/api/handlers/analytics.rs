@@ -158,9 +158,10 @@ pub struct UsageReport {
 /// Latency and outcomes of one provider and model.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ModelLatency {
-    /// Integration that answered (empty: none did).
+    /// Integration that answered; for a failure, the one tried last
+    /// (empty: none was called).
     pub provider: String,
-    /// Model that answered.
+    /// Model that answered, or the one tried last.
     pub model: String,
     /// Its counters.
     #[serde(flatten)]

@@ -8,6 +8,7 @@ pub mod api_keys;
 pub mod audit_logs;
 pub mod auth;
 pub mod batches;
+pub mod benchmarks;
 pub mod budgets;
 pub mod connectivity;
 pub mod gateway;
