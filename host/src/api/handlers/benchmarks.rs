@@ -205,6 +205,7 @@ impl BenchmarkReport {
             completed: r.runs.iter().filter(|x| x.status == "completed").count() as i64,
             failed: r.runs.iter().filter(|x| x.status == "failed").count() as i64,
             cancelled: r.runs.iter().filter(|x| x.status == "cancelled").count() as i64,
+            cost: r.cost,
         };
         BenchmarkReport {
             benchmark: BenchmarkView::of(&r.benchmark, &r.batch, counts),
