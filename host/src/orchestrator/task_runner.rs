@@ -579,8 +579,10 @@ async fn write_progress(
                 router_version,
                 attempts,
                 reason,
+                fallback,
             } => {
-                let data = json!({ "router": router, "router_version": router_version, "attempts": attempts, "reason": reason });
+                let data = json!({ "router": router, "router_version": router_version, "attempts": attempts,
+                                   "reason": reason, "fallback": fallback });
                 tasks::append_progress_event(tx, &task.org_id, &task.id, "plan", &data.to_string())
                     .await?;
                 wrote = true;
