@@ -717,6 +717,58 @@ async fn new_writes_a_project_that_checks() {
     assert!(js.stderr.contains("only `--lang rust`"), "{js:#?}");
 }
 
+/// The router `vel plugin new` writes builds with one command, passes
+/// `vel plugin check --manifest` and its own fixture test. The build shares
+/// a target directory across runs (`<target>/scaffold-test`), so only the
+/// first run compiles `wit-bindgen` (about a minute on one core).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_router_builds_checks_and_passes_its_tests() {
+    let dir = TempDir::new();
+    let project = dir.0.join("built-router");
+    vel(
+        &[],
+        &[],
+        &[
+            "new",
+            "built-router",
+            "--kind",
+            "router",
+            "--dir",
+            &text(&project),
+        ],
+    )
+    .await
+    .ok();
+    let target = crate::support::guests::wasm_target_dir()
+        .parent()
+        .expect("the target directory")
+        .join("scaffold-test");
+    let out = tokio::process::Command::new(env!("CARGO"))
+        .args(["build", "--release", "--offline"])
+        .current_dir(&project)
+        .env("CARGO_TARGET_DIR", &target)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "the new project does not build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wasm = text(&target.join("wasm32-wasip2/release/built_router.wasm"));
+    let manifest = text(&project.join("vel-plugin.toml"));
+    let check = vel(&[], &[], &["check", &wasm, "--manifest", &manifest])
+        .await
+        .ok();
+    assert!(check.stdout.contains("matches the component"), "{check:#?}");
+    let cases = text(&project.join("tests/cases.json"));
+    let run = vel(&[], &[], &["test", &cases, "--component", &wasm])
+        .await
+        .ok();
+    assert!(run.stdout.contains("2 passed, 0 failed"), "{run:#?}");
+}
+
 /// An organization's provider published with `--activate` is stored and
 /// reported as awaiting approval; `vel plugin approve` lists and approves
 /// it; an integration (provider `custom`) whose base URL's port is not
