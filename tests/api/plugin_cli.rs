@@ -807,6 +807,10 @@ async fn approve_and_the_outbound_host_rule(b: Backend) {
     ];
     let run = vel(&admin_env, &[&admin_key], &["approve"]).await.ok();
     assert!(run.stdout.contains("no plugin versions await"), "{run:#?}");
+    let run = vel(&admin_env, &[&admin_key], &["approve", "hostile-outbound"])
+        .await
+        .failed();
+    assert!(run.stderr.contains("give the version"), "{run:#?}");
 
     let mut results = Vec::new();
     for (org, toml) in [("bare-host", &bare), ("host-port", &with_port)] {

@@ -600,6 +600,9 @@ pub async fn approve(args: ApproveArgs) -> anyhow::Result<()> {
             None,
         )
         .await?;
+    if let (Some(name), None) = (&args.name, &args.version) {
+        anyhow::bail!("give the version to approve too: vel plugin approve {name} VERSION");
+    }
     let (Some(name), Some(version)) = (&args.name, &args.version) else {
         if args.remote.json {
             return print_json(&body);
