@@ -220,7 +220,10 @@ pub enum PluginError {
         message: String,
     },
     /// A provider tried to reach a host that is not allowed.
-    #[error("outbound request to `{host}` denied: not an allowed host")]
+    #[error(
+        "outbound request to `{host}` denied: not an allowed host (allow it with `{host}` in the \
+         manifest's [outbound] hosts; a host without a port allows only 443 and 80)"
+    )]
     HttpRequestDenied {
         /// The host it tried to reach.
         host: String,

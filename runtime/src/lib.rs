@@ -38,7 +38,7 @@ pub use error::{BusyShare, Limit, LoadError, PluginError, RuntimeError};
 pub use host_memory::{Accounted, installed as host_memory_accounted};
 pub use inspect::{CodeLimits, Inspection};
 pub use limits::{KindLimits, Limits, Profile};
-pub use outbound::OutboundConfig;
+pub use outbound::{OutboundConfig, describe_host_entry, host_allows};
 pub use plugin::{Plugin, PluginInfo, PluginKind};
 pub use provider::{ProviderCall, Secret};
 pub use runtime::{CompileConfig, Runtime, RuntimeConfig, StageRequest, Staged};

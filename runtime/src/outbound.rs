@@ -270,10 +270,50 @@ impl Service<http::Uri> for CheckedConnector {
     }
 }
 
+/// The outbound-host rule, the one every check uses (the sandbox's hook,
+/// the server's check of an integration's base URL, `vel plugin check`):
+/// an entry `host:port` allows that host on that port only, over http or
+/// https; a bare `host` allows it on the scheme's default port only
+/// (`https://host` on 443, `http://host` on 80), not every service on
+/// that host. Host names compare case-insensitively.
+pub fn host_allows(entry: &str, https: bool, host: &str, port: u16) -> bool {
+    let default_port = if https { 443 } else { 80 };
+    match split_entry(entry) {
+        (name, Some(p)) => p == port && name.eq_ignore_ascii_case(host),
+        (name, None) => port == default_port && name.eq_ignore_ascii_case(host),
+    }
+}
+
+/// What an allowlist entry allows, in words: `api.example.com (ports 443
+/// and 80 only)` or `127.0.0.1:8080 (port 8080 only)`.
+pub fn describe_host_entry(entry: &str) -> String {
+    match split_entry(entry) {
+        (_, Some(port)) => format!("{entry} (port {port} only, http or https)"),
+        (_, None) => {
+            format!("{entry} (https on 443 and http on 80 only; add :PORT for another port)")
+        }
+    }
+}
+
+/// `host` and its port, if the entry names one (`[v6]:port` included).
+fn split_entry(entry: &str) -> (&str, Option<u16>) {
+    if entry.ends_with(']') {
+        return (entry, None);
+    }
+    match entry.rsplit_once(':') {
+        Some((host, port)) => match port.parse::<u16>() {
+            Ok(port) => (host, Some(port)),
+            Err(_) => (entry, None),
+        },
+        None => (entry, None),
+    }
+}
+
 /// Which hosts one call may reach, and the credential it adds.
 pub(crate) struct OutboundPolicy {
     /// Lower-case `host:port` entries, or `host` for the default port of
-    /// the request's scheme (443 for https, 80 for http).
+    /// the request's scheme (443 for https, 80 for http); see
+    /// [`host_allows`].
     allowed: Vec<String>,
     credential: Option<Credential>,
 }
@@ -322,11 +362,9 @@ impl OutboundPolicy {
     }
 
     fn allows(&self, to: &Origin) -> bool {
-        let with_port = to.authority();
-        let default_port = to.port == if to.https { 443 } else { 80 };
         self.allowed
             .iter()
-            .any(|a| *a == with_port || (default_port && *a == to.host))
+            .any(|a| host_allows(a, to.https, &to.host, to.port))
     }
 
     /// The credential header for a request to `to`, if it gets one.
@@ -498,5 +536,32 @@ impl Body for CappedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_host_allows_the_default_ports_and_host_port_only_its_port() {
+        assert!(host_allows("api.example.com", true, "api.example.com", 443));
+        assert!(host_allows("API.example.com", false, "api.example.com", 80));
+        assert!(!host_allows("api.example.com", true, "api.example.com", 80));
+        assert!(!host_allows("127.0.0.1", false, "127.0.0.1", 18181));
+        assert!(host_allows("127.0.0.1:18181", false, "127.0.0.1", 18181));
+        assert!(host_allows("127.0.0.1:18181", true, "127.0.0.1", 18181));
+        assert!(!host_allows("127.0.0.1:18181", false, "127.0.0.1", 18182));
+        assert!(host_allows(
+            "api.example.com:443",
+            true,
+            "api.example.com",
+            443
+        ));
+        assert!(!host_allows("example.com", true, "api.example.com", 443));
+        assert!(host_allows("[::1]:8080", false, "[::1]", 8080));
+        assert!(host_allows("[::1]", false, "[::1]", 80));
+        assert!(describe_host_entry("a.b").contains("443"));
+        assert!(describe_host_entry("a.b:8080").contains("port 8080 only"));
     }
 }

@@ -195,16 +195,6 @@ async fn test_bad_uploads_are_refused_and_store_nothing(b: Backend) {
     )
     .await
     .expect_error(413, "payload_too_large");
-    // A tenant's provider needs its hosts approved before it can go live.
-    let wants_hosts = manifest(
-        "shout",
-        "1.0.0",
-        "provider",
-        "[outbound]\nhosts = [\"api.shout.example\"]\n",
-    );
-    bad(shout("1.0.0"), wants_hosts, "?activate=true")
-        .await
-        .expect_error(409, "hosts_not_approved");
     // Tenants cannot take a platform plugin's name.
     bad(
         v1.clone(),
@@ -288,7 +278,8 @@ async fn test_tenant_plugins_go_live_for_that_tenant_only(b: Backend) {
     assert_eq!(served_by(&s, &key, "hello").await, "alpha");
 
     // A brand-new provider, uploaded by the tenant, asking for a host: it
-    // waits for a platform admin's approval.
+    // waits for a platform admin's approval. Asked to activate at once, it
+    // is stored and left inactive.
     let wants_hosts = manifest(
         "shout",
         "1.0.0",
@@ -296,11 +287,14 @@ async fn test_tenant_plugins_go_live_for_that_tenant_only(b: Backend) {
         "[outbound]\nhosts = [\"api.shout.example\"]\n",
     );
     let up = s
-        .upload_plugin(&owner, "", shout("1.0.0"), &wants_hosts)
+        .upload_plugin(&owner, "?activate=true", shout("1.0.0"), &wants_hosts)
         .await
         .expect(201)
         .body;
     assert_eq!(up["hosts_approved"], false);
+    assert_eq!(up["active"], false, "{up}");
+    let shown = s.get("/api/plugins/shout", &owner).await.expect(200).body;
+    assert!(shown["active_version"].is_null(), "{shown}");
     s.post(
         "/api/plugins/shout/versions/1.0.0/activate",
         &owner,
@@ -364,6 +358,15 @@ async fn test_tenant_plugins_go_live_for_that_tenant_only(b: Backend) {
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["provider"], "beta");
     assert_eq!(done["result"]["text"], "[shout 1.0.0] QUEUED WORK");
+    // The task shows its plan: the router, its version, no fallback.
+    assert_eq!(done["plan"]["router"], "flip-router", "{done}");
+    assert_eq!(done["plan"]["router_version"], "2.0.0", "{done}");
+    let first = done["plan"]["attempts"][0].as_str().unwrap_or_default();
+    assert!(first.starts_with("beta/"), "{done}");
+    assert!(done["plan"]["fallback"].is_null(), "{done}");
+    // So does a gateway answer, in a header, plain or streamed.
+    assert_eq!(router_header(&s, &key, false).await, "flip-router@2.0.0");
+    assert_eq!(router_header(&s, &key, true).await, "flip-router@2.0.0");
 
     // The other tenant sees none of it and cannot use it.
     let theirs = visible(&s, &other).await;
@@ -471,6 +474,34 @@ async fn test_tenant_plugins_go_live_for_that_tenant_only(b: Backend) {
         .await
         .expect(200);
 
+    // A policy whose router is disabled falls back to the default router,
+    // and callers see it: in the header and in the task's plan.
+    s.post("/api/plugins/flip-router/disable", &owner, json!({}))
+        .await
+        .expect(200);
+    let header = router_header(&s, &key, false).await;
+    assert!(
+        header.starts_with("default-router@") && header.ends_with("; fallback"),
+        "{header}"
+    );
+    let task = s
+        .post(
+            "/api/tasks",
+            &owner,
+            json!({ "description": "fallback", "prompt": "fallback work",
+                    "parameters": { "model": "echo" } }),
+        )
+        .await
+        .expect(201)
+        .body;
+    let done = wait_task(&s, &owner, task["id"].as_str().unwrap()).await;
+    assert_eq!(done["plan"]["router"], "default-router", "{done}");
+    let why = done["plan"]["fallback"].as_str().unwrap_or_default();
+    assert!(why.contains("flip-router"), "{done}");
+    s.post("/api/plugins/flip-router/enable", &owner, json!({}))
+        .await
+        .expect(200);
+
     // Every change is in the audit log.
     let log = s
         .get("/api/audit-logs?limit=100", &owner)
@@ -498,6 +529,31 @@ async fn test_tenant_plugins_go_live_for_that_tenant_only(b: Backend) {
             "{action} not audited: {actions:?}"
         );
     }
+}
+
+/// The `x-vel-router` header of a gateway answer (plain or streamed), which
+/// must succeed.
+async fn router_header(s: &Server, key: &str, stream: bool) -> String {
+    let r = s
+        .http
+        .post(s.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&json!({ "model": "echo", "stream": stream,
+                       "metadata": { "tier": "gold" },
+                       "messages": [{"role": "user", "content": "which router?"}] }))
+        .send()
+        .await
+        .expect("gateway request");
+    assert_eq!(r.status().as_u16(), 200);
+    let header = r
+        .headers()
+        .get("x-vel-router")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    // Read the whole answer, so a stream's run ends before the next request.
+    let _ = r.bytes().await.expect("body");
+    header
 }
 
 /// Poll the task until it is terminal (each poll is a real request; the

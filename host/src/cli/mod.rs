@@ -3,6 +3,8 @@
 
 pub mod plugin;
 pub mod remote;
+pub mod run_json;
+pub mod scaffold;
 
 use std::process::ExitCode;
 
@@ -35,7 +37,7 @@ pub enum Command {
               value_parser = clap::value_parser!(i64).range(1..=10_000))]
         batch: i64,
     },
-    /// Plugin-author tools: check and run a component locally; publish, list, activate and roll back on a running server.
+    /// Plugin-author tools: start a project, check, run and test a component locally; publish, list, activate, roll back and approve on a running server.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
 }

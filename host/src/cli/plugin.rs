@@ -1,42 +1,83 @@
-//! `vel plugin check` and `vel plugin run`: try a component locally under
-//! the same sandbox the server uses. The registry subcommands (`publish`,
-//! `list`, `show`, `activate`, `rollback`) talk to a running server; see
-//! [`super::remote`].
+//! `vel plugin new`, `check`, `run` and `test`: start a plugin, and try a
+//! component locally under the same sandbox the server uses. The registry
+//! subcommands (`publish`, `list`, `show`, `activate`, `rollback`,
+//! `approve`) talk to a running server; see [`super::remote`].
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 use vel_runtime::types::{Candidate, CompletionRequest, ConditionInput, TaskInfo};
 use vel_runtime::{
     AllowPrivate, CallResult, CallStats, Limits, OutboundConfig, Plugin, PluginKind, Profile,
     ProviderCall, Runtime, RuntimeConfig, Secret,
 };
 
-use super::remote;
+use super::run_json::{contains, guest_error, normalise_input, snake_output};
+use super::{remote, scaffold};
+use crate::plugins::manifest::{Manifest, host_of};
+
+/// The variable `vel plugin run` and `test` read a provider's credential
+/// from when `--secret-env` names none.
+pub const DEFAULT_SECRET_ENV: &str = "VEL_PLUGIN_SECRET";
 
 /// Plugin-author subcommands.
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
-    /// Validate a component against the vel worlds; print its kind, info
-    /// and the limits it will run under.
-    Check {
-        /// The component (`.wasm`) to check.
-        file: PathBuf,
-    },
-    /// Call a component once under the sandbox and print the result (JSON)
-    /// with time, fuel and peak memory.
+    /// Start a plugin project: a Rust crate with its manifest, sample
+    /// inputs and a fixture test, that builds with one command and passes
+    /// `vel plugin check`.
+    New(scaffold::NewArgs),
+    /// Validate a component against the vel worlds and print its kind,
+    /// info and the limits it will run under; with `--manifest`, check the
+    /// manifest too (alone, or against the component) and print the
+    /// outbound hosts it will be allowed to reach. Nothing is published.
+    Check(CheckArgs),
+    /// Call a component once under the sandbox and print the result as JSON.
     ///
-    /// Input JSON by kind — router: `{"task": {...}, "candidates": [...]}`;
-    /// condition: `{"output": "...", "state": {...}, "args": {...}}`;
-    /// provider: a completion request `{"model": "...", "messages":
-    /// [{"role": "User", "content": "..."}], "task_type": "General", ...}`.
-    /// Field names are snake_case, enum values CamelCase; JSON-typed fields
-    /// (`state`, `args`, `metadata`) may be given as JSON values.
+    /// Input JSON by kind, in the API's snake_case (kebab-case, camelCase
+    /// and CamelCase spellings of field names and enum values are accepted
+    /// too) — router: `{"task": {"task_type": "code_generation", ...},
+    /// "candidates": [...]}`; condition: `{"output": "...", "state": {...},
+    /// "args": {...}}`; provider: a completion request `{"model": "...",
+    /// "messages": [{"role": "user", "content": "..."}], "task_type":
+    /// "general", ...}`. JSON-typed fields (`state`, `args`, `metadata`)
+    /// are given as JSON values.
+    ///
+    /// Output (stdout): `{"plugin", "version", "kind", "result"` (the
+    /// guest's answer, snake_case) or `"error"` (the guest's own error:
+    /// `{"kind": "no_candidate", "message": "..."}`), `"duration_ms",
+    /// "fuel_consumed", "peak_memory_bytes", "peak_host_memory_bytes",
+    /// "log_bytes"}`. When the sandbox stops the call (a limit, a trap, a
+    /// refused host), the reason goes to stderr and the exit status is 1.
+    /// Guest logs go to stderr.
+    ///
+    /// A provider's credential comes from the environment variable named by
+    /// `--secret-env` (default `VEL_PLUGIN_SECRET`); the host adds it to
+    /// requests as the header the provider's `info()` names, and it never
+    /// enters the guest.
     Run(RunArgs),
-    /// Upload a component with its manifest to a running server's registry.
+    /// Run a fixture file of inputs and expected outputs against a
+    /// component; exit status 1 when any case fails.
+    ///
+    /// The file is JSON: `{"component": "path.wasm", "manifest":
+    /// "vel-plugin.toml", "tenant": false, "settings": {"k": "v"},
+    /// "allow_hosts": [...], "cases": [{"name": "...", "input": {...},
+    /// "expect": {...}} ...]}` (paths relative to the file; `component`
+    /// may come from `--component` instead). `input` is what `vel plugin
+    /// run` reads; `expect` is matched against what it prints: every
+    /// field given must be there with that value (objects may hold more),
+    /// e.g. `{"result": {"attempts": [{"provider": "cheap", "model":
+    /// "m"}]}}` or `{"error": {"kind": "no_candidate"}}`. A case whose
+    /// call the sandbox must stop gives `"expect_stopped": "text"`, text
+    /// its reason contains.
+    Test(TestArgs),
+    /// Upload a component with its manifest to a running server's
+    /// registry. With `--activate`, an organization's provider whose
+    /// outbound hosts need a platform admin's approval is uploaded and
+    /// reported as awaiting approval; activate it once approved.
     Publish(remote::PublishArgs),
     /// List the plugins the server's registry shows this caller.
     List(remote::RemoteArgs),
@@ -44,8 +85,54 @@ pub enum PluginCommand {
     Show(remote::NameArgs),
     /// Make an uploaded version the one the server's calls use.
     Activate(remote::ActivateArgs),
-    /// Go back to the previously active version.
+    /// Swap the active version with the previous one: a rollback goes back
+    /// to the version active before, and a second rollback returns (it
+    /// toggles between the two).
     Rollback(remote::NameArgs),
+    /// Platform admins: approve the outbound hosts of an organization's
+    /// provider version (`vel plugin approve NAME VERSION`); without
+    /// arguments, list the versions awaiting approval.
+    Approve(remote::ApproveArgs),
+}
+
+/// Arguments of `vel plugin check`.
+#[derive(Debug, Args)]
+#[command(arg_required_else_help = true)]
+pub struct CheckArgs {
+    /// The component (`.wasm`) to check.
+    file: Option<PathBuf>,
+    /// Its manifest (`vel-plugin.toml`): checked as the server checks it on
+    /// upload (alone when no component is given).
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+}
+
+/// What a provider call gets besides its input (`run` and `test`).
+#[derive(Debug, Args)]
+pub struct ProviderArgs {
+    /// Providers: a setting served by the `config` import (repeatable).
+    #[arg(long = "setting", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
+    /// Providers: a host the plugin may call, besides its base URL's and
+    /// the manifest's (repeatable). `host` allows https on 443 and http on
+    /// 80; `host:port` that port only.
+    #[arg(long = "allow-host", value_name = "HOST")]
+    allowed_hosts: Vec<String>,
+    /// Providers: the environment variable holding the credential the host
+    /// adds to the plugin's requests (never passed to the guest).
+    #[arg(long = "secret-env", value_name = "VAR", default_value = DEFAULT_SECRET_ENV)]
+    secret_env: String,
+    /// Providers: restricted destinations (loopback, private, …) the plugin
+    /// may still reach, as the server's setting of the same name: CIDR
+    /// ranges, addresses and host names, comma-separated (e.g.
+    /// `127.0.0.0/8,::1/128` for an upstream on this machine).
+    #[arg(
+        long = "allow-private",
+        env = "VEL_OUTBOUND_ALLOW_PRIVATE",
+        value_name = "LIST",
+        default_value = ""
+    )]
+    allow_private: AllowPrivate,
 }
 
 /// Arguments of `vel plugin run`.
@@ -66,54 +153,68 @@ pub struct RunArgs {
     /// Run under the tenant limits instead of the platform ones.
     #[arg(long)]
     tenant: bool,
-    /// Providers: a setting served by the `config` import (repeatable).
-    #[arg(long = "setting", value_name = "KEY=VALUE")]
-    settings: Vec<String>,
-    /// Providers: a host the plugin may call, besides its base URL's (repeatable).
-    #[arg(long = "allow-host", value_name = "HOST")]
-    allowed_hosts: Vec<String>,
-    /// Providers: restricted destinations (loopback, private, …) the plugin
-    /// may still reach, as the server's setting of the same name: CIDR
-    /// ranges, addresses and host names, comma-separated (e.g.
-    /// `127.0.0.0/8,::1/128` for an upstream on this machine).
-    #[arg(
-        long = "allow-private",
-        env = "VEL_OUTBOUND_ALLOW_PRIVATE",
-        value_name = "LIST",
-        default_value = ""
-    )]
-    allow_private: AllowPrivate,
+    /// The plugin's manifest: checked against the component; its limits
+    /// apply and its `[outbound]` hosts are allowed, as on the server.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
     /// Providers: call `complete-stream` and print deltas to stderr as they arrive.
     #[arg(long)]
     stream: bool,
+    /// Provider settings, hosts and credential.
+    #[command(flatten)]
+    provider: ProviderArgs,
+}
+
+/// Arguments of `vel plugin test`.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// The fixture file (JSON).
+    file: PathBuf,
+    /// The component, instead of the fixture's `component`.
+    #[arg(long)]
+    component: Option<PathBuf>,
+    /// The manifest, instead of the fixture's `manifest`.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// Provider settings, hosts and credential (added to the fixture's).
+    #[command(flatten)]
+    provider: ProviderArgs,
 }
 
 /// Run one plugin subcommand.
 pub fn run(cmd: PluginCommand) -> anyhow::Result<()> {
     init_plugin_logs();
+    if let PluginCommand::New(args) = &cmd {
+        return scaffold::new(args);
+    }
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     tokio.block_on(async {
         match cmd {
-            PluginCommand::Check { file } => check(&file).await,
+            PluginCommand::New(_) => Ok(()),
+            PluginCommand::Check(args) => check(&args).await,
             PluginCommand::Run(args) => run_once(args).await,
+            PluginCommand::Test(args) => test(args).await,
             PluginCommand::Publish(args) => remote::publish(args).await,
             PluginCommand::List(args) => remote::list(args).await,
             PluginCommand::Show(args) => remote::show(args).await,
             PluginCommand::Activate(args) => remote::activate(args).await,
             PluginCommand::Rollback(args) => remote::rollback(args).await,
+            PluginCommand::Approve(args) => remote::approve(args).await,
         }
     })
 }
 
-/// Guest logs (the `log` import, stdout, stderr) go to stderr.
+/// Guest logs (the `log` import, stdout, stderr) go to stderr, coloured
+/// only when stderr is a terminal.
 fn init_plugin_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("vel_plugin=info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -134,7 +235,33 @@ async fn load(file: &Path, allow_private: AllowPrivate) -> anyhow::Result<(Runti
     Ok((runtime, plugin))
 }
 
-async fn check(file: &Path) -> anyhow::Result<()> {
+/// Reads and parses a manifest as the server does.
+fn read_manifest(path: &Path) -> anyhow::Result<Manifest> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the manifest {}", path.display()))?;
+    Manifest::parse(&text).with_context(|| format!("{} is refused", path.display()))
+}
+
+async fn check(args: &CheckArgs) -> anyhow::Result<()> {
+    let manifest = match &args.manifest {
+        Some(path) => Some((path, read_manifest(path)?)),
+        None => None,
+    };
+    let Some(file) = &args.file else {
+        let Some((path, manifest)) = &manifest else {
+            bail!("give a component, a --manifest, or both");
+        };
+        let runtime = Runtime::new(RuntimeConfig::default())?;
+        let kind = manifest.plugin_kind()?;
+        println!(
+            "{}: a valid manifest for the {kind} {} {}",
+            path.display(),
+            manifest.name,
+            manifest.version
+        );
+        describe_manifest(&runtime, manifest, kind);
+        return Ok(());
+    };
     let (runtime, plugin) = load(file, AllowPrivate::default()).await?;
     let kind = plugin.kind();
     println!("{}: a valid vel {kind} plugin", file.display());
@@ -158,13 +285,63 @@ async fn check(file: &Path) -> anyhow::Result<()> {
     }
     println!("info:");
     println!("{}", serde_json::to_string_pretty(plugin.info())?);
-    for (label, profile) in [("platform", Profile::Platform), ("tenant", Profile::Tenant)] {
-        println!(
-            "limits ({label}): {}",
-            describe(runtime.limits(kind, profile))
-        );
+    match &manifest {
+        Some((path, manifest)) => {
+            manifest
+                .check_against(&plugin)
+                .with_context(|| format!("{} does not match the component", path.display()))?;
+            println!(
+                "manifest: {} matches the component (name, version, kind)",
+                path.display()
+            );
+            describe_manifest(&runtime, manifest, kind);
+        }
+        None => {
+            for (label, profile) in [("platform", Profile::Platform), ("tenant", Profile::Tenant)] {
+                println!(
+                    "limits ({label}): {}",
+                    describe(runtime.limits(kind, profile))
+                );
+            }
+        }
     }
     Ok(())
+}
+
+/// The outbound hosts a manifest allows and the limits it gets, as a
+/// server with the default settings sees them.
+fn describe_manifest(runtime: &Runtime, manifest: &Manifest, kind: PluginKind) {
+    if kind == PluginKind::Provider {
+        if manifest.outbound.hosts.is_empty() {
+            println!("outbound: no hosts besides the base URL's (a platform provider's only)");
+        }
+        let defaults = AllowPrivate::default();
+        for entry in &manifest.outbound.hosts {
+            let refused = defaults
+                .refused_host(host_of(entry))
+                .map(|why| {
+                    format!(
+                        "; a {why} address: refused unless the server's VEL_OUTBOUND_ALLOW_PRIVATE allows it"
+                    )
+                })
+                .unwrap_or_default();
+            println!(
+                "outbound: {}{refused}",
+                vel_runtime::describe_host_entry(entry)
+            );
+        }
+        if !manifest.outbound.hosts.is_empty() {
+            println!(
+                "outbound: published by an organization, these hosts wait for a platform admin's approval"
+            );
+        }
+    }
+    for (label, profile) in [("platform", Profile::Platform), ("tenant", Profile::Tenant)] {
+        match manifest.effective_limits(runtime.limits(kind, profile)) {
+            Ok(limits) => println!("limits ({label}): {}", describe(&limits)),
+            Err(e) => println!("limits ({label}): refused: {e}"),
+        }
+    }
 }
 
 /// One line describing limits.
@@ -182,27 +359,75 @@ fn describe(l: &Limits) -> String {
     )
 }
 
-/// What `vel plugin run` prints.
-#[derive(Serialize)]
-struct RunReport<T: Serialize> {
-    plugin: String,
-    version: String,
-    kind: PluginKind,
-    /// The guest's answer: `{"Ok": …}` or its own `{"Err": …}`.
-    result: T,
-    duration_ms: f64,
-    fuel_consumed: Option<u64>,
-    peak_memory_bytes: u64,
-    /// The part of `peak_memory_bytes` the host held for the call.
-    peak_host_memory_bytes: u64,
-    log_bytes: u64,
-}
-
 /// Router input for `vel plugin run`.
 #[derive(serde::Deserialize)]
 struct RouteInput {
     task: TaskInfo,
     candidates: Vec<Candidate>,
+}
+
+/// What one call gets besides its input.
+struct CallOptions {
+    settings: Vec<(String, String)>,
+    secret: Option<String>,
+    allowed_hosts: Vec<String>,
+    stream: bool,
+}
+
+impl CallOptions {
+    /// From the command line (and a manifest's hosts); the secret from
+    /// `--secret-env`'s variable, which must be set when named explicitly.
+    fn new(args: &ProviderArgs, manifest: Option<&Manifest>) -> anyhow::Result<CallOptions> {
+        let settings = args
+            .settings
+            .iter()
+            .map(|s| {
+                s.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .with_context(|| format!("--setting `{s}` is not KEY=VALUE"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let secret = match std::env::var(&args.secret_env) {
+            Ok(secret) => Some(secret),
+            Err(_) if args.secret_env == DEFAULT_SECRET_ENV => None,
+            Err(_) => bail!(
+                "--secret-env {}: the variable is not set (or not UTF-8)",
+                args.secret_env
+            ),
+        };
+        let mut allowed_hosts = args.allowed_hosts.clone();
+        if let Some(manifest) = manifest {
+            allowed_hosts.extend(manifest.outbound.hosts.iter().cloned());
+        }
+        Ok(CallOptions {
+            settings,
+            secret,
+            allowed_hosts,
+            stream: false,
+        })
+    }
+}
+
+/// The limits a call runs under: the manifest's, else the profile's.
+fn call_limits(
+    runtime: &Runtime,
+    plugin: &Plugin,
+    manifest: Option<&Manifest>,
+    tenant: bool,
+) -> anyhow::Result<Limits> {
+    let profile = if tenant {
+        Profile::Tenant
+    } else {
+        Profile::Platform
+    };
+    let maxima = runtime.limits(plugin.kind(), profile);
+    match manifest {
+        Some(manifest) => {
+            manifest.check_against(plugin)?;
+            Ok(manifest.effective_limits(maxima)?)
+        }
+        None => Ok(maxima.clone()),
+    }
 }
 
 async fn run_once(args: RunArgs) -> anyhow::Result<()> {
@@ -214,52 +439,54 @@ async fn run_once(args: RunArgs) -> anyhow::Result<()> {
         (None, None) => bail!("give the input with --input JSON or --input-file PATH"),
     };
     let input: Value = serde_json::from_str(&input).context("the input is not valid JSON")?;
-    let (runtime, plugin) = load(&args.file, args.allow_private.clone()).await?;
-    let profile = if args.tenant {
-        Profile::Tenant
-    } else {
-        Profile::Platform
-    };
-    let limits = runtime.limits(plugin.kind(), profile).clone();
-    match plugin.kind() {
+    let manifest = args.manifest.as_deref().map(read_manifest).transpose()?;
+    let (runtime, plugin) = load(&args.file, args.provider.allow_private.clone()).await?;
+    let limits = call_limits(&runtime, &plugin, manifest.as_ref(), args.tenant)?;
+    let mut options = CallOptions::new(&args.provider, manifest.as_ref())?;
+    options.stream = args.stream;
+    match call(&runtime, &plugin, &limits, input, options).await? {
+        Ok(report) => {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Err(stopped) => bail!("{stopped}"),
+    }
+}
+
+/// Calls `plugin` once with `input`: its report, or why the sandbox
+/// stopped it; an error for input that is not the kind's.
+async fn call(
+    runtime: &Runtime,
+    plugin: &Plugin,
+    limits: &Limits,
+    input: Value,
+    options: CallOptions,
+) -> anyhow::Result<Result<Value, String>> {
+    let mut input = normalise_input(input);
+    Ok(match plugin.kind() {
         PluginKind::Router => {
-            let mut input = input;
             if let Some(task) = input.get_mut("task") {
                 stringify(task, &["metadata"]);
+                default_metadata(task);
             }
             let input: RouteInput = parse(input, "a router input {\"task\", \"candidates\"}")?;
             let call = runtime
-                .route(&plugin, &limits, &input.task, &input.candidates)
+                .route(plugin, limits, &input.task, &input.candidates)
                 .await;
-            report(&plugin, call)
+            report(plugin, call)?
         }
         PluginKind::Condition => {
-            let mut input = input;
             stringify(&mut input, &["state", "args"]);
             let input: ConditionInput =
                 parse(input, "a condition input {\"output\", \"state\", \"args\"}")?;
-            let call = runtime.evaluate(&plugin, &limits, &input).await;
-            report(&plugin, call)
+            let call = runtime.evaluate(plugin, limits, &input).await;
+            report(plugin, call)?
         }
         PluginKind::Provider => {
-            let mut input = input;
             stringify(&mut input, &["metadata"]);
-            if input.get("metadata").is_none()
-                && let Some(obj) = input.as_object_mut()
-            {
-                obj.insert("metadata".into(), Value::String("{}".into()));
-            }
+            default_metadata(&mut input);
             let request: CompletionRequest = parse(input, "a completion request")?;
-            let settings = args
-                .settings
-                .iter()
-                .map(|s| {
-                    s.split_once('=')
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .with_context(|| format!("--setting `{s}` is not KEY=VALUE"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let (deltas, printer) = if args.stream {
+            let (deltas, printer) = if options.stream {
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
                 let printer = tokio::spawn(async move {
                     while let Some(delta) = rx.recv().await {
@@ -272,19 +499,19 @@ async fn run_once(args: RunArgs) -> anyhow::Result<()> {
                 (None, None)
             };
             let call = ProviderCall {
-                settings,
-                secret: std::env::var("VEL_PLUGIN_SECRET").ok().map(Secret::new),
-                allowed_hosts: args.allowed_hosts.clone(),
+                settings: options.settings,
+                secret: options.secret.map(Secret::new),
+                allowed_hosts: options.allowed_hosts,
                 allow_base_url_host: true,
                 deltas,
             };
-            let call = runtime.complete(&plugin, &limits, call, &request).await;
+            let call = runtime.complete(plugin, limits, call, &request).await;
             if let Some(printer) = printer {
                 let _ = printer.await;
             }
-            report(&plugin, call)
+            report(plugin, call)?
         }
-    }
+    })
 }
 
 /// Deserialises `value` as `T`, naming what was expected on failure.
@@ -306,8 +533,21 @@ fn stringify(value: &mut Value, fields: &[&str]) {
     }
 }
 
-/// Prints the result as JSON, or fails with the sandbox's error and stats.
-fn report<T: Serialize>(plugin: &Plugin, call: CallResult<T>) -> anyhow::Result<()> {
+/// A missing `metadata` is `{}`.
+fn default_metadata(value: &mut Value) {
+    if value.get("metadata").is_none()
+        && let Some(obj) = value.as_object_mut()
+    {
+        obj.insert("metadata".into(), Value::String("{}".into()));
+    }
+}
+
+/// The report of a call the guest answered (its answer or its own error),
+/// or the sandbox's reason for stopping it, with its stats.
+fn report<T: serde::Serialize, E: serde::Serialize>(
+    plugin: &Plugin,
+    call: CallResult<Result<T, E>>,
+) -> anyhow::Result<Result<Value, String>> {
     let CallResult { result, stats } = call;
     let CallStats {
         duration,
@@ -316,30 +556,135 @@ fn report<T: Serialize>(plugin: &Plugin, call: CallResult<T>) -> anyhow::Result<
         peak_host_memory_bytes,
         log_bytes,
     } = stats;
-    match result {
-        Ok(result) => {
-            let report = RunReport {
-                plugin: plugin.name().to_string(),
-                version: plugin.version().to_string(),
-                kind: plugin.kind(),
-                result,
-                duration_ms: duration.as_secs_f64() * 1e3,
-                fuel_consumed,
+    let answer = match result {
+        Ok(answer) => answer,
+        Err(error) => {
+            return Ok(Err(format!(
+                "{} {} stopped: {error} (after {:.3} ms, fuel {}, peak memory {} bytes, {} of them held by the host)",
+                plugin.name(),
+                plugin.version(),
+                duration.as_secs_f64() * 1e3,
+                fuel_consumed.map_or("unmetered".to_string(), |f| f.to_string()),
                 peak_memory_bytes,
-                peak_host_memory_bytes,
-                log_bytes,
-            };
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(())
+                peak_host_memory_bytes
+            )));
         }
-        Err(error) => bail!(
-            "{} {} stopped: {error} (after {:.3} ms, fuel {}, peak memory {} bytes, {} of them held by the host)",
-            plugin.name(),
-            plugin.version(),
-            duration.as_secs_f64() * 1e3,
-            fuel_consumed.map_or("unmetered".to_string(), |f| f.to_string()),
-            peak_memory_bytes,
-            peak_host_memory_bytes
-        ),
+    };
+    let (field, value) = match answer {
+        Ok(value) => ("result", snake_output(serde_json::to_value(value)?)),
+        Err(error) => ("error", guest_error(serde_json::to_value(error)?)),
+    };
+    let mut report = json!({
+        "plugin": plugin.name(),
+        "version": plugin.version(),
+        "kind": plugin.kind(),
+    });
+    if let Some(obj) = report.as_object_mut() {
+        obj.insert(field.into(), value);
+        obj.insert("duration_ms".into(), json!(duration.as_secs_f64() * 1e3));
+        obj.insert("fuel_consumed".into(), json!(fuel_consumed));
+        obj.insert("peak_memory_bytes".into(), json!(peak_memory_bytes));
+        obj.insert(
+            "peak_host_memory_bytes".into(),
+            json!(peak_host_memory_bytes),
+        );
+        obj.insert("log_bytes".into(), json!(log_bytes));
     }
+    Ok(Ok(report))
+}
+
+/// A fixture file of `vel plugin test`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fixture {
+    /// The component, relative to the fixture file.
+    #[serde(default)]
+    component: Option<PathBuf>,
+    /// The manifest, relative to the fixture file.
+    #[serde(default)]
+    manifest: Option<PathBuf>,
+    /// Run under the tenant limits.
+    #[serde(default)]
+    tenant: bool,
+    /// Provider settings.
+    #[serde(default)]
+    settings: std::collections::BTreeMap<String, String>,
+    /// Hosts a provider may call.
+    #[serde(default)]
+    allow_hosts: Vec<String>,
+    /// The cases, run in order.
+    cases: Vec<Case>,
+}
+
+/// One case of a fixture.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    /// What it checks.
+    name: String,
+    /// What `vel plugin run` would read.
+    input: Value,
+    /// Fields the report must have.
+    #[serde(default)]
+    expect: Option<Value>,
+    /// Text the sandbox's reason for stopping the call must contain.
+    #[serde(default)]
+    expect_stopped: Option<String>,
+}
+
+async fn test(args: TestArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?;
+    let fixture: Fixture = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a fixture file", args.file.display()))?;
+    let base = args.file.parent().unwrap_or(Path::new("."));
+    let component = match (&args.component, &fixture.component) {
+        (Some(path), _) => path.clone(),
+        (None, Some(path)) => base.join(path),
+        (None, None) => bail!("no component: give --component or the fixture's \"component\""),
+    };
+    let manifest_path = match (&args.manifest, &fixture.manifest) {
+        (Some(path), _) => Some(path.clone()),
+        (None, Some(path)) => Some(base.join(path)),
+        (None, None) => None,
+    };
+    let manifest = manifest_path.as_deref().map(read_manifest).transpose()?;
+    let (runtime, plugin) = load(&component, args.provider.allow_private.clone()).await?;
+    let limits = call_limits(&runtime, &plugin, manifest.as_ref(), fixture.tenant)?;
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for case in fixture.cases {
+        let mut options = CallOptions::new(&args.provider, manifest.as_ref())?;
+        options.settings.extend(fixture.settings.clone());
+        options.allowed_hosts.extend(fixture.allow_hosts.clone());
+        let outcome = call(&runtime, &plugin, &limits, case.input, options).await;
+        let verdict = match (outcome, &case.expect_stopped) {
+            (Err(e), _) => Err(format!("bad input: {e:#}")),
+            (Ok(Ok(report)), None) => match &case.expect {
+                Some(expect) => contains(&report, expect, "$")
+                    .map(|()| report["duration_ms"].as_f64().unwrap_or_default())
+                    .map_err(|diff| format!("{diff}\n    report: {report}")),
+                None => Ok(report["duration_ms"].as_f64().unwrap_or_default()),
+            },
+            (Ok(Ok(report)), Some(want)) => Err(format!(
+                "expected the sandbox to stop the call ({want}), got {report}"
+            )),
+            (Ok(Err(stopped)), Some(want)) if stopped.contains(want.as_str()) => Ok(0.0),
+            (Ok(Err(stopped)), _) => Err(stopped),
+        };
+        match verdict {
+            Ok(ms) => {
+                passed += 1;
+                println!("ok    {} ({ms:.3} ms)", case.name);
+            }
+            Err(why) => {
+                failed += 1;
+                println!("FAIL  {}: {why}", case.name);
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        bail!("{failed} of {} cases failed", passed + failed);
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
-//! `vel plugin publish|list|show|activate|rollback`: the plugin registry of a
-//! running server from the command line, over its HTTP API (`/api/plugins`).
+//! `vel plugin publish|list|show|activate|rollback|approve`: the plugin
+//! registry of a running server from the command line, over its HTTP API
+//! (`/api/plugins`, `/api/plugin-approvals`).
 //!
 //! The server comes from `--server` / `VEL_SERVER`, the credential from
 //! `--api-key` / `VEL_API_KEY`. The key is only ever sent as a sensitive
@@ -131,6 +132,23 @@ pub struct ActivateArgs {
     pub remote: RemoteArgs,
 }
 
+/// Arguments of `vel plugin approve`.
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// Plugin name (without it: list the versions awaiting approval).
+    pub name: Option<String>,
+    /// The version whose outbound hosts to approve.
+    #[arg(requires = "name")]
+    pub version: Option<String>,
+    /// The organization that uploaded it, when several uploaded a plugin
+    /// of this name and version.
+    #[arg(long, value_name = "ORG_ID")]
+    pub organization: Option<String>,
+    /// The server and credentials.
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
 /// Why a remote command failed. No variant's text contains the API key.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
@@ -243,12 +261,17 @@ impl Client {
 
     /// The URL of `/api/plugins/<segments…>` with `query` pairs.
     fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
+        self.url_under("plugins", segments, query)
+    }
+
+    /// The URL of `/api/<collection>/<segments…>` with `query` pairs.
+    fn url_under(&self, collection: &str, segments: &[&str], query: &[(&str, &str)]) -> Url {
         let mut url = self.base.clone();
         url.set_query(None);
         url.set_fragment(None);
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty()
-                .extend(["api", "plugins"])
+                .extend(["api", collection])
                 .extend(segments);
         }
         if !query.is_empty() {
@@ -427,12 +450,19 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     }
     if !v.hosts_approved {
         println!(
-            "awaiting a platform admin's approval of its outbound hosts: {}",
-            v.outbound_hosts.join(", ")
+            "awaiting approval: a platform admin approves its outbound hosts ({}) with: vel plugin approve {} {}",
+            v.outbound_hosts.join(", "),
+            v.plugin,
+            v.version
         );
     }
     if v.active {
         println!("{} {} is now active", v.plugin, v.version);
+    } else if !v.hosts_approved {
+        println!(
+            "not active; once approved, activate it with: vel plugin activate {} {}",
+            v.plugin, v.version
+        );
     } else {
         println!(
             "not active; activate it with: vel plugin activate {} {}",
@@ -560,6 +590,87 @@ pub async fn rollback(args: NameArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `vel plugin approve`: list what awaits approval, or approve one version.
+pub async fn approve(args: ApproveArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.remote)?;
+    let body = client
+        .send(
+            Method::GET,
+            client.url_under("plugin-approvals", &[], &[]),
+            None,
+        )
+        .await?;
+    if let (Some(name), None) = (&args.name, &args.version) {
+        anyhow::bail!("give the version to approve too: vel plugin approve {name} VERSION");
+    }
+    let (Some(name), Some(version)) = (&args.name, &args.version) else {
+        if args.remote.json {
+            return print_json(&body);
+        }
+        let pending: PendingOut = decode(body)?;
+        if pending.items.is_empty() {
+            println!("no plugin versions await approval");
+            return Ok(());
+        }
+        let mut rows = vec![[
+            "NAME".to_string(),
+            "VERSION".into(),
+            "ORGANIZATION".into(),
+            "HOSTS".into(),
+        ]];
+        for v in &pending.items {
+            rows.push([
+                v.plugin.clone(),
+                v.version.clone(),
+                dash(&v.organization_id),
+                v.outbound_hosts.join(","),
+            ]);
+        }
+        print_table(&rows);
+        return Ok(());
+    };
+    let pending: PendingOut = decode(body)?;
+    let matching: Vec<&VersionOut> = pending
+        .items
+        .iter()
+        .filter(|v| &v.plugin == name && &v.version == version)
+        .filter(|v| {
+            args.organization
+                .as_ref()
+                .is_none_or(|org| v.organization_id.as_ref() == Some(org))
+        })
+        .collect();
+    let v = match matching.as_slice() {
+        [one] => *one,
+        [] => anyhow::bail!(
+            "no version {name} {version} awaits approval (`vel plugin approve` lists those that do)"
+        ),
+        several => anyhow::bail!(
+            "{} organizations uploaded {name} {version} ({}); choose one with --organization",
+            several.len(),
+            several
+                .iter()
+                .map(|v| dash(&v.organization_id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let url = client.url_under("plugin-approvals", &[&v.id, "approve"], &[]);
+    let body = client.send(Method::POST, url, None).await?;
+    if args.remote.json {
+        return print_json(&body);
+    }
+    let v: VersionOut = decode(body)?;
+    println!(
+        "approved the outbound hosts of {} {} ({}): {}; the organization may activate it now",
+        v.plugin,
+        v.version,
+        dash(&v.organization_id),
+        v.outbound_hosts.join(", ")
+    );
+    Ok(())
+}
+
 fn scope_query(scope: Option<Scope>) -> Vec<(&'static str, &'static str)> {
     scope.map(|s| ("scope", s.as_str())).into_iter().collect()
 }
@@ -646,7 +757,11 @@ struct PluginOut {
 #[derive(Debug, Deserialize)]
 struct VersionOut {
     #[serde(default)]
+    id: String,
+    #[serde(default)]
     plugin: String,
+    #[serde(default)]
+    organization_id: Option<String>,
     version: String,
     #[serde(default)]
     kind: String,
@@ -670,6 +785,12 @@ struct VersionOut {
 
 fn yes() -> bool {
     true
+}
+
+/// `GET /api/plugin-approvals`.
+#[derive(Debug, Deserialize)]
+struct PendingOut {
+    items: Vec<VersionOut>,
 }
 
 /// `GET /api/plugins`.

@@ -156,7 +156,11 @@ pub enum CallSetupError {
     CredentialUnreadable,
     /// An organization's own provider may reach only the hosts a platform
     /// admin approved, and the base URL's host is not one of them.
-    #[error("the plugin may not connect to {0}: not among its approved outbound hosts")]
+    #[error(
+        "the plugin may not connect to {0}: not among its approved outbound hosts (list `{0}` in \
+         the manifest's [outbound] hosts, publish it and have a platform admin approve it; a host \
+         without a port allows only 443 and 80)"
+    )]
     HostNotApproved(String),
 }
 
@@ -226,8 +230,13 @@ pub fn call_setup(
     let mut settings = Vec::new();
     let mut allowed_hosts = deployed.outbound_hosts.clone();
     if let Some(url) = &integration.base_url {
-        let host = authority(url).ok_or_else(|| CallSetupError::InvalidBaseUrl(url.clone()))?;
-        if !allowed_hosts.contains(&host) {
+        let (https, host, port) =
+            origin(url).ok_or_else(|| CallSetupError::InvalidBaseUrl(url.clone()))?;
+        let allowed = allowed_hosts
+            .iter()
+            .any(|entry| vel_runtime::host_allows(entry, https, &host, port));
+        if !allowed {
+            let host = format!("{host}:{port}");
             if deployed.owner != Owner::Platform {
                 return Err(CallSetupError::HostNotApproved(host));
             }
@@ -273,14 +282,18 @@ pub fn timeout(integration: &Integration) -> Duration {
     Duration::from_millis(u64::try_from(integration.timeout_ms).unwrap_or(0))
 }
 
-/// `host` or `host:port` of an http(s) URL, as the outbound allowlist wants it.
-pub fn authority(url: &str) -> Option<String> {
+/// Whether `url` is https, and its lower-case host and port (the scheme's
+/// default when it names none).
+fn origin(url: &str) -> Option<(bool, String, u16)> {
     let uri: http::Uri = url.parse().ok()?;
-    let host = uri.host()?;
-    Some(match uri.port_u16() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_string(),
-    })
+    let https = match uri.scheme_str()? {
+        "https" => true,
+        "http" => false,
+        _ => return None,
+    };
+    let host = uri.host()?.to_ascii_lowercase();
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    Some((https, host, port))
 }
 
 /// A task type's name in the API and the database.
@@ -309,19 +322,20 @@ pub fn parse_task_type(name: &str) -> Option<TaskType> {
 
 #[cfg(test)]
 mod tests {
-    use super::{authority, scrub_secret};
+    use super::{origin, scrub_secret};
 
     #[test]
-    fn authority_of_base_urls() {
+    fn origins_of_base_urls() {
         assert_eq!(
-            authority("https://api.openai.com/v1").as_deref(),
-            Some("api.openai.com")
+            origin("https://API.openai.com/v1"),
+            Some((true, "api.openai.com".into(), 443))
         );
         assert_eq!(
-            authority("http://127.0.0.1:4000/v1").as_deref(),
-            Some("127.0.0.1:4000")
+            origin("http://127.0.0.1:4000/v1"),
+            Some((false, "127.0.0.1".into(), 4000))
         );
-        assert_eq!(authority("not a url"), None);
+        assert_eq!(origin("not a url"), None);
+        assert_eq!(origin("ftp://x.y/"), None);
     }
 
     #[test]

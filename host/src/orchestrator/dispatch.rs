@@ -146,6 +146,9 @@ pub enum Progress {
         attempts: Vec<String>,
         /// The router's explanation.
         reason: String,
+        /// Why the router asked first did not plan, when another (the
+        /// default router) did.
+        fallback: Option<String>,
     },
     /// A provider call is starting.
     AttemptStarted {
@@ -176,6 +179,30 @@ pub struct Answer {
     pub provider: String,
     /// Every attempt, the successful one last.
     pub attempts: Vec<Attempt>,
+    /// The router that planned the run.
+    pub router: Option<RouterTrace>,
+}
+
+/// Which router planned a run, and whether it was a fallback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterTrace {
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Why the router asked first did not plan, when another did.
+    pub fallback: Option<String>,
+}
+
+impl RouterTrace {
+    /// `name@version`, followed by `; fallback` when it was one (the
+    /// gateway's `x-vel-router` header).
+    pub fn header_value(&self) -> String {
+        match self.fallback {
+            Some(_) => format!("{}@{}; fallback", self.name, self.version),
+            None => format!("{}@{}", self.name, self.version),
+        }
+    }
 }
 
 /// What kind of failure ended a run without an answer: the gateway's
@@ -489,7 +516,7 @@ impl Dispatcher {
                 attempts: Vec::new(),
             });
         }
-        let (router, plan) = self
+        let (router, plan, fallback) = self
             .plan(
                 job,
                 catalog.routing_policy.as_deref(),
@@ -498,15 +525,21 @@ impl Dispatcher {
             )
             .await
             .map_err(|e| over_budget(e, remaining, &candidates, job))?;
+        let trace = RouterTrace {
+            name: router.name().to_string(),
+            version: router.version().to_string(),
+            fallback,
+        };
         report(Progress::Planned {
-            router: router.name().to_string(),
-            router_version: router.version().to_string(),
+            router: trace.name.clone(),
+            router_version: trace.version.clone(),
             attempts: plan
                 .attempts
                 .iter()
                 .map(|a| format!("{}/{}", a.provider, a.model))
                 .collect(),
             reason: plan.reason.clone(),
+            fallback: trace.fallback.clone(),
         });
 
         let steps: Vec<Step<&Target>> = plan
@@ -536,19 +569,23 @@ impl Dispatcher {
             max_run: self.inner.max_run,
             after_text: StreamFailover::resolve(job.stream_failover, catalog.stream_failover),
         };
-        fallback::run(&caller, &steps, job.first_attempt_seq, limits, progress).await
+        let mut answer =
+            fallback::run(&caller, &steps, job.first_attempt_seq, limits, progress).await?;
+        answer.router = Some(trace);
+        Ok(answer)
     }
 
     /// Ask the job's router, else the organization's, (falling back to
     /// [`DEFAULT_ROUTER`] when it is missing or fails) for a plan, keeping
-    /// only attempts among the candidates.
+    /// only attempts among the candidates. With the plan: why the router
+    /// asked first did not plan, when another one did.
     async fn plan(
         &self,
         job: &Job,
         org_policy: Option<&str>,
         requested_model: Option<&str>,
         candidates: &[Candidate],
-    ) -> Result<(Arc<Deployed>, Plan), DispatchError> {
+    ) -> Result<(Arc<Deployed>, Plan, Option<String>), DispatchError> {
         let task = TaskInfo {
             id: job.id.clone(),
             organization_id: job.org_id.clone(),
@@ -569,6 +606,8 @@ impl Dispatcher {
         }
         routers.push(DEFAULT_ROUTER.to_string());
         for name in routers {
+            // Notes so far are the earlier routers' failures.
+            let fallback = (!notes.is_empty()).then(|| notes.join("; "));
             // The fallback is always the platform's; a tenant cannot shadow it.
             let found = if name == DEFAULT_ROUTER {
                 self.inner.plugins.lookup_platform(&name)
@@ -613,7 +652,7 @@ impl Dispatcher {
                     if !notes.is_empty() {
                         plan.reason = format!("{} ({})", plan.reason, notes.join("; "));
                     }
-                    return Ok((router, plan));
+                    return Ok((router, plan, fallback));
                 }
                 Ok(Err(RouteError::NoCandidate(why))) => {
                     return Err(DispatchError {

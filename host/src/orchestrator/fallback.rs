@@ -144,6 +144,7 @@ pub(crate) async fn run<C: ProviderCaller>(
                         response,
                         provider: step.provider.clone(),
                         attempts,
+                        router: None,
                     });
                 }
                 Err(class) => class,

@@ -620,8 +620,10 @@ fn reports(task: &Task, batch: Vec<Progress>) -> Result<Reports, sqlx::Error> {
                 router_version,
                 attempts,
                 reason,
+                fallback,
             } => {
-                let data = json!({ "router": router, "router_version": router_version, "attempts": attempts, "reason": reason });
+                let data = json!({ "router": router, "router_version": router_version, "attempts": attempts,
+                                   "reason": reason, "fallback": fallback });
                 out.events.push(("plan", data.to_string()));
             }
             Progress::AttemptFinished(a) => {

@@ -126,13 +126,6 @@ pub enum LifecycleError {
         /// The compile-slot wait.
         wait: Duration,
     },
-    /// An organization's provider with outbound hosts was uploaded with
-    /// `activate` before approval.
-    #[error(
-        "an organization's provider can be activated only after a platform admin approves its \
-         outbound hosts; upload without activating"
-    )]
-    ActivationAwaitsApproval,
     /// The version's outbound hosts await a platform admin.
     #[error("a platform admin has not approved this version's outbound hosts yet")]
     HostsNotApproved,
@@ -169,7 +162,9 @@ pub enum LifecycleError {
 /// quota, limits, then the component's world, imports and code size
 /// without compiling it, then its compilation and `info()`) before anything
 /// is stored; the same bytes are stored once. With `activate`, the version
-/// becomes the active one.
+/// becomes the active one, unless it is an organization's provider whose
+/// outbound hosts await a platform admin's approval: that one is stored,
+/// not activated.
 pub async fn publish(
     state: &AppState,
     actor: Actor<'_>,
@@ -240,9 +235,9 @@ pub async fn publish(
     let needs_approval = matches!(owner, Owner::Organization(_))
         && kind == PluginKind::Provider
         && !manifest.outbound.hosts.is_empty();
-    if activate && needs_approval {
-        return Err(LifecycleError::ActivationAwaitsApproval);
-    }
+    // Asked to activate a version that must wait for approval: it is
+    // stored, not activated; the answer says it awaits approval.
+    let activate = activate && !needs_approval;
 
     // Inspected (world, imports, code size) before compiling; compiled in
     // memory within the compile slots; written to the compile cache only

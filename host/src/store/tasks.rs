@@ -1226,6 +1226,24 @@ pub async fn events_after(
     .await
 }
 
+/// The data of the newest event of `kind` of a task, if it has one.
+pub async fn last_event_data(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    task_id: &str,
+    kind: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT data FROM task_events \
+         WHERE org_id = $1 AND task_id = $2 AND kind = $3 ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(org_id)
+    .bind(task_id)
+    .bind(kind)
+    .fetch_optional(conn)
+    .await
+}
+
 /// Store an answer for `key` until `ttl_ms` from now (replacing an older one).
 pub async fn cache_response(
     conn: &mut AnyConnection,

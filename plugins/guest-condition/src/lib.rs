@@ -3,6 +3,10 @@
 //! fault (`value: invalid type: string "x", expected f64`), so a workflow
 //! author sees what to fix. The caller turns the message into its world's
 //! `condition-error::invalid-args`.
+//!
+//! The condition helper crate: the built-in conditions use it, and plugin
+//! authors depend on it by path or git from outside vel's workspace
+//! (`vel-guest-condition = { path = "../vel/plugins/guest-condition" }`).
 
 use serde::de::DeserializeOwned;
 

@@ -1,4 +1,8 @@
-//! Shared code for vel's HTTP provider plugins.
+//! The vel provider SDK: what every provider plugin that talks to an
+//! upstream API over HTTP needs. The built-in providers use it, and plugin
+//! authors depend on it by path or git from outside vel's workspace
+//! (`vel-guest-http = { path = "../vel/plugins/guest-http" }`); see
+//! `plugins/README.md` for a worked example of a non-OpenAI JSON API.
 //!
 //! Every provider that talks to an upstream API over HTTP needs the same
 //! parts: the `provider` world's bindings, a blocking client over

@@ -35,6 +35,10 @@ pub enum ProviderKind {
     OpenaiCompatible,
     /// The offline mock provider (no key needed).
     Mock,
+    /// A provider plugin of the organization's or the platform's own, for
+    /// any API: `plugin` and `base_url` required, `api_key` optional (the
+    /// plugin's `info()` names the header the host adds it as).
+    Custom,
 }
 
 impl ProviderKind {
@@ -46,19 +50,27 @@ impl ProviderKind {
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::OpenaiCompatible => "openai_compatible",
             ProviderKind::Mock => "mock",
+            ProviderKind::Custom => "custom",
         }
     }
 
-    /// The built-in provider plugin that speaks this provider's API.
-    fn default_plugin(self) -> &'static str {
-        match self {
+    /// The built-in provider plugin that speaks this provider's API; none
+    /// for `custom`, which names its own.
+    fn default_plugin(self) -> Option<&'static str> {
+        Some(match self {
             ProviderKind::Openai | ProviderKind::Groq | ProviderKind::OpenaiCompatible => {
                 "openai-compatible"
             }
             ProviderKind::Perplexity => "perplexity",
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::Mock => "mock",
-        }
+            ProviderKind::Custom => return None,
+        })
+    }
+
+    /// Whether an integration of this kind may go without an API key.
+    fn key_optional(self) -> bool {
+        matches!(self, ProviderKind::Mock | ProviderKind::Custom)
     }
 
     fn default_base_url(self) -> Option<&'static str> {
@@ -67,7 +79,7 @@ impl ProviderKind {
             ProviderKind::Groq => Some("https://api.groq.com/openai/v1"),
             ProviderKind::Perplexity => Some("https://api.perplexity.ai"),
             ProviderKind::Anthropic => Some("https://api.anthropic.com"),
-            ProviderKind::OpenaiCompatible | ProviderKind::Mock => None,
+            ProviderKind::OpenaiCompatible | ProviderKind::Mock | ProviderKind::Custom => None,
         }
     }
 }
@@ -80,7 +92,8 @@ pub struct CreateIntegration {
     pub name: String,
     /// Provider kind.
     pub provider: ProviderKind,
-    /// Provider plugin to use (default: the built-in one for the provider).
+    /// Provider plugin to use (default: the built-in one for the provider;
+    /// required for `custom`).
     #[serde(default)]
     pub plugin: Option<String>,
     /// API base URL (http or https; defaults per provider).
@@ -252,12 +265,19 @@ pub async fn create(
     let plugin = req
         .plugin
         .clone()
-        .unwrap_or_else(|| req.provider.default_plugin().to_string());
-    errors.check(
-        is_slug(&plugin),
-        "plugin",
-        "must be a lower-case plugin name",
-    );
+        .or_else(|| req.provider.default_plugin().map(str::to_string));
+    match &plugin {
+        Some(plugin) => errors.check(
+            is_slug(plugin),
+            "plugin",
+            "must be a lower-case plugin name",
+        ),
+        None => errors.add(
+            "plugin",
+            "is required for provider `custom`: the name of your provider plugin",
+        ),
+    }
+    let plugin = plugin.unwrap_or_default();
     let base_url = req
         .base_url
         .clone()
@@ -282,7 +302,7 @@ pub async fn create(
     match &req.api_key {
         Some(key) => check_key(&mut errors, key),
         None => errors.check(
-            req.provider == ProviderKind::Mock,
+            req.provider.key_optional(),
             "api_key",
             "is required for this provider",
         ),

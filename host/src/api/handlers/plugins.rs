@@ -215,7 +215,10 @@ pub struct UploadForm {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UploadOptions {
-    /// Activate the version at once.
+    /// Activate the version at once (an organization's provider whose
+    /// outbound hosts await a platform admin's approval is stored without
+    /// being activated: `hosts_approved` and `active` are false in the
+    /// answer; activate it once approved).
     #[serde(default)]
     pub activate: bool,
     /// `platform` (platform admins; their default) or `organization`.

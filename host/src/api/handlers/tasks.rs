@@ -185,6 +185,15 @@ pub struct TaskView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<Object>>)]
     pub attempts: Option<Vec<AttemptView>>,
+    /// The run's plan, once routed (only on `GET /api/tasks/{id}`, for
+    /// tasks run by the queue): `router`, `router_version`, `attempts`
+    /// (`integration/model`, in order), `reason`, and `fallback` — why
+    /// the router asked first (the agent's or organization's policy) did
+    /// not plan, when the default router planned instead, else null. A
+    /// rescued task shows its latest run's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub plan: Option<Value>,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.
@@ -219,6 +228,7 @@ impl From<&Task> for TaskView {
             cost_usd: t.cost_nanos.usd(),
             runs: t.claims,
             attempts: None,
+            plan: None,
             created_at: to_rfc3339(t.created_at),
             started_at: t.started_at.map(to_rfc3339),
             finished_at: t.finished_at.map(to_rfc3339),
@@ -456,9 +466,11 @@ pub async fn get(
     let (task, attempts) = store::tasks::get_with_attempts(&mut tx, &p.org_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("task"))?;
+    let plan = store::tasks::last_event_data(&mut tx, &p.org_id, &id, "plan").await?;
     tx.commit().await?;
     let mut view = TaskView::from(&task);
     view.attempts = Some(attempts.iter().map(AttemptView::from).collect());
+    view.plan = plan.and_then(|data| serde_json::from_str(&data).ok());
     Ok(Json(view))
 }
 

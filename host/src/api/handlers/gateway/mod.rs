@@ -54,7 +54,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use tracing::Instrument;
 
 mod error;
@@ -88,6 +87,8 @@ use crate::store::{new_id, now_ms};
 
 /// Longest `user`.
 const MAX_NAME: usize = 200;
+/// Most `metadata` pairs (OpenAI's limit).
+const MAX_METADATA_PAIRS: usize = 16;
 /// The vel extension header choosing the task type.
 const TASK_TYPE_HEADER: &str = "x-vel-task-type";
 /// The model name that lets the router choose.
@@ -99,6 +100,9 @@ const TASK_ID: HeaderName = HeaderName::from_static("x-vel-task-id");
 const PROVIDER: HeaderName = HeaderName::from_static("x-vel-provider");
 /// The cost of every attempt, in US dollars.
 const COST: HeaderName = HeaderName::from_static("x-vel-cost-usd");
+/// The router that planned the answer: `name@version`, `; fallback` added
+/// when the router asked first failed and the default router planned.
+const ROUTER: HeaderName = HeaderName::from_static("x-vel-router");
 
 /// A request that passed validation.
 #[derive(Debug)]
@@ -195,11 +199,31 @@ fn validate(body: ChatCompletionRequest, task_type: String) -> Result<Validated,
             "must be at most 200 characters",
         );
     }
+    if let Some(metadata) = &body.metadata {
+        errors.check(
+            metadata.len() <= MAX_METADATA_PAIRS,
+            "metadata",
+            "must hold at most 16 pairs",
+        );
+        errors.check(
+            metadata
+                .iter()
+                .all(|(k, v)| k.chars().count() <= 64 && v.chars().count() <= 512),
+            "metadata",
+            "keys must be at most 64 characters and values at most 512",
+        );
+    }
     errors.finish()?;
-    let metadata = match body.user {
-        Some(user) => json!({ "user": user }),
-        None => json!({}),
-    };
+    let mut metadata: serde_json::Map<String, serde_json::Value> = body
+        .metadata
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    if let Some(user) = body.user {
+        metadata.insert("user".into(), serde_json::Value::String(user));
+    }
+    let metadata = serde_json::Value::Object(metadata);
     let model = body.model.trim().to_string();
     let work = Work {
         task_type,
@@ -264,6 +288,7 @@ fn offered(catalog: &Catalog, model: &str) -> bool {
          headers(("x-vel-provider" = String, description = "Integration that answered (streams: the one that sent the first content)"),
                  ("x-vel-cost-usd" = String, description = "Cost of all attempts in US dollars, a plain decimal such as `0.0000005` (plain answers)"),
                  ("x-vel-task-id" = String, description = "The task recording this request"),
+                 ("x-vel-router" = String, description = "The router that planned the answer, `name@version`; `name@version; fallback` when the router asked first (the agent's or the organization's policy) failed or planned nothing offered and the default router planned instead (the task's `plan.fallback` says why)"),
                  ("x-ratelimit-limit-requests" = i64, description = "With a request limit: the tightest one"),
                  ("x-ratelimit-remaining-requests" = i64, description = "Requests left in its window"),
                  ("x-ratelimit-reset-requests" = String, description = "When its window resets, e.g. `1m30s`"),
@@ -474,6 +499,13 @@ async fn plain(state: AppState, job: Job, recording: Recording) -> Result<Respon
             if let Ok(v) = HeaderValue::from_str(&job.id) {
                 h.insert(TASK_ID, v);
             }
+            if let Some(v) = answer
+                .router
+                .as_ref()
+                .and_then(|r| HeaderValue::from_str(&r.header_value()).ok())
+            {
+                h.insert(ROUTER, v);
+            }
             recording.finish(completed(&answer), answer.attempts).await;
             Ok(resp)
         }
@@ -548,6 +580,8 @@ pub async fn models(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn body(v: serde_json::Value) -> ChatCompletionRequest {
@@ -574,6 +608,32 @@ mod tests {
         assert_eq!(v.request.stop, vec!["END".to_string()]);
         assert_eq!(v.request.max_tokens, Some(7));
         assert!(!v.stream);
+    }
+
+    #[test]
+    fn metadata_and_user_reach_the_router() {
+        let v = validate(
+            body(json!({
+                "model": "auto", "user": "u-1",
+                "metadata": { "tier": "gold", "user": "overridden" },
+                "messages": [{"role": "user", "content": "hi"}]
+            })),
+            "general".into(),
+        )
+        .expect("valid");
+        assert_eq!(v.request.metadata, json!({ "tier": "gold", "user": "u-1" }));
+        let many: serde_json::Map<String, serde_json::Value> =
+            (0..17).map(|i| (format!("k{i}"), json!("v"))).collect();
+        let err = validate(
+            body(json!({ "model": "auto", "metadata": many,
+                         "messages": [{"role": "user", "content": "hi"}] })),
+            "general".into(),
+        )
+        .expect_err("too many pairs");
+        assert_eq!(
+            err.into_response().status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
     }
 
     #[test]

@@ -15,9 +15,9 @@ use tracing::Instrument;
 use super::error::{GatewayError, dispatch_error};
 use super::recording::Recording;
 use super::wire::CompletionUsage;
-use super::{PROVIDER, TASK_ID, completed, finish_reason, secs, usage_of};
+use super::{PROVIDER, ROUTER, TASK_ID, completed, finish_reason, secs, usage_of};
 use crate::api::error::ApiError;
-use crate::orchestrator::dispatch::{Answer, DispatchError, Job, Progress};
+use crate::orchestrator::dispatch::{Answer, DispatchError, Job, Progress, RouterTrace};
 use crate::orchestrator::usage::Outcome;
 use crate::state::AppState;
 use crate::store::tasks::Attempt;
@@ -89,8 +89,8 @@ pub(super) async fn streamed(
         )
         .instrument(tracing::Span::current()),
     );
-    let provider = match first.await {
-        Ok(Ok(provider)) => provider,
+    let (provider, router) = match first.await {
+        Ok(Ok(begun)) => begun,
         Ok(Err(e)) => return Err(dispatch_error(&e, Some(task_id))),
         Err(_) => {
             return Err(ApiError::internal("the gateway stream stopped before starting").into());
@@ -112,6 +112,9 @@ pub(super) async fn streamed(
     if let Ok(v) = HeaderValue::from_str(&provider) {
         h.insert(PROVIDER, v);
     }
+    if let Some(v) = router.and_then(|r| HeaderValue::from_str(&r).ok()) {
+        h.insert(ROUTER, v);
+    }
     Ok(resp)
 }
 
@@ -121,13 +124,20 @@ enum Ended {
     ClientGone,
 }
 
+/// What a stream's start tells the handler: the integration that sent the
+/// first content and the `x-vel-router` value.
+type Begun = (String, Option<String>);
+
 /// A stream in progress.
 struct Streaming {
     out: mpsc::Sender<Bytes>,
     chunks: Chunks,
     /// Tells the handler the stream has begun, with the integration that
-    /// sent its first content (or that it failed before it did).
-    started: Option<oneshot::Sender<Result<String, DispatchError>>>,
+    /// sent its first content and the `x-vel-router` value (or that it
+    /// failed before it did).
+    started: Option<oneshot::Sender<Result<Begun, DispatchError>>>,
+    /// The `x-vel-router` value, once the run is planned.
+    router: Option<String>,
     /// The integration of the attempt in flight.
     provider: String,
     /// Text sent to the client.
@@ -149,7 +159,7 @@ impl Streaming {
     async fn begin(&mut self) -> bool {
         match self.started.take() {
             Some(tx) => {
-                let _ = tx.send(Ok(self.provider.clone()));
+                let _ = tx.send(Ok((self.provider.clone(), self.router.clone())));
                 self.send(
                     self.chunks
                         .chunk(json!({ "role": "assistant", "content": "" }), None),
@@ -163,7 +173,20 @@ impl Streaming {
     /// Turn one progress report into chunks; false when the client has gone.
     async fn on_progress(&mut self, p: Progress) -> bool {
         match p {
-            Progress::Planned { .. } => true,
+            Progress::Planned {
+                router,
+                router_version,
+                fallback,
+                ..
+            } => {
+                let trace = RouterTrace {
+                    name: router,
+                    version: router_version,
+                    fallback,
+                };
+                self.router = Some(trace.header_value());
+                true
+            }
             Progress::AttemptStarted {
                 seq,
                 model,
@@ -207,7 +230,7 @@ async fn drive(
     requested: String,
     include_usage: bool,
     recording: Recording,
-    started: oneshot::Sender<Result<String, DispatchError>>,
+    started: oneshot::Sender<Result<Begun, DispatchError>>,
     out: mpsc::Sender<Bytes>,
 ) {
     let mut s = Streaming {
@@ -218,6 +241,7 @@ async fn drive(
             model: requested,
         },
         started: Some(started),
+        router: None,
         provider: String::new(),
         partial: String::new(),
         current: String::new(),

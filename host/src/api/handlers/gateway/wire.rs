@@ -87,9 +87,16 @@ pub struct ChatCompletionRequest {
     /// Number of choices; only 1 is supported.
     #[serde(default)]
     pub n: Option<u32>,
-    /// End-user id, passed to the router and providers as metadata.
+    /// End-user id, passed to the router and providers as metadata
+    /// (`user`).
     #[serde(default)]
     pub user: Option<String>,
+    /// OpenAI's request metadata: up to 16 pairs, keys up to 64
+    /// characters, values up to 512. Passed to the router (`task-info`'s
+    /// `metadata`) and the providers as the metadata object's entries,
+    /// `user` (from the `user` field) overriding a key of that name.
+    #[serde(default)]
+    pub metadata: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// The assistant's message.
