@@ -65,7 +65,7 @@ fn run_prints_the_result_with_time_fuel_and_memory() {
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["plugin"], "text-match");
-    assert_eq!(report["result"]["Ok"]["matched"], true);
+    assert_eq!(report["result"]["matched"], true);
     assert!(report["duration_ms"].as_f64().unwrap() > 0.0);
     assert!(report["peak_memory_bytes"].as_u64().unwrap() > 0);
 
