@@ -14,6 +14,7 @@ use crate::orchestrator::cancel::cancel_task;
 use crate::orchestrator::signals::{Signal, WorkKind};
 use crate::orchestrator::submit::{self, Admission, Submission, SubmitError};
 use crate::state::AppState;
+use crate::store::Tx;
 use crate::store::batches::{self, Batch, Inserted, NewBatch, NewItem};
 use crate::validation::Invalid;
 
@@ -80,11 +81,7 @@ pub async fn create(
     client: &ClientInfo,
     req: NewBatchRequest,
 ) -> Result<Created, BatchError> {
-    let most = state.config.tasks.batch_max_concurrency;
-    let parallelism = req.max_concurrency.unwrap_or(most);
-    if !(1..=most).contains(&parallelism) {
-        return Err(Invalid::field("max_concurrency", format!("must be 1 to {most}")).into());
-    }
+    let parallelism = parallelism(state, req.max_concurrency)?;
     let items = prepare(state, &who.org_id, req.tasks).await?;
     let new = NewBatch {
         org_id: who.org_id.clone(),
@@ -95,26 +92,14 @@ pub async fn create(
         idempotency_key: req.idempotency_key,
         request_hash: hash(&req.description, parallelism, &items),
     };
-    let Admission {
-        mut tx,
-        limit,
-        organization_full,
-    } = submit::admission(state, who).await?;
-    if let Some(cap) = organization_full {
-        return Err(SubmitError::OrganizationBusy { limit: cap }.into());
-    }
-    let batch = match batches::insert(&mut tx, &new, &items, limit).await? {
-        Inserted::Existing(batch) => {
-            tx.commit().await?;
+    let (mut tx, batch) = match store(state, who, &new, &items).await? {
+        Stored::New(tx, batch) => (tx, batch),
+        Stored::Existing(batch) => {
             if batch.request_hash != new.request_hash {
                 return Err(SubmitError::IdempotencyConflict.into());
             }
             return Ok(Created::Replayed(batch));
         }
-        Inserted::TooManyUnfinished => {
-            return Err(SubmitError::TooManyUnfinished { limit }.into());
-        }
-        Inserted::Created(batch) => batch,
     };
     audit::record(
         &mut tx,
@@ -128,6 +113,54 @@ pub async fn create(
     state.signals.publish_due(WorkKind::Tasks);
     tracing::info!(batch_id = %batch.id, total = batch.total, parallelism = batch.parallelism, "batch created");
     Ok(Created::New(batch))
+}
+
+/// A new batch's concurrency: `requested`, or the most the settings allow.
+pub(crate) fn parallelism(state: &AppState, requested: Option<u32>) -> Result<u32, Invalid> {
+    let most = state.config.tasks.batch_max_concurrency;
+    let parallelism = requested.unwrap_or(most);
+    if !(1..=most).contains(&parallelism) {
+        return Err(Invalid::field(
+            "max_concurrency",
+            format!("must be 1 to {most}"),
+        ));
+    }
+    Ok(parallelism)
+}
+
+/// What [`store`] did.
+pub(crate) enum Stored {
+    /// Stored in the transaction, left open for the caller to add what
+    /// goes with the batch, audit and commit.
+    New(Tx, Box<Batch>),
+    /// An earlier batch of the same idempotency key (committed).
+    Existing(Box<Batch>),
+}
+
+/// Store batch `new` with its `items` within `who`'s limits of unfinished
+/// work (the batch counts as one) and the organization's cap.
+pub(crate) async fn store(
+    state: &AppState,
+    who: &Principal,
+    new: &NewBatch,
+    items: &[NewItem],
+) -> Result<Stored, SubmitError> {
+    let Admission {
+        mut tx,
+        limit,
+        organization_full,
+    } = submit::admission(state, who).await?;
+    if let Some(cap) = organization_full {
+        return Err(SubmitError::OrganizationBusy { limit: cap });
+    }
+    match batches::insert(&mut tx, new, items, limit).await? {
+        Inserted::Created(batch) => Ok(Stored::New(tx, batch)),
+        Inserted::Existing(batch) => {
+            tx.commit().await?;
+            Ok(Stored::Existing(batch))
+        }
+        Inserted::TooManyUnfinished => Err(SubmitError::TooManyUnfinished { limit }),
+    }
 }
 
 /// Each task as the item to store, its agent's settings applied (each

@@ -10,13 +10,14 @@ use sha2::{Digest, Sha256};
 use super::{Layout, MAX_RUNS};
 use crate::audit::{self, ClientInfo};
 use crate::auth::Principal;
+use crate::batches::service::Stored;
 use crate::orchestrator::request::ChatMessage;
 use crate::orchestrator::sampling::Sampling;
 use crate::orchestrator::signals::WorkKind;
 use crate::orchestrator::state::TaskStatus;
-use crate::orchestrator::submit::{self, Admission, SubmitError, Work};
+use crate::orchestrator::submit::{self, SubmitError, Work};
 use crate::state::AppState;
-use crate::store::batches::{self, Inserted, NewBatch, NewItem};
+use crate::store::batches::{self, NewBatch, NewItem};
 use crate::store::benchmarks::{self, Benchmark, NewBenchmark};
 use crate::store::integrations;
 use crate::validation::{FieldErrors, Invalid};
@@ -82,11 +83,7 @@ pub async fn create(
     client: &ClientInfo,
     req: NewBenchmarkRequest,
 ) -> Result<Benchmark, BenchmarkError> {
-    let most = state.config.tasks.batch_max_concurrency;
-    let parallelism = req.max_concurrency.unwrap_or(most);
-    if !(1..=most).contains(&parallelism) {
-        return Err(Invalid::field("max_concurrency", format!("must be 1 to {most}")).into());
-    }
+    let parallelism = crate::batches::service::parallelism(state, req.max_concurrency)?;
     let layout = Layout {
         targets: req.targets.len(),
         prompts: req.prompts.len(),
@@ -114,22 +111,12 @@ pub async fn create(
         idempotency_key: None,
         request_hash: hash(&items),
     };
-    let Admission {
-        mut tx,
-        limit,
-        organization_full,
-    } = submit::admission(state, who).await?;
-    if let Some(cap) = organization_full {
-        return Err(SubmitError::OrganizationBusy { limit: cap }.into());
-    }
-    let batch = match batches::insert(&mut tx, &new_batch, &items, limit).await? {
-        Inserted::Created(batch) => batch,
-        Inserted::TooManyUnfinished => {
-            return Err(SubmitError::TooManyUnfinished { limit }.into());
-        }
-        // Without an idempotency key no earlier batch is found.
-        Inserted::Existing(_) => return Err(SubmitError::IdempotencyConflict.into()),
-    };
+    let (mut tx, batch) =
+        match crate::batches::service::store(state, who, &new_batch, &items).await? {
+            Stored::New(tx, batch) => (tx, batch),
+            // Without an idempotency key no earlier batch is found.
+            Stored::Existing(_) => return Err(SubmitError::IdempotencyConflict.into()),
+        };
     let benchmark = benchmarks::insert(
         &mut tx,
         &NewBenchmark {
