@@ -73,30 +73,18 @@ pub fn camel(name: &str) -> String {
 /// An input as the bindings read it: snake_case field names, CamelCase
 /// enum values; JSON-typed fields untouched.
 pub fn normalise_input(value: Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(key, v)| {
-                    let key = snake(&key);
-                    let v = if JSON_FIELDS.contains(&key.as_str()) {
-                        v
-                    } else if ENUM_FIELDS.contains(&key.as_str()) {
-                        map_strings(v, camel)
-                    } else {
-                        normalise_input(v)
-                    };
-                    (key, v)
-                })
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.into_iter().map(normalise_input).collect()),
-        other => other,
-    }
+    respell(value, camel)
 }
 
 /// A guest's answer in the API's spelling: snake_case field names and
 /// enum values.
 pub fn snake_output(value: Value) -> Value {
+    respell(value, snake)
+}
+
+/// `value` with snake_case field names and its enum fields' values spelled
+/// by `enum_case`; JSON-typed fields untouched.
+fn respell(value: Value, enum_case: fn(&str) -> String) -> Value {
     match value {
         Value::Object(map) => Value::Object(
             map.into_iter()
@@ -105,15 +93,17 @@ pub fn snake_output(value: Value) -> Value {
                     let v = if JSON_FIELDS.contains(&key.as_str()) {
                         v
                     } else if ENUM_FIELDS.contains(&key.as_str()) {
-                        map_strings(v, snake)
+                        map_strings(v, enum_case)
                     } else {
-                        snake_output(v)
+                        respell(v, enum_case)
                     };
                     (key, v)
                 })
                 .collect(),
         ),
-        Value::Array(items) => Value::Array(items.into_iter().map(snake_output).collect()),
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(|v| respell(v, enum_case)).collect())
+        }
         other => other,
     }
 }

@@ -255,36 +255,30 @@ async fn release(
          FROM batch_items AS i JOIN batches AS b ON b.id = i.batch_id \
          WHERE i.batch_id = $1 AND i.idx >= $2 AND i.idx < $3";
     let pending = super::tasks::PENDING_EVENT;
+    // Every statement here takes the same parameters.
+    let bound = |sql: String| {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(batch_id)
+            .bind(from)
+            .bind(to)
+            .bind(now)
+    };
     if Backend::of(conn) == Backend::Postgres {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
+        bound(format!(
             "WITH t AS ({insert} RETURNING id, org_id) \
              INSERT INTO task_events (task_id, seq, org_id, kind, data, created_at) \
              SELECT id, 1, org_id, 'status', '{pending}', $4 FROM t"
-        )))
-        .bind(batch_id)
-        .bind(from)
-        .bind(to)
-        .bind(now)
+        ))
         .execute(conn)
         .await?;
         return Ok(());
     }
-    sqlx::query(insert)
-        .bind(batch_id)
-        .bind(from)
-        .bind(to)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
+    bound(insert.to_string()).execute(&mut *conn).await?;
+    bound(format!(
         "INSERT INTO task_events (task_id, seq, org_id, kind, data, created_at) \
          SELECT task_id, 1, org_id, 'status', '{pending}', $4 FROM batch_items \
          WHERE batch_id = $1 AND idx >= $2 AND idx < $3"
-    )))
-    .bind(batch_id)
-    .bind(from)
-    .bind(to)
-    .bind(now)
+    ))
     .execute(conn)
     .await?;
     Ok(())

@@ -574,10 +574,13 @@ pub async fn after(
     let condition = filter_condition(Backend::of(conn));
     let values = FilterValues::of(filter);
     let (created_at, id) = cursor.map_or((i64::MAX, ""), |c| (c.created_at, c.id.as_str()));
+    // `created_at <= $12` repeats what the disjunction says, in a form an
+    // index range scan starts from: without it PostgreSQL walks every row
+    // before the cursor again for each page.
     bind_filter!(
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM tasks WHERE {condition} \
-             AND (created_at < $12 OR (created_at = $12 AND id > $13)) \
+             AND created_at <= $12 AND (created_at < $12 OR (created_at = $12 AND id > $13)) \
              ORDER BY created_at DESC, id LIMIT $14"
         ))),
         org_id,
