@@ -53,6 +53,9 @@ case "$DB" in
 esac
 select="$(echo "$cols" | sed -e "s/^id,/id || '-' || x,/" -e "s/created_at,/created_at - x,/")"
 sql "$numbers INSERT INTO tasks ($cols) SELECT $select FROM $from WHERE tasks.id = '$id';" >/dev/null
+# The statistics a table that grew over time would have (autovacuum's
+# analyze may not have run yet after one bulk insert).
+sql "ANALYZE tasks" >/dev/null
 rss() { awk -v k="$1:" '$1 == k { printf "%.1f", $2 / 1024 }' "/proc/$VEL_PID/status"; }
 echo "Machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores; vel on $DB, $N tasks"
 echo
