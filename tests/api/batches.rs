@@ -3,7 +3,8 @@
 //! and CSV in order; JSON Lines uploads; cancellation stops the rest; a
 //! batch counts once against the submitter's limit; a SIGKILL mid-batch
 //! loses and repeats no task; `batch.completed` reaches a webhook; bad
-//! batches are refused whole and store nothing.
+//! batches are refused whole and store nothing; on PostgreSQL the workers'
+//! signals are relayed after their commits.
 
 use std::time::Duration;
 
@@ -585,3 +586,48 @@ dual_backend_tests!(
     a_crash_loses_and_repeats_nothing,
     bad_batches_change_nothing,
 );
+
+/// On PostgreSQL a task worker's claims and ends notify nothing inside
+/// their transactions; the worker relays the same signals after its
+/// commits, naming its instance: the events of a task that only a release
+/// created, and the release itself ("a task was queued"), reach a listener
+/// as any other instance's would.
+#[tokio::test]
+async fn postgres_relays_a_workers_signals() {
+    let s = Server::start(Backend::Postgres).await;
+    let admin = s.admin_token().await;
+    mock(&s, &admin).await;
+    let mut listener = sqlx::postgres::PgListener::connect(&s.database_url)
+        .await
+        .expect("connect the listener");
+    listener
+        .listen_all(["vel_task_queue", "vel_task_events"])
+        .await
+        .expect("listen");
+    let tasks = json!([slow("first", 10), slow("second", 10)]);
+    let (id, _) = create_batch(&s, &admin, json!({ "max_concurrency": 1, "tasks": tasks })).await;
+    let done = finished(&s, &admin, &id).await;
+    assert_eq!(done["counts"]["completed"], 2, "{done}");
+    let (_, text) = download(&s, &admin, &format!("/api/batches/{id}/results")).await;
+    let results: Vec<Value> = serde_json::from_str(&text).unwrap();
+    // The second task exists only because the first one's end released it.
+    let second = results[1]["task_id"].as_str().unwrap().to_string();
+
+    let mut queued = 0;
+    let mut second_heard = false;
+    while queued < 2 || !second_heard {
+        let note = tokio::time::timeout(Duration::from_secs(30), listener.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("within 30 s: {queued} queue signals, second task heard: {second_heard}")
+            })
+            .expect("receive a notification");
+        let (origin, payload) = note.payload().split_once(' ').unwrap();
+        assert!(!origin.is_empty(), "names its instance: {}", note.payload());
+        match note.channel() {
+            // The batch's creation queued the first; the first's end the second.
+            "vel_task_queue" => queued += 1,
+            _ => second_heard |= payload == second,
+        }
+    }
+}
