@@ -1334,3 +1334,54 @@ dual_backend_tests!(
     test_cancel_stops_every_branch,
     test_a_parallel_group_survives_its_instance,
 );
+
+/// On PostgreSQL the engine's and its step tasks' transactions raise no
+/// notification themselves (migrations 0025 and 0027); the instance
+/// relays their signals after each commit, naming itself: a listener hears
+/// the workflow's later events and the queueing of a step task that only
+/// the previous step's end started, as any other instance would.
+#[tokio::test]
+async fn postgres_relays_the_engines_signals() {
+    let s = Server::start(Backend::Postgres).await;
+    let admin = s.admin_token().await;
+    s.mock_integration(&admin, "mock").await;
+    let mut listener = sqlx::postgres::PgListener::connect(&s.database_url)
+        .await
+        .expect("connect the listener");
+    listener
+        .listen_all(["vel_task_queue", "vel_task_events"])
+        .await
+        .expect("listen");
+    let definition = json!({
+        "name": "relay",
+        "start": "first",
+        "steps": {
+            "first": { "kind": "task", "prompt": "one", "model": "mock/echo", "next": "second" },
+            "second": { "kind": "task", "prompt": "two", "model": "mock/echo", "next": "done" },
+            "done": { "kind": "succeed" }
+        }
+    });
+    let id = start(&s, &admin, definition, json!({})).await;
+    let w = finished(&s, &admin, &id).await;
+    assert_eq!(w["status"], "completed", "{w}");
+
+    // The start's own transaction signals once for the workflow; every
+    // later commit of its events (the first step's start, the second's,
+    // the end) only through the relay. Each step task was queued by a
+    // relayed commit too.
+    let (mut heard, mut queued) = (0, 0);
+    while heard < 3 || queued < 2 {
+        let note = tokio::time::timeout(Duration::from_secs(30), listener.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("within 30 s: the workflow heard {heard} times, {queued} queue signals")
+            })
+            .expect("receive a notification");
+        let (origin, payload) = note.payload().split_once(' ').unwrap();
+        assert!(!origin.is_empty(), "names its instance: {}", note.payload());
+        match note.channel() {
+            "vel_task_queue" => queued += 1,
+            _ => heard += usize::from(payload == id),
+        }
+    }
+}

@@ -3,9 +3,9 @@
 //!
 //! PostgreSQL lets one notifying transaction commit at a time, cluster
 //! wide, and a durable commit keeps that turn through its WAL flush. The
-//! task workers' transactions therefore raise no notification themselves
-//! ([`crate::store::Db::tenant_relayed`]); once committed, the worker hands
-//! the signals here. The relay sends whatever has gathered in one
+//! task workers' and the workflow engine's transactions therefore raise no
+//! notification themselves ([`crate::store::Db::tenant_relayed`]); once
+//! committed, the writer hands the signals here. The relay sends whatever has gathered in one
 //! statement on a connection whose commits do not wait for the flush, so
 //! at high rates many signals share one notifying commit, and at low rates
 //! each goes at once. A signal lost here (the connection fails, the

@@ -10,10 +10,12 @@
 //! events", "a task was queued" and "a workflow is due", the database
 //! announces itself: its triggers (migrations `0004_task_signals.sql`,
 //! `0010_workflows.sql`) notify in the statement that writes the row, which
-//! saves a round trip per transaction. The task workers' own transactions
-//! are the exception: PostgreSQL serialises notifying commits, so those
-//! raise nothing and the worker [`Signals::announce`]s the same signals
-//! after its commit, through the relay ([`super::relay`]). Each payload starts with the sending instance's id
+//! saves a round trip per transaction. The task workers' and the workflow
+//! engine's own transactions are the exception: PostgreSQL serialises
+//! notifying commits, so those raise nothing (`0025_relayed_signals.sql`,
+//! `0027_relayed_workflow_signals.sql`) and the writer
+//! [`Signals::announce`]s the same signals after its commit, through the
+//! relay ([`super::relay`]). Each payload starts with the sending instance's id
 //! ([`crate::store::Db::origin`]), so an instance ignores the echo of its
 //! own signals (it published them locally already).
 
@@ -207,6 +209,19 @@ impl Signals {
     /// idle worker too would only race it for the same task.
     pub fn announce_queued_elsewhere(&self) {
         self.relay(QUEUE_CHANNEL, "");
+    }
+
+    /// Tell one of this process's idle workers of `kind` that work is due,
+    /// and on PostgreSQL the other instances too, through the relay: for
+    /// the work a relayed transaction queued (see [`Signals::announce`]).
+    pub fn announce_due(&self, kind: WorkKind) {
+        let channel = match kind {
+            WorkKind::Tasks => QUEUE_CHANNEL,
+            WorkKind::Workflows => WORKFLOW_CHANNEL,
+            WorkKind::Webhooks => WEBHOOK_CHANNEL,
+        };
+        self.relay(channel, "");
+        self.publish_due(kind);
     }
 
     /// Hand `payload` on `channel` to the relay, when there is one.

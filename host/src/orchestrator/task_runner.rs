@@ -446,14 +446,9 @@ impl TaskRunner {
         held: Vec<Progress>,
         cache: Option<(String, i64)>,
     ) -> Result<(), sqlx::Error> {
-        // A workflow's step task leaves its signals to the database (the
-        // workflow's moves may commit with it); any other announces its own.
-        let relayed = task.workflow_id.is_none();
-        let mut tx = if relayed {
-            self.db.tenant_relayed(&task.org_id).await?
-        } else {
-            self.db.tenant(&task.org_id).await?
-        };
+        // Its signals are announced after the commit, the moves of a
+        // workflow that commit with it included.
+        let mut tx = self.db.tenant_relayed(&task.org_id).await?;
         let Reports {
             attempts,
             mut events,
@@ -475,7 +470,7 @@ impl TaskRunner {
             tasks::record_cancelled_run(&mut tx, &task.id, finish).await?;
             buckets::record(&mut tx, &spent(task, finish)).await?;
             tx.commit().await?;
-            if relayed && !events.is_empty() {
+            if !events.is_empty() {
                 self.signals.announce(Signal::Events(task.id.clone()));
             }
             tracing::info!("task was cancelled or taken over before it finished");
@@ -505,13 +500,9 @@ impl TaskRunner {
         } else {
             tx.commit().await?;
         }
-        if relayed {
-            self.signals.announce(Signal::Events(task.id.clone()));
-        } else {
-            self.signals.publish(Signal::Events(task.id.clone()));
-        }
+        self.signals.announce(Signal::Events(task.id.clone()));
         if wake {
-            self.signals.publish_due(WorkKind::Workflows);
+            self.signals.announce_due(WorkKind::Workflows);
         }
         if batch.released {
             // Only a batch's task releases one, in a relayed transaction;
@@ -519,7 +510,7 @@ impl TaskRunner {
             self.signals.announce_queued_elsewhere();
         }
         if hooks > 0 {
-            self.signals.publish_due(WorkKind::Webhooks);
+            self.signals.announce_due(WorkKind::Webhooks);
         }
         tracing::info!(
             status = finish.status.as_str(),

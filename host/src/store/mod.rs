@@ -337,11 +337,13 @@ impl Db {
         }
     }
 
-    /// [`Db::tenant`] for a task worker's writes, which signal nothing
-    /// themselves on PostgreSQL (the task events and pending tasks it
-    /// writes raise no notification, see migration
-    /// `0025_relayed_signals.sql`): the worker announces them after the
-    /// commit with [`crate::orchestrator::signals::Signals::announce`].
+    /// [`Db::tenant`] for the writes of a task worker or the workflow
+    /// engine, which signal nothing themselves on PostgreSQL (the task and
+    /// workflow events, pending tasks, due workflows and webhook deliveries
+    /// they write raise no notification, see migrations
+    /// `0025_relayed_signals.sql` and `0027_relayed_workflow_signals.sql`):
+    /// the writer announces them after the commit with
+    /// [`crate::orchestrator::signals::Signals::announce`] and its kin.
     /// Its commit then does not queue behind every other notifying commit.
     pub async fn tenant_relayed(&self, org_id: &str) -> Result<Tx, sqlx::Error> {
         self.begin_tenant(org_id, RELAY).await
@@ -376,8 +378,6 @@ impl Db {
             .await
     }
 
-    /// [`Db::platform`], and on PostgreSQL `extra` (statements ending in
-    /// `;`) runs right after the transaction starts.
     /// [`Db::platform_relaxed`] and [`Db::tenant_relayed`] together: a task
     /// worker's claim.
     pub async fn platform_relaxed_relayed(&self) -> Result<Tx, sqlx::Error> {
@@ -385,6 +385,8 @@ impl Db {
             .await
     }
 
+    /// [`Db::platform`], and on PostgreSQL `extra` (statements ending in
+    /// `;`) runs right after the transaction starts.
     async fn begin_platform(&self, extra: &str) -> Result<Tx, sqlx::Error> {
         match self.backend {
             Backend::Sqlite => self.begin().await,

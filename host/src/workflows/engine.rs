@@ -193,6 +193,10 @@ struct Batch {
     events: bool,
     /// Step tasks were inserted.
     tasks: bool,
+    /// Webhook deliveries were queued.
+    hooks: bool,
+    /// The workflow was parked due at a time: a wake-up for any instance.
+    due: bool,
     /// The batch's transaction is a hand-over's (see
     /// [`WorkflowRunner::take_over`]) not committed yet: a rollback goes
     /// back to the savepoint, keeping the task's end.
@@ -213,11 +217,12 @@ struct After {
 }
 
 impl Batch {
-    /// The batch's transaction, begun on first use.
+    /// The batch's transaction, begun on first use. It raises no signals
+    /// itself ([`Db::tenant_relayed`]): [`Batch::commit`] announces them.
     async fn tx(&mut self, db: &Db, org_id: &str) -> Result<&mut Tx, sqlx::Error> {
         let tx = match self.tx.take() {
             Some(tx) => tx,
-            None => db.tenant(org_id).await?,
+            None => db.tenant_relayed(org_id).await?,
         };
         Ok(self.tx.insert(tx))
     }
@@ -229,13 +234,19 @@ impl Batch {
             self.savepoint = false;
         }
         if std::mem::take(&mut self.events) {
-            signals.publish(Signal::Events(workflow_id.to_string()));
+            signals.announce(Signal::Events(workflow_id.to_string()));
         }
         if std::mem::take(&mut self.tasks) {
-            signals.publish_due(WorkKind::Tasks);
+            signals.announce_due(WorkKind::Tasks);
+        }
+        if std::mem::take(&mut self.hooks) {
+            signals.announce_due(WorkKind::Webhooks);
+        }
+        if std::mem::take(&mut self.due) {
+            signals.announce_due(WorkKind::Workflows);
         }
         for applied in self.applied.drain(..) {
-            applied.publish(signals);
+            applied.announce(signals);
         }
         Ok(())
     }
@@ -244,6 +255,8 @@ impl Batch {
     async fn rollback(&mut self) -> Result<(), sqlx::Error> {
         self.events = false;
         self.tasks = false;
+        self.hooks = false;
+        self.due = false;
         self.applied.clear();
         self.after = None;
         match self.tx.take() {
@@ -423,6 +436,7 @@ impl WorkflowRunner {
                 // The park is written with the moves before it.
                 let tx = b.tx(&self.db, &wf.org_id).await?;
                 let parked = workflows::park(tx, &wf.id, owner, wf.wakes, wake_at).await?;
+                b.due |= parked && wake_at.is_some();
                 b.commit(&self.signals, &wf.id).await?;
                 if parked || stopping {
                     return Ok(());
@@ -804,9 +818,10 @@ impl WorkflowRunner {
             b.rollback().await?;
             return Ok(Moved::Done);
         }
-        crate::webhooks::events::workflow_moved(tx, view.wf, &p).await?;
+        let hooks = crate::webhooks::events::workflow_moved(tx, view.wf, &p).await?;
         append_events(tx, view.wf, events_of(view, Some(&run), &p)).await?;
         b.events = true;
+        b.hooks |= hooks > 0;
         b.moved(view, &p, Some(&run), None);
         tracing::info!(step = %run.step_id, "workflow awaits approval");
         Ok(Moved::Wait(run.deadline))
@@ -1080,10 +1095,11 @@ impl WorkflowRunner {
             b.rollback().await?;
             return Ok(Moved::Done);
         }
-        crate::webhooks::events::workflow_moved(tx, wf, &p).await?;
+        let hooks = crate::webhooks::events::workflow_moved(tx, wf, &p).await?;
         events.extend(status_event(view, &p));
         append_events(tx, wf, events).await?;
         b.events = true;
+        b.hooks |= hooks > 0;
         b.applied.push(applied);
         b.moved(view, &p, run, state);
         if ended {
@@ -1115,12 +1131,14 @@ impl WorkflowRunner {
         p.error = Some(json!({ "kind": "invalid_definition", "message": message }).to_string());
         let mut b = batch.lock().await;
         let tx = b.tx(&self.db, &wf.org_id).await?;
+        let mut hooks = 0;
         if workflows::advance(tx, &wf.org_id, &wf.id, owner, &p).await? {
-            crate::webhooks::events::workflow_moved(tx, wf, &p).await?;
+            hooks = crate::webhooks::events::workflow_moved(tx, wf, &p).await?;
             let data = json!({ "status": "failed", "error": p.error.as_deref().and_then(|e| serde_json::from_str::<Value>(e).ok()) });
             workflows::append_event(tx, &wf.org_id, &wf.id, "status", &data.to_string()).await?;
         }
         workflows::park(tx, &wf.id, owner, wf.wakes, None).await?;
+        b.hooks |= hooks > 0;
         b.commit(&self.signals, &wf.id).await
     }
 

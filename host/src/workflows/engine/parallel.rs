@@ -123,13 +123,15 @@ impl Plan {
 }
 
 impl Applied {
-    /// Tell this process's workers of the tasks started and cancelled.
-    pub(super) fn publish(&self, signals: &Signals) {
+    /// Tell the workers of the tasks started and cancelled, after the
+    /// commit of the relayed transaction that wrote them (a cancellation
+    /// reaches other instances with the transaction, [`cancel_task`]).
+    pub(super) fn announce(&self, signals: &Signals) {
         if self.started {
-            signals.publish_due(WorkKind::Tasks);
+            signals.announce_due(WorkKind::Tasks);
         }
         for id in &self.cancelled {
-            signals.publish(Signal::Events(id.clone()));
+            signals.announce(Signal::Events(id.clone()));
             signals.publish(Signal::Cancelled(id.clone()));
         }
     }
