@@ -196,6 +196,7 @@ async fn openapi_covers_every_endpoint(b: Backend) {
         ("/api/workflow-templates/{id}/versions", "get"),
         ("/v1/chat/completions", "post"),
         ("/v1/models", "get"),
+        ("/v1/models/{id}", "get"),
         ("/api/agents/{id}/test", "post"),
         ("/api/organizations/{id}/routing-policy", "put"),
         ("/api/organizations/{id}/stream-failover", "get"),

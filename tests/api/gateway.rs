@@ -374,8 +374,9 @@ async fn bad_requests_get_proper_errors(b: Backend) {
     ] {
         let r = chat(&s, &key, json!({ "model": model, "messages": hello }))
             .await
-            .expect_error(404, "not_found");
-        assert!(r.body["error"]["details"]["model"].is_array(), "{}", r.body);
+            .expect_error(404, "model_not_found");
+        assert_eq!(r.body["error"]["param"], "model", "{}", r.body);
+        assert_eq!(r.body["error"]["type"], "not_found_error", "{}", r.body);
     }
 
     // No credentials, bad credentials.
@@ -422,12 +423,13 @@ async fn bad_requests_get_proper_errors(b: Backend) {
     for (body, field) in cases {
         let r = chat(&s, &key, body.clone())
             .await
-            .expect_error(422, "validation_failed");
-        assert!(
-            r.body["error"]["details"][field].is_array(),
+            .expect_error(400, "validation_failed");
+        assert_eq!(
+            r.body["error"]["param"], field,
             "{body} should name {field}: {}",
             r.body
         );
+        assert_eq!(r.body["error"]["type"], "invalid_request_error");
     }
     s.raw(
         Method::POST,

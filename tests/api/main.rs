@@ -23,6 +23,7 @@ mod credentials;
 mod edges;
 mod fairness;
 mod gateway;
+mod gateway_errors;
 mod health;
 mod integrations;
 mod money;

@@ -46,10 +46,14 @@ async fn nul_is_refused_everywhere(b: Backend) {
             "messages[0].content",
         ),
     ] {
-        let r = s
-            .post(path, &admin, body)
-            .await
-            .expect_error(422, "validation_failed");
+        let r = s.post(path, &admin, body).await;
+        // The gateway answers OpenAI's 400 naming the field as `param`.
+        if path.starts_with("/v1/") {
+            let r = r.expect_error(400, "validation_failed");
+            assert_eq!(r.body["error"]["param"], field, "{path}: {}", r.body);
+            continue;
+        }
+        let r = r.expect_error(422, "validation_failed");
         assert!(
             r.body["error"]["details"][field].is_array(),
             "{path}: {}",

@@ -169,6 +169,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/api/workflow-templates/{id}/versions", "view"),
     ("POST", "/v1/chat/completions", "execute_task"),
     ("GET", "/v1/models", "view"),
+    ("GET", "/v1/models/{id}", "view"),
     ("GET", "/api/plugins", "view"),
     ("POST", "/api/plugins", "manage_plugins"),
     ("GET", "/api/plugins/{name}", "view"),

@@ -204,16 +204,14 @@ async fn names_resolving_to_loopback_are_refused_when_connecting(b: Backend) {
         }
     };
     let open = chat("open/gpt-4o-mini").await;
-    let attempt = open.body["error"]["details"]["attempts"][0]
+    let message = open.body["error"]["message"]
         .as_str()
         .unwrap_or_else(|| panic!("{}", open.body));
-    assert_eq!(
-        attempt,
-        format!(
-            "open/gpt-4o-mini: destination_denied: outbound request to `localhost:{port}` \
-             denied: destination address not allowed"
-        )
+    let attempt = format!(
+        "open/gpt-4o-mini: destination_denied: outbound request to `localhost:{port}` \
+         denied: destination address not allowed"
     );
+    assert!(message.contains(&attempt), "{message}");
     // A closed port answers exactly the same (but for the port it names).
     let shut = chat("closed/gpt-4o-mini").await;
     assert_eq!(

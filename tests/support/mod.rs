@@ -130,7 +130,8 @@ impl Resp {
         self
     }
 
-    /// Assert an error response with `status` and `code` in the one error shape.
+    /// Assert an error response with `status` and `code` in the one error
+    /// shape (`details`), or, under `/v1`, in OpenAI's (`type`, `param`).
     #[track_caller]
     pub(crate) fn expect_error(self, status: u16, code: &str) -> Resp {
         assert_eq!(
@@ -145,11 +146,10 @@ impl Resp {
             "body: {}",
             self.body
         );
-        assert!(
-            self.body["error"]["details"].is_object(),
-            "body: {}",
-            self.body
-        );
+        let error = self.body["error"].as_object().expect("an error object");
+        let vel = error.len() == 3 && error["details"].is_object();
+        let openai = error.len() == 4 && error["type"].is_string() && error.contains_key("param");
+        assert!(vel || openai, "body: {}", self.body);
         self
     }
 }

@@ -239,6 +239,8 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("GET", "/api/workflow-templates/{id}/versions", Needs(View)),
     ("POST", "/v1/chat/completions", Needs(ExecuteTask)),
     ("GET", "/v1/models", Needs(View)),
+    // A catch-all: a model id may hold a slash (`mock/echo`).
+    ("GET", "/v1/models/{*id}", Needs(View)),
     ("GET", "/api/plugins", Needs(View)),
     ("POST", "/api/plugins", Needs(ManagePlugins)),
     ("GET", "/api/plugins/{name}", Needs(View)),

@@ -1,5 +1,8 @@
 //! The one error shape every endpoint answers with:
-//! `{"error":{"code":"…","message":"…","details":{…}}}`.
+//! `{"error":{"code":"…","message":"…","details":{…}}}` — but for the
+//! OpenAI-compatible gateway under `/v1`, which answers the same errors in
+//! OpenAI's shape (see `handlers::gateway::error`): every error response
+//! keeps its [`ErrorDetail`] as a response extension for that.
 
 use std::collections::BTreeMap;
 
@@ -30,7 +33,7 @@ pub struct ErrorBody {
 }
 
 /// What went wrong.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable machine-readable code, e.g. `validation_failed`, `not_found`.
     pub code: String,
@@ -238,14 +241,32 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, retry_after) = (self.status, self.retry_after);
-        let mut resp = (status, Json(self.into_body())).into_response();
-        if let Some(secs) = retry_after
-            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
-        {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        resp
+        error_response(status, self.into_body().error, retry_after)
     }
+}
+
+/// The response of an error: `status`, the body of `detail`, the detail
+/// itself kept as a response extension (for the gateway's OpenAI-shaped
+/// errors), and `Retry-After` when given.
+pub fn error_response(
+    status: StatusCode,
+    detail: ErrorDetail,
+    retry_after_secs: Option<u64>,
+) -> Response {
+    let mut resp = (
+        status,
+        Json(ErrorBody {
+            error: detail.clone(),
+        }),
+    )
+        .into_response();
+    resp.extensions_mut().insert(detail);
+    if let Some(secs) = retry_after_secs
+        && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+    {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
 }
 
 impl From<sqlx::Error> for ApiError {

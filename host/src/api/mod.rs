@@ -133,7 +133,8 @@ fn documented(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(workflow_templates::versions))
         .routes(routes!(workflow_templates::start))
         .routes(routes!(gateway::chat_completions))
-        .routes(routes!(gateway::models))
+        .routes(routes!(gateway::models::models))
+        .routes(routes!(gateway::models::model))
         // Uploads stream their parts under per-part caps, and the whole body
         // under its own limit instead of the global one (components are up
         // to VEL_PLUGIN_MAX_UPLOAD_BYTES).
@@ -187,6 +188,8 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(hop, refuse_loops))
         // A head over vel's limits: a JSON 431 before anything else.
         .layer(head_limit::HeadLimits)
+        // Every error under `/v1`, wherever it was made, in OpenAI's shape.
+        .layer(axum::middleware::from_fn(gateway::openai_errors))
         // Preflights answered (or not) before anything else; every
         // response, errors included, carries the security headers.
         .layer(tower::util::option_layer(cors))

@@ -17,7 +17,9 @@ use utoipa::{Modify, OpenApi};
     info(
         title = "vel",
         description = "Multi-provider AI task orchestration with WebAssembly plugins. \
-                       Errors always have the shape {\"error\":{\"code\",\"message\",\"details\"}}."
+                       Errors have the shape {\"error\":{\"code\",\"message\",\"details\"}}; \
+                       under /v1 (the OpenAI-compatible gateway), OpenAI's \
+                       {\"error\":{\"message\",\"type\",\"param\",\"code\"}}, an invalid field being a 400 there."
     ),
     modifiers(&BearerAuth),
     tags(
@@ -72,9 +74,11 @@ pub async fn document(Extension(doc): Extension<Arc<Value>>) -> Json<Value> {
 /// what is the same for every operation filled in by one rule rather than
 /// written on each: a description on every response (its status's reason
 /// unless it says more), 400 on every operation, 401 on every secured one,
-/// 413, 415 and 422 on every operation that takes a JSON body, and unique
-/// operation ids
-/// (`{tag}_{function}` where a function name repeats).
+/// 413, 415 and 422 on every operation that takes a JSON body (under
+/// `/v1`: OpenAI's error body, and no 422, an invalid field being a 400
+/// there), and unique operation ids (`{tag}_{function}` where a function
+/// name repeats). A catch-all path parameter (`{*id}`, which may hold a
+/// slash) reads as an ordinary one (`{id}`).
 pub fn complete(doc: utoipa::openapi::OpenApi) -> Value {
     let mut doc = serde_json::to_value(doc).unwrap_or(Value::Null);
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
@@ -89,7 +93,7 @@ pub fn complete(doc: utoipa::openapi::OpenApi) -> Value {
             let Some(op) = op.as_object_mut() else {
                 continue;
             };
-            complete_operation(op);
+            complete_operation(op, path.starts_with("/v1/"));
             if let Some(access) = super::access::rule(&method.to_ascii_uppercase(), path) {
                 op.insert("x-vel-access".into(), Value::String(access.describe()));
             }
@@ -97,6 +101,12 @@ pub fn complete(doc: utoipa::openapi::OpenApi) -> Value {
                 op.insert("operationId".into(), Value::String(id.clone()));
             }
         }
+    }
+    if paths.keys().any(|path| path.contains("{*")) {
+        *paths = std::mem::take(paths)
+            .into_iter()
+            .map(|(path, item)| (path.replace("{*", "{"), item))
+            .collect();
     }
     doc
 }
@@ -166,8 +176,9 @@ fn path_words(path: &str) -> String {
         .join("_")
 }
 
-/// Fills in one operation's common responses and descriptions.
-fn complete_operation(op: &mut Map<String, Value>) {
+/// Fills in one operation's common responses and descriptions; `openai`:
+/// the gateway's, whose errors are OpenAI's.
+fn complete_operation(op: &mut Map<String, Value>, openai: bool) {
     let secured = op
         .get("security")
         .and_then(Value::as_array)
@@ -196,14 +207,21 @@ fn complete_operation(op: &mut Map<String, Value>) {
         common.extend([
             ("413", "The body is larger than the route accepts"),
             ("415", "The body is not `application/json`"),
-            ("422", "A field is invalid; `details` names each"),
         ]);
+        if !openai {
+            common.push(("422", "A field is invalid; `details` names each"));
+        }
     }
+    let schema = if openai {
+        "#/components/schemas/OpenAiErrorBody"
+    } else {
+        "#/components/schemas/ErrorBody"
+    };
     for (status, description) in common {
         responses.entry(status).or_insert_with(|| {
             json!({ "description": description,
                     "content": { "application/json": {
-                        "schema": { "$ref": "#/components/schemas/ErrorBody" } } } })
+                        "schema": { "$ref": schema } } } })
         });
     }
     for (status, response) in responses.iter_mut() {

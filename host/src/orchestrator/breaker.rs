@@ -1,7 +1,12 @@
-//! Circuit breakers, one per provider and integration: after `threshold`
+//! Circuit breakers, one per integration and model: after `threshold`
 //! failures within `window` the circuit opens and calls are refused; after
 //! `cool_down` one probe call is let through (half-open); its success closes
 //! the circuit, its failure opens it again.
+//!
+//! A provider that throttles and says when to come back (a 429 with
+//! `Retry-After`) is not failing: that model rests until then
+//! ([`Breaker::rest_until`]) and is refused meanwhile, without counting a
+//! failure or opening the circuit.
 //!
 //! Time is passed in, never read here, so behaviour is deterministic and the
 //! tests need no sleeps.
@@ -42,6 +47,9 @@ pub enum Circuit {
     HalfOpen,
     /// Calls are refused.
     Open,
+    /// The provider throttled this model and said when to come back:
+    /// calls are refused until then, though nothing failed.
+    Resting,
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +64,8 @@ enum State {
 pub struct Breaker {
     config: BreakerConfig,
     state: State,
+    /// Until when the provider asked not to be called (its `Retry-After`).
+    resting_until: Option<Instant>,
 }
 
 impl Breaker {
@@ -66,24 +76,51 @@ impl Breaker {
             state: State::Closed {
                 failures: VecDeque::new(),
             },
+            resting_until: None,
         }
     }
 
-    /// The circuit as of `now` (an open circuit past its cool-down reads half-open).
+    /// The circuit as of `now` (an open circuit past its cool-down reads
+    /// half-open; a resting model reads [`Circuit::Resting`] unless its
+    /// circuit is open anyway).
     pub fn circuit(&self, now: Instant) -> Circuit {
-        match &self.state {
+        let circuit = match &self.state {
             State::Closed { .. } => Circuit::Closed,
             State::Open { since } if now.duration_since(*since) >= self.config.cool_down => {
                 Circuit::HalfOpen
             }
             State::Open { .. } => Circuit::Open,
             State::HalfOpen { .. } => Circuit::HalfOpen,
+        };
+        if circuit != Circuit::Open && self.resting(now).is_some() {
+            Circuit::Resting
+        } else {
+            circuit
         }
     }
 
+    /// How long the model still rests as of `now`, if it does.
+    pub fn resting(&self, now: Instant) -> Option<Duration> {
+        self.resting_until
+            .filter(|until| *until > now)
+            .map(|until| until - now)
+    }
+
+    /// The provider throttled this model until `until` (its `Retry-After`):
+    /// calls are refused until then. Not a failure: the circuit is left as
+    /// it is, and a probe that met the throttle is handed back.
+    pub fn rest_until(&mut self, until: Instant) {
+        self.resting_until = Some(self.resting_until.map_or(until, |u| u.max(until)));
+        self.release_probe();
+    }
+
     /// Ask to make a call at `now`. `true` means go ahead (and, when
-    /// half-open, this call is the probe); `false` means the circuit is open.
+    /// half-open, this call is the probe); `false` means the circuit is
+    /// open or the model is resting.
     pub fn try_acquire(&mut self, now: Instant) -> bool {
+        if self.resting(now).is_some() {
+            return false;
+        }
         match &mut self.state {
             State::Closed { .. } => true,
             State::Open { since } => {
@@ -109,6 +146,7 @@ impl Breaker {
     /// forgotten. Returns `true` when this success closed an open (or
     /// half-open) circuit.
     pub fn record_success(&mut self) -> bool {
+        self.resting_until = None;
         let was_open = !matches!(self.state, State::Closed { .. });
         self.state = State::Closed {
             failures: VecDeque::new(),
@@ -151,7 +189,7 @@ impl Breaker {
     }
 }
 
-/// The breakers of one process, keyed by (provider, integration) or any key the caller picks.
+/// The breakers of one process, keyed by (integration, model) or any key the caller picks.
 #[derive(Debug, Default)]
 pub struct Breakers<K> {
     config: BreakerConfig,
@@ -263,14 +301,53 @@ mod tests {
     }
 
     #[test]
+    fn a_throttled_model_rests_without_failing() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(BreakerConfig::default());
+        b.rest_until(t0 + secs(7));
+        assert_eq!(b.circuit(t0), Circuit::Resting);
+        assert_eq!(b.resting(t0 + secs(2)), Some(secs(5)));
+        assert!(!b.try_acquire(t0 + secs(6)));
+        // A shorter Retry-After does not cut the rest short.
+        b.rest_until(t0 + secs(3));
+        assert!(!b.try_acquire(t0 + secs(6)));
+        // Rested: calls flow again, and nothing counted as a failure.
+        assert_eq!(b.circuit(t0 + secs(7)), Circuit::Closed);
+        assert!(b.try_acquire(t0 + secs(7)));
+        for i in 0..4 {
+            assert!(!b.record_failure(t0 + secs(8 + i)));
+        }
+        assert!(
+            b.record_failure(t0 + secs(12)),
+            "the fifth failure opens it"
+        );
+
+        // A probe that meets a throttle is handed back; the circuit stays
+        // half-open and the next probe goes once the rest is over.
+        assert!(b.try_acquire(t0 + secs(42)));
+        b.rest_until(t0 + secs(44));
+        assert_eq!(b.circuit(t0 + secs(43)), Circuit::Resting);
+        assert!(!b.try_acquire(t0 + secs(43)));
+        assert!(b.try_acquire(t0 + secs(44)));
+        assert!(b.record_success());
+        assert_eq!(b.resting(t0 + secs(44)), None);
+    }
+
+    #[test]
     fn breakers_are_independent_per_key() {
         let t0 = Instant::now();
         let breakers = Breakers::new(BreakerConfig::default());
         for _ in 0..5 {
-            breakers.with(&("openai", "org-1"), |b| b.record_failure(t0));
+            breakers.with(&("mock", "rate-limited"), |b| b.record_failure(t0));
         }
-        assert_eq!(breakers.circuit(&("openai", "org-1"), t0), Circuit::Open);
-        assert_eq!(breakers.circuit(&("openai", "org-2"), t0), Circuit::Closed);
-        assert_eq!(breakers.circuit(&("groq", "org-1"), t0), Circuit::Closed);
+        assert_eq!(
+            breakers.circuit(&("mock", "rate-limited"), t0),
+            Circuit::Open
+        );
+        assert_eq!(breakers.circuit(&("mock", "echo"), t0), Circuit::Closed);
+        assert_eq!(
+            breakers.circuit(&("groq", "rate-limited"), t0),
+            Circuit::Closed
+        );
     }
 }

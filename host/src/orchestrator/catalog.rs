@@ -112,8 +112,8 @@ impl Catalog {
             .iter()
             .filter(|t| only.is_none_or(|names| names.contains(&t.integration.name.as_str())))
             .flat_map(|t| {
-                let circuit = observed.circuit(&t.integration.id, now);
                 t.models.iter().map(move |m| {
+                    let circuit = observed.circuit(&t.integration.id, &m.id, now);
                     let figures = observed.figures(&t.integration.id, &m.id);
                     Candidate {
                         provider: t.integration.name.clone(),

@@ -17,8 +17,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 use vel_runtime::types::{
-    Attempt as PlannedStep, Candidate, CompletionRequest, CompletionResponse, Message, Plan,
-    Preference, Priority, ProviderError, Role, RouteError, TaskInfo, TaskType,
+    Attempt as PlannedStep, Candidate, CircuitState, CompletionRequest, CompletionResponse,
+    Message, Plan, Preference, Priority, ProviderError, Role, RouteError, TaskInfo, TaskType,
 };
 use vel_runtime::{PluginError, PluginKind};
 
@@ -26,7 +26,7 @@ use super::breaker::BreakerConfig;
 use super::catalog::{self, Catalog, Target};
 use super::cost::Prices;
 use super::fallback::{self, BUSY, CallOutcome, Limits, ProviderCaller, Step};
-use super::observed::Observed;
+use super::observed::{BreakerKey, Observed, breaker_key};
 use super::retry::{FailureClass, RetryPolicy};
 use super::signals::{Signal, Signals};
 use super::state::AttemptOutcome;
@@ -233,6 +233,10 @@ pub enum DispatchKind {
     StreamInterrupted,
     /// Every planned call could pass a hard budget, so none was made.
     BudgetExceeded,
+    /// Every provider that could serve is throttling (its answer was a 429,
+    /// or its model rests after one) and nothing else failed: the caller
+    /// may come back after [`DispatchError::retry_after`].
+    RateLimited,
 }
 
 impl DispatchKind {
@@ -249,6 +253,7 @@ impl DispatchKind {
             DispatchKind::ContentFiltered => "content_filtered",
             DispatchKind::StreamInterrupted => "stream_interrupted",
             DispatchKind::BudgetExceeded => "budget_exceeded",
+            DispatchKind::RateLimited => "rate_limited",
         }
     }
 
@@ -280,6 +285,10 @@ pub struct DispatchError {
     /// What was tried.
     #[serde(skip)]
     pub attempts: Vec<Attempt>,
+    /// [`DispatchKind::RateLimited`]: how long until the soonest throttled
+    /// provider said it may be called again, when one said.
+    #[serde(skip)]
+    pub retry_after: Option<Duration>,
 }
 
 /// Totals of a list of attempts: (input tokens, output tokens, cost); the
@@ -392,6 +401,7 @@ impl Dispatcher {
                         kind: DispatchKind::Storage,
                         message: format!("could not read the integrations: {e}"),
                         attempts: Vec::new(),
+                        retry_after: None,
                     })
             })
             .await
@@ -514,6 +524,7 @@ impl Dispatcher {
                         .into(),
                 },
                 attempts: Vec::new(),
+                retry_after: None,
             });
         }
         let (router, plan, fallback) = self
@@ -524,7 +535,8 @@ impl Dispatcher {
                 &candidates,
             )
             .await
-            .map_err(|e| over_budget(e, remaining, &candidates, job))?;
+            .map_err(|e| over_budget(e, remaining, &candidates, job))
+            .map_err(|e| resting_instead(e, &catalog, &candidates, &self.inner.observed))?;
         let trace = RouterTrace {
             name: router.name().to_string(),
             version: router.version().to_string(),
@@ -659,6 +671,7 @@ impl Dispatcher {
                         kind: DispatchKind::NoCandidate,
                         message: format!("router `{name}`: {why}"),
                         attempts: Vec::new(),
+                        retry_after: None,
                     });
                 }
                 Ok(Err(RouteError::InvalidInput(why))) => {
@@ -674,6 +687,7 @@ impl Dispatcher {
             kind: DispatchKind::RouterFailed,
             message: notes.join("; "),
             attempts: Vec::new(),
+            retry_after: None,
         })
     }
 }
@@ -710,10 +724,12 @@ impl<'a> ProviderCaller for PluginCaller<'a> {
 
 impl Inner {
     /// Record, in the organization's audit log and off the request path,
-    /// that this instance's breaker for `integration` opened or closed.
+    /// that this instance's breaker for `model` at `integration` opened or
+    /// closed.
     fn breaker_event(
         &self,
         integration: &crate::store::integrations::Integration,
+        model: &str,
         action: &'static str,
     ) {
         crate::audit::spawn_system(
@@ -724,6 +740,7 @@ impl Inner {
                 "integration_id": integration.id,
                 "integration": integration.name,
                 "provider": integration.provider,
+                "model": model,
                 "instance": &*self.db.origin(),
             }),
         );
@@ -732,15 +749,8 @@ impl Inner {
     /// An attempt that ended before its provider was called: the breaker's
     /// probe, if it was one, is handed back, as the provider was not at
     /// fault.
-    fn not_called(
-        &self,
-        integration_id: &str,
-        attempt: Attempt,
-        class: FailureClass,
-    ) -> CallOutcome {
-        self.observed
-            .breakers()
-            .with(integration_id, |b| b.release_probe());
+    fn not_called(&self, key: &BreakerKey, attempt: Attempt, class: FailureClass) -> CallOutcome {
+        self.observed.breakers().with(key, |b| b.release_probe());
         CallOutcome {
             attempt,
             result: Err(class),
@@ -765,6 +775,7 @@ impl Inner {
         let started_at = now_ms();
         let started = Instant::now();
         let integration = &target.integration;
+        let breaker = breaker_key(&integration.id, model);
         let mut attempt = Attempt {
             seq,
             provider: integration.name.clone(),
@@ -785,7 +796,7 @@ impl Inner {
             Err(e) => {
                 attempt.error_kind = Some(e.kind().into());
                 attempt.error_message = Some(e.to_string());
-                return self.not_called(integration.id.as_str(), attempt, FailureClass::Plugin);
+                return self.not_called(&breaker, attempt, FailureClass::Plugin);
             }
         };
         let mut metadata = job.metadata.clone();
@@ -820,11 +831,7 @@ impl Inner {
                     attempt.outcome = AttemptOutcome::Skipped;
                     attempt.error_kind = Some(DispatchKind::BudgetExceeded.as_str().into());
                     attempt.error_message = Some(e.to_string());
-                    return self.not_called(
-                        integration.id.as_str(),
-                        attempt,
-                        FailureClass::OverBudget,
-                    );
+                    return self.not_called(&breaker, attempt, FailureClass::OverBudget);
                 }
             }
         };
@@ -888,10 +895,10 @@ impl Inner {
                 let closed = self
                     .observed
                     .breakers()
-                    .with(integration.id.as_str(), |b| b.record_success());
+                    .with(&breaker, |b| b.record_success());
                 if closed {
-                    tracing::info!(integration = %integration.name, "circuit closed");
-                    self.breaker_event(integration, "breaker_closed");
+                    tracing::info!(integration = %integration.name, model, "circuit closed");
+                    self.breaker_event(integration, model, "breaker_closed");
                 }
                 self.observed.record(&integration.id, model, latency, true);
                 return CallOutcome {
@@ -912,7 +919,7 @@ impl Inner {
                 attempt.error_message = Some(e.to_string());
                 self.observed
                     .breakers()
-                    .with(integration.id.as_str(), |b| b.release_probe());
+                    .with(&breaker, |b| b.release_probe());
                 return CallOutcome {
                     attempt,
                     result: Err(FailureClass::RateLimited { retry_after: None }),
@@ -925,20 +932,35 @@ impl Inner {
                 FailureClass::Plugin
             }
         };
-        if class == FailureClass::Terminal {
-            // The request was at fault, not the provider.
-            self.observed
-                .breakers()
-                .with(integration.id.as_str(), |b| b.release_probe());
-        } else {
-            let opened = self.observed.breakers().with(integration.id.as_str(), |b| {
-                b.record_failure(Instant::now())
-            });
-            if opened {
-                tracing::warn!(integration = %integration.name, "circuit opened");
-                self.breaker_event(integration, "breaker_opened");
+        match class {
+            FailureClass::Terminal => {
+                // The request was at fault, not the provider.
+                self.observed
+                    .breakers()
+                    .with(&breaker, |b| b.release_probe());
             }
-            self.observed.record(&integration.id, model, latency, false);
+            FailureClass::RateLimited {
+                retry_after: Some(after),
+            } => {
+                // Throttled with a time to come back: not an outage; the
+                // model rests until then, its circuit untouched.
+                tracing::info!(integration = %integration.name, model, retry_after_ms = after.as_millis() as u64, "model throttled: resting");
+                self.observed
+                    .breakers()
+                    .with(&breaker, |b| b.rest_until(Instant::now() + after));
+                self.observed.record(&integration.id, model, latency, false);
+            }
+            _ => {
+                let opened = self
+                    .observed
+                    .breakers()
+                    .with(&breaker, |b| b.record_failure(Instant::now()));
+                if opened {
+                    tracing::warn!(integration = %integration.name, model, "circuit opened");
+                    self.breaker_event(integration, model, "breaker_opened");
+                }
+                self.observed.record(&integration.id, model, latency, false);
+            }
         }
         CallOutcome {
             attempt,
@@ -1108,6 +1130,45 @@ fn worst_case(prices: Prices, messages: &[Message], max_tokens: Option<u32>) -> 
     prices.cost(prompt, u64::from(completion))
 }
 
+/// A router that planned nothing because every candidate is refused now
+/// (an open circuit, or a model resting after its provider throttled it)
+/// while some of them only rest is a throttle, not a missing provider:
+/// `rate_limited`, with the time until the soonest has rested.
+fn resting_instead(
+    e: DispatchError,
+    catalog: &Catalog,
+    candidates: &[Candidate],
+    observed: &Observed,
+) -> DispatchError {
+    if e.kind != DispatchKind::NoCandidate
+        || candidates.iter().any(|c| c.circuit != CircuitState::Open)
+    {
+        return e;
+    }
+    let now = Instant::now();
+    let soonest = candidates
+        .iter()
+        .filter_map(|c| {
+            let target = catalog.target(&c.provider)?;
+            observed.resting(&target.integration.id, &c.model, now)
+        })
+        .min();
+    match soonest {
+        Some(after) => DispatchError {
+            kind: DispatchKind::RateLimited,
+            message: format!(
+                "every candidate is rate limited by its provider or failing; the soonest may be \
+                 called again in {} s ({})",
+                after.as_secs_f64().ceil(),
+                e.message
+            ),
+            attempts: e.attempts,
+            retry_after: Some(after),
+        },
+        None => e,
+    }
+}
+
 /// A router that planned nothing because no candidate fits the remaining
 /// budget (as routers may: they see `remaining-budget`) is the budget's
 /// refusal, not a missing provider: `budget_exceeded` when even the
@@ -1142,6 +1203,7 @@ fn over_budget(
                 e.message
             ),
             attempts: e.attempts,
+            retry_after: None,
         },
         _ => e,
     }
@@ -1149,8 +1211,6 @@ fn over_budget(
 
 #[cfg(test)]
 mod tests {
-    use vel_runtime::types::CircuitState;
-
     use super::*;
 
     fn candidate(provider: &str, model: &str) -> Candidate {

@@ -1,6 +1,10 @@
 //! The dispatch loop: a plan's steps called in order, each retried with
 //! back-off while its errors are retryable, skipped while its circuit is
-//! open, fallen back from otherwise, the whole run bounded by a deadline.
+//! open or its model rests after a throttle, fallen back from otherwise,
+//! the whole run bounded by a deadline. A run that ends with every
+//! provider throttling (and nothing else failing) is
+//! [`DispatchKind::RateLimited`], with the soonest time one may serve
+//! again.
 //! What reaches a provider is behind [`ProviderCaller`]: the plugin runtime
 //! in service, a script in the unit tests.
 
@@ -12,6 +16,7 @@ use vel_runtime::types::CompletionResponse;
 
 use super::breaker::Breakers;
 use super::dispatch::{Answer, DispatchError, DispatchKind, Progress, StreamFailover};
+use super::observed::{BreakerKey, breaker_key};
 use super::retry::{Decision, FailureClass, RetryPolicy};
 use super::state::AttemptOutcome;
 use crate::money::Money;
@@ -19,6 +24,10 @@ use crate::store::{now_ms, tasks::Attempt};
 
 /// The attempt error kind of a provider plugin at its share of the pool.
 pub(crate) const BUSY: &str = "busy";
+
+/// The attempt error kind of a step skipped because its model rests after
+/// its provider throttled it.
+pub(crate) const RESTING: &str = "resting";
 
 /// One step of a plan, resolved to the integration that serves it.
 #[derive(Debug, Clone)]
@@ -33,6 +42,13 @@ pub(crate) struct Step<T> {
     pub(crate) model: String,
     /// What the caller needs to reach it.
     pub(crate) target: T,
+}
+
+impl<T> Step<T> {
+    /// The key of its breaker: its integration and model.
+    pub(crate) fn breaker_key(&self) -> BreakerKey {
+        breaker_key(&self.integration_id, &self.model)
+    }
 }
 
 /// The result of one provider call.
@@ -66,8 +82,8 @@ pub(crate) trait ProviderCaller {
 /// How the loop retries and how long it may take.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits<'a> {
-    /// The breakers, by integration id.
-    pub(crate) breakers: &'a Breakers<String>,
+    /// The breakers, by (integration id, model).
+    pub(crate) breakers: &'a Breakers<BreakerKey>,
     /// Retries and back-off.
     pub(crate) retry: RetryPolicy,
     /// Longest the whole loop may take.
@@ -95,6 +111,11 @@ pub(crate) async fn run<C: ProviderCaller>(
     let mut last_error: Option<(String, String)> = None;
     // Text streamed by failed attempts, which the next one continues.
     let mut sent = String::new();
+    // Throttles: whether any step was throttled, whether anything else
+    // failed, and the soonest time a throttled step may serve again.
+    let mut throttled = false;
+    let mut failed_otherwise = false;
+    let mut resume: Option<Instant> = None;
     let deadline = tokio::time::Instant::now() + limits.max_run;
     let out_of_time = |attempts: Vec<Attempt>| DispatchError {
         kind: DispatchKind::DeadlineExceeded,
@@ -103,22 +124,41 @@ pub(crate) async fn run<C: ProviderCaller>(
             limits.max_run.as_secs_f64()
         ),
         attempts,
+        retry_after: None,
     };
     for step in steps {
         let mut failures = 0u32;
+        let key = step.breaker_key();
+        // When this step's provider last said it may be called again.
+        let mut step_resume: Option<Instant> = None;
         loop {
             if tokio::time::Instant::now() >= deadline {
                 return Err(out_of_time(attempts));
             }
             seq += 1;
-            let admitted = limits.breakers.with(step.integration_id.as_str(), |b| {
-                b.try_acquire(Instant::now())
+            // `Some(rest)` refused: `Some(Some(left))` resting, `Some(None)` open.
+            let refused = limits.breakers.with(&key, |b| {
+                let now = Instant::now();
+                match b.resting(now) {
+                    Some(left) => Some(Some(left)),
+                    None => (!b.try_acquire(now)).then_some(None),
+                }
             });
-            if !admitted {
-                let skipped = skipped_attempt(seq, step);
+            if let Some(rest) = refused {
+                let skipped = match rest {
+                    Some(left) => {
+                        throttled = true;
+                        step_resume = Some(Instant::now() + left);
+                        resting_attempt(seq, step, left)
+                    }
+                    None => skipped_attempt(seq, step),
+                };
+                last_error = Some((
+                    skipped.error_kind.clone().unwrap_or_default(),
+                    skipped.error_message.clone().unwrap_or_default(),
+                ));
                 report(Progress::AttemptFinished(skipped.clone()));
                 attempts.push(skipped);
-                last_error = Some(("circuit_open".into(), "circuit open".into()));
                 break;
             }
             report(Progress::AttemptStarted {
@@ -129,9 +169,7 @@ pub(crate) async fn run<C: ProviderCaller>(
             let call = caller.call(step, seq, &sent);
             let Ok(outcome) = tokio::time::timeout_at(deadline, call).await else {
                 // The call in flight was dropped, its upstream connection with it.
-                limits
-                    .breakers
-                    .with(step.integration_id.as_str(), |b| b.release_probe());
+                limits.breakers.with(&key, |b| b.release_probe());
                 return Err(out_of_time(attempts));
             };
             let attempt = outcome.attempt.clone();
@@ -163,7 +201,20 @@ pub(crate) async fn run<C: ProviderCaller>(
                          ({kind}: {message}); the stream ends with that part"
                     ),
                     attempts,
+                    retry_after: None,
                 });
+            }
+            match class {
+                FailureClass::RateLimited { retry_after } => {
+                    // The plugin pool being full is nobody's throttle.
+                    if outcome.attempt.error_kind.as_deref() != Some(BUSY) {
+                        throttled = true;
+                        if let Some(after) = retry_after {
+                            step_resume = Some(Instant::now() + after);
+                        }
+                    }
+                }
+                _ => failed_otherwise = true,
             }
             failures += 1;
             match limits.retry.decide(class, failures) {
@@ -185,9 +236,13 @@ pub(crate) async fn run<C: ProviderCaller>(
                         kind: DispatchKind::terminal(&kind),
                         message,
                         attempts,
+                        retry_after: None,
                     });
                 }
             }
+        }
+        if let Some(at) = step_resume {
+            resume = Some(resume.map_or(at, |r| r.min(at)));
         }
     }
     let message = match &last_error {
@@ -205,22 +260,51 @@ pub(crate) async fn run<C: ProviderCaller>(
                 .iter()
                 .all(|a| a.error_kind.as_deref() == Some(kind))
     };
+    // Every provider called throttled and nothing else failed: the
+    // caller may come back when the soonest of them said (429).
     let kind = if all(BUSY) {
         DispatchKind::PluginBusy
     } else if all(DispatchKind::BudgetExceeded.as_str()) {
         DispatchKind::BudgetExceeded
+    } else if throttled && !failed_otherwise {
+        DispatchKind::RateLimited
     } else {
         DispatchKind::AllAttemptsFailed
     };
+    let retry_after = match kind {
+        DispatchKind::RateLimited => resume.map(|at| at.saturating_duration_since(Instant::now())),
+        _ => None,
+    };
     let message = match (kind, &last_error) {
         (DispatchKind::BudgetExceeded, Some((_, why))) => why.clone(),
+        (DispatchKind::RateLimited, Some((kind, why))) => format!(
+            "every planned provider is rate limited{}; the last error was {kind}: {why}",
+            retry_after
+                .map(|d| format!(", the soonest for {} s more", d.as_secs_f64().ceil()))
+                .unwrap_or_default()
+        ),
         _ => message,
     };
     Err(DispatchError {
         kind,
         message,
         attempts,
+        retry_after,
     })
+}
+
+/// A step skipped because its model rests `left` longer after its
+/// provider throttled it.
+fn resting_attempt<T>(seq: i64, step: &Step<T>, left: Duration) -> Attempt {
+    let mut attempt = skipped_attempt(seq, step);
+    attempt.error_kind = Some(RESTING.into());
+    attempt.error_message = Some(format!(
+        "`{}/{}` was throttled by its provider and rests for {:.1} s more",
+        step.provider,
+        step.model,
+        left.as_secs_f64()
+    ));
+    attempt
 }
 
 fn skipped_attempt<T>(seq: i64, step: &Step<T>) -> Attempt {
@@ -233,8 +317,8 @@ fn skipped_attempt<T>(seq: i64, step: &Step<T>) -> Attempt {
         outcome: AttemptOutcome::Skipped,
         error_kind: Some("circuit_open".into()),
         error_message: Some(format!(
-            "the circuit of `{}` is open after repeated failures",
-            step.provider
+            "the circuit of `{}/{}` is open after repeated failures",
+            step.provider, step.model
         )),
         latency_ms: 0,
         input_tokens: 0,
@@ -332,16 +416,20 @@ mod tests {
     }
 
     fn step(provider: &str) -> Step<()> {
+        model_of(provider, "m")
+    }
+
+    fn model_of(provider: &str, model: &str) -> Step<()> {
         Step {
             integration_id: format!("id-{provider}"),
             provider: provider.into(),
             plugin: "scripted@1.0.0".into(),
-            model: "m".into(),
+            model: model.into(),
             target: (),
         }
     }
 
-    fn limits(breakers: &Breakers<String>) -> Limits<'_> {
+    fn limits(breakers: &Breakers<BreakerKey>) -> Limits<'_> {
         Limits {
             breakers,
             retry: RetryPolicy {
@@ -413,7 +501,7 @@ mod tests {
     async fn an_open_circuit_is_skipped_and_busy_everywhere_is_plugin_busy() {
         let breakers = Breakers::new(BreakerConfig::default());
         let now = Instant::now();
-        while breakers.with("id-a", |b| !b.record_failure(now)) {}
+        while breakers.with(&breaker_key("id-a", "m"), |b| !b.record_failure(now)) {}
         let script = Script::new(vec![Ok(())]);
         let steps = [step("a"), step("b")];
         let answer = run(&script, &steps, 0, limits(&breakers), None)
@@ -465,5 +553,65 @@ mod tests {
         let answer = run(&script, &steps, 0, limits, None).await.unwrap();
         assert_eq!(answer.response.text, "one two three from a");
         assert_eq!(*script.continued.lock().unwrap(), ["", "one ", "one two "]);
+    }
+
+    #[tokio::test]
+    async fn a_resting_model_is_skipped_and_throttles_alone_end_the_run_rate_limited() {
+        let breakers = Breakers::new(BreakerConfig::default());
+        let now = Instant::now();
+        breakers.with(&breaker_key("id-a", "m"), |b| {
+            b.rest_until(now + Duration::from_secs(30))
+        });
+        // Another model of the same integration is served.
+        let script = Script::new(vec![Ok(())]);
+        let steps = [model_of("a", "m"), model_of("a", "echo")];
+        let answer = run(&script, &steps, 0, limits(&breakers), None)
+            .await
+            .unwrap();
+        assert_eq!(outcomes(&answer.attempts), [("a", "skipped"), ("a", "ok")]);
+        assert_eq!(answer.attempts[0].error_kind.as_deref(), Some(RESTING));
+        assert_eq!(answer.response.model, "echo");
+
+        // Only the resting model: no call, and the caller may come back
+        // when it has rested.
+        let script = Script::new(vec![]);
+        let error = run(&script, &[step("a")], 0, limits(&breakers), None)
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind, DispatchKind::RateLimited);
+        let after = error.retry_after.expect("a time to come back");
+        assert!(after <= Duration::from_secs(30) && after > Duration::from_secs(28));
+        assert!(script.called().is_empty());
+
+        // A throttle beyond the longest wait falls back; with the resting
+        // model, the soonest of the two is the time to come back.
+        let long = FailureClass::RateLimited {
+            retry_after: Some(Duration::from_secs(60)),
+        };
+        let script = Script::new(vec![Err(("rate_limited", long))]);
+        let error = run(&script, &[step("b"), step("a")], 0, limits(&breakers), None)
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind, DispatchKind::RateLimited, "{}", error.message);
+        assert!(error.retry_after.unwrap() <= Duration::from_secs(30));
+        assert_eq!(
+            outcomes(&error.attempts),
+            [("b", "error"), ("a", "skipped")]
+        );
+
+        // Anything else failing too: every attempt failed, no throttle to wait for.
+        let down = ("unavailable", FailureClass::Unavailable);
+        let script = Script::new(vec![
+            Err(("rate_limited", long)),
+            Err(down),
+            Err(down),
+            Err(down),
+            Err(down),
+        ]);
+        let error = run(&script, &[step("b"), step("c")], 0, limits(&breakers), None)
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind, DispatchKind::AllAttemptsFailed);
+        assert_eq!(error.retry_after, None);
     }
 }

@@ -1,8 +1,8 @@
-//! What this instance has seen of each provider: circuit breakers per
-//! integration and a rolling window of latencies and failures per
-//! (integration, model). Routers receive these figures with every
-//! candidate, so a slow or failing provider is ranked down before its
-//! breaker opens.
+//! What this instance has seen of each provider: a circuit breaker and a
+//! rolling window of latencies and failures per (integration, model), so
+//! one failing or throttled model of an integration leaves its other
+//! models served. Routers receive these figures with every candidate, so a
+//! slow or failing provider is ranked down before its breaker opens.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -69,10 +69,18 @@ impl Window {
     }
 }
 
+/// The key of a breaker: (integration id, model).
+pub type BreakerKey = (String, String);
+
+/// The breaker key of `model` at integration `integration_id`.
+pub fn breaker_key(integration_id: &str, model: &str) -> BreakerKey {
+    (integration_id.to_owned(), model.to_owned())
+}
+
 /// Breakers and figures of one instance, shared by every task it runs.
 #[derive(Debug)]
 pub struct Observed {
-    breakers: Breakers<String>,
+    breakers: Breakers<BreakerKey>,
     /// Windows by integration id, then model.
     windows: Mutex<HashMap<String, HashMap<String, Window>>>,
 }
@@ -86,18 +94,30 @@ impl Observed {
         }
     }
 
-    /// The breakers, keyed by integration id.
-    pub fn breakers(&self) -> &Breakers<String> {
+    /// The breakers, keyed by (integration id, model).
+    pub fn breakers(&self) -> &Breakers<BreakerKey> {
         &self.breakers
     }
 
-    /// The circuit of an integration, as routers see it.
-    pub fn circuit(&self, integration_id: &str, now: Instant) -> CircuitState {
-        match self.breakers.circuit(integration_id, now) {
+    /// The circuit of an integration's model, as routers see it: a resting
+    /// model (throttled, see [`Circuit::Resting`]) reads open, since it
+    /// cannot be called now.
+    pub fn circuit(&self, integration_id: &str, model: &str, now: Instant) -> CircuitState {
+        match self
+            .breakers
+            .circuit(&breaker_key(integration_id, model), now)
+        {
             Circuit::Closed => CircuitState::Closed,
             Circuit::HalfOpen => CircuitState::HalfOpen,
-            Circuit::Open => CircuitState::Open,
+            Circuit::Open | Circuit::Resting => CircuitState::Open,
         }
+    }
+
+    /// How long an integration's model still rests after its provider
+    /// throttled it, if it does.
+    pub fn resting(&self, integration_id: &str, model: &str, now: Instant) -> Option<Duration> {
+        self.breakers
+            .with(&breaker_key(integration_id, model), |b| b.resting(now))
     }
 
     /// Remember one call's latency and outcome.
@@ -150,5 +170,27 @@ mod tests {
         assert!((f.error_rate - 0.5).abs() < f32::EPSILON, "{f:?}");
         // The window slid: the 50 oldest (fastest) successes are gone.
         assert_eq!(f.p50_ms, 75);
+    }
+
+    #[test]
+    fn one_models_circuit_leaves_the_others_closed() {
+        let observed = Observed::new(BreakerConfig::default());
+        let now = Instant::now();
+        let key = breaker_key("i", "rate-limited");
+        while observed.breakers().with(&key, |b| !b.record_failure(now)) {}
+        assert_eq!(
+            observed.circuit("i", "rate-limited", now),
+            CircuitState::Open
+        );
+        assert_eq!(observed.circuit("i", "echo", now), CircuitState::Closed);
+        observed.breakers().with(&breaker_key("i", "slow"), |b| {
+            b.rest_until(now + Duration::from_secs(2))
+        });
+        assert_eq!(observed.circuit("i", "slow", now), CircuitState::Open);
+        assert_eq!(
+            observed.resting("i", "slow", now),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(observed.resting("i", "echo", now), None);
     }
 }

@@ -1,6 +1,7 @@
 //! The OpenAI-compatible gateway: `POST /v1/chat/completions` (plain and
-//! streamed) and `GET /v1/models`, so that an OpenAI client library pointed
-//! at `http://HOST/v1` with a vel API key (or access token) works unchanged.
+//! streamed), `GET /v1/models` and `GET /v1/models/{id}`, so that an OpenAI
+//! client library pointed at `http://HOST/v1` with a vel API key (or
+//! access token) works unchanged.
 //!
 //! A request runs synchronously through the same dispatcher as queued tasks
 //! (router plugin, provider plugins, retries, breakers, fallback) and is then
@@ -8,14 +9,18 @@
 //! `gateway`, its attempts and a `gateway_request` audit entry (see
 //! [`crate::orchestrator::usage`]); the response id is `chatcmpl-<task id>`.
 //!
-//! Errors keep vel's one error shape, with OpenAI-like statuses: 401 without
-//! credentials, 403 below `task_executor`, 404 for a model no active
-//! integration offers, 415/400/422 for bad input, and for a dispatch that
-//! found no answer 503 (`no_candidate`), 502 (`all_attempts_failed`,
-//! `router_failed`), 400 (`invalid_request`, `content_filtered`) or 402
-//! (`budget_exceeded`: every planned call could pass a hard budget), the
-//! code being the dispatch error's kind. Once a stream has started, a failure is
-//! sent as a final `data: {"error": {…}}` event instead.
+//! Errors are OpenAI's (see [`error`]): `{"error": {"message", "type",
+//! "param", "code"}}` with OpenAI's statuses: 401 without credentials, 403
+//! below `task_executor`, 404 for a model no active integration offers
+//! (`model_not_found`) or a route `/v1` does not have, 400 for bad input
+//! (`param` naming the field), 415 for a body that is not JSON, and for a
+//! dispatch that found no answer 429 (`rate_limited`: every provider that
+//! could serve is throttling, with `Retry-After`), 503 (`no_candidate`),
+//! 502 (`all_attempts_failed`, `router_failed`), 504
+//! (`deadline_exceeded`), 400 (`invalid_request`, `content_filtered`) or
+//! 402 (`budget_exceeded`: every planned call could pass a hard budget),
+//! the code being the dispatch error's kind. Once a stream has started, a
+//! failure is sent as a final `data: {"error": {…}}` event instead.
 //!
 //! Streaming: the response (status, headers, the role chunk) is held back
 //! until the first text exists, so an attempt that fails before sending
@@ -43,26 +48,27 @@
 //!   the assistant's turn followed by a user turn asking to continue
 //!   exactly where it stops without repeating any of it.
 //!
-//! Here: the handlers, the request's checks and the plain answer; the wire
-//! types in [`wire`], the errors in [`error`], the record of a request in
-//! [`recording`], the streamed answer in [`stream`].
+//! Here: the handler, the request's checks and the plain answer; the wire
+//! types in [`wire`], the errors in [`error`], the model routes in
+//! [`models`], the record of a request in [`recording`], the streamed
+//! answer in [`stream`].
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
-mod error;
+pub mod error;
+pub mod models;
 mod recording;
 mod stream;
 mod wire;
 
-pub use self::error::GatewayError;
-use self::error::dispatch_error;
+pub use self::error::{GatewayError, OpenAiError, OpenAiErrorBody, openai_errors};
+use self::error::{dispatch_error, model_not_found};
 use self::recording::Recording;
 use self::stream::streamed;
 pub use self::wire::{
@@ -70,7 +76,7 @@ pub use self::wire::{
     InputChatMessage, MessageContent, ModelEntry, ModelList, StopSequences, StreamOptions,
 };
 use crate::api::access::{Unit, rate_limit_headers};
-use crate::api::error::{ApiError, ErrorBody, FieldErrors};
+use crate::api::error::{ApiError, FieldErrors};
 use crate::api::extract::{ApiJson, ClientInfo, stream_failover};
 use crate::auth::{Credential, Principal};
 use crate::limits::counter::Admitted;
@@ -296,15 +302,15 @@ fn offered(catalog: &Catalog, model: &str) -> bool {
                  ("x-ratelimit-remaining-tokens" = i64, description = "Tokens left in the current minute (plain answers: after this one's; streams: before it)"),
                  ("x-ratelimit-reset-tokens" = String, description = "When the minute resets, e.g. `42s`")),
          content((ChatCompletion = "application/json"), (String = "text/event-stream"))),
-        (status = 400, description = "Malformed body, or the provider refused the request", body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 402, description = "`budget_exceeded`: every planned call could pass a hard budget, so no provider was called", body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 404, description = "No active integration offers the model", body = ErrorBody),
-        (status = 422, body = ErrorBody),
-        (status = 429, description = "The credential or the organization has its share of requests in flight, or a rate limit is reached (`Retry-After`; with a token limit, the `x-ratelimit-*-tokens` headers)", body = ErrorBody),
-        (status = 502, description = "Every planned provider failed", body = ErrorBody),
-        (status = 503, description = "No provider can take the request", body = ErrorBody)),
+        (status = 400, description = "Malformed body or an invalid field (`param` names it), or the provider refused the request (`invalid_request`, `content_filtered`)", body = OpenAiErrorBody),
+        (status = 401, body = OpenAiErrorBody),
+        (status = 402, description = "`budget_exceeded`: every planned call could pass a hard budget, so no provider was called", body = OpenAiErrorBody),
+        (status = 403, body = OpenAiErrorBody),
+        (status = 404, description = "`model_not_found`: no active integration offers the model", body = OpenAiErrorBody),
+        (status = 429, description = "`rate_limited` (always with `Retry-After`): the credential or the organization has its share of requests in flight, a rate limit is reached (with a token limit, the `x-ratelimit-*-tokens` headers), or every provider that could serve is throttling (`Retry-After`: when the soonest said it may serve again)", body = OpenAiErrorBody),
+        (status = 502, description = "`all_attempts_failed`: every planned provider failed (each attempt in the message); `router_failed`", body = OpenAiErrorBody),
+        (status = 503, description = "`no_candidate`: no provider can take the request", body = OpenAiErrorBody),
+        (status = 504, description = "`deadline_exceeded`: the attempts took longer than the run's limit", body = OpenAiErrorBody)),
     security(("bearer" = [])))]
 pub async fn chat_completions(
     State(state): State<AppState>,
@@ -365,18 +371,7 @@ pub async fn chat_completions(
         None => false,
     };
     if unknown {
-        let mut details = BTreeMap::new();
-        details.insert(
-            "model".to_string(),
-            vec!["not offered by any active integration; GET /v1/models lists them".to_string()],
-        );
-        return Err(GatewayError::Other {
-            status: StatusCode::NOT_FOUND,
-            code: "not_found".into(),
-            message: format!("model `{requested}` not found"),
-            details,
-            task_id: None,
-        });
+        return Err(model_not_found(&requested));
     }
     let id = new_id();
     let mut job = request.to_job(&id, &p.org_id, 1, 0);
@@ -526,60 +521,9 @@ async fn plain(state: AppState, job: Job, recording: Recording) -> Result<Respon
     }
 }
 
-/// The models of the organization's active integrations: each as
-/// `integration/model`, each distinct model bare, and `auto`.
-#[utoipa::path(get, path = "/v1/models", tag = "gateway",
-    responses((status = 200, body = ModelList), (status = 401, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn models(
-    State(state): State<AppState>,
-    p: Principal,
-) -> Result<Json<ModelList>, GatewayError> {
-    let catalog = state
-        .dispatcher
-        .catalog(&p.org_id)
-        .await
-        .map_err(|e| dispatch_error(&e, None))?;
-    let first_created = catalog
-        .targets
-        .iter()
-        .map(|t| secs(t.integration.created_at))
-        .min()
-        .unwrap_or_else(|| secs(now_ms()));
-    let mut data = vec![ModelEntry {
-        id: AUTO.to_string(),
-        object: "model",
-        created: first_created,
-        owned_by: "vel".to_string(),
-    }];
-    let mut bare: Vec<ModelEntry> = Vec::new();
-    for t in &catalog.targets {
-        for m in &t.models {
-            data.push(ModelEntry {
-                id: format!("{}/{}", t.integration.name, m.id),
-                object: "model",
-                created: secs(t.integration.created_at),
-                owned_by: t.integration.name.clone(),
-            });
-            if !bare.iter().any(|b| b.id == m.id) {
-                bare.push(ModelEntry {
-                    id: m.id.clone(),
-                    object: "model",
-                    created: secs(t.integration.created_at),
-                    owned_by: t.integration.name.clone(),
-                });
-            }
-        }
-    }
-    data.extend(bare);
-    Ok(Json(ModelList {
-        object: "list",
-        data,
-    }))
-}
-
 #[cfg(test)]
 mod tests {
+    use axum::http::StatusCode;
     use serde_json::json;
 
     use super::*;

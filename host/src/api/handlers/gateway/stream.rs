@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use super::error::{GatewayError, dispatch_error};
+use super::error::{GatewayError, dispatch_error, stream_error_event};
 use super::recording::Recording;
 use super::wire::CompletionUsage;
 use super::{PROVIDER, ROUTER, TASK_ID, completed, finish_reason, secs, usage_of};
@@ -316,12 +316,7 @@ async fn drive(
                     let _ = tx.send(Err(e));
                 }
                 None => {
-                    let error = json!({ "error": {
-                        "code": e.kind,
-                        "message": e.message,
-                        "details": {},
-                    }});
-                    s.send(sse(&error)).await;
+                    s.send(sse(&stream_error_event(&e))).await;
                     s.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
                 }
             }
