@@ -62,12 +62,24 @@ impl Harness {
 
 /// Runs `call` `warmup` times untimed, then `samples` times timed, and
 /// prints p50/p90/p99/p99.9 and the maximum in microseconds.
-pub(crate) fn percentiles(name: &str, warmup: usize, samples: usize, mut call: impl FnMut()) {
+pub(crate) fn percentiles(name: &str, warmup: usize, samples: usize, call: impl FnMut()) {
+    percentiles_after(name, warmup, samples, || {}, call);
+}
+
+/// [`percentiles`], running `before` (untimed) ahead of every call.
+pub(crate) fn percentiles_after(
+    name: &str,
+    warmup: usize,
+    samples: usize,
+    mut before: impl FnMut(),
+    mut call: impl FnMut(),
+) {
     for _ in 0..warmup {
         call();
     }
     let mut times: Vec<Duration> = (0..samples)
         .map(|_| {
+            before();
             let start = Instant::now();
             call();
             start.elapsed()
