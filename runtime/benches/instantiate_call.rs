@@ -13,7 +13,7 @@ mod support;
 use criterion::{Criterion, criterion_group, criterion_main};
 use support::{Harness, percentiles};
 use vel_runtime::types::{
-    Candidate, CircuitState, ConditionInput, Preference, Priority, TaskInfo, TaskType,
+    Candidate, CircuitState, ConditionInput, Features, Preference, Priority, TaskInfo, TaskType,
 };
 use vel_runtime::{Plugin, PluginKind, Profile, Runtime};
 
@@ -30,6 +30,7 @@ fn task() -> TaskInfo {
         max_tokens: Some(400),
         prefer: Preference::Balanced,
         metadata: "{}".into(),
+        required_features: Features::empty(),
     }
 }
 
@@ -45,6 +46,7 @@ fn candidates() -> Vec<Candidate> {
         p95_latency_ms: p50 * 3,
         error_rate: 0.02,
         remaining_budget: Some(10.0),
+        features: Features::empty(),
     };
     vec![
         c("openai", "gpt-4o", 0.0025, 900, TaskType::Reasoning),

@@ -39,6 +39,7 @@ mod search;
 mod ssrf;
 mod storage;
 mod tasks;
+mod tool_calls;
 mod users;
 mod webhooks;
 mod workflow_templates;
