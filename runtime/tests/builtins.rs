@@ -260,7 +260,9 @@ async fn mock_provider_completes_streams_and_fails_on_request() {
         .unwrap();
     let mut deltas = String::new();
     while let Some(d) = rx.recv().await {
-        deltas.push_str(&d);
+        if let vel_runtime::Delta::Text(text) = d {
+            deltas.push_str(&text);
+        }
     }
     assert_eq!(deltas, streamed.text);
     assert_eq!(streamed.text, "echo: one two three");

@@ -144,7 +144,9 @@ async fn streaming_completions_emit_deltas_in_order() {
             .unwrap_or_else(|e| panic!("{}: {e:?}", case.plugin));
         let mut deltas = Vec::new();
         while let Some(delta) = rx.recv().await {
-            deltas.push(delta);
+            if let vel_runtime::Delta::Text(text) = delta {
+                deltas.push(text);
+            }
         }
         assert!(deltas.len() > 1, "{}: {deltas:?}", case.plugin);
         let streamed: String = deltas.concat();
