@@ -290,8 +290,8 @@ async fn openai_compatible_passes_tools_through_and_maps_calls_back(b: Backend) 
     assert_eq!(arguments, r#"{"q":"vel"}"#);
     let finish = events
         .iter()
-        .filter_map(|c| c["choices"][0]["finish_reason"].as_str())
-        .last();
+        .rev()
+        .find_map(|c| c["choices"][0]["finish_reason"].as_str());
     assert_eq!(finish, Some("tool_calls"), "{events:?}");
 
     // The tool's result goes back upstream as a `tool` message.

@@ -120,6 +120,10 @@ pub(super) async fn streamed(
 }
 
 /// How a stream's dispatch ended.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per stream, built once and matched at once"
+)]
 enum Ended {
     Done(Result<Answer, DispatchError>),
     ClientGone,
