@@ -13,7 +13,7 @@ mod support;
 use criterion::{Criterion, criterion_group, criterion_main};
 use support::{Harness, percentiles, percentiles_after};
 use vel_runtime::types::{
-    Candidate, CircuitState, ConditionInput, Preference, Priority, TaskInfo, TaskType,
+    Candidate, CircuitState, ConditionInput, Features, Preference, Priority, TaskInfo, TaskType,
 };
 use vel_runtime::{Plugin, PluginKind, Profile, Runtime};
 
@@ -34,6 +34,7 @@ fn task() -> TaskInfo {
         max_tokens: Some(400),
         prefer: Preference::Balanced,
         metadata: "{}".into(),
+        required_features: Features::empty(),
     }
 }
 
@@ -49,6 +50,7 @@ fn candidates() -> Vec<Candidate> {
         p95_latency_ms: p50 * 3,
         error_rate: 0.02,
         remaining_budget: Some(10.0),
+        features: Features::empty(),
     };
     vec![
         c("openai", "gpt-4o", 0.0025, 900, TaskType::Reasoning),

@@ -18,7 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use support::{Harness, percentiles};
 use vel_mock_upstream::MockUpstream;
-use vel_runtime::types::{CompletionRequest, Message, Role, TaskType};
+use vel_runtime::types::{CompletionRequest, Message, ResponseFormat, Role, TaskType};
 use vel_runtime::{PluginKind, Profile, ProviderCall};
 
 /// Timed calls of each kind; `VEL_BENCH_SAMPLES` overrides.
@@ -33,20 +33,21 @@ fn request(model: &str) -> CompletionRequest {
     CompletionRequest {
         model: model.into(),
         messages: vec![
-            Message {
-                role: Role::System,
-                content: "Be brief.".into(),
-            },
-            Message {
-                role: Role::User,
-                content: "Say hello to the benchmark in a few words.".into(),
-            },
+            Message::text(Role::System, "Be brief."),
+            Message::text(Role::User, "Say hello to the benchmark in a few words."),
         ],
         temperature: Some(0.2),
         max_tokens: Some(64),
         stop: vec![],
         task_type: TaskType::Light,
         metadata: "{}".into(),
+        tools: Vec::new(),
+        tool_choice: None,
+        parallel_tool_calls: None,
+        response_format: ResponseFormat::Text,
+        seed: None,
+        logprobs: false,
+        top_logprobs: None,
     }
 }
 

@@ -528,13 +528,13 @@ mod sizes {
                 + self.organization_id.wire_size()
                 + self.requested_model.wire_size()
                 + self.metadata.wire_size()
-                + 40
+                + 48
         }
     }
 
     impl WireSize for Candidate {
         fn wire_size(&self) -> usize {
-            self.provider.wire_size() + self.model.wire_size() + self.good_for.wire_size() + 56
+            self.provider.wire_size() + self.model.wire_size() + self.good_for.wire_size() + 64
         }
     }
 
@@ -578,25 +578,76 @@ mod sizes {
         }
     }
 
+    impl WireSize for ToolCall {
+        fn wire_size(&self) -> usize {
+            self.id.wire_size() + self.name.wire_size() + self.arguments.wire_size()
+        }
+    }
+
     impl WireSize for Message {
         fn wire_size(&self) -> usize {
-            self.content.wire_size() + 8
+            self.content.wire_size()
+                + self.tool_calls.wire_size()
+                + self.tool_call_id.wire_size()
+                + self.name.wire_size()
+                + 8
+        }
+    }
+
+    impl WireSize for ToolDefinition {
+        fn wire_size(&self) -> usize {
+            self.name.wire_size() + self.description.wire_size() + self.parameters.wire_size() + 2
+        }
+    }
+
+    impl WireSize for ResponseFormat {
+        fn wire_size(&self) -> usize {
+            1 + match self {
+                ResponseFormat::Text | ResponseFormat::JsonObject => 0,
+                ResponseFormat::JsonSchema(f) => {
+                    f.name.wire_size() + f.description.wire_size() + f.schema.wire_size() + 1
+                }
+            }
         }
     }
 
     impl WireSize for CompletionRequest {
         fn wire_size(&self) -> usize {
+            let choice = match &self.tool_choice {
+                Some(ToolChoice::Named(name)) => name.wire_size(),
+                _ => 8,
+            };
             self.model.wire_size()
                 + self.messages.wire_size()
                 + self.stop.wire_size()
                 + self.metadata.wire_size()
-                + 32
+                + self.tools.wire_size()
+                + choice
+                + self.response_format.wire_size()
+                + 56
+        }
+    }
+
+    impl WireSize for TokenLogprob {
+        fn wire_size(&self) -> usize {
+            self.token.wire_size()
+                + 8
+                + 8
+                + self
+                    .top
+                    .iter()
+                    .map(|t| t.token.wire_size() + 8)
+                    .sum::<usize>()
         }
     }
 
     impl WireSize for CompletionResponse {
         fn wire_size(&self) -> usize {
-            self.text.wire_size() + self.model.wire_size() + 24
+            self.text.wire_size()
+                + self.model.wire_size()
+                + self.tool_calls.wire_size()
+                + self.logprobs.wire_size()
+                + 24
         }
     }
 

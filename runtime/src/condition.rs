@@ -1,6 +1,7 @@
 //! Calling a condition: `evaluate(input) -> outcome`.
 
 use crate::call::{CallExtras, CallResult, Failure, WireSize, check_input, run, wrong_kind};
+use crate::legacy;
 use crate::plugin::KindPre;
 use crate::types::{ConditionError, ConditionInput, Outcome};
 use crate::{Limits, Plugin, PluginKind, Runtime};
@@ -14,9 +15,12 @@ impl Runtime {
         limits: &Limits,
         input: &ConditionInput,
     ) -> CallResult<Result<Outcome, ConditionError>> {
-        let KindPre::Condition(pre) = &plugin.inner.pre else {
+        if !matches!(
+            &plugin.inner.pre,
+            KindPre::Condition(_) | KindPre::ConditionV0_1(_)
+        ) {
             return CallResult::refused(wrong_kind(plugin, PluginKind::Condition));
-        };
+        }
         if let Err(refused) = check_input(limits, input.wire_size()) {
             return CallResult::refused(refused);
         }
@@ -27,15 +31,32 @@ impl Runtime {
         };
         let store = &mut prepared.store;
         let work = async {
-            let condition = pre
-                .instantiate_async(&mut *store)
-                .await
-                .map_err(Failure::Instantiate)?;
-            condition
-                .vel_plugins_evaluation()
-                .call_evaluate(&mut *store, input)
-                .await
-                .map_err(Failure::Call)
+            match &plugin.inner.pre {
+                KindPre::ConditionV0_1(pre) => {
+                    let condition = pre
+                        .instantiate_async(&mut *store)
+                        .await
+                        .map_err(Failure::Instantiate)?;
+                    condition
+                        .vel_plugins_evaluation()
+                        .call_evaluate(&mut *store, &legacy::condition_input(input))
+                        .await
+                        .map(legacy::outcome)
+                        .map_err(Failure::Call)
+                }
+                KindPre::Condition(pre) => {
+                    let condition = pre
+                        .instantiate_async(&mut *store)
+                        .await
+                        .map_err(Failure::Instantiate)?;
+                    condition
+                        .vel_plugins_evaluation()
+                        .call_evaluate(&mut *store, input)
+                        .await
+                        .map_err(Failure::Call)
+                }
+                _ => Err(Failure::Call(wasmtime::Error::msg("not a condition"))),
+            }
         };
         let outcome = run(&prepared.watch, plugin, limits, work).await;
         calls.finish(prepared, limits, outcome)

@@ -100,7 +100,7 @@ pub enum LoadError {
     /// The component exports none of the vel worlds.
     #[error(
         "unknown world: the component exports none of vel:plugins/completion, routing or \
-         evaluation @0.1.0 (it exports: {exports})"
+         evaluation @0.2.0 or @0.1.0 (it exports: {exports})"
     )]
     UnknownWorld {
         /// What it does export, comma separated.
@@ -115,7 +115,7 @@ pub enum LoadError {
     /// The world's interface is exported without the world's functions.
     #[error("the component's {interface} export does not match the {kind} world: {message}")]
     WrongExports {
-        /// The interface, e.g. `vel:plugins/routing@0.1.0`.
+        /// The interface, e.g. `vel:plugins/routing@0.2.0`.
         interface: String,
         /// The world it belongs to.
         kind: crate::PluginKind,

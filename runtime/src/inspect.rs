@@ -10,7 +10,7 @@ use wasmparser::types::Types;
 use wasmparser::{Parser, Payload, ValidPayload, Validator, WasmFeatures};
 
 use crate::error::LoadError;
-use crate::plugin::PluginKind;
+use crate::plugin::{Contract, PluginKind};
 
 /// How much code a component may ask the compiler to translate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -36,6 +36,8 @@ impl Default for CodeLimits {
 pub struct Inspection {
     /// The world it implements, from its exports.
     pub kind: PluginKind,
+    /// The contract version it was built against, from its exports.
+    pub contract: Contract,
     /// Sum of the function bodies of all its core modules, in bytes.
     pub code_bytes: usize,
     /// Its largest function body, in bytes.
@@ -118,11 +120,12 @@ pub(crate) fn inspect(wasm: &[u8], limits: Option<&CodeLimits>) -> Result<Inspec
         }
     }
     let types = top_level.ok_or_else(|| LoadError::Malformed("the component ends early".into()))?;
-    let kind = kind_from_exports(&exports)?;
-    check_world_functions(&types, kind)?;
-    check_imports(&imports, kind)?;
+    let (kind, contract) = kind_from_exports(&exports)?;
+    check_world_functions(&types, kind, contract)?;
+    check_imports(&imports, kind, contract)?;
     Ok(Inspection {
         kind,
+        contract,
         code_bytes,
         largest_function_bytes,
         functions,
@@ -142,14 +145,16 @@ fn check_header(wasm: &[u8]) -> Result<(), LoadError> {
     }
 }
 
-/// Which world the component implements, from its top-level export names.
-fn kind_from_exports(exports: &[String]) -> Result<PluginKind, LoadError> {
-    let kinds: Vec<PluginKind> = PluginKind::ALL
+/// Which world and contract version the component implements, from its
+/// top-level export names.
+fn kind_from_exports(exports: &[String]) -> Result<(PluginKind, Contract), LoadError> {
+    let kinds: Vec<(PluginKind, Contract)> = PluginKind::ALL
         .into_iter()
-        .filter(|k| exports.iter().any(|e| e == k.export()))
+        .flat_map(|k| Contract::ALL.into_iter().map(move |c| (k, c)))
+        .filter(|(k, c)| exports.iter().any(|e| e == k.export_for(*c)))
         .collect();
     match kinds.as_slice() {
-        [kind] => Ok(*kind),
+        [found] => Ok(*found),
         [] => Err(LoadError::UnknownWorld {
             exports: if exports.is_empty() {
                 "nothing".to_string()
@@ -160,7 +165,7 @@ fn kind_from_exports(exports: &[String]) -> Result<PluginKind, LoadError> {
         many => Err(LoadError::AmbiguousWorld {
             exports: many
                 .iter()
-                .map(|k| k.export())
+                .map(|(k, c)| k.export_for(*c))
                 .collect::<Vec<_>>()
                 .join(", "),
         }),
@@ -171,8 +176,12 @@ fn kind_from_exports(exports: &[String]) -> Result<PluginKind, LoadError> {
 /// of the world's functions taking the right number of parameters. The
 /// parameter and result types are checked when the compiled component is
 /// linked.
-fn check_world_functions(types: &Types, kind: PluginKind) -> Result<(), LoadError> {
-    let interface = kind.export();
+fn check_world_functions(
+    types: &Types,
+    kind: PluginKind,
+    contract: Contract,
+) -> Result<(), LoadError> {
+    let interface = kind.export_for(contract);
     let wrong = |message: String| LoadError::WrongExports {
         interface: interface.to_string(),
         kind,
@@ -219,12 +228,18 @@ fn describe(ty: ComponentEntityType) -> &'static str {
     }
 }
 
-/// Refuses imports the kind may not use (or versions the host does not serve).
-fn check_imports(imports: &[String], kind: PluginKind) -> Result<(), LoadError> {
+/// Refuses imports the kind may not use (or versions the host does not
+/// serve: vel's own interfaces must be of the contract the component
+/// exports).
+fn check_imports(
+    imports: &[String],
+    kind: PluginKind,
+    contract: Contract,
+) -> Result<(), LoadError> {
     for name in imports {
         let (interface, version) = name.split_once('@').unwrap_or((name, ""));
         let version_ok = if interface.starts_with("vel:") {
-            version == "0.1.0"
+            version == contract.as_str()
         } else {
             version.starts_with("0.2.")
         };

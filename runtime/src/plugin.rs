@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::bindings::condition::ConditionPre;
 use crate::bindings::provider::ProviderPre;
 use crate::bindings::router::RouterPre;
+use crate::bindings::v0_1;
 use crate::sandbox::CallState;
 use crate::types::{ConditionInfo, ProviderInfo, RouterInfo};
 
@@ -43,12 +44,21 @@ impl PluginKind {
         }
     }
 
-    /// The interface a component of this kind exports.
+    /// The interface a component of this kind exports under the current
+    /// contract (0.2.0).
     pub fn export(self) -> &'static str {
-        match self {
-            PluginKind::Provider => "vel:plugins/completion@0.1.0",
-            PluginKind::Router => "vel:plugins/routing@0.1.0",
-            PluginKind::Condition => "vel:plugins/evaluation@0.1.0",
+        self.export_for(Contract::CURRENT)
+    }
+
+    /// The interface a component of this kind exports under `contract`.
+    pub fn export_for(self, contract: Contract) -> &'static str {
+        match (self, contract) {
+            (PluginKind::Provider, Contract::V0_2) => "vel:plugins/completion@0.2.0",
+            (PluginKind::Router, Contract::V0_2) => "vel:plugins/routing@0.2.0",
+            (PluginKind::Condition, Contract::V0_2) => "vel:plugins/evaluation@0.2.0",
+            (PluginKind::Provider, Contract::V0_1) => "vel:plugins/completion@0.1.0",
+            (PluginKind::Router, Contract::V0_1) => "vel:plugins/routing@0.1.0",
+            (PluginKind::Condition, Contract::V0_1) => "vel:plugins/evaluation@0.1.0",
         }
     }
 
@@ -65,6 +75,41 @@ impl PluginKind {
     pub(crate) fn allows_import(self, interface: &str) -> bool {
         ALWAYS_ALLOWED.contains(&interface)
             || (self == PluginKind::Provider && PROVIDER_ONLY.contains(&interface))
+    }
+}
+
+/// The version of the WIT contract (`vel:plugins@…`) a component was
+/// built against. The host serves every version listed here; older ones
+/// through an adapter (see `crate::legacy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Contract {
+    /// `vel:plugins@0.1.0`, frozen in `wit/v0.1.0/`: no tool calling, no
+    /// structured output.
+    #[serde(rename = "0.1.0")]
+    V0_1,
+    /// `vel:plugins@0.2.0`, `wit/vel-plugins.wit`: the current contract.
+    #[serde(rename = "0.2.0")]
+    V0_2,
+}
+
+impl Contract {
+    /// The contract new plugins are built against.
+    pub const CURRENT: Contract = Contract::V0_2;
+    /// Every contract the host serves, newest first.
+    pub const ALL: [Contract; 2] = [Contract::V0_2, Contract::V0_1];
+
+    /// The version, e.g. `0.2.0`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Contract::V0_1 => "0.1.0",
+            Contract::V0_2 => "0.2.0",
+        }
+    }
+}
+
+impl fmt::Display for Contract {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -165,11 +210,14 @@ impl PluginInfo {
     }
 }
 
-/// The typed pre-instantiated component of one kind.
+/// The typed pre-instantiated component of one kind and contract.
 pub(crate) enum KindPre {
     Provider(ProviderPre<CallState>),
     Router(RouterPre<CallState>),
     Condition(ConditionPre<CallState>),
+    ProviderV0_1(v0_1::provider::ProviderPre<CallState>),
+    RouterV0_1(v0_1::router::RouterPre<CallState>),
+    ConditionV0_1(v0_1::condition::ConditionPre<CallState>),
 }
 
 /// A loaded plugin version. Cheap to clone (an `Arc`); a call holds a clone
@@ -182,6 +230,7 @@ pub struct Plugin {
 
 pub(crate) struct PluginInner {
     pub(crate) kind: PluginKind,
+    pub(crate) contract: Contract,
     pub(crate) info: PluginInfo,
     pub(crate) name: Arc<str>,
     pub(crate) version: Arc<str>,
@@ -199,7 +248,13 @@ impl Plugin {
         self.inner.kind
     }
 
-    /// What its `info()` returned at load time.
+    /// The WIT contract version it was built against.
+    pub fn contract(&self) -> Contract {
+        self.inner.contract
+    }
+
+    /// What its `info()` returned at load time (a 0.1.0 provider's
+    /// features as the adapter serves them: tools and JSON modes off).
     pub fn info(&self) -> &PluginInfo {
         &self.inner.info
     }
@@ -238,6 +293,7 @@ impl fmt::Debug for Plugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Plugin")
             .field("kind", &self.inner.kind)
+            .field("contract", &self.inner.contract)
             .field("name", &self.inner.name)
             .field("version", &self.inner.version)
             .field("sha256", &self.inner.sha256)

@@ -8,6 +8,7 @@ use http::{HeaderName, HeaderValue};
 
 use crate::call::{CallExtras, CallResult, Failure, WireSize, check_input, run, wrong_kind};
 use crate::error::PluginError;
+use crate::legacy;
 use crate::outbound::{Credential, Origin, OutboundHooks, OutboundPolicy};
 use crate::plugin::{KindPre, PluginInfo};
 use crate::sandbox::DeltaSink;
@@ -60,8 +61,18 @@ impl Runtime {
         call: ProviderCall,
         request: &CompletionRequest,
     ) -> CallResult<Result<CompletionResponse, ProviderError>> {
-        let KindPre::Provider(pre) = &plugin.inner.pre else {
-            return CallResult::refused(wrong_kind(plugin, PluginKind::Provider));
+        let pre = match &plugin.inner.pre {
+            KindPre::Provider(pre) => Pre::Current(pre),
+            KindPre::ProviderV0_1(pre) => {
+                if let Some(refused) = legacy::refusal(request, plugin.name()) {
+                    return CallResult {
+                        result: Ok(Err(refused)),
+                        stats: Default::default(),
+                    };
+                }
+                Pre::V0_1(pre, legacy::request(request))
+            }
+            _ => return CallResult::refused(wrong_kind(plugin, PluginKind::Provider)),
         };
         if let Err(refused) = check_input(limits, request.wire_size() + call.settings.wire_size()) {
             return CallResult::refused(refused);
@@ -83,21 +94,50 @@ impl Runtime {
         };
         let store = &mut prepared.store;
         let work = async {
-            let provider = pre
-                .instantiate_async(&mut *store)
-                .await
-                .map_err(Failure::Instantiate)?;
-            let completion = provider.vel_plugins_completion();
-            let answer = if streaming {
-                completion.call_complete_stream(&mut *store, request).await
-            } else {
-                completion.call_complete(&mut *store, request).await
-            };
-            answer.map_err(Failure::Call)
+            match pre {
+                Pre::Current(pre) => {
+                    let provider = pre
+                        .instantiate_async(&mut *store)
+                        .await
+                        .map_err(Failure::Instantiate)?;
+                    let completion = provider.vel_plugins_completion();
+                    let answer = if streaming {
+                        completion.call_complete_stream(&mut *store, request).await
+                    } else {
+                        completion.call_complete(&mut *store, request).await
+                    };
+                    answer.map_err(Failure::Call)
+                }
+                Pre::V0_1(pre, old_request) => {
+                    let provider = pre
+                        .instantiate_async(&mut *store)
+                        .await
+                        .map_err(Failure::Instantiate)?;
+                    let completion = provider.vel_plugins_completion();
+                    let answer = if streaming {
+                        completion
+                            .call_complete_stream(&mut *store, &old_request)
+                            .await
+                    } else {
+                        completion.call_complete(&mut *store, &old_request).await
+                    };
+                    answer.map(legacy::response).map_err(Failure::Call)
+                }
+            }
         };
         let outcome = run(&prepared.watch, plugin, limits, work).await;
         calls.finish(prepared, limits, outcome)
     }
+}
+
+/// The pre-instantiated provider of either contract, with the request in
+/// its types.
+enum Pre<'a> {
+    Current(&'a crate::bindings::provider::ProviderPre<crate::sandbox::CallState>),
+    V0_1(
+        &'a crate::bindings::v0_1::provider::ProviderPre<crate::sandbox::CallState>,
+        crate::bindings::v0_1::provider::exports::vel::plugins::completion::CompletionRequest,
+    ),
 }
 
 /// The hosts this call may reach and the credential header it carries,

@@ -1,6 +1,7 @@
 //! Calling a router: `route(task, candidates) -> plan`.
 
 use crate::call::{CallExtras, CallResult, Failure, WireSize, check_input, run, wrong_kind};
+use crate::legacy;
 use crate::plugin::KindPre;
 use crate::types::{Candidate, Plan, RouteError, TaskInfo};
 use crate::{Limits, Plugin, PluginKind, Runtime};
@@ -15,9 +16,12 @@ impl Runtime {
         task: &TaskInfo,
         candidates: &[Candidate],
     ) -> CallResult<Result<Plan, RouteError>> {
-        let KindPre::Router(pre) = &plugin.inner.pre else {
+        if !matches!(
+            &plugin.inner.pre,
+            KindPre::Router(_) | KindPre::RouterV0_1(_)
+        ) {
             return CallResult::refused(wrong_kind(plugin, PluginKind::Router));
-        };
+        }
         if let Err(refused) = check_input(limits, task.wire_size() + candidates.wire_size()) {
             return CallResult::refused(refused);
         }
@@ -28,15 +32,34 @@ impl Runtime {
         };
         let store = &mut prepared.store;
         let work = async {
-            let router = pre
-                .instantiate_async(&mut *store)
-                .await
-                .map_err(Failure::Instantiate)?;
-            router
-                .vel_plugins_routing()
-                .call_route(&mut *store, task, candidates)
-                .await
-                .map_err(Failure::Call)
+            match &plugin.inner.pre {
+                KindPre::RouterV0_1(pre) => {
+                    let router = pre
+                        .instantiate_async(&mut *store)
+                        .await
+                        .map_err(Failure::Instantiate)?;
+                    let (task, candidates) =
+                        (legacy::task_info(task), legacy::candidates(candidates));
+                    router
+                        .vel_plugins_routing()
+                        .call_route(&mut *store, &task, &candidates)
+                        .await
+                        .map(legacy::plan)
+                        .map_err(Failure::Call)
+                }
+                KindPre::Router(pre) => {
+                    let router = pre
+                        .instantiate_async(&mut *store)
+                        .await
+                        .map_err(Failure::Instantiate)?;
+                    router
+                        .vel_plugins_routing()
+                        .call_route(&mut *store, task, candidates)
+                        .await
+                        .map_err(Failure::Call)
+                }
+                _ => Err(Failure::Call(wasmtime::Error::msg("not a router"))),
+            }
         };
         let outcome = run(&prepared.watch, plugin, limits, work).await;
         calls.finish(prepared, limits, outcome)

@@ -19,9 +19,10 @@ use crate::call::{CallExtras, Calls, Failure, WireSize, run};
 use crate::engine::{EngineSizes, EpochTicker, build_engine};
 use crate::error::{LoadError, PluginError, RuntimeError};
 use crate::inspect::{self, CodeLimits, Inspection};
+use crate::legacy;
 use crate::limits::{KindLimits, Limits, Profile};
 use crate::outbound::{OutboundClient, OutboundConfig};
-use crate::plugin::{KindPre, Plugin, PluginInfo, PluginInner, PluginKind};
+use crate::plugin::{Contract, KindPre, Plugin, PluginInfo, PluginInner, PluginKind};
 use crate::sandbox::CallState;
 use crate::slots::{CompileSlot, CompileSlots};
 
@@ -139,6 +140,12 @@ impl Runtime {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link)?;
         Provider::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| state)
             .map_err(link)?;
+        // The frozen 0.1.0 imports, for components built against it.
+        crate::bindings::v0_1::provider::Provider::add_to_linker::<CallState, HasSelf<CallState>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(link)?;
         if let Some(dir) = &config.cache_dir {
             std::fs::create_dir_all(dir).map_err(|e| RuntimeError::CacheDir {
                 path: dir.display().to_string(),
@@ -219,14 +226,26 @@ impl Runtime {
         let sha256 = hex::encode(Sha256::digest(wasm));
         if let Some(component) = self.cached(&sha256).await? {
             return self
-                .instantiate(component, inspection.kind, sha256, wasm.len(), true)
+                .instantiate(
+                    component,
+                    (inspection.kind, inspection.contract),
+                    sha256,
+                    wasm.len(),
+                    true,
+                )
                 .await;
         }
         let slot = self.inner.slots.acquire().await;
         let compiled = Arc::new(self.compile(wasm, slot).await?);
         let component = self.store_compiled(&sha256, compiled).await?;
-        self.instantiate(component, inspection.kind, sha256, wasm.len(), false)
-            .await
+        self.instantiate(
+            component,
+            (inspection.kind, inspection.contract),
+            sha256,
+            wasm.len(),
+            false,
+        )
+        .await
     }
 
     /// Loads a component that is not accepted yet (an upload): inspects it
@@ -254,7 +273,13 @@ impl Runtime {
         let sha256 = hex::encode(Sha256::digest(wasm));
         if let Some(component) = self.cached(&sha256).await? {
             let plugin = self
-                .instantiate(component, inspection.kind, sha256, wasm.len(), true)
+                .instantiate(
+                    component,
+                    (inspection.kind, inspection.contract),
+                    sha256,
+                    wasm.len(),
+                    true,
+                )
                 .await?;
             return Ok(Staged {
                 plugin,
@@ -271,7 +296,13 @@ impl Runtime {
         let compiled = Arc::new(self.compile(wasm, slot).await?);
         let component = cache::from_memory(&self.inner.engine, &compiled)?;
         let plugin = self
-            .instantiate(component, inspection.kind, sha256, wasm.len(), false)
+            .instantiate(
+                component,
+                (inspection.kind, inspection.contract),
+                sha256,
+                wasm.len(),
+                false,
+            )
             .await?;
         Ok(Staged {
             plugin,
@@ -340,8 +371,15 @@ impl Runtime {
         .map_err(|e| LoadError::Compile(format!("cache writer thread failed: {e}")))?
     }
 
-    /// The typed pre-instantiated component of `kind`.
-    fn pre(&self, component: &Component, kind: PluginKind) -> Result<KindPre, LoadError> {
+    /// The typed pre-instantiated component of `kind`, built against
+    /// `contract` (a 0.1.0 component gets the 0.1.0 bindings, which the
+    /// adapter in [`crate::legacy`] serves).
+    fn pre(
+        &self,
+        component: &Component,
+        kind: PluginKind,
+        contract: Contract,
+    ) -> Result<KindPre, LoadError> {
         let link_err = |e: wasmtime::Error| LoadError::Link {
             kind,
             message: format!("{e:#}"),
@@ -351,10 +389,26 @@ impl Runtime {
             .linker
             .instantiate_pre(component)
             .map_err(link_err)?;
-        Ok(match kind {
-            PluginKind::Provider => KindPre::Provider(ProviderPre::new(pre).map_err(link_err)?),
-            PluginKind::Router => KindPre::Router(RouterPre::new(pre).map_err(link_err)?),
-            PluginKind::Condition => KindPre::Condition(ConditionPre::new(pre).map_err(link_err)?),
+        use crate::bindings::v0_1;
+        Ok(match (kind, contract) {
+            (PluginKind::Provider, Contract::V0_2) => {
+                KindPre::Provider(ProviderPre::new(pre).map_err(link_err)?)
+            }
+            (PluginKind::Router, Contract::V0_2) => {
+                KindPre::Router(RouterPre::new(pre).map_err(link_err)?)
+            }
+            (PluginKind::Condition, Contract::V0_2) => {
+                KindPre::Condition(ConditionPre::new(pre).map_err(link_err)?)
+            }
+            (PluginKind::Provider, Contract::V0_1) => {
+                KindPre::ProviderV0_1(v0_1::provider::ProviderPre::new(pre).map_err(link_err)?)
+            }
+            (PluginKind::Router, Contract::V0_1) => {
+                KindPre::RouterV0_1(v0_1::router::RouterPre::new(pre).map_err(link_err)?)
+            }
+            (PluginKind::Condition, Contract::V0_1) => {
+                KindPre::ConditionV0_1(v0_1::condition::ConditionPre::new(pre).map_err(link_err)?)
+            }
         })
     }
 
@@ -363,15 +417,16 @@ impl Runtime {
     async fn instantiate(
         &self,
         component: Component,
-        kind: PluginKind,
+        (kind, contract): (PluginKind, Contract),
         sha256: String,
         size: usize,
         from_cache: bool,
     ) -> Result<Plugin, LoadError> {
-        let pre = self.pre(&component, kind)?;
+        let pre = self.pre(&component, kind, contract)?;
         // A provisional plugin to run `info()` on; the real one carries it.
         let mut inner = PluginInner {
             kind,
+            contract,
             info: PluginInfo::Router(crate::types::RouterInfo {
                 name: String::new(),
                 version: String::new(),
@@ -406,6 +461,7 @@ impl Runtime {
             plugin = plugin.name(),
             version = plugin.version(),
             kind = %kind,
+            contract = contract.as_str(),
             sha256 = plugin.sha256_prefix(),
             from_cache,
             "plugin loaded"
@@ -448,6 +504,33 @@ impl Runtime {
                         .map_err(Failure::Instantiate)?;
                     let info = i.vel_plugins_evaluation().call_info(&mut *store).await;
                     info.map(PluginInfo::Condition).map_err(Failure::Call)
+                }
+                KindPre::ProviderV0_1(pre) => {
+                    let i = pre
+                        .instantiate_async(&mut *store)
+                        .await
+                        .map_err(Failure::Instantiate)?;
+                    let info = i.vel_plugins_completion().call_info(&mut *store).await;
+                    info.map(|i| PluginInfo::Provider(legacy::provider_info(i)))
+                        .map_err(Failure::Call)
+                }
+                KindPre::RouterV0_1(pre) => {
+                    let i = pre
+                        .instantiate_async(&mut *store)
+                        .await
+                        .map_err(Failure::Instantiate)?;
+                    let info = i.vel_plugins_routing().call_info(&mut *store).await;
+                    info.map(|i| PluginInfo::Router(legacy::router_info(i)))
+                        .map_err(Failure::Call)
+                }
+                KindPre::ConditionV0_1(pre) => {
+                    let i = pre
+                        .instantiate_async(&mut *store)
+                        .await
+                        .map_err(Failure::Instantiate)?;
+                    let info = i.vel_plugins_evaluation().call_info(&mut *store).await;
+                    info.map(|i| PluginInfo::Condition(legacy::condition_info(i)))
+                        .map_err(Failure::Call)
                 }
             }
         };
@@ -514,10 +597,11 @@ impl Staged {
             return self.plugin;
         };
         let old = &self.plugin.inner;
-        match runtime.pre(&component, old.kind) {
+        match runtime.pre(&component, old.kind, old.contract) {
             Ok(pre) => Plugin {
                 inner: Arc::new(PluginInner {
                     kind: old.kind,
+                    contract: old.contract,
                     info: old.info.clone(),
                     name: old.name.clone(),
                     version: old.version.clone(),

@@ -18,6 +18,7 @@ use crate::bindings::provider::vel::plugins::{config, log, stream};
 use crate::call::CallWatch;
 use crate::error::Limit;
 use crate::outbound::OutboundHooks;
+use crate::types::ToolCallDelta;
 
 /// How much of the guest's stderr is kept to explain a panic.
 const STDERR_TAIL_BYTES: usize = 4096;
@@ -45,8 +46,18 @@ pub(crate) struct CallState {
     pub(crate) exceeded: Option<(Limit, u64)>,
 }
 
-/// Where `stream.emit` sends deltas. Dropping the receiver cancels.
-pub type DeltaSink = tokio::sync::mpsc::UnboundedSender<String>;
+/// One piece of a streamed completion.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delta {
+    /// More text (`stream.emit`).
+    Text(String),
+    /// A piece of a tool call (`stream.emit-tool-call`).
+    ToolCall(ToolCallDelta),
+}
+
+/// Where `stream.emit` and `stream.emit-tool-call` send deltas. Dropping
+/// the receiver cancels.
+pub type DeltaSink = tokio::sync::mpsc::UnboundedSender<Delta>;
 
 impl CallState {
     pub(crate) fn new(
@@ -387,26 +398,50 @@ impl config::Host for CallState {
     }
 }
 
-impl stream::Host for CallState {
-    fn emit(&mut self, delta: String) -> wasmtime::Result<bool> {
+impl CallState {
+    /// Counts one delta of `len` bytes against the call's limits.
+    fn charge_delta(&mut self, len: usize) -> wasmtime::Result<()> {
         self.deltas_emitted += 1;
         if self.deltas_emitted > self.max_deltas {
             let max = self.max_deltas;
             self.exceed(Limit::Deltas, max);
             wasmtime::bail!("limit of {max} streamed deltas exceeded");
         }
-        let len = u64::try_from(delta.len()).unwrap_or(u64::MAX);
+        let len = u64::try_from(len).unwrap_or(u64::MAX);
         self.streamed_bytes = self.streamed_bytes.saturating_add(len);
         if self.streamed_bytes > self.max_output_bytes {
             let max = self.max_output_bytes;
             self.exceed(Limit::OutputSize, max);
             wasmtime::bail!("output limit of {max} bytes exceeded while streaming");
         }
+        Ok(())
+    }
+
+    /// `stream.emit` of any contract version.
+    pub(crate) fn emit_text(&mut self, delta: String) -> wasmtime::Result<bool> {
+        self.charge_delta(delta.len())?;
         Ok(match &self.deltas {
             // Nothing to tell the client; only whether it still listens.
             Some(sink) if delta.is_empty() => !sink.is_closed(),
-            Some(sink) => sink.send(delta).is_ok(),
+            Some(sink) => sink.send(Delta::Text(delta)).is_ok(),
             // A plain `complete` call has nobody listening.
+            None => true,
+        })
+    }
+}
+
+impl stream::Host for CallState {
+    fn emit(&mut self, delta: String) -> wasmtime::Result<bool> {
+        self.emit_text(delta)
+    }
+
+    fn emit_tool_call(&mut self, delta: ToolCallDelta) -> wasmtime::Result<bool> {
+        let len = delta.arguments.len()
+            + delta.id.as_ref().map_or(0, String::len)
+            + delta.name.as_ref().map_or(0, String::len);
+        self.charge_delta(len)?;
+        Ok(match &self.deltas {
+            Some(sink) => sink.send(Delta::ToolCall(delta)).is_ok(),
             None => true,
         })
     }

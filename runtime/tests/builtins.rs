@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use vel_runtime::types::{
     CircuitState, CompletionRequest, ConditionError, FinishReason, Message, Preference,
-    ProviderError, Role, RouteError, TaskType,
+    ProviderError, ResponseFormat, Role, RouteError, TaskType,
 };
 use vel_runtime::{Limit, PluginError, PluginInfo, PluginKind, Profile, ProviderCall};
 
@@ -207,15 +207,19 @@ async fn sentiment_scores_and_labels_text() {
 fn request(model: &str, text: &str) -> CompletionRequest {
     CompletionRequest {
         model: model.to_string(),
-        messages: vec![Message {
-            role: Role::User,
-            content: text.to_string(),
-        }],
+        messages: vec![Message::text(Role::User, text.to_string())],
         temperature: None,
         max_tokens: None,
         stop: vec![],
         task_type: TaskType::General,
         metadata: "{}".to_string(),
+        tools: Vec::new(),
+        tool_choice: None,
+        parallel_tool_calls: None,
+        response_format: ResponseFormat::Text,
+        seed: None,
+        logprobs: false,
+        top_logprobs: None,
     }
 }
 
@@ -256,7 +260,9 @@ async fn mock_provider_completes_streams_and_fails_on_request() {
         .unwrap();
     let mut deltas = String::new();
     while let Some(d) = rx.recv().await {
-        deltas.push_str(&d);
+        if let vel_runtime::Delta::Text(text) = d {
+            deltas.push_str(&text);
+        }
     }
     assert_eq!(deltas, streamed.text);
     assert_eq!(streamed.text, "echo: one two three");

@@ -178,10 +178,7 @@ async fn chat(
         ..ProviderCall::default()
     };
     let request = CompletionRequest {
-        messages: vec![Message {
-            role: Role::User,
-            content: "hi".into(),
-        }],
+        messages: vec![Message::text(Role::User, "hi")],
         ..completion_request("gpt-4o-mini")
     };
     let limits = rt.limits(PluginKind::Provider, Profile::Platform);

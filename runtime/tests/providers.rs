@@ -7,7 +7,9 @@ mod common;
 
 use common::*;
 use vel_mock_upstream::{Fault, MockUpstream, expected_answer};
-use vel_runtime::types::{CompletionRequest, Message, ProviderError, Role, TaskType};
+use vel_runtime::types::{
+    CompletionRequest, Message, ProviderError, ResponseFormat, Role, TaskType,
+};
 use vel_runtime::{PluginKind, Profile, ProviderCall, Secret};
 
 const SECRET: &str = "sk-provider-test-0123456789";
@@ -50,20 +52,21 @@ fn request(model: &str, text: &str) -> CompletionRequest {
     CompletionRequest {
         model: model.into(),
         messages: vec![
-            Message {
-                role: Role::System,
-                content: "Be brief.".into(),
-            },
-            Message {
-                role: Role::User,
-                content: text.into(),
-            },
+            Message::text(Role::System, "Be brief."),
+            Message::text(Role::User, text),
         ],
         temperature: Some(0.2),
         max_tokens: Some(200),
         stop: vec![],
         task_type: TaskType::General,
         metadata: "{}".into(),
+        tools: Vec::new(),
+        tool_choice: None,
+        parallel_tool_calls: None,
+        response_format: ResponseFormat::Text,
+        seed: None,
+        logprobs: false,
+        top_logprobs: None,
     }
 }
 
@@ -141,7 +144,9 @@ async fn streaming_completions_emit_deltas_in_order() {
             .unwrap_or_else(|e| panic!("{}: {e:?}", case.plugin));
         let mut deltas = Vec::new();
         while let Some(delta) = rx.recv().await {
-            deltas.push(delta);
+            if let vel_runtime::Delta::Text(text) = delta {
+                deltas.push(text);
+            }
         }
         assert!(deltas.len() > 1, "{}: {deltas:?}", case.plugin);
         let streamed: String = deltas.concat();

@@ -40,6 +40,7 @@ mod search;
 mod ssrf;
 mod storage;
 mod tasks;
+mod tool_calls;
 mod users;
 mod webhooks;
 mod workflow_templates;

@@ -185,6 +185,7 @@ fn items(org_id: &str, req: &NewBenchmarkRequest) -> Vec<NewItem> {
                     messages: vec![ChatMessage {
                         role: "user".into(),
                         content: prompt.clone(),
+                        ..ChatMessage::default()
                     }],
                     sampling: Sampling {
                         model: Some(target.clone()),

@@ -11,8 +11,8 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use vel_runtime::types::{Candidate, CompletionRequest, ConditionInput, TaskInfo};
 use vel_runtime::{
-    AllowPrivate, CallResult, CallStats, Limits, OutboundConfig, Plugin, PluginKind, Profile,
-    ProviderCall, Runtime, RuntimeConfig, Secret,
+    AllowPrivate, CallResult, CallStats, Delta, Limits, OutboundConfig, Plugin, PluginKind,
+    Profile, ProviderCall, Runtime, RuntimeConfig, Secret,
 };
 
 use super::run_json::{contains, guest_error, normalise_input, snake_output};
@@ -266,9 +266,10 @@ async fn check(args: &CheckArgs) -> anyhow::Result<()> {
     let kind = plugin.kind();
     println!("{}: a valid vel {kind} plugin", file.display());
     println!("kind:    {kind}");
+    let contract = plugin.contract();
     println!(
-        "world:   vel:plugins/{kind}@0.1.0 (exports {})",
-        kind.export()
+        "world:   vel:plugins/{kind}@{contract} (exports {})",
+        kind.export_for(contract)
     );
     println!("name:    {}", plugin.name());
     println!("version: {}", plugin.version());
@@ -469,6 +470,7 @@ async fn call(
                 stringify(task, &["metadata"]);
                 default_metadata(task);
             }
+            default_route_fields(&mut input);
             let input: RouteInput = parse(input, "a router input {\"task\", \"candidates\"}")?;
             let call = runtime
                 .route(plugin, limits, &input.task, &input.candidates)
@@ -485,12 +487,25 @@ async fn call(
         PluginKind::Provider => {
             stringify(&mut input, &["metadata"]);
             default_metadata(&mut input);
+            default_request_fields(&mut input);
             let request: CompletionRequest = parse(input, "a completion request")?;
             let (deltas, printer) = if options.stream {
-                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Delta>();
                 let printer = tokio::spawn(async move {
                     while let Some(delta) = rx.recv().await {
-                        eprint!("{delta}");
+                        match delta {
+                            Delta::Text(text) => eprint!("{text}"),
+                            Delta::ToolCall(call) => eprint!(
+                                "[tool call {}{}{}]",
+                                call.index,
+                                call.name.map(|n| format!(" {n}")).unwrap_or_default(),
+                                if call.arguments.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" {}", call.arguments)
+                                }
+                            ),
+                        }
                     }
                     eprintln!();
                 });
@@ -539,6 +554,51 @@ fn default_metadata(value: &mut Value) {
         && let Some(obj) = value.as_object_mut()
     {
         obj.insert("metadata".into(), Value::String("{}".into()));
+    }
+}
+
+/// The 0.2.0 routing fields a plain input leaves out take their empty
+/// values: the task's `required_features`, each candidate's `features`.
+fn default_route_fields(input: &mut Value) {
+    if let Some(task) = input.get_mut("task").and_then(Value::as_object_mut) {
+        task.entry("required_features")
+            .or_insert_with(|| Value::Array(Vec::new()));
+    }
+    if let Some(list) = input.get_mut("candidates").and_then(Value::as_array_mut) {
+        for candidate in list.iter_mut().filter_map(Value::as_object_mut) {
+            candidate
+                .entry("features")
+                .or_insert_with(|| Value::Array(Vec::new()));
+        }
+    }
+}
+
+/// The 0.2.0 fields a plain completion request leaves out (tools,
+/// response format, logprobs, a message's tool calls) take their empty
+/// values; a tool's `parameters` may be given as JSON rather than text.
+fn default_request_fields(value: &mut Value) {
+    let Some(obj) = value.as_object_mut() else {
+        return;
+    };
+    let defaults = [
+        ("tools", Value::Array(Vec::new())),
+        ("response_format", Value::String("Text".into())),
+        ("logprobs", Value::Bool(false)),
+    ];
+    for (key, default) in defaults {
+        obj.entry(key).or_insert(default);
+    }
+    if let Some(tools) = obj.get_mut("tools").and_then(Value::as_array_mut) {
+        for tool in tools.iter_mut() {
+            stringify(tool, &["parameters"]);
+        }
+    }
+    if let Some(messages) = obj.get_mut("messages").and_then(Value::as_array_mut) {
+        for message in messages.iter_mut().filter_map(Value::as_object_mut) {
+            message
+                .entry("tool_calls")
+                .or_insert_with(|| Value::Array(Vec::new()));
+        }
     }
 }
 

@@ -470,12 +470,12 @@ const PROVIDER_LIB: &str = r#"//! A vel provider for a JSON API that is not Open
 //! The host adds the key as `Authorization: Bearer …`; it never enters here.
 
 use vel_guest_http::completion::{
-    CompletionRequest, CompletionResponse, CredentialHeader, Features, FinishReason, Guest,
-    ModelInfo, ProviderError, ProviderInfo,
+    CompletionRequest, CompletionResponse, CredentialHeader, FinishReason, Guest, ModelInfo,
+    ProviderError, ProviderInfo,
 };
 use vel_guest_http::http::{self, Post};
 use vel_guest_http::settings::Settings;
-use vel_guest_http::types::{TaskType, Usage};
+use vel_guest_http::types::{Features, TaskType, Usage};
 use vel_guest_http::{role_name, stream};
 
 /// Used when the integration sets no `base_url`.
@@ -511,6 +511,8 @@ impl Guest for Component {
     }
 
     fn complete(request: CompletionRequest) -> Result<CompletionResponse, ProviderError> {
+        // No tools, JSON modes or logprobs here: refuse such requests clearly.
+        vel_guest_http::require_features(&request, "example", Features::empty())?;
         let settings = Settings::from_config(DEFAULT_BASE_URL, DEFAULT_MODEL)?;
         let model = settings.model_for(&request.model).to_string();
         let prompt: Vec<String> = request
@@ -550,6 +552,8 @@ impl Guest for Component {
                 input_tokens: count("tokens_in"),
                 output_tokens: count("tokens_out"),
             },
+            tool_calls: Vec::new(),
+            logprobs: None,
         })
     }
 

@@ -126,6 +126,7 @@ impl Catalog {
                         p95_latency_ms: figures.p95_ms,
                         error_rate: figures.error_rate,
                         remaining_budget,
+                        features: m.features,
                     }
                 })
             })

@@ -18,9 +18,11 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 use vel_runtime::types::{
     Attempt as PlannedStep, Candidate, CircuitState, CompletionRequest, CompletionResponse,
-    Message, Plan, Preference, Priority, ProviderError, Role, RouteError, TaskInfo, TaskType,
+    Features, Message, Plan, Preference, Priority, ProviderError, RequestNeeds, ResponseFormat,
+    Role, RouteError, TaskInfo, TaskType, ToolCallDelta, ToolChoice, ToolDefinition,
+    feature_names, required_features,
 };
-use vel_runtime::{PluginError, PluginKind};
+use vel_runtime::{Delta, PluginError, PluginKind};
 
 use super::breaker::BreakerConfig;
 use super::catalog::{self, Catalog, Target};
@@ -83,8 +85,61 @@ pub struct Job {
     /// when the request chose; else the organization's setting, else
     /// [`StreamFailover::default`].
     pub stream_failover: Option<StreamFailover>,
+    /// Tools the model may call.
+    pub tools: Vec<ToolDefinition>,
+    /// Whether and which tool to call.
+    pub tool_choice: Option<ToolChoice>,
+    /// Whether several tools may be called in one turn.
+    pub parallel_tool_calls: Option<bool>,
+    /// The form of the answer.
+    pub response_format: ResponseFormat,
+    /// Reproducible sampling (best effort).
+    pub seed: Option<i64>,
+    /// Return token log probabilities.
+    pub logprobs: bool,
+    /// With `logprobs`: this many most likely tokens per position.
+    pub top_logprobs: Option<u8>,
     /// Whose budgets the run's provider calls spend.
     pub spender: Spender,
+}
+
+impl Job {
+    /// The completion request for `model` with `messages` and `metadata`.
+    fn completion_request(
+        &self,
+        model: &str,
+        messages: Vec<Message>,
+        metadata: String,
+    ) -> CompletionRequest {
+        CompletionRequest {
+            model: model.to_string(),
+            messages,
+            temperature: self.temperature,
+            max_tokens: self.max_tokens,
+            stop: self.stop.clone(),
+            task_type: self.task_type,
+            metadata,
+            tools: self.tools.clone(),
+            tool_choice: self.tool_choice.clone(),
+            parallel_tool_calls: self.parallel_tool_calls,
+            response_format: self.response_format.clone(),
+            seed: self.seed,
+            logprobs: self.logprobs,
+            top_logprobs: self.top_logprobs,
+        }
+    }
+
+    /// What answering the job needs of a provider (tools, a JSON output
+    /// mode, logprobs): only candidates with all of it are offered.
+    pub fn required_features(&self) -> Features {
+        required_features(RequestNeeds {
+            messages: &self.messages,
+            tools: !self.tools.is_empty(),
+            tool_choice: self.tool_choice.is_some(),
+            response_format: &self.response_format,
+            logprobs: self.logprobs || self.top_logprobs.is_some(),
+        })
+    }
 }
 
 /// What a streamed run does when an attempt fails after some of its text
@@ -167,6 +222,13 @@ pub enum Progress {
         seq: i64,
         /// The text.
         text: String,
+    },
+    /// A streamed piece of a tool call of attempt `seq`.
+    ToolCall {
+        /// Attempt number.
+        seq: i64,
+        /// The piece.
+        delta: ToolCallDelta,
     },
 }
 
@@ -508,6 +570,33 @@ impl Dispatcher {
             // `integration/model` pins exactly that pair.
             candidates.retain(|c| &c.model == model);
         }
+        let needs = job.required_features();
+        if needs != Features::empty() && !candidates.is_empty() {
+            let lacking: Vec<String> = candidates
+                .iter()
+                .filter(|c| !c.features.contains(needs))
+                .take(8)
+                .map(|c| {
+                    let missing = feature_names(needs & !c.features).join(", ");
+                    format!("{}/{} lacks {missing}", c.provider, c.model)
+                })
+                .collect();
+            candidates.retain(|c| c.features.contains(needs));
+            if candidates.is_empty() {
+                // The request needs what no offered model has: the caller's
+                // request is at fault (400), naming what is missing.
+                return Err(DispatchError {
+                    kind: DispatchKind::InvalidRequest,
+                    message: format!(
+                        "no offered model supports what this request needs ({}): {}",
+                        feature_names(needs).join(", "),
+                        lacking.join("; ")
+                    ),
+                    attempts: Vec::new(),
+                    retry_after: None,
+                });
+            }
+        }
         if candidates.is_empty() {
             return Err(DispatchError {
                 kind: DispatchKind::NoCandidate,
@@ -608,6 +697,7 @@ impl Dispatcher {
             max_tokens: job.max_tokens,
             prefer: job.prefer,
             metadata: job.metadata.to_string(),
+            required_features: job.required_features(),
         };
         let mut notes = Vec::new();
         let mut routers = Vec::new();
@@ -755,6 +845,7 @@ impl Inner {
             attempt,
             result: Err(class),
             streamed: String::new(),
+            streamed_tool_calls: false,
         }
     }
 
@@ -812,15 +903,7 @@ impl Inner {
             let prefill = target.deployed.capabilities.assistant_prefill;
             continuation(&mut messages, sent, prefill)
         };
-        let request = CompletionRequest {
-            model: model.to_string(),
-            messages,
-            temperature: job.temperature,
-            max_tokens: job.max_tokens,
-            stop: job.stop.clone(),
-            task_type: job.task_type,
-            metadata: metadata.to_string(),
-        };
+        let request = job.completion_request(model, messages, metadata.to_string());
         let reservation = if budgets.is_empty() {
             Reservation::none(&self.ledger)
         } else {
@@ -839,13 +922,24 @@ impl Inner {
         let key = setup.key.clone();
         let mut call = setup.into_call();
         let forward = if stream {
-            let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+            let (tx, mut rx) = mpsc::unbounded_channel::<Delta>();
             call.deltas = Some(tx);
             let progress = progress.cloned();
             let mut repeat = repeat.clone();
             Some(tokio::spawn(async move {
                 let mut streamed = String::new();
-                while let Some(text) = rx.recv().await {
+                let mut tool_calls = false;
+                while let Some(delta) = rx.recv().await {
+                    let text = match delta {
+                        Delta::Text(text) => text,
+                        Delta::ToolCall(delta) => {
+                            tool_calls = true;
+                            if let Some(p) = &progress {
+                                let _ = p.send(Progress::ToolCall { seq, delta });
+                            }
+                            continue;
+                        }
+                    };
                     let text = without_repeat(&mut repeat, without_nul(text));
                     if text.is_empty() {
                         continue;
@@ -855,7 +949,7 @@ impl Inner {
                         let _ = p.send(Progress::Delta { seq, text });
                     }
                 }
-                streamed
+                (streamed, tool_calls)
             }))
         } else {
             None
@@ -874,9 +968,9 @@ impl Inner {
         );
         // The sender lives in the finished call's store, now dropped: the
         // forwarder drains what is left and ends.
-        let streamed = match forward {
+        let (streamed, streamed_tool_calls) = match forward {
             Some(forward) => forward.await.unwrap_or_default(),
-            None => String::new(),
+            None => (String::new(), false),
         };
         let latency = started.elapsed();
         attempt.latency_ms = i64::try_from(latency.as_millis()).unwrap_or(i64::MAX);
@@ -905,6 +999,7 @@ impl Inner {
                     attempt,
                     result: Ok(response),
                     streamed,
+                    streamed_tool_calls,
                 };
             }
             Ok(Err(e)) => {
@@ -924,6 +1019,7 @@ impl Inner {
                     attempt,
                     result: Err(FailureClass::RateLimited { retry_after: None }),
                     streamed,
+                    streamed_tool_calls,
                 };
             }
             Err(e) => {
@@ -966,6 +1062,7 @@ impl Inner {
             attempt,
             result: Err(class),
             streamed,
+            streamed_tool_calls,
         }
     }
 }
@@ -1029,21 +1126,12 @@ fn continuation(messages: &mut Vec<Message>, sent: &str, prefill: bool) -> Strin
         // Only whitespace was sent: an empty turn is no prefill; the answer
         // starts over, less what it repeats of that whitespace.
         if !kept.is_empty() {
-            messages.push(Message {
-                role: Role::Assistant,
-                content: kept.to_string(),
-            });
+            messages.push(Message::text(Role::Assistant, kept.to_string()));
         }
         sent[kept.len()..].to_string()
     } else {
-        messages.push(Message {
-            role: Role::Assistant,
-            content: sent.to_string(),
-        });
-        messages.push(Message {
-            role: Role::User,
-            content: CONTINUE_INSTRUCTION.to_string(),
-        });
+        messages.push(Message::text(Role::Assistant, sent.to_string()));
+        messages.push(Message::text(Role::User, CONTINUE_INSTRUCTION.to_string()));
         String::new()
     }
 }
@@ -1225,6 +1313,7 @@ mod tests {
             p95_latency_ms: 0,
             error_rate: 0.0,
             remaining_budget: None,
+            features: Features::empty(),
         }
     }
 
@@ -1237,10 +1326,7 @@ mod tests {
 
     #[test]
     fn a_continuation_is_a_prefill_or_an_instruction() {
-        let question = Message {
-            role: Role::User,
-            content: "q".into(),
-        };
+        let question = Message::text(Role::User, "q");
         let mut messages = vec![question.clone()];
         let repeat = continuation(&mut messages, "Hello world!\n\n", true);
         assert_eq!(repeat, "\n\n");

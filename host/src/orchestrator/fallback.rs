@@ -60,6 +60,9 @@ pub(crate) struct CallOutcome {
     pub(crate) result: Result<CompletionResponse, FailureClass>,
     /// Text the call streamed (before it failed, when it did).
     pub(crate) streamed: String,
+    /// Whether it streamed pieces of tool calls (which no other attempt
+    /// can continue).
+    pub(crate) streamed_tool_calls: bool,
 }
 
 /// Calls one provider for one attempt.
@@ -192,7 +195,10 @@ pub(crate) async fn run<C: ProviderCaller>(
                 outcome.attempt.error_message.clone().unwrap_or_default(),
             ));
             sent.push_str(&outcome.streamed);
-            if !sent.is_empty() && limits.after_text == StreamFailover::Fail {
+            // Streamed tool calls cannot be continued by another attempt.
+            if outcome.streamed_tool_calls
+                || (!sent.is_empty() && limits.after_text == StreamFailover::Fail)
+            {
                 let (kind, message) = last_error.unwrap_or_default();
                 return Err(DispatchError {
                     kind: DispatchKind::StreamInterrupted,
@@ -398,6 +404,8 @@ mod tests {
                             output_tokens: 1,
                         },
                         finish_reason: FinishReason::Stop,
+                        tool_calls: Vec::new(),
+                        logprobs: None,
                     })
                 }
                 Err((kind, class)) => {
@@ -411,6 +419,7 @@ mod tests {
                 attempt,
                 result,
                 streamed: streamed.to_string(),
+                streamed_tool_calls: false,
             })
         }
     }

@@ -6,19 +6,192 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use vel_runtime::types::{FinishReason, Message, Preference, Priority, Role, TaskType};
+use vel_runtime::types::{
+    FinishReason, JsonSchemaFormat, Message, Preference, Priority, ResponseFormat, Role, TaskType,
+    ToolCall, ToolChoice, ToolDefinition,
+};
 
 use super::catalog::{parse_task_type, task_type_name};
 use super::dispatch::{Job, StreamFailover};
 use crate::budgets::Spender;
 
 /// One message, with its role by name (`system`, `user`, `assistant`, `tool`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// Role name.
     pub role: String,
     /// Text.
     pub content: String,
+    /// An assistant turn's tool calls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCallRecord>,
+    /// A `tool` message: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// A participant's (or, for a `tool` message, the tool's) name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A tool call the model made, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallRecord {
+    /// The call's id.
+    pub id: String,
+    /// The tool's name.
+    pub name: String,
+    /// The arguments' JSON text, as the model wrote it.
+    pub arguments: String,
+}
+
+impl From<&ToolCallRecord> for ToolCall {
+    fn from(c: &ToolCallRecord) -> Self {
+        ToolCall {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            arguments: c.arguments.clone(),
+        }
+    }
+}
+
+impl From<&ToolCall> for ToolCallRecord {
+    fn from(c: &ToolCall) -> Self {
+        ToolCallRecord {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            arguments: c.arguments.clone(),
+        }
+    }
+}
+
+/// A tool the model may call, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    /// Its name.
+    pub name: String,
+    /// What it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// JSON Schema of its arguments.
+    #[serde(default)]
+    pub parameters: serde_json::Value,
+    /// Hold the arguments strictly to the schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
+/// Whether and which tool the model must call, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolChoiceSpec {
+    /// The model decides.
+    Auto,
+    /// No tool.
+    None,
+    /// At least one tool.
+    Required,
+    /// This tool.
+    Tool(String),
+}
+
+/// The form of the answer, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormatSpec {
+    /// Free text.
+    Text,
+    /// A JSON object.
+    JsonObject,
+    /// JSON following a schema.
+    JsonSchema {
+        /// The schema's name.
+        name: String,
+        /// What the answer is.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+        /// The JSON Schema.
+        #[serde(default)]
+        schema: serde_json::Value,
+        /// Follow it exactly.
+        #[serde(default)]
+        strict: bool,
+    },
+}
+
+/// Tool calling, structured output and the other `vel:plugins@0.2.0`
+/// request options; all absent in a plain request (and then left out of
+/// its JSON and hash, so requests stored before them hash as they did).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tooling {
+    /// Tools the model may call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolSpec>,
+    /// Whether and which tool to call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoiceSpec>,
+    /// Whether several tools may be called in one turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
+    /// The form of the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<ResponseFormatSpec>,
+    /// Reproducible sampling (best effort).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    /// Return token log probabilities.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub logprobs: bool,
+    /// With `logprobs`: this many most likely tokens per position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<u8>,
+}
+
+impl Tooling {
+    /// The tools in the contract's types.
+    pub fn tool_definitions(&self) -> Vec<ToolDefinition> {
+        self.tools
+            .iter()
+            .map(|t| ToolDefinition {
+                name: t.name.clone(),
+                description: t.description.clone(),
+                parameters: if t.parameters.is_null() {
+                    "{}".to_string()
+                } else {
+                    t.parameters.to_string()
+                },
+                strict: t.strict,
+            })
+            .collect()
+    }
+
+    /// The tool choice in the contract's types.
+    pub fn tool_choice(&self) -> Option<ToolChoice> {
+        self.tool_choice.as_ref().map(|c| match c {
+            ToolChoiceSpec::Auto => ToolChoice::Auto,
+            ToolChoiceSpec::None => ToolChoice::None,
+            ToolChoiceSpec::Required => ToolChoice::Required,
+            ToolChoiceSpec::Tool(name) => ToolChoice::Named(name.clone()),
+        })
+    }
+
+    /// The response format in the contract's types.
+    pub fn response_format(&self) -> ResponseFormat {
+        match &self.response_format {
+            None | Some(ResponseFormatSpec::Text) => ResponseFormat::Text,
+            Some(ResponseFormatSpec::JsonObject) => ResponseFormat::JsonObject,
+            Some(ResponseFormatSpec::JsonSchema {
+                name,
+                description,
+                schema,
+                strict,
+            }) => ResponseFormat::JsonSchema(JsonSchemaFormat {
+                name: name.clone(),
+                description: description.clone(),
+                schema: schema.to_string(),
+                strict: *strict,
+            }),
+        }
+    }
 }
 
 /// Everything that decides the answer to a task.
@@ -62,6 +235,9 @@ pub struct TaskRequest {
     /// hash: it does not change the answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_failover: Option<StreamFailover>,
+    /// Tools, tool choice, response format, seed and logprobs.
+    #[serde(flatten)]
+    pub tooling: Tooling,
 }
 
 impl TaskRequest {
@@ -109,6 +285,9 @@ impl TaskRequest {
                 .map(|m| Message {
                     role: parse_role(&m.role).unwrap_or(Role::User),
                     content: m.content.clone(),
+                    tool_calls: m.tool_calls.iter().map(ToolCall::from).collect(),
+                    tool_call_id: m.tool_call_id.clone(),
+                    name: m.name.clone(),
                 })
                 .collect(),
             temperature: self.temperature,
@@ -128,6 +307,13 @@ impl TaskRequest {
             },
             first_attempt_seq,
             stream_failover: self.stream_failover,
+            tools: self.tooling.tool_definitions(),
+            tool_choice: self.tooling.tool_choice(),
+            parallel_tool_calls: self.tooling.parallel_tool_calls,
+            response_format: self.tooling.response_format(),
+            seed: self.tooling.seed,
+            logprobs: self.tooling.logprobs,
+            top_logprobs: self.tooling.top_logprobs,
             spender: Spender {
                 agent_id: self.agent_id.clone(),
                 ..Spender::default()
@@ -178,6 +364,7 @@ mod tests {
             messages: vec![ChatMessage {
                 role: "user".into(),
                 content: prompt.into(),
+                ..ChatMessage::default()
             }],
             model: None,
             temperature: None,
@@ -189,6 +376,7 @@ mod tests {
             agent_id: None,
             metadata: serde_json::json!({}),
             stream_failover: None,
+            tooling: Tooling::default(),
         }
     }
 

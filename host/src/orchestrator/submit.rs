@@ -200,6 +200,7 @@ pub fn request(work: Work, agent: Option<&AgentConfig>) -> TaskRequest {
             ChatMessage {
                 role: "system".into(),
                 content: system.to_string(),
+                ..ChatMessage::default()
             },
         );
     }
@@ -222,6 +223,7 @@ pub fn request(work: Work, agent: Option<&AgentConfig>) -> TaskRequest {
         agent_id,
         metadata,
         stream_failover: None,
+        tooling: Default::default(),
     }
 }
 
@@ -335,6 +337,7 @@ mod tests {
                 .map(|(role, content)| ChatMessage {
                     role: (*role).into(),
                     content: (*content).into(),
+                    ..ChatMessage::default()
                 })
                 .collect(),
             sampling,

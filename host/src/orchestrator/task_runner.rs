@@ -231,6 +231,8 @@ impl Seen {
                 }
                 stream
             }
+            // Tasks do not carry tools yet: nothing to publish.
+            Progress::ToolCall { .. } => false,
         }
     }
 }
@@ -622,7 +624,9 @@ fn reports(task: &Task, batch: Vec<Progress>) -> Result<Reports, sqlx::Error> {
                     .push(("attempt", json_text(&AttemptView::from(&a))?));
                 out.attempts.push(a);
             }
-            Progress::AttemptStarted { .. } | Progress::Delta { .. } => {}
+            Progress::AttemptStarted { .. }
+            | Progress::Delta { .. }
+            | Progress::ToolCall { .. } => {}
         }
     }
     if let Some((s, buf)) = pending_delta.take() {

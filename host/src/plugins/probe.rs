@@ -8,8 +8,8 @@ use std::time::Instant;
 use serde::Serialize;
 use utoipa::ToSchema;
 use vel_runtime::types::{
-    Candidate, CircuitState, CompletionRequest, Message, Preference, Priority, ProviderError, Role,
-    TaskInfo, TaskType,
+    Candidate, CircuitState, CompletionRequest, Features, Message, Preference, Priority,
+    ProviderError, ResponseFormat, Role, TaskInfo, TaskType,
 };
 use vel_runtime::{Limits, Plugin, PluginError, PluginKind, ProviderCall, Runtime, Secret};
 
@@ -33,6 +33,7 @@ pub async fn route_one_candidate(
         max_tokens: Some(8),
         prefer: Preference::Balanced,
         metadata: "{}".into(),
+        required_features: Features::empty(),
     };
     let candidates = [Candidate {
         provider: "mock".into(),
@@ -45,6 +46,7 @@ pub async fn route_one_candidate(
         p95_latency_ms: 0,
         error_rate: 0.0,
         remaining_budget: None,
+        features: Features::STREAMING,
     }];
     let call = runtime.route(router, limits, &task, &candidates).await;
     match call.result {
@@ -87,10 +89,7 @@ impl Prompt {
     /// [`TEST_PROMPT`] as the only user message, capped at [`TEST_MAX_TOKENS`].
     pub fn connectivity() -> Prompt {
         Prompt {
-            messages: vec![Message {
-                role: Role::User,
-                content: TEST_PROMPT.into(),
-            }],
+            messages: vec![Message::text(Role::User, TEST_PROMPT)],
             temperature: None,
             max_tokens: TEST_MAX_TOKENS,
         }
@@ -276,6 +275,13 @@ pub async fn sample_provider(
         stop: Vec::new(),
         task_type: TaskType::Light,
         metadata: "{}".into(),
+        tools: Vec::new(),
+        tool_choice: None,
+        parallel_tool_calls: None,
+        response_format: ResponseFormat::Text,
+        seed: None,
+        logprobs: false,
+        top_logprobs: None,
     };
     let call = ProviderCall {
         settings: test.settings,

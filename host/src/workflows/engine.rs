@@ -733,12 +733,14 @@ impl WorkflowRunner {
             (Some(p), _) => vec![ChatMessage {
                 role: "user".into(),
                 content: render(p, state),
+                ..ChatMessage::default()
             }],
             (None, Some(list)) => list
                 .iter()
                 .map(|m| ChatMessage {
                     role: m.role.clone(),
                     content: render(&m.content, state),
+                    ..ChatMessage::default()
                 })
                 .collect(),
             (None, None) => Vec::new(),

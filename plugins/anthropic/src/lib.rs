@@ -15,13 +15,13 @@
 mod messages;
 
 use vel_guest_http::completion::{
-    CompletionRequest, CompletionResponse, CredentialHeader, Features, Guest, ModelInfo,
-    ProviderError, ProviderInfo,
+    CompletionRequest, CompletionResponse, CredentialHeader, Guest, ModelInfo, ProviderError,
+    ProviderInfo,
 };
 use vel_guest_http::http::{self, Post};
 use vel_guest_http::settings::Settings;
 use vel_guest_http::sse;
-use vel_guest_http::types::TaskType;
+use vel_guest_http::types::{Features, TaskType};
 
 /// Anthropic's API, used when `base-url` is not set.
 const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
@@ -69,10 +69,10 @@ impl Guest for Anthropic {
                     output_price_per_1k: *output,
                     context_window: 200_000,
                     good_for: good_for.to_vec(),
-                    features: Features::STREAMING | Features::TOOLS,
+                    features: Features::STREAMING,
                 })
                 .collect(),
-            features: Features::STREAMING | Features::TOOLS,
+            features: Features::STREAMING,
             credential: Some(CredentialHeader {
                 name: "x-api-key".to_string(),
                 prefix: String::new(),
@@ -82,6 +82,8 @@ impl Guest for Anthropic {
     }
 
     fn complete(request: CompletionRequest) -> Result<CompletionResponse, ProviderError> {
+        // tool_use / tool_result blocks and JSON output are not mapped yet.
+        vel_guest_http::require_features(&request, "anthropic", Features::STREAMING)?;
         let settings = Settings::from_config(DEFAULT_BASE_URL, DEFAULT_MODEL)?;
         let model = settings.model_for(&request.model).to_string();
         let mut response = send(
@@ -93,6 +95,8 @@ impl Guest for Anthropic {
     }
 
     fn complete_stream(request: CompletionRequest) -> Result<CompletionResponse, ProviderError> {
+        // tool_use / tool_result blocks and JSON output are not mapped yet.
+        vel_guest_http::require_features(&request, "anthropic", Features::STREAMING)?;
         let settings = Settings::from_config(DEFAULT_BASE_URL, DEFAULT_MODEL)?;
         let model = settings.model_for(&request.model).to_string();
         let mut response = send(

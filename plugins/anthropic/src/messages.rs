@@ -103,6 +103,8 @@ pub fn parse_response(
             .to_string(),
         finish_reason: finish,
         text,
+        tool_calls: Vec::new(),
+        logprobs: None,
     })
 }
 
@@ -206,6 +208,8 @@ impl StreamState {
             model: self.model.unwrap_or_else(|| model.to_string()),
             finish_reason: finish,
             text: self.text,
+            tool_calls: Vec::new(),
+            logprobs: None,
         })
     }
 }
@@ -222,18 +226,30 @@ mod tests {
                 Message {
                     role: Role::System,
                     content: "Be terse.".into(),
+                    tool_calls: Vec::new(),
+                    tool_call_id: None,
+                    name: None,
                 },
                 Message {
                     role: Role::User,
                     content: "Hi".into(),
+                    tool_calls: Vec::new(),
+                    tool_call_id: None,
+                    name: None,
                 },
                 Message {
                     role: Role::Assistant,
                     content: "Hello.".into(),
+                    tool_calls: Vec::new(),
+                    tool_call_id: None,
+                    name: None,
                 },
                 Message {
                     role: Role::User,
                     content: "Again".into(),
+                    tool_calls: Vec::new(),
+                    tool_call_id: None,
+                    name: None,
                 },
             ],
             temperature: Some(1.7),
@@ -241,6 +257,13 @@ mod tests {
             stop: vec![],
             task_type: TaskType::General,
             metadata: "{}".into(),
+            tools: Vec::new(),
+            tool_choice: None,
+            parallel_tool_calls: None,
+            response_format: vel_guest_http::completion::ResponseFormat::Text,
+            seed: None,
+            logprobs: false,
+            top_logprobs: None,
         }
     }
 

@@ -95,7 +95,7 @@ fn plan(task: &TaskInfo, candidates: &[Candidate]) -> Result<Plan, RouteError> {
 mod tests {
     use super::*;
     use exports::vel::plugins::routing::Preference;
-    use vel::plugins::types::{Priority, TaskType};
+    use vel::plugins::types::{Features, Priority, TaskType};
 
     fn cand(model: &str, price: f64, p50: u32, circuit: CircuitState) -> Candidate {
         Candidate {
@@ -109,6 +109,7 @@ mod tests {
             p95_latency_ms: p50,
             error_rate: 0.0,
             remaining_budget: None,
+            features: Features::empty(),
         }
     }
 
@@ -123,6 +124,7 @@ mod tests {
             max_tokens: None,
             prefer: Preference::Cost,
             metadata: "{}".into(),
+            required_features: Features::empty(),
         }
     }
 

@@ -221,7 +221,7 @@ fn preference_name(p: Preference) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vel::plugins::types::Priority;
+    use crate::vel::plugins::types::{Features, Priority};
 
     fn task(task_type: TaskType, prefer: Preference) -> TaskInfo {
         TaskInfo {
@@ -234,6 +234,7 @@ mod tests {
             max_tokens: Some(1000),
             prefer,
             metadata: "{}".into(),
+            required_features: Features::empty(),
         }
     }
 
@@ -255,6 +256,7 @@ mod tests {
             p95_latency_ms: p50 * 2,
             error_rate: 0.0,
             remaining_budget: None,
+            features: Features::empty(),
         }
     }
 

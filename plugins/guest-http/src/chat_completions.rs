@@ -6,10 +6,14 @@
 //! appended to the text as a numbered "Sources" list (the last delta of a
 //! stream), since the canonical response has no field for it.
 
-use crate::completion::{CompletionRequest, CompletionResponse, FinishReason, ProviderError};
+use crate::completion::{
+    CompletionRequest, CompletionResponse, FinishReason, ProviderError, ResponseFormat,
+    TokenLogprob, ToolChoice, TopLogprob,
+};
 use crate::http::{self, Post};
 use crate::settings::Settings;
-use crate::types::{Role, Usage};
+use crate::stream::ToolCallDelta;
+use crate::types::{Role, ToolCall, Usage};
 use crate::{estimate_usage, sse};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
@@ -36,6 +40,20 @@ pub struct RequestBody<'a> {
     stream: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<StreamOptions>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<WireTool<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_tool_calls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logprobs: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_logprobs: Option<u8>,
 }
 
 /// One message of [`RequestBody`].
@@ -43,6 +61,83 @@ pub struct RequestBody<'a> {
 struct WireMessage<'a> {
     role: &'a str,
     content: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<WireToolCallOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+}
+
+/// An assistant turn's tool call, as sent back upstream.
+#[derive(Debug, Serialize)]
+struct WireToolCallOut<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireFunctionOut<'a>,
+}
+
+/// The function of a [`WireToolCallOut`].
+#[derive(Debug, Serialize)]
+struct WireFunctionOut<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+/// A tool offered to the model.
+#[derive(Debug, Serialize)]
+struct WireTool<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireFunctionDef<'a>,
+}
+
+/// The function of a [`WireTool`]; `parameters` is the schema's JSON.
+#[derive(Debug, Serialize)]
+struct WireFunctionDef<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    parameters: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict: Option<bool>,
+}
+
+/// A schema's JSON text as JSON (`{}` when it is not valid JSON: the
+/// host only passes valid JSON).
+fn raw_json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|_| serde_json::json!({}))
+}
+
+/// `tool_choice` in OpenAI's wire format.
+fn tool_choice(choice: &ToolChoice) -> serde_json::Value {
+    match choice {
+        ToolChoice::Auto => "auto".into(),
+        ToolChoice::None => "none".into(),
+        ToolChoice::Required => "required".into(),
+        ToolChoice::Named(name) => {
+            serde_json::json!({"type": "function", "function": {"name": name}})
+        }
+    }
+}
+
+/// `response_format` in OpenAI's wire format (none for plain text).
+fn response_format(format: &ResponseFormat) -> Option<serde_json::Value> {
+    match format {
+        ResponseFormat::Text => None,
+        ResponseFormat::JsonObject => Some(serde_json::json!({"type": "json_object"})),
+        ResponseFormat::JsonSchema(f) => {
+            let schema: serde_json::Value =
+                serde_json::from_str(&f.schema).unwrap_or_else(|_| serde_json::json!({}));
+            let mut inner =
+                serde_json::json!({"name": f.name, "schema": schema, "strict": f.strict});
+            if let Some(d) = &f.description {
+                inner["description"] = serde_json::json!(d);
+            }
+            Some(serde_json::json!({"type": "json_schema", "json_schema": inner}))
+        }
+    }
 }
 
 /// `stream_options` of a streamed request: ask for usage in the last chunk.
@@ -62,13 +157,27 @@ pub fn request_body<'a>(
         .messages
         .iter()
         .map(|m| WireMessage {
-            // A tool message needs a tool-call id the canonical request does
-            // not carry; send it as user text rather than have it refused.
+            // A tool message without the id of the call it answers would be
+            // refused: send it as user text instead.
             role: match m.role {
-                Role::Tool => "user",
+                Role::Tool if m.tool_call_id.is_none() => "user",
                 other => crate::role_name(other),
             },
             content: &m.content,
+            tool_calls: m
+                .tool_calls
+                .iter()
+                .map(|c| WireToolCallOut {
+                    id: &c.id,
+                    kind: "function",
+                    function: WireFunctionOut {
+                        name: &c.name,
+                        arguments: &c.arguments,
+                    },
+                })
+                .collect(),
+            tool_call_id: m.tool_call_id.as_deref(),
+            name: m.name.as_deref(),
         })
         .collect();
     RequestBody {
@@ -81,6 +190,25 @@ pub fn request_body<'a>(
         stream_options: stream.then_some(StreamOptions {
             include_usage: true,
         }),
+        tools: request
+            .tools
+            .iter()
+            .map(|t| WireTool {
+                kind: "function",
+                function: WireFunctionDef {
+                    name: &t.name,
+                    description: t.description.as_deref(),
+                    parameters: raw_json(&t.parameters),
+                    strict: t.strict,
+                },
+            })
+            .collect(),
+        tool_choice: request.tool_choice.as_ref().map(tool_choice),
+        parallel_tool_calls: request.parallel_tool_calls,
+        response_format: response_format(&request.response_format),
+        seed: request.seed,
+        logprobs: request.logprobs.then_some(true),
+        top_logprobs: request.top_logprobs,
     }
 }
 
@@ -129,13 +257,83 @@ struct WireChoice {
     delta: Option<WireContent>,
     #[serde(default)]
     finish_reason: Option<String>,
+    #[serde(default)]
+    logprobs: Option<WireLogprobs>,
 }
 
-/// A `message` or `delta`: only its text is read.
+/// A `message` or `delta`: its text and tool calls.
 #[derive(Debug, Deserialize)]
 struct WireContent {
     #[serde(default)]
     content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<WireToolCallIn>>,
+}
+
+/// A tool call of an answer, or a piece of one in a chunk.
+#[derive(Debug, Deserialize)]
+struct WireToolCallIn {
+    /// Which call a piece belongs to (chunks only).
+    #[serde(default)]
+    index: Option<u32>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<WireFunctionIn>,
+}
+
+/// The function of a [`WireToolCallIn`].
+#[derive(Debug, Deserialize)]
+struct WireFunctionIn {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
+}
+
+/// A choice's `logprobs`.
+#[derive(Debug, Deserialize)]
+struct WireLogprobs {
+    #[serde(default)]
+    content: Option<Vec<WireTokenLogprob>>,
+}
+
+/// One token's log probability and its most likely alternatives.
+#[derive(Debug, Deserialize)]
+struct WireTokenLogprob {
+    token: String,
+    logprob: f64,
+    #[serde(default)]
+    top_logprobs: Option<Vec<WireTopLogprob>>,
+}
+
+/// One alternative of a [`WireTokenLogprob`].
+#[derive(Debug, Deserialize)]
+struct WireTopLogprob {
+    token: String,
+    logprob: f64,
+}
+
+impl WireLogprobs {
+    fn into_tokens(self) -> Vec<TokenLogprob> {
+        self.content
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| TokenLogprob {
+                token: t.token,
+                logprob: t.logprob,
+                top: t
+                    .top_logprobs
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|top| TopLogprob {
+                        token: top.token,
+                        logprob: top.logprob,
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
 }
 
 /// `usage`: `prompt_tokens` / `completion_tokens`.
@@ -201,15 +399,36 @@ pub fn parse_response(
         .map(|c| c.swap_remove(0))
         .ok_or_else(|| ProviderError::Other("the upstream answer has no choices".into()))?;
     let finish = finish_reason(choice.finish_reason.as_deref())?;
-    let mut text = choice.message.and_then(|m| m.content).unwrap_or_default();
+    let (content, calls) = match choice.message {
+        Some(m) => (m.content, m.tool_calls),
+        None => (None, None),
+    };
+    let mut text = content.unwrap_or_default();
     if let Some(s) = sources {
         text.push_str(&s);
     }
+    let tool_calls: Vec<ToolCall> = calls
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| {
+            let function = c.function.unwrap_or(WireFunctionIn {
+                name: None,
+                arguments: None,
+            });
+            ToolCall {
+                id: c.id.unwrap_or_default(),
+                name: function.name.unwrap_or_default(),
+                arguments: function.arguments.unwrap_or_default(),
+            }
+        })
+        .collect();
     Ok(CompletionResponse {
         usage: usage.unwrap_or_else(|| estimate_usage(request, &text)),
         model: v.model.unwrap_or_else(|| model.to_string()),
         finish_reason: finish,
         text,
+        tool_calls,
+        logprobs: choice.logprobs.map(WireLogprobs::into_tokens),
     })
 }
 
@@ -228,6 +447,11 @@ pub struct StreamState {
     pub sources: Option<String>,
     /// `[DONE]` was received.
     pub done: bool,
+    /// Tool calls assembled from their pieces so far, by index.
+    pub tool_calls: Vec<ToolCall>,
+    /// Pieces of tool calls received by the last [`Self::on_data`], to
+    /// hand to `stream.emit-tool-call`.
+    pub tool_call_deltas: Vec<ToolCallDelta>,
 }
 
 impl StreamState {
@@ -260,14 +484,55 @@ impl StreamState {
         if choice.finish_reason.is_some() {
             self.finish = choice.finish_reason;
         }
-        let delta = choice
-            .delta
-            .and_then(|d| d.content)
-            .filter(|d| !d.is_empty());
+        let (content, calls) = match choice.delta {
+            Some(d) => (d.content, d.tool_calls),
+            None => (None, None),
+        };
+        for piece in calls.unwrap_or_default() {
+            self.add_tool_call_piece(piece);
+        }
+        let delta = content.filter(|d| !d.is_empty());
         if let Some(d) = &delta {
             self.text.push_str(d);
         }
         Ok(delta)
+    }
+}
+
+impl StreamState {
+    /// Adds a streamed piece of a tool call to the call it belongs to
+    /// (a new one when its index is new) and queues it for the host.
+    fn add_tool_call_piece(&mut self, piece: WireToolCallIn) {
+        let index = piece
+            .index
+            .unwrap_or_else(|| u32::try_from(self.tool_calls.len()).unwrap_or(u32::MAX));
+        let (name, arguments) = match piece.function {
+            Some(f) => (f.name, f.arguments.unwrap_or_default()),
+            None => (None, String::new()),
+        };
+        let slot = usize::try_from(index).unwrap_or(usize::MAX);
+        while self.tool_calls.len() <= slot && self.tool_calls.len() < 1024 {
+            self.tool_calls.push(ToolCall {
+                id: String::new(),
+                name: String::new(),
+                arguments: String::new(),
+            });
+        }
+        if let Some(call) = self.tool_calls.get_mut(slot) {
+            if let Some(id) = &piece.id {
+                call.id.clone_from(id);
+            }
+            if let Some(name) = &name {
+                call.name.push_str(name);
+            }
+            call.arguments.push_str(&arguments);
+        }
+        self.tool_call_deltas.push(ToolCallDelta {
+            index,
+            id: piece.id,
+            name,
+            arguments,
+        });
     }
 }
 
@@ -330,7 +595,14 @@ pub fn complete_stream(
             }
         };
         for event in events {
-            if let Some(delta) = state.on_data(&event.data)?
+            let delta = state.on_data(&event.data)?;
+            for piece in std::mem::take(&mut state.tool_call_deltas) {
+                if !crate::stream::emit_tool_call(&piece) {
+                    cancelled = true;
+                    break 'read;
+                }
+            }
+            if let Some(delta) = delta
                 && !crate::stream::emit(&delta)
             {
                 cancelled = true;
@@ -369,6 +641,8 @@ fn finish_stream(
         model: state.model.unwrap_or_else(|| model.to_string()),
         finish_reason: finish,
         text: state.text,
+        tool_calls: state.tool_calls,
+        logprobs: None,
     })
 }
 
@@ -382,20 +656,31 @@ mod tests {
         CompletionRequest {
             model: String::new(),
             messages: vec![
-                Message {
-                    role: Role::System,
-                    content: "Be terse.".into(),
-                },
-                Message {
-                    role: Role::User,
-                    content: "Hi".into(),
-                },
+                message(Role::System, "Be terse."),
+                message(Role::User, "Hi"),
             ],
             temperature: Some(0.5),
             max_tokens: None,
             stop: vec!["END".into()],
             task_type: TaskType::General,
             metadata: "{}".into(),
+            tools: Vec::new(),
+            tool_choice: None,
+            parallel_tool_calls: None,
+            response_format: ResponseFormat::Text,
+            seed: None,
+            logprobs: false,
+            top_logprobs: None,
+        }
+    }
+
+    fn message(role: Role, content: &str) -> Message {
+        Message {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
         }
     }
 
@@ -472,10 +757,8 @@ mod tests {
         let mut bare = request();
         bare.temperature = None;
         bare.stop.clear();
-        bare.messages.push(Message {
-            role: Role::Tool,
-            content: "tool said \"hi\"\n\u{1F600}".into(),
-        });
+        bare.messages
+            .push(message(Role::Tool, "tool said \"hi\"\n\u{1F600}"));
         let mut odd = request();
         odd.temperature = Some(0.7);
         odd.max_tokens = Some(7);
@@ -632,5 +915,72 @@ mod tests {
         assert!(
             matches!(s.on_data(r#"{"error":{"message":"boom"}}"#), Err(ProviderError::Unavailable(m)) if m.contains("boom"))
         );
+    }
+
+    #[test]
+    fn tools_and_formats_go_upstream_and_tool_calls_come_back() {
+        let mut r = request();
+        r.tools.push(crate::completion::ToolDefinition {
+            name: "get_weather".into(),
+            description: Some("Weather".into()),
+            parameters: r#"{"type":"object","properties":{"city":{"type":"string"}}}"#.into(),
+            strict: None,
+        });
+        r.tool_choice = Some(ToolChoice::Named("get_weather".into()));
+        r.parallel_tool_calls = Some(false);
+        r.seed = Some(7);
+        r.response_format = ResponseFormat::JsonObject;
+        r.messages.push(Message {
+            role: Role::Assistant,
+            content: String::new(),
+            tool_calls: vec![ToolCall {
+                id: "call_1".into(),
+                name: "get_weather".into(),
+                arguments: r#"{"city":"Paris"}"#.into(),
+            }],
+            tool_call_id: None,
+            name: None,
+        });
+        r.messages.push(Message {
+            role: Role::Tool,
+            content: "sunny".into(),
+            tool_calls: Vec::new(),
+            tool_call_id: Some("call_1".into()),
+            name: None,
+        });
+        let body = wire(&r, false);
+        assert_eq!(body["tools"][0]["type"], "function");
+        assert_eq!(
+            body["tools"][0]["function"]["parameters"]["properties"]["city"]["type"],
+            "string"
+        );
+        assert_eq!(body["tool_choice"]["function"]["name"], "get_weather");
+        assert_eq!(body["parallel_tool_calls"], false);
+        assert_eq!(body["seed"], 7);
+        assert_eq!(body["response_format"], json!({"type": "json_object"}));
+        assert_eq!(
+            body["messages"][2]["tool_calls"][0]["function"]["arguments"],
+            r#"{"city":"Paris"}"#
+        );
+        assert_eq!(
+            body["messages"][3],
+            json!({"role": "tool", "content": "sunny", "tool_call_id": "call_1"})
+        );
+
+        let answer = br#"{"choices":[{"message":{"content":null,"tool_calls":[{"id":"call_9","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Oslo\"}"}}]},"finish_reason":"tool_calls"}]}"#;
+        let parsed = parse_response(answer, &r, "m").unwrap();
+        assert_eq!(parsed.finish_reason, FinishReason::ToolCalls);
+        assert_eq!(parsed.tool_calls.len(), 1);
+        assert_eq!(parsed.tool_calls[0].arguments, r#"{"city":"Oslo"}"#);
+
+        let mut s = StreamState::default();
+        s.on_data(r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"call_9","type":"function","function":{"name":"get_weather","arguments":""}}]}}]}"#).unwrap();
+        s.on_data(r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{"city":"}}]}}]}"#).unwrap();
+        s.on_data(r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":""Oslo"}"}}]},"finish_reason":"tool_calls"}]}"#).unwrap();
+        assert_eq!(s.tool_calls.len(), 1);
+        assert_eq!(s.tool_calls[0].id, "call_9");
+        assert_eq!(s.tool_calls[0].arguments, r#"{"city":"Oslo"}"#);
+        assert_eq!(s.tool_call_deltas.len(), 3);
+        assert_eq!(s.tool_call_deltas[0].name.as_deref(), Some("get_weather"));
     }
 }

@@ -35,8 +35,8 @@ pub use bindings::export_provider;
 pub use bindings::exports::vel::plugins::completion;
 pub use bindings::vel::plugins::{config, log, stream, types};
 
-use completion::CompletionRequest;
-use types::{Role, Usage};
+use completion::{CompletionRequest, ProviderError, ResponseFormat};
+use types::{Features, Role, Usage};
 
 /// The upstream name of a message role (OpenAI and Anthropic agree).
 pub fn role_name(role: Role) -> &'static str {
@@ -46,6 +46,59 @@ pub fn role_name(role: Role) -> &'static str {
         Role::Assistant => "assistant",
         Role::Tool => "tool",
     }
+}
+
+/// What answering `request` needs beyond plain text, as the host
+/// computes it: `tools` for tools, a tool choice or tool calls and results
+/// in the conversation; `json-mode` / `json-schema` for those response
+/// formats; `logprobs` when asked for. A `seed` is best effort.
+pub fn required_features(request: &CompletionRequest) -> Features {
+    let mut needs = Features::empty();
+    let tool_history = request
+        .messages
+        .iter()
+        .any(|m| !m.tool_calls.is_empty() || m.tool_call_id.is_some());
+    if !request.tools.is_empty() || request.tool_choice.is_some() || tool_history {
+        needs |= Features::TOOLS;
+    }
+    match request.response_format {
+        ResponseFormat::Text => {}
+        ResponseFormat::JsonObject => needs |= Features::JSON_MODE,
+        ResponseFormat::JsonSchema(_) => needs |= Features::JSON_SCHEMA,
+    }
+    if request.logprobs || request.top_logprobs.is_some() {
+        needs |= Features::LOGPROBS;
+    }
+    needs
+}
+
+/// Refuses, naming them, what `request` needs and a provider with
+/// `supported` features cannot do, rather than silently dropping it. The
+/// host routes such requests elsewhere; this guards direct calls
+/// (`vel plugin run`) and mistakes.
+pub fn require_features(
+    request: &CompletionRequest,
+    provider: &str,
+    supported: Features,
+) -> Result<(), ProviderError> {
+    let missing = required_features(request) & !supported;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = [
+        (Features::TOOLS, "tool calling"),
+        (Features::JSON_MODE, "JSON mode (json-object)"),
+        (Features::JSON_SCHEMA, "structured output (json-schema)"),
+        (Features::LOGPROBS, "logprobs"),
+    ]
+    .iter()
+    .filter(|(flag, _)| missing.contains(*flag))
+    .map(|(_, name)| *name)
+    .collect();
+    Err(ProviderError::InvalidRequest(format!(
+        "{provider} does not support {}",
+        names.join(", ")
+    )))
 }
 
 /// A rough token count (4 characters a token), used only when the upstream

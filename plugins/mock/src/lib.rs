@@ -10,6 +10,16 @@
 //!   (default 1, so a call without it fails).
 //! - `error`: always fails with `other`.
 //! - `rate-limited`: always fails with `rate-limited(1000)`.
+//! - `tools`: the only model that calls tools. Offered tools, it calls the
+//!   named one (`tool-choice`) or the first, with arguments built from the
+//!   tool's JSON Schema and the last user message (strings get the
+//!   message, numbers its word count, booleans `true`), finish reason
+//!   `tool-calls`; once a tool result follows the last user message it
+//!   answers `tool said: <results>`. Other models refuse tools.
+//!
+//! Every model answers JSON for the `json-object` format (`{"echo": …}`)
+//! and an instance of the schema for `json-schema`, and per-word logprobs
+//! when asked.
 //!
 //! Token usage counts whitespace-separated words; prices are tiny but not
 //! zero so that cost arithmetic shows up in tests.
@@ -28,6 +38,7 @@ wit_bindgen::generate!({
 use exports::vel::plugins::completion::{
     CompletionRequest, CompletionResponse, FinishReason, Guest, ProviderError, ProviderInfo,
 };
+use vel::plugins::stream::ToolCallDelta;
 
 /// The component's export.
 struct Mock;
@@ -46,6 +57,46 @@ impl Guest for Mock {
     fn complete_stream(request: CompletionRequest) -> Result<CompletionResponse, ProviderError> {
         let mut answer = models::answer(&request)?;
         std::thread::sleep(answer.delay);
+        // Tool calls stream as OpenAI streams them: the id and name first,
+        // then the arguments in two pieces.
+        let calls = answer.tool_calls.clone();
+        for (i, call) in calls.iter().enumerate() {
+            let index = u32::try_from(i).unwrap_or(u32::MAX);
+            let half = call.arguments.len() / 2;
+            let half = (0..=half)
+                .rev()
+                .find(|n| call.arguments.is_char_boundary(*n))
+                .unwrap_or(0);
+            let (a, b) = call.arguments.split_at(half);
+            let pieces = [
+                ToolCallDelta {
+                    index,
+                    id: Some(call.id.clone()),
+                    name: Some(call.name.clone()),
+                    arguments: String::new(),
+                },
+                ToolCallDelta {
+                    index,
+                    id: None,
+                    name: None,
+                    arguments: a.to_string(),
+                },
+                ToolCallDelta {
+                    index,
+                    id: None,
+                    name: None,
+                    arguments: b.to_string(),
+                },
+            ];
+            for piece in &pieces {
+                if !vel::plugins::stream::emit_tool_call(piece) {
+                    return Ok(answer.into_response(FinishReason::Cancelled));
+                }
+            }
+        }
+        if answer.text.is_empty() {
+            return Ok(answer.into_response(FinishReason::Stop));
+        }
         let full = std::mem::take(&mut answer.text);
         let mut sent = String::new();
         for (i, word) in full.split(' ').enumerate() {

@@ -1,10 +1,11 @@
 //! The mock models' behaviour, free of host calls so it runs in native tests.
 
 use crate::exports::vel::plugins::completion::{
-    CompletionRequest, CompletionResponse, Features, FinishReason, ModelInfo, ProviderError,
-    ProviderInfo,
+    CompletionRequest, CompletionResponse, FinishReason, ModelInfo, ProviderError, ProviderInfo,
+    ResponseFormat, TokenLogprob, ToolChoice, TopLogprob,
 };
-use crate::vel::plugins::types::{Role, TaskType, Usage};
+use crate::vel::plugins::types::{Features, Role, TaskType, ToolCall, Usage};
+use serde_json::{Value, json};
 use std::time::Duration;
 
 /// Price per 1K tokens, in and out: tiny, not zero, so costs show.
@@ -17,8 +18,26 @@ const DEFAULT_WORD_DELAY_MS: u64 = 20;
 /// Longest delay a caller may ask for, so a typo cannot hang a worker for hours.
 const MAX_DELAY_MS: u64 = 600_000;
 
-/// The model ids this provider serves.
-pub const MODELS: [&str; 5] = ["echo", "slow", "flaky", "error", "rate-limited"];
+/// The model ids this provider serves (`tools` last, so that routers that
+/// rank equal candidates in order keep preferring `echo`).
+pub const MODELS: [&str; 6] = ["echo", "slow", "flaky", "error", "rate-limited", "tools"];
+
+/// What every model supports: JSON output, logprobs (each word a token,
+/// log probability 0) and seed (answers are deterministic anyway).
+const FEATURES: Features = Features::STREAMING
+    .union(Features::JSON_MODE)
+    .union(Features::JSON_SCHEMA)
+    .union(Features::LOGPROBS)
+    .union(Features::SEED);
+
+/// The features of model `id`: only `tools` calls tools.
+fn features(id: &str) -> Features {
+    if id == "tools" {
+        FEATURES | Features::TOOLS
+    } else {
+        FEATURES
+    }
+}
 
 /// What `info()` returns.
 pub fn info() -> ProviderInfo {
@@ -41,10 +60,10 @@ pub fn info() -> ProviderInfo {
                 output_price_per_1k: OUTPUT_PRICE,
                 context_window: 128_000,
                 good_for: all_tasks.clone(),
-                features: Features::STREAMING,
+                features: features(id),
             })
             .collect(),
-        features: Features::STREAMING,
+        features: FEATURES | Features::TOOLS,
         credential: None,
         base_url_setting: None,
     }
@@ -63,21 +82,117 @@ pub struct Answer {
     pub delay: Duration,
     /// How long to wait between streamed words.
     pub word_delay: Duration,
+    /// The tools the model calls instead of answering (model `tools`).
+    pub tool_calls: Vec<ToolCall>,
+    /// Per-word log probabilities, when asked for.
+    pub logprobs: Option<Vec<TokenLogprob>>,
 }
 
 impl Answer {
-    /// The completion response for `self.text` as it stands.
+    /// The completion response for `self.text` as it stands; a stop with
+    /// tool calls is a `tool-calls` stop.
     pub fn into_response(self, finish_reason: FinishReason) -> CompletionResponse {
+        let finish_reason = if finish_reason == FinishReason::Stop && !self.tool_calls.is_empty() {
+            FinishReason::ToolCalls
+        } else {
+            finish_reason
+        };
+        let arguments: u32 = self
+            .tool_calls
+            .iter()
+            .map(|c| count_words(&c.arguments))
+            .sum();
         CompletionResponse {
             usage: Usage {
                 input_tokens: self.input_tokens,
-                output_tokens: count_words(&self.text),
+                output_tokens: count_words(&self.text) + arguments,
             },
             text: self.text,
             finish_reason,
             model: self.model,
+            tool_calls: self.tool_calls,
+            logprobs: self.logprobs,
         }
     }
+}
+
+/// A JSON value that fits `schema` (the simple schemas tests use): objects
+/// get each property, strings the prompt (or an enum's first value),
+/// numbers the prompt's word count, booleans `true`, arrays one item.
+pub fn instance(schema: &Value, prompt: &str) -> Value {
+    if let Some(first) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
+        return first.clone();
+    }
+    let kind = schema.get("type").and_then(Value::as_str).unwrap_or(
+        if schema.get("properties").is_some() {
+            "object"
+        } else {
+            "string"
+        },
+    );
+    match kind {
+        "object" => {
+            let mut out = serde_json::Map::new();
+            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                for (name, prop) in props {
+                    out.insert(name.clone(), instance(prop, prompt));
+                }
+            }
+            Value::Object(out)
+        }
+        "integer" | "number" => json!(count_words(prompt)),
+        "boolean" => json!(true),
+        "array" => json!([instance(
+            schema.get("items").unwrap_or(&Value::Null),
+            prompt
+        )]),
+        "null" => Value::Null,
+        _ => json!(prompt),
+    }
+}
+
+/// The tool call model `tools` makes: the named tool, else the first one
+/// offered, with arguments built from its parameters and the prompt.
+fn tool_call(request: &CompletionRequest, prompt: &str) -> Option<ToolCall> {
+    if matches!(request.tool_choice, Some(ToolChoice::None)) {
+        return None;
+    }
+    let tool = match &request.tool_choice {
+        Some(ToolChoice::Named(name)) => request.tools.iter().find(|t| &t.name == name),
+        _ => request.tools.first(),
+    }?;
+    let schema: Value = serde_json::from_str(&tool.parameters).unwrap_or(Value::Null);
+    let arguments = instance(&schema, prompt);
+    Some(ToolCall {
+        id: format!("call_mock_{}", request.messages.len()),
+        name: tool.name.clone(),
+        arguments: arguments.to_string(),
+    })
+}
+
+/// Each word of `text` as a token of log probability 0 (certain), with
+/// `top` alternatives (the word itself first).
+fn logprobs(text: &str, top: u8) -> Vec<TokenLogprob> {
+    text.split_inclusive(' ')
+        .map(|word| TokenLogprob {
+            token: word.to_string(),
+            logprob: 0.0,
+            top: (0..top)
+                .map(|i| TopLogprob {
+                    token: if i == 0 {
+                        word.to_string()
+                    } else {
+                        format!("alt{i}")
+                    },
+                    logprob: if i == 0 { 0.0 } else { -10.0 * f64::from(i) },
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// Decide what `request` gets: an answer or the model's error.
@@ -113,9 +228,30 @@ pub fn answer(request: &CompletionRequest) -> Result<Answer, ProviderError> {
             .sum(),
         delay: Duration::ZERO,
         word_delay: Duration::ZERO,
+        tool_calls: Vec::new(),
+        logprobs: None,
     };
     match model {
         "echo" => {}
+        "tools" => {
+            // A tool's result after the last user turn: answer with it.
+            let results: Vec<&str> = request
+                .messages
+                .iter()
+                .rev()
+                .take_while(|m| m.role != Role::User)
+                .filter(|m| m.role == Role::Tool)
+                .map(|m| m.content.as_str())
+                .collect();
+            if !results.is_empty() {
+                let mut results = results;
+                results.reverse();
+                answer.text = format!("tool said: {}", results.join("; "));
+            } else if let Some(call) = tool_call(request, last_user) {
+                answer.text = String::new();
+                answer.tool_calls.push(call);
+            }
+        }
         "slow" => {
             answer.delay =
                 Duration::from_millis(number("delay-ms", DEFAULT_DELAY_MS).min(MAX_DELAY_MS));
@@ -144,6 +280,24 @@ pub fn answer(request: &CompletionRequest) -> Result<Answer, ProviderError> {
             )));
         }
     }
+    if !request.tools.is_empty() && model != "tools" {
+        return Err(ProviderError::InvalidRequest(format!(
+            "the mock model {model:?} does not call tools; use \"tools\""
+        )));
+    }
+    if answer.tool_calls.is_empty() {
+        match &request.response_format {
+            ResponseFormat::Text => {}
+            ResponseFormat::JsonObject => answer.text = json!({ "echo": answer.text }).to_string(),
+            ResponseFormat::JsonSchema(format) => {
+                let schema: Value = serde_json::from_str(&format.schema).unwrap_or(Value::Null);
+                answer.text = instance(&schema, last_user).to_string();
+            }
+        }
+    }
+    if request.logprobs {
+        answer.logprobs = Some(logprobs(&answer.text, request.top_logprobs.unwrap_or(0)));
+    }
     Ok(answer)
 }
 
@@ -161,21 +315,98 @@ mod tests {
         CompletionRequest {
             model: model.into(),
             messages: vec![
-                Message {
-                    role: Role::System,
-                    content: "be brief".into(),
-                },
-                Message {
-                    role: Role::User,
-                    content: "hello there world".into(),
-                },
+                message(Role::System, "be brief"),
+                message(Role::User, "hello there world"),
             ],
             temperature: None,
             max_tokens: None,
             stop: vec![],
             task_type: TaskType::General,
             metadata: metadata.into(),
+            tools: Vec::new(),
+            tool_choice: None,
+            parallel_tool_calls: None,
+            response_format: ResponseFormat::Text,
+            seed: None,
+            logprobs: false,
+            top_logprobs: None,
         }
+    }
+
+    fn message(role: Role, content: &str) -> Message {
+        Message {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
+        }
+    }
+
+    #[test]
+    fn tools_calls_the_first_tool_then_answers_with_its_result() {
+        use crate::exports::vel::plugins::completion::ToolDefinition;
+        let mut r = request("tools", "{}");
+        r.tools.push(ToolDefinition {
+            name: "get_weather".into(),
+            description: None,
+            parameters: r#"{"type":"object","properties":{"city":{"type":"string"},"days":{"type":"integer"}}}"#.into(),
+            strict: None,
+        });
+        let first = answer(&r).unwrap().into_response(FinishReason::Stop);
+        assert_eq!(first.finish_reason, FinishReason::ToolCalls);
+        assert_eq!(first.tool_calls.len(), 1);
+        let call = &first.tool_calls[0];
+        assert_eq!(call.name, "get_weather");
+        let args: Value = serde_json::from_str(&call.arguments).unwrap();
+        assert_eq!(args, json!({"city": "hello there world", "days": 3}));
+        r.messages.push(Message {
+            role: Role::Assistant,
+            content: String::new(),
+            tool_calls: first.tool_calls.clone(),
+            tool_call_id: None,
+            name: None,
+        });
+        r.messages.push(Message {
+            role: Role::Tool,
+            content: "sunny".into(),
+            tool_calls: Vec::new(),
+            tool_call_id: Some(call.id.clone()),
+            name: None,
+        });
+        let last = answer(&r).unwrap().into_response(FinishReason::Stop);
+        assert_eq!(last.finish_reason, FinishReason::Stop);
+        assert_eq!(last.text, "tool said: sunny");
+        assert!(last.tool_calls.is_empty());
+        r.tools.truncate(0);
+        assert!(answer(&r).unwrap().tool_calls.is_empty());
+    }
+
+    #[test]
+    fn json_formats_answer_json() {
+        use crate::exports::vel::plugins::completion::JsonSchemaFormat;
+        let mut r = request("echo", "{}");
+        r.response_format = ResponseFormat::JsonObject;
+        let text = answer(&r).unwrap().text;
+        assert_eq!(
+            serde_json::from_str::<Value>(&text).unwrap(),
+            json!({"echo": "echo: hello there world"})
+        );
+        r.response_format = ResponseFormat::JsonSchema(JsonSchemaFormat {
+            name: "answer".into(),
+            description: None,
+            schema: r#"{"type":"object","properties":{"ok":{"type":"boolean"},"tags":{"type":"array","items":{"type":"string","enum":["a","b"]}}}}"#.into(),
+            strict: true,
+        });
+        let text = answer(&r).unwrap().text;
+        assert_eq!(
+            serde_json::from_str::<Value>(&text).unwrap(),
+            json!({"ok": true, "tags": ["a"]})
+        );
+        r.logprobs = true;
+        r.top_logprobs = Some(2);
+        let lp = answer(&r).unwrap().logprobs.unwrap();
+        assert_eq!(lp[0].top.len(), 2);
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //!
 //! Settings: `base-url`, `default-model` (used when a request names no
 //! model; default `gpt-4o`), `timeout-ms`, `max-tokens`.
+//!
+//! Tools, tool choice, parallel tool calls, response formats (JSON mode
+//! and JSON Schema), seed and logprobs pass through to the upstream; tool
+//! calls come back, streamed ones as `stream.emit-tool-call` pieces.
 
 // Native builds (for unit tests) leave the component export out, so the
 // exported type looks unused there; wasm builds check dead code for real.
@@ -15,11 +19,11 @@
 
 use vel_guest_http::chat_completions;
 use vel_guest_http::completion::{
-    CompletionRequest, CompletionResponse, CredentialHeader, Features, Guest, ModelInfo,
-    ProviderError, ProviderInfo,
+    CompletionRequest, CompletionResponse, CredentialHeader, Guest, ModelInfo, ProviderError,
+    ProviderInfo,
 };
 use vel_guest_http::settings::Settings;
-use vel_guest_http::types::TaskType;
+use vel_guest_http::types::{Features, TaskType};
 
 /// OpenAI's API, used when `base-url` is not set.
 const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -28,6 +32,17 @@ const DEFAULT_MODEL: &str = "gpt-4o";
 
 /// The component's export.
 struct OpenAiCompatible;
+
+/// What every model supports: the chat-completions API passes tools, tool
+/// choice, response formats (JSON mode and JSON Schema), seed and logprobs
+/// through, and maps tool calls back (streamed ones too). A model or
+/// server that lacks one answers 400, which the host reports.
+const FEATURES: Features = Features::STREAMING
+    .union(Features::TOOLS)
+    .union(Features::JSON_MODE)
+    .union(Features::JSON_SCHEMA)
+    .union(Features::LOGPROBS)
+    .union(Features::SEED);
 
 /// One row of the model table: id, $/1K in, $/1K out, context, good for.
 type ModelRow = (&'static str, f64, f64, u32, &'static [TaskType]);
@@ -66,7 +81,7 @@ const MODELS: [ModelRow; 4] = [
 
 impl Guest for OpenAiCompatible {
     fn info() -> ProviderInfo {
-        let features = Features::STREAMING | Features::JSON_MODE | Features::TOOLS;
+        let features = FEATURES;
         ProviderInfo {
             name: "openai-compatible".to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),

@@ -15,10 +15,11 @@
 
 use vel_guest_http::chat_completions;
 use vel_guest_http::completion::{
-    CompletionRequest, CompletionResponse, CredentialHeader, Features, Guest, ModelInfo,
-    ProviderError, ProviderInfo,
+    CompletionRequest, CompletionResponse, CredentialHeader, Guest, ModelInfo, ProviderError,
+    ProviderInfo,
 };
 use vel_guest_http::settings::Settings;
+use vel_guest_http::types::Features;
 use vel_guest_http::types::TaskType;
 
 /// Perplexity's API, used when `base-url` is not set.
@@ -64,11 +65,14 @@ impl Guest for Perplexity {
     }
 
     fn complete(request: CompletionRequest) -> Result<CompletionResponse, ProviderError> {
+        // Sonar has no tool calling, JSON modes or logprobs: say so.
+        vel_guest_http::require_features(&request, "perplexity", Features::STREAMING)?;
         let settings = Settings::from_config(DEFAULT_BASE_URL, DEFAULT_MODEL)?;
         chat_completions::complete(&settings, &request)
     }
 
     fn complete_stream(request: CompletionRequest) -> Result<CompletionResponse, ProviderError> {
+        vel_guest_http::require_features(&request, "perplexity", Features::STREAMING)?;
         let settings = Settings::from_config(DEFAULT_BASE_URL, DEFAULT_MODEL)?;
         chat_completions::complete_stream(&settings, &request)
     }

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use vel_runtime::types::{
-    Candidate, CircuitState, CompletionRequest, ConditionInput, Preference, Priority, TaskInfo,
-    TaskType,
+    Candidate, CircuitState, CompletionRequest, ConditionInput, Features, Preference, Priority,
+    ResponseFormat, TaskInfo, TaskType,
 };
 use vel_runtime::{AllowPrivate, OutboundConfig, Plugin, Runtime, RuntimeConfig};
 
@@ -98,6 +98,7 @@ pub(crate) fn task(task_type: TaskType, prefer: Preference) -> TaskInfo {
         max_tokens: Some(500),
         prefer,
         metadata: "{}".to_string(),
+        required_features: Features::empty(),
     }
 }
 
@@ -121,6 +122,7 @@ pub(crate) fn candidate(
         p95_latency_ms: p50 * 3,
         error_rate: 0.01,
         remaining_budget: None,
+        features: Features::empty(),
     }
 }
 
@@ -256,5 +258,12 @@ pub(crate) fn completion_request(model: &str) -> CompletionRequest {
         stop: vec![],
         task_type: TaskType::General,
         metadata: "{}".into(),
+        tools: Vec::new(),
+        tool_choice: None,
+        parallel_tool_calls: None,
+        response_format: ResponseFormat::Text,
+        seed: None,
+        logprobs: false,
+        top_logprobs: None,
     }
 }

@@ -322,15 +322,9 @@ fn sample_prompt(config: &AgentConfig) -> Prompt {
         .as_deref()
         .filter(|s| !s.trim().is_empty())
     {
-        messages.push(Message {
-            role: MessageRole::System,
-            content: system.to_string(),
-        });
+        messages.push(Message::text(MessageRole::System, system.to_string()));
     }
-    messages.push(Message {
-        role: MessageRole::User,
-        content: SAMPLE_PROMPT.into(),
-    });
+    messages.push(Message::text(MessageRole::User, SAMPLE_PROMPT));
     Prompt {
         messages,
         // Validated to 0–2, which f32 holds closely enough.

@@ -349,6 +349,7 @@ pub(crate) fn check_task(req: CreateTask) -> Result<Submission, Invalid> {
             messages.push(ChatMessage {
                 role: "user".into(),
                 content: prompt.clone(),
+                ..ChatMessage::default()
             });
         }
         (None, Some(list)) => {
@@ -372,6 +373,7 @@ pub(crate) fn check_task(req: CreateTask) -> Result<Submission, Invalid> {
                 messages.push(ChatMessage {
                     role: m.role.clone(),
                     content: m.content.clone(),
+                    ..ChatMessage::default()
                 });
             }
         }

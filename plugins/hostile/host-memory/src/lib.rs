@@ -6,9 +6,9 @@
 wit_bindgen::generate!({ path: "../../../wit", world: "provider" });
 
 use exports::vel::plugins::completion::{
-    CompletionRequest, CompletionResponse, Features, FinishReason, Guest, ProviderError,
-    ProviderInfo,
+    CompletionRequest, CompletionResponse, FinishReason, Guest, ProviderError, ProviderInfo,
 };
+use vel::plugins::types::Features;
 use vel::plugins::types::Usage;
 use wasip2::http::types::Fields;
 
@@ -45,6 +45,8 @@ impl Guest for Hostile {
                 input_tokens: 0,
                 output_tokens: 0,
             },
+            tool_calls: Vec::new(),
+            logprobs: None,
         })
     }
 

@@ -16,10 +16,11 @@
 wit_bindgen::generate!({ path: "../../../wit", world: "provider" });
 
 use exports::vel::plugins::completion::{
-    CompletionRequest, CompletionResponse, CredentialHeader, Features, FinishReason, Guest,
-    ProviderError, ProviderInfo,
+    CompletionRequest, CompletionResponse, CredentialHeader, FinishReason, Guest, ProviderError,
+    ProviderInfo,
 };
 use vel::plugins::config;
+use vel::plugins::types::Features;
 use vel::plugins::types::Usage;
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
@@ -74,6 +75,8 @@ impl Guest for Outbound {
                 input_tokens: 0,
                 output_tokens: 0,
             },
+            tool_calls: Vec::new(),
+            logprobs: None,
         })
     }
 

@@ -6,8 +6,9 @@
 wit_bindgen::generate!({ path: "../../../wit", world: "provider" });
 
 use exports::vel::plugins::completion::{
-    CompletionRequest, CompletionResponse, Features, Guest, ProviderError, ProviderInfo,
+    CompletionRequest, CompletionResponse, Guest, ProviderError, ProviderInfo,
 };
+use vel::plugins::types::Features;
 
 struct Hostile;
 

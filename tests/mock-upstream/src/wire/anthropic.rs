@@ -51,6 +51,7 @@ pub(crate) fn parse(body: &[u8], seq: u64, created: u64) -> Result<Completion, S
         conversation(&request.messages, request.system.as_ref(), true);
     let stops = request.stop_sequences.unwrap_or_default();
     Ok(Completion {
+        tool_call: None,
         provider: Provider::Anthropic,
         id: format!("msg_mock_{seq}"),
         model: request.model,

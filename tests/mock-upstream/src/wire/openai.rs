@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::request::{Completion, Message, Provider, Stop, conversation};
+use super::request::{Completion, Message, Provider, Stop, ToolCall, conversation};
 use crate::answer::{Answer, Finish};
 
 /// Fixed citations Perplexity answers carry.
@@ -28,6 +28,47 @@ struct ChatRequest {
     stream_options: Option<StreamOptions>,
     #[serde(default)]
     temperature: Option<f64>,
+    #[serde(default)]
+    tools: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    tool_choice: Option<serde_json::Value>,
+}
+
+/// The tool call for `request`: none without tools, with `tool_choice:
+/// "none"`, or after a tool result.
+fn tool_call(request: &ChatRequest, last_user: &str, seq: u64) -> Option<ToolCall> {
+    let tools = request.tools.as_ref().filter(|t| !t.is_empty())?;
+    if request.messages.last().is_some_and(|m| m.role == "tool")
+        || request.tool_choice.as_ref().and_then(|c| c.as_str()) == Some("none")
+    {
+        return None;
+    }
+    let named = request
+        .tool_choice
+        .as_ref()
+        .and_then(|c| c.pointer("/function/name"))
+        .and_then(serde_json::Value::as_str);
+    let tool = tools.iter().find(|t| {
+        named.is_none() || t.pointer("/function/name").and_then(|n| n.as_str()) == named
+    })?;
+    let name = tool.pointer("/function/name")?.as_str()?.to_string();
+    let mut arguments = serde_json::Map::new();
+    if let Some(props) = tool
+        .pointer("/function/parameters/properties")
+        .and_then(serde_json::Value::as_object)
+    {
+        for key in props.keys() {
+            arguments.insert(
+                key.clone(),
+                serde_json::Value::String(last_user.to_string()),
+            );
+        }
+    }
+    Some(ToolCall {
+        id: format!("call_mock_{seq}"),
+        name,
+        arguments: serde_json::Value::Object(arguments).to_string(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -43,7 +84,7 @@ pub(crate) fn parse(
     seq: u64,
     created: u64,
 ) -> Result<Completion, String> {
-    let request: ChatRequest =
+    let mut request: ChatRequest =
         serde_json::from_slice(body).map_err(|e| format!("invalid request body: {e}"))?;
     if request.messages.is_empty() {
         return Err("'messages' must contain at least one message".into());
@@ -57,10 +98,12 @@ pub(crate) fn parse(
     if max_tokens == Some(0) {
         return Err("'max_tokens' must be at least 1".into());
     }
-    let stops = request.stop.map(Stop::into_vec).unwrap_or_default();
+    let stops = request.stop.take().map(Stop::into_vec).unwrap_or_default();
     let (input_tokens, last_user, prefill) = conversation(&request.messages, None, false);
     let stream = request.stream.unwrap_or(false);
+    let tool_call = tool_call(&request, &last_user, seq);
     Ok(Completion {
+        tool_call,
         provider,
         id: format!("chatcmpl-mock-{seq}"),
         model: request.model,
@@ -115,7 +158,40 @@ struct Choice<'a> {
 #[derive(Serialize)]
 struct AssistantMessage<'a> {
     role: &'static str,
-    content: &'a str,
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[WireToolCall<'a>; 1]>,
+}
+
+/// A tool call in OpenAI's format; in a chunk, `id`, `type` and the name
+/// come only with the first piece.
+#[derive(Serialize)]
+struct WireToolCall<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: WireFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct WireFunction<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
+}
+
+fn whole_call(call: &ToolCall) -> WireToolCall<'_> {
+    WireToolCall {
+        index: 0,
+        id: Some(&call.id),
+        kind: Some("function"),
+        function: WireFunction {
+            name: Some(&call.name),
+            arguments: &call.arguments,
+        },
+    }
 }
 
 fn citations(c: &Completion) -> Option<&'static [&'static str]> {
@@ -133,9 +209,14 @@ pub(crate) fn render_plain(c: &Completion) -> Bytes {
             index: 0,
             message: AssistantMessage {
                 role: "assistant",
-                content: &c.answer.text,
+                content: c.tool_call.is_none().then_some(c.answer.text.as_str()),
+                tool_calls: c.tool_call.as_ref().map(|call| [whole_call(call)]),
             },
-            finish_reason: finish_reason(&c.answer.finish),
+            finish_reason: if c.tool_call.is_some() {
+                "tool_calls"
+            } else {
+                finish_reason(&c.answer.finish)
+            },
         }],
         usage: usage(&c.answer),
         citations: citations(c),
@@ -169,6 +250,8 @@ struct Delta<'a> {
     role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[WireToolCall<'a>; 1]>,
 }
 
 /// One `data: {chunk}` SSE frame.
@@ -209,11 +292,72 @@ pub(crate) fn render_stream(c: &Completion) -> (Vec<Bytes>, usize) {
             delta: Delta {
                 role: Some("assistant"),
                 content: Some(""),
+                tool_calls: None,
             },
             finish_reason: None,
         }],
         None,
     ));
+    if let Some(call) = &c.tool_call {
+        // The call in three pieces: id, type and name; then the arguments
+        // in two halves.
+        let half = (0..=call.arguments.len() / 2)
+            .rev()
+            .find(|n| call.arguments.is_char_boundary(*n))
+            .unwrap_or(0);
+        let (a, b) = call.arguments.split_at(half);
+        let first = WireToolCall {
+            index: 0,
+            id: Some(&call.id),
+            kind: Some("function"),
+            function: WireFunction {
+                name: Some(&call.name),
+                arguments: "",
+            },
+        };
+        let piece = |arguments| WireToolCall {
+            index: 0,
+            id: None,
+            kind: None,
+            function: WireFunction {
+                name: None,
+                arguments,
+            },
+        };
+        for tool_call in [first, piece(a), piece(b)] {
+            frames.push(data_frame(
+                c,
+                &[ChunkChoice {
+                    index: 0,
+                    delta: Delta {
+                        role: None,
+                        content: None,
+                        tool_calls: Some([tool_call]),
+                    },
+                    finish_reason: None,
+                }],
+                None,
+            ));
+        }
+        frames.push(data_frame(
+            c,
+            &[ChunkChoice {
+                index: 0,
+                delta: Delta {
+                    role: None,
+                    content: None,
+                    tool_calls: None,
+                },
+                finish_reason: Some("tool_calls"),
+            }],
+            None,
+        ));
+        if c.include_usage {
+            frames.push(data_frame(c, &[], Some(usage(&c.answer))));
+        }
+        frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
+        return (frames, 1);
+    }
     for text in c.answer.chunks() {
         frames.push(data_frame(
             c,
@@ -222,6 +366,7 @@ pub(crate) fn render_stream(c: &Completion) -> (Vec<Bytes>, usize) {
                 delta: Delta {
                     role: None,
                     content: Some(text),
+                    tool_calls: None,
                 },
                 finish_reason: None,
             }],
@@ -236,6 +381,7 @@ pub(crate) fn render_stream(c: &Completion) -> (Vec<Bytes>, usize) {
             delta: Delta {
                 role: None,
                 content: None,
+                tool_calls: None,
             },
             finish_reason: Some(finish_reason(&c.answer.finish)),
         }],

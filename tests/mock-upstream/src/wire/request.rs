@@ -136,4 +136,20 @@ pub(crate) struct Completion {
     pub(crate) include_usage: bool,
     pub(crate) answer: Answer,
     pub(crate) created: u64,
+    /// OpenAI/Groq: the tool call answered instead of text, when the
+    /// request offered tools and its last message is not a tool result.
+    pub(crate) tool_call: Option<ToolCall>,
+}
+
+/// A tool call the mock makes: the first offered tool (or the one
+/// `tool_choice` names), every property of its parameters set to the last
+/// user message.
+#[derive(Debug, Clone)]
+pub(crate) struct ToolCall {
+    /// `call_mock_<seq>`.
+    pub(crate) id: String,
+    /// The tool's name.
+    pub(crate) name: String,
+    /// The arguments' JSON text.
+    pub(crate) arguments: String,
 }

@@ -62,6 +62,7 @@ pub fn plan(candidates: &[Candidate]) -> Result<Plan, RouteError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vel::plugins::types::Features;
 
     fn candidate(provider: &str, model: &str, circuit: CircuitState) -> Candidate {
         Candidate {
@@ -75,6 +76,7 @@ mod tests {
             p95_latency_ms: 0,
             error_rate: 0.0,
             remaining_budget: None,
+            features: Features::empty(),
         }
     }
 

@@ -12,8 +12,11 @@
 
 mod shout;
 
+// Built against the frozen 0.1.0 contract on purpose: the registry's
+// tests then prove the host still serves 0.1.0 components (through its
+// adapter) next to 0.2.0 ones such as the built-in `mock`.
 wit_bindgen::generate!({
-    path: "../../../wit",
+    path: "../../../wit/v0.1.0",
     world: "provider",
 });
 

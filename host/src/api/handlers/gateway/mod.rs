@@ -48,6 +48,15 @@
 //!   the assistant's turn followed by a user turn asking to continue
 //!   exactly where it stops without repeating any of it.
 //!
+//! Tool calling and structured output (`vel:plugins@0.2.0`): `tools`,
+//! `tool_choice`, `parallel_tool_calls`, `response_format` (`json_object`,
+//! `json_schema`), `seed`, `logprobs` / `top_logprobs` and the messages'
+//! `tool_calls` / `tool_call_id` are checked here and carried by the
+//! request ([`Tooling`]); the dispatcher offers routers only the models
+//! that have what the request needs (a 400 `invalid_request` naming the
+//! features when none has), and the answer's `tool_calls` come back with
+//! `finish_reason: "tool_calls"`, streamed as OpenAI's tool-call deltas.
+//!
 //! Here: the handler, the request's checks and the plain answer; the wire
 //! types in [`wire`], the errors in [`error`], the model routes in
 //! [`models`], the record of a request in [`recording`], the streamed
@@ -72,8 +81,11 @@ use self::error::{dispatch_error, model_not_found};
 use self::recording::Recording;
 use self::stream::streamed;
 pub use self::wire::{
-    AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice, CompletionUsage, ContentPart,
-    InputChatMessage, MessageContent, ModelEntry, ModelList, StopSequences, StreamOptions,
+    AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice, ChoiceLogprobs,
+    CompletionUsage, ContentPart, FunctionCall, FunctionDefinition, FunctionName, InputChatMessage,
+    JsonSchemaIn, MessageContent, ModelEntry, ModelList, NamedToolChoice, ResponseFormatIn,
+    StopSequences, StreamOptions, TokenLogprobOut, ToolCallOut, ToolChoiceIn, ToolIn,
+    TopLogprobOut,
 };
 use crate::api::access::{Unit, rate_limit_headers};
 use crate::api::error::{ApiError, FieldErrors};
@@ -83,7 +95,10 @@ use crate::limits::counter::Admitted;
 use crate::limits::{Kind, LimitError};
 use crate::orchestrator::catalog::{Catalog, parse_task_type};
 use crate::orchestrator::dispatch::{Answer, Job, totals};
-use crate::orchestrator::request::{ChatMessage, TaskRequest, finish_reason_name};
+use crate::orchestrator::request::{
+    ChatMessage, ResponseFormatSpec, TaskRequest, ToolCallRecord, ToolChoiceSpec, ToolSpec,
+    Tooling, finish_reason_name,
+};
 use crate::orchestrator::sampling::{Sampling, check_max_tokens};
 use crate::orchestrator::state::TaskSource;
 use crate::orchestrator::submit::{self, MAX_MESSAGE, MAX_MESSAGES, Work};
@@ -93,6 +108,12 @@ use crate::store::{new_id, now_ms};
 
 /// Longest `user`.
 const MAX_NAME: usize = 200;
+/// Most `tools` (OpenAI's limit).
+const MAX_TOOLS: usize = 128;
+/// Longest tool or schema name (OpenAI's limit).
+const MAX_TOOL_NAME: usize = 64;
+/// Most `top_logprobs` (OpenAI's limit).
+const MAX_TOP_LOGPROBS: u8 = 20;
 /// Most `metadata` pairs (OpenAI's limit).
 const MAX_METADATA_PAIRS: usize = 16;
 /// The vel extension header choosing the task type.
@@ -131,7 +152,7 @@ fn role_name(role: &str) -> Option<&'static str> {
 
 /// Check the body (every bad field at once, named as OpenAI names them)
 /// and build the canonical request.
-fn validate(body: ChatCompletionRequest, task_type: String) -> Result<Validated, ApiError> {
+fn validate(mut body: ChatCompletionRequest, task_type: String) -> Result<Validated, ApiError> {
     let mut errors = FieldErrors::new();
     errors.check(!body.messages.is_empty(), "messages", "must not be empty");
     errors.check(
@@ -174,11 +195,52 @@ fn validate(body: ChatCompletionRequest, task_type: String) -> Result<Validated,
             &format!("messages[{i}].content"),
             "must be at most 200000 characters",
         );
+        let tool_calls = m.tool_calls.unwrap_or_default();
+        errors.check(
+            tool_calls.is_empty() || role == Some("assistant"),
+            &format!("messages[{i}].tool_calls"),
+            "only an assistant message carries tool calls",
+        );
+        for (j, call) in tool_calls.iter().enumerate() {
+            errors.check(
+                call.kind == "function",
+                &format!("messages[{i}].tool_calls[{j}].type"),
+                "must be function",
+            );
+        }
+        errors.check(
+            m.tool_call_id.is_none() || role == Some("tool"),
+            &format!("messages[{i}].tool_call_id"),
+            "only a tool message carries a tool_call_id",
+        );
+        if let Some(name) = &m.name {
+            errors.check(
+                name.chars().count() <= MAX_NAME,
+                &format!("messages[{i}].name"),
+                "must be at most 200 characters",
+            );
+        }
         messages.push(ChatMessage {
             role: role.unwrap_or("user").to_string(),
             content,
+            tool_calls: tool_calls
+                .into_iter()
+                .map(|c| ToolCallRecord {
+                    id: c.id,
+                    name: c.function.name,
+                    arguments: c.function.arguments,
+                })
+                .collect(),
+            tool_call_id: m.tool_call_id,
+            name: m.name,
         });
     }
+    let tooling = tooling(
+        &mut errors,
+        body.tools.take(),
+        body.tool_choice.take(),
+        body.response_format.take(),
+    );
     let stop = match body.stop {
         None => Vec::new(),
         Some(StopSequences::One(s)) => vec![s],
@@ -197,6 +259,18 @@ fn validate(body: ChatCompletionRequest, task_type: String) -> Result<Validated,
     }
     if let Some(n) = body.n {
         errors.check(n == 1, "n", "only n = 1 is supported");
+    }
+    if let Some(top) = body.top_logprobs {
+        errors.check(
+            top <= MAX_TOP_LOGPROBS,
+            "top_logprobs",
+            "must be between 0 and 20",
+        );
+        errors.check(
+            body.logprobs == Some(true),
+            "top_logprobs",
+            "needs logprobs: true",
+        );
     }
     if let Some(user) = &body.user {
         errors.check(
@@ -242,14 +316,157 @@ fn validate(body: ChatCompletionRequest, task_type: String) -> Result<Validated,
         agent_id: None,
         metadata,
     };
+    let mut request = submit::request(work, None);
+    request.tooling = Tooling {
+        parallel_tool_calls: body.parallel_tool_calls,
+        seed: body.seed,
+        logprobs: body.logprobs.unwrap_or(false),
+        top_logprobs: body.top_logprobs,
+        ..tooling
+    };
     Ok(Validated {
-        request: submit::request(work, None),
+        request,
         stream: body.stream.unwrap_or(false),
         include_usage: body
             .stream_options
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
     })
+}
+
+/// Whether `name` is a valid tool or schema name: 1 to 64 of `a-z`,
+/// `A-Z`, `0-9`, `_` and `-`.
+fn valid_tool_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_TOOL_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Checks `tools`, `tool_choice` and `response_format` (naming each bad
+/// field as OpenAI does) and returns them as stored.
+fn tooling(
+    errors: &mut FieldErrors,
+    tools: Option<Vec<ToolIn>>,
+    tool_choice: Option<ToolChoiceIn>,
+    response_format: Option<ResponseFormatIn>,
+) -> Tooling {
+    let tools = tools.unwrap_or_default();
+    errors.check(
+        tools.len() <= MAX_TOOLS,
+        "tools",
+        "must hold at most 128 tools",
+    );
+    let mut specs = Vec::with_capacity(tools.len());
+    for (i, tool) in tools.into_iter().enumerate() {
+        errors.check(
+            tool.kind == "function",
+            &format!("tools[{i}].type"),
+            "must be function",
+        );
+        let f = tool.function;
+        errors.check(
+            valid_tool_name(&f.name),
+            &format!("tools[{i}].function.name"),
+            "must be 1 to 64 letters, digits, underscores or dashes",
+        );
+        errors.check(
+            f.parameters
+                .as_ref()
+                .is_none_or(serde_json::Value::is_object),
+            &format!("tools[{i}].function.parameters"),
+            "must be a JSON Schema object",
+        );
+        specs.push(ToolSpec {
+            name: f.name,
+            description: f.description,
+            parameters: f
+                .parameters
+                .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
+            strict: f.strict,
+        });
+    }
+    let tool_choice = tool_choice.and_then(|choice| {
+        let spec = match choice {
+            ToolChoiceIn::Mode(mode) => match mode.as_str() {
+                "auto" => Some(ToolChoiceSpec::Auto),
+                "none" => Some(ToolChoiceSpec::None),
+                "required" => Some(ToolChoiceSpec::Required),
+                _ => {
+                    errors.add(
+                        "tool_choice",
+                        "must be auto, none, required or a named function",
+                    );
+                    None
+                }
+            },
+            ToolChoiceIn::Named(named) => {
+                errors.check(
+                    named.kind == "function",
+                    "tool_choice.type",
+                    "must be function",
+                );
+                errors.check(
+                    specs.iter().any(|t| t.name == named.function.name),
+                    "tool_choice.function.name",
+                    "must name one of the tools",
+                );
+                Some(ToolChoiceSpec::Tool(named.function.name))
+            }
+        };
+        errors.check(
+            !specs.is_empty(),
+            "tool_choice",
+            "is only allowed when tools are given",
+        );
+        spec
+    });
+    let response_format = response_format.and_then(|format| match format.kind.as_str() {
+        "text" => None,
+        "json_object" => Some(ResponseFormatSpec::JsonObject),
+        "json_schema" => {
+            let Some(schema) = format.json_schema else {
+                errors.add(
+                    "response_format.json_schema",
+                    "is required with type json_schema",
+                );
+                return None;
+            };
+            errors.check(
+                valid_tool_name(&schema.name),
+                "response_format.json_schema.name",
+                "must be 1 to 64 letters, digits, underscores or dashes",
+            );
+            errors.check(
+                schema
+                    .schema
+                    .as_ref()
+                    .is_none_or(serde_json::Value::is_object),
+                "response_format.json_schema.schema",
+                "must be a JSON Schema object",
+            );
+            Some(ResponseFormatSpec::JsonSchema {
+                name: schema.name,
+                description: schema.description,
+                schema: schema.schema.unwrap_or_else(|| serde_json::json!({})),
+                strict: schema.strict.unwrap_or(false),
+            })
+        }
+        _ => {
+            errors.add(
+                "response_format.type",
+                "must be text, json_object or json_schema",
+            );
+            None
+        }
+    });
+    Tooling {
+        tools: specs,
+        tool_choice,
+        response_format,
+        ..Tooling::default()
+    }
 }
 
 /// The task type named by `X-Vel-Task-Type` (default `general`).
@@ -442,6 +659,53 @@ fn finish_reason(answer: &Answer) -> &'static str {
     }
 }
 
+/// The answer's message: its text (`null` when the model only called
+/// tools) and tool calls.
+fn assistant_message(answer: &Answer) -> AssistantMessage {
+    let r = &answer.response;
+    let calls = &r.tool_calls;
+    AssistantMessage {
+        role: "assistant",
+        content: (calls.is_empty() || !r.text.is_empty()).then(|| r.text.clone()),
+        tool_calls: (!calls.is_empty()).then(|| {
+            calls
+                .iter()
+                .map(|c| ToolCallOut {
+                    id: c.id.clone(),
+                    kind: "function".into(),
+                    function: FunctionCall {
+                        name: c.name.clone(),
+                        arguments: c.arguments.clone(),
+                    },
+                })
+                .collect()
+        }),
+    }
+}
+
+/// Per-token log probabilities in OpenAI's shape.
+fn logprobs_out(tokens: &[vel_runtime::types::TokenLogprob]) -> ChoiceLogprobs {
+    ChoiceLogprobs {
+        content: tokens
+            .iter()
+            .map(|t| TokenLogprobOut {
+                token: t.token.clone(),
+                logprob: t.logprob,
+                bytes: t.token.as_bytes().to_vec(),
+                top_logprobs: t
+                    .top
+                    .iter()
+                    .map(|top| TopLogprobOut {
+                        token: top.token.clone(),
+                        logprob: top.logprob,
+                        bytes: top.token.as_bytes().to_vec(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
 fn completed(answer: &Answer) -> Outcome {
     Outcome::Completed {
         text: answer.response.text.clone(),
@@ -475,10 +739,8 @@ async fn plain(state: AppState, job: Job, recording: Recording) -> Result<Respon
                 model: answer.response.model.clone(),
                 choices: vec![Choice {
                     index: 0,
-                    message: AssistantMessage {
-                        role: "assistant",
-                        content: answer.response.text.clone(),
-                    },
+                    message: assistant_message(&answer),
+                    logprobs: answer.response.logprobs.as_deref().map(logprobs_out),
                     finish_reason: finish_reason(&answer),
                 }],
                 usage: usage_of(&answer),

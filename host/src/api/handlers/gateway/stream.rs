@@ -21,6 +21,7 @@ use crate::orchestrator::dispatch::{Answer, DispatchError, Job, Progress, Router
 use crate::orchestrator::usage::Outcome;
 use crate::state::AppState;
 use crate::store::tasks::Attempt;
+use vel_runtime::types::ToolCallDelta;
 
 /// The fixed part of every chunk of one stream.
 struct Chunks {
@@ -119,6 +120,10 @@ pub(super) async fn streamed(
 }
 
 /// How a stream's dispatch ended.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per stream, built once and matched at once"
+)]
 enum Ended {
     Done(Result<Answer, DispatchError>),
     ClientGone,
@@ -146,6 +151,8 @@ struct Streaming {
     current: String,
     /// Attempts reported so far.
     attempts: Vec<Attempt>,
+    /// Whether pieces of tool calls were sent.
+    tool_calls_sent: bool,
 }
 
 impl Streaming {
@@ -215,12 +222,40 @@ impl Streaming {
                 let chunk = self.chunks.chunk(json!({ "content": text }), None);
                 self.send(chunk).await
             }
+            Progress::ToolCall { delta, .. } => {
+                if !self.begin().await {
+                    return false;
+                }
+                self.tool_calls_sent = true;
+                let chunk = self
+                    .chunks
+                    .chunk(json!({ "tool_calls": [tool_call_delta(&delta)] }), None);
+                self.send(chunk).await
+            }
             Progress::AttemptFinished(a) => {
                 self.attempts.push(a);
                 true
             }
         }
     }
+}
+
+/// One piece of a tool call in OpenAI's chunk format: the first piece of a
+/// call carries its id, type and name; every piece its arguments so far.
+fn tool_call_delta(delta: &ToolCallDelta) -> serde_json::Value {
+    let mut function = serde_json::Map::new();
+    if let Some(name) = &delta.name {
+        function.insert("name".into(), json!(name));
+    }
+    function.insert("arguments".into(), json!(delta.arguments));
+    let mut call = serde_json::Map::new();
+    call.insert("index".into(), json!(delta.index));
+    if let Some(id) = &delta.id {
+        call.insert("id".into(), json!(id));
+        call.insert("type".into(), json!("function"));
+    }
+    call.insert("function".into(), serde_json::Value::Object(function));
+    serde_json::Value::Object(call)
 }
 
 /// Run the dispatch, turning its progress into chunks on `out`.
@@ -246,6 +281,7 @@ async fn drive(
         partial: String::new(),
         current: String::new(),
         attempts: Vec::new(),
+        tool_calls_sent: false,
     };
     let (ptx, mut prx) = mpsc::unbounded_channel::<Progress>();
     let ended = {
@@ -291,6 +327,25 @@ async fn drive(
             let rest = text.strip_prefix(s.partial.as_str()).unwrap_or(text);
             if s.current.is_empty() && !rest.is_empty() {
                 let chunk = s.chunks.chunk(json!({ "content": rest }), None);
+                s.send(chunk).await;
+            }
+            // Tool calls of a provider that did not stream them: each whole.
+            if !s.tool_calls_sent && !answer.response.tool_calls.is_empty() {
+                let calls: Vec<serde_json::Value> = answer
+                    .response
+                    .tool_calls
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        tool_call_delta(&ToolCallDelta {
+                            index: u32::try_from(i).unwrap_or(u32::MAX),
+                            id: Some(c.id.clone()),
+                            name: Some(c.name.clone()),
+                            arguments: c.arguments.clone(),
+                        })
+                    })
+                    .collect();
+                let chunk = s.chunks.chunk(json!({ "tool_calls": calls }), None);
                 s.send(chunk).await;
             }
             let last = s.chunks.chunk(json!({}), Some(finish_reason(&answer)));

@@ -44,7 +44,7 @@ pub enum MessageContent {
     Parts(Vec<ContentPart>),
 }
 
-/// A message of the conversation. Other fields (`name`, …) are accepted and ignored.
+/// A message of the conversation. Other fields are accepted and ignored.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct InputChatMessage {
     /// `system`, `developer` (treated as `system`), `user`, `assistant` or `tool`.
@@ -52,6 +52,98 @@ pub struct InputChatMessage {
     /// The content (`null` is taken as empty).
     #[serde(default)]
     pub content: Option<MessageContent>,
+    /// An `assistant` message: the tool calls the model made.
+    #[serde(default)]
+    pub tool_calls: Option<Vec<ToolCallOut>>,
+    /// A `tool` message: the id of the call whose result it carries.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
+    /// A participant's name (up to 200 characters).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// The function of a tool.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct FunctionDefinition {
+    /// Its name: letters, digits, `_` and `-`, at most 64.
+    pub name: String,
+    /// What it does, for the model.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// JSON Schema of its arguments (an object schema); absent for none.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<serde_json::Value>,
+    /// Hold the arguments strictly to the schema (providers that support it).
+    #[serde(default)]
+    pub strict: Option<bool>,
+}
+
+/// A tool the model may call: `{"type": "function", "function": {…}}`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct ToolIn {
+    /// `function`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The function.
+    pub function: FunctionDefinition,
+}
+
+/// The function a named tool choice names.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct FunctionName {
+    /// The tool's name.
+    pub name: String,
+}
+
+/// A named tool choice: `{"type": "function", "function": {"name": …}}`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct NamedToolChoice {
+    /// `function`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The tool.
+    pub function: FunctionName,
+}
+
+/// `tool_choice`: `auto`, `none`, `required`, or a named tool.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum ToolChoiceIn {
+    /// `auto`, `none` or `required`.
+    Mode(String),
+    /// That tool.
+    Named(NamedToolChoice),
+}
+
+/// The schema of a `json_schema` response format.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct JsonSchemaIn {
+    /// Its name: letters, digits, `_` and `-`, at most 64.
+    pub name: String,
+    /// What the answer is, for the model.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The JSON Schema.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub schema: Option<serde_json::Value>,
+    /// Follow the schema exactly (default false).
+    #[serde(default)]
+    pub strict: Option<bool>,
+}
+
+/// `response_format`: `{"type": "text"}`, `{"type": "json_object"}` or
+/// `{"type": "json_schema", "json_schema": {…}}`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct ResponseFormatIn {
+    /// `text`, `json_object` or `json_schema`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// With `json_schema`: the schema.
+    #[serde(default)]
+    pub json_schema: Option<JsonSchemaIn>,
 }
 
 /// An OpenAI chat-completions request. Fields vel does not use are accepted
@@ -97,6 +189,59 @@ pub struct ChatCompletionRequest {
     /// `user` (from the `user` field) overriding a key of that name.
     #[serde(default)]
     pub metadata: Option<std::collections::BTreeMap<String, String>>,
+    /// Tools the model may call (at most 128). Only models whose provider
+    /// plugin supports tool calling are used; when none is offered, 400.
+    #[serde(default)]
+    pub tools: Option<Vec<ToolIn>>,
+    /// `auto` (default with tools), `none`, `required`, or
+    /// `{"type": "function", "function": {"name": …}}`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub tool_choice: Option<ToolChoiceIn>,
+    /// Whether the model may call several tools in one turn.
+    #[serde(default)]
+    pub parallel_tool_calls: Option<bool>,
+    /// `{"type": "text"}`, `{"type": "json_object"}` (JSON mode) or
+    /// `{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`
+    /// (structured output). Only models that support it are used.
+    #[serde(default)]
+    pub response_format: Option<ResponseFormatIn>,
+    /// Sample reproducibly, where the provider supports it (best effort).
+    #[serde(default)]
+    pub seed: Option<i64>,
+    /// Return the log probability of each output token (plain answers;
+    /// only models that support it are used).
+    #[serde(default)]
+    pub logprobs: Option<bool>,
+    /// With `logprobs`: also the 0–20 most likely tokens at each position.
+    #[serde(default)]
+    pub top_logprobs: Option<u8>,
+}
+
+/// The function of a tool call: its name and arguments.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FunctionCall {
+    /// The tool's name.
+    pub name: String,
+    /// The arguments, as JSON text the model wrote.
+    #[serde(default)]
+    pub arguments: String,
+}
+
+/// A tool call: `{"id", "type": "function", "function": {"name", "arguments"}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ToolCallOut {
+    /// The call's id; the `tool` message with its result names it.
+    pub id: String,
+    /// `function`.
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    /// The function called.
+    pub function: FunctionCall,
+}
+
+fn function_type() -> String {
+    "function".to_string()
 }
 
 /// The assistant's message.
@@ -104,8 +249,42 @@ pub struct ChatCompletionRequest {
 pub struct AssistantMessage {
     /// `assistant`.
     pub role: &'static str,
-    /// The answer.
-    pub content: String,
+    /// The answer; `null` when the model only called tools.
+    pub content: Option<String>,
+    /// The tools the model asked for (finish reason `tool_calls`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallOut>>,
+}
+
+/// One likely token at a position.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopLogprobOut {
+    /// The token.
+    pub token: String,
+    /// Its log probability.
+    pub logprob: f64,
+    /// Its UTF-8 bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// The log probability of one output token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenLogprobOut {
+    /// The token.
+    pub token: String,
+    /// Its log probability.
+    pub logprob: f64,
+    /// Its UTF-8 bytes.
+    pub bytes: Vec<u8>,
+    /// The most likely tokens at its position.
+    pub top_logprobs: Vec<TopLogprobOut>,
+}
+
+/// A choice's `logprobs`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChoiceLogprobs {
+    /// One entry per output token.
+    pub content: Vec<TokenLogprobOut>,
 }
 
 /// The one choice.
@@ -115,6 +294,8 @@ pub struct Choice {
     pub index: u32,
     /// The answer.
     pub message: AssistantMessage,
+    /// With `logprobs: true`: per-token log probabilities; else `null`.
+    pub logprobs: Option<ChoiceLogprobs>,
     /// `stop`, `length`, `content_filter` or `tool_calls`.
     pub finish_reason: &'static str,
 }

@@ -1,0 +1,323 @@
+//! Tool calling and structured output through `/v1/chat/completions`,
+//! driven by the official OpenAI Python SDK: a tool-call round trip (tool
+//! call, tool result, final text) plain and streamed, JSON mode, JSON
+//! Schema output and logprobs on the built-in `mock` provider (contract
+//! 0.2.0, whose model `tools` calls tools), next to the uploaded `shout`
+//! provider, built from the frozen `vel:plugins@0.1.0` WIT
+//! (`tests/plugins/shout-provider`) and served through the host's adapter:
+//! it answers plain requests, and a request that needs tools is never
+//! given to it but refused with a 400 naming the feature. And the real
+//! `openai-compatible` plugin passing tools, tool choice, response format
+//! and seed to the mock upstream and mapping its tool calls back, plain
+//! and streamed.
+
+use serde_json::{Value, json};
+use vel_mock_upstream::MockUpstream;
+
+use crate::support::guests::{SHOUT_PROVIDER, build_guest, manifest};
+use crate::support::{Backend, Server, python};
+
+const SCRIPT: &str = r#"
+import json, sys
+import openai
+from openai import OpenAI
+
+client = OpenAI(base_url=sys.argv[1], api_key=sys.argv[2], max_retries=0)
+out = {}
+tools = [{"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}]
+question = [{"role": "user", "content": "Paris"}]
+
+# Plain: the model asks for the tool, gets its result, answers.
+first = client.chat.completions.create(model="alpha/tools", messages=question,
+                                       tools=tools, tool_choice="required")
+m = first.choices[0].message
+call = m.tool_calls[0]
+out["plain_call"] = {"finish_reason": first.choices[0].finish_reason, "content": m.content,
+                     "id": call.id, "type": call.type, "name": call.function.name,
+                     "arguments": json.loads(call.function.arguments)}
+follow = question + [m.model_dump(exclude_none=True),
+                     {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"}]
+final = client.chat.completions.create(model="alpha/tools", messages=follow, tools=tools)
+out["plain_final"] = {"finish_reason": final.choices[0].finish_reason,
+                      "content": final.choices[0].message.content,
+                      "tool_calls": final.choices[0].message.tool_calls}
+
+# Streamed: the tool call arrives in pieces, assembled by index.
+calls, finish, pieces = {}, None, 0
+for chunk in client.chat.completions.create(model="alpha/tools", messages=question,
+                                            tools=tools, stream=True):
+    for c in chunk.choices:
+        for d in c.delta.tool_calls or []:
+            pieces += 1
+            e = calls.setdefault(d.index, {"id": None, "name": "", "arguments": ""})
+            if d.id:
+                e["id"] = d.id
+            if d.function and d.function.name:
+                e["name"] += d.function.name
+            if d.function and d.function.arguments:
+                e["arguments"] += d.function.arguments
+        if c.finish_reason:
+            finish = c.finish_reason
+streamed = calls[0]
+out["stream_call"] = {"finish_reason": finish, "pieces": pieces, "id": streamed["id"],
+                      "name": streamed["name"], "arguments": json.loads(streamed["arguments"])}
+follow = question + [
+    {"role": "assistant", "content": None, "tool_calls": [{
+        "id": streamed["id"], "type": "function",
+        "function": {"name": streamed["name"], "arguments": streamed["arguments"]}}]},
+    {"role": "tool", "tool_call_id": streamed["id"], "content": "rain"}]
+parts, finish = [], None
+for chunk in client.chat.completions.create(model="alpha/tools", messages=follow,
+                                            tools=tools, stream=True):
+    for c in chunk.choices:
+        if c.delta.content:
+            parts.append(c.delta.content)
+        if c.finish_reason:
+            finish = c.finish_reason
+out["stream_final"] = {"content": "".join(parts), "finish_reason": finish}
+
+# `auto` with tools: only a model that calls tools is a candidate.
+raw = client.chat.completions.with_raw_response.create(model="auto", messages=question,
+                                                       tools=tools)
+auto = raw.parse()
+out["auto"] = {"provider": raw.headers.get("x-vel-provider"), "model": auto.model,
+               "finish_reason": auto.choices[0].finish_reason}
+
+# JSON mode and JSON Schema.
+r = client.chat.completions.create(model="alpha/echo", messages=question,
+                                   response_format={"type": "json_object"})
+out["json_object"] = json.loads(r.choices[0].message.content)
+schema = {"type": "object", "properties": {"city": {"type": "string"},
+          "warm": {"type": "boolean"}}, "required": ["city", "warm"],
+          "additionalProperties": False}
+r = client.chat.completions.create(model="alpha/echo", messages=question,
+    response_format={"type": "json_schema",
+                     "json_schema": {"name": "weather", "schema": schema, "strict": True}})
+out["json_schema"] = json.loads(r.choices[0].message.content)
+
+# Logprobs.
+r = client.chat.completions.create(model="alpha/echo", messages=question,
+                                   logprobs=True, top_logprobs=2)
+lp = r.choices[0].logprobs.content
+out["logprobs"] = {"tokens": [t.token for t in lp], "top": len(lp[0].top_logprobs)}
+
+# The 0.1.0 provider next to them: plain requests are served...
+r = client.chat.completions.create(model="legacy/shout-1",
+                                   messages=[{"role": "user", "content": "hello"}])
+out["legacy"] = r.choices[0].message.content
+# ...and a request that needs tools is refused, naming what is missing.
+try:
+    client.chat.completions.create(model="legacy/shout-1", messages=question, tools=tools)
+    out["legacy_tools"] = None
+except openai.BadRequestError as e:
+    out["legacy_tools"] = {"status": e.status_code, "message": str(e)}
+try:
+    client.chat.completions.create(model="legacy/shout-1", messages=question,
+        response_format={"type": "json_schema", "json_schema": {"name": "w", "schema": schema}})
+    out["legacy_schema"] = None
+except openai.BadRequestError as e:
+    out["legacy_schema"] = {"status": e.status_code, "message": str(e)}
+print(json.dumps(out))
+"#;
+
+/// An organization with `alpha` on the built-in `mock` (0.2.0) and
+/// `legacy` on the uploaded 0.1.0 `shout`; a gateway key of it.
+async fn setup(s: &Server) -> String {
+    let admin = s.admin_token().await;
+    let (_org, owner) = s.tenant(&admin, "toolsmiths").await;
+    s.upload_plugin(
+        &owner,
+        "?activate=true",
+        build_guest(SHOUT_PROVIDER, &[]),
+        &manifest("shout", "1.0.0", "provider", ""),
+    )
+    .await
+    .expect(201);
+    for (name, plugin) in [("alpha", "mock"), ("legacy", "shout")] {
+        s.post(
+            "/api/integrations",
+            &owner,
+            json!({ "name": name, "provider": "mock", "plugin": plugin }),
+        )
+        .await
+        .expect(201);
+    }
+    s.api_key(&owner, "tool-calls", "task_executor").await
+}
+
+async fn run_sdk(s: &Server, key: &str) -> Value {
+    let output = tokio::process::Command::new(python())
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(format!("{}/v1", s.base))
+        .arg(key)
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .await
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the SDK script failed:\n{stderr}\nstdout: {stdout}\nserver stderr:\n{}",
+        s.stderr()
+    );
+    serde_json::from_str(stdout.trim()).expect("JSON from the script")
+}
+
+async fn tool_calls_and_structured_output_with_the_openai_sdk(b: Backend) {
+    let s = Server::start(b).await;
+    let key = setup(&s).await;
+    let out = run_sdk(&s, &key).await;
+
+    let call = &out["plain_call"];
+    assert_eq!(call["finish_reason"], "tool_calls", "{out}");
+    assert_eq!(call["content"], Value::Null, "{out}");
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["name"], "get_weather");
+    assert_eq!(call["arguments"], json!({ "city": "Paris" }));
+    assert!(call["id"].as_str().unwrap().starts_with("call_"), "{out}");
+    let last = &out["plain_final"];
+    assert_eq!(last["finish_reason"], "stop", "{out}");
+    assert_eq!(last["content"], "tool said: sunny, 21 C");
+    assert_eq!(last["tool_calls"], Value::Null);
+
+    let streamed = &out["stream_call"];
+    assert_eq!(streamed["finish_reason"], "tool_calls", "{out}");
+    assert_eq!(streamed["name"], "get_weather");
+    assert_eq!(streamed["arguments"], json!({ "city": "Paris" }));
+    assert!(streamed["pieces"].as_u64().unwrap() >= 2, "{out}");
+    assert_eq!(
+        out["stream_final"],
+        json!({ "content": "tool said: rain", "finish_reason": "stop" })
+    );
+
+    assert_eq!(out["auto"]["provider"], "alpha", "{out}");
+    assert_eq!(out["auto"]["model"], "tools", "{out}");
+    assert_eq!(out["auto"]["finish_reason"], "tool_calls", "{out}");
+
+    assert_eq!(out["json_object"], json!({ "echo": "echo: Paris" }));
+    assert_eq!(out["json_schema"], json!({ "city": "Paris", "warm": true }));
+    assert_eq!(out["logprobs"]["tokens"], json!(["echo: ", "Paris"]));
+    assert_eq!(out["logprobs"]["top"], 2);
+
+    assert_eq!(out["legacy"], "[shout 1.0.0] HELLO", "{out}");
+    for (what, feature) in [("legacy_tools", "tools"), ("legacy_schema", "json-schema")] {
+        let refused = &out[what];
+        assert_eq!(refused["status"], 400, "{what}: {out}");
+        let message = refused["message"].as_str().unwrap();
+        assert!(message.contains(feature), "{what}: {message}");
+        assert!(message.contains("legacy/shout-1"), "{what}: {message}");
+    }
+}
+
+/// The `data:` payloads of an SSE body that are JSON, in order.
+fn chunks(text: &str) -> Vec<Value> {
+    text.split("\n\n")
+        .filter_map(|e| e.trim().strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect()
+}
+
+async fn openai_compatible_passes_tools_through_and_maps_calls_back(b: Backend) {
+    let upstream = MockUpstream::start().await;
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let base_url = format!("{}/v1", upstream.base_url());
+    s.upstream_integration(&admin, "up", &base_url, "sk-tools-test-0123456789", 10_000)
+        .await;
+    let key = s.api_key(&admin, "tools-upstream", "task_executor").await;
+    let tools = json!([{ "type": "function", "function": {
+        "name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]);
+    let body = json!({
+        "model": "up/gpt-4o-mini",
+        "messages": [{"role": "user", "content": "vel"}],
+        "tools": tools, "tool_choice": "required", "parallel_tool_calls": false, "seed": 42,
+        "response_format": {"type": "json_object"},
+    });
+    let r = s.post("/v1/chat/completions", &key, body.clone()).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    let choice = &r.body["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{}", r.body);
+    assert_eq!(choice["message"]["content"], Value::Null, "{}", r.body);
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["function"]["name"], "lookup");
+    assert_eq!(call["function"]["arguments"], r#"{"q":"vel"}"#);
+    let sent = upstream.requests().last().unwrap().body.clone().unwrap();
+    assert_eq!(sent["tools"], tools, "{sent}");
+    assert_eq!(sent["tool_choice"], "required");
+    assert_eq!(sent["parallel_tool_calls"], false);
+    assert_eq!(sent["seed"], 42);
+    assert_eq!(sent["response_format"], json!({"type": "json_object"}));
+
+    // Streamed: the upstream's pieces reach the client as OpenAI chunks.
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let resp = s
+        .http
+        .post(s.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&streamed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let events = chunks(&resp.text().await.unwrap());
+    let pieces: Vec<&Value> = events
+        .iter()
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["tool_calls"][0]
+                .as_object()
+                .map(|_| c)
+        })
+        .map(|c| &c["choices"][0]["delta"]["tool_calls"][0])
+        .collect();
+    assert!(pieces.len() >= 2, "{events:?}");
+    assert!(
+        pieces[0]["id"].as_str().unwrap().starts_with("call_mock_"),
+        "{events:?}"
+    );
+    assert_eq!(pieces[0]["function"]["name"], "lookup");
+    let arguments: String = pieces
+        .iter()
+        .filter_map(|p| p["function"]["arguments"].as_str())
+        .collect();
+    assert_eq!(arguments, r#"{"q":"vel"}"#);
+    let finish = events
+        .iter()
+        .rev()
+        .find_map(|c| c["choices"][0]["finish_reason"].as_str());
+    assert_eq!(finish, Some("tool_calls"), "{events:?}");
+
+    // The tool's result goes back upstream as a `tool` message.
+    let follow = json!({
+        "model": "up/gpt-4o-mini", "tools": tools,
+        "messages": [
+            {"role": "user", "content": "vel"},
+            {"role": "assistant", "content": null, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": call["id"], "content": "found it"},
+        ],
+    });
+    let r = s.post("/v1/chat/completions", &key, follow).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    assert_eq!(r.body["choices"][0]["finish_reason"], "stop", "{}", r.body);
+    let sent = upstream.requests().last().unwrap().body.clone().unwrap();
+    assert_eq!(
+        sent["messages"][1]["tool_calls"][0]["id"], call["id"],
+        "{sent}"
+    );
+    assert_eq!(
+        sent["messages"][2],
+        json!({"role": "tool", "content": "found it", "tool_call_id": call["id"]})
+    );
+}
+
+dual_backend_tests!(
+    tool_calls_and_structured_output_with_the_openai_sdk,
+    openai_compatible_passes_tools_through_and_maps_calls_back,
+);
