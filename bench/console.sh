@@ -3,8 +3,9 @@
 # and `GET /console/tasks` (the first page of 50, with the total), vel on
 # SQLite or PostgreSQL. One task is run through the built-in `mock`
 # provider, then copied N-1 times straight in the database, and its usage
-# row copied N-1 times too, spread over the last 24 hours, as minute rows
-# not yet rolled up (the most rows the overview's analytics can merge).
+# usage rows written as N tasks over the last 24 hours leave them: the past
+# hours rolled up into hour rows, the current hour's tasks as minute rows
+# (UNROLLED=1: all N as minute rows, as if the roll-up had not run for a day).
 # Prints the time of each page's first load and the slowest of the next 5.
 #
 # Usage: bench/console.sh [sqlite|postgres]   (default sqlite)
@@ -57,12 +58,26 @@ case "$DB" in
 esac
 select="$(echo "$cols" | sed -e "s/^id,/id || '-' || x,/" -e "s/created_at,/created_at - x,/")"
 sql "$numbers INSERT INTO tasks ($cols) SELECT $select FROM $from WHERE tasks.id = '$id';" >/dev/null
-# Usage rows: minute buckets x minutes back, modulo a day (not rolled up).
-uselect="$(echo "$ucols" | sed -e "s/\bbucket_start\b/bucket_start - (x % 1440) * 60000/")"
 has_id="$(echo "$ucols" | grep -c '^id,' || true)"
 [ "$has_id" = 0 ] || die "usage_buckets has an id column: adapt the copy"
-sql "$numbers INSERT INTO usage_buckets ($ucols) SELECT $uselect FROM $ufrom
-     WHERE usage_buckets.resolution = 'minute';" >/dev/null
+if [ "${UNROLLED:-}" = 1 ]; then
+    # Every task's usage row a minute row, spread over the last day: as if
+    # the roll-up had not run for a day (the most rows the overview merges).
+    uselect="$(echo "$ucols" | sed -e "s/\bbucket_start\b/bucket_start - (x % 1440) * 60000/")"
+    sql "$numbers INSERT INTO usage_buckets ($ucols) SELECT $uselect FROM $ufrom
+         WHERE usage_buckets.resolution = 'minute';" >/dev/null
+else
+    # N tasks evenly over the last day, the roll-up keeping up: the past
+    # hours as one hour row each (per provider and model), the current
+    # hour's N/24 tasks as minute rows.
+    hselect="$(echo "$ucols" | sed -e "s/\bresolution\b/'hour'/" \
+        -e "s/\bbucket_start\b/(bucket_start \/ 3600000 - x) * 3600000/")"
+    sql "$numbers INSERT INTO usage_buckets ($ucols) SELECT $hselect FROM $ufrom
+         WHERE usage_buckets.resolution = 'minute' AND x < 24;" >/dev/null
+    uselect="$(echo "$ucols" | sed -e "s/\bbucket_start\b/bucket_start - (x % 60) * 60000/")"
+    sql "$numbers INSERT INTO usage_buckets ($ucols) SELECT $uselect FROM $ufrom
+         WHERE usage_buckets.resolution = 'minute' AND x < $N / 24;" >/dev/null
+fi
 sql "ANALYZE" >/dev/null
 echo "Machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores; vel ($PROFILE build) on $DB"
 echo "tasks: $(sql "SELECT COUNT(*) FROM tasks"), usage rows: $(sql "SELECT COUNT(*) FROM usage_buckets")"
