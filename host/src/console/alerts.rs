@@ -134,7 +134,7 @@ pub(crate) async fn acknowledge(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     if let Err(refused) = session.check_csrf(&form) {
-        return refused;
+        return refused.into_response();
     }
     match console
         .post(

@@ -188,7 +188,7 @@ async fn act(
     form: &HashMap<String, String>,
 ) -> Response {
     if let Err(refused) = session.check_csrf(form) {
-        return refused;
+        return refused.into_response();
     }
     let scope = scope_of(q);
     let api = with_scope(&format!("/api/plugins/{}/{what}", enc(name)), scope);

@@ -66,17 +66,27 @@ impl Session {
     }
 
     /// Refuse a write whose form lacks this session's CSRF token (403).
-    pub(crate) fn check_csrf(&self, form: &HashMap<String, String>) -> Result<(), Response> {
+    pub(crate) fn check_csrf(&self, form: &HashMap<String, String>) -> Result<(), CsrfRefused> {
         let sent = form.get(CSRF_FIELD).map(String::as_str).unwrap_or("");
         if constant_time_eq(sent.as_bytes(), self.csrf.as_bytes()) {
             Ok(())
         } else {
             tracing::warn!("console write refused: missing or wrong CSRF token");
-            Err(html::error_page(
-                StatusCode::FORBIDDEN,
-                "This form's security token is missing or out of date; reload the page and try again.",
-            ))
+            Err(CsrfRefused)
         }
+    }
+}
+
+/// A write refused for its missing or wrong CSRF token (a 403 page).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CsrfRefused;
+
+impl IntoResponse for CsrfRefused {
+    fn into_response(self) -> Response {
+        html::error_page(
+            StatusCode::FORBIDDEN,
+            "This form's security token is missing or out of date; reload the page and try again.",
+        )
     }
 }
 
@@ -296,7 +306,7 @@ pub(crate) async fn logout(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     if let Err(refused) = session.check_csrf(&form) {
-        return refused;
+        return refused.into_response();
     }
     if let Err(failed) = console.post(&session, "/api/auth/logout", &json!({})).await {
         tracing::warn!(message = %failed.message, "console logout: the token was not revoked");

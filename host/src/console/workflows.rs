@@ -474,7 +474,7 @@ async fn decide(
     form: &HashMap<String, String>,
 ) -> Response {
     if let Err(refused) = session.check_csrf(form) {
-        return refused;
+        return refused.into_response();
     }
     let comment = form
         .get("comment")
@@ -528,7 +528,7 @@ pub(crate) async fn retry(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     if let Err(refused) = session.check_csrf(&form) {
-        return refused;
+        return refused.into_response();
     }
     match console
         .post(
