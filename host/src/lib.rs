@@ -17,6 +17,7 @@ pub mod benchmarks;
 pub mod budgets;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod expiring_cache;
 pub mod health;
 pub mod limits;

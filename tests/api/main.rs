@@ -18,6 +18,7 @@ mod budgets;
 mod client;
 mod connections;
 mod connectivity;
+mod console;
 mod containment;
 mod credentials;
 mod edges;

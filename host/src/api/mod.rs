@@ -159,8 +159,14 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     documented(0).split_for_parts().1
 }
 
-/// Build the application: routes, limits, error fallbacks, tracing.
+/// Build the application: the API (routes, limits, error fallbacks,
+/// tracing) with the web console beside it under `/console`.
 pub fn router(state: AppState) -> Router {
+    crate::console::with_console(state.clone(), api_router(state))
+}
+
+/// The API alone: routes, limits, error fallbacks, tracing.
+fn api_router(state: AppState) -> Router {
     let upload_limit = plugins::upload_body_limit(&state.config.registry);
     let limits = body_limit::BodyLimits {
         default: state.config.max_body_bytes,
