@@ -41,8 +41,8 @@ impl PluginClass {
     /// The preset for componentize-py components (Python 3.14 with
     /// `--stub-wasi`): 38 core instances, 6.5 MB of code whose largest
     /// function (the interpreter's loop) is 420 KB, an 18 MB component, a
-    /// 20 MB heap after the snapshot, and about a million instructions per
-    /// small call. Routers and conditions only; its provider limits are the
+    /// 13 MB heap, and about 250 thousand instructions per small
+    /// call. Routers and conditions only; its provider limits are the
     /// defaults, too small for the interpreter, so a Python provider is
     /// refused when it loads.
     pub fn python() -> Self {
