@@ -273,3 +273,50 @@ fn check_imports(imports: &[String], kind: PluginKind) -> Result<(), LoadError> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A section: its id, its length, its bytes (lengths below 128).
+    fn section(id: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![id, u8::try_from(body.len()).expect("a short section")];
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// A component with one empty core module instantiated `count` times.
+    fn instantiating(count: u8) -> Vec<u8> {
+        let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+        component.extend(section(1, b"\0asm\x01\0\0\0"));
+        let mut instances = vec![count];
+        for _ in 0..count {
+            instances.extend([0x00, 0x00, 0x00]); // instantiate module 0, no arguments
+        }
+        component.extend(section(2, &instances));
+        component
+    }
+
+    #[test]
+    fn core_instances_are_counted_against_the_limit_of_the_class() {
+        let limit = |max| InstanceLimit {
+            max,
+            class: Some("python"),
+        };
+        match inspect(&instantiating(17), None, Some(limit(16))) {
+            Err(LoadError::TooManyCoreInstances { count, max, class }) => {
+                assert_eq!((count, max, class.as_str()), (17, 16, "class `python`"));
+            }
+            other => panic!("expected too many core instances, got {other:?}"),
+        }
+        // Within the limit, the inspection goes on (to the missing world).
+        assert!(matches!(
+            inspect(&instantiating(16), None, Some(limit(16))),
+            Err(LoadError::UnknownWorld { .. })
+        ));
+        assert!(matches!(
+            inspect(&instantiating(17), None, None),
+            Err(LoadError::UnknownWorld { .. })
+        ));
+    }
+}
