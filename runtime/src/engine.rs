@@ -10,10 +10,6 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 
 use crate::error::RuntimeError;
 
-/// Core instances a vel component may contain: the guest module plus the
-/// small adapter/shim modules `wit-component` adds.
-const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
-
 /// Bytes of linear memory per slot reset in place rather than released.
 const KEEP_RESIDENT: usize = 2 * 1024 * 1024;
 
@@ -26,6 +22,11 @@ pub(crate) struct EngineSizes {
     pub(crate) max_memory_bytes: u64,
     /// WebAssembly stack per call, in bytes.
     pub(crate) max_wasm_stack: usize,
+    /// Most core instances one component may create: the default
+    /// ([`crate::class::DEFAULT_CORE_INSTANCES`]) or a configured class's
+    /// larger one. Each component's own class is checked when it is
+    /// inspected; this is the engine's ceiling.
+    pub(crate) max_core_instances: u32,
 }
 
 /// Builds the engine: component model, fuel, epoch interruption, and a
@@ -33,9 +34,18 @@ pub(crate) struct EngineSizes {
 pub(crate) fn build_engine(config: &EngineSizes) -> Result<Engine, RuntimeError> {
     let mut pool = PoolingAllocationConfig::new();
     let instances = config.max_instances.max(1);
+    // Four core instances per component on average; with a class of larger
+    // components configured (a Python plugin creates 38), room for every
+    // instance to be one, so that such calls cannot take the slots of the
+    // rest. Slots are address space, committed only when used.
+    let core_per_instance = if config.max_core_instances > crate::class::DEFAULT_CORE_INSTANCES {
+        config.max_core_instances
+    } else {
+        4
+    };
     pool.total_component_instances(instances)
-        .total_core_instances(instances.saturating_mul(4))
-        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .total_core_instances(instances.saturating_mul(core_per_instance))
+        .max_core_instances_per_component(config.max_core_instances)
         .total_memories(instances.saturating_mul(2))
         .max_memories_per_component(4)
         .total_tables(instances.saturating_mul(4))
@@ -190,6 +200,7 @@ mod tests {
             max_instances: 4,
             max_memory_bytes: 256 * 1024 * 1024,
             max_wasm_stack: 512 * 1024,
+            max_core_instances: crate::class::DEFAULT_CORE_INSTANCES,
         };
         let engine = build_engine(&config).expect("engine");
         let ticker = EpochTicker::start(engine.clone(), Duration::from_millis(1)).expect("ticker");

@@ -97,6 +97,29 @@ pub enum LoadError {
         /// The limit.
         max: usize,
     },
+    /// The component creates more core module instances than its class
+    /// allows (a Python component needs a class the operator configured).
+    #[error(
+        "the component creates {count} core module instances, more than the {max} {class} \
+         allows (a Python component needs a plugin class such as `python`, named by the \
+         manifest's `class` and enabled by the operator)"
+    )]
+    TooManyCoreInstances {
+        /// How many it creates.
+        count: usize,
+        /// The limit.
+        max: u32,
+        /// Which limit: "default" or `class NAME`.
+        class: String,
+    },
+    /// The plugin names a class this runtime has not been configured with.
+    #[error("unknown plugin class `{class}`: this server offers {offered}")]
+    UnknownClass {
+        /// The class asked for.
+        class: String,
+        /// The configured classes, for the message.
+        offered: String,
+    },
     /// The component exports none of the vel worlds.
     #[error(
         "unknown world: the component exports none of vel:plugins/completion, routing or \

@@ -7,7 +7,7 @@
 
 use wasmparser::component_types::ComponentEntityType;
 use wasmparser::types::Types;
-use wasmparser::{Parser, Payload, ValidPayload, Validator, WasmFeatures};
+use wasmparser::{Instance, Parser, Payload, ValidPayload, Validator, WasmFeatures};
 
 use crate::error::LoadError;
 use crate::plugin::{Contract, PluginKind};
@@ -44,14 +44,30 @@ pub struct Inspection {
     pub largest_function_bytes: usize,
     /// How many functions its core modules define.
     pub functions: usize,
+    /// How many core module instances it creates (instantiations; its
+    /// nested components' included).
+    pub core_instances: usize,
+}
+
+/// The most core module instances a component may create, and whose
+/// limit that is (for the error).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InstanceLimit<'a> {
+    pub(crate) max: u32,
+    pub(crate) class: Option<&'a str>,
 }
 
 /// Reads `wasm` and checks, in this order: that it is a component, that
 /// it is well formed (structure and types; function bodies are left to the
 /// compiler), that its code is within `limits` (when given), that it
-/// exports exactly one vel world with that world's functions, and that it
-/// imports only what that world may import.
-pub(crate) fn inspect(wasm: &[u8], limits: Option<&CodeLimits>) -> Result<Inspection, LoadError> {
+/// exports exactly one vel world with that world's functions, that it
+/// imports only what that world may import, and that it creates no more
+/// core instances than `instances` allows (when given).
+pub(crate) fn inspect(
+    wasm: &[u8],
+    limits: Option<&CodeLimits>,
+    instances: Option<InstanceLimit<'_>>,
+) -> Result<Inspection, LoadError> {
     check_header(wasm)?;
     let malformed = |e: wasmparser::BinaryReaderError| LoadError::Malformed(e.to_string());
     // Every feature: this pass must never refuse what the engine would
@@ -67,6 +83,7 @@ pub(crate) fn inspect(wasm: &[u8], limits: Option<&CodeLimits>) -> Result<Inspec
     let mut code_bytes = 0usize;
     let mut largest_function_bytes = 0usize;
     let mut functions = 0usize;
+    let mut core_instances = 0usize;
     let mut top_level = None;
     for payload in parser.parse_all(wasm) {
         let payload = payload.map_err(malformed)?;
@@ -80,6 +97,24 @@ pub(crate) fn inspect(wasm: &[u8], limits: Option<&CodeLimits>) -> Result<Inspec
             Payload::ComponentExportSection(section) if depth == 0 => {
                 for export in section.clone() {
                     exports.push(export.map_err(malformed)?.name.name.to_string());
+                }
+            }
+            Payload::InstanceSection(section) => {
+                for instance in section.clone() {
+                    if let Instance::Instantiate { .. } = instance.map_err(malformed)? {
+                        core_instances += 1;
+                    }
+                }
+                if let Some(limit) = instances
+                    && core_instances > limit.max as usize
+                {
+                    return Err(LoadError::TooManyCoreInstances {
+                        count: core_instances,
+                        max: limit.max,
+                        class: limit
+                            .class
+                            .map_or_else(|| "default".to_string(), |c| format!("class `{c}`")),
+                    });
                 }
             }
             Payload::CodeSectionStart { size, .. } => {
@@ -129,6 +164,7 @@ pub(crate) fn inspect(wasm: &[u8], limits: Option<&CodeLimits>) -> Result<Inspec
         code_bytes,
         largest_function_bytes,
         functions,
+        core_instances,
     })
 }
 
@@ -251,4 +287,51 @@ fn check_imports(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A section: its id, its length, its bytes (lengths below 128).
+    fn section(id: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![id, u8::try_from(body.len()).expect("a short section")];
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// A component with one empty core module instantiated `count` times.
+    fn instantiating(count: u8) -> Vec<u8> {
+        let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+        component.extend(section(1, b"\0asm\x01\0\0\0"));
+        let mut instances = vec![count];
+        for _ in 0..count {
+            instances.extend([0x00, 0x00, 0x00]); // instantiate module 0, no arguments
+        }
+        component.extend(section(2, &instances));
+        component
+    }
+
+    #[test]
+    fn core_instances_are_counted_against_the_limit_of_the_class() {
+        let limit = |max| InstanceLimit {
+            max,
+            class: Some("python"),
+        };
+        match inspect(&instantiating(17), None, Some(limit(16))) {
+            Err(LoadError::TooManyCoreInstances { count, max, class }) => {
+                assert_eq!((count, max, class.as_str()), (17, 16, "class `python`"));
+            }
+            other => panic!("expected too many core instances, got {other:?}"),
+        }
+        // Within the limit, the inspection goes on (to the missing world).
+        assert!(matches!(
+            inspect(&instantiating(16), None, Some(limit(16))),
+            Err(LoadError::UnknownWorld { .. })
+        ));
+        assert!(matches!(
+            inspect(&instantiating(17), None, None),
+            Err(LoadError::UnknownWorld { .. })
+        ));
+    }
 }

@@ -15,6 +15,7 @@
 pub mod bindings;
 mod cache;
 mod call;
+mod class;
 mod condition;
 pub mod destination;
 mod engine;
@@ -34,6 +35,7 @@ mod slots;
 pub mod types;
 
 pub use call::{CallResult, CallStats, WireSize};
+pub use class::{DEFAULT_CORE_INSTANCES, PluginClass};
 pub use destination::AllowPrivate;
 pub use error::{BusyShare, Limit, LoadError, PluginError, RuntimeError};
 pub use host_memory::{Accounted, installed as host_memory_accounted};

@@ -1,6 +1,7 @@
 //! [`Runtime`]: the engine, the linker with the host functions, the compile
 //! cache and the outbound HTTP client, shared by every plugin and call.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,9 +17,10 @@ use crate::bindings::provider::{Provider, ProviderPre};
 use crate::bindings::router::RouterPre;
 use crate::cache::{self, CompileCache};
 use crate::call::{CallExtras, Calls, Failure, WireSize, run};
+use crate::class::{DEFAULT_CORE_INSTANCES, PluginClass};
 use crate::engine::{EngineSizes, EpochTicker, build_engine};
 use crate::error::{LoadError, PluginError, RuntimeError};
-use crate::inspect::{self, CodeLimits, Inspection};
+use crate::inspect::{self, CodeLimits, Inspection, InstanceLimit};
 use crate::legacy;
 use crate::limits::{KindLimits, Limits, Profile};
 use crate::outbound::{OutboundClient, OutboundConfig};
@@ -56,6 +58,11 @@ pub struct RuntimeConfig {
     /// runs on start-up and activation paths, which must not wait long.
     #[serde(with = "crate::limits::millis", default = "default_info_time")]
     pub info_time: Duration,
+    /// Plugin classes by name, with limits of their own (e.g. `python`:
+    /// [`PluginClass::python`]). A plugin is in one when its manifest names
+    /// it; the rest keep the limits above. None by default.
+    #[serde(default)]
+    pub classes: BTreeMap<String, PluginClass>,
 }
 
 fn default_info_time() -> Duration {
@@ -98,6 +105,7 @@ impl Default for RuntimeConfig {
             outbound: OutboundConfig::default(),
             compile: CompileConfig::default(),
             info_time: default_info_time(),
+            classes: BTreeMap::new(),
         }
     }
 }
@@ -133,6 +141,11 @@ impl Runtime {
             max_instances: config.max_instances,
             max_memory_bytes: config.max_memory_bytes,
             max_wasm_stack: config.max_wasm_stack,
+            max_core_instances: config
+                .classes
+                .values()
+                .map(|c| c.max_core_instances)
+                .fold(DEFAULT_CORE_INSTANCES, u32::max),
         })?;
         let mut linker = Linker::<CallState>::new(&engine);
         let link = |e: wasmtime::Error| RuntimeError::Linker(format!("{e:#}"));
@@ -195,6 +208,43 @@ impl Runtime {
         }
     }
 
+    /// The configured class called `name`; `None` for plugins in no class.
+    pub fn class(&self, name: Option<&str>) -> Result<Option<&PluginClass>, LoadError> {
+        let Some(name) = name else { return Ok(None) };
+        match self.inner.config.classes.get(name) {
+            Some(class) => Ok(Some(class)),
+            None => Err(LoadError::UnknownClass {
+                class: name.to_string(),
+                offered: if self.inner.config.classes.is_empty() {
+                    "no plugin class".to_string()
+                } else {
+                    let names: Vec<&str> = self
+                        .inner
+                        .config
+                        .classes
+                        .keys()
+                        .map(String::as_str)
+                        .collect();
+                    format!("the classes {}", names.join(", "))
+                },
+            }),
+        }
+    }
+
+    /// The limits for a kind under a profile in a class (`None`: the
+    /// default limits of [`Runtime::limits`]).
+    pub fn class_limits(
+        &self,
+        class: Option<&str>,
+        kind: PluginKind,
+        profile: Profile,
+    ) -> Result<&Limits, LoadError> {
+        Ok(match self.class(class)? {
+            Some(c) => c.limits(kind, profile),
+            None => self.limits(kind, profile),
+        })
+    }
+
     /// How many loads found their compiled code in the on-disk cache.
     pub fn cache_hits(&self) -> u64 {
         self.inner.cache_hits.load(Ordering::Relaxed)
@@ -210,7 +260,17 @@ impl Runtime {
     /// [`CodeLimits`], that it exports exactly one vel world with that
     /// world's functions, and that it imports only what that world may.
     pub fn inspect(&self, wasm: &[u8]) -> Result<Inspection, LoadError> {
-        inspect::inspect(wasm, Some(&self.inner.config.compile.code))
+        self.inspect_in(wasm, None)
+    }
+
+    /// [`Runtime::inspect`] for a component of plugin class `class`: that
+    /// class's code limits and core instances instead of the defaults.
+    pub fn inspect_in(&self, wasm: &[u8], class: Option<&str>) -> Result<Inspection, LoadError> {
+        let (code, max) = match self.class(class)? {
+            Some(c) => (&c.code, c.max_core_instances),
+            None => (&self.inner.config.compile.code, DEFAULT_CORE_INSTANCES),
+        };
+        inspect::inspect(wasm, Some(code), Some(InstanceLimit { max, class }))
     }
 
     /// Loads a component the host has already accepted (a built-in, a
@@ -222,7 +282,14 @@ impl Runtime {
     /// platform limits. The code limits are not applied: they decide what
     /// is accepted, not what was.
     pub async fn load(&self, wasm: &[u8]) -> Result<Plugin, LoadError> {
-        let inspection = inspect::inspect(wasm, None)?;
+        self.load_in(wasm, None).await
+    }
+
+    /// [`Runtime::load`] for a plugin of class `class`: its `info()` runs
+    /// under the class's platform limits.
+    pub async fn load_in(&self, wasm: &[u8], class: Option<&str>) -> Result<Plugin, LoadError> {
+        let class = self.class(class)?;
+        let inspection = inspect::inspect(wasm, None, None)?;
         let sha256 = hex::encode(Sha256::digest(wasm));
         if let Some(component) = self.cached(&sha256).await? {
             return self
@@ -232,6 +299,7 @@ impl Runtime {
                     sha256,
                     wasm.len(),
                     true,
+                    class,
                 )
                 .await;
         }
@@ -244,6 +312,7 @@ impl Runtime {
             sha256,
             wasm.len(),
             false,
+            class,
         )
         .await
     }
@@ -263,7 +332,8 @@ impl Runtime {
     /// its tenant's) until then: the number of compilations running never
     /// exceeds the slots.
     pub async fn stage(&self, wasm: &[u8], request: StageRequest<'_>) -> Result<Staged, LoadError> {
-        let inspection = self.inspect(wasm)?;
+        let inspection = self.inspect_in(wasm, request.class)?;
+        let class = self.class(request.class)?;
         if inspection.kind != request.kind {
             return Err(LoadError::KindMismatch {
                 expected: request.kind,
@@ -279,6 +349,7 @@ impl Runtime {
                     sha256,
                     wasm.len(),
                     true,
+                    class,
                 )
                 .await?;
             return Ok(Staged {
@@ -302,6 +373,7 @@ impl Runtime {
                 sha256,
                 wasm.len(),
                 false,
+                class,
             )
             .await?;
         Ok(Staged {
@@ -421,6 +493,7 @@ impl Runtime {
         sha256: String,
         size: usize,
         from_cache: bool,
+        class: Option<&PluginClass>,
     ) -> Result<Plugin, LoadError> {
         let pre = self.pre(&component, kind, contract)?;
         // A provisional plugin to run `info()` on; the real one carries it.
@@ -444,7 +517,7 @@ impl Runtime {
             inner: Arc::new(inner),
         };
         let info = self
-            .call_info(&provisional)
+            .call_info(&provisional, class)
             .await
             .map_err(LoadError::Info)?;
         inner = Arc::into_inner(provisional.inner).ok_or_else(|| {
@@ -470,9 +543,18 @@ impl Runtime {
     }
 
     /// Calls `info()` in a fresh instance, under the kind's platform limits
-    /// shortened to [`RuntimeConfig::info_time`].
-    async fn call_info(&self, plugin: &Plugin) -> Result<PluginInfo, PluginError> {
-        let mut limits = self.limits(plugin.kind(), Profile::Platform).clone();
+    /// (its class's, when it is in one) shortened to
+    /// [`RuntimeConfig::info_time`].
+    async fn call_info(
+        &self,
+        plugin: &Plugin,
+        class: Option<&PluginClass>,
+    ) -> Result<PluginInfo, PluginError> {
+        let mut limits = match class {
+            Some(c) => c.limits(plugin.kind(), Profile::Platform),
+            None => self.limits(plugin.kind(), Profile::Platform),
+        }
+        .clone();
         let most = self.inner.config.info_time;
         limits.wall_time = limits.wall_time.min(most);
         limits.cpu_time = limits.cpu_time.min(most);
@@ -559,6 +641,9 @@ pub struct StageRequest<'a> {
     pub tenant: Option<&'a str>,
     /// Longest wait for a compile slot before [`LoadError::Busy`].
     pub wait: Duration,
+    /// The plugin class it is uploaded in (its manifest's `class`), whose
+    /// code and instance limits apply; `None` for the defaults.
+    pub class: Option<&'a str>,
 }
 
 /// A component loaded by [`Runtime::stage`] whose compiled code is not in

@@ -34,6 +34,7 @@ fn upload(kind: PluginKind) -> StageRequest<'static> {
         kind,
         tenant: Some("org-a"),
         wait: Duration::ZERO,
+        class: None,
     }
 }
 

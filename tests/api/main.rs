@@ -33,6 +33,7 @@ mod operations;
 mod organizations;
 mod permissions;
 mod plugin_cli;
+mod plugin_langs;
 mod plugin_limits;
 mod plugins;
 mod rate_limits;

@@ -705,7 +705,7 @@ async fn new_writes_a_project_that_checks() {
             "new",
             "x",
             "--kind",
-            "router",
+            "provider",
             "--lang",
             "js",
             "--dir",
@@ -714,7 +714,10 @@ async fn new_writes_a_project_that_checks() {
     )
     .await
     .failed();
-    assert!(js.stderr.contains("only `--lang rust`"), "{js:#?}");
+    assert!(
+        js.stderr.contains("offers routers and conditions"),
+        "{js:#?}"
+    );
 }
 
 /// The router `vel plugin new` writes builds with one command, passes

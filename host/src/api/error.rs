@@ -430,7 +430,9 @@ impl From<crate::plugins::lifecycle::LifecycleError> for ApiError {
             E::KindMismatch { .. } => ApiError::conflict_code("kind_mismatch", message),
             E::VersionExists(_) => ApiError::conflict_code("version_exists", message),
             E::QuotaExceeded { .. } => ApiError::too_large_code("plugin_quota_exceeded", message),
+            E::ComponentTooLarge { .. } => ApiError::too_large(message),
             E::Load { error, wait } => match error {
+                LoadError::UnknownClass { .. } => ApiError::bad_request("unknown_class", message),
                 LoadError::NotWasm | LoadError::CoreModule => {
                     ApiError::bad_request("not_a_component", message)
                 }
@@ -447,7 +449,9 @@ impl From<crate::plugins::lifecycle::LifecycleError> for ApiError {
                     ApiError::bad_request("forbidden_import", message)
                 }
                 LoadError::Info(_) => ApiError::bad_request("info_failed", message),
-                LoadError::CodeTooLarge { .. } | LoadError::FunctionTooLarge { .. } => {
+                LoadError::CodeTooLarge { .. }
+                | LoadError::FunctionTooLarge { .. }
+                | LoadError::TooManyCoreInstances { .. } => {
                     ApiError::unprocessable("compile_limit_exceeded", message)
                 }
                 LoadError::CompileTimeout { .. } => {

@@ -5,6 +5,7 @@ pub mod plugin;
 pub mod remote;
 pub mod run_json;
 pub mod scaffold;
+pub mod scaffold_langs;
 
 use std::process::ExitCode;
 

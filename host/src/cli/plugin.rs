@@ -219,17 +219,50 @@ fn init_plugin_logs() {
         .try_init();
 }
 
-async fn load(file: &Path, allow_private: AllowPrivate) -> anyhow::Result<(Runtime, Plugin)> {
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let runtime = Runtime::new(RuntimeConfig {
+/// The plugin classes the local sandbox offers: `VEL_PLUGIN_CLASSES` as
+/// the server reads it, else every preset (a server offers only those its
+/// operator configured).
+fn local_classes() -> anyhow::Result<std::collections::BTreeMap<String, vel_runtime::PluginClass>> {
+    let raw = std::env::var("VEL_PLUGIN_CLASSES").unwrap_or_else(|_| "python".to_string());
+    crate::config::classes::parse(&raw)
+        .map_err(|e| anyhow::anyhow!("VEL_PLUGIN_CLASSES={raw:?}: {e}"))
+}
+
+/// Longest a local compilation may take: a Python component's takes tens
+/// of seconds on a busy laptop, and nobody else waits for a compile slot.
+const LOCAL_COMPILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// A runtime as a server's, with the local classes, compiling into the
+/// cache directory `VEL_PLUGIN_CACHE_DIR` when it is set (as the server's
+/// setting of that name), else compiling on every run.
+fn local_runtime(allow_private: AllowPrivate) -> anyhow::Result<Runtime> {
+    Ok(Runtime::new(RuntimeConfig {
+        cache_dir: std::env::var_os("VEL_PLUGIN_CACHE_DIR")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from),
         outbound: OutboundConfig {
             allow_private,
             ..OutboundConfig::default()
         },
+        compile: vel_runtime::CompileConfig {
+            timeout: LOCAL_COMPILE_TIMEOUT,
+            ..vel_runtime::CompileConfig::default()
+        },
+        classes: local_classes()?,
         ..RuntimeConfig::default()
-    })?;
+    })?)
+}
+
+/// Loads `file` in the plugin class `class` (its manifest's).
+async fn load(
+    file: &Path,
+    allow_private: AllowPrivate,
+    class: Option<&str>,
+) -> anyhow::Result<(Runtime, Plugin)> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let runtime = local_runtime(allow_private)?;
     let plugin = runtime
-        .load(&bytes)
+        .load_in(&bytes, class)
         .await
         .with_context(|| format!("{} is not a valid vel plugin", file.display()))?;
     Ok((runtime, plugin))
@@ -251,7 +284,7 @@ async fn check(args: &CheckArgs) -> anyhow::Result<()> {
         let Some((path, manifest)) = &manifest else {
             bail!("give a component, a --manifest, or both");
         };
-        let runtime = Runtime::new(RuntimeConfig::default())?;
+        let runtime = local_runtime(AllowPrivate::default())?;
         let kind = manifest.plugin_kind()?;
         println!(
             "{}: a valid manifest for the {kind} {} {}",
@@ -262,7 +295,8 @@ async fn check(args: &CheckArgs) -> anyhow::Result<()> {
         describe_manifest(&runtime, manifest, kind);
         return Ok(());
     };
-    let (runtime, plugin) = load(file, AllowPrivate::default()).await?;
+    let class = manifest.as_ref().and_then(|(_, m)| m.class.as_deref());
+    let (runtime, plugin) = load(file, AllowPrivate::default(), class).await?;
     let kind = plugin.kind();
     println!("{}: a valid vel {kind} plugin", file.display());
     println!("kind:    {kind}");
@@ -277,12 +311,16 @@ async fn check(args: &CheckArgs) -> anyhow::Result<()> {
     println!("size:    {} bytes", plugin.size());
     // What a server with the default compile limits says of it on upload.
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    match runtime.inspect(&bytes) {
+    let limits_name = class.map_or_else(
+        || "the default upload limits".to_string(),
+        |c| format!("the upload limits of class `{c}`"),
+    );
+    match runtime.inspect_in(&bytes, class) {
         Ok(i) => println!(
-            "code:    {} bytes in {} functions, the largest {} bytes (within the default upload limits)",
-            i.code_bytes, i.functions, i.largest_function_bytes
+            "code:    {} bytes in {} functions, the largest {} bytes, {} core instances (within {limits_name})",
+            i.code_bytes, i.functions, i.largest_function_bytes, i.core_instances
         ),
-        Err(e) => println!("code:    {e} (with the default upload limits)"),
+        Err(e) => println!("code:    {e} (with {limits_name})"),
     }
     println!("info:");
     println!("{}", serde_json::to_string_pretty(plugin.info())?);
@@ -337,8 +375,20 @@ fn describe_manifest(runtime: &Runtime, manifest: &Manifest, kind: PluginKind) {
             );
         }
     }
+    if let Some(class) = &manifest.class {
+        println!(
+            "class:   {class}: a server must offer it (VEL_PLUGIN_CLASSES); its limits replace the defaults"
+        );
+    }
     for (label, profile) in [("platform", Profile::Platform), ("tenant", Profile::Tenant)] {
-        match manifest.effective_limits(runtime.limits(kind, profile)) {
+        let maxima = match runtime.class_limits(manifest.class.as_deref(), kind, profile) {
+            Ok(maxima) => maxima,
+            Err(e) => {
+                println!("limits ({label}): refused: {e}");
+                continue;
+            }
+        };
+        match manifest.effective_limits(maxima) {
             Ok(limits) => println!("limits ({label}): {}", describe(&limits)),
             Err(e) => println!("limits ({label}): refused: {e}"),
         }
@@ -421,7 +471,8 @@ fn call_limits(
     } else {
         Profile::Platform
     };
-    let maxima = runtime.limits(plugin.kind(), profile);
+    let class = manifest.and_then(|m| m.class.as_deref());
+    let maxima = runtime.class_limits(class, plugin.kind(), profile)?;
     match manifest {
         Some(manifest) => {
             manifest.check_against(plugin)?;
@@ -441,7 +492,8 @@ async fn run_once(args: RunArgs) -> anyhow::Result<()> {
     };
     let input: Value = serde_json::from_str(&input).context("the input is not valid JSON")?;
     let manifest = args.manifest.as_deref().map(read_manifest).transpose()?;
-    let (runtime, plugin) = load(&args.file, args.provider.allow_private.clone()).await?;
+    let class = manifest.as_ref().and_then(|m| m.class.as_deref());
+    let (runtime, plugin) = load(&args.file, args.provider.allow_private.clone(), class).await?;
     let limits = call_limits(&runtime, &plugin, manifest.as_ref(), args.tenant)?;
     let mut options = CallOptions::new(&args.provider, manifest.as_ref())?;
     options.stream = args.stream;
@@ -709,7 +761,8 @@ async fn test(args: TestArgs) -> anyhow::Result<()> {
         (None, None) => None,
     };
     let manifest = manifest_path.as_deref().map(read_manifest).transpose()?;
-    let (runtime, plugin) = load(&component, args.provider.allow_private.clone()).await?;
+    let class = manifest.as_ref().and_then(|m| m.class.as_deref());
+    let (runtime, plugin) = load(&component, args.provider.allow_private.clone(), class).await?;
     let limits = call_limits(&runtime, &plugin, manifest.as_ref(), fixture.tenant)?;
     let (mut passed, mut failed) = (0usize, 0usize);
     for case in fixture.cases {

@@ -1,9 +1,11 @@
-//! `vel plugin new NAME --kind provider|router|condition`: a plugin project
-//! that builds with one command (`cargo build --release`, the target set in
-//! `.cargo/config.toml`), passes `vel plugin check --manifest`, and carries
-//! a sample input and a fixture for `vel plugin test`. The plugin's name
-//! and version live in `vel-plugin.toml` only: `build.rs` hands them to the
-//! code, so `info()` and the manifest cannot disagree.
+//! `vel plugin new NAME --kind provider|router|condition [--lang
+//! rust|js|python]`: a plugin project that builds with one command (Rust:
+//! `cargo build --release`, the target set in `.cargo/config.toml`;
+//! JavaScript and Python: see [`super::scaffold_langs`]), passes `vel
+//! plugin check --manifest`, and carries a sample input and a fixture for
+//! `vel plugin test`. The plugin's name and version live in
+//! `vel-plugin.toml` only: the build hands them to the code, so `info()`
+//! and the manifest cannot disagree.
 
 use std::path::{Path, PathBuf};
 
@@ -49,9 +51,10 @@ impl Kind {
 pub enum Lang {
     /// A Rust crate built for wasm32-wasip2 with wit-bindgen.
     Rust,
-    /// JavaScript (not offered by this version of `vel plugin new`).
+    /// JavaScript built with componentize-qjs (routers and conditions).
     Js,
-    /// Python (not offered by this version of `vel plugin new`).
+    /// Python built with componentize-py (routers and conditions; runs in
+    /// the plugin class `python`, which the server must offer).
     Python,
 }
 
@@ -63,7 +66,8 @@ pub struct NewArgs {
     /// Which world it implements.
     #[arg(long, value_enum)]
     pub kind: Kind,
-    /// The language (only `rust` for now).
+    /// The language: `rust` (every kind), `js` or `python` (routers and
+    /// conditions).
     #[arg(long, value_enum, default_value = "rust")]
     pub lang: Lang,
     /// Where to create the project (default: `./NAME`); must not exist.
@@ -78,14 +82,14 @@ pub struct NewArgs {
 
 /// `vel plugin new`.
 pub fn new(args: &NewArgs) -> anyhow::Result<()> {
-    if args.lang != Lang::Rust {
+    if args.lang != Lang::Rust && args.kind == Kind::Provider {
         bail!(
-            "`vel plugin new --lang {}` is not available yet: only `--lang rust` is; \
-             plugins/README.md describes the other languages' state",
-            match args.lang {
-                Lang::Js => "js",
-                Lang::Python => "python",
-                Lang::Rust => "rust",
+            "`--lang {}` offers routers and conditions; write a provider in Rust \
+             (`--lang rust`, the default), with the provider SDK",
+            if args.lang == Lang::Js {
+                "js"
+            } else {
+                "python"
             }
         );
     }
@@ -119,7 +123,12 @@ pub fn new(args: &NewArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    for (path, text) in files(&args.name, args.kind, sdk.as_deref()) {
+    let files = match args.lang {
+        Lang::Rust => files(&args.name, args.kind, sdk.as_deref()),
+        Lang::Js => super::scaffold_langs::js_files(&args.name, args.kind, WIT),
+        Lang::Python => super::scaffold_langs::python_files(&args.name, args.kind, WIT),
+    };
+    for (path, text) in files {
         let path = dir.join(path);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
@@ -136,10 +145,23 @@ pub fn new(args: &NewArgs) -> anyhow::Result<()> {
     );
     println!("next:");
     println!("  cd {}", dir.display());
-    println!("  cargo build --release");
-    println!(
-        "  vel plugin check target/wasm32-wasip2/release/{lib}.wasm --manifest vel-plugin.toml"
-    );
+    let wasm = match args.lang {
+        Lang::Rust => {
+            println!("  cargo build --release");
+            format!("target/wasm32-wasip2/release/{lib}.wasm")
+        }
+        Lang::Js => {
+            println!("  npm install");
+            println!("  npm run build");
+            super::scaffold_langs::component_path(&args.name)
+        }
+        Lang::Python => {
+            println!("  python3 -m pip install -r requirements.txt");
+            println!("  python3 build.py");
+            super::scaffold_langs::component_path(&args.name)
+        }
+    };
+    println!("  vel plugin check {wasm} --manifest vel-plugin.toml");
     println!("  vel plugin test tests/cases.json");
     Ok(())
 }
@@ -334,7 +356,7 @@ impl Guest for Component {
 export!(Component);
 "#;
 
-const ROUTER_INPUT: &str = r#"{
+pub(crate) const ROUTER_INPUT: &str = r#"{
   "task": {
     "id": "t1",
     "organization_id": "org",
@@ -361,7 +383,7 @@ const ROUTER_INPUT: &str = r#"{
 }
 "#;
 
-const ROUTER_CASES: &str = r#"  "cases": [
+pub(crate) const ROUTER_CASES: &str = r#"  "cases": [
     {
       "name": "cheapest first",
       "input": {
@@ -438,14 +460,14 @@ impl Guest for Component {
 export!(Component);
 "##;
 
-const CONDITION_INPUT: &str = r#"{
+pub(crate) const CONDITION_INPUT: &str = r#"{
   "output": "The build passed.",
   "state": {},
   "args": { "contains": "passed" }
 }
 "#;
 
-const CONDITION_CASES: &str = r#"  "cases": [
+pub(crate) const CONDITION_CASES: &str = r#"  "cases": [
     {
       "name": "matched",
       "input": { "output": "The build passed.", "state": {}, "args": { "contains": "passed" } },

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use vel_runtime::AllowPrivate;
 
+pub mod classes;
 pub mod operations;
 
 use crate::analytics::rollup::RollupConfig;
@@ -153,8 +154,13 @@ pub struct ConnectionConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegistryConfig {
     /// Largest component accepted by `POST /api/plugins`
-    /// (`VEL_PLUGIN_MAX_UPLOAD_BYTES`, default 10 MiB).
+    /// (`VEL_PLUGIN_MAX_UPLOAD_BYTES`, default 10 MiB) for a plugin in no
+    /// class; a class has its own ([`RegistryConfig::classes`]).
     pub max_upload_bytes: usize,
+    /// Plugin classes offered (`VEL_PLUGIN_CLASSES`, none by default; see
+    /// [`classes`]): limits of their own for plugins whose manifest names
+    /// one, e.g. `python` for componentize-py components.
+    pub classes: std::collections::BTreeMap<String, vel_runtime::PluginClass>,
     /// ed25519 public keys (base64 or hex, comma-separated in
     /// `VEL_PLUGIN_TRUSTED_KEYS`). When any is set, only components whose
     /// detached signature verifies against one of them can be activated.
@@ -370,6 +376,7 @@ struct FileConfig {
     usage_minute_retention_hours: Option<u64>,
     usage_hour_retention_days: Option<u64>,
     plugin_max_upload_bytes: Option<usize>,
+    plugin_classes: Option<String>,
     plugin_trusted_keys: Option<String>,
     plugin_reconcile_ms: Option<u64>,
     header_read_timeout_ms: Option<u64>,
@@ -691,6 +698,16 @@ impl Config {
                     file.plugin_max_upload_bytes,
                     10 * 1024 * 1024,
                 )?,
+                classes: {
+                    let raw = src
+                        .get_opt("VEL_PLUGIN_CLASSES", file.plugin_classes)
+                        .unwrap_or_default();
+                    classes::parse(&raw).map_err(|reason| ConfigError::Invalid {
+                        name: "VEL_PLUGIN_CLASSES".into(),
+                        value: raw.clone(),
+                        reason,
+                    })?
+                },
                 trusted_keys: parse_trusted_keys(
                     &src.get_opt("VEL_PLUGIN_TRUSTED_KEYS", file.plugin_trusted_keys)
                         .unwrap_or_default(),

@@ -126,6 +126,17 @@ pub enum LifecycleError {
         /// The compile-slot wait.
         wait: Duration,
     },
+    /// The component is larger than its plugin class (or the default
+    /// upload limit) allows.
+    #[error("the component is {size} bytes, more than the {max} bytes {class} accepts")]
+    ComponentTooLarge {
+        /// Its size.
+        size: u64,
+        /// The limit.
+        max: u64,
+        /// Whose limit: "the default upload limit" or "class NAME".
+        class: String,
+    },
     /// The version's outbound hosts await a platform admin.
     #[error("a platform admin has not approved this version's outbound hosts yet")]
     HostsNotApproved,
@@ -226,11 +237,34 @@ pub async fn publish(
         check_quota(&mut tx, org, upload.component.len(), registry).await?;
     }
     tx.rollback().await?;
-    let maxima = state
-        .plugins
-        .runtime()
-        .limits(kind, owner.profile())
+    let runtime = state.plugins.runtime();
+    let class = manifest.class.as_deref();
+    let load = |error| LifecycleError::Load {
+        error,
+        wait: Duration::ZERO,
+    };
+    let maxima = runtime
+        .class_limits(class, kind, owner.profile())
+        .map_err(load)?
         .clone();
+    let (max_size, whose) = match runtime.class(class).map_err(load)? {
+        Some(c) => (
+            c.max_component_bytes,
+            format!("class `{}`", class.unwrap_or_default()),
+        ),
+        None => (
+            u64::try_from(registry.max_upload_bytes).unwrap_or(u64::MAX),
+            "the default upload limit".to_string(),
+        ),
+    };
+    let size = u64::try_from(upload.component.len()).unwrap_or(u64::MAX);
+    if size > max_size {
+        return Err(LifecycleError::ComponentTooLarge {
+            size,
+            max: max_size,
+            class: whose,
+        });
+    }
     let limits = manifest.effective_limits(&maxima)?;
     let needs_approval = matches!(owner, Owner::Organization(_))
         && kind == PluginKind::Provider
@@ -252,6 +286,7 @@ pub async fn publish(
                 kind,
                 tenant: owner.org_id(),
                 wait,
+                class: manifest.class.as_deref(),
             },
         )
         .await

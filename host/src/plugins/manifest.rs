@@ -37,6 +37,11 @@ pub struct Manifest {
     /// What the host may rely on a provider's upstream to do.
     #[serde(default)]
     pub capabilities: Capabilities,
+    /// The plugin class it runs in (e.g. `python`), one the operator
+    /// configured: its limits, code size and upload size replace the
+    /// defaults. Absent: the default limits.
+    #[serde(default)]
+    pub class: Option<String>,
 }
 
 /// The `[capabilities]` section (providers only): behaviour of the
@@ -165,6 +170,16 @@ impl Manifest {
             return Err(ManifestError::Field {
                 field: "capabilities",
                 message: "only provider plugins declare capabilities".into(),
+            });
+        }
+        if let Some(class) = &manifest.class
+            && !is_plugin_name(class)
+        {
+            return Err(ManifestError::Field {
+                field: "class",
+                message: format!(
+                    "{class:?} is not a class name (lowercase letters, digits, `-`, `_`)"
+                ),
             });
         }
         for host in &manifest.outbound.hosts {

@@ -71,6 +71,7 @@ impl Plugins {
                 },
             },
             info_time: registry.info_timeout,
+            classes: registry.classes.clone(),
             shares: ShareConfig {
                 platform_reserve: registry.platform_reserve,
                 per_organization: registry.org_share,

@@ -271,12 +271,14 @@ impl Registry {
 
     /// Load (compile, or read from the compile cache) a component, reusing
     /// one already loaded with the same bytes.
-    pub async fn load_bytes(&self, bytes: &[u8]) -> Result<Plugin, LoadError> {
+    /// `class` is the plugin class its manifest names (its `info()` runs
+    /// under that class's limits).
+    pub async fn load_bytes(&self, bytes: &[u8], class: Option<&str>) -> Result<Plugin, LoadError> {
         let sha256 = sha256_hex(bytes);
         if let Some(plugin) = self.loaded_plugin(&sha256) {
             return Ok(plugin);
         }
-        let plugin = self.runtime.load(bytes).await?;
+        let plugin = self.runtime.load_in(bytes, class).await?;
         self.loaded
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -354,9 +356,12 @@ impl Registry {
             };
             let hosts: Vec<String> = serde_json::from_str(&row.outbound_hosts).unwrap_or_default();
             // Checked when stored; one that no longer parses declares nothing.
-            let capabilities = Manifest::parse(&row.manifest)
+            let manifest = Manifest::parse(&row.manifest).ok();
+            let capabilities = manifest
+                .as_ref()
                 .map(|m| m.capabilities)
                 .unwrap_or_default();
+            let class = manifest.and_then(|m| m.class);
             if row.hosts_approved_by.is_none() {
                 // Not yet approved: cannot be live.
                 continue;
@@ -378,17 +383,16 @@ impl Registry {
             if self.load_failure(&row.sha256).is_some() {
                 continue;
             }
-            to_load.push((row, owner, limits, hosts, capabilities));
+            to_load.push((row, owner, limits, hosts, capabilities, class));
         }
         // Loads run together: one slow plugin (its `info()` is bounded by
         // the runtime) delays the refresh by its own time, not by the sum.
-        let loads =
-            to_load
-                .into_iter()
-                .map(|(row, owner, limits, hosts, capabilities)| async move {
-                    let loaded = self.load_stored(db, &row.sha256).await;
-                    (row, owner, limits, hosts, capabilities, loaded)
-                });
+        let loads = to_load.into_iter().map(
+            |(row, owner, limits, hosts, capabilities, class)| async move {
+                let loaded = self.load_stored(db, &row.sha256, class.as_deref()).await;
+                (row, owner, limits, hosts, capabilities, loaded)
+            },
+        );
         for (row, owner, limits, hosts, capabilities, loaded) in
             futures::future::join_all(loads).await
         {
@@ -437,7 +441,12 @@ impl Registry {
         Ok(changed)
     }
 
-    async fn load_stored(&self, db: &Db, sha256: &str) -> Result<Plugin, RegistryError> {
+    async fn load_stored(
+        &self,
+        db: &Db,
+        sha256: &str,
+        class: Option<&str>,
+    ) -> Result<Plugin, RegistryError> {
         if let Some(plugin) = self.loaded_plugin(sha256) {
             return Ok(plugin);
         }
@@ -451,7 +460,7 @@ impl Registry {
             sha256: sha256.to_string(),
             source: LoadError::NotWasm,
         })?;
-        self.load_bytes(&bytes)
+        self.load_bytes(&bytes, class)
             .await
             .map_err(|source| RegistryError::Load {
                 sha256: sha256.to_string(),

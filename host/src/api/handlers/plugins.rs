@@ -34,9 +34,19 @@ const FORM_OVERHEAD_BYTES: usize = 16 * 1024;
 /// The largest body `POST /api/plugins` reads: a component of the largest
 /// accepted size, a manifest, a signature and the form's own framing.
 pub fn upload_body_limit(registry: &RegistryConfig) -> usize {
-    registry
-        .max_upload_bytes
+    max_component_bytes(registry)
         .saturating_add(MAX_MANIFEST_BYTES + MAX_SIGNATURE_BYTES + FORM_OVERHEAD_BYTES)
+}
+
+/// The largest component any upload may carry: the default limit or a
+/// configured class's larger one. Each upload is held to its own class's
+/// limit once its manifest is read.
+fn max_component_bytes(registry: &RegistryConfig) -> usize {
+    registry
+        .classes
+        .values()
+        .map(|c| usize::try_from(c.max_component_bytes).unwrap_or(usize::MAX))
+        .fold(registry.max_upload_bytes, usize::max)
 }
 
 /// A plugin as the API shows it.
@@ -520,7 +530,7 @@ async fn read_form(
     mut multipart: Multipart,
     registry: &RegistryConfig,
 ) -> Result<Upload, ApiError> {
-    let max_component = registry.max_upload_bytes;
+    let max_component = max_component_bytes(registry);
     let bad = |m: String| ApiError::bad_request("invalid_form", m);
     let form_error = |what: String, e: MultipartError| {
         if is_read_timeout(&e) {
