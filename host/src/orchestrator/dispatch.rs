@@ -19,8 +19,8 @@ use tracing::Instrument;
 use vel_runtime::types::{
     Attempt as PlannedStep, Candidate, CircuitState, CompletionRequest, CompletionResponse,
     Features, Message, Plan, Preference, Priority, ProviderError, RequestNeeds, ResponseFormat,
-    Role, RouteError, TaskInfo, TaskType, ToolCallDelta, ToolChoice, ToolDefinition,
-    feature_names, required_features,
+    Role, RouteError, TaskInfo, TaskType, ToolCallDelta, ToolChoice, ToolDefinition, feature_names,
+    required_features,
 };
 use vel_runtime::{Delta, PluginError, PluginKind};
 
