@@ -1,29 +1,33 @@
 #!/usr/bin/env bash
 # Gateway overhead: the same OpenAI chat completion sent (a) straight to the
-# mock upstream and (b) through vel's OpenAI-compatible gateway
-# (`/v1/chat/completions`, authenticated with a vel API key, forwarded by the
-# `openai-compatible` plugin to the same mock), at concurrency 1 (latency)
-# and 32 (throughput), in one run; then through vel again with a hard
-# monthly budget on the organization (every call reserved and settled, the
-# spend written and leases renewed in the background); then, the budget
-# removed, with rate limits on the organization and the key wide enough
-# never to refuse (every request counted against six windows shared with
-# other instances through the database). Prints a Markdown table with the
-# latency vel adds, what the budget check and the rate limits add, and
-# vel's resident memory after the run.
+# mock upstream, (b) through nginx as a plain reverse proxy to the same mock
+# (the floor: what any proxy on this path costs) and (c) through vel's
+# OpenAI-compatible gateway (`/v1/chat/completions`, authenticated with a vel
+# API key, forwarded by the `openai-compatible` plugin to the same mock), at
+# concurrency 1 (latency) and 32 (throughput), plain and streamed, all with
+# an independent load generator (`oha`) in one run. Then the same plain
+# requests with the project's own load generator (`vel-bench`, to compare
+# the two); through vel with a hard monthly budget on the organization
+# (every call reserved and settled); and, the budget removed, with rate
+# limits on the organization and the key wide enough never to refuse. Prints
+# Markdown tables with the latency vel and nginx add, what the budget check
+# and the rate limits add, and vel's resident memory.
 #
 # Usage: bench/gateway.sh [sqlite|postgres]   (vel's database, default sqlite;
 #        postgres needs psql and a server on 127.0.0.1:5432, trust auth, user
 #        postgres: a fresh database is created and dropped)
-# Environment: N1 (requests at concurrency 1, default 5000), N32 (requests at
-# concurrency 32, default 50000), WARMUP (per run, default 500),
-# BENCH_THREADS (load generator threads, default 1), BENCH_NO_BUILD=1 to
-# skip `cargo build --release`.
-# Requires: curl, jq.
+# Environment: SECS (seconds per oha row, default 5), N1 and N32 (vel-bench
+# requests at concurrency 1 and 32, defaults 5000 / 50000), WARMUP (per
+# vel-bench run, default 500), BENCH_THREADS (vel-bench threads, default 1),
+# OHA, NGINX (the binaries; installed when missing: `cargo install oha`,
+# `apt-get install nginx-light`), BENCH_NO_BUILD=1 to skip
+# `cargo build --release`.
+# Requires: curl, jq, python3.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 DB="${1:-sqlite}"
+SECS="${SECS:-5}"
 N1="${N1:-5000}"
 N32="${N32:-50000}"
 WARMUP="${WARMUP:-500}"
@@ -31,17 +35,45 @@ THREADS="${BENCH_THREADS:-1}"
 # The gateway does not use the response cache: every request through vel
 # reaches the upstream (the mock counts them).
 BODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}'
+STREAM_BODY='{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hello"}]}'
+need_oha
+need_nginx
 
 [ "${BENCH_NO_BUILD:-}" = 1 ] || build_release
 new_tmp_dir
 work=$TMP_DIR
 
 start_gateway "$work" "$DB"
+start_nginx "$work" "$MOCK_URL"
 
 # One request each way first, so a broken set-up fails with its error body.
 api POST "$MOCK_URL/v1/chat/completions" "" "$BODY" >/dev/null
 api POST "$VEL_URL/v1/chat/completions" "$KEY" "$BODY" >/dev/null
+api POST "$NGINX_URL/v1/chat/completions" "" "$BODY" >/dev/null
 RSS_BEFORE="$(proc_kib "$VEL_PID" VmRSS)"
+AUTH="authorization: Bearer $KEY"
+
+oha_run() { # URL CONCURRENCY BODY: oha's JSON summary of SECS seconds
+    log "oha: $1 at concurrency $2 for ${SECS}s"
+    # A short warm-up (new connections, caches), then the measured run.
+    "$OHA" --no-tui -n 500 -c "$2" -m POST -H 'content-type: application/json' \
+        -H "$AUTH" -d "$3" "$1" >/dev/null
+    "$OHA" --no-tui --output-format json -z "${SECS}s" -c "$2" -m POST \
+        -H 'content-type: application/json' -H "$AUTH" -d "$3" "$1"
+}
+OD1="$(oha_run "$MOCK_URL/v1/chat/completions" 1 "$BODY")"
+ON1="$(oha_run "$NGINX_URL/v1/chat/completions" 1 "$BODY")"
+OV1="$(oha_run "$VEL_URL/v1/chat/completions" 1 "$BODY")"
+OD32="$(oha_run "$MOCK_URL/v1/chat/completions" 32 "$BODY")"
+ON32="$(oha_run "$NGINX_URL/v1/chat/completions" 32 "$BODY")"
+OV32="$(oha_run "$VEL_URL/v1/chat/completions" 32 "$BODY")"
+SD1="$(oha_run "$MOCK_URL/v1/chat/completions" 1 "$STREAM_BODY")"
+SN1="$(oha_run "$NGINX_URL/v1/chat/completions" 1 "$STREAM_BODY")"
+SV1="$(oha_run "$VEL_URL/v1/chat/completions" 1 "$STREAM_BODY")"
+SD32="$(oha_run "$MOCK_URL/v1/chat/completions" 32 "$STREAM_BODY")"
+SN32="$(oha_run "$NGINX_URL/v1/chat/completions" 32 "$STREAM_BODY")"
+SV32="$(oha_run "$VEL_URL/v1/chat/completions" 32 "$STREAM_BODY")"
+RSS_OHA="$(proc_kib "$VEL_PID" VmRSS)"
 
 run() { # URL CONCURRENCY REQUESTS [HEADER [get]]
     local extra=(--body "$BODY")
@@ -53,7 +85,6 @@ run() { # URL CONCURRENCY REQUESTS [HEADER [get]]
         -c "$2" -n "$3" --warmup "$WARMUP" "${extra[@]}")" || die "run failed: $report"
     echo "$report"
 }
-AUTH="authorization: Bearer $KEY"
 D1="$(run "$MOCK_URL/v1/chat/completions" 1 "$N1")"
 V1="$(run "$VEL_URL/v1/chat/completions" 1 "$N1" "$AUTH")"
 D32="$(run "$MOCK_URL/v1/chat/completions" 32 "$N32")"
@@ -85,6 +116,20 @@ A32="$(run "$VEL_URL/v1/chat/completions" 32 "$N32" "$AUTH")"
 HWM="$(proc_kib "$VEL_PID" VmHWM)"
 RSS="$(proc_kib "$VEL_PID" VmRSS)"
 
+orow() { # LABEL CONCURRENCY OHA_JSON
+    jq -r --arg l "$1" --arg c "$2" '
+        [$l, $c, (.summary.successRate * 100 | round | tostring) + " %",
+         (.latencyPercentiles.p50 * 1e6 | round | tostring),
+         (.latencyPercentiles.p99 * 1e6 | round | tostring),
+         (.summary.requestsPerSec | round | tostring)] | "| " + join(" | ") + " |"' <<<"$3"
+}
+oadded() { # THROUGH DIRECT PERCENTILE: microseconds added at that percentile
+    jq -rn --argjson t "$1" --argjson d "$2" --arg p "$3" \
+        '(($t.latencyPercentiles[$p] - $d.latencyPercentiles[$p]) * 1e6) | round'
+}
+oshare() { # A B: A's throughput as a percentage of B's
+    jq -rn --argjson a "$1" --argjson b "$2" '$a.summary.requestsPerSec / $b.summary.requestsPerSec * 1000 | round / 10'
+}
 row() { # LABEL CONCURRENCY REPORT
     printf '| %s | %s | %s | %s | %s | %s |\n' "$1" "$2" "$(field "$3" count)" \
         "$(field "$3" p50_us)" "$(field "$3" p99_us)" "$(field "$3" requests_per_sec)"
@@ -95,7 +140,31 @@ delta() { # KEY
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 echo
-echo "Machine: $(machine); vel on $DB"
+echo "Machine: $(machine); vel on $DB; $("$OHA" --version); $("$NGINX" -v 2>&1)"
+echo
+echo "oha, ${SECS} s per row:"
+echo
+echo "| path | concurrency | success | p50 µs | p99 µs | req/s |"
+echo "| --- | --- | --- | --- | --- | --- |"
+orow "mock upstream, direct" 1 "$OD1"
+orow "nginx → mock (the floor)" 1 "$ON1"
+orow "vel gateway → mock" 1 "$OV1"
+orow "mock upstream, direct" 32 "$OD32"
+orow "nginx → mock (the floor)" 32 "$ON32"
+orow "vel gateway → mock" 32 "$OV32"
+orow "streamed: mock upstream, direct" 1 "$SD1"
+orow "streamed: nginx → mock" 1 "$SN1"
+orow "streamed: vel gateway → mock" 1 "$SV1"
+orow "streamed: mock upstream, direct" 32 "$SD32"
+orow "streamed: nginx → mock" 32 "$SN32"
+orow "streamed: vel gateway → mock" 32 "$SV32"
+echo
+echo "Added at concurrency 1 (oha): vel p50 $(oadded "$OV1" "$OD1" p50) µs, p99 $(oadded "$OV1" "$OD1" p99) µs;" \
+    "nginx p50 $(oadded "$ON1" "$OD1" p50) µs, p99 $(oadded "$ON1" "$OD1" p99) µs;" \
+    "streamed: vel p50 $(oadded "$SV1" "$SD1" p50) µs, nginx p50 $(oadded "$SN1" "$SD1" p50) µs"
+echo "Throughput at concurrency 32 (oha): vel $(oshare "$OV32" "$ON32") % of nginx's; streamed $(oshare "$SV32" "$SN32") %"
+echo
+echo "vel-bench (the project's load generator; the same plain request):"
 echo
 echo "| path | concurrency | requests | p50 µs | p99 µs | req/s |"
 echo "| --- | --- | --- | --- | --- | --- |"
@@ -111,10 +180,10 @@ row "through vel, again (limits lifted)" 1 "$A1"
 row "through vel, again (limits lifted)" 32 "$A32"
 row "vel \`GET /v1/models\` (no upstream call)" 1 "$M1"
 echo
-echo "Added by vel at concurrency 1: p50 $(delta p50_us) µs, p99 $(delta p99_us) µs"
+echo "Added by vel at concurrency 1 (vel-bench): p50 $(delta p50_us) µs, p99 $(delta p99_us) µs"
 echo "Added by the budget check at concurrency 1: p50 $(jq -rn --argjson b "$B1" --argjson v "$V1" '($b.p50_us - $v.p50_us) * 10 | round / 10') µs;" \
     "throughput at concurrency 32 with it: $(jq -rn --argjson b "$B32" --argjson v "$V32" '$b.requests_per_sec / $v.requests_per_sec * 1000 | round / 10') % of without;" \
     "spend recorded against it: \$$SPENT"
 echo "Added by the rate limits at concurrency 1: p50 $(jq -rn --argjson l "$L1" --argjson v "$A1" '($l.p50_us - $v.p50_us) * 10 | round / 10') µs;" \
     "throughput at concurrency 32 with them: $(jq -rn --argjson l "$L32" --argjson v "$A32" '$l.requests_per_sec / $v.requests_per_sec * 1000 | round / 10') % of without (both against the run after them, limits lifted)"
-echo "vel resident memory: VmRSS $(mib "$RSS") MiB after the run ($(mib "$RSS_BEFORE") MiB before), VmHWM $(mib "$HWM") MiB"
+echo "vel resident memory: VmRSS $(mib "$RSS_BEFORE") MiB before, $(mib "$RSS_OHA") MiB after the oha runs, $(mib "$RSS") MiB at the end; VmHWM $(mib "$HWM") MiB"

@@ -59,6 +59,72 @@ build_release() {
     (cd "$ROOT" && cargo build --release --locked -p vel -p vel-mock-upstream -p vel-bench)
 }
 
+# need_oha: the independent load generator, in OHA (default `oha` on PATH,
+# else ~/.cargo/bin/oha); installed with `cargo install oha --locked` when
+# missing.
+need_oha() {
+    OHA="${OHA:-oha}"
+    command -v "$OHA" >/dev/null && return 0
+    OHA="${CARGO_HOME:-$HOME/.cargo}/bin/oha"
+    [ -x "$OHA" ] && return 0
+    log "installing oha (cargo install oha)"
+    cargo install oha --locked >&2 || die "cannot install oha (set OHA to an oha binary)"
+}
+
+# need_nginx: nginx, the floor for a proxy on the gateway's path, in NGINX
+# (default `nginx` on PATH, else /usr/sbin/nginx); installed from Debian's
+# `nginx-light` when missing.
+need_nginx() {
+    NGINX="${NGINX:-nginx}"
+    command -v "$NGINX" >/dev/null && return 0
+    NGINX=/usr/sbin/nginx
+    [ -x "$NGINX" ] && return 0
+    log "installing nginx (apt-get install nginx-light)"
+    { apt-get install -y -q nginx-light || { apt-get update -q && apt-get install -y -q nginx-light; }; } >&2 ||
+        die "cannot install nginx (set NGINX to an nginx binary)"
+}
+
+# start_nginx WORK_DIR UPSTREAM_URL: nginx as a plain reverse proxy to
+# UPSTREAM_URL (two workers, keep-alive connections to the upstream), the
+# floor any proxy on this path costs. Sets NGINX_URL.
+start_nginx() {
+    local work=$1 upstream=$2 port
+    need_nginx
+    port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    mkdir -p "$work/nginx"
+    cat >"$work/nginx/nginx.conf" <<CONF
+worker_processes 2;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $work/nginx;
+    proxy_temp_path $work/nginx;
+    upstream up { server ${upstream#http://}; keepalive 64; }
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+CONF
+    "$NGINX" -c "$work/nginx/nginx.conf" -p "$work/nginx" &
+    BENCH_PIDS+=("$!")
+    NGINX_URL="http://127.0.0.1:$port"
+    local i
+    for i in $(seq 1 100); do
+        curl -s -o /dev/null "$NGINX_URL/" && return 0
+        sleep 0.1
+    done
+    die "nginx did not start: $(cat "$work/nginx/error.log")"
+}
+
 # start_server NAME OUT_FILE ERR_FILE CMD...: start CMD in the background,
 # wait (up to 120 s, the first start compiles the plugins) for its
 # `listening on http://ADDR` line, and set STARTED_PID and STARTED_URL.

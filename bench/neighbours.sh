@@ -22,10 +22,9 @@ source "$(dirname "$0")/lib.sh"
 
 DB="${1:-sqlite}"
 N="${N:-2000}"
-OHA="${OHA:-oha}"
 WASM="${CARGO_TARGET_DIR:-$ROOT/target}/wasm-plugins/wasm32-wasip2/wasm"
 BODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}'
-command -v "$OHA" >/dev/null || die "oha not found (cargo install oha, or set OHA)"
+need_oha
 for c in host_memory empty_deltas; do
     [ -f "$WASM/vel_hostile_$c.wasm" ] || die "no $WASM/vel_hostile_$c.wasm: run cargo test --no-run first"
 done

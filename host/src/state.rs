@@ -1,6 +1,7 @@
 //! What every request handler shares: database, configuration, keys,
 //! plugins.
 
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,9 +16,30 @@ use crate::plugins::Plugins;
 use crate::secrets::MasterKey;
 use crate::store::Db;
 
-/// Shared, cheaply cloned application state.
+/// Shared application state: one reference count to clone, since axum
+/// clones the state for every extractor and middleware of every request.
+/// Its fields are [`Services`]'s, reached through `Deref`.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    /// The state holding `services`.
+    pub fn new(services: Services) -> AppState {
+        AppState(Arc::new(services))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// What every request handler shares.
+#[derive(Debug)]
+pub struct Services {
     /// The database.
     pub db: Db,
     /// Loaded configuration.
@@ -52,7 +74,7 @@ pub struct AppState {
     pub started: Instant,
 }
 
-impl AppState {
+impl Services {
     /// Commit a change to an organization's catalogue (its integrations,
     /// routing policy or budgets) and make every instance's dispatcher read
     /// it again: this one at once, the others on the signal sent with the

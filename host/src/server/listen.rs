@@ -89,6 +89,12 @@ pub(super) async fn serve(
                 continue;
             }
         };
+        // A streamed answer is many small writes: with Nagle's algorithm
+        // each waits for the client's (delayed, up to 40 ms) ACK of the one
+        // before. hyper already writes a whole plain response at once.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "TCP_NODELAY could not be set");
+        }
         let connection = serve_connection(
             stream,
             remote,

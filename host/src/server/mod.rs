@@ -173,7 +173,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     );
     let notifier = crate::notify::Notifier::new(config.notify_url.clone())
         .context("cannot build the notification client (VEL_NOTIFY_URL)")?;
-    Ok(AppState {
+    Ok(AppState::new(crate::state::Services {
         limits,
         notifier,
         verified,
@@ -190,7 +190,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         plugins,
         deliveries,
         started: Instant::now(),
-    })
+    }))
 }
 
 /// Run the server until a shutdown signal.
