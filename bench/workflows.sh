@@ -26,6 +26,15 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
+# wait_workflow BASE TOKEN ID: wait on the workflow's event stream, which
+# ends after its terminal status, then print that status. (Polling its
+# status in a loop of curl and jq would take a core from the server.)
+wait_workflow() {
+    curl -sS -N --max-time 300 -o /dev/null -H "authorization: Bearer $2" \
+        "$1/api/workflows/$3/stream" || die "the stream of workflow $3 failed"
+    api GET "$1/api/workflows/$3" "$2" | jq -r .status
+}
+
 WHICH="${1:-both}"
 N="${N:-1000}"
 SEQ="${SEQ:-30}"
@@ -110,10 +119,7 @@ measure() { # BACKEND
     for i in $(seq 1 "$SEQ"); do
         id="$(api POST "$base/api/workflows" "$token" "${BODY//\{\{n\}\}/seq $i}" | jq -r .id)"
         echo "$id" >>"$data/seq-ids"
-        status=running
-        while [ "$status" = running ]; do
-            status="$(api GET "$base/api/workflows/$id" "$token" | jq -r .status)"
-        done
+        status="$(wait_workflow "$base" "$token" "$id")"
         [ "$status" = completed ] || die "$backend: workflow $id ended $status"
     done
     : >"$data/gaps"
@@ -145,10 +151,7 @@ measure() { # BACKEND
         body="$(group_body "$max")"
         for i in $(seq 1 "$PAR"); do
             id="$(api POST "$base/api/workflows" "$token" "$body" | jq -r .id)"
-            status=running
-            while [ "$status" = running ]; do
-                status="$(api GET "$base/api/workflows/$id" "$token" | jq -r .status)"
-            done
+            status="$(wait_workflow "$base" "$token" "$id")"
             [ "$status" = completed ] || die "$backend: workflow $id ended $status"
             api GET "$base/api/workflows/$id" "$token" \
                 | jq -r '.steps[] | select(.kind == "parallel") | .duration_ms' >>"$data/group-$max"

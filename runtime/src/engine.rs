@@ -27,9 +27,6 @@ pub(crate) struct EngineSizes {
     /// larger one. Each component's own class is checked when it is
     /// inspected; this is the engine's ceiling.
     pub(crate) max_core_instances: u32,
-    /// Unused slots that keep what their last call dirtied resident (see
-    /// [`crate::RuntimeConfig::warm_slots`]).
-    pub(crate) warm_slots: u32,
 }
 
 /// Builds the engine: component model, fuel, epoch interruption, and a
@@ -61,8 +58,7 @@ pub(crate) fn build_engine(config: &EngineSizes) -> Result<Engine, RuntimeError>
         .pagemap_scan(Enabled::Auto)
         .linear_memory_keep_resident(KEEP_RESIDENT)
         .table_keep_resident(64 * 1024)
-        .async_stack_keep_resident(256 * 1024)
-        .max_unused_warm_slots(config.warm_slots);
+        .async_stack_keep_resident(256 * 1024);
 
     let mut wasm = Config::new();
     wasm.wasm_component_model(true)
@@ -205,7 +201,6 @@ mod tests {
             max_memory_bytes: 256 * 1024 * 1024,
             max_wasm_stack: 512 * 1024,
             max_core_instances: crate::class::DEFAULT_CORE_INSTANCES,
-            warm_slots: crate::runtime::DEFAULT_WARM_SLOTS,
         };
         let engine = build_engine(&config).expect("engine");
         let ticker = EpochTicker::start(engine.clone(), Duration::from_millis(1)).expect("ticker");

@@ -44,9 +44,7 @@ pub use limits::{KindLimits, Limits, Profile};
 pub use outbound::{OutboundConfig, describe_host_entry, host_allows};
 pub use plugin::{Contract, Plugin, PluginInfo, PluginKind};
 pub use provider::{ProviderCall, Secret};
-pub use runtime::{
-    CompileConfig, DEFAULT_WARM_SLOTS, Runtime, RuntimeConfig, StageRequest, Staged,
-};
+pub use runtime::{CompileConfig, Runtime, RuntimeConfig, StageRequest, Staged};
 pub use sandbox::{Delta, DeltaSink};
 pub use shares::{Share, ShareConfig};
 pub use slots::{CompileSlot, CompileSlots, SlotsBusy};

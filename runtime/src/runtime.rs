@@ -36,12 +36,6 @@ pub struct RuntimeConfig {
     /// Instances that may exist at once (concurrent calls); sizes the
     /// pooling allocator.
     pub max_instances: u32,
-    /// Pool slots, beyond those in use, that keep what their last call
-    /// dirtied resident for the next call of the same plugin (the pooling
-    /// allocator's `max_unused_warm_slots`). More spare calls page faults
-    /// after a burst; fewer give the memory back.
-    #[serde(default = "default_warm_slots")]
-    pub warm_slots: u32,
     /// How the instances are divided between organizations and the
     /// platform.
     pub shares: crate::ShareConfig,
@@ -69,13 +63,6 @@ pub struct RuntimeConfig {
     /// it; the rest keep the limits above. None by default.
     #[serde(default)]
     pub classes: BTreeMap<String, PluginClass>,
-}
-
-/// The default of [`RuntimeConfig::warm_slots`].
-pub const DEFAULT_WARM_SLOTS: u32 = 100;
-
-fn default_warm_slots() -> u32 {
-    DEFAULT_WARM_SLOTS
 }
 
 fn default_info_time() -> Duration {
@@ -109,7 +96,6 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             cache_dir: None,
             max_instances: 1000,
-            warm_slots: DEFAULT_WARM_SLOTS,
             shares: crate::ShareConfig::for_pool(1000),
             max_memory_bytes: 256 * 1024 * 1024,
             max_wasm_stack: 512 * 1024,
@@ -160,7 +146,6 @@ impl Runtime {
                 .values()
                 .map(|c| c.max_core_instances)
                 .fold(DEFAULT_CORE_INSTANCES, u32::max),
-            warm_slots: config.warm_slots,
         })?;
         let mut linker = Linker::<CallState>::new(&engine);
         let link = |e: wasmtime::Error| RuntimeError::Linker(format!("{e:#}"));

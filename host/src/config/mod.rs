@@ -194,11 +194,6 @@ pub struct RegistryConfig {
     /// of them together (`VEL_PLUGIN_ORG_SHARE`, default 125 of the
     /// pool's 1,000); a call beyond it gets 429 `plugin_busy`.
     pub org_share: u32,
-    /// Unused plugin-instance slots that keep what their last call dirtied
-    /// resident for the plugin's next call (`VEL_PLUGIN_WARM_SLOTS`,
-    /// default 100): more saves page faults after a burst, fewer gives
-    /// the memory back.
-    pub warm_slots: u32,
     /// Plugin instances only platform plugins may use
     /// (`VEL_PLUGIN_PLATFORM_RESERVE`, default 250 of 1,000): tenants'
     /// plugins together never take them.
@@ -229,7 +224,6 @@ impl RegistryConfig {
             GIB,
         )?;
         check("VEL_PLUGIN_COMPILE_SLOTS", size(self.compile_slots), 1, 64)?;
-        check("VEL_PLUGIN_WARM_SLOTS", u64::from(self.warm_slots), 0, 1000)?;
         check(
             "VEL_PLUGIN_COMPILE_TIMEOUT_MS",
             millis(self.compile_timeout),
@@ -392,7 +386,6 @@ struct FileConfig {
     outbound_allow_private: Option<String>,
     notify_url: Option<String>,
     plugin_compile_slots: Option<usize>,
-    plugin_warm_slots: Option<u32>,
     plugin_compile_timeout_ms: Option<u64>,
     plugin_compile_wait_ms: Option<u64>,
     plugin_max_code_bytes: Option<usize>,
@@ -725,11 +718,6 @@ impl Config {
                     5_000,
                 )?,
                 compile_slots: src.get("VEL_PLUGIN_COMPILE_SLOTS", file.plugin_compile_slots, 2)?,
-                warm_slots: src.get(
-                    "VEL_PLUGIN_WARM_SLOTS",
-                    file.plugin_warm_slots,
-                    vel_runtime::DEFAULT_WARM_SLOTS,
-                )?,
                 compile_timeout: src.millis(
                     "VEL_PLUGIN_COMPILE_TIMEOUT_MS",
                     file.plugin_compile_timeout_ms,

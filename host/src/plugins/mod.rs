@@ -71,7 +71,6 @@ impl Plugins {
                 },
             },
             info_time: registry.info_timeout,
-            warm_slots: registry.warm_slots,
             classes: registry.classes.clone(),
             shares: ShareConfig {
                 platform_reserve: registry.platform_reserve,
