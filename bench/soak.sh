@@ -6,7 +6,10 @@
 # follow its Server-Sent Events until it ends (two, one after another).
 # Every request goes through the `openai-compatible` plugin to the mock
 # upstream. vel's VmRSS is sampled every 10 s; prints the samples' table,
-# the peak, the value at the end of the load and 10 s after it.
+# the peak, the value at the end of the load and 10 s after it. On SQLite
+# every sample also reads the database file and its WAL's size, and from
+# `/metrics` how long writers waited for SQLite's write gate and held it
+# (per writing transaction, over the last 10 s).
 #
 # Usage: bench/soak.sh [sqlite|postgres]   (vel's database, default sqlite)
 # Environment: DURATION (seconds of load, default 600), OHA (installed when
@@ -72,10 +75,26 @@ P5=$!
 BENCH_PIDS+=("$P1" "$P2" "$P3" "$P4" "$P5")
 
 : >"$work/rss.txt"
+: >"$work/gate.txt"
+# gate_sample: seconds since the start, database and WAL MiB, and the
+# write gate's counters (writers, wait and hold sums in seconds).
+gate_sample() {
+    local m
+    m="$(curl -sS -H "authorization: Bearer $ADMIN_TOKEN" "$VEL_URL/metrics")"
+    awk -v t="$(($(date +%s) - start))" \
+        -v db="$(stat -c %s "$work"/vel/*.db 2>/dev/null | head -1)" \
+        -v wal="$(stat -c %s "$work"/vel/*.db-wal 2>/dev/null | head -1)" '
+        $1 == "vel_db_write_gate_wait_seconds_count" { n = $2 }
+        $1 == "vel_db_write_gate_wait_seconds_sum" { w = $2 }
+        $1 == "vel_db_write_gate_hold_seconds_sum" { h = $2 }
+        END { printf "%s %.1f %.1f %d %f %f\n", t, db / 1048576, wal / 1048576, n, w, h }' <<<"$m"
+}
 start=$(date +%s)
+[ "$DB" = sqlite ] && gate_sample >>"$work/gate.txt"
 while [ "$(date +%s)" -lt "$until" ]; do
     sleep 10
     echo "$(($(date +%s) - start)) $(proc_kib "$VEL_PID" VmRSS)" >>"$work/rss.txt"
+    [ "$DB" = sqlite ] && gate_sample >>"$work/gate.txt"
 done
 for p in "$P1" "$P2" "$P3" "$P4" "$P5"; do wait "$p" || die "a load generator failed"; done
 RSS_END="$(proc_kib "$VEL_PID" VmRSS)"
@@ -103,3 +122,13 @@ echo "Tasks followed to their end over SSE: $(($(cat "$work/follow1.txt") + $(ca
 echo
 echo "VmRSS (MiB) every 10 s: $(awk '{ printf "%s%.0f", (NR > 1 ? ", " : ""), $2 / 1024 }' "$work/rss.txt")"
 echo "VmRSS: $(mib "$RSS_START") MiB at the start, $(mib "$RSS_END") MiB at the end of the load, $(mib "$RSS_AFTER") MiB 10 s later; VmHWM $(mib "$HWM") MiB"
+if [ "$DB" = sqlite ]; then
+    echo
+    echo "SQLite every 10 s: the file and its WAL, and per writing transaction the wait for the write gate and the hold"
+    echo
+    echo "| s | db MiB | WAL MiB | writers | wait ms | hold ms |"
+    echo "| --- | --- | --- | --- | --- | --- |"
+    awk 'NR > 1 && $4 > n { printf "| %s | %s | %s | %d | %.1f | %.2f |\n", $1, $2, $3, $4 - n,
+            ($5 - w) * 1000 / ($4 - n), ($6 - h) * 1000 / ($4 - n) }
+         { n = $4; w = $5; h = $6 }' "$work/gate.txt"
+fi

@@ -33,6 +33,9 @@ pub mod users;
 pub mod webhooks;
 pub mod workflow_templates;
 pub mod workflows;
+mod write_gate;
+
+pub use write_gate::GateStats;
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -40,7 +43,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, Executor};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use write_gate::{Held, WriteGate};
 
 /// How long a statement waits for SQLite's write lock, and a writer for
 /// the in-process write gate, before giving up.
@@ -56,7 +59,7 @@ pub struct Tx {
     inner: sqlx::Transaction<'static, sqlx::Any>,
     /// On SQLite, a writing transaction holds the write gate until it ends
     /// (declared after `inner`, so it is released after the transaction).
-    _write_gate: Option<OwnedMutexGuard<()>>,
+    _write_gate: Option<Held>,
 }
 
 impl Tx {
@@ -172,7 +175,7 @@ pub struct Db {
     /// woken the moment the previous one ends, instead of in SQLite's busy
     /// handler, which polls by sleeping 1, 2, 5, 10… ms and so added
     /// milliseconds to a request whenever a task worker was writing.
-    write_gate: Arc<Mutex<()>>,
+    write_gate: WriteGate,
     /// This instance's id. On PostgreSQL every connection of the pool
     /// carries it (`app.origin`), so the signals the database announces
     /// itself (migration 0004) name the instance that wrote, as
@@ -232,7 +235,7 @@ impl Db {
             pool,
             platform_pool,
             backend,
-            write_gate: Arc::default(),
+            write_gate: WriteGate::default(),
             origin,
         })
     }
@@ -251,6 +254,12 @@ impl Db {
     /// that belong to no tenant (users, tokens, counters).
     pub fn platform_pool(&self) -> &AnyPool {
         &self.platform_pool
+    }
+
+    /// What SQLite's write gate has seen (writers' waits and holds); `None`
+    /// on PostgreSQL, which has no gate.
+    pub fn write_gate_stats(&self) -> Option<GateStats> {
+        (self.backend == Backend::Sqlite).then(|| self.write_gate.stats())
     }
 
     /// Open and idle connections, over both pools.
@@ -405,10 +414,11 @@ impl Db {
     async fn begin(&self) -> Result<Tx, sqlx::Error> {
         match self.backend {
             Backend::Sqlite => {
-                let gate =
-                    tokio::time::timeout(SQLITE_BUSY_TIMEOUT, self.write_gate.clone().lock_owned())
-                        .await
-                        .map_err(|_| sqlx::Error::PoolTimedOut)?;
+                let gate = self
+                    .write_gate
+                    .enter(SQLITE_BUSY_TIMEOUT)
+                    .await
+                    .ok_or(sqlx::Error::PoolTimedOut)?;
                 Ok(Tx {
                     inner: self.pool.begin_with("BEGIN IMMEDIATE").await?,
                     _write_gate: Some(gate),

@@ -632,6 +632,26 @@ pub async fn claim(
 ) -> Result<Option<Claimed>, sqlx::Error> {
     let now = now_ms();
     let postgres = Backend::of(conn) == Backend::Postgres;
+    let sql = claim_sql(postgres);
+    let claimed: Option<Claimed> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(owner)
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(max_claims)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if let Some(c) = &claimed
+        && !postgres
+    {
+        let t = &c.task;
+        append_event(conn, &t.org_id, &t.id, "status", &claim_event(t.claims)).await?;
+    }
+    Ok(claimed)
+}
+
+/// The claim's statement ([`claim`]); its own function so that a test can
+/// read SQLite's plan of it.
+fn claim_sql(postgres: bool) -> String {
     let (lock, number) = if postgres {
         ("FOR UPDATE SKIP LOCKED", ", event_seq = event_seq + 1")
     } else {
@@ -664,7 +684,7 @@ pub async fn claim(
     // On PostgreSQL the claim's event is written by the same statement (a
     // data-modifying CTE), as `claim_event` writes it: one round trip less
     // per task.
-    let sql = if postgres {
+    if postgres {
         format!(
             "WITH c AS ({update}, event_seq), \
                   e AS (INSERT INTO task_events (task_id, seq, org_id, kind, data, created_at) \
@@ -675,21 +695,7 @@ pub async fn claim(
         )
     } else {
         update
-    };
-    let claimed: Option<Claimed> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(owner)
-        .bind(now + lease_ms)
-        .bind(now)
-        .bind(max_claims)
-        .fetch_optional(&mut *conn)
-        .await?;
-    if let Some(c) = &claimed
-        && !postgres
-    {
-        let t = &c.task;
-        append_event(conn, &t.org_id, &t.id, "status", &claim_event(t.claims)).await?;
     }
-    Ok(claimed)
 }
 
 /// The data of a claim's event: the task is in progress, claimed `claims`
@@ -1270,4 +1276,54 @@ pub async fn cache_response(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Db;
+
+    /// SQLite's plan of `sql` (its parameters bound to NULL), one line per step.
+    async fn sqlite_plan(db: &Db, sql: &str, params: usize) -> Vec<String> {
+        let mut tx = db.platform().await.expect("begin");
+        let explain = format!("EXPLAIN QUERY PLAN {sql}");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(explain));
+        for _ in 0..params {
+            query = query.bind(None::<String>);
+        }
+        let rows = query.fetch_all(&mut *tx).await.expect("explain");
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("detail").expect("detail"))
+            .collect()
+    }
+
+    /// SQLite keeps no statistics, so it can pick an index that reads an
+    /// organization's whole history. The questions asked inside write
+    /// transactions (which hold the one write lock) must seek instead:
+    /// the claim and the unfinished-work limits (tasks, workflows and
+    /// batches).
+    #[tokio::test]
+    async fn sqlite_write_transactions_do_not_read_the_history() {
+        let dir = std::env::temp_dir().join(format!("vel-plans-{}", new_id()));
+        let url = format!("sqlite://{}?mode=rwc", dir.join("vel.db").display());
+        let db = Db::open(&url, None, 1).await.expect("open");
+        let statements = [
+            (claim_sql(false), 4),
+            (format!("SELECT {}", unfinished("$1", None)), 1),
+            (format!("SELECT {}", unfinished("$1", Some("$2"))), 2),
+        ];
+        for (sql, params) in statements {
+            let plan = sqlite_plan(&db, &sql, params).await;
+            assert!(!plan.is_empty());
+            for step in &plan {
+                let scan = step.starts_with("SCAN") && step != "SCAN CONSTANT ROW";
+                assert!(
+                    !step.contains("_org_time_idx") && !scan,
+                    "{step} in the plan of {sql}: {plan:#?}"
+                );
+            }
+        }
+        db.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

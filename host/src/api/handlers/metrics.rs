@@ -17,6 +17,7 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::auth::Principal;
 use crate::plugins::stats::{escape_label, family};
 use crate::state::AppState;
+use crate::store::GateStats;
 
 /// The exposition format's content type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
@@ -35,6 +36,9 @@ pub async fn metrics(
     render_process(&mut out, state.started.elapsed());
     let (size, idle) = state.db.connections();
     render_database(&mut out, size, idle);
+    if let Some(gate) = state.db.write_gate_stats() {
+        render_write_gate(&mut out, gate);
+    }
     state.plugins.stats().render_prometheus(&mut out);
     crate::analytics::metrics::render(&mut out);
     state.dispatcher.ledger().render_prometheus(&mut out);
@@ -81,6 +85,47 @@ fn render_database(out: &mut String, open: u32, idle: usize) {
     let _ = writeln!(out, "vel_db_idle_connections {idle}");
 }
 
+/// SQLite's write gate: how long writing transactions waited for it and
+/// held it (a summary each), and the longest hold. Writers queueing here
+/// is what an operator sees as slow submissions on the embedded database.
+fn render_write_gate(out: &mut String, gate: GateStats) {
+    family(
+        out,
+        "vel_db_write_gate_wait_seconds",
+        "summary",
+        "SQLite: time writing transactions waited for the write gate.",
+    );
+    let _ = writeln!(
+        out,
+        "vel_db_write_gate_wait_seconds_sum {}\nvel_db_write_gate_wait_seconds_count {}",
+        gate.waited.as_secs_f64(),
+        gate.entered
+    );
+    family(
+        out,
+        "vel_db_write_gate_hold_seconds",
+        "summary",
+        "SQLite: time writing transactions held the write gate.",
+    );
+    let _ = writeln!(
+        out,
+        "vel_db_write_gate_hold_seconds_sum {}\nvel_db_write_gate_hold_seconds_count {}",
+        gate.held.as_secs_f64(),
+        gate.entered
+    );
+    family(
+        out,
+        "vel_db_write_gate_longest_hold_seconds",
+        "gauge",
+        "SQLite: the longest a single transaction held the write gate.",
+    );
+    let _ = writeln!(
+        out,
+        "vel_db_write_gate_longest_hold_seconds {}",
+        gate.longest_hold.as_secs_f64()
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +153,39 @@ mod tests {
         assert!(out.contains("\nvel_db_connections 3\n"), "{out}");
         assert!(out.contains("\nvel_db_idle_connections 2\n"), "{out}");
         assert!(out.contains("# TYPE vel_db_connections gauge\n"), "{out}");
+    }
+
+    #[test]
+    fn write_gate_lines_are_summaries() {
+        let mut out = String::new();
+        render_write_gate(
+            &mut out,
+            GateStats {
+                entered: 4,
+                waited: Duration::from_millis(250),
+                held: Duration::from_millis(1500),
+                longest_hold: Duration::from_millis(900),
+            },
+        );
+        assert!(
+            out.contains("\nvel_db_write_gate_wait_seconds_sum 0.25\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\nvel_db_write_gate_wait_seconds_count 4\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\nvel_db_write_gate_hold_seconds_sum 1.5\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\nvel_db_write_gate_longest_hold_seconds 0.9\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("# TYPE vel_db_write_gate_hold_seconds summary\n"),
+            "{out}"
+        );
     }
 }
