@@ -52,22 +52,14 @@ fn tool_call(request: &ChatRequest, last_user: &str, seq: u64) -> Option<ToolCal
         named.is_none() || t.pointer("/function/name").and_then(|n| n.as_str()) == named
     })?;
     let name = tool.pointer("/function/name")?.as_str()?.to_string();
-    let mut arguments = serde_json::Map::new();
-    if let Some(props) = tool
-        .pointer("/function/parameters/properties")
-        .and_then(serde_json::Value::as_object)
-    {
-        for key in props.keys() {
-            arguments.insert(
-                key.clone(),
-                serde_json::Value::String(last_user.to_string()),
-            );
-        }
-    }
+    let parameters = tool
+        .pointer("/function/parameters")
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!({"type": "object"}));
     Some(ToolCall {
         id: format!("call_mock_{seq}"),
         name,
-        arguments: serde_json::Value::Object(arguments).to_string(),
+        arguments: crate::answer::instance(&parameters, last_user).to_string(),
     })
 }
 
