@@ -609,9 +609,80 @@ async fn perplexity_refuses_tools_json_and_logprobs_naming_the_feature(b: Backen
     );
 }
 
+/// `logprobs` through `openai-compatible`: plain, the upstream's per-token
+/// log probabilities come back; streamed, the plugin collects them from the
+/// upstream's chunks and the finishing chunk carries them all (the
+/// contract's `stream.emit` carries text only), in a shape the official
+/// SDK reads.
+async fn openai_compatible_returns_logprobs_plain_and_streamed(b: Backend) {
+    let upstream = MockUpstream::start().await;
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let base_url = format!("{}/v1", upstream.base_url());
+    s.upstream_integration(
+        &admin,
+        "up",
+        &base_url,
+        "sk-logprobs-test-0123456789",
+        10_000,
+    )
+    .await;
+    let key = s.api_key(&admin, "logprobs", "task_executor").await;
+    let out = run_sdk(&s, &key, LOGPROBS_SCRIPT).await;
+    let expected = json!({
+        "tokens": ["echo:", " alpha", " beta"],
+        "logprobs": [-0.1, -0.2, -0.3],
+        "top": [[" alpha", "alt1"], 2],
+    });
+    assert_eq!(out["plain"], expected, "{out}");
+    assert_eq!(out["stream"], expected, "{out}");
+    assert_eq!(out["stream_text"], "echo: alpha beta", "{out}");
+    // Every chunk before the finishing one has none; that one has them all.
+    assert_eq!(out["chunks_with_logprobs"], 1, "{out}");
+    assert_eq!(out["on_finish_chunk"], true, "{out}");
+    let sent = upstream.requests().last().unwrap().body.clone().unwrap();
+    assert_eq!(
+        (&sent["stream"], &sent["logprobs"], &sent["top_logprobs"]),
+        (&json!(true), &json!(true), &json!(2)),
+        "{sent}"
+    );
+}
+
+const LOGPROBS_SCRIPT: &str = r#"
+import json, sys
+from openai import OpenAI
+
+client = OpenAI(base_url=sys.argv[1], api_key=sys.argv[2], max_retries=0)
+question = [{"role": "user", "content": "alpha beta"}]
+
+def summary(tokens):
+    return {"tokens": [t.token for t in tokens], "logprobs": [t.logprob for t in tokens],
+            "top": [[t.token for t in tokens[1].top_logprobs], len(tokens[2].top_logprobs)]}
+
+out = {}
+r = client.chat.completions.create(model="up/gpt-4o-mini", messages=question,
+                                   logprobs=True, top_logprobs=2)
+out["plain"] = summary(r.choices[0].logprobs.content)
+tokens, text, with_logprobs, on_finish = [], "", 0, False
+for chunk in client.chat.completions.create(model="up/gpt-4o-mini", messages=question,
+                                            logprobs=True, top_logprobs=2, stream=True):
+    for c in chunk.choices:
+        text += c.delta.content or ""
+        if c.logprobs and c.logprobs.content:
+            with_logprobs += 1
+            on_finish = c.finish_reason is not None
+            tokens += c.logprobs.content
+out["stream"] = summary(tokens)
+out["stream_text"] = text
+out["chunks_with_logprobs"] = with_logprobs
+out["on_finish_chunk"] = on_finish
+print(json.dumps(out))
+"#;
+
 dual_backend_tests!(
     tool_calls_and_structured_output_with_the_openai_sdk,
     openai_compatible_passes_tools_through_and_maps_calls_back,
     anthropic_maps_tool_calls_and_json_output,
     perplexity_refuses_tools_json_and_logprobs_naming_the_feature,
+    openai_compatible_returns_logprobs_plain_and_streamed,
 );

@@ -33,6 +33,11 @@
 //! with text (on the Anthropic wire unless `tool_choice` names a tool). The Anthropic wire checks `tools`, `tool_choice` and the
 //! placement of `tool_use` / `tool_result` blocks as the API does.
 //!
+//! Logprobs (OpenAI wires, `logprobs: true`): each chunk of the answer is a
+//! token with log probability `-(i + 1) / 10` for the `i`-th, its
+//! `top_logprobs` the token itself and then `alt1`, `alt2`… at one less
+//! each; streamed, each content chunk carries its token's.
+//!
 //! Completion requests get a [`Fault`] each (see [`MockUpstream`]'s script
 //! methods); models-list requests always succeed.
 //!

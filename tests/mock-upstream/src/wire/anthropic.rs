@@ -249,6 +249,7 @@ pub(crate) fn parse(body: &[u8], seq: u64, created: u64) -> Result<Completion, S
             .continuing(&prefill),
         model: request.model,
         created,
+        logprobs: None,
     })
 }
 

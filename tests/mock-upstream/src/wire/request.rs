@@ -160,6 +160,9 @@ pub(crate) struct Completion {
     /// tools and its last message is not a tool result (Anthropic: or the
     /// tool choice names a tool).
     pub(crate) tool_call: Option<ToolCall>,
+    /// OpenAI/Groq `logprobs: true`: per-chunk log probabilities, with
+    /// this many `top_logprobs` each.
+    pub(crate) logprobs: Option<u8>,
 }
 
 /// A tool call the mock makes: the first offered tool (or the one
