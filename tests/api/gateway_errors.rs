@@ -317,14 +317,14 @@ async fn the_openai_sdk_raises_its_error_classes(b: Backend) {
     throttled.set_default(Fault::RateLimited {
         retry_after_secs: 60,
     });
-    // Throttles every call vel makes for one request (a call and three
-    // retries), then answers.
+    // Throttles every call vel makes for one request (a call and its one
+    // retry after the short Retry-After), then answers.
     let briefly = MockUpstream::start().await;
     briefly.push_many(std::iter::repeat_n(
         Fault::RateLimited {
             retry_after_secs: 1,
         },
-        4,
+        2,
     ));
     let s = Server::start_with(b, &[("VEL_RETRY_BASE_MS", "1")]).await;
     let admin = s.admin_token().await;
@@ -420,7 +420,59 @@ async fn the_openai_sdk_raises_its_error_classes(b: Backend) {
     );
     // The SDK retried after the 429's Retry-After, and the upstream served.
     assert_eq!(out["retried"], "echo: hello");
-    assert_eq!(completions(&briefly), 5);
+    assert_eq!(completions(&briefly), 3);
+}
+
+/// A throttle with a short `Retry-After` (1 s) is retried once inside
+/// vel, after that second, and the request is served; throttled on the
+/// retry too, the client gets the 429 after those two calls. A longer one
+/// (3 s) is not waited for: the 429 and its `Retry-After` come at once.
+async fn a_short_retry_after_is_retried_once_inside_vel(b: Backend) {
+    let upstream = MockUpstream::start().await;
+    let s = Server::start_with(b, &[("VEL_RETRY_BASE_MS", "1")]).await;
+    let admin = s.admin_token().await;
+    let base_url = format!("{}/v1", upstream.base_url());
+    s.upstream_integration(&admin, "briefly", &base_url, KEY, 10_000)
+        .await;
+    let key = s.api_key(&admin, "executor", "task_executor").await;
+    upstream.push(Fault::RateLimited {
+        retry_after_secs: 1,
+    });
+    let started = Instant::now();
+    let r = chat(&s, &key, "briefly/gpt-4o-mini").await.expect(200);
+    assert_eq!(r.body["choices"][0]["message"]["content"], "echo: hello");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "retried before the Retry-After"
+    );
+    assert_eq!(completions(&upstream), 2);
+
+    upstream.push_many(std::iter::repeat_n(
+        Fault::RateLimited {
+            retry_after_secs: 1,
+        },
+        2,
+    ));
+    let r = chat(&s, &key, "briefly/gpt-4o-mini").await;
+    assert_openai(&r, 429, "rate_limit_error", "rate_limited");
+    assert_eq!(retry_after(&r), 1);
+    assert_eq!(completions(&upstream), 4, "retried more than once");
+
+    upstream.set_model_fault(
+        "gpt-4o",
+        Fault::RateLimited {
+            retry_after_secs: 3,
+        },
+    );
+    let started = Instant::now();
+    let r = chat(&s, &key, "briefly/gpt-4o").await;
+    assert_openai(&r, 429, "rate_limit_error", "rate_limited");
+    assert!((2..=3).contains(&retry_after(&r)), "{:?}", r.headers);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "vel waited for a long throttle"
+    );
+    assert_eq!(completions(&upstream), 5);
 }
 
 dual_backend_tests!(
@@ -429,4 +481,5 @@ dual_backend_tests!(
     a_throttled_model_is_a_429_and_leaves_the_others_served,
     a_throttle_reaches_the_client_only_when_no_fallback_serves,
     the_openai_sdk_raises_its_error_classes,
+    a_short_retry_after_is_retried_once_inside_vel,
 );

@@ -9,7 +9,9 @@
 //! given to it but refused with a 400 naming the feature. And the real
 //! `openai-compatible` plugin passing tools, tool choice, response format
 //! and seed to the mock upstream and mapping its tool calls back, plain
-//! and streamed.
+//! and streamed; and the real `anthropic` plugin mapping the same round
+//! trip, streamed tool calls and JSON Schema output onto the Messages API's
+//! `tool_use` / `tool_result` blocks and a forced answer tool.
 
 use serde_json::{Value, json};
 use vel_mock_upstream::MockUpstream;
@@ -148,10 +150,10 @@ async fn setup(s: &Server) -> String {
     s.api_key(&owner, "tool-calls", "task_executor").await
 }
 
-async fn run_sdk(s: &Server, key: &str) -> Value {
+async fn run_sdk(s: &Server, key: &str, script: &str) -> Value {
     let output = tokio::process::Command::new(python())
         .arg("-c")
-        .arg(SCRIPT)
+        .arg(script)
         .arg(format!("{}/v1", s.base))
         .arg(key)
         .env_remove("OPENAI_BASE_URL")
@@ -172,7 +174,7 @@ async fn run_sdk(s: &Server, key: &str) -> Value {
 async fn tool_calls_and_structured_output_with_the_openai_sdk(b: Backend) {
     let s = Server::start(b).await;
     let key = setup(&s).await;
-    let out = run_sdk(&s, &key).await;
+    let out = run_sdk(&s, &key, SCRIPT).await;
 
     let call = &out["plain_call"];
     assert_eq!(call["finish_reason"], "tool_calls", "{out}");
@@ -317,7 +319,370 @@ async fn openai_compatible_passes_tools_through_and_maps_calls_back(b: Backend) 
     );
 }
 
+const ANTHROPIC_SCRIPT: &str = r#"
+import json, sys
+from openai import OpenAI
+
+client = OpenAI(base_url=sys.argv[1], api_key=sys.argv[2], max_retries=0)
+out = {}
+model = "claude/claude-3-5-haiku"
+tools = [{"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}]
+question = [{"role": "user", "content": "Paris"}]
+
+# Plain: a tool_use answer becomes a tool call; its result goes back.
+first = client.chat.completions.create(model=model, messages=question, tools=tools,
+                                       tool_choice="required", parallel_tool_calls=False)
+m = first.choices[0].message
+call = m.tool_calls[0]
+out["plain_call"] = {"finish_reason": first.choices[0].finish_reason, "content": m.content,
+                     "id": call.id, "type": call.type, "name": call.function.name,
+                     "arguments": json.loads(call.function.arguments)}
+follow = question + [m.model_dump(exclude_none=True),
+                     {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"}]
+final = client.chat.completions.create(model=model, messages=follow, tools=tools)
+out["plain_final"] = {"finish_reason": final.choices[0].finish_reason,
+                      "content": final.choices[0].message.content,
+                      "tool_calls": final.choices[0].message.tool_calls}
+
+# Two calls of one turn: both results go back (in one user turn upstream).
+two = question + [
+    {"role": "assistant", "content": "Checking both.", "tool_calls": [
+        {"id": "toolu_a", "type": "function",
+         "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}},
+        {"id": "toolu_b", "type": "function",
+         "function": {"name": "get_weather", "arguments": "{\"city\": \"Lyon\"}"}}]},
+    {"role": "tool", "tool_call_id": "toolu_a", "content": "sunny"},
+    {"role": "tool", "tool_call_id": "toolu_b", "content": "windy"}]
+r = client.chat.completions.create(model=model, messages=two, tools=tools)
+out["two_results"] = r.choices[0].message.content
+
+# Streamed: the tool call arrives in pieces, assembled by index.
+calls, finish, pieces = {}, None, 0
+for chunk in client.chat.completions.create(model=model, messages=question,
+                                            tools=tools, stream=True):
+    for c in chunk.choices:
+        for d in c.delta.tool_calls or []:
+            pieces += 1
+            e = calls.setdefault(d.index, {"id": None, "name": "", "arguments": ""})
+            if d.id:
+                e["id"] = d.id
+            if d.function and d.function.name:
+                e["name"] += d.function.name
+            if d.function and d.function.arguments:
+                e["arguments"] += d.function.arguments
+        if c.finish_reason:
+            finish = c.finish_reason
+streamed = calls[0]
+out["stream_call"] = {"finish_reason": finish, "pieces": pieces, "calls": len(calls),
+                      "id": streamed["id"], "name": streamed["name"],
+                      "arguments": json.loads(streamed["arguments"])}
+follow = question + [
+    {"role": "assistant", "content": None, "tool_calls": [{
+        "id": streamed["id"], "type": "function",
+        "function": {"name": streamed["name"], "arguments": streamed["arguments"]}}]},
+    {"role": "tool", "tool_call_id": streamed["id"], "content": "rain"}]
+parts, finish = [], None
+for chunk in client.chat.completions.create(model=model, messages=follow,
+                                            tools=tools, stream=True):
+    for c in chunk.choices:
+        if c.delta.content:
+            parts.append(c.delta.content)
+        if c.finish_reason:
+            finish = c.finish_reason
+out["stream_final"] = {"content": "".join(parts), "finish_reason": finish}
+
+# JSON Schema output, plain and streamed; JSON mode.
+schema = {"type": "object", "properties": {"city": {"type": "string"},
+          "warm": {"type": "boolean"}}, "required": ["city", "warm"],
+          "additionalProperties": False}
+fmt = {"type": "json_schema", "json_schema": {"name": "weather", "schema": schema, "strict": True}}
+r = client.chat.completions.create(model=model, messages=question, response_format=fmt)
+out["json_schema"] = {"finish_reason": r.choices[0].finish_reason,
+                      "tool_calls": r.choices[0].message.tool_calls,
+                      "value": json.loads(r.choices[0].message.content)}
+parts, finish = [], None
+for chunk in client.chat.completions.create(model=model, messages=question,
+                                            response_format=fmt, stream=True):
+    for c in chunk.choices:
+        if c.delta.content:
+            parts.append(c.delta.content)
+        if c.delta.tool_calls:
+            parts.append("TOOL CALL")
+        if c.finish_reason:
+            finish = c.finish_reason
+out["json_schema_stream"] = {"parts": len(parts), "finish_reason": finish,
+                             "value": json.loads("".join(parts))}
+r = client.chat.completions.create(model=model, messages=question,
+                                   response_format={"type": "json_object"})
+out["json_object"] = json.loads(r.choices[0].message.content)
+print(json.dumps(out))
+"#;
+
+/// The `anthropic` plugin against the mock upstream's Messages API: a
+/// tool-call round trip plain and streamed, two results of one turn fed
+/// back, JSON Schema output plain and streamed and JSON mode, all through
+/// the official OpenAI SDK; and what went upstream is the Messages API's
+/// shape (the mock refuses tool blocks out of place as Anthropic does).
+async fn anthropic_maps_tool_calls_and_json_output(b: Backend) {
+    let upstream = MockUpstream::start().await;
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    s.integration(
+        &admin,
+        json!({ "name": "claude", "provider": "anthropic", "base_url": upstream.base_url(),
+                "default_model": "claude-3-5-sonnet", "api_key": "sk-ant-tools-test-0123456789",
+                "timeout_ms": 10_000 }),
+    )
+    .await;
+    let key = s.api_key(&admin, "anthropic-tools", "task_executor").await;
+    let out = run_sdk(&s, &key, ANTHROPIC_SCRIPT).await;
+    let sent: Vec<Value> = upstream
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v1/messages")
+        .filter_map(|r| r.body.clone())
+        .collect();
+    assert_eq!(sent.len(), 8, "{sent:?}");
+
+    let call = &out["plain_call"];
+    assert_eq!(call["finish_reason"], "tool_calls", "{out}");
+    assert_eq!(call["content"], Value::Null, "{out}");
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["name"], "get_weather");
+    assert_eq!(call["arguments"], json!({ "city": "Paris" }));
+    assert!(
+        call["id"].as_str().unwrap().starts_with("toolu_mock_"),
+        "{out}"
+    );
+    assert_eq!(
+        sent[0]["tools"],
+        json!([{ "name": "get_weather", "description": "The weather in a city",
+                 "input_schema": { "type": "object", "properties": { "city": { "type": "string" } },
+                                   "required": ["city"] } }])
+    );
+    assert_eq!(
+        sent[0]["tool_choice"],
+        json!({ "type": "any", "disable_parallel_tool_use": true })
+    );
+    assert_eq!(
+        out["plain_final"],
+        json!({ "finish_reason": "stop", "content": "echo: sunny, 21 C", "tool_calls": null })
+    );
+    assert_eq!(
+        sent[1]["messages"][1],
+        json!({ "role": "assistant", "content": [{ "type": "tool_use", "id": call["id"],
+                "name": "get_weather", "input": { "city": "Paris" } }] })
+    );
+    assert_eq!(
+        sent[1]["messages"][2],
+        json!({ "role": "user", "content": [{ "type": "tool_result",
+                "tool_use_id": call["id"], "content": "sunny, 21 C" }] })
+    );
+
+    assert_eq!(out["two_results"], "echo: sunny\nwindy", "{out}");
+    let results = &sent[2]["messages"];
+    assert_eq!(results.as_array().unwrap().len(), 3, "{results}");
+    assert_eq!(
+        results[1]["content"][0],
+        json!({ "type": "text", "text": "Checking both." })
+    );
+    assert_eq!(
+        results[2]["content"],
+        json!([
+            { "type": "tool_result", "tool_use_id": "toolu_a", "content": "sunny" },
+            { "type": "tool_result", "tool_use_id": "toolu_b", "content": "windy" },
+        ])
+    );
+
+    let streamed = &out["stream_call"];
+    assert_eq!(streamed["finish_reason"], "tool_calls", "{out}");
+    assert_eq!(streamed["calls"], 1, "{out}");
+    assert_eq!(streamed["name"], "get_weather");
+    assert_eq!(streamed["arguments"], json!({ "city": "Paris" }));
+    assert!(streamed["pieces"].as_u64().unwrap() >= 3, "{out}");
+    assert_eq!(sent[3]["stream"], true);
+    assert_eq!(
+        out["stream_final"],
+        json!({ "content": "echo: rain", "finish_reason": "stop" })
+    );
+
+    let weather = json!({ "city": "Paris", "warm": true });
+    assert_eq!(
+        out["json_schema"],
+        json!({ "finish_reason": "stop", "tool_calls": null, "value": weather }),
+        "{out}"
+    );
+    assert_eq!(sent[5]["tools"][0]["name"], "json_answer", "{}", sent[5]);
+    assert_eq!(
+        sent[5]["tools"][0]["input_schema"]["properties"]["warm"],
+        json!({ "type": "boolean" })
+    );
+    assert_eq!(
+        sent[5]["tool_choice"],
+        json!({ "type": "tool", "name": "json_answer", "disable_parallel_tool_use": true })
+    );
+    let js = &out["json_schema_stream"];
+    assert_eq!(js["finish_reason"], "stop", "{out}");
+    assert_eq!(js["value"], weather, "{out}");
+    assert!(js["parts"].as_u64().unwrap() >= 2, "{out}");
+    assert_eq!(out["json_object"], json!({}), "{out}");
+    assert_eq!(
+        sent[7]["tools"][0]["input_schema"],
+        json!({ "type": "object" })
+    );
+}
+
+/// A request that needs tools, JSON output or logprobs, routed (by `auto`
+/// or pinned) to an organization whose only integration is `perplexity`,
+/// is a 400 naming the feature and the model that lacks it, and nothing
+/// goes upstream; a plain request is served.
+async fn perplexity_refuses_tools_json_and_logprobs_naming_the_feature(b: Backend) {
+    let upstream = MockUpstream::start().await;
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let (_org, owner) = s.tenant(&admin, "researchers").await;
+    s.integration(
+        &owner,
+        json!({ "name": "pplx", "provider": "perplexity", "base_url": upstream.base_url(),
+                "default_model": "sonar", "api_key": "pplx-tools-test-0123456789",
+                "timeout_ms": 10_000 }),
+    )
+    .await;
+    let key = s.api_key(&owner, "research", "task_executor").await;
+    let messages = json!([{ "role": "user", "content": "hi" }]);
+    let r = s
+        .post(
+            "/v1/chat/completions",
+            &key,
+            json!({ "model": "pplx/sonar", "messages": messages }),
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.body);
+    let text = r.body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(text.starts_with("echo: hi"), "{text}");
+    let served = upstream.requests().len();
+
+    let tools = json!([{ "type": "function", "function": {
+        "name": "lookup", "parameters": { "type": "object" } } }]);
+    let schema = json!({ "type": "json_schema", "json_schema": {
+        "name": "w", "schema": { "type": "object" } } });
+    let cases = [
+        (json!({ "tools": tools }), "tools"),
+        (
+            json!({ "response_format": { "type": "json_object" } }),
+            "json-mode",
+        ),
+        (json!({ "response_format": schema }), "json-schema"),
+        (json!({ "logprobs": true, "top_logprobs": 2 }), "logprobs"),
+    ];
+    for (extra, feature) in cases {
+        for model in ["auto", "pplx/sonar"] {
+            let mut body = json!({ "model": model, "messages": messages });
+            for (k, v) in extra.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            let r = s.post("/v1/chat/completions", &key, body).await;
+            assert_eq!(r.status.as_u16(), 400, "{model} {feature}: {}", r.body);
+            assert_eq!(
+                r.body["error"]["type"], "invalid_request_error",
+                "{}",
+                r.body
+            );
+            let message = r.body["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains(&format!("needs ({feature})")),
+                "{model} {feature}: {message}"
+            );
+            assert!(
+                message.contains(&format!("pplx/sonar lacks {feature}")),
+                "{model} {feature}: {message}"
+            );
+        }
+    }
+    assert_eq!(
+        upstream.requests().len(),
+        served,
+        "a refused request went upstream"
+    );
+}
+
+/// `logprobs` through `openai-compatible`: plain, the upstream's per-token
+/// log probabilities come back; streamed, the plugin collects them from the
+/// upstream's chunks and the finishing chunk carries them all (the
+/// contract's `stream.emit` carries text only), in a shape the official
+/// SDK reads.
+async fn openai_compatible_returns_logprobs_plain_and_streamed(b: Backend) {
+    let upstream = MockUpstream::start().await;
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let base_url = format!("{}/v1", upstream.base_url());
+    s.upstream_integration(
+        &admin,
+        "up",
+        &base_url,
+        "sk-logprobs-test-0123456789",
+        10_000,
+    )
+    .await;
+    let key = s.api_key(&admin, "logprobs", "task_executor").await;
+    let out = run_sdk(&s, &key, LOGPROBS_SCRIPT).await;
+    let expected = json!({
+        "tokens": ["echo:", " alpha", " beta"],
+        "logprobs": [-0.1, -0.2, -0.3],
+        "top": [[" alpha", "alt1"], 2],
+    });
+    assert_eq!(out["plain"], expected, "{out}");
+    assert_eq!(out["stream"], expected, "{out}");
+    assert_eq!(out["stream_text"], "echo: alpha beta", "{out}");
+    // Every chunk before the finishing one has none; that one has them all.
+    assert_eq!(out["chunks_with_logprobs"], 1, "{out}");
+    assert_eq!(out["on_finish_chunk"], true, "{out}");
+    let sent = upstream.requests().last().unwrap().body.clone().unwrap();
+    assert_eq!(
+        (&sent["stream"], &sent["logprobs"], &sent["top_logprobs"]),
+        (&json!(true), &json!(true), &json!(2)),
+        "{sent}"
+    );
+}
+
+const LOGPROBS_SCRIPT: &str = r#"
+import json, sys
+from openai import OpenAI
+
+client = OpenAI(base_url=sys.argv[1], api_key=sys.argv[2], max_retries=0)
+question = [{"role": "user", "content": "alpha beta"}]
+
+def summary(tokens):
+    return {"tokens": [t.token for t in tokens], "logprobs": [t.logprob for t in tokens],
+            "top": [[t.token for t in tokens[1].top_logprobs], len(tokens[2].top_logprobs)]}
+
+out = {}
+r = client.chat.completions.create(model="up/gpt-4o-mini", messages=question,
+                                   logprobs=True, top_logprobs=2)
+out["plain"] = summary(r.choices[0].logprobs.content)
+tokens, text, with_logprobs, on_finish = [], "", 0, False
+for chunk in client.chat.completions.create(model="up/gpt-4o-mini", messages=question,
+                                            logprobs=True, top_logprobs=2, stream=True):
+    for c in chunk.choices:
+        text += c.delta.content or ""
+        if c.logprobs and c.logprobs.content:
+            with_logprobs += 1
+            on_finish = c.finish_reason is not None
+            tokens += c.logprobs.content
+out["stream"] = summary(tokens)
+out["stream_text"] = text
+out["chunks_with_logprobs"] = with_logprobs
+out["on_finish_chunk"] = on_finish
+print(json.dumps(out))
+"#;
+
 dual_backend_tests!(
     tool_calls_and_structured_output_with_the_openai_sdk,
     openai_compatible_passes_tools_through_and_maps_calls_back,
+    anthropic_maps_tool_calls_and_json_output,
+    perplexity_refuses_tools_json_and_logprobs_naming_the_feature,
+    openai_compatible_returns_logprobs_plain_and_streamed,
 );

@@ -226,6 +226,12 @@ pub(crate) async fn run<C: ProviderCaller>(
             match limits.retry.decide(class, failures) {
                 Decision::Retry(delay) => {
                     if tokio::time::Instant::now() + delay >= deadline {
+                        // A throttle is not waited out past the run's
+                        // deadline: the plan's next step may serve, and
+                        // otherwise the caller learns when to come back.
+                        if matches!(class, FailureClass::RateLimited { .. }) {
+                            break;
+                        }
                         return Err(out_of_time(attempts));
                     }
                     tracing::debug!(
@@ -562,6 +568,37 @@ mod tests {
         let answer = run(&script, &steps, 0, limits, None).await.unwrap();
         assert_eq!(answer.response.text, "one two three from a");
         assert_eq!(*script.continued.lock().unwrap(), ["", "one ", "one two "]);
+    }
+
+    #[tokio::test]
+    async fn a_throttle_longer_than_the_run_has_left_falls_back_without_waiting() {
+        let breakers = Breakers::new(BreakerConfig::default());
+        let limits = Limits {
+            max_run: Duration::from_millis(500),
+            ..limits(&breakers)
+        };
+        let throttled = FailureClass::RateLimited {
+            retry_after: Some(Duration::from_secs(1)),
+        };
+        let script = Script::new(vec![Err(("rate_limited", throttled)), Ok(())]);
+        let started = Instant::now();
+        let answer = run(&script, &[step("a"), step("b")], 0, limits, None)
+            .await
+            .unwrap();
+        assert_eq!(outcomes(&answer.attempts), [("a", "error"), ("b", "ok")]);
+        assert!(started.elapsed() < Duration::from_millis(500));
+
+        // Nothing else to serve: rate limited, with the time to come back.
+        let script = Script::new(vec![Err(("rate_limited", throttled))]);
+        let error = run(&script, &[step("c")], 0, limits, None)
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind, DispatchKind::RateLimited, "{}", error.message);
+        assert!(
+            error
+                .retry_after
+                .is_some_and(|d| d <= Duration::from_secs(1))
+        );
     }
 
     #[tokio::test]

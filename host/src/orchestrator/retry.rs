@@ -44,7 +44,12 @@ pub enum Decision {
 }
 
 /// Back-off settings: `max_retries` retries per provider, waiting
-/// `base_delay × 2^n` before the n-th (100, 200, 400 ms by default).
+/// `base_delay × 2^n` before the n-th (100, 200, 400 ms by default). A
+/// throttle that says when to come back (`Retry-After`) is retried once,
+/// after that time, when it is short (at most `max_retry_after`, 2 s by
+/// default); a longer one is not waited for: the plan falls back (the
+/// model rests meanwhile), and a run that nothing else serves ends rate
+/// limited, passing the time on to the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Retries of one provider after its first failure.
@@ -53,6 +58,8 @@ pub struct RetryPolicy {
     pub base_delay: Duration,
     /// The longest `Retry-After` worth waiting for; beyond it, fall back.
     pub max_retry_after: Duration,
+    /// Retries of a throttle with a short `Retry-After`.
+    pub retry_after_retries: u32,
 }
 
 impl Default for RetryPolicy {
@@ -60,7 +67,8 @@ impl Default for RetryPolicy {
         RetryPolicy {
             max_retries: 3,
             base_delay: Duration::from_millis(100),
-            max_retry_after: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(2),
+            retry_after_retries: 1,
         }
     }
 }
@@ -91,7 +99,9 @@ impl RetryPolicy {
         match class {
             FailureClass::RateLimited {
                 retry_after: Some(after),
-            } if after > self.max_retry_after => Decision::FallBack,
+            } if after > self.max_retry_after || failures > self.retry_after_retries => {
+                Decision::FallBack
+            }
             FailureClass::RateLimited {
                 retry_after: Some(after),
             } => Decision::Retry(after.max(backoff)),
@@ -139,11 +149,29 @@ mod tests {
                 FailureClass::RateLimited {
                     retry_after: Some(MS(10))
                 },
-                3
+                1
             ),
-            Decision::Retry(MS(400))
+            Decision::Retry(MS(100))
         );
         assert_eq!(policy.decide(limited(31), 1), Decision::FallBack);
+    }
+
+    #[test]
+    fn a_short_retry_after_is_retried_once_a_longer_one_falls_back() {
+        let policy = RetryPolicy::default();
+        let limited = |ms| FailureClass::RateLimited {
+            retry_after: Some(MS(ms)),
+        };
+        assert_eq!(policy.decide(limited(1000), 1), Decision::Retry(MS(1000)));
+        assert_eq!(policy.decide(limited(2000), 1), Decision::Retry(MS(2000)));
+        // Once only.
+        assert_eq!(policy.decide(limited(1000), 2), Decision::FallBack);
+        // Longer than worth waiting for inside a request.
+        assert_eq!(policy.decide(limited(2001), 1), Decision::FallBack);
+        // A throttle without a time backs off as an outage does.
+        let unsaid = FailureClass::RateLimited { retry_after: None };
+        assert_eq!(policy.decide(unsaid, 3), Decision::Retry(MS(400)));
+        assert_eq!(policy.decide(unsaid, 4), Decision::FallBack);
     }
 
     #[test]

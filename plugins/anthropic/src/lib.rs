@@ -7,6 +7,12 @@
 //!
 //! Settings: `base-url`, `default-model` (default `claude-3-5-sonnet`),
 //! `timeout-ms`, `max-tokens` (the API requires one; default 4096).
+//!
+//! Tools and tool calls map to `tool_use` / `tool_result` blocks, streamed
+//! ones included; JSON output (`json-object`, `json-schema`), which the API
+//! has no mode for, is a forced tool call whose input is the answer (see
+//! [`messages`]). No logprobs; `seed` is dropped (best effort by
+//! contract).
 
 // Native builds (for unit tests) leave the component export out, so the
 // exported type looks unused there; wasm builds check dead code for real.
@@ -52,6 +58,13 @@ const MODELS: [(&str, f64, f64, &[TaskType]); 2] = [
     ),
 ];
 
+/// What every model supports (see [`messages`] for how tools and JSON
+/// output map to the Messages API).
+const FEATURES: Features = Features::STREAMING
+    .union(Features::TOOLS)
+    .union(Features::JSON_MODE)
+    .union(Features::JSON_SCHEMA);
+
 /// The component's export.
 struct Anthropic;
 
@@ -69,10 +82,10 @@ impl Guest for Anthropic {
                     output_price_per_1k: *output,
                     context_window: 200_000,
                     good_for: good_for.to_vec(),
-                    features: Features::STREAMING,
+                    features: FEATURES,
                 })
                 .collect(),
-            features: Features::STREAMING,
+            features: FEATURES,
             credential: Some(CredentialHeader {
                 name: "x-api-key".to_string(),
                 prefix: String::new(),
@@ -82,29 +95,27 @@ impl Guest for Anthropic {
     }
 
     fn complete(request: CompletionRequest) -> Result<CompletionResponse, ProviderError> {
-        // tool_use / tool_result blocks and JSON output are not mapped yet.
-        vel_guest_http::require_features(&request, "anthropic", Features::STREAMING)?;
+        vel_guest_http::require_features(&request, "anthropic", FEATURES)?;
         let settings = Settings::from_config(DEFAULT_BASE_URL, DEFAULT_MODEL)?;
         let model = settings.model_for(&request.model).to_string();
         let mut response = send(
             &settings,
-            &messages::request_body(&request, &model, &settings, false),
+            &messages::request_body(&request, &model, &settings, false)?,
         )?;
         let body = response.read_to_end(MAX_BODY)?;
         messages::parse_response(&body, &request, &model)
     }
 
     fn complete_stream(request: CompletionRequest) -> Result<CompletionResponse, ProviderError> {
-        // tool_use / tool_result blocks and JSON output are not mapped yet.
-        vel_guest_http::require_features(&request, "anthropic", Features::STREAMING)?;
+        vel_guest_http::require_features(&request, "anthropic", FEATURES)?;
         let settings = Settings::from_config(DEFAULT_BASE_URL, DEFAULT_MODEL)?;
         let model = settings.model_for(&request.model).to_string();
         let mut response = send(
             &settings,
-            &messages::request_body(&request, &model, &settings, true),
+            &messages::request_body(&request, &model, &settings, true)?,
         )?;
         let mut parser = sse::Parser::new();
-        let mut state = messages::StreamState::default();
+        let mut state = messages::StreamState::new(&request);
         let mut cancelled = false;
         'read: while !state.done {
             let events = match response.next_chunk()? {
@@ -115,7 +126,14 @@ impl Guest for Anthropic {
                 },
             };
             for event in events {
-                if let Some(delta) = state.on_event(&event)?
+                let delta = state.on_event(&event)?;
+                for piece in std::mem::take(&mut state.tool_call_deltas) {
+                    if !vel_guest_http::stream::emit_tool_call(&piece) {
+                        cancelled = true;
+                        break 'read;
+                    }
+                }
+                if let Some(delta) = delta
                     && !vel_guest_http::stream::emit(&delta)
                 {
                     cancelled = true;

@@ -452,6 +452,10 @@ pub struct StreamState {
     /// Pieces of tool calls received by the last [`Self::on_data`], to
     /// hand to `stream.emit-tool-call`.
     pub tool_call_deltas: Vec<ToolCallDelta>,
+    /// Per-token log probabilities of the chunks so far, when the upstream
+    /// sends them (`logprobs: true`). `stream.emit` carries text only, so
+    /// they reach the host with the final response.
+    pub logprobs: Option<Vec<TokenLogprob>>,
 }
 
 impl StreamState {
@@ -483,6 +487,11 @@ impl StreamState {
         };
         if choice.finish_reason.is_some() {
             self.finish = choice.finish_reason;
+        }
+        if let Some(lp) = choice.logprobs {
+            self.logprobs
+                .get_or_insert_with(Vec::new)
+                .extend(lp.into_tokens());
         }
         let (content, calls) = match choice.delta {
             Some(d) => (d.content, d.tool_calls),
@@ -642,7 +651,7 @@ fn finish_stream(
         finish_reason: finish,
         text: state.text,
         tool_calls: state.tool_calls,
-        logprobs: None,
+        logprobs: state.logprobs,
     })
 }
 
@@ -915,6 +924,29 @@ mod tests {
         assert!(
             matches!(s.on_data(r#"{"error":{"message":"boom"}}"#), Err(ProviderError::Unavailable(m)) if m.contains("boom"))
         );
+        assert!(s.logprobs.is_none());
+    }
+
+    #[test]
+    fn streamed_logprobs_accumulate() {
+        let mut s = StreamState::default();
+        let chunks = [
+            r#"{"choices":[{"delta":{"role":"assistant","content":""},"logprobs":null}]}"#,
+            r#"{"choices":[{"delta":{"content":"Hel"},"logprobs":{"content":[{"token":"Hel","logprob":-0.1,"bytes":[72,101,108],"top_logprobs":[{"token":"Hel","logprob":-0.1},{"token":"Hi","logprob":-2.5}]}]}}]}"#,
+            r#"{"choices":[{"delta":{"content":"lo"},"logprobs":{"content":[{"token":"lo","logprob":-0.2,"top_logprobs":[]}]},"finish_reason":"stop"}]}"#,
+        ];
+        for c in chunks {
+            s.on_data(c).unwrap();
+        }
+        let tokens = s.logprobs.as_ref().unwrap();
+        let seen: Vec<_> = tokens
+            .iter()
+            .map(|t| (t.token.as_str(), t.logprob, t.top.len()))
+            .collect();
+        assert_eq!(seen, [("Hel", -0.1, 2), ("lo", -0.2, 0)]);
+        assert_eq!(tokens[0].top[1].token, "Hi");
+        let done = finish_stream(s, false, &request(), "m").unwrap();
+        assert_eq!(done.logprobs.map(|l| l.len()), Some(2));
     }
 
     #[test]
@@ -975,8 +1007,8 @@ mod tests {
 
         let mut s = StreamState::default();
         s.on_data(r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"call_9","type":"function","function":{"name":"get_weather","arguments":""}}]}}]}"#).unwrap();
-        s.on_data(r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{"city":"}}]}}]}"#).unwrap();
-        s.on_data(r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":""Oslo"}"}}]},"finish_reason":"tool_calls"}]}"#).unwrap();
+        s.on_data(r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":"}}]}}]}"#).unwrap();
+        s.on_data(r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"Oslo\"}"}}]},"finish_reason":"tool_calls"}]}"#).unwrap();
         assert_eq!(s.tool_calls.len(), 1);
         assert_eq!(s.tool_calls[0].id, "call_9");
         assert_eq!(s.tool_calls[0].arguments, r#"{"city":"Oslo"}"#);

@@ -1,6 +1,8 @@
 //! The deterministic answer and token counts, so tests can assert on text,
 //! usage and cost without guessing.
 
+use serde_json::{Value, json};
+
 /// Counts tokens the way the mock does: whitespace-separated words.
 pub fn count_tokens(text: &str) -> u64 {
     text.split_whitespace().count() as u64
@@ -13,6 +15,46 @@ pub fn expected_answer(last_user_message: &str) -> String {
 }
 
 const ECHO_PREFIX: &str = "echo: ";
+
+/// A JSON value that fits `schema` (the simple schemas tests use), the
+/// arguments of the tool calls the mock makes: objects get each property,
+/// strings the prompt (or an enum's first value), numbers the prompt's
+/// word count, booleans `true`, arrays one item.
+pub(crate) fn instance(schema: &Value, prompt: &str) -> Value {
+    if let Some(first) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
+        return first.clone();
+    }
+    let kind = schema.get("type").and_then(Value::as_str).unwrap_or(
+        if schema.get("properties").is_some() {
+            "object"
+        } else {
+            "string"
+        },
+    );
+    match kind {
+        "object" => Value::Object(
+            schema
+                .get("properties")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .map(|(name, prop)| (name.clone(), instance(prop, prompt)))
+                .collect(),
+        ),
+        "integer" | "number" => json!(count_tokens(prompt)),
+        "boolean" => json!(true),
+        "array" => json!([instance(
+            schema.get("items").unwrap_or(&Value::Null),
+            prompt
+        )]),
+        "null" => Value::Null,
+        _ => json!(prompt),
+    }
+}
 
 /// Why the answer ended.
 #[derive(Clone, Debug, PartialEq, Eq)]

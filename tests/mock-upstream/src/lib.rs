@@ -24,6 +24,20 @@
 //! asking to continue (containing "continue") is continued the same way.
 //! Any model name is accepted.
 //!
+//! Tools: a request offering tools is answered with a call of the first
+//! (or the one `tool_choice` names), its arguments an instance of the
+//! tool's schema built from the last user message (strings get the
+//! message, numbers its word count, booleans `true`), plain or streamed in
+//! pieces, in the wire's own shape (OpenAI `tool_calls`, Anthropic
+//! `tool_use` blocks); a conversation ending with tool results is answered
+//! with text (on the Anthropic wire unless `tool_choice` names a tool). The Anthropic wire checks `tools`, `tool_choice` and the
+//! placement of `tool_use` / `tool_result` blocks as the API does.
+//!
+//! Logprobs (OpenAI wires, `logprobs: true`): each chunk of the answer is a
+//! token with log probability `-(i + 1) / 10` for the `i`-th, its
+//! `top_logprobs` the token itself and then `alt1`, `alt2`… at one less
+//! each; streamed, each content chunk carries its token's.
+//!
 //! Completion requests get a [`Fault`] each (see [`MockUpstream`]'s script
 //! methods); models-list requests always succeed.
 //!

@@ -178,3 +178,148 @@ async fn overloaded_is_529_with_overloaded_error() {
         json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
     );
 }
+
+/// A request offering `get_weather(city, days)`.
+fn tool_body(stream: bool) -> Value {
+    let mut body = messages_body("claude", "Paris", stream);
+    body["tools"] = json!([{"name": "get_weather", "description": "The weather",
+        "input_schema": {"type": "object", "properties": {
+            "city": {"type": "string"}, "days": {"type": "integer"}}}}]);
+    body
+}
+
+async fn send(mock: &MockUpstream, body: &Value) -> reqwest::Response {
+    anthropic_request(&client(), &mock.base_url(), body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn tools_get_a_tool_use_answer_and_results_get_text() {
+    let mock = MockUpstream::start().await;
+    let reply: Value = send(&mock, &tool_body(false)).await.json().await.unwrap();
+    assert_eq!(reply["stop_reason"], "tool_use", "{reply}");
+    let block = &reply["content"][0];
+    assert_eq!(block["type"], "tool_use");
+    assert_eq!(block["name"], "get_weather");
+    assert_eq!(block["input"], json!({"city": "Paris", "days": 1}));
+    let id = block["id"].as_str().unwrap();
+    assert!(id.starts_with("toolu_mock_"), "{id}");
+
+    // The results go back in the next user turn and are answered.
+    let mut body = tool_body(false);
+    body["messages"] = json!([
+        {"role": "user", "content": "Paris"},
+        {"role": "assistant", "content": [block]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": id, "content": "sunny"}]},
+    ]);
+    let reply: Value = send(&mock, &body).await.json().await.unwrap();
+    assert_eq!(reply["stop_reason"], "end_turn", "{reply}");
+    assert_eq!(reply["content"][0]["text"], "echo: sunny");
+
+    // `none` answers text; a named tool is called even after results.
+    let mut none = tool_body(false);
+    none["tool_choice"] = json!({"type": "none"});
+    let reply: Value = send(&mock, &none).await.json().await.unwrap();
+    assert_eq!(reply["content"][0]["text"], "echo: Paris", "{reply}");
+    body["tool_choice"] = json!({"type": "tool", "name": "get_weather"});
+    let reply: Value = send(&mock, &body).await.json().await.unwrap();
+    assert_eq!(reply["stop_reason"], "tool_use", "{reply}");
+    assert_eq!(reply["content"][0]["input"]["city"], "sunny");
+}
+
+#[tokio::test]
+async fn a_streamed_tool_use_comes_in_input_json_pieces() {
+    let mock = MockUpstream::start().await;
+    let (text, failed) = collect_stream(send(&mock, &tool_body(true)).await).await;
+    assert!(!failed);
+    let events: Vec<Value> = parse_sse(&text).iter().map(|e| e.json()).collect();
+    let start = &events[1];
+    assert_eq!(start["type"], "content_block_start");
+    assert_eq!(start["content_block"]["type"], "tool_use");
+    assert_eq!(start["content_block"]["name"], "get_weather");
+    assert_eq!(start["content_block"]["input"], json!({}));
+    let pieces: Vec<&str> = events
+        .iter()
+        .filter(|e| e["delta"]["type"] == "input_json_delta")
+        .map(|e| e["delta"]["partial_json"].as_str().unwrap())
+        .collect();
+    assert_eq!(pieces.len(), 3);
+    let input: Value = serde_json::from_str(&pieces.concat()).unwrap();
+    assert_eq!(input, json!({"city": "Paris", "days": 1}));
+    let delta = events
+        .iter()
+        .find(|e| e["type"] == "message_delta")
+        .unwrap();
+    assert_eq!(delta["delta"]["stop_reason"], "tool_use");
+}
+
+#[tokio::test]
+async fn tool_blocks_are_checked_as_the_api_checks_them() {
+    let mock = MockUpstream::start().await;
+    let use_block = json!({"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+                           "input": {"city": "Paris"}});
+    let result = |id: &str| json!({"type": "tool_result", "tool_use_id": id, "content": "x"});
+    let cases = [
+        // A tool_use not answered in the next turn.
+        (
+            json!([{"role": "user", "content": "Paris"},
+                   {"role": "assistant", "content": [use_block]},
+                   {"role": "user", "content": "well?"}]),
+            None,
+            "without `tool_result` blocks immediately after: toolu_1",
+        ),
+        // Results split over two turns: the second answers nothing before it.
+        (
+            json!([{"role": "user", "content": "Paris"},
+                   {"role": "assistant", "content": [use_block]},
+                   {"role": "user", "content": [result("toolu_1")]},
+                   {"role": "user", "content": [result("toolu_1")]}]),
+            None,
+            "unexpected `tool_use_id`",
+        ),
+        (
+            json!([{"role": "user", "content": "Paris"}]),
+            Some(json!({"type": "tool", "name": "nope"})),
+            "tool nope not found",
+        ),
+        (
+            json!([{"role": "user", "content": "Paris"}]),
+            Some(json!({"type": "required"})),
+            "does not match any of the expected tags",
+        ),
+        (
+            json!([{"role": "user", "content": "Paris"},
+                   {"role": "assistant", "content": [{"type": "text", "text": ""}]}]),
+            None,
+            "text content blocks must be non-empty",
+        ),
+    ];
+    for (messages, choice, expected) in cases {
+        let mut body = tool_body(false);
+        body["messages"] = messages;
+        if let Some(choice) = choice {
+            body["tool_choice"] = choice;
+        }
+        let response = send(&mock, &body).await;
+        assert_eq!(response.status(), 400, "{expected}");
+        let error: Value = response.json().await.unwrap();
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{message}");
+    }
+    // Tool blocks without tools, and a schema that is not an object.
+    let mut body = messages_body("c", "x", false);
+    body["messages"] = json!([{"role": "assistant", "content": [use_block]}]);
+    let error: Value = send(&mock, &body).await.json().await.unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("must define tools")
+    );
+    let mut body = tool_body(false);
+    body["tools"][0]["input_schema"] = json!({"type": "array"});
+    assert_eq!(send(&mock, &body).await.status(), 400);
+}

@@ -242,3 +242,61 @@ async fn models_are_listed_in_both_shapes() {
     assert_eq!(anthropic["has_more"], false);
     assert_eq!(anthropic["data"][0]["type"], "model");
 }
+
+#[tokio::test]
+async fn logprobs_come_per_chunk_when_asked() {
+    let mock = MockUpstream::start().await;
+    let url = format!("{}/v1/chat/completions", mock.base_url());
+    let mut body = chat_body("gpt-4o", "alpha beta", false);
+    body["logprobs"] = json!(true);
+    body["top_logprobs"] = json!(2);
+    let reply: Value = client()
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tokens = reply["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .unwrap();
+    let seen: Vec<(&str, f64)> = tokens
+        .iter()
+        .map(|t| (t["token"].as_str().unwrap(), t["logprob"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(seen, [("echo:", -0.1), (" alpha", -0.2), (" beta", -0.3)]);
+    assert_eq!(
+        tokens[1]["top_logprobs"],
+        json!([{"token": " alpha", "logprob": -0.2, "bytes": b" alpha"},
+               {"token": "alt1", "logprob": -1.2, "bytes": b"alt1"}])
+    );
+
+    body["stream"] = json!(true);
+    let response = client().post(&url).json(&body).send().await.unwrap();
+    let (text, _) = collect_stream(response).await;
+    let streamed: Vec<Value> = parse_sse(&text)
+        .iter()
+        .filter(|e| e.data != "[DONE]")
+        .filter_map(|e| {
+            e.json()["choices"][0]["logprobs"]["content"]
+                .as_array()
+                .cloned()
+        })
+        .flatten()
+        .collect();
+    assert_eq!(&streamed, tokens);
+
+    // Not asked: none.
+    let reply: Value = client()
+        .post(&url)
+        .json(&chat_body("gpt-4o", "alpha", false))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["choices"][0]["logprobs"], Value::Null);
+}

@@ -32,6 +32,44 @@ struct ChatRequest {
     tools: Option<Vec<serde_json::Value>>,
     #[serde(default)]
     tool_choice: Option<serde_json::Value>,
+    #[serde(default)]
+    logprobs: Option<bool>,
+    #[serde(default)]
+    top_logprobs: Option<u8>,
+}
+
+/// The log probabilities of the `i`-th chunk of an answer's text: the
+/// chunk is one token, its log probability `-(i + 1) / 10`, and its `top`
+/// most likely tokens are the chunk itself and `alt<n>` at `n` less.
+fn token_logprob(i: usize, token: &str, top: u8) -> serde_json::Value {
+    let logprob = -((i + 1) as f64) / 10.0;
+    let top: Vec<serde_json::Value> = (0..top)
+        .map(|n| {
+            let t = if n == 0 {
+                token.to_string()
+            } else {
+                format!("alt{n}")
+            };
+            serde_json::json!({"token": t, "logprob": logprob - f64::from(n),
+                               "bytes": t.as_bytes()})
+        })
+        .collect();
+    serde_json::json!({"token": token, "logprob": logprob, "bytes": token.as_bytes(),
+                       "top_logprobs": top})
+}
+
+/// A choice's `logprobs` for the chunks `tokens`, the first of them the
+/// `first`-th of the answer.
+fn choice_logprobs<'a>(
+    first: usize,
+    tokens: impl Iterator<Item = &'a str>,
+    top: u8,
+) -> serde_json::Value {
+    let content: Vec<serde_json::Value> = tokens
+        .enumerate()
+        .map(|(i, t)| token_logprob(first + i, t, top))
+        .collect();
+    serde_json::json!({ "content": content })
 }
 
 /// The tool call for `request`: none without tools, with `tool_choice:
@@ -52,22 +90,14 @@ fn tool_call(request: &ChatRequest, last_user: &str, seq: u64) -> Option<ToolCal
         named.is_none() || t.pointer("/function/name").and_then(|n| n.as_str()) == named
     })?;
     let name = tool.pointer("/function/name")?.as_str()?.to_string();
-    let mut arguments = serde_json::Map::new();
-    if let Some(props) = tool
-        .pointer("/function/parameters/properties")
-        .and_then(serde_json::Value::as_object)
-    {
-        for key in props.keys() {
-            arguments.insert(
-                key.clone(),
-                serde_json::Value::String(last_user.to_string()),
-            );
-        }
-    }
+    let parameters = tool
+        .pointer("/function/parameters")
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!({"type": "object"}));
     Some(ToolCall {
         id: format!("call_mock_{seq}"),
         name,
-        arguments: serde_json::Value::Object(arguments).to_string(),
+        arguments: crate::answer::instance(&parameters, last_user).to_string(),
     })
 }
 
@@ -111,6 +141,7 @@ pub(crate) fn parse(
         include_usage: request.stream_options.is_some_and(|o| o.include_usage),
         answer: Answer::compose(&last_user, input_tokens, &stops, max_tokens).continuing(&prefill),
         created,
+        logprobs: (request.logprobs == Some(true)).then(|| request.top_logprobs.unwrap_or(0)),
     })
 }
 
@@ -152,6 +183,7 @@ struct ChatResponse<'a> {
 struct Choice<'a> {
     index: u32,
     message: AssistantMessage<'a>,
+    logprobs: Option<serde_json::Value>,
     finish_reason: &'static str,
 }
 
@@ -212,6 +244,10 @@ pub(crate) fn render_plain(c: &Completion) -> Bytes {
                 content: c.tool_call.is_none().then_some(c.answer.text.as_str()),
                 tool_calls: c.tool_call.as_ref().map(|call| [whole_call(call)]),
             },
+            logprobs: c
+                .logprobs
+                .filter(|_| c.tool_call.is_none())
+                .map(|top| choice_logprobs(0, c.answer.chunks(), top)),
             finish_reason: if c.tool_call.is_some() {
                 "tool_calls"
             } else {
@@ -241,6 +277,8 @@ struct Chunk<'a> {
 struct ChunkChoice<'a> {
     index: u32,
     delta: Delta<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logprobs: Option<serde_json::Value>,
     finish_reason: Option<&'static str>,
 }
 
@@ -294,6 +332,7 @@ pub(crate) fn render_stream(c: &Completion) -> (Vec<Bytes>, usize) {
                 content: Some(""),
                 tool_calls: None,
             },
+            logprobs: None,
             finish_reason: None,
         }],
         None,
@@ -334,6 +373,7 @@ pub(crate) fn render_stream(c: &Completion) -> (Vec<Bytes>, usize) {
                         content: None,
                         tool_calls: Some([tool_call]),
                     },
+                    logprobs: None,
                     finish_reason: None,
                 }],
                 None,
@@ -348,6 +388,7 @@ pub(crate) fn render_stream(c: &Completion) -> (Vec<Bytes>, usize) {
                     content: None,
                     tool_calls: None,
                 },
+                logprobs: None,
                 finish_reason: Some("tool_calls"),
             }],
             None,
@@ -358,7 +399,7 @@ pub(crate) fn render_stream(c: &Completion) -> (Vec<Bytes>, usize) {
         frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
         return (frames, 1);
     }
-    for text in c.answer.chunks() {
+    for (i, text) in c.answer.chunks().enumerate() {
         frames.push(data_frame(
             c,
             &[ChunkChoice {
@@ -368,6 +409,9 @@ pub(crate) fn render_stream(c: &Completion) -> (Vec<Bytes>, usize) {
                     content: Some(text),
                     tool_calls: None,
                 },
+                logprobs: c
+                    .logprobs
+                    .map(|top| choice_logprobs(i, std::iter::once(text), top)),
                 finish_reason: None,
             }],
             None,
@@ -383,6 +427,7 @@ pub(crate) fn render_stream(c: &Completion) -> (Vec<Bytes>, usize) {
                 content: None,
                 tool_calls: None,
             },
+            logprobs: None,
             finish_reason: Some(finish_reason(&c.answer.finish)),
         }],
         perplexity.then(|| usage(&c.answer)),

@@ -46,14 +46,34 @@ pub(crate) enum Content {
     Parts(Vec<Part>),
 }
 
-/// One content part; non-text parts have no `text`.
+/// One content part; non-text parts have no `text`. Anthropic's
+/// `tool_use` parts have `id` and `input` (and a `name`, not read), its `tool_result` parts
+/// `tool_use_id` and `content`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct Part {
+    #[serde(default, rename = "type")]
+    pub(crate) kind: Option<String>,
     #[serde(default)]
-    text: Option<String>,
+    pub(crate) text: Option<String>,
+    #[serde(default)]
+    pub(crate) id: Option<String>,
+    #[serde(default)]
+    pub(crate) input: Option<serde_json::Value>,
+    #[serde(default)]
+    pub(crate) tool_use_id: Option<String>,
+    #[serde(default)]
+    pub(crate) content: Option<Box<Content>>,
 }
 
 impl Content {
+    /// The parts (none for plain text).
+    pub(crate) fn parts(&self) -> &[Part] {
+        match self {
+            Content::Text(_) => &[],
+            Content::Parts(parts) => parts,
+        }
+    }
+
     /// The text content; text parts joined by newlines.
     pub(crate) fn text(&self) -> Cow<'_, str> {
         match self {
@@ -136,14 +156,18 @@ pub(crate) struct Completion {
     pub(crate) include_usage: bool,
     pub(crate) answer: Answer,
     pub(crate) created: u64,
-    /// OpenAI/Groq: the tool call answered instead of text, when the
-    /// request offered tools and its last message is not a tool result.
+    /// The tool call answered instead of text, when the request offered
+    /// tools and its last message is not a tool result (Anthropic: or the
+    /// tool choice names a tool).
     pub(crate) tool_call: Option<ToolCall>,
+    /// OpenAI/Groq `logprobs: true`: per-chunk log probabilities, with
+    /// this many `top_logprobs` each.
+    pub(crate) logprobs: Option<u8>,
 }
 
 /// A tool call the mock makes: the first offered tool (or the one
-/// `tool_choice` names), every property of its parameters set to the last
-/// user message.
+/// `tool_choice` names), its arguments a [`crate::answer::instance`] of its
+/// parameters for the last user message.
 #[derive(Debug, Clone)]
 pub(crate) struct ToolCall {
     /// `call_mock_<seq>`.

@@ -56,6 +56,9 @@
 //! that have what the request needs (a 400 `invalid_request` naming the
 //! features when none has), and the answer's `tool_calls` come back with
 //! `finish_reason: "tool_calls"`, streamed as OpenAI's tool-call deltas.
+//! Streamed, log probabilities come whole on the finishing chunk: the
+//! contract's `stream` interface carries text and tool calls, and the
+//! final response the log probabilities.
 //!
 //! Here: the handler, the request's checks and the plain answer; the wire
 //! types in [`wire`], the errors in [`error`], the model routes in

@@ -14,8 +14,8 @@ use tracing::Instrument;
 
 use super::error::{GatewayError, dispatch_error, stream_error_event};
 use super::recording::Recording;
-use super::wire::CompletionUsage;
-use super::{PROVIDER, ROUTER, TASK_ID, completed, finish_reason, secs, usage_of};
+use super::wire::{ChoiceLogprobs, CompletionUsage};
+use super::{PROVIDER, ROUTER, TASK_ID, completed, finish_reason, logprobs_out, secs, usage_of};
 use crate::api::error::ApiError;
 use crate::orchestrator::dispatch::{Answer, DispatchError, Job, Progress, RouterTrace};
 use crate::orchestrator::usage::Outcome;
@@ -32,12 +32,25 @@ struct Chunks {
 
 impl Chunks {
     fn chunk(&self, delta: serde_json::Value, finish_reason: Option<&str>) -> Bytes {
+        self.chunk_with_logprobs(delta, finish_reason, None)
+    }
+
+    /// A chunk carrying log probabilities: the finishing chunk carries
+    /// those of the whole answer, since providers hand the host text
+    /// deltas only (`stream.emit`) and the log probabilities with the
+    /// final response.
+    fn chunk_with_logprobs(
+        &self,
+        delta: serde_json::Value,
+        finish_reason: Option<&str>,
+        logprobs: Option<&ChoiceLogprobs>,
+    ) -> Bytes {
         sse(&json!({
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
-            "choices": [{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason }],
+            "choices": [{ "index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason }],
         }))
     }
 
@@ -348,7 +361,12 @@ async fn drive(
                 let chunk = s.chunks.chunk(json!({ "tool_calls": calls }), None);
                 s.send(chunk).await;
             }
-            let last = s.chunks.chunk(json!({}), Some(finish_reason(&answer)));
+            let logprobs = answer.response.logprobs.as_deref().map(logprobs_out);
+            let last = s.chunks.chunk_with_logprobs(
+                json!({}),
+                Some(finish_reason(&answer)),
+                logprobs.as_ref(),
+            );
             s.send(last).await;
             let usage = usage_of(&answer);
             let outcome = completed(&answer);
