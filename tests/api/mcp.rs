@@ -116,6 +116,18 @@ impl Everything {
     }
 }
 
+impl Everything {
+    /// An `mcp` integration called `everything` of `server`, pointing at it.
+    async fn integration(&self, server: &Server, token: &str) -> String {
+        server
+            .integration(
+                token,
+                json!({ "name": "everything", "provider": "mcp", "base_url": self.url }),
+            )
+            .await
+    }
+}
+
 impl Drop for Everything {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -213,12 +225,7 @@ async fn long_running_tools_report_progress(backend: Backend) {
     let everything = Everything::start();
     let server = Server::start(backend).await;
     let admin = server.admin_token().await;
-    server
-        .integration(
-            &admin,
-            json!({ "name": "everything", "provider": "mcp", "base_url": everything.url }),
-        )
-        .await;
+    everything.integration(&server, &admin).await;
     let created = server
         .post(
             "/api/tasks",
@@ -263,12 +270,7 @@ async fn tool_errors_fail_the_task(backend: Backend) {
     let mock = MockUpstream::start().await;
     let server = Server::start(backend).await;
     let admin = server.admin_token().await;
-    server
-        .integration(
-            &admin,
-            json!({ "name": "everything", "provider": "mcp", "base_url": everything.url }),
-        )
-        .await;
+    everything.integration(&server, &admin).await;
     // The tool refuses its arguments (`isError: true`).
     let task = server
         .finished_task(&admin, tool_task("everything", "echo", json!({})))
