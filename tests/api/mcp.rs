@@ -171,6 +171,12 @@ async fn tools_are_listed_and_called(backend: Backend) {
     assert_eq!(created.body["plugin"], "mcp");
     assert_eq!(created.body["timeout_ms"], 120_000, "{}", created.body);
     let id = created.body["id"].as_str().unwrap();
+    // Its connectivity test lists its tools.
+    let test = server
+        .post(&format!("/api/integrations/{id}/test"), &admin, json!({}))
+        .await
+        .expect(200);
+    assert_eq!(test.body["ok"], true, "{}", test.body);
 
     let tools = server
         .get(&format!("/api/integrations/{id}/tools"), &admin)
@@ -546,6 +552,18 @@ async fn hostile_servers_are_contained(backend: Backend) {
         .get(&format!("/api/integrations/{stall}/tools"), &admin)
         .await
         .expect_error(504, "timeout");
+
+    let test = server
+        .post(
+            &format!("/api/integrations/{stall}/test"),
+            &admin,
+            json!({}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(test.body["ok"], false, "{}", test.body);
+    assert_eq!(test.body["error"]["source"], "provider");
+    assert_eq!(test.body["error"]["kind"], "timeout");
 
     // The server keeps serving: a model task still completes.
     server.mock_integration(&admin, "models").await;
