@@ -23,7 +23,7 @@ const WASM_TARGET: &str = "wasm32-wasip2";
 /// The Cargo profile (root `Cargo.toml`) guests are compiled with.
 const WASM_PROFILE: &str = "wasm";
 /// The plugin kinds a manifest may declare (one per WIT world).
-const KINDS: [&str; 3] = ["provider", "router", "condition"];
+const KINDS: [&str; 4] = ["provider", "router", "condition", "tool"];
 
 /// A guest crate to compile.
 struct Guest {

@@ -16,7 +16,7 @@ use crate::error::{BusyShare, Limit, PluginError};
 use crate::host_memory::HostMemory;
 use crate::outbound::{Denial, OutboundHooks};
 use crate::plugin::Plugin;
-use crate::sandbox::{CallState, DeltaSink, LogSink, MemoryLimiter};
+use crate::sandbox::{CallState, DeltaSink, LogSink, MemoryLimiter, ProgressSink};
 use crate::shares::{Shares, Taken};
 use crate::{Limits, PluginKind};
 
@@ -69,6 +69,7 @@ pub(crate) struct CallExtras {
     pub(crate) hooks: OutboundHooks,
     pub(crate) settings: Arc<Vec<(String, String)>>,
     pub(crate) deltas: Option<DeltaSink>,
+    pub(crate) progress: Option<ProgressSink>,
 }
 
 impl CallExtras {
@@ -77,6 +78,7 @@ impl CallExtras {
             hooks: OutboundHooks::deny_all(),
             settings: Arc::default(),
             deltas: None,
+            progress: None,
         }
     }
 }
@@ -250,6 +252,7 @@ impl Calls {
             extras.hooks,
             extras.settings,
             extras.deltas,
+            extras.progress,
             limits,
         );
         let mut store = Store::new(&self.engine, state);
@@ -691,6 +694,54 @@ mod sizes {
     impl WireSize for RouterInfo {
         fn wire_size(&self) -> usize {
             self.name.wire_size() + self.version.wire_size() + self.description.wire_size()
+        }
+    }
+
+    impl WireSize for Tool {
+        fn wire_size(&self) -> usize {
+            self.name.wire_size()
+                + self.title.wire_size()
+                + self.description.wire_size()
+                + self.input_schema.wire_size()
+                + self.output_schema.wire_size()
+                + self.annotations.wire_size()
+        }
+    }
+
+    impl WireSize for ToolResult {
+        fn wire_size(&self) -> usize {
+            self.content.wire_size() + self.structured_content.wire_size() + 1
+        }
+    }
+
+    impl WireSize for ToolError {
+        fn wire_size(&self) -> usize {
+            match self {
+                ToolError::RateLimited(_) | ToolError::Timeout => 8,
+                ToolError::Server((_, m)) => 8 + m.wire_size(),
+                ToolError::UnknownTool(m)
+                | ToolError::InvalidArguments(m)
+                | ToolError::Auth(m)
+                | ToolError::Unavailable(m)
+                | ToolError::Protocol(m)
+                | ToolError::Other(m) => m.wire_size(),
+            }
+        }
+    }
+
+    impl WireSize for ToolCredentialHeader {
+        fn wire_size(&self) -> usize {
+            self.name.wire_size() + self.prefix.wire_size()
+        }
+    }
+
+    impl WireSize for ToolServerInfo {
+        fn wire_size(&self) -> usize {
+            self.name.wire_size()
+                + self.version.wire_size()
+                + self.description.wire_size()
+                + self.credential.wire_size()
+                + self.base_url_setting.wire_size()
         }
     }
 

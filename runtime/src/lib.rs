@@ -8,7 +8,7 @@
 //! read once); [`Runtime::stage`] does the same for an upload under the
 //! code limits, writing nothing to the cache until [`Staged::commit`].
 //! Each call — [`Runtime::route`], [`Runtime::evaluate`],
-//! [`Runtime::complete`] — runs in a fresh instance under [`Limits`] and
+//! [`Runtime::complete`], [`Runtime::list_tools`], [`Runtime::call_tool`] — runs in a fresh instance under [`Limits`] and
 //! returns a [`CallResult`]: the guest's answer or a typed [`PluginError`],
 //! plus [`CallStats`].
 
@@ -32,6 +32,7 @@ mod runtime;
 mod sandbox;
 mod shares;
 mod slots;
+mod tool;
 pub mod types;
 
 pub use call::{CallResult, CallStats, WireSize};
@@ -45,6 +46,7 @@ pub use outbound::{OutboundConfig, describe_host_entry, host_allows};
 pub use plugin::{Contract, Plugin, PluginInfo, PluginKind};
 pub use provider::{ProviderCall, Secret};
 pub use runtime::{CompileConfig, Runtime, RuntimeConfig, StageRequest, Staged};
-pub use sandbox::{Delta, DeltaSink};
+pub use sandbox::{Delta, DeltaSink, ProgressSink, ToolProgress};
 pub use shares::{Share, ShareConfig};
 pub use slots::{CompileSlot, CompileSlots, SlotsBusy};
+pub use tool::ToolServerCall;

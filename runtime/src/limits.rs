@@ -85,6 +85,15 @@ pub struct KindLimits {
     pub router: Limits,
     /// For condition plugins.
     pub condition: Limits,
+    /// For tool-server plugins (configurations written before the kind
+    /// existed get the platform defaults).
+    #[serde(default = "platform_tool")]
+    pub tool: Limits,
+}
+
+/// The platform's tool-server limits (see [`KindLimits::platform`]).
+fn platform_tool() -> Limits {
+    KindLimits::platform().tool
 }
 
 impl KindLimits {
@@ -123,6 +132,21 @@ impl KindLimits {
                 max_input_bytes: 4 * MIB,
                 max_output_bytes: 256 * KIB,
                 max_log_bytes: 64 * KIB,
+                max_deltas: PLATFORM_MAX_DELTAS,
+                max_concurrency: unshared(),
+                share: crate::Share::Platform,
+            },
+            // Tool calls wait on the tool server (an MCP tool may work
+            // for minutes, reporting progress), so the wall clock is long;
+            // what the plugin itself does is bounded like a provider's.
+            tool: Limits {
+                memory_bytes: 64 * MIB,
+                fuel: None,
+                cpu_time: Duration::from_secs(5),
+                wall_time: Duration::from_secs(600),
+                max_input_bytes: 4 * MIB,
+                max_output_bytes: 8 * MIB,
+                max_log_bytes: 256 * KIB,
                 max_deltas: PLATFORM_MAX_DELTAS,
                 max_concurrency: unshared(),
                 share: crate::Share::Platform,
@@ -170,6 +194,18 @@ impl KindLimits {
                 max_concurrency: TENANT_MAX_CONCURRENCY,
                 share: crate::Share::Platform,
             },
+            tool: Limits {
+                memory_bytes: 32 * MIB,
+                fuel: None,
+                cpu_time: Duration::from_secs(2),
+                wall_time: Duration::from_secs(300),
+                max_input_bytes: MIB,
+                max_output_bytes: 4 * MIB,
+                max_log_bytes: 64 * KIB,
+                max_deltas: TENANT_MAX_DELTAS,
+                max_concurrency: TENANT_MAX_CONCURRENCY,
+                share: crate::Share::Platform,
+            },
         }
     }
 
@@ -179,6 +215,7 @@ impl KindLimits {
             PluginKind::Provider => &self.provider,
             PluginKind::Router => &self.router,
             PluginKind::Condition => &self.condition,
+            PluginKind::Tool => &self.tool,
         }
     }
 }
@@ -205,11 +242,7 @@ mod tests {
     #[test]
     fn tenant_limits_are_never_looser_than_platform_ones() {
         let (p, t) = (KindLimits::platform(), KindLimits::tenant());
-        for kind in [
-            PluginKind::Provider,
-            PluginKind::Router,
-            PluginKind::Condition,
-        ] {
+        for kind in PluginKind::ALL {
             let (p, t) = (p.for_kind(kind), t.for_kind(kind));
             assert!(t.memory_bytes <= p.memory_bytes, "{kind}");
             assert!(t.cpu_time <= p.cpu_time, "{kind}");

@@ -11,11 +11,12 @@ use serde::{Deserialize, Serialize};
 use crate::bindings::condition::ConditionPre;
 use crate::bindings::provider::ProviderPre;
 use crate::bindings::router::RouterPre;
+use crate::bindings::tool_server::ToolServerPre;
 use crate::bindings::v0_1;
 use crate::sandbox::CallState;
-use crate::types::{ConditionInfo, ProviderInfo, RouterInfo};
+use crate::types::{ConditionInfo, ProviderInfo, RouterInfo, ToolServerInfo};
 
-/// Which of the three worlds a plugin implements.
+/// Which of the four worlds a plugin implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PluginKind {
@@ -25,22 +26,27 @@ pub enum PluginKind {
     Router,
     /// `world condition`: exports `vel:plugins/evaluation`.
     Condition,
+    /// `world tool-server`: exports `vel:plugins/tools` (new in 0.2.0).
+    Tool,
 }
 
 impl PluginKind {
     /// Every kind.
-    pub const ALL: [PluginKind; 3] = [
+    pub const ALL: [PluginKind; 4] = [
         PluginKind::Provider,
         PluginKind::Router,
         PluginKind::Condition,
+        PluginKind::Tool,
     ];
 
-    /// The kind's name, as in manifests: `provider`, `router`, `condition`.
+    /// The kind's name, as in manifests: `provider`, `router`, `condition`,
+    /// `tool`.
     pub fn as_str(self) -> &'static str {
         match self {
             PluginKind::Provider => "provider",
             PluginKind::Router => "router",
             PluginKind::Condition => "condition",
+            PluginKind::Tool => "tool",
         }
     }
 
@@ -50,7 +56,8 @@ impl PluginKind {
         self.export_for(Contract::CURRENT)
     }
 
-    /// The interface a component of this kind exports under `contract`.
+    /// The interface a component of this kind exports under `contract`
+    /// (0.1.0 has no tool-server world: its name there matches nothing).
     pub fn export_for(self, contract: Contract) -> &'static str {
         match (self, contract) {
             (PluginKind::Provider, Contract::V0_2) => "vel:plugins/completion@0.2.0",
@@ -59,6 +66,8 @@ impl PluginKind {
             (PluginKind::Provider, Contract::V0_1) => "vel:plugins/completion@0.1.0",
             (PluginKind::Router, Contract::V0_1) => "vel:plugins/routing@0.1.0",
             (PluginKind::Condition, Contract::V0_1) => "vel:plugins/evaluation@0.1.0",
+            (PluginKind::Tool, Contract::V0_2) => "vel:plugins/tools@0.2.0",
+            (PluginKind::Tool, Contract::V0_1) => "vel:plugins/tools@0.1.0",
         }
     }
 
@@ -68,6 +77,7 @@ impl PluginKind {
             PluginKind::Provider => &[("info", 0), ("complete", 1), ("complete-stream", 1)],
             PluginKind::Router => &[("info", 0), ("route", 2)],
             PluginKind::Condition => &[("info", 0), ("evaluate", 1)],
+            PluginKind::Tool => &[("info", 0), ("list-tools", 0), ("call-tool", 2)],
         }
     }
 
@@ -75,6 +85,7 @@ impl PluginKind {
     pub(crate) fn allows_import(self, interface: &str) -> bool {
         ALWAYS_ALLOWED.contains(&interface)
             || (self == PluginKind::Provider && PROVIDER_ONLY.contains(&interface))
+            || (self == PluginKind::Tool && TOOL_ONLY.contains(&interface))
     }
 }
 
@@ -127,8 +138,9 @@ impl FromStr for PluginKind {
             "provider" => Ok(PluginKind::Provider),
             "router" => Ok(PluginKind::Router),
             "condition" => Ok(PluginKind::Condition),
+            "tool" => Ok(PluginKind::Tool),
             other => Err(format!(
-                "unknown plugin kind `{other}` (expected provider, router or condition)"
+                "unknown plugin kind `{other}` (expected provider, router, condition or tool)"
             )),
         }
     }
@@ -169,6 +181,15 @@ const PROVIDER_ONLY: &[&str] = &[
     "wasi:http/outgoing-handler",
 ];
 
+/// Imports only tool servers may use: settings, progress reports,
+/// outbound HTTP.
+const TOOL_ONLY: &[&str] = &[
+    "vel:plugins/config",
+    "vel:plugins/progress",
+    "wasi:http/types",
+    "wasi:http/outgoing-handler",
+];
+
 /// What a plugin says about itself (its `info()` export).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -179,6 +200,8 @@ pub enum PluginInfo {
     Router(RouterInfo),
     /// A condition's info.
     Condition(ConditionInfo),
+    /// A tool server's info.
+    Tool(ToolServerInfo),
 }
 
 impl PluginInfo {
@@ -188,6 +211,7 @@ impl PluginInfo {
             PluginInfo::Provider(i) => &i.name,
             PluginInfo::Router(i) => &i.name,
             PluginInfo::Condition(i) => &i.name,
+            PluginInfo::Tool(i) => &i.name,
         }
     }
 
@@ -197,6 +221,7 @@ impl PluginInfo {
             PluginInfo::Provider(i) => &i.version,
             PluginInfo::Router(i) => &i.version,
             PluginInfo::Condition(i) => &i.version,
+            PluginInfo::Tool(i) => &i.version,
         }
     }
 
@@ -206,6 +231,7 @@ impl PluginInfo {
             PluginInfo::Provider(i) => &i.description,
             PluginInfo::Router(i) => &i.description,
             PluginInfo::Condition(i) => &i.description,
+            PluginInfo::Tool(i) => &i.description,
         }
     }
 }
@@ -215,6 +241,7 @@ pub(crate) enum KindPre {
     Provider(ProviderPre<CallState>),
     Router(RouterPre<CallState>),
     Condition(ConditionPre<CallState>),
+    Tool(ToolServerPre<CallState>),
     ProviderV0_1(v0_1::provider::ProviderPre<CallState>),
     RouterV0_1(v0_1::router::RouterPre<CallState>),
     ConditionV0_1(v0_1::condition::ConditionPre<CallState>),

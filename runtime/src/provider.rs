@@ -77,7 +77,20 @@ impl Runtime {
         if let Err(refused) = check_input(limits, request.wire_size() + call.settings.wire_size()) {
             return CallResult::refused(refused);
         }
-        let policy = match outbound_policy(plugin, &call) {
+        let PluginInfo::Provider(info) = plugin.info() else {
+            return CallResult::refused(PluginError::Host("provider without provider info".into()));
+        };
+        let credential = info
+            .credential
+            .as_ref()
+            .map(|c| (c.name.as_str(), c.prefix.as_str()));
+        let reach = Reach {
+            settings: &call.settings,
+            secret: call.secret.as_ref(),
+            allowed_hosts: &call.allowed_hosts,
+            allow_base_url_host: call.allow_base_url_host,
+        };
+        let policy = match outbound_policy(reach, credential, info.base_url_setting.as_deref()) {
             Ok(policy) => policy,
             Err(refused) => return CallResult::refused(refused),
         };
@@ -86,6 +99,7 @@ impl Runtime {
             hooks: OutboundHooks::new(self.inner.http.clone(), Arc::new(policy)),
             settings: Arc::new(call.settings),
             deltas: call.deltas,
+            progress: None,
         };
         let calls = &self.inner.calls;
         let mut prepared = match calls.prepare(plugin, limits, extras) {
@@ -140,16 +154,28 @@ enum Pre<'a> {
     ),
 }
 
-/// The hosts this call may reach and the credential header it carries,
-/// which goes only to the base URL's origin (scheme, host and port) when
-/// the plugin has one.
-fn outbound_policy(plugin: &Plugin, call: &ProviderCall) -> Result<OutboundPolicy, PluginError> {
-    let PluginInfo::Provider(info) = plugin.info() else {
-        return Err(PluginError::Host("provider without provider info".into()));
-    };
-    let mut allowed = call.allowed_hosts.clone();
+/// What a call that reaches out is given: its settings, secret and
+/// allowed hosts (a provider's or a tool server's).
+#[derive(Clone, Copy)]
+pub(crate) struct Reach<'a> {
+    pub(crate) settings: &'a [(String, String)],
+    pub(crate) secret: Option<&'a Secret>,
+    pub(crate) allowed_hosts: &'a [String],
+    pub(crate) allow_base_url_host: bool,
+}
+
+/// The hosts a call may reach and the credential header it carries
+/// (`credential`: the plugin's header name and prefix), which goes only to
+/// the origin (scheme, host and port) of the setting `base_url_setting`
+/// names, when the plugin has one.
+pub(crate) fn outbound_policy(
+    call: Reach<'_>,
+    credential: Option<(&str, &str)>,
+    base_url_setting: Option<&str>,
+) -> Result<OutboundPolicy, PluginError> {
+    let mut allowed = call.allowed_hosts.to_vec();
     let mut base = None;
-    if let Some(setting) = &info.base_url_setting
+    if let Some(setting) = base_url_setting
         && let Some((_, url)) = call.settings.iter().find(|(k, _)| k == setting)
     {
         let uri: http::Uri = url.parse().map_err(|e| {
@@ -163,16 +189,15 @@ fn outbound_policy(plugin: &Plugin, call: &ProviderCall) -> Result<OutboundPolic
         }
         base = Some(origin);
     }
-    let header = match (&info.credential, &call.secret) {
-        (Some(header), Some(secret)) => {
-            let name = HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| {
+    let header = match (credential, call.secret) {
+        (Some((header, prefix)), Some(secret)) => {
+            let name = HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
                 PluginError::Host(format!(
-                    "the plugin's credential header name `{}` is not a valid header name",
-                    header.name
+                    "the plugin's credential header name `{header}` is not a valid header name"
                 ))
             })?;
-            let mut value = HeaderValue::from_str(&format!("{}{}", header.prefix, secret.0))
-                .map_err(|_| {
+            let mut value =
+                HeaderValue::from_str(&format!("{prefix}{}", secret.0)).map_err(|_| {
                     PluginError::Host(
                         "the secret cannot be sent as an HTTP header value".to_string(),
                     )

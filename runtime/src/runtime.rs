@@ -15,6 +15,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use crate::bindings::condition::ConditionPre;
 use crate::bindings::provider::{Provider, ProviderPre};
 use crate::bindings::router::RouterPre;
+use crate::bindings::tool_server::ToolServerPre;
 use crate::cache::{self, CompileCache};
 use crate::call::{CallExtras, Calls, Failure, WireSize, run};
 use crate::class::{DEFAULT_CORE_INSTANCES, PluginClass};
@@ -153,6 +154,13 @@ impl Runtime {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(link)?;
         Provider::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| state)
             .map_err(link)?;
+        // The tool-server world's own import (its `log` and `config` are
+        // the provider world's, linked above).
+        crate::bindings::tool_server::vel::plugins::progress::add_to_linker::<
+            CallState,
+            HasSelf<CallState>,
+        >(&mut linker, |state| state)
+        .map_err(link)?;
         // The frozen 0.1.0 imports, for components built against it.
         crate::bindings::v0_1::provider::Provider::add_to_linker::<CallState, HasSelf<CallState>>(
             &mut linker,
@@ -472,6 +480,14 @@ impl Runtime {
             (PluginKind::Condition, Contract::V0_2) => {
                 KindPre::Condition(ConditionPre::new(pre).map_err(link_err)?)
             }
+            (PluginKind::Tool, Contract::V0_2) => {
+                KindPre::Tool(ToolServerPre::new(pre).map_err(link_err)?)
+            }
+            (PluginKind::Tool, Contract::V0_1) => {
+                return Err(link_err(wasmtime::Error::msg(
+                    "the tool-server world exists only in vel:plugins@0.2.0",
+                )));
+            }
             (PluginKind::Provider, Contract::V0_1) => {
                 KindPre::ProviderV0_1(v0_1::provider::ProviderPre::new(pre).map_err(link_err)?)
             }
@@ -587,6 +603,14 @@ impl Runtime {
                     let info = i.vel_plugins_evaluation().call_info(&mut *store).await;
                     info.map(PluginInfo::Condition).map_err(Failure::Call)
                 }
+                KindPre::Tool(pre) => {
+                    let i = pre
+                        .instantiate_async(&mut *store)
+                        .await
+                        .map_err(Failure::Instantiate)?;
+                    let info = i.vel_plugins_tools().call_info(&mut *store).await;
+                    info.map(PluginInfo::Tool).map_err(Failure::Call)
+                }
                 KindPre::ProviderV0_1(pre) => {
                     let i = pre
                         .instantiate_async(&mut *store)
@@ -627,6 +651,7 @@ impl WireSize for PluginInfo {
             PluginInfo::Provider(i) => i.wire_size(),
             PluginInfo::Router(i) => i.wire_size(),
             PluginInfo::Condition(i) => i.wire_size(),
+            PluginInfo::Tool(i) => i.wire_size(),
         }
     }
 }

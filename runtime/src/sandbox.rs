@@ -15,6 +15,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::Limits;
 use crate::bindings::provider::vel::plugins::{config, log, stream};
+use crate::bindings::tool_server::vel::plugins::progress;
 use crate::call::CallWatch;
 use crate::error::Limit;
 use crate::outbound::OutboundHooks;
@@ -34,6 +35,8 @@ pub(crate) struct CallState {
     pub(crate) logs: Arc<LogSink>,
     pub(crate) settings: Arc<Vec<(String, String)>>,
     pub(crate) deltas: Option<DeltaSink>,
+    /// Where a tool call's progress reports go.
+    pub(crate) progress: Option<ProgressSink>,
     /// Bytes streamed through `stream.emit` so far (count as output).
     pub(crate) streamed_bytes: u64,
     pub(crate) max_output_bytes: u64,
@@ -59,6 +62,21 @@ pub enum Delta {
 /// the receiver cancels.
 pub type DeltaSink = tokio::sync::mpsc::UnboundedSender<Delta>;
 
+/// One progress report of a running tool call (`progress.report`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolProgress {
+    /// Progress so far.
+    pub progress: f64,
+    /// The total, when the server knows it.
+    pub total: Option<f64>,
+    /// A message for people.
+    pub message: Option<String>,
+}
+
+/// Where `progress.report` sends a tool call's reports. Dropping the
+/// receiver cancels.
+pub type ProgressSink = tokio::sync::mpsc::UnboundedSender<ToolProgress>;
+
 impl CallState {
     pub(crate) fn new(
         limiter: MemoryLimiter,
@@ -66,6 +84,7 @@ impl CallState {
         hooks: OutboundHooks,
         settings: Arc<Vec<(String, String)>>,
         deltas: Option<DeltaSink>,
+        progress: Option<ProgressSink>,
         limits: &Limits,
     ) -> Self {
         CallState {
@@ -77,6 +96,7 @@ impl CallState {
             logs,
             settings,
             deltas,
+            progress,
             streamed_bytes: 0,
             max_output_bytes: limits.max_output_bytes,
             deltas_emitted: 0,
@@ -442,6 +462,29 @@ impl stream::Host for CallState {
         self.charge_delta(len)?;
         Ok(match &self.deltas {
             Some(sink) => sink.send(Delta::ToolCall(delta)).is_ok(),
+            None => true,
+        })
+    }
+}
+
+impl progress::Host for CallState {
+    fn report(
+        &mut self,
+        progress: f64,
+        total: Option<f64>,
+        message: Option<String>,
+    ) -> wasmtime::Result<bool> {
+        // Each report counts as a delta of its message's size: a server
+        // that floods progress is stopped like a flooding stream.
+        self.charge_delta(16 + message.as_ref().map_or(0, String::len))?;
+        Ok(match &self.progress {
+            Some(sink) => sink
+                .send(ToolProgress {
+                    progress,
+                    total,
+                    message,
+                })
+                .is_ok(),
             None => true,
         })
     }

@@ -15,6 +15,9 @@ pub use crate::bindings::provider::vel::plugins::stream::ToolCallDelta;
 pub use crate::bindings::provider::vel::plugins::types::{
     CircuitState, Features, Message, Priority, Role, TaskType, ToolCall, Usage,
 };
+pub use crate::bindings::tool_server::exports::vel::plugins::tools::{
+    CredentialHeader as ToolCredentialHeader, Tool, ToolError, ToolResult, ToolServerInfo,
+};
 
 /// The WIT names of the flags set in `features`, e.g. `["tools", "json-schema"]`.
 pub fn feature_names(features: Features) -> Vec<&'static str> {

@@ -76,6 +76,9 @@ async fn malformed_requests_get_json_errors(b: Backend) {
     s.get("/api/agents/does-not-exist", &admin)
         .await
         .expect_error(404, "not_found");
+    s.get("/api/integrations/does-not-exist/tools", &admin)
+        .await
+        .expect_error(404, "not_found");
     // A path segment that does not decode to UTF-8.
     s.get("/api/tasks/%ff%fe", &admin)
         .await
@@ -142,6 +145,7 @@ async fn openapi_covers_every_endpoint(b: Backend) {
         ("/api/integrations/{id}", "put"),
         ("/api/integrations/{id}", "delete"),
         ("/api/integrations/{id}/test", "post"),
+        ("/api/integrations/{id}/tools", "get"),
         ("/api/api-keys", "post"),
         ("/api/api-keys", "get"),
         ("/api/api-keys/{id}", "delete"),

@@ -27,6 +27,7 @@ mod gateway;
 mod gateway_errors;
 mod health;
 mod integrations;
+mod mcp;
 mod money;
 mod nul;
 mod operations;

@@ -91,6 +91,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("PUT", "/api/integrations/{id}", "manage_integrations"),
     ("DELETE", "/api/integrations/{id}", "manage_integrations"),
     ("POST", "/api/integrations/{id}/test", "manage_integrations"),
+    ("GET", "/api/integrations/{id}/tools", "view"),
     ("GET", "/api/api-keys", "manage_api_keys"),
     ("POST", "/api/api-keys", "manage_api_keys"),
     ("DELETE", "/api/api-keys/{id}", "manage_api_keys"),

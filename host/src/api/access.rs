@@ -145,6 +145,7 @@ pub const RULES: &[(&str, &str, Access)] = &[
         "/api/integrations/{id}/test",
         Needs(ManageIntegrations),
     ),
+    ("GET", "/api/integrations/{id}/tools", Needs(View)),
     ("GET", "/api/api-keys", Needs(ManageApiKeys)),
     ("POST", "/api/api-keys", Needs(ManageApiKeys)),
     ("DELETE", "/api/api-keys/{id}", Needs(ManageApiKeys)),

@@ -214,6 +214,17 @@ impl ApiError {
         )
     }
 
+    /// 502: an upstream the request went to (a tool server) failed; `code`
+    /// says how.
+    pub fn bad_gateway(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_GATEWAY, code, message)
+    }
+
+    /// 504: an upstream the request went to did not answer in time.
+    pub fn gateway_timeout(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message)
+    }
+
     /// 503: a dependency (database, plugin runtime) is unavailable.
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)

@@ -77,6 +77,7 @@ fn documented(upload_limit: usize) -> OpenApiRouter<AppState> {
             integrations::delete
         ))
         .routes(routes!(connectivity::test))
+        .routes(routes!(integrations::tools))
         .routes(routes!(api_keys::create, api_keys::list))
         .routes(routes!(invitations::create, invitations::list))
         .routes(routes!(invitations::accept))

@@ -199,7 +199,8 @@ async fn prepare(
             // No agent named: every named agent was read by the loop above.
             None => None,
         };
-        let request = submit::request(s.work, agent);
+        let mut request = submit::request(s.work, agent);
+        request.tool = s.tool;
         items.push(NewItem {
             custom_id,
             description: s.description.trim().to_string(),

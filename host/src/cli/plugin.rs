@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use vel_runtime::types::{Candidate, CompletionRequest, ConditionInput, TaskInfo};
 use vel_runtime::{
     AllowPrivate, CallResult, CallStats, Delta, Limits, OutboundConfig, Plugin, PluginKind,
-    Profile, ProviderCall, Runtime, RuntimeConfig, Secret,
+    Profile, ProviderCall, Runtime, RuntimeConfig, Secret, ToolServerCall,
 };
 
 use super::run_json::{contains, guest_error, normalise_input, snake_output};
@@ -301,8 +301,12 @@ async fn check(args: &CheckArgs) -> anyhow::Result<()> {
     println!("{}: a valid vel {kind} plugin", file.display());
     println!("kind:    {kind}");
     let contract = plugin.contract();
+    let world = match kind {
+        PluginKind::Tool => "tool-server",
+        other => other.as_str(),
+    };
     println!(
-        "world:   vel:plugins/{kind}@{contract} (exports {})",
+        "world:   vel:plugins/{world}@{contract} (exports {})",
         kind.export_for(contract)
     );
     println!("name:    {}", plugin.name());
@@ -577,6 +581,31 @@ async fn call(
                 let _ = printer.await;
             }
             report(plugin, call)?
+        }
+        PluginKind::Tool => {
+            // `{"name": …, "arguments": {…}}` calls a tool; anything else
+            // (e.g. `{}`) lists the tools.
+            let call = ToolServerCall {
+                settings: options.settings,
+                secret: options.secret.map(Secret::new),
+                allowed_hosts: options.allowed_hosts,
+                allow_base_url_host: true,
+                progress: None,
+            };
+            match input.get("name").and_then(Value::as_str) {
+                Some(name) => {
+                    let arguments = input
+                        .get("arguments")
+                        .cloned()
+                        .unwrap_or_else(|| serde_json::json!({}))
+                        .to_string();
+                    let call = runtime
+                        .call_tool(plugin, limits, call, name, &arguments)
+                        .await;
+                    report(plugin, call)?
+                }
+                None => report(plugin, runtime.list_tools(plugin, limits, call).await)?,
+            }
         }
     })
 }

@@ -32,6 +32,7 @@ use super::observed::{BreakerKey, Observed, breaker_key};
 use super::retry::{FailureClass, RetryPolicy};
 use super::signals::{Signal, Signals};
 use super::state::AttemptOutcome;
+use super::tools::ToolServers;
 use crate::agents::named_by;
 use crate::budgets::ledger::{DEFAULT_RESERVED_OUTPUT_TOKENS, Ledger, LedgerSettings, Reservation};
 use crate::budgets::{Budget, Spender};
@@ -400,6 +401,8 @@ struct Inner {
     max_run: Duration,
     /// Catalogues by organization.
     catalogs: ExpiringCache<Arc<Catalog>>,
+    /// The organization's tool servers (MCP integrations).
+    tools: ToolServers,
     /// Where the tokens of each run are counted (tokens per minute).
     limits: Arc<RateLimiter>,
 }
@@ -422,6 +425,7 @@ impl Dispatcher {
         Dispatcher {
             inner: Arc::new(Inner {
                 limits,
+                tools: ToolServers::new(db.clone(), plugins.clone(), keys.clone()),
                 ledger: Ledger::new(db.clone(), db.origin().to_string(), config.budgets),
                 db,
                 plugins,
@@ -447,6 +451,11 @@ impl Dispatcher {
     /// The plugins.
     pub fn plugins(&self) -> &Plugins {
         &self.inner.plugins
+    }
+
+    /// The organization's tool servers: listing and calling their tools.
+    pub fn tools(&self) -> &ToolServers {
+        &self.inner.tools
     }
 
     /// The organization's catalogue: read from the database at most every

@@ -2,7 +2,8 @@
 //! breakers and cost accounting; the dispatcher that plans a request with a
 //! router plugin and runs it through provider plugins; the durable queue
 //! whose workers claim items (tasks, workflows) and hand them to a runner;
-//! the task runner; and the executor that starts the queues.
+//! the task runner; tool servers (MCP integrations) and their calls; and
+//! the executor that starts the queues.
 
 pub mod breaker;
 pub mod cancel;
@@ -22,4 +23,5 @@ pub mod signals;
 pub mod state;
 pub mod submit;
 pub mod task_runner;
+pub mod tools;
 pub mod usage;

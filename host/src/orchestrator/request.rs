@@ -194,6 +194,18 @@ impl Tooling {
     }
 }
 
+/// A tool a task calls directly, on a tool-server integration, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolInvocation {
+    /// The tool-server integration's name (`mcp` or `taskmaster` kind).
+    pub integration: String,
+    /// The tool's name on that server.
+    pub name: String,
+    /// Its arguments, a JSON object.
+    #[serde(default)]
+    pub arguments: serde_json::Value,
+}
+
 /// Everything that decides the answer to a task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRequest {
@@ -238,6 +250,10 @@ pub struct TaskRequest {
     /// Tools, tool choice, response format, seed and logprobs.
     #[serde(flatten)]
     pub tooling: Tooling,
+    /// A tool the task calls instead of asking a model (then there are no
+    /// messages); absent otherwise, and then left out of the JSON and hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<ToolInvocation>,
 }
 
 impl TaskRequest {
@@ -377,6 +393,7 @@ mod tests {
             metadata: serde_json::json!({}),
             stream_failover: None,
             tooling: Tooling::default(),
+            tool: None,
         }
     }
 

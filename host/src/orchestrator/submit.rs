@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::dispatch::StreamFailover;
-use super::request::{ChatMessage, TaskRequest};
+use super::request::{ChatMessage, TaskRequest, ToolInvocation};
 use super::sampling::Sampling;
 use super::signals::WorkKind;
 use super::state::TaskSource;
@@ -97,6 +97,9 @@ pub struct Submission {
     /// What its stream does when a provider fails after sending text, when
     /// the request chose (else the organization's setting at run time).
     pub stream_failover: Option<StreamFailover>,
+    /// A tool to call instead of asking a model (the work then has no
+    /// messages).
+    pub tool: Option<ToolInvocation>,
 }
 
 /// What [`submit`] did.
@@ -224,6 +227,7 @@ pub fn request(work: Work, agent: Option<&AgentConfig>) -> TaskRequest {
         metadata,
         stream_failover: None,
         tooling: Default::default(),
+        tool: None,
     }
 }
 
@@ -274,6 +278,7 @@ pub async fn submit(
 ) -> Result<Submitted, SubmitError> {
     let mut request = prepare(&state.db, &who.org_id, submission.work).await?;
     request.stream_failover = submission.stream_failover;
+    request.tool = submission.tool;
     let new = NewTask {
         org_id: who.org_id.clone(),
         user_id: Some(who.user_id.clone()),

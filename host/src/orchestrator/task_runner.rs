@@ -10,10 +10,11 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use vel_runtime::ToolProgress;
 
 use super::dispatch::{Answer, DispatchError, Dispatcher, Progress, totals};
 use super::queue::{Claim, Lease, MAX_CLAIMS, RunFuture, Runner};
-use super::request::{TaskRequest, finish_reason_name};
+use super::request::{TaskRequest, ToolInvocation, finish_reason_name};
 use super::signals::{Signal, Signals, WorkKind};
 use super::state::{AttemptOutcome, TaskStatus};
 use crate::analytics::buckets::{self, Sample};
@@ -254,6 +255,9 @@ impl TaskRunner {
                 return self.fail(task, owner, error, &[], None, Vec::new()).await;
             }
         };
+        if let Some(tool) = &request.tool {
+            return self.run_tool(task, owner, token, tool).await;
+        }
         // The claim read the cached answer; only a rescued task (claimed
         // before) has earlier attempts to continue from.
         if let Some(result) = cached.and_then(|text| serde_json::from_str(&text).ok()) {
@@ -331,6 +335,127 @@ impl TaskRunner {
                 self.record_cancelled(task, &mut seen).await
             }
         }
+    }
+
+    /// Run a task that calls a tool: one call of the tool-server
+    /// integration (recorded as an attempt: integration, plugin, the tool
+    /// as its model, timing), its progress reports written as `progress`
+    /// events as they come, its result (or error) as the task's.
+    async fn run_tool(
+        &self,
+        task: &Task,
+        owner: &str,
+        token: &CancellationToken,
+        tool: &ToolInvocation,
+    ) -> Result<(), sqlx::Error> {
+        let servers = self.dispatcher.tools();
+        let server = match servers.by_name(&task.org_id, &tool.integration).await {
+            Ok(server) => server,
+            Err(e) => {
+                let error = json!({ "kind": e.kind, "message": e.message });
+                return self.fail(task, owner, error, &[], None, Vec::new()).await;
+            }
+        };
+        let seq = if task.claims > 1 {
+            let mut tx = self.db.tenant_read(&task.org_id).await?;
+            let previous = tasks::attempts(&mut tx, &task.org_id, &task.id).await?;
+            tx.commit().await?;
+            previous.iter().map(|a| a.seq).max().unwrap_or(0) + 1
+        } else {
+            1
+        };
+        let started_at = now_ms();
+        let mut kept = ProgressBudget(MAX_PROGRESS_EVENTS);
+        let (tx, mut rx) = mpsc::unbounded_channel::<ToolProgress>();
+        let mut call = Box::pin(servers.call(&server, &tool.name, &tool.arguments, Some(tx)));
+        let ended = loop {
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => break None,
+                Some(report) = rx.recv() => {
+                    let mut events = vec![report];
+                    events.extend(std::iter::from_fn(|| rx.try_recv().ok()));
+                    let events = kept.take(events);
+                    self.record_events(task, &events).await?;
+                }
+                result = &mut call => break Some(result),
+            }
+        };
+        // Dropped when cancelled: the call stops and its connection closes.
+        drop(call);
+        let events = kept.take(std::iter::from_fn(|| rx.try_recv().ok()).collect());
+        self.record_events(task, &events).await?;
+        let mut attempt = Attempt {
+            seq,
+            provider: server.integration.name.clone(),
+            integration_id: Some(server.integration.id.clone()),
+            plugin: server.deployed.label(),
+            model: tool.name.clone(),
+            outcome: AttemptOutcome::Ok,
+            error_kind: None,
+            error_message: None,
+            latency_ms: now_ms() - started_at,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_nanos: Money::ZERO,
+            started_at,
+        };
+        match ended {
+            None => {
+                let mut seen = Seen {
+                    current: Some((seq, attempt.provider, attempt.model, started_at)),
+                    ..Seen::default()
+                };
+                self.record_cancelled(task, &mut seen).await
+            }
+            Some(Ok(output)) => {
+                let result = json!({
+                    "text": output.text(),
+                    "content": output.content,
+                    "structured_content": output.structured_content,
+                    "tool": { "integration": server.integration.name, "name": tool.name },
+                    "provider": server.integration.name,
+                    "model": tool.name,
+                    "cached": false,
+                });
+                let finish = Finish {
+                    result: Some(result.to_string()),
+                    provider: Some(server.integration.name.clone()),
+                    model: Some(tool.name.clone()),
+                    attempts: 1,
+                    ..Finish::new(TaskStatus::Completed)
+                };
+                let event = completed_event(&result, Some(Money::ZERO))?;
+                let held = vec![Progress::AttemptFinished(attempt)];
+                self.finish(task, owner, &finish, event, held, None).await
+            }
+            Some(Err(e)) => {
+                attempt.outcome = AttemptOutcome::Error;
+                attempt.error_kind = Some(e.kind.to_string());
+                attempt.error_message = Some(e.message.clone());
+                let error = json!({ "kind": e.kind, "message": e.message });
+                let attempts = [attempt.clone()];
+                let held = vec![Progress::AttemptFinished(attempt)];
+                self.fail(task, owner, error, &attempts, None, held).await
+            }
+        }
+    }
+
+    /// Write events (kind, JSON data) in one transaction and wake the
+    /// watchers; nothing when there are none.
+    async fn record_events(
+        &self,
+        task: &Task,
+        events: &[(&'static str, String)],
+    ) -> Result<(), sqlx::Error> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.tenant_relaxed_relayed(&task.org_id).await?;
+        tasks::append_progress_events(&mut tx, &task.org_id, &task.id, events).await?;
+        tx.commit().await?;
+        self.signals.announce(Signal::Events(task.id.clone()));
+        Ok(())
     }
 
     /// Write progress reports in one transaction and wake the watchers.
@@ -648,6 +773,29 @@ async fn write_progress(
     }
     tasks::append_progress_events(tx, &task.org_id, &task.id, &events).await?;
     Ok(!events.is_empty())
+}
+
+/// Most `progress` events one tool call writes; a server reporting more
+/// has the rest dropped (the call goes on).
+const MAX_PROGRESS_EVENTS: usize = 1000;
+
+/// How many more `progress` events a tool call may write.
+struct ProgressBudget(usize);
+
+impl ProgressBudget {
+    /// The events of `reports`, as many as the budget has left.
+    fn take(&mut self, reports: Vec<ToolProgress>) -> Vec<(&'static str, String)> {
+        let kept = reports.len().min(self.0);
+        self.0 -= kept;
+        reports[..kept].iter().map(progress_event).collect()
+    }
+}
+
+/// The `progress` event of a tool call's progress report.
+fn progress_event(report: &ToolProgress) -> (&'static str, String) {
+    let data =
+        json!({ "progress": report.progress, "total": report.total, "message": report.message });
+    ("progress", data.to_string())
 }
 
 /// The event of attempt `seq`'s streamed `text`.

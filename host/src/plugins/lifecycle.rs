@@ -267,7 +267,7 @@ pub async fn publish(
     }
     let limits = manifest.effective_limits(&maxima)?;
     let needs_approval = matches!(owner, Owner::Organization(_))
-        && kind == PluginKind::Provider
+        && matches!(kind, PluginKind::Provider | PluginKind::Tool)
         && !manifest.outbound.hosts.is_empty();
     // Asked to activate a version that must wait for approval: it is
     // stored, not activated; the answer says it awaits approval.

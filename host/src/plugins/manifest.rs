@@ -158,10 +158,15 @@ impl Manifest {
                 message: "at most 1000 characters".into(),
             });
         }
-        if !manifest.outbound.hosts.is_empty() && manifest.plugin_kind()? != PluginKind::Provider {
+        if !manifest.outbound.hosts.is_empty()
+            && !matches!(
+                manifest.plugin_kind()?,
+                PluginKind::Provider | PluginKind::Tool
+            )
+        {
             return Err(ManifestError::Field {
                 field: "outbound.hosts",
-                message: "only provider plugins make outbound requests".into(),
+                message: "only provider and tool plugins make outbound requests".into(),
             });
         }
         if manifest.capabilities != Capabilities::default()
@@ -197,7 +202,10 @@ impl Manifest {
     pub fn plugin_kind(&self) -> Result<PluginKind, ManifestError> {
         self.kind.parse().map_err(|_| ManifestError::Field {
             field: "kind",
-            message: format!("{:?} is not one of provider, router, condition", self.kind),
+            message: format!(
+                "{:?} is not one of provider, router, condition, tool",
+                self.kind
+            ),
         })
     }
 

@@ -103,6 +103,17 @@ impl Response {
 
 /// Sends `post` and waits for the response head.
 pub fn post(post: &Post) -> Result<Response, ProviderError> {
+    send(Method::Post, post)
+}
+
+/// Sends a DELETE request (its body, usually empty, is `request.body`) and
+/// waits for the response head: e.g. ending a protocol session.
+pub fn delete(request: &Post) -> Result<Response, ProviderError> {
+    send(Method::Delete, request)
+}
+
+/// Sends a request with `method` and waits for the response head.
+fn send(method: Method, post: &Post) -> Result<Response, ProviderError> {
     let url = Url::parse(post.url)?;
     // A known length instead of chunked encoding: every server accepts it.
     let mut header_list: Vec<(String, Vec<u8>)> = post
@@ -119,7 +130,7 @@ pub fn post(post: &Post) -> Result<Response, ProviderError> {
     let request = OutgoingRequest::new(headers);
     let refused = |what: &str| ProviderError::InvalidRequest(format!("bad {what} in {}", post.url));
     request
-        .set_method(&Method::Post)
+        .set_method(&method)
         .map_err(|()| refused("method"))?;
     request
         .set_scheme(Some(&url.scheme))

@@ -8,6 +8,8 @@
 //! - Perplexity: `POST /chat/completions` (same format plus `citations`);
 //! - Anthropic Messages: `POST /v1/messages` (requires `anthropic-version`);
 //! - `GET /v1/models` (also `/openai/v1/models`, `/models`);
+//! - a hostile MCP server (Streamable HTTP) at `/mcp/huge`, `/mcp/endless`,
+//!   `/mcp/invalid`, `/mcp/stall` and `/mcp/rpc-error` (see `wire::mcp`);
 //! - `GET /__mock/stats`: the [`Stats`] as JSON (not counted, not recorded).
 //!
 //! Answers are deterministic: the text is [`expected_answer`] of the last user

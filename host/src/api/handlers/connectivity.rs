@@ -2,7 +2,8 @@
 //! plugin with a tiny prompt, the way a task would — the integration's
 //! plugin, its settings, its key held by the host — and report what
 //! happened. A provider or plugin failure is the test's answer (200 with
-//! `ok: false` and a typed error), not a server error.
+//! `ok: false` and a typed error), not a server error. A tool server (an
+//! `mcp` or `taskmaster` integration) is tested by listing its tools.
 
 use axum::Json;
 use axum::extract::State;
@@ -14,7 +15,7 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{ApiPath, ClientInfo};
 use crate::audit;
 use crate::auth::Principal;
-use crate::orchestrator::catalog;
+use crate::orchestrator::{catalog, tools};
 use crate::plugins::probe::{self, ProviderTest, TestError, TestOutcome};
 use crate::state::AppState;
 use crate::store::{self, integrations::Integration, now_ms};
@@ -74,6 +75,9 @@ pub async fn test(
 
 /// Calls the integration's plugin; every failure becomes an outcome.
 async fn run(state: &AppState, integration: &Integration) -> TestOutcome {
+    if tools::is_tool_server(&integration.provider) {
+        return list_tools(state, integration).await;
+    }
     let model = integration.default_model.clone().unwrap_or_default();
     let PreparedCall { plugin, test, key } = match prepare(state, integration, model) {
         Ok(call) => call,
@@ -92,6 +96,46 @@ async fn run(state: &AppState, integration: &Integration) -> TestOutcome {
         "integration tested"
     );
     outcome
+}
+
+/// Tests a tool server by listing its tools through its plugin: `ok` when
+/// the server answered with its list; the failure's kind otherwise (the
+/// server's as `provider`, the sandbox's as `plugin`, a setup problem as
+/// `configuration`).
+async fn list_tools(state: &AppState, integration: &Integration) -> TestOutcome {
+    let servers = state.dispatcher.tools();
+    let server = match servers.serving(&integration.org_id, integration.clone()) {
+        Ok(server) => server,
+        Err(e) => {
+            return TestOutcome::failed_before_call(
+                None,
+                TestError::configuration(e.kind, e.message),
+            );
+        }
+    };
+    let started = std::time::Instant::now();
+    let listed = servers.list(&server).await;
+    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let error = listed.err().map(|e| TestError {
+        source: match e.kind {
+            "tool_error" | "unknown_tool" | "invalid_arguments" | "auth" | "rate_limited"
+            | "unavailable" | "timeout" | "protocol" | "server_error" | "other" => "provider",
+            _ if e.is_setup() => "configuration",
+            _ => "plugin",
+        }
+        .into(),
+        kind: e.kind.into(),
+        message: e.message,
+        retry_after_ms: None,
+    });
+    tracing::info!(ok = error.is_none(), latency_ms, "tool server tested");
+    TestOutcome {
+        ok: error.is_none(),
+        latency_ms,
+        model: None,
+        usage: None,
+        error,
+    }
 }
 
 /// An integration made ready to be called through its plugin: what both the

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 use vel_runtime::AllowPrivate;
+use vel_runtime::types::Tool;
 
 use crate::api::error::{ApiError, ErrorBody, FieldErrors};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
@@ -15,6 +16,7 @@ use crate::api::handlers::{check_destination, check_text, is_slug};
 use crate::api::pagination::{self, PageQuery};
 use crate::audit;
 use crate::auth::Principal;
+use crate::orchestrator::tools::ToolCallError;
 use crate::secrets::fingerprint;
 use crate::state::AppState;
 use crate::store::{self, integrations::Integration, new_id, now_ms, to_rfc3339};
@@ -39,6 +41,16 @@ pub enum ProviderKind {
     /// any API: `plugin` and `base_url` required, `api_key` optional (the
     /// plugin's `info()` names the header the host adds it as).
     Custom,
+    /// An MCP server (Streamable HTTP): `base_url` is its MCP endpoint
+    /// (e.g. `https://tools.example.com/mcp`), `api_key` optional (sent as
+    /// `Authorization: Bearer`); timeout 120 s unless set. A tool server,
+    /// not a model provider: its tools are listed at
+    /// `/api/integrations/{id}/tools` and called by tasks.
+    Mcp,
+    /// Task Master's MCP server: an `mcp` integration with the seed's
+    /// settings — `base_url` and `api_key` required, timeout 120 s, at
+    /// most 5 concurrent calls.
+    Taskmaster,
 }
 
 impl ProviderKind {
@@ -51,6 +63,8 @@ impl ProviderKind {
             ProviderKind::OpenaiCompatible => "openai_compatible",
             ProviderKind::Mock => "mock",
             ProviderKind::Custom => "custom",
+            ProviderKind::Mcp => "mcp",
+            ProviderKind::Taskmaster => "taskmaster",
         }
     }
 
@@ -64,13 +78,26 @@ impl ProviderKind {
             ProviderKind::Perplexity => "perplexity",
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::Mock => "mock",
+            ProviderKind::Mcp | ProviderKind::Taskmaster => "mcp",
             ProviderKind::Custom => return None,
         })
     }
 
     /// Whether an integration of this kind may go without an API key.
     fn key_optional(self) -> bool {
-        matches!(self, ProviderKind::Mock | ProviderKind::Custom)
+        matches!(
+            self,
+            ProviderKind::Mock | ProviderKind::Custom | ProviderKind::Mcp
+        )
+    }
+
+    /// The timeout used when none is given, in milliseconds: tool servers
+    /// get Task Master's 120 s (tools may work for minutes).
+    fn default_timeout_ms(self) -> i64 {
+        match self {
+            ProviderKind::Mcp | ProviderKind::Taskmaster => 120_000,
+            _ => 60_000,
+        }
     }
 
     fn default_base_url(self) -> Option<&'static str> {
@@ -79,7 +106,11 @@ impl ProviderKind {
             ProviderKind::Groq => Some("https://api.groq.com/openai/v1"),
             ProviderKind::Perplexity => Some("https://api.perplexity.ai"),
             ProviderKind::Anthropic => Some("https://api.anthropic.com"),
-            ProviderKind::OpenaiCompatible | ProviderKind::Mock | ProviderKind::Custom => None,
+            ProviderKind::OpenaiCompatible
+            | ProviderKind::Mock
+            | ProviderKind::Custom
+            | ProviderKind::Mcp
+            | ProviderKind::Taskmaster => None,
         }
     }
 }
@@ -102,7 +133,8 @@ pub struct CreateIntegration {
     /// Default model.
     #[serde(default)]
     pub default_model: Option<String>,
-    /// Per-call timeout, 1,000–600,000 ms (default 60,000).
+    /// Per-call timeout, 1,000–600,000 ms (default 60,000; 120,000 for
+    /// `mcp` and `taskmaster`).
     #[serde(default)]
     pub timeout_ms: Option<i64>,
     /// The provider API key; stored encrypted, never returned. Required except for `mock`.
@@ -293,7 +325,9 @@ pub async fn create(
     if let Some(model) = &req.default_model {
         check_text(&mut errors, "default_model", model, 128);
     }
-    let timeout_ms = req.timeout_ms.unwrap_or(60_000);
+    let timeout_ms = req
+        .timeout_ms
+        .unwrap_or_else(|| req.provider.default_timeout_ms());
     errors.check(
         (1_000..=600_000).contains(&timeout_ms),
         "timeout_ms",
@@ -515,4 +549,95 @@ pub async fn delete(
     .await?;
     state.commit_catalog_change(tx, &p.org_id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A tool a tool-server integration offers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ToolView {
+    /// Its name, as tasks call it.
+    pub name: String,
+    /// A display name, when the server gives one.
+    pub title: Option<String>,
+    /// What it does.
+    pub description: Option<String>,
+    /// JSON Schema of its arguments.
+    #[schema(value_type = Object)]
+    pub input_schema: serde_json::Value,
+    /// JSON Schema of its structured result, when the server gives one.
+    #[schema(value_type = Option<Object>)]
+    pub output_schema: Option<serde_json::Value>,
+    /// Hints about its behaviour (read-only, destructive…), as the server
+    /// gives them.
+    #[schema(value_type = Option<Object>)]
+    pub annotations: Option<serde_json::Value>,
+}
+
+impl From<Tool> for ToolView {
+    fn from(t: Tool) -> Self {
+        let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok();
+        ToolView {
+            input_schema: parse(&t.input_schema).unwrap_or_else(|| json!({ "type": "object" })),
+            output_schema: t.output_schema.as_deref().and_then(parse),
+            annotations: t.annotations.as_deref().and_then(parse),
+            name: t.name,
+            title: t.title,
+            description: t.description,
+        }
+    }
+}
+
+/// The tools of a tool-server integration.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ToolList {
+    /// The integration's name (what a task's `tool.integration` names).
+    pub integration: String,
+    /// The server's tools, in its order.
+    pub items: Vec<ToolView>,
+}
+
+/// The API error of a failed tool-server call: the caller's mistake (not
+/// a tool server, disabled) is 400 or 409, a missing plugin 503, the
+/// server's failure 502 (504 when it did not answer in time).
+pub fn tool_call_error(e: ToolCallError) -> ApiError {
+    match e.kind {
+        "not_a_tool_server" => ApiError::bad_request(e.kind, e.message),
+        "integration_disabled" => ApiError::conflict_code(e.kind, e.message),
+        "integration_not_found" => ApiError::not_found("integration"),
+        "plugin_unavailable" | "busy" | "storage" => ApiError::unavailable(e.message),
+        "timeout" => ApiError::gateway_timeout(e.message),
+        kind => ApiError::bad_gateway(kind, e.message),
+    }
+}
+
+/// List a tool-server integration's tools (`mcp`, `taskmaster`): its
+/// server is asked, through the integration's plugin, within its timeout.
+#[utoipa::path(get, path = "/api/integrations/{id}/tools", tag = "integrations",
+    params(("id" = String, Path, description = "Integration id")),
+    responses((status = 200, body = ToolList),
+              (status = 400, description = "Not a tool-server integration", body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, description = "The integration is disabled", body = ErrorBody),
+              (status = 502, description = "The tool server failed; `code` says how", body = ErrorBody),
+              (status = 503, body = ErrorBody), (status = 504, description = "The tool server did not answer in time", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn tools(
+    State(state): State<AppState>,
+    p: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<ToolList>, ApiError> {
+    let row = {
+        let mut tx = state.db.tenant(&p.org_id).await?;
+        let row = store::integrations::get(&mut tx, &p.org_id, &id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("integration"))?;
+        tx.commit().await?;
+        row
+    };
+    // No transaction is held while the server is asked.
+    let servers = state.dispatcher.tools();
+    let server = servers.serving(&p.org_id, row).map_err(tool_call_error)?;
+    let tools = servers.list(&server).await.map_err(tool_call_error)?;
+    Ok(Json(ToolList {
+        integration: server.integration.name,
+        items: tools.into_iter().map(Into::into).collect(),
+    }))
 }

@@ -24,7 +24,7 @@ use crate::money::{Money, Usd};
 use crate::orchestrator::cancel::cancel_task;
 use crate::orchestrator::catalog::parse_task_type;
 use crate::orchestrator::executor::AttemptView;
-use crate::orchestrator::request::{ChatMessage, parse_role};
+use crate::orchestrator::request::{ChatMessage, ToolInvocation, parse_role};
 use crate::orchestrator::sampling::Sampling;
 use crate::orchestrator::signals::{Signal, WorkKind};
 use crate::orchestrator::state::{TaskSource, TaskStatus};
@@ -83,7 +83,21 @@ pub struct InputMessage {
     pub content: String,
 }
 
-/// A new task: a `prompt` or `messages` (one of the two).
+/// A tool a task calls directly, instead of asking a model.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskTool {
+    /// The name of a tool-server integration (`mcp` or `taskmaster`).
+    pub integration: String,
+    /// The tool's name, as `GET /api/integrations/{id}/tools` lists it.
+    pub name: String,
+    /// Its arguments, a JSON object (default `{}`).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub arguments: Option<Value>,
+}
+
+/// A new task: a `prompt`, `messages`, or a `tool` to call (one of the three).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTask {
@@ -117,6 +131,13 @@ pub struct CreateTask {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub metadata: Option<Value>,
+    /// Call this tool of a tool-server integration instead of asking a
+    /// model: the task's result is the tool's (`content`, its text and any
+    /// `structured_content`), the server's progress reports are `progress`
+    /// events on the task's stream, and the integration's timeout and
+    /// concurrency apply. Never answered from the cache.
+    #[serde(default)]
+    pub tool: Option<TaskTool>,
 }
 
 /// The answer to a submission.
@@ -341,9 +362,15 @@ pub(crate) fn check_task(req: CreateTask) -> Result<Submission, Invalid> {
         "must be one of reasoning, code_generation, research, light, general",
     );
     let mut messages = Vec::new();
+    let tool = req.tool.as_ref().map(|tool| check_tool(&mut errors, tool));
     match (&req.prompt, &req.messages) {
+        (Some(_), _) | (_, Some(_)) if tool.is_some() => errors.add(
+            "tool",
+            "a tool task takes no prompt or messages: give the tool's arguments",
+        ),
+        (None, None) if tool.is_some() => {}
         (Some(_), Some(_)) => errors.add("prompt", "give either prompt or messages, not both"),
-        (None, None) => errors.add("prompt", "a prompt or messages is required"),
+        (None, None) => errors.add("prompt", "a prompt, messages or a tool is required"),
         (Some(prompt), None) => {
             check_text(&mut errors, "prompt", prompt, MAX_MESSAGE);
             messages.push(ChatMessage {
@@ -395,10 +422,44 @@ pub(crate) fn check_task(req: CreateTask) -> Result<Submission, Invalid> {
             metadata: req.metadata.unwrap_or_else(|| json!({})),
         },
         stream: req.stream,
-        use_cache: req.cache.unwrap_or(true),
+        // A tool may change things: its result is never reused.
+        use_cache: tool.is_none() && req.cache.unwrap_or(true),
         idempotency_key: None,
         stream_failover: None,
+        tool,
     })
+}
+
+/// Longest tool name, in characters.
+const MAX_TOOL_NAME: usize = 128;
+
+/// Check a task's `tool` (every problem under `tool.…`) and turn it into
+/// the invocation stored with the task.
+fn check_tool(errors: &mut FieldErrors, tool: &TaskTool) -> ToolInvocation {
+    check_text(errors, "tool.integration", &tool.integration, 100);
+    errors.check(
+        !tool.name.trim().is_empty()
+            && tool.name.chars().count() <= MAX_TOOL_NAME
+            && !tool.name.chars().any(char::is_control),
+        "tool.name",
+        "must be 1 to 128 printable characters",
+    );
+    let arguments = tool.arguments.clone().unwrap_or_else(|| json!({}));
+    errors.check(
+        arguments.is_object(),
+        "tool.arguments",
+        "must be a JSON object",
+    );
+    errors.check(
+        arguments.to_string().len() <= MAX_MESSAGE,
+        "tool.arguments",
+        "must be at most 200000 bytes of JSON",
+    );
+    ToolInvocation {
+        integration: tool.integration.trim().to_string(),
+        name: tool.name.clone(),
+        arguments,
+    }
 }
 
 /// The `Idempotency-Key` header, checked (1–255 visible ASCII characters).

@@ -17,7 +17,7 @@ use crate::stats::RequestGuard;
 use crate::wire::body::{End, MockBody, event_stream, json, json_cut};
 use crate::wire::error::{self, ErrorShape};
 use crate::wire::request::{Completion, Provider};
-use crate::wire::{self, models};
+use crate::wire::{self, mcp, models};
 
 /// Request bodies above this are refused with 413.
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -26,6 +26,7 @@ const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Route {
     Completion(Provider),
+    Mcp(mcp::Mode),
     Models,
     AdminStats,
     NotFound,
@@ -34,6 +35,13 @@ enum Route {
 
 impl Route {
     fn of(method: &Method, path: &str) -> Self {
+        if let Some(mode) = mcp::Mode::of(path) {
+            return if *method == Method::POST || *method == Method::DELETE {
+                Route::Mcp(mode)
+            } else {
+                Route::MethodNotAllowed
+            };
+        }
         let (route, wanted) = match path {
             "/v1/chat/completions" => (Route::Completion(Provider::OpenAi), Method::POST),
             "/openai/v1/chat/completions" => (Route::Completion(Provider::Groq), Method::POST),
@@ -63,6 +71,7 @@ impl Route {
 /// The decision for a request once its body is read.
 enum Prepared {
     Reject(StatusCode, String),
+    Mcp(mcp::Mode),
     Models,
     Completion(Box<Completion>, Fault),
 }
@@ -116,6 +125,7 @@ async fn respond(
     match prepared {
         Prepared::Reject(status, message) => error::with_message(shape, status, &message, guard),
         Prepared::Models => json(StatusCode::OK, models::render(shape), Some(guard)),
+        Prepared::Mcp(mode) => mcp::answer(mode, &parts.method, &bytes, guard),
         Prepared::Completion(completion, fault) => answer(&state, *completion, fault, guard).await,
     }
 }
@@ -123,6 +133,12 @@ async fn respond(
 fn prepare(state: &State, route: Route, parts: &Parts, body: &Bytes) -> Prepared {
     let provider = match route {
         Route::Completion(provider) => provider,
+        Route::Mcp(mode) => {
+            return match check_credentials(state, ErrorShape::OpenAi, &parts.headers) {
+                Err(reject) => reject,
+                Ok(()) => Prepared::Mcp(mode),
+            };
+        }
         Route::Models => {
             return match check_credentials(state, route.error_shape(&parts.headers), &parts.headers)
             {

@@ -27,6 +27,9 @@ pub(crate) enum End {
     Cut,
     /// Stay silent forever (until the client goes away).
     Stall,
+    /// Send the last frame again and again, as fast as the client reads,
+    /// until it goes away (an endless stream).
+    Repeat,
 }
 
 /// A response body made of ready frames and an [`End`].
@@ -37,11 +40,14 @@ pub(crate) struct MockBody {
     guard: Option<RequestGuard>,
     /// For [`End::Cut`]: whether hyper was given one chance to flush.
     flushed_before_cut: bool,
+    /// For [`End::Repeat`]: the frame sent again and again.
+    repeated: Option<Bytes>,
 }
 
 impl MockBody {
     pub(crate) fn new(frames: Vec<Bytes>, end: End, guard: Option<RequestGuard>) -> Self {
         Self {
+            repeated: frames.last().cloned(),
             frames: frames.into(),
             end,
             guard,
@@ -94,6 +100,10 @@ impl Body for MockBody {
             // Never woken on purpose: the connection task ends (and drops
             // this body) when the client closes the socket.
             End::Stall => Poll::Pending,
+            End::Repeat => match &this.repeated {
+                Some(frame) => Poll::Ready(Some(Ok(Frame::data(frame.clone())))),
+                None => Poll::Pending,
+            },
         }
     }
 
@@ -104,7 +114,7 @@ impl Body for MockBody {
     fn size_hint(&self) -> SizeHint {
         match self.end {
             End::Finish => SizeHint::with_exact(self.frames.iter().map(|f| f.len() as u64).sum()),
-            End::Cut | End::Stall => SizeHint::default(),
+            End::Cut | End::Stall | End::Repeat => SizeHint::default(),
         }
     }
 }

@@ -3,6 +3,7 @@
 pub(crate) mod anthropic;
 pub(crate) mod body;
 pub(crate) mod error;
+pub(crate) mod mcp;
 pub(crate) mod models;
 pub(crate) mod openai;
 pub(crate) mod request;
