@@ -654,6 +654,45 @@ mod sizes {
         }
     }
 
+    impl WireSize for EmbeddingInput {
+        fn wire_size(&self) -> usize {
+            match self {
+                EmbeddingInput::Text(text) => text.wire_size(),
+                EmbeddingInput::Tokens(ids) => ids.wire_size(),
+            }
+        }
+    }
+
+    impl WireSize for EmbeddingRequest {
+        fn wire_size(&self) -> usize {
+            self.model.wire_size() + self.inputs.wire_size() + self.user.wire_size() + 8
+        }
+    }
+
+    impl WireSize for EmbeddingResponse {
+        fn wire_size(&self) -> usize {
+            self.model.wire_size() + self.vectors.wire_size() + 8
+        }
+    }
+
+    impl WireSize for EmbeddingModel {
+        fn wire_size(&self) -> usize {
+            self.id.wire_size() + 16
+        }
+    }
+
+    impl WireSize for EmbeddingError {
+        fn wire_size(&self) -> usize {
+            match self {
+                EmbeddingError::RateLimited(_) | EmbeddingError::Timeout => 8,
+                EmbeddingError::Unavailable(m)
+                | EmbeddingError::InvalidRequest(m)
+                | EmbeddingError::Auth(m)
+                | EmbeddingError::Other(m) => m.wire_size(),
+            }
+        }
+    }
+
     impl WireSize for ProviderError {
         fn wire_size(&self) -> usize {
             match self {

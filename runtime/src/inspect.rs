@@ -47,6 +47,9 @@ pub struct Inspection {
     /// How many core module instances it creates (instantiations; its
     /// nested components' included).
     pub core_instances: usize,
+    /// Whether it also exports `embeddings` (a 0.2.0 provider built
+    /// against the `embedding-provider` world).
+    pub embeddings: bool,
 }
 
 /// The most core module instances a component may create, and whose
@@ -156,7 +159,18 @@ pub(crate) fn inspect(
     }
     let types = top_level.ok_or_else(|| LoadError::Malformed("the component ends early".into()))?;
     let (kind, contract) = kind_from_exports(&exports)?;
-    check_world_functions(&types, kind, contract)?;
+    check_world_functions(&types, kind, kind.export_for(contract), kind.functions())?;
+    let embeddings = exports.iter().any(|e| e == PluginKind::EMBEDDINGS);
+    if embeddings {
+        if (kind, contract) != (PluginKind::Provider, Contract::V0_2) {
+            return Err(LoadError::WrongExports {
+                interface: PluginKind::EMBEDDINGS.to_string(),
+                kind,
+                message: "only a 0.2.0 provider may export it".into(),
+            });
+        }
+        check_world_functions(&types, kind, PluginKind::EMBEDDINGS, EMBEDDING_FUNCTIONS)?;
+    }
     check_imports(&imports, kind, contract)?;
     Ok(Inspection {
         kind,
@@ -165,6 +179,7 @@ pub(crate) fn inspect(
         largest_function_bytes,
         functions,
         core_instances,
+        embeddings,
     })
 }
 
@@ -208,16 +223,16 @@ fn kind_from_exports(exports: &[String]) -> Result<(PluginKind, Contract), LoadE
     }
 }
 
-/// Checks that the world's interface is exported as an instance with each
-/// of the world's functions taking the right number of parameters. The
+/// Checks that `interface` is exported as an instance with each of
+/// `functions` taking the right number of parameters. The
 /// parameter and result types are checked when the compiled component is
 /// linked.
 fn check_world_functions(
     types: &Types,
     kind: PluginKind,
-    contract: Contract,
+    interface: &str,
+    functions: &[(&str, usize)],
 ) -> Result<(), LoadError> {
-    let interface = kind.export_for(contract);
     let wrong = |message: String| LoadError::WrongExports {
         interface: interface.to_string(),
         kind,
@@ -230,7 +245,7 @@ fn check_world_functions(
         return Err(wrong(format!("it is exported as a {}", describe(item.ty))));
     };
     let exported = &types[instance].exports;
-    for (function, params) in kind.functions() {
+    for (function, params) in functions {
         match exported.get(*function).map(|item| item.ty) {
             Some(ComponentEntityType::Func(f)) => {
                 let found = types[f].params.len();
@@ -251,6 +266,9 @@ fn check_world_functions(
     }
     Ok(())
 }
+
+/// The functions of the `embeddings` interface, with their parameter counts.
+const EMBEDDING_FUNCTIONS: &[(&str, usize)] = &[("models", 0), ("embed", 1)];
 
 /// What kind of item an export is, for error messages.
 fn describe(ty: ComponentEntityType) -> &'static str {

@@ -18,6 +18,7 @@ mod call;
 mod class;
 mod condition;
 pub mod destination;
+mod embedding;
 mod engine;
 mod error;
 mod host_memory;

@@ -9,12 +9,13 @@ use std::sync::atomic::AtomicU64;
 use serde::{Deserialize, Serialize};
 
 use crate::bindings::condition::ConditionPre;
+use crate::bindings::embedder::EmbedderPre;
 use crate::bindings::provider::ProviderPre;
 use crate::bindings::router::RouterPre;
 use crate::bindings::tool_server::ToolServerPre;
 use crate::bindings::v0_1;
 use crate::sandbox::CallState;
-use crate::types::{ConditionInfo, ProviderInfo, RouterInfo, ToolServerInfo};
+use crate::types::{ConditionInfo, EmbeddingModel, ProviderInfo, RouterInfo, ToolServerInfo};
 
 /// Which of the four worlds a plugin implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -70,6 +71,10 @@ impl PluginKind {
             (PluginKind::Tool, Contract::V0_1) => "vel:plugins/tools@0.1.0",
         }
     }
+
+    /// The interface a 0.2.0 provider may export beside `completion` to
+    /// serve embeddings.
+    pub const EMBEDDINGS: &'static str = "vel:plugins/embeddings@0.2.0";
 
     /// The functions of the exported interface, with their parameter counts.
     pub(crate) fn functions(self) -> &'static [(&'static str, usize)] {
@@ -267,6 +272,10 @@ pub(crate) struct PluginInner {
     pub(crate) size: usize,
     /// Calls of this plugin running now (see [`crate::Limits::max_concurrency`]).
     pub(crate) running: AtomicU64,
+    /// A 0.2.0 provider's `embeddings` export, when it has one.
+    pub(crate) embedder: Option<EmbedderPre<CallState>>,
+    /// What its `embeddings.models()` returned at load time.
+    pub(crate) embedding_models: Vec<EmbeddingModel>,
 }
 
 impl Plugin {
@@ -299,6 +308,12 @@ impl Plugin {
     /// Hex sha256 of the component's bytes.
     pub fn sha256(&self) -> &str {
         &self.inner.sha256
+    }
+
+    /// The embedding models it serves (a provider built against the
+    /// `embedding-provider` world); empty when it serves none.
+    pub fn embedding_models(&self) -> &[EmbeddingModel] {
+        &self.inner.embedding_models
     }
 
     /// Whether the compiled code came from the on-disk cache.

@@ -74,32 +74,10 @@ impl Runtime {
             }
             _ => return CallResult::refused(wrong_kind(plugin, PluginKind::Provider)),
         };
-        if let Err(refused) = check_input(limits, request.wire_size() + call.settings.wire_size()) {
-            return CallResult::refused(refused);
-        }
-        let PluginInfo::Provider(info) = plugin.info() else {
-            return CallResult::refused(PluginError::Host("provider without provider info".into()));
-        };
-        let credential = info
-            .credential
-            .as_ref()
-            .map(|c| (c.name.as_str(), c.prefix.as_str()));
-        let reach = Reach {
-            settings: &call.settings,
-            secret: call.secret.as_ref(),
-            allowed_hosts: &call.allowed_hosts,
-            allow_base_url_host: call.allow_base_url_host,
-        };
-        let policy = match outbound_policy(reach, credential, info.base_url_setting.as_deref()) {
-            Ok(policy) => policy,
-            Err(refused) => return CallResult::refused(refused),
-        };
         let streaming = call.deltas.is_some();
-        let extras = CallExtras {
-            hooks: OutboundHooks::new(self.inner.http.clone(), Arc::new(policy)),
-            settings: Arc::new(call.settings),
-            deltas: call.deltas,
-            progress: None,
+        let extras = match self.provider_extras(plugin, limits, call, request.wire_size()) {
+            Ok(extras) => extras,
+            Err(refused) => return CallResult::refused(refused),
         };
         let calls = &self.inner.calls;
         let mut prepared = match calls.prepare(plugin, limits, extras) {
@@ -141,6 +119,40 @@ impl Runtime {
         };
         let outcome = run(&prepared.watch, plugin, limits, work).await;
         calls.finish(prepared, limits, outcome)
+    }
+}
+
+impl Runtime {
+    /// The checks before a provider call (its input's size, where it may
+    /// reach, with which credential) and the extras its store gets.
+    pub(crate) fn provider_extras(
+        &self,
+        plugin: &Plugin,
+        limits: &Limits,
+        call: ProviderCall,
+        input_bytes: usize,
+    ) -> Result<CallExtras, PluginError> {
+        check_input(limits, input_bytes + call.settings.wire_size())?;
+        let PluginInfo::Provider(info) = plugin.info() else {
+            return Err(PluginError::Host("provider without provider info".into()));
+        };
+        let credential = info
+            .credential
+            .as_ref()
+            .map(|c| (c.name.as_str(), c.prefix.as_str()));
+        let reach = Reach {
+            settings: &call.settings,
+            secret: call.secret.as_ref(),
+            allowed_hosts: &call.allowed_hosts,
+            allow_base_url_host: call.allow_base_url_host,
+        };
+        let policy = outbound_policy(reach, credential, info.base_url_setting.as_deref())?;
+        Ok(CallExtras {
+            hooks: OutboundHooks::new(self.inner.http.clone(), Arc::new(policy)),
+            settings: Arc::new(call.settings),
+            deltas: call.deltas,
+            progress: None,
+        })
     }
 }
 

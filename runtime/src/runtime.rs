@@ -13,6 +13,7 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
 
 use crate::bindings::condition::ConditionPre;
+use crate::bindings::embedder::{Embedder, EmbedderPre};
 use crate::bindings::provider::{Provider, ProviderPre};
 use crate::bindings::router::RouterPre;
 use crate::bindings::tool_server::ToolServerPre;
@@ -28,6 +29,7 @@ use crate::outbound::{OutboundClient, OutboundConfig};
 use crate::plugin::{Contract, KindPre, Plugin, PluginInfo, PluginInner, PluginKind};
 use crate::sandbox::CallState;
 use crate::slots::{CompileSlot, CompileSlots};
+use crate::types::EmbeddingModel;
 
 /// How the runtime is set up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -303,7 +305,7 @@ impl Runtime {
             return self
                 .instantiate(
                     component,
-                    (inspection.kind, inspection.contract),
+                    (inspection.kind, inspection.contract, inspection.embeddings),
                     sha256,
                     wasm.len(),
                     true,
@@ -316,7 +318,7 @@ impl Runtime {
         let component = self.store_compiled(&sha256, compiled).await?;
         self.instantiate(
             component,
-            (inspection.kind, inspection.contract),
+            (inspection.kind, inspection.contract, inspection.embeddings),
             sha256,
             wasm.len(),
             false,
@@ -353,7 +355,7 @@ impl Runtime {
             let plugin = self
                 .instantiate(
                     component,
-                    (inspection.kind, inspection.contract),
+                    (inspection.kind, inspection.contract, inspection.embeddings),
                     sha256,
                     wasm.len(),
                     true,
@@ -377,7 +379,7 @@ impl Runtime {
         let plugin = self
             .instantiate(
                 component,
-                (inspection.kind, inspection.contract),
+                (inspection.kind, inspection.contract, inspection.embeddings),
                 sha256,
                 wasm.len(),
                 false,
@@ -459,7 +461,8 @@ impl Runtime {
         component: &Component,
         kind: PluginKind,
         contract: Contract,
-    ) -> Result<KindPre, LoadError> {
+        embeddings: bool,
+    ) -> Result<(KindPre, Option<EmbedderPre<CallState>>), LoadError> {
         let link_err = |e: wasmtime::Error| LoadError::Link {
             kind,
             message: format!("{e:#}"),
@@ -470,7 +473,12 @@ impl Runtime {
             .instantiate_pre(component)
             .map_err(link_err)?;
         use crate::bindings::v0_1;
-        Ok(match (kind, contract) {
+        let embedder = if embeddings {
+            Some(EmbedderPre::new(pre.clone()).map_err(link_err)?)
+        } else {
+            None
+        };
+        let kind_pre = match (kind, contract) {
             (PluginKind::Provider, Contract::V0_2) => {
                 KindPre::Provider(ProviderPre::new(pre).map_err(link_err)?)
             }
@@ -497,7 +505,8 @@ impl Runtime {
             (PluginKind::Condition, Contract::V0_1) => {
                 KindPre::ConditionV0_1(v0_1::condition::ConditionPre::new(pre).map_err(link_err)?)
             }
-        })
+        };
+        Ok((kind_pre, embedder))
     }
 
     /// Pre-instantiates a compiled component and calls its `info()` once
@@ -505,13 +514,13 @@ impl Runtime {
     async fn instantiate(
         &self,
         component: Component,
-        (kind, contract): (PluginKind, Contract),
+        (kind, contract, embeddings): (PluginKind, Contract, bool),
         sha256: String,
         size: usize,
         from_cache: bool,
         class: Option<&PluginClass>,
     ) -> Result<Plugin, LoadError> {
-        let pre = self.pre(&component, kind, contract)?;
+        let (pre, embedder) = self.pre(&component, kind, contract, embeddings)?;
         // A provisional plugin to run `info()` on; the real one carries it.
         let mut inner = PluginInner {
             kind,
@@ -528,11 +537,13 @@ impl Runtime {
             loaded_from_cache: from_cache,
             size,
             running: AtomicU64::new(0),
+            embedder,
+            embedding_models: Vec::new(),
         };
         let provisional = Plugin {
             inner: Arc::new(inner),
         };
-        let info = self
+        let (info, embedding_models) = self
             .call_info(&provisional, class)
             .await
             .map_err(LoadError::Info)?;
@@ -543,6 +554,7 @@ impl Runtime {
         inner.name = Arc::from(info.name());
         inner.version = Arc::from(info.version());
         inner.info = info;
+        inner.embedding_models = embedding_models;
         let plugin = Plugin {
             inner: Arc::new(inner),
         };
@@ -565,7 +577,7 @@ impl Runtime {
         &self,
         plugin: &Plugin,
         class: Option<&PluginClass>,
-    ) -> Result<PluginInfo, PluginError> {
+    ) -> Result<(PluginInfo, Vec<EmbeddingModel>), PluginError> {
         let mut limits = match class {
             Some(c) => c.limits(plugin.kind(), Profile::Platform),
             None => self.limits(plugin.kind(), Profile::Platform),
@@ -578,7 +590,30 @@ impl Runtime {
         let mut prepared = calls.prepare(plugin, &limits, CallExtras::pure())?;
         let store = &mut prepared.store;
         let work = async {
-            match &plugin.inner.pre {
+            let info = match &plugin.inner.pre {
+                KindPre::Provider(pre) if plugin.inner.embedder.is_some() => {
+                    // One instance answers both `info()` and `models()`.
+                    let instance = pre
+                        .instance_pre()
+                        .instantiate_async(&mut *store)
+                        .await
+                        .map_err(Failure::Instantiate)?;
+                    let provider =
+                        Provider::new(&mut *store, &instance).map_err(Failure::Instantiate)?;
+                    let info = provider
+                        .vel_plugins_completion()
+                        .call_info(&mut *store)
+                        .await
+                        .map_err(Failure::Call)?;
+                    let embedder =
+                        Embedder::new(&mut *store, &instance).map_err(Failure::Instantiate)?;
+                    let models = embedder
+                        .vel_plugins_embeddings()
+                        .call_models(&mut *store)
+                        .await
+                        .map_err(Failure::Call)?;
+                    return Ok((PluginInfo::Provider(info), models));
+                }
                 KindPre::Provider(pre) => {
                     let i = pre
                         .instantiate_async(&mut *store)
@@ -638,7 +673,8 @@ impl Runtime {
                     info.map(|i| PluginInfo::Condition(legacy::condition_info(i)))
                         .map_err(Failure::Call)
                 }
-            }
+            };
+            info.map(|info| (info, Vec::new()))
         };
         let outcome = run(&prepared.watch, plugin, &limits, work).await;
         calls.finish(prepared, &limits, outcome).result
@@ -707,8 +743,8 @@ impl Staged {
             return self.plugin;
         };
         let old = &self.plugin.inner;
-        match runtime.pre(&component, old.kind, old.contract) {
-            Ok(pre) => Plugin {
+        match runtime.pre(&component, old.kind, old.contract, old.embedder.is_some()) {
+            Ok((pre, embedder)) => Plugin {
                 inner: Arc::new(PluginInner {
                     kind: old.kind,
                     contract: old.contract,
@@ -720,6 +756,8 @@ impl Staged {
                     loaded_from_cache: false,
                     size: old.size,
                     running: AtomicU64::new(0),
+                    embedder,
+                    embedding_models: old.embedding_models.clone(),
                 }),
             },
             Err(e) => {

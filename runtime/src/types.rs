@@ -5,6 +5,9 @@
 pub use crate::bindings::condition::exports::vel::plugins::evaluation::{
     ConditionError, ConditionInfo, ConditionInput, Outcome,
 };
+pub use crate::bindings::embedder::exports::vel::plugins::embeddings::{
+    EmbeddingError, EmbeddingInput, EmbeddingModel, EmbeddingRequest, EmbeddingResponse,
+};
 pub use crate::bindings::provider::exports::vel::plugins::completion::{
     CompletionRequest, CompletionResponse, CredentialHeader, FinishReason, JsonSchemaFormat,
     ModelInfo, ProviderError, ProviderInfo, ResponseFormat, TokenLogprob, ToolChoice,

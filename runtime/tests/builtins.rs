@@ -6,8 +6,9 @@ mod common;
 
 use common::*;
 use vel_runtime::types::{
-    CircuitState, CompletionRequest, ConditionError, FinishReason, Message, Preference,
-    ProviderError, ResponseFormat, Role, RouteError, TaskType,
+    CircuitState, CompletionRequest, ConditionError, EmbeddingError, EmbeddingInput,
+    EmbeddingRequest, FinishReason, Message, Preference, ProviderError, ResponseFormat, Role,
+    RouteError, TaskType,
 };
 use vel_runtime::{Limit, PluginError, PluginInfo, PluginKind, Profile, ProviderCall};
 
@@ -279,6 +280,81 @@ async fn mock_provider_completes_streams_and_fails_on_request() {
         limited.result,
         Ok(Err(ProviderError::RateLimited(Some(1000))))
     );
+}
+
+#[tokio::test]
+async fn mock_provider_embeds_and_completions_only_providers_offer_no_embeddings() {
+    let rt = runtime();
+    let mock = builtin("mock").await;
+    let models: Vec<&str> = mock
+        .embedding_models()
+        .iter()
+        .map(|m| m.id.as_str())
+        .collect();
+    assert_eq!(models, ["embed"]);
+    let limits = rt.limits(PluginKind::Provider, Profile::Platform);
+    let request = EmbeddingRequest {
+        model: "embed".into(),
+        inputs: vec![
+            EmbeddingInput::Text("red apple".into()),
+            EmbeddingInput::Text("APPLE red".into()),
+            EmbeddingInput::Tokens(vec![1, 2, 3]),
+        ],
+        dimensions: Some(16),
+        user: None,
+    };
+    let answer = rt
+        .embed(&mock, limits, ProviderCall::default(), &request)
+        .await
+        .result
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.vectors.len(), 3);
+    assert_eq!(answer.vectors[0], answer.vectors[1]);
+    assert_eq!(answer.vectors[2].len(), 16);
+    assert_eq!(answer.usage.input_tokens, 7);
+    let wrong = EmbeddingRequest {
+        model: "echo".into(),
+        ..request
+    };
+    let refused = rt
+        .embed(&mock, limits, ProviderCall::default(), &wrong)
+        .await
+        .result
+        .unwrap();
+    assert!(
+        matches!(refused, Err(EmbeddingError::InvalidRequest(_))),
+        "{refused:?}"
+    );
+
+    // The SDK's completions-only export lists no models; the OpenAI one does.
+    assert!(builtin("anthropic").await.embedding_models().is_empty());
+    let openai = builtin("openai-compatible").await;
+    assert!(
+        openai
+            .embedding_models()
+            .iter()
+            .any(|m| m.id == "text-embedding-3-small" && m.dimensions == 1536)
+    );
+    // A router has no embeddings to call.
+    let router = builtin("default-router").await;
+    let call = rt
+        .embed(&router, limits, ProviderCall::default(), &wrong_model())
+        .await;
+    assert!(
+        matches!(call.result, Err(PluginError::Host(_))),
+        "{:?}",
+        call.result
+    );
+}
+
+fn wrong_model() -> EmbeddingRequest {
+    EmbeddingRequest {
+        model: "m".into(),
+        inputs: vec![EmbeddingInput::Text("x".into())],
+        dimensions: None,
+        user: None,
+    }
 }
 
 #[tokio::test]

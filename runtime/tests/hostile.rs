@@ -96,9 +96,12 @@ async fn infinite_loop_runs_out_of_fuel_or_cpu_time() {
         }
     );
 
-    // Without fuel metering, the CPU-time deadline stops it.
+    // Without fuel metering, the CPU-time deadline stops it. The wall
+    // time is far longer, so a loaded machine (the guest waiting for a
+    // core) cannot make the wall clock run out first.
     limits.fuel = None;
     limits.cpu_time = Duration::from_millis(30);
+    limits.wall_time = Duration::from_secs(30);
     let call = spin_alongside_neighbours(&limits).await;
     assert_eq!(
         error_of(call),

@@ -199,6 +199,7 @@ async fn openapi_covers_every_endpoint(b: Backend) {
         ("/api/workflow-templates/{id}", "delete"),
         ("/api/workflow-templates/{id}/versions", "get"),
         ("/v1/chat/completions", "post"),
+        ("/v1/embeddings", "post"),
         ("/v1/models", "get"),
         ("/v1/models/{id}", "get"),
         ("/api/agents/{id}/test", "post"),

@@ -22,6 +22,7 @@ mod console;
 mod containment;
 mod credentials;
 mod edges;
+mod embeddings;
 mod fairness;
 mod gateway;
 mod gateway_errors;

@@ -169,6 +169,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("DELETE", "/api/workflow-templates/{id}", "execute_task"),
     ("GET", "/api/workflow-templates/{id}/versions", "view"),
     ("POST", "/v1/chat/completions", "execute_task"),
+    ("POST", "/v1/embeddings", "execute_task"),
     ("GET", "/v1/models", "view"),
     ("GET", "/v1/models/{id}", "view"),
     ("GET", "/api/plugins", "view"),

@@ -378,3 +378,63 @@ async fn both_databases_have_the_same_tables_and_columns() {
         assert_eq!(Some(columns), pg.get(table), "columns of `{table}` differ");
     }
 }
+
+/// On SQLite, reading an organization's catalog (integrations, agents,
+/// keys, members, organizations, the audit log) never waits for the one
+/// write lock: with another connection holding it, every read still
+/// answers. A read begun as a writing transaction would wait behind the
+/// holder and fail once SQLite's busy timeout ran out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_reads_do_not_wait_for_the_write_lock_sqlite() {
+    use sqlx::SqliteConnection;
+
+    let s = Server::start(Backend::Sqlite).await;
+    let admin = s.admin_token().await;
+    let integration = s.mock_integration(&admin, "reads").await;
+    let agent = s
+        .post(
+            "/api/agents",
+            &admin,
+            json!({ "name": "Reader", "type": "researcher",
+                    "config": { "provider": "mock", "model": "echo" } }),
+        )
+        .await
+        .expect(201);
+    let agent = agent.body["id"].as_str().unwrap().to_string();
+    s.api_key(&admin, "reads", "viewer").await;
+    let me = s.get("/api/users/me", &admin).await.expect(200);
+    let org = me.body["org_id"].as_str().unwrap().to_string();
+
+    let mut holder = SqliteConnection::connect(&s.database_url).await.unwrap();
+    holder.execute("BEGIN IMMEDIATE").await.unwrap();
+    for path in [
+        "/api/integrations".to_string(),
+        format!("/api/integrations/{integration}"),
+        "/api/agents".to_string(),
+        format!("/api/agents/{agent}"),
+        format!("/api/agents/{agent}/history"),
+        "/api/api-keys".to_string(),
+        "/api/users".to_string(),
+        "/api/audit-logs".to_string(),
+        "/api/organizations".to_string(),
+        format!("/api/organizations/{org}"),
+        format!("/api/organizations/{org}/stream-failover"),
+    ] {
+        let r = s.get(&path, &admin).await;
+        assert_eq!(
+            r.status.as_u16(),
+            200,
+            "GET {path} with the write lock held: {}",
+            r.body
+        );
+    }
+    // A write waits for the lock as long as SQLite's busy timeout, then is
+    // told the database is busy (503), not that the server broke.
+    let body = json!({ "name": "Writer", "type": "researcher",
+                       "config": { "provider": "mock", "model": "echo" } });
+    let r = s.post("/api/agents", &admin, body.clone()).await;
+    assert_eq!(r.status.as_u16(), 503, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "unavailable", "{}", r.body);
+    holder.execute("ROLLBACK").await.unwrap();
+    s.post("/api/agents", &admin, body).await.expect(201);
+}

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use vel_mock_upstream::MockUpstream;
 
 use crate::support::guests::{SHOUT_PROVIDER, build_guest, manifest};
-use crate::support::{Backend, Server, python};
+use crate::support::{Backend, Server};
 
 const SCRIPT: &str = r#"
 import json, sys
@@ -151,24 +151,7 @@ async fn setup(s: &Server) -> String {
 }
 
 async fn run_sdk(s: &Server, key: &str, script: &str) -> Value {
-    let output = tokio::process::Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .arg(format!("{}/v1", s.base))
-        .arg(key)
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("OPENAI_API_KEY")
-        .output()
-        .await
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the SDK script failed:\n{stderr}\nstdout: {stdout}\nserver stderr:\n{}",
-        s.stderr()
-    );
-    serde_json::from_str(stdout.trim()).expect("JSON from the script")
+    s.openai_sdk(key, script).await
 }
 
 async fn tool_calls_and_structured_output_with_the_openai_sdk(b: Backend) {

@@ -546,6 +546,30 @@ impl Server {
     }
 
     /// Log in; returns the whole token response.
+    /// Run `script` (Python, with the official OpenAI SDK) with this
+    /// server's `/v1` base URL and `key` as its arguments; it prints one
+    /// JSON document, returned here (a failing script fails the test).
+    pub(crate) async fn openai_sdk(&self, key: &str, script: &str) -> Value {
+        let output = tokio::process::Command::new(python())
+            .arg("-c")
+            .arg(script)
+            .arg(format!("{}/v1", self.base))
+            .arg(key)
+            .env_remove("OPENAI_BASE_URL")
+            .env_remove("OPENAI_API_KEY")
+            .output()
+            .await
+            .expect("run python");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "the SDK script failed:\n{stderr}\nstdout: {stdout}\nserver stderr:\n{}",
+            self.stderr()
+        );
+        serde_json::from_str(stdout.trim()).expect("JSON from the script")
+    }
+
     pub(crate) async fn login_resp(&self, email: &str, password: &str) -> Resp {
         self.call(
             Method::POST,

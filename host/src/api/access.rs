@@ -239,6 +239,7 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("DELETE", "/api/workflow-templates/{id}", Needs(ExecuteTask)),
     ("GET", "/api/workflow-templates/{id}/versions", Needs(View)),
     ("POST", "/v1/chat/completions", Needs(ExecuteTask)),
+    ("POST", "/v1/embeddings", Needs(ExecuteTask)),
     ("GET", "/v1/models", Needs(View)),
     // A catch-all: a model id may hold a slash (`mock/echo`).
     ("GET", "/v1/models/{*id}", Needs(View)),

@@ -285,7 +285,7 @@ impl From<sqlx::Error> for ApiError {
         if crate::store::is_unique_violation(&e) {
             return ApiError::conflict("a resource with the same unique value already exists");
         }
-        if matches!(e, sqlx::Error::PoolTimedOut) {
+        if matches!(e, sqlx::Error::PoolTimedOut) || crate::store::is_busy(&e) {
             return ApiError::unavailable("database is busy; try again");
         }
         ApiError::internal(e)

@@ -134,6 +134,7 @@ fn documented(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(workflow_templates::versions))
         .routes(routes!(workflow_templates::start))
         .routes(routes!(gateway::chat_completions))
+        .routes(routes!(gateway::embeddings::embeddings))
         .routes(routes!(gateway::models::models))
         .routes(routes!(gateway::models::model))
         // Uploads stream their parts under per-part caps, and the whole body

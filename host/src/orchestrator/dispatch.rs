@@ -46,6 +46,9 @@ use crate::plugins::stats::error_kind as plugin_error_kind;
 use crate::secrets::MasterKey;
 use crate::store::{Db, now_ms, tasks::Attempt};
 
+mod embed;
+pub use embed::{EmbedJob, Embedded, embedding_targets};
+
 /// The router used when neither the agent nor the organization names one.
 pub const DEFAULT_ROUTER: &str = "default-router";
 

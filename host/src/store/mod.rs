@@ -581,6 +581,21 @@ pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether `e` says the database is busy rather than broken: SQLite's
+/// lock was held past its busy timeout (`SQLITE_BUSY`, `SQLITE_LOCKED` and
+/// their extended codes), or PostgreSQL could not take a lock at once.
+/// Callers may try again.
+pub fn is_busy(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            c == "55P03"
+                || c.parse::<u32>()
+                    .is_ok_and(|code| matches!(code & 0xff, 5 | 6))
+        }),
+        _ => false,
+    }
+}
+
 /// Unix milliseconds to RFC 3339 for API responses.
 pub fn to_rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)

@@ -12,27 +12,75 @@
 //! Perplexity, lives here too ([`chat_completions`]).
 //!
 //! A provider crate implements [`completion::Guest`] and exports it with
-//! `vel_guest_http::export_provider!(MyProvider);`.
+//! `vel_guest_http::export_provider!(MyProvider);`. One that also serves
+//! embeddings implements [`embeddings::Guest`] too and exports both with
+//! `vel_guest_http::export_embedding_provider!(MyProvider);`.
 
 pub mod chat_completions;
 pub mod errors;
 pub mod http;
+pub mod openai_embeddings;
 pub mod settings;
 pub mod sse;
 
-/// Bindings for the `provider` world, shared by every HTTP provider crate.
+/// Bindings for the `embedding-provider` world (the `provider` world plus
+/// the `embeddings` export), shared by every HTTP provider crate.
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "provider",
+        world: "embedding-provider",
         pub_export_macro: true,
-        export_macro_name: "export_provider",
+        export_macro_name: "export_embedding_provider",
         default_bindings_module: "vel_guest_http::bindings",
     });
 }
 
-pub use bindings::export_provider;
+pub use bindings::export_embedding_provider;
 pub use bindings::exports::vel::plugins::completion;
+pub use bindings::exports::vel::plugins::embeddings;
+
+/// Exports a provider that serves completions only: `T` implements
+/// [`completion::Guest`]; its `embeddings` export lists no models (and
+/// refuses any request), so the host never sends it one.
+#[macro_export]
+macro_rules! export_provider {
+    ($ty:ident) => {
+        const _: () = {
+            struct CompletionsOnly;
+            impl $crate::completion::Guest for CompletionsOnly {
+                fn info() -> $crate::completion::ProviderInfo {
+                    <$ty as $crate::completion::Guest>::info()
+                }
+                fn complete(
+                    request: $crate::completion::CompletionRequest,
+                ) -> Result<$crate::completion::CompletionResponse, $crate::completion::ProviderError>
+                {
+                    <$ty as $crate::completion::Guest>::complete(request)
+                }
+                fn complete_stream(
+                    request: $crate::completion::CompletionRequest,
+                ) -> Result<$crate::completion::CompletionResponse, $crate::completion::ProviderError>
+                {
+                    <$ty as $crate::completion::Guest>::complete_stream(request)
+                }
+            }
+            impl $crate::embeddings::Guest for CompletionsOnly {
+                fn models() -> Vec<$crate::embeddings::EmbeddingModel> {
+                    Vec::new()
+                }
+                fn embed(
+                    _request: $crate::embeddings::EmbeddingRequest,
+                ) -> Result<$crate::embeddings::EmbeddingResponse, $crate::embeddings::EmbeddingError>
+                {
+                    Err($crate::embeddings::EmbeddingError::InvalidRequest(
+                        "this provider serves no embeddings".to_string(),
+                    ))
+                }
+            }
+            $crate::export_embedding_provider!(CompletionsOnly);
+        };
+    };
+}
 pub use bindings::vel::plugins::{config, log, stream, types};
 
 use completion::{CompletionRequest, ProviderError, ResponseFormat};

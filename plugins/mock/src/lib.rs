@@ -17,6 +17,12 @@
 //!   `tool-calls`; once a tool result follows the last user message it
 //!   answers `tool said: <results>`. Other models refuse tools.
 //!
+//! - `embed` (embeddings): one vector per input, of 8 dimensions (or the
+//!   request's `dimensions`, at most 256): each word (or token) adds to
+//!   the component its hash picks, then the vector is scaled to length 1,
+//!   so the same text always gives the same vector and texts sharing
+//!   words point the same way.
+//!
 //! Every model answers JSON for the `json-object` format (`{"echo": …}`)
 //! and an instance of the schema for `json-schema`, and per-word logprobs
 //! when asked.
@@ -28,11 +34,12 @@
 // exported type looks unused there; wasm builds check dead code for real.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
+mod embeddings;
 mod models;
 
 wit_bindgen::generate!({
     path: "../../wit",
-    world: "provider",
+    world: "embedding-provider",
 });
 
 use exports::vel::plugins::completion::{

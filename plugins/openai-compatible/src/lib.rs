@@ -12,6 +12,10 @@
 //! Tools, tool choice, parallel tool calls, response formats (JSON mode
 //! and JSON Schema), seed and logprobs pass through to the upstream; tool
 //! calls come back, streamed ones as `stream.emit-tool-call` pieces.
+//!
+//! Embeddings (`embeddings.embed`): OpenAI's embedding models, through the
+//! same base URL's `/embeddings`
+//! ([`vel_guest_http::openai_embeddings`]).
 
 // Native builds (for unit tests) leave the component export out, so the
 // exported type looks unused there; wasm builds check dead code for real.
@@ -22,6 +26,10 @@ use vel_guest_http::completion::{
     CompletionRequest, CompletionResponse, CredentialHeader, Guest, ModelInfo, ProviderError,
     ProviderInfo,
 };
+use vel_guest_http::embeddings::{
+    EmbeddingError, EmbeddingModel, EmbeddingRequest, EmbeddingResponse,
+};
+use vel_guest_http::openai_embeddings;
 use vel_guest_http::settings::Settings;
 use vel_guest_http::types::{Features, TaskType};
 
@@ -79,6 +87,32 @@ const MODELS: [ModelRow; 4] = [
     ),
 ];
 
+/// Embedding models: id, $/1K in, default dimensions (OpenAI's prices).
+const EMBEDDING_MODELS: [(&str, f64, u32); 3] = [
+    ("text-embedding-3-small", 0.00002, 1536),
+    ("text-embedding-3-large", 0.00013, 3072),
+    ("text-embedding-ada-002", 0.0001, 1536),
+];
+
+impl vel_guest_http::embeddings::Guest for OpenAiCompatible {
+    fn models() -> Vec<EmbeddingModel> {
+        EMBEDDING_MODELS
+            .iter()
+            .map(|(id, price, dimensions)| EmbeddingModel {
+                id: id.to_string(),
+                input_price_per_1k: *price,
+                dimensions: *dimensions,
+            })
+            .collect()
+    }
+
+    fn embed(request: EmbeddingRequest) -> Result<EmbeddingResponse, EmbeddingError> {
+        let settings = Settings::from_config(DEFAULT_BASE_URL, DEFAULT_MODEL)
+            .map_err(openai_embeddings::from_provider_error)?;
+        openai_embeddings::embed(&settings, &request)
+    }
+}
+
 impl Guest for OpenAiCompatible {
     fn info() -> ProviderInfo {
         let features = FEATURES;
@@ -120,4 +154,4 @@ impl Guest for OpenAiCompatible {
 // Only wasm builds export the component ABI (native builds run the unit tests;
 // the export names are not valid native symbol names).
 #[cfg(target_arch = "wasm32")]
-vel_guest_http::export_provider!(OpenAiCompatible);
+vel_guest_http::export_embedding_provider!(OpenAiCompatible);

@@ -7,6 +7,8 @@
 //! - Groq: `POST /openai/v1/chat/completions` (same format);
 //! - Perplexity: `POST /chat/completions` (same format plus `citations`);
 //! - Anthropic Messages: `POST /v1/messages` (requires `anthropic-version`);
+//! - OpenAI embeddings: `POST /v1/embeddings` (also `/openai/v1/embeddings`),
+//!   deterministic vectors (see [`expected_embedding`]);
 //! - `GET /v1/models` (also `/openai/v1/models`, `/models`);
 //! - a hostile MCP server (Streamable HTTP) at `/mcp/huge`, `/mcp/endless`,
 //!   `/mcp/invalid`, `/mcp/stall` and `/mcp/rpc-error` (see `wire::mcp`);
@@ -66,5 +68,6 @@ pub use fault::Fault;
 pub use record::RecordedRequest;
 pub use server::{MockUpstream, WAIT_LIMIT};
 pub use stats::Stats;
+pub use wire::embeddings::expected_embedding;
 pub use wire::models::MODELS;
 pub use wire::openai::PERPLEXITY_CITATIONS;

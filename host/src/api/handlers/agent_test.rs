@@ -127,7 +127,7 @@ pub async fn test(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<AgentTestResult>, ApiError> {
     let (agent, integrations) = {
-        let mut tx = state.db.tenant(&p.org_id).await?;
+        let mut tx = state.db.tenant_read(&p.org_id).await?;
         let agent = store::agents::get(&mut tx, &p.org_id, &id)
             .await?
             .ok_or_else(|| ApiError::not_found("agent"))?;

@@ -262,7 +262,7 @@ pub async fn list(
         agent_type: q.agent_type.map(|t| t.as_str().to_string()),
         status: q.status.map(|s| s.as_str().to_string()),
     };
-    let mut tx = state.db.tenant(&p.org_id).await?;
+    let mut tx = state.db.tenant_read(&p.org_id).await?;
     let (rows, total) = store::agents::page(&mut tx, &p.org_id, &filter, limit, offset).await?;
     tx.commit().await?;
     Ok(Json(AgentList {
@@ -281,7 +281,7 @@ pub async fn get(
     p: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<AgentView>, ApiError> {
-    let mut tx = state.db.tenant(&p.org_id).await?;
+    let mut tx = state.db.tenant_read(&p.org_id).await?;
     let agent = store::agents::get(&mut tx, &p.org_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("agent"))?;
@@ -380,7 +380,7 @@ pub async fn history(
     p: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ConfigHistory>, ApiError> {
-    let mut tx = state.db.tenant(&p.org_id).await?;
+    let mut tx = state.db.tenant_read(&p.org_id).await?;
     if store::agents::get(&mut tx, &p.org_id, &id).await?.is_none() {
         return Err(ApiError::not_found("agent"));
     }

@@ -185,7 +185,7 @@ pub async fn list(
     p: Principal,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<ApiKeyList>, ApiError> {
-    let mut tx = state.db.tenant(&p.org_id).await?;
+    let mut tx = state.db.tenant_read(&p.org_id).await?;
     let rows = store::api_keys::list(&mut tx, &p.org_id).await?;
     tx.commit().await?;
     let page = pagination::page(rows, &query)?;

@@ -118,9 +118,9 @@ pub async fn list(
         }
     };
     let mut tx = if cross_tenant {
-        state.db.platform().await?
+        state.db.platform_read().await?
     } else {
-        state.db.tenant(&p.org_id).await?
+        state.db.tenant_read(&p.org_id).await?
     };
     let (rows, total) = store::audit_logs::page(&mut tx, &filter, limit, offset).await?;
     tx.commit().await?;

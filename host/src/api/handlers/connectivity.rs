@@ -13,6 +13,7 @@ use vel_runtime::{Plugin, Secret};
 
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{ApiPath, ClientInfo};
+use crate::api::handlers::integrations;
 use crate::audit;
 use crate::auth::Principal;
 use crate::orchestrator::{catalog, tools};
@@ -32,14 +33,7 @@ pub async fn test(
     client: ClientInfo,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TestOutcome>, ApiError> {
-    let integration = {
-        let mut tx = state.db.tenant(&p.org_id).await?;
-        let row = store::integrations::get(&mut tx, &p.org_id, &id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("integration"))?;
-        tx.commit().await?;
-        row
-    };
+    let integration = integrations::load(&state, &p.org_id, &id).await?;
     // No transaction is held while the provider is called.
     let span = tracing::info_span!(
         "integration_test",

@@ -398,7 +398,7 @@ pub async fn list(
     p: Principal,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<IntegrationList>, ApiError> {
-    let mut tx = state.db.tenant(&p.org_id).await?;
+    let mut tx = state.db.tenant_read(&p.org_id).await?;
     let rows = store::integrations::list(&mut tx, &p.org_id).await?;
     tx.commit().await?;
     let page = pagination::page(rows, &query)?;
@@ -419,12 +419,20 @@ pub async fn get(
     p: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<IntegrationView>, ApiError> {
-    let mut tx = state.db.tenant(&p.org_id).await?;
-    let row = store::integrations::get(&mut tx, &p.org_id, &id)
+    let row = load(&state, &p.org_id, &id).await?;
+    Ok(Json((&row).into()))
+}
+
+/// Read one of the organization's integrations in a read-only
+/// transaction (on SQLite it does not wait for the write lock); 404 when
+/// there is none.
+pub async fn load(state: &AppState, org_id: &str, id: &str) -> Result<Integration, ApiError> {
+    let mut tx = state.db.tenant_read(org_id).await?;
+    let row = store::integrations::get(&mut tx, org_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("integration"))?;
     tx.commit().await?;
-    Ok(Json((&row).into()))
+    Ok(row)
 }
 
 /// Update an integration (org_admin); a new `api_key` rotates the stored key.
@@ -624,14 +632,7 @@ pub async fn tools(
     p: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ToolList>, ApiError> {
-    let row = {
-        let mut tx = state.db.tenant(&p.org_id).await?;
-        let row = store::integrations::get(&mut tx, &p.org_id, &id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("integration"))?;
-        tx.commit().await?;
-        row
-    };
+    let row = load(&state, &p.org_id, &id).await?;
     // No transaction is held while the server is asked.
     let servers = state.dispatcher.tools();
     let server = servers.serving(&p.org_id, row).map_err(tool_call_error)?;

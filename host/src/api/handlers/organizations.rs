@@ -182,7 +182,7 @@ pub async fn list(
     p: Principal,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<OrganizationList>, ApiError> {
-    let mut tx = state.db.platform().await?;
+    let mut tx = state.db.platform_read().await?;
     let member = if p.is_platform_admin() {
         None
     } else {
@@ -209,9 +209,9 @@ pub async fn get(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<OrganizationView>, ApiError> {
     let mut tx = if id == p.org_id {
-        state.db.tenant(&id).await?
+        state.db.tenant_read(&id).await?
     } else if p.is_platform_admin() {
-        state.db.platform().await?
+        state.db.platform_read().await?
     } else {
         return Err(ApiError::not_found("organization"));
     };
@@ -476,9 +476,9 @@ pub async fn get_stream_failover(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<StreamFailoverView>, ApiError> {
     let mut tx = if id == p.org_id {
-        state.db.tenant(&id).await?
+        state.db.tenant_read(&id).await?
     } else if p.is_platform_admin() {
-        state.db.platform().await?
+        state.db.platform_read().await?
     } else {
         return Err(ApiError::not_found("organization"));
     };

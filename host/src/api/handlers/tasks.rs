@@ -676,7 +676,7 @@ pub async fn cancel(
     // When the run is here, answer once it has stopped, so the answer
     // carries its partial output; another instance stops it on the signal.
     state.executor.cancel_local(&id, CANCEL_WAIT).await;
-    let mut tx = state.db.tenant(&p.org_id).await?;
+    let mut tx = state.db.tenant_read(&p.org_id).await?;
     let task = store::tasks::get(&mut tx, &p.org_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("task"))?;

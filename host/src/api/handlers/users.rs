@@ -484,12 +484,12 @@ pub async fn list(
 ) -> Result<Json<UserList>, ApiError> {
     let (limit, offset) = pagination::bounds(q.limit, q.offset)?;
     let (rows, total) = if p.is_platform_admin() {
-        let mut tx = state.db.platform().await?;
+        let mut tx = state.db.platform_read().await?;
         let page = store::users::page(&mut tx, None, limit, offset).await?;
         tx.commit().await?;
         page
     } else {
-        let mut tx = state.db.tenant(&p.org_id).await?;
+        let mut tx = state.db.tenant_read(&p.org_id).await?;
         let page = store::users::page(&mut tx, Some(&p.org_id), limit, offset).await?;
         tx.commit().await?;
         page

@@ -17,7 +17,7 @@ use crate::stats::RequestGuard;
 use crate::wire::body::{End, MockBody, event_stream, json, json_cut};
 use crate::wire::error::{self, ErrorShape};
 use crate::wire::request::{Completion, Provider};
-use crate::wire::{self, mcp, models};
+use crate::wire::{self, embeddings, mcp, models};
 
 /// Request bodies above this are refused with 413.
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -26,6 +26,7 @@ const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Route {
     Completion(Provider),
+    Embeddings,
     Mcp(mcp::Mode),
     Models,
     AdminStats,
@@ -47,6 +48,7 @@ impl Route {
             "/openai/v1/chat/completions" => (Route::Completion(Provider::Groq), Method::POST),
             "/chat/completions" => (Route::Completion(Provider::Perplexity), Method::POST),
             "/v1/messages" => (Route::Completion(Provider::Anthropic), Method::POST),
+            "/v1/embeddings" | "/openai/v1/embeddings" => (Route::Embeddings, Method::POST),
             "/v1/models" | "/openai/v1/models" | "/models" => (Route::Models, Method::GET),
             "/__mock/stats" => (Route::AdminStats, Method::GET),
             _ => return Route::NotFound,
@@ -74,6 +76,7 @@ enum Prepared {
     Mcp(mcp::Mode),
     Models,
     Completion(Box<Completion>, Fault),
+    Embeddings(embeddings::Embeddings, Fault),
 }
 
 /// Serves one HTTP request.
@@ -118,7 +121,7 @@ async fn respond(
     };
     let prepared = prepare(&state, route, &parts, &bytes);
     let fault = match &prepared {
-        Prepared::Completion(_, fault) => Some(fault.clone()),
+        Prepared::Completion(_, fault) | Prepared::Embeddings(_, fault) => Some(fault.clone()),
         _ => None,
     };
     state.record(&parts, &bytes, fault);
@@ -127,6 +130,7 @@ async fn respond(
         Prepared::Models => json(StatusCode::OK, models::render(shape), Some(guard)),
         Prepared::Mcp(mode) => mcp::answer(mode, &parts.method, &bytes, guard),
         Prepared::Completion(completion, fault) => answer(&state, *completion, fault, guard).await,
+        Prepared::Embeddings(e, fault) => embed(&state, &e, fault, guard).await,
     }
 }
 
@@ -137,6 +141,19 @@ fn prepare(state: &State, route: Route, parts: &Parts, body: &Bytes) -> Prepared
             return match check_credentials(state, ErrorShape::OpenAi, &parts.headers) {
                 Err(reject) => reject,
                 Ok(()) => Prepared::Mcp(mode),
+            };
+        }
+        Route::Embeddings => {
+            if let Err(reject) = check_credentials(state, ErrorShape::OpenAi, &parts.headers) {
+                return reject;
+            }
+            return match embeddings::parse(body) {
+                Err(message) => Prepared::Reject(StatusCode::BAD_REQUEST, message),
+                Ok(e) => {
+                    let seq = state.next_completion_seq();
+                    let fault = state.script().next(seq, &e.model);
+                    Prepared::Embeddings(e, fault)
+                }
             };
         }
         Route::Models => {
@@ -252,6 +269,30 @@ async fn answer(
         }
         Fault::StallStream { .. } => hang(guard).await,
     }
+}
+
+/// Applies the fixed latency and the fault to an embeddings request, then
+/// answers (stream faults answer normally: there is no stream).
+async fn embed(
+    state: &State,
+    e: &embeddings::Embeddings,
+    fault: Fault,
+    guard: RequestGuard,
+) -> Response<MockBody> {
+    let latency = state.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match fault {
+        Fault::Delay(delay) => tokio::time::sleep(delay).await,
+        Fault::Status(status) => return error::status(ErrorShape::OpenAi, status, None, guard),
+        Fault::RateLimited { retry_after_secs } => {
+            return error::status(ErrorShape::OpenAi, 429, Some(retry_after_secs), guard);
+        }
+        Fault::Hang => return hang(guard).await,
+        _ => {}
+    }
+    json(StatusCode::OK, embeddings::render(e), Some(guard))
 }
 
 /// Holds the request open until the client goes away (which drops this future).

@@ -2,6 +2,7 @@
 
 pub(crate) mod anthropic;
 pub(crate) mod body;
+pub(crate) mod embeddings;
 pub(crate) mod error;
 pub(crate) mod mcp;
 pub(crate) mod models;

@@ -1,5 +1,6 @@
 //! The OpenAI-compatible gateway: `POST /v1/chat/completions` (plain and
-//! streamed), `GET /v1/models` and `GET /v1/models/{id}`, so that an OpenAI
+//! streamed), `POST /v1/embeddings` (in [`embeddings`]), `GET /v1/models`
+//! and `GET /v1/models/{id}`, so that an OpenAI
 //! client library pointed at `http://HOST/v1` with a vel API key (or
 //! access token) works unchanged.
 //!
@@ -73,6 +74,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
+pub mod embeddings;
 pub mod error;
 pub mod models;
 mod recording;

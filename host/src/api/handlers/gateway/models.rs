@@ -14,8 +14,9 @@ use crate::orchestrator::catalog::Catalog;
 use crate::state::AppState;
 use crate::store::now_ms;
 
-/// Every model of `catalog`: `auto`, each `integration/model`, then each
-/// distinct model bare (owned by the first integration offering it).
+/// Every model of `catalog`: `auto`, each `integration/model` (chat models,
+/// then embedding models), then each distinct model bare (owned by the
+/// first integration offering it).
 fn entries(catalog: &Catalog) -> Vec<ModelEntry> {
     let first_created = catalog
         .targets
@@ -31,16 +32,18 @@ fn entries(catalog: &Catalog) -> Vec<ModelEntry> {
     }];
     let mut bare: Vec<ModelEntry> = Vec::new();
     for t in &catalog.targets {
-        for m in &t.models {
+        let chat = t.models.iter().map(|m| &m.id);
+        let embedding = t.deployed.plugin.embedding_models().iter().map(|m| &m.id);
+        for id in chat.chain(embedding) {
             data.push(ModelEntry {
-                id: format!("{}/{}", t.integration.name, m.id),
+                id: format!("{}/{}", t.integration.name, id),
                 object: "model",
                 created: secs(t.integration.created_at),
                 owned_by: t.integration.name.clone(),
             });
-            if !bare.iter().any(|b| b.id == m.id) {
+            if !bare.iter().any(|b| &b.id == id) {
                 bare.push(ModelEntry {
-                    id: m.id.clone(),
+                    id: id.clone(),
                     object: "model",
                     created: secs(t.integration.created_at),
                     owned_by: t.integration.name.clone(),
