@@ -375,10 +375,10 @@ mod tests {
             work(Sampling::default(), &[("user", "hi")]),
             Some(&with_tools),
         );
+        assert_ne!(r.hash("org"), plain.hash("org"));
         let tools = r.agent_tools.expect("the agent's tools");
         assert_eq!(tools.integrations, ["tm"]);
         assert_eq!(tools.max_rounds, 8);
-        assert_ne!(r.hash("org"), plain.hash("org"));
     }
 
     #[test]
