@@ -274,6 +274,20 @@ async fn agent_tools_are_checked(backend: Backend) {
         .await
         .expect_error(422, "validation_failed");
     assert!(r.body["error"]["details"]["config.tools[0]"].is_array());
+
+    // The contract documents them.
+    let spec = server
+        .get("/api/openapi.json", &admin)
+        .await
+        .expect(200)
+        .body;
+    let config = &spec["components"]["schemas"]["AgentConfig"]["properties"];
+    assert_eq!(config["tools"]["type"], "array", "{config}");
+    assert_eq!(config["max_tool_rounds"]["maximum"], 32, "{config}");
+    let params = spec["paths"]["/v1/chat/completions"]["post"]["parameters"]
+        .as_array()
+        .unwrap();
+    assert!(params.iter().any(|p| p["name"] == "X-Vel-Agent"));
 }
 
 async fn the_loop_is_bounded_and_tool_errors_go_to_the_model(backend: Backend) {
