@@ -541,7 +541,7 @@ async fn the_gateway_runs_the_loop_for_an_agent(backend: Backend) {
         .recorded_task(&admin, answered["task_id"].as_str().unwrap())
         .await;
     assert_eq!(task["source"], "gateway");
-    assert_eq!(task["request"]["agent_id"], agent.as_str(), "{task}");
+    assert_eq!(task["agent_id"], agent.as_str(), "{task}");
     assert_eq!(task["attempts"].as_array().unwrap().len(), 2, "{task}");
     let audited = audited_calls(&server, &admin).await;
     assert_eq!(audited.len(), 1, "{audited:?}");
