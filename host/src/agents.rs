@@ -5,7 +5,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 use utoipa::ToSchema;
 
+use crate::orchestrator::request::AgentTools;
 use crate::orchestrator::sampling::Sampling;
+use crate::orchestrator::tool_loop::{DEFAULT_MAX_TOOL_ROUNDS, MAX_TOOL_ROUNDS};
+use crate::orchestrator::tools::is_tool_server;
 use crate::plugins::manifest::is_plugin_name;
 use crate::store::{self, integrations::Integration};
 use crate::validation::{FieldErrors, Invalid, check_text};
@@ -38,11 +41,24 @@ pub struct AgentConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
     pub routing_policy: Option<String>,
+    /// Tool servers whose tools the agent's model may call: names of the
+    /// organization's `mcp` or `taskmaster` integrations (at most 16, no
+    /// repeats). Its tasks then run a bounded tool loop (see
+    /// [`crate::orchestrator::tool_loop`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 16)]
+    pub tools: Vec<String>,
+    /// Most rounds of tool calls in one task, 1–32 (default 8): a model
+    /// that still asks for tools after them fails the task with
+    /// `tool_rounds_exceeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 32)]
+    pub max_tool_rounds: Option<u32>,
 }
 
 impl AgentConfig {
     /// Record every bad field in `errors`, each named `config.…`; whether
-    /// the provider exists is [`check_provider`]'s question.
+    /// the provider and tools exist is [`check_references`]'s question.
     pub fn check(&self, errors: &mut FieldErrors) {
         errors.check(
             is_plugin_name(&self.provider),
@@ -72,6 +88,34 @@ impl AgentConfig {
                 "must be a lower-case plugin name",
             );
         }
+        errors.check(
+            self.tools.len() <= MAX_AGENT_TOOL_SERVERS,
+            "config.tools",
+            "must name at most 16 integrations",
+        );
+        for (i, name) in self.tools.iter().enumerate() {
+            errors.check(
+                !self.tools[..i].contains(name),
+                &format!("config.tools[{i}]"),
+                "names an integration already listed",
+            );
+        }
+        if let Some(rounds) = self.max_tool_rounds {
+            errors.check(
+                (1..=MAX_TOOL_ROUNDS).contains(&rounds),
+                "config.max_tool_rounds",
+                "must be between 1 and 32",
+            );
+        }
+    }
+
+    /// The tool servers its tasks may call and their round limit, when it
+    /// lists any.
+    pub fn agent_tools(&self) -> Option<AgentTools> {
+        (!self.tools.is_empty()).then(|| AgentTools {
+            integrations: self.tools.clone(),
+            max_rounds: self.max_tool_rounds.unwrap_or(DEFAULT_MAX_TOOL_ROUNDS),
+        })
     }
 
     /// The configuration stored with an agent; `None` when it does not read
@@ -80,6 +124,9 @@ impl AgentConfig {
         serde_json::from_str(stored).ok()
     }
 }
+
+/// Most tool servers one agent lists.
+pub const MAX_AGENT_TOOL_SERVERS: usize = 16;
 
 /// Why a configuration cannot be saved.
 #[derive(Debug, thiserror::Error)]
@@ -93,23 +140,45 @@ pub enum ConfigError {
 }
 
 /// Refuse a `config.provider` that none of the organization's integrations
-/// (enabled or disabled) answers to (see [`named_by`]).
-pub async fn check_provider(
+/// (enabled or disabled) answers to (see [`named_by`]), and a
+/// `config.tools` entry that is not one of its tool-server (`mcp`,
+/// `taskmaster`) integrations.
+pub async fn check_references(
     conn: &mut AnyConnection,
     org_id: &str,
-    provider: &str,
+    config: &AgentConfig,
 ) -> Result<(), ConfigError> {
     let integrations = store::integrations::list(conn, org_id).await?;
+    let provider = &config.provider;
+    let mut errors = FieldErrors::new();
     if named_by(&integrations, provider, |i| i).is_empty() {
-        return Err(Invalid::field(
+        errors.add(
             "config.provider",
-            format!(
+            &format!(
                 "no integration of this organization is named `{provider}` or has provider \
                  `{provider}`; create one first"
             ),
-        )
-        .into());
+        );
     }
+    for (i, name) in config.tools.iter().enumerate() {
+        let field = format!("config.tools[{i}]");
+        match integrations.iter().find(|g| &g.name == name) {
+            None => errors.add(
+                &field,
+                &format!("no integration of this organization is named `{name}`"),
+            ),
+            Some(g) if !is_tool_server(&g.provider) => errors.add(
+                &field,
+                &format!(
+                    "integration `{name}` is a {} integration, not a tool server (mcp or \
+                     taskmaster)",
+                    g.provider
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    errors.finish()?;
     Ok(())
 }
 

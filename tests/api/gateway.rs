@@ -636,6 +636,7 @@ async fn recorder_batches_keep_every_row(b: Backend) {
             } else {
                 user_id.clone()
             }),
+            agent_id: None,
             source: TaskSource::Gateway,
             description: description(i),
             task_type: "general".into(),

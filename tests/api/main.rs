@@ -45,6 +45,7 @@ mod ssrf;
 mod storage;
 mod tasks;
 mod tool_calls;
+mod tool_loop;
 mod users;
 mod webhooks;
 mod workflow_templates;

@@ -40,16 +40,16 @@ net.Server.prototype.listen = function (...args) {
 ";
 
 /// A running server-everything in Streamable HTTP mode; killed on drop.
-struct Everything {
+pub(crate) struct Everything {
     child: Child,
     /// Its MCP endpoint, `http://127.0.0.1:PORT/mcp`.
-    url: String,
+    pub(crate) url: String,
     dir: PathBuf,
 }
 
 impl Everything {
     /// Starts it on a free loopback port and waits for its "listening" line.
-    fn start() -> Everything {
+    pub(crate) fn start() -> Everything {
         let entry = workspace_root().join(
             "target/mcp-tools/node_modules/@modelcontextprotocol/server-everything/dist/index.js",
         );
@@ -118,7 +118,7 @@ impl Everything {
 
 impl Everything {
     /// An `mcp` integration called `everything` of `server`, pointing at it.
-    async fn integration(&self, server: &Server, token: &str) -> String {
+    pub(crate) async fn integration(&self, server: &Server, token: &str) -> String {
         server
             .integration(
                 token,

@@ -234,6 +234,10 @@ pub enum Progress {
         /// The piece.
         delta: ToolCallDelta,
     },
+    /// The tool loop is calling a tool (a `tool_call` event).
+    ToolStarted(super::tool_loop::ToolStarted),
+    /// A tool call of the tool loop ended (a `tool_result` event).
+    ToolFinished(super::tool_loop::ToolFinished),
 }
 
 /// A successful run.
@@ -303,6 +307,13 @@ pub enum DispatchKind {
     /// or its model rests after one) and nothing else failed: the caller
     /// may come back after [`DispatchError::retry_after`].
     RateLimited,
+    /// An agent's model still asked for tools after its `max_tool_rounds`
+    /// rounds of them (see [`super::tool_loop`]).
+    ToolRoundsExceeded,
+    /// A tool server of an agent's tool loop could not be listed or
+    /// called (unreachable, timed out, broke the protocol, disabled):
+    /// unlike a tool's own error, not something the model can act on.
+    ToolServerFailed,
 }
 
 impl DispatchKind {
@@ -320,6 +331,8 @@ impl DispatchKind {
             DispatchKind::StreamInterrupted => "stream_interrupted",
             DispatchKind::BudgetExceeded => "budget_exceeded",
             DispatchKind::RateLimited => "rate_limited",
+            DispatchKind::ToolRoundsExceeded => "tool_rounds_exceeded",
+            DispatchKind::ToolServerFailed => "tool_server_failed",
         }
     }
 
@@ -459,6 +472,11 @@ impl Dispatcher {
     /// The organization's tool servers: listing and calling their tools.
     pub fn tools(&self) -> &ToolServers {
         &self.inner.tools
+    }
+
+    /// The database (the tool loop's audit rows go there).
+    pub fn db(&self) -> &Db {
+        &self.inner.db
     }
 
     /// The organization's catalogue: read from the database at most every

@@ -23,5 +23,6 @@ pub mod signals;
 pub mod state;
 pub mod submit;
 pub mod task_runner;
+pub mod tool_loop;
 pub mod tools;
 pub mod usage;

@@ -206,6 +206,17 @@ pub struct ToolInvocation {
     pub arguments: serde_json::Value,
 }
 
+/// The tool servers an agent's task may call in its tool loop, as stored
+/// with the request (the agent's `tools` and `max_tool_rounds` when it
+/// was submitted).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentTools {
+    /// Names of the organization's tool-server integrations.
+    pub integrations: Vec<String>,
+    /// Most rounds of tool calls.
+    pub max_rounds: u32,
+}
+
 /// Everything that decides the answer to a task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRequest {
@@ -254,6 +265,10 @@ pub struct TaskRequest {
     /// messages); absent otherwise, and then left out of the JSON and hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<ToolInvocation>,
+    /// The agent's tool servers: the task runs the tool loop over them;
+    /// absent otherwise, and then left out of the JSON and hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_tools: Option<AgentTools>,
 }
 
 impl TaskRequest {
@@ -394,6 +409,7 @@ mod tests {
             stream_failover: None,
             tooling: Tooling::default(),
             tool: None,
+            agent_tools: None,
         }
     }
 

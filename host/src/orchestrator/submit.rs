@@ -228,6 +228,7 @@ pub fn request(work: Work, agent: Option<&AgentConfig>) -> TaskRequest {
         stream_failover: None,
         tooling: Default::default(),
         tool: None,
+        agent_tools: agent.and_then(AgentConfig::agent_tools),
     }
 }
 
@@ -359,7 +360,25 @@ mod tests {
             max_tokens: Some(64),
             system_prompt: Some("be brief".into()),
             routing_policy: Some("cost-router".into()),
+            tools: Vec::new(),
+            max_tool_rounds: None,
         }
+    }
+
+    #[test]
+    fn an_agents_tools_go_with_the_request() {
+        let plain = request(work(Sampling::default(), &[("user", "hi")]), Some(&agent()));
+        assert_eq!(plain.agent_tools, None);
+        let mut with_tools = agent();
+        with_tools.tools = vec!["tm".into()];
+        let r = request(
+            work(Sampling::default(), &[("user", "hi")]),
+            Some(&with_tools),
+        );
+        assert_ne!(r.hash("org"), plain.hash("org"));
+        let tools = r.agent_tools.expect("the agent's tools");
+        assert_eq!(tools.integrations, ["tm"]);
+        assert_eq!(tools.max_rounds, 8);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use super::queue::{Claim, Lease, MAX_CLAIMS, RunFuture, Runner};
 use super::request::{TaskRequest, ToolInvocation, finish_reason_name};
 use super::signals::{Signal, Signals, WorkKind};
 use super::state::{AttemptOutcome, TaskStatus};
+use super::tool_loop::Toolbox;
 use crate::analytics::buckets::{self, Sample};
 use crate::money::{Money, Usd};
 use crate::store::tasks::{self, Attempt, Claimed, Finish, Task};
@@ -232,8 +233,10 @@ impl Seen {
                 }
                 stream
             }
-            // Tasks do not carry tools yet: nothing to publish.
+            // A task's answer is its text: streamed tool-call pieces
+            // are not published (the tool loop's calls are, below).
             Progress::ToolCall { .. } => false,
+            Progress::ToolStarted(_) | Progress::ToolFinished(_) => true,
         }
     }
 }
@@ -279,7 +282,29 @@ impl TaskRunner {
             job.spender.agent_id = task.agent_id.clone();
         }
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut dispatch = Box::pin(self.dispatcher.run(&job, task.stream, Some(&tx)));
+        let dispatcher = &self.dispatcher;
+        // An agent with tool servers runs the tool loop; listing their
+        // tools is part of the run, so a cancellation stops it too.
+        let mut dispatch = Box::pin(async {
+            let Some(tools) = &request.agent_tools else {
+                return dispatcher.run(&job, task.stream, Some(&tx)).await;
+            };
+            let toolbox =
+                match Toolbox::open(dispatcher.tools(), &task.org_id, &tools.integrations).await {
+                    Ok(toolbox) => toolbox,
+                    Err(e) => return Err(e),
+                };
+            dispatcher
+                .run_tool_loop(
+                    &job,
+                    &toolbox,
+                    tools.max_rounds,
+                    task.stream,
+                    Some(&tx),
+                    "task",
+                )
+                .await
+        });
         let mut seen = Seen {
             attempts: previous,
             ..Seen::default()
@@ -524,7 +549,8 @@ impl TaskRunner {
             ..Finish::new(TaskStatus::Completed)
         };
         let event = completed_event(&result, Some(cost))?;
-        let cache = (task.use_cache).then(|| {
+        // A tool loop's answer depends on what its tools did: not reused.
+        let cache = (task.use_cache && request.agent_tools.is_none()).then(|| {
             let ttl = request.cache_ttl(self.cache_ttl, self.research_cache_ttl);
             (
                 result.to_string(),
@@ -749,6 +775,8 @@ fn reports(task: &Task, batch: Vec<Progress>) -> Result<Reports, sqlx::Error> {
                     .push(("attempt", json_text(&AttemptView::from(&a))?));
                 out.attempts.push(a);
             }
+            Progress::ToolStarted(call) => out.events.push(("tool_call", json_text(&call)?)),
+            Progress::ToolFinished(call) => out.events.push(("tool_result", json_text(&call)?)),
             Progress::AttemptStarted { .. }
             | Progress::Delta { .. }
             | Progress::ToolCall { .. } => {}

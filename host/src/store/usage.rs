@@ -23,6 +23,9 @@ pub struct FinishedTask {
     pub org_id: String,
     /// Caller (stored as NULL if the user has been deleted meanwhile).
     pub user_id: Option<String>,
+    /// The agent it ran for (`X-Vel-Agent`; stored as NULL if the agent
+    /// has been deleted meanwhile).
+    pub agent_id: Option<String>,
     /// Where it was submitted (the gateway).
     pub source: TaskSource,
     /// What the task was.
@@ -239,8 +242,8 @@ struct AuditRow<'a> {
 /// [`insert_batch_postgres`]'s statement. Data-modifying `WITH` parts run
 /// in the one statement; the attempts' foreign key to their task is checked
 /// at its end, when the tasks are in. The user goes through a lookup so
-/// that a user deleted since the request was served is stored as NULL
-/// rather than failing the batch. A finished request has no agent, no
+/// that a user (or agent) deleted since the request was served is stored
+/// as NULL rather than failing the batch. A finished request has no
 /// idempotency key, was not cached and never claimed.
 const BATCH_POSTGRES: &str = "\
 WITH new_tasks AS (
@@ -248,11 +251,13 @@ WITH new_tasks AS (
         status, request, stream, use_cache, idempotency_key, request_hash, result, partial_output,
         error, cached, provider, model, input_tokens, output_tokens, cost_nanos, claims, created_at,
         updated_at, started_at, finished_at)
-    SELECT id, org_id, (SELECT u.id FROM users u WHERE u.id = r.user_id), NULL, source,
+    SELECT id, org_id, (SELECT u.id FROM users u WHERE u.id = r.user_id),
+        (SELECT a.id FROM agents a WHERE a.id = r.agent_id), source,
         description, task_type, priority, status, request, stream::int, 0, NULL, request_hash,
         result, partial_output, error, 0, provider, model, input_tokens, output_tokens, cost_nanos,
         0, created_at, finished_at, created_at, finished_at
-    FROM json_to_recordset($1::json) AS r(id text, org_id text, user_id text, source text,
+    FROM json_to_recordset($1::json) AS r(id text, org_id text, user_id text, agent_id text,
+        source text,
         description text, task_type text, priority bigint, status text, request text,
         stream boolean, request_hash text, result text, partial_output text, error text,
         provider text, model text, input_tokens bigint, output_tokens bigint,
@@ -325,10 +330,11 @@ async fn insert_finished_tasks(
     conn: &mut AnyConnection,
     tasks: &[FinishedTask],
 ) -> Result<(), sqlx::Error> {
-    // The user goes through a lookup so that a user deleted since the
-    // request was served is stored as NULL rather than failing the batch.
-    // No agent, no idempotency key, not cached, never claimed.
-    const TASK_ROW: &str = "?, ?, (SELECT id FROM users WHERE id = ?), NULL, ?, ?, ?, ?, ?, ?, ?, \
+    // The user and agent go through a lookup so that one deleted since
+    // the request was served is stored as NULL rather than failing the
+    // batch. No idempotency key, not cached, never claimed.
+    const TASK_ROW: &str = "?, ?, (SELECT id FROM users WHERE id = ?), \
+                            (SELECT id FROM agents WHERE id = ?), ?, ?, ?, ?, ?, ?, ?, \
                             0, NULL, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?";
     for chunk in statement_chunks(tasks) {
         let sql = format!(
@@ -345,6 +351,7 @@ async fn insert_finished_tasks(
                 .bind(&t.id)
                 .bind(&t.org_id)
                 .bind(&t.user_id)
+                .bind(&t.agent_id)
                 .bind(t.source.as_str())
                 .bind(&t.description)
                 .bind(&t.task_type)

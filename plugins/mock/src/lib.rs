@@ -11,11 +11,15 @@
 //! - `error`: always fails with `other`.
 //! - `rate-limited`: always fails with `rate-limited(1000)`.
 //! - `tools`: the only model that calls tools. Offered tools, it calls the
-//!   named one (`tool-choice`) or the first, with arguments built from the
-//!   tool's JSON Schema and the last user message (strings get the
-//!   message, numbers its word count, booleans `true`), finish reason
-//!   `tool-calls`; once a tool result follows the last user message it
-//!   answers `tool said: <results>`. Other models refuse tools.
+//!   named one (`tool-choice`), else the one the `tool` metadata names
+//!   (exactly, or the end of a namespaced `integration__tool` name), else
+//!   the first, with the `tool-arguments` metadata as arguments, else
+//!   arguments built from the tool's JSON Schema and the last user message
+//!   (strings get the message, numbers its word count, booleans `true`),
+//!   finish reason `tool-calls`; once `tool-rounds` (metadata, default 1)
+//!   turns after the last user message called tools it answers
+//!   `tool said: <results>` (every tool result since, in order). Other
+//!   models refuse tools.
 //!
 //! - `embed` (embeddings): one vector per input, of 8 dimensions (or the
 //!   request's `dimensions`, at most 256): each word (or token) adds to

@@ -155,21 +155,45 @@ pub fn instance(schema: &Value, prompt: &str) -> Value {
     }
 }
 
-/// The tool call model `tools` makes: the named tool, else the first one
-/// offered, with arguments built from its parameters and the prompt.
-fn tool_call(request: &CompletionRequest, prompt: &str) -> Option<ToolCall> {
+/// The tool call model `tools` makes: the tool `tool-choice` names, else
+/// the one the `tool` metadata names (exactly, or as the end of a
+/// namespaced name such as `everything__echo`), else the first offered;
+/// with the `tool-arguments` metadata as its arguments, else arguments
+/// built from its parameters and the prompt. A `tool` named that is not
+/// offered is called anyway (a model's mistake, for tests).
+fn tool_call(request: &CompletionRequest, metadata: &Value, prompt: &str) -> Option<ToolCall> {
     if matches!(request.tool_choice, Some(ToolChoice::None)) {
         return None;
     }
-    let tool = match &request.tool_choice {
-        Some(ToolChoice::Named(name)) => request.tools.iter().find(|t| &t.name == name),
+    let scripted = metadata.get("tool").and_then(Value::as_str);
+    let tool = match (&request.tool_choice, scripted) {
+        (Some(ToolChoice::Named(name)), _) => request.tools.iter().find(|t| &t.name == name),
+        (_, Some(name)) => request.tools.iter().find(|t| {
+            t.name == name
+                || t.name
+                    .strip_suffix(name)
+                    .is_some_and(|head| head.ends_with("__"))
+        }),
         _ => request.tools.first(),
-    }?;
-    let schema: Value = serde_json::from_str(&tool.parameters).unwrap_or(Value::Null);
-    let arguments = instance(&schema, prompt);
+    };
+    // A scripted name offered nowhere is called all the same, as a
+    // confused model would (with the scripted arguments, else none).
+    let (name, schema) = match (tool, scripted) {
+        (Some(tool), _) => (
+            tool.name.clone(),
+            serde_json::from_str(&tool.parameters).unwrap_or(Value::Null),
+        ),
+        (None, Some(name)) if !request.tools.is_empty() => (name.to_string(), Value::Null),
+        (None, _) => return None,
+    };
+    let arguments = metadata
+        .get("tool-arguments")
+        .or_else(|| metadata.get("tool_arguments"))
+        .cloned()
+        .unwrap_or_else(|| instance(&schema, prompt));
     Some(ToolCall {
         id: format!("call_mock_{}", request.messages.len()),
-        name: tool.name.clone(),
+        name,
         arguments: arguments.to_string(),
     })
 }
@@ -234,20 +258,29 @@ pub fn answer(request: &CompletionRequest) -> Result<Answer, ProviderError> {
     match model {
         "echo" => {}
         "tools" => {
-            // A tool's result after the last user turn: answer with it.
-            let results: Vec<&str> = request
-                .messages
-                .iter()
-                .rev()
-                .take_while(|m| m.role != Role::User)
+            // After the last user turn: the tool results, and how many
+            // turns called tools. Once `tool-rounds` (default 1) turns
+            // have, answer with the results.
+            let since_user = || {
+                request
+                    .messages
+                    .iter()
+                    .rev()
+                    .take_while(|m| m.role != Role::User)
+            };
+            let mut results: Vec<&str> = since_user()
                 .filter(|m| m.role == Role::Tool)
                 .map(|m| m.content.as_str())
                 .collect();
-            if !results.is_empty() {
-                let mut results = results;
+            let rounds = since_user()
+                .filter(|m| m.role == Role::Assistant && !m.tool_calls.is_empty())
+                .count() as u64;
+            let wanted = number("tool-rounds", 1).max(1);
+            let done = !results.is_empty() && rounds.max(1) >= wanted;
+            if done {
                 results.reverse();
                 answer.text = format!("tool said: {}", results.join("; "));
-            } else if let Some(call) = tool_call(request, last_user) {
+            } else if let Some(call) = tool_call(request, &metadata, last_user) {
                 answer.text = String::new();
                 answer.tool_calls.push(call);
             }
@@ -380,6 +413,47 @@ mod tests {
         assert!(last.tool_calls.is_empty());
         r.tools.truncate(0);
         assert!(answer(&r).unwrap().tool_calls.is_empty());
+    }
+
+    #[test]
+    fn tools_follows_its_script() {
+        use crate::exports::vel::plugins::completion::ToolDefinition;
+        let mut r = request(
+            "tools",
+            r#"{"tool": "echo", "tool-rounds": 2, "tool-arguments": {"message": "hi"}}"#,
+        );
+        for name in ["everything__add", "everything__echo"] {
+            r.tools.push(ToolDefinition {
+                name: name.into(),
+                description: None,
+                parameters: "{}".into(),
+                strict: None,
+            });
+        }
+        for round in 1..=2 {
+            let a = answer(&r).unwrap();
+            assert_eq!(a.tool_calls.len(), 1, "round {round}");
+            let call = &a.tool_calls[0];
+            assert_eq!(call.name, "everything__echo");
+            assert_eq!(call.arguments, r#"{"message":"hi"}"#);
+            r.messages.push(Message {
+                role: Role::Assistant,
+                content: String::new(),
+                tool_calls: a.tool_calls.clone(),
+                tool_call_id: None,
+                name: None,
+            });
+            r.messages.push(Message {
+                role: Role::Tool,
+                content: format!("Echo: hi {round}"),
+                tool_calls: Vec::new(),
+                tool_call_id: Some(call.id.clone()),
+                name: None,
+            });
+        }
+        let last = answer(&r).unwrap();
+        assert!(last.tool_calls.is_empty());
+        assert_eq!(last.text, "tool said: Echo: hi 1; Echo: hi 2");
     }
 
     #[test]

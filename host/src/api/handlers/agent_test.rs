@@ -534,6 +534,8 @@ mod tests {
             max_tokens,
             system_prompt: system.map(str::to_string),
             routing_policy: None,
+            tools: Vec::new(),
+            max_tool_rounds: None,
         }
     }
 

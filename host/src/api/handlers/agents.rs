@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
 pub use crate::agents::AgentConfig;
-use crate::agents::check_provider;
+use crate::agents::check_references;
 use crate::api::error::{ApiError, ErrorBody, FieldErrors};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
 use crate::api::handlers::check_text;
@@ -224,7 +224,7 @@ pub async fn create(
     errors.finish()?;
     let config = config_json(&req.config)?;
     let mut tx = state.db.tenant(&p.org_id).await?;
-    check_provider(&mut tx, &p.org_id, &req.config.provider).await?;
+    check_references(&mut tx, &p.org_id, &req.config).await?;
     let agent = store::agents::insert(
         &mut tx,
         store::agents::NewAgent {
@@ -328,7 +328,7 @@ pub async fn update(
     }
     let mut config_changed = false;
     if let Some(config) = &req.config {
-        check_provider(&mut tx, &p.org_id, &config.provider).await?;
+        check_references(&mut tx, &p.org_id, config).await?;
         let new_config = config_json(config)?;
         config_changed = new_config != agent.config;
         agent.config = new_config;

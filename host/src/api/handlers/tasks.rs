@@ -103,7 +103,8 @@ pub struct TaskTool {
 pub struct CreateTask {
     /// What the task is for (1–1000 characters).
     pub description: String,
-    /// Agent whose settings apply (provider, model, system prompt, policy).
+    /// Agent whose settings apply (provider, model, system prompt, policy;
+    /// with `tools` in its config, the task runs its tool loop).
     #[serde(default)]
     pub agent_id: Option<String>,
     /// `low`, `medium` (default) or `high`.
@@ -687,8 +688,10 @@ pub async fn cancel(
 /// How long a cancel waits for a local run to stop and record its end.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
 
-/// Watch a task as Server-Sent Events: `status`, `plan`, `attempt` and
-/// `delta` events, each with its number as the SSE id; `Last-Event-ID`
+/// Watch a task as Server-Sent Events: `status`, `plan`, `attempt`,
+/// `delta`, `progress` (a tool task's server reports) and, for an agent's
+/// tool loop, `tool_call` and `tool_result` events, each with its number
+/// as the SSE id; `Last-Event-ID`
 /// resumes after that number (an empty one counts as none). Keep-alive
 /// comments are sent while nothing happens; the stream ends after the
 /// terminal status. A finished task's stream sends the events after
@@ -697,7 +700,7 @@ const CANCEL_WAIT: Duration = Duration::from_secs(5);
 #[utoipa::path(get, path = "/api/tasks/{id}/stream", tag = "tasks",
     params(("id" = String, Path, description = "Task id"),
            ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event number")),
-    responses((status = 200, description = "text/event-stream of the task's events", content_type = "text/event-stream", body = String),
+    responses((status = 200, description = "text/event-stream of the task's events: `status`, `plan`, `attempt`, `delta`, `progress`, and for an agent with `tools` `tool_call` ({round, id, name, integration, tool, arguments}) and `tool_result` ({round, id, name, integration, tool, ok, ms, error, text, truncated})", content_type = "text/event-stream", body = String),
               (status = 204, description = "The task is finished and no event follows Last-Event-ID"),
               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]

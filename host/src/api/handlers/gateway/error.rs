@@ -244,7 +244,9 @@ pub(super) fn dispatch_status(kind: DispatchKind) -> StatusCode {
         DispatchKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         DispatchKind::RouterFailed
         | DispatchKind::AllAttemptsFailed
-        | DispatchKind::StreamInterrupted => StatusCode::BAD_GATEWAY,
+        | DispatchKind::StreamInterrupted
+        | DispatchKind::ToolRoundsExceeded
+        | DispatchKind::ToolServerFailed => StatusCode::BAD_GATEWAY,
     }
 }
 
@@ -322,6 +324,8 @@ mod tests {
             DispatchKind::StreamInterrupted,
             DispatchKind::BudgetExceeded,
             DispatchKind::RateLimited,
+            DispatchKind::ToolRoundsExceeded,
+            DispatchKind::ToolServerFailed,
         ] {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }

@@ -61,6 +61,14 @@
 //! contract's `stream` interface carries text and tool calls, and the
 //! final response the log probabilities.
 //!
+//! Agents: `X-Vel-Agent: <agent id>` runs the request with that agent's
+//! settings (as a task of the agent would); an agent whose config lists
+//! tool servers (`tools`) answers through the tool loop
+//! ([`crate::orchestrator::tool_loop`]): server tools run inside vel,
+//! the request's own tools are offered beside them, and a call of one of
+//! those ends the loop and comes back as `tool_calls`. Such requests are
+//! plain only (a `stream: true` one is a 400 on `stream`).
+//!
 //! Here: the handler, the request's checks and the plain answer; the wire
 //! types in [`wire`], the errors in [`error`], the model routes in
 //! [`models`], the record of a request in [`recording`], the streamed
@@ -92,6 +100,7 @@ pub use self::wire::{
     StopSequences, StreamOptions, TokenLogprobOut, ToolCallOut, ToolChoiceIn, ToolIn,
     TopLogprobOut,
 };
+use crate::agents::AgentConfig;
 use crate::api::access::{Unit, rate_limit_headers};
 use crate::api::error::{ApiError, FieldErrors};
 use crate::api::extract::{ApiJson, ClientInfo, stream_failover};
@@ -99,17 +108,19 @@ use crate::auth::{Credential, Principal};
 use crate::limits::counter::Admitted;
 use crate::limits::{Kind, LimitError};
 use crate::orchestrator::catalog::{Catalog, parse_task_type};
-use crate::orchestrator::dispatch::{Answer, Job, totals};
+use crate::orchestrator::dispatch::{Answer, DispatchError, DispatchKind, Job, totals};
 use crate::orchestrator::request::{
-    ChatMessage, ResponseFormatSpec, TaskRequest, ToolCallRecord, ToolChoiceSpec, ToolSpec,
-    Tooling, finish_reason_name,
+    AgentTools, ChatMessage, ResponseFormatSpec, TaskRequest, ToolCallRecord, ToolChoiceSpec,
+    ToolSpec, Tooling, finish_reason_name,
 };
 use crate::orchestrator::sampling::{Sampling, check_max_tokens};
 use crate::orchestrator::state::TaskSource;
-use crate::orchestrator::submit::{self, MAX_MESSAGE, MAX_MESSAGES, Work};
+use crate::orchestrator::submit::{self, MAX_MESSAGE, MAX_MESSAGES, SubmitError, Work};
+use crate::orchestrator::tool_loop::Toolbox;
 use crate::orchestrator::usage::{Finished, Outcome};
 use crate::state::AppState;
 use crate::store::{new_id, now_ms};
+use crate::validation::Invalid;
 
 /// Longest `user`.
 const MAX_NAME: usize = 200;
@@ -121,6 +132,9 @@ const MAX_TOOL_NAME: usize = 64;
 const MAX_TOP_LOGPROBS: u8 = 20;
 /// Most `metadata` pairs (OpenAI's limit).
 const MAX_METADATA_PAIRS: usize = 16;
+/// The vel extension header naming the agent whose settings (and tool
+/// servers) the request runs with.
+const AGENT_HEADER: &str = "x-vel-agent";
 /// The vel extension header choosing the task type.
 const TASK_TYPE_HEADER: &str = "x-vel-task-type";
 /// The model name that lets the router choose.
@@ -156,8 +170,13 @@ fn role_name(role: &str) -> Option<&'static str> {
 }
 
 /// Check the body (every bad field at once, named as OpenAI names them)
-/// and build the canonical request.
-fn validate(mut body: ChatCompletionRequest, task_type: String) -> Result<Validated, ApiError> {
+/// and build the canonical request, `agent`'s settings (agent `agent_id`)
+/// filling what the body leaves open.
+fn validate(
+    mut body: ChatCompletionRequest,
+    task_type: String,
+    agent: Option<(String, &AgentConfig)>,
+) -> Result<Validated, ApiError> {
     let mut errors = FieldErrors::new();
     errors.check(!body.messages.is_empty(), "messages", "must not be empty");
     errors.check(
@@ -318,10 +337,10 @@ fn validate(mut body: ChatCompletionRequest, task_type: String) -> Result<Valida
             max_tokens: body.max_completion_tokens.or(body.max_tokens),
             ..sampling
         },
-        agent_id: None,
+        agent_id: agent.as_ref().map(|(id, _)| id.clone()),
         metadata,
     };
-    let mut request = submit::request(work, None);
+    let mut request = submit::request(work, agent.map(|(_, config)| config));
     request.tooling = Tooling {
         parallel_tool_calls: body.parallel_tool_calls,
         seed: body.seed,
@@ -474,6 +493,42 @@ fn tooling(
     }
 }
 
+/// The agent named by `X-Vel-Agent` (its id), with its settings: it must
+/// be an active agent of the caller's organization (else a 400 naming
+/// `agent`).
+async fn requested_agent(
+    state: &AppState,
+    org_id: &str,
+    headers: &HeaderMap,
+) -> Result<Option<(String, AgentConfig)>, ApiError> {
+    let Some(value) = headers.get(AGENT_HEADER) else {
+        return Ok(None);
+    };
+    let id = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::from(Invalid::field("agent", "X-Vel-Agent must be an agent id")))?
+        .to_string();
+    let mut tx = state.db.tenant_read(org_id).await?;
+    let settings = submit::agent_settings(&mut tx, org_id, &id).await;
+    tx.commit().await?;
+    match settings {
+        Ok(Some(config)) => Ok(Some((id, config))),
+        Ok(None) => Err(Invalid::field("agent", "the agent's configuration is unreadable").into()),
+        // Named as the header is: `agent` rather than `agent_id`.
+        Err(SubmitError::Invalid(Invalid(fields))) => Err(Invalid(
+            fields
+                .into_values()
+                .map(|messages| ("agent".to_string(), messages))
+                .collect(),
+        )
+        .into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The task type named by `X-Vel-Task-Type` (default `general`).
 fn task_type(headers: &HeaderMap) -> Result<String, ApiError> {
     let Some(value) = headers.get(TASK_TYPE_HEADER) else {
@@ -509,6 +564,8 @@ fn offered(catalog: &Catalog, model: &str) -> bool {
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "gateway", request_body = ChatCompletionRequest,
     params(("X-Vel-Task-Type" = Option<String>, Header,
             description = "reasoning, code_generation, research, light or general (default)"),
+           ("X-Vel-Agent" = Option<String>, Header,
+            description = "An agent's id: its settings fill what the request leaves open (`model: \"auto\"` takes the agent's model), and when its config lists `tools` (MCP integrations), the request runs the agent's tool loop inside vel: the model is offered the servers' tools as `<integration>__<tool>` besides the request's own tools; vel calls the servers and asks again, up to the agent's `max_tool_rounds`; a call of one of the request's own tools ends the loop and is returned as `tool_calls`. Plain requests only (`stream` is refused)"),
            ("X-Vel-Stream-Failover" = Option<String>, Header,
             description = "Streams: when a provider fails after part of the answer was sent, `fail` ends the stream with an error event, `continue` has the next attempt continue the text sent (as an assistant prefill where the provider supports it, else with an instruction to continue without repeating). Absent: the organization's default (`/api/organizations/{id}/stream-failover`), else `fail`")),
     responses(
@@ -530,7 +587,7 @@ fn offered(catalog: &Catalog, model: &str) -> bool {
         (status = 403, body = OpenAiErrorBody),
         (status = 404, description = "`model_not_found`: no active integration offers the model", body = OpenAiErrorBody),
         (status = 429, description = "`rate_limited` (always with `Retry-After`): the credential or the organization has its share of requests in flight, a rate limit is reached (with a token limit, the `x-ratelimit-*-tokens` headers), or every provider that could serve is throttling (`Retry-After`: when the soonest said it may serve again)", body = OpenAiErrorBody),
-        (status = 502, description = "`all_attempts_failed`: every planned provider failed (each attempt in the message); `router_failed`", body = OpenAiErrorBody),
+        (status = 502, description = "`all_attempts_failed`: every planned provider failed (each attempt in the message); `router_failed`; with an agent's tools, `tool_rounds_exceeded` (the model still asked for tools after `max_tool_rounds` rounds) or `tool_server_failed` (a tool server could not be reached or failed; a tool's own error goes back to the model instead)", body = OpenAiErrorBody),
         (status = 503, description = "`no_candidate`: no provider can take the request", body = OpenAiErrorBody),
         (status = 504, description = "`deadline_exceeded`: the attempts took longer than the run's limit", body = OpenAiErrorBody)),
     security(("bearer" = [])))]
@@ -573,11 +630,23 @@ pub async fn chat_completions(
     };
     let task_type = task_type(&headers)?;
     let failover = stream_failover(&headers)?;
+    let agent = requested_agent(&state, &p.org_id, &headers).await?;
     let Validated {
         mut request,
         stream,
         include_usage,
-    } = validate(body, task_type)?;
+    } = validate(
+        body,
+        task_type,
+        agent.as_ref().map(|(id, c)| (id.clone(), c)),
+    )?;
+    if request.agent_tools.is_some() && stream {
+        return Err(ApiError::from(Invalid::field(
+            "stream",
+            "an agent with tools answers plain requests only; leave stream out",
+        ))
+        .into());
+    }
     request.stream_failover = failover;
     let requested = request.model.clone().unwrap_or_else(|| AUTO.to_string());
     // `auto` needs no check (the dispatcher reads the catalog itself).
@@ -596,6 +665,7 @@ pub async fn chat_completions(
         return Err(model_not_found(&requested));
     }
     let id = new_id();
+    let agent_tools = request.agent_tools.clone();
     let mut job = request.to_job(&id, &p.org_id, 1, 0);
     job.spender.user_id = Some(p.user_id.clone());
     job.spender.api_key_id = p.api_key_id().map(str::to_string);
@@ -629,7 +699,9 @@ pub async fn chat_completions(
             .instrument(span)
             .await
     } else {
-        plain(state, job, recording).instrument(span).await
+        plain(state, job, agent_tools, recording)
+            .instrument(span)
+            .await
     };
     let Some(admitted) = tokens else {
         return answered;
@@ -732,9 +804,41 @@ fn usage_of(answer: &Answer) -> CompletionUsage {
     }
 }
 
-async fn plain(state: AppState, job: Job, recording: Recording) -> Result<Response, GatewayError> {
+/// Answer `job` at once: one dispatch, or with an agent's tool servers,
+/// the tool loop.
+async fn plain(
+    state: AppState,
+    job: Job,
+    agent_tools: Option<AgentTools>,
+    recording: Recording,
+) -> Result<Response, GatewayError> {
     let created = secs(recording.template.as_ref().map_or(0, |f| f.created_at));
-    match state.dispatcher.run(&job, false, None).await {
+    let dispatcher = &state.dispatcher;
+    let run = async {
+        let Some(tools) = &agent_tools else {
+            return dispatcher.run(&job, false, None).await;
+        };
+        let toolbox =
+            match Toolbox::open(dispatcher.tools(), &job.org_id, &tools.integrations).await {
+                Ok(toolbox) => toolbox,
+                Err(e) => return Err(e),
+            };
+        if let Some(clash) = job.tools.iter().find(|t| toolbox.offers(&t.name)) {
+            return Err(DispatchError {
+                kind: DispatchKind::InvalidRequest,
+                message: format!(
+                    "tools: `{}` is the name of one of the agent's server tools; rename yours",
+                    clash.name
+                ),
+                attempts: Vec::new(),
+                retry_after: None,
+            });
+        }
+        dispatcher
+            .run_tool_loop(&job, &toolbox, tools.max_rounds, false, None, "gateway")
+            .await
+    };
+    match run.await {
         Ok(answer) => {
             let (_, _, cost) = totals(&answer.attempts);
             let body = ChatCompletion {
@@ -811,6 +915,7 @@ mod tests {
                 "stop": "END", "max_tokens": 5, "max_completion_tokens": 7
             })),
             "general".into(),
+            None,
         )
         .expect("valid");
         assert_eq!(v.request.model, None);
@@ -830,6 +935,7 @@ mod tests {
                 "messages": [{"role": "user", "content": "hi"}]
             })),
             "general".into(),
+            None,
         )
         .expect("valid");
         assert_eq!(v.request.metadata, json!({ "tier": "gold", "user": "u-1" }));
@@ -839,6 +945,7 @@ mod tests {
             body(json!({ "model": "auto", "metadata": many,
                          "messages": [{"role": "user", "content": "hi"}] })),
             "general".into(),
+            None,
         )
         .expect_err("too many pairs");
         assert_eq!(
@@ -855,6 +962,7 @@ mod tests {
                 "messages": [{"role": "robot", "content": [{"type": "image_url", "image_url": {}}]}]
             })),
             "general".into(),
+            None,
         )
         .expect_err("invalid");
         let resp = err.into_response();

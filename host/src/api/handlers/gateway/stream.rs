@@ -249,6 +249,8 @@ impl Streaming {
                 self.attempts.push(a);
                 true
             }
+            // Streams do not run the tool loop (refused before).
+            Progress::ToolStarted(_) | Progress::ToolFinished(_) => true,
         }
     }
 }
