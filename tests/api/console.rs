@@ -252,6 +252,21 @@ fn approval_flow() -> Value {
     })
 }
 
+/// Three tasks described `{what} {i}` finished through the offline
+/// `mock` provider (its integration made here).
+async fn three_finished_tasks(s: &Server, admin: &str, what: &str) {
+    s.mock_integration(admin, "mock").await;
+    for i in 0..3 {
+        let t = s
+            .finished_task(
+                admin,
+                json!({ "description": format!("{what} {i}"), "prompt": format!("hello {i}"), "cache": false }),
+            )
+            .await;
+        assert_eq!(t["status"], "completed", "{t}");
+    }
+}
+
 /// Start the approval flow; returns its id once it waits at the gate.
 async fn awaiting_gate(s: &Server, token: &str) -> String {
     let r = s
@@ -379,16 +394,7 @@ impl Browser {
 async fn overview_matches_the_api(b: Backend) {
     let s = Server::start(b).await;
     let admin = s.admin_token().await;
-    s.mock_integration(&admin, "mock").await;
-    for i in 0..3 {
-        let t = s
-            .finished_task(
-                &admin,
-                json!({ "description": format!("overview {i}"), "prompt": format!("hello {i}"), "cache": false }),
-            )
-            .await;
-        assert_eq!(t["status"], "completed", "{t}");
-    }
+    three_finished_tasks(&s, &admin, "overview").await;
     let me = s.get("/api/users/me", &admin).await.expect(200).body;
     let org = me["org_id"].as_str().unwrap().to_string();
     s.put(
@@ -1471,16 +1477,7 @@ async fn a_second_tenant_sees_none_of_the_new_pages(b: Backend) {
 async fn performance_and_costs_pages(b: Backend) {
     let s = Server::start(b).await;
     let admin = s.admin_token().await;
-    s.mock_integration(&admin, "mock").await;
-    for i in 0..3 {
-        let t = s
-            .finished_task(
-                &admin,
-                json!({ "description": format!("perf {i}"), "prompt": format!("hello {i}"), "cache": false }),
-            )
-            .await;
-        assert_eq!(t["status"], "completed", "{t}");
-    }
+    three_finished_tasks(&s, &admin, "perf").await;
     let browser = Browser::open(&s, 1280).await;
     browser.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     browser.goto("/console/performance").await;
@@ -1643,7 +1640,66 @@ async fn organization_picker(b: Backend) {
         .await;
 }
 
+/// The benchmarks page lists a benchmark and shows its verdicts and
+/// figures by target as the API reports them.
+async fn benchmarks_page(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    s.mock_integration(&admin, "mock").await;
+    let created = s
+        .post(
+            "/api/benchmarks",
+            &admin,
+            json!({ "name": "speed", "prompts": ["one two", "three"],
+                    "targets": ["mock/echo", "mock/slow"], "repetitions": 3,
+                    "metadata": { "delay-ms": 40, "word-delay-ms": 0 } }),
+        )
+        .await
+        .expect(201)
+        .body;
+    let id = created["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + PATIENCE;
+    let report = loop {
+        let r = s
+            .get(&format!("/api/benchmarks/{id}"), &admin)
+            .await
+            .expect(200)
+            .body;
+        if r["status"] != "running" {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "never finished: {r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(report["status"], "completed", "{report}");
+    let browser = Browser::open(&s, 1280).await;
+    browser.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    browser.goto("/console/benchmarks").await;
+    assert!(browser.text("#benchmarks").await.contains("speed"));
+    browser.click("#benchmarks a").await;
+    browser.wait_for_text("h1", "speed").await;
+    let verdicts = browser.text("#verdicts").await;
+    for c in report["comparisons"].as_array().unwrap() {
+        assert!(
+            verdicts.contains(c["sentence"].as_str().unwrap()),
+            "{c} not in {verdicts}"
+        );
+    }
+    let targets = browser.text("#targets").await;
+    for t in report["by_target"].as_array().unwrap() {
+        let line = format!(
+            "{} {} {}",
+            t["target"].as_str().unwrap(),
+            t["runs"],
+            t["completed"]
+        );
+        assert!(targets.contains(&line), "{line} not in {targets}");
+    }
+    browser.screenshot(&format!("benchmark-{}", tag(b))).await;
+}
+
 dual_backend_tests!(
+    benchmarks_page,
     organization_picker,
     integrations_page,
     agents_page,

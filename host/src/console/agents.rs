@@ -263,10 +263,7 @@ async fn detail_page(console: &Console, session: &Session, id: &str, draft: Draf
         Err(failed) => return failed.into_response(),
     };
     let base = format!("/console/agents/{}", enc(id));
-    let mut body = format!(
-        r#"<p><a href="/console/agents">← Agents</a></p><h1>{}</h1>"#,
-        t(&a["name"])
-    );
+    let mut body = html::heading("/console/agents", "Agents", &a["name"]);
     body.push_str(&html::facts(&[
         ("Type", t(&a["type"])),
         ("Status", html::status(&a["status"])),

@@ -110,10 +110,7 @@ pub(crate) async fn detail(
         Ok(b) => b,
         Err(failed) => return failed.into_response(),
     };
-    let mut body = format!(
-        r#"<p><a href="/console/benchmarks">← Benchmarks</a></p><h1>{}</h1>"#,
-        t(&b["name"])
-    );
+    let mut body = html::heading("/console/benchmarks", "Benchmarks", &b["name"]);
     body.push_str(&html::facts(&[
         ("Status", html::status(&b["status"])),
         ("Task type", t(&b["task_type"])),

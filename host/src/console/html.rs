@@ -206,6 +206,17 @@ pub(crate) fn form(
     )
 }
 
+/// An object's page heading: a link back to its list, then `title`
+/// (escaped here).
+pub(crate) fn heading(back: &str, list: &str, title: &Value) -> String {
+    format!(
+        r#"<p><a href="{}">← {}</a></p><h1>{}</h1>"#,
+        esc(back),
+        esc(list),
+        t(title)
+    )
+}
+
 /// A list of facts: (term, value as HTML already escaped).
 pub(crate) fn facts(pairs: &[(&str, String)]) -> String {
     let items: String = pairs

@@ -254,10 +254,7 @@ async fn detail_page(console: &Console, session: &Session, id: &str, draft: Draf
         Err(failed) => return failed.into_response(),
     };
     let base = format!("/console/integrations/{}", enc(id));
-    let mut body = format!(
-        r#"<p><a href="/console/integrations">← Integrations</a></p><h1>{}</h1>"#,
-        t(&i["name"])
-    );
+    let mut body = html::heading("/console/integrations", "Integrations", &i["name"]);
     body.push_str(&html::facts(&[
         ("Provider", t(&i["provider"])),
         ("Plugin", t(&i["plugin"])),
