@@ -252,6 +252,21 @@ fn approval_flow() -> Value {
     })
 }
 
+/// Three tasks described `{what} {i}` finished through the offline
+/// `mock` provider (its integration made here).
+async fn three_finished_tasks(s: &Server, admin: &str, what: &str) {
+    s.mock_integration(admin, "mock").await;
+    for i in 0..3 {
+        let t = s
+            .finished_task(
+                admin,
+                json!({ "description": format!("{what} {i}"), "prompt": format!("hello {i}"), "cache": false }),
+            )
+            .await;
+        assert_eq!(t["status"], "completed", "{t}");
+    }
+}
+
 /// Start the approval flow; returns its id once it waits at the gate.
 async fn awaiting_gate(s: &Server, token: &str) -> String {
     let r = s
@@ -379,16 +394,7 @@ impl Browser {
 async fn overview_matches_the_api(b: Backend) {
     let s = Server::start(b).await;
     let admin = s.admin_token().await;
-    s.mock_integration(&admin, "mock").await;
-    for i in 0..3 {
-        let t = s
-            .finished_task(
-                &admin,
-                json!({ "description": format!("overview {i}"), "prompt": format!("hello {i}"), "cache": false }),
-            )
-            .await;
-        assert_eq!(t["status"], "completed", "{t}");
-    }
+    three_finished_tasks(&s, &admin, "overview").await;
     let me = s.get("/api/users/me", &admin).await.expect(200).body;
     let org = me["org_id"].as_str().unwrap().to_string();
     s.put(
@@ -760,6 +766,950 @@ async fn a_failed_call_shows_a_readable_error(b: Backend) {
     assert_eq!(browser.text("h1").await, "Not Found");
     assert!(browser.text("main [role=alert]").await.contains("task"));
 }
+
+impl Browser {
+    /// Type `value` into the field `#id` (emptied first).
+    async fn fill(&self, id: &str, value: &str) {
+        let el = self.client.find(Locator::Id(id)).await.unwrap();
+        el.clear().await.unwrap();
+        el.send_keys(value).await.unwrap();
+    }
+
+    /// Choose the option `value` of the select `#id`.
+    async fn choose(&self, id: &str, value: &str) {
+        self.client
+            .find(Locator::Id(id))
+            .await
+            .unwrap()
+            .select_by_value(value)
+            .await
+            .unwrap();
+    }
+
+    /// Click the first element `css` selects.
+    async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"))
+            .click()
+            .await
+            .unwrap();
+    }
+
+    /// The page's HTML.
+    async fn source(&self) -> String {
+        self.client.source().await.unwrap()
+    }
+}
+
+const UPSTREAM_KEY: &str = "sk-console-upstream-key-0123456789";
+
+/// Integrations from the page: create one (the key never shown again,
+/// only its fingerprint), test it (the outcome the API recorded, passed
+/// and then failed), edit it, disable and enable it; a refused form keeps
+/// what was typed and says why.
+async fn integrations_page(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let mock = MockUpstream::start().await;
+    let base_url = format!("{}/v1", mock.base_url());
+    let browser = Browser::open(&s, 1280).await;
+    browser.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    browser.goto("/console/integrations").await;
+    browser.fill("new-name", "upstream").await;
+    browser.choose("new-provider", "openai_compatible").await;
+    browser.fill("new-base-url", &base_url).await;
+    browser.fill("new-model", "gpt-4o-mini").await;
+    browser.fill("new-key", UPSTREAM_KEY).await;
+    browser.click("#new-integration-submit").await;
+    browser.wait_for_text("h1", "upstream").await;
+    let list = s.get("/api/integrations", &admin).await.expect(200).body;
+    let created = list["items"][0].clone();
+    assert_eq!(created["name"], "upstream", "{list}");
+    assert_eq!(created["base_url"], base_url.as_str());
+    let id = created["id"].as_str().unwrap().to_string();
+    let fingerprint = created["key_fingerprint"].as_str().unwrap();
+    assert!(browser.body().await.contains(fingerprint));
+    assert!(
+        !browser.source().await.contains(UPSTREAM_KEY),
+        "the key is shown"
+    );
+    assert_eq!(browser.text("#test-outcome").await, "Not tested yet.");
+
+    // The test button: the outcome the API recorded.
+    browser.click(r#"form[action$="/test"] button"#).await;
+    browser.wait_for_text("#test-outcome", "passed").await;
+    let i = s
+        .get(&format!("/api/integrations/{id}"), &admin)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(i["last_test_result"]["ok"], true, "{i}");
+    let latency = i["last_test_result"]["latency_ms"].to_string();
+    assert!(
+        browser
+            .text("#test-outcome")
+            .await
+            .contains(&format!("in {latency} ms")),
+        "{}",
+        browser.text("#test-outcome").await
+    );
+    browser
+        .screenshot(&format!("integration-tested-{}", tag(b)))
+        .await;
+    mock.set_default(Fault::Status(401));
+    browser.click(r#"form[action$="/test"] button"#).await;
+    browser.wait_for_text("#test-outcome", "failed").await;
+    let i = s
+        .get(&format!("/api/integrations/{id}"), &admin)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(i["last_test_result"]["ok"], false, "{i}");
+    let kind = i["last_test_result"]["error"]["kind"].as_str().unwrap();
+    assert!(browser.text("#test-outcome").await.contains(kind));
+    mock.set_default(Fault::Ok);
+
+    // Edit: a new default model and timeout; the key stays.
+    browser.fill("edit-model", "gpt-4o").await;
+    browser.fill("edit-timeout", "15000").await;
+    browser.click("#edit-integration-submit").await;
+    browser.wait_for_text("dl.facts", "15000").await;
+    let i = s
+        .get(&format!("/api/integrations/{id}"), &admin)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(i["default_model"], "gpt-4o");
+    assert_eq!(i["timeout_ms"], 15000);
+    assert_eq!(i["key_fingerprint"], fingerprint);
+    // A timeout out of range: the API's words, the typed value kept.
+    browser.fill("edit-timeout", "5").await;
+    browser.click("#edit-integration-submit").await;
+    let said = browser
+        .wait_for_text("main [role=alert]", "timeout_ms")
+        .await;
+    assert!(
+        said.starts_with("Unprocessable") || said.contains("422") || said.contains("must be"),
+        "{said}"
+    );
+    let kept = browser
+        .client
+        .find(Locator::Id("edit-timeout"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(kept.as_deref(), Some("5"));
+
+    // Disable, then enable.
+    browser.goto(&format!("/console/integrations/{id}")).await;
+    browser.click(r#"form[action$="/disable"] button"#).await;
+    browser.wait_for_text(".actions", "Enable").await;
+    let i = s
+        .get(&format!("/api/integrations/{id}"), &admin)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(i["status"], "disabled");
+    browser.click(r#"form[action$="/enable"] button"#).await;
+    browser.wait_for_text(".actions", "Disable").await;
+    let i = s
+        .get(&format!("/api/integrations/{id}"), &admin)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(i["status"], "active");
+
+    // A second one of the same name: refused, what was typed kept.
+    browser.goto("/console/integrations").await;
+    browser.fill("new-name", "upstream").await;
+    browser.choose("new-provider", "mock").await;
+    browser.click("#new-integration-submit").await;
+    let said = browser.wait_for_text("main [role=alert]", "exists").await;
+    assert!(said.starts_with("Conflict"), "{said}");
+    let kept = browser
+        .client
+        .find(Locator::Id("new-name"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(kept.as_deref(), Some("upstream"));
+    assert_eq!(
+        browser
+            .client
+            .find_all(Locator::Css("#integrations tbody tr"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+/// Agents from the page: create one, dry-run it (the result the API
+/// recorded: tokens, cost, the sample answer), edit it; a bad value is
+/// the API's readable refusal.
+async fn agents_page(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let mock = MockUpstream::start().await;
+    let base_url = format!("{}/v1", mock.base_url());
+    s.upstream_integration(&admin, "upstream", &base_url, UPSTREAM_KEY, 10_000)
+        .await;
+    let browser = Browser::open(&s, 1280).await;
+    browser.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    browser.goto("/console/agents").await;
+    browser.fill("new-name", "Coder").await;
+    browser.choose("new-type", "code_generator").await;
+    browser.fill("new-provider", "upstream").await;
+    browser.fill("new-model", "gpt-4o").await;
+    browser.fill("new-temperature", "0.3").await;
+    browser.fill("new-system-prompt", "You write Rust.").await;
+    browser.click("#new-agent-submit").await;
+    browser.wait_for_text("h1", "Coder").await;
+    let list = s.get("/api/agents", &admin).await.expect(200).body;
+    let agent = list["items"][0].clone();
+    assert_eq!(agent["config"]["model"], "gpt-4o", "{list}");
+    assert_eq!(agent["config"]["temperature"], 0.3);
+    assert_eq!(agent["config"]["system_prompt"], "You write Rust.");
+    let id = agent["id"].as_str().unwrap().to_string();
+
+    browser.click(r#"form[action$="/test"] button"#).await;
+    browser.wait_for_text("#dry-run-outcome", "passed").await;
+    let a = s
+        .get(&format!("/api/agents/{id}"), &admin)
+        .await
+        .expect(200)
+        .body;
+    let test = &a["last_test"];
+    assert_eq!(test["ok"], true, "{a}");
+    let shown = browser.text("#dry-run").await;
+    for field in ["input_tokens", "output_tokens"] {
+        assert!(shown.contains(&test[field].to_string()), "{field}: {shown}");
+    }
+    assert_eq!(
+        browser.text("#sample-output").await,
+        test["sample_output"].as_str().unwrap()
+    );
+    browser
+        .screenshot(&format!("agent-dry-run-{}", tag(b)))
+        .await;
+
+    // Edit: a new model is a new configuration version.
+    browser.fill("edit-model", "gpt-4o-mini").await;
+    browser.click("#edit-agent-submit").await;
+    browser.wait_for_text("dl.facts", "gpt-4o-mini").await;
+    let a = s
+        .get(&format!("/api/agents/{id}"), &admin)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(a["config"]["model"], "gpt-4o-mini");
+    assert_eq!(a["config_version"], 2);
+    // Out of range: refused in the API's words, nothing changed.
+    browser.fill("edit-temperature", "7").await;
+    browser.click("#edit-agent-submit").await;
+    let said = browser
+        .wait_for_text("main [role=alert]", "config.temperature")
+        .await;
+    assert!(said.starts_with("Unprocessable"), "{said}");
+    let a = s
+        .get(&format!("/api/agents/{id}"), &admin)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(a["config"]["temperature"], 0.3);
+}
+
+/// API keys from the page: a new key is shown once (it works), never
+/// again; revoking it stops it.
+async fn api_keys_page(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let browser = Browser::open(&s, 1280).await;
+    browser.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    browser.goto("/console/api-keys").await;
+    browser.fill("key-name", "ci").await;
+    browser.choose("key-role", "viewer").await;
+    browser.click("#new-key-form-submit").await;
+    let key = browser.wait_for_text("#new-key-value", "vel_").await;
+    s.get("/api/agents", &key).await.expect(200);
+    let list = s.get("/api/api-keys", &admin).await.expect(200).body;
+    assert_eq!(list["items"][0]["role"], "viewer", "{list}");
+    assert!(browser.text("#api-keys").await.contains("ci"));
+    browser
+        .screenshot(&format!("api-key-once-{}", tag(b)))
+        .await;
+    // Never again.
+    browser.goto("/console/api-keys").await;
+    assert!(!browser.has("#new-key").await);
+    assert!(
+        !browser.source().await.contains(&key),
+        "the key is shown again"
+    );
+    browser
+        .click(r#"#api-keys form[action$="/revoke"] button"#)
+        .await;
+    browser.wait_for_text("#api-keys", "revoked").await;
+    s.get("/api/agents", &key)
+        .await
+        .expect_error(401, "unauthorized");
+}
+
+/// Members from the page: change a member's role, invite someone (the
+/// token shown once, and it works), remove a member.
+async fn members_page(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let (viewer_id, _) = s.member(&admin, "viewer@x.test", "viewer").await;
+    let me = s.get("/api/users/me", &admin).await.expect(200).body;
+    let org = me["org_id"].as_str().unwrap().to_string();
+    let browser = Browser::open(&s, 1280).await;
+    browser.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    browser.goto("/console/members").await;
+    assert!(browser.text("#members").await.contains("viewer@x.test"));
+    assert!(browser.text("#roles").await.contains("agent_manager"));
+    browser
+        .choose(&format!("role-{viewer_id}"), "agent_manager")
+        .await;
+    browser
+        .click(&format!(
+            r#"form[action="/console/members/{viewer_id}/role"] button"#
+        ))
+        .await;
+    let role_of = |members: &Value, id: &str| {
+        members["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["user_id"] == id)
+            .map(|m| m["role"].clone())
+    };
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let members = s
+            .get(&format!("/api/organizations/{org}/members"), &admin)
+            .await
+            .expect(200)
+            .body;
+        if role_of(&members, &viewer_id) == Some(json!("agent_manager")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the role never changed: {members}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    browser.goto("/console/members").await;
+    browser.fill("invite-email", "new@x.test").await;
+    browser.choose("invite-role", "task_executor").await;
+    browser.click("#invite-submit").await;
+    let token = browser.wait_for_text("#invitation-token", "vel_inv_").await;
+    assert!(browser.text("#invitations").await.contains("new@x.test"));
+    browser.screenshot(&format!("members-{}", tag(b))).await;
+    let accepted = s
+        .call(
+            reqwest::Method::POST,
+            "/api/invitations/accept",
+            None,
+            Some(json!({ "token": token, "password": USER_PASSWORD })),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(accepted["role"], "task_executor", "{accepted}");
+
+    browser.goto("/console/members").await;
+    browser
+        .click(&format!(
+            r#"form[action="/console/members/{viewer_id}/remove"] button"#
+        ))
+        .await;
+    browser.wait_for_text("h1", "Members").await;
+    let members = s
+        .get(&format!("/api/organizations/{org}/members"), &admin)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(role_of(&members, &viewer_id), None, "{members}");
+    assert!(!browser.text("#members").await.contains("viewer@x.test"));
+}
+
+/// A plugin from the page: upload a real component with its manifest
+/// (activated), a second version, roll back, disable.
+async fn plugin_upload_page(b: Backend) {
+    use crate::support::guests::{FLIP_ROUTER, build_guest, manifest};
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let dir = s.data_dir.join("uploads");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (version, features) in [("1.0.0", &[][..]), ("2.0.0", &["v2"][..])] {
+        std::fs::write(
+            dir.join(format!("router-{version}.wasm")),
+            build_guest(FLIP_ROUTER, features),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(format!("router-{version}.toml")),
+            manifest("flip-router", version, "router", ""),
+        )
+        .unwrap();
+    }
+    let browser = Browser::open(&s, 1280).await;
+    browser.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let upload = |version: &'static str| {
+        let browser = &browser;
+        let dir = dir.clone();
+        async move {
+            browser.goto("/console/plugins").await;
+            let file = |ext: &str| {
+                dir.join(format!("router-{version}.{ext}"))
+                    .display()
+                    .to_string()
+            };
+            browser
+                .client
+                .find(Locator::Id("upload-component"))
+                .await
+                .unwrap()
+                .send_keys(&file("wasm"))
+                .await
+                .unwrap();
+            browser
+                .client
+                .find(Locator::Id("upload-manifest"))
+                .await
+                .unwrap()
+                .send_keys(&file("toml"))
+                .await
+                .unwrap();
+            browser.choose("upload-scope", "organization").await;
+            browser.choose("upload-activate", "true").await;
+            browser.click("#upload-submit").await;
+            browser.wait_for_text("#active-version", version).await;
+        }
+    };
+    upload("1.0.0").await;
+    assert_eq!(browser.text("h1").await, "flip-router");
+    upload("2.0.0").await;
+    let api = || {
+        let (s, admin) = (&s, &admin);
+        async move {
+            s.get("/api/plugins/flip-router?scope=organization", admin)
+                .await
+                .expect(200)
+                .body
+        }
+    };
+    let p = api().await;
+    assert_eq!(p["active_version"], "2.0.0", "{p}");
+    let sha = p["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["version"] == "2.0.0")
+        .unwrap()["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(browser.text("#versions").await.contains(&sha));
+    browser
+        .screenshot(&format!("plugin-uploaded-{}", tag(b)))
+        .await;
+    browser.click(r#"form[action*="/rollback"] button"#).await;
+    browser.wait_for_text("#active-version", "1.0.0").await;
+    assert_eq!(api().await["active_version"], "1.0.0");
+    browser.click(r#"form[action*="/disable"] button"#).await;
+    browser.wait_for_text(".actions", "Enable").await;
+    assert_eq!(api().await["status"], "disabled");
+    // Other bytes under a version that exists: the API's reason, on the page.
+    browser.goto("/console/plugins").await;
+    browser
+        .client
+        .find(Locator::Id("upload-component"))
+        .await
+        .unwrap()
+        .send_keys(&dir.join("router-2.0.0.wasm").display().to_string())
+        .await
+        .unwrap();
+    browser
+        .client
+        .find(Locator::Id("upload-manifest"))
+        .await
+        .unwrap()
+        .send_keys(&dir.join("router-1.0.0.toml").display().to_string())
+        .await
+        .unwrap();
+    browser.click("#upload-submit").await;
+    let said = browser
+        .wait_for_text("main [role=alert]", "immutable")
+        .await;
+    assert!(said.starts_with("Conflict"), "{said}");
+}
+
+/// A viewer is offered no write control on the new pages, and the server
+/// refuses each write anyway, changing nothing.
+async fn viewers_cannot_write_on_the_new_pages(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    s.member(&admin, "viewer@x.test", "viewer").await;
+    let integration = s.mock_integration(&admin, "mock").await;
+    let agent = s
+        .post(
+            "/api/agents",
+            &admin,
+            json!({ "name": "A", "type": "researcher", "config": { "provider": "mock", "model": "m" } }),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let viewer = Browser::open(&s, 1280).await;
+    viewer.sign_in("viewer@x.test", USER_PASSWORD).await;
+    let nav = viewer.text("header nav").await;
+    assert!(
+        nav.contains("Integrations") && nav.contains("Agents"),
+        "{nav}"
+    );
+    assert!(
+        !nav.contains("API keys") && !nav.contains("Members"),
+        "{nav}"
+    );
+    for page in [
+        "/console/integrations".to_string(),
+        format!("/console/integrations/{integration}"),
+        "/console/agents".to_string(),
+        format!("/console/agents/{agent}"),
+        "/console/plugins".to_string(),
+        "/console/api-keys".to_string(),
+        "/console/members".to_string(),
+    ] {
+        viewer.goto(&page).await;
+        assert!(!viewer.has("main form").await, "{page} offers a form");
+    }
+    // The pages the viewer may not read say so.
+    viewer.goto("/console/api-keys").await;
+    assert!(
+        viewer
+            .text("main [role=alert]")
+            .await
+            .starts_with("Forbidden")
+    );
+    viewer.screenshot(&format!("viewer-keys-{}", tag(b))).await;
+    viewer.goto("/console/integrations").await;
+    let cookie = viewer.session_cookie().await;
+    // The CSRF token of the viewer's session (from the sign-out form).
+    let csrf = viewer.csrf().await;
+    let forged: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (
+            "/console/integrations".into(),
+            vec![("name", "x"), ("provider", "mock")],
+        ),
+        (
+            format!("/console/integrations/{integration}/disable"),
+            vec![],
+        ),
+        (format!("/console/integrations/{integration}/test"), vec![]),
+        (
+            format!("/console/integrations/{integration}/delete"),
+            vec![],
+        ),
+        (
+            "/console/agents".into(),
+            vec![
+                ("name", "x"),
+                ("type", "researcher"),
+                ("provider", "mock"),
+                ("model", "m"),
+            ],
+        ),
+        (format!("/console/agents/{agent}/test"), vec![]),
+        (format!("/console/agents/{agent}/delete"), vec![]),
+        (
+            "/console/api-keys".into(),
+            vec![("name", "x"), ("role", "viewer")],
+        ),
+        (
+            "/console/members/invite".into(),
+            vec![("email", "y@x.test"), ("role", "viewer")],
+        ),
+    ];
+    for (path, fields) in &forged {
+        let mut all = fields.clone();
+        all.push(("csrf", &csrf));
+        let (status, page) = form_post(&s, path, &cookie, &all).await;
+        assert_eq!(status, 403, "{path}: {page}");
+        assert!(page.contains("permission"), "{path}: {page}");
+    }
+    // A forged upload, too.
+    let form = reqwest::multipart::Form::new()
+        .text("csrf", csrf.clone())
+        .part(
+            "component",
+            reqwest::multipart::Part::bytes(b"\0asm".to_vec()).file_name("c.wasm"),
+        )
+        .part(
+            "manifest",
+            reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("m.toml"),
+        )
+        .text("scope", "organization")
+        .text("activate", "true");
+    let resp = s
+        .http
+        .post(s.url("/console/plugins"))
+        .header("cookie", format!("vel_session={cookie}"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    // Nothing changed.
+    let i = s
+        .get(&format!("/api/integrations/{integration}"), &admin)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(i["status"], "active");
+    assert!(i["last_test_at"].is_null(), "{i}");
+    assert_eq!(
+        s.get("/api/integrations", &admin).await.expect(200).body["total"],
+        1
+    );
+    let a = s
+        .get(&format!("/api/agents/{agent}"), &admin)
+        .await
+        .expect(200)
+        .body;
+    assert!(a["last_test"].is_null(), "{a}");
+    assert_eq!(
+        s.get("/api/agents", &admin).await.expect(200).body["total"],
+        1
+    );
+    assert_eq!(
+        s.get("/api/api-keys", &admin).await.expect(200).body["total"],
+        0
+    );
+}
+
+/// A second tenant's admin sees none of the first tenant's integrations,
+/// agents, keys or members, in lists or by address.
+async fn a_second_tenant_sees_none_of_the_new_pages(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let integration = s
+        .integration(
+            &admin,
+            json!({ "name": "first-secret-integration", "provider": "mock" }),
+        )
+        .await;
+    let agent = s
+        .post(
+            "/api/agents",
+            &admin,
+            json!({ "name": "first-secret-agent", "type": "researcher",
+                    "config": { "provider": "first-secret-integration", "model": "m" } }),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.api_key(&admin, "first-secret-key", "viewer").await;
+    s.member(&admin, "first-secret-member@x.test", "viewer")
+        .await;
+    s.tenant(&admin, "second").await;
+    // At a phone's width: each page fits it.
+    let browser = Browser::open(&s, 375).await;
+    browser.sign_in("owner@second.test", USER_PASSWORD).await;
+    for page in [
+        "/console/integrations",
+        "/console/agents",
+        "/console/api-keys",
+        "/console/members",
+        "/console/performance",
+        "/console/costs",
+        "/console/benchmarks",
+        "/console/organizations",
+    ] {
+        browser.goto(page).await;
+        let source = browser.source().await;
+        assert!(
+            !source.contains("first-secret"),
+            "{page} shows the first tenant's data"
+        );
+        let overflow = browser
+            .client
+            .execute(
+                "return document.documentElement.scrollWidth - window.innerWidth;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert!(
+            overflow.as_i64().unwrap_or(1) <= 0,
+            "{page} overflows by {overflow}"
+        );
+    }
+    browser.goto("/console/members").await;
+    assert!(browser.text("#members").await.contains("owner@second.test"));
+    browser
+        .goto(&format!("/console/integrations/{integration}"))
+        .await;
+    assert_eq!(browser.text("h1").await, "Not Found");
+    browser.goto(&format!("/console/agents/{agent}")).await;
+    assert_eq!(browser.text("h1").await, "Not Found");
+    browser
+        .screenshot(&format!("second-tenant-members-{}", tag(b)))
+        .await;
+}
+
+/// The performance and costs pages show the analytics API's figures for
+/// the chosen range, and their CSV holds what the page shows.
+async fn performance_and_costs_pages(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    three_finished_tasks(&s, &admin, "perf").await;
+    let browser = Browser::open(&s, 1280).await;
+    browser.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    browser.goto("/console/performance").await;
+    browser.choose("f-range", "hour").await;
+    browser.click("form.filters button").await;
+    browser.wait_for_text("#providers", "mock").await;
+    let url = browser.client.current_url().await.unwrap();
+    assert_eq!(url.query(), Some("range=hour"));
+    let from = (chrono::Utc::now() - chrono::Duration::hours(1))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let latency = s
+        .get(&format!("/api/analytics/latency?from={from}"), &admin)
+        .await
+        .expect(200)
+        .body;
+    let row = &latency["items"][0];
+    assert_eq!(row["requests"], 3, "{latency}");
+    let cells: Vec<String> = {
+        let mut out = Vec::new();
+        for td in browser
+            .client
+            .find_all(Locator::Css("#providers tbody tr:first-child td"))
+            .await
+            .unwrap()
+        {
+            out.push(td.text().await.unwrap());
+        }
+        out
+    };
+    assert_eq!(cells[0], row["provider"].as_str().unwrap());
+    assert_eq!(cells[2], "3");
+    assert_eq!(
+        cells[3],
+        format!("{:.1}%", row["success_rate"].as_f64().unwrap() * 100.0)
+    );
+    browser.screenshot(&format!("performance-{}", tag(b))).await;
+    // The CSV is the table.
+    let cookie = browser.session_cookie().await;
+    let href = browser
+        .client
+        .find(Locator::Css(r#"a[href*="table=providers"]"#))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    let resp = s
+        .http
+        .get(s.url(&href))
+        .header("cookie", format!("vel_session={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let csv = resp.text().await.unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "Provider,Model,Requests,Success rate,Fallback rate,p50,p95,p99,Cost ($)"
+    );
+    assert_eq!(lines[1], cells.join(","));
+    assert_eq!(lines.len(), 2, "{csv}");
+
+    browser.goto("/console/costs?range=week").await;
+    let costs = s
+        .get(
+            &format!(
+                "/api/analytics/costs?from={}",
+                (chrono::Utc::now() - chrono::Duration::days(7)).format("%Y-%m-%dT%H:%M:%SZ")
+            ),
+            &admin,
+        )
+        .await
+        .expect(200)
+        .body;
+    let provider = &costs["by_provider"][0];
+    let shown = browser.text("#by-provider tbody tr:first-child").await;
+    let cost = |v: &Value| {
+        let s = format!("{:.9}", v.as_f64().unwrap());
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    };
+    assert_eq!(
+        shown,
+        format!(
+            "{} {}",
+            provider["name"].as_str().unwrap(),
+            cost(&provider["cost_usd"])
+        )
+    );
+    browser.screenshot(&format!("costs-{}", tag(b))).await;
+}
+
+/// A person in two organizations moves between them from the
+/// organizations page: the password asked again, the old session revoked,
+/// the pages then show the other organization's data only.
+async fn organization_picker(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    s.member(&admin, "both@x.test", "agent_manager").await;
+    s.integration(
+        &admin,
+        json!({ "name": "first-org-integration", "provider": "mock" }),
+    )
+    .await;
+    let (second, owner) = s.tenant(&admin, "second").await;
+    let invited = s
+        .post(
+            &format!("/api/organizations/{second}/invitations"),
+            &owner,
+            json!({ "email": "both@x.test", "role": "viewer" }),
+        )
+        .await
+        .expect(201)
+        .body;
+    s.call(
+        reqwest::Method::POST,
+        "/api/invitations/accept",
+        None,
+        Some(json!({ "token": invited["token"], "password": USER_PASSWORD })),
+    )
+    .await
+    .expect(200);
+    let browser = Browser::open(&s, 1280).await;
+    browser.sign_in("both@x.test", USER_PASSWORD).await;
+    let first = browser.text("#who").await;
+    assert!(!first.contains(&second), "{first}");
+    let old = browser.session_cookie().await;
+    browser.goto("/console/organizations").await;
+    assert!(browser.text("#organizations").await.contains("second"));
+    browser.choose("switch-org", &second).await;
+    browser.fill("switch-password", "not-the-password-1").await;
+    browser.click("#switch-submit").await;
+    let said = browser.wait_for_text("main [role=alert]", "password").await;
+    assert!(said.starts_with("Unauthorized"), "{said}");
+    browser.choose("switch-org", &second).await;
+    browser.fill("switch-password", USER_PASSWORD).await;
+    browser.click("#switch-submit").await;
+    browser.wait_for_text("#who", &second).await;
+    assert!(browser.text("#who").await.contains("viewer"));
+    let new = browser.session_cookie().await;
+    assert_eq!(
+        s.get("/api/users/me", &new).await.expect(200).body["org_id"],
+        second.as_str()
+    );
+    s.get("/api/users/me", &old)
+        .await
+        .expect_error(401, "unauthorized");
+    browser.goto("/console/integrations").await;
+    assert!(!browser.source().await.contains("first-org-integration"));
+    browser
+        .screenshot(&format!("organizations-{}", tag(b)))
+        .await;
+}
+
+/// The benchmarks page lists a benchmark and shows its verdicts and
+/// figures by target as the API reports them.
+async fn benchmarks_page(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    s.mock_integration(&admin, "mock").await;
+    let created = s
+        .post(
+            "/api/benchmarks",
+            &admin,
+            json!({ "name": "speed", "prompts": ["one two", "three"],
+                    "targets": ["mock/echo", "mock/slow"], "repetitions": 3,
+                    "metadata": { "delay-ms": 40, "word-delay-ms": 0 } }),
+        )
+        .await
+        .expect(201)
+        .body;
+    let id = created["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + PATIENCE;
+    let report = loop {
+        let r = s
+            .get(&format!("/api/benchmarks/{id}"), &admin)
+            .await
+            .expect(200)
+            .body;
+        if r["status"] != "running" {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "never finished: {r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(report["status"], "completed", "{report}");
+    let browser = Browser::open(&s, 1280).await;
+    browser.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    browser.goto("/console/benchmarks").await;
+    assert!(browser.text("#benchmarks").await.contains("speed"));
+    browser.click("#benchmarks a").await;
+    browser.wait_for_text("h1", "speed").await;
+    let verdicts = browser.text("#verdicts").await;
+    for c in report["comparisons"].as_array().unwrap() {
+        assert!(
+            verdicts.contains(c["sentence"].as_str().unwrap()),
+            "{c} not in {verdicts}"
+        );
+    }
+    let targets = browser.text("#targets").await;
+    for t in report["by_target"].as_array().unwrap() {
+        let line = format!(
+            "{} {} {}",
+            t["target"].as_str().unwrap(),
+            t["runs"],
+            t["completed"]
+        );
+        assert!(targets.contains(&line), "{line} not in {targets}");
+    }
+    browser.screenshot(&format!("benchmark-{}", tag(b))).await;
+}
+
+dual_backend_tests!(
+    benchmarks_page,
+    organization_picker,
+    integrations_page,
+    agents_page,
+    api_keys_page,
+    members_page,
+    plugin_upload_page,
+    viewers_cannot_write_on_the_new_pages,
+    a_second_tenant_sees_none_of_the_new_pages,
+    performance_and_costs_pages,
+);
 
 dual_backend_tests!(
     sign_in_and_out,

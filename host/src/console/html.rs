@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::session::{CSRF_FIELD, Session};
 use super::{Failed, enc};
+use crate::auth::Permission;
 
 /// `s` escaped for HTML text and attribute values.
 pub(crate) fn esc(s: &str) -> String {
@@ -117,13 +118,265 @@ pub(crate) fn button(
     )
 }
 
-/// The pages in the navigation: (path, label).
-const NAV: &[(&str, &str)] = &[
-    ("/console", "Overview"),
-    ("/console/tasks", "Tasks"),
-    ("/console/workflows", "Workflows"),
-    ("/console/plugins", "Plugins"),
-    ("/console/alerts", "Alerts"),
+/// What kind of control a form field is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Control<'a> {
+    /// An `<input>` of this type (`text`, `password`, `number`, `email`,
+    /// `file`…).
+    Input(&'a str),
+    /// A `<textarea>`.
+    TextArea,
+    /// A `<select>` of (value, label) options.
+    Select(&'a [(&'a str, &'a str)]),
+}
+
+/// A form field: its label and control, `id` unique on the page, `value`
+/// filled in (or the option selected).
+pub(crate) fn field(
+    id: &str,
+    name: &str,
+    label: &str,
+    control: Control<'_>,
+    value: &str,
+    required: bool,
+) -> String {
+    let req = if required { " required" } else { "" };
+    let input = match control {
+        Control::Input(kind) => format!(
+            r#"<input id="{id}" name="{name}" type="{kind}" value="{value}"{req}>"#,
+            id = esc(id),
+            name = esc(name),
+            kind = esc(kind),
+            value = esc(value),
+        ),
+        Control::TextArea => format!(
+            r#"<textarea id="{id}" name="{name}" rows="4"{req}>{value}</textarea>"#,
+            id = esc(id),
+            name = esc(name),
+            value = esc(value),
+        ),
+        Control::Select(options) => {
+            let options: String = options
+                .iter()
+                .map(|(v, l)| {
+                    let selected = if *v == value { " selected" } else { "" };
+                    format!(
+                        r#"<option value="{}"{selected}>{}</option>"#,
+                        esc(v),
+                        esc(l)
+                    )
+                })
+                .collect();
+            format!(
+                r#"<select id="{id}" name="{name}"{req}>{options}</select>"#,
+                id = esc(id),
+                name = esc(name),
+            )
+        }
+    };
+    format!(
+        r#"<div><label for="{}">{}</label>{input}</div>"#,
+        esc(id),
+        esc(label)
+    )
+}
+
+/// A form posting `fields` (from [`field`]) to `action` with the
+/// session's CSRF token; its submit button is `#{id}-submit`. `multipart`
+/// for a file upload.
+pub(crate) fn form(
+    session: &Session,
+    action: &str,
+    id: &str,
+    fields: &str,
+    submit: &str,
+    multipart: bool,
+) -> String {
+    let enctype = if multipart {
+        r#" enctype="multipart/form-data""#
+    } else {
+        ""
+    };
+    format!(
+        r#"<form method="post" action="{action}" id="{id}" class="edit"{enctype}><input type="hidden" name="{CSRF_FIELD}" value="{csrf}">{fields}<div><button type="submit" id="{id}-submit">{submit}</button></div></form>"#,
+        action = esc(action),
+        id = esc(id),
+        csrf = esc(session.csrf()),
+        submit = esc(submit),
+    )
+}
+
+/// An object's page heading: a link back to its list, then `title`
+/// (escaped here).
+pub(crate) fn heading(back: &str, list: &str, title: &Value) -> String {
+    format!(
+        r#"<p><a href="{}">← {}</a></p><h1>{}</h1>"#,
+        esc(back),
+        esc(list),
+        t(title)
+    )
+}
+
+/// A list of facts: (term, value as HTML already escaped).
+pub(crate) fn facts(pairs: &[(&str, String)]) -> String {
+    let items: String = pairs
+        .iter()
+        .map(|(term, value)| format!("<dt>{}</dt><dd>{value}</dd>", esc(term)))
+        .collect();
+    format!(r#"<dl class="facts">{items}</dl>"#)
+}
+
+/// A table `id` with (label, class) column heads around `rows` (its
+/// `<tr>`s, already escaped).
+pub(crate) fn table(id: &str, heads: &[(&str, &str)], rows: &str) -> String {
+    let heads: String = heads
+        .iter()
+        .map(|(label, class)| {
+            let class = if class.is_empty() {
+                String::new()
+            } else {
+                format!(r#" class="{}""#, esc(class))
+            };
+            format!(r#"<th scope="col"{class}>{}</th>"#, esc(label))
+        })
+        .collect();
+    format!(
+        r#"<div class="table-wrap"><table id="{}"><thead><tr>{heads}</tr></thead><tbody>{rows}</tbody></table></div>"#,
+        esc(id)
+    )
+}
+
+/// A page's part that says something happened (a secret shown once, an
+/// outcome): `html` already escaped.
+pub(crate) fn notice(id: &str, html: &str) -> String {
+    format!(
+        r#"<div class="notice" id="{}" role="status">{html}</div>"#,
+        esc(id)
+    )
+}
+
+/// A secret the API shows only once (a new API key, an invitation's
+/// token): `intro` (HTML, already escaped) and the secret in
+/// `<code id="{code_id}">`.
+pub(crate) fn shown_once(id: &str, intro: &str, code_id: &str, secret: &Value) -> String {
+    notice(
+        id,
+        &format!(
+            r#"<p>{intro} It is shown this once and cannot be shown again.</p><p><code id="{}">{}</code></p>"#,
+            esc(code_id),
+            t(secret)
+        ),
+    )
+}
+
+/// A table a page shows and exports as CSV from the same rows: what the
+/// file holds is what the page showed.
+#[derive(Debug, Clone)]
+pub(crate) struct Sheet {
+    /// Its id (the table's, and the `table=` of its CSV link).
+    pub(crate) id: &'static str,
+    /// Its heading.
+    pub(crate) title: &'static str,
+    /// Column heads: (label, class of the column's cells).
+    pub(crate) heads: Vec<(&'static str, &'static str)>,
+    /// Rows of plain text, one cell per head.
+    pub(crate) rows: Vec<Vec<String>>,
+}
+
+impl Sheet {
+    /// The heading, the table (or a line saying it is empty) and, given
+    /// `csv`, a link to its CSV (`csv` with `&table=` its id appended).
+    pub(crate) fn html(&self, csv: Option<&str>) -> String {
+        let mut out = format!("<h2>{}</h2>", esc(self.title));
+        if self.rows.is_empty() {
+            out.push_str("<p>Nothing in this range.</p>");
+            return out;
+        }
+        let rows: String = self
+            .rows
+            .iter()
+            .map(|row| {
+                let cells: String = row
+                    .iter()
+                    .zip(&self.heads)
+                    .map(|(cell, (_, class))| {
+                        if class.is_empty() {
+                            format!("<td>{}</td>", esc(cell))
+                        } else {
+                            format!(r#"<td class="{class}">{}</td>"#, esc(cell))
+                        }
+                    })
+                    .collect();
+                format!("<tr>{cells}</tr>")
+            })
+            .collect();
+        out.push_str(&table(self.id, &self.heads, &rows));
+        if let Some(csv) = csv {
+            out.push_str(&format!(
+                r#"<p><a href="{}" download>Export “{}” as CSV</a></p>"#,
+                esc(&format!("{csv}&table={}", self.id)),
+                esc(self.title)
+            ));
+        }
+        out
+    }
+
+    /// The rows as CSV (RFC 4180), heads first.
+    pub(crate) fn csv(&self) -> String {
+        let line = |cells: Vec<&str>| {
+            let cells: Vec<String> = cells.into_iter().map(csv_cell).collect();
+            format!("{}\r\n", cells.join(","))
+        };
+        let mut out = line(self.heads.iter().map(|(label, _)| *label).collect());
+        for row in &self.rows {
+            out.push_str(&line(row.iter().map(String::as_str).collect()));
+        }
+        out
+    }
+}
+
+/// One CSV cell: quoted when it must be; a text a spreadsheet would take
+/// for a formula is prefixed with `'`.
+fn csv_cell(cell: &str) -> String {
+    let cell = if cell.starts_with(['=', '+', '@', '\t']) {
+        format!("'{cell}")
+    } else {
+        cell.to_string()
+    };
+    if cell.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", cell.replace('"', "\"\""))
+    } else {
+        cell
+    }
+}
+
+/// The pages in the navigation: (path, label, the permission without
+/// which the page could only say no).
+const NAV: &[(&str, &str, Option<Permission>)] = &[
+    ("/console", "Overview", None),
+    (
+        "/console/performance",
+        "Performance",
+        Some(Permission::ViewAnalytics),
+    ),
+    ("/console/costs", "Costs", Some(Permission::ViewAnalytics)),
+    (
+        "/console/benchmarks",
+        "Benchmarks",
+        Some(Permission::ViewAnalytics),
+    ),
+    ("/console/tasks", "Tasks", None),
+    ("/console/workflows", "Workflows", None),
+    ("/console/agents", "Agents", None),
+    ("/console/integrations", "Integrations", None),
+    ("/console/plugins", "Plugins", None),
+    ("/console/alerts", "Alerts", None),
+    (
+        "/console/api-keys",
+        "API keys",
+        Some(Permission::ManageApiKeys),
+    ),
+    ("/console/members", "Members", Some(Permission::ManageUsers)),
 ];
 
 /// A whole page: the frame around `body`, `active` naming the navigation
@@ -138,7 +391,8 @@ pub(crate) fn page(
         Some(session) => {
             let links: String = NAV
                 .iter()
-                .map(|(href, label)| {
+                .filter(|(_, _, needs)| needs.is_none_or(|p| session.can(p)))
+                .map(|(href, label, _)| {
                     let current = if *label == active {
                         r#" aria-current="page""#
                     } else {
@@ -151,7 +405,7 @@ pub(crate) fn page(
             let who = format!("{} · {}", p.holding.role_names().join(", "), p.org_id);
             format!(
                 r#"<nav aria-label="Main"><ul>{links}</ul></nav>
-<div class="who"><span id="who" title="{who}">{who}</span>{logout}</div>"#,
+<div class="who"><span id="who" title="{who}">{who}</span><a href="/console/organizations">Organizations</a>{logout}</div>"#,
                 who = esc(&who),
                 logout = button(session, "/console/logout", "Sign out", "link", &[]),
             )
@@ -242,5 +496,27 @@ mod tests {
         assert_eq!(text(&serde_json::json!("s")), "s");
         assert!(status(&serde_json::json!("<x>")).contains("&lt;x&gt;"));
         assert_eq!(href("/p", &[("a", "1 2"), ("b", "")]), "/p?a=1%202");
+    }
+
+    #[test]
+    fn sheets_as_csv() {
+        let sheet = Sheet {
+            id: "t",
+            title: "T",
+            heads: vec![("Name", ""), ("Cost", "num")],
+            rows: vec![
+                vec!["a,b".into(), "1".into()],
+                vec!["=SUM(A1)".into(), "say \"hi\"".into()],
+            ],
+        };
+        assert_eq!(
+            sheet.csv(),
+            "Name,Cost\r\n\"a,b\",1\r\n'=SUM(A1),\"say \"\"hi\"\"\"\r\n"
+        );
+        assert!(
+            sheet
+                .html(Some("/x.csv?range=day"))
+                .contains("/x.csv?range=day&amp;table=t")
+        );
     }
 }

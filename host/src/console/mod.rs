@@ -1,5 +1,6 @@
 //! The web console: server-rendered pages under `/console` for operators
-//! and tenant admins (overview, tasks, workflows, plugins, alerts).
+//! and tenant admins (overview, tasks, workflows, agents, integrations,
+//! plugins, alerts, API keys, members and roles).
 //!
 //! Every page reads and writes through the API itself, in process: a
 //! console handler builds the API request with the session's access token
@@ -13,20 +14,27 @@
 //! derived from the session ([`session`]). Assets (one CSS and one
 //! JavaScript file) are embedded in the binary ([`assets`]).
 
+mod agents;
 mod alerts;
+mod analytics;
+mod api_keys;
 mod assets;
+mod benchmarks;
 mod html;
+mod integrations;
+mod members;
 mod overview;
 mod plugins;
 mod session;
 mod tasks;
 mod workflows;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -71,6 +79,10 @@ impl std::fmt::Debug for Console {
 /// `/console`; every other path goes to the API unchanged.
 pub fn with_console(state: AppState, api: Router) -> Router {
     let https = state.config.operations.https;
+    // An upload's form: the API's own limit, and room for the console's
+    // fields.
+    let upload_limit = crate::api::handlers::plugins::upload_body_limit(&state.config.registry)
+        .saturating_add(4096);
     let console = Console {
         state,
         api: api.clone(),
@@ -79,6 +91,10 @@ pub fn with_console(state: AppState, api: Router) -> Router {
         .route("/", get(overview::page))
         .route("/login", get(session::login_form).post(session::login))
         .route("/logout", post(session::logout))
+        .route(
+            "/organizations",
+            get(session::organizations).post(session::switch_organization),
+        )
         .route("/assets/{file}", get(assets::serve))
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::detail))
@@ -92,7 +108,12 @@ pub fn with_console(state: AppState, api: Router) -> Router {
         .route("/workflows/{id}/approve", post(workflows::approve))
         .route("/workflows/{id}/reject", post(workflows::reject))
         .route("/workflows/{id}/retry/{step}", post(workflows::retry))
-        .route("/plugins", get(plugins::list))
+        .route(
+            "/plugins",
+            get(plugins::list)
+                .post(plugins::upload)
+                .layer(DefaultBodyLimit::max(upload_limit)),
+        )
         .route("/plugins/{name}", get(plugins::detail))
         .route(
             "/plugins/{name}/versions/{version}/activate",
@@ -101,6 +122,30 @@ pub fn with_console(state: AppState, api: Router) -> Router {
         .route("/plugins/{name}/rollback", post(plugins::rollback))
         .route("/plugins/{name}/disable", post(plugins::disable))
         .route("/plugins/{name}/enable", post(plugins::enable))
+        .route("/agents", get(agents::list).post(agents::create))
+        .route("/agents/{id}", get(agents::detail).post(agents::update))
+        .route("/agents/{id}/{action}", post(agents::act))
+        .route(
+            "/integrations",
+            get(integrations::list).post(integrations::create),
+        )
+        .route(
+            "/integrations/{id}",
+            get(integrations::detail).post(integrations::update),
+        )
+        .route("/integrations/{id}/{action}", post(integrations::act))
+        .route("/api-keys", get(api_keys::list).post(api_keys::create))
+        .route("/api-keys/{id}/revoke", post(api_keys::revoke))
+        .route("/members", get(members::list))
+        .route("/members/invite", post(members::invite))
+        .route("/members/{id}/role", post(members::set_role))
+        .route("/members/{id}/remove", post(members::remove))
+        .route("/performance", get(analytics::performance))
+        .route("/performance.csv", get(analytics::performance))
+        .route("/costs", get(analytics::costs))
+        .route("/costs.csv", get(analytics::costs))
+        .route("/benchmarks", get(benchmarks::list))
+        .route("/benchmarks/{id}", get(benchmarks::detail))
         .route("/alerts", get(alerts::list))
         .route("/alerts/{id}/acknowledge", post(alerts::acknowledge))
         .fallback(not_found)
@@ -246,6 +291,19 @@ impl Console {
         body: Option<&Value>,
         origin: &Origin,
     ) -> Response {
+        let body = body.map(|b| ("application/json".to_string(), Body::from(b.to_string())));
+        self.send_body(method, path, token, body, origin).await
+    }
+
+    /// [`Console::send`] with a body of any (content type, bytes).
+    async fn send_body(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<(String, Body)>,
+        origin: &Origin,
+    ) -> Response {
         let mut builder = Request::builder().method(method).uri(path);
         if let Some(token) = token {
             builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
@@ -254,9 +312,9 @@ impl Console {
             builder = builder.header(name, value);
         }
         let request = match body {
-            Some(body) => builder
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(body.to_string())),
+            Some((content_type, body)) => builder
+                .header(header::CONTENT_TYPE, content_type)
+                .body(body),
             None => builder.body(Body::empty()),
         };
         let mut request = match request {
@@ -284,25 +342,28 @@ impl Console {
         body: Option<&Value>,
         origin: &Origin,
     ) -> Result<Value, Failed> {
-        let resp = self.send(method, path, token, body, origin).await;
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), MAX_API_BODY)
-            .await
-            .map_err(|e| Failed {
-                status: StatusCode::BAD_GATEWAY,
-                message: format!("the API's answer could not be read: {e}"),
-                details: Vec::new(),
-            })?;
-        let value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-        };
-        if status.is_success() {
-            Ok(value)
-        } else {
-            Err(Failed::from_reply(status, &value))
-        }
+        read_answer(self.send(method, path, token, body, origin).await).await
+    }
+
+    /// A `POST` of a `content_type` body (a multipart upload) as the
+    /// session's holder.
+    pub(crate) async fn post_raw(
+        &self,
+        session: &Session,
+        path: &str,
+        content_type: String,
+        body: Vec<u8>,
+    ) -> Result<Value, Failed> {
+        let resp = self
+            .send_body(
+                Method::POST,
+                path,
+                Some(session.token()),
+                Some((content_type, Body::from(body))),
+                session.origin(),
+            )
+            .await;
+        read_answer(resp).await
     }
 
     /// A read as the session's holder.
@@ -324,14 +385,57 @@ impl Console {
         path: &str,
         body: &Value,
     ) -> Result<Value, Failed> {
-        self.call(
-            Method::POST,
-            path,
-            Some(session.token()),
-            Some(body),
-            session.origin(),
-        )
-        .await
+        self.write(session, Method::POST, path, Some(body)).await
+    }
+
+    /// A write of any method as the session's holder (`body` JSON, or
+    /// none).
+    pub(crate) async fn write(
+        &self,
+        session: &Session,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, Failed> {
+        self.call(method, path, Some(session.token()), body, session.origin())
+            .await
+    }
+
+    /// A console form's write: the form's CSRF token checked, then
+    /// `method path` with `body` sent as the session's holder.
+    pub(crate) async fn submit(
+        &self,
+        session: &Session,
+        form: &HashMap<String, String>,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Sent {
+        if let Err(refused) = session.check_csrf(form) {
+            return Sent::Stop(refused.into_response());
+        }
+        match self.write(session, method, path, body).await {
+            Ok(answer) => Sent::Done(answer),
+            Err(failed) => Sent::Refused(failed),
+        }
+    }
+
+    /// [`Console::submit`], then a 303 to `back` when the API agrees, the
+    /// API's own words when it does not.
+    pub(crate) async fn form_write(
+        &self,
+        session: &Session,
+        form: &HashMap<String, String>,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        back: &str,
+    ) -> Response {
+        match self.submit(session, form, method, path, body).await {
+            Sent::Done(_) => redirect(back),
+            Sent::Refused(failed) => failed.into_response(),
+            Sent::Stop(resp) => resp,
+        }
     }
 
     /// An event stream of the API passed through as it comes (the
@@ -344,6 +448,28 @@ impl Console {
         }
         self.send(Method::GET, path, Some(session.token()), None, &origin)
             .await
+    }
+}
+
+/// The API's answer: its JSON on success, else [`Failed`].
+async fn read_answer(resp: Response) -> Result<Value, Failed> {
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), MAX_API_BODY)
+        .await
+        .map_err(|e| Failed {
+            status: StatusCode::BAD_GATEWAY,
+            message: format!("the API's answer could not be read: {e}"),
+            details: Vec::new(),
+        })?;
+    let value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+    };
+    if status.is_success() {
+        Ok(value)
+    } else {
+        Err(Failed::from_reply(status, &value))
     }
 }
 
@@ -363,3 +489,90 @@ pub(crate) fn enc(s: &str) -> String {
 
 /// A path parameter, as every page takes its id.
 pub(crate) type Id = Path<String>;
+
+/// A form's field `key`, trimmed; `None` when absent or blank.
+pub(crate) fn given<'a>(form: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
+    form.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+/// A form's number field as JSON: the number when it reads as one, else
+/// the text as typed (so the API names the problem); `None` when blank.
+pub(crate) fn number(form: &HashMap<String, String>, key: &str) -> Option<Value> {
+    let v = given(form, key)?;
+    Some(if let Ok(i) = v.parse::<i64>() {
+        Value::from(i)
+    } else if let Some(f) = v.parse::<f64>().ok().filter(|f| f.is_finite()) {
+        Value::from(f)
+    } else {
+        Value::from(v)
+    })
+}
+
+/// The JSON object of the form's non-blank text fields `keys` (the API
+/// reads a missing field as "unchanged" or "the default").
+pub(crate) fn texts(
+    form: &HashMap<String, String>,
+    keys: &[&str],
+) -> serde_json::Map<String, Value> {
+    keys.iter()
+        .filter_map(|k| given(form, k).map(|v| ((*k).to_string(), Value::from(v))))
+        .collect()
+}
+
+/// What a console form's write came to.
+#[derive(Debug)]
+pub(crate) enum Sent {
+    /// The API agreed: its answer.
+    Done(Value),
+    /// The API refused: its reason, for the form's page.
+    Refused(Failed),
+    /// Not sent (the form's CSRF token was wrong): the answer to give.
+    Stop(Response),
+}
+
+/// A form the API refused, sent back to its page: what was typed (filled
+/// in again) and the API's reason (shown above it).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Draft<'a> {
+    form: Option<&'a HashMap<String, String>>,
+    /// Why the API refused it.
+    pub(crate) failed: Option<&'a Failed>,
+}
+
+impl<'a> Draft<'a> {
+    /// No form sent back: fields show the current values.
+    pub(crate) fn none() -> Draft<'a> {
+        Draft::default()
+    }
+
+    /// `form`, refused for `failed`.
+    pub(crate) fn sent(form: &'a HashMap<String, String>, failed: &'a Failed) -> Draft<'a> {
+        Draft {
+            form: Some(form),
+            failed: Some(failed),
+        }
+    }
+
+    /// The API's refusal, to show above the form (empty when none); its
+    /// status becomes the page's. Shown whether or not the form is (a
+    /// refused viewer sees why).
+    pub(crate) fn refusal(&self, code: &mut StatusCode) -> String {
+        match self.failed {
+            Some(failed) => {
+                *code = failed.status;
+                html::failed_inline(failed)
+            }
+            None => String::new(),
+        }
+    }
+
+    /// What field `key` shows: as typed when sent back, else `current`
+    /// (blank for null).
+    pub(crate) fn value(&self, key: &str, current: &Value) -> String {
+        match self.form {
+            Some(form) => form.get(key).cloned().unwrap_or_default(),
+            None if current.is_null() => String::new(),
+            None => html::text(current),
+        }
+    }
+}

@@ -10,9 +10,13 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tracing::instrument;
 
-use super::html::{self, esc, t};
-use super::{Console, Session, enc, redirect};
+use axum::extract::Multipart;
+use axum::extract::multipart::MultipartRejection;
+
+use super::html::{self, Control, esc, t};
+use super::{Console, Draft, Session, enc, redirect};
 use crate::auth::Permission;
+use http::Method;
 
 /// The `?scope=` of a plugin route (platform or organization), checked.
 fn scope_of(q: &HashMap<String, String>) -> Option<&'static str> {
@@ -33,8 +37,12 @@ fn with_scope(path: &str, scope: Option<&str>) -> String {
 /// `GET /console/plugins`.
 #[instrument(skip_all, fields(org = %session.principal.org_id))]
 pub(crate) async fn list(State(console): State<Console>, session: Session) -> Response {
+    list_page(&console, &session, Draft::none()).await
+}
+
+async fn list_page(console: &Console, session: &Session, draft: Draft<'_>) -> Response {
     let mut body = String::from("<h1>Plugins</h1>");
-    let code = match console.get(&session, "/api/plugins").await {
+    let mut code = match console.get(session, "/api/plugins").await {
         Ok(list) => {
             body.push_str(r#"<div class="table-wrap"><table id="plugins"><thead><tr><th scope="col">Name</th><th scope="col">Kind</th><th scope="col">Scope</th><th scope="col">Status</th><th scope="col">Active version</th><th scope="col" class="hide-narrow">Previous</th></tr></thead><tbody>"#);
             for p in list["items"].as_array().into_iter().flatten() {
@@ -60,11 +68,158 @@ pub(crate) async fn list(State(console): State<Console>, session: Session) -> Re
             failed.status
         }
     };
-    (
-        code,
-        html::page(Some(&session), "Plugins", "Plugins", &body),
-    )
-        .into_response()
+    body.push_str(&draft.refusal(&mut code));
+    if session.can(Permission::ManagePlugins) {
+        body.push_str("<h2>Upload a version</h2>");
+        let scopes: &[(&str, &str)] = if session.principal.is_platform_admin() {
+            &[
+                ("organization", "This organization's"),
+                ("platform", "The platform's"),
+            ]
+        } else {
+            &[("organization", "This organization's")]
+        };
+        let none = serde_json::Value::Null;
+        let fields = [
+            html::field(
+                "upload-component",
+                "component",
+                "Component (.wasm)",
+                Control::Input("file"),
+                "",
+                true,
+            ),
+            html::field(
+                "upload-manifest",
+                "manifest",
+                "Manifest (vel-plugin.toml)",
+                Control::Input("file"),
+                "",
+                true,
+            ),
+            html::field(
+                "upload-signature",
+                "signature",
+                "Signature (base64 or hex; optional)",
+                Control::Input("text"),
+                &draft.value("signature", &none),
+                false,
+            ),
+            html::field(
+                "upload-scope",
+                "scope",
+                "Scope",
+                Control::Select(scopes),
+                &draft.value("scope", &none),
+                true,
+            ),
+            html::field(
+                "upload-activate",
+                "activate",
+                "Activate at once",
+                Control::Select(&[("true", "yes"), ("false", "no")]),
+                &draft.value("activate", &none),
+                true,
+            ),
+        ]
+        .concat();
+        body.push_str(&html::form(
+            session,
+            "/console/plugins",
+            "upload",
+            &fields,
+            "Upload",
+            true,
+        ));
+    }
+    (code, html::page(Some(session), "Plugins", "Plugins", &body)).into_response()
+}
+
+/// A `multipart/form-data` body of `parts` (name, file name, bytes): its
+/// content type and bytes.
+fn multipart_body(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = format!("vel-console-{}", hex::encode(rand::random::<[u8; 16]>()));
+    let mut out = Vec::new();
+    for (name, file, bytes) in parts {
+        out.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"").as_bytes(),
+        );
+        if let Some(file) = file {
+            out.extend_from_slice(
+                format!("; filename=\"{file}\"\r\nContent-Type: application/octet-stream")
+                    .as_bytes(),
+            );
+        }
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(bytes);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), out)
+}
+
+/// `POST /console/plugins`: the upload form's component, manifest and
+/// signature sent on to `POST /api/plugins` (multipart, as the API takes
+/// them), then the plugin's page; the API's refusal is shown above the
+/// form.
+#[instrument(skip_all, fields(org = %session.principal.org_id))]
+pub(crate) async fn upload(
+    State(console): State<Console>,
+    session: Session,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Response {
+    let mut multipart = match multipart {
+        Ok(m) => m,
+        Err(e) => return html::error_page(e.status(), &e.body_text()),
+    };
+    let mut texts = HashMap::new();
+    let mut component = Vec::new();
+    let mut manifest = Vec::new();
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) => {
+                return html::error_page(e.status(), &format!("the upload could not be read: {e}"));
+            }
+        };
+        let name = field.name().unwrap_or_default().to_string();
+        let bytes = match field.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                return html::error_page(e.status(), &format!("the upload could not be read: {e}"));
+            }
+        };
+        match name.as_str() {
+            "component" => component = bytes.to_vec(),
+            "manifest" => manifest = bytes.to_vec(),
+            _ => {
+                texts.insert(name, String::from_utf8_lossy(&bytes).into_owned());
+            }
+        }
+    }
+    if let Err(refused) = session.check_csrf(&texts) {
+        return refused.into_response();
+    }
+    let scope = scope_of(&texts).unwrap_or("organization");
+    let activate = texts.get("activate").is_some_and(|a| a == "true");
+    let mut parts: Vec<(&str, Option<&str>, &[u8])> = vec![
+        ("component", Some("component.wasm"), &component),
+        ("manifest", None, &manifest),
+    ];
+    let signature = texts.get("signature").map(|s| s.trim()).unwrap_or("");
+    if !signature.is_empty() {
+        parts.push(("signature", None, signature.as_bytes()));
+    }
+    let (content_type, bytes) = multipart_body(&parts);
+    let path = format!("/api/plugins?scope={scope}&activate={activate}");
+    match console.post_raw(&session, &path, content_type, bytes).await {
+        Ok(version) => redirect(&with_scope(
+            &format!("/console/plugins/{}", enc(&html::text(&version["plugin"]))),
+            Some(scope),
+        )),
+        Err(failed) => list_page(&console, &session, Draft::sent(&texts, &failed)).await,
+    }
 }
 
 /// `GET /console/plugins/{name}`.
@@ -187,18 +342,12 @@ async fn act(
     q: &HashMap<String, String>,
     form: &HashMap<String, String>,
 ) -> Response {
-    if let Err(refused) = session.check_csrf(form) {
-        return refused.into_response();
-    }
     let scope = scope_of(q);
     let api = with_scope(&format!("/api/plugins/{}/{what}", enc(name)), scope);
-    match console.post(session, &api, &json!({})).await {
-        Ok(_) => redirect(&with_scope(
-            &format!("/console/plugins/{}", enc(name)),
-            scope,
-        )),
-        Err(failed) => failed.into_response(),
-    }
+    let back = with_scope(&format!("/console/plugins/{}", enc(name)), scope);
+    console
+        .form_write(session, form, Method::POST, &api, Some(&json!({})), &back)
+        .await
 }
 
 /// `POST /console/plugins/{name}/versions/{version}/activate`.

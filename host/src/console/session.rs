@@ -270,23 +270,9 @@ pub(crate) async fn login(
         .await;
     match answer {
         Ok(token) => {
-            let Some(access) = token["token"].as_str() else {
-                return html::error_page(StatusCode::BAD_GATEWAY, "The login answer had no token.");
-            };
-            let ttl = token["expires_at"]
-                .as_str()
-                .and_then(|e| chrono::DateTime::parse_from_rfc3339(e).ok())
-                .map(|e| e.timestamp() - chrono::Utc::now().timestamp())
-                .unwrap_or(3600)
-                .max(1);
             let secure = console.state.config.operations.https;
-            let resp = redirect(&safe_next(next));
-            let resp = with_cookie(
-                resp,
-                &set_cookie(SESSION_COOKIE, access, "/console", ttl, secure),
-            );
             with_cookie(
-                resp,
+                signed_in(&console, &token, &safe_next(next)),
                 &set_cookie(LOGIN_COOKIE, "", "/console/login", 0, secure),
             )
         }
@@ -294,6 +280,159 @@ pub(crate) async fn login(
             let status = failed.status;
             login_page(&console, next, Some(&failed.message), status)
         }
+    }
+}
+
+/// A 303 to `to` setting the session cookie to the access token of
+/// `answer` (a `POST /api/auth/login` answer), expiring with it.
+fn signed_in(console: &Console, answer: &serde_json::Value, to: &str) -> Response {
+    let Some(access) = answer["token"].as_str() else {
+        return html::error_page(StatusCode::BAD_GATEWAY, "The login answer had no token.");
+    };
+    let ttl = answer["expires_at"]
+        .as_str()
+        .and_then(|e| chrono::DateTime::parse_from_rfc3339(e).ok())
+        .map(|e| e.timestamp() - chrono::Utc::now().timestamp())
+        .unwrap_or(3600)
+        .max(1);
+    let secure = console.state.config.operations.https;
+    with_cookie(
+        redirect(to),
+        &set_cookie(SESSION_COOKIE, access, "/console", ttl, secure),
+    )
+}
+
+/// `GET /console/organizations`: the organizations the holder belongs to
+/// (every one, for a platform admin), the current one marked, and a form
+/// to act in another. An access token acts in one organization, so moving
+/// to another is signing in there: the password is asked again
+/// (`POST /api/auth/login` with the organization), and the old token is
+/// revoked.
+#[instrument(skip_all, fields(org = %session.principal.org_id))]
+pub(crate) async fn organizations(State(console): State<Console>, session: Session) -> Response {
+    organizations_page(&console, &session, None).await
+}
+
+async fn organizations_page(
+    console: &Console,
+    session: &Session,
+    refused: Option<&super::Failed>,
+) -> Response {
+    let mut body = String::from("<h1>Organizations</h1>");
+    let mut code = StatusCode::OK;
+    if let Some(failed) = refused {
+        body.push_str(&html::failed_inline(failed));
+        code = failed.status;
+    }
+    match console.get(session, "/api/organizations?limit=100").await {
+        Ok(list) => {
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            let current = &session.principal.org_id;
+            let rows: String = items
+                .iter()
+                .map(|o| {
+                    let here = o["id"] == current.as_str();
+                    format!(
+                        r#"<tr data-org="{id}"><td>{name}{mark}</td><td class="mono">{id}</td></tr>"#,
+                        id = html::t(&o["id"]),
+                        name = html::t(&o["name"]),
+                        mark = if here { " <strong>(current)</strong>" } else { "" },
+                    )
+                })
+                .collect();
+            body.push_str(&html::table(
+                "organizations",
+                &[("Name", ""), ("Id", "mono")],
+                &rows,
+            ));
+            let others: Vec<(String, String)> = items
+                .iter()
+                .filter(|o| o["id"] != current.as_str())
+                .map(|o| (html::text(&o["id"]), html::text(&o["name"])))
+                .collect();
+            if others.is_empty() {
+                body.push_str("<p>You belong to this organization only.</p>");
+            } else {
+                let options: Vec<(&str, &str)> = others
+                    .iter()
+                    .map(|(i, n)| (i.as_str(), n.as_str()))
+                    .collect();
+                let fields = [
+                    html::field(
+                        "switch-org",
+                        "org_id",
+                        "Organization",
+                        html::Control::Select(&options),
+                        "",
+                        true,
+                    ),
+                    html::field(
+                        "switch-password",
+                        "password",
+                        "Your password",
+                        html::Control::Input("password"),
+                        "",
+                        true,
+                    ),
+                ]
+                .concat();
+                body.push_str("<h2>Act in another organization</h2>");
+                body.push_str(&html::form(
+                    session,
+                    "/console/organizations",
+                    "switch",
+                    &fields,
+                    "Switch",
+                    false,
+                ));
+            }
+        }
+        Err(failed) => {
+            body.push_str(&html::failed_inline(&failed));
+            code = failed.status;
+        }
+    }
+    (code, html::page(Some(session), "Organizations", "", &body)).into_response()
+}
+
+/// `POST /console/organizations`: sign in again in the chosen
+/// organization (the password checked by the API as at sign-in), take the
+/// new token as the session and revoke the old one.
+#[instrument(skip_all, fields(org = %session.principal.org_id))]
+pub(crate) async fn switch_organization(
+    State(console): State<Console>,
+    session: Session,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    if let Err(refused) = session.check_csrf(&form) {
+        return refused.into_response();
+    }
+    let me = match console.get(&session, "/api/users/me").await {
+        Ok(me) => me,
+        Err(failed) => return failed.into_response(),
+    };
+    let body = json!({
+        "email": me["email"],
+        "password": form.get("password").cloned().unwrap_or_default(),
+        "org_id": form.get("org_id").cloned().unwrap_or_default(),
+    });
+    let answer = console
+        .call(
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some(&body),
+            session.origin(),
+        )
+        .await;
+    match answer {
+        Ok(token) => {
+            if let Err(failed) = console.post(&session, "/api/auth/logout", &json!({})).await {
+                tracing::warn!(message = %failed.message, "console switch: the old token was not revoked");
+            }
+            signed_in(&console, &token, "/console")
+        }
+        Err(failed) => organizations_page(&console, &session, Some(&failed)).await,
     }
 }
 
