@@ -237,7 +237,7 @@ async fn embeddings_with_the_openai_sdk(b: Backend) {
         .await
         .expect(200);
 
-    let out = s.openai_sdk(&key, SDK_SCRIPT).await;
+    let out = s.openai_sdk(SDK_SCRIPT, &[&key]).await;
     // The SDK asked for base64 and decoded it to the same floats.
     assert_eq!(out["default"]["n"], 2, "{out}");
     assert_eq!(out["default"]["dims"], 8);

@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use vel_mock_upstream::{Fault, MockUpstream, count_tokens, expected_answer};
 
-use crate::support::{Backend, Resp, Server, python};
+use crate::support::{Backend, Resp, Server};
 
 /// Declared prices of `gpt-4o-mini` in the `openai-compatible` plugin, $/1K tokens.
 const MINI_INPUT_PER_1K: f64 = 0.0002;
@@ -519,31 +519,13 @@ print(json.dumps(out))
 "#;
 
 async fn openai_python_sdk_works_unchanged(b: Backend) {
-    let python = python();
     let mock = MockUpstream::start().await;
     let s = Server::start(b).await;
     let admin = s.admin_token().await;
     integration(&s, &admin, "upstream", &mock).await;
     let key = api_key(&s, &admin, "task_executor").await;
 
-    let output = tokio::process::Command::new(&python)
-        .arg("-c")
-        .arg(SDK_SCRIPT)
-        .arg(format!("{}/v1", s.base))
-        .arg(&key)
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("OPENAI_API_KEY")
-        .output()
-        .await
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the SDK script failed:\n{stderr}\nstdout: {stdout}\nserver stderr:\n{}",
-        s.stderr()
-    );
-    let out: Value = serde_json::from_str(stdout.trim()).expect("JSON from the script");
+    let out = s.openai_sdk(SDK_SCRIPT, &[&key]).await;
 
     let plain = &out["plain"];
     assert!(plain["id"].as_str().unwrap().starts_with("chatcmpl-"));
@@ -823,26 +805,7 @@ print(json.dumps(out))
 /// `X-Vel-Stream-Failover: mode` (none when empty): the text chunks it
 /// received, the error it raised, its task id and the answering provider.
 async fn sdk_stream(s: &Server, key: &str, mode: &str, prompt: &str, model: &str) -> Value {
-    let output = tokio::process::Command::new(python())
-        .arg("-c")
-        .arg(CUT_SCRIPT)
-        .arg(format!("{}/v1", s.base))
-        .arg(key)
-        .arg(mode)
-        .arg(prompt)
-        .arg(model)
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("OPENAI_API_KEY")
-        .output()
-        .await
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the SDK script failed:\n{}\nstdout: {stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(stdout.trim()).expect("JSON from the script")
+    s.openai_sdk(CUT_SCRIPT, &[key, mode, prompt, model]).await
 }
 
 /// Two integrations, `primary` (tried first) on `first` and `secondary` on

@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use vel_mock_upstream::{Fault, MockUpstream};
 
-use crate::support::{Backend, Resp, Server, python};
+use crate::support::{Backend, Resp, Server};
 
 const KEY: &str = "sk-gateway-errors-0123456789";
 
@@ -312,7 +312,6 @@ print(json.dumps(out))
 "#;
 
 async fn the_openai_sdk_raises_its_error_classes(b: Backend) {
-    let python = python();
     let throttled = MockUpstream::start().await;
     throttled.set_default(Fault::RateLimited {
         retry_after_secs: 60,
@@ -337,25 +336,7 @@ async fn the_openai_sdk_raises_its_error_classes(b: Backend) {
     let key = s.api_key(&admin, "executor", "task_executor").await;
     let viewer = s.api_key(&admin, "viewer", "viewer").await;
 
-    let output = tokio::process::Command::new(&python)
-        .arg("-c")
-        .arg(SDK_ERRORS)
-        .arg(format!("{}/v1", s.base))
-        .arg(&key)
-        .arg(&viewer)
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("OPENAI_API_KEY")
-        .output()
-        .await
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the SDK script failed:\n{}\nstdout: {stdout}\nserver stderr:\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        s.stderr()
-    );
-    let out: Value = serde_json::from_str(stdout.trim()).expect("JSON from the script");
+    let out = s.openai_sdk(SDK_ERRORS, &[&key, &viewer]).await;
     let expect = |name: &str, class: &str, status: u16, kind: &str, code: &str| {
         let e = &out[name];
         assert_eq!(e["class"], class, "{name}: {e}");

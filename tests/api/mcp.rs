@@ -577,9 +577,56 @@ async fn hostile_servers_are_contained(backend: Backend) {
     server.get("/api/health", &admin).await.expect(200);
 }
 
+/// A tool the server runs only as an MCP task (`simulate-research-query`,
+/// `execution.taskSupport: "required"`): called as a task, its status
+/// messages followed as progress, its result fetched at the end.
+async fn task_tools_are_polled_to_their_end(backend: Backend) {
+    let everything = Everything::start();
+    let server = Server::start(backend).await;
+    let admin = server.admin_token().await;
+    everything.integration(&server, &admin).await;
+    let created = server
+        .post(
+            "/api/tasks",
+            &admin,
+            tool_task(
+                "everything",
+                "simulate-research-query",
+                json!({ "topic": "wasm sandboxes" }),
+            ),
+        )
+        .await
+        .expect(201);
+    let id = created.body["id"].as_str().unwrap();
+    let stream = server.event_stream(&admin, id, None).await;
+    let messages: Vec<String> = progress_events(&stream)
+        .iter()
+        .filter_map(|p| p["message"].as_str().map(str::to_string))
+        .collect();
+    for stage in [
+        "Gathering sources",
+        "Analyzing content",
+        "Generating report",
+    ] {
+        assert!(
+            messages.iter().any(|m| m.starts_with(stage)),
+            "{stage} not in {messages:?}"
+        );
+    }
+    let task = server
+        .get(&format!("/api/tasks/{id}"), &admin)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(task["status"], "completed", "{task}");
+    let text = task["result"]["text"].as_str().unwrap();
+    assert!(text.contains("# Research Report: wasm sandboxes"), "{text}");
+}
+
 dual_backend_tests!(
     tools_are_listed_and_called,
     long_running_tools_report_progress,
+    task_tools_are_polled_to_their_end,
     tool_errors_fail_the_task,
     bad_tool_tasks_are_refused,
     the_timeout_and_the_key_are_the_integrations,

@@ -151,7 +151,7 @@ async fn setup(s: &Server) -> String {
 }
 
 async fn run_sdk(s: &Server, key: &str, script: &str) -> Value {
-    s.openai_sdk(key, script).await
+    s.openai_sdk(script, &[key]).await
 }
 
 async fn tool_calls_and_structured_output_with_the_openai_sdk(b: Backend) {

@@ -547,14 +547,15 @@ impl Server {
 
     /// Log in; returns the whole token response.
     /// Run `script` (Python, with the official OpenAI SDK) with this
-    /// server's `/v1` base URL and `key` as its arguments; it prints one
-    /// JSON document, returned here (a failing script fails the test).
-    pub(crate) async fn openai_sdk(&self, key: &str, script: &str) -> Value {
+    /// server's `/v1` base URL and then `args` (API keys, ids) as its
+    /// arguments; it prints one JSON document, returned here (a failing
+    /// script fails the test).
+    pub(crate) async fn openai_sdk(&self, script: &str, args: &[&str]) -> Value {
         let output = tokio::process::Command::new(python())
             .arg("-c")
             .arg(script)
             .arg(format!("{}/v1", self.base))
-            .arg(key)
+            .args(args)
             .env_remove("OPENAI_BASE_URL")
             .env_remove("OPENAI_API_KEY")
             .output()

@@ -544,21 +544,23 @@ impl Dispatcher {
             Ok(answer) => &answer.attempts,
             Err(e) => &e.attempts,
         };
+        self.charge_tokens(&job.org_id, &job.spender, attempts)
+            .await;
+        result
+    }
+
+    /// Count the tokens `attempts` read and wrote against the spender's
+    /// token limits (a failure to count is logged, not the caller's).
+    async fn charge_tokens(&self, org_id: &str, spender: &Spender, attempts: &[Attempt]) {
         let (input, output, _) = totals(attempts);
-        let spender = (
-            job.org_id.as_str(),
-            job.spender.user_id.as_deref(),
-            job.spender.api_key_id.as_deref(),
+        let who = (
+            org_id,
+            spender.user_id.as_deref(),
+            spender.api_key_id.as_deref(),
         );
-        if let Err(e) = self
-            .inner
-            .limits
-            .charge_tokens(spender, input + output)
-            .await
-        {
+        if let Err(e) = self.inner.limits.charge_tokens(who, input + output).await {
             tracing::warn!(error = %e, "counting tokens against the rate limits failed");
         }
-        result
     }
 
     async fn plan_and_call(

@@ -2,11 +2,18 @@
 //! transport, as a `tool-server` plugin.
 //!
 //! Every call opens its own session (instances keep no state): `initialize`
-//! (asking for protocol version 2025-06-18, accepting 2025-03-26 and
-//! 2025-11-25), `notifications/initialized`, then `tools/list` (every page)
+//! (asking for protocol version 2025-11-25, accepting 2025-06-18 and
+//! 2025-03-26), `notifications/initialized`, then `tools/list` (every page)
 //! or `tools/call` (with a progress token: the server's
 //! `notifications/progress` go to the host's `progress` import), and a
-//! DELETE that ends the session. Requests are JSON-RPC 2.0 POSTs accepting
+//! DELETE that ends the session. A server that runs tool calls as tasks
+//! (MCP 2025-11-25: `capabilities.tasks.requests.tools.call`) gets a
+//! tool whose `execution.taskSupport` is `required` or `optional` called
+//! as a task: `tools/call` with `task`, then `tasks/get` every
+//! `pollInterval` (its `statusMessage`s reported as progress) until the
+//! task ends, then `tasks/result`; a cancelled call cancels the task
+//! (`tasks/cancel`). A task that asks for input (`input_required`: an
+//! elicitation, which this client does not offer) is cancelled and fails. Requests are JSON-RPC 2.0 POSTs accepting
 //! `application/json` and `text/event-stream`; the session id
 //! (`Mcp-Session-Id`) and the negotiated `MCP-Protocol-Version` go with
 //! every request after `initialize`.
@@ -73,6 +80,13 @@ use vel::plugins::{config, log, progress};
 const MAX_ANSWER: usize = 4 * 1024 * 1024;
 /// Most `tools/list` pages read.
 const MAX_PAGES: usize = 50;
+/// How long a task's result is kept for us, asked of the server (ms).
+const TASK_TTL_MS: u64 = 10 * 60 * 1000;
+/// Poll interval when the server suggests none (ms).
+const DEFAULT_POLL_MS: u64 = 500;
+/// Bounds of the server's suggested poll interval (ms).
+const MIN_POLL_MS: u64 = 50;
+const MAX_POLL_MS: u64 = 5_000;
 
 /// The component's export.
 struct Mcp;
@@ -105,12 +119,7 @@ impl Guest for Mcp {
             return Err(ToolError::InvalidArguments("must be a JSON object".into()));
         }
         let mut session = Session::open(Settings::read()?)?;
-        let params = json!({
-            "name": name,
-            "arguments": arguments,
-            "_meta": { "progressToken": protocol::PROGRESS_TOKEN },
-        });
-        let answer = session.request("tools/call", params);
+        let answer = session.call_tool(&name, arguments);
         session.close();
         protocol::tool_result(&answer?)
     }
@@ -151,6 +160,8 @@ struct Session {
     id: Option<String>,
     /// The negotiated protocol version, once initialized.
     version: Option<String>,
+    /// Whether the server runs `tools/call` as a task when asked.
+    tool_tasks: bool,
     next_id: u64,
 }
 
@@ -161,10 +172,12 @@ impl Session {
             settings,
             id: None,
             version: None,
+            tool_tasks: false,
             next_id: 1,
         };
         let result = session.request("initialize", protocol::initialize_params())?;
         session.version = Some(protocol::negotiate(&result)?);
+        session.tool_tasks = protocol::serves_tool_tasks(&result);
         session.notify("notifications/initialized")?;
         Ok(session)
     }
@@ -172,22 +185,119 @@ impl Session {
     /// Every page of `tools/list`.
     fn list_tools(&mut self) -> Result<Vec<Tool>, ToolError> {
         let mut tools = Vec::new();
+        self.tool_pages(|page| {
+            let (listed, next) = protocol::tools_page(page)?;
+            tools.extend(listed);
+            Ok(next)
+        })?;
+        Ok(tools)
+    }
+
+    /// Reads `tools/list` page by page: `each` returns the next cursor
+    /// (`None` stops).
+    fn tool_pages(
+        &mut self,
+        mut each: impl FnMut(&Value) -> Result<Option<String>, ToolError>,
+    ) -> Result<(), ToolError> {
         let mut cursor: Option<String> = None;
         for _ in 0..MAX_PAGES {
             let params = match &cursor {
                 Some(c) => json!({ "cursor": c }),
                 None => json!({}),
             };
-            let (page, next) = protocol::tools_page(&self.request("tools/list", params)?)?;
-            tools.extend(page);
-            match next {
+            match each(&self.request("tools/list", params)?)? {
                 Some(next) => cursor = Some(next),
-                None => return Ok(tools),
+                None => return Ok(()),
             }
         }
         Err(ToolError::Protocol(format!(
             "tools/list has more than {MAX_PAGES} pages"
         )))
+    }
+
+    /// Whether tool `name` is to be called as a task: the server runs tool
+    /// calls as tasks and the tool takes them.
+    fn as_task(&mut self, name: &str) -> Result<bool, ToolError> {
+        if !self.tool_tasks {
+            return Ok(false);
+        }
+        let mut support = None;
+        self.tool_pages(|page| {
+            support = protocol::task_support(page, name);
+            if support.is_some() {
+                return Ok(None);
+            }
+            Ok(page
+                .get("nextCursor")
+                .and_then(Value::as_str)
+                .filter(|c| !c.is_empty())
+                .map(str::to_string))
+        })?;
+        Ok(matches!(
+            support,
+            Some(protocol::TaskSupport::Required | protocol::TaskSupport::Optional)
+        ))
+    }
+
+    /// Calls tool `name`, as a task when it is to be one; the result is
+    /// the `tools/call` result either way.
+    fn call_tool(&mut self, name: &str, arguments: Value) -> Result<Value, ToolError> {
+        let mut params = json!({
+            "name": name,
+            "arguments": arguments,
+            "_meta": { "progressToken": protocol::PROGRESS_TOKEN },
+        });
+        if !self.as_task(name)? {
+            return self.request("tools/call", params);
+        }
+        params["task"] = json!({ "ttl": TASK_TTL_MS });
+        let mut task = protocol::task_state(&self.request("tools/call", params)?)?;
+        let mut reported = 0.0;
+        let mut said: Option<String> = None;
+        loop {
+            if task.message.is_some() && task.message != said {
+                said.clone_from(&task.message);
+                reported += 1.0;
+                if !progress::report(reported, None, said.as_deref()) {
+                    self.cancel_task(&task.id);
+                    return Err(ToolError::Other("the call was cancelled".into()));
+                }
+            }
+            match task.status {
+                protocol::TaskStatus::Working => {}
+                protocol::TaskStatus::Completed | protocol::TaskStatus::Failed => break,
+                protocol::TaskStatus::Cancelled => {
+                    return Err(ToolError::Other(
+                        "the server cancelled the tool's task".into(),
+                    ));
+                }
+                protocol::TaskStatus::InputRequired => {
+                    self.cancel_task(&task.id);
+                    return Err(ToolError::Other(
+                        "the tool asked for input (an elicitation), which vel does not give; its task was cancelled"
+                            .into(),
+                    ));
+                }
+            }
+            let poll = task
+                .poll_ms
+                .unwrap_or(DEFAULT_POLL_MS)
+                .clamp(MIN_POLL_MS, MAX_POLL_MS);
+            std::thread::sleep(Duration::from_millis(poll));
+            let id = task.id.clone();
+            task = protocol::task_state(&self.request("tasks/get", json!({ "taskId": id }))?)?;
+            if task.id != id {
+                return Err(ToolError::Protocol(
+                    "tasks/get answered for another task".into(),
+                ));
+            }
+        }
+        self.request("tasks/result", json!({ "taskId": task.id }))
+    }
+
+    /// Asks the server to cancel task `id` (best effort).
+    fn cancel_task(&mut self, id: &str) {
+        let _ = self.request("tasks/cancel", json!({ "taskId": id }));
     }
 
     /// The headers of every request: content negotiation, then the session

@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 use crate::exports::vel::plugins::tools::{Tool, ToolError, ToolResult};
 
 /// Protocol versions this client speaks (Streamable HTTP exists since
-/// 2025-03-26); the first is the one it asks for, the others it accepts
-/// when the server answers with them.
-pub const VERSIONS: [&str; 3] = ["2025-06-18", "2025-03-26", "2025-11-25"];
+/// 2025-03-26; tasks since 2025-11-25); the first is the one it asks for,
+/// the others it accepts when the server answers with them.
+pub const VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"];
 
 /// The progress token of every `tools/call` (one call per session).
 pub const PROGRESS_TOKEN: &str = "vel-tool-call";
@@ -205,6 +205,100 @@ pub fn tools_page(result: &Value) -> Result<(Vec<Tool>, Option<String>), ToolErr
     Ok((tools, next))
 }
 
+/// How a tool may be called: its `execution.taskSupport` (MCP
+/// 2025-11-25); absent means forbidden.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskSupport {
+    /// Only as a plain call.
+    Forbidden,
+    /// Either way.
+    Optional,
+    /// Only as a task.
+    Required,
+}
+
+/// Whether the server runs `tools/call` as a task when asked (its
+/// `initialize` result's `capabilities.tasks.requests.tools.call`).
+pub fn serves_tool_tasks(initialized: &Value) -> bool {
+    initialized
+        .pointer("/capabilities/tasks/requests/tools/call")
+        .is_some()
+}
+
+/// Tool `name`'s task support, if this `tools/list` page lists it.
+pub fn task_support(page: &Value, name: &str) -> Option<TaskSupport> {
+    let tool = page
+        .get("tools")?
+        .as_array()?
+        .iter()
+        .find(|t| t.get("name").and_then(Value::as_str) == Some(name))?;
+    Some(
+        match tool
+            .pointer("/execution/taskSupport")
+            .and_then(Value::as_str)
+        {
+            Some("required") => TaskSupport::Required,
+            Some("optional") => TaskSupport::Optional,
+            _ => TaskSupport::Forbidden,
+        },
+    )
+}
+
+/// Where a task stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskStatus {
+    /// Still running.
+    Working,
+    /// Waiting for input from the client (an elicitation).
+    InputRequired,
+    /// Done: `tasks/result` has its result.
+    Completed,
+    /// Done: `tasks/result` has its error.
+    Failed,
+    /// Cancelled.
+    Cancelled,
+}
+
+/// A task as `tools/call` (`{"task": {…}}`) or `tasks/get` (the task
+/// itself) describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskState {
+    /// `taskId`.
+    pub id: String,
+    /// `status`.
+    pub status: TaskStatus,
+    /// `statusMessage`, cleaned.
+    pub message: Option<String>,
+    /// `pollInterval` in milliseconds, when the server suggests one.
+    pub poll_ms: Option<u64>,
+}
+
+/// Reads a task from a `tools/call` or `tasks/get` result.
+pub fn task_state(result: &Value) -> Result<TaskState, ToolError> {
+    let bad = |why: &str| ToolError::Protocol(format!("invalid task: {why}"));
+    let task = result.get("task").unwrap_or(result);
+    let id = task
+        .get("taskId")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| bad("no taskId"))?;
+    let status = match task.get("status").and_then(Value::as_str) {
+        Some("working") => TaskStatus::Working,
+        Some("input_required") => TaskStatus::InputRequired,
+        Some("completed") => TaskStatus::Completed,
+        Some("failed") => TaskStatus::Failed,
+        Some("cancelled") => TaskStatus::Cancelled,
+        Some(other) => return Err(bad(&format!("unknown status {:?}", clean(other)))),
+        None => return Err(bad("no status")),
+    };
+    Ok(TaskState {
+        id: id.to_string(),
+        status,
+        message: task.get("statusMessage").and_then(Value::as_str).map(clean),
+        poll_ms: task.get("pollInterval").and_then(Value::as_u64),
+    })
+}
+
 /// A `tools/call` result in the contract's types.
 pub fn tool_result(result: &Value) -> Result<ToolResult, ToolError> {
     let content = match result.get("content") {
@@ -310,6 +404,39 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn tasks_are_read() {
+        let init =
+            json!({ "capabilities": { "tasks": { "requests": { "tools": { "call": {} } } } } });
+        assert!(serves_tool_tasks(&init));
+        assert!(!serves_tool_tasks(
+            &json!({ "capabilities": { "tasks": {} } })
+        ));
+        let page = json!({ "tools": [
+            { "name": "a", "execution": { "taskSupport": "required" } },
+            { "name": "b", "execution": { "taskSupport": "optional" } },
+            { "name": "c" }] });
+        assert_eq!(task_support(&page, "a"), Some(TaskSupport::Required));
+        assert_eq!(task_support(&page, "b"), Some(TaskSupport::Optional));
+        assert_eq!(task_support(&page, "c"), Some(TaskSupport::Forbidden));
+        assert_eq!(task_support(&page, "d"), None);
+        let created = json!({ "task": { "taskId": "t1", "status": "working",
+                                        "statusMessage": "Gathering\nsources", "pollInterval": 250 } });
+        assert_eq!(
+            task_state(&created).unwrap(),
+            TaskState {
+                id: "t1".into(),
+                status: TaskStatus::Working,
+                message: Some("Gathering sources".into()),
+                poll_ms: Some(250),
+            }
+        );
+        let got = json!({ "taskId": "t1", "status": "completed" });
+        assert_eq!(task_state(&got).unwrap().status, TaskStatus::Completed);
+        assert!(task_state(&json!({ "taskId": "t1", "status": "odd" })).is_err());
+        assert!(task_state(&json!({ "status": "working" })).is_err());
     }
 
     #[test]

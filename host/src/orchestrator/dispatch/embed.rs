@@ -17,7 +17,7 @@ use vel_runtime::types::{
 
 use super::{
     Attempt, AttemptOutcome, BUSY, DispatchError, DispatchKind, Dispatcher, FailureClass,
-    breaker_key, classify_provider_error, plugin_error_kind, totals,
+    breaker_key, classify_provider_error, plugin_error_kind,
 };
 use crate::budgets::ledger::Reservation;
 use crate::budgets::{Budget, Spender};
@@ -96,15 +96,8 @@ impl Dispatcher {
             Ok(done) => &done.attempts,
             Err(e) => &e.attempts,
         };
-        let (input, _, _) = totals(attempts);
-        let spender = (
-            job.org_id.as_str(),
-            job.spender.user_id.as_deref(),
-            job.spender.api_key_id.as_deref(),
-        );
-        if let Err(e) = self.inner.limits.charge_tokens(spender, input).await {
-            tracing::warn!(error = %e, "counting tokens against the rate limits failed");
-        }
+        self.charge_tokens(&job.org_id, &job.spender, attempts)
+            .await;
         result
     }
 

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -24,7 +23,7 @@ use vel_runtime::types::EmbeddingInput;
 
 use super::error::{dispatch_error, model_not_found};
 use super::recording::Recording;
-use super::{COST, GatewayError, OpenAiErrorBody, PROVIDER, TASK_ID};
+use super::{GatewayError, OpenAiErrorBody, answered_by, failed};
 use crate::api::error::{ApiError, FieldErrors};
 use crate::api::extract::{ApiJson, ClientInfo};
 use crate::auth::{Credential, Principal};
@@ -340,16 +339,7 @@ pub async fn embeddings(
                 },
             };
             let mut resp = Json(answer).into_response();
-            let h = resp.headers_mut();
-            if let Ok(v) = HeaderValue::from_str(&done.provider) {
-                h.insert(PROVIDER, v);
-            }
-            if let Ok(v) = HeaderValue::from_str(&cost.to_string()) {
-                h.insert(COST, v);
-            }
-            if let Ok(v) = HeaderValue::from_str(&id) {
-                h.insert(TASK_ID, v);
-            }
+            answered_by(resp.headers_mut(), &done.provider, cost, &id);
             let outcome = Outcome::Completed {
                 text: format!("{count} embeddings"),
                 finish_reason: "stop",
@@ -361,20 +351,7 @@ pub async fn embeddings(
             recording.finish(outcome, done.attempts).await;
             Ok(resp)
         }
-        Err(e) => {
-            let err = dispatch_error(&e, Some(id));
-            recording
-                .finish(
-                    Outcome::Failed {
-                        kind: e.kind.to_string(),
-                        message: e.message,
-                        partial_output: None,
-                    },
-                    e.attempts,
-                )
-                .await;
-            Err(err)
-        }
+        Err(e) => Err(failed(recording, e, &id).await),
     }
 }
 

@@ -107,6 +107,7 @@ use crate::api::extract::{ApiJson, ClientInfo, stream_failover};
 use crate::auth::{Credential, Principal};
 use crate::limits::counter::Admitted;
 use crate::limits::{Kind, LimitError};
+use crate::money::Money;
 use crate::orchestrator::catalog::{Catalog, parse_task_type};
 use crate::orchestrator::dispatch::{Answer, DispatchError, DispatchKind, Job, totals};
 use crate::orchestrator::request::{
@@ -856,15 +857,7 @@ async fn plain(
             };
             let mut resp = Json(body).into_response();
             let h = resp.headers_mut();
-            if let Ok(v) = HeaderValue::from_str(&answer.provider) {
-                h.insert(PROVIDER, v);
-            }
-            if let Ok(v) = HeaderValue::from_str(&cost.to_string()) {
-                h.insert(COST, v);
-            }
-            if let Ok(v) = HeaderValue::from_str(&job.id) {
-                h.insert(TASK_ID, v);
-            }
+            answered_by(h, &answer.provider, cost, &job.id);
             if let Some(v) = answer
                 .router
                 .as_ref()
@@ -875,21 +868,37 @@ async fn plain(
             recording.finish(completed(&answer), answer.attempts).await;
             Ok(resp)
         }
-        Err(e) => {
-            let err = dispatch_error(&e, Some(job.id.clone()));
-            recording
-                .finish(
-                    Outcome::Failed {
-                        kind: e.kind.to_string(),
-                        message: e.message,
-                        partial_output: None,
-                    },
-                    e.attempts,
-                )
-                .await;
-            Err(err)
-        }
+        Err(e) => Err(failed(recording, e, &job.id).await),
     }
+}
+
+/// A plain answer's `x-vel-provider`, `x-vel-cost-usd` and `x-vel-task-id`.
+fn answered_by(h: &mut HeaderMap, provider: &str, cost: Money, task_id: &str) {
+    if let Ok(v) = HeaderValue::from_str(provider) {
+        h.insert(PROVIDER, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&cost.to_string()) {
+        h.insert(COST, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(task_id) {
+        h.insert(TASK_ID, v);
+    }
+}
+
+/// Record a request no provider answered, and answer with its error.
+async fn failed(recording: Recording, e: DispatchError, task_id: &str) -> GatewayError {
+    let err = dispatch_error(&e, Some(task_id.to_string()));
+    recording
+        .finish(
+            Outcome::Failed {
+                kind: e.kind.to_string(),
+                message: e.message,
+                partial_output: None,
+            },
+            e.attempts,
+        )
+        .await;
+    err
 }
 
 #[cfg(test)]
