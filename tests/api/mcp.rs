@@ -623,6 +623,50 @@ async fn task_tools_are_polled_to_their_end(backend: Backend) {
     assert!(text.contains("# Research Report: wasm sandboxes"), "{text}");
 }
 
+/// Two instances on one PostgreSQL database share an integration's five
+/// concurrent calls: eight calls of a server that never answers (each
+/// ended by the integration's timeout) are never more than five at the
+/// server at once, and each instance alone would let five through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_are_bounded_across_instances_postgres() {
+    let mock = MockUpstream::start().await;
+    let first = Server::start(Backend::Postgres).await;
+    let second = first.sibling(&[]);
+    let admin = first.admin_token().await;
+    first
+        .integration(
+            &admin,
+            json!({ "name": "stall", "provider": "mcp", "timeout_ms": 1500,
+                    "base_url": format!("{}/mcp/stall", mock.base_url()) }),
+        )
+        .await;
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let server = if i % 2 == 0 { &first } else { &second };
+        let created = server
+            .post(
+                "/api/tasks",
+                &admin,
+                tool_task("stall", "anything", json!({})),
+            )
+            .await
+            .expect(201);
+        ids.push(created.body["id"].as_str().unwrap().to_string());
+    }
+    // Five at the server at once: the limit is reached, not exceeded.
+    mock.wait_until(|s| s.in_flight >= 5).await;
+    for id in &ids {
+        first.event_stream(&admin, id, None).await;
+        let task = first
+            .get(&format!("/api/tasks/{id}"), &admin)
+            .await
+            .expect(200);
+        assert_eq!(task.body["status"], "failed", "{}", task.body);
+    }
+    let stats = mock.stats();
+    assert_eq!(stats.peak_in_flight, 5, "{stats:?}");
+}
+
 dual_backend_tests!(
     tools_are_listed_and_called,
     long_running_tools_report_progress,

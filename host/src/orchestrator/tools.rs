@@ -25,7 +25,8 @@ use crate::store::{self, Db, integrations::Integration};
 pub const TOOL_SERVER_KINDS: [&str; 2] = ["mcp", "taskmaster"];
 
 /// Calls of one tool-server integration that may run at once (Task
-/// Master's `max_concurrent`); more wait for one to end.
+/// Master's `max_concurrent`), on every instance together; more wait for
+/// one to end.
 pub const MAX_CONCURRENT_CALLS: usize = 5;
 
 /// Whether integration kind `provider` is a tool server.
@@ -119,6 +120,12 @@ fn blocks_text(content: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// A call's turn: held until the call ends.
+struct Turn {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    _slot: Option<store::cluster_slots::ClusterSlot>,
+}
+
 /// The organization's tool servers, and the gates that bound concurrent
 /// calls of each.
 #[derive(Debug, Clone)]
@@ -209,7 +216,7 @@ impl ToolServers {
     /// The server's tools.
     pub async fn list(&self, server: &ToolServer) -> Result<Vec<Tool>, ToolCallError> {
         let (call, limits, key) = self.prepare(server, None)?;
-        let _turn = self.turn(&server.integration.id).await;
+        let _turn = self.turn(&server.integration.id).await?;
         let span = tracing::info_span!("tool_list", integration = %server.integration.name, plugin = %server.deployed.label());
         let result = self
             .inner
@@ -232,7 +239,7 @@ impl ToolServers {
         progress: Option<ProgressSink>,
     ) -> Result<ToolOutput, ToolCallError> {
         let (call, limits, key) = self.prepare(server, progress)?;
-        let _turn = self.turn(&server.integration.id).await;
+        let _turn = self.turn(&server.integration.id).await?;
         let span = tracing::info_span!("tool_call", integration = %server.integration.name, plugin = %server.deployed.label(), tool = %name);
         let result = self
             .inner
@@ -291,8 +298,27 @@ impl ToolServers {
         Ok((call, limits, key))
     }
 
-    /// A permit among the integration's [`MAX_CONCURRENT_CALLS`].
-    async fn turn(&self, integration_id: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    /// A turn among the integration's [`MAX_CONCURRENT_CALLS`]: a permit
+    /// of this instance's gate, then (PostgreSQL) a slot shared with every
+    /// other instance.
+    async fn turn(&self, integration_id: &str) -> Result<Turn, ToolCallError> {
+        let permit = self.local_turn(integration_id).await;
+        let slot = store::cluster_slots::take(
+            &self.inner.db,
+            &format!("vel-tool-server:{integration_id}"),
+            MAX_CONCURRENT_CALLS as i32,
+        )
+        .await
+        .map_err(storage)?;
+        Ok(Turn {
+            _permit: permit,
+            _slot: slot,
+        })
+    }
+
+    /// A permit among this instance's [`MAX_CONCURRENT_CALLS`] for the
+    /// integration.
+    async fn local_turn(&self, integration_id: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let gate = {
             let mut gates = self
                 .inner

@@ -14,6 +14,7 @@ pub mod audit_logs;
 pub mod batches;
 pub mod benchmarks;
 pub mod budgets;
+pub mod cluster_slots;
 pub mod email_changes;
 pub mod integrations;
 pub mod invitations;

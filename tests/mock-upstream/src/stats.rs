@@ -20,6 +20,8 @@ pub struct Stats {
     pub dropped: u64,
     /// Requests neither completed nor dropped yet.
     pub in_flight: u64,
+    /// The most requests in flight at once so far.
+    pub peak_in_flight: u64,
     /// TCP connections accepted so far.
     pub connections_accepted: u64,
     /// TCP connections currently open.
@@ -32,6 +34,7 @@ pub(crate) struct Counters {
     received: AtomicU64,
     completed: AtomicU64,
     dropped: AtomicU64,
+    peak_in_flight: AtomicU64,
     connections_accepted: AtomicU64,
     connections_open: AtomicU64,
     changed: Notify,
@@ -51,6 +54,7 @@ impl Counters {
             completed,
             dropped,
             in_flight: received.saturating_sub(completed + dropped),
+            peak_in_flight: self.peak_in_flight.load(Ordering::SeqCst),
             connections_accepted,
             connections_open,
         }
@@ -90,7 +94,13 @@ pub(crate) struct RequestGuard {
 impl RequestGuard {
     /// Counts a received request.
     pub(crate) fn begin(counters: Arc<Counters>) -> Self {
-        counters.bump(&counters.received);
+        let received = counters.received.fetch_add(1, Ordering::SeqCst) + 1;
+        let ended =
+            counters.completed.load(Ordering::SeqCst) + counters.dropped.load(Ordering::SeqCst);
+        counters
+            .peak_in_flight
+            .fetch_max(received.saturating_sub(ended), Ordering::SeqCst);
+        counters.changed.notify_waiters();
         Self {
             counters,
             done: false,
