@@ -689,7 +689,51 @@ fn assert_loop_usage(task: &Value, usage: &Value) {
     );
 }
 
+async fn a_stream_left_mid_tool_audits_the_cut_off_call(backend: Backend) {
+    let everything = Everything::start();
+    let server = Server::start(backend).await;
+    let (admin, agent) = setup(&server, &everything, json!({})).await;
+    let key = server.api_key(&admin, "loop", "task_executor").await;
+    let mut resp = reqwest::Client::new()
+        .post(server.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("X-Vel-Agent", &agent)
+        // OpenAI's metadata holds strings only: the mock's arguments are
+        // the prompt's word count (600 seconds, 600 steps).
+        .json(&json!({ "model": "auto", "stream": true,
+                       "metadata": { "tool": "trigger-long-running-operation" },
+                       "messages": [{ "role": "user", "content": "wait ".repeat(600) }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let task_id = resp.headers()["x-vel-task-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    // Read until the server tool runs, then leave.
+    let mut seen = String::new();
+    while !seen.contains(": running a tool") {
+        let chunk = resp.chunk().await.unwrap().expect("the stream ended early");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(resp);
+    // Recorded once the run stopped, its cut-off call audited first.
+    let task = server.recorded_task(&admin, &task_id).await;
+    assert_eq!(task["status"], "cancelled", "{task}");
+    assert_eq!(task["attempts"].as_array().unwrap().len(), 1, "{task}");
+    let audited = audited_calls(&server, &admin).await;
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    let row = &audited[0];
+    assert_eq!(row["source"], "gateway", "{row}");
+    assert_eq!(row["task_id"], task_id.as_str(), "{row}");
+    assert_eq!(row["tool"], "trigger-long-running-operation", "{row}");
+    assert_eq!(row["ok"], false, "{row}");
+    assert_eq!(row["error"], "cancelled", "{row}");
+}
+
 dual_backend_tests!(
+    a_stream_left_mid_tool_audits_the_cut_off_call,
     agent_tasks_run_the_tool_loop,
     agent_tools_are_checked,
     the_loop_is_bounded_and_tool_errors_go_to_the_model,
