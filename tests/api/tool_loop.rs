@@ -7,9 +7,10 @@
 //! reached the model. Every round an attempt, every tool call an event
 //! pair and an audit row; a tool's error fed back to the model; an
 //! unreachable server failing the task; `max_tool_rounds` enforced;
-//! cancellation stopping the loop; and the same loop through
-//! `/v1/chat/completions` with `X-Vel-Agent`, driven by the OpenAI Python
-//! SDK, a client tool call ending the loop.
+//! cancellation stopping the loop (the call it cut off audited); and the
+//! same loop through `/v1/chat/completions` with `X-Vel-Agent`, plain and
+//! streamed, driven by the OpenAI Python SDK: a client tool call ending
+//! the loop, the server tools' calls never shown, `usage` every round's.
 
 use std::net::TcpListener;
 
@@ -443,6 +444,17 @@ async fn cancel_stops_the_loop(backend: Backend) {
     assert!(!seen.contains("event: tool_result"), "{seen}");
     // One model call was made; no second round.
     assert_eq!(task["attempts"].as_array().unwrap().len(), 1, "{task}");
+    // The call cut off is audited as such (before the cancel answered).
+    let audited = audited_calls(&server, &admin).await;
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    let row = &audited[0];
+    assert_eq!(row["tool"], "trigger-long-running-operation", "{row}");
+    assert_eq!(row["integration"], "everything", "{row}");
+    assert_eq!(row["task_id"], id.as_str(), "{row}");
+    assert_eq!(row["source"], "task", "{row}");
+    assert_eq!(row["ok"], false, "{row}");
+    assert_eq!(row["error"], "cancelled", "{row}");
+    assert!(row["ms"].as_i64().unwrap() >= 0, "{row}");
 }
 
 const SDK_SCRIPT: &str = r#"
@@ -462,7 +474,23 @@ r = raw.parse()
 out["server"] = {"content": r.choices[0].message.content,
                  "finish_reason": r.choices[0].finish_reason,
                  "tool_calls": r.choices[0].message.tool_calls,
+                 "usage": r.usage.model_dump(),
                  "task_id": raw.headers.get("x-vel-task-id")}
+
+# Streamed: vel runs the loop; the client gets the answer's chunks only.
+raw = client.chat.completions.with_raw_response.create(
+    model="auto", messages=question, metadata={"tool": "echo"}, stream=True,
+    stream_options={"include_usage": True})
+text, finish, calls, usage = "", None, 0, None
+for chunk in raw.parse():
+    if chunk.usage is not None:
+        usage = chunk.usage.model_dump()
+    for c in chunk.choices:
+        text += c.delta.content or ""
+        calls += len(c.delta.tool_calls or [])
+        finish = c.finish_reason or finish
+out["stream"] = {"content": text, "finish_reason": finish, "tool_calls": calls,
+                 "usage": usage, "task_id": raw.headers.get("x-vel-task-id")}
 
 # A client tool besides: its call ends the loop and comes back.
 tools = [{"type": "function", "function": {
@@ -481,12 +509,21 @@ final = client.chat.completions.create(model="auto", messages=follow, tools=tool
                                        metadata={"tool": "get_weather"})
 out["client_final"] = final.choices[0].message.content
 
-# Streams do not run the loop: refused.
-try:
-    client.chat.completions.create(model="auto", messages=question, stream=True)
-    out["stream"] = None
-except openai.BadRequestError as e:
-    out["stream"] = {"status": e.status_code, "param": e.param}
+# Streamed, a client tool's call comes as tool-call deltas.
+acc, finish = {}, None
+for chunk in client.chat.completions.create(model="auto", messages=question, tools=tools,
+                                            metadata={"tool": "get_weather"}, stream=True):
+    for c in chunk.choices:
+        for d in c.delta.tool_calls or []:
+            e = acc.setdefault(d.index, {"id": None, "name": "", "arguments": ""})
+            e["id"] = d.id or e["id"]
+            if d.function is not None:
+                e["name"] += d.function.name or ""
+                e["arguments"] += d.function.arguments or ""
+        finish = c.finish_reason or finish
+out["stream_client_call"] = {"finish_reason": finish, "calls": [
+    {"name": e["name"], "arguments": json.loads(e["arguments"]), "id": e["id"]}
+    for e in acc.values()]}
 
 # A client tool named like a server tool is refused.
 clash = [{"type": "function", "function": {"name": "everything__echo"}}]
@@ -536,17 +573,34 @@ async fn the_gateway_runs_the_loop_for_an_agent(backend: Backend) {
     assert_eq!(answered["content"], "tool said: Echo: hello sdk", "{out}");
     assert_eq!(answered["finish_reason"], "stop");
     assert_eq!(answered["tool_calls"], Value::Null);
-    // Recorded as one gateway task of the agent with both rounds.
+    // Recorded as one gateway task of the agent with both rounds, whose
+    // tokens the usage sums.
     let task = server
         .recorded_task(&admin, answered["task_id"].as_str().unwrap())
         .await;
     assert_eq!(task["source"], "gateway");
     assert_eq!(task["agent_id"], agent.as_str(), "{task}");
-    assert_eq!(task["attempts"].as_array().unwrap().len(), 2, "{task}");
+    assert_loop_usage(&task, &answered["usage"]);
+
+    // Streamed: the same answer, no tool call shown, the usage summed.
+    let streamed = &out["stream"];
+    assert_eq!(streamed["content"], "tool said: Echo: hello sdk", "{out}");
+    assert_eq!(streamed["finish_reason"], "stop", "{out}");
+    assert_eq!(streamed["tool_calls"], 0, "{out}");
+    let task = server
+        .recorded_task(&admin, streamed["task_id"].as_str().unwrap())
+        .await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["stream"], true, "{task}");
+    assert_loop_usage(&task, &streamed["usage"]);
+
     let audited = audited_calls(&server, &admin).await;
-    assert_eq!(audited.len(), 1, "{audited:?}");
-    assert_eq!(audited[0]["source"], "gateway");
-    assert_eq!(audited[0]["tool"], "echo");
+    assert_eq!(audited.len(), 2, "{audited:?}");
+    for row in &audited {
+        assert_eq!(row["source"], "gateway");
+        assert_eq!(row["tool"], "echo");
+        assert_eq!(row["ok"], true);
+    }
 
     assert_eq!(out["client_call"]["finish_reason"], "tool_calls", "{out}");
     assert_eq!(out["client_call"]["name"], "get_weather");
@@ -555,8 +609,15 @@ async fn the_gateway_runs_the_loop_for_an_agent(backend: Backend) {
         json!({ "city": "hello sdk" })
     );
     assert_eq!(out["client_final"], "tool said: sunny", "{out}");
-    assert_eq!(out["stream"]["status"], 400, "{out}");
-    assert_eq!(out["stream"]["param"], "stream", "{out}");
+    let call = &out["stream_client_call"];
+    assert_eq!(call["finish_reason"], "tool_calls", "{out}");
+    assert_eq!(call["calls"].as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(call["calls"][0]["name"], "get_weather", "{out}");
+    assert_eq!(
+        call["calls"][0]["arguments"],
+        json!({ "city": "hello sdk" })
+    );
+    assert!(call["calls"][0]["id"].is_string(), "{out}");
     assert_eq!(out["clash"]["status"], 400, "{out}");
     assert!(
         out["clash"]["message"]
@@ -568,10 +629,111 @@ async fn the_gateway_runs_the_loop_for_an_agent(backend: Backend) {
     assert_eq!(out["unknown_agent"]["status"], 400, "{out}");
     assert_eq!(out["unknown_agent"]["param"], "agent", "{out}");
     // The client's own tool was not run by vel.
-    assert_eq!(audited_calls(&server, &admin).await.len(), 1);
+    assert_eq!(audited_calls(&server, &admin).await.len(), 2);
+
+    // On the wire, while the server tool ran: an SSE comment, never a
+    // chunk naming it.
+    let body = reqwest::Client::new()
+        .post(server.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("X-Vel-Agent", &agent)
+        .json(
+            &json!({ "model": "auto", "stream": true, "metadata": { "tool": "echo" },
+                       "messages": [{ "role": "user", "content": "on the wire" }] }),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("\n: running a tool\n\n"), "{body}");
+    assert!(!body.contains("everything__echo"), "{body}");
+    assert!(!body.contains("tool_calls"), "{body}");
+    // The comment came while the tool ran, before the answer's text.
+    let comment = body.find(": running a tool").unwrap();
+    let text = body.find(r#""content":"tool""#).expect("the answer's text");
+    assert!(comment < text, "{body}");
+    for block in body.split("\n\n").filter(|b| !b.is_empty()) {
+        assert!(
+            block.starts_with(": ") || block.starts_with("data: "),
+            "{block:?} in {body}"
+        );
+    }
+}
+
+/// A loop's `usage` (OpenAI's) is its task's tokens: every round's,
+/// more than the last round's alone.
+fn assert_loop_usage(task: &Value, usage: &Value) {
+    let attempts = task["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{task}");
+    assert_eq!(
+        usage["prompt_tokens"], task["input_tokens"],
+        "{usage} {task}"
+    );
+    assert_eq!(
+        usage["completion_tokens"], task["output_tokens"],
+        "{usage} {task}"
+    );
+    let prompt = usage["prompt_tokens"].as_i64().unwrap();
+    let completion = usage["completion_tokens"].as_i64().unwrap();
+    assert_eq!(usage["total_tokens"], prompt + completion);
+    let last = &attempts[1];
+    assert!(
+        prompt > last["input_tokens"].as_i64().unwrap(),
+        "{usage} {task}"
+    );
+    assert!(
+        completion > last["output_tokens"].as_i64().unwrap(),
+        "{usage} {task}"
+    );
+}
+
+async fn a_stream_left_mid_tool_audits_the_cut_off_call(backend: Backend) {
+    let everything = Everything::start();
+    let server = Server::start(backend).await;
+    let (admin, agent) = setup(&server, &everything, json!({})).await;
+    let key = server.api_key(&admin, "loop", "task_executor").await;
+    let mut resp = reqwest::Client::new()
+        .post(server.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("X-Vel-Agent", &agent)
+        // OpenAI's metadata holds strings only: the mock's arguments are
+        // the prompt's word count (600 seconds, 600 steps).
+        .json(&json!({ "model": "auto", "stream": true,
+                       "metadata": { "tool": "trigger-long-running-operation" },
+                       "messages": [{ "role": "user", "content": "wait ".repeat(600) }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let task_id = resp.headers()["x-vel-task-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    // Read until the server tool runs, then leave.
+    let mut seen = String::new();
+    while !seen.contains(": running a tool") {
+        let chunk = resp.chunk().await.unwrap().expect("the stream ended early");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(resp);
+    // Recorded once the run stopped, its cut-off call audited first.
+    let task = server.recorded_task(&admin, &task_id).await;
+    assert_eq!(task["status"], "cancelled", "{task}");
+    assert_eq!(task["attempts"].as_array().unwrap().len(), 1, "{task}");
+    let audited = audited_calls(&server, &admin).await;
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    let row = &audited[0];
+    assert_eq!(row["source"], "gateway", "{row}");
+    assert_eq!(row["task_id"], task_id.as_str(), "{row}");
+    assert_eq!(row["tool"], "trigger-long-running-operation", "{row}");
+    assert_eq!(row["ok"], false, "{row}");
+    assert_eq!(row["error"], "cancelled", "{row}");
 }
 
 dual_backend_tests!(
+    a_stream_left_mid_tool_audits_the_cut_off_call,
     agent_tasks_run_the_tool_loop,
     agent_tools_are_checked,
     the_loop_is_bounded_and_tool_errors_go_to_the_model,

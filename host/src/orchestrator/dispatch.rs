@@ -32,6 +32,7 @@ use super::observed::{BreakerKey, Observed, breaker_key};
 use super::retry::{FailureClass, RetryPolicy};
 use super::signals::{Signal, Signals};
 use super::state::AttemptOutcome;
+use super::tool_loop::CutOff;
 use super::tools::ToolServers;
 use crate::agents::named_by;
 use crate::budgets::ledger::{DEFAULT_RESERVED_OUTPUT_TOKENS, Ledger, LedgerSettings, Reservation};
@@ -421,6 +422,8 @@ struct Inner {
     tools: ToolServers,
     /// Where the tokens of each run are counted (tokens per minute).
     limits: Arc<RateLimiter>,
+    /// Audit writes of tool calls cut off by a cancellation.
+    cut_off: CutOff,
 }
 
 /// How long a catalogue is reused without a change signal: changes made
@@ -450,6 +453,7 @@ impl Dispatcher {
                 retry: config.retry,
                 max_run: config.max_run,
                 catalogs: ExpiringCache::new(CATALOG_TTL),
+                cut_off: CutOff::default(),
             }),
         }
     }
@@ -472,6 +476,12 @@ impl Dispatcher {
     /// The organization's tool servers: listing and calling their tools.
     pub fn tools(&self) -> &ToolServers {
         &self.inner.tools
+    }
+
+    /// The audit writes of tool-loop calls cut off by a cancellation
+    /// (what records a cancelled run settles them first).
+    pub fn cut_off(&self) -> &CutOff {
+        &self.inner.cut_off
     }
 
     /// The database (the tool loop's audit rows go there).

@@ -356,6 +356,8 @@ impl TaskRunner {
                     .await
             }
             Ended::Cancelled => {
+                // The tool calls cut off are audited before the run ends.
+                self.dispatcher.cut_off().settle(&task.id).await;
                 self.record(task, held).await?;
                 self.record_cancelled(task, &mut seen).await
             }

@@ -24,17 +24,22 @@
 //! (numbered on across rounds, its cost counted with the others); every
 //! tool call is reported ([`Progress::ToolStarted`], [`Progress::ToolFinished`])
 //! and audited (`tool_call`: integration, tool, ok, milliseconds, error
-//! kind; never the arguments). Tools the caller sent itself (the
+//! kind; never the arguments); a call cut off because the loop was
+//! dropped (the task cancelled, the client gone) is audited as failed
+//! with the kind `cancelled` ([`CutOff`]). The answer's usage is every
+//! round's tokens summed. Tools the caller sent itself (the
 //! gateway's client tools) are offered too; a call of one ends the loop,
 //! and the answer carries only those calls for the caller to run.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tracing::Instrument;
 use vel_runtime::types::{Message, Role, ToolCall, ToolDefinition};
 
@@ -245,6 +250,8 @@ impl Dispatcher {
         let mut job = job.clone();
         job.tools.extend(toolbox.definitions().iter().cloned());
         let mut attempts = Vec::new();
+        // Every round's tokens: the answer's usage is the loop's.
+        let (mut input_tokens, mut output_tokens) = (0u32, 0u32);
         let mut round = 0;
         loop {
             let mut answer = match self.run(&job, stream, progress).await {
@@ -259,6 +266,11 @@ impl Dispatcher {
                 job.first_attempt_seq = last;
             }
             attempts.extend(answer.attempts.iter().cloned());
+            let usage = &mut answer.response.usage;
+            input_tokens = input_tokens.saturating_add(usage.input_tokens);
+            output_tokens = output_tokens.saturating_add(usage.output_tokens);
+            usage.input_tokens = input_tokens;
+            usage.output_tokens = output_tokens;
             let calls = std::mem::take(&mut answer.response.tool_calls);
             let for_client: Vec<ToolCall> = calls
                 .iter()
@@ -328,6 +340,14 @@ impl Dispatcher {
         call: ToolStarted,
     ) -> Outcome {
         let clock = Instant::now();
+        // Audits the call should it be cut off (the loop dropped).
+        let mut in_flight = InFlight {
+            dispatcher: self,
+            source,
+            job,
+            call: Some(call.clone()),
+            clock,
+        };
         let result = match toolbox.offered.get(&call.name) {
             None => Err(ToolCallError {
                 kind: "unknown_tool",
@@ -344,7 +364,8 @@ impl Dispatcher {
                     .await
             }
         };
-        let ms = i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX);
+        in_flight.call = None;
+        let ms = elapsed_ms(clock);
         let (text, error) = match &result {
             Ok(output) => {
                 let text = output.text();
@@ -379,6 +400,89 @@ impl Dispatcher {
         match result {
             Err(e) if !fed_back(&e) => Outcome::Failed(e, finished),
             _ => Outcome::Fed(text, finished),
+        }
+    }
+}
+
+/// Milliseconds since `clock`.
+fn elapsed_ms(clock: Instant) -> i64 {
+    i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A tool call under way: dropped before it ends (the task was
+/// cancelled, the client went away), it writes the call's audit row as
+/// failed with the error kind `cancelled`, by a task of its own that
+/// [`CutOff::settle`] awaits.
+struct InFlight<'a> {
+    dispatcher: &'a Dispatcher,
+    source: &'static str,
+    job: &'a Job,
+    /// The call, until it ends.
+    call: Option<ToolStarted>,
+    clock: Instant,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let Some(call) = self.call.take() else {
+            return;
+        };
+        // No runtime (the process is stopping): nothing can be written.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let finished = ToolFinished {
+            round: call.round,
+            id: call.id,
+            name: call.name,
+            integration: call.integration,
+            tool: call.tool,
+            ok: false,
+            ms: elapsed_ms(self.clock),
+            error: Some("cancelled".into()),
+            text: String::new(),
+            truncated: false,
+        };
+        let write = runtime.spawn(audit_write(
+            self.dispatcher.db(),
+            self.source,
+            self.job,
+            &finished,
+        ));
+        self.dispatcher.cut_off().push(&self.job.id, write);
+    }
+}
+
+/// The audit writes of tool calls cut off, by the id of the task (or
+/// gateway request) whose loop made them, so that what records the
+/// cancellation can wait for them first.
+#[derive(Debug, Default)]
+pub struct CutOff(Mutex<HashMap<String, Vec<JoinHandle<()>>>>);
+
+impl CutOff {
+    fn push(&self, job_id: &str, write: JoinHandle<()>) {
+        let mut writes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        // Forget the writes that are done (nobody waited for them).
+        writes.retain(|_, handles| {
+            handles.retain(|h| !h.is_finished());
+            !handles.is_empty()
+        });
+        writes.entry(job_id.to_string()).or_default().push(write);
+    }
+
+    /// Wait until the audit rows of `job_id`'s cut-off tool calls are
+    /// written.
+    pub async fn settle(&self, job_id: &str) {
+        let writes = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(job_id)
+            .unwrap_or_default();
+        for write in writes {
+            if let Err(e) = write.await {
+                tracing::warn!(error = %e, "the audit write of a cut-off tool call stopped");
+            }
         }
     }
 }
@@ -436,6 +540,18 @@ fn server_failed(integration: &str, e: &ToolCallError, attempts: Vec<Attempt>) -
 /// whose other branches write too, and on SQLite a write transaction
 /// held by an unpolled future would keep them waiting on each other.
 async fn audit_call(db: &Db, source: &str, job: &Job, call: &ToolFinished) {
+    if let Err(e) = tokio::spawn(audit_write(db, source, job, call)).await {
+        tracing::warn!(error = %e, "the audit write of a tool call stopped");
+    }
+}
+
+/// The write of `call`'s audit row, to run as a task of its own.
+fn audit_write(
+    db: &Db,
+    source: &str,
+    job: &Job,
+    call: &ToolFinished,
+) -> impl Future<Output = ()> + Send + 'static {
     let payload = json!({
         "source": source,
         "task_id": job.id,
@@ -450,24 +566,25 @@ async fn audit_call(db: &Db, source: &str, job: &Job, call: &ToolFinished) {
     let db = db.clone();
     let org_id = job.org_id.clone();
     let user_id = job.spender.user_id.clone();
-    let write = async move {
-        let mut tx = db.tenant(&org_id).await?;
-        audit::record_for(
-            &mut tx,
-            Some(&org_id),
-            user_id.as_deref(),
-            &ClientInfo::default(),
-            "tool_call",
-            payload,
-        )
-        .await?;
-        tx.commit().await
-    };
-    match tokio::spawn(write.in_current_span()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "cannot record a tool call in the audit log"),
-        Err(e) => tracing::warn!(error = %e, "the audit write of a tool call stopped"),
+    async move {
+        let write = async {
+            let mut tx = db.tenant(&org_id).await?;
+            audit::record_for(
+                &mut tx,
+                Some(&org_id),
+                user_id.as_deref(),
+                &ClientInfo::default(),
+                "tool_call",
+                payload,
+            )
+            .await?;
+            tx.commit().await
+        };
+        if let Err(e) = write.await {
+            tracing::warn!(error = %e, "cannot record a tool call in the audit log");
+        }
     }
+    .in_current_span()
 }
 
 #[cfg(test)]

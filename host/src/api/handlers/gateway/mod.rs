@@ -66,8 +66,13 @@
 //! tool servers (`tools`) answers through the tool loop
 //! ([`crate::orchestrator::tool_loop`]): server tools run inside vel,
 //! the request's own tools are offered beside them, and a call of one of
-//! those ends the loop and comes back as `tool_calls`. Such requests are
-//! plain only (a `stream: true` one is a 400 on `stream`).
+//! those ends the loop and comes back as `tool_calls`; `usage` counts
+//! every round. Streamed, the stream begins with the first text or the
+//! first server tool call, whichever comes first; while server tools run
+//! it carries SSE comments only (`: …`, which clients skip), so it stays
+//! open without showing the client vel's own tool calls; the rounds' text
+//! streams as it comes, and a call of one of the request's tools comes
+//! whole, as a tool-call delta, before `finish_reason: "tool_calls"`.
 //!
 //! Here: the handler, the request's checks and the plain answer; the wire
 //! types in [`wire`], the errors in [`error`], the model routes in
@@ -80,6 +85,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use tokio::sync::mpsc;
 use tracing::Instrument;
 
 pub mod embeddings;
@@ -109,7 +115,9 @@ use crate::limits::counter::Admitted;
 use crate::limits::{Kind, LimitError};
 use crate::money::Money;
 use crate::orchestrator::catalog::{Catalog, parse_task_type};
-use crate::orchestrator::dispatch::{Answer, DispatchError, DispatchKind, Job, totals};
+use crate::orchestrator::dispatch::{
+    Answer, DispatchError, DispatchKind, Dispatcher, Job, Progress, totals,
+};
 use crate::orchestrator::request::{
     AgentTools, ChatMessage, ResponseFormatSpec, TaskRequest, ToolCallRecord, ToolChoiceSpec,
     ToolSpec, Tooling, finish_reason_name,
@@ -566,7 +574,7 @@ fn offered(catalog: &Catalog, model: &str) -> bool {
     params(("X-Vel-Task-Type" = Option<String>, Header,
             description = "reasoning, code_generation, research, light or general (default)"),
            ("X-Vel-Agent" = Option<String>, Header,
-            description = "An agent's id: its settings fill what the request leaves open (`model: \"auto\"` takes the agent's model), and when its config lists `tools` (MCP integrations), the request runs the agent's tool loop inside vel: the model is offered the servers' tools as `<integration>__<tool>` besides the request's own tools; vel calls the servers and asks again, up to the agent's `max_tool_rounds`; a call of one of the request's own tools ends the loop and is returned as `tool_calls`. Plain requests only (`stream` is refused)"),
+            description = "An agent's id: its settings fill what the request leaves open (`model: \"auto\"` takes the agent's model), and when its config lists `tools` (MCP integrations), the request runs the agent's tool loop inside vel: the model is offered the servers' tools as `<integration>__<tool>` besides the request's own tools; vel calls the servers and asks again, up to the agent's `max_tool_rounds`; a call of one of the request's own tools ends the loop and is returned as `tool_calls`; `usage` counts every round. Streamed, while server tools run the stream carries SSE comments only (keep-alives), never the server tools' calls"),
            ("X-Vel-Stream-Failover" = Option<String>, Header,
             description = "Streams: when a provider fails after part of the answer was sent, `fail` ends the stream with an error event, `continue` has the next attempt continue the text sent (as an assistant prefill where the provider supports it, else with an instruction to continue without repeating). Absent: the organization's default (`/api/organizations/{id}/stream-failover`), else `fail`")),
     responses(
@@ -641,13 +649,6 @@ pub async fn chat_completions(
         task_type,
         agent.as_ref().map(|(id, c)| (id.clone(), c)),
     )?;
-    if request.agent_tools.is_some() && stream {
-        return Err(ApiError::from(Invalid::field(
-            "stream",
-            "an agent with tools answers plain requests only; leave stream out",
-        ))
-        .into());
-    }
     request.stream_failover = failover;
     let requested = request.model.clone().unwrap_or_else(|| AUTO.to_string());
     // `auto` needs no check (the dispatcher reads the catalog itself).
@@ -696,7 +697,7 @@ pub async fn chat_completions(
     let span = tracing::info_span!("gateway", task_id = %id, stream, model = %requested);
     let limits = state.limits.clone();
     let answered = if stream {
-        streamed(state, job, requested, include_usage, recording)
+        streamed(state, job, agent_tools, requested, include_usage, recording)
             .instrument(span)
             .await
     } else {
@@ -805,8 +806,37 @@ fn usage_of(answer: &Answer) -> CompletionUsage {
     }
 }
 
-/// Answer `job` at once: one dispatch, or with an agent's tool servers,
-/// the tool loop.
+/// Run `job`: one dispatch, or with an agent's tool servers, the tool
+/// loop (the request's own tools may not be named as the servers' are);
+/// `progress` gets what the run reports.
+async fn answer(
+    dispatcher: &Dispatcher,
+    job: &Job,
+    agent_tools: Option<&AgentTools>,
+    stream: bool,
+    progress: Option<&mpsc::UnboundedSender<Progress>>,
+) -> Result<Answer, DispatchError> {
+    let Some(tools) = agent_tools else {
+        return dispatcher.run(job, stream, progress).await;
+    };
+    let toolbox = Toolbox::open(dispatcher.tools(), &job.org_id, &tools.integrations).await?;
+    if let Some(clash) = job.tools.iter().find(|t| toolbox.offers(&t.name)) {
+        return Err(DispatchError {
+            kind: DispatchKind::InvalidRequest,
+            message: format!(
+                "tools: `{}` is the name of one of the agent's server tools; rename yours",
+                clash.name
+            ),
+            attempts: Vec::new(),
+            retry_after: None,
+        });
+    }
+    dispatcher
+        .run_tool_loop(job, &toolbox, tools.max_rounds, stream, progress, "gateway")
+        .await
+}
+
+/// Answer `job` at once.
 async fn plain(
     state: AppState,
     job: Job,
@@ -814,31 +844,7 @@ async fn plain(
     recording: Recording,
 ) -> Result<Response, GatewayError> {
     let created = secs(recording.template.as_ref().map_or(0, |f| f.created_at));
-    let dispatcher = &state.dispatcher;
-    let run = async {
-        let Some(tools) = &agent_tools else {
-            return dispatcher.run(&job, false, None).await;
-        };
-        let toolbox =
-            match Toolbox::open(dispatcher.tools(), &job.org_id, &tools.integrations).await {
-                Ok(toolbox) => toolbox,
-                Err(e) => return Err(e),
-            };
-        if let Some(clash) = job.tools.iter().find(|t| toolbox.offers(&t.name)) {
-            return Err(DispatchError {
-                kind: DispatchKind::InvalidRequest,
-                message: format!(
-                    "tools: `{}` is the name of one of the agent's server tools; rename yours",
-                    clash.name
-                ),
-                attempts: Vec::new(),
-                retry_after: None,
-            });
-        }
-        dispatcher
-            .run_tool_loop(&job, &toolbox, tools.max_rounds, false, None, "gateway")
-            .await
-    };
+    let run = answer(&state.dispatcher, &job, agent_tools.as_ref(), false, None);
     match run.await {
         Ok(answer) => {
             let (_, _, cost) = totals(&answer.attempts);

@@ -1,8 +1,12 @@
 //! A streamed answer: the dispatch runs in its own task, and its progress
 //! becomes `chat.completion.chunk` events, ending with the finish reason,
 //! the usage when asked for, and `data: [DONE]` (or a final error event).
+//! An agent's tool loop streams the same way, its server tools' calls
+//! kept from the client: while they run the stream carries SSE comments
+//! (`: …`, which clients skip) and no chunk.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
@@ -15,9 +19,12 @@ use tracing::Instrument;
 use super::error::{GatewayError, dispatch_error, stream_error_event};
 use super::recording::Recording;
 use super::wire::{ChoiceLogprobs, CompletionUsage};
-use super::{PROVIDER, ROUTER, TASK_ID, completed, finish_reason, logprobs_out, secs, usage_of};
+use super::{
+    PROVIDER, ROUTER, TASK_ID, answer, completed, finish_reason, logprobs_out, secs, usage_of,
+};
 use crate::api::error::ApiError;
 use crate::orchestrator::dispatch::{Answer, DispatchError, Job, Progress, RouterTrace};
+use crate::orchestrator::request::AgentTools;
 use crate::orchestrator::usage::Outcome;
 use crate::state::AppState;
 use crate::store::tasks::Attempt;
@@ -66,6 +73,13 @@ impl Chunks {
     }
 }
 
+/// How often a stream whose server tools are running says it is alive.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Sent when a server tool starts (an SSE comment: clients skip it).
+const TOOL_RUNNING: Bytes = Bytes::from_static(b": running a tool\n\n");
+/// Sent every [`KEEP_ALIVE`] while server tools run.
+const STILL_RUNNING: Bytes = Bytes::from_static(b": keep-alive\n\n");
+
 fn sse(value: &serde_json::Value) -> Bytes {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"data: ");
@@ -84,6 +98,7 @@ fn sse(value: &serde_json::Value) -> Bytes {
 pub(super) async fn streamed(
     state: AppState,
     job: Job,
+    agent_tools: Option<AgentTools>,
     requested: String,
     include_usage: bool,
     recording: Recording,
@@ -95,6 +110,7 @@ pub(super) async fn streamed(
         drive(
             state,
             job,
+            agent_tools,
             requested,
             include_usage,
             recording,
@@ -166,6 +182,13 @@ struct Streaming {
     attempts: Vec<Attempt>,
     /// Whether pieces of tool calls were sent.
     tool_calls_sent: bool,
+    /// Whether this is an agent's tool loop: its tool calls are not
+    /// streamed piece by piece (those of the server tools are vel's, and
+    /// the client's come whole with the answer).
+    looping: bool,
+    /// Whether server tools are running (since a tool call started, until
+    /// the next attempt).
+    tools_running: bool,
 }
 
 impl Streaming {
@@ -219,6 +242,7 @@ impl Streaming {
                     );
                 }
                 self.current.clear();
+                self.tools_running = false;
                 self.chunks.model = model;
                 self.provider = provider;
                 true
@@ -235,6 +259,7 @@ impl Streaming {
                 let chunk = self.chunks.chunk(json!({ "content": text }), None);
                 self.send(chunk).await
             }
+            Progress::ToolCall { .. } if self.looping => true,
             Progress::ToolCall { delta, .. } => {
                 if !self.begin().await {
                     return false;
@@ -249,8 +274,16 @@ impl Streaming {
                 self.attempts.push(a);
                 true
             }
-            // Streams do not run the tool loop (refused before).
-            Progress::ToolStarted(_) | Progress::ToolFinished(_) => true,
+            // A server tool: the stream begins (if it has not) and says
+            // only that it is alive.
+            Progress::ToolStarted(_) => {
+                if !self.begin().await {
+                    return false;
+                }
+                self.tools_running = true;
+                self.send(TOOL_RUNNING).await
+            }
+            Progress::ToolFinished(_) => true,
         }
     }
 }
@@ -273,10 +306,16 @@ fn tool_call_delta(delta: &ToolCallDelta) -> serde_json::Value {
     serde_json::Value::Object(call)
 }
 
-/// Run the dispatch, turning its progress into chunks on `out`.
+/// Run the dispatch (or `agent_tools`' tool loop), turning its progress
+/// into chunks on `out`.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the stream's parts, handed over once to its task"
+)]
 async fn drive(
     state: AppState,
     job: Job,
+    agent_tools: Option<AgentTools>,
     requested: String,
     include_usage: bool,
     recording: Recording,
@@ -297,17 +336,33 @@ async fn drive(
         current: String::new(),
         attempts: Vec::new(),
         tool_calls_sent: false,
+        looping: agent_tools.is_some(),
+        tools_running: false,
     };
     let (ptx, mut prx) = mpsc::unbounded_channel::<Progress>();
     let ended = {
-        let run = state.dispatcher.run(&job, true, Some(&ptx));
+        let run = answer(
+            &state.dispatcher,
+            &job,
+            agent_tools.as_ref(),
+            true,
+            Some(&ptx),
+        );
         tokio::pin!(run);
         let closed = s.out.clone();
+        let mut keep_alive =
+            tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+        keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 Some(p) = prx.recv() => {
                     if !s.on_progress(p).await {
+                        break Ended::ClientGone;
+                    }
+                }
+                _ = keep_alive.tick(), if s.tools_running => {
+                    if !s.send(STILL_RUNNING).await {
                         break Ended::ClientGone;
                     }
                 }
@@ -328,6 +383,8 @@ async fn drive(
     let partial_output = (!s.partial.is_empty()).then(|| s.partial.clone());
     match ended {
         Ended::ClientGone => {
+            // The tool calls cut off are audited before the record.
+            state.dispatcher.cut_off().settle(&job.id).await;
             recording
                 .finish(Outcome::Cancelled { partial_output }, s.attempts)
                 .await;
