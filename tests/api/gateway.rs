@@ -1156,7 +1156,13 @@ async fn the_organizations_default_reaches_other_instances_by_signal() {
     let admin = s.admin_token().await;
     integration(&s, &admin, "primary", &mock).await;
     let key = api_key(&s, &admin, "task_executor").await;
-    let other = s.sibling(&[("VEL_RETRY_BASE_MS", "1")]);
+    // Every try below fails an attempt on `other`: on a loaded machine the
+    // signal may take enough tries to open the circuit, so an open circuit
+    // lets its next call through at once.
+    let other = s.sibling(&[
+        ("VEL_RETRY_BASE_MS", "1"),
+        ("VEL_BREAKER_COOL_DOWN_MS", "1"),
+    ]);
     let prompt = "alpha beta gamma delta";
     let body = json!({ "model": PINNED, "stream": true,
                        "messages": [{"role": "user", "content": prompt}] });

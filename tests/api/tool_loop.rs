@@ -17,7 +17,7 @@ use std::net::TcpListener;
 use serde_json::{Value, json};
 
 use crate::mcp::Everything;
-use crate::support::{Backend, Server, python};
+use crate::support::{Backend, Server};
 
 /// An org with the `mock` integration `models`, server-everything as
 /// `everything`, and an agent on model `tools` with `everything` as its
@@ -549,25 +549,7 @@ async fn the_gateway_runs_the_loop_for_an_agent(backend: Backend) {
     let server = Server::start(backend).await;
     let (admin, agent) = setup(&server, &everything, json!({})).await;
     let key = server.api_key(&admin, "loop", "task_executor").await;
-    let output = tokio::process::Command::new(python())
-        .arg("-c")
-        .arg(SDK_SCRIPT)
-        .arg(format!("{}/v1", server.base))
-        .arg(&key)
-        .arg(&agent)
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("OPENAI_API_KEY")
-        .output()
-        .await
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the SDK script failed:\n{}\nstdout: {stdout}\nserver stderr:\n{}",
-        String::from_utf8_lossy(&output.stderr),
-        server.stderr()
-    );
-    let out: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let out = server.openai_sdk(SDK_SCRIPT, &[&key, &agent]).await;
 
     let answered = &out["server"];
     assert_eq!(answered["content"], "tool said: Echo: hello sdk", "{out}");
