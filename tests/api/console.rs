@@ -1548,6 +1548,37 @@ async fn performance_and_costs_pages(b: Backend) {
     );
     assert_eq!(lines[1], cells.join(","));
     assert_eq!(lines.len(), 2, "{csv}");
+    // The chart's points are the API's p50 and p95 per provider and minute.
+    let usage = s
+        .get(
+            &format!("/api/analytics/usage?from={from}&interval=minute&group_by=provider"),
+            &admin,
+        )
+        .await
+        .expect(200)
+        .body;
+    let mut expected = Vec::new();
+    for series in usage["series"].as_array().unwrap() {
+        let provider = series["group"]["provider"].as_str().unwrap();
+        for p in series["points"].as_array().unwrap() {
+            for pct in ["p50", "p95"] {
+                if let Some(v) = p["latency_ms"][pct].as_f64() {
+                    expected.push(format!(
+                        "{provider} {pct}|{}|{}",
+                        p["start"].as_str().unwrap(),
+                        number(v)
+                    ));
+                }
+            }
+        }
+    }
+    assert!(!expected.is_empty(), "{usage}");
+    assert_eq!(
+        chart_points(&browser, "latency-chart").await,
+        sorted(expected)
+    );
+    assert!(browser.has("#latency-chart[role=img] > title").await);
+    assert!(browser.has("#latency-chart[aria-labelledby] > desc").await);
 
     browser.goto("/console/costs?range=week").await;
     let costs = s
@@ -1575,7 +1606,57 @@ async fn performance_and_costs_pages(b: Backend) {
             cost(&provider["cost_usd"])
         )
     );
+    // The spend chart's points are the API's days.
+    let expected = costs["by_day"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            format!(
+                "spend|{}|{}",
+                d["day"].as_str().unwrap(),
+                number(d["cost_usd"].as_f64().unwrap())
+            )
+        })
+        .collect();
+    assert_eq!(
+        chart_points(&browser, "spend-chart").await,
+        sorted(expected)
+    );
+    assert!(browser.has("#spend-chart[role=img] > desc").await);
     browser.screenshot(&format!("costs-{}", tag(b))).await;
+}
+
+/// A number as the charts print it: as short as it reads exactly.
+fn number(v: f64) -> String {
+    let s = format!("{v:.9}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+/// The points of the chart `#id` as `series|x|value`, sorted.
+async fn chart_points(browser: &Browser, id: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for g in browser
+        .client
+        .find_all(Locator::Css(&format!("#{id} g.series")))
+        .await
+        .unwrap()
+    {
+        let series = g.attr("data-series").await.unwrap().unwrap();
+        for c in g.find_all(Locator::Css("circle")).await.unwrap() {
+            out.push(format!(
+                "{series}|{}|{}",
+                c.attr("data-x").await.unwrap().unwrap(),
+                c.attr("data-value").await.unwrap().unwrap()
+            ));
+        }
+    }
+    sorted(out)
 }
 
 /// A person in two organizations moves between them from the
@@ -1698,7 +1779,115 @@ async fn benchmarks_page(b: Backend) {
     browser.screenshot(&format!("benchmark-{}", tag(b))).await;
 }
 
+/// A platform admin approves a tenant provider version's outbound hosts
+/// from the plugins page (two tenants' versions await); the tenant's admin
+/// is offered no such control, and an approval forged from their session
+/// is refused (nothing approved).
+async fn plugin_approvals_page(b: Backend) {
+    use crate::support::guests::manifest;
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let (acme, owner) = s.tenant(&admin, "acme").await;
+    let (beta, beta_owner) = s.tenant(&admin, "beta").await;
+    let component = std::fs::read(
+        vel_plugin_artifacts::hostile_path("outbound").expect("the outbound provider"),
+    )
+    .unwrap();
+    let hosts = "[outbound]\nhosts = [\"api.example.test\"]\n";
+    let mut ids = Vec::new();
+    for token in [&owner, &beta_owner] {
+        let up = s
+            .upload_plugin(
+                token,
+                "",
+                component.clone(),
+                &manifest("hostile-outbound", "0.1.0", "provider", hosts),
+            )
+            .await
+            .expect(201);
+        assert_eq!(up.body["hosts_approved"], false, "{}", up.body);
+        ids.push(up.body["id"].as_str().unwrap().to_string());
+    }
+    let pending = || {
+        let (s, admin) = (&s, &admin);
+        async move {
+            let list = s.get("/api/plugin-approvals", admin).await.expect(200).body;
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+
+    // The tenant's admin: no approvals, no control, a forged post refused.
+    let tenant = Browser::open(&s, 1280).await;
+    tenant.sign_in("owner@acme.test", USER_PASSWORD).await;
+    tenant.goto("/console/plugins").await;
+    tenant.wait_for_text("h1", "Plugins").await;
+    assert!(
+        !tenant.has("#approvals").await,
+        "a tenant admin sees approvals"
+    );
+    assert!(!tenant.has(r#"form[action*="/plugin-approvals/"]"#).await);
+    assert!(!tenant.body().await.contains("Awaiting approval"));
+    let csrf = tenant.csrf().await;
+    let cookie = tenant.session_cookie().await;
+    let (status, page) = form_post(
+        &s,
+        &format!("/console/plugin-approvals/{}/approve", ids[1]),
+        &cookie,
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(status, 403, "{page}");
+    assert_eq!(pending().await, ids, "a forged approval changed something");
+
+    // The platform admin sees both, with the hosts, and approves one.
+    let browser = Browser::open(&s, 1280).await;
+    browser.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    browser.goto("/console/plugins").await;
+    let table = browser
+        .wait_for_text("#approvals", "api.example.test")
+        .await;
+    assert!(table.contains(&acme) && table.contains(&beta), "{table}");
+    browser
+        .screenshot(&format!("plugin-approvals-{}", tag(b)))
+        .await;
+    // Without the session's CSRF token, refused even for the admin.
+    let admin_cookie = browser.session_cookie().await;
+    let (status, _) = form_post(
+        &s,
+        &format!("/console/plugin-approvals/{}/approve", ids[1]),
+        &admin_cookie,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 403);
+    browser
+        .click(&format!(r#"tr[data-approval="{}"] button"#, ids[0]))
+        .await;
+    browser.wait_for_text("h1", "Plugins").await;
+    let deadline = Instant::now() + PATIENCE;
+    while pending().await.len() > 1 {
+        assert!(Instant::now() < deadline, "the approval never came");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pending().await, vec![ids[1].clone()]);
+    let v = s
+        .get("/api/plugins/hostile-outbound", &owner)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(v["versions"][0]["hosts_approved"], true, "{v}");
+    browser.goto("/console/plugins").await;
+    let table = browser.wait_for_text("#approvals", &beta).await;
+    assert!(!table.contains(&acme), "{table}");
+}
+
 dual_backend_tests!(
+    plugin_approvals_page,
     benchmarks_page,
     organization_picker,
     integrations_page,

@@ -246,10 +246,42 @@ async fn rows(
     range: Range,
     interval: Interval,
 ) -> Result<Vec<BucketRow>, AnalyticsError> {
-    let from = floor(range.from, interval.millis());
     let mut tx: Tx = db.tenant_read(org_id).await?;
-    let hours_done = jobs::watermark(&mut tx, HOURS_JOB).await?;
-    let days_done = jobs::watermark(&mut tx, DAYS_JOB).await?;
+    let mut rows = Vec::new();
+    for (resolution, from, to) in segments(&mut tx, range, interval).await? {
+        rows.extend(usage_buckets::range(&mut tx, org_id, resolution, from, to).await?);
+    }
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// What [`rows`] reads, summed per provider, agent and day by the
+/// database (what costs need).
+async fn day_costs(
+    db: &Db,
+    org_id: &str,
+    range: Range,
+    interval: Interval,
+) -> Result<Vec<usage_buckets::DayCost>, AnalyticsError> {
+    let mut tx: Tx = db.tenant_read(org_id).await?;
+    let mut out = Vec::new();
+    for (resolution, from, to) in segments(&mut tx, range, interval).await? {
+        out.extend(usage_buckets::costs_by_day(&mut tx, org_id, resolution, from, to).await?);
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// The (resolution, from, to) periods that cover `range` at `interval`
+/// once each, as [`rows`] describes; empty periods left out.
+async fn segments(
+    tx: &mut Tx,
+    range: Range,
+    interval: Interval,
+) -> Result<Vec<(Resolution, i64, i64)>, AnalyticsError> {
+    let from = floor(range.from, interval.millis());
+    let hours_done = jobs::watermark(tx, HOURS_JOB).await?;
+    let days_done = jobs::watermark(tx, DAYS_JOB).await?;
     let mut segments = Vec::new();
     match interval {
         Interval::Minute => segments.push((Resolution::Minute, from, range.to)),
@@ -267,14 +299,8 @@ async fn rows(
             segments.push((Resolution::Minute, from.max(hours_done), range.to));
         }
     }
-    let mut rows = Vec::new();
-    for (resolution, from, to) in segments {
-        if from < to {
-            rows.extend(usage_buckets::range(&mut tx, org_id, resolution, from, to).await?);
-        }
-    }
-    tx.commit().await?;
-    Ok(rows)
+    segments.retain(|(_, from, to)| from < to);
+    Ok(segments)
 }
 
 /// What the organization spent: in a range by provider, agent and day, and
@@ -308,21 +334,21 @@ pub async fn costs(db: &Db, org_id: &str, range: Range, now: i64) -> Result<Cost
     let mut by_agent: BTreeMap<String, Money> = BTreeMap::new();
     let mut by_day: BTreeMap<i64, Money> = BTreeMap::new();
     let mut total = Money::ZERO;
-    for row in rows(db, org_id, range, Interval::Day).await? {
-        let cost = row.counts.cost;
+    for row in day_costs(db, org_id, range, Interval::Day).await? {
+        let cost = row.cost;
         total = total.saturating_add(cost);
         let add = |m: &mut Money| *m = m.saturating_add(cost);
         add(by_provider.entry(row.provider).or_default());
         add(by_agent.entry(row.agent_id).or_default());
-        add(by_day.entry(floor(row.bucket_start, day)).or_default());
+        add(by_day.entry(row.day_start).or_default());
     }
     let (month_start, month_end) = month_of(now);
-    let spent = |rows: Vec<BucketRow>| rows.iter().map(|r| r.counts.cost).sum::<Money>();
+    let spent = |rows: Vec<usage_buckets::DayCost>| rows.iter().map(|r| r.cost).sum::<Money>();
     let month_to_date =
-        spent(rows(db, org_id, Range::new(month_start, now + 1)?, Interval::Day).await?);
+        spent(day_costs(db, org_id, Range::new(month_start, now + 1)?, Interval::Day).await?);
     let window = TRAILING_DAYS * day;
     let trailing = spent(
-        rows(
+        day_costs(
             db,
             org_id,
             Range::new(now - window, now + 1)?,

@@ -3,7 +3,9 @@
 //! (latency percentiles, success rate, fallback frequency) and latency by
 //! provider over time; spend by provider, agent and day, the month's burn
 //! and projection against the budgets and their alert thresholds. Every
-//! table is exported as CSV from the same rows the page shows.
+//! table is exported as CSV from the same rows the page shows; latency
+//! over time and spend per day are also drawn as charts ([`chart`]) from
+//! those rows.
 
 use std::collections::HashMap;
 
@@ -14,6 +16,7 @@ use http::{StatusCode, header};
 use serde_json::Value;
 use tracing::instrument;
 
+use super::chart::{self, Series};
 use super::html::{self, Sheet, esc};
 use super::overview::ms;
 use super::{Console, Failed, Session, enc};
@@ -66,12 +69,16 @@ fn selector(action: &str, current: &str) -> String {
     )
 }
 
-/// The tables of the performance page.
+/// What a page shows for its range: the range's name, its charts (HTML)
+/// and its tables.
+type Shown = (&'static str, String, Vec<Sheet>);
+
+/// The tables and chart of the performance page.
 async fn performance_sheets(
     console: &Console,
     session: &Session,
     q: &HashMap<String, String>,
-) -> Result<(&'static str, Vec<Sheet>), Failed> {
+) -> Result<Shown, Failed> {
     let now = Utc::now();
     let (range, from, interval) = range_of(q, now);
     let span = format!("from={}&to={}", enc(&rfc3339(from)), enc(&rfc3339(now)));
@@ -101,8 +108,23 @@ async fn performance_sheets(
         })
         .collect();
     let mut over_time: Vec<Vec<String>> = Vec::new();
-    for series in usage["series"].as_array().into_iter().flatten() {
+    let mut lines: Vec<Series> = Vec::new();
+    for (n, series) in usage["series"].as_array().into_iter().flatten().enumerate() {
         let provider = series["group"]["provider"].as_str().unwrap_or("");
+        for (pct, dashed) in [("p50", false), ("p95", true)] {
+            let points = series["points"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| Some((html::text(&p["start"]), p["latency_ms"][pct].as_f64()?)))
+                .collect();
+            lines.push(Series {
+                name: format!("{provider} {pct}"),
+                colour: n,
+                dashed,
+                points,
+            });
+        }
         for p in series["points"].as_array().into_iter().flatten() {
             let requests = p["requests"].as_i64().unwrap_or(0);
             let completed = p["completed"].as_i64().unwrap_or(0);
@@ -119,8 +141,18 @@ async fn performance_sheets(
         }
     }
     over_time.sort();
+    let chart = chart::line_chart(
+        "latency-chart",
+        "Latency by provider over time",
+        &format!(
+            "p50 (solid) and p95 (dashed) latency in milliseconds per provider, one point per {interval}; the table below has the numbers."
+        ),
+        "ms",
+        &lines,
+    );
     Ok((
         range,
+        chart,
         vec![
             Sheet {
                 id: "providers",
@@ -157,12 +189,12 @@ async fn performance_sheets(
     ))
 }
 
-/// The tables of the costs page.
+/// The tables and chart of the costs page.
 async fn cost_sheets(
     console: &Console,
     session: &Session,
     q: &HashMap<String, String>,
-) -> Result<(&'static str, Vec<Sheet>), Failed> {
+) -> Result<Shown, Failed> {
     let now = Utc::now();
     let (range, from, _) = range_of(q, now);
     let costs_path = format!(
@@ -189,6 +221,24 @@ async fn cost_sheets(
             })
             .collect()
     };
+    let spend = Series {
+        name: "spend".into(),
+        colour: 0,
+        dashed: false,
+        points: costs["by_day"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| Some((html::text(&d["day"]), d["cost_usd"].as_f64()?)))
+            .collect(),
+    };
+    let chart = chart::line_chart(
+        "spend-chart",
+        "Spend per day",
+        "Spend in US dollars per day (UTC) in the range; the table “By day” below has the numbers.",
+        "$",
+        &[spend],
+    );
     let by_day = costs["by_day"]
         .as_array()
         .into_iter()
@@ -244,6 +294,7 @@ async fn cost_sheets(
     let money_heads = |first: &'static str| vec![(first, ""), ("Cost ($)", "num")];
     Ok((
         range,
+        chart,
         vec![
             Sheet {
                 id: "summary",
@@ -293,11 +344,11 @@ async fn cost_sheets(
 fn render(
     session: &Session,
     (title, path): (&str, &str),
-    sheets: Result<(&'static str, Vec<Sheet>), Failed>,
+    sheets: Result<Shown, Failed>,
     q: &HashMap<String, String>,
     csv: bool,
 ) -> Response {
-    let (range, sheets) = match sheets {
+    let (range, charts, sheets) = match sheets {
         Ok(s) => s,
         Err(failed) if csv => return failed.into_response(),
         Err(failed) => {
@@ -335,7 +386,7 @@ fn render(
             .into_response();
     }
     let csv_base = format!("{path}.csv?range={range}");
-    let mut body = format!("<h1>{}</h1>{}", esc(title), selector(path, range));
+    let mut body = format!("<h1>{}</h1>{}{charts}", esc(title), selector(path, range));
     for sheet in &sheets {
         body.push_str(&sheet.html(Some(&csv_base)));
     }

@@ -20,6 +20,7 @@ mod analytics;
 mod api_keys;
 mod assets;
 mod benchmarks;
+mod chart;
 mod html;
 mod integrations;
 mod members;
@@ -122,6 +123,7 @@ pub fn with_console(state: AppState, api: Router) -> Router {
         .route("/plugins/{name}/rollback", post(plugins::rollback))
         .route("/plugins/{name}/disable", post(plugins::disable))
         .route("/plugins/{name}/enable", post(plugins::enable))
+        .route("/plugin-approvals/{id}/approve", post(plugins::approve))
         .route("/agents", get(agents::list).post(agents::create))
         .route("/agents/{id}", get(agents::detail).post(agents::update))
         .route("/agents/{id}/{action}", post(agents::act))

@@ -66,27 +66,23 @@ async fn figures(
         .with_ymd_and_hms(now.year(), now.month(), now.day(), 0, 0, 0)
         .single()
         .unwrap_or(now);
-    let day = console
-        .get(
-            session,
-            &format!(
-                "/api/analytics/usage?interval=day&from={}&to={}",
-                enc(&rfc3339(today)),
-                enc(&rfc3339(now))
-            ),
-        )
-        .await?;
     let hour_from = now - Duration::minutes(60);
-    let hour = console
-        .get(
-            session,
-            &format!(
-                "/api/analytics/usage?interval=minute&from={}&to={}",
-                enc(&rfc3339(hour_from)),
-                enc(&rfc3339(now))
-            ),
-        )
-        .await?;
+    let day_path = format!(
+        "/api/analytics/usage?interval=day&from={}&to={}",
+        enc(&rfc3339(today)),
+        enc(&rfc3339(now))
+    );
+    let hour_path = format!(
+        "/api/analytics/usage?interval=minute&from={}&to={}",
+        enc(&rfc3339(hour_from)),
+        enc(&rfc3339(now))
+    );
+    // Both at once: neither waits for the other.
+    let (day, hour) = tokio::join!(
+        console.get(session, &day_path),
+        console.get(session, &hour_path)
+    );
+    let (day, hour) = (day?, hour?);
     let mut f = Figures::default();
     if let Some(point) = day["series"][0]["points"].as_array().and_then(|p| p.last()) {
         f.today = int(&point["requests"]);

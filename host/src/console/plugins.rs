@@ -1,6 +1,7 @@
 //! Plugins: the list (the organization's and the platform's), a plugin's
 //! versions with their sha256 and signature, and activate, roll back,
-//! disable and enable.
+//! disable and enable; for platform admins, the tenant provider versions
+//! whose outbound hosts await approval, each with its approve button.
 
 use std::collections::HashMap;
 
@@ -68,6 +69,9 @@ async fn list_page(console: &Console, session: &Session, draft: Draft<'_>) -> Re
             failed.status
         }
     };
+    if session.principal.is_platform_admin() {
+        body.push_str(&approvals(console, session).await);
+    }
     body.push_str(&draft.refusal(&mut code));
     if session.can(Permission::ManagePlugins) {
         body.push_str("<h2>Upload a version</h2>");
@@ -133,6 +137,90 @@ async fn list_page(console: &Console, session: &Session, draft: Draft<'_>) -> Re
         ));
     }
     (code, html::page(Some(session), "Plugins", "Plugins", &body)).into_response()
+}
+
+/// The tenant provider versions whose outbound hosts await a platform
+/// admin (`GET /api/plugin-approvals`), each with its approve button; the
+/// caller shows it to platform admins only (the API refuses anyone else).
+async fn approvals(console: &Console, session: &Session) -> String {
+    let mut out = String::from("<h2>Awaiting approval</h2>");
+    let list = match console.get(session, "/api/plugin-approvals").await {
+        Ok(list) => list,
+        Err(failed) => {
+            out.push_str(&html::failed_inline(&failed));
+            return out;
+        }
+    };
+    let items = list["items"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if items.is_empty() {
+        out.push_str(r#"<p id="no-approvals">No version awaits approval.</p>"#);
+        return out;
+    }
+    let mut rows = String::new();
+    for v in items {
+        let id = html::text(&v["id"]);
+        let hosts: Vec<String> = v["outbound_hosts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(html::text)
+            .collect();
+        rows.push_str(&format!(
+            r#"<tr data-approval="{id}"><td>{plugin}</td><td class="mono">{version}</td><td class="mono">{org}</td><td class="mono">{hosts}</td><td class="mono hide-narrow">{sha}</td><td>{uploaded}</td><td>{approve}</td></tr>"#,
+            id = esc(&id),
+            plugin = t(&v["plugin"]),
+            version = t(&v["version"]),
+            org = t(&v["organization_id"]),
+            hosts = esc(&hosts.join(", ")),
+            sha = t(&v["sha256"]),
+            uploaded = t(&v["uploaded_at"]),
+            approve = html::button(
+                session,
+                &format!("/console/plugin-approvals/{}/approve", enc(&id)),
+                "Approve",
+                "secondary",
+                &[],
+            ),
+        ));
+    }
+    out.push_str(&html::table(
+        "approvals",
+        &[
+            ("Plugin", ""),
+            ("Version", ""),
+            ("Organization", ""),
+            ("Outbound hosts", ""),
+            ("sha256", "hide-narrow"),
+            ("Uploaded", ""),
+            ("Action", ""),
+        ],
+        &rows,
+    ));
+    out
+}
+
+/// `POST /console/plugin-approvals/{id}/approve`: a tenant provider
+/// version's outbound hosts approved (`POST
+/// /api/plugin-approvals/{id}/approve`, platform admins only), then the
+/// plugins page again.
+#[instrument(skip_all, fields(org = %session.principal.org_id))]
+pub(crate) async fn approve(
+    State(console): State<Console>,
+    session: Session,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let api = format!("/api/plugin-approvals/{}/approve", enc(&id));
+    console
+        .form_write(
+            &session,
+            &form,
+            Method::POST,
+            &api,
+            Some(&json!({})),
+            "/console/plugins",
+        )
+        .await
 }
 
 /// A `multipart/form-data` body of `parts` (name, file name, bytes): its
