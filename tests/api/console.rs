@@ -29,12 +29,25 @@ struct Browser {
     client: Client,
     driver: Child,
     base: String,
+    /// Its own profile directory, which names its processes.
+    profile: std::path::PathBuf,
 }
 
 impl Drop for Browser {
+    /// Ends the driver and the Chromium it started: killing the driver
+    /// leaves Chromium running (re-parented), so the browser process is
+    /// found by its own profile directory and killed too; its renderers
+    /// end with it. Without this every test left a browser behind, and a
+    /// whole suite ran the machine out of memory.
     fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        let _ = Command::new("pkill")
+            .arg("-KILL")
+            .arg("-f")
+            .arg("--")
+            .arg(format!("--user-data-dir={}", self.profile.display()))
+            .status();
     }
 }
 
@@ -92,6 +105,7 @@ impl Browser {
             client,
             driver,
             base: s.base.clone(),
+            profile: data,
         }
     }
 
