@@ -37,8 +37,7 @@ impl Drop for Browser {
     /// Ends the driver and the Chromium it started: killing the driver
     /// leaves Chromium running (re-parented), so the browser process is
     /// found by its own profile directory and killed too; its renderers
-    /// end with it. Without this every test left a browser behind, and a
-    /// whole suite ran the machine out of memory.
+    /// end with it.
     fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
