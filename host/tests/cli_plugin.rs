@@ -112,3 +112,44 @@ fn run_stops_a_hostile_plugin_with_a_clear_error() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn run_calls_a_providers_embed_for_an_embeddings_input() {
+    let input =
+        r#"{"model": "embed", "input": ["red apple", "APPLE red", "pear"], "dimensions": 16}"#;
+    let out = vel(&["plugin", "run", builtin("mock"), "--input", input]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let vectors = report["result"]["vectors"].as_array().unwrap();
+    assert_eq!(vectors.len(), 3, "{report}");
+    assert_eq!(vectors[0], vectors[1], "the same words, the same vector");
+    assert_ne!(vectors[0], vectors[2]);
+    assert_eq!(vectors[2].as_array().unwrap().len(), 16);
+    assert_eq!(report["result"]["usage"]["input_tokens"], 5, "{report}");
+
+    // A model the provider does not embed with is the guest's own error.
+    let out = vel(&[
+        "plugin",
+        "run",
+        builtin("mock"),
+        "--input",
+        r#"{"model": "echo", "input": "x"}"#,
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(report["error"]["kind"], "invalid_request", "{report}");
+    // Not an embeddings request: named.
+    let out = vel(&[
+        "plugin",
+        "run",
+        builtin("mock"),
+        "--input",
+        r#"{"model": "embed", "input": {"not": "text"}}"#,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("an embeddings request"),
+        "{}",
+        text(&out.stderr)
+    );
+}

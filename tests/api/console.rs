@@ -273,7 +273,8 @@ async fn three_finished_tasks(s: &Server, admin: &str, what: &str) {
         let t = s
             .finished_task(
                 admin,
-                json!({ "description": format!("{what} {i}"), "prompt": format!("hello {i}"), "cache": false }),
+                json!({ "description": format!("{what} {i}"), "prompt": format!("hello {i}"), "cache": false,
+                        "parameters": { "model": "mock/echo" } }),
             )
             .await;
         assert_eq!(t["status"], "completed", "{t}");
@@ -808,6 +809,34 @@ impl Browser {
             .click()
             .await
             .unwrap();
+    }
+
+    /// Click the first element `css` selects, a form's button, and wait
+    /// until the page it loads is on screen (the old document is marked
+    /// first, so text both pages show cannot stand in for the new one).
+    async fn submit(&self, css: &str) {
+        self.client
+            .execute("window.__velOldPage = true;", vec![])
+            .await
+            .unwrap();
+        self.click(css).await;
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let old = self
+                .client
+                .execute(
+                    "return window.__velOldPage === true || document.readyState !== 'complete';",
+                    vec![],
+                )
+                .await
+                .ok()
+                .and_then(|v| v.as_bool());
+            if old == Some(false) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{css} never loaded a page");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The page's HTML.
@@ -1495,7 +1524,7 @@ async fn performance_and_costs_pages(b: Backend) {
     browser.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
     browser.goto("/console/performance").await;
     browser.choose("f-range", "hour").await;
-    browser.click("form.filters button").await;
+    browser.submit("form.filters button").await;
     browser.wait_for_text("#providers", "mock").await;
     let url = browser.client.current_url().await.unwrap();
     assert_eq!(url.query(), Some("range=hour"));

@@ -714,7 +714,76 @@ async fn a_stream_left_mid_tool_audits_the_cut_off_call(backend: Backend) {
     assert_eq!(row["error"], "cancelled", "{row}");
 }
 
+/// What the model says before it calls a server tool is part of the
+/// answer: a streamed loop shows it as it comes, then a blank line, then
+/// the next round's text; the plain answer, the record and a task's
+/// result read exactly the same.
+async fn text_said_before_tools_is_kept(backend: Backend) {
+    let everything = Everything::start();
+    let server = Server::start(backend).await;
+    let (admin, agent) = setup(&server, &everything, json!({})).await;
+    let key = server.api_key(&admin, "loop", "task_executor").await;
+    let metadata = json!({ "tool": "echo", "tool-preamble": "Let me ask the echo." });
+    let said = "Let me ask the echo.\n\ntool said: Echo: kept words";
+    let request = |stream: bool| {
+        reqwest::Client::new()
+            .post(server.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .header("X-Vel-Agent", &agent)
+            .json(
+                &json!({ "model": "auto", "stream": stream, "metadata": metadata,
+                           "messages": [{ "role": "user", "content": "kept words" }] }),
+            )
+            .send()
+    };
+
+    let plain: Value = request(false).await.unwrap().json().await.unwrap();
+    assert_eq!(plain["choices"][0]["message"]["content"], said, "{plain}");
+
+    let resp = request(true).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let task_id = resp.headers()["x-vel-task-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body = resp.text().await.unwrap();
+    let mut streamed = String::new();
+    for data in body.lines().filter_map(|l| l.strip_prefix("data: ")) {
+        if data == "[DONE]" {
+            break;
+        }
+        let chunk: Value = serde_json::from_str(data).unwrap();
+        if let Some(text) = chunk["choices"][0]["delta"]["content"].as_str() {
+            streamed.push_str(text);
+        }
+    }
+    assert_eq!(streamed, said, "{body}");
+    // The preamble came before the tool ran, the rest after.
+    let preamble = body.find(r#""content":"Let""#).expect("the preamble");
+    assert!(preamble < body.find(": running a tool").unwrap(), "{body}");
+    let task = server.recorded_task(&admin, &task_id).await;
+    assert_eq!(task["result"]["text"], said, "{task}");
+
+    let created = server
+        .post(
+            "/api/tasks",
+            &admin,
+            agent_task(&agent, "kept words", metadata.clone()),
+        )
+        .await
+        .expect(201);
+    let id = created.body["id"].as_str().unwrap();
+    server.event_stream(&admin, id, None).await;
+    let task = server
+        .get(&format!("/api/tasks/{id}"), &admin)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(task["result"]["text"], said, "{task}");
+}
+
 dual_backend_tests!(
+    text_said_before_tools_is_kept,
     a_stream_left_mid_tool_audits_the_cut_off_call,
     agent_tasks_run_the_tool_loop,
     agent_tools_are_checked,

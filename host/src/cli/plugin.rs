@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
-use vel_runtime::types::{Candidate, CompletionRequest, ConditionInput, TaskInfo};
+use vel_runtime::types::{
+    Candidate, CompletionRequest, ConditionInput, EmbeddingRequest, TaskInfo,
+};
 use vel_runtime::{
     AllowPrivate, CallResult, CallStats, Delta, Limits, OutboundConfig, Plugin, PluginKind,
     Profile, ProviderCall, Runtime, RuntimeConfig, Secret, ToolServerCall,
@@ -17,6 +19,7 @@ use vel_runtime::{
 
 use super::run_json::{contains, guest_error, normalise_input, snake_output};
 use super::{remote, scaffold};
+use crate::api::handlers::gateway::embeddings::EmbeddingsRequest;
 use crate::plugins::manifest::{Manifest, host_of};
 
 /// The variable `vel plugin run` and `test` read a provider's credential
@@ -43,7 +46,10 @@ pub enum PluginCommand {
     /// "candidates": [...]}`; condition: `{"output": "...", "state": {...},
     /// "args": {...}}`; provider: a completion request `{"model": "...",
     /// "messages": [{"role": "user", "content": "..."}], "task_type":
-    /// "general", ...}`. JSON-typed fields (`state`, `args`, `metadata`)
+    /// "general", ...}`, or an embeddings request as `/v1/embeddings`
+    /// takes it (`{"model": "...", "input": "text" | ["texts"] | [token
+    /// ids], "dimensions": N}`), which calls the provider's `embed`.
+    /// JSON-typed fields (`state`, `args`, `metadata`)
     /// are given as JSON values.
     ///
     /// Output (stdout): `{"plugin", "version", "kind", "result"` (the
@@ -539,6 +545,26 @@ async fn call(
                 parse(input, "a condition input {\"output\", \"state\", \"args\"}")?;
             let call = runtime.evaluate(plugin, limits, &input).await;
             report(plugin, call)?
+        }
+        PluginKind::Provider if input.get("input").is_some() && input.get("messages").is_none() => {
+            let body: EmbeddingsRequest = parse(
+                input,
+                "an embeddings request {\"model\", \"input\", \"dimensions\"}",
+            )?;
+            let request = EmbeddingRequest {
+                model: body.model,
+                inputs: body.input.into_inputs(),
+                dimensions: body.dimensions,
+                user: body.user,
+            };
+            let call = ProviderCall {
+                settings: options.settings,
+                secret: options.secret.map(Secret::new),
+                allowed_hosts: options.allowed_hosts,
+                allow_base_url_host: true,
+                deltas: None,
+            };
+            report(plugin, runtime.embed(plugin, limits, call, &request).await)?
         }
         PluginKind::Provider => {
             stringify(&mut input, &["metadata"]);

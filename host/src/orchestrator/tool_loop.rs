@@ -27,7 +27,9 @@
 //! kind; never the arguments); a call cut off because the loop was
 //! dropped (the task cancelled, the client gone) is audited as failed
 //! with the kind `cancelled` ([`CutOff`]). The answer's usage is every
-//! round's tokens summed. Tools the caller sent itself (the
+//! round's tokens summed, and its text every round's text, each that went
+//! before tool calls followed by [`ROUND_BREAK`]: what a streamed loop
+//! sent, so the client, the plain answer and the record read the same. Tools the caller sent itself (the
 //! gateway's client tools) are offered too; a call of one ends the loop,
 //! and the answer carries only those calls for the caller to run.
 
@@ -57,6 +59,9 @@ pub const MAX_TOOL_ROUNDS: u32 = 32;
 pub const SEPARATOR: &str = "__";
 /// Longest tool name OpenAI (and so most models) accept.
 const MAX_NAME: usize = 64;
+/// After each round's text that went before tool calls, in the answer
+/// and in a streamed loop (so the answer is exactly what was streamed).
+pub const ROUND_BREAK: &str = "\n\n";
 /// Longest tool result handed to the model, in characters (the rest is cut).
 const MAX_RESULT_CHARS: usize = 100_000;
 /// Longest tool result text shown in a `tool_result` event.
@@ -253,8 +258,12 @@ impl Dispatcher {
         // Every round's tokens: the answer's usage is the loop's.
         let (mut input_tokens, mut output_tokens) = (0u32, 0u32);
         let mut round = 0;
+        // The text of the rounds before this one, each followed by
+        // [`ROUND_BREAK`]: what a streamed loop has shown so far.
+        let mut said = String::new();
         loop {
-            let mut answer = match self.run(&job, stream, progress).await {
+            let (result, streamed) = self.run_round(&job, stream, progress).await;
+            let mut answer = match result {
                 Ok(answer) => answer,
                 Err(mut e) => {
                     attempts.append(&mut e.attempts);
@@ -281,6 +290,7 @@ impl Dispatcher {
                 // The answer, or calls the caller runs: the server tools
                 // asked for in the same turn are not run.
                 answer.response.tool_calls = for_client;
+                answer.response.text.insert_str(0, &said);
                 answer.attempts = attempts;
                 return Ok(answer);
             }
@@ -296,6 +306,25 @@ impl Dispatcher {
                 });
             }
             round += 1;
+            let text = &answer.response.text;
+            if !text.is_empty() {
+                // Shown to a streamed loop's client as it was said: the
+                // text a provider did not stream is sent whole.
+                if stream && streamed.is_empty() {
+                    report(Progress::Delta {
+                        seq: job.first_attempt_seq,
+                        text: text.clone(),
+                    });
+                }
+                if stream {
+                    report(Progress::Delta {
+                        seq: job.first_attempt_seq,
+                        text: ROUND_BREAK.to_string(),
+                    });
+                }
+                said.push_str(text);
+                said.push_str(ROUND_BREAK);
+            }
             job.messages.push(Message {
                 role: Role::Assistant,
                 content: answer.response.text.clone(),
@@ -329,6 +358,36 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    /// One round's model call, its progress passed on to `progress`;
+    /// also returns the text it streamed.
+    async fn run_round(
+        &self,
+        job: &Job,
+        stream: bool,
+        progress: Option<&mpsc::UnboundedSender<Progress>>,
+    ) -> (Result<Answer, DispatchError>, String) {
+        let Some(progress) = progress else {
+            return (self.run(job, stream, None).await, String::new());
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let run = async move {
+            let result = self.run(job, stream, Some(&tx)).await;
+            drop(tx);
+            result
+        };
+        let forward = async {
+            let mut streamed = String::new();
+            while let Some(p) = rx.recv().await {
+                if let Progress::Delta { text, .. } = &p {
+                    streamed.push_str(text);
+                }
+                let _ = progress.send(p);
+            }
+            streamed
+        };
+        tokio::join!(run, forward)
     }
 
     /// Make one call of the loop and audit it.

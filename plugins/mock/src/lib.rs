@@ -16,7 +16,8 @@
 //!   the first, with the `tool-arguments` metadata as arguments, else
 //!   arguments built from the tool's JSON Schema and the last user message
 //!   (strings get the message, numbers its word count, booleans `true`),
-//!   finish reason `tool-calls`; once `tool-rounds` (metadata, default 1)
+//!   finish reason `tool-calls` (with the `tool-preamble` metadata as its
+//!   text, else none); once `tool-rounds` (metadata, default 1)
 //!   turns after the last user message called tools it answers
 //!   `tool said: <results>` (every tool result since, in order). Other
 //!   models refuse tools.
@@ -68,8 +69,30 @@ impl Guest for Mock {
     fn complete_stream(request: CompletionRequest) -> Result<CompletionResponse, ProviderError> {
         let mut answer = models::answer(&request)?;
         std::thread::sleep(answer.delay);
-        // Tool calls stream as OpenAI streams them: the id and name first,
-        // then the arguments in two pieces.
+        // The text first, word by word, then the tool calls as OpenAI
+        // streams them: the id and name first, then the arguments in two
+        // pieces.
+        let full = std::mem::take(&mut answer.text);
+        let mut sent = String::new();
+        if !full.is_empty() {
+            for (i, word) in full.split(' ').enumerate() {
+                let delta = if i == 0 {
+                    word.to_string()
+                } else {
+                    format!(" {word}")
+                };
+                if i > 0 {
+                    std::thread::sleep(answer.word_delay);
+                }
+                sent.push_str(&delta);
+                if !vel::plugins::stream::emit(&delta) {
+                    answer.text = sent;
+                    answer.tool_calls.clear();
+                    return Ok(answer.into_response(FinishReason::Cancelled));
+                }
+            }
+        }
+        answer.text = sent;
         let calls = answer.tool_calls.clone();
         for (i, call) in calls.iter().enumerate() {
             let index = u32::try_from(i).unwrap_or(u32::MAX);
@@ -105,27 +128,6 @@ impl Guest for Mock {
                 }
             }
         }
-        if answer.text.is_empty() {
-            return Ok(answer.into_response(FinishReason::Stop));
-        }
-        let full = std::mem::take(&mut answer.text);
-        let mut sent = String::new();
-        for (i, word) in full.split(' ').enumerate() {
-            let delta = if i == 0 {
-                word.to_string()
-            } else {
-                format!(" {word}")
-            };
-            if i > 0 {
-                std::thread::sleep(answer.word_delay);
-            }
-            sent.push_str(&delta);
-            if !vel::plugins::stream::emit(&delta) {
-                answer.text = sent;
-                return Ok(answer.into_response(FinishReason::Cancelled));
-            }
-        }
-        answer.text = sent;
         Ok(answer.into_response(FinishReason::Stop))
     }
 }

@@ -281,7 +281,11 @@ pub fn answer(request: &CompletionRequest) -> Result<Answer, ProviderError> {
                 results.reverse();
                 answer.text = format!("tool said: {}", results.join("; "));
             } else if let Some(call) = tool_call(request, &metadata, last_user) {
-                answer.text = String::new();
+                answer.text = ["tool-preamble", "tool_preamble"]
+                    .iter()
+                    .find_map(|k| metadata.get(k).and_then(Value::as_str))
+                    .unwrap_or_default()
+                    .to_string();
                 answer.tool_calls.push(call);
             }
         }

@@ -77,6 +77,20 @@ pub enum EmbeddingsInput {
     TokenLists(Vec<Vec<u32>>),
 }
 
+impl EmbeddingsInput {
+    /// The inputs a provider's `embed` takes, one per text or token list.
+    pub(crate) fn into_inputs(self) -> Vec<EmbeddingInput> {
+        match self {
+            EmbeddingsInput::Text(t) => vec![EmbeddingInput::Text(t)],
+            EmbeddingsInput::Texts(ts) => ts.into_iter().map(EmbeddingInput::Text).collect(),
+            EmbeddingsInput::Tokens(ids) => vec![EmbeddingInput::Tokens(ids)],
+            EmbeddingsInput::TokenLists(lists) => {
+                lists.into_iter().map(EmbeddingInput::Tokens).collect()
+            }
+        }
+    }
+}
+
 /// The answer: one vector per input, in order.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EmbeddingList {
@@ -132,14 +146,7 @@ fn check(body: &mut EmbeddingsRequest) -> Result<Checked, ApiError> {
     body.model = body.model.trim().to_string();
     errors.check(!body.model.is_empty(), "model", "must not be empty");
     let input = std::mem::replace(&mut body.input, EmbeddingsInput::Texts(Vec::new()));
-    let inputs: Vec<EmbeddingInput> = match input {
-        EmbeddingsInput::Text(t) => vec![EmbeddingInput::Text(t)],
-        EmbeddingsInput::Texts(ts) => ts.into_iter().map(EmbeddingInput::Text).collect(),
-        EmbeddingsInput::Tokens(ids) => vec![EmbeddingInput::Tokens(ids)],
-        EmbeddingsInput::TokenLists(lists) => {
-            lists.into_iter().map(EmbeddingInput::Tokens).collect()
-        }
-    };
+    let inputs = input.into_inputs();
     errors.check(!inputs.is_empty(), "input", "must not be empty");
     errors.check(
         inputs.len() <= MAX_INPUTS,
