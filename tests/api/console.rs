@@ -1057,6 +1057,27 @@ async fn api_keys_page(b: Backend) {
     browser
         .screenshot(&format!("api-key-once-{}", tag(b)))
         .await;
+    // Shown by a GET after a redirect: a reload asks nothing, posts
+    // nothing, and shows the key no more (its one-time cookie is gone).
+    let here = browser.client.current_url().await.unwrap();
+    assert_eq!(here.path(), "/console/api-keys");
+    assert!(
+        browser
+            .client
+            .get_named_cookie("vel_new_key")
+            .await
+            .is_err(),
+        "the one-time cookie outlived its page"
+    );
+    browser.client.refresh().await.unwrap();
+    browser.wait_for_text("h1", "API keys").await;
+    assert!(!browser.has("#new-key").await);
+    assert!(
+        !browser.source().await.contains(&key),
+        "the key is shown again"
+    );
+    let list = s.get("/api/api-keys", &admin).await.expect(200).body;
+    assert_eq!(list["total"], 1, "a reload made another key: {list}");
     // Never again.
     browser.goto("/console/api-keys").await;
     assert!(!browser.has("#new-key").await);
@@ -1064,8 +1085,62 @@ async fn api_keys_page(b: Backend) {
         !browser.source().await.contains(&key),
         "the key is shown again"
     );
+    // The one-time cookie opens only in the session that made it.
+    let session = browser.session_cookie().await;
+    let csrf = browser.csrf().await;
+    let raw = crate::support::http_client_builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let made = raw
+        .post(s.url("/console/api-keys"))
+        .header("cookie", format!("vel_session={session}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}&name=second&role=viewer"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status().as_u16(), 303);
+    assert_eq!(made.headers()["location"], "/console/api-keys");
+    let sealed = made
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("vel_new_key="))
+        .and_then(|c| c.split(';').next())
+        .expect("the one-time cookie")
+        .to_string();
+    let other = s.admin_token().await;
+    let page = |token: String| {
+        let (raw, s, sealed) = (&raw, &s, &sealed);
+        async move {
+            raw.get(s.url("/console/api-keys"))
+                .header("cookie", format!("vel_session={token}; {sealed}"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    assert!(!page(other).await.contains("new-key-value"));
+    assert!(page(session.clone()).await.contains("new-key-value"));
+    let list = s.get("/api/api-keys", &admin).await.expect(200).body;
+    let ci = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "ci")
+        .and_then(|k| k["id"].as_str())
+        .unwrap()
+        .to_string();
+    browser.goto("/console/api-keys").await;
     browser
-        .click(r#"#api-keys form[action$="/revoke"] button"#)
+        .click(&format!(
+            r#"tr[data-key="{ci}"] form[action$="/revoke"] button"#
+        ))
         .await;
     browser.wait_for_text("#api-keys", "revoked").await;
     s.get("/api/agents", &key)
