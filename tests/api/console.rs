@@ -2178,6 +2178,17 @@ async fn create_roles_budgets_and_benchmarks(b: Backend) {
     // A budget: refused (a negative limit), then set.
     browser.goto("/console/costs").await;
     assert!(!browser.has("#budgets").await, "a budget before any is set");
+    // An agent's budget needs the agent's id: said without a call.
+    browser.choose("budget-scope", "agent").await;
+    browser.fill("budget-limit", "5").await;
+    browser.click("#set-budget-submit").await;
+    let said = browser
+        .wait_for_text("main [role=alert]", "subject_id")
+        .await;
+    assert!(said.starts_with("Unprocessable Entity"), "{said}");
+    assert_eq!(browser.value("budget-scope").await, "agent");
+    assert_eq!(browser.value("budget-limit").await, "5");
+    browser.choose("budget-scope", "organization").await;
     browser.choose("budget-period", "day").await;
     browser.fill("budget-limit", "-5").await;
     browser.choose("budget-kind", "soft").await;
