@@ -1086,6 +1086,27 @@ async fn api_keys_page(b: Backend) {
     browser
         .screenshot(&format!("api-key-once-{}", tag(b)))
         .await;
+    // Shown by a GET after a redirect: a reload asks nothing, posts
+    // nothing, and shows the key no more (its one-time cookie is gone).
+    let here = browser.client.current_url().await.unwrap();
+    assert_eq!(here.path(), "/console/api-keys");
+    assert!(
+        browser
+            .client
+            .get_named_cookie("vel_new_key")
+            .await
+            .is_err(),
+        "the one-time cookie outlived its page"
+    );
+    browser.client.refresh().await.unwrap();
+    browser.wait_for_text("h1", "API keys").await;
+    assert!(!browser.has("#new-key").await);
+    assert!(
+        !browser.source().await.contains(&key),
+        "the key is shown again"
+    );
+    let list = s.get("/api/api-keys", &admin).await.expect(200).body;
+    assert_eq!(list["total"], 1, "a reload made another key: {list}");
     // Never again.
     browser.goto("/console/api-keys").await;
     assert!(!browser.has("#new-key").await);
@@ -1093,8 +1114,62 @@ async fn api_keys_page(b: Backend) {
         !browser.source().await.contains(&key),
         "the key is shown again"
     );
+    // The one-time cookie opens only in the session that made it.
+    let session = browser.session_cookie().await;
+    let csrf = browser.csrf().await;
+    let raw = crate::support::http_client_builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let made = raw
+        .post(s.url("/console/api-keys"))
+        .header("cookie", format!("vel_session={session}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}&name=second&role=viewer"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status().as_u16(), 303);
+    assert_eq!(made.headers()["location"], "/console/api-keys");
+    let sealed = made
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("vel_new_key="))
+        .and_then(|c| c.split(';').next())
+        .expect("the one-time cookie")
+        .to_string();
+    let other = s.admin_token().await;
+    let page = |token: String| {
+        let (raw, s, sealed) = (&raw, &s, &sealed);
+        async move {
+            raw.get(s.url("/console/api-keys"))
+                .header("cookie", format!("vel_session={token}; {sealed}"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    assert!(!page(other).await.contains("new-key-value"));
+    assert!(page(session.clone()).await.contains("new-key-value"));
+    let list = s.get("/api/api-keys", &admin).await.expect(200).body;
+    let ci = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "ci")
+        .and_then(|k| k["id"].as_str())
+        .unwrap()
+        .to_string();
+    browser.goto("/console/api-keys").await;
     browser
-        .click(r#"#api-keys form[action$="/revoke"] button"#)
+        .click(&format!(
+            r#"tr[data-key="{ci}"] form[action$="/revoke"] button"#
+        ))
         .await;
     browser.wait_for_text("#api-keys", "revoked").await;
     s.get("/api/agents", &key)
@@ -1337,6 +1412,13 @@ async fn viewers_cannot_write_on_the_new_pages(b: Backend) {
         viewer.goto(&page).await;
         assert!(!viewer.has("main form").await, "{page} offers a form");
     }
+    // Pages they may read offer them no creation form either.
+    viewer.goto("/console/benchmarks").await;
+    viewer.wait_for_text("h1", "Benchmarks").await;
+    assert!(!viewer.has("#new-benchmark").await);
+    viewer.goto("/console/costs").await;
+    viewer.wait_for_text("h1", "Costs").await;
+    assert!(!viewer.has("#set-budget").await);
     // The pages the viewer may not read say so.
     viewer.goto("/console/api-keys").await;
     assert!(
@@ -1382,6 +1464,22 @@ async fn viewers_cannot_write_on_the_new_pages(b: Backend) {
         (
             "/console/members/invite".into(),
             vec![("email", "y@x.test"), ("role", "viewer")],
+        ),
+        (
+            "/console/members/roles".into(),
+            vec![("name", "mine"), ("perm-view", "on")],
+        ),
+        (
+            "/console/costs/budgets".into(),
+            vec![
+                ("scope", "organization"),
+                ("period", "month"),
+                ("limit_usd", "5"),
+            ],
+        ),
+        (
+            "/console/benchmarks".into(),
+            vec![("suite", "reasoning"), ("targets", "mock/echo")],
         ),
     ];
     for (path, fields) in &forged {
@@ -1438,6 +1536,34 @@ async fn viewers_cannot_write_on_the_new_pages(b: Backend) {
     assert_eq!(
         s.get("/api/api-keys", &admin).await.expect(200).body["total"],
         0
+    );
+    assert_eq!(
+        s.get("/api/budgets", &admin).await.expect(200).body["items"],
+        json!([])
+    );
+    assert_eq!(
+        s.get("/api/benchmarks", &admin).await.expect(200).body["items"],
+        json!([])
+    );
+    let me = s.get("/api/users/me", &admin).await.expect(200).body;
+    let roles = s
+        .get(
+            &format!(
+                "/api/organizations/{}/roles",
+                me["org_id"].as_str().unwrap()
+            ),
+            &admin,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert!(
+        roles["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["built_in"] == true),
+        "{roles}"
     );
 }
 
@@ -1822,9 +1948,10 @@ async fn benchmarks_page(b: Backend) {
 }
 
 /// A platform admin approves a tenant provider version's outbound hosts
-/// from the plugins page (two tenants' versions await); the tenant's admin
-/// is offered no such control, and an approval forged from their session
-/// is refused (nothing approved).
+/// from the plugins page (two tenants' versions await) and rejects the
+/// other with a reason, which its organization then sees; the tenant's
+/// admin is offered no such control, and an approval or rejection forged
+/// from their session is refused (nothing changed).
 async fn plugin_approvals_page(b: Backend) {
     use crate::support::guests::manifest;
     let s = Server::start(b).await;
@@ -1884,6 +2011,14 @@ async fn plugin_approvals_page(b: Backend) {
     )
     .await;
     assert_eq!(status, 403, "{page}");
+    let (status, page) = form_post(
+        &s,
+        &format!("/console/plugin-approvals/{}/reject", ids[1]),
+        &cookie,
+        &[("csrf", &csrf), ("reason", "forged")],
+    )
+    .await;
+    assert_eq!(status, 403, "{page}");
     assert_eq!(pending().await, ids, "a forged approval changed something");
 
     // The platform admin sees both, with the hosts, and approves one.
@@ -1926,9 +2061,382 @@ async fn plugin_approvals_page(b: Backend) {
     browser.goto("/console/plugins").await;
     let table = browser.wait_for_text("#approvals", &beta).await;
     assert!(!table.contains(&acme), "{table}");
+
+    // The other one rejected, with a reason typed: the queue is empty
+    // (only the new page says so).
+    browser
+        .fill(
+            &format!("reason-{}", ids[1]),
+            "api.example.test is not ours",
+        )
+        .await;
+    browser
+        .click(&format!(
+            r#"tr[data-approval="{}"] form.reject button"#,
+            ids[1]
+        ))
+        .await;
+    browser
+        .wait_for_text("#no-approvals", "No version awaits approval")
+        .await;
+    assert!(pending().await.is_empty());
+    let v = s
+        .get("/api/plugins/hostile-outbound", &beta_owner)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(v["versions"][0]["approval"], "rejected", "{v}");
+    assert_eq!(
+        v["versions"][0]["rejection_reason"],
+        "api.example.test is not ours"
+    );
+    let audit = s
+        .get(
+            "/api/audit-logs?action=plugin_version_rejected",
+            &beta_owner,
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(audit["items"].as_array().unwrap().len(), 1, "{audit}");
+    // Approving it now is refused in words.
+    let (status, page) = form_post(
+        &s,
+        &format!("/console/plugin-approvals/{}/approve", ids[1]),
+        &admin_cookie,
+        &[("csrf", &browser.csrf().await)],
+    )
+    .await;
+    assert_eq!(status, 409, "{page}");
+    assert!(page.contains("rejected"), "{page}");
+
+    // Its organization sees it rejected, with the reason, and no activate
+    // button.
+    let tenant = Browser::open(&s, 1280).await;
+    tenant.sign_in("owner@beta.test", USER_PASSWORD).await;
+    tenant
+        .goto("/console/plugins/hostile-outbound?scope=organization")
+        .await;
+    let row = tenant
+        .wait_for_text(r#"tr[data-version="0.1.0"]"#, "rejected")
+        .await;
+    assert!(row.contains("api.example.test is not ours"), "{row}");
+    assert!(
+        !tenant
+            .has(r#"tr[data-version="0.1.0"] form[action*="/activate"]"#)
+            .await
+    );
+    tenant
+        .screenshot(&format!("plugin-rejected-{}", tag(b)))
+        .await;
+}
+
+impl Browser {
+    /// The current value of the field `#id`.
+    async fn value(&self, id: &str) -> String {
+        self.client
+            .find(Locator::Id(id))
+            .await
+            .unwrap_or_else(|e| panic!("no #{id}: {e}"))
+            .prop("value")
+            .await
+            .unwrap()
+            .unwrap_or_default()
+    }
+
+    /// Whether the checkbox `#id` is ticked.
+    async fn ticked(&self, id: &str) -> bool {
+        self.client
+            .find(Locator::Id(id))
+            .await
+            .unwrap_or_else(|e| panic!("no #{id}: {e}"))
+            .is_selected()
+            .await
+            .unwrap()
+    }
+}
+
+/// A role, a budget and a benchmark created from their pages, each then
+/// read back from the API; each form refused once, keeping what was
+/// typed and saying why (the API's words, naming the field).
+async fn create_roles_budgets_and_benchmarks(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    s.mock_integration(&admin, "mock").await;
+    let me = s.get("/api/users/me", &admin).await.expect(200).body;
+    let org = me["org_id"].as_str().unwrap().to_string();
+    let browser = Browser::open(&s, 1280).await;
+    browser.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+
+    // A role: refused first (a name the API does not take), then made.
+    browser.goto("/console/members").await;
+    browser.fill("role-name", "Not A Name!").await;
+    browser.fill("role-description", "reads the log").await;
+    browser.click("#perm-view_audit_log").await;
+    browser.click("#new-role-submit").await;
+    let said = browser.wait_for_text("main [role=alert]", "name").await;
+    assert!(said.starts_with("Unprocessable Entity"), "{said}");
+    assert_eq!(browser.value("role-name").await, "Not A Name!");
+    assert_eq!(browser.value("role-description").await, "reads the log");
+    assert!(browser.ticked("perm-view_audit_log").await);
+    assert!(!browser.ticked("perm-manage_users").await);
+    browser.fill("role-name", "auditor").await;
+    browser.click("#perm-view").await;
+    browser.click("#new-role-submit").await;
+    let row = browser
+        .wait_for_text(r#"tr[data-role="auditor"]"#, "view_audit_log")
+        .await;
+    assert!(row.contains("reads the log"), "{row}");
+    let roles = s
+        .get(&format!("/api/organizations/{org}/roles"), &admin)
+        .await
+        .expect(200)
+        .body;
+    let auditor = roles["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "auditor")
+        .unwrap_or_else(|| panic!("no auditor: {roles}"))
+        .clone();
+    assert_eq!(auditor["permissions"], json!(["view", "view_audit_log"]));
+    assert_eq!(auditor["description"], "reads the log");
+    // The form is empty again on the new page.
+    assert_eq!(browser.value("role-name").await, "");
+
+    // A budget: refused (a negative limit), then set.
+    browser.goto("/console/costs").await;
+    assert!(!browser.has("#budgets").await, "a budget before any is set");
+    // An agent's budget needs the agent's id: said without a call.
+    browser.choose("budget-scope", "agent").await;
+    browser.fill("budget-limit", "5").await;
+    browser.click("#set-budget-submit").await;
+    let said = browser
+        .wait_for_text("main [role=alert]", "subject_id")
+        .await;
+    assert!(said.starts_with("Unprocessable Entity"), "{said}");
+    assert_eq!(browser.value("budget-scope").await, "agent");
+    assert_eq!(browser.value("budget-limit").await, "5");
+    browser.choose("budget-scope", "organization").await;
+    browser.choose("budget-period", "day").await;
+    browser.fill("budget-limit", "-5").await;
+    browser.choose("budget-kind", "soft").await;
+    browser.fill("budget-alert-at", "0.5, 0.9").await;
+    browser.click("#set-budget-submit").await;
+    let said = browser
+        .wait_for_text("main [role=alert]", "limit_usd")
+        .await;
+    assert!(said.starts_with("Unprocessable Entity"), "{said}");
+    assert_eq!(browser.value("budget-limit").await, "-5");
+    assert_eq!(browser.value("budget-period").await, "day");
+    assert_eq!(browser.value("budget-kind").await, "soft");
+    assert_eq!(browser.value("budget-alert-at").await, "0.5, 0.9");
+    s.get(&format!("/api/budgets/organization/{org}/day"), &admin)
+        .await
+        .expect_error(404, "not_found");
+    browser.fill("budget-limit", "25").await;
+    browser.click("#set-budget-submit").await;
+    let table = browser.wait_for_text("#budgets", "organization").await;
+    assert!(table.contains("25") && table.contains("soft"), "{table}");
+    let budget = s
+        .get(&format!("/api/budgets/organization/{org}/day"), &admin)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(budget["limit_usd"], 25.0, "{budget}");
+    assert_eq!(budget["hard"], false);
+    assert_eq!(budget["alert_at"], json!([0.5, 0.9]));
+
+    // A benchmark: refused (a target that is no integration/model), then
+    // started; its page follows.
+    browser.goto("/console/benchmarks").await;
+    browser.fill("bench-name", "from the console").await;
+    browser.fill("bench-prompts", "one two\nthree").await;
+    browser.fill("bench-targets", "nonsense").await;
+    browser.fill("bench-repetitions", "1").await;
+    browser.click("#new-benchmark-submit").await;
+    let said = browser.wait_for_text("main [role=alert]", "targets").await;
+    assert!(said.starts_with("Unprocessable Entity"), "{said}");
+    assert_eq!(browser.value("bench-targets").await, "nonsense");
+    assert_eq!(browser.value("bench-prompts").await, "one two\nthree");
+    assert_eq!(
+        s.get("/api/benchmarks", &admin).await.expect(200).body["items"],
+        json!([])
+    );
+    browser.fill("bench-targets", "mock/echo\nmock/slow").await;
+    browser.click("#new-benchmark-submit").await;
+    browser.wait_for_text("h1", "from the console").await;
+    let list = s.get("/api/benchmarks", &admin).await.expect(200).body;
+    let made = &list["items"][0];
+    assert_eq!(made["name"], "from the console", "{list}");
+    assert_eq!(made["targets"], json!(["mock/echo", "mock/slow"]));
+    assert_eq!(made["runs"], 4, "{made}");
+    browser
+        .screenshot(&format!("benchmark-created-{}", tag(b)))
+        .await;
+}
+
+/// What has the keyboard focus: its id, its text, and its outline
+/// (computed style) as `style width`.
+#[derive(Debug)]
+struct Focused {
+    id: String,
+    text: String,
+    outline: String,
+}
+
+impl Browser {
+    /// Press `key` (a [`fantoccini::key::Key`]) on whatever has the focus,
+    /// as a person's keyboard would.
+    async fn press(&self, key: fantoccini::key::Key) {
+        use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+        let value: char = key.into();
+        let keys = KeyActions::new("keyboard".into())
+            .then(KeyAction::Down { value })
+            .then(KeyAction::Up { value });
+        self.client.perform_actions(keys).await.unwrap();
+    }
+
+    /// Type `text` into whatever has the focus.
+    async fn type_text(&self, text: &str) {
+        self.client
+            .active_element()
+            .await
+            .unwrap()
+            .send_keys(text)
+            .await
+            .unwrap();
+    }
+
+    /// The element with the focus.
+    async fn focused(&self) -> Focused {
+        let el = self.client.active_element().await.unwrap();
+        let style = el.css_value("outline-style").await.unwrap();
+        let width = el.css_value("outline-width").await.unwrap();
+        Focused {
+            id: el.attr("id").await.unwrap().unwrap_or_default(),
+            text: el.text().await.unwrap_or_default(),
+            outline: format!("{style} {width}"),
+        }
+    }
+
+    /// Tab until the element `#id` has the focus (at most `max` presses);
+    /// each element passed on the way, in order.
+    async fn tab_to(&self, id: &str, max: usize) -> Vec<Focused> {
+        let mut passed = Vec::new();
+        for _ in 0..max {
+            self.press(fantoccini::key::Key::Tab).await;
+            let now = self.focused().await;
+            if now.id == id {
+                return passed;
+            }
+            passed.push(now);
+        }
+        panic!("#{id} never took the focus; tabbed through {passed:?}");
+    }
+}
+
+/// The console by keyboard alone: signing in (the email field has the
+/// focus, Tab to the password, Enter submits), Tab reaching the skip link
+/// and then the navigation in its order, each focused control drawn with
+/// a visible outline; on the members page Tab reaches the new role's
+/// fields, Space ticks a permission, Tab reaches its button and Enter
+/// creates the role (read back from the API).
+async fn keyboard_only(b: Backend) {
+    use fantoccini::key::Key;
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let browser = Browser::open(&s, 1280).await;
+    browser.goto("/console/login").await;
+    assert_eq!(browser.focused().await.id, "email");
+    browser.type_text(ADMIN_EMAIL).await;
+    browser.press(Key::Tab).await;
+    let password = browser.focused().await;
+    assert_eq!(password.id, "password");
+    assert_eq!(password.outline, "solid 3px", "{password:?}");
+    browser.type_text(ADMIN_PASSWORD).await;
+    browser.press(Key::Enter).await;
+    browser.wait_for_text("#who", "").await;
+    assert_eq!(browser.text("h1").await, "Overview");
+
+    // From the top of the overview: the skip link, the brand, then the
+    // navigation in its order, each with the focus outline.
+    browser.press(Key::Tab).await;
+    let skip = browser.focused().await;
+    assert_eq!(skip.text, "Skip to content", "{skip:?}");
+    assert_eq!(skip.outline, "solid 3px", "{skip:?}");
+    browser.press(Key::Tab).await;
+    assert_eq!(browser.focused().await.text, "vel");
+    let nav = browser.text("header nav").await;
+    let links: Vec<&str> = nav
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert!(links.len() > 5 && links[0] == "Overview", "{nav}");
+    for link in &links {
+        browser.press(Key::Tab).await;
+        let f = browser.focused().await;
+        assert_eq!(&f.text, link, "{f:?}");
+        assert_eq!(f.outline, "solid 3px", "{f:?}");
+    }
+    // Enter follows the focused link: the last one is Members.
+    assert_eq!(links.last(), Some(&"Members"));
+    browser.press(Key::Enter).await;
+    browser.wait_for_text("h1", "Members and roles").await;
+
+    // The new role's form by keyboard.
+    browser.tab_to("role-name", 200).await;
+    assert_eq!(browser.focused().await.outline, "solid 3px");
+    browser.type_text("kbd-role").await;
+    browser.press(Key::Tab).await;
+    assert_eq!(browser.focused().await.id, "role-description");
+    browser.type_text("typed only").await;
+    browser.press(Key::Tab).await;
+    let first = browser.focused().await;
+    assert_eq!(first.id, "perm-view", "{first:?}");
+    assert_eq!(first.outline, "solid 3px", "{first:?}");
+    browser.press(Key::Space).await;
+    assert!(browser.ticked("perm-view").await);
+    let between = browser.tab_to("new-role-submit", 30).await;
+    let ids: Vec<&str> = between.iter().map(|f| f.id.as_str()).collect();
+    assert!(
+        ids.iter().all(|id| id.starts_with("perm-")),
+        "between the first permission and the button: {ids:?}"
+    );
+    assert_eq!(browser.focused().await.outline, "solid 3px");
+    browser
+        .screenshot(&format!("keyboard-focus-{}", tag(b)))
+        .await;
+    browser.press(Key::Enter).await;
+    browser
+        .wait_for_text(r#"tr[data-role="kbd-role"]"#, "typed only")
+        .await;
+    let me = s.get("/api/users/me", &admin).await.expect(200).body;
+    let roles = s
+        .get(
+            &format!(
+                "/api/organizations/{}/roles",
+                me["org_id"].as_str().unwrap()
+            ),
+            &admin,
+        )
+        .await
+        .expect(200)
+        .body;
+    let made = roles["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "kbd-role")
+        .unwrap_or_else(|| panic!("no kbd-role: {roles}"))
+        .clone();
+    assert_eq!(made["permissions"], json!(["view"]), "{made}");
 }
 
 dual_backend_tests!(
+    keyboard_only,
+    create_roles_budgets_and_benchmarks,
     plugin_approvals_page,
     benchmarks_page,
     organization_picker,

@@ -227,6 +227,7 @@ async fn openapi_covers_every_endpoint(b: Backend) {
         ("/api/plugins/{name}/stats", "get"),
         ("/api/plugin-approvals", "get"),
         ("/api/plugin-approvals/{id}/approve", "post"),
+        ("/api/plugin-approvals/{id}/reject", "post"),
         ("/metrics", "get"),
         ("/api/health", "get"),
         ("/api/openapi.json", "get"),

@@ -191,6 +191,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("POST", "/api/plugins/{name}/enable", "manage_plugins"),
     ("GET", "/api/plugin-approvals", "platform"),
     ("POST", "/api/plugin-approvals/{id}/approve", "platform"),
+    ("POST", "/api/plugin-approvals/{id}/reject", "platform"),
     ("GET", "/metrics", "platform"),
     ("GET", "/api/health", "public"),
     ("GET", "/api/openapi.json", "public"),

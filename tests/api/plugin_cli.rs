@@ -950,7 +950,76 @@ async fn custom_integrations_name_their_plugin(b: Backend) {
     assert_eq!(created["provider"], "custom", "{created}");
 }
 
+/// `vel plugin reject` (platform admins) rejects a version awaiting
+/// approval with a reason: it is no longer listed, activating it is
+/// refused naming the reason, and the organization cannot reject.
+async fn reject_a_version_awaiting_approval(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let admin_key = s.api_key(&admin, "approver", "admin").await;
+    let (_org, owner) = s.tenant(&admin, "acme").await;
+    let key = s.api_key(&owner, "publisher", "org_admin").await;
+    let wasm = std::fs::read(hostile("outbound")).unwrap();
+    let toml = manifest(
+        "hostile-outbound",
+        "0.1.0",
+        "provider",
+        "[outbound]\nhosts = [\"api.example.test\"]\n",
+    );
+    s.upload_plugin(&owner, "", wasm, &toml).await.expect(201);
+    let admin_env = [
+        ("VEL_SERVER", s.base.as_str()),
+        ("VEL_API_KEY", admin_key.as_str()),
+    ];
+    let env = [
+        ("VEL_SERVER", s.base.as_str()),
+        ("VEL_API_KEY", key.as_str()),
+    ];
+    // Not the organization's to decide.
+    vel(&env, &[&key], &["reject", "hostile-outbound", "0.1.0"])
+        .await
+        .failed();
+    let run = vel(
+        &admin_env,
+        &[&admin_key],
+        &[
+            "reject",
+            "hostile-outbound",
+            "0.1.0",
+            "--reason",
+            "not ours",
+        ],
+    )
+    .await
+    .ok();
+    assert!(
+        run.stdout.contains("rejected hostile-outbound 0.1.0"),
+        "{run:#?}"
+    );
+    let list = vel(&admin_env, &[&admin_key], &["approve"]).await.ok();
+    assert!(
+        list.stdout.contains("no plugin versions await"),
+        "{list:#?}"
+    );
+    let run = vel(&env, &[&key], &["activate", "hostile-outbound", "0.1.0"])
+        .await
+        .failed();
+    assert!(
+        run.stderr.contains("version_rejected") && run.stderr.contains("not ours"),
+        "{run:#?}"
+    );
+    let run = vel(
+        &admin_env,
+        &[&admin_key],
+        &["reject", "hostile-outbound", "0.1.0"],
+    )
+    .await
+    .failed();
+    assert!(run.stderr.contains("awaits approval"), "{run:#?}");
+}
+
 dual_backend_tests!(
+    reject_a_version_awaiting_approval,
     publish_list_activate_rollback,
     errors_never_show_the_key,
     approve_and_the_outbound_host_rule,

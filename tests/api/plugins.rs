@@ -768,7 +768,160 @@ async fn test_deleting_a_version_whose_bytes_another_tenant_shares(b: Backend) {
     assert!(visible(&s, &globex).await.contains("flip-router"));
 }
 
+/// A platform admin rejects a tenant provider version awaiting approval:
+/// the version leaves the queue, shows as rejected (with the reason) to
+/// its organization, can never be approved or activated afterwards, and
+/// both audit logs record it; nobody else may reject.
+async fn test_a_rejected_version_never_goes_live(b: Backend) {
+    let s = Server::start(b).await;
+    let admin = s.admin_token().await;
+    let (acme, owner) = s.tenant(&admin, "acme").await;
+    let wants_hosts = manifest(
+        "shout",
+        "1.0.0",
+        "provider",
+        "[outbound]\nhosts = [\"api.shout.example\"]\n",
+    );
+    let up = s
+        .upload_plugin(&owner, "", shout("1.0.0"), &wants_hosts)
+        .await
+        .expect(201)
+        .body;
+    assert_eq!(up["approval"], "pending", "{up}");
+    let id = up["id"].as_str().expect("version id").to_string();
+    let reject = format!("/api/plugin-approvals/{id}/reject");
+
+    // Only platform admins; a bad reason changes nothing.
+    s.post(&reject, &owner, json!({ "reason": "mine" }))
+        .await
+        .expect_error(403, "forbidden");
+    s.post(&reject, &admin, json!({ "reason": "x".repeat(2001) }))
+        .await
+        .expect_error(422, "validation_failed");
+    s.post(&reject, &admin, json!({ "why": "typo" }))
+        .await
+        .expect_error(422, "validation_failed");
+    s.post("/api/plugin-approvals/no-such-id/reject", &admin, json!({}))
+        .await
+        .expect_error(404, "not_found");
+    let pending = s
+        .get("/api/plugin-approvals", &admin)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(pending["items"].as_array().unwrap().len(), 1, "{pending}");
+
+    let rejected = s
+        .post(&reject, &admin, json!({ "reason": "  unknown host  " }))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(rejected["approval"], "rejected", "{rejected}");
+    assert_eq!(rejected["rejection_reason"], "unknown host");
+    assert_eq!(rejected["hosts_approved"], false);
+    // Again: nothing changes (the first reason stays).
+    let again = s
+        .post(&reject, &admin, json!({ "reason": "other" }))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(again["rejection_reason"], "unknown host");
+    let pending = s
+        .get("/api/plugin-approvals", &admin)
+        .await
+        .expect(200)
+        .body;
+    assert!(pending["items"].as_array().unwrap().is_empty(), "{pending}");
+
+    // Never approved, never activated.
+    let err = s
+        .post(
+            &format!("/api/plugin-approvals/{id}/approve"),
+            &admin,
+            json!({}),
+        )
+        .await
+        .expect_error(409, "version_rejected")
+        .body;
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unknown host")),
+        "{err}"
+    );
+    s.post(
+        "/api/plugins/shout/versions/1.0.0/activate",
+        &owner,
+        json!({}),
+    )
+    .await
+    .expect_error(409, "version_rejected");
+
+    // The tenant sees it rejected, with the reason.
+    let shown = s.get("/api/plugins/shout", &owner).await.expect(200).body;
+    let v = &shown["versions"][0];
+    assert_eq!(v["approval"], "rejected", "{shown}");
+    assert_eq!(v["rejection_reason"], "unknown host");
+    assert!(shown["active_version"].is_null());
+
+    // Both logs, once each.
+    for (who, token) in [("tenant", &owner), ("platform", &admin)] {
+        let audit = s
+            .get("/api/audit-logs?action=plugin_version_rejected", token)
+            .await
+            .expect(200)
+            .body;
+        let items = audit["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{who}: {audit}");
+        assert_eq!(items[0]["payload"]["reason"], "unknown host", "{audit}");
+        assert_eq!(items[0]["payload"]["organization_id"], acme.as_str());
+    }
+
+    // An approved version cannot be rejected.
+    let v2 = manifest(
+        "shout",
+        "2.0.0",
+        "provider",
+        "[outbound]\nhosts = [\"api.shout.example\"]\n",
+    );
+    let up = s
+        .upload_plugin(&owner, "", shout("2.0.0"), &v2)
+        .await
+        .expect(201)
+        .body;
+    let id2 = up["id"].as_str().unwrap().to_string();
+    s.post(
+        &format!("/api/plugin-approvals/{id2}/approve"),
+        &admin,
+        json!({}),
+    )
+    .await
+    .expect(200);
+    s.post(
+        &format!("/api/plugin-approvals/{id2}/reject"),
+        &admin,
+        json!({}),
+    )
+    .await
+    .expect_error(409, "already_approved");
+    let shown = s.get("/api/plugins/shout", &owner).await.expect(200).body;
+    let approvals: Vec<_> = shown["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_str().unwrap_or(""),
+                v["approval"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert!(approvals.contains(&("2.0.0", "approved")), "{shown}");
+    assert!(approvals.contains(&("1.0.0", "rejected")), "{shown}");
+}
+
 crate::dual_backend_tests!(
+    test_a_rejected_version_never_goes_live,
     test_deleting_a_version_whose_bytes_another_tenant_shares,
     test_trusted_keys_admit_only_signed_components,
     test_bad_uploads_are_refused_and_store_nothing,

@@ -262,6 +262,7 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("POST", "/api/plugins/{name}/enable", Needs(ManagePlugins)),
     ("GET", "/api/plugin-approvals", PlatformAdmin),
     ("POST", "/api/plugin-approvals/{id}/approve", PlatformAdmin),
+    ("POST", "/api/plugin-approvals/{id}/reject", PlatformAdmin),
     ("GET", "/metrics", PlatformAdmin),
     ("GET", "/api/health", Public),
     ("GET", "/api/openapi.json", Public),

@@ -480,6 +480,8 @@ impl From<crate::plugins::lifecycle::LifecycleError> for ApiError {
                 _ => ApiError::bad_request("invalid_component", message),
             },
             E::HostsNotApproved => ApiError::conflict_code("hosts_not_approved", message),
+            E::VersionRejected(_) => ApiError::conflict_code("version_rejected", message),
+            E::AlreadyApproved => ApiError::conflict_code("already_approved", message),
             E::SignatureRequired => ApiError::conflict_code("signature_required", message),
             E::NoPreviousVersion(_) => ApiError::conflict_code("no_previous_version", message),
             E::DefaultRouter => ApiError::conflict_code("default_router", message),

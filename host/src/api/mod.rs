@@ -150,6 +150,7 @@ fn documented(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(plugins::stats))
         .routes(routes!(plugins::approvals))
         .routes(routes!(plugins::approve))
+        .routes(routes!(plugins::reject))
         .routes(routes!(metrics::metrics))
         .routes(routes!(crate::health::health))
         .routes(routes!(openapi::document))

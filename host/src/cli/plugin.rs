@@ -99,6 +99,10 @@ pub enum PluginCommand {
     /// provider version (`vel plugin approve NAME VERSION`); without
     /// arguments, list the versions awaiting approval.
     Approve(remote::ApproveArgs),
+    /// Platform admins: reject an organization's provider version awaiting
+    /// approval (`vel plugin reject NAME VERSION --reason TEXT`); it can
+    /// never be approved or activated afterwards.
+    Reject(remote::RejectArgs),
 }
 
 /// Arguments of `vel plugin check`.
@@ -209,6 +213,7 @@ pub fn run(cmd: PluginCommand) -> anyhow::Result<()> {
             PluginCommand::Activate(args) => remote::activate(args).await,
             PluginCommand::Rollback(args) => remote::rollback(args).await,
             PluginCommand::Approve(args) => remote::approve(args).await,
+            PluginCommand::Reject(args) => remote::reject(args).await,
         }
     })
 }

@@ -149,6 +149,33 @@ pub struct ApproveArgs {
     pub remote: RemoteArgs,
 }
 
+/// A request's body.
+enum Payload {
+    /// `multipart/form-data` (an upload).
+    Form(reqwest::multipart::Form),
+    /// A JSON object.
+    Json(Value),
+}
+
+/// Arguments of `vel plugin reject`.
+#[derive(Debug, Args)]
+pub struct RejectArgs {
+    /// Plugin name.
+    pub name: String,
+    /// The version whose outbound hosts to reject.
+    pub version: String,
+    /// The organization that uploaded it, when several uploaded a plugin
+    /// of this name and version.
+    #[arg(long, value_name = "ORG_ID")]
+    pub organization: Option<String>,
+    /// Why (shown to the organization).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// The server and credentials.
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
 /// Why a remote command failed. No variant's text contains the API key.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
@@ -285,14 +312,16 @@ impl Client {
         &self,
         method: Method,
         url: Url,
-        form: Option<reqwest::multipart::Form>,
+        payload: Option<Payload>,
     ) -> Result<Value, RemoteError> {
         let mut req = self
             .http
             .request(method, url)
             .header(AUTHORIZATION, self.auth.clone());
-        if let Some(form) = form {
-            req = req.multipart(form);
+        match payload {
+            Some(Payload::Form(form)) => req = req.multipart(form),
+            Some(Payload::Json(body)) => req = req.json(&body),
+            None => {}
         }
         let transport = |e: reqwest::Error| RemoteError::Transport {
             server: self.base.to_string(),
@@ -436,7 +465,9 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
         query.push(("scope", scope.as_str()));
     }
     let url = client.url(&[], &query);
-    let body = client.send(Method::POST, url, Some(form)).await?;
+    let body = client
+        .send(Method::POST, url, Some(Payload::Form(form)))
+        .await?;
     if args.remote.json {
         return print_json(&body);
     }
@@ -630,31 +661,13 @@ pub async fn approve(args: ApproveArgs) -> anyhow::Result<()> {
         return Ok(());
     };
     let pending: PendingOut = decode(body)?;
-    let matching: Vec<&VersionOut> = pending
-        .items
-        .iter()
-        .filter(|v| &v.plugin == name && &v.version == version)
-        .filter(|v| {
-            args.organization
-                .as_ref()
-                .is_none_or(|org| v.organization_id.as_ref() == Some(org))
-        })
-        .collect();
-    let v = match matching.as_slice() {
-        [one] => *one,
-        [] => anyhow::bail!(
-            "no version {name} {version} awaits approval (`vel plugin approve` lists those that do)"
-        ),
-        several => anyhow::bail!(
-            "{} organizations uploaded {name} {version} ({}); choose one with --organization",
-            several.len(),
-            several
-                .iter()
-                .map(|v| dash(&v.organization_id))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
+    let v = awaiting(
+        &pending,
+        name,
+        version,
+        args.organization.as_ref(),
+        "approve",
+    )?;
     let url = client.url_under("plugin-approvals", &[&v.id, "approve"], &[]);
     let body = client.send(Method::POST, url, None).await?;
     if args.remote.json {
@@ -667,6 +680,78 @@ pub async fn approve(args: ApproveArgs) -> anyhow::Result<()> {
         v.version,
         dash(&v.organization_id),
         v.outbound_hosts.join(", ")
+    );
+    Ok(())
+}
+
+/// The one version `name` `version` (of `organization`, when given) among
+/// those awaiting approval; `verb` names the command in the errors.
+fn awaiting<'a>(
+    pending: &'a PendingOut,
+    name: &str,
+    version: &str,
+    organization: Option<&String>,
+    verb: &str,
+) -> anyhow::Result<&'a VersionOut> {
+    let matching: Vec<&VersionOut> = pending
+        .items
+        .iter()
+        .filter(|v| v.plugin == name && v.version == version)
+        .filter(|v| organization.is_none_or(|org| v.organization_id.as_ref() == Some(org)))
+        .collect();
+    match matching.as_slice() {
+        [one] => Ok(*one),
+        [] => anyhow::bail!(
+            "no version {name} {version} awaits approval (`vel plugin approve` lists those that do)"
+        ),
+        several => anyhow::bail!(
+            "{} organizations uploaded {name} {version} ({}); choose one with `vel plugin {verb} --organization`",
+            several.len(),
+            several
+                .iter()
+                .map(|v| dash(&v.organization_id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// `vel plugin reject`: reject one version awaiting approval, with an
+/// optional reason; it can then never be approved or activated.
+pub async fn reject(args: RejectArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.remote)?;
+    let body = client
+        .send(
+            Method::GET,
+            client.url_under("plugin-approvals", &[], &[]),
+            None,
+        )
+        .await?;
+    let pending: PendingOut = decode(body)?;
+    let v = awaiting(
+        &pending,
+        &args.name,
+        &args.version,
+        args.organization.as_ref(),
+        "reject",
+    )?;
+    let url = client.url_under("plugin-approvals", &[&v.id, "reject"], &[]);
+    let body = client
+        .send(
+            Method::POST,
+            url,
+            Some(Payload::Json(serde_json::json!({ "reason": args.reason }))),
+        )
+        .await?;
+    if args.remote.json {
+        return print_json(&body);
+    }
+    let v: VersionOut = decode(body)?;
+    println!(
+        "rejected {} {} ({}); it can never be activated",
+        v.plugin,
+        v.version,
+        dash(&v.organization_id),
     );
     Ok(())
 }

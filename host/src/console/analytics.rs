@@ -19,7 +19,8 @@ use tracing::instrument;
 use super::chart::{self, Series};
 use super::html::{self, Sheet, esc};
 use super::overview::ms;
-use super::{Console, Failed, Session, enc};
+use super::{Console, Draft, Failed, Session, budgets, enc};
+use crate::auth::Permission;
 
 /// A time range the pages offer: (value, label, length, the usage
 /// series' interval).
@@ -340,13 +341,15 @@ async fn cost_sheets(
     ))
 }
 
-/// A page of sheets, or its CSV.
+/// A page of sheets, or its CSV; `tail` (HTML, escaped already) follows
+/// the sheets on the page.
 fn render(
     session: &Session,
     (title, path): (&str, &str),
     sheets: Result<Shown, Failed>,
     q: &HashMap<String, String>,
     csv: bool,
+    tail: &str,
 ) -> Response {
     let (range, charts, sheets) = match sheets {
         Ok(s) => s,
@@ -354,7 +357,7 @@ fn render(
         Err(failed) => {
             let (range, _, _) = range_of(q, Utc::now());
             let body = format!(
-                "<h1>{}</h1>{}{}",
+                "<h1>{}</h1>{}{}{tail}",
                 esc(title),
                 selector(path, range),
                 html::failed_inline(&failed)
@@ -390,6 +393,7 @@ fn render(
     for sheet in &sheets {
         body.push_str(&sheet.html(Some(&csv_base)));
     }
+    body.push_str(tail);
     html::page(Some(session), title, title, &body).into_response()
 }
 
@@ -410,6 +414,7 @@ pub(crate) async fn performance(
         sheets,
         &q,
         csv,
+        "",
     )
 }
 
@@ -422,9 +427,30 @@ pub(crate) async fn costs(
     path: MatchedPath,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let sheets = cost_sheets(&console, &session, &q).await;
     let csv = path.as_str().ends_with(".csv");
-    render(&session, ("Costs", "/console/costs"), sheets, &q, csv)
+    costs_page(&console, &session, &q, csv, Draft::none()).await
+}
+
+/// The costs page (or one of its tables as CSV), with the budget form for
+/// those who may set budgets; `draft` is a budget form the API refused.
+pub(crate) async fn costs_page(
+    console: &Console,
+    session: &Session,
+    q: &HashMap<String, String>,
+    csv: bool,
+    draft: Draft<'_>,
+) -> Response {
+    let sheets = cost_sheets(console, session, q).await;
+    let mut code = StatusCode::OK;
+    let mut tail = draft.refusal(&mut code);
+    if !csv && session.can(Permission::ManageBudgets) {
+        tail.push_str(&budgets::form(session, draft));
+    }
+    let mut resp = render(session, ("Costs", "/console/costs"), sheets, q, csv, &tail);
+    if code != StatusCode::OK && resp.status() == StatusCode::OK {
+        *resp.status_mut() = code;
+    }
+    resp
 }
 
 #[cfg(test)]

@@ -1,19 +1,28 @@
 //! API keys: the organization's keys (never the key itself), a new key's
-//! form whose answer shows the key once — on that page only, never stored
-//! or shown again — and revoking one.
+//! form whose key is shown once, and revoking one.
+//!
+//! A created key is shown by Post/Redirect/Get, so that reloading the page
+//! does not post the form again: the answer to the form is a redirect to
+//! the list carrying the new key in a one-time cookie (`vel_new_key`,
+//! httpOnly, `SameSite=Strict`, only sent to `/console/api-keys`, two
+//! minutes at most), sealed with the server's master key and bound to the
+//! session (another session cannot open it, and any instance can). The
+//! list shows it and deletes the cookie in the same answer: a reload shows
+//! the list without it.
 
 use std::collections::HashMap;
 
 use axum::Form;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use http::{Method, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 use serde_json::Value;
 use tracing::instrument;
 
 use super::html::{self, Control, esc, t};
 use super::members::role_options;
-use super::{Console, Draft, Id, Sent, Session, enc, given, texts};
+use super::session::{cookie, set_cookie, with_cookie};
+use super::{Console, Draft, Id, Sent, Session, enc, given, redirect, texts};
 use crate::auth::Permission;
 
 /// An expiry as the API takes it: a `datetime-local` value read as UTC,
@@ -34,10 +43,45 @@ fn body(form: &HashMap<String, String>) -> Value {
     Value::Object(body)
 }
 
-/// `GET /console/api-keys`.
+/// The one-time cookie of a key just created.
+const NEW_KEY_COOKIE: &str = "vel_new_key";
+/// Where the browser sends it.
+const NEW_KEY_PATH: &str = "/console/api-keys";
+/// How long it may wait for the redirect to be followed, in seconds.
+const NEW_KEY_MAX_AGE: i64 = 120;
+
+/// What the sealed key is bound to: this session (its CSRF token is an
+/// HMAC of its token).
+fn new_key_context(session: &Session) -> String {
+    format!("console-new-key:{}", session.csrf())
+}
+
+/// `GET /console/api-keys`; with the one-time cookie of a key just
+/// created, the key is shown (this once) and the cookie deleted.
 #[instrument(skip_all, fields(org = %session.principal.org_id))]
-pub(crate) async fn list(State(console): State<Console>, session: Session) -> Response {
-    list_page(&console, &session, Draft::none(), None).await
+pub(crate) async fn list(
+    State(console): State<Console>,
+    session: Session,
+    headers: HeaderMap,
+) -> Response {
+    let Some(sealed) = cookie(&headers, NEW_KEY_COOKIE) else {
+        return list_page(&console, &session, Draft::none(), None).await;
+    };
+    let created = console
+        .state
+        .keys
+        .decrypt(sealed, &new_key_context(&session))
+        .ok()
+        .and_then(|json| serde_json::from_str::<Value>(&json).ok());
+    if created.is_none() {
+        tracing::debug!("a new key's cookie that this session cannot open; dropped");
+    }
+    let resp = list_page(&console, &session, Draft::none(), created.as_ref()).await;
+    let secure = console.state.config.operations.https;
+    with_cookie(
+        resp,
+        &set_cookie(NEW_KEY_COOKIE, "", NEW_KEY_PATH, 0, secure),
+    )
 }
 
 /// The page; `created` is a key just made (the only time it is shown).
@@ -168,8 +212,8 @@ async fn list_page(
         .into_response()
 }
 
-/// `POST /console/api-keys`: create a key and show it, once, on the
-/// answer's page.
+/// `POST /console/api-keys`: create a key, then a redirect to the list,
+/// which shows it once (see the module's comment).
 #[instrument(skip_all, fields(org = %session.principal.org_id))]
 pub(crate) async fn create(
     State(console): State<Console>,
@@ -179,7 +223,34 @@ pub(crate) async fn create(
     let body = body(&form);
     let sent = console.submit(&session, &form, Method::POST, "/api/api-keys", Some(&body));
     match sent.await {
-        Sent::Done(created) => list_page(&console, &session, Draft::none(), Some(&created)).await,
+        Sent::Done(created) => {
+            let shown = serde_json::json!({ "name": created["name"], "key": created["key"] });
+            match console
+                .state
+                .keys
+                .encrypt(&shown.to_string(), &new_key_context(&session))
+            {
+                Ok(sealed) => {
+                    let secure = console.state.config.operations.https;
+                    with_cookie(
+                        redirect(NEW_KEY_PATH),
+                        &set_cookie(
+                            NEW_KEY_COOKIE,
+                            &sealed,
+                            NEW_KEY_PATH,
+                            NEW_KEY_MAX_AGE,
+                            secure,
+                        ),
+                    )
+                }
+                // Not sealed: shown on this answer instead (a reload
+                // would ask to post again, but the key is not lost).
+                Err(e) => {
+                    tracing::warn!(error = %e, "a new key could not be sealed for the redirect");
+                    list_page(&console, &session, Draft::none(), Some(&created)).await
+                }
+            }
+        }
         Sent::Refused(failed) => {
             list_page(&console, &session, Draft::sent(&form, &failed), None).await
         }

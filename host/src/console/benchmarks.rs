@@ -1,17 +1,30 @@
-//! Benchmarks: the list, and a benchmark's figures by target (latency,
-//! cost, ratings) with its verdicts — each pair of targets compared by
-//! Welch's t-test, as `GET /api/benchmarks/{id}` reports them.
+//! Benchmarks: the list with a new benchmark's form (a built-in suite or
+//! prompts of one's own, the targets, the repetitions), and a benchmark's
+//! figures by target (latency, cost, ratings) with its verdicts — each
+//! pair of targets compared by Welch's t-test, as
+//! `GET /api/benchmarks/{id}` reports them.
 
 use std::collections::HashMap;
 
+use axum::Form;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use http::StatusCode;
-use serde_json::Value;
+use http::{Method, StatusCode};
+use serde_json::{Map, Value};
 use tracing::instrument;
 
-use super::html::{self, Sheet, esc, t};
-use super::{Console, Id, Session, enc};
+use super::html::{self, Control, Sheet, esc, t};
+use super::{Console, Draft, Id, Sent, Session, enc, given, number, redirect};
+use crate::auth::Permission;
+
+/// The built-in suites the form offers: (value, label); blank for the
+/// prompts typed.
+const SUITES: &[(&str, &str)] = &[
+    ("", "My prompts (below)"),
+    ("code_generation", "Built-in: code generation"),
+    ("reasoning", "Built-in: reasoning"),
+    ("research", "Built-in: research"),
+];
 
 /// Benchmarks a page shows.
 const PAGE_SIZE: i64 = 50;
@@ -23,6 +36,15 @@ pub(crate) async fn list(
     session: Session,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
+    list_page(&console, &session, &q, Draft::none()).await
+}
+
+async fn list_page(
+    console: &Console,
+    session: &Session,
+    q: &HashMap<String, String>,
+    draft: Draft<'_>,
+) -> Response {
     let page = q
         .get("page")
         .and_then(|p| p.parse::<i64>().ok())
@@ -33,7 +55,7 @@ pub(crate) async fn list(
         (page - 1) * PAGE_SIZE
     );
     let mut body = String::from("<h1>Benchmarks</h1>");
-    let code = match console.get(&session, &path).await {
+    let mut code = match console.get(session, &path).await {
         Ok(list) => {
             let rows: String = list["items"]
                 .as_array()
@@ -61,7 +83,7 @@ pub(crate) async fn list(
                 })
                 .collect();
             if rows.is_empty() {
-                body.push_str("<p>No benchmarks yet (start one with <code>POST /api/benchmarks</code> or <code>vel bench</code>).</p>");
+                body.push_str(r#"<p id="no-benchmarks">No benchmarks yet (start one below, with <code>POST /api/benchmarks</code> or with <code>vel bench</code>).</p>"#);
             } else {
                 body.push_str(&html::table(
                     "benchmarks",
@@ -82,11 +104,137 @@ pub(crate) async fn list(
             failed.status
         }
     };
+    body.push_str(&draft.refusal(&mut code));
+    if session.can(Permission::ExecuteTask) {
+        body.push_str("<h2>New benchmark</h2>");
+        body.push_str(&create_form(session, draft));
+    }
     (
         code,
-        html::page(Some(&session), "Benchmarks", "Benchmarks", &body),
+        html::page(Some(session), "Benchmarks", "Benchmarks", &body),
     )
         .into_response()
+}
+
+/// The new benchmark's form (what was typed kept when the API refused it).
+fn create_form(session: &Session, draft: Draft<'_>) -> String {
+    let none = Value::Null;
+    let mut repetitions = draft.value("repetitions", &none);
+    if repetitions.is_empty() && draft.failed.is_none() {
+        repetitions = "3".into();
+    }
+    let fields = [
+        html::field(
+            "bench-name",
+            "name",
+            "Name",
+            Control::Input("text"),
+            &draft.value("name", &none),
+            false,
+        ),
+        html::field(
+            "bench-suite",
+            "suite",
+            "Prompts",
+            Control::Select(SUITES),
+            &draft.value("suite", &none),
+            false,
+        ),
+        html::field(
+            "bench-repetitions",
+            "repetitions",
+            "Runs of each prompt on each target",
+            Control::Input("number"),
+            &repetitions,
+            false,
+        ),
+        html::field(
+            "bench-prompts",
+            "prompts",
+            "My prompts, one a line",
+            Control::TextArea,
+            &draft.value("prompts", &none),
+            false,
+        ),
+        html::field(
+            "bench-targets",
+            "targets",
+            "Targets, one a line (integration/model)",
+            Control::TextArea,
+            &draft.value("targets", &none),
+            true,
+        ),
+    ]
+    .concat();
+    html::form(
+        session,
+        "/console/benchmarks",
+        "new-benchmark",
+        &fields,
+        "Start benchmark",
+        false,
+    )
+}
+
+/// The non-blank lines of a text area.
+fn lines(form: &HashMap<String, String>, key: &str) -> Vec<Value> {
+    given(form, key)
+        .map(|text| {
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(Value::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `POST /console/benchmarks`: start one (`POST /api/benchmarks`), then
+/// its page; the list with the API's reason and what was typed when it
+/// refuses.
+#[instrument(skip_all, fields(org = %session.principal.org_id))]
+pub(crate) async fn create(
+    State(console): State<Console>,
+    session: Session,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let mut body = Map::new();
+    if let Some(name) = given(&form, "name") {
+        body.insert("name".into(), Value::from(name));
+    }
+    if let Some(suite) = given(&form, "suite") {
+        body.insert("suite".into(), Value::from(suite));
+    } else {
+        body.insert("prompts".into(), Value::Array(lines(&form, "prompts")));
+    }
+    body.insert("targets".into(), Value::Array(lines(&form, "targets")));
+    if let Some(n) = number(&form, "repetitions") {
+        body.insert("repetitions".into(), n);
+    }
+    let body = Value::Object(body);
+    let sent = console.submit(
+        &session,
+        &form,
+        Method::POST,
+        "/api/benchmarks",
+        Some(&body),
+    );
+    match sent.await {
+        Sent::Done(created) => redirect(&format!(
+            "/console/benchmarks/{}",
+            enc(&html::text(&created["id"]))
+        )),
+        Sent::Refused(failed) => {
+            list_page(
+                &console,
+                &session,
+                &HashMap::new(),
+                Draft::sent(&form, &failed),
+            )
+            .await
+        }
+        Sent::Stop(resp) => resp,
+    }
 }
 
 /// A summary's mean, or a dash.

@@ -1,8 +1,10 @@
 //! Members and roles: the organization's members with their roles (change
 //! one, remove one), its open invitations and a new invitation's form
 //! (whose one-time token is shown once, on the answer's page), and the
-//! roles there are with their permissions. Adding an existing account
-//! directly is a platform admin's act in the API and is not offered here.
+//! roles there are with their permissions, and a new custom role's form
+//! (its name, description and permissions as checkboxes). Adding an
+//! existing account directly is a platform admin's act in the API and is
+//! not offered here.
 
 use std::collections::HashMap;
 
@@ -15,7 +17,7 @@ use tracing::instrument;
 
 use super::html::{self, Control, esc, t};
 use super::session::CSRF_FIELD;
-use super::{Console, Draft, Id, Sent, Session, enc, texts};
+use super::{Console, Draft, Id, Sent, Session, enc, given, redirect, texts};
 use crate::auth::Permission;
 
 /// The built-in organization roles, when the organization's own list
@@ -249,7 +251,102 @@ async fn list_page(
         }
         Err(failed) => body.push_str(&html::failed_inline(&failed)),
     }
+    if may {
+        body.push_str("<h2>New role</h2>");
+        body.push_str(&role_create_form(session, draft));
+    }
     (code, html::page(Some(session), "Members", "Members", &body)).into_response()
+}
+
+/// The checkbox field of permission `p` in the new role's form.
+fn permission_field(p: Permission) -> String {
+    format!("perm-{}", p.as_str())
+}
+
+/// The new custom role's form: name, description, and a checkbox per
+/// permission (what was typed kept when the API refused it).
+fn role_create_form(session: &Session, draft: Draft<'_>) -> String {
+    let none = Value::Null;
+    let boxes: String = Permission::ALL
+        .iter()
+        .map(|p| {
+            let field = permission_field(*p);
+            let checked = if draft.value(&field, &none).is_empty() {
+                ""
+            } else {
+                " checked"
+            };
+            format!(
+                r#"<label class="check"><input type="checkbox" id="{field}" name="{field}" value="on"{checked}> {name}</label>"#,
+                name = p.as_str(),
+            )
+        })
+        .collect();
+    let fields = [
+        html::field(
+            "role-name",
+            "name",
+            "Name (a-z, 0-9, _ and -)",
+            Control::Input("text"),
+            &draft.value("name", &none),
+            true,
+        ),
+        html::field(
+            "role-description",
+            "description",
+            "Description",
+            Control::Input("text"),
+            &draft.value("description", &none),
+            false,
+        ),
+        format!(
+            r#"<fieldset id="role-permissions"><legend>Permissions (at most yours)</legend>{boxes}</fieldset>"#
+        ),
+    ]
+    .concat();
+    html::form(
+        session,
+        "/console/members/roles",
+        "new-role",
+        &fields,
+        "Create role",
+        false,
+    )
+}
+
+/// `POST /console/members/roles`: define a custom role from the
+/// permissions ticked, then the members page again (the API's reason, and
+/// what was typed, when it refuses).
+#[instrument(skip_all, fields(org = %session.principal.org_id))]
+pub(crate) async fn create_role(
+    State(console): State<Console>,
+    session: Session,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let mut body = texts(&form, &["name", "description"]);
+    let permissions: Vec<Value> = Permission::ALL
+        .iter()
+        .filter(|p| given(&form, &permission_field(**p)).is_some())
+        .map(|p| Value::from(p.as_str()))
+        .collect();
+    body.insert("permissions".into(), Value::Array(permissions));
+    let path = org_path(&session, "roles");
+    match console
+        .submit(
+            &session,
+            &form,
+            Method::POST,
+            &path,
+            Some(&Value::Object(body)),
+        )
+        .await
+    {
+        Sent::Done(_) => redirect("/console/members"),
+        Sent::Refused(failed) => {
+            list_page(&console, &session, Draft::sent(&form, &failed), None).await
+        }
+        Sent::Stop(resp) => resp,
+    }
 }
 
 /// `POST /console/members/invite`: invite and show the token once.

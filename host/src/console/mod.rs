@@ -20,6 +20,7 @@ mod analytics;
 mod api_keys;
 mod assets;
 mod benchmarks;
+mod budgets;
 mod chart;
 mod html;
 mod integrations;
@@ -124,6 +125,7 @@ pub fn with_console(state: AppState, api: Router) -> Router {
         .route("/plugins/{name}/disable", post(plugins::disable))
         .route("/plugins/{name}/enable", post(plugins::enable))
         .route("/plugin-approvals/{id}/approve", post(plugins::approve))
+        .route("/plugin-approvals/{id}/reject", post(plugins::reject))
         .route("/agents", get(agents::list).post(agents::create))
         .route("/agents/{id}", get(agents::detail).post(agents::update))
         .route("/agents/{id}/{action}", post(agents::act))
@@ -140,13 +142,18 @@ pub fn with_console(state: AppState, api: Router) -> Router {
         .route("/api-keys/{id}/revoke", post(api_keys::revoke))
         .route("/members", get(members::list))
         .route("/members/invite", post(members::invite))
+        .route("/members/roles", post(members::create_role))
         .route("/members/{id}/role", post(members::set_role))
         .route("/members/{id}/remove", post(members::remove))
         .route("/performance", get(analytics::performance))
         .route("/performance.csv", get(analytics::performance))
         .route("/costs", get(analytics::costs))
         .route("/costs.csv", get(analytics::costs))
-        .route("/benchmarks", get(benchmarks::list))
+        .route("/costs/budgets", post(budgets::set))
+        .route(
+            "/benchmarks",
+            get(benchmarks::list).post(benchmarks::create),
+        )
         .route("/benchmarks/{id}", get(benchmarks::detail))
         .route("/alerts", get(alerts::list))
         .route("/alerts/{id}/acknowledge", post(alerts::acknowledge))

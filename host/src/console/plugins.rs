@@ -1,7 +1,8 @@
 //! Plugins: the list (the organization's and the platform's), a plugin's
 //! versions with their sha256 and signature, and activate, roll back,
 //! disable and enable; for platform admins, the tenant provider versions
-//! whose outbound hosts await approval, each with its approve button.
+//! whose outbound hosts await approval, each with its approve button and
+//! its reject form (an optional reason).
 
 use std::collections::HashMap;
 
@@ -140,7 +141,8 @@ async fn list_page(console: &Console, session: &Session, draft: Draft<'_>) -> Re
 }
 
 /// The tenant provider versions whose outbound hosts await a platform
-/// admin (`GET /api/plugin-approvals`), each with its approve button; the
+/// admin (`GET /api/plugin-approvals`), each with its approve button and
+/// its reject form (a reason, optional); the
 /// caller shows it to platform admins only (the API refuses anyone else).
 async fn approvals(console: &Console, session: &Session) -> String {
     let mut out = String::from("<h2>Awaiting approval</h2>");
@@ -180,7 +182,7 @@ async fn approvals(console: &Console, session: &Session) -> String {
                 "Approve",
                 "secondary",
                 &[],
-            ),
+            ) + &reject_form(session, &id),
         ));
     }
     out.push_str(&html::table(
@@ -197,6 +199,46 @@ async fn approvals(console: &Console, session: &Session) -> String {
         &rows,
     ));
     out
+}
+
+/// The reject form of the pending version `id`: a reason (optional, shown
+/// to the organization) and the button.
+fn reject_form(session: &Session, id: &str) -> String {
+    let field = format!("reason-{id}");
+    format!(
+        r#"<form method="post" action="/console/plugin-approvals/{href}/reject" class="inline reject"><input type="hidden" name="csrf" value="{csrf}"><label for="{field}">Reason (optional)</label><input type="text" id="{field}" name="reason" maxlength="2000"><button type="submit" class="danger">Reject</button></form>"#,
+        href = esc(&enc(id)),
+        csrf = esc(session.csrf()),
+        field = esc(&field),
+    )
+}
+
+/// `POST /console/plugin-approvals/{id}/reject`: a tenant provider
+/// version rejected, with the reason typed (`POST
+/// /api/plugin-approvals/{id}/reject`, platform admins only); it can then
+/// never be approved or activated. The plugins page again.
+#[instrument(skip_all, fields(org = %session.principal.org_id))]
+pub(crate) async fn reject(
+    State(console): State<Console>,
+    session: Session,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let api = format!("/api/plugin-approvals/{}/reject", enc(&id));
+    let reason = form
+        .get("reason")
+        .map(|r| r.trim())
+        .filter(|r| !r.is_empty());
+    console
+        .form_write(
+            &session,
+            &form,
+            Method::POST,
+            &api,
+            Some(&json!({ "reason": reason })),
+            "/console/plugins",
+        )
+        .await
 }
 
 /// `POST /console/plugin-approvals/{id}/approve`: a tenant provider
@@ -401,11 +443,18 @@ pub(crate) async fn detail(
             size = t(&v["size_bytes"]),
             desc = t(&v["description"]),
             hosts = esc(&hosts.join(", ")),
-            approval = if !hosts.is_empty() && v["hosts_approved"] != true { " (awaiting approval)" } else { "" },
+            approval = match v["approval"].as_str() {
+                Some("pending") => " (awaiting approval)".to_string(),
+                Some("rejected") => match v["rejection_reason"].as_str() {
+                    Some(why) => format!(r#" <span class="rejected">(rejected: {})</span>"#, esc(why)),
+                    None => r#" <span class="rejected">(rejected)</span>"#.to_string(),
+                },
+                _ => String::new(),
+            },
         ));
         if may {
             body.push_str("<td>");
-            if !active {
+            if !active && v["approval"] != "rejected" {
                 body.push_str(&html::button(
                     &session,
                     &action(&format!("versions/{}/activate", enc(&version))),

@@ -106,7 +106,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The value of cookie `name` in `headers`.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -120,12 +120,19 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// A `Set-Cookie` value: httpOnly, `SameSite=Strict`, under `path`,
 /// `Secure` with HTTPS; `max_age` 0 deletes it.
-fn set_cookie(name: &str, value: &str, path: &str, max_age: i64, secure: bool) -> String {
+pub(crate) fn set_cookie(
+    name: &str,
+    value: &str,
+    path: &str,
+    max_age: i64,
+    secure: bool,
+) -> String {
     let secure = if secure { "; Secure" } else { "" };
     format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}")
 }
 
-fn with_cookie(mut resp: Response, cookie: &str) -> Response {
+/// `resp` with the `Set-Cookie` value `cookie` added.
+pub(crate) fn with_cookie(mut resp: Response, cookie: &str) -> Response {
     if let Ok(value) = HeaderValue::from_str(cookie) {
         resp.headers_mut().append(header::SET_COOKIE, value);
     }

@@ -140,6 +140,13 @@ pub enum LifecycleError {
     /// The version's outbound hosts await a platform admin.
     #[error("a platform admin has not approved this version's outbound hosts yet")]
     HostsNotApproved,
+    /// A platform admin rejected the version's outbound hosts: it can never
+    /// be approved or activated.
+    #[error("a platform admin rejected this version's outbound hosts{}; upload a new version", reason_suffix(.0))]
+    VersionRejected(Option<String>),
+    /// The version's outbound hosts were approved already: too late to reject.
+    #[error("this version's outbound hosts were approved already")]
+    AlreadyApproved,
     /// Trusted keys are configured and the version is unsigned.
     #[error("trusted signing keys are configured: only a signed component can be activated")]
     SignatureRequired,
@@ -347,6 +354,9 @@ pub async fn publish(
         hosts_approved_at: (!needs_approval).then_some(now),
         uploaded_by: Some(actor.who.user_id.clone()),
         uploaded_at: now,
+        rejected_by: None,
+        rejected_at: None,
+        rejection_reason: None,
     };
     store::plugins::insert_version(&mut tx, &version)
         .await
@@ -630,6 +640,9 @@ pub async fn approve(
     let row = store::plugins::plugin_by_id(&mut tx, &v.plugin_id)
         .await?
         .ok_or(LifecycleError::NotFound("plugin version"))?;
+    if v.rejected_by.is_some() {
+        return Err(LifecycleError::VersionRejected(v.rejection_reason));
+    }
     if v.hosts_approved_by.is_none() {
         let now = now_ms();
         let user_id = &actor.who.user_id;
@@ -661,6 +674,70 @@ pub async fn approve(
     }
     tx.commit().await?;
     Ok((row, v))
+}
+
+/// Reject a tenant provider version's outbound hosts (the caller is a
+/// platform admin), with an optional reason: the version leaves the
+/// approval queue and can never be approved or activated; the platform's
+/// and the organization's audit logs record it. Rejecting a rejected
+/// version changes nothing; an approved one cannot be rejected.
+pub async fn reject(
+    state: &AppState,
+    actor: Actor<'_>,
+    version_id: &str,
+    reason: Option<String>,
+) -> Result<(PluginRow, VersionRow), LifecycleError> {
+    let mut tx = state.db.platform().await?;
+    let mut v = store::plugins::version_by_id(&mut tx, version_id)
+        .await?
+        .ok_or(LifecycleError::NotFound("plugin version"))?;
+    let row = store::plugins::plugin_by_id(&mut tx, &v.plugin_id)
+        .await?
+        .ok_or(LifecycleError::NotFound("plugin version"))?;
+    if v.rejected_by.is_none() {
+        if v.hosts_approved_by.is_some() {
+            return Err(LifecycleError::AlreadyApproved);
+        }
+        let now = now_ms();
+        let user_id = &actor.who.user_id;
+        store::plugins::reject_hosts(&mut tx, &v.id, user_id, reason.as_deref(), now).await?;
+        v.rejected_by = Some(user_id.clone());
+        v.rejected_at = Some(now);
+        v.rejection_reason = reason;
+        let payload = json!({ "plugin": row.name, "version": v.version, "organization_id": row.org_id,
+                              "reason": v.rejection_reason,
+                              "outbound_hosts": serde_json::from_str::<Value>(&v.outbound_hosts).unwrap_or(Value::Null) });
+        audit::record(
+            &mut tx,
+            actor.who,
+            actor.client,
+            "plugin_version_rejected",
+            payload.clone(),
+        )
+        .await?;
+        if let Some(org) = &row.org_id {
+            // The tenant sees the rejection in its own log too.
+            audit::record_for(
+                &mut tx,
+                Some(org),
+                Some(user_id),
+                actor.client,
+                "plugin_version_rejected",
+                payload,
+            )
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok((row, v))
+}
+
+/// `: REASON` when there is one (the rejection error's tail).
+fn reason_suffix(reason: &Option<String>) -> String {
+    reason
+        .as_deref()
+        .map(|r| format!(": {r}"))
+        .unwrap_or_default()
 }
 
 /// The plugin `name` as `who` sees it: the organization's own, else the
@@ -745,6 +822,9 @@ async fn check_quota(
 /// Refuse a version that may not go live: unapproved hosts, or unsigned
 /// while trusted keys are configured.
 fn check_activatable(registry: &RegistryConfig, v: &VersionRow) -> Result<(), LifecycleError> {
+    if v.rejected_by.is_some() {
+        return Err(LifecycleError::VersionRejected(v.rejection_reason.clone()));
+    }
     if v.hosts_approved_by.is_none() {
         return Err(LifecycleError::HostsNotApproved);
     }

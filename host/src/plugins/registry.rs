@@ -591,6 +591,9 @@ async fn sync_builtin(db: &Db, plugin: &Plugin, limits: &Limits) -> Result<(), R
         hosts_approved_at: Some(now),
         uploaded_by: None,
         uploaded_at: now,
+        rejected_by: None,
+        rejected_at: None,
+        rejection_reason: None,
     };
     match version {
         Some(v) if v.sha256 == stored.sha256 && v.manifest == stored.manifest => {}

@@ -144,10 +144,18 @@ pub struct VersionRow {
     pub uploaded_by: Option<String>,
     /// Unix ms.
     pub uploaded_at: i64,
+    /// The platform admin who rejected its outbound hosts; a rejected
+    /// version can never be approved or activated.
+    pub rejected_by: Option<String>,
+    /// When (Unix ms).
+    pub rejected_at: Option<i64>,
+    /// Why, as the platform admin wrote it.
+    pub rejection_reason: Option<String>,
 }
 
 const VERSION_COLUMNS: &str = "id, plugin_id, org_id, version, sha256, size_bytes, description, manifest, info, \
-    outbound_hosts, limits, config_schema, signed, hosts_approved_by, hosts_approved_at, uploaded_by, uploaded_at";
+    outbound_hosts, limits, config_schema, signed, hosts_approved_by, hosts_approved_at, uploaded_by, uploaded_at, \
+    rejected_by, rejected_at, rejection_reason";
 
 /// An active plugin version, as the registry loads it.
 #[derive(Debug, Clone)]
@@ -301,7 +309,7 @@ pub async fn update_plugin(conn: &mut AnyConnection, p: &PluginRow) -> Result<()
 pub async fn insert_version(conn: &mut AnyConnection, v: &VersionRow) -> Result<(), sqlx::Error> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO plugin_versions ({VERSION_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
     )))
     .bind(&v.id)
     .bind(&v.plugin_id)
@@ -320,6 +328,9 @@ pub async fn insert_version(conn: &mut AnyConnection, v: &VersionRow) -> Result<
     .bind(v.hosts_approved_at)
     .bind(&v.uploaded_by)
     .bind(v.uploaded_at)
+    .bind(&v.rejected_by)
+    .bind(v.rejected_at)
+    .bind(&v.rejection_reason)
     .execute(conn)
     .await?;
     Ok(())
@@ -440,10 +451,32 @@ pub async fn approve_hosts(
     Ok(())
 }
 
-/// Tenant versions whose outbound hosts await a platform admin.
+/// Record the rejection of a version's outbound hosts.
+pub async fn reject_hosts(
+    conn: &mut AnyConnection,
+    id: &str,
+    by: &str,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE plugin_versions SET rejected_by = $2, rejected_at = $3, rejection_reason = $4 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(by)
+    .bind(now)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Tenant versions whose outbound hosts await a platform admin (neither
+/// approved nor rejected).
 pub async fn pending_approvals(conn: &mut AnyConnection) -> Result<Vec<VersionRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {VERSION_COLUMNS} FROM plugin_versions WHERE hosts_approved_by IS NULL ORDER BY uploaded_at"
+        "SELECT {VERSION_COLUMNS} FROM plugin_versions WHERE hosts_approved_by IS NULL AND rejected_by IS NULL \
+         ORDER BY uploaded_at"
     )))
     .fetch_all(conn)
     .await

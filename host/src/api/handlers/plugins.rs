@@ -14,7 +14,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::error::{ApiError, ErrorBody, is_read_timeout};
-use crate::api::extract::{ApiPath, ApiQuery, ClientInfo};
+use crate::api::extract::{ApiJson, ApiPath, ApiQuery, ClientInfo};
 use crate::auth::Principal;
 use crate::config::RegistryConfig;
 use crate::plugins::lifecycle::{self, Actor, Scope, Upload, scope_label};
@@ -133,6 +133,12 @@ pub struct VersionView {
     pub outbound_hosts: Vec<String>,
     /// False while a tenant provider's hosts await a platform admin.
     pub hosts_approved: bool,
+    /// `approved`, `pending` (awaiting a platform admin) or `rejected`
+    /// (can never be approved or activated).
+    pub approval: String,
+    /// Why a platform admin rejected it, when they said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejection_reason: Option<String>,
     /// The limits its calls run under.
     #[schema(value_type = Object)]
     pub limits: Value,
@@ -168,6 +174,15 @@ impl VersionView {
             description: v.description.clone(),
             outbound_hosts: serde_json::from_str(&v.outbound_hosts).unwrap_or_default(),
             hosts_approved: v.hosts_approved_by.is_some(),
+            approval: if v.rejected_by.is_some() {
+                "rejected"
+            } else if v.hosts_approved_by.is_some() {
+                "approved"
+            } else {
+                "pending"
+            }
+            .into(),
+            rejection_reason: v.rejection_reason.clone(),
             limits: serde_json::from_str(&v.limits).unwrap_or(Value::Null),
             config_schema: v
                 .config_schema
@@ -495,6 +510,58 @@ pub async fn approve(
         client: &client,
     };
     let (row, v) = lifecycle::approve(&state, actor, &id).await?;
+    Ok(Json(VersionView::new(&row, &v)))
+}
+
+/// A platform admin's rejection of a version.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rejection {
+    /// Why (at most 2000 characters), shown to the organization.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Longest rejection reason, in characters.
+const MAX_REASON: usize = 2000;
+
+/// Reject a tenant provider version whose outbound hosts await approval
+/// (platform admins): it leaves the queue and can never be approved or
+/// activated (409 `version_rejected`); 409 `already_approved` for an
+/// approved one. Rejecting it again changes nothing.
+#[utoipa::path(post, path = "/api/plugin-approvals/{id}/reject", tag = "plugins",
+    params(("id" = String, Path, description = "Version id")),
+    request_body = Rejection,
+    responses((status = 200, body = VersionView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn reject(
+    State(state): State<AppState>,
+    p: Principal,
+    client: ClientInfo,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<Rejection>,
+) -> Result<Json<VersionView>, ApiError> {
+    p.require_platform_admin()?;
+    let reason = req
+        .reason
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty());
+    if reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > MAX_REASON)
+    {
+        return Err(crate::validation::Invalid::field(
+            "reason",
+            format!("must be at most {MAX_REASON} characters"),
+        )
+        .into());
+    }
+    let actor = Actor {
+        who: &p,
+        client: &client,
+    };
+    let (row, v) = lifecycle::reject(&state, actor, &id, reason).await?;
     Ok(Json(VersionView::new(&row, &v)))
 }
 
