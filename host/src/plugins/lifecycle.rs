@@ -651,26 +651,7 @@ pub async fn approve(
         v.hosts_approved_at = Some(now);
         let payload = json!({ "plugin": row.name, "version": v.version, "organization_id": row.org_id,
                               "outbound_hosts": serde_json::from_str::<Value>(&v.outbound_hosts).unwrap_or(Value::Null) });
-        audit::record(
-            &mut tx,
-            actor.who,
-            actor.client,
-            "plugin_hosts_approved",
-            payload.clone(),
-        )
-        .await?;
-        if let Some(org) = &row.org_id {
-            // The tenant sees the approval in its own log too.
-            audit::record_for(
-                &mut tx,
-                Some(org),
-                Some(user_id),
-                actor.client,
-                "plugin_hosts_approved",
-                payload,
-            )
-            .await?;
-        }
+        audit_decision(&mut tx, actor, &row, "plugin_hosts_approved", payload).await?;
     }
     tx.commit().await?;
     Ok((row, v))
@@ -707,29 +688,34 @@ pub async fn reject(
         let payload = json!({ "plugin": row.name, "version": v.version, "organization_id": row.org_id,
                               "reason": v.rejection_reason,
                               "outbound_hosts": serde_json::from_str::<Value>(&v.outbound_hosts).unwrap_or(Value::Null) });
-        audit::record(
-            &mut tx,
-            actor.who,
-            actor.client,
-            "plugin_version_rejected",
-            payload.clone(),
-        )
-        .await?;
-        if let Some(org) = &row.org_id {
-            // The tenant sees the rejection in its own log too.
-            audit::record_for(
-                &mut tx,
-                Some(org),
-                Some(user_id),
-                actor.client,
-                "plugin_version_rejected",
-                payload,
-            )
-            .await?;
-        }
+        audit_decision(&mut tx, actor, &row, "plugin_version_rejected", payload).await?;
     }
     tx.commit().await?;
     Ok((row, v))
+}
+
+/// Audit a platform admin's decision on a tenant's version in the
+/// platform's log and, so the tenant sees it, in the organization's.
+async fn audit_decision(
+    tx: &mut sqlx::AnyConnection,
+    actor: Actor<'_>,
+    row: &PluginRow,
+    action: &str,
+    payload: Value,
+) -> Result<(), sqlx::Error> {
+    audit::record(tx, actor.who, actor.client, action, payload.clone()).await?;
+    if let Some(org) = &row.org_id {
+        audit::record_for(
+            tx,
+            Some(org),
+            Some(&actor.who.user_id),
+            actor.client,
+            action,
+            payload,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// `: REASON` when there is one (the rejection error's tail).
