@@ -51,9 +51,9 @@ awk -v t="$((T1 - T0))" -v hz="$HZ" -v s="$SECS" -v r="$RPS" 'BEGIN {
     printf "oha: %.0f req/s; vel CPU: %.2f cores, %.0f µs per request\n", r, t / hz / s, t / hz / s / r * 1e6 }'
 echo
 echo "Flat profile (self time):"
-perf report -i "$OUT/perf.data" --no-children --sort dso,sym --stdio --percent-limit 0.7 2>/dev/null |
+perf report -i "$OUT/perf.data" --no-children --no-inline --sort dso,sym --stdio --percent-limit 0.7 -g none 2>/dev/null |
     grep -v '^#' | grep -v '^$' | grep '%' | head -60
 echo
 echo "Inclusive time of the symbols matching /$FOCUS/:"
-perf report -i "$OUT/perf.data" --children --sort sym --stdio --percent-limit 2 -g none 2>/dev/null |
+perf report -i "$OUT/perf.data" --children --no-inline --sort sym --stdio --percent-limit 2 -g none 2>/dev/null |
     grep -v '^#' | grep '%' | grep -E "$FOCUS" | head -60

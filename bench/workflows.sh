@@ -7,6 +7,10 @@
 #     provider call. That span holds the choice between them, the wake-up,
 #     the next step's start and its task's claim. p50 and p99 in ms (the
 #     API's times have millisecond resolution);
+#   - the same steps in three parts, means in ms: the task finishing to
+#     the next task's insert (the task's end and the workflow's moves),
+#     that insert to the next task's claim, and the claim to its provider
+#     call;
 #   - the choice's condition evaluation inside the engine (its recorded
 #     `elapsed_us`) over the same workflows, p50 and p99 in µs;
 #   - throughput: N workflows started over 8 connections, timed until every
@@ -93,6 +97,7 @@ percentile() {
 }
 
 ROWS=()
+PART_ROWS=()
 GROUP_ROWS=()
 
 measure() { # BACKEND
@@ -123,6 +128,7 @@ measure() { # BACKEND
         [ "$status" = completed ] || die "$backend: workflow $id ended $status"
     done
     : >"$data/gaps"
+    : >"$data/parts"
     : >"$data/evals"
     for id in $(cat "$data/seq-ids"); do
         local wf
@@ -130,19 +136,25 @@ measure() { # BACKEND
         jq -r '.steps[] | select(.kind == "choice") | .evaluations[].elapsed_us' <<<"$wf" >>"$data/evals"
         local tasks=() t
         mapfile -t tasks < <(jq -r '.steps[] | select(.kind == "task") | .task_id' <<<"$wf")
-        local prev_end="" task
+        local prev_end="" times created claimed called ended
         for t in "${tasks[@]}"; do
-            task="$(api GET "$base/api/tasks/$t" "$token")"
+            # created, claimed, first provider call, finished: ms since the epoch.
+            times="$(api GET "$base/api/tasks/$t" "$token" | jq -r '
+                def ms: (sub("\\.(?<ms>[0-9]+)Z$"; "Z") | fromdate) * 1000
+                        + (capture("\\.(?<ms>[0-9]+)Z$").ms | tonumber);
+                [.created_at, .started_at, .attempts[0].started_at, .finished_at] | map(ms) | join(" ")')"
+            read -r created claimed called ended <<<"$times"
             if [ -n "$prev_end" ]; then
-                jq -r --arg prev "$prev_end" \
-                    '((.attempts[0].started_at | sub("\\.(?<ms>[0-9]+)Z$"; "Z") | fromdate) * 1000
-                      + (.attempts[0].started_at | capture("\\.(?<ms>[0-9]+)Z$").ms | tonumber))
-                     - ($prev | tonumber)' <<<"$task" >>"$data/gaps"
+                echo "$((called - prev_end))" >>"$data/gaps"
+                echo "$((created - prev_end)) $((claimed - created)) $((called - claimed))" >>"$data/parts"
             fi
-            prev_end="$(jq -r '((.finished_at | sub("\\.(?<ms>[0-9]+)Z$"; "Z") | fromdate) * 1000
-                               + (.finished_at | capture("\\.(?<ms>[0-9]+)Z$").ms | tonumber))' <<<"$task")"
+            prev_end=$ended
         done
     done
+    local part
+    PART_ROWS+=("$(printf '| %s |' "$backend"; for part in 1 2 3; do
+        printf ' %s |' "$(awk -v f="$part" '{ s += $f } END { if (NR) printf "%.1f", s / NR; else print "-" }' "$data/parts")"
+    done)")
 
     log "$backend: $PAR parallel groups of five 200 ms branches, side by side and one at a time"
     local max body
@@ -190,6 +202,12 @@ echo
 echo "| database | step-to-step p50 ms | p99 ms | condition p50 µs | p99 µs | workflows | all completed in | steps/s |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 printf '%s\n' "${ROWS[@]}"
+echo
+echo "Where the one-at-a-time steps' time went (means in ms, from the API's millisecond times):"
+echo
+echo "| database | task finished → next task created | created → claimed | claimed → provider call |"
+echo "| --- | --- | --- | --- |"
+printf '%s\n' "${PART_ROWS[@]}"
 echo
 echo "A parallel group of five branches of a 200 ms \`slow\` step ($PAR groups each, one at a time):"
 echo
