@@ -94,8 +94,7 @@ phase() {
 log "throughput: one batch of $SIZE"
 id="$(submit_batch "$work/batch.jsonl")"
 done_batch="$(wait_batch "$id")"
-throughput="$(jq -r '
-    def ms: (.[0:19] + "Z" | fromdateiso8601) * 1000 + (.[20:23] | tonumber);
+throughput="$(jq -r "$JQ_MS"'
     ((.finished_at | ms) - (.created_at | ms)) as $d
     | "\(.counts.completed) completed, \(.counts.failed) failed in \($d / 1000) s: \(.total * 1000 / $d | floor) tasks/s"' \
     <<<"$done_batch")"

@@ -293,6 +293,11 @@ machine() {
     echo "$cpu, $(nproc) cores, Linux $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
+# JQ_MS: a jq function, `ms`, turning one of the API's times
+# (`2026-12-07T21:43:25.117Z`) into milliseconds since the epoch; put it
+# before a jq program: `jq "$JQ_MS ..."`.
+JQ_MS='def ms: (.[0:19] + "Z" | fromdateiso8601) * 1000 + (.[20:23] | tonumber);'
+
 # quick_task BASE TOKEN PROMPT: submit one quick task (the offline mock's
 # `echo`), wait on its event stream until it ends, and print "queue_ms
 # total_ms": its `created_at` to `started_at` (queue wait) and to
@@ -306,8 +311,7 @@ quick_task() {
     curl -sS -N --max-time 120 -o /dev/null -H "authorization: Bearer $token" \
         "$base/api/tasks/$id/stream" || die "the stream of task $id failed"
     task="$(api GET "$base/api/tasks/$id" "$token")"
-    jq -er '
-        def ms: (.[0:19] + "Z" | fromdateiso8601) * 1000 + (.[20:23] | tonumber);
+    jq -er "$JQ_MS"'
         if .status != "completed" then error("task \(.id) is \(.status)") else . end
         | "\((.started_at | ms) - (.created_at | ms)) \((.finished_at | ms) - (.created_at | ms))"' \
         <<<"$task" || die "task $id did not complete: $task"

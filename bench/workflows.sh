@@ -139,9 +139,7 @@ measure() { # BACKEND
         local prev_end="" times created claimed called ended
         for t in "${tasks[@]}"; do
             # created, claimed, first provider call, finished: ms since the epoch.
-            times="$(api GET "$base/api/tasks/$t" "$token" | jq -r '
-                def ms: (sub("\\.(?<ms>[0-9]+)Z$"; "Z") | fromdate) * 1000
-                        + (capture("\\.(?<ms>[0-9]+)Z$").ms | tonumber);
+            times="$(api GET "$base/api/tasks/$t" "$token" | jq -r "$JQ_MS"'
                 [.created_at, .started_at, .attempts[0].started_at, .finished_at] | map(ms) | join(" ")')"
             read -r created claimed called ended <<<"$times"
             if [ -n "$prev_end" ]; then
