@@ -634,12 +634,7 @@ pub async fn approve(
     version_id: &str,
 ) -> Result<(PluginRow, VersionRow), LifecycleError> {
     let mut tx = state.db.platform().await?;
-    let mut v = store::plugins::version_by_id(&mut tx, version_id)
-        .await?
-        .ok_or(LifecycleError::NotFound("plugin version"))?;
-    let row = store::plugins::plugin_by_id(&mut tx, &v.plugin_id)
-        .await?
-        .ok_or(LifecycleError::NotFound("plugin version"))?;
+    let (row, mut v) = version_and_plugin(&mut tx, version_id).await?;
     if v.rejected_by.is_some() {
         return Err(LifecycleError::VersionRejected(v.rejection_reason));
     }
@@ -649,9 +644,7 @@ pub async fn approve(
         store::plugins::approve_hosts(&mut tx, &v.id, user_id, now).await?;
         v.hosts_approved_by = Some(user_id.clone());
         v.hosts_approved_at = Some(now);
-        let payload = json!({ "plugin": row.name, "version": v.version, "organization_id": row.org_id,
-                              "outbound_hosts": serde_json::from_str::<Value>(&v.outbound_hosts).unwrap_or(Value::Null) });
-        audit_decision(&mut tx, actor, &row, "plugin_hosts_approved", payload).await?;
+        audit_decision(&mut tx, actor, &row, &v, "plugin_hosts_approved", None).await?;
     }
     tx.commit().await?;
     Ok((row, v))
@@ -669,12 +662,7 @@ pub async fn reject(
     reason: Option<String>,
 ) -> Result<(PluginRow, VersionRow), LifecycleError> {
     let mut tx = state.db.platform().await?;
-    let mut v = store::plugins::version_by_id(&mut tx, version_id)
-        .await?
-        .ok_or(LifecycleError::NotFound("plugin version"))?;
-    let row = store::plugins::plugin_by_id(&mut tx, &v.plugin_id)
-        .await?
-        .ok_or(LifecycleError::NotFound("plugin version"))?;
+    let (row, mut v) = version_and_plugin(&mut tx, version_id).await?;
     if v.rejected_by.is_none() {
         if v.hosts_approved_by.is_some() {
             return Err(LifecycleError::AlreadyApproved);
@@ -685,24 +673,52 @@ pub async fn reject(
         v.rejected_by = Some(user_id.clone());
         v.rejected_at = Some(now);
         v.rejection_reason = reason;
-        let payload = json!({ "plugin": row.name, "version": v.version, "organization_id": row.org_id,
-                              "reason": v.rejection_reason,
-                              "outbound_hosts": serde_json::from_str::<Value>(&v.outbound_hosts).unwrap_or(Value::Null) });
-        audit_decision(&mut tx, actor, &row, "plugin_version_rejected", payload).await?;
+        let reason = json!(v.rejection_reason);
+        audit_decision(
+            &mut tx,
+            actor,
+            &row,
+            &v,
+            "plugin_version_rejected",
+            Some(reason),
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok((row, v))
 }
 
-/// Audit a platform admin's decision on a tenant's version in the
-/// platform's log and, so the tenant sees it, in the organization's.
+/// Version `version_id` and its plugin, for a platform admin's decision
+/// on it.
+async fn version_and_plugin(
+    tx: &mut Tx,
+    version_id: &str,
+) -> Result<(PluginRow, VersionRow), LifecycleError> {
+    let v = store::plugins::version_by_id(tx, version_id)
+        .await?
+        .ok_or(LifecycleError::NotFound("plugin version"))?;
+    let row = store::plugins::plugin_by_id(tx, &v.plugin_id)
+        .await?
+        .ok_or(LifecycleError::NotFound("plugin version"))?;
+    Ok((row, v))
+}
+
+/// Audit a platform admin's decision on a tenant's version `v` of `row`
+/// (with the rejection's `reason`, if any) in the platform's log and, so
+/// the tenant sees it, in the organization's.
 async fn audit_decision(
     tx: &mut sqlx::AnyConnection,
     actor: Actor<'_>,
     row: &PluginRow,
+    v: &VersionRow,
     action: &str,
-    payload: Value,
+    reason: Option<Value>,
 ) -> Result<(), sqlx::Error> {
+    let mut payload = json!({ "plugin": row.name, "version": v.version, "organization_id": row.org_id,
+                              "outbound_hosts": serde_json::from_str::<Value>(&v.outbound_hosts).unwrap_or(Value::Null) });
+    if let Some(reason) = reason {
+        payload["reason"] = reason;
+    }
     audit::record(tx, actor.who, actor.client, action, payload.clone()).await?;
     if let Some(org) = &row.org_id {
         audit::record_for(
