@@ -44,19 +44,6 @@ async fn hello(s: &Server, key: &str) -> (u16, Value) {
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-/// `GET /metrics` as `token`, as text.
-async fn metrics_text(s: &Server, token: &str) -> String {
-    let resp = s
-        .http
-        .get(s.url("/metrics"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(resp.status(), 200);
-    resp.text().await.expect("body")
-}
-
 /// The budget at `path` once its spent amount is `nanos` (the spend is
 /// written by each instance shortly after its calls settle).
 async fn budget_once_spent(s: &Server, token: &str, path: &str, nanos: u64) -> Value {
@@ -205,7 +192,7 @@ async fn a_hard_budget_refuses_before_the_call_and_alerts_once(b: Backend) {
     assert_eq!(open.body["items"], json!([]));
 
     // The platform's metrics count the refusals by scope.
-    let metrics = metrics_text(&s, &admin).await;
+    let metrics = s.metrics(&admin).await;
     let refusals = metrics
         .lines()
         .find(|l| l.starts_with("vel_budget_refusals_total{scope=\"organization\"}"))
@@ -306,7 +293,7 @@ async fn a_budget_holds_across_two_instances_under_concurrency(b: Backend) {
     );
     // With the organization as a label, each instance shows the room it
     // sees in the budget, and what its tenants' requests did.
-    let metrics = metrics_text(&s, &admin).await;
+    let metrics = s.metrics(&admin).await;
     let budget_id = b["id"].as_str().unwrap();
     assert!(
         metrics.contains(&format!(

@@ -420,16 +420,7 @@ async fn test_tenant_plugins_go_live_for_that_tenant_only(b: Backend) {
     s.get("/metrics", &owner)
         .await
         .expect_error(403, "forbidden");
-    let text = s
-        .http
-        .get(s.url("/metrics"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = s.metrics(&admin).await;
     let calls = format!(
         "vel_plugin_calls_total{{plugin=\"flip-router\",version=\"2.0.0\",kind=\"router\",scope=\"{acme}\"}}"
     );

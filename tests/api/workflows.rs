@@ -140,6 +140,14 @@ async fn test_a_choice_takes_the_branch_its_condition_names(b: Backend) {
             ("done", "completed")
         ])
     );
+    // The first step's task was claimed by a task worker; the next one by
+    // the worker whose task (`draft`) ended, in the commit of that end, as
+    // the other workers were idle.
+    let metrics = s.metrics(&admin).await;
+    for how in ["fair", "chained"] {
+        let series = format!("vel_queue_claims_total{{kind=\"tasks\",how=\"{how}\"}} 1\n");
+        assert!(metrics.contains(&series), "{series} not in:\n{metrics}");
+    }
     let steps = w["steps"].as_array().unwrap();
     assert_eq!(steps[0]["output"], "echo: great wonderful day");
     assert_eq!(steps[1]["branch"], "positive");
@@ -1339,10 +1347,12 @@ dual_backend_tests!(
 /// notification themselves (migrations 0025 and 0027); the instance
 /// relays their signals after each commit, naming itself: a listener hears
 /// the workflow's later events and the queueing of a step task that only
-/// the previous step's end started, as any other instance would.
+/// the previous step's end started, as any other instance would. (With
+/// one task worker, none is idle when a step's task ends, so that end
+/// queues the next step's task instead of claiming it itself.)
 #[tokio::test]
 async fn postgres_relays_the_engines_signals() {
-    let s = Server::start(Backend::Postgres).await;
+    let s = Server::start_with(Backend::Postgres, &[("VEL_TASK_WORKERS", "1")]).await;
     let admin = s.admin_token().await;
     s.mock_integration(&admin, "mock").await;
     let mut listener = sqlx::postgres::PgListener::connect(&s.database_url)

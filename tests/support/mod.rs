@@ -469,6 +469,19 @@ impl Server {
         self.call(Method::DELETE, path, Some(token), None).await
     }
 
+    /// `GET /metrics` as `token` (a platform admin), as text.
+    pub(crate) async fn metrics(&self, token: &str) -> String {
+        let resp = self
+            .http
+            .get(self.url("/metrics"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("metrics");
+        assert_eq!(resp.status(), 200);
+        resp.text().await.expect("metrics text")
+    }
+
     /// The raw text of task `id`'s event stream, read until it closes
     /// (after the terminal status): a finished task's whole history.
     /// `after` is sent as `Last-Event-ID`.

@@ -10,10 +10,11 @@
 //! the queue's guarantees: one instance at a time, rescue after a crash,
 //! cancellation, hand-over at shutdown.
 
-use std::collections::HashMap;
-use std::fmt::Debug;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::{Debug, Write as _};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,13 +23,48 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::signals::{Signal, Signals, WorkKind};
+use crate::plugins::stats::family;
 use crate::store::new_id;
 
 /// Claims after which an item that keeps losing its worker is failed.
 pub const MAX_CLAIMS: i64 = 3;
 
-/// The future of one [`Runner::run`].
-pub type RunFuture<'a> = Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + 'a>>;
+/// Items this process's workers claimed, by kind of work and how (see
+/// [`render_claims`]).
+static CLAIMS: Mutex<BTreeMap<(&'static str, &'static str), u64>> = Mutex::new(BTreeMap::new());
+
+fn count_claim(kind: WorkKind, how: &'static str) {
+    *CLAIMS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry((kind.as_str(), how))
+        .or_default() += 1;
+}
+
+/// Append `vel_queue_claims_total` in the Prometheus text format: claims
+/// by kind of work and how they were made, `fair` (a worker claimed the
+/// next due item) or `chained` (a run claimed the item that follows from
+/// its end, in the commit that recorded the end).
+pub fn render_claims(out: &mut String) {
+    family(
+        out,
+        "vel_queue_claims_total",
+        "counter",
+        "Items this instance's workers claimed, by kind of work and how: fair (the next due item) or chained (claimed by the run before it).",
+    );
+    let claims = CLAIMS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for ((kind, how), n) in claims {
+        let _ = writeln!(
+            out,
+            "vel_queue_claims_total{{kind=\"{kind}\",how=\"{how}\"}} {n}"
+        );
+    }
+}
+
+/// The future of one [`Runner::run`]: the item the run claimed to run
+/// next, if it did.
+pub type RunFuture<'a, I> =
+    Pin<Box<dyn Future<Output = Result<Option<Claim<I>>, sqlx::Error>> + Send + 'a>>;
 
 /// One kind of work on the queue: how its items are claimed, kept and
 /// handed back in the store, and how a claimed item runs.
@@ -68,7 +104,11 @@ pub trait Runner: Debug + Send + Sync + 'static {
     /// run stops its work and records what it had. An error means the end
     /// could not be recorded: the lease then runs out and the item is
     /// rescued.
-    fn run<'a>(&'a self, item: Self::Item, lease: Lease<'a>) -> RunFuture<'a>;
+    ///
+    /// A run may claim the item that follows from its end in the
+    /// transaction that records the end (a workflow's next step task),
+    /// when [`Lease::may_claim_next`] allows: the worker runs it next.
+    fn run<'a>(&'a self, item: Self::Item, lease: Lease<'a>) -> RunFuture<'a, Self::Item>;
 }
 
 /// An item just claimed.
@@ -91,6 +131,24 @@ pub struct Lease<'a> {
     pub owner: &'a str,
     /// Cancelled when the run must stop.
     pub stop: &'a CancellationToken,
+    /// How long a claim holds an item without a heartbeat.
+    pub lease_ms: i64,
+    /// This instance's workers, to tell whether one is idle.
+    workers: u32,
+    /// How many of them hold an item.
+    busy: &'a AtomicU32,
+    /// Cancelled when the instance stops claiming.
+    stopping: &'a CancellationToken,
+}
+
+impl Lease<'_> {
+    /// Whether the run may claim the item to run next itself (see
+    /// [`Runner::run`]): only while another of this instance's workers is
+    /// idle (so no due item was left waiting for this one; fair claims stay
+    /// with the idle workers) and the instance is still claiming.
+    pub fn may_claim_next(&self) -> bool {
+        self.busy.load(Ordering::Relaxed) < self.workers && !self.stopping.is_cancelled()
+    }
 }
 
 /// How one instance works the queue.
@@ -128,6 +186,8 @@ struct Inner<R: Runner> {
     owner: String,
     /// Items running here, by id.
     running: Mutex<HashMap<String, Run>>,
+    /// Workers holding an item.
+    busy: AtomicU32,
     /// Stops claiming.
     stop: CancellationToken,
     workers: TaskTracker,
@@ -144,6 +204,7 @@ impl<R: Runner> Queue<R> {
             runner,
             owner,
             running: Mutex::new(HashMap::new()),
+            busy: AtomicU32::new(0),
             stop: CancellationToken::new(),
             workers: TaskTracker::new(),
         });
@@ -245,12 +306,21 @@ impl<R: Runner> Inner<R> {
             }
             match self.runner.claim(&self.owner, self.lease_ms()).await {
                 Ok(Some(claim)) => {
-                    if claim.more {
-                        // Wake another idle worker for the next one.
-                        self.signals.publish_due(kind);
+                    self.busy.fetch_add(1, Ordering::Relaxed);
+                    count_claim(kind, "fair");
+                    let mut next = Some(claim);
+                    while let Some(claim) = next {
+                        if claim.more {
+                            // Wake another idle worker for the next one.
+                            self.signals.publish_due(kind);
+                        }
+                        let span = claim.span.clone();
+                        next = self.run(claim.id, claim.item).instrument(span).await;
+                        if next.is_some() {
+                            count_claim(kind, "chained");
+                        }
                     }
-                    let span = claim.span.clone();
-                    self.run(claim.id, claim.item).instrument(span).await;
+                    self.busy.fetch_sub(1, Ordering::Relaxed);
                 }
                 Ok(None) => {
                     tokio::select! {
@@ -270,8 +340,9 @@ impl<R: Runner> Inner<R> {
         }
     }
 
-    /// Run one claimed item to its end through the runner.
-    async fn run(&self, id: String, item: R::Item) {
+    /// Run one claimed item to its end through the runner; the item it
+    /// claimed to run next, if any.
+    async fn run(&self, id: String, item: R::Item) -> Option<Claim<R::Item>> {
         let run = Run {
             stop: CancellationToken::new(),
             stopped: CancellationToken::new(),
@@ -283,17 +354,26 @@ impl<R: Runner> Inner<R> {
         let lease = Lease {
             owner: &self.owner,
             stop: &run.stop,
+            lease_ms: self.lease_ms(),
+            workers: self.config.workers,
+            busy: &self.busy,
+            stopping: &self.stop,
         };
-        if let Err(e) = self.runner.run(item, lease).await {
-            // The database failed under us: the lease runs out and the item
-            // is rescued, by this instance or another.
-            tracing::error!(error = %e, "recording the run failed; it will be retried");
-        }
+        let next = match self.runner.run(item, lease).await {
+            Ok(next) => next,
+            Err(e) => {
+                // The database failed under us: the lease runs out and the
+                // item is rescued, by this instance or another.
+                tracing::error!(error = %e, "recording the run failed; it will be retried");
+                None
+            }
+        };
         self.running
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
         run.stopped.cancel();
+        next
     }
 
     /// Extend this instance's leases; stop runs whose item was cancelled

@@ -9,7 +9,6 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use vel_runtime::ToolProgress;
 
 use super::dispatch::{Answer, DispatchError, Dispatcher, Progress, totals};
@@ -112,12 +111,7 @@ impl Runner for TaskRunner {
         }
         tx.commit().await?;
         self.signals.announce(Signal::Events(task.id.clone()));
-        Ok(Some(Claim {
-            id: task.id.clone(),
-            more: claimed.more_pending(),
-            span: tracing::info_span!("task", task_id = %task.id, org_id = %task.org_id, claims = task.claims),
-            item: claimed,
-        }))
+        Ok(Some(claim_of(claimed)))
     }
 
     /// Extend the leases; stop tasks cancelled meanwhile; fail tasks that
@@ -178,16 +172,27 @@ impl Runner for TaskRunner {
         tx.commit().await
     }
 
-    fn run<'a>(&'a self, claimed: Claimed, lease: Lease<'a>) -> RunFuture<'a> {
+    fn run<'a>(&'a self, claimed: Claimed, lease: Lease<'a>) -> RunFuture<'a, Claimed> {
         Box::pin(async move {
             let Claimed {
                 task,
                 cached_response,
                 ..
             } = claimed;
-            self.run_task(&task, cached_response, lease.owner, lease.stop)
-                .await
+            let next = self.run_task(&task, cached_response, lease).await?;
+            Ok(next.map(claim_of))
         })
+    }
+}
+
+/// A claimed task as the queue runs it.
+fn claim_of(claimed: Claimed) -> Claim<Claimed> {
+    let task = &claimed.task;
+    Claim {
+        id: task.id.clone(),
+        more: claimed.more_pending(),
+        span: tracing::info_span!("task", task_id = %task.id, org_id = %task.org_id, claims = task.claims),
+        item: claimed,
     }
 }
 
@@ -242,29 +247,28 @@ impl Seen {
 }
 
 impl TaskRunner {
-    /// Run one task to its end and record it; `owner` holds its lease and
-    /// `token` stops the run.
+    /// Run one task to its end and record it under `lease`; the next task
+    /// claimed with its end, if any (see [`Lease::may_claim_next`]).
     async fn run_task(
         &self,
         task: &Task,
         cached: Option<String>,
-        owner: &str,
-        token: &CancellationToken,
-    ) -> Result<(), sqlx::Error> {
+        lease: Lease<'_>,
+    ) -> Result<Option<Claimed>, sqlx::Error> {
         let request: TaskRequest = match serde_json::from_str(&task.request) {
             Ok(r) => r,
             Err(e) => {
                 let error = json!({ "kind": "invalid_request", "message": format!("stored request unreadable: {e}") });
-                return self.fail(task, owner, error, &[], None, Vec::new()).await;
+                return self.fail(task, lease, error, &[], None, Vec::new()).await;
             }
         };
         if let Some(tool) = &request.tool {
-            return self.run_tool(task, owner, token, tool).await;
+            return self.run_tool(task, lease, tool).await;
         }
         // The claim read the cached answer; only a rescued task (claimed
         // before) has earlier attempts to continue from.
         if let Some(result) = cached.and_then(|text| serde_json::from_str(&text).ok()) {
-            return self.complete_cached(task, owner, result).await;
+            return self.complete_cached(task, lease, result).await;
         }
         let previous = if task.claims > 1 {
             let mut tx = self.db.tenant_read(&task.org_id).await?;
@@ -316,7 +320,7 @@ impl TaskRunner {
         let ended = loop {
             tokio::select! {
                 biased;
-                _ = token.cancelled() => break Ended::Cancelled,
+                _ = lease.stop.cancelled() => break Ended::Cancelled,
                 Some(p) = rx.recv() => {
                     let mut urgent = false;
                     let mut next = Some(p);
@@ -346,20 +350,21 @@ impl TaskRunner {
         }
         match ended {
             Ended::Answered(answer) => {
-                self.complete(task, owner, &request, &seen, held, *answer)
+                self.complete(task, lease, &request, &seen, held, *answer)
                     .await
             }
             Ended::Failed(e) => {
                 let error = json!({ "kind": e.kind, "message": e.message });
                 let partial = (!seen.partial.is_empty()).then(|| seen.partial.clone());
-                self.fail(task, owner, error, &seen.attempts, partial, held)
+                self.fail(task, lease, error, &seen.attempts, partial, held)
                     .await
             }
             Ended::Cancelled => {
                 // The tool calls cut off are audited before the run ends.
                 self.dispatcher.cut_off().settle(&task.id).await;
                 self.record(task, held).await?;
-                self.record_cancelled(task, &mut seen).await
+                self.record_cancelled(task, &mut seen).await?;
+                Ok(None)
             }
         }
     }
@@ -371,16 +376,15 @@ impl TaskRunner {
     async fn run_tool(
         &self,
         task: &Task,
-        owner: &str,
-        token: &CancellationToken,
+        lease: Lease<'_>,
         tool: &ToolInvocation,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<Option<Claimed>, sqlx::Error> {
         let servers = self.dispatcher.tools();
         let server = match servers.by_name(&task.org_id, &tool.integration).await {
             Ok(server) => server,
             Err(e) => {
                 let error = json!({ "kind": e.kind, "message": e.message });
-                return self.fail(task, owner, error, &[], None, Vec::new()).await;
+                return self.fail(task, lease, error, &[], None, Vec::new()).await;
             }
         };
         let seq = if task.claims > 1 {
@@ -398,7 +402,7 @@ impl TaskRunner {
         let ended = loop {
             tokio::select! {
                 biased;
-                _ = token.cancelled() => break None,
+                _ = lease.stop.cancelled() => break None,
                 Some(report) = rx.recv() => {
                     let mut events = vec![report];
                     events.extend(std::iter::from_fn(|| rx.try_recv().ok()));
@@ -433,7 +437,8 @@ impl TaskRunner {
                     current: Some((seq, attempt.provider, attempt.model, started_at)),
                     ..Seen::default()
                 };
-                self.record_cancelled(task, &mut seen).await
+                self.record_cancelled(task, &mut seen).await?;
+                Ok(None)
             }
             Some(Ok(output)) => {
                 let result = json!({
@@ -454,7 +459,7 @@ impl TaskRunner {
                 };
                 let event = completed_event(&result, Some(Money::ZERO))?;
                 let held = vec![Progress::AttemptFinished(attempt)];
-                self.finish(task, owner, &finish, event, held, None).await
+                self.finish(task, lease, &finish, event, held, None).await
             }
             Some(Err(e)) => {
                 attempt.outcome = AttemptOutcome::Error;
@@ -463,7 +468,7 @@ impl TaskRunner {
                 let error = json!({ "kind": e.kind, "message": e.message });
                 let attempts = [attempt.clone()];
                 let held = vec![Progress::AttemptFinished(attempt)];
-                self.fail(task, owner, error, &attempts, None, held).await
+                self.fail(task, lease, error, &attempts, None, held).await
             }
         }
     }
@@ -499,9 +504,9 @@ impl TaskRunner {
     async fn complete_cached(
         &self,
         task: &Task,
-        owner: &str,
+        lease: Lease<'_>,
         mut result: Value,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<Option<Claimed>, sqlx::Error> {
         if let Some(obj) = result.as_object_mut() {
             obj.insert("cached".into(), json!(true));
         }
@@ -513,19 +518,19 @@ impl TaskRunner {
             ..Finish::new(TaskStatus::Completed)
         };
         let event = completed_event(&result, None)?;
-        self.finish(task, owner, &finish, event, Vec::new(), None)
+        self.finish(task, lease, &finish, event, Vec::new(), None)
             .await
     }
 
     async fn complete(
         &self,
         task: &Task,
-        owner: &str,
+        lease: Lease<'_>,
         request: &TaskRequest,
         seen: &Seen,
         held: Vec<Progress>,
         answer: Answer,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<Option<Claimed>, sqlx::Error> {
         let (input_tokens, output_tokens, cost) = totals(&seen.attempts);
         let response = &answer.response;
         let result = json!({
@@ -559,18 +564,18 @@ impl TaskRunner {
                 i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
             )
         });
-        self.finish(task, owner, &finish, event, held, cache).await
+        self.finish(task, lease, &finish, event, held, cache).await
     }
 
     async fn fail(
         &self,
         task: &Task,
-        owner: &str,
+        lease: Lease<'_>,
         error: Value,
         attempts: &[Attempt],
         partial_output: Option<String>,
         held: Vec<Progress>,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<Option<Claimed>, sqlx::Error> {
         let (input_tokens, output_tokens, cost) = totals(attempts);
         let finish = Finish {
             error: Some(error.to_string()),
@@ -585,7 +590,7 @@ impl TaskRunner {
             ..Finish::new(TaskStatus::Failed)
         };
         let event = json!({ "status": "failed", "error": error }).to_string();
-        self.finish(task, owner, &finish, event, held, None).await
+        self.finish(task, lease, &finish, event, held, None).await
     }
 
     /// Write the held reports, the terminal state, its event and the
@@ -595,12 +600,12 @@ impl TaskRunner {
     async fn finish(
         &self,
         task: &Task,
-        owner: &str,
+        lease: Lease<'_>,
         finish: &Finish,
         event: String,
         held: Vec<Progress>,
         cache: Option<(String, i64)>,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<Option<Claimed>, sqlx::Error> {
         // Its signals are announced after the commit, the moves of a
         // workflow that commit with it included.
         let mut tx = self.db.tenant_relayed(&task.org_id).await?;
@@ -617,7 +622,7 @@ impl TaskRunner {
         }
         // The run's last reports and its end, numbered in one go.
         events.push(("status", event));
-        if !tasks::finish(&mut tx, &task.id, owner, finish, &events).await? {
+        if !tasks::finish(&mut tx, &task.id, lease.owner, finish, &events).await? {
             // Not this run's any more: its reports are kept while the task
             // is in progress (taken over), and what it spent in any case.
             events.pop();
@@ -629,22 +634,35 @@ impl TaskRunner {
                 self.signals.announce(Signal::Events(task.id.clone()));
             }
             tracing::info!("task was cancelled or taken over before it finished");
-            return Ok(());
+            return Ok(None);
         }
         buckets::record(&mut tx, &Sample::task(task, finish, now_ms())).await?;
         let mut hooks = crate::webhooks::events::task_ended(&mut tx, task, finish).await?;
         let batch = crate::batches::task_ended(&mut tx, task, finish.status).await?;
         hooks += batch.deliveries;
         let mut wake = false;
+        let mut next = None;
         if let Some(workflow_id) = &task.workflow_id {
             workflows::wake_for_task(&mut tx, &task.id).await?;
             // The workflow's next moves commit with the task's end when
-            // this worker can take it over; else a workflow worker is woken.
+            // this worker can take it over (and claim its next task, when
+            // the queue allows); else a workflow worker is woken.
             let left = match &self.hand_over {
                 Some(h) => {
-                    h.engine
-                        .take_over(tx, &task.org_id, workflow_id, owner, h.lease_ms)
-                        .await?
+                    let task_lease_ms = lease.may_claim_next().then_some(lease.lease_ms);
+                    let taken = h
+                        .engine
+                        .take_over(
+                            tx,
+                            &task.org_id,
+                            workflow_id,
+                            lease.owner,
+                            h.lease_ms,
+                            task_lease_ms,
+                        )
+                        .await?;
+                    next = taken.next;
+                    taken.tx
                 }
                 None => Some(tx),
             };
@@ -672,7 +690,7 @@ impl TaskRunner {
             cached = finish.cached,
             "task finished"
         );
-        Ok(())
+        Ok(next)
     }
 
     /// The run was stopped by a cancellation: record the attempt in flight

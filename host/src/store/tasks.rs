@@ -630,16 +630,50 @@ pub async fn claim(
     lease_ms: i64,
     max_claims: i64,
 ) -> Result<Option<Claimed>, sqlx::Error> {
+    claim_picked(conn, Pick::Next(max_claims), owner, lease_ms).await
+}
+
+/// Claim pending task `id` itself, as [`claim`] claims the next one: a
+/// worker whose workflow step task just ended takes the next step's task
+/// in the transaction that inserted it. Nothing when it is no longer
+/// pending.
+pub async fn claim_id(
+    conn: &mut AnyConnection,
+    id: &str,
+    owner: &str,
+    lease_ms: i64,
+) -> Result<Option<Claimed>, sqlx::Error> {
+    claim_picked(conn, Pick::Id(id), owner, lease_ms).await
+}
+
+/// Which task a claim takes.
+#[derive(Debug, Clone, Copy)]
+enum Pick<'a> {
+    /// The next due one, rescued tasks first (claimed fewer than this many
+    /// times).
+    Next(i64),
+    /// This pending one.
+    Id(&'a str),
+}
+
+async fn claim_picked(
+    conn: &mut AnyConnection,
+    pick: Pick<'_>,
+    owner: &str,
+    lease_ms: i64,
+) -> Result<Option<Claimed>, sqlx::Error> {
     let now = now_ms();
     let postgres = Backend::of(conn) == Backend::Postgres;
-    let sql = claim_sql(postgres);
-    let claimed: Option<Claimed> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let sql = claim_sql(postgres, pick);
+    let query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(owner)
         .bind(now + lease_ms)
-        .bind(now)
-        .bind(max_claims)
-        .fetch_optional(&mut *conn)
-        .await?;
+        .bind(now);
+    let query = match pick {
+        Pick::Next(max_claims) => query.bind(max_claims),
+        Pick::Id(id) => query.bind(id),
+    };
+    let claimed: Option<Claimed> = query.fetch_optional(&mut *conn).await?;
     if let Some(c) = &claimed
         && !postgres
     {
@@ -649,18 +683,17 @@ pub async fn claim(
     Ok(claimed)
 }
 
-/// The claim's statement ([`claim`]); its own function so that a test can
-/// read SQLite's plan of it.
-fn claim_sql(postgres: bool) -> String {
+/// The claim's statement ([`claim`], [`claim_id`]); its own function so
+/// that a test can read SQLite's plan of it.
+fn claim_sql(postgres: bool, pick: Pick<'_>) -> String {
     let (lock, number) = if postgres {
         ("FOR UPDATE SKIP LOCKED", ", event_seq = event_seq + 1")
     } else {
         ("", "")
     };
-    let update = format!(
-        "UPDATE tasks SET status = 'in_progress', lease_owner = $1, lease_expires_at = $2, \
-             claims = claims + 1, started_at = COALESCE(started_at, $3), updated_at = $3{number} \
-         WHERE id = COALESCE( \
+    let which = match pick {
+        Pick::Next(_) => format!(
+            "id = COALESCE( \
              (SELECT id FROM tasks \
               WHERE status = 'in_progress' AND lease_expires_at < $3 AND claims < $4 \
               ORDER BY priority DESC, created_at, id LIMIT 1 {lock}), \
@@ -672,7 +705,14 @@ fn claim_sql(postgres: bool) -> String {
                            MAX(p.priority) DESC, MIN(p.created_at) LIMIT 1) \
               ORDER BY priority DESC, created_at, id LIMIT 1 {lock}), \
              (SELECT id FROM tasks WHERE status = 'pending' \
-              ORDER BY priority DESC, created_at, id LIMIT 1 {lock})) \
+              ORDER BY priority DESC, created_at, id LIMIT 1 {lock}))"
+        ),
+        Pick::Id(_) => "id = $4 AND status = 'pending'".to_string(),
+    };
+    let update = format!(
+        "UPDATE tasks SET status = 'in_progress', lease_owner = $1, lease_expires_at = $2, \
+             claims = claims + 1, started_at = COALESCE(started_at, $3), updated_at = $3{number} \
+         WHERE {which} \
          RETURNING {COLUMNS}, \
              CASE WHEN EXISTS (SELECT 1 FROM tasks AS other \
                                WHERE other.status = 'pending' AND other.id <> tasks.id) \
@@ -1308,7 +1348,8 @@ mod tests {
         let url = format!("sqlite://{}?mode=rwc", dir.join("vel.db").display());
         let db = Db::open(&url, None, 1).await.expect("open");
         let statements = [
-            (claim_sql(false), 4),
+            (claim_sql(false, Pick::Next(3)), 4),
+            (claim_sql(false, Pick::Id("t")), 4),
             (format!("SELECT {}", unfinished("$1", None)), 1),
             (format!("SELECT {}", unfinished("$1", Some("$2"))), 2),
         ];

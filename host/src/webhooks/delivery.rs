@@ -160,8 +160,11 @@ impl Runner for DeliveryRunner {
         tx.commit().await
     }
 
-    fn run<'a>(&'a self, item: DeliveryRow, lease: Lease<'a>) -> RunFuture<'a> {
-        Box::pin(self.deliver(item, lease.owner, lease.stop))
+    fn run<'a>(&'a self, item: DeliveryRow, lease: Lease<'a>) -> RunFuture<'a, DeliveryRow> {
+        Box::pin(async move {
+            self.deliver(item, lease.owner, lease.stop).await?;
+            Ok(None)
+        })
     }
 }
 

@@ -26,7 +26,10 @@
 //! the task's end, the workflow's next moves, its next task and its park
 //! are then a single commit, and no workflow worker is woken. When the
 //! workflow is not to be had there (another worker holds it) the task's
-//! end only wakes it, as before.
+//! end only wakes it, as before. When the queue allows it (another worker
+//! of the instance is idle, so nothing due waits), the same commit claims
+//! the next step's task for that worker, which runs it next: no task
+//! worker is woken and no claim transaction of its own is spent.
 
 use std::time::{Duration, Instant};
 
@@ -142,8 +145,11 @@ impl Runner for WorkflowRunner {
         tx.commit().await
     }
 
-    fn run<'a>(&'a self, wf: Workflow, lease: Lease<'a>) -> RunFuture<'a> {
-        Box::pin(self.advance(wf, lease.owner, lease.stop))
+    fn run<'a>(&'a self, wf: Workflow, lease: Lease<'a>) -> RunFuture<'a, Workflow> {
+        Box::pin(async move {
+            self.advance(wf, lease.owner, lease.stop).await?;
+            Ok(None)
+        })
     }
 }
 
@@ -172,6 +178,27 @@ impl Failure {
     }
 }
 
+/// What [`WorkflowRunner::take_over`] leaves its caller.
+#[derive(Debug)]
+pub struct TakenOver {
+    /// The transaction, for the caller to commit, when the workflow was
+    /// not to be had (not due, or another worker holds it) or the engine
+    /// failed before committing anything (its writes undone, the task's
+    /// end kept); `None` when the engine committed it.
+    pub tx: Option<Tx>,
+    /// The next step's task, claimed in that commit for the caller to run.
+    pub next: Option<tasks::Claimed>,
+}
+
+impl TakenOver {
+    fn left(tx: Tx) -> TakenOver {
+        TakenOver {
+            tx: Some(tx),
+            next: None,
+        }
+    }
+}
+
 /// The workflow as one move sees it.
 struct View<'a> {
     wf: &'a Workflow,
@@ -191,8 +218,13 @@ struct Batch {
     tx: Option<Tx>,
     /// Events were appended to the workflow's log.
     events: bool,
-    /// Step tasks were inserted.
-    tasks: bool,
+    /// The step tasks inserted.
+    started: Vec<String>,
+    /// Claim one of them at the commit, for this owner under a lease of
+    /// this many milliseconds (see [`WorkflowRunner::take_over`]).
+    claim: Option<(String, i64)>,
+    /// The task so claimed.
+    claimed: Option<tasks::Claimed>,
     /// Webhook deliveries were queued.
     hooks: bool,
     /// The workflow was parked due at a time: a wake-up for any instance.
@@ -227,16 +259,28 @@ impl Batch {
         Ok(self.tx.insert(tx))
     }
 
-    /// Commit what the batch holds, then signal it.
+    /// Commit what the batch holds (with the claim of a task it started,
+    /// when asked to claim one), then signal it.
     async fn commit(&mut self, signals: &Signals, workflow_id: &str) -> Result<(), sqlx::Error> {
-        if let Some(tx) = self.tx.take() {
+        if let Some(mut tx) = self.tx.take() {
+            let claimed = match (&self.claim, self.started.first()) {
+                (Some((owner, lease_ms)), Some(id)) if self.claimed.is_none() => {
+                    tasks::claim_id(&mut tx, id, owner, *lease_ms).await?
+                }
+                _ => None,
+            };
             tx.commit().await?;
             self.savepoint = false;
+            if let Some(claimed) = claimed {
+                self.started.retain(|id| *id != claimed.task.id);
+                signals.announce(Signal::Events(claimed.task.id.clone()));
+                self.claimed = Some(claimed);
+            }
         }
         if std::mem::take(&mut self.events) {
             signals.announce(Signal::Events(workflow_id.to_string()));
         }
-        if std::mem::take(&mut self.tasks) {
+        if !std::mem::take(&mut self.started).is_empty() {
             signals.announce_due(WorkKind::Tasks);
         }
         if std::mem::take(&mut self.hooks) {
@@ -254,7 +298,7 @@ impl Batch {
     /// Drop every uncommitted move: the workflow is read afresh.
     async fn rollback(&mut self) -> Result<(), sqlx::Error> {
         self.events = false;
-        self.tasks = false;
+        self.started.clear();
         self.hooks = false;
         self.due = false;
         self.applied.clear();
@@ -347,11 +391,9 @@ impl WorkflowRunner {
     /// the transaction that finished its step's task and woke it: claim it
     /// there for `owner` (a lease of `lease_ms`) and make its moves, so the
     /// task's end, the workflow's next moves, its next task's start and its
-    /// park are one commit and no other worker needs waking. Returns `tx`
-    /// for the caller to commit when the workflow is not to be had (it is
-    /// not due, or another worker holds it) or the engine failed before
-    /// committing anything (its writes undone, the task's kept); `None`
-    /// when the engine committed `tx`.
+    /// park are one commit and no other worker needs waking. With
+    /// `task_lease_ms`, that commit also claims the next step's task for
+    /// `owner` under a lease of that many milliseconds.
     pub async fn take_over(
         &self,
         mut tx: Tx,
@@ -359,19 +401,21 @@ impl WorkflowRunner {
         workflow_id: &str,
         owner: &str,
         lease_ms: i64,
-    ) -> Result<Option<Tx>, sqlx::Error> {
+        task_lease_ms: Option<i64>,
+    ) -> Result<TakenOver, sqlx::Error> {
         sqlx::query("SAVEPOINT workflow_hand_over")
             .execute(&mut *tx)
             .await?;
         let claimed =
             workflows::claim_one(&mut tx, org_id, workflow_id, owner, lease_ms, MAX_CLAIMS).await?;
         let Some(wf) = claimed else {
-            return Ok(Some(tx));
+            return Ok(TakenOver::left(tx));
         };
         let span = tracing::info_span!("workflow", workflow_id = %wf.id, org_id = %wf.org_id, claims = wf.claims, hand_over = true);
         let batch = Mutex::new(Batch {
             tx: Some(tx),
             savepoint: true,
+            claim: task_lease_ms.map(|ms| (owner.to_string(), ms)),
             ..Batch::default()
         });
         let stop = CancellationToken::new();
@@ -381,7 +425,10 @@ impl WorkflowRunner {
         match advanced {
             // What is left uncommitted (the task's end, after a rollback
             // to the savepoint) is the caller's to commit.
-            Ok(()) => Ok(batch.tx),
+            Ok(()) => Ok(TakenOver {
+                tx: batch.tx,
+                next: batch.claimed,
+            }),
             Err(e) if batch.savepoint => {
                 let Some(mut tx) = batch.tx.take() else {
                     return Err(e);
@@ -390,13 +437,16 @@ impl WorkflowRunner {
                 sqlx::query("ROLLBACK TO SAVEPOINT workflow_hand_over")
                     .execute(&mut *tx)
                     .await?;
-                Ok(Some(tx))
+                Ok(TakenOver::left(tx))
             }
             // The task's end is committed; the workflow is rescued once
             // the lease runs out.
             Err(e) => {
                 tracing::warn!(error = %e, workflow_id, "the workflow's moves failed after its task's end was committed");
-                Ok(None)
+                Ok(TakenOver {
+                    tx: None,
+                    next: batch.claimed,
+                })
             }
         }
     }
@@ -713,7 +763,7 @@ impl WorkflowRunner {
         }
         append_events(tx, wf, events_of(view, Some(&run), &p)).await?;
         b.events = true;
-        b.tasks = true;
+        b.started.push(task.id.clone());
         b.moved(view, &p, Some(&run), None);
         tracing::info!(step = %run.step_id, task_id = %task.id, "workflow step started its task");
         Ok(Moved::Wait(None))

@@ -1,10 +1,10 @@
 //! `GET /metrics`: this instance's metrics in the Prometheus text format
 //! 0.0.4 — build and uptime, database connections, per plugin version
-//! calls, errors, limit hits and call durations, finished requests and
-//! tasks with their tokens and cost, alerts, and budget refusals (and,
-//! with `VEL_METRICS_ORG_LABEL`, per organization and each budget's room).
-//! Platform admins only: the labels name tenants' plugins and organization
-//! ids.
+//! calls, errors, limit hits and call durations, queue claims, finished
+//! requests and tasks with their tokens and cost, alerts, and budget
+//! refusals (and, with `VEL_METRICS_ORG_LABEL`, per organization and each
+//! budget's room). Platform admins only: the labels name tenants' plugins
+//! and organization ids.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -40,6 +40,7 @@ pub async fn metrics(
         render_write_gate(&mut out, gate);
     }
     state.plugins.stats().render_prometheus(&mut out);
+    crate::orchestrator::queue::render_claims(&mut out);
     crate::analytics::metrics::render(&mut out);
     state.dispatcher.ledger().render_prometheus(&mut out);
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], out))
