@@ -1243,8 +1243,10 @@ async fn members_page(b: Backend) {
     assert_eq!(accepted["role"], "task_executor", "{accepted}");
 
     browser.goto("/console/members").await;
+    // The page the removal loads, not the one it was clicked on (both say
+    // "Members").
     browser
-        .click(&format!(
+        .submit(&format!(
             r#"form[action="/console/members/{viewer_id}/remove"] button"#
         ))
         .await;
